@@ -1,0 +1,13 @@
+"""Attacks: frozen configs called as ``attack(model, x, y, target=None) -> AttackResult``.
+
+Images are [0, 1]; eps and step sizes are in [0, 1] pixel units; the device is ``x``'s; randomness comes
+from ``seed``. Attacks never print or write files, and leave the model's mode and flags as they were.
+"""
+
+from __future__ import annotations
+
+from advlab.attacks.base import Attack
+from advlab.attacks.pgd import FGSM, MIFGSM, PGD
+from advlab.types import AttackResult
+
+__all__ = ["FGSM", "MIFGSM", "PGD", "Attack", "AttackResult"]

@@ -1,0 +1,233 @@
+"""The one place for attack bookkeeping: targets, success, counting, box and ball, model flags, eps lists.
+
+An attack is a frozen config; ``attack(model, x, y, target=None)`` runs it. Subclasses implement
+``_attack(oracle, x, labels, targeted, eps, init, gen, y_true)`` and return ``(x_adv, logits)``; everything else
+(resolving targets, restoring the model's flags, quantizing, norms, counts, robustness curves) lives here.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field, replace
+
+import torch
+from torch import nn
+
+from advlab.threat import distance
+from advlab.types import AttackResult
+
+Target = int | torch.Tensor | str | None
+
+
+class Oracle:
+    """The model as an attack sees it: logits and input gradients, each call counted per sample.
+
+    ``idx`` are the positions (in the original batch) of the rows being evaluated, so that per-sample
+    forward/backward counts stay right when attacks shrink the batch to the samples still running.
+    """
+
+    def __init__(self, model: nn.Module, n: int, device: torch.device) -> None:
+        self.model = model
+        self.forwards = torch.zeros(n, dtype=torch.long)
+        self.backwards = torch.zeros(n, dtype=torch.long)
+
+    def logits(self, x: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            out = self.model(x)
+        self.forwards[idx.cpu()] += 1
+        return out
+
+    def grad(self, x: torch.Tensor, idx: torch.Tensor, objective: Callable[[torch.Tensor], torch.Tensor],
+             create_graph: bool = False) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:  # fmt: skip
+        """``(logits, objective(logits) per sample, d sum(objective) / dx)`` in one forward and one backward."""
+        x = x.detach().requires_grad_(True)
+        with torch.enable_grad():
+            logits = self.model(x)
+            value = objective(logits)
+            (g,) = torch.autograd.grad(value.sum(), x, create_graph=create_graph)
+        i = idx.cpu()
+        self.forwards[i] += 1
+        self.backwards[i] += 1
+        return logits.detach(), value.detach(), g
+
+
+@contextmanager
+def frozen_parameters(model: nn.Module) -> Iterator[None]:
+    """Turn off ``requires_grad`` on the model's parameters for the attack and restore each flag after.
+
+    Attacks need d loss / d x only; with parameters frozen autograd neither computes nor stores anything
+    for weight gradients, and the model's ``.grad`` fields are never touched.
+    """
+    flags = [(p, p.requires_grad) for p in model.parameters()]
+    for p, _ in flags:
+        p.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for p, flag in flags:
+            p.requires_grad_(flag)
+
+
+def is_success(logits: torch.Tensor, labels: torch.Tensor, targeted: bool) -> torch.Tensor:
+    pred = logits.argmax(1)
+    return pred == labels if targeted else pred != labels
+
+
+def quantize_8bit(x: torch.Tensor, x0: torch.Tensor, eps: float | None, norm: str) -> torch.Tensor:
+    """Round ``x`` to the 8-bit grid (k/255) while staying in [0, 1] and, for L-inf, in the eps-ball around ``x0``.
+
+    For L2/L1 the rounding is towards ``x0`` (truncation of the perturbation in grid units), which never
+    increases the norm when ``x0`` itself lies on the grid.
+    """
+    if norm == "linf" or eps is None:
+        q = (x * 255).round() / 255
+        if eps is not None:
+            lo = torch.ceil(((x0 - eps) * 255).clamp(min=0) - 1e-4) / 255
+            hi = torch.floor(((x0 + eps) * 255).clamp(max=255) + 1e-4) / 255
+            q = torch.maximum(torch.minimum(q, hi), lo)
+        return q.clamp(0, 1)
+    x0q = (x0 * 255).round() / 255
+    return (x0q + torch.trunc((x - x0q) * 255) / 255).clamp(0, 1)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Attack:
+    """Base config shared by all attacks.
+
+    ``seed``: randomness (random starts, random targets) comes from a generator seeded with it, so the
+    same seed gives the same result. ``quantize``: return ``x_adv`` on the 8-bit grid, with success
+    checked on exactly that tensor (saved PNGs stay adversarial).
+    """
+
+    seed: int = 0
+    quantize: bool = False
+
+    name: str = field(default="attack", init=False, repr=False)
+    #: the norm the attack's perturbation is measured in (for reports); bounded attacks set it from config
+    threat_norm: str = field(default="l2", init=False, repr=False)
+
+    # ---------------------------------------------------------------- public API
+    def __call__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, target: Target = None) -> AttackResult:
+        """Attack ``model`` on images ``x`` (N, C, H, W) in [0, 1] with labels ``y`` (N,).
+
+        ``target``: None (untargeted: make argmax != y), an int or (N,) tensor of target classes,
+        ``"random"`` (a random class != y, from ``seed``) or ``"least-likely"`` (the clean argmin).
+        """
+        self.validate()
+        _check_batch(x, y)
+        gen = torch.Generator().manual_seed(self.seed)
+        with frozen_parameters(model):
+            oracle = Oracle(model, len(x), x.device)
+            labels, targeted, _ = self._labels(oracle, x, y, target, gen)
+            return self._run_with_eps(oracle, x, y, labels, targeted, gen)
+
+    def validate(self) -> None:
+        """Raise ValueError for impossible settings (called before every run)."""
+
+    # ---------------------------------------------------------------- for subclasses
+    def _attack(self, oracle: Oracle, x: torch.Tensor, labels: torch.Tensor, targeted: bool, eps: float | None,
+                init: torch.Tensor | None, gen: torch.Generator, y_true: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
+        """Return ``(x_adv, logits of the model on x_adv)`` for this (sub)batch; ``labels`` are targets when ``targeted``."""
+        raise NotImplementedError
+
+    def _epsilons(self) -> list[float | None]:
+        return [None]
+
+    def _prepare(self, x_adv: torch.Tensor, x: torch.Tensor, eps: float | None) -> torch.Tensor:
+        """What the model is evaluated on: the iterate itself, or its 8-bit rounding with ``quantize``."""
+        return quantize_8bit(x_adv, x, eps, self.threat_norm) if self.quantize else x_adv
+
+    # ---------------------------------------------------------------- internals
+    def _labels(self, oracle: Oracle, x: torch.Tensor, y: torch.Tensor, target: Target,
+                gen: torch.Generator) -> tuple[torch.Tensor, bool, torch.Tensor | None]:  # fmt: skip
+        if target is None:
+            if (y < 0).any():
+                raise ValueError("untargeted attacks need a label for every sample (found -1)")
+            return y, False, None
+        if isinstance(target, str):
+            if target == "least-likely":
+                t = oracle.logits(x, torch.arange(len(x))).argmin(1)
+            elif target == "random":
+                k = int(oracle.logits(x[:1], torch.arange(1)).shape[1])
+                offset = torch.randint(1, k, (len(y),), generator=gen).to(y.device)
+                t = (y.clamp(min=0) + offset) % k
+            else:
+                raise ValueError(f"target must be a class index, a tensor, 'random' or 'least-likely', not {target!r}")
+        elif isinstance(target, int):
+            t = torch.full_like(y, target)
+        else:
+            t = target.to(y.device).long().reshape(-1)
+            if t.numel() == 1:
+                t = t.expand_as(y).clone()
+            if t.shape != y.shape:
+                raise ValueError(f"target has {t.numel()} entries for {len(y)} samples")
+        return t, True, t
+
+    def _run_with_eps(self, oracle: Oracle, x: torch.Tensor, y: torch.Tensor, labels: torch.Tensor, targeted: bool,
+                      gen: torch.Generator) -> AttackResult:  # fmt: skip
+        """Run ``_attack`` for each eps, ascending; a sample broken at a smaller eps stays broken (the balls are
+        nested), so each larger eps attacks only the samples still standing, warm-started from the last iterate."""
+        epsilons = self._epsilons()
+        x_adv = x.detach().clone()
+        logits = oracle.logits(x, torch.arange(len(x))) if len(epsilons) > 1 else None
+        success = is_success(logits, labels, targeted) if logits is not None else torch.zeros(len(x), dtype=torch.bool, device=x.device)
+        min_eps = torch.full((len(x),), math.inf)
+        curve: list[dict[str, float]] = []
+        for eps in epsilons:
+            todo = (~success).nonzero().flatten()
+            if len(todo):
+                init = (x_adv[todo] - x[todo]) if len(epsilons) > 1 else None
+                xa, za = self._attack(_SubOracle(oracle, todo), x[todo], labels[todo], targeted, eps, init, gen, y[todo])
+                x_adv[todo] = xa.detach().to(x.dtype)
+                if logits is None:
+                    logits = torch.empty(len(x), za.shape[1], dtype=za.dtype, device=za.device)
+                logits[todo] = za.detach()
+                success[todo] = is_success(za, labels[todo], targeted)
+            if eps is not None:
+                min_eps[success.cpu() & torch.isinf(min_eps)] = eps
+                curve.append({"eps": eps, "success_rate": float(success.float().mean()) if len(x) else 0.0})
+        res = result_from(oracle, x, x_adv, y, labels, targeted, logits)
+        if len(epsilons) > 1:
+            res.curve, res.min_eps = curve, min_eps
+        return res
+
+
+class _SubOracle(Oracle):
+    """The oracle restricted to some rows of the batch: indices are mapped back for the counts."""
+
+    def __init__(self, parent: Oracle, rows: torch.Tensor) -> None:
+        self.model, self.parent, self.rows = parent.model, parent, rows
+        self.forwards, self.backwards = parent.forwards, parent.backwards
+
+    def logits(self, x: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+        return self.parent.logits(x, self.rows[idx.to(self.rows.device)])
+
+    def grad(self, x: torch.Tensor, idx: torch.Tensor, objective: Callable[[torch.Tensor], torch.Tensor],
+             create_graph: bool = False) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:  # fmt: skip
+        return self.parent.grad(x, self.rows[idx.to(self.rows.device)], objective, create_graph)
+
+
+def _check_batch(x: torch.Tensor, y: torch.Tensor) -> None:
+    if not isinstance(x, torch.Tensor) or x.ndim < 2:
+        raise ValueError("x must be a batch tensor (N, C, H, W)")
+    if not x.is_floating_point():
+        raise ValueError(f"x must be float images in [0, 1], got dtype {x.dtype}")
+    if y.shape != (len(x),):
+        raise ValueError(f"y must have shape ({len(x)},), got {tuple(y.shape)}")
+    if x.numel() and (float(x.min()) < 0 or float(x.max()) > 1):
+        raise ValueError("x must be in [0, 1]; advlab models carry their own normalization")
+
+
+def result_from(oracle: Oracle, x: torch.Tensor, x_adv: torch.Tensor, y: torch.Tensor, labels: torch.Tensor,
+                targeted: bool, logits: torch.Tensor | None = None) -> AttackResult:  # fmt: skip
+    """Norms, success and counts for a finished ``x_adv`` (evaluates the model once if ``logits`` is None)."""
+    if logits is None:
+        logits = oracle.logits(x_adv, torch.arange(len(x)))
+    d = (x_adv - x).detach()
+    return AttackResult(
+        x_adv=x_adv.detach().to(x.dtype), success=is_success(logits, labels, targeted).cpu(), logits=logits.detach(),
+        y=y, target=labels if targeted else None, l0=distance(d, "l0").cpu(), l2=distance(d, "l2").cpu(),
+        linf=distance(d, "linf").cpu(), forwards=oracle.forwards.clone(), backwards=oracle.backwards.clone(),
+    )  # fmt: skip
