@@ -70,7 +70,7 @@ def test_seed004_fgsm_moves_a_linear_logit_by_eps_times_l1_norm_of_w() -> None:
     res = attacks.FGSM(eps=eps, loss="margin")(model, x, torch.ones_like(y))
     with torch.no_grad():
         s1 = lin(res.x_adv.flatten(1)).squeeze(1)
-    w1 = float(lin.weight.abs().sum())
+    w1 = float(lin.weight.detach().abs().sum())
     assert torch.allclose(s0 - s1, torch.full_like(s0, eps * w1), rtol=1e-4)
     # and the relative effect grows with the dimension: eps * ||w||_1 dwarfs a typical logit
     assert eps * w1 > float(s0.abs().median())

@@ -99,7 +99,7 @@ class PGD(Attack):
                 xa, la = x0[active] + delta[active], lab[active]
                 xe = self._prepare(xa, x0[active], eps)
                 if step < self.steps:
-                    logits, loss, grad = oracle.grad(xe, rows[active], lambda z: loss_fn(z, la, targeted))
+                    logits, loss, grad = oracle.grad(xe, rows[active], lambda z, la=la: loss_fn(z, la, targeted))
                 else:  # the last iterate is only evaluated
                     logits = oracle.logits(xe, rows[active])
                     loss = loss_fn(logits, la, targeted)

@@ -61,6 +61,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         print(f"advlab {args.command}: error: {e}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # `advlab ... | head`: the reader left; stop quietly
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except KeyboardInterrupt:
         if args.debug:
             raise

@@ -8,8 +8,20 @@ import json
 import torch
 
 from advlab import data, zoo
-from advlab.cli.common import Formatter, add_model_args, build_model, command_line, load_data_for, positive_int, progress, say
+from advlab.cli.common import (
+    Formatter,
+    add_model_args,
+    build_model,
+    command_line,
+    load_data_for,
+    positive_int,
+    progress,
+    say,
+)
+from advlab.data.images import resize_batch
 from advlab.errors import AdvlabError
+
+MAX_PICTURES = 64
 
 
 def register(sub: argparse._SubParsersAction, flags: argparse.ArgumentParser) -> None:
@@ -52,7 +64,11 @@ def run(args: argparse.Namespace) -> int:
         xs.append(x)
         ys.append(y)
         names += data.item_names(spec, limit=len(y))
+    if len({tuple(t.shape[1:]) for t in xs}) > 1:  # e.g. photos at 224 beside a 32x32 tensors file
+        xs = [resize_batch(t, info.input_size) for t in xs]
     x, y = torch.cat(xs), torch.cat(ys)
+    if args.out and len(x) > MAX_PICTURES:
+        raise AdvlabError(f"classify --out draws a picture of every image; use --limit to keep {MAX_PICTURES} or fewer")
     probs = predict(model, x, args.batch_size, args.quiet)
     top_p, top_i = probs.topk(k, dim=1)
     results = []
@@ -88,8 +104,6 @@ def _write_run(args: argparse.Namespace, x: torch.Tensor, results: list[dict], m
     from advlab import runs
     from advlab.report import image_grid, write_report
 
-    if len(x) > 64:
-        raise AdvlabError("classify --out draws a picture of every image; use --limit 64 or fewer")
     config = {"command": command_line(args.argv), "model": args.model, "inputs": args.inputs, "top": args.top, "weights": args.weights}
     with runs.start(args.out, config, force=args.force) as run:
         run.save_json("metrics.json", metrics)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 import shlex
 import sys
 from collections.abc import Iterable, Sequence
@@ -30,11 +31,14 @@ class Formatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsH
 
 
 def number(text: str) -> float:
-    """A float that may be written as a fraction: "8/255", "0.03", "1e-3"."""
+    """A finite float that may be written as a fraction: "8/255", "0.03", "1e-3"."""
     try:
-        return float(Fraction(text.strip())) if "/" in text else float(text)
+        v = float(Fraction(text.strip())) if "/" in text else float(text)
     except (ValueError, ZeroDivisionError):
         raise argparse.ArgumentTypeError(f"not a number: {text!r} (use e.g. 0.03 or 8/255)") from None
+    if not math.isfinite(v):
+        raise argparse.ArgumentTypeError(f"not a finite number: {text!r}")
+    return v
 
 
 def floats(text: str) -> list[float]:
@@ -84,8 +88,19 @@ def load_data_for(spec: str, info: zoo.ModelInfo, limit: int | None = None, size
     else:
         x, y = data.load(spec, size, limit=limit)
     zoo.check_input(info, x, what=f"data {spec!r}")
+    y = labels_for_model(y, desc.class_names, info.class_names)
     zoo.check_labels(info, y, what=f"data {spec!r}")
     return x, y, desc
+
+
+def labels_for_model(y: torch.Tensor, data_classes: Sequence[str] | None, model_classes: Sequence[str]) -> torch.Tensor:
+    """Labels in the model's class indices: a data set with its own class names (a folder of cats/ and dogs/)
+    is mapped by name, and classes the model does not have become -1 (unlabelled), never another class."""
+    if data_classes is None or list(data_classes) == list(model_classes[: len(data_classes)]):
+        return y
+    lookup = {name: i for i, name in enumerate(model_classes)}
+    remap = torch.tensor([lookup.get(name, -1) for name in data_classes], dtype=torch.long)
+    return torch.where(y >= 0, remap[y.clamp(min=0)], y)
 
 
 def progress(items: Iterable[T], quiet: bool, **kw: Any) -> Iterable[T]:

@@ -7,8 +7,8 @@ import argparse
 import torch
 
 from advlab import data, runs, zoo
-from advlab.cli.common import Formatter, add_run_args, command_line, say
 from advlab.cli.classify import predict
+from advlab.cli.common import Formatter, add_run_args, command_line, say
 
 
 def register(sub: argparse._SubParsersAction, flags: argparse.ArgumentParser) -> None:

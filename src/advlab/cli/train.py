@@ -8,7 +8,20 @@ import time
 import torch
 
 from advlab import runs, zoo
-from advlab.cli.common import Formatter, add_model_args, add_run_args, build_model, command_line, default_out, load_data_for, number, positive_int, progress, say
+from advlab.cli.common import (
+    Formatter,
+    add_model_args,
+    add_run_args,
+    build_model,
+    command_line,
+    default_out,
+    load_data_for,
+    number,
+    positive_int,
+    progress,
+    say,
+)
+from advlab.errors import AdvlabError
 from advlab.train import TrainConfig, accuracy, fit
 
 _EVAL_FOR = {"digits:train": "digits:test", "cifar10:train": "cifar10:test", "mnist:train": "mnist:test", "svhn:train": "svhn:test"}
@@ -38,18 +51,14 @@ def register(sub: argparse._SubParsersAction, flags: argparse.ArgumentParser) ->
 
 
 def run(args: argparse.Namespace) -> int:
-    config = TrainConfig(epochs=args.epochs, lr=args.lr, batch_size=args.batch_size, seed=args.seed)
     if args.lr <= 0:
-        from advlab.errors import AdvlabError
-
         raise AdvlabError(f"--lr must be positive, got {args.lr}")
+    config = TrainConfig(epochs=args.epochs, lr=args.lr, batch_size=args.batch_size, seed=args.seed)
     torch.manual_seed(args.seed)  # the initial weights come from this seed
     model = build_model(args, pretrained=False)
     info: zoo.ModelInfo = model.info  # type: ignore[assignment]
     x, y, desc = load_data_for(args.data, info, limit=args.limit)
     if (y < 0).any():
-        from advlab.errors import AdvlabError
-
         raise AdvlabError(f"data {args.data!r} has unlabelled images; training needs labels")
     eval_spec = args.eval_data or _EVAL_FOR.get(args.data)
     eval_data = load_data_for(eval_spec, info)[:2] if eval_spec else None

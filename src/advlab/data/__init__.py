@@ -14,6 +14,14 @@ folder's images all at once.
 from __future__ import annotations
 
 from advlab.data.classes import imagenet_classes, imagenet_synsets
-from advlab.data.specs import Batches, DatasetInfo, describe, item_names, load, open, spec_names
+from advlab.data.specs import (
+    Batches,
+    DatasetInfo,
+    describe,
+    item_names,
+    load,
+    open,
+    spec_names,
+)
 
 __all__ = ["Batches", "DatasetInfo", "describe", "imagenet_classes", "imagenet_synsets", "item_names", "load", "open", "spec_names"]

@@ -30,6 +30,8 @@ def open_image(path: str | Path) -> Image.Image:
         img.load()
     except UnidentifiedImageError as e:
         raise AdvlabError(f"{path} is not an image file PIL can read") from e
+    except Image.DecompressionBombError as e:
+        raise AdvlabError(f"{path} claims to be larger than PIL's safety limit (a decompression bomb?): {e}") from e
     except (OSError, SyntaxError, ValueError) as e:
         raise AdvlabError(f"cannot read image {path}: {e} (truncated or corrupt file?)") from e
     return img

@@ -11,8 +11,18 @@ import numpy as np
 import torch
 
 from advlab.data import official, sets
-from advlab.data.classes import DIGIT_CLASSES, SYNSET_RE, imagenet_classes, imagenet_synset_index
-from advlab.data.images import IMAGE_SUFFIXES, convert_channels, read_image, resize_batch
+from advlab.data.classes import (
+    DIGIT_CLASSES,
+    SYNSET_RE,
+    imagenet_classes,
+    imagenet_synset_index,
+)
+from advlab.data.images import (
+    IMAGE_SUFFIXES,
+    convert_channels,
+    read_image,
+    resize_batch,
+)
 from advlab.errors import AdvlabError
 
 #: Photo sets are resized and centre-cropped to this side when no size is given.
@@ -83,6 +93,8 @@ def _resolve(spec: str) -> _Files | _Tensors:
         x, y = _OFFICIAL[name](arg or "test")
         return _Tensors(x, y, official.CLASS_NAMES[name], name)
     if name == "folder":
+        if not arg:
+            raise AdvlabError("folder needs a path: folder:PATH")
         return _folder(Path(arg))
     if name == "tensors":
         return _tensor_file(Path(arg))
@@ -119,7 +131,7 @@ def _folder(root: Path) -> _Files:
 
 
 def _images_in(d: Path) -> list[Path]:
-    return sorted(p for p in d.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    return sorted(p for p in d.iterdir() if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in IMAGE_SUFFIXES)
 
 
 def _image_files(spec: str) -> _Files:
@@ -163,6 +175,8 @@ def _tensor_file(path: Path) -> _Tensors:
         x = x.unsqueeze(1)
     if x.ndim != 4:
         raise AdvlabError(f"tensors file {path}: x has shape {tuple(x.shape)}, expected (N, C, H, W)")
+    if len(x) == 0:
+        raise AdvlabError(f"tensors file {path} holds no images (x has shape {tuple(x.shape)})")
     if x.shape[1] not in (1, 3) and x.shape[3] in (1, 3):
         x = x.permute(0, 3, 1, 2).contiguous()  # NHWC as saved by numpy/PIL code
     if x.dtype == torch.uint8:

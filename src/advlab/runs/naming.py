@@ -7,6 +7,8 @@ import re
 
 def format_number(v: float) -> str:
     """Short scientific form used in run names: 0.03 -> "3e-2", 0.001 -> "1e-3", 8/255 -> "3.137e-2", 1 -> "1", 0 -> "0"."""
+    if v != v or v in (float("inf"), float("-inf")):
+        return str(v)
     if v == 0:
         return "0"
     if float(v).is_integer() and abs(v) < 1e4:

@@ -15,6 +15,14 @@ Specs:
 
 from __future__ import annotations
 
-from advlab.zoo.registry import ModelInfo, available, check_input, check_labels, info, load, names
+from advlab.zoo.registry import (
+    ModelInfo,
+    available,
+    check_input,
+    check_labels,
+    info,
+    load,
+    names,
+)
 
 __all__ = ["ModelInfo", "available", "check_input", "check_labels", "info", "load", "names"]

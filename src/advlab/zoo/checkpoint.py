@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pickle
+import warnings
 from pathlib import Path
 
 import torch
@@ -34,7 +35,9 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
             raise AdvlabError(f"cannot read safetensors checkpoint {path}: {_first_line(e)}") from e
     else:
         try:
-            sd = torch.load(path, map_location="cpu", weights_only=True)
+            with warnings.catch_warnings():  # e.g. "pickle protocol 4": noise around a one-line verdict
+                warnings.simplefilter("ignore")
+                sd = torch.load(path, map_location="cpu", weights_only=True)
         except pickle.UnpicklingError as e:
             raise AdvlabError(
                 f"refusing to load {path}: it holds pickled objects that could run code "

@@ -1,0 +1,265 @@
+"""Tests for advlab.runs: atomic, non-overwriting, resumable run directories, and run names."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+from advlab import runs
+from advlab.errors import AdvlabError
+from advlab.runs import RunExists, atomic_write, format_number, run_name, start
+
+
+def _partial(final: Path) -> Path:
+    return final.with_name(final.name + ".partial")
+
+
+def _snapshot(d: Path) -> dict[str, tuple[int, bytes]]:
+    return {p.name: (p.stat().st_mtime_ns, p.read_bytes()) for p in sorted(d.iterdir())}
+
+
+def _leftovers(parent: Path, final: Path) -> list[str]:
+    """Anything in ``parent`` besides ``final`` itself (partial dirs, trash dirs, temp files)."""
+    return sorted(p.name for p in parent.iterdir() if p != final)
+
+
+# ------------------------------------------------------------------------------------------ start()
+def test_success_creates_final_with_config(tmp_path: Path) -> None:
+    final = tmp_path / "run1"
+    config = {"command": "advlab test", "eps": 0.03, "where": Path("a/b"), "t": torch.tensor([1, 2])}
+    with start(final, config) as run:
+        assert run.path == _partial(final) and run.path.is_dir()
+        assert run.final == final and not final.exists()
+        assert not run.resumed
+        run.save_json("metrics.json", {"acc": 0.5, "nan": float("nan")})
+        run.save_text("notes.txt", "hello")
+        run.save_tensors("t.safetensors", {"a": torch.arange(6.0).view(2, 3)}, metadata={"k": "v"})
+    assert run.path == final
+    assert final.is_dir() and not _partial(final).exists()
+    assert _leftovers(tmp_path, final) == []
+    cfg = json.loads((final / "config.json").read_text())
+    assert cfg["versions"]["torch"] == torch.__version__
+    assert cfg["command"] == "advlab test" and cfg["eps"] == 0.03
+    assert cfg["where"] == str(Path("a/b")) and cfg["t"] == [1, 2]
+    assert "started" in cfg
+    assert json.loads((final / "metrics.json").read_text()) == {"acc": 0.5, "nan": "nan"}
+    assert (final / "notes.txt").read_text() == "hello"
+    from safetensors.torch import load_file
+
+    assert torch.equal(load_file(str(final / "t.safetensors"))["a"], torch.arange(6.0).view(2, 3))
+
+
+def test_error_in_body_leaves_nothing(tmp_path: Path) -> None:
+    final = tmp_path / "run"
+    with pytest.raises(ValueError, match="boom"):
+        with start(final, {"x": 1}) as run:
+            run.save_json("metrics.json", {"a": 1})
+            (run.path / "big.bin").write_bytes(b"0" * 1000)
+            raise ValueError("boom")
+    assert not final.exists()
+    assert not _partial(final).exists()
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_existing_final_raises_run_exists(tmp_path: Path) -> None:
+    final = tmp_path / "run"
+    with start(final, {"v": 1}) as run:
+        run.save_text("a.txt", "old")
+    before = _snapshot(final)
+    entered = False
+    with pytest.raises(RunExists, match="exists already") as e:
+        with start(final, {"v": 2}):
+            entered = True
+    assert isinstance(e.value, AdvlabError)
+    assert not entered
+    assert _snapshot(final) == before
+    assert not _partial(final).exists()
+
+
+def test_final_path_is_a_file(tmp_path: Path) -> None:
+    f = tmp_path / "afile"
+    f.write_text("x")
+    with pytest.raises(RunExists, match="not a directory"):
+        with start(f, {}, force=True):
+            pass
+    assert f.read_text() == "x"
+
+
+def test_force_replaces_only_at_the_end(tmp_path: Path) -> None:
+    final = tmp_path / "run"
+    with start(final, {"v": 1}) as run:
+        run.save_text("old.txt", "old")
+        run.save_text("shared.txt", "old")
+    before = _snapshot(final)
+    with start(final, {"v": 2}, force=True) as run:
+        assert run.path != final
+        run.save_text("shared.txt", "new")
+        run.save_text("new.txt", "new")
+        # while the body runs, the old run is whole and untouched
+        assert _snapshot(final) == before
+    assert (final / "shared.txt").read_text() == "new"
+    assert (final / "new.txt").read_text() == "new"
+    assert not (final / "old.txt").exists()
+    assert json.loads((final / "config.json").read_text())["v"] == 2
+    assert _leftovers(tmp_path, final) == []
+
+
+def test_force_with_failing_body_keeps_old_run(tmp_path: Path) -> None:
+    final = tmp_path / "run"
+    with start(final, {"v": 1}) as run:
+        run.save_text("old.txt", "old")
+    before = _snapshot(final)
+    with pytest.raises(RuntimeError):
+        with start(final, {"v": 2}, force=True) as run:
+            run.save_text("old.txt", "new")
+            raise RuntimeError("fails half way")
+    assert _snapshot(final) == before
+    assert _leftovers(tmp_path, final) == []
+
+
+def test_interrupt_keeps_partial_then_resume_finishes(tmp_path: Path) -> None:
+    final = tmp_path / "run"
+    partial = _partial(final)
+    with pytest.raises(KeyboardInterrupt):
+        with start(final, {"v": 1}) as run:
+            run.save_text("step1.txt", "done")
+            raise KeyboardInterrupt
+    assert not final.exists()
+    assert partial.is_dir()
+    assert (partial / "step1.txt").read_text() == "done"
+    info = json.loads((partial / "INTERRUPTED.json").read_text())
+    assert info["resume_with"] == "--resume"
+
+    # neither resume nor force: refused, nothing changes
+    with pytest.raises(RunExists, match="interrupted"):
+        with start(final, {"v": 1}):
+            pass
+    assert (partial / "step1.txt").exists() and (partial / "INTERRUPTED.json").exists()
+
+    with start(final, {"v": 1}, resume=True) as run:
+        assert run.resumed
+        assert run.path == partial
+        assert (run.path / "step1.txt").read_text() == "done"
+        run.save_text("step2.txt", "done too")
+    assert not partial.exists()
+    assert (final / "step1.txt").read_text() == "done"
+    assert (final / "step2.txt").read_text() == "done too"
+    assert (final / "config.json").exists()
+    assert not (final / "INTERRUPTED.json").exists()
+
+
+def test_force_discards_an_interrupted_partial(tmp_path: Path) -> None:
+    final = tmp_path / "run"
+    with pytest.raises(KeyboardInterrupt):
+        with start(final, {}) as run:
+            run.save_text("stale.txt", "stale")
+            raise KeyboardInterrupt
+    with start(final, {}, force=True) as run:
+        assert not run.resumed
+        assert not (run.path / "stale.txt").exists()
+        run.save_text("fresh.txt", "fresh")
+    assert sorted(p.name for p in final.iterdir()) == ["config.json", "fresh.txt"]
+    assert not _partial(final).exists()
+
+
+def test_resume_of_a_finished_run_opens_it_in_place(tmp_path: Path) -> None:
+    final = tmp_path / "run"
+    with start(final, {}) as run:
+        run.save_text("a.txt", "a")
+    with start(final, {}, resume=True) as run:
+        assert run.resumed and run.path == final == run.final
+        assert (run.path / "a.txt").read_text() == "a"
+
+
+def test_save_state_keeps_partial_on_error_and_load_state_reads_it(tmp_path: Path) -> None:
+    final = tmp_path / "run"
+    t = torch.randn(3, 4)
+    with pytest.raises(ValueError):
+        with start(final, {}) as run:
+            assert run.load_state("ckpt") is None
+            run.save_state("ckpt", {"t": t}, {"step": 7})
+            assert run.checkpointed
+            raise ValueError("crash after a checkpoint")
+    partial = _partial(final)
+    assert partial.is_dir() and not final.exists()
+    assert (partial / "ckpt.safetensors").exists() and (partial / "ckpt.json").exists()
+    with start(final, {}, resume=True) as run:
+        assert run.resumed
+        state = run.load_state("ckpt")
+        assert state is not None
+        tensors, info = state
+        assert torch.equal(tensors["t"], t) and info == {"step": 7}
+    assert final.is_dir() and not partial.exists()
+
+
+def test_resumed_run_that_errors_keeps_its_partial(tmp_path: Path) -> None:
+    final = tmp_path / "run"
+    with pytest.raises(KeyboardInterrupt):
+        with start(final, {}) as run:
+            run.save_text("work.txt", "w")
+            raise KeyboardInterrupt
+    with pytest.raises(ValueError):
+        with start(final, {}, resume=True) as run:
+            raise ValueError("again")
+    assert (_partial(final) / "work.txt").read_text() == "w"
+
+
+def test_run_helpers_and_nested_out(tmp_path: Path) -> None:
+    final = tmp_path / "a" / "b" / "run"  # parents are created
+    with start(final, {}) as run:
+        assert run.file("x.json") == run.path / "x.json"
+        run.save_json("x.json", {"k": [1, 2]})
+        assert run.load_json("x.json") == {"k": [1, 2]}
+    assert json.loads((final / "x.json").read_text()) == {"k": [1, 2]}
+
+
+# ------------------------------------------------------------------------------------------ atomic_write
+def test_atomic_write_bytes_and_text(tmp_path: Path) -> None:
+    p = tmp_path / "d" / "f.txt"
+    atomic_write(p, "héllo")
+    assert p.read_bytes() == "héllo".encode("utf-8")
+    atomic_write(p, b"\x00\x01")
+    assert p.read_bytes() == b"\x00\x01"
+    assert os.listdir(p.parent) == ["f.txt"]
+
+
+def test_atomic_write_failure_leaves_no_temp_and_old_content(tmp_path: Path) -> None:
+    p = tmp_path / "f.bin"
+    atomic_write(p, b"old")
+    with pytest.raises(TypeError):
+        atomic_write(p, object())  # type: ignore[arg-type]
+    assert p.read_bytes() == b"old"
+    assert os.listdir(tmp_path) == ["f.bin"]
+    q = tmp_path / "new.bin"
+    with pytest.raises(TypeError):
+        atomic_write(q, 12345)  # type: ignore[arg-type]
+    assert not q.exists()
+    assert os.listdir(tmp_path) == ["f.bin"]
+
+
+# ------------------------------------------------------------------------------------------ names
+def test_run_name_seed000_example() -> None:
+    assert run_name("resnet18", "imagenet", "min", "svhn", "pgd", 0.03, 0.001) == "resnet18_imagenet-min-svhn_pgd_e3e-2_a1e-3"
+    assert runs.run_name("m", "d", "x", "y", "fgsm") == "m_d-x-y_fgsm"
+    assert run_name("a b/c", "d", "m", "s", "pgd", eps=1) == "a-b-c_d-m-s_pgd_e1"
+
+
+@pytest.mark.parametrize("v", [8 / 255, 0.03, 1 / 3, 2 / 3, 123.456, 1e-7, -0.0421, 2.5e5])
+def test_format_number_round_trips(v: float) -> None:
+    s = format_number(v)
+    assert "_" not in s and " " not in s
+    assert abs(float(s) - v) <= 1e-3 * abs(v)
+
+
+def test_format_number_examples() -> None:
+    assert format_number(1) == "1"
+    assert format_number(1.0) == "1"
+    assert format_number(0.1) == "1e-1"
+    assert format_number(0.001) == "1e-3"
+    assert format_number(0) == "0"
+    assert format_number(8 / 255) == "3.137e-2"
+    assert format_number(16) == "16"
