@@ -6,43 +6,19 @@ once per module and shared by the tests that check their results.
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
-import sys
-import warnings
-from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
 import torch
 
 from advlab import data, zoo
-from advlab.cli import main
 from advlab.train import accuracy
+from tests.cli.helpers import run_cli
 
 CAT_CLASSES = {"tabby", "tiger cat", "Egyptian cat", "Persian cat", "Siamese cat"}
 
 
-def _print_warning(message, category, filename, lineno, file=None, line=None) -> None:  # noqa: ANN001
-    sys.stderr.write(warnings.formatwarning(message, category, filename, lineno, line))
-
-
-def run_cli(argv: Sequence[str]) -> tuple[int, str, str]:
-    """(exit code, stdout, stderr) of ``advlab ARGV`` run in this process, with warnings shown on stderr as
-    a plain ``python -m advlab`` would (pytest would otherwise swallow them)."""
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err), warnings.catch_warnings():
-        warnings.resetwarnings()  # Python's default filters:
-        warnings.simplefilter("default")
-        for category in (DeprecationWarning, PendingDeprecationWarning, ImportWarning, ResourceWarning):
-            warnings.simplefilter("ignore", category)
-        warnings.showwarning = _print_warning
-        try:
-            rc = main(list(argv))
-        except SystemExit as e:
-            rc = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
-    return rc, out.getvalue(), err.getvalue()
 
 
 def snapshot(d: Path) -> dict[str, tuple[int, bytes]]:
