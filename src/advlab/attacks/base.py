@@ -28,7 +28,7 @@ class Oracle:
     forward/backward counts stay right when attacks shrink the batch to the samples still running.
     """
 
-    def __init__(self, model: nn.Module, n: int, device: torch.device) -> None:
+    def __init__(self, model: nn.Module, n: int) -> None:
         self.model = model
         self.forwards = torch.zeros(n, dtype=torch.long)
         self.backwards = torch.zeros(n, dtype=torch.long)
@@ -119,7 +119,7 @@ class Attack:
         _check_batch(x, y)
         gen = torch.Generator().manual_seed(self.seed)
         with frozen_parameters(model):
-            oracle = Oracle(model, len(x), x.device)
+            oracle = Oracle(model, len(x))
             labels, targeted, _ = self._labels(oracle, x, y, target, gen)
             return self._run_with_eps(oracle, x, y, labels, targeted, gen)
 
