@@ -6,8 +6,9 @@ from ``seed``. Attacks never print or write files, and leave the model's mode an
 
 from __future__ import annotations
 
+from advlab.attacks.apgd import APGD, APGDT
 from advlab.attacks.base import Attack
 from advlab.attacks.pgd import FGSM, MIFGSM, PGD
 from advlab.types import AttackResult
 
-__all__ = ["FGSM", "MIFGSM", "PGD", "Attack", "AttackResult"]
+__all__ = ["APGD", "APGDT", "FGSM", "MIFGSM", "PGD", "Attack", "AttackResult"]
