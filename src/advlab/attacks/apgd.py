@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from advlab.attacks.base import Oracle, is_success
+from advlab.attacks.base import Oracle, _SubOracle, is_success
 from advlab.attacks.pgd import PGD
 from advlab.losses import dlr, get_loss
 from advlab.threat import project, steepest_step
@@ -162,11 +162,8 @@ class APGDT(APGD):
             todo = (~done).nonzero().flatten()
             if len(todo) == 0:
                 break
-            pos = (ranking[todo] == labels[todo, None]).float().argmax(1)  # skip the true class in the ranking
-            r = torch.where(torch.tensor(rank, device=x.device) <= pos, torch.tensor(rank - 1, device=x.device), torch.tensor(rank, device=x.device))
-            tgt = ranking[todo].gather(1, r[:, None]).squeeze(1)
-            from advlab.attacks.base import _SubOracle
-
+            wrong = ranking[todo][ranking[todo] != labels[todo, None]].view(len(todo), -1)  # ranked, true class removed
+            tgt = wrong[:, rank - 1]
             xa, za = super()._attack(_SubOracle(oracle, todo), x[todo], tgt, True, eps, None, gen, labels[todo])
             broke = is_success(za, labels[todo], False)
             hit = todo[broke]
