@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from advlab.attacks.base import Oracle, _SubOracle, is_success
+from advlab.attacks.base import Oracle, SubOracle, is_success
 from advlab.attacks.pgd import PGD
 from advlab.losses import dlr, get_loss
 from advlab.threat import project, steepest_step
@@ -164,7 +164,7 @@ class APGDT(APGD):
                 break
             wrong = ranking[todo][ranking[todo] != labels[todo, None]].view(len(todo), -1)  # ranked, true class removed
             tgt = wrong[:, rank - 1]
-            xa, za = super()._attack(_SubOracle(oracle, todo), x[todo], tgt, True, eps, None, gen, labels[todo])
+            xa, za = super()._attack(SubOracle(oracle, todo), x[todo], tgt, True, eps, None, gen, labels[todo])
             broke = is_success(za, labels[todo], False)
             hit = todo[broke]
             best_x[hit], best_logits[hit], done[hit] = xa[broke], za[broke], True

@@ -179,7 +179,7 @@ class Attack:
             todo = (~success).nonzero().flatten()
             if len(todo):
                 init = (x_adv[todo] - x[todo]) if len(epsilons) > 1 else None
-                xa, za = self._attack(_SubOracle(oracle, todo), x[todo], labels[todo], targeted, eps, init, gen, y[todo])
+                xa, za = self._attack(SubOracle(oracle, todo), x[todo], labels[todo], targeted, eps, init, gen, y[todo])
                 x_adv[todo] = xa.detach().to(x.dtype)
                 if logits is None:
                     logits = torch.empty(len(x), za.shape[1], dtype=za.dtype, device=za.device)
@@ -194,7 +194,7 @@ class Attack:
         return res
 
 
-class _SubOracle(Oracle):
+class SubOracle(Oracle):
     """The oracle restricted to some rows of the batch: indices are mapped back for the counts."""
 
     def __init__(self, parent: Oracle, rows: torch.Tensor) -> None:
