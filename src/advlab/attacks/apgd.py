@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from advlab.attacks.base import Oracle, SubOracle, is_success
+from advlab.attacks.base import Best, Oracle, SubOracle, is_success
 from advlab.attacks.pgd import PGD
 from advlab.losses import dlr, get_loss
 from advlab.threat import project, steepest_step
@@ -60,14 +60,11 @@ class APGD(PGD):
     def _attack(self, oracle: Oracle, x: torch.Tensor, labels: torch.Tensor, targeted: bool, eps: float | None,
                 init: torch.Tensor | None, gen: torch.Generator, y_true: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
         assert eps is not None
-        n = len(x)
         objective = self._objective(labels, targeted, y_true)
-        best_x, best_logits = x.detach().clone(), None
-        best_succ = torch.zeros(n, dtype=torch.bool, device=x.device)
-        best_loss = torch.full((n,), -torch.inf, device=x.device)
+        best = Best(x)
         marks = set(checkpoints(self.steps))
         for restart in range(self.restarts):
-            rows = torch.arange(n, device=x.device) if restart == 0 else (~best_succ).nonzero().flatten()
+            rows = torch.arange(len(x), device=x.device) if restart == 0 else best.standing()
             if len(rows) == 0:
                 break
             x0, lab, yt = x[rows], labels[rows], y_true[rows]
@@ -92,12 +89,7 @@ class APGD(PGD):
                     logits = oracle.logits(xe, rows[active])
                     loss = objective(logits, la, ya)
                 succ = is_success(logits, la, targeted)
-                where = rows[active]
-                if best_logits is None:
-                    best_logits = torch.empty(n, logits.shape[1], dtype=logits.dtype, device=logits.device)
-                better = (succ & ~best_succ[where]) | ((succ == best_succ[where]) & (loss > best_loss[where]))
-                w = where[better]
-                best_x[w], best_logits[w], best_succ[w], best_loss[w] = xe[better], logits[better], succ[better], loss[better]
+                best.update(rows[active], xe, logits, succ, loss)
                 if k == self.steps:
                     break
                 # bookkeeping for the step-size rule (on the running iterate, not the quantized one)
@@ -131,8 +123,7 @@ class APGD(PGD):
                 nxt = xk[a] + mom * (z - xk[a]) + (1 - mom) * (xk[a] - x_prev[a])
                 nxt = (x0[a] + project(nxt - x0[a], eps, self.norm)).clamp(0, 1)  # type: ignore[arg-type]
                 x_prev[a], xk[a] = xk[a], nxt
-        assert best_logits is not None
-        return best_x, best_logits
+        return best.result()
 
 
 @dataclass(frozen=True, kw_only=True)

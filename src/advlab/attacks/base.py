@@ -209,6 +209,37 @@ class SubOracle(Oracle):
         return self.parent.grad(x, self.rows[idx.to(self.rows.device)], objective, create_graph)
 
 
+class Best:
+    """Per sample, the most adversarial point evaluated so far: a successful one first, then the highest loss.
+
+    Iterative attacks call :meth:`update` after every evaluation (``where`` = rows in the batch); the
+    result is what they return. This is the "maximum confidence" rule that makes full-budget runs at least
+    as strong as their final iterate.
+    """
+
+    def __init__(self, x: torch.Tensor) -> None:
+        self.x = x.detach().clone()
+        self.logits: torch.Tensor | None = None
+        self.success = torch.zeros(len(x), dtype=torch.bool, device=x.device)
+        self.loss = torch.full((len(x),), -torch.inf, device=x.device)
+
+    def update(self, where: torch.Tensor, x: torch.Tensor, logits: torch.Tensor, success: torch.Tensor, loss: torch.Tensor) -> None:
+        if self.logits is None:
+            self.logits = torch.empty(len(self.x), logits.shape[1], dtype=logits.dtype, device=logits.device)
+        better = (success & ~self.success[where]) | ((success == self.success[where]) & (loss > self.loss[where]))
+        w = where[better]
+        self.x[w], self.logits[w] = x[better].detach(), logits[better]
+        self.success[w], self.loss[w] = success[better], loss[better]
+
+    def standing(self) -> torch.Tensor:
+        """Rows not yet broken (what a restart attacks again)."""
+        return (~self.success).nonzero().flatten()
+
+    def result(self) -> tuple[torch.Tensor, torch.Tensor]:
+        assert self.logits is not None, "no evaluation was recorded"
+        return self.x, self.logits
+
+
 def _check_batch(x: torch.Tensor, y: torch.Tensor) -> None:
     if not isinstance(x, torch.Tensor) or x.ndim < 2:
         raise ValueError("x must be a batch tensor (N, C, H, W)")

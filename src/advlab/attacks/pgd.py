@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from advlab.attacks.base import Attack, Oracle, is_success
+from advlab.attacks.base import Attack, Best, Oracle, is_success
 from advlab.losses import Loss, get_loss
 from advlab.threat import NORMS, Norm, project, random_start, steepest_step
 
@@ -80,14 +80,9 @@ class PGD(Attack):
         norm: Norm = self.norm  # type: ignore[assignment]
         loss_fn = get_loss(self.loss)
         alpha = self.step_size(eps)
-        n = len(x)
-        best_x = x.detach().clone()
-        best_logits: torch.Tensor | None = None
-        best_succ = torch.zeros(n, dtype=torch.bool, device=x.device)
-        best_loss = torch.full((n,), -torch.inf, device=x.device)
-
+        best = Best(x)
         for restart in range(self.restarts):
-            rows = torch.arange(n, device=x.device) if restart == 0 else (~best_succ).nonzero().flatten()
+            rows = torch.arange(len(x), device=x.device) if restart == 0 else best.standing()
             if len(rows) == 0:
                 break
             x0, lab = x[rows], labels[rows]
@@ -104,12 +99,7 @@ class PGD(Attack):
                     logits = oracle.logits(xe, rows[active])
                     loss = loss_fn(logits, la, targeted)
                 succ = is_success(logits, la, targeted)
-                where = rows[active]
-                if best_logits is None:
-                    best_logits = torch.empty(n, logits.shape[1], dtype=logits.dtype, device=logits.device)
-                better = (succ & ~best_succ[where]) | ((succ == best_succ[where]) & (loss > best_loss[where]))
-                w = where[better]
-                best_x[w], best_logits[w], best_succ[w], best_loss[w] = xe[better].detach(), logits[better], succ[better], loss[better]
+                best.update(rows[active], xe, logits, succ, loss)
                 if step == self.steps:
                     break
                 if self.early_stop:
@@ -124,8 +114,7 @@ class PGD(Attack):
                 d = delta[active] + alpha * steepest_step(grad, norm)
                 d = project(d, eps, norm)
                 delta[active] = (x0[active] + d).clamp(0, 1) - x0[active]
-        assert best_logits is not None
-        return best_x, best_logits
+        return best.result()
 
 
 @dataclass(frozen=True, kw_only=True)
