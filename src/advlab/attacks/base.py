@@ -120,7 +120,7 @@ class Attack:
         gen = torch.Generator().manual_seed(self.seed)
         with frozen_parameters(model):
             oracle = Oracle(model, len(x))
-            labels, targeted, _ = self._labels(oracle, x, y, target, gen)
+            labels, targeted = self._labels(oracle, x, y, target, gen)
             return self._run_with_eps(oracle, x, y, labels, targeted, gen)
 
     def validate(self) -> None:
@@ -141,11 +141,12 @@ class Attack:
 
     # ---------------------------------------------------------------- internals
     def _labels(self, oracle: Oracle, x: torch.Tensor, y: torch.Tensor, target: Target,
-                gen: torch.Generator) -> tuple[torch.Tensor, bool, torch.Tensor | None]:  # fmt: skip
+                gen: torch.Generator) -> tuple[torch.Tensor, bool]:  # fmt: skip
+        """The labels the attack works with (true labels, or the targets) and whether it is targeted."""
         if target is None:
             if (y < 0).any():
                 raise ValueError("untargeted attacks need a label for every sample (found -1)")
-            return y, False, None
+            return y, False
         if isinstance(target, str):
             if target == "least-likely":
                 t = oracle.logits(x, torch.arange(len(x))).argmin(1)
@@ -163,7 +164,7 @@ class Attack:
                 t = t.expand_as(y).clone()
             if t.shape != y.shape:
                 raise ValueError(f"target has {t.numel()} entries for {len(y)} samples")
-        return t, True, t
+        return t, True
 
     def _run_with_eps(self, oracle: Oracle, x: torch.Tensor, y: torch.Tensor, labels: torch.Tensor, targeted: bool,
                       gen: torch.Generator) -> AttackResult:  # fmt: skip

@@ -235,7 +235,10 @@ def load(spec: str, size: int | None = None, *, channels: int | None = None, lim
 
 def describe(spec: str, size: int | None = None, *, channels: int | None = None) -> DatasetInfo:
     """Facts about a data spec (count, channels, size, classes) without reading every image."""
-    src = _resolve(spec)
+    return _describe(_resolve(spec), spec, size, channels)
+
+
+def _describe(src: _Files | _Tensors, spec: str, size: int | None, channels: int | None) -> DatasetInfo:
     if isinstance(src, _Tensors):
         c = channels or src.x.shape[1]
         hw = (size, size) if size else (int(src.x.shape[2]), int(src.x.shape[3]))
@@ -272,7 +275,7 @@ class Batches:
             raise AdvlabError(f"batch size must be >= 1, got {batch_size}")
         self.spec, self.batch_size, self.size, self.channels, self.workers = spec, batch_size, size, channels, workers
         self._src = _resolve(spec)
-        self.info = describe(spec, size, channels=channels)
+        self.info = _describe(self._src, spec, size, channels)
         self.count = self.info.count if limit is None else min(limit, self.info.count)
 
     def __len__(self) -> int:
@@ -280,24 +283,29 @@ class Batches:
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         src = self._src
-        if isinstance(src, _Tensors) or src.dataset == "samples":
-            x, y = load(self.spec, self.size, channels=self.channels, limit=self.count) if not isinstance(src, _Tensors) else (src.x, src.y)
-            for i in range(0, self.count, self.batch_size):
-                yield _finish(x[i : min(i + self.batch_size, self.count)], self.size, self.channels), y[i : i + self.batch_size][: self.count - i]
+        if isinstance(src, _Files) and src.dataset != "samples":
+            yield from self._read_files(src)
             return
+        if isinstance(src, _Tensors):
+            x, y = src.x, src.y
+        else:
+            x, y, _ = sets.samples(self.size or DEFAULT_PHOTO_SIZE, self.channels or 3)
+        x, y = x[: self.count], y[: self.count]
+        for i in range(0, self.count, self.batch_size):
+            yield _finish(x[i : i + self.batch_size], self.size, self.channels), y[i : i + self.batch_size]
+
+    def _read_files(self, src: _Files) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """Decode one batch of files at a time, in a thread pool when ``workers`` > 0."""
+        from concurrent.futures import ThreadPoolExecutor
+        from contextlib import nullcontext
+
         side, ch = self.size or DEFAULT_PHOTO_SIZE, self.channels or 3
         paths, labels = src.paths[: self.count], src.labels[: self.count]
-        if self.workers > 0:
-            from concurrent.futures import ThreadPoolExecutor
-
-            with ThreadPoolExecutor(self.workers) as pool:
-                for i in range(0, self.count, self.batch_size):
-                    imgs = list(pool.map(lambda p: read_image(p, side, ch), paths[i : i + self.batch_size]))
-                    yield torch.stack(imgs), torch.tensor(labels[i : i + self.batch_size], dtype=torch.long)
-            return
-        for i in range(0, self.count, self.batch_size):
-            imgs = [read_image(p, side, ch) for p in paths[i : i + self.batch_size]]
-            yield torch.stack(imgs), torch.tensor(labels[i : i + self.batch_size], dtype=torch.long)
+        with ThreadPoolExecutor(self.workers) if self.workers > 0 else nullcontext() as pool:
+            mapper = pool.map if pool is not None else map
+            for i in range(0, self.count, self.batch_size):
+                imgs = list(mapper(lambda p: read_image(p, side, ch), paths[i : i + self.batch_size]))
+                yield torch.stack(imgs), torch.tensor(labels[i : i + self.batch_size], dtype=torch.long)
 
 
 def open(spec: str, batch_size: int = 64, size: int | None = None, *, channels: int | None = None,
