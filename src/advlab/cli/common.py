@@ -82,11 +82,7 @@ def load_data_for(spec: str, info: zoo.ModelInfo, limit: int | None = None, size
     sets are used as they are (resized only when ``size`` is asked) and checked: a wrong channel count or
     size, or a label the model has no class for, is an :class:`AdvlabError`, not a silent conversion.
     """
-    desc = data.describe(spec)
-    if desc.photos:
-        x, y = data.load(spec, size or info.input_size, channels=info.channels, limit=limit)
-    else:
-        x, y = data.load(spec, size, limit=limit)
+    x, y, desc = data.load_for_model(spec, info.input_size, info.channels, size=size, limit=limit)
     zoo.check_input(info, x, what=f"data {spec!r}")
     y = labels_for_model(y, desc.class_names, info.class_names)
     zoo.check_labels(info, y, what=f"data {spec!r}")

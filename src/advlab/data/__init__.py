@@ -20,8 +20,9 @@ from advlab.data.specs import (
     describe,
     item_names,
     load,
+    load_for_model,
     open,
     spec_names,
 )
 
-__all__ = ["Batches", "DatasetInfo", "describe", "imagenet_classes", "imagenet_synsets", "item_names", "load", "open", "spec_names"]
+__all__ = ["Batches", "DatasetInfo", "describe", "imagenet_classes", "imagenet_synsets", "item_names", "load", "load_for_model", "open", "spec_names"]

@@ -220,7 +220,22 @@ def load(spec: str, size: int | None = None, *, channels: int | None = None, lim
     fixed-size sets keep their own size unless ``size`` is given. ``channels``: convert grey <-> RGB.
     ``limit``: only the first ``limit`` images.
     """
+    return _load(_resolve(spec), size, channels, limit)
+
+
+def load_for_model(spec: str, input_size: int, channels: int, *, size: int | None = None,
+                   limit: int | None = None) -> tuple[torch.Tensor, torch.Tensor, DatasetInfo]:  # fmt: skip
+    """Load a data set for a model, reading it once: photos are fitted to the model (resized/cropped to
+    ``input_size``, converted to ``channels``); tensor sets keep their own size and channels (resized only to
+    an explicit ``size``) so that a mismatch can be reported, not silently converted. Returns ``(x, y, info)``."""
     src = _resolve(spec)
+    photos = isinstance(src, _Files)
+    s, c = (size or input_size, channels) if photos else (size, None)
+    x, y = _load(src, s, c, limit)
+    return x, y, _describe(src, spec, s, c)
+
+
+def _load(src: _Files | _Tensors, size: int | None, channels: int | None, limit: int | None) -> tuple[torch.Tensor, torch.Tensor]:
     if isinstance(src, _Tensors):
         n = len(src.y) if limit is None else min(limit, len(src.y))
         return _finish(src.x[:n], size, channels), src.y[:n].clone()
