@@ -83,15 +83,12 @@ class APGD(PGD):
             for k in range(self.steps + 1):
                 xe = self._prepare(xk[active], x0[active], eps)
                 la, ya = lab[active], yt[active]
-                if k < self.steps:
-                    logits, loss, grad = oracle.grad(xe, rows[active], lambda z, la=la, ya=ya: objective(z, la, ya))
-                else:
-                    logits = oracle.logits(xe, rows[active])
-                    loss = objective(logits, la, ya)
+                logits, loss, grad = oracle.evaluate(xe, rows[active], lambda z, la=la, ya=ya: objective(z, la, ya), k < self.steps)
                 succ = is_success(logits, la, targeted)
                 best.update(rows[active], xe, logits, succ, loss)
                 if k == self.steps:
                     break
+                assert grad is not None
                 # bookkeeping for the step-size rule (on the running iterate, not the quantized one)
                 increases[active] += (loss > loss_prev[active]).float()
                 loss_prev[active] = loss

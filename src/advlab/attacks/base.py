@@ -52,6 +52,14 @@ class Oracle:
         self.backwards[i] += 1
         return logits.detach(), value.detach(), g
 
+    def evaluate(self, x: torch.Tensor, idx: torch.Tensor, objective: Callable[[torch.Tensor], torch.Tensor],
+                 need_grad: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:  # fmt: skip
+        """:meth:`grad` when another step follows, else a gradient-free forward (an iterative attack's last iterate)."""
+        if need_grad:
+            return self.grad(x, idx, objective)
+        logits = self.logits(x, idx)
+        return logits, objective(logits), None
+
 
 @contextmanager
 def frozen_parameters(model: nn.Module) -> Iterator[None]:

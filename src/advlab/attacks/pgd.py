@@ -93,15 +93,12 @@ class PGD(Attack):
             for step in range(self.steps + 1):
                 xa, la = x0[active] + delta[active], lab[active]
                 xe = self._prepare(xa, x0[active], eps)
-                if step < self.steps:
-                    logits, loss, grad = oracle.grad(xe, rows[active], lambda z, la=la: loss_fn(z, la, targeted))
-                else:  # the last iterate is only evaluated
-                    logits = oracle.logits(xe, rows[active])
-                    loss = loss_fn(logits, la, targeted)
+                logits, loss, grad = oracle.evaluate(xe, rows[active], lambda z, la=la: loss_fn(z, la, targeted), step < self.steps)
                 succ = is_success(logits, la, targeted)
                 best.update(rows[active], xe, logits, succ, loss)
                 if step == self.steps:
                     break
+                assert grad is not None
                 if self.early_stop:
                     keep = ~succ
                     active, grad = active[keep], grad[keep]
