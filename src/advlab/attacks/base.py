@@ -52,6 +52,26 @@ class Oracle:
         self.backwards[i] += 1
         return logits.detach(), value.detach(), g
 
+    def logit_grads(self, x: torch.Tensor, idx: torch.Tensor, classes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(logits, d z_k / dx)`` for the classes ``classes`` (N, K): one forward and K backwards.
+
+        The gradients have shape (N, K, *x.shape[1:]); each sample is counted 1 forward and K backwards
+        (DeepFool's linearization around the current point).
+        """
+        x = x.detach().requires_grad_(True)
+        k = classes.shape[1]
+        grads = []
+        with torch.enable_grad():
+            logits = self.model(x)
+            for j in range(k):
+                sel = logits.gather(1, classes[:, j : j + 1]).sum()
+                (g,) = torch.autograd.grad(sel, x, retain_graph=j < k - 1)
+                grads.append(g)
+        i = idx.cpu()
+        self.forwards[i] += 1
+        self.backwards[i] += k
+        return logits.detach(), torch.stack(grads, 1)
+
     def evaluate(self, x: torch.Tensor, idx: torch.Tensor, objective: Callable[[torch.Tensor], torch.Tensor],
                  need_grad: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:  # fmt: skip
         """:meth:`grad` when another step follows, else a gradient-free forward (an iterative attack's last iterate)."""
@@ -216,6 +236,9 @@ class SubOracle(Oracle):
     def grad(self, x: torch.Tensor, idx: torch.Tensor, objective: Callable[[torch.Tensor], torch.Tensor],
              create_graph: bool = False) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:  # fmt: skip
         return self.parent.grad(x, self.rows[idx.to(self.rows.device)], objective, create_graph)
+
+    def logit_grads(self, x: torch.Tensor, idx: torch.Tensor, classes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.parent.logit_grads(x, self.rows[idx.to(self.rows.device)], classes)
 
 
 class Best:
