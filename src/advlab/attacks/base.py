@@ -11,6 +11,7 @@ import math
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 import torch
 from torch import nn
@@ -135,6 +136,9 @@ class Attack:
     name: str = field(default="attack", init=False, repr=False)
     #: the norm the attack's perturbation is measured in (for reports); bounded attacks set it from config
     threat_norm: str = field(default="l2", init=False, repr=False)
+    #: False for attacks that only query outputs (random noise, black-box attacks): ``evaluate`` flags a
+    #: model on which such an attack breaks samples that the white-box attacks left standing
+    white_box: ClassVar[bool] = True
 
     # ---------------------------------------------------------------- public API
     def __call__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, target: Target = None) -> AttackResult:
