@@ -172,7 +172,7 @@ class EvalReport:
         for k in ("linf", "l2"):
             m = self.norms[k]
             if m["median"] is not None:
-                lines.append(f"  {k} of successes            median {m['median']:.4g}, mean {m['mean']:.4g}")
+                lines.append(f"  {k + ' of successes':<28}median {m['median']:.4g}, mean {m['mean']:.4g}")
         lines.append(f"  gradient evaluations        {self.gradient_evaluations} ({self.forward_evaluations} forwards), {self.seconds:.1f} s")
         for a in self.per_attack:
             lines.append(f"    {a['attack']:<14} attacked {a['attacked']:>6}  broke {a['broken']:>6}  "
@@ -491,7 +491,8 @@ def evaluate(model: nn.Module, data: Data, attacks: Sequence[Attack] | None = No
     if progress:
         from tqdm import tqdm
 
-        it = tqdm(it, desc="evaluate", unit="batch", leave=False, dynamic_ncols=True)
+        total = math.ceil(len(data[1]) / batch_size) if isinstance(data, tuple) else None
+        it = tqdm(it, desc="evaluate", unit="batch", total=total, leave=False, dynamic_ncols=True)
     for b, (xb, yb) in enumerate(it):
         if b < len(done):
             continue

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from advlab.attacks.apgd import APGD, APGDT
 from advlab.attacks.base import Attack
+from advlab.attacks.noise import RandomNoise
 from advlab.attacks.pgd import FGSM, MIFGSM, PGD
 from advlab.types import AttackResult
 
-__all__ = ["APGD", "APGDT", "FGSM", "MIFGSM", "PGD", "Attack", "AttackResult"]
+__all__ = ["APGD", "APGDT", "FGSM", "MIFGSM", "PGD", "RandomNoise", "Attack", "AttackResult"]

@@ -7,11 +7,11 @@ import sys
 from collections.abc import Sequence
 
 from advlab import __version__
-from advlab.cli import classify, demo, info, train
+from advlab.cli import attack, classify, demo, evaluate, info, train
 from advlab.cli.common import Formatter, OneLineParser
 from advlab.errors import AdvlabError
 
-COMMANDS = (demo, info, classify, train)
+COMMANDS = (demo, info, classify, attack, evaluate, train)
 
 DESCRIPTION = """advlab: adversarial examples on image classifiers.
 
@@ -22,6 +22,8 @@ examples:
   advlab demo                                   # the embedded end-to-end job (offline, CPU, minutes)
   advlab models                                 # what models exist and which are installed
   advlab classify samples --model efficientnet-lite0 --top 3
+  advlab attack --model digits-cnn --data digits:test --attack pgd --eps 0.1 --steps 10
+  advlab eval --model digits-cnn --data digits:test --eps 0.1            # reliable preset
   advlab train --model digits-cnn --data digits:train
 """
 

@@ -34,11 +34,13 @@ def image_grid(images: torch.Tensor, titles: Sequence[str] | None = None, ncols:
     return fig
 
 
-def line_plot(series: dict[str, Sequence[float]], xlabel: str, ylabel: str, title: str = "") -> Figure:
-    """One line per named series against its index (epochs, steps, ...)."""
+def line_plot(series: dict[str, Sequence[float]], xlabel: str, ylabel: str, title: str = "",
+              x: Sequence[float] | None = None) -> Figure:  # fmt: skip
+    """One line per named series against ``x`` (default: its index 1, 2, ...: epochs, steps)."""
     fig, ax = plt.subplots(figsize=(5, 3.2))
     for name, values in series.items():
-        ax.plot(range(1, len(values) + 1), list(values), label=name)
+        xs = list(x) if x is not None else list(range(1, len(values) + 1))
+        ax.plot(xs, list(values), label=name, marker="o" if x is not None else None)
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     if title:
@@ -48,3 +50,24 @@ def line_plot(series: dict[str, Sequence[float]], xlabel: str, ylabel: str, titl
     ax.grid(alpha=0.3)
     fig.tight_layout()
     return fig
+
+
+def perturbation_image(x: torch.Tensor, x_adv: torch.Tensor) -> torch.Tensor:
+    """The perturbation made visible: 0.5 + delta / (2 max|delta|) per image (grey = unchanged)."""
+    d = (x_adv - x).float()
+    scale = d.flatten(1).abs().amax(1).clamp_min(1e-12).view(-1, *[1] * (d.ndim - 1))
+    return (0.5 + d / (2 * scale)).clamp(0, 1)
+
+
+def adversarial_grid(x: torch.Tensor, x_adv: torch.Tensor, clean_titles: Sequence[str], adv_titles: Sequence[str],
+                     colors: Sequence[str] | None = None, cell: float = 2.4) -> Figure:  # fmt: skip
+    """One row per sample: clean image | amplified perturbation | adversarial image, with titles under each."""
+    n = len(x)
+    pert = perturbation_image(x, x_adv)
+    images = torch.stack([x, pert, x_adv], 1).flatten(0, 1)
+    titles, cols = [], []
+    for i in range(n):
+        amp = float((x_adv[i] - x[i]).abs().max())
+        titles += [clean_titles[i], f"perturbation\n(max |d| {amp:.3g}, amplified)", adv_titles[i]]
+        cols += ["black", "gray", colors[i] if colors is not None else "black"]
+    return image_grid(images, titles, ncols=3, cell=cell, title_colors=cols)

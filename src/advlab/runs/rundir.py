@@ -120,6 +120,11 @@ class Run:
         self.save_json(f"{name}.json", info)
         self.checkpointed = True
 
+    def clear_state(self, name: str) -> None:
+        """Remove saved progress once the results it led to are written (a finished run holds results, not state)."""
+        for suffix in (".safetensors", ".json"):
+            (self.path / f"{name}{suffix}").unlink(missing_ok=True)
+
     def load_state(self, name: str) -> tuple[dict[str, torch.Tensor], dict[str, Any]] | None:
         t, j = self.path / f"{name}.safetensors", self.path / f"{name}.json"
         if not (t.exists() and j.exists()):

@@ -1,0 +1,61 @@
+"""Attacks by name, and building one from user options (what the CLI and config files use).
+
+``make("pgd", eps=8/255, steps=10)`` builds ``PGD(eps=8/255, steps=10)``; an option the attack does not
+have is an error that says so ("cw takes no eps: it finds the smallest perturbation"), never ignored.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from advlab.attacks.base import Attack
+from advlab.errors import AdvlabError
+
+
+CLASS_NAMES = ("FGSM", "PGD", "MIFGSM", "APGD", "APGDT", "RandomNoise", "CW", "DeepFool", "LBFGS", "OneHot")
+
+
+def attack_classes() -> dict[str, type[Attack]]:
+    """Every attack by its ``name`` (fgsm, pgd, mifgsm, apgd, apgd-t, noise, cw, deepfool, lbfgs, onehot)."""
+    from advlab import attacks
+
+    classes = [getattr(attacks, n) for n in CLASS_NAMES if hasattr(attacks, n)]
+    return {_name(c): c for c in classes}
+
+
+def _name(cls: type[Attack]) -> str:
+    return next(f.default for f in dataclasses.fields(cls) if f.name == "name")  # type: ignore[return-value]
+
+
+def options(cls: type[Attack]) -> set[str]:
+    """The fields a user may set on ``cls``."""
+    return {f.name for f in dataclasses.fields(cls) if f.init}
+
+
+def make(name: str, **given: Any) -> Attack:
+    """The attack ``name`` configured with ``given`` (None values are left at the attack's default).
+
+    Raises :class:`AdvlabError` for an unknown name, an option the attack does not take, or a value it
+    rejects, with one line a user can act on.
+    """
+    classes = attack_classes()
+    if name not in classes:
+        raise AdvlabError(f"unknown attack {name!r}; choose from {', '.join(classes)}")
+    cls = classes[name]
+    given = {k: v for k, v in given.items() if v is not None}
+    allowed = options(cls)
+    for key in given:
+        if key in allowed:
+            continue
+        if key == "norm":
+            raise AdvlabError(f"{name} is an L2 attack: it takes no norm option")
+        if key == "eps":
+            raise AdvlabError(f"{name} finds the smallest perturbation: it takes no eps (evaluate's --eps bounds its successes)")
+        raise AdvlabError(f"{name} takes no {key.replace('_', '-')} option; it takes {', '.join(sorted(allowed - {'seed', 'quantize'}))}")
+    try:
+        atk = cls(**given)
+        atk.validate()
+    except (TypeError, ValueError) as e:
+        raise AdvlabError(f"{name}: {e}") from None
+    return atk
