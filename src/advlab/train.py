@@ -52,10 +52,13 @@ def fit(
     config: TrainConfig = TrainConfig(),
     eval_data: tuple[torch.Tensor, torch.Tensor] | None = None,
     on_step: Callable[[int, int, float], None] | None = None,
+    perturb: Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
 ) -> TrainHistory:
     """Train ``model`` in place on images ``x`` (N, C, H, W) in [0, 1] and labels ``y`` by minimizing cross-entropy.
 
     ``on_step(epoch, step, loss)`` is called after every optimizer step (the CLI hangs a progress bar on it).
+    ``perturb(model, xb, yb) -> xb'`` replaces each (augmented) batch before the step: with an attack, this
+    is adversarial training (Madry et al. 2018: min_theta E max_{||d|| <= eps} CE(f(x + d), y)).
     Leaves the model in eval mode.
     """
     if config.epochs < 1 or config.batch_size < 1 or config.lr <= 0:
@@ -76,6 +79,8 @@ def fit(
             if config.shift:
                 dy, dx = torch.randint(-config.shift, config.shift + 1, (2,), generator=gen).tolist()
                 xb = torch.roll(xb, shifts=(dy, dx), dims=(2, 3))
+            if perturb is not None:
+                xb = perturb(model, xb, y[idx]).detach()
             loss = F.cross_entropy(model(xb), y[idx])
             opt.zero_grad(set_to_none=True)
             loss.backward()

@@ -12,7 +12,6 @@ from typing import Any
 from advlab.attacks.base import Attack
 from advlab.errors import AdvlabError
 
-
 CLASS_NAMES = ("FGSM", "PGD", "MIFGSM", "APGD", "APGDT", "RandomNoise", "CW", "DeepFool", "LBFGS", "OneHot")
 
 

@@ -257,7 +257,7 @@ def _metrics(cols: dict[str, torch.Tensor], y: torch.Tensor, atk: Any, info: zoo
     m["gradient_evaluations"], m["forward_evaluations"] = int(cols["backwards"].sum()), int(cols["forwards"].sum())
     m["seconds"] = round(float(cols["seconds"]), 3)
     if "min_eps" in cols:
-        eps_list = getattr(atk, "eps")
+        eps_list = atk.eps
         m["curve"] = [{"eps": e, "success_rate": float((cols["min_eps"][over] <= e).float().mean()) if over.any() else 0.0,
                        "adversarial_accuracy": float((correct & (cols["min_eps"] > e)).sum()) / n_lab}
                       for e in sorted(eps_list)]  # fmt: skip

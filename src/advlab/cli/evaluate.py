@@ -16,7 +16,13 @@ import torch
 
 from advlab import runs, zoo
 from advlab.attacks.catalog import attack_classes, make
-from advlab.cli.attack import add_attack_args, attack_options, check_resumable, csv_text, short
+from advlab.cli.attack import (
+    add_attack_args,
+    attack_options,
+    check_resumable,
+    csv_text,
+    short,
+)
 from advlab.cli.common import (
     Formatter,
     add_model_args,

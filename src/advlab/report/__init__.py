@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
-from advlab.report.figures import adversarial_grid, image_grid, line_plot, perturbation_image
+from advlab.report.figures import (
+    adversarial_grid,
+    image_grid,
+    line_plot,
+    perturbation_image,
+)
 from advlab.report.html import write_report
 
 __all__ = ["adversarial_grid", "image_grid", "line_plot", "perturbation_image", "write_report"]
