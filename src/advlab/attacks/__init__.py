@@ -8,8 +8,12 @@ from __future__ import annotations
 
 from advlab.attacks.apgd import APGD, APGDT
 from advlab.attacks.base import Attack
+from advlab.attacks.cw import CW
+from advlab.attacks.deepfool import DeepFool
+from advlab.attacks.lbfgs import LBFGS
 from advlab.attacks.noise import RandomNoise
+from advlab.attacks.onehot import OneHot
 from advlab.attacks.pgd import FGSM, MIFGSM, PGD
 from advlab.types import AttackResult
 
-__all__ = ["APGD", "APGDT", "FGSM", "MIFGSM", "PGD", "RandomNoise", "Attack", "AttackResult"]
+__all__ = ["APGD", "APGDT", "CW", "DeepFool", "FGSM", "LBFGS", "MIFGSM", "OneHot", "PGD", "RandomNoise", "Attack", "AttackResult"]

@@ -1,7 +1,7 @@
 """Attacks by name, and building one from user options (what the CLI and config files use).
 
 ``make("pgd", eps=8/255, steps=10)`` builds ``PGD(eps=8/255, steps=10)``; an option the attack does not
-have is an error that says so ("cw takes no eps: it finds the smallest perturbation"), never ignored.
+have is an error that says so ("cw is not bounded by an eps-ball: it takes no eps"), never ignored.
 """
 
 from __future__ import annotations
@@ -50,7 +50,7 @@ def make(name: str, **given: Any) -> Attack:
         if key == "norm":
             raise AdvlabError(f"{name} is an L2 attack: it takes no norm option")
         if key == "eps":
-            raise AdvlabError(f"{name} finds the smallest perturbation: it takes no eps (evaluate's --eps bounds its successes)")
+            raise AdvlabError(f"{name} is not bounded by an eps-ball: it takes no eps (in advlab eval, --eps bounds which of its successes count)")
         raise AdvlabError(f"{name} takes no {key.replace('_', '-')} option; it takes {', '.join(sorted(allowed - {'seed', 'quantize'}))}")
     try:
         atk = cls(**given)
