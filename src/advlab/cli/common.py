@@ -31,9 +31,13 @@ class Formatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsH
 
 
 def number(text: str) -> float:
-    """A finite float that may be written as a fraction: "8/255", "0.03", "1e-3"."""
+    """A finite float that may be written as a fraction: "8/255", "0.5/255", "0.03", "1e-3"."""
     try:
-        v = float(Fraction(text.strip())) if "/" in text else float(text)
+        if "/" in text:
+            num, den = text.split("/")
+            v = float(Fraction(num.strip())) / float(Fraction(den.strip()))
+        else:
+            v = float(text)
     except (ValueError, ZeroDivisionError):
         raise argparse.ArgumentTypeError(f"not a number: {text!r} (use e.g. 0.03 or 8/255)") from None
     if not math.isfinite(v):
