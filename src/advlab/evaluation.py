@@ -38,7 +38,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from advlab.attacks.apgd import APGD, APGDT
-from advlab.attacks.base import Attack
+from advlab.attacks.base import Attack, frozen_parameters
 from advlab.attacks.noise import RandomNoise
 from advlab.errors import AdvlabError
 from advlab.threat import NORMS, distance
@@ -224,15 +224,8 @@ def _output_checks(model: nn.Module, x: torch.Tensor, y: torch.Tensor, logits: t
     idx = correct[:k].nonzero().flatten()
     if len(idx):
         xs = x[idx].detach().clone().requires_grad_(True)
-        params = [(p, p.requires_grad) for p in model.parameters()]
-        for p, _ in params:
-            p.requires_grad_(False)
-        try:
-            with torch.enable_grad():
-                (g,) = torch.autograd.grad(F.cross_entropy(model(xs).float(), y[idx], reduction="sum"), xs)
-        finally:
-            for p, flag in params:
-                p.requires_grad_(flag)
+        with frozen_parameters(model), torch.enable_grad():
+            (g,) = torch.autograd.grad(F.cross_entropy(model(xs).float(), y[idx], reduction="sum"), xs)
         fw[idx.cpu()] += 1
         bw[idx.cpu()] += 1
         checks["zero_gradient"] = float((g.flatten(1).abs().amax(1) == 0).sum())

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from advlab import attacks
-from advlab.threat import distance
+from tests.attacks.helpers import check_png_roundtrip, check_result
 
 N = 30  # a subset of the digits batch keeps the file fast
 FAST = {"steps": 15, "search_steps": 5}  # on 8x8 digits within a few percent of the defaults' norms (30, 8)
@@ -25,12 +25,7 @@ def untargeted(digits_model, batch) -> attacks.AttackResult:
 
 
 def _check(res: attacks.AttackResult, model: torch.nn.Module, x: torch.Tensor) -> None:
-    assert res.x_adv.shape == x.shape and res.x_adv.dtype == x.dtype
-    assert float(res.x_adv.min()) >= 0 and float(res.x_adv.max()) <= 1
-    with torch.no_grad():
-        logits = model(res.x_adv)
-    assert torch.equal(logits.argmax(1), res.prediction)  # the reported logits are the model's on x_adv
-    assert torch.allclose(res.l2, distance(res.x_adv - x, "l2"))
+    check_result(res, model, x)
     assert torch.equal(res.x_adv[~res.success], x[~res.success])  # never broken: returned unchanged
 
 
@@ -93,11 +88,8 @@ def test_quantized_results_stay_adversarial_on_the_8bit_grid(digits_model, batch
     x, y = (x[:15] * 255).round() / 255, y[:15]
     t = (y + 3) % 10
     res = attacks.LBFGS(**FAST, quantize=True)(digits_model, x, y, target=t)
-    assert torch.allclose(res.x_adv * 255, (res.x_adv * 255).round(), atol=1e-4)
     _check(res, digits_model, x)
-    reloaded = (res.x_adv * 255).round().to(torch.uint8).float() / 255  # exactly what a saved PNG holds
-    with torch.no_grad():
-        assert torch.equal(digits_model(reloaded).argmax(1) == t, res.success)
+    check_png_roundtrip(res, digits_model, t, targeted=True)
     assert res.success_rate >= 0.9
 
 

@@ -7,6 +7,7 @@ import torch
 from torch import nn
 
 from advlab import attacks
+from tests.attacks.helpers import check_png_roundtrip, check_result
 
 N = 20  # a subset of the digits batch keeps the file fast
 STEPS = 100
@@ -34,12 +35,7 @@ def shifted(digits_model, batch) -> attacks.AttackResult:
 
 
 def _check(res: attacks.AttackResult, model: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    assert res.x_adv.shape == x.shape and res.x_adv.dtype == x.dtype
-    assert float(res.x_adv.min()) >= 0 and float(res.x_adv.max()) <= 1
-    with torch.no_grad():
-        logits = model(res.x_adv)
-    assert torch.equal(logits.argmax(1), res.prediction)  # the reported logits are the model's on x_adv
-    return logits.softmax(1)
+    return check_result(res, model, x)
 
 
 def _target_prob(p: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
@@ -134,11 +130,8 @@ def test_quantized_results_stay_adversarial_on_the_8bit_grid(digits_model, batch
     x, y = batch
     x, y, t = (x[:10] * 255).round() / 255, y[:10], runner_up[:10]
     res = attacks.OneHot(steps=STEPS, quantize=True)(digits_model, x, y, target=t)
-    assert torch.allclose(res.x_adv * 255, (res.x_adv * 255).round(), atol=1e-4)
     _check(res, digits_model, x)
-    reloaded = (res.x_adv * 255).round().to(torch.uint8).float() / 255  # exactly what a saved PNG holds
-    with torch.no_grad():
-        assert torch.equal(digits_model(reloaded).argmax(1) == t, res.success)
+    check_png_roundtrip(res, digits_model, t, targeted=True)
     assert res.success_rate >= 0.8
 
 
