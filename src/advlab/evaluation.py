@@ -100,7 +100,7 @@ class BatchResult:
 
     @classmethod
     def from_tensors(cls, t: dict[str, torch.Tensor], checks: dict[str, float]) -> BatchResult:
-        return cls(**{k: v for k, v in t.items()}, checks=dict(checks))
+        return cls(**t, checks=dict(checks))
 
     @property
     def broken(self) -> torch.Tensor:
@@ -309,7 +309,7 @@ def _mean(v: torch.Tensor) -> float | None:
     return float(v.double().mean()) if v.numel() else None
 
 
-def _flags(checks: dict[str, float], n: int) -> list[str]:
+def _flags(checks: dict[str, float]) -> list[str]:
     out = []
     if checks.get("probability_batches", 0) > 0:
         out.append("the model's outputs look like probabilities (non-negative, rows sum to 1), not logits: remove the "
@@ -373,7 +373,7 @@ def summarize(parts: Sequence[BatchResult], attacks: Sequence[Attack], eps: floa
         confidence={"clean": _mean(samples.clean_confidence[correct]), "adversarial": _mean(samples.adv_confidence[broken]),
                     "robust": _mean(samples.adv_confidence[robust])},  # fmt: skip
         gradient_evaluations=int(samples.backwards.sum()), forward_evaluations=int(samples.forwards.sum()),
-        seconds=round(seconds, 4), per_attack=per_attack, flags=_flags(checks, n), samples=samples,
+        seconds=round(seconds, 4), per_attack=per_attack, flags=_flags(checks), samples=samples,
         x_adv=cat.get("x_adv"),
     )  # fmt: skip
 
