@@ -40,6 +40,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from advlab import attacks, data, zoo
+from advlab.attacks.base import frozen_parameters
 
 STEPS = 10
 PEERS = ("torchattacks", "foolbox", "art")
@@ -137,19 +138,6 @@ def counting(model: nn.Module) -> Iterator[Counts]:
         handle.remove()
 
 
-@contextmanager
-def frozen(model: nn.Module) -> Iterator[None]:
-    """Parameters' ``requires_grad`` off inside, each flag restored after."""
-    flags = [(p, p.requires_grad) for p in model.parameters()]
-    for p, _ in flags:
-        p.requires_grad_(False)
-    try:
-        yield
-    finally:
-        for p, flag in flags:
-            p.requires_grad_(flag)
-
-
 # ----------------------------------------------------------------------------------------------- rows
 @dataclass
 class Problem:
@@ -191,7 +179,7 @@ def ideal_step_row(model: nn.Module, p: Problem) -> tuple[Run, Finish]:
     x = p.x.detach().clone()
 
     def run() -> None:
-        with frozen(model):
+        with frozen_parameters(model):
             for _ in range(STEPS):
                 xr = x.detach().requires_grad_(True)
                 loss = F.cross_entropy(model(xr), p.y)
@@ -204,7 +192,7 @@ def eager_loop_row(model: nn.Module, p: Problem) -> tuple[Run, Finish]:
     """A minimal eager PGD-10: uniform random start in the ball, ascend CE by alpha * sign(grad), project, clamp."""
 
     def run() -> torch.Tensor:
-        with frozen(model):
+        with frozen_parameters(model):
             x_adv = (p.x + (2 * torch.rand_like(p.x) - 1) * p.eps).clamp(0, 1)
             for _ in range(STEPS):
                 x_adv.requires_grad_(True)
