@@ -285,8 +285,11 @@ def test_demo(tmp_path: Path) -> None:
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["digits-cnn digits:test accuracy"] >= 0.97
     assert metrics["digits:test images"] == 599
+    assert metrics["efficientnet-lite0 wombat attack success rate (linf 2/255, 8-bit)"] == 1.0  # seed 002
+    assert metrics["efficientnet-lite0 wombat probability (min over photos)"] > 0.9
+    assert 0 < metrics["digits-cnn robust accuracy (fast preset, linf 0.1)"] < metrics["digits-cnn digits:test accuracy"]
     pngs = sorted(p.name for p in out.glob("*.png"))
-    assert len(pngs) == 2
+    assert len(pngs) == 4
     for p in pngs:
         assert (out / p).read_bytes()[:4] == b"\x89PNG"
         assert p in (out / "report.html").read_text()
