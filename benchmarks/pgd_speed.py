@@ -9,7 +9,7 @@ eps / 4, 10 steps, one random start) and timed against two floors measured in th
 
 Every row is run once untimed (warm-up; it also counts the model's forward and backward passes per sample
 with hooks), then ``--repeats`` timed runs are interleaved round-robin over the rows, so that noise from other
-processes hits every library alike; the median is reported. Robust accuracy is the fraction of ``x_adv``
+processes hits every library alike; the median and the minimum are reported. Robust accuracy is the fraction of ``x_adv``
 that the (float32) model still classifies as ``y``, computed the same way for every row, outside the timer.
 
     python benchmarks/pgd_speed.py                         # all three models, 1 thread, 3 repeats
@@ -43,7 +43,6 @@ from advlab import attacks, data, zoo
 from advlab.attacks.base import frozen_parameters
 
 STEPS = 10
-PEERS = ("torchattacks", "foolbox", "art")
 
 
 @dataclass(frozen=True)
@@ -427,7 +426,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--models", default=",".join(SETTINGS), help=f"comma list of {', '.join(SETTINGS)} (default: all)")
     ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     ap.add_argument("--threads", type=int, default=1, help="torch.set_num_threads (default 1, as the reference numbers)")
-    ap.add_argument("--repeats", type=int, default=None, help="timed runs per row, median reported (default 3; 1 with --quick)")
+    ap.add_argument("--repeats", type=int, default=None, help="timed runs per row; median and min reported (default 3; 1 with --quick)")
     ap.add_argument("--channels-last", action="store_true", help="model and inputs in channels_last, for every library")
     ap.add_argument("--compile", action="store_true", help="add a row: advlab on torch.compile(model)")
     ap.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"],
