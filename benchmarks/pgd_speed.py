@@ -5,7 +5,9 @@ eps / 4, 10 steps, one random start) and timed against two floors measured in th
 
 * "10 x ideal step": ten back-to-back forward + backward passes w.r.t. the input only (parameters frozen,
   ``torch.autograd.grad(cross_entropy(model(x), y), x)``): the model's cost with no attack code at all;
-* "ideal eager loop": a hand-written eager PGD-10 (random start, sign step, projection, clamp).
+* "ideal eager loop": a hand-written eager PGD-10 (random start, sign step, projection, clamp);
+* "eager loop + score": the same plus one forward on its result, the floor for any PGD that reports which
+  samples it broke (advlab's full result does: 11 forwards, 10 backwards; ``PGD.perturb`` does not).
 
 Every row is run once untimed (warm-up; it also counts the model's forward and backward passes per sample
 with hooks), then ``--repeats`` timed runs are interleaved round-robin over the rows, so that noise from other
@@ -204,9 +206,32 @@ def eager_loop_row(model: nn.Module, p: Problem) -> tuple[Run, Finish]:
     return run, lambda out: out
 
 
+def scored_loop_row(model: nn.Module, p: Problem) -> tuple[Run, Finish]:
+    """The eager loop plus one gradient-free forward on its result: the floor for a PGD that reports success."""
+    run, _ = eager_loop_row(model, p)
+
+    def scored() -> tuple[torch.Tensor, torch.Tensor]:
+        x_adv = run()
+        with torch.no_grad():
+            return x_adv, model(x_adv).argmax(1) != p.y
+
+    return scored, lambda out: out[0]
+
+
+def _advlab_pgd(p: Problem) -> attacks.PGD:
+    return attacks.PGD(eps=p.eps, alpha=p.alpha, steps=STEPS, norm="linf", random_start=True, seed=0, early_stop=False)
+
+
 def advlab_row(model: nn.Module, p: Problem) -> tuple[Run, Finish]:
-    atk = attacks.PGD(eps=p.eps, alpha=p.alpha, steps=STEPS, norm="linf", random_start=True, seed=0, early_stop=False)
+    """The full result: x_adv, success, logits, norms and counts (11 forwards: the last iterate is scored)."""
+    atk = _advlab_pgd(p)
     return (lambda: atk(model, p.x, p.y)), (lambda res: res.x_adv)
+
+
+def advlab_perturb_row(model: nn.Module, p: Problem) -> tuple[Run, Finish]:
+    """``PGD.perturb``: the last iterate only, as adversarial training uses it (10 forwards, 10 backwards)."""
+    atk = _advlab_pgd(p)
+    return (lambda: atk.perturb(model, p.x, p.y)), (lambda out: out)
 
 
 def torchattacks_row(model: nn.Module, p: Problem) -> tuple[Run, Finish]:
@@ -243,10 +268,13 @@ def make_rows(compile_: bool) -> list[Row]:
     rows = [
         Row("10 x ideal step", "amp", ideal_step_row),
         Row("ideal eager loop", "amp", eager_loop_row),
+        Row("eager loop + score", "amp", scored_loop_row),
         Row("advlab", "amp", advlab_row, own_counts=True),
+        Row("advlab x_adv only", "amp", advlab_perturb_row),
     ]
     if compile_:
         rows.append(Row("advlab compiled", "compiled", advlab_row, own_counts=True))
+        rows.append(Row("advlab x_adv compiled", "compiled", advlab_perturb_row))
     rows += [Row("torchattacks", "fp32", torchattacks_row), Row("foolbox", "fp32", foolbox_row), Row("art", "fp32", art_row)]
     return rows
 

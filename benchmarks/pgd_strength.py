@@ -1,9 +1,12 @@
-"""PGD-10 strength against torchattacks over several seeds: robust accuracy per seed, side by side.
+"""PGD-10 strength against torchattacks, Foolbox and ART over several seeds: robust accuracy per seed, side by side.
 
 The random start decides a few images either way, so one run per library (as in ``pgd_speed.py``) cannot
-say which attack is stronger. Here both draw their uniform start from the same seed (advlab from
-``seed=s``, torchattacks from ``torch.manual_seed(s)``) on the digits CNN, all 599 test digits, L-inf 0.1,
-alpha 0.025, and the robust accuracies are printed per seed with their means.
+say which attack is stronger. Here every library attacks the digits CNN on all 599 test digits (L-inf 0.1,
+alpha 0.025, 10 steps, one uniform random start) once per seed, and the robust accuracies are printed per
+seed with their means and standard deviations. advlab and torchattacks draw the same start from the same
+seed (advlab from ``seed=s``, torchattacks from ``torch.manual_seed(s)``), so their columns compare image for
+image; Foolbox (``torch.manual_seed(s)``, its own uniform formula) and ART (``np.random.seed(s)``) draw other
+starts, so they compare through the means. The attacks are built exactly as in ``pgd_speed.py``.
 
     python benchmarks/pgd_strength.py --seeds 8
 """
@@ -12,10 +15,15 @@ from __future__ import annotations
 
 import argparse
 import statistics
+from collections.abc import Callable
 
+import numpy as np
 import torch
+from pgd_speed import Problem, advlab_row, art_row, foolbox_row, torchattacks_row
 
-from advlab import attacks, data, zoo
+from advlab import data, zoo
+
+ROWS = {"advlab": advlab_row, "torchattacks": torchattacks_row, "foolbox": foolbox_row, "art": art_row}
 
 
 def main() -> int:
@@ -32,23 +40,35 @@ def main() -> int:
         with torch.no_grad():
             return float((correct & (model(x_adv).argmax(1) == y)).float().mean())
 
-    try:
-        import torchattacks
-    except Exception as e:  # noqa: BLE001 - any import failure means "not available"
-        torchattacks = None
-        print(f"torchattacks not installed ({type(e).__name__}); advlab only")
-    print(f"{'seed':>4}  {'advlab':>8}  {'torchattacks':>12}")
-    ours, theirs = [], []
-    for s in range(args.seeds):
-        ours.append(robust(attacks.PGD(eps=0.1, alpha=0.025, steps=10, seed=s)(model, x, y).x_adv))
-        line = f"{s:>4}  {ours[-1]:8.2%}"
-        if torchattacks is not None:
+    results: dict[str, list[float]] = {}
+    for name, build in ROWS.items():
+        try:
+            run, finish = build(model, Problem(x, y, 0.1, 0.025, 10, torch.device("cpu")))
+        except Exception as e:  # noqa: BLE001 - any import or set-up failure means "not available"
+            print(f"{name}: not available ({type(e).__name__})")
+            continue
+        acc = []
+        for s in range(args.seeds):
             torch.manual_seed(s)
-            theirs.append(robust(torchattacks.PGD(model, eps=0.1, alpha=0.025, steps=10, random_start=True)(x, y)))
-            line += f"  {theirs[-1]:12.2%}"
-        print(line)
-    print(f"mean  {statistics.mean(ours):8.2%}" + (f"  {statistics.mean(theirs):12.2%}" if theirs else ""))
+            np.random.seed(s)
+            # advlab's generator comes from the attack's seed, not the global one
+            call: Callable[[], object] = (lambda s=s: _advlab(model, x, y, s)) if name == "advlab" else run
+            acc.append(robust(finish(call())))
+        results[name] = acc
+    names = list(results)
+    print(f"{'seed':>4}" + "".join(f"  {n:>12}" for n in names))
+    for s in range(args.seeds):
+        print(f"{s:>4}" + "".join(f"  {results[n][s]:12.2%}" for n in names))
+    print(f"{'mean':>4}" + "".join(f"  {statistics.mean(results[n]):12.2%}" for n in names))
+    if args.seeds > 1:
+        print(f"{'std':>4}" + "".join(f"  {statistics.stdev(results[n]):12.2%}" for n in names))
     return 0
+
+
+def _advlab(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, seed: int) -> torch.Tensor:
+    from advlab import attacks
+
+    return attacks.PGD(eps=0.1, alpha=0.025, steps=10, norm="linf", random_start=True, seed=seed)(model, x, y)
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""benchmarks/pgd_speed.py runs end to end with advlab alone: peers that do not import get a "not installed" row."""
+"""The benchmarks run end to end with advlab alone: peers that do not import get a "not installed" row."""
 
 from __future__ import annotations
 
@@ -8,7 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "pgd_speed.py"
+BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
+SCRIPT = BENCH / "pgd_speed.py"
 
 
 def test_pgd_speed_quick_runs_without_peers(tmp_path: Path) -> None:
@@ -24,5 +25,15 @@ def test_pgd_speed_quick_runs_without_peers(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr
     out = proc.stdout
     assert re.search(r"^\s*advlab(\s+\d+\.\d+\s+\d+\.\d+x\s+\d+\.\d+x){2}\s+[01]\.\d+\s+11/10\b", out, re.M), out
+    assert re.search(r"^\s*advlab x_adv only(\s+\d+\.\d+\s+\d+\.\d+x\s+\d+\.\d+x){2}\s+[01]\.\d+\s+10/10\b", out, re.M), out
+    assert re.search(r"^\s*eager loop \+ score(\s+\d+\.\d+\s+\d+\.\d+x\s+\d+\.\d+x){2}\s+[01]\.\d+\s+11/10\b", out, re.M), out
     for peer in ("torchattacks", "foolbox", "art"):
         assert re.search(rf"^\s*{peer}\s+not installed", out, re.M), out
+
+
+def test_prototype_speed_quick_runs() -> None:
+    proc = subprocess.run([sys.executable, str(BENCH / "prototype_speed.py"), "--quick", "--models", "digits-cnn"],
+                          capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    for row, work in (("ideal \\(fwd \\+ bwd\\)", 2100), ("min, no convergence", 2100), ("max \\(double backprop\\)", 2100)):
+        assert re.search(rf"^\s*{row}\s+{work}\s+\d+\.\d+\s+\d+\.\d+\s+\d+\.\d+x", proc.stdout, re.M), proc.stdout

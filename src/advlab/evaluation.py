@@ -20,7 +20,7 @@ i.e. the strict rate here. Norms are of the successful perturbations, in [0, 1] 
 
 Sanity checks (``sanity=True``) in the spirit of AutoAttack's: outputs that are probabilities instead
 of logits, a model that answers differently twice (randomness, training mode), all-zero input gradients
-of the cross-entropy (saturated softmax), and random noise or a black-box attack breaking samples that the
+of the cross-entropy on the samples left standing (saturated softmax), and random noise or a black-box attack breaking samples that the
 white-box attacks left standing (masked gradients). Each finding becomes a line in ``report.flags``.
 """
 
@@ -43,8 +43,8 @@ from advlab.attacks.noise import RandomNoise
 from advlab.errors import AdvlabError
 from advlab.threat import NORMS, distance
 
-#: samples in the first batch the input-gradient and randomness checks look at (a saturated or random model
-#: shows on nearly every sample, so a few suffice; each costs one forward, and one gradient if correct)
+#: samples the randomness check (first batch) and the zero-gradient check (survivors of each batch) look at:
+#: a saturated or random model shows on nearly every sample, so a few suffice
 CHECK_SAMPLES = 16
 #: random points per standing sample in the noise check
 NOISE_TRIES = 5
@@ -208,7 +208,7 @@ def _sync(device: torch.device) -> None:
 
 def _output_checks(model: nn.Module, x: torch.Tensor, y: torch.Tensor, logits: torch.Tensor, correct: torch.Tensor,
                    first: bool, fw: torch.Tensor, bw: torch.Tensor) -> dict[str, float]:  # fmt: skip
-    """Probabilities-not-logits on every batch (free); randomness and zero gradients on the first batch."""
+    """Probabilities-not-logits on every batch (free); randomness (a second forward on a few samples) on the first batch."""
     z = logits.float()
     checks: dict[str, float] = {"batches": 1.0}
     checks["probability_batches"] = float(bool((z >= 0).all() and ((z.sum(1) - 1).abs() < 1e-3).all()))
@@ -221,16 +221,26 @@ def _output_checks(model: nn.Module, x: torch.Tensor, y: torch.Tensor, logits: t
     fw[:k] += 1
     scale = 1.0 + float(z[:k].abs().max()) if k else 1.0
     checks["randomness"] = float((again - z[:k]).abs().max()) / scale if k else 0.0
-    idx = correct[:k].nonzero().flatten()
-    if len(idx):
-        xs = x[idx].detach().clone().requires_grad_(True)
-        with frozen_parameters(model), torch.enable_grad():
-            (g,) = torch.autograd.grad(F.cross_entropy(model(xs).float(), y[idx], reduction="sum"), xs)
-        fw[idx.cpu()] += 1
-        bw[idx.cpu()] += 1
-        checks["zero_gradient"] = float((g.flatten(1).abs().amax(1) == 0).sum())
-        checks["gradient_checked"] = float(len(idx))
     return checks
+
+
+def _zero_gradient_check(model: nn.Module, x: torch.Tensor, y: torch.Tensor, standing: torch.Tensor,
+                         fw: torch.Tensor, bw: torch.Tensor) -> dict[str, float]:  # fmt: skip
+    """All-zero cross-entropy input gradients at the clean point, on up to CHECK_SAMPLES samples the cascade left standing.
+
+    Only survivors matter: a sample the attacks broke is broken whatever its gradient, while a survivor with
+    a zero gradient may be standing only because gradient attacks saw nothing (the cost is nil on an
+    undefended model, where nothing survives).
+    """
+    idx = standing.nonzero().flatten()[:CHECK_SAMPLES]
+    if len(idx) == 0:
+        return {}
+    xs = x[idx].detach().clone().requires_grad_(True)
+    with frozen_parameters(model), torch.enable_grad():
+        (g,) = torch.autograd.grad(F.cross_entropy(model(xs).float(), y[idx], reduction="sum"), xs)
+    fw[idx.cpu()] += 1
+    bw[idx.cpu()] += 1
+    return {"zero_gradient": float((g.flatten(1).abs().amax(1) == 0).sum()), "gradient_checked": float(len(idx))}
 
 
 def run_batch(model: nn.Module, x: torch.Tensor, y: torch.Tensor, attacks: Sequence[Attack], *, eps: float | None = None,
@@ -283,6 +293,8 @@ def run_batch(model: nn.Module, x: torch.Tensor, y: torch.Tensor, attacks: Seque
         seed = getattr(attacks[0], "seed", 0)
         checks["noise_tried"] = float(standing.sum())
         checks["noise_broke"] = float(attempt(len(attacks), RandomNoise(eps=e, norm=nm, tries=NOISE_TRIES, seed=seed), noise_bound))
+    if sanity:
+        checks.update(_zero_gradient_check(model, x, clean_pred, standing, fw, bw))
 
     probs_clean = clean.float().softmax(1)
     probs_adv = adv_logits.float().softmax(1)
@@ -320,7 +332,7 @@ def _flags(checks: dict[str, float]) -> list[str]:
         out.append(f"the model is not deterministic: two passes on the same inputs differ by up to {checks['randomness']:.2g} "
                    "(relative); use expectation over transformation (average gradients over several passes) for a meaningful bound")  # fmt: skip
     if checks.get("zero_gradient", 0) > 0:
-        out.append(f"{int(checks['zero_gradient'])} of {int(checks['gradient_checked'])} checked samples have an all-zero "
+        out.append(f"{int(checks['zero_gradient'])} of {int(checks['gradient_checked'])} checked robust samples have an all-zero "
                    "cross-entropy input gradient (saturated softmax or masked gradients): CE-based attacks see nothing there; "
                    "use the reliable preset (DLR loss) or the margin loss")  # fmt: skip
     if checks.get("noise_broke", 0) > 0:

@@ -138,3 +138,43 @@ def test_bad_inputs_raise(digits_model, digits_batch) -> None:
         attacks.PGD()(digits_model, x[:4], y[:4], target=torch.tensor([1, 2]))
     with pytest.raises(ValueError, match="label for every sample"):
         attacks.PGD()(digits_model, x[:2], torch.tensor([1, -1]))
+
+
+def _hand_pgd(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, alpha: float, steps: int) -> torch.Tensor:
+    """The textbook loop from a zero start: x <- clip_[0,1](clip_ball(x + alpha * sign(grad CE)))."""
+    xa = x.clone()
+    for _ in range(steps):
+        xa.requires_grad_(True)
+        (g,) = torch.autograd.grad(torch.nn.functional.cross_entropy(model(xa), y, reduction="sum"), xa)
+        xa = torch.minimum(torch.maximum(xa.detach() + alpha * g.sign(), x - eps), x + eps).clamp(0, 1)
+    return xa
+
+
+def test_perturb_is_the_last_iterate_for_exactly_steps_gradients(digits_model, digits_batch) -> None:
+    x, y = digits_batch
+    atk = attacks.PGD(eps=0.1, alpha=0.025, steps=7, random_start=False)
+    calls = []
+    hook = digits_model.register_forward_hook(lambda *_: calls.append(1))
+    try:
+        x_adv = atk.perturb(digits_model, x, y)
+    finally:
+        hook.remove()
+    assert len(calls) == 7  # no scoring forward
+    assert torch.allclose(x_adv, _hand_pgd(digits_model, x, y, 0.1, 0.025, 7), atol=1e-6)
+    assert x_adv.shape == x.shape and x_adv.dtype == x.dtype
+    assert float((x_adv - x).abs().max()) <= 0.1 + 1e-6 and float(x_adv.min()) >= 0 and float(x_adv.max()) <= 1
+    with torch.no_grad():
+        assert (digits_model(x_adv).argmax(1) != y).float().mean() > 0.3
+    # the full call scores every iterate and keeps the best one: never less successful than the last iterate
+    res = atk(digits_model, x, y)
+    with torch.no_grad():
+        last_success = digits_model(x_adv).argmax(1) != y
+    assert (res.success | ~last_success).all()
+
+
+@pytest.mark.parametrize("atk", [attacks.PGD(eps=0.1, steps=5, early_stop=True), attacks.PGD(eps=0.1, steps=5, restarts=2),
+                                 attacks.APGD(eps=0.1, steps=5), attacks.PGD(eps=0.1, steps=5, quantize=True)],
+                         ids=["early-stop", "restarts", "apgd", "quantize"])  # fmt: skip
+def test_perturb_falls_back_to_the_full_run_where_scoring_matters(atk: attacks.Attack, digits_model, digits_batch) -> None:
+    x, y = digits_batch
+    assert torch.equal(atk.perturb(digits_model, x, y, target="random"), atk(digits_model, x, y, target="random").x_adv)

@@ -26,7 +26,7 @@ def test_attack_writes_a_run_directory_whose_files_agree(tmp_path: Path) -> None
     metrics = json.loads(stdout)
     assert metrics == json.loads((out / "metrics.json").read_text())
     assert {"config.json", "metrics.json", "samples.csv", "adversarials.safetensors", "grid.png", "report.html"} <= {p.name for p in out.iterdir()}
-    assert not list(out.glob("progress*"))  # state is gone once the results are written
+    assert not list(out.glob("batch_*"))  # state is gone once the results are written
     t = load_file(str(out / "adversarials.safetensors"))
     x, x_adv, y = t["x"], t["x_adv"], t["y"]
     assert len(x) == 48 and (distance(x_adv - x, "linf") <= 26 / 255 + 1e-6).all()
@@ -103,6 +103,37 @@ def test_eval_resumes_an_interrupted_run(tmp_path: Path, monkeypatch: pytest.Mon
     rc, fresh, _ = run_cli([*args[:-3], "--out", str(tmp_path / "fresh"), "--json"])
     assert json.loads(stdout)["robust_accuracy"] == json.loads(fresh)["robust_accuracy"]
     assert calls["n"] == -100 + 1  # only the third batch was evaluated again
+
+
+def test_attack_resumes_an_interrupted_run_to_the_same_result(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from advlab import attacks
+
+    args = ["attack", *DIGITS, "--attack", "pgd", "--eps", "0.1", "--steps", "5", "--batch-size", "16", "--json"]
+    rc, fresh, err = run_cli([*args, "--out", str(tmp_path / "fresh")])
+    assert rc == 0, err
+    real = attacks.PGD.__call__
+    calls = {"n": 0}
+
+    def interrupted(self, *a, **k):  # noqa: ANN001, ANN002, ANN003
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt
+        return real(self, *a, **k)
+
+    monkeypatch.setattr(attacks.PGD, "__call__", interrupted)
+    out = tmp_path / "r"
+    rc, _, err = run_cli([*args, "--out", str(out)])
+    assert rc == 130 and "--resume" in err and not out.exists()
+    assert sorted(p.name for p in (tmp_path / "r.partial").glob("batch_*.safetensors")) == ["batch_00000.safetensors", "batch_00001.safetensors"]
+    calls["n"] = -100
+    rc, resumed, err = run_cli([*args, "--out", str(out), "--resume"])
+    assert rc == 0, err
+    assert calls["n"] == -100 + 1  # only the third batch was attacked again
+    a, b = json.loads(resumed), json.loads(fresh)
+    assert {k: v for k, v in a.items() if k != "seconds"} == {k: v for k, v in b.items() if k != "seconds"}
+    ta, tb = load_file(str(out / "adversarials.safetensors")), load_file(str(tmp_path / "fresh" / "adversarials.safetensors"))
+    assert torch.equal(ta["x_adv"], tb["x_adv"])
+    assert not list(out.glob("batch_*"))
 
 
 @pytest.mark.parametrize(

@@ -288,8 +288,9 @@ def test_demo(tmp_path: Path) -> None:
     assert metrics["efficientnet-lite0 wombat attack success rate (linf 2/255, 8-bit)"] == 1.0  # seed 002
     assert metrics["efficientnet-lite0 wombat probability (min over photos)"] > 0.9
     assert 0 < metrics["digits-cnn robust accuracy (fast preset, linf 0.1)"] < metrics["digits-cnn digits:test accuracy"]
+    assert metrics["digits-cnn prototypes from blank:gray reaching p >= 0.99"] == 10  # seed 000
     pngs = sorted(p.name for p in out.glob("*.png"))
-    assert len(pngs) == 4
+    assert len(pngs) == 5 and "prototypes_digits-cnn.png" in pngs
     for p in pngs:
         assert (out / p).read_bytes()[:4] == b"\x89PNG"
         assert p in (out / "report.html").read_text()

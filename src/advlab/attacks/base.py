@@ -11,7 +11,7 @@ import math
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
@@ -26,21 +26,32 @@ class Oracle:
     """The model as an attack sees it: logits and input gradients, each call counted per sample.
 
     ``idx`` are the positions (in the original batch) of the rows being evaluated, so that per-sample
-    forward/backward counts stay right when attacks shrink the batch to the samples still running.
+    forward/backward counts stay right when attacks shrink the batch to the samples still running;
+    ``None`` means every row. The counts live on the batch's device (no host sync per step).
     """
 
-    def __init__(self, model: nn.Module, n: int) -> None:
+    def __init__(self, model: nn.Module, n: int, device: torch.device | str | None = None) -> None:
         self.model = model
-        self.forwards = torch.zeros(n, dtype=torch.long)
-        self.backwards = torch.zeros(n, dtype=torch.long)
+        self.forwards = torch.zeros(n, dtype=torch.long, device=device)
+        self.backwards = torch.zeros(n, dtype=torch.long, device=device)
 
-    def logits(self, x: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+    def count(self, idx: torch.Tensor | None, forwards: int, backwards: int = 0) -> None:
+        if idx is None:
+            self.forwards += forwards
+            self.backwards += backwards
+            return
+        i = idx.to(self.forwards.device)
+        self.forwards[i] += forwards
+        if backwards:
+            self.backwards[i] += backwards
+
+    def logits(self, x: torch.Tensor, idx: torch.Tensor | None) -> torch.Tensor:
         with torch.no_grad():
             out = self.model(x)
-        self.forwards[idx.cpu()] += 1
+        self.count(idx, 1)
         return out
 
-    def grad(self, x: torch.Tensor, idx: torch.Tensor, objective: Callable[[torch.Tensor], torch.Tensor],
+    def grad(self, x: torch.Tensor, idx: torch.Tensor | None, objective: Callable[[torch.Tensor], torch.Tensor],
              create_graph: bool = False) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:  # fmt: skip
         """``(logits, objective(logits) per sample, d sum(objective) / dx)`` in one forward and one backward."""
         x = x.detach().requires_grad_(True)
@@ -48,12 +59,10 @@ class Oracle:
             logits = self.model(x)
             value = objective(logits)
             (g,) = torch.autograd.grad(value.sum(), x, create_graph=create_graph)
-        i = idx.cpu()
-        self.forwards[i] += 1
-        self.backwards[i] += 1
+        self.count(idx, 1, 1)
         return logits.detach(), value.detach(), g
 
-    def logit_grads(self, x: torch.Tensor, idx: torch.Tensor, classes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def logit_grads(self, x: torch.Tensor, idx: torch.Tensor | None, classes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``(logits, d z_k / dx)`` for the classes ``classes`` (N, K): one forward and K backwards.
 
         The gradients have shape (N, K, *x.shape[1:]); each sample is counted 1 forward and K backwards
@@ -68,12 +77,10 @@ class Oracle:
                 sel = logits.gather(1, classes[:, j : j + 1]).sum()
                 (g,) = torch.autograd.grad(sel, x, retain_graph=j < k - 1)
                 grads.append(g)
-        i = idx.cpu()
-        self.forwards[i] += 1
-        self.backwards[i] += k
+        self.count(idx, 1, k)
         return logits.detach(), torch.stack(grads, 1)
 
-    def evaluate(self, x: torch.Tensor, idx: torch.Tensor, objective: Callable[[torch.Tensor], torch.Tensor],
+    def evaluate(self, x: torch.Tensor, idx: torch.Tensor | None, objective: Callable[[torch.Tensor], torch.Tensor],
                  need_grad: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:  # fmt: skip
         """:meth:`grad` when another step follows, else a gradient-free forward (an iterative attack's last iterate)."""
         if need_grad:
@@ -147,13 +154,25 @@ class Attack:
         ``target``: None (untargeted: make argmax != y), an int or (N,) tensor of target classes,
         ``"random"`` (a random class != y, from ``seed``) or ``"least-likely"`` (the clean argmin).
         """
+        return self._run(model, x, y, target, self._run_with_eps)
+
+    def perturb(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, target: Target = None) -> torch.Tensor:
+        """Only ``x_adv`` (same arguments as calling the attack), for loops that need nothing else.
+
+        Adversarial training and prototype generation use this. Attacks with a cheaper path take it: a
+        full-budget PGD returns its last iterate after exactly ``steps`` forward/backward passes, without
+        the final forward that scoring the iterates needs. Others return ``self(...).x_adv``.
+        """
+        return self._run(model, x, y, target, self._x_adv_only)
+
+    def _run(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, target: Target, body: Callable[..., Any]) -> Any:
         self.validate()
         _check_batch(x, y)
         gen = torch.Generator().manual_seed(self.seed)
         with frozen_parameters(model):
-            oracle = Oracle(model, len(x))
+            oracle = Oracle(model, len(x), x.device)
             labels, targeted = self._labels(oracle, x, y, target, gen)
-            return self._run_with_eps(oracle, x, y, labels, targeted, gen)
+            return body(oracle, x, y, labels, targeted, gen)
 
     def validate(self) -> None:
         """Raise ValueError for impossible settings (called before every run)."""
@@ -171,6 +190,11 @@ class Attack:
         """What the model is evaluated on: the iterate itself, or its 8-bit rounding with ``quantize``."""
         return quantize_8bit(x_adv, x, eps, self.threat_norm) if self.quantize else x_adv
 
+    def _x_adv_only(self, oracle: Oracle, x: torch.Tensor, y: torch.Tensor, labels: torch.Tensor, targeted: bool,
+                    gen: torch.Generator) -> torch.Tensor:  # fmt: skip
+        """What :meth:`perturb` returns; attacks with a cheaper path than the full result override this."""
+        return self._run_with_eps(oracle, x, y, labels, targeted, gen).x_adv
+
     # ---------------------------------------------------------------- internals
     def _labels(self, oracle: Oracle, x: torch.Tensor, y: torch.Tensor, target: Target,
                 gen: torch.Generator) -> tuple[torch.Tensor, bool]:  # fmt: skip
@@ -181,9 +205,9 @@ class Attack:
             return y, False
         if isinstance(target, str):
             if target == "least-likely":
-                t = oracle.logits(x, torch.arange(len(x))).argmin(1)
+                t = oracle.logits(x, None).argmin(1)
             elif target == "random":
-                k = int(oracle.logits(x[:1], torch.arange(1)).shape[1])
+                k = int(oracle.logits(x[:1], torch.zeros(1, dtype=torch.long)).shape[1])
                 offset = torch.randint(1, k, (len(y),), generator=gen).to(y.device)
                 t = (y.clamp(min=0) + offset) % k
             else:
@@ -203,27 +227,27 @@ class Attack:
         """Run ``_attack`` for each eps, ascending; a sample broken at a smaller eps stays broken (the balls are
         nested), so each larger eps attacks only the samples still standing, warm-started from the last iterate."""
         epsilons = self._epsilons()
+        if len(epsilons) == 1:
+            xa, za = self._attack(oracle, x, labels, targeted, epsilons[0], None, gen, y)
+            return result_from(oracle, x, xa.detach().to(x.dtype), y, labels, targeted, za.detach())
         x_adv = x.detach().clone()
-        logits = oracle.logits(x, torch.arange(len(x))) if len(epsilons) > 1 else None
-        success = is_success(logits, labels, targeted) if logits is not None else torch.zeros(len(x), dtype=torch.bool, device=x.device)
+        logits = oracle.logits(x, None)
+        success = is_success(logits, labels, targeted)
         min_eps = torch.full((len(x),), math.inf)
         curve: list[dict[str, float]] = []
         for eps in epsilons:
             todo = (~success).nonzero().flatten()
             if len(todo):
-                init = (x_adv[todo] - x[todo]) if len(epsilons) > 1 else None
+                init = x_adv[todo] - x[todo]
                 xa, za = self._attack(SubOracle(oracle, todo), x[todo], labels[todo], targeted, eps, init, gen, y[todo])
                 x_adv[todo] = xa.detach().to(x.dtype)
-                if logits is None:
-                    logits = torch.empty(len(x), za.shape[1], dtype=za.dtype, device=za.device)
-                logits[todo] = za.detach()
+                logits[todo] = za.detach().to(logits.dtype)
                 success[todo] = is_success(za, labels[todo], targeted)
-            if eps is not None:
-                min_eps[success.cpu() & torch.isinf(min_eps)] = eps
-                curve.append({"eps": eps, "success_rate": float(success.float().mean()) if len(x) else 0.0})
+            assert eps is not None, "an eps list needs bounded epsilons"
+            min_eps[success.cpu() & torch.isinf(min_eps)] = eps
+            curve.append({"eps": eps, "success_rate": float(success.float().mean()) if len(x) else 0.0})
         res = result_from(oracle, x, x_adv, y, labels, targeted, logits)
-        if len(epsilons) > 1:
-            res.curve, res.min_eps = curve, min_eps
+        res.curve, res.min_eps = curve, min_eps
         return res
 
 
@@ -234,15 +258,8 @@ class SubOracle(Oracle):
         self.model, self.parent, self.rows = parent.model, parent, rows
         self.forwards, self.backwards = parent.forwards, parent.backwards
 
-    def logits(self, x: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
-        return self.parent.logits(x, self.rows[idx.to(self.rows.device)])
-
-    def grad(self, x: torch.Tensor, idx: torch.Tensor, objective: Callable[[torch.Tensor], torch.Tensor],
-             create_graph: bool = False) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:  # fmt: skip
-        return self.parent.grad(x, self.rows[idx.to(self.rows.device)], objective, create_graph)
-
-    def logit_grads(self, x: torch.Tensor, idx: torch.Tensor, classes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.parent.logit_grads(x, self.rows[idx.to(self.rows.device)], classes)
+    def count(self, idx: torch.Tensor | None, forwards: int, backwards: int = 0) -> None:
+        self.parent.count(self.rows if idx is None else self.rows[idx.to(self.rows.device)], forwards, backwards)
 
 
 class Best:
@@ -259,9 +276,17 @@ class Best:
         self.success = torch.zeros(len(x), dtype=torch.bool, device=x.device)
         self.loss = torch.full((len(x),), -torch.inf, device=x.device)
 
-    def update(self, where: torch.Tensor, x: torch.Tensor, logits: torch.Tensor, success: torch.Tensor, loss: torch.Tensor) -> None:
+    def update(self, where: torch.Tensor | None, x: torch.Tensor, logits: torch.Tensor, success: torch.Tensor,
+               loss: torch.Tensor) -> None:  # fmt: skip
+        """Keep the better of the stored and the new point for rows ``where`` (None: every row, blended in place)."""
         if self.logits is None:
-            self.logits = torch.empty(len(self.x), logits.shape[1], dtype=logits.dtype, device=logits.device)
+            self.logits = torch.zeros(len(self.x), logits.shape[1], dtype=logits.dtype, device=logits.device)
+        if where is None:
+            better = (success & ~self.success) | ((success == self.success) & (loss > self.loss))
+            self.x = torch.where(better.view(-1, *[1] * (x.ndim - 1)), x.detach(), self.x)
+            self.logits = torch.where(better[:, None], logits, self.logits)
+            self.success, self.loss = self.success | success, torch.where(better, loss, self.loss)
+            return
         better = (success & ~self.success[where]) | ((success == self.success[where]) & (loss > self.loss[where]))
         w = where[better]
         self.x[w], self.logits[w] = x[better].detach(), logits[better]
@@ -291,10 +316,10 @@ def result_from(oracle: Oracle, x: torch.Tensor, x_adv: torch.Tensor, y: torch.T
                 targeted: bool, logits: torch.Tensor | None = None) -> AttackResult:  # fmt: skip
     """Norms, success and counts for a finished ``x_adv`` (evaluates the model once if ``logits`` is None)."""
     if logits is None:
-        logits = oracle.logits(x_adv, torch.arange(len(x)))
+        logits = oracle.logits(x_adv, None)
     d = (x_adv - x).detach()
     return AttackResult(
         x_adv=x_adv.detach().to(x.dtype), success=is_success(logits, labels, targeted).cpu(), logits=logits.detach(),
         y=y, target=labels if targeted else None, l0=distance(d, "l0").cpu(), l2=distance(d, "l2").cpu(),
-        linf=distance(d, "linf").cpu(), forwards=oracle.forwards.clone(), backwards=oracle.backwards.clone(),
+        linf=distance(d, "linf").cpu(), forwards=oracle.forwards.cpu().clone(), backwards=oracle.backwards.cpu().clone(),
     )  # fmt: skip

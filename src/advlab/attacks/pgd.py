@@ -77,41 +77,81 @@ class PGD(Attack):
     def _attack(self, oracle: Oracle, x: torch.Tensor, labels: torch.Tensor, targeted: bool, eps: float | None,
                 init: torch.Tensor | None, gen: torch.Generator, y_true: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
         assert eps is not None
+        best = Best(x)
+        for restart in range(self.restarts):
+            if restart == 0:
+                self._ascend(oracle, x, labels, targeted, eps, self._start(x, eps, 0, init, gen), best, None)
+                continue
+            rows = best.standing()
+            if len(rows) == 0:
+                break
+            delta = self._start(x[rows], eps, restart, None, gen)
+            self._ascend(oracle, x[rows], labels[rows], targeted, eps, delta, best, rows)
+        return best.result()
+
+    def _x_adv_only(self, oracle: Oracle, x: torch.Tensor, y: torch.Tensor, labels: torch.Tensor, targeted: bool,
+                    gen: torch.Generator) -> torch.Tensor:  # fmt: skip
+        """One full-budget run needs no scoring: the last iterate after exactly ``steps`` gradients."""
+        eps = self._epsilons()
+        if len(eps) > 1 or self.restarts > 1 or self.early_stop or self.quantize:
+            return super()._x_adv_only(oracle, x, y, labels, targeted, gen)
+        e = eps[0]
+        assert e is not None
+        return self._ascend(oracle, x, labels, targeted, e, self._start(x, e, 0, None, gen), None, None).detach()
+
+    def _ascend(self, oracle: Oracle, x0: torch.Tensor, labels: torch.Tensor, targeted: bool, eps: float,
+                delta: torch.Tensor, best: Best | None, rows: torch.Tensor | None) -> torch.Tensor:  # fmt: skip
+        """``steps`` ascent steps from ``x0 + delta``; returns the last iterate.
+
+        With ``best``, every iterate (the last one included, with a gradient-free forward) is scored into it at
+        ``rows`` (None: x0 is best's whole batch), and ``early_stop`` drops each sample at its first success.
+        Without, nothing is scored and the loop costs exactly ``steps`` forward/backward passes. While every
+        sample is running, whole tensors are used (no gathers or scatters).
+        """
         norm: Norm = self.norm  # type: ignore[assignment]
         loss_fn = get_loss(self.loss)
         alpha = self.step_size(eps)
-        best = Best(x)
-        for restart in range(self.restarts):
-            rows = torch.arange(len(x), device=x.device) if restart == 0 else best.standing()
-            if len(rows) == 0:
+        delta = (x0 + delta).clamp(0, 1) - x0
+        velocity = torch.zeros_like(delta) if self.momentum else None
+        active: torch.Tensor | None = None  # rows of x0 still running; None: all of them
+        for step in range(self.steps + 1):
+            last = step == self.steps
+            if last and best is None:
                 break
-            x0, lab = x[rows], labels[rows]
-            delta = self._start(x0, eps, restart, None if init is None else init[rows], gen)
-            delta = (x0 + delta).clamp(0, 1) - x0
-            velocity = torch.zeros_like(delta) if self.momentum else None
-            active = torch.arange(len(rows), device=x.device)
-            for step in range(self.steps + 1):
-                xa, la = x0[active] + delta[active], lab[active]
-                xe = self._prepare(xa, x0[active], eps)
-                logits, loss, grad = oracle.evaluate(xe, rows[active], lambda z, la=la: loss_fn(z, la, targeted), step < self.steps)
-                succ = is_success(logits, la, targeted)
-                best.update(rows[active], xe, logits, succ, loss)
-                if step == self.steps:
-                    break
-                assert grad is not None
-                if self.early_stop:
+            if active is None:
+                xb, lab, where = x0, labels, rows
+            else:
+                xb, lab = x0[active], labels[active]
+                where = active if rows is None else rows[active]
+            xe = self._prepare(xb + (delta if active is None else delta[active]), xb, eps)
+            logits, loss, grad = oracle.evaluate(xe, where, lambda z, lab=lab: loss_fn(z, lab, targeted), not last)
+            if best is not None:
+                succ = is_success(logits, lab, targeted)
+                best.update(where, xe, logits, succ, loss)
+                if self.early_stop and not last and bool(succ.any()):
                     keep = ~succ
-                    active, grad = active[keep], grad[keep]
+                    active = keep.nonzero().flatten() if active is None else active[keep]
+                    grad = grad[keep] if grad is not None else None
                     if len(active) == 0:
                         break
-                if velocity is not None:
-                    g = velocity[active] * self.momentum + grad / (grad.flatten(1).abs().sum(1).view(-1, *[1] * (grad.ndim - 1)) + 1e-12)
+                    xb = x0[active]
+            if last:
+                break
+            assert grad is not None
+            if velocity is not None:
+                g = grad / (grad.flatten(1).abs().sum(1).view(-1, *[1] * (grad.ndim - 1)) + 1e-12)
+                g = g + self.momentum * (velocity if active is None else velocity[active])
+                if active is None:
+                    velocity = g
+                else:
                     velocity[active] = g
-                    grad = g
-                d = delta[active] + alpha * steepest_step(grad, norm)
-                d = project(d, eps, norm)
-                delta[active] = (x0[active] + d).clamp(0, 1) - x0[active]
-        return best.result()
+                grad = g
+            if active is None:
+                delta = (x0 + project(delta + alpha * steepest_step(grad, norm), eps, norm)).clamp(0, 1) - x0
+            else:
+                d = project(delta[active] + alpha * steepest_step(grad, norm), eps, norm)
+                delta[active] = (xb + d).clamp(0, 1) - xb
+        return x0 + delta
 
 
 @dataclass(frozen=True, kw_only=True)

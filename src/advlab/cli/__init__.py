@@ -7,11 +7,11 @@ import sys
 from collections.abc import Sequence
 
 from advlab import __version__
-from advlab.cli import attack, classify, demo, evaluate, info, train
+from advlab.cli import attack, classify, demo, evaluate, info, prototypes, train
 from advlab.cli.common import Formatter, OneLineParser
 from advlab.errors import AdvlabError
 
-COMMANDS = (demo, info, classify, attack, evaluate, train)
+COMMANDS = (demo, info, classify, attack, evaluate, prototypes, train)
 
 DESCRIPTION = """advlab: adversarial examples on image classifiers.
 
@@ -24,6 +24,7 @@ examples:
   advlab classify samples --model efficientnet-lite0 --top 3
   advlab attack --model digits-cnn --data digits:test --attack pgd --eps 0.1 --steps 10
   advlab eval --model digits-cnn --data digits:test --eps 0.1            # reliable preset
+  advlab prototypes --model digits-cnn --start blank:gray                # a prototype of every class
   advlab train --model digits-cnn --data digits:train
 """
 

@@ -186,16 +186,15 @@ def run(args: argparse.Namespace) -> int:
 
 def _attack_batches(model: torch.nn.Module, atk: Any, x: torch.Tensor, y: torch.Tensor, target: Target,
                     args: argparse.Namespace, run_dir: runs.Run) -> dict[str, torch.Tensor]:  # fmt: skip
-    """Attack batch by batch, saving the columns after each batch; a resumed run skips what is saved."""
-    state = run_dir.load_state("progress")
+    """Attack batch by batch, saving each batch's columns as it ends; a resumed run skips the saved batches."""
+    saved = run_dir.load_batches()
     cols: dict[str, list[torch.Tensor]] = {}
-    done, seconds = 0, 0.0
-    if state is not None:
-        tensors, info = state
-        done, seconds = int(info["done"]), float(info["seconds"])
-        cols = {k: [v] for k, v in tensors.items()}
-    starts = range(done, len(x), args.batch_size)
-    for i in progress(starts, args.quiet, desc=atk.name, unit="batch", total=len(starts)):
+    for tensors, _ in saved:
+        for k, v in tensors.items():
+            cols.setdefault(k, []).append(v)
+    seconds = sum(float(info["seconds"]) for _, info in saved)
+    starts = range(len(saved) * args.batch_size, len(x), args.batch_size)
+    for b, i in enumerate(progress(starts, args.quiet, desc=atk.name, unit="batch", total=len(starts)), start=len(saved)):
         xb, yb = x[i : i + args.batch_size], y[i : i + args.batch_size]
         t0 = time.perf_counter()
         with torch.no_grad():
@@ -204,17 +203,17 @@ def _attack_batches(model: torch.nn.Module, atk: Any, x: torch.Tensor, y: torch.
             res = atk(model, xb, yb, target=target)
         except ValueError as e:
             raise AdvlabError(f"{atk.name}: {e}") from None
-        seconds += time.perf_counter() - t0
+        dt = time.perf_counter() - t0
+        seconds += dt
         tgt = res.target if res.target is not None else torch.full_like(yb, -1)
         part = {"x_adv": res.x_adv, "clean_logits": clean, "adv_logits": res.logits, "success": res.success, "target": tgt,
                 "l0": res.l0, "l2": res.l2, "linf": res.linf, "forwards": res.forwards, "backwards": res.backwards}  # fmt: skip
         if res.min_eps is not None:
             part["min_eps"] = res.min_eps
+        part = {k: v.detach().cpu() for k, v in part.items()}
+        run_dir.save_batch(b, part, {"seconds": dt})
         for k, v in part.items():
-            cols.setdefault(k, []).append(v.detach().cpu())
-        merged = {k: torch.cat(v) for k, v in cols.items()}
-        cols = {k: [v] for k, v in merged.items()}
-        run_dir.save_state("progress", merged, {"done": min(i + args.batch_size, len(x)), "seconds": seconds})
+            cols.setdefault(k, []).append(v)
     out = {k: torch.cat(v) for k, v in cols.items()}
     out["seconds"] = torch.tensor(seconds)
     return out
@@ -310,5 +309,5 @@ def _write(run_dir: runs.Run, x: torch.Tensor, y: torch.Tensor, cols: dict[str, 
         fig = line_plot({"adversarial accuracy": [c["adversarial_accuracy"] for c in metrics["curve"]]}, "eps (pixel units)",
                         "accuracy", f"{metrics['attack']} on {info.name}: accuracy vs eps", x=eps)  # fmt: skip
         run_dir.save_figure("curve.png", fig)
-    run_dir.clear_state("progress")
+    run_dir.clear_batches()
     write_report(run_dir.path, f"advlab attack: {metrics['attack']} on {info.name}, {args.data}")

@@ -6,7 +6,7 @@ import argparse
 
 import torch
 
-from advlab import attacks, data, evaluate, runs, zoo
+from advlab import attacks, data, evaluate, prototypes, runs, zoo
 from advlab.cli.classify import predict
 from advlab.cli.common import Formatter, add_run_args, command_line, say
 
@@ -16,7 +16,8 @@ def register(sub: argparse._SubParsersAction, flags: argparse.ArgumentParser) ->
         "demo", parents=[flags], formatter_class=Formatter, help="the embedded end-to-end job (offline, minutes on a CPU)",
         description="Run advlab's embedded job on the data and models that ship with it (no downloads, no GPU):\n"
         "EfficientNet-Lite0 on scikit-image's photos and the digits CNN on scikit-learn's digits, then seed 002's\n"
-        "attack (every photo becomes a wombat at L-inf 2/255) and a robustness evaluation of the digits CNN.\n"
+        "attack (every photo becomes a wombat at L-inf 2/255), a robustness evaluation of the digits CNN and\n"
+        "seed 000's prototypes (a grey image evolved into every digit).\n"
         "Leaves runs/demo/ with metrics.json, pictures and report.html.\n\n"
         "examples:\n  advlab demo\n  advlab demo --out runs/demo2 --force",
     )
@@ -61,11 +62,20 @@ def run(args: argparse.Namespace) -> int:
             run_dir.save_figure("robustness_digits-cnn.png", adversarial_grid(
                 xd[broken], report.x_adv[broken], [f"clean: {int(yd[i])}" for i in broken], [f"adversarial: {int(c)}" for c in adv_p], cell=1.6))  # fmt: skip
 
+        # seed 000: a prototype of every digit, evolved from a blank grey image (min mode: until the gradient vanishes)
+        protos = prototypes.generate(digits, "blank:gray", "all", prototypes.Config(mode="min", steps=200), strip_pairs=[])
+        pe = protos.evolution
+        rp = prototypes.recognition_points(pe)
+        titles_p = [f"{int(t)}: p={float(p):.2f}\ntop-1 at step {int(s)}" for t, p, s in zip(pe.target, pe.final_prob, rp["top1_step"])]
+        run_dir.save_figure("prototypes_digits-cnn.png", image_grid(pe.x, titles_p, ncols=10, cell=1.4))
+
         metrics = {
             "efficientnet-lite0 samples top-1 accuracy": float((i_top[:, 0] == y).float().mean()),
             "efficientnet-lite0 wombat attack success rate (linf 2/255, 8-bit)": res.success_rate,
             "efficientnet-lite0 wombat probability (min over photos)": float(p_adv[:, wombat].min()),
             "digits-cnn robust accuracy (fast preset, linf 0.1)": report.robust_accuracy,
+            "digits-cnn prototypes from blank:gray reaching p >= 0.99": int((pe.final_prob >= 0.99).sum()),
+            "digits-cnn prototypes: median L2 from the start when recognized (top-1)": float(rp["top1_l2"].nanmedian()),
             "efficientnet-lite0 samples top-3 accuracy": float(in_top3.float().mean()),
             "digits-cnn digits:test accuracy": float((pd == yd).float().mean()),
             "digits:test images": len(yd),
@@ -77,5 +87,6 @@ def run(args: argparse.Namespace) -> int:
     say(args, f"efficientnet-lite0 on the sample photos: top-3 accuracy {metrics['efficientnet-lite0 samples top-3 accuracy']:.0%}")
     say(args, f"seed 002: {res.success_rate:.0%} of the photos became wombats at L-inf 2/255 (8-bit PNGs stay adversarial)")
     say(args, f"digits-cnn robust accuracy at L-inf 0.1 (fast preset): {report.robust_accuracy:.2%}")
+    say(args, f"seed 000: {metrics['digits-cnn prototypes from blank:gray reaching p >= 0.99']} of 10 digit prototypes evolved from a grey image reach p >= 0.99")
     say(args, f"wrote {out}/report.html")
     return 0

@@ -101,14 +101,12 @@ def run(args: argparse.Namespace) -> int:
         done = _saved_batches(run_dir)
 
         def save(b: int, part: BatchResult) -> None:
-            run_dir.save_state(f"batch_{b:05d}", part.tensors(), {"checks": part.checks})
+            run_dir.save_batch(b, part.tensors(), {"checks": part.checks})
 
         report = evaluate(model, (x, y), atks, preset=None if atks else (args.preset or "reliable"), eps=eps, norm=norm,
                           batch_size=args.batch_size, early_stop=args.early_stop, attack_misclassified=args.attack_misclassified,
                           keep_adversarials=True, seed=args.seed, progress=not args.quiet and sys.stderr.isatty(), done=done, on_batch=save)  # fmt: skip
         _write(run_dir, x, y, report, info, args)
-        for b in range(len(done) + (len(y) + args.batch_size - 1) // args.batch_size):
-            run_dir.clear_state(f"batch_{b:05d}")
     if args.json:
         print(json.dumps(report.to_dict(), indent=2))
     else:
@@ -118,11 +116,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _saved_batches(run_dir: runs.Run) -> list[BatchResult]:
-    parts = []
-    while (state := run_dir.load_state(f"batch_{len(parts):05d}")) is not None:
-        tensors, info = state
-        parts.append(BatchResult.from_tensors(tensors, info["checks"]))
-    return parts
+    return [BatchResult.from_tensors(tensors, info["checks"]) for tensors, info in run_dir.load_batches()]
 
 
 def _write(run_dir: runs.Run, x: torch.Tensor, y: torch.Tensor, report: EvalReport, info: zoo.ModelInfo, args: argparse.Namespace) -> None:
@@ -141,4 +135,5 @@ def _write(run_dir: runs.Run, x: torch.Tensor, y: torch.Tensor, report: EvalRepo
         adv_t = [f"adversarial: {short(names[int(s.adv_pred[i])])} {float(s.adv_confidence[i]):.0%}" for i in broken]
         run_dir.save_figure("grid.png", adversarial_grid(x[broken], report.x_adv[broken], clean_t, adv_t, ["red"] * len(broken)))
     sections = [("Warnings", "<ul>" + "".join(f"<li>{f}</li>" for f in report.flags) + "</ul>")] if report.flags else []
+    run_dir.clear_batches()  # the results are written: the state goes, and the report does not list it
     write_report(run_dir.path, f"advlab eval: {info.name} on {args.data}", sections)

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from advlab.report.figures import (
     adversarial_grid,
+    histogram,
     image_grid,
     line_plot,
     perturbation_image,
 )
 from advlab.report.html import write_report
 
-__all__ = ["adversarial_grid", "image_grid", "line_plot", "perturbation_image", "write_report"]
+__all__ = ["adversarial_grid", "histogram", "image_grid", "line_plot", "perturbation_image", "write_report"]

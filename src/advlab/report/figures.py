@@ -35,18 +35,33 @@ def image_grid(images: torch.Tensor, titles: Sequence[str] | None = None, ncols:
 
 
 def line_plot(series: dict[str, Sequence[float]], xlabel: str, ylabel: str, title: str = "",
-              x: Sequence[float] | None = None) -> Figure:  # fmt: skip
+              x: Sequence[float] | None = None, logy: bool = False, markers: bool | None = None) -> Figure:  # fmt: skip
     """One line per named series against ``x`` (default: its index 1, 2, ...: epochs, steps)."""
-    fig, ax = plt.subplots(figsize=(5, 3.2))
+    fig, ax = plt.subplots(figsize=(6, 3.6) if len(series) > 4 else (5, 3.2))
     for name, values in series.items():
         xs = list(x) if x is not None else list(range(1, len(values) + 1))
-        ax.plot(xs, list(values), label=name, marker="o" if x is not None else None)
+        ax.plot(xs, list(values), label=name, marker="o" if (x is not None if markers is None else markers) else None)
+    if logy:
+        ax.set_yscale("log")
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     if title:
         ax.set_title(title)
     if len(series) > 1:
-        ax.legend()
+        ax.legend(fontsize=7 if len(series) > 4 else None, ncol=2 if len(series) > 6 else 1)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return fig
+
+
+def histogram(values: Sequence[float], xlabel: str, title: str = "", bins: int = 20) -> Figure:
+    """A histogram of ``values`` (counts per bin)."""
+    fig, ax = plt.subplots(figsize=(5, 3.2))
+    ax.hist(list(values), bins=bins, color="#4c72b0", edgecolor="white")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("count")
+    if title:
+        ax.set_title(title)
     ax.grid(alpha=0.3)
     fig.tight_layout()
     return fig

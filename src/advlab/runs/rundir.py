@@ -133,6 +133,23 @@ class Run:
 
         return load_file(str(t)), json.loads(j.read_text())
 
+    # Work done batch by batch is saved as one state per batch (``batch_00000``, ``batch_00001``, ...):
+    # each save writes only its own batch, so saving stays linear in the run's length.
+    def save_batch(self, index: int, tensors: Mapping[str, torch.Tensor], info: Mapping[str, Any]) -> None:
+        self.save_state(f"batch_{index:05d}", tensors, info)
+
+    def load_batches(self) -> list[tuple[dict[str, torch.Tensor], dict[str, Any]]]:
+        """The saved batches 0, 1, ... up to the first one missing (a batch cut off mid-save is simply redone)."""
+        out = []
+        while (state := self.load_state(f"batch_{len(out):05d}")) is not None:
+            out.append(state)
+        return out
+
+    def clear_batches(self) -> None:
+        for p in self.path.glob("batch_[0-9]*.*"):
+            if p.suffix in (".safetensors", ".json"):
+                p.unlink(missing_ok=True)
+
 
 @contextmanager
 def start(out: str | Path, config: Mapping[str, Any], *, force: bool = False, resume: bool = False) -> Iterator[Run]:

@@ -1,0 +1,299 @@
+"""``advlab prototypes``: evolve a blank image, noise or photos into every class of a model (seed 000).
+
+The run directory (named by the seed's convention, e.g. ``digits-cnn_digits-min-blank_pgd_e1_a3.92e-3``) holds
+prototypes.safetensors (prototypes, start images, every trajectory, snapshots), trajectories.csv (one row per
+pair and step), grid.png (the prototypes with class names and confidences), strips.png (snapshots over the
+steps), probability.png, grad_norm.png and recognition.png (plots), metrics.json and report.html. Work is saved
+after every batch; --resume continues an interrupted run, and the same seed gives the same prototypes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import html
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from advlab import prototypes, runs, zoo
+from advlab.cli.attack import check_resumable, csv_text, short
+from advlab.cli.common import (
+    Formatter,
+    add_model_args,
+    add_run_args,
+    build_model,
+    command_line,
+    default_out,
+    number,
+    positive_int,
+    say,
+)
+from advlab.errors import AdvlabError
+from advlab.prototypes import Config, Evolution, Prototypes
+
+#: at most this many prototypes in grid.png and pairs in the probability plot (all are in the files)
+GRID_MAX = 100
+PLOT_MAX = 10
+
+
+def register(sub: argparse._SubParsersAction, flags: argparse.ArgumentParser) -> None:
+    p = sub.add_parser(
+        "prototypes", parents=[flags], formatter_class=Formatter,
+        help="evolve a blank image, noise or photos into every class; measure when the model recognizes it",
+        description="Targeted descent from a start image towards each class of a frozen model (seed 000): the attack is\n"
+        "the generator, the classifier its discriminator. Records, per (start, target) pair and step, the target\n"
+        "probability, top-1 class, margin, input-gradient norm and distance from the start; the recognition point\n"
+        "(first top-1, p > 0.5 / 0.9 / 0.99); and how other models (--judge) see the prototypes.\n\n"
+        "modes: min (descend the target's loss until ||grad|| < --tol: a prototype); max (once the input is the\n"
+        "target, ascend the input-gradient norm while it stays the target: double backprop)\n"
+        "starts: blank:gray|black|white|COLOUR|R,G,B, noise:gaussian[:MEAN,STD], noise:uniform[:LOW,HIGH] (@K for K\n"
+        "images), or any data spec (digits:test, samples, svhn, folder:PATH): each image towards each target\n\n"
+        "examples:\n"
+        "  advlab prototypes --model digits-cnn --start blank:gray\n"
+        "  advlab prototypes --model digits-cnn --start digits:test --limit 5 --mode max\n"
+        "  advlab prototypes --model efficientnet-lite0 --start blank:gray --targets 0-9 --steps 100 --judge efficientnet-lite1\n"
+        "  advlab prototypes --model efficientnet-lite0 --start noise:gaussian --targets goldfish,wombat --tv 0.05 --jitter 4",
+    )  # fmt: skip
+    add_model_args(p)
+    p.add_argument("--start", "-s", default="blank:gray", help="start spec (default blank:gray)")
+    p.add_argument("--limit", type=positive_int, help="only the first N images of a data start")
+    p.add_argument("--targets", "-t", default="all", help="all, a range 0-9, or a list 3,7 (indices or class names)")
+    g = p.add_argument_group("generator")
+    g.add_argument("--mode", choices=prototypes.MODES, default="min")
+    g.add_argument("--method", choices=list(prototypes.METHODS), default="pgd", help="pgd, mifgsm (L-inf) or pgdl2 (L2)")
+    g.add_argument("--eps", type=number, default=1.0, help="ball around the start (L-inf for pgd/mifgsm, L2 for pgdl2); 1 = unconstrained L-inf")
+    g.add_argument("--alpha", type=number, help="step size (default 1/255 for L-inf, 0.5 for L2)")
+    g.add_argument("--steps", type=positive_int, default=200)
+    g.add_argument("--tol", type=number, default=1e-4, help="min mode: a pair stops when ||grad||_2 < tol")
+    g.add_argument("--momentum", type=number, default=1.0, help="mifgsm's mu")
+    g.add_argument("--tv", type=number, default=0.0, help="weight of the total-variation regularizer")
+    g.add_argument("--jitter", type=int, default=0, help="random shift of up to N pixels per step")
+    g.add_argument("--blur", type=number, default=0.0, help="Gaussian blur sigma (pixels) after every step")
+    g.add_argument("--seed", type=int, default=0, help="seed for noise starts and jitter")
+    o = p.add_argument_group("output")
+    o.add_argument("--snapshots", help="steps whose images are kept, e.g. 0,10,100 (default 0,1,2,5,10,20,50,... and the last)")
+    o.add_argument("--strip-classes", help="targets shown in strips.png (first start; default the first 10)")
+    o.add_argument("--judge", action="append", default=[], metavar="MODEL[=WEIGHTS]",
+                   help="another model that scores the prototypes (repeatable), e.g. efficientnet-lite1 or digits-cnn=other.safetensors")  # fmt: skip
+    o.add_argument("--batch-size", type=positive_int, help="pairs per batch (default: sized to memory)")
+    o.add_argument("--json", action="store_true", help="print metrics as JSON")
+    add_run_args(p, resume=True)
+    p.set_defaults(func=run)
+
+
+def _steps_list(text: str | None) -> tuple[int, ...] | None:
+    if text is None:
+        return None
+    try:
+        return tuple(int(s) for s in text.split(",") if s.strip())
+    except ValueError:
+        raise AdvlabError(f"--snapshots takes step numbers separated by commas, got {text!r}") from None
+
+
+def _judges(specs: list[str], info: zoo.ModelInfo) -> list[tuple[str, torch.nn.Module]]:
+    out = []
+    for spec in specs:
+        name, _, weights = spec.partition("=")
+        model = zoo.load(name, weights=weights or None)
+        j: zoo.ModelInfo = model.info  # type: ignore[assignment]
+        if j.channels != info.channels:
+            raise AdvlabError(f"judge {name} takes {j.channels}-channel images, {info.name} {info.channels}")
+        if j.num_classes != info.num_classes:
+            raise AdvlabError(f"judge {name} has {j.num_classes} classes, {info.name} {info.num_classes}")
+        out.append((spec, model))
+    return out
+
+
+def run(args: argparse.Namespace) -> int:
+    model = build_model(args)
+    info: zoo.ModelInfo = model.info  # type: ignore[assignment]
+    config = Config(mode=args.mode, method=args.method, eps=args.eps, alpha=args.alpha, steps=args.steps, tol=args.tol,
+                    momentum=args.momentum, tv=args.tv, jitter=args.jitter, blur=args.blur, seed=args.seed,
+                    snapshots=_steps_list(args.snapshots))  # fmt: skip
+    try:
+        config.validate()
+    except ValueError as e:
+        raise AdvlabError(str(e)) from None
+    starts = prototypes.parse_start(args.start, info.channels, info.input_size, seed=args.seed, limit=args.limit)
+    targets = prototypes.parse_targets(args.targets, info.num_classes, info.class_names)
+    strips = prototypes.parse_targets(args.strip_classes, info.num_classes, info.class_names) if args.strip_classes else targets[:10]
+    missing = [t for t in strips if t not in targets]
+    if missing:
+        raise AdvlabError(f"--strip-classes {missing[0]} is not among the targets")
+    judges = _judges(args.judge, info)
+    name = runs.run_name(info.name, info.dataset, config.mode, starts.kind, config.method, config.eps, config.step_size)
+    out = args.out or default_out(name)
+    bs = args.batch_size or _saved_batch_size(out, args) or prototypes.auto_batch_size(model, starts.x[:1], config.mode)
+    saved_config = {"command": command_line(args.argv), "model": args.model, "weights": args.weights, "start": args.start,
+                    "limit": args.limit, "targets": targets, "config": repr(config), "batch_size": bs}  # fmt: skip
+    with runs.start(out, saved_config, force=args.force, resume=args.resume) as run_dir:
+        if run_dir.resumed and run_dir.path == run_dir.final:
+            say(args, f"{out} is complete already")
+            return 0
+        check_resumable(run_dir, saved_config)
+        batches = run_dir.load_batches()
+        saved = [Evolution.from_tensors(t) for t, _ in batches]
+        seconds = [float(i["seconds"]) for _, i in batches]
+        parts = list(saved)
+        clock = [time.perf_counter()]
+
+        def save(b: int, ev: Evolution) -> None:
+            now = time.perf_counter()
+            seconds.append(now - clock[0])
+            clock[0] = now
+            run_dir.save_batch(b, ev.tensors(), {"seconds": seconds[-1]})
+            parts.append(ev)
+
+        try:
+            result = prototypes.generate(
+                model, starts, targets, config, batch_size=bs, strip_pairs=strips_pairs(targets, strips),
+                progress=not args.quiet and sys.stderr.isatty(), done=saved, on_batch=save,
+            )  # fmt: skip
+        except KeyboardInterrupt:
+            if parts:  # leave what is done viewable in the partial directory; the batch files stay for --resume
+                partial = Prototypes(starts, targets, config, Evolution.cat(parts), list(info.class_names))
+                metrics = {"partial": True, **_metrics(partial, model, info, judges, sum(seconds), args)}
+                _write(run_dir, partial, info, metrics, final=False)
+            raise
+        metrics = _metrics(result, model, info, judges, sum(seconds), args)
+        _write(run_dir, result, info, metrics)
+    if args.json:
+        print(json.dumps(metrics, indent=2))
+    else:
+        s = metrics["summary"]
+        say(args, f"{s['pairs']} pairs ({len(starts.x)} starts x {len(targets)} targets), {config.mode} mode: "
+                  f"{s['reached_p99']} reached p >= 0.99, {s['ever_top1']} became top-1 "
+                  f"(median L2 {s['recognition_top1']['l2']['median']}), {s['converged']} converged; {metrics['seconds']:.1f} s")  # fmt: skip
+        for jname, j in metrics["judges"].items():
+            say(args, f"judge {jname}: agrees on {j['top1_agreement']:.0%} of the prototypes")
+        say(args, f"wrote {out}")
+    return 0
+
+
+def _saved_batch_size(out: str | Path, args: argparse.Namespace) -> int | None:
+    """On --resume without --batch-size, the batch size the run was started with (it is sized to free memory,
+    which changes; the saved batches only fit the same size)."""
+    saved = Path(f"{out}.partial") / "config.json"
+    if not args.resume or not saved.exists():
+        return None
+    return json.loads(saved.read_text()).get("batch_size")
+
+
+def strips_pairs(targets: list[int], strips: list[int]) -> list[int]:
+    """Pair indices (first start) of the strip classes."""
+    return [targets.index(t) for t in strips]
+
+
+def _metrics(result: Prototypes, model: torch.nn.Module, info: zoo.ModelInfo, judges: list[tuple[str, torch.nn.Module]],
+             seconds: float, args: argparse.Namespace) -> dict[str, Any]:  # fmt: skip
+    """The run's numbers: the summary, throughput, and the prototypes as the model and each judge see them."""
+    from advlab.data.images import resize_batch
+
+    ev, cfg = result.evolution, result.config
+    target_steps = int((ev.stopped + 1).sum())
+    m: dict[str, Any] = {
+        "model": info.name, "start": args.start, "start_kind": result.starts.kind, "starts": len(result.starts.x),
+        "targets": len(result.targets), "mode": cfg.mode, "method": cfg.method, "eps": cfg.eps, "alpha": cfg.step_size,
+        "steps": cfg.steps, "tol": cfg.tol, "tv": cfg.tv, "jitter": cfg.jitter, "blur": cfg.blur, "seed": cfg.seed,
+        "summary": result.summary(), "seconds": round(seconds, 3), "target_steps": target_steps,
+        "target_steps_per_second": round(target_steps / seconds, 2) if seconds > 0 else None,
+    }  # fmt: skip
+    m["self"] = prototypes.judge(prototypes.class_probabilities(model, ev.x), ev.target)
+    m["judges"] = {}
+    for spec, judge in judges:
+        size = judge.info.input_size  # type: ignore[attr-defined]
+        x = ev.x if ev.x.shape[-1] == size else resize_batch(ev.x, size)
+        m["judges"][spec] = prototypes.judge(prototypes.class_probabilities(judge, x), ev.target)
+    return m
+
+
+def _trajectory_rows(result: Prototypes, names: list[str]) -> list[dict[str, Any]]:
+    ev = result.evolution
+    rows = []
+    cols = {k: getattr(ev, k).tolist() for k in ("prob", "top1", "margin", "grad_norm", "l2", "linf")}
+    for i in range(len(ev.target)):
+        s, t = int(ev.start[i]), int(ev.target[i])
+        for step in range(int(ev.stopped[i]) + 1):
+            rows.append({"pair": i, "start": s, "start_name": result.starts.names[s], "target": t, "target_name": names[t],
+                         "step": step, "target_probability": round(cols["prob"][i][step], 6), "top1": cols["top1"][i][step],
+                         "margin": round(cols["margin"][i][step], 5), "grad_norm": f"{cols['grad_norm'][i][step]:.4g}",
+                         "l2": round(cols["l2"][i][step], 5), "linf": round(cols["linf"][i][step], 5)})  # fmt: skip
+    return rows
+
+
+def _recognition_table(result: Prototypes, names: list[str]) -> str:
+    """An HTML table: per pair (up to GRID_MAX), where the target became top-1 and passed 0.5/0.9/0.99."""
+    rp = prototypes.recognition_points(result.evolution)
+    ev = result.evolution
+    head = "<tr><th>start</th><th>target</th><th>top-1 at step (L2)</th><th>p&gt;0.5</th><th>p&gt;0.9</th><th>p&gt;0.99</th><th>final p</th><th>stopped</th></tr>"
+    body = []
+    for i in range(min(len(ev.target), GRID_MAX)):
+        cells = []
+        for k in ("top1", "p50", "p90", "p99"):
+            step = int(rp[f"{k}_step"][i])
+            cells.append("never" if step < 0 else f"{step} ({float(rp[f'{k}_l2'][i]):.3g})")
+        s = int(ev.start[i])
+        body.append(f"<tr><td>{html.escape(result.starts.names[s])}</td><td>{html.escape(names[int(ev.target[i])])}</td>"
+                    + "".join(f"<td>{c}</td>" for c in cells)
+                    + f"<td>{float(ev.final_prob[i]):.3f}</td><td>{int(ev.stopped[i])}{' (converged)' if ev.converged[i] else ''}</td></tr>")  # fmt: skip
+    note = f"<p>First {GRID_MAX} of {len(ev.target)} pairs; all are in trajectories.csv.</p>" if len(ev.target) > GRID_MAX else ""
+    return f"{note}<table>{head}{''.join(body)}</table>"
+
+
+def _write(run_dir: runs.Run, result: Prototypes, info: zoo.ModelInfo, metrics: dict[str, Any], final: bool = True) -> None:
+    """Every output file; ``final=False`` (an interrupted run) keeps the batch files for --resume."""
+    from advlab.report import histogram, image_grid, line_plot, write_report
+
+    ev, names = result.evolution, info.class_names
+    run_dir.save_json("metrics.json", metrics)
+    tensors = {**ev.tensors(), "start_images": result.starts.x, "start_labels": result.starts.labels,
+               "targets": torch.tensor(result.targets)}  # fmt: skip
+    run_dir.save_tensors("prototypes.safetensors", tensors, {"config": repr(result.config), "model": info.name})
+    run_dir.save_text("trajectories.csv", csv_text(_trajectory_rows(result, names)))
+    n_t = len(result.targets)
+    shown = list(range(min(len(ev.target), GRID_MAX)))
+    fp, ft = ev.final_prob, ev.final_top1
+    titles = [f"{short(names[int(ev.target[i])])}\np={float(fp[i]):.2f}" for i in shown]
+    colors = ["black" if int(ft[i]) == int(ev.target[i]) else "red" for i in shown]
+    run_dir.save_figure("grid.png", image_grid(ev.x[shown], titles, ncols=min(n_t, 10), cell=1.6, title_colors=colors))
+    last = int(ev.stopped.max())  # plots end where the last pair stopped: beyond, nothing changes
+    if len(ev.snapshot_pairs):
+        rows = ev.snapshot_pairs.tolist()
+        stop = max(int(ev.stopped[r]) for r in rows)
+        keep = [k for k, s in enumerate(ev.snapshot_steps) if s <= stop or k == 0 or ev.snapshot_steps[k - 1] < stop]
+        steps = [ev.snapshot_steps[k] for k in keep]
+        imgs = ev.snapshots[:, keep].flatten(0, 1)
+        st = []
+        for r in rows:
+            for s in steps:
+                col = min(s, int(ev.stopped[r]))
+                st.append(f"{short(names[int(ev.target[r])], 12)} @{s}\np={float(ev.prob[r, col]):.2f}")
+        run_dir.save_figure("strips.png", image_grid(imgs, st, ncols=len(steps), cell=1.3))
+    plotted = list(range(min(len(ev.target), PLOT_MAX)))
+    x_steps = list(range(last + 1))
+    prob, gnorm = ev.prob[:, : last + 1], ev.grad_norm[:, : last + 1].clamp_min(1e-12)
+    labels = [short(names[int(ev.target[i])], 14) for i in plotted]
+    series = {lab: prob[i].tolist() for lab, i in zip(labels, plotted)}
+    gseries = {lab: gnorm[i].tolist() for lab, i in zip(labels, plotted)}
+    if len(ev.target) > PLOT_MAX:
+        series["median over all pairs"] = prob.median(0).values.tolist()
+        gseries["median over all pairs"] = gnorm.median(0).values.tolist()
+    mode = result.config.mode
+    run_dir.save_figure("probability.png", line_plot(series, "step", "target probability", f"{info.name}: target probability ({mode} mode)",
+                                                     x=x_steps, markers=False))  # fmt: skip
+    run_dir.save_figure("grad_norm.png", line_plot(gseries, "step", "||d loss / dx||_2", f"{info.name}: input-gradient norm ({mode} mode)",
+                                                   x=x_steps, logy=True, markers=False))  # fmt: skip
+    rp = prototypes.recognition_points(ev)
+    hit = rp["top1_step"] >= 0
+    if bool(hit.any()):
+        run_dir.save_figure("recognition.png", histogram(rp["top1_l2"][hit].tolist(), "L2 distance from the start when the target became top-1",
+                                                         f"recognition distance ({int(hit.sum())} of {len(hit)} pairs)"))  # fmt: skip
+    if final:
+        run_dir.clear_batches()  # the results are written: the state goes, and the report does not list it
+    title = f"advlab prototypes: {info.name}, {metrics['start']}, {result.config.mode} mode"
+    write_report(run_dir.path, title + ("" if final else f" (interrupted: {len(ev.target)} pairs done; --resume continues)"),
+                 [("Recognition points", _recognition_table(result, names))])

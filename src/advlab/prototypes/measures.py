@@ -1,0 +1,114 @@
+"""What a prototype run measures: recognition points, summaries, and human-recognizability proxies.
+
+Recognition point of a pair: the first step at which the target becomes top-1, and the first steps at which
+its probability passes 0.5, 0.9 and 0.99, each with the L2 and L-inf distance from the start there (-1 / nan
+when never). Proxies for "would a person see the class": other models' verdicts on the prototypes (transfer),
+and an Inception-Score-style number IS = exp(E_x KL(p(y|x) || p(y))) over the prototype set (Salimans et al.
+2016), which is high when each prototype is confidently one class and the set covers many classes; its
+maximum is the number of distinct targets.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from torch import nn
+
+from advlab.prototypes.evolve import Evolution
+
+THRESHOLDS = (0.5, 0.9, 0.99)
+
+
+def _first(mask: torch.Tensor) -> torch.Tensor:
+    """Index of the first True per row, -1 when none."""
+    hit = mask.any(1)
+    idx = mask.float().argmax(1)
+    return torch.where(hit, idx, torch.full_like(idx, -1))
+
+
+def _at(values: torch.Tensor, step: torch.Tensor) -> torch.Tensor:
+    out = values.gather(1, step.clamp(min=0)[:, None]).squeeze(1)
+    return torch.where(step >= 0, out, torch.full_like(out, float("nan")))
+
+
+def recognition_points(ev: Evolution) -> dict[str, torch.Tensor]:
+    """Per pair: ``top1_step`` and ``p50_step``/``p90_step``/``p99_step`` (-1: never), with ``*_l2``/``*_linf`` there."""
+    out: dict[str, torch.Tensor] = {}
+    marks = {"top1": ev.top1 == ev.target[:, None]}
+    marks.update({f"p{round(p * 100)}": ev.prob >= p for p in THRESHOLDS})
+    for name, mask in marks.items():
+        step = _first(mask)
+        out[f"{name}_step"] = step
+        out[f"{name}_l2"] = _at(ev.l2, step)
+        out[f"{name}_linf"] = _at(ev.linf, step)
+    return out
+
+
+def _stats(v: torch.Tensor) -> dict[str, float | None]:
+    v = v[~torch.isnan(v)].double() if v.is_floating_point() else v.double()
+    if v.numel() == 0:
+        return {"mean": None, "median": None, "min": None, "max": None}
+    return {"mean": round(float(v.mean()), 6), "median": round(float(v.median()), 6), "min": round(float(v.min()), 6),
+            "max": round(float(v.max()), 6)}  # fmt: skip
+
+
+def inception_score(probs: torch.Tensor) -> float:
+    """exp(mean_i KL(p_i || mean_j p_j)) for class probabilities ``probs`` (N, K)."""
+    p = probs.double().clamp_min(1e-12)
+    marginal = p.mean(0, keepdim=True)
+    return float(torch.exp((p * (p.log() - marginal.log())).sum(1).mean()))
+
+
+@torch.no_grad()
+def class_probabilities(model: nn.Module, x: torch.Tensor, batch_size: int = 64) -> torch.Tensor:
+    """Softmax outputs of ``model`` on ``x`` (on the model's device), batch by batch, returned on the CPU."""
+    dev = next(model.parameters()).device
+    return torch.cat([model(x[i : i + batch_size].to(dev)).float().softmax(1).cpu() for i in range(0, len(x), batch_size)])
+
+
+def judge(probs: torch.Tensor, targets: torch.Tensor) -> dict[str, float]:
+    """A model's verdict on prototypes, from its probabilities (N, K): how often the target is top-1, the
+    target's mean probability, and the Inception-Score-style number of the set."""
+    t = targets.long()
+    return {
+        "top1_agreement": float((probs.argmax(1) == t).float().mean()),
+        "target_probability_mean": float(probs.gather(1, t[:, None]).mean()),
+        "inception_score": inception_score(probs),
+    }
+
+
+def summarize(ev: Evolution, class_names: Sequence[str] | None = None, resisting: int = 10) -> dict[str, Any]:
+    """Summaries over all pairs: how many were reached, recognition distances and steps, convergence, and the
+    classes that resist (lowest final target probability)."""
+    rp = recognition_points(ev)
+    n = len(ev.target)
+    final_p = ev.final_prob
+    reached = final_p >= THRESHOLDS[-1]
+    out: dict[str, Any] = {
+        "pairs": n,
+        "reached_top1": int((ev.final_top1 == ev.target).sum()),
+        "reached_p99": int(reached.sum()),
+        "ever_top1": int((rp["top1_step"] >= 0).sum()),
+    }
+    for name in ("top1", *[f"p{round(p * 100)}" for p in THRESHOLDS]):
+        hit = rp[f"{name}_step"] >= 0
+        out[f"recognition_{name}"] = {"pairs": int(hit.sum()), "step": _stats(rp[f"{name}_step"][hit].float()),
+                                       "l2": _stats(rp[f"{name}_l2"][hit]), "linf": _stats(rp[f"{name}_linf"][hit])}  # fmt: skip
+    out["converged"] = int(ev.converged.sum())
+    out["convergence_step"] = _stats(ev.stopped[ev.converged].float())
+    out["final_probability"] = _stats(final_p)
+    out["final_grad_norm"] = _stats(ev.final_grad_norm)
+    out["final_l2"] = _stats(ev.l2.gather(1, ev.final[:, None]).squeeze(1))
+    out["final_linf"] = _stats(ev.linf.gather(1, ev.final[:, None]).squeeze(1))
+    per_class: dict[int, list[float]] = {}
+    for t, p in zip(ev.target.tolist(), final_p.tolist()):
+        per_class.setdefault(t, []).append(p)
+    worst = sorted(per_class.items(), key=lambda kv: sum(kv[1]) / len(kv[1]))[:resisting]
+    out["resisting_classes"] = [
+        {"class": t, "name": class_names[t] if class_names else str(t), "final_probability_mean": round(sum(ps) / len(ps), 6),
+         "reached_p99": sum(p >= THRESHOLDS[-1] for p in ps), "pairs": len(ps)}
+        for t, ps in worst if min(ps) < THRESHOLDS[-1]
+    ]  # fmt: skip
+    return out

@@ -1,0 +1,153 @@
+"""``advlab prototypes``: the defaults give all ten digit prototypes, the run directory holds what it claims,
+an interrupted run resumes to the same result, judges score the prototypes, bad input is one line."""
+
+from __future__ import annotations
+
+import csv
+import json
+from html.parser import HTMLParser
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+from advlab import train, zoo
+from advlab.data import load
+from advlab.zoo.digits import DigitsCNN
+from tests.cli.helpers import run_cli
+
+
+class _Refs(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__()
+        self.refs: list[str] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        for k, v in attrs:
+            if k in ("src", "href") and v:
+                self.refs.append(v)
+
+
+def test_defaults_give_all_ten_prototypes_and_a_report(tmp_path: Path) -> None:
+    out = tmp_path / "protos"
+    rc, stdout, err = run_cli(["prototypes", "--model", "digits-cnn", "--start", "blank:gray", "--out", str(out)])
+    assert rc == 0, err
+    assert "10 reached p >= 0.99" in stdout
+    names = {p.name for p in out.iterdir()}
+    assert {"config.json", "metrics.json", "prototypes.safetensors", "trajectories.csv", "grid.png", "strips.png",
+            "probability.png", "grad_norm.png", "recognition.png", "report.html"} <= names  # fmt: skip
+    assert not [n for n in names if n.startswith("batch_")]
+    t = load_file(str(out / "prototypes.safetensors"))
+    x, targets = t["x"], t["target"]
+    assert x.shape == (10, 1, 8, 8) and targets.tolist() == list(range(10))
+    with torch.no_grad():
+        p = zoo.load("digits-cnn")(x).softmax(1)
+    assert (p.argmax(1) == targets).all() and (p.max(1).values >= 0.99).all()
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["summary"]["reached_p99"] == 10 and m["summary"]["recognition_top1"]["pairs"] == 10
+    assert m["self"]["top1_agreement"] == 1.0 and m["self"]["inception_score"] > 9.9
+    assert m["target_steps"] == int((t["stopped"] + 1).sum()) and m["target_steps_per_second"] > 0
+    rows = list(csv.DictReader((out / "trajectories.csv").open()))
+    assert len(rows) == m["target_steps"]
+    first = [r for r in rows if r["pair"] == "3"]
+    assert [int(r["step"]) for r in first] == list(range(len(first)))
+    assert float(first[-1]["target_probability"]) >= 0.99 and first[-1]["target_name"] == "3"
+    # the report opens standalone: every picture and file it names is in the directory and every PNG is real
+    page = (out / "report.html").read_text()
+    refs = _Refs()
+    refs.feed(page)
+    pngs = [r for r in refs.refs if r.endswith(".png")]
+    assert {"grid.png", "strips.png", "probability.png", "recognition.png"} <= set(pngs)
+    for r in refs.refs:
+        assert "://" not in r and (out / r).is_file()
+    for r in pngs:
+        assert (out / r).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "Recognition points" in page
+    rc, _, err = run_cli(["prototypes", "--model", "digits-cnn", "--out", str(out)])
+    assert rc == 2 and "--force" in err  # an existing run is never overwritten silently
+
+
+def test_default_run_name_follows_the_seed_convention(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    rc, _, err = run_cli(["prototypes", "--model", "digits-cnn", "--targets", "0-1", "--steps", "5", "--eps", "0.1", "--alpha", "0.001", "-q"])
+    assert rc == 0, err
+    assert (tmp_path / "runs" / "digits-cnn_digits-min-blank_pgd_e1e-1_a1e-3" / "metrics.json").exists()
+
+
+def test_resume_after_an_interrupt_gives_the_same_result(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from advlab import prototypes
+
+    args = ["prototypes", "--model", "digits-cnn", "--start", "digits:test", "--limit", "3", "--steps", "60",
+            "--jitter", "1", "--batch-size", "10", "--json"]  # fmt: skip
+    rc, fresh, err = run_cli([*args, "--out", str(tmp_path / "fresh")])
+    assert rc == 0, err
+    real = prototypes.evolve
+    calls = {"n": 0}
+
+    def interrupted(*a, **k):  # noqa: ANN002, ANN003
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt
+        return real(*a, **k)
+
+    monkeypatch.setattr(prototypes, "evolve", interrupted)
+    out = tmp_path / "r"
+    rc, _, err = run_cli([*args, "--out", str(out)])
+    assert rc == 130 and "--resume" in err and not out.exists()
+    partial = tmp_path / "r.partial"
+    assert [p.name for p in partial.glob("batch_*.safetensors")] == ["batch_00000.safetensors"]
+    # the partial run is usable: what is done so far is written, and says so
+    m = json.loads((partial / "metrics.json").read_text())
+    assert m["partial"] is True and m["summary"]["pairs"] == 10
+    assert (partial / "grid.png").exists() and "interrupted" in (partial / "report.html").read_text()
+    calls["n"] = -100
+    rc, resumed, err = run_cli([*args, "--out", str(out), "--resume"])
+    assert rc == 0, err
+    assert calls["n"] == -100 + 2  # the two batches not saved
+    a, b = load_file(str(out / "prototypes.safetensors")), load_file(str(tmp_path / "fresh" / "prototypes.safetensors"))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert (out / "trajectories.csv").read_text() == (tmp_path / "fresh" / "trajectories.csv").read_text()
+    ja, jb = json.loads(resumed), json.loads(fresh)
+    assert ja["summary"] == jb["summary"]
+
+
+def test_a_judge_trained_with_another_seed_scores_the_prototypes(tmp_path: Path) -> None:
+    x, y = load("digits:train")
+    other = DigitsCNN()
+    train.fit(other, x, y, train.TrainConfig(epochs=3, seed=1))
+    ckpt = tmp_path / "seed1.safetensors"
+    save_file(other.state_dict(), str(ckpt))
+    out = tmp_path / "judged"
+    rc, stdout, err = run_cli(["prototypes", "--model", "digits-cnn", "--start", "noise:gaussian", "--steps", "80",
+                               "--judge", f"digits-cnn={ckpt}", "--out", str(out), "--json"])  # fmt: skip
+    assert rc == 0, err
+    m = json.loads(stdout)
+    verdict = m["judges"][f"digits-cnn={ckpt}"]
+    judge = zoo.load("digits-cnn", weights=ckpt)
+    t = load_file(str(out / "prototypes.safetensors"))
+    with torch.no_grad():
+        p = judge(t["x"]).softmax(1)
+    assert verdict["top1_agreement"] == pytest.approx(float((p.argmax(1) == t["target"]).float().mean()))
+    assert verdict["target_probability_mean"] == pytest.approx(float(p.gather(1, t["target"][:, None]).mean()), rel=1e-5)
+    assert 1.0 <= verdict["inception_score"] <= 10.0
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--start", "blank:purple"], "colour name"),
+        (["--start", "noise:pink"], "gaussian"),
+        (["--targets", "12"], "out of range"),
+        (["--targets", "3", "--strip-classes", "4"], "not among the targets"),
+        (["--mode", "mid"], "invalid choice"),
+        (["--eps", "-1"], "eps must be positive"),
+        (["--judge", "efficientnet-lite0"], "channel"),
+        (["--snapshots", "a,b"], "step numbers"),
+    ],
+)
+def test_bad_input_is_one_line_and_leaves_nothing(tmp_path: Path, extra: list[str], message: str) -> None:
+    out = tmp_path / "bad"
+    rc, _, err = run_cli(["prototypes", "--model", "digits-cnn", *extra, "--out", str(out)])
+    assert rc == 2 and message in err and len(err.strip().splitlines()) == 1
+    assert not out.exists() and not (tmp_path / "bad.partial").exists()
