@@ -59,3 +59,15 @@ def test_seed_002_on_the_gpu_with_channels_last() -> None:
     res = attacks.PGD(eps=2 / 255, alpha=0.5 / 255, steps=30, quantize=True)(model, x, torch.zeros(len(x), dtype=torch.long).cuda(), target=106)
     probs = model(res.x_adv).softmax(1)[:, 106]
     assert (probs > 0.9).all(), probs
+
+
+def test_prototypes_on_the_gpu_match_the_cpu() -> None:
+    from advlab import prototypes
+
+    cfg = prototypes.Config(steps=150)
+    cpu = prototypes.generate(zoo.load("digits-cnn"), "blank:gray", "all", cfg).evolution
+    gpu = prototypes.generate(zoo.load("digits-cnn", device="cuda"), "blank:gray", "all", cfg).evolution
+    assert gpu.x.device.type == "cpu"  # records come back to the host batch by batch
+    assert (gpu.final_prob >= 0.99).all() and gpu.converged.all()
+    assert (gpu.final_top1 == cpu.final_top1).all()
+    assert (gpu.stopped - cpu.stopped).abs().max() <= 10

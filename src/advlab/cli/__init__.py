@@ -7,11 +7,21 @@ import sys
 from collections.abc import Sequence
 
 from advlab import __version__
-from advlab.cli import attack, classify, demo, evaluate, info, prototypes, train
+from advlab.cli import (
+    analyze,
+    attack,
+    classify,
+    demo,
+    evaluate,
+    info,
+    prototypes,
+    study,
+    train,
+)
 from advlab.cli.common import Formatter, OneLineParser
 from advlab.errors import AdvlabError
 
-COMMANDS = (demo, info, classify, attack, evaluate, prototypes, train)
+COMMANDS = (demo, info, classify, attack, evaluate, prototypes, study, analyze, train)
 
 DESCRIPTION = """advlab: adversarial examples on image classifiers.
 
@@ -25,6 +35,8 @@ examples:
   advlab attack --model digits-cnn --data digits:test --attack pgd --eps 0.1 --steps 10
   advlab eval --model digits-cnn --data digits:test --eps 0.1            # reliable preset
   advlab prototypes --model digits-cnn --start blank:gray                # a prototype of every class
+  advlab study prune --model digits-cnn --data digits:test              # does pruning defend? (seed 003)
+  advlab analyze layers --model digits-cnn --data digits:test           # where in the network the attack acts
   advlab train --model digits-cnn --data digits:train
 """
 

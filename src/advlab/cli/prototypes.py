@@ -1,6 +1,6 @@
 """``advlab prototypes``: evolve a blank image, noise or photos into every class of a model (seed 000).
 
-The run directory (named by the seed's convention, e.g. ``digits-cnn_digits-min-blank_pgd_e1_a3.92e-3``) holds
+The run directory (named by the seed's convention, e.g. ``digits-cnn_digits-min-blank_pgd_a3.92e-3``) holds
 prototypes.safetensors (prototypes, start images, every trajectory, snapshots), trajectories.csv (one row per
 pair and step), grid.png (the prototypes with class names and confidences), strips.png (snapshots over the
 steps), probability.png, grad_norm.png and recognition.png (plots), metrics.json and report.html. Work is saved
@@ -65,7 +65,7 @@ def register(sub: argparse._SubParsersAction, flags: argparse.ArgumentParser) ->
     g = p.add_argument_group("generator")
     g.add_argument("--mode", choices=prototypes.MODES, default="min")
     g.add_argument("--method", choices=list(prototypes.METHODS), default="pgd", help="pgd, mifgsm (L-inf) or pgdl2 (L2)")
-    g.add_argument("--eps", type=number, default=1.0, help="ball around the start (L-inf for pgd/mifgsm, L2 for pgdl2); 1 = unconstrained L-inf")
+    g.add_argument("--eps", type=number, help="radius of the ball around the start (L-inf for pgd/mifgsm, L2 for pgdl2; default: unconstrained)")
     g.add_argument("--alpha", type=number, help="step size (default 1/255 for L-inf, 0.5 for L2)")
     g.add_argument("--steps", type=positive_int, default=200)
     g.add_argument("--tol", type=number, default=1e-4, help="min mode: a pair stops when ||grad||_2 < tol")

@@ -15,7 +15,8 @@ L2 ball; ``mifgsm`` adds momentum v <- mu v + u/||u||_1), then projects onto the
 
 J is an optional random shift by up to ``jitter`` pixels (one shift per step), TV the mean absolute
 difference of neighbouring pixels, and ``blur`` a Gaussian blur (sigma in pixels) after every step: the
-regularizers that make prototypes look more natural. eps = 1 with L-inf is unconstrained descent.
+regularizers that make prototypes look more natural. eps = None (the default) is unconstrained descent (only
+the box [0, 1]; eps = 1 with L-inf is the same).
 
 Units: images in [0, 1]; eps and alpha in [0, 1] pixel units (L-inf) or L2 over the whole image (pgdl2).
 Every step records, per pair, the target probability, the top-1 class, the margin z_t - max_{j != t} z_j,
@@ -45,7 +46,7 @@ class Config:
 
     mode: str = "min"
     method: str = "pgd"
-    eps: float = 1.0  # radius of the ball around the start; 1 with L-inf = unconstrained
+    eps: float | None = None  # radius of the ball around the start; None: unconstrained
     alpha: float | None = None  # step size; default 1/255 (L-inf) or 0.5 (L2, for the whole image)
     steps: int = 200
     tol: float = 1e-4  # min mode: a pair has converged when ||g||_2 < tol
@@ -61,7 +62,7 @@ class Config:
             raise ValueError(f"mode must be 'min' or 'max', got {self.mode!r}")
         if self.method not in METHODS:
             raise ValueError(f"method must be one of {', '.join(METHODS)}, got {self.method!r}")
-        if not self.eps > 0:
+        if self.eps is not None and not self.eps > 0:
             raise ValueError(f"eps must be positive, got {self.eps}")
         if self.alpha is not None and not self.alpha > 0:
             raise ValueError(f"alpha must be positive, got {self.alpha}")
@@ -260,7 +261,9 @@ def evolve(model: nn.Module, x0: torch.Tensor, targets: torch.Tensor, config: Co
             xn = xa.detach() + alpha * steepest_step(u, norm)  # type: ignore[arg-type]
             if config.blur:
                 xn = gaussian_blur(xn, config.blur)
-            x[rows] = (x0a + project(xn - x0a, config.eps, norm)).clamp(0, 1)  # type: ignore[arg-type]
+            if config.eps is not None:
+                xn = x0a + project(xn - x0a, config.eps, norm)  # type: ignore[arg-type]
+            x[rows] = xn.clamp(0, 1)
     for i, s in enumerate(snap_steps):
         if s > t and len(snap_rows):  # every pair stopped before this step: its image is the final one
             snaps[:, i] = x[snap_rows]

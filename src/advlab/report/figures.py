@@ -35,20 +35,30 @@ def image_grid(images: torch.Tensor, titles: Sequence[str] | None = None, ncols:
 
 
 def line_plot(series: dict[str, Sequence[float]], xlabel: str, ylabel: str, title: str = "",
-              x: Sequence[float] | None = None, logy: bool = False, markers: bool | None = None) -> Figure:  # fmt: skip
-    """One line per named series against ``x`` (default: its index 1, 2, ...: epochs, steps)."""
+              x: Sequence[float] | None = None, logy: bool = False, markers: bool | None = None,
+              reference: dict[str, float] | None = None, logx: bool = False) -> Figure:  # fmt: skip
+    """One line per named series against ``x`` (default: its index 1, 2, ...: epochs, steps); ``reference``:
+    named constants drawn as dashed horizontal lines (e.g. the undefended model's numbers)."""
     fig, ax = plt.subplots(figsize=(6, 3.6) if len(series) > 4 else (5, 3.2))
     for name, values in series.items():
         xs = list(x) if x is not None else list(range(1, len(values) + 1))
         ax.plot(xs, list(values), label=name, marker="o" if (x is not None if markers is None else markers) else None)
+    for (name, value), color in zip((reference or {}).items(), ("gray", "silver", "dimgray", "black")):
+        ax.axhline(value, linestyle="--", linewidth=1, color=color, label=name)
     if logy:
         ax.set_yscale("log")
+    if logx:
+        from matplotlib.ticker import NullFormatter
+
+        ax.set_xscale("log")
+        ax.xaxis.set_minor_formatter(NullFormatter())
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     if title:
         ax.set_title(title)
-    if len(series) > 1:
-        ax.legend(fontsize=7 if len(series) > 4 else None, ncol=2 if len(series) > 6 else 1)
+    n_lines = len(series) + len(reference or {})
+    if n_lines > 1:
+        ax.legend(fontsize=7 if n_lines > 4 else None, ncol=2 if n_lines > 6 else 1)
     ax.grid(alpha=0.3)
     fig.tight_layout()
     return fig

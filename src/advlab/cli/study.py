@@ -1,0 +1,179 @@
+"""``advlab study prune``: seed 003's sweep of weight and activation defenses against one attack.
+
+The run directory holds study.md (the seed's table layout), study.csv (every number, with 95% intervals and
+McNemar p-values), metrics.json, one accuracy-vs-setting plot per defense and report.html. Each setting is
+saved as it finishes; --resume continues an interrupted sweep.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+import torch
+
+from advlab import runs, study, zoo
+from advlab.attacks.catalog import make
+from advlab.cli.attack import add_attack_args, attack_options, check_resumable, csv_text
+from advlab.cli.common import (
+    Formatter,
+    add_model_args,
+    add_run_args,
+    build_model,
+    command_line,
+    default_out,
+    load_data_for,
+    positive_int,
+    say,
+)
+from advlab.errors import AdvlabError
+from advlab.study import Outcome, Row, Setting
+
+DEFENSE_NAMES = ("e", "s", "r", "quant", "clamp")
+
+
+def register(sub: argparse._SubParsersAction, flags: argparse.ArgumentParser) -> None:
+    p = sub.add_parser("study", parents=[flags], formatter_class=Formatter, help="studies: does pruning defend? (seed 003)",
+                       description="Studies that sweep defenses. See advlab study prune --help.")  # fmt: skip
+    inner = p.add_subparsers(dest="study", metavar="STUDY", required=True, parser_class=type(p))
+    q = inner.add_parser(
+        "prune", parents=[flags], formatter_class=Formatter, help="sweep weight/activation defenses against an attack",
+        description="Seed 003: for each defense setting, build the defended model from the undefended one and measure\n"
+        "clean accuracy, remnant (robust) accuracy under a white-box attack on the defended model, prediction change\n"
+        "rate, strict attack success rate, and the transfer attack from the undefended model, with 95% intervals and\n"
+        "McNemar tests against the undefended model.\n\n"
+        "defenses: e (zero |w| < E), s (clamp weights to mu +- S sigma), r (add U[-R, R]), quant (bits),\n"
+        "clamp (feature maps clamped to a calibrated percentile)\n"
+        "settings: 'e=1e-3,1e-2;s=5,3' (default: a sweep of >= 5 settings per defense, sized to the model)\n\n"
+        "examples:\n"
+        "  advlab study prune --model digits-cnn --data digits:test\n"
+        "  advlab study prune --model digits-cnn --data digits:test --defense e,s --eps 0.1 --steps 20\n"
+        "  advlab study prune --model cifar-resnet18 --weights resnet18_cifar.pth --data cifar10:test --limit 1000 --eps 8/255",
+    )  # fmt: skip
+    add_model_args(q)
+    q.add_argument("--data", "-d", required=True, help="data spec (see advlab data)")
+    q.add_argument("--defense", default=",".join(DEFENSE_NAMES), help="comma list of e, s, r, quant, clamp")
+    q.add_argument("--settings", help="values per defense, e.g. 'e=1e-3,1e-2;s=5,3;quant=8,4'")
+    q.add_argument("--attack", "-a", default="pgd", help="the attack (default pgd; see advlab attack --help)")
+    add_attack_args(q)
+    q.add_argument("--limit", type=positive_int, default=500, help="the sample set: the first N images (default 500)")
+    q.add_argument("--calibration", type=positive_int, default=128,
+                   help="images (the first N of the sample set, unlabelled use) that calibrate clamp bounds (default 128)")  # fmt: skip
+    q.add_argument("--batch-size", type=positive_int, default=256)
+    q.add_argument("--json", action="store_true", help="print the rows as JSON")
+    add_run_args(q, resume=True)
+    q.set_defaults(func=run)
+
+
+def parse_settings(text: str | None, defenses: list[str], model: torch.nn.Module) -> list[Setting]:
+    """'e=1e-3,1e-2;s=5,3' for the listed defenses; a defense without values gets its default sweep."""
+    given: dict[str, list[float]] = {}
+    for part in (text or "").split(";"):
+        if not part.strip():
+            continue
+        name, eq, values = part.partition("=")
+        name = name.strip()
+        if not eq or name not in DEFENSE_NAMES:
+            raise AdvlabError(f"--settings: expected DEFENSE=V1,V2 with DEFENSE one of {', '.join(DEFENSE_NAMES)}, got {part!r}")
+        try:
+            given[name] = [float(v) for v in values.split(",") if v.strip()]
+        except ValueError:
+            raise AdvlabError(f"--settings: values for {name} must be numbers, got {values!r}") from None
+        if name not in defenses:
+            defenses.append(name)
+    out: list[Setting] = []
+    for d in defenses:
+        if d not in DEFENSE_NAMES:
+            raise AdvlabError(f"unknown defense {d!r}; choose from {', '.join(DEFENSE_NAMES)}")
+        out += [Setting(d, v) for v in given[d]] if d in given else study.default_settings(model, d)
+    for s in out:
+        s.check()
+    return out
+
+
+def _default_eps(info: zoo.ModelInfo) -> float:
+    return 0.1 if info.dataset == "digits" else 8 / 255
+
+
+def run(args: argparse.Namespace) -> int:
+    model = build_model(args)
+    info: zoo.ModelInfo = model.info  # type: ignore[assignment]
+    defenses = [d.strip() for d in args.defense.split(",") if d.strip()]
+    settings = parse_settings(args.settings, defenses, model)
+    opts = attack_options(args)
+    if args.attack in ("pgd", "fgsm", "mifgsm", "apgd", "apgd-t", "noise") and "eps" not in opts:
+        opts["eps"] = _default_eps(info)
+    atk = make(args.attack, **opts)
+    x, y, desc = load_data_for(args.data, info, limit=args.limit)
+    if (y < 0).any():
+        raise AdvlabError(f"data {args.data!r} has unlabelled images; the study needs labels")
+    eps = getattr(atk, "eps", None)
+    out = args.out or default_out(runs.run_name(info.name, info.dataset, "prune", desc.dataset, atk.name, eps if isinstance(eps, float) else None))
+    config = {"command": command_line(args.argv), "model": args.model, "weights": args.weights, "data": args.data, "limit": args.limit,
+              "attack": repr(atk), "settings": [[s.defense, s.value] for s in settings], "calibration": args.calibration}  # fmt: skip
+    with runs.start(out, config, force=args.force, resume=args.resume) as run_dir:
+        if run_dir.resumed and run_dir.path == run_dir.final:
+            say(args, f"{out} is complete already")
+            return 0
+        check_resumable(run_dir, config)
+        done = [_outcome(t, info_) for t, info_ in run_dir.load_batches()]
+
+        def save(i: int, o: Outcome) -> None:
+            run_dir.save_batch(i, {"clean_correct": o.clean_correct, "robust_correct": o.robust_correct}, o.row.to_dict())
+
+        try:
+            outcomes = study.sweep(model, x, y, settings, atk, calibration=x[: args.calibration], batch_size=args.batch_size,
+                                   done=done, on_row=save, progress=not args.quiet and sys.stderr.isatty())  # fmt: skip
+        except ValueError as e:
+            raise AdvlabError(str(e)) from None
+        rows = study.table(outcomes)
+        metrics = {"model": info.name, "data": args.data, "n": len(y), "attack": repr(atk), "rows": rows}
+        _write(run_dir, outcomes, rows, metrics, info)
+    if args.json:
+        print(json.dumps(rows, indent=2))
+    else:
+        say(args, study.markdown(outcomes, info.name))
+        say(args, f"wrote {out}")
+    return 0
+
+
+def _outcome(t: dict[str, torch.Tensor], d: dict[str, Any]) -> Outcome:
+    d = dict(d)
+    for k in ("clean_ci", "robust_ci", "transfer_ci"):
+        d[k] = tuple(d[k])
+    return Outcome(Row(**d), t["clean_correct"].bool(), t["robust_correct"].bool())
+
+
+def _write(run_dir: runs.Run, outcomes: list[Outcome], rows: list[dict[str, Any]], metrics: dict[str, Any], info: zoo.ModelInfo) -> None:
+    from advlab.report import line_plot, write_report
+
+    run_dir.save_json("metrics.json", metrics)
+    md = study.markdown(outcomes, info.name)
+    run_dir.save_text("study.md", md)
+    run_dir.save_text("study.csv", csv_text(rows))
+    base = outcomes[0].row
+    for d in dict.fromkeys(o.row.defense for o in outcomes[1:]):
+        part = sorted((o.row for o in outcomes[1:] if o.row.defense == d), key=lambda r: float(r.value or 0))
+        series = {"clean": [r.clean_accuracy for r in part], "remnant (white box)": [r.robust_accuracy for r in part],
+                  "remnant (transfer from undefended)": [r.transfer_robust_accuracy for r in part]}  # fmt: skip
+        reference = {"undefended clean": base.clean_accuracy, "undefended remnant": base.robust_accuracy}
+        label = part[0].label.split("=")[0]
+        xs = [float(r.value or 0) for r in part]
+        fig = line_plot(series, label, "accuracy", f"{info.name}: {label}", x=xs, reference=reference, logx=d in ("e", "r"))
+        run_dir.save_figure(f"accuracy_vs_{d}.png", fig)
+    run_dir.clear_batches()
+    table_html = _html_table(md)
+    write_report(run_dir.path, f"advlab study prune: {info.name}", [("The study (seed 003's layout)", table_html)])
+
+
+def _html_table(md: str) -> str:
+    import html
+
+    lines = [ln for ln in md.strip().splitlines() if ln.startswith("|")]
+    cells = [[c.strip() for c in ln.strip("|").split("|")] for ln in lines]
+    head, body = cells[0], cells[2:]
+    out = "<table><tr>" + "".join(f"<th>{html.escape(c)}</th>" for c in head) + "</tr>"
+    out += "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in body)
+    return out + "</table>"
