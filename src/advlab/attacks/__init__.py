@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from advlab.attacks.apgd import APGD, APGDT
 from advlab.attacks.base import Attack
+from advlab.attacks.blackbox import NES, SPSA, QueryOnly, Square
 from advlab.attacks.cw import CW
 from advlab.attacks.deepfool import DeepFool
 from advlab.attacks.lbfgs import LBFGS
@@ -16,4 +17,4 @@ from advlab.attacks.onehot import OneHot
 from advlab.attacks.pgd import FGSM, MIFGSM, PGD
 from advlab.types import AttackResult
 
-__all__ = ["APGD", "APGDT", "CW", "DeepFool", "FGSM", "LBFGS", "MIFGSM", "OneHot", "PGD", "RandomNoise", "Attack", "AttackResult"]
+__all__ = ["APGD", "APGDT", "CW", "DeepFool", "FGSM", "LBFGS", "MIFGSM", "OneHot", "PGD", "RandomNoise", "NES", "SPSA", "Square", "QueryOnly", "Attack", "AttackResult"]

@@ -169,6 +169,10 @@ class Attack:
         self.validate()
         _check_batch(x, y)
         gen = torch.Generator().manual_seed(self.seed)
+        if not self.white_box:  # query-only attacks see outputs only: any gradient request raises
+            from advlab.attacks.blackbox.query_only import QueryOnly
+
+            model = QueryOnly(model)
         with frozen_parameters(model):
             oracle = Oracle(model, len(x), x.device)
             labels, targeted = self._labels(oracle, x, y, target, gen)

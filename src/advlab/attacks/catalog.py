@@ -12,11 +12,11 @@ from typing import Any
 from advlab.attacks.base import Attack
 from advlab.errors import AdvlabError
 
-CLASS_NAMES = ("FGSM", "PGD", "MIFGSM", "APGD", "APGDT", "RandomNoise", "CW", "DeepFool", "LBFGS", "OneHot")
+CLASS_NAMES = ("FGSM", "PGD", "MIFGSM", "APGD", "APGDT", "RandomNoise", "CW", "DeepFool", "LBFGS", "OneHot", "NES", "SPSA", "Square")
 
 
 def attack_classes() -> dict[str, type[Attack]]:
-    """Every attack by its ``name`` (fgsm, pgd, mifgsm, apgd, apgd-t, noise, cw, deepfool, lbfgs, onehot)."""
+    """Every attack by its ``name`` (fgsm, pgd, mifgsm, apgd, apgd-t, noise, cw, deepfool, lbfgs, onehot, nes, spsa, square)."""
     from advlab import attacks
 
     classes = [getattr(attacks, n) for n in CLASS_NAMES if hasattr(attacks, n)]

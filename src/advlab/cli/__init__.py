@@ -12,16 +12,18 @@ from advlab.cli import (
     attack,
     classify,
     demo,
+    detect,
     evaluate,
     info,
     prototypes,
     study,
     train,
+    transfer,
 )
 from advlab.cli.common import Formatter, OneLineParser
 from advlab.errors import AdvlabError
 
-COMMANDS = (demo, info, classify, attack, evaluate, prototypes, study, analyze, train)
+COMMANDS = (demo, info, classify, attack, evaluate, transfer, prototypes, study, analyze, detect, train)
 
 DESCRIPTION = """advlab: adversarial examples on image classifiers.
 
@@ -37,6 +39,9 @@ examples:
   advlab prototypes --model digits-cnn --start blank:gray                # a prototype of every class
   advlab study prune --model digits-cnn --data digits:test              # does pruning defend? (seed 003)
   advlab analyze layers --model digits-cnn --data digits:test           # where in the network the attack acts
+  advlab analyze units --model digits-cnn --data digits:test            # Szegedy: units vs random directions
+  advlab transfer --from efficientnet-lite0 --to efficientnet-lite1,efficientnet-lite2 --data samples --eps 8/255
+  advlab detect --model digits-cnn --data-train digits:train --data digits:test --eps 0.1   # SafetyNet-style
   advlab train --model digits-cnn --data digits:train
 """
 

@@ -39,19 +39,24 @@ from advlab.errors import AdvlabError
 ATTACK_OPTIONS: list[tuple[str, str, Any, str]] = [
     ("--eps", "eps", None, "perturbation budget in [0, 1] pixel units, e.g. 8/255; a comma list gives a robustness curve"),
     ("--norm", "norm", str, "threat model: linf, l2 or l1"),
-    ("--alpha", "alpha", number, "step size in pixel units (PGD family; default 2.5 eps / steps)"),
+    ("--alpha", "alpha", number, "step size in pixel units (PGD family; default 2.5 eps / steps; NES: eps / 4)"),
     ("--steps", "steps", positive_int, "iterations"),
     ("--restarts", "restarts", positive_int, "random restarts (PGD family)"),
     ("--loss", "loss", str, "objective: ce, margin, dlr, onehot"),
-    ("--momentum", "momentum", number, "momentum (MI-FGSM's mu)"),
+    ("--momentum", "momentum", number, "momentum (MI-FGSM's mu; NES: weight of past gradient estimates)"),
     ("--n-targets", "n_targets", positive_int, "APGD-T: how many most-likely wrong classes to target"),
     ("--tries", "tries", positive_int, "noise: random draws per image"),
     ("--c", "c", number, "C&W / L-BFGS: initial weight of the loss against the perturbation size"),
     ("--kappa", "kappa", number, "C&W: confidence margin"),
-    ("--lr", "lr", number, "C&W: Adam learning rate"),
+    ("--lr", "lr", number, "C&W / SPSA: Adam learning rate"),
     ("--binary-search-steps", "binary_search_steps", positive_int, "C&W: rounds of the search over c"),
     ("--overshoot", "overshoot", number, "DeepFool: overshoot"),
     ("--lam", "lam", number, "one-hot attack: weight lambda of ||x - x0||^2"),
+    ("--max-queries", "max_queries", positive_int, "black-box attacks (nes, spsa, square): model queries per image"),
+    ("--samples", "samples", positive_int, "NES / SPSA: antithetic pairs per gradient estimate (2 queries each)"),
+    ("--sigma", "sigma", number, "NES: std of the Gaussian probes, in pixel units"),
+    ("--delta", "delta", number, "SPSA: size of the Rademacher probes, in pixel units"),
+    ("--p-init", "p_init", number, "Square: fraction of the image the first squares cover"),
 ]
 
 

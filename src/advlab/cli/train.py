@@ -1,9 +1,19 @@
-"""``advlab train``: train a zoo model from scratch on a data spec and save its weights in a run directory."""
+"""``advlab train``: train a zoo model from scratch (standard or adversarial training) and save its weights in a run directory.
+
+The run directory holds weights.safetensors, metrics.json (clean and robust accuracy, training seconds),
+history.json and metrics.csv (one row per epoch: training objective, clean eval accuracy and, with adversarial
+training, PGD-10 robust accuracy on the first 256 eval images), loss.png, accuracy.png and report.html. A
+checkpoint (model, optimizer, scheduler, generators, history as safetensors + JSON) is written after every
+epoch; Ctrl-C keeps ``<out>.partial`` with it, and ``--resume`` continues from it to the same bits.
+"""
 
 from __future__ import annotations
 
 import argparse
-import time
+import dataclasses
+import sys
+from collections.abc import Sequence
+from typing import Any
 
 import torch
 
@@ -22,22 +32,49 @@ from advlab.cli.common import (
     say,
 )
 from advlab.errors import AdvlabError
-from advlab.train import TrainConfig, accuracy, fit
+from advlab.train import (
+    ADVERSARIAL,
+    ATTACK_MODES,
+    TrainConfig,
+    TrainHistory,
+    TrainState,
+    accuracy,
+    fit,
+)
 
 _EVAL_FOR = {"digits:train": "digits:test", "cifar10:train": "cifar10:test", "mnist:train": "mnist:test", "svhn:train": "svhn:test"}
+#: default L-inf eps ([0, 1] pixel units) per data set; others 8/255
+_EPS_FOR = {"digits": 0.1, "mnist": 0.3}
+#: the per-epoch robust accuracy: PGD with this many steps on the first EPOCH_ROBUST_IMAGES eval images
+EPOCH_ROBUST_STEPS = 10
+EPOCH_ROBUST_IMAGES = 256
+ROBUST_COLUMN = f"robust_accuracy_pgd{EPOCH_ROBUST_STEPS}"
+CHECKPOINT = "checkpoint_epoch"
 
 
 def register(sub: argparse._SubParsersAction, flags: argparse.ArgumentParser) -> None:
     d = TrainConfig()
     p = sub.add_parser(
-        "train", parents=[flags], formatter_class=Formatter, help="train a model from scratch (e.g. digits-cnn)",
+        "train", parents=[flags], formatter_class=Formatter, help="train a model from scratch (e.g. digits-cnn), optionally adversarially",
         description="Train a zoo model from random init with Adam + one-cycle LR, deterministically.\n"
-        "Writes weights.safetensors (load with --weights), metrics.json, loss.png and report.html.\n\n"
+        "Writes weights.safetensors (load with --weights), metrics.json, history.json, metrics.csv, plots and report.html.\n\n"
+        "adversarial training (L-inf, eps in [0, 1] pixel units):\n"
+        "  --adversarial pgd      Madry et al. 2018: min CE(f(x_adv), y), x_adv from PGD (random start, --adv-steps steps)\n"
+        "  --adversarial fgsm-rs  Wong et al. 2020: x_adv = one FGSM step of 1.25 eps from a uniform random start\n"
+        "  --logit-pairing L      adversarial logit pairing: CE(x) + gamma CE(x_adv) + L * mean ||f(x) - f(x_adv)||^2\n"
+        "  objective in general:  c CE(f(x), y) + gamma CE(f(x_adv), y) + L mean ||f(x) - f(x_adv)||_2^2\n"
+        "                         (c = --clean-weight: default 0, or 1 with --logit-pairing)\n"
+        "x_adv is crafted with the model in eval mode (--attack-mode train: batch statistics, buffers restored).\n"
+        "A checkpoint is saved after every epoch: Ctrl-C keeps it, --resume continues from it (bit-identical on a CPU).\n\n"
         "examples:\n"
         "  advlab train --model digits-cnn --data digits:train          # rebuilds the shipped digits-cnn weights\n"
         "  advlab train --model digits-cnn --data digits:train --seed 1 --out runs/digits-seed1\n"
+        "  advlab train --adversarial pgd --eps 0.1 --adv-steps 7 --robust-eval reliable   # a robust digits-cnn\n"
+        "  advlab train --adversarial fgsm-rs --epochs 15                # fast adversarial training\n"
+        "  advlab train --adversarial pgd --adv-steps 3 --logit-pairing 0.5\n"
+        "  advlab train --adversarial pgd --out runs/robust --resume    # continue an interrupted run\n"
         "  advlab classify digits:test --model digits-cnn --weights runs/digits-seed1/weights.safetensors --limit 5",
-    )
+    )  # fmt: skip
     add_model_args(p, default="digits-cnn")
     p.add_argument("--data", "-d", default="digits:train", help="training data spec")
     p.add_argument("--eval-data", help="held-out data spec (default: the matching :test split)")
@@ -46,29 +83,153 @@ def register(sub: argparse._SubParsersAction, flags: argparse.ArgumentParser) ->
     p.add_argument("--batch-size", type=positive_int, default=d.batch_size)
     p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--limit", type=positive_int, help="train on the first N samples only")
-    add_run_args(p)
+    a = p.add_argument_group("adversarial training")
+    a.add_argument("--adversarial", choices=ADVERSARIAL, help="inner maximization: pgd (Madry et al.) or fgsm-rs (Wong et al.)")
+    a.add_argument("--eps", type=number, help="L-inf radius in [0, 1] pixel units, e.g. 0.1 or 8/255 (default 0.1 on digits, "
+                   "0.3 on mnist, else 8/255); also the radius of the robust evaluation")  # fmt: skip
+    a.add_argument("--adv-steps", type=positive_int, default=d.adv_steps, help="PGD steps per batch (pgd only)")
+    a.add_argument("--adv-alpha", type=number, help="step size in pixel units (default 2.5 eps / steps for pgd, 1.25 eps for fgsm-rs)")
+    a.add_argument("--logit-pairing", type=number, default=d.logit_pairing, metavar="LAMBDA", help="weight of mean ||f(x) - f(x_adv)||_2^2")
+    a.add_argument("--gamma", type=number, default=d.gamma, help="weight of CE(f(x_adv), y)")
+    a.add_argument("--clean-weight", type=number, help="weight of CE(f(x), y) (default 0, or 1 with --logit-pairing)")
+    a.add_argument("--attack-mode", choices=ATTACK_MODES, default=d.attack_mode, help="model mode while x_adv is crafted")
+    a.add_argument("--robust-eval", choices=("fast", "reliable", "none"),
+                   help="final robust accuracy on the eval data: evaluate()'s preset at --eps (default fast with "
+                   "--adversarial or --eps, else none)")  # fmt: skip
+    a.add_argument("--robust-limit", type=positive_int, help="final robust evaluation on the first N eval images only")
+    add_run_args(p, resume=True)
     p.set_defaults(func=run)
 
 
-def run(args: argparse.Namespace) -> int:
+def _config(args: argparse.Namespace, eps: float) -> TrainConfig:
+    """The TrainConfig the arguments ask for; impossible settings become one-line errors."""
     if args.lr <= 0:
         raise AdvlabError(f"--lr must be positive, got {args.lr}")
-    config = TrainConfig(epochs=args.epochs, lr=args.lr, batch_size=args.batch_size, seed=args.seed)
+    if not 0 < eps <= 1:
+        raise AdvlabError(f"--eps must be in (0, 1] ([0, 1] pixel units), got {eps:g}")
+    if args.adversarial is None:
+        given = [f for f, v in (("--logit-pairing", args.logit_pairing != 0), ("--gamma", args.gamma != 1),
+                                ("--clean-weight", args.clean_weight is not None), ("--adv-alpha", args.adv_alpha is not None),
+                                ("--adv-steps", args.adv_steps != TrainConfig.adv_steps),
+                                ("--attack-mode", args.attack_mode != TrainConfig.attack_mode)) if v]  # fmt: skip
+        if given:
+            raise AdvlabError(f"{', '.join(given)} needs --adversarial ({' or '.join(ADVERSARIAL)})")
+    config = TrainConfig(epochs=args.epochs, lr=args.lr, batch_size=args.batch_size, seed=args.seed,
+                         adversarial=args.adversarial, eps=eps, adv_steps=args.adv_steps, adv_alpha=args.adv_alpha,
+                         gamma=args.gamma, logit_pairing=args.logit_pairing, clean_weight=args.clean_weight,
+                         attack_mode=args.attack_mode)  # fmt: skip
+    try:
+        config.validate()
+    except ValueError as e:
+        raise AdvlabError(str(e).replace("adv_alpha", "--adv-alpha").replace("logit_pairing", "--logit-pairing")) from None
+    return config
+
+
+def _name(info: zoo.ModelInfo, dataset: str, config: TrainConfig) -> str:
+    name = f"train_{info.name}_{dataset}_seed{config.seed}"
+    if config.adversarial is not None:
+        steps = f"{config.adv_steps}" if config.adversarial == "pgd" else ""
+        name += f"_{config.adversarial}{steps}_e{runs.format_number(config.eps)}"
+        if config.logit_pairing:
+            name += f"_alp{runs.format_number(config.logit_pairing)}"
+    return name
+
+
+def _latest_checkpoint(run_dir: runs.Run) -> TrainState | None:
+    """The newest complete checkpoint in the run directory (one cut off mid-save is skipped)."""
+    epochs = sorted((int(p.stem[len(CHECKPOINT) :]) for p in run_dir.path.glob(f"{CHECKPOINT}*.json") if p.stem[len(CHECKPOINT) :].isdigit()),
+                    reverse=True)  # fmt: skip
+    for k in epochs:
+        saved = run_dir.load_state(f"{CHECKPOINT}{k:04d}")
+        if saved is not None:
+            return TrainState.from_saved(*saved)
+    return None
+
+
+def _clear_checkpoints(run_dir: runs.Run, keep: int | None = None) -> None:
+    for p in run_dir.path.glob(f"{CHECKPOINT}*.json"):
+        k = p.stem[len(CHECKPOINT) :]
+        if k.isdigit() and int(k) != keep:
+            run_dir.clear_state(p.stem)
+    for p in run_dir.path.glob(f"{CHECKPOINT}*.safetensors"):  # a tensor file whose JSON never got written
+        k = p.stem[len(CHECKPOINT) :]
+        if k.isdigit() and int(k) != keep:
+            p.unlink(missing_ok=True)
+
+
+def _epoch_rows(history: TrainHistory) -> list[dict[str, Any]]:
+    rows = []
+    for i, loss in enumerate(history.loss):
+        row: dict[str, Any] = {"epoch": i + 1, "loss": loss}
+        if history.eval_accuracy:
+            row["eval_accuracy"] = history.eval_accuracy[i]
+        for k, v in history.metrics.items():
+            row[k] = v[i]
+        row["seconds"] = round(history.seconds[i], 4) if i < len(history.seconds) else None
+        rows.append(row)
+    return rows
+
+
+def _write_log(run_dir: runs.Run, history: TrainHistory) -> None:
+    """history.json and metrics.csv: one entry / row per finished epoch."""
+    from advlab.cli.attack import csv_text
+
+    h = history.to_dict()
+    run_dir.save_json("history.json", {"loss": h["loss"], "eval_accuracy": h["eval_accuracy"], "seconds": h["seconds"], **h["metrics"]})
+    run_dir.save_text("metrics.csv", csv_text(_epoch_rows(history)))
+
+
+def _plots(run_dir: runs.Run, history: TrainHistory, info: zoo.ModelInfo, data_spec: str, eval_spec: str | None,
+           config: TrainConfig) -> None:  # fmt: skip
+    from advlab.report import line_plot
+
+    what = "training objective" if config.adversarial is not None else "cross-entropy"
+    run_dir.save_figure("loss.png", line_plot({"train loss": history.loss}, "epoch", what, f"{info.name} on {data_spec}"))
+    series: dict[str, Sequence[float]] = {f"{eval_spec or 'eval'} clean": history.eval_accuracy} if history.eval_accuracy else {}
+    if ROBUST_COLUMN in history.metrics:
+        series[f"robust (PGD-{EPOCH_ROBUST_STEPS}, eps {config.eps:.4g}, first {EPOCH_ROBUST_IMAGES})"] = history.metrics[ROBUST_COLUMN]
+    if series:
+        run_dir.save_figure("eval_accuracy.png", line_plot(series, "epoch", "accuracy"))
+
+
+def run(args: argparse.Namespace) -> int:
+    _config(args, args.eps if args.eps is not None else 0.1)  # bad arguments fail before anything is loaded
     torch.manual_seed(args.seed)  # the initial weights come from this seed
     model = build_model(args, pretrained=False)
     info: zoo.ModelInfo = model.info  # type: ignore[assignment]
     x, y, desc = load_data_for(args.data, info, limit=args.limit)
+    config = _config(args, args.eps if args.eps is not None else _EPS_FOR.get(desc.dataset, 8 / 255))
     if (y < 0).any():
         raise AdvlabError(f"data {args.data!r} has unlabelled images; training needs labels")
     eval_spec = args.eval_data or _EVAL_FOR.get(args.data)
     eval_data = load_data_for(eval_spec, info)[:2] if eval_spec else None
-    name = f"{info.name}_{desc.dataset}_seed{args.seed}"
-    out = args.out or default_out(f"train_{name}")
+    preset = args.robust_eval or ("fast" if config.adversarial is not None or args.eps is not None else "none")
+    if preset != "none" and eval_data is None:
+        raise AdvlabError(f"a robust evaluation needs held-out data: give --eval-data (no default for {args.data!r}) or --robust-eval none")
+    out = args.out or default_out(_name(info, desc.dataset, config))
     run_config = {"command": command_line(args.argv), "model": args.model, "data": args.data, "eval_data": eval_spec,
-                  "train_config": vars(config), "limit": args.limit}  # fmt: skip
-    with runs.start(out, run_config, force=args.force) as run_dir:
-        steps = args.epochs * ((len(y) + args.batch_size - 1) // args.batch_size)
-        bar = progress(range(steps), args.quiet, desc=f"train {info.name}", unit="step")
+                  "train_config": dataclasses.asdict(config), "limit": args.limit, "robust_eval": preset,
+                  "robust_limit": args.robust_limit}  # fmt: skip
+    with runs.start(out, run_config, force=args.force, resume=args.resume) as run_dir:
+        if run_dir.resumed and run_dir.path == run_dir.final:
+            say(args, f"{out} is complete already")
+            return 0
+        from advlab.cli.attack import check_resumable
+
+        check_resumable(run_dir, run_config)
+        state = _latest_checkpoint(run_dir) if run_dir.resumed else None
+        if state is not None:
+            try:
+                # check before training: a checkpoint from other settings cannot be continued
+                fit_check = TrainConfig(**state.config)
+            except TypeError:
+                raise AdvlabError(f"{run_dir.path} holds a checkpoint this version cannot read; use --force to start over") from None
+            if fit_check != config or state.samples != len(y):
+                raise AdvlabError(f"{run_dir.path} was checkpointed with other settings; use --force to start over")
+            say(args, f"resuming {out} after epoch {state.epochs_done} of {config.epochs}")
+        steps_per_epoch = (len(y) + args.batch_size - 1) // args.batch_size
+        done = state.epochs_done if state is not None else 0
+        bar = progress(range(done * steps_per_epoch, config.epochs * steps_per_epoch), args.quiet, desc=f"train {info.name}", unit="step")
         it = iter(bar)
 
         def on_step(epoch: int, step: int, loss: float) -> None:
@@ -76,27 +237,78 @@ def run(args: argparse.Namespace) -> int:
             if hasattr(bar, "set_postfix"):
                 bar.set_postfix(epoch=epoch + 1, loss=f"{loss:.3f}")
 
-        t0 = time.perf_counter()
-        history = fit(model, x, y, config, eval_data=eval_data, on_step=on_step)
-        seconds = time.perf_counter() - t0
-        if hasattr(bar, "close"):
-            bar.close()
-        metrics = {"model": info.name, "train_samples": len(y), "epochs": args.epochs, "seconds": round(seconds, 2),
-                   "final_train_loss": history.loss[-1], "train_accuracy": accuracy(model, x, y)}  # fmt: skip
+        epoch_metrics = None
+        if config.adversarial is not None and eval_data is not None:
+            from advlab.attacks import PGD
+            from advlab.evaluation import evaluate
+
+            xe, ye = eval_data[0][:EPOCH_ROBUST_IMAGES], eval_data[1][:EPOCH_ROBUST_IMAGES]
+            pgd = PGD(eps=config.eps, steps=EPOCH_ROBUST_STEPS)
+
+            def epoch_metrics(m: torch.nn.Module) -> dict[str, float]:
+                rep = evaluate(m, (xe, ye), attacks=[pgd], eps=config.eps, norm="linf", sanity=False)
+                return {ROBUST_COLUMN: rep.robust_accuracy}
+
+        history = state.history if state is not None else TrainHistory()
+
+        def on_epoch(epoch: int, st: TrainState) -> None:
+            nonlocal history
+            run_dir.save_state(f"{CHECKPOINT}{st.epochs_done:04d}", *st.to_saved())
+            _clear_checkpoints(run_dir, keep=st.epochs_done)
+            history = st.history
+            _write_log(run_dir, history)
+
+        try:
+            history = fit(model, x, y, config, eval_data=eval_data, on_step=on_step, on_epoch=on_epoch, resume=state,
+                          epoch_metrics=epoch_metrics)  # fmt: skip
+        except KeyboardInterrupt:
+            if history.loss:  # what is done stays viewable in the partial directory; the checkpoint stays for --resume
+                from advlab.report import write_report
+
+                _plots(run_dir, history, info, args.data, eval_spec, config)
+                write_report(run_dir.path, f"advlab train: {info.name} on {args.data} (interrupted after {len(history.loss)} "
+                             f"of {config.epochs} epochs; --resume continues)")  # fmt: skip
+            raise
+        finally:
+            if hasattr(bar, "close"):
+                bar.close()
+        seconds = sum(history.seconds)
+        metrics: dict[str, Any] = {"model": info.name, "train_samples": len(y), "epochs": args.epochs, "seconds": round(seconds, 2),
+                                   "final_train_loss": history.loss[-1], "train_accuracy": accuracy(model, x, y)}  # fmt: skip
+        if config.adversarial is not None:
+            c, g, lam = config.loss_weights()
+            metrics["adversarial"] = {"method": config.adversarial, "eps": config.eps, "norm": "linf",
+                                      "steps": 1 if config.adversarial == "fgsm-rs" else config.adv_steps,
+                                      "alpha": config.attack().step_size(config.eps),  # type: ignore[union-attr]
+                                      "clean_weight": c, "gamma": g, "logit_pairing": lam, "attack_mode": config.attack_mode}  # fmt: skip
         if eval_data is not None:
             metrics["eval_data"] = eval_spec
             metrics["eval_accuracy"] = history.eval_accuracy[-1]
+            metrics["clean_accuracy"] = history.eval_accuracy[-1]
+        if ROBUST_COLUMN in history.metrics:
+            metrics[f"epoch_{ROBUST_COLUMN}"] = history.metrics[ROBUST_COLUMN][-1]
+        if preset != "none" and eval_data is not None:
+            from advlab.evaluation import evaluate
+
+            xe, ye = eval_data if args.robust_limit is None else (eval_data[0][: args.robust_limit], eval_data[1][: args.robust_limit])
+            rep = evaluate(model, (xe, ye), preset=preset, eps=config.eps, norm="linf", progress=not args.quiet and sys.stderr.isatty())
+            metrics.update({"robust_accuracy": rep.robust_accuracy, "robust_eval": {
+                "preset": preset, "eps": config.eps, "norm": "linf", "images": rep.n, "clean_accuracy": rep.clean_accuracy,
+                "attacks": rep.attacks, "seconds": rep.seconds, "flags": rep.flags}})  # fmt: skip
+        if state is not None:
+            metrics["resumed_after_epoch"] = state.epochs_done
         run_dir.save_tensors("weights.safetensors", model.net.state_dict(),  # type: ignore[union-attr]
                              metadata={"model": args.model, "recipe": run_config["command"]})  # fmt: skip
         run_dir.save_json("metrics.json", metrics)
-        run_dir.save_json("history.json", {"loss": history.loss, "eval_accuracy": history.eval_accuracy})
-        from advlab.report import line_plot, write_report
+        _write_log(run_dir, history)
+        _plots(run_dir, history, info, args.data, eval_spec, config)
+        _clear_checkpoints(run_dir)  # the results are written: the state goes
+        from advlab.report import write_report
 
-        series = {"train loss": history.loss}
-        run_dir.save_figure("loss.png", line_plot(series, "epoch", "cross-entropy", f"{info.name} on {args.data}"))
-        if history.eval_accuracy:
-            run_dir.save_figure("eval_accuracy.png", line_plot({eval_spec or "eval": history.eval_accuracy}, "epoch", "accuracy"))
-        write_report(run_dir.path, f"advlab train: {info.name} on {args.data}")
+        write_report(run_dir.path, f"advlab train: {info.name} on {args.data}" + (f" ({config.adversarial} adversarial training, "
+                     f"eps {config.eps:.4g})" if config.adversarial else ""))  # fmt: skip
     acc = f", {eval_spec} accuracy {metrics['eval_accuracy']:.2%}" if eval_data is not None else ""
+    if "robust_accuracy" in metrics:
+        acc += f", robust accuracy {metrics['robust_accuracy']:.2%} ({preset} preset, L-inf {config.eps:.4g})"
     say(args, f"trained {info.name} in {seconds:.1f} s{acc}; weights in {out}/weights.safetensors")
     return 0

@@ -9,6 +9,8 @@ The input model is never modified. Defenses never print or write files.
     perturb(model, R, seed=0)        R-noise: w <- w + U[-R, R]
     quantize(model, bits)            b-bit symmetric per-channel weights; activations=True also quantizes layer inputs
     clamp_activations(model, ...)    feature maps clamped to calibrated percentiles (or given bounds)
+    train_detector(model, layer, ...)  a detector of adversarial inputs on a layer's activations (SafetyNet;
+                                     not a defended copy: Guarded(model, detector, tau) adds the reject option)
 
 The weight defenses edit :func:`prunable_weights` (Conv*d / ConvTranspose*d / Linear ``.weight``). Quantization
 is simulated in float with straight-through gradients, so white-box attacks stay honest (see
@@ -33,6 +35,18 @@ from advlab.defenses.activations import (
     clamp_activations,
     fake_quantize,
     quantize,
+)
+from advlab.defenses.detector import (
+    Detector,
+    Guarded,
+    GuardedLoss,
+    evades,
+    guarded_loss,
+    penultimate_layer,
+    roc_auc,
+    roc_curve,
+    threshold_at_fpr,
+    train_detector,
 )
 from advlab.defenses.weights import (
     DefenseInfo,
@@ -65,4 +79,6 @@ DEFENSES: dict[str, Callable[..., nn.Module]] = {
 __all__ = [
     "DEFENSES", "Clamped", "DefenseInfo", "QuantizedInput", "clamp_activations", "clamp_large", "fake_quantize",
     "perturb", "prunable_weights", "prune_small", "quantize",
+    "Detector", "Guarded", "GuardedLoss", "evades", "guarded_loss", "penultimate_layer", "roc_auc", "roc_curve", "threshold_at_fpr",
+    "train_detector",
 ]  # fmt: skip

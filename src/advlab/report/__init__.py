@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from advlab.report.figures import (
     adversarial_grid,
+    heatmap,
     histogram,
     image_grid,
     line_plot,
@@ -11,4 +12,4 @@ from advlab.report.figures import (
 )
 from advlab.report.html import write_report
 
-__all__ = ["adversarial_grid", "histogram", "image_grid", "line_plot", "perturbation_image", "write_report"]
+__all__ = ["adversarial_grid", "heatmap", "histogram", "image_grid", "line_plot", "perturbation_image", "write_report"]

@@ -96,3 +96,42 @@ def adversarial_grid(x: torch.Tensor, x_adv: torch.Tensor, clean_titles: Sequenc
         titles += [clean_titles[i], f"perturbation\n(max |d| {amp:.3g}, amplified)", adv_titles[i]]
         cols += ["black", "gray", colors[i] if colors is not None else "black"]
     return image_grid(images, titles, ncols=3, cell=cell, title_colors=cols)
+
+
+def heatmap(matrix: Sequence[Sequence[float | None]], row_labels: Sequence[str], col_labels: Sequence[str], title: str = "",
+            fmt: str = "{:.0%}", vmin: float = 0.0, vmax: float = 1.0, xlabel: str = "", ylabel: str = "",
+            cmap: str = "viridis") -> Figure:  # fmt: skip
+    """A heat map of ``matrix`` (rows x columns) with each value written in its cell as ``fmt.format(v)``.
+
+    Colours span [``vmin``, ``vmax``] (default [0, 1]: rates); None or NaN cells are left blank (light grey,
+    "n/a"). The text is white on dark cells and black on light ones.
+    """
+    import numpy as np
+
+    a = np.array([[np.nan if v is None else float(v) for v in row] for row in matrix], dtype=float).reshape(len(row_labels), len(col_labels))
+    nr, nc = a.shape
+    fig, ax = plt.subplots(figsize=(max(3.5, 1.3 * nc + 2.5), max(2.2, 0.55 * nr + 1.6)))
+    colormap = plt.get_cmap(cmap).copy()
+    colormap.set_bad("#eeeeee")
+    im = ax.imshow(np.ma.masked_invalid(a), cmap=colormap, vmin=vmin, vmax=vmax, aspect="auto")
+    ax.set_xticks(range(nc), [str(c) for c in col_labels], rotation=30 if max((len(str(c)) for c in col_labels), default=0) > 10 else 0,
+                  ha="right" if max((len(str(c)) for c in col_labels), default=0) > 10 else "center")  # fmt: skip
+    ax.set_yticks(range(nr), [str(r) for r in row_labels])
+    for i in range(nr):
+        for j in range(nc):
+            v = a[i, j]
+            if np.isnan(v):
+                ax.text(j, i, "n/a", ha="center", va="center", fontsize=8, color="gray")
+                continue
+            r, g, b, _ = colormap((v - vmin) / (vmax - vmin) if vmax > vmin else 0.5)
+            light = 0.299 * r + 0.587 * g + 0.114 * b > 0.5
+            ax.text(j, i, fmt.format(v), ha="center", va="center", fontsize=9, color="black" if light else "white")
+    if xlabel:
+        ax.set_xlabel(xlabel)
+    if ylabel:
+        ax.set_ylabel(ylabel)
+    if title:
+        ax.set_title(title)
+    fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
+    fig.tight_layout()
+    return fig

@@ -1,0 +1,131 @@
+"""Projected ascent on a gradient estimated from queries: the loop that NES and SPSA share.
+
+The loss L(x) = loss(f(x), y) is known only through queries of f. Its gradient is estimated from n
+antithetic pairs of random directions u_i (Gaussian for NES, Rademacher for SPSA) and a smoothing scale s:
+
+    g = 1 / (2 n s) * sum_i [L(x + s u_i) - L(x - s u_i)] u_i        (2n queries)
+
+E[g] is the gradient of the Gaussian-smoothed loss (NES) or the gradient up to O(s^2) (SPSA), and
+the antithetic pairs cancel the zeroth-order term L(x) exactly. The probes x +- s u_i are clipped to
+[0, 1] (a real black box accepts images only); they need not lie in the eps-ball and are never
+candidates. Each step then moves x along g (the attack's update rule), projects onto the eps-ball and
+[0, 1], and spends one more query on the new iterate to check it: 2n + 1 queries per step, plus one on
+the clean input before the first step. A sample stops at its first success or when its next step would
+exceed ``max_queries``; the last step uses fewer pairs when that fits the budget exactly.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+import torch
+
+from advlab.attacks.base import Attack, Best, Oracle, is_success
+from advlab.losses import Loss, get_loss
+from advlab.threat import Norm, project
+
+BLACKBOX_NORMS = ("linf", "l2")
+
+
+def estimate_gradient(oracle: Oracle, x: torch.Tensor, idx: torch.Tensor, objective: Loss, labels: torch.Tensor,
+                      targeted: bool, directions: torch.Tensor, scale: float) -> torch.Tensor:  # fmt: skip
+    """The antithetic finite-difference estimate of d objective / dx at ``x`` (N, ...).
+
+    ``directions`` (n, N, ...) are the u_i; costs 2n queries per sample, counted on ``oracle`` at rows ``idx``.
+    """
+    g = torch.zeros_like(x)
+    for u in directions:
+        up = objective(oracle.logits((x + scale * u).clamp(0, 1), idx), labels, targeted)
+        down = objective(oracle.logits((x - scale * u).clamp(0, 1), idx), labels, targeted)
+        g += (up - down).to(x.dtype).view(-1, *[1] * (x.ndim - 1)) * u
+    return g / (2 * len(directions) * scale)
+
+
+@dataclass(frozen=True, kw_only=True)
+class EstimatedGradientAttack(Attack):
+    """Shared config and loop of the query-based gradient attacks (see the module docstring).
+
+    ``eps``: radius of the ``norm`` ball ("linf" or "l2") in [0, 1] pixel units. ``max_queries``: model
+    evaluations per sample, the first (clean) one included. ``samples``: antithetic pairs per estimate
+    (2 * samples queries). ``loss``: the objective ascended (default the margin max_{j != y} z_j - z_y,
+    z_t - max_{j != t} z_j when targeted; any name of :mod:`advlab.losses` or a callable).
+    """
+
+    eps: float = 8 / 255
+    norm: str = "linf"
+    max_queries: int = 1000
+    samples: int = 10
+    loss: str | Loss = "margin"
+
+    white_box: ClassVar[bool] = False
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "threat_norm", self.norm)
+
+    def validate(self) -> None:
+        if self.norm not in BLACKBOX_NORMS:
+            raise ValueError(f"norm must be one of {', '.join(BLACKBOX_NORMS)}, got {self.norm!r}")
+        if not isinstance(self.eps, (int, float)) or isinstance(self.eps, bool):
+            raise ValueError(f"eps must be one positive number (a query budget is per eps), got {self.eps!r}")
+        if not self.eps > 0:
+            raise ValueError(f"eps must be positive, got {self.eps}")
+        if self.norm == "linf" and self.eps > 1:
+            raise ValueError(f"an L-inf eps above 1 means nothing for [0, 1] images, got {self.eps}")
+        if self.samples < 1:
+            raise ValueError(f"samples must be >= 1 (antithetic pairs per gradient estimate), got {self.samples}")
+        if self.max_queries < 4:
+            raise ValueError(f"max_queries must be >= 4 (1 clean query + one step of 2 probes and 1 check), got {self.max_queries}")
+        get_loss(self.loss)
+
+    def _epsilons(self) -> list[float | None]:
+        return [float(self.eps)]
+
+    # ---------------------------------------------------------------- for subclasses
+    def _scale(self) -> float:
+        """The smoothing scale s of the probes x +- s u."""
+        raise NotImplementedError
+
+    def _directions(self, shape: tuple[int, ...], gen: torch.Generator) -> torch.Tensor:
+        """Random directions u of ``shape`` (pairs, N, ...), drawn on the CPU from ``gen``."""
+        raise NotImplementedError
+
+    def _start(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Per-sample optimizer state for the batch ``x`` (e.g. Adam's moments)."""
+        return {}
+
+    def _update(self, delta: torch.Tensor, g: torch.Tensor, state: dict[str, torch.Tensor], rows: torch.Tensor,
+                eps: float, t: int) -> torch.Tensor:  # fmt: skip
+        """The next ``delta`` (before projection) from the estimate ``g`` at step ``t`` (1, 2, ...) for ``rows``."""
+        raise NotImplementedError
+
+    # ---------------------------------------------------------------- the loop
+    def _attack(self, oracle: Oracle, x: torch.Tensor, labels: torch.Tensor, targeted: bool, eps: float | None,
+                init: torch.Tensor | None, gen: torch.Generator, y_true: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
+        assert eps is not None
+        norm: Norm = self.norm  # type: ignore[assignment]
+        objective = get_loss(self.loss)
+        best = Best(x)
+        rows = torch.arange(len(x), device=x.device)
+        logits = oracle.logits(self._prepare(x, x, eps), rows)
+        succ = is_success(logits, labels, targeted)
+        best.update(rows, x, logits, succ, objective(logits, labels, targeted))
+        active, used = rows[~succ], 1
+        delta, state = torch.zeros_like(x), self._start(x)
+        t = 0
+        while len(active) and self.max_queries - used >= 3:
+            pairs = min(self.samples, (self.max_queries - used - 1) // 2)
+            xa, lab = x[active], labels[active]
+            u = self._directions((pairs, *xa.shape), gen).to(xa)
+            g = estimate_gradient(oracle, xa + delta[active], active, objective, lab, targeted, u, self._scale())
+            t += 1
+            d = project(self._update(delta[active], g, state, active, eps, t), eps, norm)
+            d = (xa + d).clamp(0, 1) - xa
+            delta[active] = d
+            xe = self._prepare(xa + d, xa, eps)
+            logits = oracle.logits(xe, active)
+            succ = is_success(logits, lab, targeted)
+            best.update(active, xe, logits, succ, objective(logits, lab, targeted))
+            used += 2 * pairs + 1
+            active = active[~succ]
+        return best.result()

@@ -1,0 +1,180 @@
+"""``advlab transfer``: craft adversarial examples on surrogate models and score them on victims (Szegedy et al. 2014).
+
+The run directory holds transfer.md (the matrix: rows = surrogates, columns = victims, a white-box column and a
+chance row), transfer.csv (one row per pair with counts and 95% intervals), heatmap.png, metrics.json and
+report.html. Models are zoo specs, optionally with weights as ``NAME=PATH`` (e.g. ``digits-cnn=half.safetensors``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import html
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from advlab import runs, transfer, zoo
+from advlab.attacks.catalog import make
+from advlab.cli.attack import add_attack_args, attack_options, csv_text
+from advlab.cli.common import (
+    Formatter,
+    add_run_args,
+    command_line,
+    default_out,
+    labels_for_model,
+    positive_int,
+    say,
+)
+from advlab.errors import AdvlabError
+
+#: attacks bounded by an eps-ball (they get a default eps when none is given)
+BOUNDED = ("pgd", "fgsm", "mifgsm", "apgd", "apgd-t", "noise")
+
+
+def register(sub: argparse._SubParsersAction, flags: argparse.ArgumentParser) -> None:
+    p = sub.add_parser(
+        "transfer", parents=[flags], formatter_class=Formatter,
+        help="craft adversarial examples on surrogates, score them on victims: a transfer matrix",
+        description="Transfer attacks (Szegedy et al. 2014; ensembles: Liu et al. 2017). The attack runs white box on each\n"
+        "--from model (and, with --ensemble, on the average of their logits); each --to model only classifies the\n"
+        "results. A cell is the fraction of the images the victim classifies correctly that it misclassifies on the\n"
+        "surrogate's adversarial examples; the chance row is random noise at the same eps on the victim.\n\n"
+        "models: zoo specs, comma-separated or repeated, each optionally NAME=WEIGHTS; models of another input size\n"
+        "get the images resized (the eps-ball is in the data's space); all must share channels and classes\n\n"
+        "examples:\n"
+        "  advlab transfer --from digits-cnn,digits-cnn=half_b.safetensors --data digits:test --eps 0.2\n"
+        "  advlab transfer --from efficientnet-lite0 --to efficientnet-lite1,efficientnet-lite2 --data samples --eps 8/255\n"
+        "  advlab transfer --from a.py:net=a.pt,b.py:net=b.pt --to c.py:net=c.pt --data cifar10:test --ensemble --limit 1000",
+    )  # fmt: skip
+    p.add_argument("--from", dest="sources", action="append", required=True, metavar="MODEL[=WEIGHTS],...",
+                   help="surrogate models the attack is crafted on")  # fmt: skip
+    p.add_argument("--to", dest="targets", action="append", metavar="MODEL[=WEIGHTS],...",
+                   help="victim models (default: the --from models, a full cross matrix)")  # fmt: skip
+    p.add_argument("--data", "-d", required=True, help="data spec (see advlab data)")
+    p.add_argument("--attack", "-a", default="pgd", help="the attack (default pgd; see advlab attack --help)")
+    add_attack_args(p)
+    p.add_argument("--ensemble", action="store_true", help="add a row: the attack on the logit average of all --from models")
+    p.add_argument("--noise-tries", type=positive_int, default=transfer.NOISE_TRIES, help="random points per image in the chance baseline")
+    p.add_argument("--limit", type=positive_int, default=500, help="the first N images (default 500)")
+    p.add_argument("--batch-size", type=positive_int, default=128)
+    p.add_argument("--json", action="store_true", help="print the matrix as JSON")
+    add_run_args(p)
+    p.set_defaults(func=run)
+
+
+def _specs(values: list[str] | None) -> list[str]:
+    out = [s.strip() for v in values or [] for s in v.split(",") if s.strip()]
+    return list(dict.fromkeys(out))
+
+
+def load_models(specs: list[str]) -> dict[str, tuple[str, torch.nn.Module]]:
+    """Each ``NAME[=WEIGHTS]`` spec built once: spec -> (short unique label, model)."""
+    models: dict[str, torch.nn.Module] = {}
+    labels: dict[str, str] = {}
+    for spec in specs:
+        name, eq, weights = spec.partition("=")
+        if eq and not weights:
+            raise AdvlabError(f"model spec {spec!r}: give weights after '=' (NAME=path/to/weights.safetensors)")
+        if weights and not Path(weights).is_file():
+            raise AdvlabError(f"model spec {spec!r}: no such weights file {weights}")
+        models[spec] = zoo.load(name.strip(), weights=weights or None)
+        labels[spec] = f"{name}={Path(weights).stem}" if weights else name
+    taken = list(labels.values())
+    return {s: (labels[s] if taken.count(labels[s]) == 1 else s, m) for s, m in models.items()}
+
+
+def check_models(models: list[tuple[str, torch.nn.Module]]) -> zoo.ModelInfo:
+    """All models must share channels and classes; returns the first one's info."""
+    first_label, first = models[0]
+    info: zoo.ModelInfo = first.info  # type: ignore[assignment]
+    for label, m in models[1:]:
+        i: zoo.ModelInfo = m.info  # type: ignore[assignment]
+        if i.num_classes != info.num_classes:
+            raise AdvlabError(f"{label} has {i.num_classes} classes but {first_label} has {info.num_classes}: transfer needs the same classes")
+        if i.channels != info.channels:
+            raise AdvlabError(f"{label} takes {i.channels}-channel images but {first_label} takes {info.channels}")
+    return info
+
+
+def run(args: argparse.Namespace) -> int:
+    sources, targets = _specs(args.sources), _specs(args.targets)
+    if not sources:
+        raise AdvlabError("--from needs at least one model")
+    targets = targets or sources
+    if args.ensemble and len(sources) < 2:
+        raise AdvlabError("--ensemble needs at least two --from models")
+    models = load_models(list(dict.fromkeys([*sources, *targets])))
+    info = check_models(list(models.values()))
+    opts = attack_options(args)
+    if args.attack in BOUNDED and "eps" not in opts:
+        opts["eps"] = 0.1 if info.dataset == "digits" else 8 / 255
+    atk = make(args.attack, **opts)
+    eps = getattr(atk, "eps", None)
+    if eps is not None and not isinstance(eps, (int, float)):
+        raise AdvlabError("--eps: a transfer matrix needs one eps, not a list")
+    from advlab import data
+
+    x, y, desc = data.load_for_model(args.data, info.input_size, info.channels, limit=args.limit)
+    if x.shape[1] != info.channels:
+        raise AdvlabError(f"data {args.data!r} has {x.shape[1]} channel(s) but {info.name} expects {info.channels}")
+    y = labels_for_model(y, desc.class_names, info.class_names)
+    zoo.check_labels(info, y, what=f"data {args.data!r}")
+    keep = y >= 0
+    if not bool(keep.any()):
+        raise AdvlabError(f"data {args.data!r} has no labelled images of {info.name}'s classes; transfer needs labels")
+    x, y = x[keep], y[keep]
+    out = args.out or default_out(runs.run_name(info.name, info.dataset, "transfer", desc.dataset, atk.name,
+                                                float(eps) if eps is not None else None))  # fmt: skip
+    config = {"command": command_line(args.argv), "from": sources, "to": targets, "data": args.data, "limit": args.limit,
+              "attack": repr(atk), "ensemble": args.ensemble, "noise_tries": args.noise_tries}  # fmt: skip
+    with runs.start(out, config, force=args.force) as run_dir:
+        m = transfer.transfer_matrix([models[s] for s in sources], [models[t] for t in targets], x, y, atk, ensemble=args.ensemble,
+                                     batch_size=args.batch_size, noise_tries=args.noise_tries,
+                                     progress=not args.quiet and sys.stderr.isatty())  # fmt: skip
+        metrics = {"from": sources, "to": targets, "data": args.data, "unlabelled_dropped": int((~keep).sum()), **m.to_dict()}
+        _write(run_dir, m, metrics)
+    if args.json:
+        print(json.dumps(metrics, indent=2))
+    else:
+        say(args, m.markdown())
+        say(args, f"wrote {out}")
+    return 0
+
+
+def heatmap_values(m: transfer.TransferMatrix) -> tuple[list[list[float | None]], list[str], list[str]]:
+    """The heat map's cells: rows = sources (+ the chance row), columns = targets + "white box"."""
+    rows: list[list[float | None]] = [[*r, wb] for r, wb in zip(m.success, m.white_box)]
+    labels = list(m.sources)
+    if m.noise is not None:
+        rows.append([*m.noise, None])
+        labels.append(f"chance (noise, {m.noise_tries} tries)")
+    return rows, labels, [*m.targets, "white box (source)"]
+
+
+def _write(run_dir: runs.Run, m: transfer.TransferMatrix, metrics: dict[str, Any]) -> None:
+    from advlab.report import heatmap, write_report
+
+    run_dir.save_json("metrics.json", metrics)
+    run_dir.save_text("transfer.csv", csv_text(m.rows()))
+    md = m.markdown()
+    run_dir.save_text("transfer.md", md)
+    values, rows, cols = heatmap_values(m)
+    ball = f", {m.norm} eps {transfer.eps_text(m.eps)}" if m.eps is not None else ""
+    fig = heatmap(values, rows, cols, f"transfer success rate{ball} (n = {m.n})", fmt="{:.0%}", xlabel="victim (target)", ylabel="surrogate (source)")
+    run_dir.save_figure("heatmap.png", fig)
+    write_report(run_dir.path, f"advlab transfer: {', '.join(m.sources)} -> {', '.join(m.targets)}",
+                 [("Transfer matrix", _html_table(md))])  # fmt: skip
+
+
+def _html_table(md: str) -> str:
+    """The Markdown table (and the note under it) as HTML."""
+    lines = md.strip().splitlines()
+    cells = [[c.strip() for c in ln.strip().strip("|").split("|")] for ln in lines if ln.startswith("|")]
+    head, body = cells[0], cells[2:]
+    out = "<table><tr>" + "".join(f"<th>{html.escape(c)}</th>" for c in head) + "</tr>"
+    out += "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in body)
+    notes = [ln for ln in lines if ln.strip() and not ln.startswith("|")]
+    return out + "</table>" + "".join(f"<p>{html.escape(n)}</p>" for n in notes)
