@@ -80,13 +80,13 @@ class LayerChange:
 
 
 # ------------------------------------------------------------------------------------------------ hooks
-def _first_tensor(out: Any) -> torch.Tensor | None:
+def first_tensor(out: Any) -> torch.Tensor | None:
     """``out`` if it is a tensor, else the first tensor found in a (nested) tuple, list or dict, else None."""
     if isinstance(out, torch.Tensor):
         return out
     items = out.values() if isinstance(out, Mapping) else out if isinstance(out, (tuple, list)) else ()
     for item in items:
-        t = _first_tensor(item)
+        t = first_tensor(item)
         if t is not None:
             return t
     return None
@@ -116,7 +116,7 @@ def _hooked(modules: Sequence[tuple[str, nn.Module]], fn: Callable[[str, nn.Modu
         for name, module in modules:
 
             def hook(mod: nn.Module, args: Any, out: Any, name: str = name) -> None:
-                t = _first_tensor(out)
+                t = first_tensor(out)
                 if t is not None:
                     fn(name, mod, t)
 

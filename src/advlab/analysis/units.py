@@ -41,7 +41,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from advlab.analysis.layers import _first_tensor, features
+from advlab.analysis.layers import first_tensor, features
 
 #: the suffix that asks for a module's input instead of its output
 INPUT_SUFFIX = ":input"
@@ -120,7 +120,7 @@ def _inputs_of(model: nn.Module, name: str) -> Iterator[dict[str, torch.Tensor]]
     acts: dict[str, torch.Tensor] = {}
 
     def hook(mod: nn.Module, args: Any) -> None:
-        t = _first_tensor(args)
+        t = first_tensor(args)
         if t is not None:
             acts[name] = t.detach().clone()
 

@@ -71,6 +71,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from advlab.analysis.layers import first_tensor
 from advlab.errors import AdvlabError
 from advlab.losses import margin
 
@@ -85,18 +86,6 @@ Scores = torch.Tensor | Sequence[float]
 
 
 # ------------------------------------------------------------------------------------------------ the layer
-def _first_tensor(out: Any) -> torch.Tensor | None:
-    """``out`` if it is a tensor, else the first tensor in a (nested) tuple, list or dict, else None."""
-    if isinstance(out, torch.Tensor):
-        return out
-    items = out.values() if isinstance(out, Mapping) else out if isinstance(out, (tuple, list)) else ()
-    for item in items:
-        t = _first_tensor(item)
-        if t is not None:
-            return t
-    return None
-
-
 def _module(model: nn.Module, layer: str) -> nn.Module:
     modules = dict(model.named_modules())
     if layer not in modules or layer == "":
@@ -115,7 +104,7 @@ def _captured(model: nn.Module, layer: str) -> Iterator[list[torch.Tensor]]:
     store: list[torch.Tensor] = []
 
     def hook(mod: nn.Module, args: Any, out: Any) -> None:
-        t = _first_tensor(out)
+        t = first_tensor(out)
         if t is not None:
             store[:] = [t.clone()]
 
@@ -163,7 +152,7 @@ def penultimate_layer(model: nn.Module, x: torch.Tensor) -> str:
         for name, module in modules:
 
             def hook(mod: nn.Module, args: Any, out: Any, name: str = name) -> None:
-                t = _first_tensor(out)
+                t = first_tensor(out)
                 if t is not None and t.ndim > 0 and t.shape[0] == len(x):
                     if name in order:
                         order.remove(name)  # a module called twice counts at its last call

@@ -28,6 +28,18 @@ from advlab.threat import Norm, project
 BLACKBOX_NORMS = ("linf", "l2")
 
 
+def check_ball(eps: object, norm: str) -> None:
+    """Raise ValueError unless ``eps`` is one positive number (a query budget is per eps) and ``norm`` is linf/l2."""
+    if norm not in BLACKBOX_NORMS:
+        raise ValueError(f"norm must be one of {', '.join(BLACKBOX_NORMS)}, got {norm!r}")
+    if not isinstance(eps, (int, float)) or isinstance(eps, bool):
+        raise ValueError(f"eps must be one positive number (a query budget is per eps), got {eps!r}")
+    if not eps > 0:
+        raise ValueError(f"eps must be positive, got {eps}")
+    if norm == "linf" and eps > 1:
+        raise ValueError(f"an L-inf eps above 1 means nothing for [0, 1] images, got {eps}")
+
+
 def estimate_gradient(oracle: Oracle, x: torch.Tensor, idx: torch.Tensor, objective: Loss, labels: torch.Tensor,
                       targeted: bool, directions: torch.Tensor, scale: float) -> torch.Tensor:  # fmt: skip
     """The antithetic finite-difference estimate of d objective / dx at ``x`` (N, ...).
@@ -64,14 +76,7 @@ class EstimatedGradientAttack(Attack):
         object.__setattr__(self, "threat_norm", self.norm)
 
     def validate(self) -> None:
-        if self.norm not in BLACKBOX_NORMS:
-            raise ValueError(f"norm must be one of {', '.join(BLACKBOX_NORMS)}, got {self.norm!r}")
-        if not isinstance(self.eps, (int, float)) or isinstance(self.eps, bool):
-            raise ValueError(f"eps must be one positive number (a query budget is per eps), got {self.eps!r}")
-        if not self.eps > 0:
-            raise ValueError(f"eps must be positive, got {self.eps}")
-        if self.norm == "linf" and self.eps > 1:
-            raise ValueError(f"an L-inf eps above 1 means nothing for [0, 1] images, got {self.eps}")
+        check_ball(self.eps, self.norm)
         if self.samples < 1:
             raise ValueError(f"samples must be >= 1 (antithetic pairs per gradient estimate), got {self.samples}")
         if self.max_queries < 4:

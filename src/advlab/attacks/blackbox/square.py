@@ -43,7 +43,7 @@ from typing import ClassVar
 import torch
 
 from advlab.attacks.base import Attack, Oracle, is_success
-from advlab.attacks.blackbox.estimate import BLACKBOX_NORMS
+from advlab.attacks.blackbox.estimate import check_ball
 from advlab.losses import cross_entropy, margin
 from advlab.threat import project
 
@@ -123,14 +123,7 @@ class Square(Attack):
         object.__setattr__(self, "threat_norm", self.norm)
 
     def validate(self) -> None:
-        if self.norm not in BLACKBOX_NORMS:
-            raise ValueError(f"norm must be one of {', '.join(BLACKBOX_NORMS)}, got {self.norm!r}")
-        if not isinstance(self.eps, (int, float)) or isinstance(self.eps, bool):
-            raise ValueError(f"eps must be one positive number (a query budget is per eps), got {self.eps!r}")
-        if not self.eps > 0:
-            raise ValueError(f"eps must be positive, got {self.eps}")
-        if self.norm == "linf" and self.eps > 1:
-            raise ValueError(f"an L-inf eps above 1 means nothing for [0, 1] images, got {self.eps}")
+        check_ball(self.eps, self.norm)
         if self.max_queries < 1:
             raise ValueError(f"max_queries must be >= 1 (the initialization is a query), got {self.max_queries}")
         if not 0 < self.p_init <= 1:
