@@ -130,3 +130,34 @@ def test_bad_arguments(model, digits) -> None:
         evaluate(model, (x, y), attacks=[attacks.PGD(steps=0)])
     with pytest.raises(AdvlabError, match=r"\[0, 1\]"):
         evaluate(model, (x * 255, y), attacks=[attacks.FGSM()])
+
+
+def test_shards_of_batches_merge_to_the_whole_run(model, digits) -> None:
+    x, y = digits
+    atk = [attacks.PGD(eps=0.1, steps=5)]
+    whole = evaluate(model, (x, y), attacks=atk, batch_size=16)
+    shards: dict[int, object] = {}
+    for rank in range(2):  # two "ranks", round robin over the 5 batches
+        part = evaluate(model, (x, y), attacks=atk, batch_size=16, units=lambda b, r=rank: b % 2 == r,
+                        on_batch=lambda b, p: shards.__setitem__(b, p))  # fmt: skip
+        assert part.n == 16 * (3 - rank)  # a shard's report covers its own batches
+    assert sorted(shards) == [0, 1, 2, 3, 4]
+    merged = evaluate(model, (x, y), attacks=atk, batch_size=16, done={b: shards[b] for b in (4, 0, 3, 1, 2)})
+    untimed = lambda r: {**r.to_dict(), "seconds": 0, "per_attack": [{**a, "seconds": 0} for a in r.per_attack]}  # noqa: E731
+    assert untimed(merged) == untimed(whole)
+    assert torch.equal(merged.samples.broken_by, whole.samples.broken_by)
+    with pytest.raises(AdvlabError, match="no batch to evaluate"):
+        evaluate(model, (x, y), attacks=atk, batch_size=16, units=lambda b: False)
+
+
+def test_mixed_precision_attacks_count_only_successes_the_model_confirms(model, digits) -> None:
+    x, y = digits
+    amp = zoo.Autocast(model)
+    assert amp.info is model.info and amp(x[:4]).dtype == torch.float32
+    rep = evaluate(model, (x, y), attacks=[attacks.PGD(eps=0.1, steps=10)], eps=0.1, attack_model=amp, keep_adversarials=True)
+    broken = rep.samples.broken
+    assert broken.any()
+    with torch.no_grad():
+        pred = model(rep.x_adv).argmax(1)  # float32: every counted success is real
+    assert (pred[broken] != rep.samples.clean_pred[broken]).all() and torch.equal(rep.samples.adv_pred, torch.where(broken, pred, rep.samples.clean_pred))
+    assert (distance(rep.x_adv - x, "linf") <= 0.1 + 1e-6).all()

@@ -94,6 +94,22 @@ def test_batches_do_not_change_results_and_converged_pairs_stop(digits) -> None:
     assert (whole.prob[i, s:] == whole.prob[i, s]).all() and (whole.l2[i, s:] == whole.l2[i, s]).all()
 
 
+def test_shards_of_batches_merge_to_the_whole_run(digits) -> None:
+    cfg = Config(steps=40, jitter=1)
+    whole = prototypes.generate(digits, "digits:test", "all", cfg, limit=3, batch_size=10)
+    shards: dict[int, prototypes.Evolution] = {}
+    for rank in (1, 0):  # each "rank" evolves its own batches, in any order; jitter is seeded by the batch index
+        part = prototypes.generate(digits, "digits:test", "all", cfg, limit=3, batch_size=10, units=lambda b, r=rank: b % 2 == r,
+                                   on_batch=lambda b, ev: shards.__setitem__(b, ev))  # fmt: skip
+        assert len(part.evolution.target) == 10 * (2 - rank)
+    merged = prototypes.generate(digits, "digits:test", "all", cfg, limit=3, batch_size=10, done={b: shards[b] for b in (2, 1, 0)})
+    a, b = merged.evolution.tensors(), whole.evolution.tensors()
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    with pytest.raises(AdvlabError, match="resume with the same --batch-size"):
+        prototypes.generate(digits, "digits:test", "all", cfg, limit=3, batch_size=20, done={0: shards[0]})
+    assert prototypes.pairs_per_batch(25, 10) == 20 and prototypes.pairs_per_batch(7, 10) == 7
+
+
 def test_snapshots_show_the_trajectory(digits) -> None:
     run = prototypes.generate(digits, "blank:gray", "all", Config(steps=30, snapshots=(0, 10, 30)), strip_pairs=[2, 5])
     ev = run.evolution

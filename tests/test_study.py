@@ -120,6 +120,19 @@ def test_resumed_sweep_matches_and_tables_render(digits_sweep) -> None:
     assert all(not math.isnan(r["clean_accuracy"]) for r in rows)
 
 
+def test_shards_of_settings_merge_to_the_whole_sweep() -> None:
+    model = zoo.load("digits-cnn")
+    x, y = data.load("digits:test", limit=48)
+    settings, atk = [Setting("e", 0.01), Setting("s", 1.0), Setting("quant", 2)], attacks.PGD(eps=0.1, steps=3, seed=0)
+    whole = study.sweep(model, x, y, settings, atk)
+    odd = study.sweep(model, x, y, settings, atk, units=lambda i: i % 2 == 1)  # a rank without the undefended row
+    assert [o.row.label for o in odd] == ["prune E=0.01", "quantize bits=2"] and all(o.row.p_robust is None for o in odd)
+    even = study.sweep(model, x, y, settings, atk, units=lambda i: i % 2 == 0)
+    merged = study.sweep(model, x, y, settings, atk, done={1: odd[0], 3: odd[1], 0: even[0], 2: even[1]})
+    untimed = lambda outcomes: [{**r, "seconds": 0} for r in study.table(outcomes)]  # noqa: E731
+    assert untimed(merged) == untimed(whole) and merged[1].row.p_robust is not None  # completed at the merge
+
+
 def test_default_settings_are_meaningful_sweeps() -> None:
     model = zoo.load("digits-cnn")
     for d in ("e", "s", "r", "quant", "clamp"):

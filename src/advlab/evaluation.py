@@ -29,7 +29,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -245,8 +245,14 @@ def _zero_gradient_check(model: nn.Module, x: torch.Tensor, y: torch.Tensor, sta
 
 def run_batch(model: nn.Module, x: torch.Tensor, y: torch.Tensor, attacks: Sequence[Attack], *, eps: float | None = None,
               norm: str | None = None, attack_misclassified: bool = False, sanity: bool = True, first: bool = True,
-              keep_adversarials: bool = False) -> BatchResult:  # fmt: skip
-    """The cascade on one batch (``x`` on the model's device, in [0, 1]); see the module docstring."""
+              keep_adversarials: bool = False, attack_model: nn.Module | None = None) -> BatchResult:  # fmt: skip
+    """The cascade on one batch (``x`` on the model's device, in [0, 1]); see the module docstring.
+
+    ``attack_model``: the attacks run on it instead (e.g. :class:`advlab.zoo.Autocast` of ``model``), and each
+    success is re-checked on ``model`` (one more forward per attacked sample); only confirmed ones count, and
+    the samples where the attack claimed a success that ``model`` does not confirm are attacked again on
+    ``model`` itself (the reduced-precision search stopped early on them).
+    """
     n, dev = len(x), x.device
     fw = torch.ones(n, dtype=torch.long)
     bw = torch.zeros(n, dtype=torch.long)
@@ -268,17 +274,34 @@ def run_batch(model: nn.Module, x: torch.Tensor, y: torch.Tensor, attacks: Seque
             return 0
         _sync(dev)
         t0 = time.perf_counter()
-        res = atk(model, x[idx], clean_pred[idx])
+        res = atk(model if attack_model is None else attack_model, x[idx], clean_pred[idx])
+        found, logits, success = res.x_adv, res.logits, res.success.to(dev)
+        forwards, backwards = res.forwards.cpu().clone(), res.backwards.cpu().clone()
+        if attack_model is not None:  # the verdict is the model's own, in full precision
+            with torch.no_grad():
+                logits = model(found.to(x.dtype))
+            confirmed = logits.argmax(1) != clean_pred[idx]
+            forwards += 1
+            # the reduced-precision search stopped on a success the model does not show: search again in full precision
+            retry = (success & ~confirmed).nonzero().flatten()
+            if len(retry):
+                again = atk(model, x[idx[retry]], clean_pred[idx[retry]])
+                found, logits = found.clone(), logits.clone()
+                found[retry], logits[retry] = again.x_adv.to(found.dtype), again.logits.to(logits.dtype)
+                confirmed[retry] = again.success.to(dev)
+                forwards[retry.cpu()] += again.forwards.cpu()
+                backwards[retry.cpu()] += again.backwards.cpu()
+            success = confirmed
         _sync(dev)
-        ok = res.success.to(dev) & _inside(res.x_adv - x[idx], bound)
+        ok = success & _inside(found - x[idx], bound)
         hit = idx[ok]
-        x_adv[hit], adv_logits[hit] = res.x_adv[ok], res.logits[ok].to(adv_logits.dtype)
+        x_adv[hit], adv_logits[hit] = found[ok].to(x_adv.dtype), logits[ok].to(adv_logits.dtype)
         hc = hit.cpu()
         broken_by[hc] = i
         standing[hit] = False
-        fw[idx.cpu()] += res.forwards
-        bw[idx.cpu()] += res.backwards
-        stats[i] = torch.tensor([len(idx), len(hit), int(res.forwards.sum()), int(res.backwards.sum()), time.perf_counter() - t0])
+        fw[idx.cpu()] += forwards
+        bw[idx.cpu()] += backwards
+        stats[i] = torch.tensor([len(idx), len(hit), int(forwards.sum()), int(backwards.sum()), time.perf_counter() - t0])
         return len(hit)
 
     for i, atk in enumerate(attacks):
@@ -470,15 +493,21 @@ def evaluate(model: nn.Module, data: Data, attacks: Sequence[Attack] | None = No
              eps: float | None = None, norm: str | None = None, batch_size: int = 256, limit: int | None = None,
              early_stop: bool = True, attack_misclassified: bool = False, sanity: bool = True,
              keep_adversarials: bool = False, seed: int | None = None, device: torch.device | str | None = None,
-             progress: bool = False, done: Sequence[BatchResult] = (),
-             on_batch: Callable[[int, BatchResult], None] | None = None) -> EvalReport:  # fmt: skip
+             progress: bool = False, done: Sequence[BatchResult] | Mapping[int, BatchResult] = (),
+             on_batch: Callable[[int, BatchResult], None] | None = None,
+             units: Callable[[int], bool] | None = None, attack_model: nn.Module | None = None) -> EvalReport:  # fmt: skip
     """Robustness of ``model`` on ``data`` under ``attacks`` (or ``preset``, default "reliable"), as a cascade.
 
     ``data``: a data spec ("digits:test"), an ``(x, y)`` pair of [0, 1] images and labels, or an iterable of
     such batches (a DataLoader). ``eps``/``norm``: the threat model a success must lie in (required for a
     preset; otherwise each attack's own ball). ``early_stop=True`` stops each sample at its first success
     (the goal here is "any success": much cheaper, same robust accuracy). ``done``/``on_batch`` let a caller
-    save each finished batch and resume: the first ``len(done)`` batches are taken as already evaluated.
+    save each finished batch and resume: ``done`` maps batch indices to results evaluated earlier (a sequence
+    stands for batches 0, 1, ...), which are not evaluated again. ``units(b)``: evaluate batch ``b`` only where
+    it returns True (one shard of a distributed run); the report then covers the batches evaluated or given
+    in ``done``. A batch's result depends only on its samples and the seed, never on which batches ran before.
+    ``attack_model``: run the attacks on this model instead (e.g. ``zoo.Autocast(model)``: mixed precision),
+    counting only the successes that ``model`` confirms (see :func:`run_batch`).
     """
     attacks = _prepare_attacks(attacks, preset, eps, norm, early_stop, seed)
     if eps is not None and norm is None:
@@ -491,7 +520,8 @@ def evaluate(model: nn.Module, data: Data, attacks: Sequence[Attack] | None = No
     if batch_size < 1:
         raise AdvlabError(f"batch_size must be >= 1, got {batch_size}")
     dev = torch.device(device) if device is not None else next((p.device for p in model.parameters()), torch.device("cpu"))
-    parts = list(done)
+    saved = dict(done) if isinstance(done, Mapping) else dict(enumerate(done))
+    parts: dict[int, BatchResult] = {}
     t0 = time.perf_counter()
     it: Iterable[tuple[torch.Tensor, torch.Tensor]] = batches(model, data, batch_size, limit)
     if progress:
@@ -500,14 +530,26 @@ def evaluate(model: nn.Module, data: Data, attacks: Sequence[Attack] | None = No
         total = math.ceil(len(data[1]) / batch_size) if isinstance(data, tuple) else None
         it = tqdm(it, desc="evaluate", unit="batch", total=total, leave=False, dynamic_ncols=True)
     for b, (xb, yb) in enumerate(it):
-        if b < len(done):
+        if b in saved:
+            parts[b] = saved[b]
             continue
-        xb, yb = xb.to(dev), yb.to(dev).long()
+        if units is not None and not units(b):
+            continue
+        xb, yb = _to_device(xb, dev), _to_device(yb, dev).long()
         if xb.numel() and (float(xb.min()) < 0 or float(xb.max()) > 1):
             raise AdvlabError("images must be in [0, 1]; advlab models carry their own normalization")
         part = run_batch(model, xb, yb, attacks, eps=eps, norm=norm, attack_misclassified=attack_misclassified,
-                         sanity=sanity, first=b == 0, keep_adversarials=keep_adversarials)  # fmt: skip
-        parts.append(part)
+                         sanity=sanity, first=b == 0, keep_adversarials=keep_adversarials, attack_model=attack_model)  # fmt: skip
+        parts[b] = part
         if on_batch is not None:
             on_batch(b, part)
-    return summarize(parts, attacks, shown_eps, shown_norm, time.perf_counter() - t0)
+    if not parts and units is not None:
+        raise AdvlabError("no batch to evaluate: units= selected none and done= holds none")
+    return summarize([parts[b] for b in sorted(parts)], attacks, shown_eps, shown_norm, time.perf_counter() - t0)
+
+
+def _to_device(t: torch.Tensor, dev: torch.device) -> torch.Tensor:
+    """``t`` on ``dev``; a CPU batch bound for a GPU goes through pinned memory (asynchronous copy)."""
+    if dev.type == "cuda" and t.device.type == "cpu":
+        return t.pin_memory().to(dev, non_blocking=True)
+    return t.to(dev)

@@ -25,8 +25,8 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import torch
@@ -193,31 +193,46 @@ def measure(model: nn.Module, setting: Setting, x: torch.Tensor, y: torch.Tensor
 
 
 def sweep(model: nn.Module, x: torch.Tensor, y: torch.Tensor, settings: Sequence[Setting], attack: Attack, *,
-          calibration: torch.Tensor | None = None, batch_size: int = 256, done: Sequence[Outcome] = (),
-          on_row: Callable[[int, Outcome], None] | None = None, progress: bool = False) -> list[Outcome]:  # fmt: skip
+          calibration: torch.Tensor | None = None, batch_size: int = 256,
+          done: Sequence[Outcome] | Mapping[int, Outcome] = (), on_row: Callable[[int, Outcome], None] | None = None,
+          progress: bool = False, units: Callable[[int], bool] | None = None) -> list[Outcome]:  # fmt: skip
     """Measure the undefended model and then every setting, on the same ``x``, ``y`` and attack seed.
 
     The first outcome is always the undefended model (the paired tests compare against it). ``done``:
-    outcomes finished earlier (resume); ``on_row(i, outcome)`` is called after each new one.
+    outcomes finished earlier (resume), by row index (a sequence stands for rows 0, 1, ...); ``on_row(i,
+    outcome)`` is called after each new one. ``units(i)``: measure row ``i`` only where it returns True (one
+    shard of a distributed run); the result then holds the rows measured or given in ``done``, in order. A row
+    measured without the undefended row at hand gets its McNemar tests when the rows are merged (a later call
+    whose ``done`` holds row 0): the tests depend only on the saved per-sample correctness, so the merged
+    table equals a single-process one.
     """
     if len(x) != len(y) or len(y) == 0:
         raise AdvlabError("the study needs a non-empty sample set with one label per image")
     rows = [Setting("none"), *[s for s in settings if s.defense != "none"]]
     for s in rows:
         s.check()
-    out = list(done)
-    dense_adv = adversarials(model, attack, x, y, batch_size)
-    it: Any = range(len(out), len(rows))
+    out = dict(done) if isinstance(done, Mapping) else dict(enumerate(done))
+    todo = [i for i in range(len(rows)) if i not in out and (units is None or units(i))]
+    dense_adv = adversarials(model, attack, x, y, batch_size) if todo else None
+    it: Any = todo
     if progress:
         from tqdm import tqdm
 
         it = tqdm(it, desc="study", unit="setting", leave=False, dynamic_ncols=True)
     for i in it:
-        o = measure(model, rows[i], x, y, attack, dense_adv, out[0] if out else None, calibration=calibration, batch_size=batch_size)
-        out.append(o)
+        assert dense_adv is not None
+        o = measure(model, rows[i], x, y, attack, dense_adv, out.get(0), calibration=calibration, batch_size=batch_size)
+        out[i] = o
         if on_row is not None:
             on_row(i, o)
-    return out
+    base = out.get(0)
+    if base is not None:
+        for i, o in out.items():
+            if i > 0 and o.row.p_clean is None:
+                row = replace(o.row, p_clean=mcnemar(base.clean_correct, o.clean_correct),
+                              p_robust=mcnemar(base.robust_correct, o.robust_correct))  # fmt: skip
+                out[i] = Outcome(row, o.clean_correct, o.robust_correct)
+    return [out[i] for i in sorted(out)]
 
 
 def default_settings(model: nn.Module, defense: str) -> list[Setting]:

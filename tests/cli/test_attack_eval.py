@@ -136,6 +136,25 @@ def test_attack_resumes_an_interrupted_run_to_the_same_result(tmp_path: Path, mo
     assert not list(out.glob("batch_*"))
 
 
+def test_eval_with_amp_channels_last_and_a_memory_sized_batch(tmp_path: Path) -> None:
+    base = ["eval", *DIGITS, "--attack", "pgd", "--eps", "0.1", "--steps", "10", "--json"]
+    rc, plain, err = run_cli([*base, "--out", str(tmp_path / "plain")])
+    assert rc == 0, err
+    out = tmp_path / "fast"
+    rc, fast, err = run_cli([*base, "--amp", "--channels-last", "--batch-size", "auto", "--out", str(out)])
+    assert rc == 0, err
+    m, p = json.loads(fast), json.loads(plain)
+    assert "bfloat16" in json.loads((out / "metrics.json").read_text())["amp"]
+    assert isinstance(json.loads((out / "config.json").read_text())["batch_size"], int)
+    assert abs(m["robust_accuracy"] - p["robust_accuracy"]) <= 0.15  # the strength effect is measured in benchmarks/amp_strength.py
+    t = load_file(str(out / "adversarials.safetensors"))
+    model = zoo.load("digits-cnn")
+    with torch.no_grad():
+        pred = model(t["x_adv"]).argmax(1)  # float32: every success --amp counts is real
+    broken = t["broken_by"] >= 0
+    assert broken.any() and (pred[broken] != t["clean_pred"][broken]).all()
+
+
 @pytest.mark.parametrize(
     "argv, message",
     [
@@ -148,6 +167,7 @@ def test_attack_resumes_an_interrupted_run_to_the_same_result(tmp_path: Path, mo
         (["eval", *DIGITS], "--eps is required"),
         (["eval", *DIGITS, "--eps", "0.1", "--steps", "3"], "preset fixes its own settings"),
         (["eval", *DIGITS, "--eps", "8/0"], "not a number"),
+        (["eval", *DIGITS, "--eps", "0.5/255", "--amp"], "below 1/255"),
     ],
 )
 def test_bad_arguments_give_one_line_and_exit_2(argv: list[str], message: str, tmp_path: Path) -> None:

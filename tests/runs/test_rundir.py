@@ -11,7 +11,7 @@ import torch
 
 from advlab import runs
 from advlab.errors import AdvlabError
-from advlab.runs import RunExists, atomic_write, format_number, run_name, start
+from advlab.runs import RunExists, atomic_write, attach, format_number, run_name, start
 
 
 def _partial(final: Path) -> Path:
@@ -206,6 +206,29 @@ def test_resumed_run_that_errors_keeps_its_partial(tmp_path: Path) -> None:
         with start(final, {}, resume=True) as run:
             raise ValueError("again")
     assert (_partial(final) / "work.txt").read_text() == "w"
+
+
+def test_batches_with_gaps_and_a_second_process_attaching(tmp_path: Path) -> None:
+    final = tmp_path / "run"
+    with pytest.raises(KeyboardInterrupt):
+        with start(final, {}) as run:
+            with pytest.raises(AdvlabError, match="no run in progress"):
+                attach(tmp_path / "other")
+            other = attach(final)  # another rank writes into the same partial directory
+            assert other.path == run.path and other.final == final and other.checkpointed
+            run.save_batch(0, {"t": torch.zeros(2)}, {"b": 0})
+            other.save_batch(3, {"t": torch.ones(2)}, {"b": 3})
+            (run.path / "batch_00002.safetensors").write_bytes(b"cut off mid-save: no JSON sidecar")
+            assert run.batch_indices() == [0, 3]
+            assert [len(run.load_batches())] == [1]  # the prefix view stops at the first gap
+            states = run.load_batch_map()
+            assert sorted(states) == [0, 3] and states[3][1] == {"b": 3} and torch.equal(states[3][0]["t"], torch.ones(2))
+            assert sorted(run.load_batch_map([3, 4])) == [3]
+            raise KeyboardInterrupt
+    with start(final, {}, resume=True) as run:
+        assert run.batch_indices() == [0, 3]
+        run.clear_batches()
+        assert run.batch_indices() == []
 
 
 def test_run_helpers_and_nested_out(tmp_path: Path) -> None:

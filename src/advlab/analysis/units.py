@@ -41,7 +41,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from advlab.analysis.layers import first_tensor, features
+from advlab.analysis.layers import features, first_tensor
 
 #: the suffix that asks for a module's input instead of its output
 INPUT_SUFFIX = ":input"

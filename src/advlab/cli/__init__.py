@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 
@@ -24,6 +25,8 @@ from advlab.cli.common import Formatter, OneLineParser
 from advlab.errors import AdvlabError
 
 COMMANDS = (demo, info, classify, attack, evaluate, transfer, prototypes, study, analyze, detect, train)
+#: the commands that ``torchrun -m advlab`` shards over its processes (see :mod:`advlab.distributed`)
+SHARDED = frozenset({"eval", "attack", "prototypes", "study"})
 
 DESCRIPTION = """advlab: adversarial examples on image classifiers.
 
@@ -74,16 +77,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     args.argv = argv
     args.debug = getattr(args, "debug", False)
     args.quiet = getattr(args, "quiet", False)
+    if args.command not in SHARDED and os.environ.get("WORLD_SIZE", "1").strip() not in ("", "1"):
+        print(f"advlab {args.command}: error: only {', '.join(sorted(SHARDED))} share their work over torchrun's processes; "
+              "run this command without torchrun", file=sys.stderr)  # fmt: skip
+        return 2
     try:
         return int(args.func(args) or 0)
     except AdvlabError as e:
         if args.debug:
             raise
-        print(f"advlab {args.command}: error: {e}", file=sys.stderr)
+        sys.stderr.write(f"advlab {args.command}: error: {e}\n")  # one write: ranks under torchrun share the stream
         return 2
     except BrokenPipeError:  # `advlab ... | head`: the reader left; stop quietly
-        import os
-
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
     except KeyboardInterrupt:
@@ -91,3 +96,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         print(f"advlab {args.command}: interrupted; a partial run (if any) is kept for --resume", file=sys.stderr)
         return 130
+    finally:
+        from advlab import distributed
+
+        distributed.teardown()  # under torchrun: leave the process group (nothing otherwise)

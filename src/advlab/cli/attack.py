@@ -12,27 +12,32 @@ import argparse
 import csv
 import io
 import json
+import math
 import time
 from typing import Any
 
 import torch
 
-from advlab import runs, zoo
+from advlab import distributed, runs, zoo
 from advlab.attacks.base import Target
 from advlab.attacks.catalog import attack_classes, make
 from advlab.cli.common import (
     Formatter,
+    add_device_args,
     add_model_args,
     add_run_args,
     build_model,
+    check_resumable,  # noqa: F401 - re-exported: other commands import it from here
     command_line,
     default_out,
     load_data_for,
     number,
+    place_model,
     positive_int,
     progress,
     say,
 )
+from advlab.cli.shards import Shards, open_shards
 from advlab.errors import AdvlabError
 
 #: (flag, attack field, type, help) for every attack option the CLI passes through
@@ -113,6 +118,7 @@ def register(sub: argparse._SubParsersAction, flags: argparse.ArgumentParser) ->
     p.add_argument("--batch-size", type=positive_int, default=128)
     p.add_argument("--pngs", type=int, default=100, help="write PNG files for the first N adversarial examples")
     p.add_argument("--json", action="store_true", help="print metrics as JSON")
+    add_device_args(p)
     add_run_args(p, resume=True)
     p.set_defaults(func=run)
 
@@ -132,17 +138,6 @@ def parse_target(text: str | None, info: zoo.ModelInfo) -> Target:
     raise AdvlabError(f"unknown target {text!r}: give a class index 0..{info.num_classes - 1}, a class name of {info.name}, 'random' or 'least-likely'")
 
 
-def check_resumable(run: runs.Run, config: dict[str, Any]) -> None:
-    """A resumed run must have been started with the same settings (the command line may differ in --resume)."""
-    saved_path = run.path / "config.json"
-    if not run.resumed or not saved_path.exists():
-        return
-    saved = json.loads(saved_path.read_text())
-    diff = [k for k, v in config.items() if k != "command" and json.loads(json.dumps(v)) != saved.get(k)]
-    if diff:
-        raise AdvlabError(f"{run.final} was started with other settings ({', '.join(diff)}); use --force to start over")
-
-
 def csv_text(rows: list[dict[str, Any]]) -> str:
     buf = io.StringIO()
     if rows:
@@ -157,7 +152,8 @@ def short(name: str, n: int = 18) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    model = build_model(args)
+    dist = distributed.setup(args.device)
+    model = place_model(build_model(args), dist.device, args.channels_last)
     info: zoo.ModelInfo = model.info  # type: ignore[assignment]
     atk = make(args.attack, **attack_options(args))
     target = parse_target(args.target, info)
@@ -170,14 +166,22 @@ def run(args: argparse.Namespace) -> int:
     out = args.out or default_out(name)
     config = {"command": command_line(args.argv), "model": args.model, "weights": args.weights, "data": args.data,
               "limit": args.limit, "attack": repr(atk), "target": args.target, "batch_size": args.batch_size}  # fmt: skip
-    with runs.start(out, config, force=args.force, resume=args.resume) as run_dir:
-        if run_dir.resumed and run_dir.path == run_dir.final:
-            say(args, f"{out} is complete already")
+    n_units = math.ceil(len(x) / args.batch_size)
+    with open_shards(dist, out, config, n_units, force=args.force, resume=args.resume,
+                     unit_name=f"a batch of {args.batch_size} images") as opened:  # fmt: skip
+        sh = opened.shards
+        if sh is None:
+            if dist.is_main():
+                say(args, f"{out} is complete already")
             return 0
-        check_resumable(run_dir, config)
-        cols = _attack_batches(model, atk, x, y, target, args, run_dir)
+        with sh.working():
+            _attack_batches(model, atk, x, y, target, args, sh, dist.device)
+        if not dist.is_main():
+            return 0
+        cols = _columns(sh.load_all(lambda t, j: (t, j)))
         metrics = _metrics(cols, y, atk, info, args)
-        _write(run_dir, x, y, cols, metrics, info, args)
+        sh.finish()
+        _write(sh.run, x, y, cols, metrics, info, args)
     if args.json:
         print(json.dumps(metrics, indent=2))
     else:
@@ -190,17 +194,13 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _attack_batches(model: torch.nn.Module, atk: Any, x: torch.Tensor, y: torch.Tensor, target: Target,
-                    args: argparse.Namespace, run_dir: runs.Run) -> dict[str, torch.Tensor]:  # fmt: skip
-    """Attack batch by batch, saving each batch's columns as it ends; a resumed run skips the saved batches."""
-    saved = run_dir.load_batches()
-    cols: dict[str, list[torch.Tensor]] = {}
-    for tensors, _ in saved:
-        for k, v in tensors.items():
-            cols.setdefault(k, []).append(v)
-    seconds = sum(float(info["seconds"]) for _, info in saved)
-    starts = range(len(saved) * args.batch_size, len(x), args.batch_size)
-    for b, i in enumerate(progress(starts, args.quiet, desc=atk.name, unit="batch", total=len(starts)), start=len(saved)):
-        xb, yb = x[i : i + args.batch_size], y[i : i + args.batch_size]
+                    args: argparse.Namespace, sh: Shards, device: torch.device) -> None:  # fmt: skip
+    """Attack this rank's batches that are not saved yet, saving each batch's columns (on the CPU) as it ends."""
+    todo = sh.todo()
+    show = not args.quiet and sh.dist.is_main()
+    for b in progress(todo, not show, desc=atk.name, unit="batch", total=len(todo)):
+        i = b * args.batch_size
+        xb, yb = x[i : i + args.batch_size].to(device), y[i : i + args.batch_size].to(device)
         t0 = time.perf_counter()
         with torch.no_grad():
             clean = model(xb)
@@ -209,18 +209,22 @@ def _attack_batches(model: torch.nn.Module, atk: Any, x: torch.Tensor, y: torch.
         except ValueError as e:
             raise AdvlabError(f"{atk.name}: {e}") from None
         dt = time.perf_counter() - t0
-        seconds += dt
         tgt = res.target if res.target is not None else torch.full_like(yb, -1)
         part = {"x_adv": res.x_adv, "clean_logits": clean, "adv_logits": res.logits, "success": res.success, "target": tgt,
                 "l0": res.l0, "l2": res.l2, "linf": res.linf, "forwards": res.forwards, "backwards": res.backwards}  # fmt: skip
         if res.min_eps is not None:
             part["min_eps"] = res.min_eps
-        part = {k: v.detach().cpu() for k, v in part.items()}
-        run_dir.save_batch(b, part, {"seconds": dt})
-        for k, v in part.items():
+        sh.save(b, {k: v.detach().cpu() for k, v in part.items()}, {"seconds": dt})
+
+
+def _columns(states: dict[int, tuple[dict[str, torch.Tensor], dict[str, Any]]]) -> dict[str, torch.Tensor]:
+    """The saved batches joined in order; ``seconds`` is their summed attack time."""
+    cols: dict[str, list[torch.Tensor]] = {}
+    for b in sorted(states):
+        for k, v in states[b][0].items():
             cols.setdefault(k, []).append(v)
     out = {k: torch.cat(v) for k, v in cols.items()}
-    out["seconds"] = torch.tensor(seconds)
+    out["seconds"] = torch.tensor(sum(float(j["seconds"]) for _, j in states.values()))
     return out
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import shlex
 import sys
@@ -13,7 +14,7 @@ from typing import Any, TypeVar
 
 import torch
 
-from advlab import data, zoo
+from advlab import data, runs, zoo
 from advlab.errors import AdvlabError
 
 T = TypeVar("T")
@@ -75,6 +76,22 @@ def add_run_args(p: argparse.ArgumentParser, resume: bool = False) -> None:
         p.add_argument("--resume", action="store_true", help="continue an interrupted run in the same directory")
 
 
+def add_device_args(p: argparse.ArgumentParser) -> None:
+    """--device and --channels-last (commands that torchrun can shard: eval, attack, prototypes, study prune)."""
+    g = p.add_argument_group("device (under torchrun -m advlab, every process takes the same arguments; see advlab.distributed)")
+    g.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N; under torchrun, cuda is each process's own GPU (cuda:LOCAL_RANK)")
+    g.add_argument("--channels-last", action="store_true",
+                   help="convolution weights in channels_last memory format (faster on GPUs with tensor cores; results may differ in the last bits)")  # fmt: skip
+
+
+def place_model(model: torch.nn.Module, device: torch.device, channels_last: bool = False) -> torch.nn.Module:
+    """``model`` on ``device``, in channels_last memory format if asked (``.info`` is kept: the module is moved in place)."""
+    model = model.to(device)
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+    return model
+
+
 def build_model(args: argparse.Namespace, pretrained: bool = True) -> torch.nn.Module:
     return zoo.load(args.model, weights=args.weights, mean=args.mean, std=args.std, pretrained=pretrained)
 
@@ -112,6 +129,17 @@ def progress(items: Iterable[T], quiet: bool, **kw: Any) -> Iterable[T]:
 
 def command_line(argv: Sequence[str] | None) -> str:
     return "advlab " + " ".join(shlex.quote(a) for a in (sys.argv[1:] if argv is None else argv))
+
+
+def check_resumable(run: runs.Run, config: dict[str, Any]) -> None:
+    """A resumed run must have been started with the same settings (the command line may differ in --resume)."""
+    saved_path = run.path / "config.json"
+    if not run.resumed or not saved_path.exists():
+        return
+    saved = json.loads(saved_path.read_text())
+    diff = [k for k, v in config.items() if k != "command" and json.loads(json.dumps(v)) != saved.get(k)]
+    if diff:
+        raise AdvlabError(f"{run.final} was started with other settings ({', '.join(diff)}); use --force to start over")
 
 
 def default_out(name: str) -> Path:

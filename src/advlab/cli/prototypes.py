@@ -4,7 +4,8 @@ The run directory (named by the seed's convention, e.g. ``digits-cnn_digits-min-
 prototypes.safetensors (prototypes, start images, every trajectory, snapshots), trajectories.csv (one row per
 pair and step), grid.png (the prototypes with class names and confidences), strips.png (snapshots over the
 steps), probability.png, grad_norm.png and recognition.png (plots), metrics.json and report.html. Work is saved
-after every batch; --resume continues an interrupted run, and the same seed gives the same prototypes.
+after every batch; --resume continues an interrupted run, and the same seed gives the same prototypes. Under
+``torchrun -m advlab prototypes`` the batches of pairs are shared out over the processes (:mod:`advlab.distributed`).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import argparse
 import html
 import json
+import math
 import sys
 import time
 from pathlib import Path
@@ -19,19 +21,22 @@ from typing import Any
 
 import torch
 
-from advlab import prototypes, runs, zoo
-from advlab.cli.attack import check_resumable, csv_text, short
+from advlab import distributed, prototypes, runs, zoo
+from advlab.cli.attack import csv_text, short
 from advlab.cli.common import (
     Formatter,
+    add_device_args,
     add_model_args,
     add_run_args,
     build_model,
     command_line,
     default_out,
     number,
+    place_model,
     positive_int,
     say,
 )
+from advlab.cli.shards import open_shards
 from advlab.errors import AdvlabError
 from advlab.prototypes import Config, Evolution, Prototypes
 
@@ -59,7 +64,8 @@ def register(sub: argparse._SubParsersAction, flags: argparse.ArgumentParser) ->
         "  advlab prototypes --model efficientnet-lite0 --start noise:gaussian --targets goldfish,wombat --tv 0.05 --jitter 4",
     )  # fmt: skip
     add_model_args(p)
-    p.add_argument("--start", "-s", default="blank:gray", help="start spec (default blank:gray)")
+    p.add_argument("--start", "-s", default="blank:gray",
+                   help="start spec (default blank:gray); under torchrun write -s: torchrun reads --start as its --start-method")  # fmt: skip
     p.add_argument("--limit", type=positive_int, help="only the first N images of a data start")
     p.add_argument("--targets", "-t", default="all", help="all, a range 0-9, or a list 3,7 (indices or class names)")
     g = p.add_argument_group("generator")
@@ -81,6 +87,7 @@ def register(sub: argparse._SubParsersAction, flags: argparse.ArgumentParser) ->
                    help="another model that scores the prototypes (repeatable), e.g. efficientnet-lite1 or digits-cnn=other.safetensors")  # fmt: skip
     o.add_argument("--batch-size", type=positive_int, help="pairs per batch (default: sized to memory)")
     o.add_argument("--json", action="store_true", help="print metrics as JSON")
+    add_device_args(p)
     add_run_args(p, resume=True)
     p.set_defaults(func=run)
 
@@ -109,7 +116,8 @@ def _judges(specs: list[str], info: zoo.ModelInfo) -> list[tuple[str, torch.nn.M
 
 
 def run(args: argparse.Namespace) -> int:
-    model = build_model(args)
+    dist = distributed.setup(args.device)
+    model = place_model(build_model(args), dist.device, args.channels_last)
     info: zoo.ModelInfo = model.info  # type: ignore[assignment]
     config = Config(mode=args.mode, method=args.method, eps=args.eps, alpha=args.alpha, steps=args.steps, tol=args.tol,
                     momentum=args.momentum, tv=args.tv, jitter=args.jitter, blur=args.blur, seed=args.seed,
@@ -127,39 +135,54 @@ def run(args: argparse.Namespace) -> int:
     judges = _judges(args.judge, info)
     name = runs.run_name(info.name, info.dataset, config.mode, starts.kind, config.method, config.eps, config.step_size)
     out = args.out or default_out(name)
-    bs = args.batch_size or _saved_batch_size(out, args) or prototypes.auto_batch_size(model, starts.x[:1], config.mode)
+    bs = args.batch_size or _saved_batch_size(out, args) or prototypes.auto_batch_size(model, starts.x[:1].to(dist.device), config.mode)
+    bs = prototypes.pairs_per_batch(int(dist.share(bs)), len(targets))  # rank 0's: free memory differs between processes
     saved_config = {"command": command_line(args.argv), "model": args.model, "weights": args.weights, "start": args.start,
                     "limit": args.limit, "targets": targets, "config": repr(config), "batch_size": bs}  # fmt: skip
-    with runs.start(out, saved_config, force=args.force, resume=args.resume) as run_dir:
-        if run_dir.resumed and run_dir.path == run_dir.final:
-            say(args, f"{out} is complete already")
+    n_units = math.ceil(len(starts.x) * len(targets) / bs)
+    with open_shards(dist, out, saved_config, n_units, force=args.force, resume=args.resume,
+                     unit_name=f"a batch of {bs} (start, target) pairs") as opened:  # fmt: skip
+        sh = opened.shards
+        if sh is None:
+            if dist.is_main():
+                say(args, f"{out} is complete already")
             return 0
-        check_resumable(run_dir, saved_config)
-        batches = run_dir.load_batches()
-        saved = [Evolution.from_tensors(t) for t, _ in batches]
-        seconds = [float(i["seconds"]) for _, i in batches]
-        parts = list(saved)
+        run_dir = sh.run
+        saved = {} if dist.distributed else sh.saved(lambda t, j: (Evolution.from_tensors(t), float(j["seconds"])))
+        parts = {b: ev for b, (ev, _) in saved.items()}
+        seconds = {b: sec for b, (_, sec) in saved.items()}
         clock = [time.perf_counter()]
 
         def save(b: int, ev: Evolution) -> None:
             now = time.perf_counter()
-            seconds.append(now - clock[0])
+            seconds[b] = now - clock[0]
             clock[0] = now
-            run_dir.save_batch(b, ev.tensors(), {"seconds": seconds[-1]})
-            parts.append(ev)
+            sh.save(b, ev.tensors(), {"seconds": seconds[b]})
+            parts[b] = ev
 
+        result: Prototypes | None = None
         try:
-            result = prototypes.generate(
-                model, starts, targets, config, batch_size=bs, strip_pairs=strips_pairs(targets, strips),
-                progress=not args.quiet and sys.stderr.isatty(), done=saved, on_batch=save,
-            )  # fmt: skip
+            with sh.working():
+                if sh.todo():
+                    result = prototypes.generate(
+                        model, starts, targets, config, batch_size=bs, strip_pairs=strips_pairs(targets, strips),
+                        progress=dist.is_main() and not args.quiet and sys.stderr.isatty(), done=parts, on_batch=save, units=sh.mine,
+                    )  # fmt: skip
         except KeyboardInterrupt:
-            if parts:  # leave what is done viewable in the partial directory; the batch files stay for --resume
-                partial = Prototypes(starts, targets, config, Evolution.cat(parts), list(info.class_names))
-                metrics = {"partial": True, **_metrics(partial, model, info, judges, sum(seconds), args)}
+            if parts and not dist.distributed:  # leave what is done viewable in the partial directory; the batch files stay for --resume
+                partial = Prototypes(starts, targets, config, Evolution.cat([parts[b] for b in sorted(parts)]), list(info.class_names))
+                metrics = {"partial": True, **_metrics(partial, model, info, judges, sum(seconds.values()), args)}
                 _write(run_dir, partial, info, metrics, final=False)
             raise
-        metrics = _metrics(result, model, info, judges, sum(seconds), args)
+        if not dist.is_main():
+            return 0
+        if result is None or dist.distributed:  # merge every saved batch exactly as one process would
+            everything = sh.load_all(lambda t, j: (Evolution.from_tensors(t), float(j["seconds"])))
+            seconds = {b: sec for b, (_, sec) in everything.items()}
+            result = prototypes.generate(model, starts, targets, config, batch_size=bs, strip_pairs=strips_pairs(targets, strips),
+                                         done={b: ev for b, (ev, _) in everything.items()})  # fmt: skip
+        metrics = _metrics(result, model, info, judges, sum(seconds.values()), args)
+        sh.finish()
         _write(run_dir, result, info, metrics)
     if args.json:
         print(json.dumps(metrics, indent=2))

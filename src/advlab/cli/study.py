@@ -2,7 +2,9 @@
 
 The run directory holds study.md (the seed's table layout), study.csv (every number, with 95% intervals and
 McNemar p-values), metrics.json, one accuracy-vs-setting plot per defense and report.html. Each setting is
-saved as it finishes; --resume continues an interrupted sweep.
+saved as it finishes; --resume continues an interrupted sweep. Under ``torchrun -m advlab study prune`` the
+settings are shared out over the processes (:mod:`advlab.distributed`); the McNemar tests against the
+undefended row are completed when rank 0 merges the rows.
 """
 
 from __future__ import annotations
@@ -14,20 +16,23 @@ from typing import Any
 
 import torch
 
-from advlab import runs, study, zoo
+from advlab import distributed, runs, study, zoo
 from advlab.attacks.catalog import make
-from advlab.cli.attack import add_attack_args, attack_options, check_resumable, csv_text
+from advlab.cli.attack import add_attack_args, attack_options, csv_text
 from advlab.cli.common import (
     Formatter,
+    add_device_args,
     add_model_args,
     add_run_args,
     build_model,
     command_line,
     default_out,
     load_data_for,
+    place_model,
     positive_int,
     say,
 )
+from advlab.cli.shards import open_shards
 from advlab.errors import AdvlabError
 from advlab.study import Outcome, Row, Setting
 
@@ -63,6 +68,7 @@ def register(sub: argparse._SubParsersAction, flags: argparse.ArgumentParser) ->
                    help="images (the first N of the sample set, unlabelled use) that calibrate clamp bounds (default 128)")  # fmt: skip
     q.add_argument("--batch-size", type=positive_int, default=256)
     q.add_argument("--json", action="store_true", help="print the rows as JSON")
+    add_device_args(q)
     add_run_args(q, resume=True)
     q.set_defaults(func=run)
 
@@ -98,7 +104,8 @@ def _default_eps(info: zoo.ModelInfo) -> float:
 
 
 def run(args: argparse.Namespace) -> int:
-    model = build_model(args)
+    dist = distributed.setup(args.device)
+    model = place_model(build_model(args), dist.device, args.channels_last)
     info: zoo.ModelInfo = model.info  # type: ignore[assignment]
     defenses = [d.strip() for d in args.defense.split(",") if d.strip()]
     settings = parse_settings(args.settings, defenses, model)
@@ -113,24 +120,35 @@ def run(args: argparse.Namespace) -> int:
     out = args.out or default_out(runs.run_name(info.name, info.dataset, "prune", desc.dataset, atk.name, eps if isinstance(eps, float) else None))
     config = {"command": command_line(args.argv), "model": args.model, "weights": args.weights, "data": args.data, "limit": args.limit,
               "attack": repr(atk), "settings": [[s.defense, s.value] for s in settings], "calibration": args.calibration}  # fmt: skip
-    with runs.start(out, config, force=args.force, resume=args.resume) as run_dir:
-        if run_dir.resumed and run_dir.path == run_dir.final:
-            say(args, f"{out} is complete already")
+    n_units = 1 + len(settings)
+    with open_shards(dist, out, config, n_units, force=args.force, resume=args.resume,
+                     unit_name="a defense setting (0: the undefended model)") as opened:  # fmt: skip
+        sh = opened.shards
+        if sh is None:
+            if dist.is_main():
+                say(args, f"{out} is complete already")
             return 0
-        check_resumable(run_dir, config)
-        done = [_outcome(t, info_) for t, info_ in run_dir.load_batches()]
 
         def save(i: int, o: Outcome) -> None:
-            run_dir.save_batch(i, {"clean_correct": o.clean_correct, "robust_correct": o.robust_correct}, o.row.to_dict())
+            sh.save(i, {"clean_correct": o.clean_correct, "robust_correct": o.robust_correct}, o.row.to_dict())
 
+        common = {"calibration": x[: args.calibration], "batch_size": args.batch_size}
+        outcomes: list[Outcome] | None = None
         try:
-            outcomes = study.sweep(model, x, y, settings, atk, calibration=x[: args.calibration], batch_size=args.batch_size,
-                                   done=done, on_row=save, progress=not args.quiet and sys.stderr.isatty())  # fmt: skip
+            with sh.working():
+                if sh.todo():
+                    outcomes = study.sweep(model, x, y, settings, atk, **common, done={} if dist.distributed else sh.saved(_outcome),
+                                           on_row=save, units=sh.mine, progress=dist.is_main() and not args.quiet and sys.stderr.isatty())  # fmt: skip
+            if not dist.is_main():
+                return 0
+            if outcomes is None or dist.distributed:  # merge every saved row exactly as one process would
+                outcomes = study.sweep(model, x, y, settings, atk, **common, done=sh.load_all(_outcome))
         except ValueError as e:
             raise AdvlabError(str(e)) from None
         rows = study.table(outcomes)
         metrics = {"model": info.name, "data": args.data, "n": len(y), "attack": repr(atk), "rows": rows}
-        _write(run_dir, outcomes, rows, metrics, info)
+        sh.finish()
+        _write(sh.run, outcomes, rows, metrics, info)
     if args.json:
         print(json.dumps(rows, indent=2))
     else:

@@ -14,7 +14,7 @@ of :func:`evolve`, and ``on_batch``/``done`` let a caller save each batch and re
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -41,7 +41,7 @@ from advlab.prototypes.measures import (
 from advlab.prototypes.starts import Starts, parse_start
 
 __all__ = ["METHODS", "MODES", "Config", "Evolution", "Prototypes", "Starts", "auto_batch_size", "class_probabilities",
-           "evolve", "gaussian_blur", "generate", "inception_score", "judge", "parse_start", "parse_targets",
+           "evolve", "gaussian_blur", "generate", "inception_score", "judge", "pairs_per_batch", "parse_start", "parse_targets",
            "recognition_points", "summarize", "total_variation"]  # fmt: skip
 
 #: at most this many pairs per batch, whatever the memory (larger batches gain nothing on a CPU)
@@ -140,15 +140,20 @@ def _device(model: nn.Module) -> torch.device:
 
 def generate(model: nn.Module, start: str | torch.Tensor | Starts = "blank:gray", targets: str | Sequence[int] | torch.Tensor = "all",
              config: Config | None = None, *, batch_size: int | None = None, strip_pairs: Sequence[int] | None = None,
-             limit: int | None = None, progress: bool = False, done: Sequence[Evolution] = (),
-             on_batch: Callable[[int, Evolution], None] | None = None) -> Prototypes:  # fmt: skip
+             limit: int | None = None, progress: bool = False, done: Sequence[Evolution] | Mapping[int, Evolution] = (),
+             on_batch: Callable[[int, Evolution], None] | None = None,
+             units: Callable[[int], bool] | None = None) -> Prototypes:  # fmt: skip
     """Evolve every (start, target) pair; see the module docstring.
 
     ``start``: a start spec (:mod:`advlab.prototypes.starts`), a tensor of start images, or :class:`Starts`.
     ``targets``: see :func:`parse_targets`. ``batch_size``: pairs per batch (default :func:`auto_batch_size`;
     rounded down to whole starts when it holds at least one). ``strip_pairs``: pairs whose snapshots are kept
-    (default: the first start's first 10 targets). ``done``: batches finished earlier (resume); ``on_batch(b,
-    evolution)`` is called after each new batch. The same config (seed) gives the same prototypes.
+    (default: the first start's first 10 targets). ``done``: batches finished earlier (resume), by batch index
+    (a sequence stands for batches 0, 1, ...); ``on_batch(b, evolution)`` is called after each new batch.
+    ``units(b)``: evolve batch ``b`` only where it returns True (one shard of a distributed run; every shard
+    must use the same ``batch_size``); the result then holds the batches evolved or given in ``done``. Batch
+    ``b`` is seeded by ``b`` alone, so the same config (seed) and batch size give the same prototypes however
+    the batches are spread over calls and processes.
     """
     config = config or Config()
     try:
@@ -172,16 +177,17 @@ def generate(model: nn.Module, start: str | torch.Tensor | Starts = "blank:gray"
         num_classes = info.num_classes if info is not None else int(model(starts.x[:1].to(dev)).shape[1])
     target_list = parse_targets(targets, num_classes, class_names)
     n_t, n_pairs = len(target_list), len(starts.x) * len(target_list)
-    bs = batch_size or auto_batch_size(model, starts.x[:1].to(dev), config.mode)
-    if bs >= n_t:
-        bs = bs // n_t * n_t
+    bs = pairs_per_batch(batch_size or auto_batch_size(model, starts.x[:1].to(dev), config.mode), n_t)
     strip_set = set(strip_pairs) if strip_pairs is not None else set(range(min(10, n_t)))
     tg = torch.tensor(target_list)
-    parts = list(done)
-    begin = sum(len(p.target) for p in parts)
-    if begin % bs and begin < n_pairs:
-        raise AdvlabError(f"the saved batches hold {begin} pairs, not a multiple of the batch size {bs}: resume with the same --batch-size")
-    chunks = list(range(begin, n_pairs, bs))
+    saved = dict(done) if isinstance(done, Mapping) else dict(enumerate(done))
+    for b, p in saved.items():
+        want = min(bs, n_pairs - b * bs)
+        if len(p.target) != want:
+            raise AdvlabError(f"saved batch {b} holds {len(p.target)} pairs, not the {max(want, 0)} of batch size {bs}: "
+                              "resume with the same --batch-size")  # fmt: skip
+    parts = dict(saved)
+    chunks = [lo for lo in range(0, n_pairs, bs) if lo // bs not in saved and (units is None or units(lo // bs))]
     it: Any = chunks
     if progress:
         from tqdm import tqdm
@@ -193,9 +199,15 @@ def generate(model: nn.Module, start: str | torch.Tensor | Starts = "blank:gray"
         snap = torch.tensor([i for i, p in enumerate(pairs.tolist()) if p in strip_set], dtype=torch.long)
         ev = evolve(model, starts.x[s_idx].to(dev), tg[t_idx], config, start=s_idx, snapshot_pairs=snap, batch_seed=lo // bs)
         ev = Evolution.from_tensors(ev.tensors())  # on the CPU: a run's records never pile up on the device
-        parts.append(ev)
+        parts[lo // bs] = ev
         if on_batch is not None:
-            on_batch(len(parts) - 1, ev)
+            on_batch(lo // bs, ev)
     if not parts:
         raise AdvlabError("nothing to evolve")
-    return Prototypes(starts, target_list, config, Evolution.cat(parts), class_names)
+    return Prototypes(starts, target_list, config, Evolution.cat([parts[b] for b in sorted(parts)]), class_names)
+
+
+def pairs_per_batch(batch_size: int, n_targets: int) -> int:
+    """The batch size :func:`generate` uses for ``batch_size`` pairs: rounded down to whole starts (all
+    targets of a start together) when it holds at least one start."""
+    return batch_size // n_targets * n_targets if batch_size >= n_targets else batch_size

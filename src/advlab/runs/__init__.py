@@ -12,6 +12,6 @@ Layout: ``config.json`` (command, arguments, seed, versions: enough to re-run), 
 from __future__ import annotations
 
 from advlab.runs.naming import format_number, run_name
-from advlab.runs.rundir import Run, RunExists, atomic_write, start
+from advlab.runs.rundir import Run, RunExists, atomic_write, attach, start
 
-__all__ = ["Run", "RunExists", "atomic_write", "format_number", "run_name", "start"]
+__all__ = ["Run", "RunExists", "atomic_write", "attach", "format_number", "run_name", "start"]

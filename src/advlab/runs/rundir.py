@@ -9,7 +9,7 @@ import shutil
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -145,10 +145,40 @@ class Run:
             out.append(state)
         return out
 
+    def batch_indices(self) -> list[int]:
+        """The indices of every saved batch, in order, gaps allowed (ranks of a distributed run save theirs
+        independently; a batch cut off mid-save, tensors without their JSON sidecar, does not count)."""
+        out = []
+        for p in self.path.glob("batch_[0-9]*.json"):
+            stem = p.name[len("batch_") : -len(".json")]
+            if stem.isdigit() and (self.path / f"batch_{stem}.safetensors").exists():
+                out.append(int(stem))
+        return sorted(out)
+
+    def load_batch_map(self, indices: Iterable[int] | None = None) -> dict[int, tuple[dict[str, torch.Tensor], dict[str, Any]]]:
+        """The saved batches (all of them, or those of ``indices`` that exist) by index, gaps allowed."""
+        out = {}
+        for i in self.batch_indices() if indices is None else indices:
+            state = self.load_state(f"batch_{i:05d}")
+            if state is not None:
+                out[i] = state
+        return out
+
     def clear_batches(self) -> None:
         for p in self.path.glob("batch_[0-9]*.*"):
             if p.suffix in (".safetensors", ".json"):
                 p.unlink(missing_ok=True)
+
+
+def attach(out: str | Path) -> Run:
+    """The partial directory of a run that another process opened with :func:`start` (the other ranks of a
+    distributed run write their units into rank 0's directory). Nothing is created, renamed or removed here;
+    the returned run keeps its state on error (``checkpointed``)."""
+    final = Path(out)
+    partial = final.with_name(final.name + PARTIAL_SUFFIX)
+    if not partial.is_dir():
+        raise AdvlabError(f"no run in progress at {partial} to attach to")
+    return Run(partial, final, resumed=True, checkpointed=True)
 
 
 @contextmanager

@@ -15,6 +15,7 @@ Specs:
 
 from __future__ import annotations
 
+from advlab.zoo.precision import Autocast
 from advlab.zoo.registry import (
     ModelInfo,
     available,
@@ -25,4 +26,4 @@ from advlab.zoo.registry import (
     names,
 )
 
-__all__ = ["ModelInfo", "available", "check_input", "check_labels", "info", "load", "names"]
+__all__ = ["Autocast", "ModelInfo", "available", "check_input", "check_labels", "info", "load", "names"]

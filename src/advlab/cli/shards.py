@@ -1,0 +1,189 @@
+"""One run directory shared by the ranks of ``torchrun -m advlab ...`` (see :mod:`advlab.distributed`).
+
+Rank 0 opens the directory (:func:`advlab.runs.start`: ``--force``, ``--resume`` and the settings check as in
+a single process) and tells the other ranks where it is, which units are saved already (``--resume``), or
+the one-line error every rank then reports. Each rank computes the units it owns that are not saved, saving
+each one (``batch_00007.safetensors`` + ``.json``) as it ends, and writes a status file when its shard is
+done or failed; rank 0 waits for those, loads every unit, merges them as a single process would, writes the
+results and renames the directory. The other ranks print nothing and exit 0.
+
+A single process goes through the same code: it owns every unit.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import torch
+
+from advlab import distributed, runs
+from advlab.cli.common import check_resumable
+from advlab.distributed import Dist
+from advlab.errors import AdvlabError
+
+T = TypeVar("T")
+
+#: the status file each non-main rank leaves when its shard is done or failed
+STATUS = "rank_{:05d}.status.json"
+#: what a distributed or resumed run records about its units
+SHARDS_FILE = "shards.json"
+#: seconds between rank 0's looks at the status files
+POLL = 0.2
+#: seconds rank 0 waits for units that other ranks reported saved to appear (caches of network file systems)
+VISIBLE = 120.0
+
+
+@dataclass
+class Shards:
+    """This rank's view of the shared run: ``units`` in all, those ``reused`` from an earlier launch."""
+
+    dist: Dist
+    run: runs.Run
+    units: int
+    reused: list[int]
+    unit_name: str = "unit"
+    saved_here: list[int] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self._reused = set(self.reused)
+
+    def mine(self, unit: int) -> bool:
+        """Whether this rank computes ``unit`` (it owns it and it is not saved): the ``units=`` of the loops."""
+        return unit not in self._reused and self.dist.owns(unit)
+
+    def todo(self) -> list[int]:
+        return [i for i in range(self.units) if self.mine(i)]
+
+    def save(self, unit: int, tensors: Mapping[str, torch.Tensor], info: Mapping[str, Any]) -> None:
+        """Save one finished unit (then the test hook of :data:`advlab.distributed.CRASH_ENV` may end the process)."""
+        self.run.save_batch(unit, tensors, info)
+        self.saved_here.append(unit)
+        distributed.crash_for_test(self.dist, len(self.saved_here))
+
+    def saved(self, decode: Callable[[dict[str, torch.Tensor], dict[str, Any]], T]) -> dict[int, T]:
+        """The units saved before this launch, decoded (a single process resumes with them)."""
+        return {i: decode(t, j) for i, (t, j) in self.run.load_batch_map(self.reused).items()}
+
+    def load_all(self, decode: Callable[[dict[str, torch.Tensor], dict[str, Any]], T]) -> dict[int, T]:
+        """Every unit, decoded (rank 0's merge); a missing one is an error."""
+        states = self.run.load_batch_map(range(self.units))
+        missing = [i for i in range(self.units) if i not in states]
+        if missing:
+            raise AdvlabError(f"{len(missing)} of {self.units} units are missing from {self.run.path} (first: {missing[0]}); rerun with --resume")
+        return {i: decode(t, j) for i, (t, j) in states.items()}
+
+    @contextmanager
+    def working(self) -> Iterator[None]:
+        """Around this rank's own units. A non-main rank then leaves its status file; rank 0 waits for every
+        other rank's, and raises if one failed or none showed progress for ``$ADVLAB_DIST_TIMEOUT``."""
+        if not self.dist.distributed:
+            yield
+            return
+        if not self.dist.is_main():
+            try:
+                yield
+            except KeyboardInterrupt:
+                raise
+            except BaseException as e:
+                self._status({"ok": False, "error": str(e) or type(e).__name__})
+                raise
+            self._status({"ok": True, "units": self.saved_here})
+            return
+        yield
+        self._wait()
+
+    def _status(self, obj: dict[str, Any]) -> None:
+        self.run.save_json(STATUS.format(self.dist.rank), {"rank": self.dist.rank, **obj})
+
+    def _wait(self) -> None:
+        limit = distributed.timeout().total_seconds()
+        last = time.monotonic()
+        seen = len(self.run.batch_indices())
+        pending = set(range(1, self.dist.world_size))
+        while pending:
+            for r in sorted(pending):
+                p = self.run.file(STATUS.format(r))
+                if p.exists():
+                    status = json.loads(p.read_text())
+                    if not status.get("ok"):
+                        raise AdvlabError(f"rank {r} failed: {status.get('error')}; the units saved in {self.run.path} are kept: "
+                                          "rerun with --resume")  # fmt: skip
+                    pending.discard(r)
+            if not pending:
+                break
+            now = len(self.run.batch_indices())
+            if now != seen:
+                seen, last = now, time.monotonic()
+            elif time.monotonic() - last > limit:
+                raise AdvlabError(f"ranks {sorted(pending)} finished no unit for {limit / 60:g} minutes ({distributed.TIMEOUT_ENV}); "
+                                  "the saved units are kept: rerun with --resume")  # fmt: skip
+            time.sleep(POLL)
+        # every unit is reported saved; on a shared file system across nodes, wait until this node sees them all
+        deadline = time.monotonic() + VISIBLE
+        while len(set(range(self.units)) - set(self.run.batch_indices())) and time.monotonic() < deadline:
+            time.sleep(POLL)
+
+    def finish(self, extra: Mapping[str, Any] | None = None) -> None:
+        """Rank 0, before writing the results: drop the status files and record who computed what
+        (``shards.json``, written when the run was distributed or resumed)."""
+        for p in self.run.path.glob("rank_*.status.json"):
+            p.unlink(missing_ok=True)
+        if not self.dist.distributed and not self.reused:
+            return
+        w = self.dist.world_size
+        computed = {str(r): [i for i in range(self.units) if i not in self._reused and i % w == r] for r in range(w)}
+        self.run.save_json(SHARDS_FILE, {"world_size": w, "units": self.units, "unit": self.unit_name,
+                                         "reused": self.reused, "computed_by_rank": computed, **(extra or {})})  # fmt: skip
+
+
+@dataclass
+class Opened:
+    """What :func:`open_shards` yields: ``shards`` is None when the run is complete already (``--resume``)."""
+
+    shards: Shards | None
+
+
+@contextmanager
+def open_shards(dist: Dist, out: str | Path, config: dict[str, Any], units: int, *, force: bool, resume: bool,
+                unit_name: str = "unit") -> Iterator[Opened]:  # fmt: skip
+    """Open the shared run (see the module docstring): a collective, every rank calls it with the same arguments."""
+    if not dist.is_main():
+        msg = dist.share(None)
+        if msg["error"] is not None:
+            dist.barrier()  # every rank has the message before any exits (torchrun stops the rest when one does)
+            raise AdvlabError(msg["error"])
+        if msg["complete"]:
+            yield Opened(None)
+            return
+        yield Opened(Shards(dist, runs.attach(msg["final"]), units, list(msg["reused"]), unit_name))
+        return
+    with ExitStack() as stack:
+        try:
+            run = stack.enter_context(runs.start(out, config, force=force, resume=resume))
+            complete = run.resumed and run.path == run.final
+            if not complete:
+                check_resumable(run, config)
+        except AdvlabError as e:
+            dist.share({"error": str(e)})
+            dist.barrier()
+            raise
+        except BaseException:
+            dist.share({"error": "rank 0 could not open the run directory (see its error)"})
+            dist.barrier()
+            raise
+        reused = [] if complete else [i for i in run.batch_indices() if i < units]
+        if run.resumed and not complete:  # writes a killed process left half done (atomic_write's temp files)
+            for p in run.path.glob(".*.tmp"):
+                p.unlink(missing_ok=True)
+        if dist.distributed and not complete:
+            run.checkpointed = True  # the directory holds other ranks' work: never removed on an error
+            for p in run.path.glob("rank_*.status.json"):  # an earlier launch's
+                p.unlink(missing_ok=True)
+        dist.share({"error": None, "complete": complete, "reused": reused, "final": str(run.final.resolve())})
+        yield Opened(None if complete else Shards(dist, run, units, reused, unit_name))
