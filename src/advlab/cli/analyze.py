@@ -23,8 +23,7 @@ from typing import Any
 import torch
 
 from advlab import runs, zoo
-from advlab.attacks.catalog import make
-from advlab.cli.attack import add_attack_args, attack_options, csv_text
+from advlab.cli.attack import add_attack_args, csv_text, make_attack
 from advlab.cli.common import (
     Formatter,
     add_model_args,
@@ -74,10 +73,7 @@ def run(args: argparse.Namespace) -> int:
 
     model = build_model(args)
     info: zoo.ModelInfo = model.info  # type: ignore[assignment]
-    opts = attack_options(args)
-    if "eps" not in opts and args.attack in ("pgd", "fgsm", "mifgsm", "apgd", "apgd-t", "noise"):
-        opts["eps"] = 0.1 if info.dataset == "digits" else 8 / 255
-    atk = make(args.attack, **opts)
+    atk = make_attack(args, info)
     x, y, desc = load_data_for(args.data, info, limit=args.limit)
     if (y < 0).any():
         with torch.no_grad():

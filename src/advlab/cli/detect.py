@@ -26,7 +26,7 @@ import torch
 from advlab import runs, zoo
 from advlab.attacks.base import Attack
 from advlab.attacks.catalog import make
-from advlab.cli.attack import add_attack_args, attack_options
+from advlab.cli.attack import add_attack_args, attack_options, default_eps
 from advlab.cli.common import (
     Formatter,
     add_model_args,
@@ -89,16 +89,12 @@ def register(sub: argparse._SubParsersAction, flags: argparse.ArgumentParser) ->
 
 
 # ------------------------------------------------------------------------------------------------ setup
-def _default_eps(info: zoo.ModelInfo) -> float:
-    return 0.1 if info.dataset == "digits" else 8 / 255
-
-
 def _training_attack(args: argparse.Namespace, info: zoo.ModelInfo) -> tuple[Attack, float]:
     opts = attack_options(args)
     if args.attack in UNBOUNDED:
         raise AdvlabError(f"the training attack must be eps-bounded (pgd, fgsm, mifgsm, apgd), not {args.attack}: "
                           "the adaptive attack is compared with it at the same eps")  # fmt: skip
-    opts.setdefault("eps", _default_eps(info))
+    opts.setdefault("eps", default_eps(info))
     if isinstance(opts["eps"], list):
         raise AdvlabError(f"detect takes one --eps, got {','.join(f'{e:g}' for e in opts['eps'])}")
     atk = make(args.attack, **opts)

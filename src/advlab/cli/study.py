@@ -17,8 +17,7 @@ from typing import Any
 import torch
 
 from advlab import distributed, runs, study, zoo
-from advlab.attacks.catalog import make
-from advlab.cli.attack import add_attack_args, attack_options, csv_text
+from advlab.cli.attack import add_attack_args, csv_text, make_attack
 from advlab.cli.common import (
     Formatter,
     add_device_args,
@@ -99,20 +98,13 @@ def parse_settings(text: str | None, defenses: list[str], model: torch.nn.Module
     return out
 
 
-def _default_eps(info: zoo.ModelInfo) -> float:
-    return 0.1 if info.dataset == "digits" else 8 / 255
-
-
 def run(args: argparse.Namespace) -> int:
     dist = distributed.setup(args.device)
     model = place_model(build_model(args), dist.device, args.channels_last)
     info: zoo.ModelInfo = model.info  # type: ignore[assignment]
     defenses = [d.strip() for d in args.defense.split(",") if d.strip()]
     settings = parse_settings(args.settings, defenses, model)
-    opts = attack_options(args)
-    if args.attack in ("pgd", "fgsm", "mifgsm", "apgd", "apgd-t", "noise") and "eps" not in opts:
-        opts["eps"] = _default_eps(info)
-    atk = make(args.attack, **opts)
+    atk = make_attack(args, info)
     x, y, desc = load_data_for(args.data, info, limit=args.limit)
     if (y < 0).any():
         raise AdvlabError(f"data {args.data!r} has unlabelled images; the study needs labels")

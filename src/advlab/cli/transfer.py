@@ -17,8 +17,7 @@ from typing import Any
 import torch
 
 from advlab import runs, transfer, zoo
-from advlab.attacks.catalog import make
-from advlab.cli.attack import add_attack_args, attack_options, csv_text
+from advlab.cli.attack import add_attack_args, csv_text, make_attack
 from advlab.cli.common import (
     Formatter,
     add_run_args,
@@ -29,9 +28,6 @@ from advlab.cli.common import (
     say,
 )
 from advlab.errors import AdvlabError
-
-#: attacks bounded by an eps-ball (they get a default eps when none is given)
-BOUNDED = ("pgd", "fgsm", "mifgsm", "apgd", "apgd-t", "noise")
 
 
 def register(sub: argparse._SubParsersAction, flags: argparse.ArgumentParser) -> None:
@@ -108,10 +104,7 @@ def run(args: argparse.Namespace) -> int:
         raise AdvlabError("--ensemble needs at least two --from models")
     models = load_models(list(dict.fromkeys([*sources, *targets])))
     info = check_models(list(models.values()))
-    opts = attack_options(args)
-    if args.attack in BOUNDED and "eps" not in opts:
-        opts["eps"] = 0.1 if info.dataset == "digits" else 8 / 255
-    atk = make(args.attack, **opts)
+    atk = make_attack(args, info)
     eps = getattr(atk, "eps", None)
     if eps is not None and not isinstance(eps, (int, float)):
         raise AdvlabError("--eps: a transfer matrix needs one eps, not a list")
