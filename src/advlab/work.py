@@ -1,0 +1,47 @@
+"""How a caller takes part in a loop over units of work (batches of an evaluation, pairs of prototypes,
+settings of a study): resume from finished units, save each one as it ends, compute only its shard, show progress.
+
+The library loops (:func:`advlab.evaluation.evaluate`, :func:`advlab.prototypes.generate`,
+:func:`advlab.experiments.study.sweep`) take one ``work: Work | None``; the layer that needs resume, sharding or a
+progress bar (the CLI's run runner) builds it. A unit's result depends only on its inputs and the seed, never on
+which units ran before, so the same units give the same result however they are spread over calls and processes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Generic, TypeVar
+
+T = TypeVar("T")
+
+
+@dataclass
+class Work(Generic[T]):
+    """``done``: results of units finished earlier, by unit index (a sequence stands for units 0, 1, ...), not
+    computed again. ``on_done(i, result)``: called after each new unit (save it). ``mine(i)``: compute unit ``i``
+    only where it returns True (one shard of a distributed run); the result then covers the units computed or
+    given in ``done``. ``progress``: wraps the iterable of unit indices about to be computed (a tqdm bar)."""
+
+    done: Mapping[int, T] | Sequence[T] = field(default_factory=dict)
+    on_done: Callable[[int, T], None] | None = None
+    mine: Callable[[int], bool] | None = None
+    progress: Callable[[Iterable[int]], Iterable[int]] | None = None
+
+    def finished(self) -> dict[int, T]:
+        """``done`` as a {unit: result} dict."""
+        return dict(self.done) if isinstance(self.done, Mapping) else dict(enumerate(self.done))
+
+    def wants(self, unit: int) -> bool:
+        """Whether this call computes ``unit``: not finished earlier and in this shard."""
+        return unit not in self.finished() and (self.mine is None or self.mine(unit))
+
+    def todo(self, units: Iterable[int]) -> Iterable[int]:
+        """The units of ``units`` this call computes, wrapped in ``progress``."""
+        done = self.finished()
+        todo = [u for u in units if u not in done and (self.mine is None or self.mine(u))]
+        return self.progress(todo) if self.progress is not None else todo
+
+    def record(self, unit: int, result: T) -> None:
+        if self.on_done is not None:
+            self.on_done(unit, result)
