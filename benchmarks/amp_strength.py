@@ -31,6 +31,7 @@ from typing import Any
 import torch
 
 from advlab import attacks, data, evaluate, zoo
+from advlab.evaluation import EvalConfig
 
 #: model -> (eps, data)
 SETTINGS: dict[str, tuple[float, str]] = {"digits-cnn": (0.1, "digits:test"), "efficientnet-lite0": (0.2 / 255, "samples16")}
@@ -65,7 +66,7 @@ def main() -> None:
         eps = args.eps or eps
         model = zoo.load(name)
         x, y = _data(name, model, spec, args.limit)
-        suites = {"PGD-10": {"attacks": [attacks.PGD(eps=eps, steps=10, seed=0)]}, "fast preset": {"preset": "fast", "seed": 0}}
+        suites = {"PGD-10": {"attacks": (attacks.PGD(eps=eps, steps=10, seed=0),)}, "fast preset": {"preset": "fast", "seed": 0}}
         print(f"\n== {name}: {len(x)} images of {spec}, L-inf eps {eps:.4g}")
         print(f"   {'attack':<12}{'precision':<28}{'robust acc':>11}{'diff pp':>9}{'only fp32':>10}{'only this':>10}{'seconds':>9}")
         for suite, kw in suites.items():
@@ -79,7 +80,7 @@ def main() -> None:
             for label, judge, attack_model in variants:
                 t0 = time.perf_counter()
                 try:
-                    rep = evaluate(judge, (x, y), **kw, eps=eps, batch_size=256, attack_model=attack_model)
+                    rep = evaluate(judge, (x, y), EvalConfig(**kw, eps=eps, batch_size=256), attack_model=attack_model)
                 except RuntimeError as e:  # e.g. float16 autocast unsupported here
                     print(f"   {suite:<12}{label:<28}  not supported: {str(e).splitlines()[0][:60]}")
                     continue

@@ -15,7 +15,7 @@ in ``benchmarks/.cache/``.
     python benchmarks/eval_speed.py --part early-stop --models digits-cnn
     python benchmarks/eval_speed.py --part reliable --limit 200
 
-``evaluate_no_checks`` is ``evaluate(..., sanity=False)``: the same cascade without the sanity checks (a
+``evaluate_no_checks`` is ``evaluate(..., EvalConfig(..., sanity=False))``: the same cascade without the sanity checks (a
 second forward and a clean-point gradient on 16 samples of the first batch, random noise on the survivors).
 """
 
@@ -31,7 +31,8 @@ import torch
 from torch import nn
 
 from advlab import attacks, data, evaluate, zoo
-from advlab.train import TrainConfig, fit
+from advlab.evaluation import EvalConfig
+from advlab.defenses.training import TrainConfig, fit
 
 CACHE = Path(__file__).resolve().parent / ".cache"
 EARLY = {  # model -> (eps, batch)
@@ -63,9 +64,9 @@ def early_stop_part(name: str) -> dict[str, Any]:
     rows: dict[str, Any] = {"model": name, "eps": eps, "batch": n}
     full, t_full = timed(lambda: attacks.PGD(eps=eps, alpha=alpha, steps=10)(model, x, y))
     rows["advlab_full"] = {"robust_accuracy": robust_acc(model, x, full.x_adv, y), "gradients": full.gradient_evaluations, "seconds": t_full}
-    rep, t_ev = timed(lambda: evaluate(model, (x, y), attacks=[attacks.PGD(eps=eps, alpha=alpha, steps=10)], batch_size=n))
+    rep, t_ev = timed(lambda: evaluate(model, (x, y), EvalConfig(attacks=(attacks.PGD(eps=eps, alpha=alpha, steps=10),), batch_size=n)))
     rows["advlab_evaluate"] = {"robust_accuracy": rep.robust_accuracy, "gradients": rep.gradient_evaluations, "seconds": t_ev}
-    rep, t_ev = timed(lambda: evaluate(model, (x, y), attacks=[attacks.PGD(eps=eps, alpha=alpha, steps=10)], batch_size=n, sanity=False))
+    rep, t_ev = timed(lambda: evaluate(model, (x, y), EvalConfig(attacks=(attacks.PGD(eps=eps, alpha=alpha, steps=10),), batch_size=n, sanity=False)))
     rows["evaluate_no_checks"] = {"robust_accuracy": rep.robust_accuracy, "gradients": rep.gradient_evaluations, "seconds": t_ev}
     try:
         import torchattacks
@@ -103,7 +104,7 @@ def reliable_part(limit: int) -> dict[str, Any]:
     x, y = x[:limit], y[:limit]
     eps = 0.1
     rows: dict[str, Any] = {"model": "digits-cnn (PGD-7 adversarially trained)", "eps": eps, "images": len(y)}
-    rep, t = timed(lambda: evaluate(model, (x, y), preset="reliable", eps=eps, norm="linf", batch_size=len(y)))
+    rep, t = timed(lambda: evaluate(model, (x, y), EvalConfig(preset="reliable", eps=eps, norm="linf", batch_size=len(y))))
     rows["advlab_reliable"] = {"robust_accuracy": rep.robust_accuracy, "seconds": t, "gradients": rep.gradient_evaluations,
                                "clean_accuracy": rep.clean_accuracy, "flags": rep.flags}  # fmt: skip
     print(f"clean accuracy {rep.clean_accuracy:.2%}; advlab reliable: robust {rep.robust_accuracy:.2%} in {t:.1f} s "

@@ -51,6 +51,8 @@ def _worker(workload: str, quick: bool, result: str) -> None:
     import torch.distributed as td
 
     from advlab import data, distributed, evaluate, prototypes, zoo
+    from advlab.evaluation import EvalConfig
+    from advlab.work import Work
 
     torch.set_num_threads(1)
     dist = distributed.setup()
@@ -59,14 +61,14 @@ def _worker(workload: str, quick: bool, result: str) -> None:
     if workload == "eval":
         s = EVAL_QUICK if quick else EVAL
         x, y = data.load("digits:test", limit=s["limit"])
-        kw = {"preset": "fast", "eps": s["eps"], "batch_size": s["batch"]}
-        evaluate(model, (x[:8], y[:8]), **kw)  # warm-up, untimed
+        cfg = EvalConfig(preset="fast", eps=s["eps"], batch_size=s["batch"])
+        evaluate(model, (x[:8], y[:8]), cfg)  # warm-up, untimed
 
         def run() -> None:
-            evaluate(model, (x, y), **kw, units=dist.owns, on_batch=lambda b, p: parts.__setitem__(b, p))
+            evaluate(model, (x, y), cfg, work=Work(mine=dist.owns, on_done=parts.__setitem__))
 
         def merge(done: dict[int, Any]) -> tuple[float, dict[str, Any]]:
-            rep = evaluate(model, (x, y), **kw, done=done)
+            rep = evaluate(model, (x, y), cfg, work=Work(done=done))
             return float(len(x)), {"robust_accuracy": rep.robust_accuracy, "clean_accuracy": rep.clean_accuracy,
                                    "broken_by": rep.samples.broken_by.tolist()}  # fmt: skip
     else:
@@ -76,11 +78,10 @@ def _worker(workload: str, quick: bool, result: str) -> None:
         prototypes.generate(model, starts.x[:1], [0, 1], prototypes.Config(steps=3), batch_size=2)  # warm-up
 
         def run() -> None:
-            prototypes.generate(model, starts, "all", config, batch_size=s["batch"], units=dist.owns,
-                                on_batch=lambda b, ev: parts.__setitem__(b, ev))  # fmt: skip
+            prototypes.generate(model, starts, "all", config, batch_size=s["batch"], work=Work(mine=dist.owns, on_done=parts.__setitem__))
 
         def merge(done: dict[int, Any]) -> tuple[float, dict[str, Any]]:
-            res = prototypes.generate(model, starts, "all", config, batch_size=s["batch"], done=done)
+            res = prototypes.generate(model, starts, "all", config, batch_size=s["batch"], work=Work(done=done))
             return float((res.evolution.stopped + 1).sum()), {"x_sum": float(res.x.double().sum()), "summary": res.summary()}
 
     dist.barrier()

@@ -8,8 +8,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from advlab import attacks, data, evaluate, zoo
+from advlab import attacks, data, zoo
 from advlab.attacks.catalog import attack_classes
+from advlab.evaluation import EvalConfig, evaluate
 from advlab.threat import distance
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
@@ -46,8 +47,9 @@ def test_every_attack_runs_on_the_gpu_and_agrees_with_the_cpu(name: str, digits)
 
 def test_evaluate_on_the_gpu_matches_the_cpu(digits) -> None:
     model, x, y = digits
-    cpu = evaluate(model, (x, y), preset="fast", eps=0.1)
-    gpu = evaluate(zoo.load("digits-cnn", device="cuda"), (x, y), preset="fast", eps=0.1)
+    config = EvalConfig(preset="fast", eps=0.1)
+    cpu = evaluate(model, (x, y), config)
+    gpu = evaluate(zoo.load("digits-cnn", device="cuda"), (x, y), config)
     assert gpu.clean_accuracy == cpu.clean_accuracy
     assert abs(gpu.robust_accuracy - cpu.robust_accuracy) <= 3 / len(x)
 

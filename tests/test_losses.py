@@ -38,3 +38,22 @@ def test_targeted_ce_and_onehot_prefer_the_target() -> None:
     oh = losses.onehot_l2(z, t, targeted=True)
     assert ce[0] > ce[1] and oh[0] > oh[1]
     assert torch.allclose(oh, -0.5 * ((z.softmax(1) - torch.eye(2)[t]) ** 2).sum(1))
+
+
+def test_every_loss_takes_the_true_labels_the_same_way() -> None:
+    """loss(logits, y, targeted, y_true): targeted DLR uses y_true; the others accept it and ignore it."""
+    g = torch.Generator().manual_seed(2)
+    z = torch.randn(6, 10, generator=g)
+    y = torch.randint(0, 10, (6,), generator=g)
+    t = (y + 3) % 10
+    for name, loss in losses.LOSSES.items():
+        assert loss(z, t, True, y).shape == (6,), name
+        if name != "dlr":
+            assert torch.equal(loss(z, t, True, y), loss(z, t, True)), name
+    expect = -(z.gather(1, y[:, None]) - z.gather(1, t[:, None])).squeeze(1)
+    srt = z.sort(1, descending=True).values
+    assert torch.allclose(losses.dlr(z, t, True, y), expect / (srt[:, 0] - 0.5 * (srt[:, 2] + srt[:, 3])))
+    # without a label (-1) the competitor of the target is the best other class
+    unlabelled = losses.dlr(z, t, True, torch.full_like(y, -1))
+    other = z.scatter(1, t[:, None], float("-inf")).amax(1)
+    assert torch.allclose(unlabelled * (srt[:, 0] - 0.5 * (srt[:, 2] + srt[:, 3])), -(other - z.gather(1, t[:, None]).squeeze(1)))

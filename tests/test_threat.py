@@ -29,12 +29,38 @@ def test_projection_is_the_closest_point(norm: str) -> None:
     assert (cands - d).norm(dim=1).min() >= (p - d).norm() - 1e-5
 
 
-@pytest.mark.parametrize("norm", ["linf", "l2"])
+@pytest.mark.parametrize("norm", ["linf", "l2", "l1"])
 def test_random_start_is_inside_and_seeded(norm: str) -> None:
     x = torch.rand(8, 3, 5, 5)
-    a = random_start(x, 0.1, norm, torch.Generator().manual_seed(3))  # type: ignore[arg-type]
-    b = random_start(x, 0.1, norm, torch.Generator().manual_seed(3))  # type: ignore[arg-type]
+    a = random_start(x, 0.1, norm, seed=3)  # type: ignore[arg-type]
+    b = random_start(x, 0.1, norm, seed=3)  # type: ignore[arg-type]
     assert torch.equal(a, b) and (distance(a, norm) <= 0.1 + 1e-6).all() and a.abs().sum() > 0
+    assert not torch.equal(a, random_start(x, 0.1, norm, seed=4))  # type: ignore[arg-type]
+    assert not torch.equal(a, random_start(x, 0.1, norm, seed=3, stream=1))  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("norm", ["linf", "l2"])
+def test_random_start_of_a_sample_depends_on_its_own_pixels_only(norm: str) -> None:
+    """A subset, a permutation, a copy in channels_last or float64 gives each image the start it had in the batch."""
+    x = torch.rand(10, 3, 5, 5)
+    a = random_start(x, 0.1, norm, seed=0)  # type: ignore[arg-type]
+    perm = torch.tensor([7, 2, 9, 0])
+    assert torch.equal(random_start(x[perm], 0.1, norm, seed=0), a[perm])  # type: ignore[arg-type]
+    cl = random_start(x.contiguous(memory_format=torch.channels_last), 0.1, norm, seed=0)  # type: ignore[arg-type]
+    assert torch.equal(cl, a)
+    assert torch.allclose(random_start(x.double(), 0.1, norm, seed=0).float(), a)  # type: ignore[arg-type]
+    other = x.clone()
+    other[3, 0, 0, 0] += 1e-3  # one pixel differs: a different start for that image only
+    b = random_start(other, 0.1, norm, seed=0)  # type: ignore[arg-type]
+    assert not torch.equal(b[3], a[3]) and torch.equal(b[:3], a[:3])
+
+
+def test_random_start_is_uniform_in_the_linf_cube() -> None:
+    u = random_start(torch.rand(400, 1, 8, 8), 1.0, "linf", seed=1).flatten()
+    assert abs(float(u.mean())) < 0.01 and abs(float(u.std()) - (1 / 3) ** 0.5) < 0.01
+    assert float(u.min()) >= -1 and float(u.max()) < 1
+    hist = torch.histc(u, bins=10, min=-1, max=1) / len(u)
+    assert (hist - 0.1).abs().max() < 0.01
 
 
 def test_steepest_steps_have_unit_norm() -> None:

@@ -7,6 +7,7 @@ units (8/255 means eight 8-bit grey levels). Norms: ``"linf"`` (max |d|), ``"l2"
 
 from __future__ import annotations
 
+import math
 from typing import Literal
 
 import torch
@@ -68,20 +69,87 @@ def project(delta: torch.Tensor, eps: float | torch.Tensor, norm: Norm) -> torch
     return torch.where(outside[:, None], shrunk, flat).view_as(delta)
 
 
-def random_start(x: torch.Tensor, eps: float | torch.Tensor, norm: Norm, generator: torch.Generator | None) -> torch.Tensor:
-    """A random ``delta`` inside the ball: L-inf uniform in the cube; L2/L1 a random direction scaled to radius eps * U^(1/d)
-    (uniform in the L2 ball). Drawn on the CPU from ``generator`` so the same seed gives the same start on any device."""
-    shape, dev = x.shape, x.device
+def random_start(x: torch.Tensor, eps: float | torch.Tensor, norm: Norm, seed: int = 0, stream: int = 0) -> torch.Tensor:
+    """A random ``delta`` inside the ball for each sample: L-inf uniform in the cube; L2/L1 a random direction
+    scaled to radius eps * U^(1/d) (for L2: uniform in the ball).
+
+    Sample i's draw is a function of (``seed``, ``stream``, the pixels of ``x[i]``) alone (see :func:`sample_keys`),
+    not of the other samples in the batch, their order or the batch size: attacking a subset, another shard or
+    a different batch gives the same image the same start. ``stream`` separates independent draws (an attack's
+    restarts). The random bits are integer arithmetic, identical on every device.
+    """
+    keys = sample_keys(x, seed, stream)
+    d = x[0].numel() if len(x) else 0
     if norm == "linf":
-        u = torch.rand(shape, generator=generator, device="cpu").to(dev, x.dtype)
-        return (2 * u - 1) * _view(eps, x)
-    g = torch.randn(shape, generator=generator, device="cpu").to(dev, x.dtype)
+        u = _uniform(_stream(keys, d))
+        return ((2 * u - 1).to(x.dtype) * _view(eps, x)).view(x.shape)
+    bits = _stream(keys, d + 1)
+    g = _normal(bits[:, :d]).to(x.dtype)
     if norm == "l1":
         g = g.abs().neg().exp().mul(g.sign())  # Laplace-like direction
-    direction = g / (g.flatten(1).norm(p=2 if norm == "l2" else 1, dim=1).view(-1, *([1] * (x.ndim - 1))) + _TINY)
-    d = x[0].numel()
-    r = torch.rand(shape[0], generator=generator, device="cpu").to(dev, x.dtype) ** (1.0 / d)
-    return direction * r.view(-1, *([1] * (x.ndim - 1))) * _view(eps, x)
+    direction = g / (g.norm(p=2 if norm == "l2" else 1, dim=1, keepdim=True) + _TINY)
+    r = _uniform(bits[:, d]).to(x.dtype) ** (1.0 / max(d, 1))
+    return (direction * r[:, None]).view(x.shape) * _view(eps, x)
+
+
+# ---------------------------------------------------------------- per-sample random bits (splitmix64 in int64)
+def _signed(c: int) -> int:
+    c &= (1 << 64) - 1
+    return c - (1 << 64) if c >= 1 << 63 else c
+
+
+_GOLDEN, _MIX1, _MIX2 = _signed(0x9E3779B97F4A7C15), _signed(0xBF58476D1CE4E5B9), _signed(0x94D049BB133111EB)
+
+
+def _shr(z: torch.Tensor, s: int) -> torch.Tensor:
+    """Logical right shift of int64 bit patterns (torch's >> is arithmetic)."""
+    return (z >> s) & ((1 << (64 - s)) - 1)
+
+
+def _mix(z: torch.Tensor) -> torch.Tensor:
+    """splitmix64's finalizer: a bijection of 64-bit words that scatters every input bit over the output."""
+    z = (z ^ _shr(z, 30)) * _MIX1
+    z = (z ^ _shr(z, 27)) * _MIX2
+    return z ^ _shr(z, 31)
+
+
+def _mix_int(v: int) -> int:
+    """:func:`_mix` of one Python integer (taken modulo 2^64)."""
+    m = (1 << 64) - 1
+    z = v & m
+    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & m
+    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & m
+    return _signed(z ^ (z >> 31))
+
+
+def sample_keys(x: torch.Tensor, seed: int, stream: int = 0) -> torch.Tensor:
+    """One 64-bit key (int64, (N,)) per sample: a hash of the sample's own pixels, ``seed`` and ``stream``.
+
+    The pixels are hashed as float32 bit patterns in logical (N, C, H, W) order, so the key does not depend
+    on the memory layout (channels_last), the device, or the rest of the batch; equal images get equal keys.
+    """
+    bits = x.detach().float().flatten(1).contiguous().view(torch.int32).to(torch.int64)
+    pos = _mix(torch.arange(1, bits.shape[1] + 1, device=x.device, dtype=torch.int64) * _GOLDEN)
+    h = _mix(bits + pos).sum(1)
+    return _mix(_mix(h + _mix_int(seed)) + _mix_int(stream + 1))
+
+
+def _stream(keys: torch.Tensor, n: int) -> torch.Tensor:
+    """(N, n) random 64-bit words: word j of sample i is splitmix64's j-th output from seed keys[i]."""
+    j = torch.arange(1, n + 1, device=keys.device, dtype=torch.int64) * _GOLDEN
+    return _mix(keys[:, None] + j)
+
+
+def _uniform(bits: torch.Tensor) -> torch.Tensor:
+    """Uniform float32 in [0, 1) from the top 24 bits of each word (exact on every device)."""
+    return _shr(bits, 40).float() * 2.0**-24
+
+
+def _normal(bits: torch.Tensor) -> torch.Tensor:
+    """Standard normal float32 by Box-Muller, from the top and the bottom 24 bits of each word."""
+    u1 = _uniform(bits)
+    u2 = (bits & ((1 << 24) - 1)).float() * 2.0**-24
+    return (-2 * torch.log1p(-u1)).sqrt() * torch.cos(2 * math.pi * u2)
 
 
 def steepest_step(grad: torch.Tensor, norm: Norm) -> torch.Tensor:

@@ -6,8 +6,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from advlab import AdvlabError
-from advlab.attacks.catalog import CLASS_NAMES, attack_classes, make
+from advlab import AdvlabError, attacks
+from advlab.attacks.base import Attack
+from advlab.attacks.catalog import attack_classes, make, options
 from advlab.threat import distance
 
 CHEAP = {  # a reasonable eps for 8x8 digits, budgets cut to keep the suite fast
@@ -19,9 +20,38 @@ CHEAP = {  # a reasonable eps for 8x8 digits, budgets cut to keep the suite fast
 }  # fmt: skip
 
 
-def test_the_catalog_holds_every_attack() -> None:
-    assert len(attack_classes()) == len(CLASS_NAMES) == len(CHEAP)
-    assert set(attack_classes()) == set(CHEAP)
+def test_the_catalog_holds_exactly_the_registered_attacks() -> None:
+    exported = {c for c in vars(attacks).values() if isinstance(c, type) and issubclass(c, Attack) and c is not Attack}
+    classes = attack_classes()
+    assert set(classes.values()) == exported  # every attack advlab.attacks exports, and nothing else
+    assert set(classes) == set(CHEAP)
+    assert all(cls.name == name for name, cls in classes.items())
+
+
+def test_configs_hold_only_what_they_use() -> None:
+    assert options(attacks.FGSM) == {"eps", "norm", "loss", "seed", "quantize"}
+    with pytest.raises(TypeError, match="steps"):
+        attacks.FGSM(steps=5)  # type: ignore[call-arg]
+    with pytest.raises(AdvlabError, match="fgsm takes no steps option"):
+        make("fgsm", steps=5)
+    assert "alpha" not in options(attacks.APGD) and "momentum" not in options(attacks.APGD)
+    assert not issubclass(attacks.APGD, attacks.PGD) and issubclass(attacks.APGDT, attacks.APGD)
+    assert "momentum" not in options(attacks.PGD) and "momentum" in options(attacks.MIFGSM)
+
+
+def test_threat_norm_is_a_read_only_property_that_follows_norm() -> None:
+    assert isinstance(vars(Attack)["threat_norm"], property)
+    assert attacks.PGD(eps=1.0, norm="l2").threat_norm == "l2" and attacks.PGD().threat_norm == "linf"
+    assert attacks.APGD(eps=0.5, norm="l1").threat_norm == "l1" and attacks.CW().threat_norm == "l2"
+    with pytest.raises(AttributeError):
+        attacks.PGD().threat_norm = "l2"  # type: ignore[misc]
+
+
+def test_bad_settings_fail_at_construction() -> None:
+    with pytest.raises(ValueError, match="steps must be >= 1"):
+        attacks.PGD(steps=0)
+    with pytest.raises(ValueError, match="rho must be in"):
+        attacks.APGD(rho=0)
 
 
 @pytest.mark.parametrize("name", sorted(CHEAP))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 
@@ -178,3 +180,28 @@ def test_perturb_is_the_last_iterate_for_exactly_steps_gradients(digits_model, d
 def test_perturb_falls_back_to_the_full_run_where_scoring_matters(atk: attacks.Attack, digits_model, digits_batch) -> None:
     x, y = digits_batch
     assert torch.equal(atk.perturb(digits_model, x, y, target="random"), atk(digits_model, x, y, target="random").x_adv)
+
+
+def test_targeted_pgd_with_dlr_hits_its_targets(digits_model, digits_batch) -> None:
+    """Targeted DLR needs the true labels as well as the targets: PGD passes both, like every attack."""
+    x, y = digits_batch
+    t = (y + 1) % 10
+    res = attacks.PGD(eps=0.3, steps=30, alpha=0.02, loss="dlr")(digits_model, x, y, target=t)
+    _check(res, digits_model, x, 0.3, "linf")
+    assert torch.equal(res.success, res.prediction == t) and torch.equal(res.target, t)
+    assert res.success_rate > 0.9
+
+
+@pytest.mark.parametrize("atk", [attacks.PGD(eps=0.1, steps=5, seed=3), attacks.PGD(eps=1.0, norm="l2", steps=5, restarts=2, seed=3),
+                                 attacks.APGD(eps=0.1, steps=5, seed=3)], ids=["pgd", "pgd-l2-restarts", "apgd"])  # fmt: skip
+def test_a_sample_gets_the_same_result_in_any_batch(atk: attacks.Attack, digits_model, digits_batch) -> None:
+    """Random starts depend on (seed, restart, the image) only, so attacking a subset, a permutation or a smaller
+    batch (what eval's clean-correct cascade and sharding do) gives every image the x_adv it gets in the full batch."""
+    x, y = digits_batch
+    full = atk(digits_model, x, y)
+    rows = torch.randperm(len(x), generator=torch.Generator().manual_seed(0))[:37]
+    part = atk(digits_model, x[rows], y[rows])
+    assert torch.equal(part.x_adv, full.x_adv[rows])
+    assert torch.equal(part.success, full.success[rows])
+    other_seed = dataclasses.replace(atk, seed=4)(digits_model, x[rows], y[rows])
+    assert not torch.equal(other_seed.x_adv, part.x_adv)

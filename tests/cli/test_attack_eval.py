@@ -35,7 +35,7 @@ def test_attack_writes_a_run_directory_whose_files_agree(tmp_path: Path) -> None
         pred, clean = model(x_adv).argmax(1), model(x).argmax(1)
     correct = clean == y
     assert metrics["success_rate"] == pytest.approx(float((pred[correct] != y[correct]).float().mean()))
-    assert 0.3 < metrics["success_rate"] and metrics["adversarial_accuracy"] < metrics["clean_accuracy"]
+    assert 0.3 < metrics["success_rate"] and metrics["robust_accuracy"] < metrics["clean_accuracy"]
     rows = list(csv.DictReader((out / "samples.csv").open()))
     assert len(rows) == 48 and [int(r["adv_pred"]) for r in rows] == pred.tolist()
     # the PNGs are 8-bit files that stay adversarial when read back (--quantize)
@@ -58,7 +58,7 @@ def test_targeted_attack_and_a_robustness_curve(tmp_path: Path) -> None:
     assert rc == 0, err
     curve = json.loads(stdout)["curve"]
     assert [c["eps"] for c in curve] == [0.05, 0.1, 0.2]
-    acc = [c["adversarial_accuracy"] for c in curve]
+    acc = [c["robust_accuracy"] for c in curve]
     assert acc[0] >= acc[1] >= acc[2] and acc[0] > acc[2]
     assert (tmp_path / "c" / "curve.png").exists()
 
@@ -78,11 +78,11 @@ def test_eval_prints_metrics_and_writes_the_run(tmp_path: Path) -> None:
 
 
 def test_eval_resumes_an_interrupted_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from advlab import evaluation
+    from advlab.evaluation import cascade
 
     out = tmp_path / "r"
     args = ["eval", *DIGITS, "--attack", "pgd", "--eps", "0.1", "--batch-size", "16", "--out", str(out), "--json"]
-    real = evaluation.run_batch
+    real = cascade.run_batch
     calls = {"n": 0}
 
     def interrupted(*a, **k):  # noqa: ANN002, ANN003
@@ -91,7 +91,7 @@ def test_eval_resumes_an_interrupted_run(tmp_path: Path, monkeypatch: pytest.Mon
             raise KeyboardInterrupt
         return real(*a, **k)
 
-    monkeypatch.setattr(evaluation, "run_batch", interrupted)
+    monkeypatch.setattr(cascade, "run_batch", interrupted)
     rc, _, err = run_cli(args)
     assert rc == 130 and "--resume" in err
     partial = tmp_path / "r.partial"
@@ -99,7 +99,7 @@ def test_eval_resumes_an_interrupted_run(tmp_path: Path, monkeypatch: pytest.Mon
     calls["n"] = -100
     rc, stdout, err = run_cli([*args, "--resume"])
     assert rc == 0, err
-    monkeypatch.setattr(evaluation, "run_batch", real)
+    monkeypatch.setattr(cascade, "run_batch", real)
     rc, fresh, _ = run_cli([*args[:-3], "--out", str(tmp_path / "fresh"), "--json"])
     assert json.loads(stdout)["robust_accuracy"] == json.loads(fresh)["robust_accuracy"]
     assert calls["n"] == -100 + 1  # only the third batch was evaluated again

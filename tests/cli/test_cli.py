@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from advlab import data, zoo
-from advlab.train import accuracy
+from advlab.defenses.training import accuracy
 from tests.cli.helpers import run_cli
 
 CAT_CLASSES = {"tabby", "tiger cat", "Egyptian cat", "Persian cat", "Siamese cat"}

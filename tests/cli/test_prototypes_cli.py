@@ -12,7 +12,8 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from advlab import train, zoo
+from advlab import zoo
+from advlab.defenses import training as train
 from advlab.data import load
 from advlab.zoo.digits import DigitsCNN
 from tests.cli.helpers import run_cli
@@ -91,7 +92,7 @@ def test_resume_after_an_interrupt_gives_the_same_result(tmp_path: Path, monkeyp
             raise KeyboardInterrupt
         return real(*a, **k)
 
-    monkeypatch.setattr(prototypes, "evolve", interrupted)
+    monkeypatch.setattr(prototypes.generator, "evolve", interrupted)  # generate calls evolve from its module
     out = tmp_path / "r"
     rc, _, err = run_cli([*args, "--out", str(out)])
     assert rc == 130 and "--resume" in err and not out.exists()

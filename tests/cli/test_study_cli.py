@@ -39,7 +39,7 @@ def test_study_defaults_sweep_every_defense(tmp_path: Path) -> None:
 
 
 def test_study_resumes_to_the_same_table(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from advlab import study
+    from advlab.experiments import study
 
     args = ["study", "prune", *DIGITS, "--steps", "3", "--settings", "e=0.01,0.05;s=3,1", "--defense", "e", "--json"]
     rc, fresh, err = run_cli([*args, "--out", str(tmp_path / "fresh")])

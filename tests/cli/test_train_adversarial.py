@@ -17,7 +17,7 @@ from safetensors.torch import load_file
 import advlab.cli.train as train_cmd
 from advlab import data, zoo
 from advlab.cli import parser
-from advlab.train import accuracy
+from advlab.defenses.training import accuracy
 from tests.cli.helpers import run_cli
 
 ARGS = ["train", "--adversarial", "pgd", "--adv-steps", "2", "--epochs", "3", "--limit", "300", "--robust-limit", "100", "--quiet"]

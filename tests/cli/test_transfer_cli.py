@@ -10,7 +10,7 @@ import pytest
 from safetensors.torch import save_file
 
 from tests.cli.helpers import run_cli
-from tests.test_transfer import digits_halves
+from tests.experiments.test_transfer import digits_halves
 
 
 @pytest.fixture(scope="module")

@@ -10,8 +10,8 @@ import torch
 from safetensors.torch import save_file
 
 from advlab import data, zoo
+from advlab.defenses.training import accuracy
 from advlab.errors import AdvlabError, NotAvailableError
-from advlab.train import accuracy
 from advlab.zoo.registry import IMAGENET_MEAN, IMAGENET_STD, LITE_MEAN, LITE_STD
 from tests.zoo.test_resnet import random_state_dict
 

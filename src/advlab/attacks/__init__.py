@@ -1,7 +1,11 @@
 """Attacks: frozen configs called as ``attack(model, x, y, target=None) -> AttackResult``.
 
 Images are [0, 1]; eps and step sizes are in [0, 1] pixel units; the device is ``x``'s; randomness comes
-from ``seed``. Attacks never print or write files, and leave the model's mode and flags as they were.
+from ``seed`` (random starts per sample: the same image gets the same start in any batch). Attacks never
+print or write files, and leave the model's mode and flags as they were. Each attack class has a ``name`` and
+registers itself (``@register``); :func:`advlab.attacks.catalog.attack_classes` lists exactly those. A config
+holds only the options its attack uses: ``FGSM(steps=5)`` is a TypeError, a bad value a ValueError, both at
+construction.
 """
 
 from __future__ import annotations

@@ -9,7 +9,8 @@ with eta_0 = 2 eps. At checkpoints w_j = ceil(p_j N) (p_0 = 0, p_1 = 0.22, p_{j+
 - 0.03, 0.06)) a sample halves its step and restarts from its best point when fewer than rho = 0.75 of the
 steps since the last checkpoint increased the loss, or when neither its step nor its best loss changed.
 
-``loss="dlr"`` (the Difference of Logits Ratio) is invariant to shifting and scaling the logits, so a
+The heavy-ball coefficient a = 0.75 is AutoAttack's (:data:`HEAVY_BALL`), not a PGD-style momentum; there is no
+step size to set. ``loss="dlr"`` (the Difference of Logits Ratio) is invariant to shifting and scaling the logits, so a
 model whose softmax saturates (and whose CE gradients vanish) does not fool it. :class:`APGDT` is the
 targeted version run against the model's top-k other classes in turn (AutoAttack's APGD-T).
 """
@@ -17,14 +18,20 @@ targeted version run against the model's top-k other classes in turn (AutoAttack
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 
-from advlab.attacks.base import Attack, Best, Oracle, SubOracle, is_success
-from advlab.attacks.pgd import PGD
-from advlab.losses import dlr, get_loss
-from advlab.threat import project, steepest_step
+from advlab.attacks.base import Attack, Best, Oracle, SubOracle, check_epsilons, eps_list, is_success, register
+from advlab.attacks.pgd import start_delta
+from advlab.attacks.step import Ball
+from advlab.losses import Loss, bind, get_loss
+from advlab.threat import Norm, steepest_step
+
+#: AutoAttack's heavy-ball coefficient a: the weight of the new projected step against the previous move
+HEAVY_BALL = 0.75
 
 
 def checkpoints(steps: int) -> list[int]:
@@ -35,108 +42,143 @@ def checkpoints(steps: int) -> list[int]:
     return sorted({math.ceil(q * steps) for q in p if q <= 1})[1:]
 
 
+@register
 @dataclass(frozen=True, kw_only=True)
-class APGD(PGD):
-    """Auto-PGD with ``loss`` "ce" or "dlr" (or any advlab loss); ``steps`` iterations per restart."""
+class APGD(Attack):
+    """Auto-PGD: ``steps`` iterations per restart on ``loss`` ("ce", "dlr" or any advlab loss) in the ``norm``
+    ball of radius ``eps`` (a float or a list: a robustness curve); ``rho`` the checkpoint threshold;
+    ``restarts`` further runs from new random starts for the samples still standing; ``early_stop`` drops a
+    sample at its first success. No step size: it adapts, from 2 eps."""
 
+    eps: float | Sequence[float] = 8 / 255
     steps: int = 100
-    loss: str = "ce"
+    norm: str = "linf"
+    loss: str | Loss = "ce"
     rho: float = 0.75
-    momentum: float = 0.75  # AutoAttack's alpha
+    restarts: int = 1
+    random_start: bool = True
+    early_stop: bool = False
 
-    name: str = field(default="apgd", init=False, repr=False)
+    name: ClassVar[str] = "apgd"
 
     def validate(self) -> None:
-        super().validate()
+        check_epsilons(self.eps, self.norm)
+        if self.steps < 1:
+            raise ValueError(f"steps must be >= 1, got {self.steps}")
+        if self.restarts < 1:
+            raise ValueError(f"restarts must be >= 1, got {self.restarts}")
         if not 0 < self.rho <= 1:
             raise ValueError(f"rho must be in (0, 1], got {self.rho}")
+        get_loss(self.loss)
 
-    def _x_adv_only(self, oracle: Oracle, x: torch.Tensor, y: torch.Tensor, labels: torch.Tensor, targeted: bool,
-                    gen: torch.Generator) -> torch.Tensor:  # fmt: skip
-        """APGD's steps are chosen by scoring iterates, so there is no cheaper path than the full run."""
-        return Attack._x_adv_only(self, oracle, x, y, labels, targeted, gen)
-
-    def _objective(self, labels: torch.Tensor, targeted: bool, y_true: torch.Tensor):  # noqa: ANN202
-        if self.loss == "dlr" and targeted:
-            return lambda z, t, yt: dlr(z, t, True, y_true=yt)
-        fn = get_loss(self.loss)
-        return lambda z, t, yt: fn(z, t, targeted)
+    def _epsilons(self) -> list[float | None]:
+        return list(eps_list(self.eps))
 
     def _attack(self, oracle: Oracle, x: torch.Tensor, labels: torch.Tensor, targeted: bool, eps: float | None,
                 init: torch.Tensor | None, gen: torch.Generator, y_true: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
         assert eps is not None
-        objective = self._objective(labels, targeted, y_true)
+        return self._search(oracle, x, labels, y_true, targeted, eps, init, 0)
+
+    def _search(self, oracle: Oracle, x: torch.Tensor, labels: torch.Tensor, y_true: torch.Tensor, targeted: bool,
+                eps: float, init: torch.Tensor | None, stream: int) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
+        """``restarts`` APGD runs, each on the samples still standing; random starts from streams ``stream + r``."""
+        norm: Norm = self.norm  # type: ignore[assignment]
         best = Best(x)
-        marks = set(checkpoints(self.steps))
         for restart in range(self.restarts):
             rows = torch.arange(len(x), device=x.device) if restart == 0 else best.standing()
             if len(rows) == 0:
                 break
-            x0, lab, yt = x[rows], labels[rows], y_true[rows]
-            delta = self._start(x0, eps, restart, None if init is None else init[rows], gen)
-            xk = (x0 + delta).clamp(0, 1)
-            x_prev = xk.clone()
-            m = len(rows)
-            step = torch.full((m,), 2.0 * eps, device=x.device)
-            run_best_loss = torch.full((m,), -torch.inf, device=x.device)
-            run_best_x = xk.clone()
-            grad_at_best = torch.zeros_like(xk)
-            increases = torch.zeros(m, device=x.device)
-            loss_prev = torch.full((m,), -torch.inf, device=x.device)
-            last_mark, step_at_mark, best_at_mark = 0, step.clone(), run_best_loss.clone()
-            active = torch.arange(m, device=x.device)
-            for k in range(self.steps + 1):
-                xe = self._prepare(xk[active], x0[active], eps)
-                la, ya = lab[active], yt[active]
-                logits, loss, grad = oracle.evaluate(xe, rows[active], lambda z, la=la, ya=ya: objective(z, la, ya), k < self.steps)
-                succ = is_success(logits, la, targeted)
-                best.update(rows[active], xe, logits, succ, loss)
-                if k == self.steps:
-                    break
-                assert grad is not None
-                # bookkeeping for the step-size rule (on the running iterate, not the quantized one)
-                increases[active] += (loss > loss_prev[active]).float()
-                loss_prev[active] = loss
-                improved = loss > run_best_loss[active]
-                ia = active[improved]
-                run_best_loss[ia], run_best_x[ia], grad_at_best[ia] = loss[improved], xk[ia], grad[improved]
-                g_full = torch.zeros_like(xk)
-                g_full[active] = grad
-                if self.early_stop:
-                    active = active[~succ]
-                    if len(active) == 0:
-                        break
-                if k + 1 in marks:
-                    span = k + 1 - last_mark
-                    cond1 = increases < self.rho * span
-                    cond2 = (step_at_mark == step) & (best_at_mark == run_best_loss)
-                    halve = cond1 | cond2
-                    step = torch.where(halve, step / 2, step)
-                    hx = halve.nonzero().flatten()
-                    xk[hx], g_full[hx] = run_best_x[hx], grad_at_best[hx]
-                    x_prev[hx] = xk[hx]
-                    increases.zero_()
-                    last_mark, step_at_mark, best_at_mark = k + 1, step.clone(), run_best_loss.clone()
-                a = active
-                s = step[a].view(-1, *[1] * (x.ndim - 1))
-                z = x0[a] + project(xk[a] + s * steepest_step(g_full[a], self.norm) - x0[a], eps, self.norm)  # type: ignore[arg-type]
-                z = z.clamp(0, 1)
-                mom = 1.0 if k == 0 else self.momentum
-                nxt = xk[a] + mom * (z - xk[a]) + (1 - mom) * (xk[a] - x_prev[a])
-                nxt = (x0[a] + project(nxt - x0[a], eps, self.norm)).clamp(0, 1)  # type: ignore[arg-type]
-                x_prev[a], xk[a] = xk[a], nxt
+            x0 = x[rows]
+            warm = init[rows] if init is not None and restart == 0 else None
+            delta = start_delta(x0, eps, norm, init=warm, random=self.random_start, seed=self.seed, restart=stream + restart)
+            self._climb(oracle, x0, labels[rows], y_true[rows], targeted, eps, (x0 + delta).clamp(0, 1), best, rows)
         return best.result()
 
+    def _climb(self, oracle: Oracle, x0: torch.Tensor, labels: torch.Tensor, y_true: torch.Tensor, targeted: bool,
+               eps: float, xk: torch.Tensor, best: Best, rows: torch.Tensor) -> None:  # fmt: skip
+        """One APGD run of ``steps`` iterations from ``xk``; every iterate is scored into ``best`` at ``rows``."""
+        norm: Norm = self.norm  # type: ignore[assignment]
+        loss_fn, ball = get_loss(self.loss), Ball(eps, norm)
+        sizes = _StepSizes(xk, eps)
+        x_prev = xk.clone()
+        marks = set(checkpoints(self.steps))
+        active = torch.arange(len(x0), device=x0.device)
+        for k in range(self.steps + 1):
+            a = active
+            xe = self._prepare(xk[a], x0[a], eps)
+            logits, loss, grad = oracle.evaluate(xe, rows[a], bind(loss_fn, labels[a], targeted, y_true[a]), k < self.steps)
+            succ = is_success(logits, labels[a], targeted)
+            best.update(rows[a], xe, logits, succ, loss)
+            if k == self.steps:
+                break
+            assert grad is not None
+            g = sizes.record(a, loss, xk, grad)  # on the running iterate, not the quantized one
+            if self.early_stop:
+                active = a[~succ]
+                if len(active) == 0:
+                    break
+            if k + 1 in marks:  # halving samples restart from their best point and its gradient
+                hx = sizes.checkpoint(k + 1, self.rho)
+                xk[hx], g[hx] = sizes.best_x[hx], sizes.best_grad[hx]
+                x_prev[hx] = xk[hx]
+            a = active
+            nxt = heavy_ball_step(xk[a], x_prev[a], g[a], sizes.eta[a], x0[a], ball, 1.0 if k == 0 else HEAVY_BALL)
+            x_prev[a], xk[a] = xk[a], nxt
 
+
+def heavy_ball_step(x: torch.Tensor, x_prev: torch.Tensor, grad: torch.Tensor, eta: torch.Tensor, x0: torch.Tensor,
+                    ball: Ball, a: float) -> torch.Tensor:  # fmt: skip
+    """APGD's update: z = P(x + eta * s(grad)), then P(x + a (z - x) + (1 - a)(x - x_prev)); eta is (N,)."""
+    z = ball.project(x + eta.view(-1, *[1] * (x.ndim - 1)) * steepest_step(grad, ball.norm), x0)
+    return ball.project(x + a * (z - x) + (1 - a) * (x - x_prev), x0)
+
+
+class _StepSizes:
+    """APGD's per-sample step size eta (from 2 eps) and what its checkpoint rule needs: per sample the best loss
+    of the run with its point and gradient, and how many steps raised the loss since the last checkpoint."""
+
+    def __init__(self, xk: torch.Tensor, eps: float) -> None:
+        m, dev = len(xk), xk.device
+        self.eta = torch.full((m,), 2.0 * eps, device=dev)
+        self.best_loss = torch.full((m,), -torch.inf, device=dev)
+        self.best_x, self.best_grad = xk.clone(), torch.zeros_like(xk)
+        self.increases = torch.zeros(m, device=dev)
+        self.loss_prev = torch.full((m,), -torch.inf, device=dev)
+        self.last_mark, self.eta_at_mark, self.best_at_mark = 0, self.eta.clone(), self.best_loss.clone()
+
+    def record(self, rows: torch.Tensor, loss: torch.Tensor, xk: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
+        """Count the loss increases of ``rows`` and keep their best points; return the gradient over every row
+        of the run (zero where not evaluated)."""
+        self.increases[rows] += (loss > self.loss_prev[rows]).float()
+        self.loss_prev[rows] = loss
+        improved = loss > self.best_loss[rows]
+        ia = rows[improved]
+        self.best_loss[ia], self.best_x[ia], self.best_grad[ia] = loss[improved], xk[ia], grad[improved]
+        g = torch.zeros_like(xk)
+        g[rows] = grad
+        return g
+
+    def checkpoint(self, k: int, rho: float) -> torch.Tensor:
+        """At checkpoint ``k``, halve eta where fewer than ``rho`` of the steps since the last checkpoint raised the
+        loss, or where neither eta nor the best loss changed since; return those rows."""
+        span = k - self.last_mark
+        halve = (self.increases < rho * span) | ((self.eta_at_mark == self.eta) & (self.best_at_mark == self.best_loss))
+        self.eta = torch.where(halve, self.eta / 2, self.eta)
+        self.increases.zero_()
+        self.last_mark, self.eta_at_mark, self.best_at_mark = k, self.eta.clone(), self.best_loss.clone()
+        return halve.nonzero().flatten()
+
+
+@register
 @dataclass(frozen=True, kw_only=True)
 class APGDT(APGD):
     """Targeted APGD with the targeted DLR loss, run against each of the model's ``n_targets`` most likely
     wrong classes in turn, on the samples still standing: an untargeted goal reached by targeted attacks."""
 
-    loss: str = "dlr"
+    loss: str | Loss = "dlr"
     n_targets: int = 9
 
-    name: str = field(default="apgd-t", init=False, repr=False)
+    name: ClassVar[str] = "apgd-t"
 
     def validate(self) -> None:
         super().validate()
@@ -145,8 +187,9 @@ class APGDT(APGD):
 
     def _attack(self, oracle: Oracle, x: torch.Tensor, labels: torch.Tensor, targeted: bool, eps: float | None,
                 init: torch.Tensor | None, gen: torch.Generator, y_true: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
-        if targeted:  # the user named the targets: one plain targeted APGD run
-            return super()._attack(oracle, x, labels, True, eps, init, gen, y_true)
+        assert eps is not None
+        if targeted:  # the user named the targets: one plain targeted APGD search
+            return self._search(oracle, x, labels, y_true, True, eps, init, 0)
         clean = oracle.logits(x, torch.arange(len(x), device=x.device))
         ranking = clean.argsort(1, descending=True)
         best_x, best_logits = x.detach().clone(), clean.clone()
@@ -157,7 +200,8 @@ class APGDT(APGD):
                 break
             wrong = ranking[todo][ranking[todo] != labels[todo, None]].view(len(todo), -1)  # ranked, true class removed
             tgt = wrong[:, rank - 1]
-            xa, za = super()._attack(SubOracle(oracle, todo), x[todo], tgt, True, eps, None, gen, labels[todo])
+            stream = (rank - 1) * self.restarts  # each target its own random starts
+            xa, za = self._search(SubOracle(oracle, todo), x[todo], tgt, labels[todo], True, eps, None, stream)
             broke = is_success(za, labels[todo], False)
             hit = todo[broke]
             best_x[hit], best_logits[hit], done[hit] = xa[broke], za[broke], True

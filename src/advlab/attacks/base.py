@@ -3,23 +3,40 @@
 An attack is a frozen config; ``attack(model, x, y, target=None)`` runs it. Subclasses implement
 ``_attack(oracle, x, labels, targeted, eps, init, gen, y_true)`` and return ``(x_adv, logits)``; everything else
 (resolving targets, restoring the model's flags, quantizing, norms, counts, robustness curves) lives here.
+Each attack class carries its ``name`` and registers itself with :func:`register`, which is how the catalog
+(and so the CLI) knows what exists.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from dataclasses import dataclass
+from typing import Any, ClassVar, TypeVar
 
 import torch
 from torch import nn
 
-from advlab.threat import distance
+from advlab.threat import NORMS, distance
 from advlab.types import AttackResult
 
 Target = int | torch.Tensor | str | None
+AttackType = TypeVar("AttackType", bound="type[Attack]")
+
+#: every registered attack class by its ``name`` (filled by :func:`register`, read by ``catalog.attack_classes``)
+REGISTRY: dict[str, type[Attack]] = {}
+
+
+def register(cls: AttackType) -> AttackType:
+    """Class decorator: list the attack ``cls`` under ``cls.name`` (a name may be registered once)."""
+    name = cls.__dict__.get("name")
+    if not isinstance(name, str) or not name or name == "attack":
+        raise TypeError(f"{cls.__name__} needs its own class attribute name = '...' to be registered")
+    if name in REGISTRY and REGISTRY[name] is not cls:
+        raise TypeError(f"attack name {name!r} is taken by {REGISTRY[name].__name__}")
+    REGISTRY[name] = cls
+    return cls
 
 
 class Oracle:
@@ -128,24 +145,55 @@ def quantize_8bit(x: torch.Tensor, x0: torch.Tensor, eps: float | None, norm: st
     return (x0q + torch.trunc((x - x0q) * 255) / 255).clamp(0, 1)
 
 
+def eps_list(eps: float | Sequence[float]) -> list[float]:
+    """``eps`` as an ascending list of floats (one eps is a list of one)."""
+    if isinstance(eps, (int, float)):
+        return [float(eps)]
+    return sorted(float(e) for e in eps)
+
+
+def check_epsilons(eps: float | Sequence[float], norm: str) -> None:
+    """Raise ValueError unless ``norm`` is a known norm and every eps is positive (and at most 1 for L-inf)."""
+    if norm not in NORMS:
+        raise ValueError(f"norm must be one of {', '.join(NORMS)}, got {norm!r}")
+    try:
+        values = eps_list(eps)
+    except (TypeError, ValueError):
+        raise ValueError(f"eps must be a positive number or a list of them, got {eps!r}") from None
+    if not values or any(not e > 0 for e in values):
+        raise ValueError(f"eps must be positive, got {eps}")
+    if norm == "linf" and any(e > 1 for e in values):
+        raise ValueError(f"an L-inf eps above 1 means nothing for [0, 1] images, got {eps}")
+
+
 @dataclass(frozen=True, kw_only=True)
 class Attack:
     """Base config shared by all attacks.
 
-    ``seed``: randomness (random starts, random targets) comes from a generator seeded with it, so the
-    same seed gives the same result. ``quantize``: return ``x_adv`` on the 8-bit grid, with success
-    checked on exactly that tensor (saved PNGs stay adversarial).
+    ``seed``: the same seed gives the same result. Random starts are drawn per sample from (seed, restart,
+    the sample's pixels), so an image gets the same start in any batch (:func:`advlab.threat.random_start`);
+    other randomness (random targets, black-box proposals) comes from a generator seeded with it.
+    ``quantize``: return ``x_adv`` on the 8-bit grid, with success checked on exactly that tensor (saved
+    PNGs stay adversarial). A bad setting raises ValueError at construction (:meth:`validate`).
     """
 
     seed: int = 0
     quantize: bool = False
 
-    name: str = field(default="attack", init=False, repr=False)
-    #: the norm the attack's perturbation is measured in (for reports); bounded attacks set it from config
-    threat_norm: str = field(default="l2", init=False, repr=False)
+    #: the attack's name in the catalog and the CLI (each registered class sets its own)
+    name: ClassVar[str] = "attack"
     #: False for attacks that only query outputs (random noise, black-box attacks): ``evaluate`` flags a
     #: model on which such an attack breaks samples that the white-box attacks left standing
     white_box: ClassVar[bool] = True
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    @property
+    def threat_norm(self) -> str:
+        """The norm the perturbation is measured in (reports, eps checks): the attack's ``norm`` where it has
+        one, else L2 (the minimum-norm attacks C&W, L-BFGS and one-hot)."""
+        return str(getattr(self, "norm", "l2"))
 
     # ---------------------------------------------------------------- public API
     def __call__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, target: Target = None) -> AttackResult:
@@ -179,7 +227,7 @@ class Attack:
             return body(oracle, x, y, labels, targeted, gen)
 
     def validate(self) -> None:
-        """Raise ValueError for impossible settings (called before every run)."""
+        """Raise ValueError for impossible settings (called at construction and before every run)."""
 
     # ---------------------------------------------------------------- for subclasses
     def _attack(self, oracle: Oracle, x: torch.Tensor, labels: torch.Tensor, targeted: bool, eps: float | None,

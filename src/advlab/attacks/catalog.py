@@ -9,22 +9,16 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from advlab.attacks.base import Attack
+from advlab.attacks.base import REGISTRY, Attack
 from advlab.errors import AdvlabError
-
-CLASS_NAMES = ("FGSM", "PGD", "MIFGSM", "APGD", "APGDT", "RandomNoise", "CW", "DeepFool", "LBFGS", "OneHot", "NES", "SPSA", "Square")
 
 
 def attack_classes() -> dict[str, type[Attack]]:
-    """Every attack by its ``name`` (fgsm, pgd, mifgsm, apgd, apgd-t, noise, cw, deepfool, lbfgs, onehot, nes, spsa, square)."""
-    from advlab import attacks
+    """Every registered attack by its ``name`` (fgsm, pgd, mifgsm, apgd, apgd-t, noise, cw, deepfool, lbfgs,
+    onehot, nes, spsa, square): exactly the classes decorated with :func:`advlab.attacks.base.register`."""
+    import advlab.attacks  # noqa: F401  (importing the package registers every attack module)
 
-    classes = [getattr(attacks, n) for n in CLASS_NAMES if hasattr(attacks, n)]
-    return {_name(c): c for c in classes}
-
-
-def _name(cls: type[Attack]) -> str:
-    return next(f.default for f in dataclasses.fields(cls) if f.name == "name")  # type: ignore[return-value]
+    return dict(REGISTRY)
 
 
 def options(cls: type[Attack]) -> set[str]:
@@ -53,8 +47,6 @@ def make(name: str, **given: Any) -> Attack:
             raise AdvlabError(f"{name} is not bounded by an eps-ball: it takes no eps (in advlab eval, --eps bounds which of its successes count)")
         raise AdvlabError(f"{name} takes no {key.replace('_', '-')} option; it takes {', '.join(sorted(allowed - {'seed', 'quantize'}))}")
     try:
-        atk = cls(**given)
-        atk.validate()
+        return cls(**given)  # a bad value raises at construction (``validate``)
     except (TypeError, ValueError) as e:
         raise AdvlabError(f"{name}: {e}") from None
-    return atk

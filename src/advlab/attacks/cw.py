@@ -24,11 +24,12 @@ and f are in logits. Cost per sample: one forward and one backward per Adam step
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 
-from advlab.attacks.base import Attack, Oracle, is_success
+from advlab.attacks.base import Attack, Oracle, is_success, register
 from advlab.losses import margin
 
 #: w0 = atanh(2 x0 - 1) is taken of 2 x0 - 1 clamped to +-(1 - _EDGE), so pixels at 0 or 1 get a finite w0.
@@ -40,6 +41,7 @@ _EDGE = 1e-2
 _ADAM = (0.9, 0.999, 1e-8)  # beta1, beta2, epsilon (Kingma & Ba's defaults, as in the paper)
 
 
+@register
 @dataclass(frozen=True, kw_only=True)
 class CW(Attack):
     """Carlini-Wagner L2: ``c`` initial trade-off constant, ``kappa`` confidence (logits), ``steps`` Adam
@@ -56,8 +58,7 @@ class CW(Attack):
     lr: float = 1e-2
     abort_early: bool = True
 
-    name: str = field(default="cw", init=False, repr=False)
-    threat_norm: str = field(default="l2", init=False, repr=False)
+    name: ClassVar[str] = "cw"
 
     def validate(self) -> None:
         if not self.c > 0:
@@ -96,7 +97,7 @@ class CW(Attack):
                 xa = (x0[a] + (th - t0[a]) / 2).clamp(0, 1)
                 xe = self._prepare(xa, x0[a], None)  # with ``quantize`` the gradient is taken at the rounded point
                 lab, ca = labels[a], c[a]
-                logits, cf, g = oracle.grad(xe.to(x.dtype), a, lambda z, lab=lab, ca=ca: -ca * margin(z, lab, targeted, self.kappa))
+                logits, cf, g = oracle.grad(xe.to(x.dtype), a, lambda z, lab=lab, ca=ca: -ca * margin(z, lab, targeted, kappa=self.kappa))
                 if best_logits is None:  # round 0, step 0: x0 itself (or its 8-bit rounding), the fallback
                     best_logits, best_x = logits.detach().clone(), xe.detach().clone()
                 # record the smallest successful point, measured on exactly what the model saw

@@ -25,17 +25,19 @@ adversarial: T linearizations cost 1 + 2 T forwards and K T backwards.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 from torch import nn
 
-from advlab.attacks.base import Attack, Oracle, Target, is_success
+from advlab.attacks.base import Attack, Oracle, Target, is_success, register
 from advlab.types import AttackResult
 
 _NUDGE = 1e-4  # logits added to |f_l| so that the step crosses the linearized boundary, not just reaches it
 
 
+@register
 @dataclass(frozen=True, kw_only=True)
 class DeepFool(Attack):
     """DeepFool in ``norm`` "l2" or "linf": at most ``steps`` linearizations over the top ``candidates``
@@ -46,10 +48,7 @@ class DeepFool(Attack):
     candidates: int = 10
     norm: str = "l2"
 
-    name: str = field(default="deepfool", init=False, repr=False)
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "threat_norm", self.norm)
+    name: ClassVar[str] = "deepfool"
 
     def __call__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, target: Target = None) -> AttackResult:
         if target is not None:

@@ -34,13 +34,14 @@ under a tenth of the time.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from typing import ClassVar
 
 import numpy as np
 import torch
 from scipy.optimize import Bounds, minimize
 
-from advlab.attacks.base import Attack, Oracle, is_success
+from advlab.attacks.base import Attack, Oracle, is_success, register
 
 
 def target_ce(logits: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
@@ -54,6 +55,7 @@ def not_label_ce(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return z.logsumexp(1) - z.scatter(1, y[:, None], float("-inf")).logsumexp(1)
 
 
+@register
 @dataclass(frozen=True, kw_only=True)
 class LBFGS(Attack):
     """Szegedy et al.'s box-constrained L-BFGS attack: minimize c ||r||_2^2 + CE with a per-sample search over c.
@@ -67,8 +69,7 @@ class LBFGS(Attack):
     search_steps: int = 8
     steps: int = 30
 
-    name: str = field(default="lbfgs", init=False, repr=False)
-    threat_norm: str = field(default="l2", init=False, repr=False)
+    name: ClassVar[str] = "lbfgs"
 
     def validate(self) -> None:
         if not self.c_init > 0:

@@ -13,16 +13,16 @@ fooled (masked or obfuscated gradients; Athalye et al. 2018, Carlini et al. 2019
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import ClassVar
 
 import torch
 
-from advlab.attacks.base import Attack, Best, Oracle, is_success
+from advlab.attacks.base import Attack, Best, Oracle, check_epsilons, eps_list, is_success, register
 from advlab.losses import margin
-from advlab.threat import NORMS
 
 
+@register
 @dataclass(frozen=True, kw_only=True)
 class RandomNoise(Attack):
     """``tries`` random points on the eps-sphere of ``norm`` per sample, pixels clipped to [0, 1]."""
@@ -32,24 +32,16 @@ class RandomNoise(Attack):
     tries: int = 10
     early_stop: bool = True
 
-    name: str = field(default="noise", init=False, repr=False)
+    name: ClassVar[str] = "noise"
     white_box: ClassVar[bool] = False
 
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "threat_norm", self.norm)
-
     def validate(self) -> None:
-        if self.norm not in NORMS:
-            raise ValueError(f"norm must be one of {', '.join(NORMS)}, got {self.norm!r}")
-        if any(not (e is not None and e > 0) for e in self._epsilons()):
-            raise ValueError(f"eps must be positive, got {self.eps}")
+        check_epsilons(self.eps, self.norm)
         if self.tries < 1:
             raise ValueError(f"tries must be >= 1, got {self.tries}")
 
     def _epsilons(self) -> list[float | None]:
-        if isinstance(self.eps, (int, float)):
-            return [float(self.eps)]
-        return sorted(float(e) for e in self.eps)
+        return list(eps_list(self.eps))
 
     def _attack(self, oracle: Oracle, x: torch.Tensor, labels: torch.Tensor, targeted: bool, eps: float | None,
                 init: torch.Tensor | None, gen: torch.Generator, y_true: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip

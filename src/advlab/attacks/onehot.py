@@ -29,12 +29,13 @@ but that first success is usually far from x0).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import partial
+from typing import ClassVar
 
 import torch
 
-from advlab.attacks.base import Attack, Best, Oracle, is_success
+from advlab.attacks.base import Attack, Best, Oracle, is_success, register
 from advlab.losses import onehot_l2
 
 OPTIMIZERS = ("adam", "gd")
@@ -46,6 +47,7 @@ def softmax_term(logits: torch.Tensor, labels: torch.Tensor, targeted: bool) -> 
     return -onehot_l2(logits, labels, targeted)
 
 
+@register
 @dataclass(frozen=True, kw_only=True)
 class OneHot(Attack):
     """Descent on 0.5 ||softmax(f(x)) - onehot(t)||_2^2 + lam ||x - x0||_2^2 (the lecture's targeted attack).
@@ -61,8 +63,7 @@ class OneHot(Attack):
     optimizer: str = "adam"
     early_stop: bool = False
 
-    name: str = field(default="onehot", init=False, repr=False)
-    threat_norm: str = field(default="l2", init=False, repr=False)
+    name: ClassVar[str] = "onehot"
 
     def validate(self) -> None:
         if not self.lam >= 0:

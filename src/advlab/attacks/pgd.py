@@ -1,92 +1,149 @@
-"""Projected gradient methods: PGD (Madry et al. 2018), FGSM (Goodfellow et al. 2015), MI-FGSM (Dong et al. 2018).
+"""Projected gradient methods: FGSM (Goodfellow et al. 2015), PGD (Madry et al. 2018), MI-FGSM (Dong et al. 2018).
 
-All maximize a per-sample loss L(f(x + delta), y) over the ball ||delta||_p <= eps with x + delta in [0, 1]:
+All maximize a per-sample loss L(f(x'), y) over the ball ||x' - x||_p <= eps with x' in [0, 1], through the
+shared step of :mod:`advlab.attacks.step`:
 
-    delta <- Proj_eps( delta + alpha * s(g) ),   g = d L / d delta (MI-FGSM: g <- mu * g + grad / ||grad||_1)
+    x' <- x + Proj_eps( x' + alpha * s(g) - x ),  clipped to [0, 1],   g = d L / d x'
+    (MI-FGSM: g <- mu * g + grad / ||grad||_1 before the step)
 
 where s is the steepest-ascent direction of the norm (sign for L-inf, g/||g||_2 for L2). ``eps`` and
-``alpha`` are in [0, 1] pixel units. ``early_stop=True`` stops each sample at its first success (the
-"any success" goal, cheapest); ``False`` spends the full budget and returns, per sample, the most
-adversarial iterate seen (successful first, then highest loss): the "maximum confidence" goal.
+``alpha`` are in [0, 1] pixel units. For PGD and MI-FGSM ``early_stop=True`` stops each sample at its first
+success (the "any success" goal, cheapest); ``False`` spends the full budget and returns, per sample, the
+most adversarial iterate seen (successful first, then highest loss): the "maximum confidence" goal.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 
-from advlab.attacks.base import Attack, Best, Oracle, is_success
-from advlab.losses import Loss, get_loss
-from advlab.threat import NORMS, Norm, project, random_start, steepest_step
+from advlab.attacks.base import Attack, Best, Oracle, check_epsilons, eps_list, is_success, register
+from advlab.attacks.step import Ball, Iterate, StepRule
+from advlab.losses import Loss, bind, get_loss
+from advlab.threat import Norm, project, random_start
 
 
+def start_delta(x: torch.Tensor, eps: float, norm: Norm, *, init: torch.Tensor | None, random: bool, seed: int,
+                restart: int) -> torch.Tensor:  # fmt: skip
+    """Where a run starts, as a perturbation of ``x``: the warm start ``init`` projected onto the ball when given,
+    else a per-sample random point of the ball (from ``seed``, ``restart`` and each image's pixels), else zero."""
+    if init is not None:
+        return project(init, eps, norm)
+    if random:
+        return random_start(x, eps, norm, seed=seed, stream=restart)
+    return torch.zeros_like(x)
+
+
+@register
 @dataclass(frozen=True, kw_only=True)
-class PGD(Attack):
-    """PGD with random start and restarts; ``eps`` may be a list (a robustness curve in one call)."""
+class FGSM(Attack):
+    """Fast gradient sign method: one step x + eps * sign(d L / dx) (for norm="l2": eps * g / ||g||_2), from x.
+
+    Per sample the result is the better (successful first, then higher loss) of x and the stepped point. On an
+    ``eps`` list, each larger eps steps from the result at the previous eps of the samples still standing.
+    """
 
     eps: float | Sequence[float] = 8 / 255
-    alpha: float | None = None  # default 2.5 * eps / steps (Madry et al.)
+    norm: str = "linf"
+    loss: str | Loss = "ce"
+
+    name: ClassVar[str] = "fgsm"
+
+    def validate(self) -> None:
+        check_epsilons(self.eps, self.norm)
+        get_loss(self.loss)
+
+    def _epsilons(self) -> list[float | None]:
+        return list(eps_list(self.eps))
+
+    def _attack(self, oracle: Oracle, x: torch.Tensor, labels: torch.Tensor, targeted: bool, eps: float | None,
+                init: torch.Tensor | None, gen: torch.Generator, y_true: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
+        assert eps is not None
+        loss = bind(get_loss(self.loss), labels, targeted, y_true)
+        it = self._iterate(x, eps, init)
+        best = Best(x)
+        xe = self._prepare(it.point(), x, eps)
+        logits, value, grad = oracle.grad(xe, None, loss)
+        best.update(None, xe, logits, is_success(logits, labels, targeted), value)
+        it.step(grad)
+        xe = self._prepare(it.point(), x, eps)
+        logits = oracle.logits(xe, None)
+        best.update(None, xe, logits, is_success(logits, labels, targeted), loss(logits))
+        return best.result()
+
+    def _x_adv_only(self, oracle: Oracle, x: torch.Tensor, y: torch.Tensor, labels: torch.Tensor, targeted: bool,
+                    gen: torch.Generator) -> torch.Tensor:  # fmt: skip
+        """The stepped point itself, after one gradient and nothing else."""
+        eps = self._epsilons()
+        if len(eps) > 1 or self.quantize:
+            return super()._x_adv_only(oracle, x, y, labels, targeted, gen)
+        assert eps[0] is not None
+        it = self._iterate(x, eps[0], None)
+        _, _, grad = oracle.grad(x, None, bind(get_loss(self.loss), labels, targeted, y))
+        it.step(grad)
+        return it.point()
+
+    def _iterate(self, x: torch.Tensor, eps: float, init: torch.Tensor | None) -> Iterate:
+        norm: Norm = self.norm  # type: ignore[assignment]
+        start = None if init is None else x + project(init, eps, norm)
+        return Iterate(x, start, ball=Ball(eps, norm), rule=StepRule(norm), alpha=eps)
+
+
+@register
+@dataclass(frozen=True, kw_only=True)
+class PGD(Attack):
+    """PGD with random start and restarts; ``eps`` may be a list (a robustness curve in one call).
+
+    ``alpha``: the step size, default 2.5 * eps / steps (Madry et al.). ``restarts``: further runs from new
+    random starts for the samples still standing. ``loss``: any :mod:`advlab.losses` name or callable.
+    """
+
+    eps: float | Sequence[float] = 8 / 255
+    alpha: float | None = None
     steps: int = 10
     norm: str = "linf"
     random_start: bool = True
     restarts: int = 1
     loss: str | Loss = "ce"
     early_stop: bool = False
-    momentum: float = 0.0
 
-    name: str = field(default="pgd", init=False, repr=False)
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "threat_norm", self.norm)
+    name: ClassVar[str] = "pgd"
 
     def validate(self) -> None:
-        eps = self._epsilons()
-        if self.norm not in NORMS:
-            raise ValueError(f"norm must be one of {', '.join(NORMS)}, got {self.norm!r}")
-        if not eps or any(e is None or not (e > 0) for e in eps):
-            raise ValueError(f"eps must be positive, got {self.eps}")
-        if self.norm == "linf" and any(e > 1 for e in eps):  # type: ignore[operator]
-            raise ValueError(f"an L-inf eps above 1 means nothing for [0, 1] images, got {self.eps}")
+        check_epsilons(self.eps, self.norm)
         if self.steps < 1:
             raise ValueError(f"steps must be >= 1, got {self.steps}")
         if self.alpha is not None and not self.alpha > 0:
             raise ValueError(f"alpha must be positive, got {self.alpha}")
         if self.restarts < 1:
             raise ValueError(f"restarts must be >= 1, got {self.restarts}")
-        if self.momentum < 0:
-            raise ValueError(f"momentum must be >= 0, got {self.momentum}")
         get_loss(self.loss)
 
     def _epsilons(self) -> list[float | None]:
-        if isinstance(self.eps, (int, float)):
-            return [float(self.eps)]
-        return sorted(float(e) for e in self.eps)
+        return list(eps_list(self.eps))
 
     def step_size(self, eps: float) -> float:
+        """alpha, in [0, 1] pixel units (L-inf: per pixel; L2/L1: per image)."""
         return self.alpha if self.alpha is not None else 2.5 * eps / self.steps
 
-    def _start(self, x: torch.Tensor, eps: float, restart: int, init: torch.Tensor | None, gen: torch.Generator) -> torch.Tensor:
-        if init is not None and restart == 0:
-            return project(init, eps, self.norm)  # type: ignore[arg-type]
-        if self.random_start:
-            return random_start(x, eps, self.norm, gen)  # type: ignore[arg-type]
-        return torch.zeros_like(x)
+    def rule(self) -> StepRule:
+        """The step rule: the steepest direction of ``norm``, no momentum."""
+        return StepRule(self.norm)  # type: ignore[arg-type]
 
     def _attack(self, oracle: Oracle, x: torch.Tensor, labels: torch.Tensor, targeted: bool, eps: float | None,
                 init: torch.Tensor | None, gen: torch.Generator, y_true: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
         assert eps is not None
         best = Best(x)
         for restart in range(self.restarts):
-            if restart == 0:
-                self._ascend(oracle, x, labels, targeted, eps, self._start(x, eps, 0, init, gen), best, None)
-                continue
-            rows = best.standing()
-            if len(rows) == 0:
+            rows = None if restart == 0 else best.standing()
+            if rows is not None and len(rows) == 0:
                 break
-            delta = self._start(x[rows], eps, restart, None, gen)
-            self._ascend(oracle, x[rows], labels[rows], targeted, eps, delta, best, rows)
+            xr, lab, yt = (x, labels, y_true) if rows is None else (x[rows], labels[rows], y_true[rows])
+            delta = self._start(xr, eps, init if restart == 0 else None, restart)
+            self._ascend(oracle, xr, lab, yt, targeted, eps, delta, best, rows)
         return best.result()
 
     def _x_adv_only(self, oracle: Oracle, x: torch.Tensor, y: torch.Tensor, labels: torch.Tensor, targeted: bool,
@@ -97,84 +154,66 @@ class PGD(Attack):
             return super()._x_adv_only(oracle, x, y, labels, targeted, gen)
         e = eps[0]
         assert e is not None
-        return self._ascend(oracle, x, labels, targeted, e, self._start(x, e, 0, None, gen), None, None).detach()
+        return self._ascend(oracle, x, labels, y, targeted, e, self._start(x, e, None, 0), None, None).detach()
 
-    def _ascend(self, oracle: Oracle, x0: torch.Tensor, labels: torch.Tensor, targeted: bool, eps: float,
-                delta: torch.Tensor, best: Best | None, rows: torch.Tensor | None) -> torch.Tensor:  # fmt: skip
+    def _start(self, x: torch.Tensor, eps: float, init: torch.Tensor | None, restart: int) -> torch.Tensor:
+        norm: Norm = self.norm  # type: ignore[assignment]
+        return start_delta(x, eps, norm, init=init, random=self.random_start, seed=self.seed, restart=restart)
+
+    def _ascend(self, oracle: Oracle, x0: torch.Tensor, labels: torch.Tensor, y_true: torch.Tensor, targeted: bool,
+                eps: float, delta: torch.Tensor, best: Best | None, rows: torch.Tensor | None) -> torch.Tensor:  # fmt: skip
         """``steps`` ascent steps from ``x0 + delta``; returns the last iterate.
 
         With ``best``, every iterate (the last one included, with a gradient-free forward) is scored into it at
         ``rows`` (None: x0 is best's whole batch), and ``early_stop`` drops each sample at its first success.
         Without, nothing is scored and the loop costs exactly ``steps`` forward/backward passes. While every
-        sample is running, whole tensors are used (no gathers or scatters).
+        sample is running, :class:`Iterate` works on whole tensors (no gathers or scatters).
         """
-        norm: Norm = self.norm  # type: ignore[assignment]
         loss_fn = get_loss(self.loss)
-        alpha = self.step_size(eps)
-        delta = (x0 + delta).clamp(0, 1) - x0
-        velocity = torch.zeros_like(delta) if self.momentum else None
-        active: torch.Tensor | None = None  # rows of x0 still running; None: all of them
+        it = Iterate(x0, x0 + delta, ball=Ball(eps, self.norm), rule=self.rule(), alpha=self.step_size(eps))  # type: ignore[arg-type]
         for step in range(self.steps + 1):
             last = step == self.steps
             if last and best is None:
                 break
-            if active is None:
-                xb, lab, where = x0, labels, rows
-            else:
-                xb, lab = x0[active], labels[active]
-                where = active if rows is None else rows[active]
-            xe = self._prepare(xb + (delta if active is None else delta[active]), xb, eps)
-            logits, loss, grad = oracle.evaluate(xe, where, lambda z, lab=lab: loss_fn(z, lab, targeted), not last)
+            a = it.rows
+            lab, yt = (labels, y_true) if a is None else (labels[a], y_true[a])
+            where = rows if a is None else (a if rows is None else rows[a])
+            xe = self._prepare(it.point(), it.start(), eps)
+            logits, loss, grad = oracle.evaluate(xe, where, bind(loss_fn, lab, targeted, yt), not last)
             if best is not None:
                 succ = is_success(logits, lab, targeted)
                 best.update(where, xe, logits, succ, loss)
                 if self.early_stop and not last and bool(succ.any()):
-                    keep = ~succ
-                    active = keep.nonzero().flatten() if active is None else active[keep]
-                    grad = grad[keep] if grad is not None else None
-                    if len(active) == 0:
+                    it.keep(~succ)
+                    grad = grad[~succ] if grad is not None else None
+                    if it.running == 0:
                         break
-                    xb = x0[active]
             if last:
                 break
             assert grad is not None
-            if velocity is not None:
-                g = grad / (grad.flatten(1).abs().sum(1).view(-1, *[1] * (grad.ndim - 1)) + 1e-12)
-                g = g + self.momentum * (velocity if active is None else velocity[active])
-                if active is None:
-                    velocity = g
-                else:
-                    velocity[active] = g
-                grad = g
-            if active is None:
-                delta = (x0 + project(delta + alpha * steepest_step(grad, norm), eps, norm)).clamp(0, 1) - x0
-            else:
-                d = project(delta[active] + alpha * steepest_step(grad, norm), eps, norm)
-                delta[active] = (xb + d).clamp(0, 1) - xb
-        return x0 + delta
+            it.step(grad)
+        return it.x
 
 
-@dataclass(frozen=True, kw_only=True)
-class FGSM(PGD):
-    """Fast gradient sign method: one step x + eps * sign(d L / dx) (for norm="l2": eps * g / ||g||_2), no random start."""
-
-    steps: int = 1
-    random_start: bool = False
-
-    name: str = field(default="fgsm", init=False, repr=False)
-
-    def step_size(self, eps: float) -> float:
-        return self.alpha if self.alpha is not None else eps
-
-
+@register
 @dataclass(frozen=True, kw_only=True)
 class MIFGSM(PGD):
-    """Momentum iterative FGSM: g <- mu * g + grad / ||grad||_1, step alpha * sign(g); alpha defaults to eps / steps."""
+    """Momentum iterative FGSM: g <- mu * g + grad / ||grad||_1, step alpha * s(g); alpha defaults to eps / steps,
+    no random start by default (Dong et al. 2018). ``momentum``: mu >= 0."""
 
     momentum: float = 1.0
     random_start: bool = False
 
-    name: str = field(default="mifgsm", init=False, repr=False)
+    name: ClassVar[str] = "mifgsm"
+
+    def validate(self) -> None:
+        super().validate()
+        if not self.momentum >= 0:
+            raise ValueError(f"momentum must be >= 0, got {self.momentum}")
 
     def step_size(self, eps: float) -> float:
         return self.alpha if self.alpha is not None else eps / self.steps
+
+    def rule(self) -> StepRule:
+        """The steepest direction of ``norm`` applied to the L1-normalized gradient accumulated with mu."""
+        return StepRule(self.norm, self.momentum)  # type: ignore[arg-type]

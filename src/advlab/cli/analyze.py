@@ -23,21 +23,8 @@ from typing import Any
 import torch
 
 from advlab import runs, zoo
-from advlab.cli.attack import add_attack_args, csv_text, make_attack
-from advlab.cli.common import (
-    Formatter,
-    add_model_args,
-    add_run_args,
-    build_model,
-    command_line,
-    default_out,
-    floats,
-    load_data_for,
-    number,
-    positive_int,
-    require,
-    say,
-)
+from advlab.cli.common import Formatter, add_attack_args, add_model_args, add_run_args, build_model, command_line, csv_text
+from advlab.cli.common import default_out, floats, load_data_for, make_attack, number, positive_int, require, say
 from advlab.errors import AdvlabError
 
 
@@ -69,7 +56,7 @@ def register(sub: argparse._SubParsersAction, flags: argparse.ArgumentParser) ->
 
 
 def run(args: argparse.Namespace) -> int:
-    from advlab.analysis import changes_table, layer_changes, peak
+    from advlab.experiments.layers import changes_table, layer_changes, peak
 
     model = build_model(args)
     info: zoo.ModelInfo = model.info  # type: ignore[assignment]
@@ -116,7 +103,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _attack(atk: Any, model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int) -> torch.Tensor:
-    from advlab.study import adversarials
+    from advlab.experiments.study import adversarials
 
     try:
         return adversarials(model, atk, x, y, batch_size)
@@ -198,7 +185,7 @@ ALL_UNITS_MAX = 2**25
 def run_units(args: argparse.Namespace) -> int:
     """``advlab analyze units``: top images of units and random directions, their label purity (unlabelled
     data: the model's predictions as labels). Everything is computed before the run directory opens."""
-    from advlab.analysis import (
+    from advlab.experiments.units import (
         activations,
         chance_purity,
         probe_activations,
@@ -318,7 +305,7 @@ def _register_linearity(inner: argparse._SubParsersAction, flags: argparse.Argum
 def _linear_model(seed: int) -> torch.nn.Module:
     from dataclasses import replace
 
-    from advlab.analysis import linear_digits_model
+    from advlab.experiments.linearity import linear_digits_model
 
     model = linear_digits_model(seed)
     model.info = replace(zoo.info("digits-cnn"), name=LINEAR, pretrained=False,  # type: ignore[assignment]
@@ -329,7 +316,7 @@ def _linear_model(seed: int) -> torch.nn.Module:
 def run_linearity(args: argparse.Namespace) -> int:
     """``advlab analyze linearity``: one FGSM accuracy-vs-eps curve per model; for ``linear`` also its distance
     to the decision boundary. Everything is computed before the run directory opens."""
-    from advlab.analysis import affine_map, check_eps_list, fgsm_curve, linear_flip_eps
+    from advlab.experiments.linearity import affine_map, check_eps_list, fgsm_curve, linear_flip_eps
 
     specs = list(dict.fromkeys(s.strip() for s in args.models.split(",") if s.strip()))
     require(bool(specs), "--models: give at least one model")

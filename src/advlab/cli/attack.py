@@ -9,107 +9,26 @@ Work is saved after every batch; --resume continues an interrupted run.
 from __future__ import annotations
 
 import argparse
-import csv
-import io
 import json
 import math
-import time
+from collections.abc import Callable
 from typing import Any
 
 import torch
 
 from advlab import distributed, runs, zoo
 from advlab.attacks.base import Target
-from advlab.attacks.catalog import attack_classes, make
-from advlab.cli.common import (
-    Formatter,
-    add_device_args,
-    add_model_args,
-    add_run_args,
-    build_model,
-    check_resumable,  # noqa: F401 - re-exported: other commands import it from here
-    command_line,
-    default_out,
-    load_data_for,
-    number,
-    place_model,
-    positive_int,
-    progress,
-    say,
-)
-from advlab.cli.shards import Shards, open_shards
+from advlab.attacks.catalog import attack_classes
+from advlab.cli.common import Formatter, add_attack_args, add_device_args, add_model_args, add_run_args, build_model
+from advlab.cli.common import command_line, csv_text, default_out, load_data_for, make_attack, parse_target, place_model
+from advlab.cli.common import positive_int, say, short
+from advlab.cli.runner import Job, Units, run_job
 from advlab.errors import AdvlabError
+from advlab.evaluation import metrics as M
+from advlab.work import Work
 
-#: (flag, attack field, type, help) for every attack option the CLI passes through
-ATTACK_OPTIONS: list[tuple[str, str, Any, str]] = [
-    ("--eps", "eps", None, "perturbation budget in [0, 1] pixel units, e.g. 8/255; a comma list gives a robustness curve"),
-    ("--norm", "norm", str, "threat model: linf, l2 or l1"),
-    ("--alpha", "alpha", number, "step size in pixel units (PGD family; default 2.5 eps / steps; NES: eps / 4)"),
-    ("--steps", "steps", positive_int, "iterations"),
-    ("--restarts", "restarts", positive_int, "random restarts (PGD family)"),
-    ("--loss", "loss", str, "objective: ce, margin, dlr, onehot"),
-    ("--momentum", "momentum", number, "momentum (MI-FGSM's mu; NES: weight of past gradient estimates)"),
-    ("--n-targets", "n_targets", positive_int, "APGD-T: how many most-likely wrong classes to target"),
-    ("--tries", "tries", positive_int, "noise: random draws per image"),
-    ("--c", "c", number, "C&W / L-BFGS: initial weight of the loss against the perturbation size"),
-    ("--kappa", "kappa", number, "C&W: confidence margin"),
-    ("--lr", "lr", number, "C&W / SPSA: Adam learning rate"),
-    ("--binary-search-steps", "binary_search_steps", positive_int, "C&W: rounds of the search over c"),
-    ("--overshoot", "overshoot", number, "DeepFool: overshoot"),
-    ("--lam", "lam", number, "one-hot attack: weight lambda of ||x - x0||^2"),
-    ("--max-queries", "max_queries", positive_int, "black-box attacks (nes, spsa, square): model queries per image"),
-    ("--samples", "samples", positive_int, "NES / SPSA: antithetic pairs per gradient estimate (2 queries each)"),
-    ("--sigma", "sigma", number, "NES: std of the Gaussian probes, in pixel units"),
-    ("--delta", "delta", number, "SPSA: size of the Rademacher probes, in pixel units"),
-    ("--p-init", "p_init", number, "Square: fraction of the image the first squares cover"),
-]
-
-
-def add_attack_args(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("attack options (given ones are checked against the attack: an option it lacks is an error)")
-    for flag, dest, typ, help_ in ATTACK_OPTIONS:
-        if flag == "--eps":
-            g.add_argument(flag, dest=dest, type=_eps_list, help=help_)
-        else:
-            g.add_argument(flag, dest=dest, type=typ, help=help_)
-    g.add_argument("--random-start", dest="random_start", action=argparse.BooleanOptionalAction, default=None,
-                   help="start from a random point in the ball (PGD family)")  # fmt: skip
-    g.add_argument("--seed", type=int, default=0, help="seed for random starts and random targets")
-    g.add_argument("--quantize", action="store_true", help="round adversarial images to 8 bits (saved PNGs stay adversarial)")
-
-
-def _eps_list(text: str) -> float | list[float]:
-    values = [number(t) for t in text.split(",") if t.strip()]
-    if not values:
-        raise argparse.ArgumentTypeError("empty eps")
-    if any(v <= 0 for v in values):
-        raise argparse.ArgumentTypeError(f"eps must be positive, got {text!r}")
-    return values[0] if len(values) == 1 else values
-
-
-def default_eps(info: zoo.ModelInfo) -> float:
-    """The L-inf eps a command uses when none is given: 0.1 on the 8x8 digits, 8/255 on photos."""
-    return 0.1 if info.dataset == "digits" else 8 / 255
-
-
-def make_attack(args: argparse.Namespace, info: zoo.ModelInfo) -> Any:
-    """``make(args.attack, ...)`` with the given options; an eps-bounded attack without --eps gets :func:`default_eps`."""
-    from advlab.attacks.catalog import options
-
-    opts = attack_options(args)
-    classes = attack_classes()
-    if "eps" not in opts and args.attack in classes and "eps" in options(classes[args.attack]):
-        opts["eps"] = default_eps(info)
-    return make(args.attack, **opts)
-
-
-def attack_options(args: argparse.Namespace) -> dict[str, Any]:
-    """The attack options the user gave (None = not given, left at the attack's default)."""
-    opts = {dest: getattr(args, dest) for _, dest, _, _ in ATTACK_OPTIONS}
-    opts["random_start"] = args.random_start
-    opts["seed"] = args.seed
-    opts["quantize"] = args.quantize or None
-    return {k: v for k, v in opts.items() if v is not None}
+#: a batch's per-sample columns (x_adv, clean/adv logits, success, target, norms, model evaluations, min_eps)
+Columns = dict[str, torch.Tensor]
 
 
 def register(sub: argparse._SubParsersAction, flags: argparse.ArgumentParser) -> None:
@@ -127,7 +46,7 @@ def register(sub: argparse._SubParsersAction, flags: argparse.ArgumentParser) ->
     )
     add_model_args(p)
     p.add_argument("--data", "-d", required=True, help="data spec (see advlab data)")
-    p.add_argument("--attack", "-a", required=True, help=f"one of: {names}")
+    p.add_argument("--attack", "-a", required=True, help=f"one of: {names} (an eps-bounded attack without --eps: 0.1 on digits, else 8/255)")
     add_attack_args(p)
     p.add_argument("--target", "-t", help="class index or name, 'random' or 'least-likely' (default: untargeted)")
     p.add_argument("--limit", type=positive_int, help="only the first N images")
@@ -139,156 +58,116 @@ def register(sub: argparse._SubParsersAction, flags: argparse.ArgumentParser) ->
     p.set_defaults(func=run)
 
 
-def parse_target(text: str | None, info: zoo.ModelInfo) -> Target:
-    """A class index, a class name (case-insensitive, as listed by the model), 'random' or 'least-likely'."""
-    if text is None or text in ("random", "least-likely"):
-        return text
-    if text.lstrip("-").isdigit():
-        t = int(text)
-        if not 0 <= t < info.num_classes:
-            raise AdvlabError(f"target {t} is out of range: {info.name} has classes 0..{info.num_classes - 1}")
-        return t
-    lookup = {name.lower(): i for i, name in enumerate(info.class_names)}
-    if text.lower() in lookup:
-        return lookup[text.lower()]
-    raise AdvlabError(f"unknown target {text!r}: give a class index 0..{info.num_classes - 1}, a class name of {info.name}, 'random' or 'least-likely'")
-
-
-def csv_text(rows: list[dict[str, Any]]) -> str:
-    buf = io.StringIO()
-    if rows:
-        w = csv.DictWriter(buf, fieldnames=list(rows[0]))
-        w.writeheader()
-        w.writerows(rows)
-    return buf.getvalue()
-
-
-def short(name: str, n: int = 18) -> str:
-    return name if len(name) <= n else name[: n - 1] + "…"
-
-
 def run(args: argparse.Namespace) -> int:
     dist = distributed.setup(args.device)
     model = place_model(build_model(args), dist.device, args.channels_last)
     info: zoo.ModelInfo = model.info  # type: ignore[assignment]
-    atk = make(args.attack, **attack_options(args))
+    atk = make_attack(args, info)
     target = parse_target(args.target, info)
     x, y, desc = load_data_for(args.data, info, limit=args.limit)
     if target is None and (y < 0).any():
         raise AdvlabError(f"data {args.data!r} has unlabelled images; an untargeted attack needs labels (or give --target)")
     eps = getattr(atk, "eps", None)
-    alpha = getattr(atk, "alpha", None)
-    name = runs.run_name(info.name, info.dataset, "attack", desc.dataset, atk.name, eps if isinstance(eps, float) else None, alpha)
-    out = args.out or default_out(name)
+    name = runs.run_name(info.name, info.dataset, "attack", desc.dataset, atk.name, eps if isinstance(eps, float) else None,
+                         getattr(atk, "alpha", None))  # fmt: skip
     config = {"command": command_line(args.argv), "model": args.model, "weights": args.weights, "data": args.data,
               "limit": args.limit, "attack": repr(atk), "target": args.target, "batch_size": args.batch_size}  # fmt: skip
-    n_units = math.ceil(len(x) / args.batch_size)
-    with open_shards(dist, out, config, n_units, force=args.force, resume=args.resume,
-                     unit_name=f"a batch of {args.batch_size} images") as opened:  # fmt: skip
-        sh = opened.shards
-        if sh is None:
-            if dist.is_main():
-                say(args, f"{out} is complete already")
-            return 0
-        with sh.working():
-            _attack_batches(model, atk, x, y, target, args, sh, dist.device)
-        if not dist.is_main():
-            return 0
-        cols = _columns(sh.load_all(lambda t, j: (t, j)))
-        metrics = _metrics(cols, y, atk, info, args)
-        sh.finish()
-        _write(sh.run, x, y, cols, metrics, info, args)
-    if args.json:
-        print(json.dumps(metrics, indent=2))
-    else:
-        goal = "hit the target" if metrics["targeted"] else "changed a correct prediction"
-        say(args, f"{atk.name} on {metrics['images']} images: success {metrics['success_rate']:.2%} ({goal}), "
-                  f"clean accuracy {metrics['clean_accuracy']:.2%} -> adversarial {metrics['adversarial_accuracy']:.2%}, "
-                  f"median L-inf {metrics['linf_median']}, median L2 {metrics['l2_median']}")  # fmt: skip
-        say(args, f"wrote {out}")
+    units = Units(math.ceil(len(x) / args.batch_size), f"a batch of {args.batch_size} images", lambda cols: (cols, {}),
+                  lambda t, _: t, bar=atk.name)  # fmt: skip
+    job = Job(args.out or default_out(name), config, units, _attack_batches(model, atk, x, y, target, args.batch_size),
+              lambda run_dir, cols, sec: _write(run_dir, x, y, cols, _metrics(cols, y, atk, info, args, sec), info, args),
+              lambda run_dir, m: _report(run_dir, m, info, args))  # fmt: skip
+    metrics = run_job(job, args, dist)
+    if metrics is not None:
+        _print(args, metrics, job.out)
     return 0
 
 
+def _print(args: argparse.Namespace, metrics: dict[str, Any], out: Any) -> None:
+    if args.json:
+        print(json.dumps(metrics, indent=2))
+        return
+    goal = "hit the target" if metrics["targeted"] else "changed a correct prediction"
+    say(args, f"{metrics['attack']} on {metrics['images']} images: success {metrics['success_rate']:.2%} ({goal}), "
+              f"clean accuracy {metrics['clean_accuracy']:.2%} -> robust {metrics['robust_accuracy']:.2%}, "
+              f"median L-inf {metrics['linf_median']}, median L2 {metrics['l2_median']}")  # fmt: skip
+    say(args, f"wrote {out}")
+
+
 def _attack_batches(model: torch.nn.Module, atk: Any, x: torch.Tensor, y: torch.Tensor, target: Target,
-                    args: argparse.Namespace, sh: Shards, device: torch.device) -> None:  # fmt: skip
-    """Attack this rank's batches that are not saved yet, saving each batch's columns (on the CPU) as it ends."""
-    todo = sh.todo()
-    show = not args.quiet and sh.dist.is_main()
-    for b in progress(todo, not show, desc=atk.name, unit="batch", total=len(todo)):
-        i = b * args.batch_size
-        xb, yb = x[i : i + args.batch_size].to(device), y[i : i + args.batch_size].to(device)
-        t0 = time.perf_counter()
-        with torch.no_grad():
-            clean = model(xb)
-        try:
-            res = atk(model, xb, yb, target=target)
-        except ValueError as e:
-            raise AdvlabError(f"{atk.name}: {e}") from None
-        dt = time.perf_counter() - t0
-        tgt = res.target if res.target is not None else torch.full_like(yb, -1)
-        part = {"x_adv": res.x_adv, "clean_logits": clean, "adv_logits": res.logits, "success": res.success, "target": tgt,
-                "l0": res.l0, "l2": res.l2, "linf": res.linf, "forwards": res.forwards, "backwards": res.backwards}  # fmt: skip
-        if res.min_eps is not None:
-            part["min_eps"] = res.min_eps
-        sh.save(b, {k: v.detach().cpu() for k, v in part.items()}, {"seconds": dt})
+                    batch_size: int) -> Callable[[Work[Columns]], Columns]:  # fmt: skip
+    """The command's compute: attack the batches ``work`` asks for, record each one's columns (on the CPU) as
+    it ends, and return every batch's columns (the finished ones and the new) joined in order."""
+    from advlab.device import device_of
+
+    device = device_of(model)
+
+    def compute(work: Work[Columns]) -> Columns:
+        done = work.finished()
+        for b in work.todo(range(math.ceil(len(x) / batch_size))):
+            i = b * batch_size
+            done[b] = _attack_batch(model, atk, x[i : i + batch_size].to(device), y[i : i + batch_size].to(device), target)
+            work.record(b, done[b])
+        return {k: torch.cat([done[b][k] for b in sorted(done)]) for k in done[min(done)]}
+
+    return compute
 
 
-def _columns(states: dict[int, tuple[dict[str, torch.Tensor], dict[str, Any]]]) -> dict[str, torch.Tensor]:
-    """The saved batches joined in order; ``seconds`` is their summed attack time."""
-    cols: dict[str, list[torch.Tensor]] = {}
-    for b in sorted(states):
-        for k, v in states[b][0].items():
-            cols.setdefault(k, []).append(v)
-    out = {k: torch.cat(v) for k, v in cols.items()}
-    out["seconds"] = torch.tensor(sum(float(j["seconds"]) for _, j in states.values()))
-    return out
+def _attack_batch(model: torch.nn.Module, atk: Any, xb: torch.Tensor, yb: torch.Tensor, target: Target) -> Columns:
+    with torch.no_grad():
+        clean = model(xb)
+    try:
+        res = atk(model, xb, yb, target=target)
+    except ValueError as e:
+        raise AdvlabError(f"{atk.name}: {e}") from None
+    tgt = res.target if res.target is not None else torch.full_like(yb, -1)
+    part = {"x_adv": res.x_adv, "clean_logits": clean, "adv_logits": res.logits, "success": res.success, "target": tgt,
+            "l0": res.l0, "l2": res.l2, "linf": res.linf, "forwards": res.forwards, "backwards": res.backwards}  # fmt: skip
+    if res.min_eps is not None:
+        part["min_eps"] = res.min_eps
+    return {k: v.detach().cpu() for k, v in part.items()}
 
 
-def _median(v: torch.Tensor) -> float | None:
-    return round(float(v.double().median()), 6) if v.numel() else None
+def _round(v: float | None) -> float | None:
+    return None if v is None else round(v, 6)
 
 
-def _mean(v: torch.Tensor) -> float | None:
-    return round(float(v.double().mean()), 6) if v.numel() else None
-
-
-def _metrics(cols: dict[str, torch.Tensor], y: torch.Tensor, atk: Any, info: zoo.ModelInfo, args: argparse.Namespace) -> dict[str, Any]:
-    """Attack metrics over the data set. Untargeted success counts over clean-correct images (an image the
-    model already gets wrong is no success of the attack); targeted success over all images."""
+def _metrics(cols: Columns, y: torch.Tensor, atk: Any, info: zoo.ModelInfo, args: argparse.Namespace, seconds: float) -> dict[str, Any]:
+    """Attack metrics over the data set, from :mod:`advlab.evaluation.metrics`. Untargeted success counts over
+    clean-correct images (an image the model already gets wrong is no success of the attack); targeted
+    success over all images. Norms and the adversarial confidence are over the successful images."""
     clean_pred, adv_pred = cols["clean_logits"].argmax(1), cols["adv_logits"].argmax(1)
-    labelled = y >= 0
-    correct = (clean_pred == y) & labelled
     targeted = bool((cols["target"] >= 0).any())
-    success = cols["success"]
-    over = torch.ones_like(success) if targeted else correct
-    n_lab = max(1, int(labelled.sum()))
-    p_adv = cols["adv_logits"].float().softmax(1)
-    m: dict[str, Any] = {
-        "model": info.name, "data": args.data, "attack": atk.name, "config": repr(atk), "images": len(y),
-        "targeted": targeted, "target": args.target,
-        "success_rate": float(success[over].float().mean()) if over.any() else 0.0,
-        "clean_accuracy": float(correct.sum()) / n_lab,
-        "adversarial_accuracy": float(((adv_pred == y) & labelled).sum()) / n_lab,
-        "strict_attack_success_rate": float((correct & (adv_pred != y)).sum()) / max(1, int(correct.sum())),
-        "prediction_change_rate": float((adv_pred != clean_pred).float().mean()),
-    }  # fmt: skip
+    success = cols["success"].bool()
+    over = torch.ones_like(success) if targeted else M.clean_correct(y, clean_pred)
+    m: dict[str, Any] = {"model": info.name, "data": args.data, "attack": atk.name, "config": repr(atk), "images": len(y),
+                         "targeted": targeted, "target": args.target, "success_rate": M.attack_success_rate(success, over),
+                         **M.rates(y, clean_pred, adv_pred)}  # fmt: skip
     for k in ("linf", "l2", "l0"):
-        m[f"{k}_median"], m[f"{k}_mean"] = _median(cols[k][success]), _mean(cols[k][success])
-    m["clean_confidence_mean"] = _mean(cols["clean_logits"].float().softmax(1).amax(1))
-    m["adversarial_confidence_mean"] = _mean(p_adv.amax(1)[success])
+        stats = M.norm_stats(cols[k][success])
+        m[f"{k}_median"], m[f"{k}_mean"] = _round(stats["median"]), _round(stats["mean"])
+    m["clean_confidence_mean"] = _round(M.mean_or_none(M.confidence(cols["clean_logits"])))
+    m["adversarial_confidence_mean"] = _round(M.mean_or_none(M.confidence(cols["adv_logits"])[success]))
     if targeted:
-        m["target_probability_mean"] = _mean(p_adv.gather(1, cols["target"].clamp(min=0)[:, None]).squeeze(1))
+        m["target_probability_mean"] = _round(M.mean_or_none(M.confidence(cols["adv_logits"], cols["target"].clamp(min=0))))
     m["gradient_evaluations"], m["forward_evaluations"] = int(cols["backwards"].sum()), int(cols["forwards"].sum())
-    m["seconds"] = round(float(cols["seconds"]), 3)
+    m["seconds"] = round(seconds, 3)
     if "min_eps" in cols:
-        eps_list = atk.eps
-        m["curve"] = [{"eps": e, "success_rate": float((cols["min_eps"][over] <= e).float().mean()) if over.any() else 0.0,
-                       "adversarial_accuracy": float((correct & (cols["min_eps"] > e)).sum()) / n_lab}
-                      for e in sorted(eps_list)]  # fmt: skip
+        m["curve"] = [_curve_point(e, cols["min_eps"], y, clean_pred, over) for e in sorted(atk.eps)]
     return m
 
 
-def sample_rows(cols: dict[str, torch.Tensor], y: torch.Tensor, names: list[str], info: zoo.ModelInfo) -> list[dict[str, Any]]:
+def _curve_point(eps: float, min_eps: torch.Tensor, y: torch.Tensor, clean_pred: torch.Tensor, over: torch.Tensor) -> dict[str, float]:
+    """Success rate and robust accuracy at ``eps`` of a robustness curve: a sample is broken at ``eps`` when
+    the smallest listed eps that broke it (``min_eps``, inf if none) is at most ``eps``; a broken sample's
+    prediction is taken as wrong (-1), an unbroken one's as its clean prediction."""
+    broken = min_eps <= eps
+    adv_pred = torch.where(broken, torch.full_like(clean_pred, -1), clean_pred)
+    return {"eps": eps, "success_rate": M.attack_success_rate(broken, over), "robust_accuracy": M.robust_accuracy(y, clean_pred, adv_pred)}
+
+
+def sample_rows(cols: Columns, y: torch.Tensor, names: list[str], info: zoo.ModelInfo) -> list[dict[str, Any]]:
+    """samples.csv: one row per image (label, clean and adversarial prediction and confidence, target, norms)."""
     p_clean, p_adv = cols["clean_logits"].float().softmax(1), cols["adv_logits"].float().softmax(1)
     cp, ap = p_clean.argmax(1), p_adv.argmax(1)
     rows = []
@@ -306,33 +185,46 @@ def sample_rows(cols: dict[str, torch.Tensor], y: torch.Tensor, names: list[str]
     return rows
 
 
-def _write(run_dir: runs.Run, x: torch.Tensor, y: torch.Tensor, cols: dict[str, torch.Tensor], metrics: dict[str, Any],
-           info: zoo.ModelInfo, args: argparse.Namespace) -> None:  # fmt: skip
+def _write(run_dir: runs.Run, x: torch.Tensor, y: torch.Tensor, cols: Columns, metrics: dict[str, Any], info: zoo.ModelInfo,
+           args: argparse.Namespace) -> dict[str, Any]:  # fmt: skip
+    """metrics.json, samples.csv, adversarials.safetensors, the PNGs, grid.png and curve.png; returns ``metrics``."""
     from advlab import data
-    from advlab.data.images import save_image
-    from advlab.report import adversarial_grid, line_plot, write_report
 
-    names = data.item_names(args.data, limit=len(y))
-    rows = sample_rows(cols, y, names, info)
+    rows = sample_rows(cols, y, data.item_names(args.data, limit=len(y)), info)
     run_dir.save_json("metrics.json", metrics)
     run_dir.save_text("samples.csv", csv_text(rows))
     run_dir.save_tensors("adversarials.safetensors", {"x": x, "x_adv": cols["x_adv"], "y": y, "target": cols["target"],
                          "success": cols["success"], "adv_logits": cols["adv_logits"]},
                          metadata={"model": args.model, "data": args.data, "attack": metrics["config"]})  # fmt: skip
-    pngs = run_dir.path / "adversarials"
-    pngs.mkdir(exist_ok=True)
-    for i in range(min(max(args.pngs, 0), len(x))):
-        save_image(cols["x_adv"][i], pngs / f"{i:05d}_{rows[i]['adv_name'][:24].replace('/', '-').replace(' ', '-')}.png")
-    show = sorted(range(len(x)), key=lambda i: not bool(cols["success"][i]))[:8]  # successes first
+    _pictures(run_dir, x, cols, rows, args.pngs)
+    if "curve" in metrics:
+        from advlab.report import line_plot
+
+        eps = [c["eps"] for c in metrics["curve"]]
+        fig = line_plot({"robust accuracy": [c["robust_accuracy"] for c in metrics["curve"]]}, "eps (pixel units)",
+                        "accuracy", f"{metrics['attack']} on {info.name}: accuracy vs eps", x=eps)  # fmt: skip
+        run_dir.save_figure("curve.png", fig)
+    return metrics
+
+
+def _pictures(run_dir: runs.Run, x: torch.Tensor, cols: Columns, rows: list[dict[str, Any]], pngs: int) -> None:
+    """The first ``pngs`` adversarial examples as 8-bit PNG files, and grid.png (successes first)."""
+    from advlab.data.images import save_image
+    from advlab.report import adversarial_grid
+
+    folder = run_dir.path / "adversarials"
+    folder.mkdir(exist_ok=True)
+    for i in range(min(max(pngs, 0), len(x))):
+        save_image(cols["x_adv"][i], folder / f"{i:05d}_{rows[i]['adv_name'][:24].replace('/', '-').replace(' ', '-')}.png")
+    show = sorted(range(len(x)), key=lambda i: not bool(cols["success"][i]))[:8]
     clean_t = [f"clean: {short(rows[i]['clean_name'])} {rows[i]['clean_confidence']:.0%}" for i in show]
     adv_t = [f"adversarial: {short(rows[i]['adv_name'])} {rows[i]['adv_confidence']:.0%}" for i in show]
     colors = ["red" if rows[i]["success"] else "black" for i in show]
     idx = torch.tensor(show, dtype=torch.long)
     run_dir.save_figure("grid.png", adversarial_grid(x[idx], cols["x_adv"][idx], clean_t, adv_t, colors))
-    if "curve" in metrics:
-        eps = [c["eps"] for c in metrics["curve"]]
-        fig = line_plot({"adversarial accuracy": [c["adversarial_accuracy"] for c in metrics["curve"]]}, "eps (pixel units)",
-                        "accuracy", f"{metrics['attack']} on {info.name}: accuracy vs eps", x=eps)  # fmt: skip
-        run_dir.save_figure("curve.png", fig)
-    run_dir.clear_batches()
+
+
+def _report(run_dir: runs.Run, metrics: dict[str, Any], info: zoo.ModelInfo, args: argparse.Namespace) -> None:
+    from advlab.report import write_report
+
     write_report(run_dir.path, f"advlab attack: {metrics['attack']} on {info.name}, {args.data}")

@@ -1,8 +1,12 @@
-"""What every subcommand shares: one-line argument errors, model/data arguments, progress bars, run dirs."""
+"""What several subcommands share: one-line argument errors, model/data/attack arguments, progress bars, run
+directories, and the small renderers of their outputs (CSV text, short labels, Markdown tables as HTML)."""
 
 from __future__ import annotations
 
 import argparse
+import csv
+import html
+import io
 import json
 import math
 import shlex
@@ -15,6 +19,7 @@ from typing import Any, TypeVar
 import torch
 
 from advlab import data, runs, zoo
+from advlab.attacks.base import Target
 from advlab.errors import AdvlabError
 
 T = TypeVar("T")
@@ -155,3 +160,120 @@ def say(args: argparse.Namespace, text: str) -> None:
 def require(cond: bool, message: str) -> None:
     if not cond:
         raise AdvlabError(message)
+
+
+# ------------------------------------------------------------------------------------------------ attacks
+#: (flag, attack field, type, help) for every attack option the CLI passes through
+ATTACK_OPTIONS: list[tuple[str, str, Any, str]] = [
+    ("--eps", "eps", None, "perturbation budget in [0, 1] pixel units, e.g. 8/255; a comma list gives a robustness curve"),
+    ("--norm", "norm", str, "threat model: linf, l2 or l1"),
+    ("--alpha", "alpha", number, "step size in pixel units (PGD family; default 2.5 eps / steps; NES: eps / 4)"),
+    ("--steps", "steps", positive_int, "iterations"),
+    ("--restarts", "restarts", positive_int, "random restarts (PGD family)"),
+    ("--loss", "loss", str, "objective: ce, margin, dlr, onehot"),
+    ("--momentum", "momentum", number, "momentum (MI-FGSM's mu; NES: weight of past gradient estimates)"),
+    ("--n-targets", "n_targets", positive_int, "APGD-T: how many most-likely wrong classes to target"),
+    ("--tries", "tries", positive_int, "noise: random draws per image"),
+    ("--c", "c", number, "C&W / L-BFGS: initial weight of the loss against the perturbation size"),
+    ("--kappa", "kappa", number, "C&W: confidence margin"),
+    ("--lr", "lr", number, "C&W / SPSA: Adam learning rate"),
+    ("--binary-search-steps", "binary_search_steps", positive_int, "C&W: rounds of the search over c"),
+    ("--overshoot", "overshoot", number, "DeepFool: overshoot"),
+    ("--lam", "lam", number, "one-hot attack: weight lambda of ||x - x0||^2"),
+    ("--max-queries", "max_queries", positive_int, "black-box attacks (nes, spsa, square): model queries per image"),
+    ("--samples", "samples", positive_int, "NES / SPSA: antithetic pairs per gradient estimate (2 queries each)"),
+    ("--sigma", "sigma", number, "NES: std of the Gaussian probes, in pixel units"),
+    ("--delta", "delta", number, "SPSA: size of the Rademacher probes, in pixel units"),
+    ("--p-init", "p_init", number, "Square: fraction of the image the first squares cover"),
+]
+
+
+def add_attack_args(p: argparse.ArgumentParser) -> None:
+    """The options of :data:`ATTACK_OPTIONS`, --random-start, --seed and --quantize."""
+    g = p.add_argument_group("attack options (given ones are checked against the attack: an option it lacks is an error)")
+    for flag, dest, typ, help_ in ATTACK_OPTIONS:
+        g.add_argument(flag, dest=dest, type=eps_list if flag == "--eps" else typ, help=help_)
+    g.add_argument("--random-start", dest="random_start", action=argparse.BooleanOptionalAction, default=None,
+                   help="start from a random point in the ball (PGD family)")  # fmt: skip
+    g.add_argument("--seed", type=int, default=0, help="seed for random starts and random targets")
+    g.add_argument("--quantize", action="store_true", help="round adversarial images to 8 bits (saved PNGs stay adversarial)")
+
+
+def eps_list(text: str) -> float | list[float]:
+    """One positive eps ("8/255") or a comma list of them ("0.05,0.1,0.2": a robustness curve)."""
+    values = [number(t) for t in text.split(",") if t.strip()]
+    if not values:
+        raise argparse.ArgumentTypeError("empty eps")
+    if any(v <= 0 for v in values):
+        raise argparse.ArgumentTypeError(f"eps must be positive, got {text!r}")
+    return values[0] if len(values) == 1 else values
+
+
+def attack_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The attack options the user gave (None = not given, left at the attack's default)."""
+    opts = {dest: getattr(args, dest) for _, dest, _, _ in ATTACK_OPTIONS}
+    opts["random_start"] = args.random_start
+    opts["seed"] = args.seed
+    opts["quantize"] = args.quantize or None
+    return {k: v for k, v in opts.items() if v is not None}
+
+
+def default_eps(info: zoo.ModelInfo) -> float:
+    """The L-inf eps a command uses when none is given: 0.1 on the 8x8 digits, 8/255 on photos."""
+    return 0.1 if info.dataset == "digits" else 8 / 255
+
+
+def make_attack(args: argparse.Namespace, info: zoo.ModelInfo, name: str | None = None) -> Any:
+    """The attack ``name`` (default ``args.attack``) with the options the user gave; an eps-bounded attack
+    without --eps gets :func:`default_eps` of the model (the same ball in every command)."""
+    from advlab.attacks.catalog import attack_classes, make, options
+
+    name = (name or args.attack).strip()
+    opts = attack_options(args)
+    classes = attack_classes()
+    if "eps" not in opts and name in classes and "eps" in options(classes[name]):
+        opts["eps"] = default_eps(info)
+    return make(name, **opts)
+
+
+def parse_target(text: str | None, info: zoo.ModelInfo) -> Target:
+    """A class index, a class name (case-insensitive, as listed by the model), 'random' or 'least-likely'."""
+    if text is None or text in ("random", "least-likely"):
+        return text
+    if text.lstrip("-").isdigit():
+        t = int(text)
+        if not 0 <= t < info.num_classes:
+            raise AdvlabError(f"target {t} is out of range: {info.name} has classes 0..{info.num_classes - 1}")
+        return t
+    lookup = {name.lower(): i for i, name in enumerate(info.class_names)}
+    if text.lower() in lookup:
+        return lookup[text.lower()]
+    raise AdvlabError(f"unknown target {text!r}: give a class index 0..{info.num_classes - 1}, a class name of {info.name}, 'random' or 'least-likely'")
+
+
+# ------------------------------------------------------------------------------------------------ rendering
+def csv_text(rows: list[dict[str, Any]]) -> str:
+    """``rows`` as CSV text, the first row's keys as the header (empty text for no rows)."""
+    buf = io.StringIO()
+    if rows:
+        w = csv.DictWriter(buf, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    return buf.getvalue()
+
+
+def short(name: str, n: int = 18) -> str:
+    """``name`` cut to ``n`` characters with an ellipsis (class names in picture titles)."""
+    return name if len(name) <= n else name[: n - 1] + "…"
+
+
+def html_table(md: str) -> str:
+    """A Markdown table (header, separator, rows) as an HTML table; the lines that are not table rows (a note
+    under the table) follow it as paragraphs. Every cell is escaped."""
+    lines = md.strip().splitlines()
+    cells = [[c.strip() for c in ln.strip().strip("|").split("|")] for ln in lines if ln.startswith("|")]
+    head, body = cells[0], cells[2:]
+    out = "<table><tr>" + "".join(f"<th>{html.escape(c)}</th>" for c in head) + "</tr>"
+    out += "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in body)
+    notes = [ln for ln in lines if ln.strip() and not ln.startswith("|")]
+    return out + "</table>" + "".join(f"<p>{html.escape(n)}</p>" for n in notes)

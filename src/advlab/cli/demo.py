@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import argparse
+from dataclasses import dataclass
+from typing import Any
 
 import torch
 
-from advlab import attacks, data, evaluate, prototypes, runs, zoo
+from advlab import attacks, data, prototypes, runs, zoo
 from advlab.cli.classify import predict
 from advlab.cli.common import Formatter, add_run_args, command_line, say
+from advlab.evaluation import EvalConfig, evaluate
 
 
 def register(sub: argparse._SubParsersAction, flags: argparse.ArgumentParser) -> None:
@@ -26,67 +29,110 @@ def register(sub: argparse._SubParsersAction, flags: argparse.ArgumentParser) ->
 
 
 def run(args: argparse.Namespace) -> int:
-    from advlab.report import adversarial_grid, image_grid, write_report
+    """The demo's five steps, each leaving a picture; metrics.json and report.html at the end."""
+    from advlab.report import write_report
 
     out = args.out or "runs/demo"
     with runs.start(out, {"command": command_line(args.argv)}, force=args.force) as run_dir:
-        lite = zoo.load("efficientnet-lite0")
-        x, y = data.load("samples", lite.info.input_size)  # type: ignore[union-attr]
-        names = data.item_names("samples")
-        probs = predict(lite, x, 8)
-        p_top, i_top = probs.topk(3, dim=1)
-        classes = lite.info.class_names  # type: ignore[union-attr]
-        titles = [f"{n}: " + ", ".join(f"{classes[int(c)]} {float(p):.0%}" for p, c in zip(ps[:2], cs[:2])) for n, ps, cs in zip(names, p_top, i_top)]
-        run_dir.save_figure("photos_efficientnet-lite0.png", image_grid(x, titles, ncols=4, cell=3.0))
-        in_top3 = (i_top == y[:, None]).any(1)
-
-        digits = zoo.load("digits-cnn")
-        xd, yd = data.load("digits:test")
-        pd = predict(digits, xd, 512).argmax(1)
-        show = torch.arange(0, len(yd), len(yd) // 24)[:24]
-        titles_d = [f"label {int(yd[i])} -> {int(pd[i])}" for i in show]
-        colors = ["green" if pd[i] == yd[i] else "red" for i in show]
-        run_dir.save_figure("digits_digits-cnn.png", image_grid(xd[show], titles_d, ncols=8, cell=1.2, title_colors=colors))
-        # seed 002: targeted PGD at L-inf 2/255 turns every photo into a wombat (ImageNet class 106), kept on the
-        # 8-bit grid so that the saved pictures stay adversarial
-        wombat = classes.index("wombat")
-        res = attacks.PGD(eps=2 / 255, steps=30, quantize=True)(lite, x, y, target=wombat)
-        p_adv = res.logits.float().softmax(1)
-        adv_t = [f"adversarial: {classes[int(c)]} {float(p_adv[i, c]):.0%}" for i, c in enumerate(res.prediction)]
-        run_dir.save_figure("wombat_efficientnet-lite0.png", adversarial_grid(x, res.x_adv, [f"clean: {t}" for t in titles], adv_t))
-
-        report = evaluate(digits, (xd, yd), preset="fast", eps=0.1, norm="linf", keep_adversarials=True)
-        broken = report.samples.broken.nonzero().flatten()[:6]
-        if len(broken) and report.x_adv is not None:
-            adv_p = report.samples.adv_pred[broken]
-            run_dir.save_figure("robustness_digits-cnn.png", adversarial_grid(
-                xd[broken], report.x_adv[broken], [f"clean: {int(yd[i])}" for i in broken], [f"adversarial: {int(c)}" for c in adv_p], cell=1.6))  # fmt: skip
-
-        # seed 000: a prototype of every digit, evolved from a blank grey image (min mode: until the gradient vanishes)
-        protos = prototypes.generate(digits, "blank:gray", "all", prototypes.Config(mode="min", steps=200), strip_pairs=[])
-        pe = protos.evolution
-        rp = prototypes.recognition_points(pe)
-        titles_p = [f"{int(t)}: p={float(p):.2f}\ntop-1 at step {int(s)}" for t, p, s in zip(pe.target, pe.final_prob, rp["top1_step"])]
-        run_dir.save_figure("prototypes_digits-cnn.png", image_grid(pe.x, titles_p, ncols=10, cell=1.4))
-
-        metrics = {
-            "efficientnet-lite0 samples top-1 accuracy": float((i_top[:, 0] == y).float().mean()),
-            "efficientnet-lite0 wombat attack success rate (linf 2/255, 8-bit)": res.success_rate,
-            "efficientnet-lite0 wombat probability (min over photos)": float(p_adv[:, wombat].min()),
-            "digits-cnn robust accuracy (fast preset, linf 0.1)": report.robust_accuracy,
-            "digits-cnn prototypes from blank:gray reaching p >= 0.99": int((pe.final_prob >= 0.99).sum()),
-            "digits-cnn prototypes: median L2 from the start when recognized (top-1)": float(rp["top1_l2"].nanmedian()),
-            "efficientnet-lite0 samples top-3 accuracy": float(in_top3.float().mean()),
-            "digits-cnn digits:test accuracy": float((pd == yd).float().mean()),
-            "digits:test images": len(yd),
-            "samples": {n: {"label": classes[int(t)], "top3": [classes[int(c)] for c in cs]} for n, t, cs in zip(names, y, i_top)},
-        }
+        photos = _photos(run_dir)
+        digits = _digits(run_dir)
+        wombat = _wombat(run_dir, photos)
+        robust = _robustness(run_dir, digits)
+        protos = _prototypes(run_dir, digits)
+        metrics = {**photos.metrics, **wombat, **robust, **protos, **digits.metrics, "samples": photos.samples}
         run_dir.save_json("metrics.json", metrics)
         write_report(run_dir.path, "advlab demo")
     say(args, f"digits-cnn accuracy on digits:test: {metrics['digits-cnn digits:test accuracy']:.2%}")
     say(args, f"efficientnet-lite0 on the sample photos: top-3 accuracy {metrics['efficientnet-lite0 samples top-3 accuracy']:.0%}")
-    say(args, f"seed 002: {res.success_rate:.0%} of the photos became wombats at L-inf 2/255 (8-bit PNGs stay adversarial)")
-    say(args, f"digits-cnn robust accuracy at L-inf 0.1 (fast preset): {report.robust_accuracy:.2%}")
-    say(args, f"seed 000: {metrics['digits-cnn prototypes from blank:gray reaching p >= 0.99']} of 10 digit prototypes evolved from a grey image reach p >= 0.99")
+    say(args, f"seed 002: {metrics[_WOMBAT_RATE]:.0%} of the photos became wombats at L-inf 2/255 (8-bit PNGs stay adversarial)")
+    say(args, f"digits-cnn robust accuracy at L-inf 0.1 (fast preset): {metrics[_ROBUST]:.2%}")
+    say(args, f"seed 000: {metrics[_P99]} of 10 digit prototypes evolved from a grey image reach p >= 0.99")
     say(args, f"wrote {out}/report.html")
     return 0
+
+
+_WOMBAT_RATE = "efficientnet-lite0 wombat attack success rate (linf 2/255, 8-bit)"
+_ROBUST = "digits-cnn robust accuracy (fast preset, linf 0.1)"
+_P99 = "digits-cnn prototypes from blank:gray reaching p >= 0.99"
+
+
+@dataclass(frozen=True)
+class _Part:
+    """A model and its data as the demo's later steps use them, with the metrics found on the way."""
+
+    model: torch.nn.Module
+    x: torch.Tensor
+    y: torch.Tensor
+    titles: list[str]
+    metrics: dict[str, Any]
+    samples: dict[str, Any] | None = None
+
+
+def _photos(run_dir: runs.Run) -> _Part:
+    """EfficientNet-Lite0's top-3 on scikit-image's photos (photos_efficientnet-lite0.png)."""
+    from advlab.report import image_grid
+
+    lite = zoo.load("efficientnet-lite0")
+    x, y = data.load("samples", lite.info.input_size)  # type: ignore[union-attr]
+    names = data.item_names("samples")
+    p_top, i_top = predict(lite, x, 8).topk(3, dim=1)
+    classes = lite.info.class_names  # type: ignore[union-attr]
+    titles = [f"{n}: " + ", ".join(f"{classes[int(c)]} {float(p):.0%}" for p, c in zip(ps[:2], cs[:2])) for n, ps, cs in zip(names, p_top, i_top)]
+    run_dir.save_figure("photos_efficientnet-lite0.png", image_grid(x, titles, ncols=4, cell=3.0))
+    metrics = {"efficientnet-lite0 samples top-1 accuracy": float((i_top[:, 0] == y).float().mean()),
+               "efficientnet-lite0 samples top-3 accuracy": float((i_top == y[:, None]).any(1).float().mean())}  # fmt: skip
+    samples = {n: {"label": classes[int(t)], "top3": [classes[int(c)] for c in cs]} for n, t, cs in zip(names, y, i_top)}
+    return _Part(lite, x, y, titles, metrics, samples)
+
+
+def _digits(run_dir: runs.Run) -> _Part:
+    """The digits CNN's accuracy on digits:test (digits_digits-cnn.png: 24 of them, wrong ones in red)."""
+    from advlab.report import image_grid
+
+    digits = zoo.load("digits-cnn")
+    xd, yd = data.load("digits:test")
+    pd = predict(digits, xd, 512).argmax(1)
+    show = torch.arange(0, len(yd), len(yd) // 24)[:24]
+    titles = [f"label {int(yd[i])} -> {int(pd[i])}" for i in show]
+    colors = ["green" if pd[i] == yd[i] else "red" for i in show]
+    run_dir.save_figure("digits_digits-cnn.png", image_grid(xd[show], titles, ncols=8, cell=1.2, title_colors=colors))
+    return _Part(digits, xd, yd, titles, {"digits-cnn digits:test accuracy": float((pd == yd).float().mean()), "digits:test images": len(yd)})
+
+
+def _wombat(run_dir: runs.Run, photos: _Part) -> dict[str, float]:
+    """Seed 002: targeted PGD at L-inf 2/255 turns every photo into a wombat (ImageNet class 106), kept on the
+    8-bit grid so that the saved pictures stay adversarial (wombat_efficientnet-lite0.png)."""
+    from advlab.report import adversarial_grid
+
+    classes = photos.model.info.class_names  # type: ignore[union-attr]
+    wombat = classes.index("wombat")
+    res = attacks.PGD(eps=2 / 255, steps=30, quantize=True)(photos.model, photos.x, photos.y, target=wombat)
+    p_adv = res.logits.float().softmax(1)
+    adv_t = [f"adversarial: {classes[int(c)]} {float(p_adv[i, c]):.0%}" for i, c in enumerate(res.prediction)]
+    run_dir.save_figure("wombat_efficientnet-lite0.png", adversarial_grid(photos.x, res.x_adv, [f"clean: {t}" for t in photos.titles], adv_t))
+    return {_WOMBAT_RATE: res.success_rate, "efficientnet-lite0 wombat probability (min over photos)": float(p_adv[:, wombat].min())}
+
+
+def _robustness(run_dir: runs.Run, digits: _Part) -> dict[str, float]:
+    """The digits CNN's robust accuracy under the fast preset at L-inf 0.1 (robustness_digits-cnn.png: broken samples)."""
+    from advlab.report import adversarial_grid
+
+    report = evaluate(digits.model, (digits.x, digits.y), EvalConfig(preset="fast", eps=0.1, norm="linf", keep_adversarials=True))
+    broken = report.samples.broken.nonzero().flatten()[:6]
+    if len(broken) and report.x_adv is not None:
+        adv_p = report.samples.adv_pred[broken]
+        run_dir.save_figure("robustness_digits-cnn.png", adversarial_grid(
+            digits.x[broken], report.x_adv[broken], [f"clean: {int(digits.y[i])}" for i in broken], [f"adversarial: {int(c)}" for c in adv_p], cell=1.6))  # fmt: skip
+    return {_ROBUST: report.robust_accuracy}
+
+
+def _prototypes(run_dir: runs.Run, digits: _Part) -> dict[str, float]:
+    """Seed 000: a prototype of every digit, evolved from a blank grey image (min mode: until the gradient vanishes)."""
+    from advlab.report import image_grid
+
+    pe = prototypes.generate(digits.model, "blank:gray", "all", prototypes.Config(mode="min", steps=200), strip_pairs=[]).evolution
+    rp = prototypes.recognition_points(pe)
+    titles = [f"{int(t)}: p={float(p):.2f}\ntop-1 at step {int(s)}" for t, p, s in zip(pe.target, pe.final_prob, rp["top1_step"])]
+    run_dir.save_figure("prototypes_digits-cnn.png", image_grid(pe.x, titles, ncols=10, cell=1.4))
+    return {_P99: int((pe.final_prob >= 0.99).sum()),
+            "digits-cnn prototypes: median L2 from the start when recognized (top-1)": float(rp["top1_l2"].nanmedian())}  # fmt: skip

@@ -26,19 +26,9 @@ import torch
 from advlab import runs, zoo
 from advlab.attacks.base import Attack
 from advlab.attacks.catalog import make
-from advlab.cli.attack import add_attack_args, attack_options, default_eps
-from advlab.cli.common import (
-    Formatter,
-    add_model_args,
-    add_run_args,
-    build_model,
-    command_line,
-    default_out,
-    load_data_for,
-    number,
-    positive_int,
-    say,
-)
+from advlab.cli.common import Formatter, add_attack_args, add_model_args, add_run_args, build_model, command_line, default_out
+from advlab.cli.common import load_data_for, make_attack, number, positive_int, say
+from advlab.device import device_of
 from advlab.errors import AdvlabError
 
 #: held-out attacks that need no eps (minimum-norm attacks)
@@ -90,14 +80,13 @@ def register(sub: argparse._SubParsersAction, flags: argparse.ArgumentParser) ->
 
 # ------------------------------------------------------------------------------------------------ setup
 def _training_attack(args: argparse.Namespace, info: zoo.ModelInfo) -> tuple[Attack, float]:
-    opts = attack_options(args)
+    """The eps-bounded training attack (made as every command makes it: without --eps, :func:`default_eps`)."""
     if args.attack in UNBOUNDED:
         raise AdvlabError(f"the training attack must be eps-bounded (pgd, fgsm, mifgsm, apgd), not {args.attack}: "
                           "the adaptive attack is compared with it at the same eps")  # fmt: skip
-    opts.setdefault("eps", default_eps(info))
-    if isinstance(opts["eps"], list):
-        raise AdvlabError(f"detect takes one --eps, got {','.join(f'{e:g}' for e in opts['eps'])}")
-    atk = make(args.attack, **opts)
+    if isinstance(args.eps, list):
+        raise AdvlabError(f"detect takes one --eps, got {','.join(f'{e:g}' for e in args.eps)}")
+    atk = make_attack(args, info)
     eps = getattr(atk, "eps", None)
     if not isinstance(eps, float):
         raise AdvlabError(f"the training attack must be eps-bounded (pgd, fgsm, mifgsm, apgd), not {args.attack}")
@@ -164,91 +153,137 @@ def _attack(atk: Attack, model: torch.nn.Module, x: torch.Tensor, y: torch.Tenso
 
 
 def run(args: argparse.Namespace) -> int:
-    from advlab.defenses import detector as D
-
     model = build_model(args)
     info: zoo.ModelInfo = model.info  # type: ignore[assignment]
     atk, eps = _training_attack(args, info)
     held = _held_out(args.held_out, atk, eps, args.seed)
-    if not 0 < args.fpr < 1:
-        raise AdvlabError(f"--fpr must be in (0, 1), got {args.fpr:g}")
-    if args.hidden < 0:
-        raise AdvlabError(f"--hidden must be >= 0 (0: logistic regression), got {args.hidden}")
-    adaptive_loss = D.guarded_loss(args.adaptive_c, args.adaptive_kappa)
-    x1, y1, desc1 = load_data_for(args.data_train, info, limit=args.limit_train)
-    x2, y2, desc2 = load_data_for(args.data, info, limit=args.limit)
-    for spec, y in ((args.data_train, y1), (args.data, y2)):
-        if (y < 0).any():
-            raise AdvlabError(f"data {spec!r} has unlabelled images; the detector's attacks need labels")
-    fit, cal = _split(len(x1), args.calibration, args.seed)
-    layer = args.layer or D.penultimate_layer(model, x1[:2])
-    D.layer_features(model, layer, x1[:1])  # an unknown or unused layer fails here, before the run directory exists
-    steps = args.adaptive_steps or max(10, int(getattr(atk, "steps", 10)))
-    adaptive = make("pgd", eps=eps, norm=getattr(atk, "norm", "linf"), steps=steps, restarts=getattr(atk, "restarts", None),
-                    seed=args.seed, loss=adaptive_loss)  # fmt: skip
-
-    out = args.out or default_out(runs.run_name(info.name, info.dataset, "detect", desc2.dataset, atk.name, eps))
+    adaptive = _adaptive_attack(args, atk, eps)
+    train, test = _data(args, info)
+    fit, cal = _split(len(train[0]), args.calibration, args.seed)
+    layer = _layer(args, model, train[0])
+    out = args.out or default_out(runs.run_name(info.name, info.dataset, "detect", test[2], atk.name, eps))
     config = {"command": command_line(args.argv), "model": args.model, "weights": args.weights, "data_train": args.data_train,
               "data": args.data, "limit_train": args.limit_train, "limit": args.limit, "attack": repr(atk), "layer": layer,
               "pool": args.pool, "hidden": args.hidden, "epochs": args.epochs, "calibration": args.calibration, "fpr": args.fpr,
               "held_out": [[lab, repr(a)] for lab, a in held], "adaptive": repr(adaptive), "seed": args.seed}  # fmt: skip
     with runs.start(out, config, force=args.force) as run_dir:
-        dev = next((p.device for p in model.parameters()), torch.device("cpu"))
-        x1, y1, x2, y2 = x1.to(dev), y1.to(dev), x2.to(dev), y2.to(dev)
-        xa_fit, ok_fit = _attack(atk, model, x1[fit], y1[fit], args.batch_size)
-        if not bool(ok_fit.any()):
-            raise AdvlabError(f"{atk.name} broke none of the {len(fit)} training images: nothing to learn from; raise --eps or --steps")
-        det = D.train_detector(model, layer, x1[fit], xa_fit[ok_fit.to(dev)], epochs=args.epochs, seed=args.seed,
-                               hidden=args.hidden, pool=args.pool)  # fmt: skip
-        s_cal = det.score(x1[cal], args.batch_size)
-        tau = D.threshold_at_fpr(s_cal, args.fpr)
+        dev = device_of(model)
+        x1, y1, x2, y2 = train[0].to(dev), train[1].to(dev), test[0].to(dev), test[1].to(dev)
+        det, tau, trained = _train(args, model, atk, layer, x1[fit], y1[fit], x1[cal])
         s_clean = det.score(x2, args.batch_size)
-        metrics: dict[str, Any] = {
-            "model": info.name, "data_train": args.data_train, "data": args.data, "layer": det.layer, "pool": det.pool,
-            "features": det.dim, "hidden": det.hidden, "training_attack": repr(atk), "eps": eps,
-            "train_clean": len(fit), "train_adversarial": int(ok_fit.sum()), "train_attack_success_rate": float(ok_fit.float().mean()),
-            "calibration_images": len(cal), "fpr_target": args.fpr, "threshold": tau,
-            "fpr_calibration": float((s_cal > tau).double().mean()), "fpr_test": float((s_clean > tau).double().mean()),
-            "test_images": len(x2), "clean_accuracy": _accuracy(model, x2, y2, args.batch_size),
-        }  # fmt: skip
-        rows, curves = {}, {}
-        for label, held_atk in held:
-            xa, ok = _attack(held_atk, model, x2, y2, args.batch_size)
-            s_adv = det.score(xa, args.batch_size).cpu()
-            flagged = s_adv > tau
-            row: dict[str, Any] = {"attack": repr(held_atk), "success_rate": float(ok.float().mean()), "successful": int(ok.sum()),
-                                   "auc": None, "auc_all": D.roc_auc(s_clean, s_adv), "detected_at_threshold": None,
-                                   "success_not_flagged": float((ok & ~flagged).float().mean())}  # fmt: skip
-            if bool(ok.any()):
-                row["auc"] = D.roc_auc(s_clean, s_adv[ok])
-                row["detected_at_threshold"] = float(flagged[ok].float().mean())
-                curves[label] = D.roc_curve(s_clean, s_adv[ok])
-            rows[label] = row
-        metrics["held_out"] = rows
+        metrics = {"model": info.name, "data_train": args.data_train, "data": args.data, **trained,
+                   "fpr_test": float((s_clean > tau).double().mean()), "test_images": len(x2),
+                   "clean_accuracy": _accuracy(model, x2, y2, args.batch_size)}  # fmt: skip
+        rows, curves = _held_out_rows(held, model, det, tau, s_clean, x2, y2, args.batch_size)
         first = rows[held[0][0]]
+        metrics["held_out"] = rows
         metrics["non_adaptive"] = {"attack": repr(atk), "success_without_detector": first["success_rate"],
                                    "success_not_flagged": first["success_not_flagged"]}  # fmt: skip
-        guarded = D.Guarded(model, det, tau)
-        xa_ad, _ = _attack(adaptive, guarded, x2, y2, args.batch_size)
-        evaded = D.evades(model, det, tau, xa_ad, y2, args.batch_size)
-        with torch.no_grad():
-            wrong = torch.cat([model(b).argmax(1) for b in xa_ad.split(args.batch_size)]).cpu() != y2.cpu()
-        metrics["adaptive"] = {"attack": repr(adaptive), "success": float(evaded.float().mean()),
-                               "misclassified": float(wrong.float().mean()),
-                               "flagged": float((det.score(xa_ad, args.batch_size).cpu() > tau).float().mean())}  # fmt: skip
+        metrics["adaptive"] = _adaptive(adaptive, model, det, tau, x2, y2, args.batch_size)
         _write(run_dir, det, metrics, curves, info)
+    _print(args, det, metrics, out)
+    return 0
+
+
+def _adaptive_attack(args: argparse.Namespace, atk: Attack, eps: float) -> Attack:
+    """The adaptive PGD on the guarded model: the training attack's ball, at least 10 steps, the guarded loss."""
+    from advlab.defenses import detector as D
+
+    if not 0 < args.fpr < 1:
+        raise AdvlabError(f"--fpr must be in (0, 1), got {args.fpr:g}")
+    if args.hidden < 0:
+        raise AdvlabError(f"--hidden must be >= 0 (0: logistic regression), got {args.hidden}")
+    steps = args.adaptive_steps or max(10, int(getattr(atk, "steps", 10)))
+    return make("pgd", eps=eps, norm=getattr(atk, "norm", "linf"), steps=steps, restarts=getattr(atk, "restarts", None),
+                seed=args.seed, loss=D.guarded_loss(args.adaptive_c, args.adaptive_kappa))  # fmt: skip
+
+
+def _data(args: argparse.Namespace, info: zoo.ModelInfo) -> tuple[tuple[torch.Tensor, torch.Tensor, str], tuple[torch.Tensor, torch.Tensor, str]]:
+    """(x, y, dataset name) of --data-train and of --data; both must be labelled."""
+    out = []
+    for spec, limit in ((args.data_train, args.limit_train), (args.data, args.limit)):
+        x, y, desc = load_data_for(spec, info, limit=limit)
+        if (y < 0).any():
+            raise AdvlabError(f"data {spec!r} has unlabelled images; the detector's attacks need labels")
+        out.append((x, y, desc.dataset))
+    return out[0], out[1]
+
+
+def _layer(args: argparse.Namespace, model: torch.nn.Module, x: torch.Tensor) -> str:
+    """--layer or the penultimate layer; an unknown or unused layer fails here, before the run directory exists."""
+    from advlab.defenses import detector as D
+
+    layer = args.layer or D.penultimate_layer(model, x[:2])
+    D.layer_features(model, layer, x[:1])
+    return layer
+
+
+def _train(args: argparse.Namespace, model: torch.nn.Module, atk: Attack, layer: str, x: torch.Tensor, y: torch.Tensor,
+           x_cal: torch.Tensor) -> tuple[Any, float, dict[str, Any]]:  # fmt: skip
+    """The detector trained on ``x`` and the successful ``atk`` examples on it, its threshold on ``x_cal``
+    (clean, held out) at --fpr, and the training metrics."""
+    from advlab.defenses import detector as D
+
+    xa, ok = _attack(atk, model, x, y, args.batch_size)
+    if not bool(ok.any()):
+        raise AdvlabError(f"{atk.name} broke none of the {len(x)} training images: nothing to learn from; raise --eps or --steps")
+    det = D.train_detector(model, layer, x, xa[ok.to(xa.device)], epochs=args.epochs, seed=args.seed, hidden=args.hidden, pool=args.pool)
+    s_cal = det.score(x_cal, args.batch_size)
+    tau = D.threshold_at_fpr(s_cal, args.fpr)
+    metrics = {"layer": det.layer, "pool": det.pool, "features": det.dim, "hidden": det.hidden, "training_attack": repr(atk),
+               "eps": getattr(atk, "eps", None), "train_clean": len(x), "train_adversarial": int(ok.sum()), "train_attack_success_rate": float(ok.float().mean()),
+               "calibration_images": len(x_cal), "fpr_target": args.fpr, "threshold": tau,
+               "fpr_calibration": float((s_cal > tau).double().mean())}  # fmt: skip
+    return det, tau, metrics
+
+
+def _held_out_rows(held: list[tuple[str, Attack]], model: torch.nn.Module, det: Any, tau: float, s_clean: torch.Tensor,
+                   x: torch.Tensor, y: torch.Tensor, batch_size: int) -> tuple[dict[str, Any], dict[str, Any]]:  # fmt: skip
+    """Per held-out attack: success rate, ROC AUC of the detector (successful vs clean, and all), the share
+    flagged at the threshold and the share that succeeds unflagged; and the ROC curves."""
+    from advlab.defenses import detector as D
+
+    rows, curves = {}, {}
+    for label, held_atk in held:
+        xa, ok = _attack(held_atk, model, x, y, batch_size)
+        s_adv = det.score(xa, batch_size).cpu()
+        flagged = s_adv > tau
+        row: dict[str, Any] = {"attack": repr(held_atk), "success_rate": float(ok.float().mean()), "successful": int(ok.sum()),
+                               "auc": None, "auc_all": D.roc_auc(s_clean, s_adv), "detected_at_threshold": None,
+                               "success_not_flagged": float((ok & ~flagged).float().mean())}  # fmt: skip
+        if bool(ok.any()):
+            row["auc"] = D.roc_auc(s_clean, s_adv[ok])
+            row["detected_at_threshold"] = float(flagged[ok].float().mean())
+            curves[label] = D.roc_curve(s_clean, s_adv[ok])
+        rows[label] = row
+    return rows, curves
+
+
+def _adaptive(adaptive: Attack, model: torch.nn.Module, det: Any, tau: float, x: torch.Tensor, y: torch.Tensor,
+              batch_size: int) -> dict[str, Any]:  # fmt: skip
+    """The adaptive attack on the guarded model: the share that fools both, misclassified, flagged."""
+    from advlab.defenses import detector as D
+
+    xa, _ = _attack(adaptive, D.Guarded(model, det, tau), x, y, batch_size)
+    evaded = D.evades(model, det, tau, xa, y, batch_size)
+    with torch.no_grad():
+        wrong = torch.cat([model(b).argmax(1) for b in xa.split(batch_size)]).cpu() != y.cpu()
+    return {"attack": repr(adaptive), "success": float(evaded.float().mean()), "misclassified": float(wrong.float().mean()),
+            "flagged": float((det.score(xa, batch_size).cpu() > tau).float().mean())}
+
+
+def _print(args: argparse.Namespace, det: Any, metrics: dict[str, Any], out: Any) -> None:
     if args.json:
         print(json.dumps(metrics, indent=2))
-    else:
-        say(args, f"detector on {det.layer} ({det.dim} features, {'MLP ' + str(det.hidden) if det.hidden else 'logistic regression'}); "
-                  f"threshold {tau:.4g}: {metrics['fpr_test']:.1%} of clean test images flagged (target {args.fpr:.0%})")  # fmt: skip
-        for label, row in rows.items():
-            auc = "n/a" if row["auc"] is None else f"{row['auc']:.3f}"
-            say(args, f"  {label:<28} success {row['success_rate']:6.1%}  AUC {auc}  success and not flagged {row['success_not_flagged']:6.1%}")
-        say(args, f"non-adaptive success (not flagged): {metrics['non_adaptive']['success_not_flagged']:.1%}; "
-                  f"adaptive (fools both): {metrics['adaptive']['success']:.1%}")  # fmt: skip
-        say(args, f"wrote {out}")
-    return 0
+        return
+    say(args, f"detector on {det.layer} ({det.dim} features, {'MLP ' + str(det.hidden) if det.hidden else 'logistic regression'}); "
+              f"threshold {metrics['threshold']:.4g}: {metrics['fpr_test']:.1%} of clean test images flagged (target {args.fpr:.0%})")  # fmt: skip
+    for label, row in metrics["held_out"].items():
+        auc = "n/a" if row["auc"] is None else f"{row['auc']:.3f}"
+        say(args, f"  {label:<28} success {row['success_rate']:6.1%}  AUC {auc}  success and not flagged {row['success_not_flagged']:6.1%}")
+    say(args, f"non-adaptive success (not flagged): {metrics['non_adaptive']['success_not_flagged']:.1%}; "
+              f"adaptive (fools both): {metrics['adaptive']['success']:.1%}")  # fmt: skip
+    say(args, f"wrote {out}")
 
 
 def _accuracy(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int) -> float:

@@ -12,34 +12,18 @@ import argparse
 import dataclasses
 import json
 import math
-import sys
-import time
-from pathlib import Path
 from typing import Any
 
 import torch
 
 from advlab import distributed, runs, zoo
-from advlab.attacks.catalog import attack_classes, make
-from advlab.cli.attack import add_attack_args, attack_options, csv_text, short
-from advlab.cli.common import (
-    Formatter,
-    add_device_args,
-    add_model_args,
-    add_run_args,
-    build_model,
-    command_line,
-    default_out,
-    load_data_for,
-    place_model,
-    positive_int,
-    say,
-)
-from advlab.cli.shards import open_shards
+from advlab.attacks.catalog import attack_classes
+from advlab.cli.common import Formatter, add_attack_args, add_device_args, add_model_args, add_run_args, attack_options
+from advlab.cli.common import build_model, command_line, csv_text, default_out, load_data_for, make_attack, place_model
+from advlab.cli.common import positive_int, say, short
+from advlab.cli.runner import Job, Units, batch_size, run_job
 from advlab.errors import AdvlabError
-from advlab.evaluation import PRESETS, BatchResult, EvalReport, evaluate
-from advlab.prototypes import auto_batch_size
-from advlab.runs.rundir import PARTIAL_SUFFIX
+from advlab.evaluation import PRESETS, BatchResult, EvalConfig, EvalReport, evaluate
 
 
 def register(sub: argparse._SubParsersAction, flags: argparse.ArgumentParser) -> None:
@@ -75,87 +59,79 @@ def register(sub: argparse._SubParsersAction, flags: argparse.ArgumentParser) ->
     p.set_defaults(func=run)
 
 
-def _attacks(args: argparse.Namespace) -> tuple[list[Any] | None, float | None, str | None]:
+def _config(args: argparse.Namespace, info: zoo.ModelInfo) -> EvalConfig:
+    """The evaluation the arguments ask for: a preset at --eps, or the --attack list (each attack made as
+    ``advlab attack`` makes it, sharing the attack options)."""
     eps = args.eps
     if isinstance(eps, list):
         raise AdvlabError("eval takes one --eps (for a robustness curve use advlab attack with a comma list)")
+    common = {"early_stop": args.early_stop, "attack_misclassified": args.attack_misclassified, "keep_adversarials": True,
+              "seed": args.seed}  # fmt: skip
     if args.attack is None:
         if eps is None:
             raise AdvlabError("--eps is required (e.g. --eps 8/255 --norm linf)")
         extra = {k for k in attack_options(args) if k not in ("eps", "norm", "seed")}
         if extra:
             raise AdvlabError(f"the {args.preset or 'reliable'} preset fixes its own settings; drop {', '.join('--' + k.replace('_', '-') for k in sorted(extra))} or use --attack")
-        return None, eps, args.norm or "linf"
+        return EvalConfig(preset=args.preset or "reliable", eps=eps, norm=args.norm or "linf", **common)
     if args.preset:
         raise AdvlabError("give --preset or --attack, not both")
-    opts = attack_options(args)
-    atks = [make(name.strip(), **opts) for name in args.attack.split(",") if name.strip()]
-    return atks, eps, args.norm if eps is not None else None
+    atks = tuple(make_attack(args, info, name) for name in args.attack.split(",") if name.strip())
+    return EvalConfig(attacks=atks, eps=eps, norm=args.norm if eps is not None else None, **common)
 
 
 def run(args: argparse.Namespace) -> int:
     dist = distributed.setup(args.device)
     model = place_model(build_model(args), dist.device, args.channels_last)
     info: zoo.ModelInfo = model.info  # type: ignore[assignment]
-    atks, eps, norm = _attacks(args)
+    config = _config(args, info)
     if args.amp:
-        _check_amp(atks, eps, norm)
+        _check_amp(config)
     x, y, desc = load_data_for(args.data, info, limit=args.limit)
-    method = args.attack.replace(",", "+") if args.attack else (args.preset or "reliable")
-    out = args.out or default_out(runs.run_name(info.name, info.dataset, "eval", desc.dataset, method, eps))
-    if args.batch_size == "auto":  # rank 0's estimate: free memory differs between processes
-        saved = _saved_batch_size(out) if args.resume else None
-        args.batch_size = int(dist.share(saved or auto_batch_size(model, x[:1].to(dist.device))))
-    config = {"command": command_line(args.argv), "model": args.model, "weights": args.weights, "data": args.data,
-              "limit": args.limit, "preset": None if atks else (args.preset or "reliable"), "attacks": [repr(a) for a in atks or []],
-              "eps": eps, "norm": norm, "seed": args.seed, "early_stop": args.early_stop,
-              "attack_misclassified": args.attack_misclassified, "batch_size": args.batch_size,
-              **({"amp": "bfloat16"} if args.amp else {})}  # fmt: skip
-    n_units = math.ceil(len(x) / args.batch_size)
-    with open_shards(dist, out, config, n_units, force=args.force, resume=args.resume,
-                     unit_name=f"a batch of {args.batch_size} samples") as opened:  # fmt: skip
-        sh = opened.shards
-        if sh is None:
-            if dist.is_main():
-                say(args, f"{out} is complete already")
-            return 0
-        t0 = time.perf_counter()
-        common = {"preset": None if atks else (args.preset or "reliable"), "eps": eps, "norm": norm, "batch_size": args.batch_size,
-                  "early_stop": args.early_stop, "attack_misclassified": args.attack_misclassified, "keep_adversarials": True,
-                  "seed": args.seed, "device": dist.device}  # fmt: skip
-
-        def save(b: int, part: BatchResult) -> None:
-            sh.save(b, part.tensors(), {"checks": part.checks})
-
-        report: EvalReport | None = None
-        with sh.working():
-            if sh.todo():
-                report = evaluate(model, (x, y), atks, **common, progress=dist.is_main() and not args.quiet and sys.stderr.isatty(),
-                                  done={} if dist.distributed else sh.saved(_decode), on_batch=save, units=sh.mine,
-                                  attack_model=zoo.Autocast(model) if args.amp else None)  # fmt: skip
-        if not dist.is_main():
-            return 0
-        if report is None or dist.distributed:  # merge every saved batch exactly as one process would
-            merged = evaluate(model, (x, y), atks, **common, done=sh.load_all(_decode))
-            report = dataclasses.replace(merged, seconds=round(time.perf_counter() - t0, 4) if dist.distributed else merged.seconds)
-        sh.finish()
-        _write(sh.run, x, y, report, info, args)
-    if args.json:
+    method = args.attack.replace(",", "+") if args.attack else config.preset
+    out = args.out or default_out(runs.run_name(info.name, info.dataset, "eval", desc.dataset, method, config.eps))
+    given = None if args.batch_size == "auto" else args.batch_size
+    config = dataclasses.replace(config, batch_size=batch_size(given, out, args.resume, dist, lambda: _auto(model, x, dist)))
+    job = Job(out, _saved_config(args, config), Units(math.ceil(len(x) / config.batch_size), f"a batch of {config.batch_size} samples",
+                                                      _encode, _decode, bar="evaluate"),
+              lambda work: evaluate(model, (x, y), config, work=work, attack_model=zoo.Autocast(model) if args.amp else None),
+              lambda run_dir, report, sec: _write(run_dir, x, y, dataclasses.replace(report, seconds=sec), info, args),
+              lambda run_dir, report: _report(run_dir, report, info, args))  # fmt: skip
+    report = run_job(job, args, dist)
+    if report is not None and args.json:
         print(json.dumps(report.to_dict(), indent=2))
-    else:
+    elif report is not None:
         say(args, report.format())
         say(args, f"wrote {out}")
     return 0
+
+
+def _auto(model: torch.nn.Module, x: torch.Tensor, dist: distributed.Dist) -> int:
+    from advlab.prototypes import auto_batch_size
+
+    return auto_batch_size(model, x[:1].to(dist.device))
+
+
+def _saved_config(args: argparse.Namespace, config: EvalConfig) -> dict[str, Any]:
+    """config.json: what a resumed run must match."""
+    return {"command": command_line(args.argv), "model": args.model, "weights": args.weights, "data": args.data, "limit": args.limit,
+            "preset": config.preset if not config.attacks else None, "attacks": [repr(a) for a in config.attacks or ()],
+            "eps": config.eps, "norm": config.norm, "seed": config.seed, "early_stop": config.early_stop,
+            "attack_misclassified": config.attack_misclassified, "batch_size": config.batch_size,
+            **({"amp": "bfloat16"} if args.amp else {})}  # fmt: skip
 
 
 #: --amp refuses smaller L-inf balls: bfloat16 resolves a normalized input to about 1/255 of the pixel range
 AMP_MIN_EPS = 1 / 255
 
 
-def _check_amp(atks: list[Any] | None, eps: float | None, norm: str | None) -> None:
+def _check_amp(config: EvalConfig) -> None:
     """Refuse --amp where bfloat16 cannot represent the perturbation (measured: efficientnet-lite0 at 0.2/255
     loses 2 of 16 successes; see benchmarks/amp_strength.py)."""
-    balls = [(eps, norm or "linf")] if eps is not None else [(getattr(a, "eps", None), a.threat_norm) for a in atks or []]
+    if config.eps is not None:
+        balls = [(config.eps, config.norm or "linf")]
+    else:
+        balls = [(getattr(a, "eps", None), a.threat_norm) for a in config.attacks or ()]
     for e, n in balls:
         small = e if isinstance(e, (int, float)) else (min(e) if e else None)
         if n == "linf" and small is not None and small < AMP_MIN_EPS:
@@ -167,17 +143,17 @@ def _batch_size(text: str) -> int | str:
     return "auto" if text == "auto" else positive_int(text)
 
 
-def _saved_batch_size(out: str | Path) -> int | None:
-    saved = Path(f"{out}{PARTIAL_SUFFIX}") / "config.json"
-    return json.loads(saved.read_text()).get("batch_size") if saved.exists() else None
+def _encode(part: BatchResult) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    return part.tensors(), {"checks": part.checks}
 
 
 def _decode(tensors: dict[str, torch.Tensor], info: dict[str, Any]) -> BatchResult:
     return BatchResult.from_tensors(tensors, info["checks"])
 
 
-def _write(run_dir: runs.Run, x: torch.Tensor, y: torch.Tensor, report: EvalReport, info: zoo.ModelInfo, args: argparse.Namespace) -> None:
-    from advlab.report import adversarial_grid, write_report
+def _write(run_dir: runs.Run, x: torch.Tensor, y: torch.Tensor, report: EvalReport, info: zoo.ModelInfo, args: argparse.Namespace) -> EvalReport:
+    """metrics.json, samples.csv, adversarials.safetensors and grid.png (broken samples); returns ``report``."""
+    from advlab.report import adversarial_grid
 
     assert report.x_adv is not None
     s = report.samples
@@ -192,6 +168,11 @@ def _write(run_dir: runs.Run, x: torch.Tensor, y: torch.Tensor, report: EvalRepo
         clean_t = [f"clean: {short(names[int(s.clean_pred[i])])} {float(s.clean_confidence[i]):.0%}" for i in broken]
         adv_t = [f"adversarial: {short(names[int(s.adv_pred[i])])} {float(s.adv_confidence[i]):.0%}" for i in broken]
         run_dir.save_figure("grid.png", adversarial_grid(x[broken], report.x_adv[broken], clean_t, adv_t, ["red"] * len(broken)))
+    return report
+
+
+def _report(run_dir: runs.Run, report: EvalReport, info: zoo.ModelInfo, args: argparse.Namespace) -> None:
+    from advlab.report import write_report
+
     sections = [("Warnings", "<ul>" + "".join(f"<li>{f}</li>" for f in report.flags) + "</ul>")] if report.flags else []
-    run_dir.clear_batches()  # the results are written: the state goes, and the report does not list it
     write_report(run_dir.path, f"advlab eval: {info.name} on {args.data}", sections)

@@ -14,31 +14,16 @@ import argparse
 import html
 import json
 import math
-import sys
-import time
-from pathlib import Path
 from typing import Any
 
 import torch
 
 from advlab import distributed, prototypes, runs, zoo
-from advlab.cli.attack import csv_text, short
-from advlab.cli.common import (
-    Formatter,
-    add_device_args,
-    add_model_args,
-    add_run_args,
-    build_model,
-    command_line,
-    default_out,
-    number,
-    place_model,
-    positive_int,
-    say,
-)
-from advlab.cli.shards import open_shards
+from advlab.cli.common import Formatter, add_device_args, add_model_args, add_run_args, build_model, command_line, csv_text
+from advlab.cli.common import default_out, number, place_model, positive_int, say, short
+from advlab.cli.runner import Job, Units, batch_size, run_job
 from advlab.errors import AdvlabError
-from advlab.prototypes import Config, Evolution, Prototypes
+from advlab.prototypes import Config, Evolution, Prototypes, Starts
 
 #: at most this many prototypes in grid.png and pairs in the probability plot (all are in the files)
 GRID_MAX = 100
@@ -115,10 +100,7 @@ def _judges(specs: list[str], info: zoo.ModelInfo) -> list[tuple[str, torch.nn.M
     return out
 
 
-def run(args: argparse.Namespace) -> int:
-    dist = distributed.setup(args.device)
-    model = place_model(build_model(args), dist.device, args.channels_last)
-    info: zoo.ModelInfo = model.info  # type: ignore[assignment]
+def _config(args: argparse.Namespace) -> Config:
     config = Config(mode=args.mode, method=args.method, eps=args.eps, alpha=args.alpha, steps=args.steps, tol=args.tol,
                     momentum=args.momentum, tv=args.tv, jitter=args.jitter, blur=args.blur, seed=args.seed,
                     snapshots=_steps_list(args.snapshots))  # fmt: skip
@@ -126,89 +108,64 @@ def run(args: argparse.Namespace) -> int:
         config.validate()
     except ValueError as e:
         raise AdvlabError(str(e)) from None
+    return config
+
+
+def _pairs(args: argparse.Namespace, info: zoo.ModelInfo) -> tuple[Starts, list[int], list[int]]:
+    """The starts, the targets and the pair indices (first start) whose snapshots strips.png shows."""
     starts = prototypes.parse_start(args.start, info.channels, info.input_size, seed=args.seed, limit=args.limit)
     targets = prototypes.parse_targets(args.targets, info.num_classes, info.class_names)
     strips = prototypes.parse_targets(args.strip_classes, info.num_classes, info.class_names) if args.strip_classes else targets[:10]
     missing = [t for t in strips if t not in targets]
     if missing:
         raise AdvlabError(f"--strip-classes {missing[0]} is not among the targets")
+    return starts, targets, [targets.index(t) for t in strips]
+
+
+def run(args: argparse.Namespace) -> int:
+    dist = distributed.setup(args.device)
+    model = place_model(build_model(args), dist.device, args.channels_last)
+    info: zoo.ModelInfo = model.info  # type: ignore[assignment]
+    config = _config(args)
+    starts, targets, strips = _pairs(args, info)
     judges = _judges(args.judge, info)
-    name = runs.run_name(info.name, info.dataset, config.mode, starts.kind, config.method, config.eps, config.step_size)
-    out = args.out or default_out(name)
-    bs = args.batch_size or _saved_batch_size(out, args) or prototypes.auto_batch_size(model, starts.x[:1].to(dist.device), config.mode)
-    bs = prototypes.pairs_per_batch(int(dist.share(bs)), len(targets))  # rank 0's: free memory differs between processes
+    out = args.out or default_out(runs.run_name(info.name, info.dataset, config.mode, starts.kind, config.method, config.eps, config.step_size))
+    estimate = lambda: prototypes.auto_batch_size(model, starts.x[:1].to(dist.device), config.mode)  # noqa: E731
+    bs = prototypes.pairs_per_batch(batch_size(args.batch_size, out, args.resume, dist, estimate), len(targets))
     saved_config = {"command": command_line(args.argv), "model": args.model, "weights": args.weights, "start": args.start,
                     "limit": args.limit, "targets": targets, "config": repr(config), "batch_size": bs}  # fmt: skip
-    n_units = math.ceil(len(starts.x) * len(targets) / bs)
-    with open_shards(dist, out, saved_config, n_units, force=args.force, resume=args.resume,
-                     unit_name=f"a batch of {bs} (start, target) pairs") as opened:  # fmt: skip
-        sh = opened.shards
-        if sh is None:
-            if dist.is_main():
-                say(args, f"{out} is complete already")
-            return 0
-        run_dir = sh.run
-        saved = {} if dist.distributed else sh.saved(lambda t, j: (Evolution.from_tensors(t), float(j["seconds"])))
-        parts = {b: ev for b, (ev, _) in saved.items()}
-        seconds = {b: sec for b, (_, sec) in saved.items()}
-        clock = [time.perf_counter()]
 
-        def save(b: int, ev: Evolution) -> None:
-            now = time.perf_counter()
-            seconds[b] = now - clock[0]
-            clock[0] = now
-            sh.save(b, ev.tensors(), {"seconds": seconds[b]})
-            parts[b] = ev
+    def write(run_dir: runs.Run, result: Prototypes, seconds: float) -> tuple[Prototypes, dict[str, Any]]:
+        return result, _write(run_dir, result, info, _metrics(result, model, info, judges, seconds, args))
 
-        result: Prototypes | None = None
-        try:
-            with sh.working():
-                if sh.todo():
-                    result = prototypes.generate(
-                        model, starts, targets, config, batch_size=bs, strip_pairs=strips_pairs(targets, strips),
-                        progress=dist.is_main() and not args.quiet and sys.stderr.isatty(), done=parts, on_batch=save, units=sh.mine,
-                    )  # fmt: skip
-        except KeyboardInterrupt:
-            if parts and not dist.distributed:  # leave what is done viewable in the partial directory; the batch files stay for --resume
-                partial = Prototypes(starts, targets, config, Evolution.cat([parts[b] for b in sorted(parts)]), list(info.class_names))
-                metrics = {"partial": True, **_metrics(partial, model, info, judges, sum(seconds.values()), args)}
-                _write(run_dir, partial, info, metrics, final=False)
-            raise
-        if not dist.is_main():
-            return 0
-        if result is None or dist.distributed:  # merge every saved batch exactly as one process would
-            everything = sh.load_all(lambda t, j: (Evolution.from_tensors(t), float(j["seconds"])))
-            seconds = {b: sec for b, (_, sec) in everything.items()}
-            result = prototypes.generate(model, starts, targets, config, batch_size=bs, strip_pairs=strips_pairs(targets, strips),
-                                         done={b: ev for b, (ev, _) in everything.items()})  # fmt: skip
-        metrics = _metrics(result, model, info, judges, sum(seconds.values()), args)
-        sh.finish()
-        _write(run_dir, result, info, metrics)
-    if args.json:
-        print(json.dumps(metrics, indent=2))
-    else:
-        s = metrics["summary"]
-        say(args, f"{s['pairs']} pairs ({len(starts.x)} starts x {len(targets)} targets), {config.mode} mode: "
-                  f"{s['reached_p99']} reached p >= 0.99, {s['ever_top1']} became top-1 "
-                  f"(median L2 {s['recognition_top1']['l2']['median']}), {s['converged']} converged; {metrics['seconds']:.1f} s")  # fmt: skip
-        for jname, j in metrics["judges"].items():
-            say(args, f"judge {jname}: agrees on {j['top1_agreement']:.0%} of the prototypes")
-        say(args, f"wrote {out}")
+    def interrupted(run_dir: runs.Run, done: dict[int, Evolution], seconds: float) -> None:
+        """Ctrl-C: what is done stays viewable in the partial directory; the unit files stay for --resume."""
+        partial = Prototypes(starts, targets, config, Evolution.cat([done[b] for b in sorted(done)]), list(info.class_names))
+        metrics = _write(run_dir, partial, info, {"partial": True, **_metrics(partial, model, info, judges, seconds, args)})
+        _report(run_dir, partial, info, metrics, final=False)
+
+    units = Units(math.ceil(len(starts.x) * len(targets) / bs), f"a batch of {bs} (start, target) pairs",
+                  lambda ev: (ev.tensors(), {}), lambda t, _: Evolution.from_tensors(t), bar="prototypes")  # fmt: skip
+    job = Job(out, saved_config, units,
+              lambda work: prototypes.generate(model, starts, targets, config, batch_size=bs, strip_pairs=strips, work=work),
+              write, lambda run_dir, shown: _report(run_dir, shown[0], info, shown[1]), interrupted)  # fmt: skip
+    shown = run_job(job, args, dist)
+    if shown is not None:
+        _print(args, *shown, out)
     return 0
 
 
-def _saved_batch_size(out: str | Path, args: argparse.Namespace) -> int | None:
-    """On --resume without --batch-size, the batch size the run was started with (it is sized to free memory,
-    which changes; the saved batches only fit the same size)."""
-    saved = Path(f"{out}.partial") / "config.json"
-    if not args.resume or not saved.exists():
-        return None
-    return json.loads(saved.read_text()).get("batch_size")
-
-
-def strips_pairs(targets: list[int], strips: list[int]) -> list[int]:
-    """Pair indices (first start) of the strip classes."""
-    return [targets.index(t) for t in strips]
+def _print(args: argparse.Namespace, result: Prototypes, metrics: dict[str, Any], out: Any) -> None:
+    if args.json:
+        print(json.dumps(metrics, indent=2))
+        return
+    s = metrics["summary"]
+    say(args, f"{s['pairs']} pairs ({len(result.starts.x)} starts x {len(result.targets)} targets), {result.config.mode} mode: "
+              f"{s['reached_p99']} reached p >= 0.99, {s['ever_top1']} became top-1 "
+              f"(median L2 {s['recognition_top1']['l2']['median']}), {s['converged']} converged; {metrics['seconds']:.1f} s")  # fmt: skip
+    for jname, j in metrics["judges"].items():
+        say(args, f"judge {jname}: agrees on {j['top1_agreement']:.0%} of the prototypes")
+    say(args, f"wrote {out}")
 
 
 def _metrics(result: Prototypes, model: torch.nn.Module, info: zoo.ModelInfo, judges: list[tuple[str, torch.nn.Module]],
@@ -267,23 +224,37 @@ def _recognition_table(result: Prototypes, names: list[str]) -> str:
     return f"{note}<table>{head}{''.join(body)}</table>"
 
 
-def _write(run_dir: runs.Run, result: Prototypes, info: zoo.ModelInfo, metrics: dict[str, Any], final: bool = True) -> None:
-    """Every output file; ``final=False`` (an interrupted run) keeps the batch files for --resume."""
-    from advlab.report import histogram, image_grid, line_plot, write_report
-
+def _write(run_dir: runs.Run, result: Prototypes, info: zoo.ModelInfo, metrics: dict[str, Any]) -> dict[str, Any]:
+    """metrics.json, prototypes.safetensors, trajectories.csv and the pictures; returns ``metrics``."""
     ev, names = result.evolution, info.class_names
     run_dir.save_json("metrics.json", metrics)
     tensors = {**ev.tensors(), "start_images": result.starts.x, "start_labels": result.starts.labels,
                "targets": torch.tensor(result.targets)}  # fmt: skip
     run_dir.save_tensors("prototypes.safetensors", tensors, {"config": repr(result.config), "model": info.name})
     run_dir.save_text("trajectories.csv", csv_text(_trajectory_rows(result, names)))
-    n_t = len(result.targets)
+    _grid(run_dir, result, names)
+    _strips(run_dir, result, names)
+    _plots(run_dir, result, info)
+    return metrics
+
+
+def _grid(run_dir: runs.Run, result: Prototypes, names: list[str]) -> None:
+    """grid.png: the prototypes (up to GRID_MAX), titled with the target and its final probability."""
+    from advlab.report import image_grid
+
+    ev, n_t = result.evolution, len(result.targets)
     shown = list(range(min(len(ev.target), GRID_MAX)))
     fp, ft = ev.final_prob, ev.final_top1
     titles = [f"{short(names[int(ev.target[i])])}\np={float(fp[i]):.2f}" for i in shown]
     colors = ["black" if int(ft[i]) == int(ev.target[i]) else "red" for i in shown]
     run_dir.save_figure("grid.png", image_grid(ev.x[shown], titles, ncols=min(n_t, 10), cell=1.6, title_colors=colors))
-    last = int(ev.stopped.max())  # plots end where the last pair stopped: beyond, nothing changes
+
+
+def _strips(run_dir: runs.Run, result: Prototypes, names: list[str]) -> None:
+    """strips.png: the snapshots of the strip pairs over the steps (up to where the last of them stopped)."""
+    from advlab.report import image_grid
+
+    ev = result.evolution
     if len(ev.snapshot_pairs):
         rows = ev.snapshot_pairs.tolist()
         stop = max(int(ev.stopped[r]) for r in rows)
@@ -296,6 +267,14 @@ def _write(run_dir: runs.Run, result: Prototypes, info: zoo.ModelInfo, metrics: 
                 col = min(s, int(ev.stopped[r]))
                 st.append(f"{short(names[int(ev.target[r])], 12)} @{s}\np={float(ev.prob[r, col]):.2f}")
         run_dir.save_figure("strips.png", image_grid(imgs, st, ncols=len(steps), cell=1.3))
+
+
+def _plots(run_dir: runs.Run, result: Prototypes, info: zoo.ModelInfo) -> None:
+    """probability.png and grad_norm.png (the first PLOT_MAX pairs and the median), recognition.png."""
+    from advlab.report import histogram, line_plot
+
+    ev, names = result.evolution, info.class_names
+    last = int(ev.stopped.max())  # plots end where the last pair stopped: beyond, nothing changes
     plotted = list(range(min(len(ev.target), PLOT_MAX)))
     x_steps = list(range(last + 1))
     prob, gnorm = ev.prob[:, : last + 1], ev.grad_norm[:, : last + 1].clamp_min(1e-12)
@@ -315,8 +294,13 @@ def _write(run_dir: runs.Run, result: Prototypes, info: zoo.ModelInfo, metrics: 
     if bool(hit.any()):
         run_dir.save_figure("recognition.png", histogram(rp["top1_l2"][hit].tolist(), "L2 distance from the start when the target became top-1",
                                                          f"recognition distance ({int(hit.sum())} of {len(hit)} pairs)"))  # fmt: skip
-    if final:
-        run_dir.clear_batches()  # the results are written: the state goes, and the report does not list it
+
+
+def _report(run_dir: runs.Run, result: Prototypes, info: zoo.ModelInfo, metrics: dict[str, Any], final: bool = True) -> None:
+    """report.html; ``final=False``: an interrupted run's (its unit files stay for --resume)."""
+    from advlab.report import write_report
+
+    names = info.class_names
     title = f"advlab prototypes: {info.name}, {metrics['start']}, {result.config.mode} mode"
-    write_report(run_dir.path, title + ("" if final else f" (interrupted: {len(ev.target)} pairs done; --resume continues)"),
+    write_report(run_dir.path, title + ("" if final else f" (interrupted: {len(result.evolution.target)} pairs done; --resume continues)"),
                  [("Recognition points", _recognition_table(result, names))])

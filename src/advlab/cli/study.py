@@ -11,29 +11,19 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from typing import Any
 
 import torch
 
-from advlab import distributed, runs, study, zoo
-from advlab.cli.attack import add_attack_args, csv_text, make_attack
-from advlab.cli.common import (
-    Formatter,
-    add_device_args,
-    add_model_args,
-    add_run_args,
-    build_model,
-    command_line,
-    default_out,
-    load_data_for,
-    place_model,
-    positive_int,
-    say,
-)
-from advlab.cli.shards import open_shards
+from advlab import distributed, runs, zoo
+from advlab.cli.common import Formatter, add_attack_args, add_device_args, add_model_args, add_run_args, build_model
+from advlab.cli.common import command_line, csv_text, default_out, html_table, load_data_for, make_attack, place_model
+from advlab.cli.common import positive_int, say
+from advlab.cli.runner import Job, Units, run_job
 from advlab.errors import AdvlabError
-from advlab.study import Outcome, Row, Setting
+from advlab.experiments import study
+from advlab.experiments.study import Outcome, Row, Setting
+from advlab.work import Work
 
 DEFENSE_NAMES = ("e", "s", "r", "quant", "clamp")
 
@@ -102,8 +92,7 @@ def run(args: argparse.Namespace) -> int:
     dist = distributed.setup(args.device)
     model = place_model(build_model(args), dist.device, args.channels_last)
     info: zoo.ModelInfo = model.info  # type: ignore[assignment]
-    defenses = [d.strip() for d in args.defense.split(",") if d.strip()]
-    settings = parse_settings(args.settings, defenses, model)
+    settings = parse_settings(args.settings, [d.strip() for d in args.defense.split(",") if d.strip()], model)
     atk = make_attack(args, info)
     x, y, desc = load_data_for(args.data, info, limit=args.limit)
     if (y < 0).any():
@@ -112,44 +101,34 @@ def run(args: argparse.Namespace) -> int:
     out = args.out or default_out(runs.run_name(info.name, info.dataset, "prune", desc.dataset, atk.name, eps if isinstance(eps, float) else None))
     config = {"command": command_line(args.argv), "model": args.model, "weights": args.weights, "data": args.data, "limit": args.limit,
               "attack": repr(atk), "settings": [[s.defense, s.value] for s in settings], "calibration": args.calibration}  # fmt: skip
-    n_units = 1 + len(settings)
-    with open_shards(dist, out, config, n_units, force=args.force, resume=args.resume,
-                     unit_name="a defense setting (0: the undefended model)") as opened:  # fmt: skip
-        sh = opened.shards
-        if sh is None:
-            if dist.is_main():
-                say(args, f"{out} is complete already")
-            return 0
 
-        def save(i: int, o: Outcome) -> None:
-            sh.save(i, {"clean_correct": o.clean_correct, "robust_correct": o.robust_correct}, o.row.to_dict())
-
-        common = {"calibration": x[: args.calibration], "batch_size": args.batch_size}
-        outcomes: list[Outcome] | None = None
+    def sweep(work: Work[Outcome]) -> list[Outcome]:
         try:
-            with sh.working():
-                if sh.todo():
-                    outcomes = study.sweep(model, x, y, settings, atk, **common, done={} if dist.distributed else sh.saved(_outcome),
-                                           on_row=save, units=sh.mine, progress=dist.is_main() and not args.quiet and sys.stderr.isatty())  # fmt: skip
-            if not dist.is_main():
-                return 0
-            if outcomes is None or dist.distributed:  # merge every saved row exactly as one process would
-                outcomes = study.sweep(model, x, y, settings, atk, **common, done=sh.load_all(_outcome))
+            return study.sweep(model, x, y, settings, atk, calibration=x[: args.calibration], batch_size=args.batch_size, work=work)
         except ValueError as e:
             raise AdvlabError(str(e)) from None
+
+    def write(run_dir: runs.Run, outcomes: list[Outcome], seconds: float) -> list[Outcome]:
         rows = study.table(outcomes)
-        metrics = {"model": info.name, "data": args.data, "n": len(y), "attack": repr(atk), "rows": rows}
-        sh.finish()
-        _write(sh.run, outcomes, rows, metrics, info)
-    if args.json:
-        print(json.dumps(rows, indent=2))
-    else:
+        _write(run_dir, outcomes, rows, {"model": info.name, "data": args.data, "n": len(y), "attack": repr(atk), "rows": rows}, info)
+        return outcomes
+
+    units = Units(1 + len(settings), "a defense setting (0: the undefended model)", _encode, _decode, bar="study")
+    job = Job(out, config, units, sweep, write, lambda run_dir, outcomes: _report(run_dir, outcomes, info))
+    outcomes = run_job(job, args, dist)
+    if outcomes is not None and args.json:
+        print(json.dumps(study.table(outcomes), indent=2))
+    elif outcomes is not None:
         say(args, study.markdown(outcomes, info.name))
         say(args, f"wrote {out}")
     return 0
 
 
-def _outcome(t: dict[str, torch.Tensor], d: dict[str, Any]) -> Outcome:
+def _encode(o: Outcome) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    return {"clean_correct": o.clean_correct, "robust_correct": o.robust_correct}, o.row.to_dict()
+
+
+def _decode(t: dict[str, torch.Tensor], d: dict[str, Any]) -> Outcome:
     d = dict(d)
     for k in ("clean_ci", "robust_ci", "transfer_ci"):
         d[k] = tuple(d[k])
@@ -157,11 +136,11 @@ def _outcome(t: dict[str, torch.Tensor], d: dict[str, Any]) -> Outcome:
 
 
 def _write(run_dir: runs.Run, outcomes: list[Outcome], rows: list[dict[str, Any]], metrics: dict[str, Any], info: zoo.ModelInfo) -> None:
-    from advlab.report import line_plot, write_report
+    """metrics.json, study.md, study.csv and one accuracy-vs-setting plot per defense."""
+    from advlab.report import line_plot
 
     run_dir.save_json("metrics.json", metrics)
-    md = study.markdown(outcomes, info.name)
-    run_dir.save_text("study.md", md)
+    run_dir.save_text("study.md", study.markdown(outcomes, info.name))
     run_dir.save_text("study.csv", csv_text(rows))
     base = outcomes[0].row
     for d in dict.fromkeys(o.row.defense for o in outcomes[1:]):
@@ -173,17 +152,10 @@ def _write(run_dir: runs.Run, outcomes: list[Outcome], rows: list[dict[str, Any]
         xs = [float(r.value or 0) for r in part]
         fig = line_plot(series, label, "accuracy", f"{info.name}: {label}", x=xs, reference=reference, logx=d in ("e", "r"))
         run_dir.save_figure(f"accuracy_vs_{d}.png", fig)
-    run_dir.clear_batches()
-    table_html = _html_table(md)
-    write_report(run_dir.path, f"advlab study prune: {info.name}", [("The study (seed 003's layout)", table_html)])
 
 
-def _html_table(md: str) -> str:
-    import html
+def _report(run_dir: runs.Run, outcomes: list[Outcome], info: zoo.ModelInfo) -> None:
+    from advlab.report import write_report
 
-    lines = [ln for ln in md.strip().splitlines() if ln.startswith("|")]
-    cells = [[c.strip() for c in ln.strip("|").split("|")] for ln in lines]
-    head, body = cells[0], cells[2:]
-    out = "<table><tr>" + "".join(f"<th>{html.escape(c)}</th>" for c in head) + "</tr>"
-    out += "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in body)
-    return out + "</table>"
+    table = html_table(study.markdown(outcomes, info.name))
+    write_report(run_dir.path, f"advlab study prune: {info.name}", [("The study (seed 003's layout)", table)])

@@ -11,28 +11,17 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 
 from advlab import runs, zoo
-from advlab.cli.common import (
-    Formatter,
-    add_model_args,
-    add_run_args,
-    build_model,
-    command_line,
-    default_out,
-    load_data_for,
-    number,
-    positive_int,
-    progress,
-    say,
-)
+from advlab.cli.common import Formatter, add_model_args, add_run_args, build_model, check_resumable, command_line, csv_text
+from advlab.cli.common import default_out, load_data_for, number, positive_int, progress, say
 from advlab.errors import AdvlabError
-from advlab.train import (
+from advlab.defenses.training import (
     ADVERSARIAL,
     ATTACK_MODES,
     TrainConfig,
@@ -172,8 +161,6 @@ def _epoch_rows(history: TrainHistory) -> list[dict[str, Any]]:
 
 def _write_log(run_dir: runs.Run, history: TrainHistory) -> None:
     """history.json and metrics.csv: one entry / row per finished epoch."""
-    from advlab.cli.attack import csv_text
-
     h = history.to_dict()
     run_dir.save_json("history.json", {"loss": h["loss"], "eval_accuracy": h["eval_accuracy"], "seconds": h["seconds"], **h["metrics"]})
     run_dir.save_text("metrics.csv", csv_text(_epoch_rows(history)))
@@ -192,7 +179,22 @@ def _plots(run_dir: runs.Run, history: TrainHistory, info: zoo.ModelInfo, data_s
         run_dir.save_figure("eval_accuracy.png", line_plot(series, "epoch", "accuracy"))
 
 
-def run(args: argparse.Namespace) -> int:
+@dataclass(frozen=True)
+class _Setup:
+    """What the arguments ask for, loaded and checked before the run directory opens."""
+
+    model: torch.nn.Module
+    info: zoo.ModelInfo
+    x: torch.Tensor
+    y: torch.Tensor
+    dataset: str
+    config: TrainConfig
+    eval_spec: str | None
+    eval_data: tuple[torch.Tensor, torch.Tensor] | None
+    preset: str
+
+
+def _setup(args: argparse.Namespace) -> _Setup:
     _config(args, args.eps if args.eps is not None else 0.1)  # bad arguments fail before anything is loaded
     torch.manual_seed(args.seed)  # the initial weights come from this seed
     model = build_model(args, pretrained=False)
@@ -206,109 +208,137 @@ def run(args: argparse.Namespace) -> int:
     preset = args.robust_eval or ("fast" if config.adversarial is not None or args.eps is not None else "none")
     if preset != "none" and eval_data is None:
         raise AdvlabError(f"a robust evaluation needs held-out data: give --eval-data (no default for {args.data!r}) or --robust-eval none")
-    out = args.out or default_out(_name(info, desc.dataset, config))
-    run_config = {"command": command_line(args.argv), "model": args.model, "data": args.data, "eval_data": eval_spec,
-                  "train_config": dataclasses.asdict(config), "limit": args.limit, "robust_eval": preset,
+    return _Setup(model, info, x, y, desc.dataset, config, eval_spec, eval_data, preset)  # type: ignore[arg-type]
+
+
+def run(args: argparse.Namespace) -> int:
+    s = _setup(args)
+    out = args.out or default_out(_name(s.info, s.dataset, s.config))
+    run_config = {"command": command_line(args.argv), "model": args.model, "data": args.data, "eval_data": s.eval_spec,
+                  "train_config": dataclasses.asdict(s.config), "limit": args.limit, "robust_eval": s.preset,
                   "robust_limit": args.robust_limit}  # fmt: skip
     with runs.start(out, run_config, force=args.force, resume=args.resume) as run_dir:
         if run_dir.resumed and run_dir.path == run_dir.final:
             say(args, f"{out} is complete already")
             return 0
-        from advlab.cli.attack import check_resumable
-
         check_resumable(run_dir, run_config)
-        state = _latest_checkpoint(run_dir) if run_dir.resumed else None
+        state = _checkpoint_to_resume(run_dir, s) if run_dir.resumed else None
         if state is not None:
-            try:
-                # check before training: a checkpoint from other settings cannot be continued
-                fit_check = TrainConfig(**state.config)
-            except TypeError:
-                raise AdvlabError(f"{run_dir.path} holds a checkpoint this version cannot read; use --force to start over") from None
-            if fit_check != config or state.samples != len(y):
-                raise AdvlabError(f"{run_dir.path} was checkpointed with other settings; use --force to start over")
-            say(args, f"resuming {out} after epoch {state.epochs_done} of {config.epochs}")
-        steps_per_epoch = (len(y) + args.batch_size - 1) // args.batch_size
-        done = state.epochs_done if state is not None else 0
-        bar = progress(range(done * steps_per_epoch, config.epochs * steps_per_epoch), args.quiet, desc=f"train {info.name}", unit="step")
-        it = iter(bar)
-
-        def on_step(epoch: int, step: int, loss: float) -> None:
-            next(it, None)
-            if hasattr(bar, "set_postfix"):
-                bar.set_postfix(epoch=epoch + 1, loss=f"{loss:.3f}")
-
-        epoch_metrics = None
-        if config.adversarial is not None and eval_data is not None:
-            from advlab.attacks import PGD
-            from advlab.evaluation import evaluate
-
-            xe, ye = eval_data[0][:EPOCH_ROBUST_IMAGES], eval_data[1][:EPOCH_ROBUST_IMAGES]
-            pgd = PGD(eps=config.eps, steps=EPOCH_ROBUST_STEPS)
-
-            def epoch_metrics(m: torch.nn.Module) -> dict[str, float]:
-                rep = evaluate(m, (xe, ye), attacks=[pgd], eps=config.eps, norm="linf", sanity=False)
-                return {ROBUST_COLUMN: rep.robust_accuracy}
-
-        history = state.history if state is not None else TrainHistory()
-
-        def on_epoch(epoch: int, st: TrainState) -> None:
-            nonlocal history
-            run_dir.save_state(f"{CHECKPOINT}{st.epochs_done:04d}", *st.to_saved())
-            _clear_checkpoints(run_dir, keep=st.epochs_done)
-            history = st.history
-            _write_log(run_dir, history)
-
-        try:
-            history = fit(model, x, y, config, eval_data=eval_data, on_step=on_step, on_epoch=on_epoch, resume=state,
-                          epoch_metrics=epoch_metrics)  # fmt: skip
-        except KeyboardInterrupt:
-            if history.loss:  # what is done stays viewable in the partial directory; the checkpoint stays for --resume
-                from advlab.report import write_report
-
-                _plots(run_dir, history, info, args.data, eval_spec, config)
-                write_report(run_dir.path, f"advlab train: {info.name} on {args.data} (interrupted after {len(history.loss)} "
-                             f"of {config.epochs} epochs; --resume continues)")  # fmt: skip
-            raise
-        finally:
-            if hasattr(bar, "close"):
-                bar.close()
-        seconds = sum(history.seconds)
-        metrics: dict[str, Any] = {"model": info.name, "train_samples": len(y), "epochs": args.epochs, "seconds": round(seconds, 2),
-                                   "final_train_loss": history.loss[-1], "train_accuracy": accuracy(model, x, y)}  # fmt: skip
-        if config.adversarial is not None:
-            c, g, lam = config.loss_weights()
-            metrics["adversarial"] = {"method": config.adversarial, "eps": config.eps, "norm": "linf",
-                                      "steps": 1 if config.adversarial == "fgsm-rs" else config.adv_steps,
-                                      "alpha": config.attack().step_size(config.eps),  # type: ignore[union-attr]
-                                      "clean_weight": c, "gamma": g, "logit_pairing": lam, "attack_mode": config.attack_mode}  # fmt: skip
-        if eval_data is not None:
-            metrics["eval_data"] = eval_spec
-            metrics["eval_accuracy"] = history.eval_accuracy[-1]
-            metrics["clean_accuracy"] = history.eval_accuracy[-1]
-        if ROBUST_COLUMN in history.metrics:
-            metrics[f"epoch_{ROBUST_COLUMN}"] = history.metrics[ROBUST_COLUMN][-1]
-        if preset != "none" and eval_data is not None:
-            from advlab.evaluation import evaluate
-
-            xe, ye = eval_data if args.robust_limit is None else (eval_data[0][: args.robust_limit], eval_data[1][: args.robust_limit])
-            rep = evaluate(model, (xe, ye), preset=preset, eps=config.eps, norm="linf", progress=not args.quiet and sys.stderr.isatty())
-            metrics.update({"robust_accuracy": rep.robust_accuracy, "robust_eval": {
-                "preset": preset, "eps": config.eps, "norm": "linf", "images": rep.n, "clean_accuracy": rep.clean_accuracy,
-                "attacks": rep.attacks, "seconds": rep.seconds, "flags": rep.flags}})  # fmt: skip
-        if state is not None:
-            metrics["resumed_after_epoch"] = state.epochs_done
-        run_dir.save_tensors("weights.safetensors", model.net.state_dict(),  # type: ignore[union-attr]
+            say(args, f"resuming {out} after epoch {state.epochs_done} of {s.config.epochs}")
+        history = _train(run_dir, s, state, args)
+        metrics = _metrics(s, history, state, args)
+        run_dir.save_tensors("weights.safetensors", s.model.net.state_dict(),  # type: ignore[union-attr]
                              metadata={"model": args.model, "recipe": run_config["command"]})  # fmt: skip
         run_dir.save_json("metrics.json", metrics)
         _write_log(run_dir, history)
-        _plots(run_dir, history, info, args.data, eval_spec, config)
+        _plots(run_dir, history, s.info, args.data, s.eval_spec, s.config)
         _clear_checkpoints(run_dir)  # the results are written: the state goes
-        from advlab.report import write_report
-
-        write_report(run_dir.path, f"advlab train: {info.name} on {args.data}" + (f" ({config.adversarial} adversarial training, "
-                     f"eps {config.eps:.4g})" if config.adversarial else ""))  # fmt: skip
-    acc = f", {eval_spec} accuracy {metrics['eval_accuracy']:.2%}" if eval_data is not None else ""
+        _report(run_dir, s, args.data)
+    acc = f", {s.eval_spec} accuracy {metrics['eval_accuracy']:.2%}" if s.eval_data is not None else ""
     if "robust_accuracy" in metrics:
-        acc += f", robust accuracy {metrics['robust_accuracy']:.2%} ({preset} preset, L-inf {config.eps:.4g})"
-    say(args, f"trained {info.name} in {seconds:.1f} s{acc}; weights in {out}/weights.safetensors")
+        acc += f", robust accuracy {metrics['robust_accuracy']:.2%} ({s.preset} preset, L-inf {s.config.eps:.4g})"
+    say(args, f"trained {s.info.name} in {metrics['seconds']:.1f} s{acc}; weights in {out}/weights.safetensors")
     return 0
+
+
+def _report(run_dir: runs.Run, s: _Setup, data_spec: str, interrupted: str = "") -> None:
+    from advlab.report import write_report
+
+    kind = f" ({s.config.adversarial} adversarial training, eps {s.config.eps:.4g})" if s.config.adversarial else ""
+    write_report(run_dir.path, f"advlab train: {s.info.name} on {data_spec}" + (interrupted or kind))
+
+
+def _checkpoint_to_resume(run_dir: runs.Run, s: _Setup) -> TrainState | None:
+    """The newest checkpoint, checked before training: one from other settings cannot be continued."""
+    state = _latest_checkpoint(run_dir)
+    if state is None:
+        return None
+    try:
+        saved = TrainConfig(**state.config)
+    except TypeError:
+        raise AdvlabError(f"{run_dir.path} holds a checkpoint this version cannot read; use --force to start over") from None
+    if saved != s.config or state.samples != len(s.y):
+        raise AdvlabError(f"{run_dir.path} was checkpointed with other settings; use --force to start over")
+    return state
+
+
+def _epoch_metrics(s: _Setup) -> Callable[[torch.nn.Module], dict[str, float]] | None:
+    """With adversarial training: PGD-EPOCH_ROBUST_STEPS robust accuracy on the first EPOCH_ROBUST_IMAGES eval images."""
+    if s.config.adversarial is None or s.eval_data is None:
+        return None
+    from advlab.attacks import PGD
+    from advlab.evaluation import EvalConfig, evaluate
+
+    xe, ye = s.eval_data[0][:EPOCH_ROBUST_IMAGES], s.eval_data[1][:EPOCH_ROBUST_IMAGES]
+    config = EvalConfig(attacks=(PGD(eps=s.config.eps, steps=EPOCH_ROBUST_STEPS),), eps=s.config.eps, norm="linf", sanity=False)
+    return lambda m: {ROBUST_COLUMN: evaluate(m, (xe, ye), config).robust_accuracy}
+
+
+def _train(run_dir: runs.Run, s: _Setup, state: TrainState | None, args: argparse.Namespace) -> TrainHistory:
+    """``fit`` with a progress bar over the steps, a checkpoint and the epoch log after every epoch; on Ctrl-C
+    what is done stays viewable in the partial directory and the checkpoint stays for --resume."""
+    steps_per_epoch = (len(s.y) + args.batch_size - 1) // args.batch_size
+    done = state.epochs_done if state is not None else 0
+    bar = progress(range(done * steps_per_epoch, s.config.epochs * steps_per_epoch), args.quiet, desc=f"train {s.info.name}", unit="step")
+    it = iter(bar)
+    history = state.history if state is not None else TrainHistory()
+
+    def on_step(epoch: int, step: int, loss: float) -> None:
+        next(it, None)
+        if hasattr(bar, "set_postfix"):
+            bar.set_postfix(epoch=epoch + 1, loss=f"{loss:.3f}")
+
+    def on_epoch(epoch: int, st: TrainState) -> None:
+        nonlocal history
+        run_dir.save_state(f"{CHECKPOINT}{st.epochs_done:04d}", *st.to_saved())
+        _clear_checkpoints(run_dir, keep=st.epochs_done)
+        history = st.history
+        _write_log(run_dir, history)
+
+    try:
+        return fit(s.model, s.x, s.y, s.config, eval_data=s.eval_data, on_step=on_step, on_epoch=on_epoch, resume=state,
+                   epoch_metrics=_epoch_metrics(s))  # fmt: skip
+    except KeyboardInterrupt:
+        if history.loss:
+            _plots(run_dir, history, s.info, args.data, s.eval_spec, s.config)
+            _report(run_dir, s, args.data, f" (interrupted after {len(history.loss)} of {s.config.epochs} epochs; --resume continues)")
+        raise
+    finally:
+        if hasattr(bar, "close"):
+            bar.close()
+
+
+def _metrics(s: _Setup, history: TrainHistory, state: TrainState | None, args: argparse.Namespace) -> dict[str, Any]:
+    """metrics.json: training loss and accuracy, the adversarial recipe, eval accuracy, the final robust evaluation."""
+    config = s.config
+    metrics: dict[str, Any] = {"model": s.info.name, "train_samples": len(s.y), "epochs": args.epochs, "seconds": round(sum(history.seconds), 2),
+                               "final_train_loss": history.loss[-1], "train_accuracy": accuracy(s.model, s.x, s.y)}  # fmt: skip
+    if config.adversarial is not None:
+        c, g, lam = config.loss_weights()
+        metrics["adversarial"] = {"method": config.adversarial, "eps": config.eps, "norm": "linf",
+                                  "steps": 1 if config.adversarial == "fgsm-rs" else config.adv_steps,
+                                  "alpha": config.attack().step_size(config.eps),  # type: ignore[union-attr]
+                                  "clean_weight": c, "gamma": g, "logit_pairing": lam, "attack_mode": config.attack_mode}  # fmt: skip
+    if s.eval_data is not None:
+        metrics.update({"eval_data": s.eval_spec, "eval_accuracy": history.eval_accuracy[-1], "clean_accuracy": history.eval_accuracy[-1]})
+    if ROBUST_COLUMN in history.metrics:
+        metrics[f"epoch_{ROBUST_COLUMN}"] = history.metrics[ROBUST_COLUMN][-1]
+    if s.preset != "none" and s.eval_data is not None:
+        metrics.update(_robust_eval(s, args))
+    if state is not None:
+        metrics["resumed_after_epoch"] = state.epochs_done
+    return metrics
+
+
+def _robust_eval(s: _Setup, args: argparse.Namespace) -> dict[str, Any]:
+    """The final robust accuracy: ``evaluate``'s preset at the training eps on the eval data (--robust-limit)."""
+    from advlab.evaluation import EvalConfig, evaluate
+    from advlab.work import Work
+
+    assert s.eval_data is not None
+    xe, ye = s.eval_data
+    config = EvalConfig(preset=s.preset, eps=s.config.eps, norm="linf", limit=args.robust_limit)
+    rep = evaluate(s.model, (xe, ye), config, work=Work(progress=lambda todo: progress(todo, args.quiet, desc="evaluate", unit="batch")))
+    return {"robust_accuracy": rep.robust_accuracy, "robust_eval": {
+        "preset": s.preset, "eps": s.config.eps, "norm": "linf", "images": rep.n, "clean_accuracy": rep.clean_accuracy,
+        "attacks": rep.attacks, "seconds": rep.seconds, "flags": rep.flags}}  # fmt: skip

@@ -8,7 +8,6 @@ report.html. Models are zoo specs, optionally with weights as ``NAME=PATH`` (e.g
 from __future__ import annotations
 
 import argparse
-import html
 import json
 import sys
 from pathlib import Path
@@ -16,17 +15,10 @@ from typing import Any
 
 import torch
 
-from advlab import runs, transfer, zoo
-from advlab.cli.attack import add_attack_args, csv_text, make_attack
-from advlab.cli.common import (
-    Formatter,
-    add_run_args,
-    command_line,
-    default_out,
-    labels_for_model,
-    positive_int,
-    say,
-)
+from advlab import runs, zoo
+from advlab.experiments import transfer
+from advlab.cli.common import Formatter, add_attack_args, add_run_args, command_line, csv_text, default_out, html_table
+from advlab.cli.common import labels_for_model, make_attack, positive_int, say
 from advlab.errors import AdvlabError
 
 
@@ -159,15 +151,5 @@ def _write(run_dir: runs.Run, m: transfer.TransferMatrix, metrics: dict[str, Any
     fig = heatmap(values, rows, cols, f"transfer success rate{ball} (n = {m.n})", fmt="{:.0%}", xlabel="victim (target)", ylabel="surrogate (source)")
     run_dir.save_figure("heatmap.png", fig)
     write_report(run_dir.path, f"advlab transfer: {', '.join(m.sources)} -> {', '.join(m.targets)}",
-                 [("Transfer matrix", _html_table(md))])  # fmt: skip
+                 [("Transfer matrix", html_table(md))])  # fmt: skip
 
-
-def _html_table(md: str) -> str:
-    """The Markdown table (and the note under it) as HTML."""
-    lines = md.strip().splitlines()
-    cells = [[c.strip() for c in ln.strip().strip("|").split("|")] for ln in lines if ln.startswith("|")]
-    head, body = cells[0], cells[2:]
-    out = "<table><tr>" + "".join(f"<th>{html.escape(c)}</th>" for c in head) + "</tr>"
-    out += "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in body)
-    notes = [ln for ln in lines if ln.strip() and not ln.startswith("|")]
-    return out + "</table>" + "".join(f"<p>{html.escape(n)}</p>" for n in notes)

@@ -11,6 +11,8 @@ The input model is never modified. Defenses never print or write files.
     clamp_activations(model, ...)    feature maps clamped to calibrated percentiles (or given bounds)
     train_detector(model, layer, ...)  a detector of adversarial inputs on a layer's activations (SafetyNet;
                                      not a defended copy: Guarded(model, detector, tau) adds the reject option)
+    fit(model, x, y, TrainConfig(...)) standard, adversarial (PGD, FGSM-RS) and logit-pairing training, in place
+                                     (:mod:`advlab.defenses.training`; resumable through TrainState)
 
 The weight defenses edit :func:`prunable_weights` (Conv*d / ConvTranspose*d / Linear ``.weight``). Quantization
 is simulated in float with straight-through gradients, so white-box attacks stay honest (see
@@ -48,6 +50,14 @@ from advlab.defenses.detector import (
     threshold_at_fpr,
     train_detector,
 )
+from advlab.defenses.training import (
+    TrainConfig,
+    TrainHistory,
+    TrainState,
+    fit,
+    logit_distance,
+    training_loss,
+)
 from advlab.defenses.weights import (
     DefenseInfo,
     clamp_large,
@@ -81,4 +91,5 @@ __all__ = [
     "perturb", "prunable_weights", "prune_small", "quantize",
     "Detector", "Guarded", "GuardedLoss", "evades", "guarded_loss", "penultimate_layer", "roc_auc", "roc_curve", "threshold_at_fpr",
     "train_detector",
+    "TrainConfig", "TrainHistory", "TrainState", "fit", "logit_distance", "training_loss",
 ]  # fmt: skip

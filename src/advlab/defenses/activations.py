@@ -28,7 +28,6 @@ x_q, backward identity (BPDA, Athalye et al. 2018). Seed 003 found in-network qu
 
 from __future__ import annotations
 
-import itertools
 import math
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -47,6 +46,7 @@ from advlab.defenses.weights import (
     quantize_per_channel,
     replace_module,
 )
+from advlab.device import device_of
 from advlab.errors import AdvlabError
 
 #: module types whose outputs :func:`clamp_activations` clamps when no ``layers`` are named
@@ -72,7 +72,7 @@ class Clamped(nn.Module):
         if not lo <= hi:
             raise AdvlabError(f"clamp bounds need lo <= hi, got ({lo}, {hi})")
         self.inner = inner
-        device = device if device is not None else _device(inner)
+        device = device if device is not None else device_of(inner)
         self.register_buffer("lo", torch.tensor(float(lo), device=device))
         self.register_buffer("hi", torch.tensor(float(hi), device=device))
 
@@ -103,7 +103,7 @@ class QuantizedInput(nn.Module):
         super().__init__()
         self.layer = layer
         self.bits, self.signed = int(bits), bool(signed)
-        device = device if device is not None else _device(layer)
+        device = device if device is not None else device_of(layer)
         self.register_buffer("scale", torch.tensor(float(scale), device=device))
 
     def forward(self, x: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
@@ -114,12 +114,6 @@ class QuantizedInput(nn.Module):
 
 
 # ---------------------------------------------------------------------------------------------- calibration
-def _device(module: nn.Module, default: torch.device | None = None) -> torch.device:
-    """The device of the module's first parameter or buffer (``default``, else the CPU, when it has none)."""
-    t = next(itertools.chain(module.parameters(), module.buffers()), None)
-    return t.device if t is not None else default if default is not None else torch.device("cpu")
-
-
 @contextmanager
 def _capture(modules: Mapping[str, nn.Module], *, inputs: bool = False) -> Iterator[dict[str, list[torch.Tensor]]]:
     """Record what each module outputs (or, with ``inputs``, its first positional input) on every call.
@@ -155,7 +149,7 @@ def _calibration_batch(calibration: Any, model: nn.Module) -> torch.Tensor:
         raise AdvlabError(f"calibration must be float images in [0, 1], got dtype {calibration.dtype}")
     if float(calibration.min()) < 0 or float(calibration.max()) > 1:
         raise AdvlabError("calibration images must be in [0, 1]; advlab models carry their own normalization")
-    return calibration.detach().to(_device(model, calibration.device))
+    return calibration.detach().to(device_of(model, calibration.device))
 
 
 def _forward_all(model: nn.Module, x: torch.Tensor) -> None:
@@ -220,6 +214,34 @@ def clamp_activations(model: nn.Module, layers: Sequence[str] | None = None, bou
     given = dict(bounds or {})
     defended = defended_copy(model)
     modules = dict(defended.named_modules())
+    names = _clamp_layers(modules, layers, given)
+    checked = _given_bounds(given)
+    missing = [n for n in names if n not in checked]
+    if missing and calibration is None:
+        raise AdvlabError(f"clamp_activations needs calibration images to set the bounds of {missing[0]!r} (or give bounds=)")
+    x = _calibration_batch(calibration, defended) if calibration is not None else None
+    if missing:
+        assert x is not None
+        checked.update(_calibrated_bounds(defended, {n: modules[n] for n in missing}, x, p))
+    wrappers: dict[str, Clamped] = {}
+    device = device_of(defended, x.device if x is not None else "cpu")
+
+    def make(name: str, m: nn.Module) -> Clamped:
+        wrappers[name] = Clamped(m, *checked[name], device=device)
+        return wrappers[name]
+
+    defended = _wrap(defended, names, make)
+    details: dict[str, Any] = {"bounds": {n: list(checked[n]) for n in names}, "percentile": p if missing else None}
+    changed_fraction = 0.0
+    if x is not None:
+        changed_fraction, details["changed"] = _clamped_fractions(defended, {n: wrappers[n] for n in names}, checked, x)
+    info = DefenseInfo("clamp_activations", p if missing else "bounds", changed_fraction, details)
+    return finish(defended, model, info)
+
+
+def _clamp_layers(modules: Mapping[str, nn.Module], layers: Sequence[str] | str | None, given: Mapping[str, Any]) -> list[str]:
+    """The names of the layers to clamp: ``layers`` (deduplicated), else the names in ``given``, else every
+    activation module; each checked to exist, and every ``given`` name to be among them."""
     if layers is None:
         names = list(given) if given else [n for n, m in modules.items() if isinstance(m, ACTIVATION_TYPES)]
         if not names:
@@ -234,6 +256,11 @@ def clamp_activations(model: nn.Module, layers: Sequence[str] | None = None, bou
             raise AdvlabError(f"unknown layer {n!r}; use names from model.named_modules(), e.g. {near}")
     if stray := [n for n in given if n not in names]:
         raise AdvlabError(f"bounds given for layer {stray[0]!r}, which is not in layers")
+    return names
+
+
+def _given_bounds(given: Mapping[str, Any]) -> dict[str, tuple[float, float]]:
+    """``{name: (lo, hi)}`` as floats, checked to be pairs with lo <= hi."""
     checked: dict[str, tuple[float, float]] = {}
     for n, b in given.items():
         if not isinstance(b, Sequence) or len(b) != 2:
@@ -242,45 +269,37 @@ def clamp_activations(model: nn.Module, layers: Sequence[str] | None = None, bou
         if lo > hi:
             raise AdvlabError(f"bounds for {n!r} need lo <= hi, got ({lo}, {hi})")
         checked[n] = (lo, hi)
-    missing = [n for n in names if n not in checked]
-    if missing and calibration is None:
-        raise AdvlabError(f"clamp_activations needs calibration images to set the bounds of {missing[0]!r} (or give bounds=)")
-    x = _calibration_batch(calibration, defended) if calibration is not None else None
-    if missing:
-        assert x is not None
-        with _capture({n: modules[n] for n in missing}) as acts:
-            _forward_all(defended, x)
-        for n in missing:
-            if not acts[n]:
-                raise AdvlabError(f"layer {n!r} is never called by the model's forward; it cannot be calibrated")
-            lo, hi = percentiles(torch.cat([a.flatten() for a in acts[n]]), (100 - p, p))
-            checked[n] = (lo, hi)
-        del acts
-    wrappers: dict[str, Clamped] = {}
-    device = _device(defended, x.device if x is not None else None)
+    return checked
 
-    def make(name: str, m: nn.Module) -> Clamped:
-        wrappers[name] = Clamped(m, *checked[name], device=device)
-        return wrappers[name]
 
-    defended = _wrap(defended, names, make)
-    changed_fraction, changed = 0.0, {}
-    if x is not None:
-        with _capture({n: w.inner for n, w in wrappers.items()}) as acts:
-            _forward_all(defended, x)
-        hit = seen = 0
-        for n in names:
-            lo, hi = checked[n]
-            k = sum(int(((a < lo) | (a > hi)).sum()) for a in acts[n])
-            t = sum(a.numel() for a in acts[n])
-            changed[n] = k / t if t else 0.0
-            hit, seen = hit + k, seen + t
-        changed_fraction = hit / seen if seen else 0.0
-    details: dict[str, Any] = {"bounds": {n: list(checked[n]) for n in names}, "percentile": p if missing else None}
-    if x is not None:
-        details["changed"] = changed
-    info = DefenseInfo("clamp_activations", p if missing else "bounds", changed_fraction, details)
-    return finish(defended, model, info)
+def _calibrated_bounds(model: nn.Module, modules: Mapping[str, nn.Module], x: torch.Tensor, p: float) -> dict[str, tuple[float, float]]:
+    """``{name: (P_{100-p}, P_p)}`` of every output value of each module over one pass of ``model`` on ``x``."""
+    out: dict[str, tuple[float, float]] = {}
+    with _capture(modules) as acts:
+        _forward_all(model, x)
+    for n in modules:
+        if not acts[n]:
+            raise AdvlabError(f"layer {n!r} is never called by the model's forward; it cannot be calibrated")
+        lo, hi = percentiles(torch.cat([a.flatten() for a in acts[n]]), (100 - p, p))
+        out[n] = (lo, hi)
+    return out
+
+
+def _clamped_fractions(defended: nn.Module, wrappers: Mapping[str, Clamped], bounds: Mapping[str, tuple[float, float]],
+                       x: torch.Tensor) -> tuple[float, dict[str, float]]:  # fmt: skip
+    """The fraction of the clamped layers' output values on ``x`` (through ``defended``) outside their bounds:
+    ``(pooled over all layers and calls, {name: per layer})``."""
+    with _capture({n: w.inner for n, w in wrappers.items()}) as acts:
+        _forward_all(defended, x)
+    changed: dict[str, float] = {}
+    hit = seen = 0
+    for n in wrappers:
+        lo, hi = bounds[n]
+        k = sum(int(((a < lo) | (a > hi)).sum()) for a in acts[n])
+        t = sum(a.numel() for a in acts[n])
+        changed[n] = k / t if t else 0.0
+        hit, seen = hit + k, seen + t
+    return (hit / seen if seen else 0.0), changed
 
 
 # ---------------------------------------------------------------------------------------------- quantization
@@ -327,7 +346,7 @@ def quantize(model: nn.Module, bits: int = 8, *, activations: bool = False, cali
             levels = 2 ** (b - 1) - 1 if signed else 2**b - 1
             inputs[name] = {"scale": amax / levels if amax > 0 else 1.0, "signed": signed}
         del acts
-        device = _device(defended)
+        device = device_of(defended)
         defended = _wrap(defended, [n for n, _ in layers], lambda n, m: QuantizedInput(m, inputs[n]["scale"], b, inputs[n]["signed"], device))
         details["inputs"] = inputs
     return finish(defended, model, DefenseInfo("quantize", b, changed / total, details))

@@ -71,7 +71,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from advlab.analysis.layers import first_tensor
+from advlab.hooks import first_tensor
 from advlab.errors import AdvlabError
 from advlab.losses import margin
 
@@ -290,15 +290,7 @@ def train_detector(model: nn.Module, layer: str | None, x_clean: torch.Tensor, x
     that never varies is divided by 1e-3 of the typical spread, not by 0). Initialization and shuffling
     come from ``seed``: the same seed gives the same detector. The classifier is not changed.
     """
-    if epochs < 1:
-        raise AdvlabError(f"epochs must be >= 1, got {epochs}")
-    if pool not in POOLS:
-        raise AdvlabError(f"pool must be one of {', '.join(POOLS)}, got {pool!r}")
-    for name, xs in (("x_clean", x_clean), ("x_adv", x_adv)):
-        if not isinstance(xs, torch.Tensor) or xs.ndim < 2 or len(xs) == 0:
-            raise AdvlabError(f"{name} must be a non-empty batch of images (N, C, H, W)")
-    if x_clean.shape[1:] != x_adv.shape[1:]:
-        raise AdvlabError(f"x_clean images have shape {tuple(x_clean.shape[1:])} but x_adv {tuple(x_adv.shape[1:])}")
+    _check_detector_inputs(epochs, pool, x_clean, x_adv)
     if layer is None:
         layer = penultimate_layer(model, x_clean[:2])
     _module(model, layer)
@@ -319,6 +311,31 @@ def train_detector(model: nn.Module, layer: str | None, x_clean: torch.Tensor, x
         det.mean.copy_(mu)
         det.scale.copy_(std.clamp_min(1e-3 * float(std.mean()) + 1e-12))
     opt = torch.optim.Adam(det.head.parameters(), lr=lr, weight_decay=weight_decay)
+    _fit_head(det, opt, feats, target, weight, gen, epochs=epochs, batch_size=batch_size)
+    for p in det.parameters():
+        p.requires_grad_(False)
+    return det.eval()
+
+
+def _check_detector_inputs(epochs: int, pool: str, x_clean: torch.Tensor, x_adv: torch.Tensor) -> None:
+    """Raise AdvlabError unless epochs >= 1, ``pool`` is known and both image batches are non-empty and alike."""
+    if epochs < 1:
+        raise AdvlabError(f"epochs must be >= 1, got {epochs}")
+    if pool not in POOLS:
+        raise AdvlabError(f"pool must be one of {', '.join(POOLS)}, got {pool!r}")
+    for name, xs in (("x_clean", x_clean), ("x_adv", x_adv)):
+        if not isinstance(xs, torch.Tensor) or xs.ndim < 2 or len(xs) == 0:
+            raise AdvlabError(f"{name} must be a non-empty batch of images (N, C, H, W)")
+    if x_clean.shape[1:] != x_adv.shape[1:]:
+        raise AdvlabError(f"x_clean images have shape {tuple(x_clean.shape[1:])} but x_adv {tuple(x_adv.shape[1:])}")
+
+
+def _fit_head(det: Detector, opt: torch.optim.Optimizer, feats: torch.Tensor, target: torch.Tensor, weight: torch.Tensor,
+              gen: torch.Generator, *, epochs: int, batch_size: int) -> None:  # fmt: skip
+    """Minimize sum_i weight_i BCE(z_d(feats_i), target_i) over ``epochs`` shuffled passes (order from ``gen``).
+
+    Each mini-batch's weighted sum is scaled by n / batch so that it estimates the full-data objective.
+    """
     det.train()
     n = len(feats)
     with torch.enable_grad():
@@ -332,9 +349,6 @@ def train_detector(model: nn.Module, layer: str | None, x_clean: torch.Tensor, x
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
-    for p in det.parameters():
-        p.requires_grad_(False)
-    return det.eval()
 
 
 # ------------------------------------------------------------------------------------------------ scores
@@ -474,7 +488,7 @@ class GuardedLoss:
         if not self.kappa > 0:
             raise AdvlabError(f"kappa must be positive, got {self.kappa}")
 
-    def __call__(self, out: torch.Tensor, y: torch.Tensor, targeted: bool = False) -> torch.Tensor:
+    def __call__(self, out: torch.Tensor, y: torch.Tensor, targeted: bool = False, y_true: torch.Tensor | None = None) -> torch.Tensor:
         z, m_d = split_guarded(out.float())
         m_f = margin(z, y, targeted)
         both = ((m_f > 0) & (m_d > 0)).float()

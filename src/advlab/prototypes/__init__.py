@@ -7,207 +7,41 @@
     run.summary()               # reached, recognition distances, convergence, resisting classes
     prototypes.recognition_points(run.evolution)
 
+    # what is minimized composes from terms (advlab.prototypes.objectives)
+    cfg = prototypes.Config(objective=prototypes.cross_entropy() + 0.5 * prototypes.total_variation())
+
 The attack is the generator and the classifier its discriminator; see :mod:`advlab.prototypes.evolve` for the
-maths. Pairs are batched (all targets of a start together, batches sized to memory), each batch is one call
-of :func:`evolve`, and ``on_batch``/``done`` let a caller save each batch and resume.
+maths (one step of :mod:`advlab.attacks.step` per iteration). Pairs are batched (:mod:`.generator`), each batch
+is one call of :func:`evolve`, and ``work=`` (:class:`advlab.work.Work`) lets a caller save each batch, resume,
+shard and show progress.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
-from typing import Any
-
-import torch
-from torch import nn
-
-from advlab.errors import AdvlabError
-from advlab.prototypes.evolve import (
-    METHODS,
-    MODES,
-    Config,
-    Evolution,
-    evolve,
-    gaussian_blur,
-    total_variation,
+from advlab.prototypes.evolve import METHODS, MODES, Config, Evolution, evolve, gaussian_blur
+from advlab.prototypes.generator import (
+    MAX_BATCH,
+    Prototypes,
+    auto_batch_size,
+    generate,
+    pairs_per_batch,
+    parse_targets,
 )
-from advlab.prototypes.measures import (
-    class_probabilities,
-    inception_score,
-    judge,
-    recognition_points,
-    summarize,
+from advlab.prototypes.measures import class_probabilities, inception_score, judge, recognition_points, summarize
+from advlab.prototypes.objectives import (
+    Objective,
+    Term,
+    class_logit,
+    cross_entropy,
+    l2,
+    margin,
+    target_logit,
+    term,
+    total_variation,
 )
 from advlab.prototypes.starts import Starts, parse_start
 
-__all__ = ["METHODS", "MODES", "Config", "Evolution", "Prototypes", "Starts", "auto_batch_size", "class_probabilities",
-           "evolve", "gaussian_blur", "generate", "inception_score", "judge", "pairs_per_batch", "parse_start", "parse_targets",
-           "recognition_points", "summarize", "total_variation"]  # fmt: skip
-
-#: at most this many pairs per batch, whatever the memory (larger batches gain nothing on a CPU)
-MAX_BATCH = 1024
-
-
-@dataclass
-class Prototypes:
-    """A finished run: the starts, the target classes, the config and every pair's :class:`Evolution`."""
-
-    starts: Starts
-    targets: list[int]
-    config: Config
-    evolution: Evolution
-    class_names: list[str] | None = None
-
-    @property
-    def x(self) -> torch.Tensor:
-        return self.evolution.x
-
-    def summary(self) -> dict[str, Any]:
-        return summarize(self.evolution, self.class_names)
-
-
-def parse_targets(spec: str | Sequence[int] | torch.Tensor, num_classes: int, class_names: Sequence[str] | None = None) -> list[int]:
-    """``"all"``, a range ``"0-9"``, a list ``"3,7"`` (indices or class names, mixed), or a sequence of indices."""
-    if isinstance(spec, torch.Tensor):
-        spec = spec.flatten().tolist()
-    if not isinstance(spec, str):
-        out = [int(t) for t in spec]
-    elif spec == "all":
-        out = list(range(num_classes))
-    else:
-        names = {n.lower(): i for i, n in enumerate(class_names or [])}
-        out = []
-        for part in (p.strip() for p in spec.split(",")):
-            lo, dash, hi = part.partition("-")
-            if dash and lo.isdigit() and hi.isdigit():
-                if int(hi) < int(lo):
-                    raise AdvlabError(f"target range {part!r} is empty")
-                out += range(int(lo), int(hi) + 1)
-            elif part.isdigit():
-                out.append(int(part))
-            elif part.lower() in names:
-                out.append(names[part.lower()])
-            else:
-                raise AdvlabError(f"unknown target {part!r}: give 'all', class indices (0-9, 3,7) or class names")
-    if not out:
-        raise AdvlabError("no targets given")
-    bad = [t for t in out if not 0 <= t < num_classes]
-    if bad:
-        raise AdvlabError(f"target {bad[0]} is out of range: the model has classes 0..{num_classes - 1}")
-    if len(set(out)) != len(out):
-        raise AdvlabError("targets repeat a class")
-    return out
-
-
-def _memory_budget(device: torch.device) -> int:
-    if device.type == "cuda":
-        free, _ = torch.cuda.mem_get_info(device)
-        return int(free * 0.5)
-    try:
-        with open("/proc/meminfo") as f:
-            avail = next(int(line.split()[1]) * 1024 for line in f if line.startswith("MemAvailable"))
-    except (OSError, StopIteration):
-        avail = 8 << 30
-    return int(min(avail * 0.25, 8 << 30))
-
-
-def auto_batch_size(model: nn.Module, sample: torch.Tensor, mode: str = "min", budget: int | None = None) -> int:
-    """Pairs per batch that fit in ``budget`` bytes (default: half the free GPU memory, or a quarter of the
-    available RAM up to 8 GiB): the activations of one forward on ``sample`` (1, C, H, W), counted with hooks,
-    times 3 for the backward (times 6 for max mode's double backprop), capped at :data:`MAX_BATCH`."""
-    total = [0]
-
-    def hook(_m: nn.Module, _i: Any, out: Any) -> None:
-        if isinstance(out, torch.Tensor):
-            total[0] += out.numel() * out.element_size()
-
-    leaves = [m for m in model.modules() if not list(m.children())]
-    handles = [m.register_forward_hook(hook) for m in leaves]
-    try:
-        with torch.no_grad():
-            model(sample)
-    finally:
-        for h in handles:
-            h.remove()
-    per_pair = max(1, total[0] + sample.numel() * sample.element_size()) * (6 if mode == "max" else 3)
-    return int(max(1, min(MAX_BATCH, (budget if budget is not None else _memory_budget(sample.device)) // per_pair)))
-
-
-def _device(model: nn.Module) -> torch.device:
-    p = next(model.parameters(), None)
-    return p.device if p is not None else torch.device("cpu")
-
-
-def generate(model: nn.Module, start: str | torch.Tensor | Starts = "blank:gray", targets: str | Sequence[int] | torch.Tensor = "all",
-             config: Config | None = None, *, batch_size: int | None = None, strip_pairs: Sequence[int] | None = None,
-             limit: int | None = None, progress: bool = False, done: Sequence[Evolution] | Mapping[int, Evolution] = (),
-             on_batch: Callable[[int, Evolution], None] | None = None,
-             units: Callable[[int], bool] | None = None) -> Prototypes:  # fmt: skip
-    """Evolve every (start, target) pair; see the module docstring.
-
-    ``start``: a start spec (:mod:`advlab.prototypes.starts`), a tensor of start images, or :class:`Starts`.
-    ``targets``: see :func:`parse_targets`. ``batch_size``: pairs per batch (default :func:`auto_batch_size`;
-    rounded down to whole starts when it holds at least one). ``strip_pairs``: pairs whose snapshots are kept
-    (default: the first start's first 10 targets). ``done``: batches finished earlier (resume), by batch index
-    (a sequence stands for batches 0, 1, ...); ``on_batch(b, evolution)`` is called after each new batch.
-    ``units(b)``: evolve batch ``b`` only where it returns True (one shard of a distributed run; every shard
-    must use the same ``batch_size``); the result then holds the batches evolved or given in ``done``. Batch
-    ``b`` is seeded by ``b`` alone, so the same config (seed) and batch size give the same prototypes however
-    the batches are spread over calls and processes.
-    """
-    config = config or Config()
-    try:
-        config.validate()
-    except ValueError as e:
-        raise AdvlabError(str(e)) from None
-    info = getattr(model, "info", None)
-    dev = _device(model)
-    if isinstance(start, Starts):
-        starts = start
-    elif isinstance(start, torch.Tensor):
-        starts = Starts(start.detach().float().cpu(), torch.full((len(start),), -1), [f"start {i}" for i in range(len(start))], "tensor")
-    else:
-        if info is None:
-            raise AdvlabError("a start spec needs a zoo model (it tells the input size); pass start images as a tensor instead")
-        starts = parse_start(start, info.channels, info.input_size, seed=config.seed, limit=limit)
-    if float(starts.x.min()) < 0 or float(starts.x.max()) > 1:
-        raise AdvlabError("start images must be in [0, 1]")
-    class_names = list(info.class_names) if info is not None else None
-    with torch.no_grad():
-        num_classes = info.num_classes if info is not None else int(model(starts.x[:1].to(dev)).shape[1])
-    target_list = parse_targets(targets, num_classes, class_names)
-    n_t, n_pairs = len(target_list), len(starts.x) * len(target_list)
-    bs = pairs_per_batch(batch_size or auto_batch_size(model, starts.x[:1].to(dev), config.mode), n_t)
-    strip_set = set(strip_pairs) if strip_pairs is not None else set(range(min(10, n_t)))
-    tg = torch.tensor(target_list)
-    saved = dict(done) if isinstance(done, Mapping) else dict(enumerate(done))
-    for b, p in saved.items():
-        want = min(bs, n_pairs - b * bs)
-        if len(p.target) != want:
-            raise AdvlabError(f"saved batch {b} holds {len(p.target)} pairs, not the {max(want, 0)} of batch size {bs}: "
-                              "resume with the same --batch-size")  # fmt: skip
-    parts = dict(saved)
-    chunks = [lo for lo in range(0, n_pairs, bs) if lo // bs not in saved and (units is None or units(lo // bs))]
-    it: Any = chunks
-    if progress:
-        from tqdm import tqdm
-
-        it = tqdm(chunks, desc=f"prototypes ({config.mode})", unit="batch")
-    for lo in it:
-        pairs = torch.arange(lo, min(lo + bs, n_pairs))
-        s_idx, t_idx = pairs // n_t, pairs % n_t
-        snap = torch.tensor([i for i, p in enumerate(pairs.tolist()) if p in strip_set], dtype=torch.long)
-        ev = evolve(model, starts.x[s_idx].to(dev), tg[t_idx], config, start=s_idx, snapshot_pairs=snap, batch_seed=lo // bs)
-        ev = Evolution.from_tensors(ev.tensors())  # on the CPU: a run's records never pile up on the device
-        parts[lo // bs] = ev
-        if on_batch is not None:
-            on_batch(lo // bs, ev)
-    if not parts:
-        raise AdvlabError("nothing to evolve")
-    return Prototypes(starts, target_list, config, Evolution.cat([parts[b] for b in sorted(parts)]), class_names)
-
-
-def pairs_per_batch(batch_size: int, n_targets: int) -> int:
-    """The batch size :func:`generate` uses for ``batch_size`` pairs: rounded down to whole starts (all
-    targets of a start together) when it holds at least one start."""
-    return batch_size // n_targets * n_targets if batch_size >= n_targets else batch_size
+__all__ = ["MAX_BATCH", "METHODS", "MODES", "Config", "Evolution", "Objective", "Prototypes", "Starts", "Term",
+           "auto_batch_size", "class_logit", "class_probabilities", "cross_entropy", "evolve", "gaussian_blur", "generate",
+           "inception_score", "judge", "l2", "margin", "pairs_per_batch", "parse_start", "parse_targets",
+           "recognition_points", "summarize", "target_logit", "term", "total_variation"]  # fmt: skip

@@ -1,11 +1,14 @@
 """The prototype generator: a targeted attack run as a generative process, the frozen classifier its discriminator.
 
-For a start x0 (a blank image, noise or a photo) and a target class t, each step evaluates the objective
+For a start x0 (a blank image, noise or a photo) and a target class t, each step evaluates an objective to
+MINIMIZE (:mod:`advlab.prototypes.objectives`; by default)
 
     L(x) = CE(f(J(x)), t) + tv * TV(x),          g = dL/dx
 
-and moves x by the method's steepest direction s (``pgd``/``mifgsm``: sign, L-inf ball; ``pgdl2``: v/||v||_2,
-L2 ball; ``mifgsm`` adds momentum v <- mu v + u/||u||_1), then projects onto the eps-ball around x0 and [0, 1]:
+and takes one step of the shared optimization step :class:`advlab.attacks.step.Iterate` along -g: the method's
+steepest direction s (``pgd``/``mifgsm``: sign, L-inf ball; ``pgdl2``: v/||v||_2, L2 ball; ``mifgsm`` adds
+momentum v <- mu v + u/||u||_1, ``StepRule(momentum=mu)``), then the projection onto the eps-ball around x0 and
+[0, 1]:
 
 * ``min`` mode descends L until the input gradient vanishes: a pair stops (and costs nothing more) at the
   first step where ||g||_2 < ``tol``: a prototype in seed 000's sense (f(x) = t and df/dx = 0);
@@ -14,9 +17,9 @@ L2 ball; ``mifgsm`` adds momentum v <- mu v + u/||u||_1), then projects onto the
   classified as t with the largest ||g||_2 (the last iterate if none was).
 
 J is an optional random shift by up to ``jitter`` pixels (one shift per step), TV the mean absolute
-difference of neighbouring pixels, and ``blur`` a Gaussian blur (sigma in pixels) after every step: the
-regularizers that make prototypes look more natural. eps = None (the default) is unconstrained descent (only
-the box [0, 1]; eps = 1 with L-inf is the same).
+difference of neighbouring pixels, and ``blur`` a Gaussian blur (sigma in pixels) after every step (the
+iterate's transform): the regularizers that make prototypes look more natural. eps = None (the default) is
+unconstrained descent (only the box [0, 1]; eps = 1 with L-inf is the same).
 
 Units: images in [0, 1]; eps and alpha in [0, 1] pixel units (L-inf) or L2 over the whole image (pgdl2).
 Every step records, per pair, the target probability, the top-1 class, the margin z_t - max_{j != t} z_j,
@@ -27,6 +30,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
@@ -34,9 +38,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from advlab.attacks.base import frozen_parameters
-from advlab.threat import distance, project, steepest_step
+from advlab.attacks.step import Ball, Iterate, StepRule, gradient
+from advlab.device import device_of
+from advlab.losses import margin
+from advlab.prototypes.objectives import Objective, cross_entropy, total_variation
+from advlab.threat import Norm, distance
 
-METHODS = {"pgd": "linf", "mifgsm": "linf", "pgdl2": "l2"}
+METHODS: dict[str, Norm] = {"pgd": "linf", "mifgsm": "linf", "pgdl2": "l2"}
 MODES = ("min", "max")
 
 
@@ -56,6 +64,7 @@ class Config:
     blur: float = 0.0
     seed: int = 0
     snapshots: tuple[int, ...] | None = None  # steps whose images are kept; default: 0, 1, 2, 5, 10, 20, 50, ... and the last
+    objective: Objective | None = None  # what is minimized; default: cross_entropy() (+ tv * total_variation())
 
     def validate(self) -> None:
         if self.mode not in MODES:
@@ -73,9 +82,19 @@ class Config:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         if self.jitter < 0:
             raise ValueError(f"jitter must be >= 0, got {self.jitter}")
+        if self.objective is not None and not isinstance(self.objective, Objective):
+            raise ValueError(f"objective must be an Objective (see advlab.prototypes.objectives), got {type(self.objective).__name__}")
+        if self.objective is not None and self.tv:
+            raise ValueError("tv applies to the default objective only: add tv * total_variation() to the objective instead")
+
+    def minimized(self) -> Objective:
+        """The objective evolve minimizes: ``objective``, or cross_entropy() (+ tv * total_variation() when tv > 0)."""
+        if self.objective is not None:
+            return self.objective
+        return cross_entropy() + self.tv * total_variation() if self.tv else cross_entropy()
 
     @property
-    def norm(self) -> str:
+    def norm(self) -> Norm:
         return METHODS[self.method]
 
     @property
@@ -158,13 +177,6 @@ class Evolution:
         return self.grad_norm.gather(1, self.final[:, None]).squeeze(1)
 
 
-def total_variation(x: torch.Tensor) -> torch.Tensor:
-    """Per image: mean |x[i+1, j] - x[i, j]| + mean |x[i, j+1] - x[i, j]| (anisotropic TV, in pixel units)."""
-    dh = (x[..., 1:, :] - x[..., :-1, :]).abs().flatten(1).mean(1)
-    dw = (x[..., :, 1:] - x[..., :, :-1]).abs().flatten(1).mean(1)
-    return dh + dw
-
-
 def gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
     """Separable Gaussian blur with standard deviation ``sigma`` pixels (reflect padding; channels separately)."""
     r = max(1, math.ceil(2 * sigma))
@@ -178,10 +190,179 @@ def gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
     return F.conv2d(F.pad(y, (0, 0, r, r), mode="reflect"), k.view(1, 1, -1, 1).expand(c, 1, -1, 1), groups=c)
 
 
-def _margin(logits: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-    zt = logits.gather(1, t[:, None]).squeeze(1)
-    other = logits.scatter(1, t[:, None], -torch.inf).amax(1)
-    return zt - other
+
+
+#: the per-step records, in the order of the (T, 6, N) buffer: three from the logits, three from the image side
+RECORDS = ("prob", "top1", "margin", "grad_norm", "l2", "linf")
+#: logits wait at most this many steps (and bytes) before they become records together
+PENDING_STEPS, PENDING_BYTES = 32, 16 << 20
+
+
+class _Records:
+    """Per-step records of every pair in one preallocated (T, 6, N) buffer.
+
+    ||g||_2, ||x - x0||_2 and ||x - x0||_inf are written at each step (one fused write); the logits wait in a
+    small (k, N, K) buffer and every k steps become p_t = softmax(z)_t, the top-1 class and the margin
+    z_t - max_{j != t} z_j (:func:`advlab.losses.margin`) in one batched computation, instead of about ten
+    small operations per step. A row that stopped leaves stale logits behind; what they give lies after its
+    stopping step, which :meth:`finish` replaces by the last value recorded. The class index is stored as a
+    float (exact below 2^24 classes).
+    """
+
+    def __init__(self, targets: torch.Tensor, steps: int) -> None:
+        self.targets = targets
+        self.buf = torch.zeros(steps + 1, len(RECORDS), len(targets), device=targets.device)
+        self.pending: torch.Tensor | None = None  # (k, N, K) logits of steps first, first + 1, ...
+        self.first = 0
+
+    def write(self, t: int, rows: torch.Tensor | None, logits: torch.Tensor, gnorm: torch.Tensor, x: torch.Tensor,
+              x0: torch.Tensor) -> None:  # fmt: skip
+        """Step ``t`` of the running ``rows`` (None: all): their logits (n, K), ||g||_2, points and starts."""
+        if self.pending is None:
+            n, k = len(self.targets), logits.shape[1]
+            steps = max(1, min(PENDING_STEPS, PENDING_BYTES // (4 * n * k)))
+            self.pending = torch.zeros(steps, n, k, device=logits.device)
+        d = x - x0
+        values = torch.stack((gnorm, distance(d, "l2"), distance(d, "linf")))
+        slot = t - self.first
+        if rows is None:
+            self.buf[t, 3:] = values
+            self.pending[slot] = logits
+        else:
+            self.buf[t, 3:].index_copy_(1, rows, values)
+            self.pending[slot].index_copy_(0, rows, logits)
+        if slot + 1 == len(self.pending):
+            self.flush(t + 1)
+
+    def flush(self, end: int) -> None:
+        """Turn the pending logits of steps first .. end - 1 into p_t, top-1 and margin."""
+        m = end - self.first
+        if m <= 0 or self.pending is None:
+            return
+        z, n = self.pending[:m].flatten(0, 1), len(self.targets)
+        t = self.targets.repeat(m)
+        prob = z.softmax(1).gather(1, t[:, None]).squeeze(1)
+        values = torch.stack((prob, z.argmax(1).float(), margin(z, t, targeted=True)))
+        self.buf[self.first : end, :3] = values.view(3, m, n).transpose(0, 1)
+        self.first = end
+
+    def finish(self, last: int, stopped: torch.Tensor) -> dict[str, torch.Tensor]:
+        """(N, T) records by name after the ``last`` step recorded, each pair's last values repeated after the
+        step it ``stopped`` at."""
+        self.flush(last + 1)
+        T = self.buf.shape[0]
+        cols = torch.minimum(torch.arange(T, device=stopped.device)[None, :], stopped[:, None])
+        out = {k: self.buf[:, i].t().gather(1, cols) for i, k in enumerate(RECORDS)}
+        out["top1"] = out["top1"].long()
+        return out
+
+
+class _Evolver:
+    """One batch being evolved: the iterate (with its running rows), the records and what each mode keeps."""
+
+    def __init__(self, model: nn.Module, x0: torch.Tensor, targets: torch.Tensor, config: Config,
+                 snapshot_pairs: torch.Tensor | None, batch_seed: int) -> None:  # fmt: skip
+        n, dev, steps = len(x0), x0.device, config.steps
+        self.model, self.config, self.targets, self.objective = model, config, targets, config.minimized()
+        blur = (lambda x: gaussian_blur(x, config.blur)) if config.blur else None
+        rule = StepRule(config.norm, config.momentum if config.method == "mifgsm" else 0.0)
+        self.it = Iterate(x0, ball=Ball(config.eps, config.norm), rule=rule, alpha=config.step_size, transform=blur)
+        self.records = _Records(targets, steps)
+        self.snap_steps = config.snapshot_steps()
+        self.snap_at = {s: i for i, s in enumerate(self.snap_steps)}
+        self.snap_rows = (snapshot_pairs if snapshot_pairs is not None else torch.zeros(0, dtype=torch.long)).to(dev)
+        self.snaps = torch.zeros(len(self.snap_rows), len(self.snap_steps), *x0.shape[1:], device=dev, dtype=x0.dtype)
+        self.stopped = torch.full((n,), steps, dtype=torch.long, device=dev)
+        self.converged = torch.zeros(n, dtype=torch.bool, device=dev)
+        self.final = torch.full((n,), steps, dtype=torch.long, device=dev)
+        self.best_x, self.best_g = self.it.x.clone(), torch.full((n,), -1.0, device=dev)
+        self.gen = torch.Generator().manual_seed(config.seed * 1_000_003 + batch_seed)
+        self.running_targets, self.running_starts = targets, self.it.start()  # of the running rows
+
+    def forward(self) -> Callable[[torch.Tensor], torch.Tensor]:
+        """The model, behind this step's random shift J (drawn every step, also the last, when jitter > 0)."""
+        j = self.config.jitter
+        if not j:
+            return self.model
+        shift = tuple(int(s) for s in torch.randint(-j, j + 1, (2,), generator=self.gen))
+        return lambda x: self.model(torch.roll(x, shift, dims=(-2, -1)))
+
+    def gradients(self, t: int, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """(logits, g = dL/dx, ||g||_2, max mode's d||g||^2/dx or None) at ``x``, the running rows' points."""
+        ta, objective = self.running_targets, self.objective
+        second = self.config.mode == "max" and t < self.config.steps
+        logits, _, g, xg = gradient(self.forward(), x, lambda x, z: objective(x, z, ta), create_graph=second)
+        gnorm = torch.linalg.vector_norm(g.detach().flatten(1), dim=1)
+        ascent = None
+        if second:
+            with torch.enable_grad():
+                (ascent,) = torch.autograd.grad(g.pow(2).sum(), xg)
+        return logits.detach().float(), g.detach(), gnorm, ascent
+
+    def keep_best(self, t: int, pred: torch.Tensor, gnorm: torch.Tensor) -> None:
+        """Max mode (every row runs): keep the iterate classified as the target with the largest ||g||_2."""
+        better = (pred == self.targets) & (gnorm > self.best_g)
+        self.best_x = torch.where(better.view(-1, *[1] * (self.best_x.ndim - 1)), self.it.x, self.best_x)
+        self.best_g = torch.where(better, gnorm, self.best_g)
+        self.final = torch.where(better, t, self.final)
+
+    def converge(self, t: int, gnorm: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+        """Min mode: the running rows with ||g||_2 < tol stop at step ``t``; returns g of the rows that go on."""
+        done = gnorm < self.config.tol
+        if not bool(done.any()):
+            return g
+        rows = self.it.rows
+        idx = done.nonzero().flatten() if rows is None else rows[done]
+        self.stopped[idx], self.converged[idx], self.final[idx] = t, True, t
+        keep = ~done
+        self.it.keep(keep)
+        self.running_targets, self.running_starts = self.running_targets[keep], self.running_starts[keep]
+        return g[keep]
+
+    def step(self, t: int) -> bool:
+        """Record step ``t`` and, unless it is the last or every pair has stopped, move; False when finished."""
+        x = self.it.point()
+        logits, g, gnorm, ascent = self.gradients(t, x)
+        self.records.write(t, self.it.rows, logits, gnorm, x, self.running_starts)
+        ta, pred = self.running_targets, None
+        if self.config.mode == "max":  # every row runs
+            pred = logits.argmax(1)
+            self.keep_best(t, pred, gnorm)
+        if t in self.snap_at and len(self.snap_rows):
+            self.snaps[:, self.snap_at[t]] = self.it.x[self.snap_rows]
+        if t == self.config.steps:
+            return False
+        if self.config.mode == "min":
+            g = self.converge(t, gnorm, g)
+            if self.it.running == 0:
+                return False
+        u = -g  # descend L; max mode ascends ||g||^2 where the target is top-1
+        if ascent is not None and pred is not None:
+            u = torch.where((pred == ta).view(-1, *[1] * (u.ndim - 1)), ascent, u)
+        self.it.step(u)
+        return True
+
+    def run(self) -> int:
+        """Every step; returns the last step recorded."""
+        with frozen_parameters(self.model):
+            for t in range(self.config.steps + 1):
+                if not self.step(t):
+                    break
+        return t
+
+    def result(self, last: int, start: torch.Tensor) -> Evolution:
+        """The :class:`Evolution`, after the last step recorded: max mode's best iterates, repeated records."""
+        x = self.it.x
+        for i, s in enumerate(self.snap_steps):
+            if s > last and len(self.snap_rows):  # every pair stopped before this step: its image is the final one
+                self.snaps[:, i] = x[self.snap_rows]
+        if self.config.mode == "max":
+            x = torch.where((self.best_g >= 0).view(-1, *[1] * (x.ndim - 1)), self.best_x, x)
+        return Evolution(
+            x=x.detach(), start=start.to(x.device).long(), target=self.targets, stopped=self.stopped,
+            converged=self.converged, final=self.final, snapshots=self.snaps, snapshot_pairs=self.snap_rows,
+            snapshot_steps=self.snap_steps, **self.records.finish(last, self.stopped),
+        )  # fmt: skip
 
 
 def evolve(model: nn.Module, x0: torch.Tensor, targets: torch.Tensor, config: Config, *, start: torch.Tensor | None = None,
@@ -191,91 +372,11 @@ def evolve(model: nn.Module, x0: torch.Tensor, targets: torch.Tensor, config: Co
     ``start``: the start index of each pair (kept in the result; default 0..N-1). ``snapshot_pairs``: batch rows
     whose images are kept at the snapshot steps (default: none). ``batch_seed`` seeds the jitter of this batch
     (with ``config.seed``), so a batch gives the same result wherever it falls in a run. The model's parameters
-    are frozen during the run and restored; the model should be in eval mode.
+    are frozen during the run and restored; the model should be in eval mode. The images are moved to the
+    model's device (:func:`advlab.device.device_of`).
     """
     config.validate()
-    n, dev = len(x0), x0.device
-    targets = targets.to(dev).long()
-    steps, alpha, norm = config.steps, config.step_size, config.norm
-    snap_steps = config.snapshot_steps()
-    snap_rows = (snapshot_pairs if snapshot_pairs is not None else torch.zeros(0, dtype=torch.long)).to(dev)
-    T = steps + 1
-    rec = {k: torch.zeros(n, T, device=dev) for k in ("prob", "margin", "grad_norm", "l2", "linf")}
-    top1 = torch.zeros(n, T, dtype=torch.long, device=dev)
-    snaps = torch.zeros(len(snap_rows), len(snap_steps), *x0.shape[1:], device=dev, dtype=x0.dtype)
-    x = x0.detach().clone()
-    stopped = torch.full((n,), steps, dtype=torch.long, device=dev)
-    converged = torch.zeros(n, dtype=torch.bool, device=dev)
-    best_x, best_g = x.clone(), torch.full((n,), -1.0, device=dev)
-    final = torch.full((n,), steps, dtype=torch.long, device=dev)
-    velocity = torch.zeros_like(x) if config.method == "mifgsm" else None
-    gen = torch.Generator().manual_seed(config.seed * 1_000_003 + batch_seed)
-    active: torch.Tensor | None = None  # rows still running; None: all
-    with frozen_parameters(model):
-        for t in range(T):
-            rows = slice(None) if active is None else active
-            xa, x0a, ta = x[rows], x0[rows], targets[rows]
-            shift = tuple(int(s) for s in torch.randint(-config.jitter, config.jitter + 1, (2,), generator=gen)) if config.jitter else (0, 0)
-            xg = xa.detach().requires_grad_(True)
-            with torch.enable_grad():
-                logits = model(torch.roll(xg, shift, dims=(-2, -1)) if config.jitter else xg)
-                objective = F.cross_entropy(logits.float(), ta, reduction="none")
-                if config.tv:
-                    objective = objective + config.tv * total_variation(xg)
-                (g,) = torch.autograd.grad(objective.sum(), xg, create_graph=config.mode == "max" and t < steps)
-                gnorm = g.detach().flatten(1).norm(dim=1)
-                ascent = None
-                if config.mode == "max" and t < steps:
-                    (ascent,) = torch.autograd.grad(g.pow(2).sum(), xg)
-            logits = logits.detach().float()
-            d = (xa - x0a).detach()
-            pred = logits.argmax(1)
-            values = {"prob": logits.softmax(1).gather(1, ta[:, None]).squeeze(1), "margin": _margin(logits, ta),
-                      "grad_norm": gnorm, "l2": distance(d, "l2").to(dev), "linf": distance(d, "linf").to(dev)}  # fmt: skip
-            for k, v in values.items():
-                rec[k][rows, t] = v
-            top1[rows, t] = pred
-            if config.mode == "max":
-                better = (pred == ta) & (gnorm > best_g[rows])
-                idx = torch.arange(n, device=dev)[rows][better]
-                best_x[idx], best_g[idx], final[idx] = xa[better].detach(), gnorm[better], t
-            if t in snap_steps and len(snap_rows):
-                snaps[:, snap_steps.index(t)] = x[snap_rows]
-            if t == steps:
-                break
-            if config.mode == "min" and bool((done := gnorm < config.tol).any()):
-                idx = torch.arange(n, device=dev)[rows]
-                stopped[idx[done]], converged[idx[done]], final[idx[done]] = t, True, t
-                keep = ~done
-                active, xa, x0a, g = idx[keep], xa[keep], x0a[keep], g[keep]
-                if len(active) == 0:
-                    break
-                rows = active
-            u = -g.detach()
-            if ascent is not None:  # max mode: ascend ||g||^2 where the target is top-1, else descend the loss
-                u = torch.where((pred == ta).view(-1, *[1] * (x.ndim - 1)), ascent, u)
-            if velocity is not None:
-                v = config.momentum * velocity[rows] + u / (u.flatten(1).abs().sum(1).view(-1, *[1] * (u.ndim - 1)) + 1e-12)
-                velocity[rows] = v
-                u = v
-            xn = xa.detach() + alpha * steepest_step(u, norm)  # type: ignore[arg-type]
-            if config.blur:
-                xn = gaussian_blur(xn, config.blur)
-            if config.eps is not None:
-                xn = x0a + project(xn - x0a, config.eps, norm)  # type: ignore[arg-type]
-            x[rows] = xn.clamp(0, 1)
-    for i, s in enumerate(snap_steps):
-        if s > t and len(snap_rows):  # every pair stopped before this step: its image is the final one
-            snaps[:, i] = x[snap_rows]
-    if config.mode == "max":
-        reached = best_g >= 0
-        x = torch.where(reached.view(-1, *[1] * (x.ndim - 1)), best_x, x)
-    # repeat each pair's last recorded values after it stopped
-    cols = torch.minimum(torch.arange(T, device=dev)[None, :], stopped[:, None])
-    rec = {k: v.gather(1, cols) for k, v in rec.items()}
-    top1 = top1.gather(1, cols)
-    return Evolution(
-        x=x.detach(), start=(start if start is not None else torch.arange(n)).to(dev).long(), target=targets, top1=top1,
-        stopped=stopped, converged=converged, final=final, snapshots=snaps, snapshot_pairs=snap_rows,
-        snapshot_steps=snap_steps, **rec,
-    )  # fmt: skip
+    x0 = x0.to(device_of(model, x0.device))
+    evolver = _Evolver(model, x0, targets.to(x0.device).long(), config, snapshot_pairs, batch_seed)
+    last = evolver.run()
+    return evolver.result(last, start if start is not None else torch.arange(len(x0)))

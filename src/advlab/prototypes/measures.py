@@ -16,6 +16,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from advlab.device import device_of
 from advlab.prototypes.evolve import Evolution
 
 THRESHOLDS = (0.5, 0.9, 0.99)
@@ -64,7 +65,7 @@ def inception_score(probs: torch.Tensor) -> float:
 @torch.no_grad()
 def class_probabilities(model: nn.Module, x: torch.Tensor, batch_size: int = 64) -> torch.Tensor:
     """Softmax outputs of ``model`` on ``x`` (on the model's device), batch by batch, returned on the CPU."""
-    dev = next(model.parameters()).device
+    dev = device_of(model)
     return torch.cat([model(x[i : i + batch_size].to(dev)).float().softmax(1).cpu() for i in range(0, len(x), batch_size)])
 
 

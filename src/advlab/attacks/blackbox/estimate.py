@@ -16,13 +16,14 @@ exceed ``max_queries``; the last step uses fewer pairs when that fits the budget
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import ClassVar
 
 import torch
 
 from advlab.attacks.base import Attack, Best, Oracle, is_success
-from advlab.losses import Loss, get_loss
+from advlab.losses import Loss, bind, get_loss
 from advlab.threat import Norm, project
 
 BLACKBOX_NORMS = ("linf", "l2")
@@ -40,16 +41,17 @@ def check_ball(eps: object, norm: str) -> None:
         raise ValueError(f"an L-inf eps above 1 means nothing for [0, 1] images, got {eps}")
 
 
-def estimate_gradient(oracle: Oracle, x: torch.Tensor, idx: torch.Tensor, objective: Loss, labels: torch.Tensor,
-                      targeted: bool, directions: torch.Tensor, scale: float) -> torch.Tensor:  # fmt: skip
-    """The antithetic finite-difference estimate of d objective / dx at ``x`` (N, ...).
+def estimate_gradient(oracle: Oracle, x: torch.Tensor, idx: torch.Tensor, objective: Callable[[torch.Tensor], torch.Tensor],
+                      directions: torch.Tensor, scale: float) -> torch.Tensor:  # fmt: skip
+    """The antithetic finite-difference estimate of d objective / dx at ``x`` (N, ...); ``objective`` maps logits
+    to (N,) values.
 
     ``directions`` (n, N, ...) are the u_i; costs 2n queries per sample, counted on ``oracle`` at rows ``idx``.
     """
     g = torch.zeros_like(x)
     for u in directions:
-        up = objective(oracle.logits((x + scale * u).clamp(0, 1), idx), labels, targeted)
-        down = objective(oracle.logits((x - scale * u).clamp(0, 1), idx), labels, targeted)
+        up = objective(oracle.logits((x + scale * u).clamp(0, 1), idx))
+        down = objective(oracle.logits((x - scale * u).clamp(0, 1), idx))
         g += (up - down).to(x.dtype).view(-1, *[1] * (x.ndim - 1)) * u
     return g / (2 * len(directions) * scale)
 
@@ -71,9 +73,6 @@ class EstimatedGradientAttack(Attack):
     loss: str | Loss = "margin"
 
     white_box: ClassVar[bool] = False
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "threat_norm", self.norm)
 
     def validate(self) -> None:
         check_ball(self.eps, self.norm)
@@ -109,20 +108,21 @@ class EstimatedGradientAttack(Attack):
                 init: torch.Tensor | None, gen: torch.Generator, y_true: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
         assert eps is not None
         norm: Norm = self.norm  # type: ignore[assignment]
-        objective = get_loss(self.loss)
+        loss = get_loss(self.loss)
         best = Best(x)
         rows = torch.arange(len(x), device=x.device)
         logits = oracle.logits(self._prepare(x, x, eps), rows)
         succ = is_success(logits, labels, targeted)
-        best.update(rows, x, logits, succ, objective(logits, labels, targeted))
+        best.update(rows, x, logits, succ, loss(logits, labels, targeted, y_true))
         active, used = rows[~succ], 1
         delta, state = torch.zeros_like(x), self._start(x)
         t = 0
         while len(active) and self.max_queries - used >= 3:
             pairs = min(self.samples, (self.max_queries - used - 1) // 2)
             xa, lab = x[active], labels[active]
+            objective = bind(loss, lab, targeted, y_true[active])
             u = self._directions((pairs, *xa.shape), gen).to(xa)
-            g = estimate_gradient(oracle, xa + delta[active], active, objective, lab, targeted, u, self._scale())
+            g = estimate_gradient(oracle, xa + delta[active], active, objective, u, self._scale())
             t += 1
             d = project(self._update(delta[active], g, state, active, eps, t), eps, norm)
             d = (xa + d).clamp(0, 1) - xa
@@ -130,7 +130,7 @@ class EstimatedGradientAttack(Attack):
             xe = self._prepare(xa + d, xa, eps)
             logits = oracle.logits(xe, active)
             succ = is_success(logits, lab, targeted)
-            best.update(active, xe, logits, succ, objective(logits, lab, targeted))
+            best.update(active, xe, logits, succ, objective(logits))
             used += 2 * pairs + 1
             active = active[~succ]
         return best.result()

@@ -19,14 +19,17 @@ digits CNN at L-inf eps 0.1 and 500 queries, mu = 0.9 breaks 37 of 100 digits, m
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 
+from advlab.attacks.base import register
 from advlab.attacks.blackbox.estimate import EstimatedGradientAttack
 from advlab.threat import Norm, steepest_step
 
 
+@register
 @dataclass(frozen=True, kw_only=True)
 class NES(EstimatedGradientAttack):
     """NES-estimated PGD. ``sigma``: std of the Gaussian probes, in [0, 1] pixel units. ``alpha``: step size
@@ -37,7 +40,7 @@ class NES(EstimatedGradientAttack):
     alpha: float | None = None
     momentum: float = 0.9
 
-    name: str = field(default="nes", init=False, repr=False)
+    name: ClassVar[str] = "nes"
 
     def validate(self) -> None:
         super().validate()

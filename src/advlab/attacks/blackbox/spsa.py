@@ -20,15 +20,18 @@ Each step costs 2n + 1 queries (n = ``samples``).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 
+from advlab.attacks.base import register
 from advlab.attacks.blackbox.estimate import EstimatedGradientAttack
 
 BETA1, BETA2, ADAM_EPS = 0.9, 0.999, 1e-8
 
 
+@register
 @dataclass(frozen=True, kw_only=True)
 class SPSA(EstimatedGradientAttack):
     """SPSA + Adam. ``delta``: size of the Rademacher probes, ``lr``: Adam's learning rate (default
@@ -37,7 +40,7 @@ class SPSA(EstimatedGradientAttack):
     delta: float = 0.01
     lr: float | None = None
 
-    name: str = field(default="spsa", init=False, repr=False)
+    name: ClassVar[str] = "spsa"
 
     def validate(self) -> None:
         super().validate()

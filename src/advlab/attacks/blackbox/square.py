@@ -37,12 +37,12 @@ with windows of 7 x 7 pixels there).
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import ClassVar
 
 import torch
 
-from advlab.attacks.base import Attack, Oracle, is_success
+from advlab.attacks.base import Attack, Oracle, is_success, register
 from advlab.attacks.blackbox.estimate import check_ball
 from advlab.losses import cross_entropy, margin
 from advlab.threat import project
@@ -105,6 +105,7 @@ def place(patterns: torch.Tensor, r: torch.Tensor, c: torch.Tensor, height: int,
     return (vals * inside)[:, None]
 
 
+@register
 @dataclass(frozen=True, kw_only=True)
 class Square(Attack):
     """Square Attack, ``norm`` "linf" or "l2", ``eps`` in [0, 1] pixel units, at most ``max_queries``
@@ -116,11 +117,8 @@ class Square(Attack):
     max_queries: int = 1000
     p_init: float = 0.8
 
-    name: str = field(default="square", init=False, repr=False)
+    name: ClassVar[str] = "square"
     white_box: ClassVar[bool] = False
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "threat_norm", self.norm)
 
     def validate(self) -> None:
         check_ball(self.eps, self.norm)

@@ -1,0 +1,226 @@
+"""The robust-flag cascade (as in AutoAttack), one batch at a time.
+
+Per batch: one clean pass sets a "standing" flag on every sample to attack; then each attack runs only on the
+samples still standing, and a sample falls (its flag goes False, never back) at the first attack that changes
+its clean prediction with a perturbation inside the threat model (||x_adv - x||_norm <= eps, x_adv in [0, 1]).
+A fallen sample keeps that attack's x_adv: the worst case per sample over the ensemble. By default only
+clean-correct labelled samples are attacked; ``attack_misclassified=True`` also attacks the others, away from
+their (wrong) clean prediction. Unlabelled samples (y = -1) are never attacked.
+
+Every attack is run untargeted against the clean prediction, so "success" here means the prediction changed;
+:mod:`advlab.evaluation.metrics` turns the per-sample columns of :class:`BatchResult` into rates.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from advlab.attacks.base import Attack
+from advlab.attacks.noise import RandomNoise
+from advlab.evaluation import checks as sanity_checks
+from advlab.evaluation import metrics
+from advlab.threat import distance
+
+Bound = tuple[float, str] | None
+
+
+@dataclass
+class BatchResult:
+    """Per-sample outcome of the cascade on one batch (CPU tensors), plus per-attack totals and check counts.
+
+    ``broken_by``: index of the attack that broke the sample (``len(attacks)`` = the noise check), -1 if none.
+    ``adv_pred``: the prediction on the sample's worst case (the clean prediction where nothing broke it).
+    ``l0``/``l2``/``linf``: norms of x_adv - x in [0, 1] pixel units (0 where unbroken).
+    ``attack_stats``: (A + 1, 5) rows of attacked, broken, forwards, backwards, seconds (last row: noise check).
+    """
+
+    y: torch.Tensor
+    clean_pred: torch.Tensor
+    adv_pred: torch.Tensor
+    clean_confidence: torch.Tensor
+    adv_confidence: torch.Tensor
+    attacked: torch.Tensor
+    broken_by: torch.Tensor
+    l0: torch.Tensor
+    l2: torch.Tensor
+    linf: torch.Tensor
+    forwards: torch.Tensor
+    backwards: torch.Tensor
+    attack_stats: torch.Tensor
+    checks: dict[str, float] = field(default_factory=dict)
+    x_adv: torch.Tensor | None = None
+
+    def tensors(self) -> dict[str, torch.Tensor]:
+        """Everything but ``checks`` as named tensors (to save as run state)."""
+        out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name not in ("checks", "x_adv")}
+        if self.x_adv is not None:
+            out["x_adv"] = self.x_adv
+        return {k: v.contiguous() for k, v in out.items()}
+
+    @classmethod
+    def from_tensors(cls, t: dict[str, torch.Tensor], checks: dict[str, float]) -> BatchResult:
+        return cls(**t, checks=dict(checks))
+
+    @property
+    def broken(self) -> torch.Tensor:
+        return self.broken_by >= 0
+
+
+def bound(atk: Attack, eps: float | None, norm: str | None) -> Bound:
+    """The ball a success must lie in: the evaluation's, else the attack's own largest eps, else none."""
+    if eps is not None:
+        return eps, norm or atk.threat_norm
+    own = getattr(atk, "eps", None)
+    if own is None:
+        return None
+    e = float(own) if isinstance(own, (int, float)) else max(float(v) for v in own)
+    return e, atk.threat_norm
+
+
+def inside(delta: torch.Tensor, ball: Bound) -> torch.Tensor:
+    """Per sample, ``||delta||_norm <= eps`` (with a float tolerance); all True without a ball."""
+    if ball is None:
+        return torch.ones(len(delta), dtype=torch.bool, device=delta.device)
+    eps, norm = ball
+    return distance(delta, norm).to(delta.device) <= eps * (1 + 1e-5) + 1e-6
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+@dataclass
+class _State:
+    """The cascade's running state on one batch: device tensors, except the CPU counters."""
+
+    x: torch.Tensor
+    clean_logits: torch.Tensor
+    clean_pred: torch.Tensor
+    attacked: torch.Tensor
+    standing: torch.Tensor
+    x_adv: torch.Tensor
+    adv_logits: torch.Tensor
+    broken_by: torch.Tensor  # CPU
+    forwards: torch.Tensor  # CPU
+    backwards: torch.Tensor  # CPU
+    stats: torch.Tensor  # CPU, (A + 1, 5)
+
+
+def _clean_pass(model: nn.Module, x: torch.Tensor, y: torch.Tensor, n_attacks: int, attack_misclassified: bool) -> _State:
+    """One forward on the clean batch; the samples to attack start standing."""
+    n = len(x)
+    with torch.no_grad():
+        clean = model(x)
+    clean_pred = clean.argmax(1)
+    attacked = ((clean_pred == y) | attack_misclassified) & metrics.labelled(y)
+    return _State(
+        x=x, clean_logits=clean, clean_pred=clean_pred, attacked=attacked, standing=attacked.clone(),
+        x_adv=x.detach().clone(), adv_logits=clean.detach().clone(), broken_by=torch.full((n,), -1, dtype=torch.long),
+        forwards=torch.ones(n, dtype=torch.long), backwards=torch.zeros(n, dtype=torch.long),
+        stats=torch.zeros(n_attacks + 1, 5, dtype=torch.float64),
+    )  # fmt: skip
+
+
+def _search(atk: Attack, model: nn.Module, attack_model: nn.Module | None, x: torch.Tensor,
+            labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:  # fmt: skip
+    """``atk`` away from ``labels`` on ``x``: (x_adv, logits, success, forwards, backwards), counters on the CPU.
+
+    With ``attack_model`` the search runs on it and each success is re-checked on ``model`` (one more forward
+    per sample); a claimed success that ``model`` does not confirm is searched again on ``model`` itself (the
+    reduced-precision search stopped early there), and only the confirmed ones count.
+    """
+    res = atk(model if attack_model is None else attack_model, x, labels)
+    found, logits, success = res.x_adv, res.logits, res.success.to(x.device)
+    forwards, backwards = res.forwards.cpu().clone(), res.backwards.cpu().clone()
+    if attack_model is None:
+        return found, logits, success, forwards, backwards
+    with torch.no_grad():  # the verdict is the model's own, in full precision
+        logits = model(found.to(x.dtype))
+    confirmed = logits.argmax(1) != labels
+    forwards += 1
+    retry = (success & ~confirmed).nonzero().flatten()
+    if len(retry):
+        again = atk(model, x[retry], labels[retry])
+        found, logits = found.clone(), logits.clone()
+        found[retry], logits[retry] = again.x_adv.to(found.dtype), again.logits.to(logits.dtype)
+        confirmed[retry] = again.success.to(x.device)
+        forwards[retry.cpu()] += again.forwards.cpu()
+        backwards[retry.cpu()] += again.backwards.cpu()
+    return found, logits, confirmed, forwards, backwards
+
+
+def _attempt(s: _State, i: int, atk: Attack, ball: Bound, model: nn.Module, attack_model: nn.Module | None) -> int:
+    """Attack ``i`` on the standing samples; the ones it breaks inside ``ball`` fall. Returns how many fell."""
+    idx = s.standing.nonzero().flatten()
+    if len(idx) == 0:
+        return 0
+    _sync(s.x.device)
+    t0 = time.perf_counter()
+    found, logits, success, forwards, backwards = _search(atk, model, attack_model, s.x[idx], s.clean_pred[idx])
+    _sync(s.x.device)
+    ok = success & inside(found - s.x[idx], ball)
+    hit = idx[ok]
+    s.x_adv[hit], s.adv_logits[hit] = found[ok].to(s.x_adv.dtype), logits[ok].to(s.adv_logits.dtype)
+    s.broken_by[hit.cpu()] = i
+    s.standing[hit] = False
+    s.forwards[idx.cpu()] += forwards
+    s.backwards[idx.cpu()] += backwards
+    s.stats[i] = torch.tensor([len(idx), len(hit), int(forwards.sum()), int(backwards.sum()), time.perf_counter() - t0])
+    return len(hit)
+
+
+def _noise_check(s: _State, attacks: Sequence[Attack], eps: float | None, norm: str | None, model: nn.Module,
+                 attack_model: nn.Module | None) -> dict[str, float]:  # fmt: skip
+    """Random noise in the first attack's ball (its seed) on the samples the white-box attacks left standing."""
+    ball = bound(attacks[0], eps, norm) if attacks else None
+    if ball is None:
+        return {}
+    noise = RandomNoise(eps=ball[0], norm=ball[1], tries=sanity_checks.NOISE_TRIES, seed=getattr(attacks[0], "seed", 0))
+    tried = float(s.standing.sum())
+    return {"noise_tried": tried, "noise_broke": float(_attempt(s, len(attacks), noise, ball, model, attack_model))}
+
+
+def _result(s: _State, y: torch.Tensor, checks: dict[str, float], keep_adversarials: bool) -> BatchResult:
+    """The per-sample columns of the finished cascade, on the CPU."""
+    adv_pred = torch.where(s.broken_by.to(s.x.device) >= 0, s.adv_logits.argmax(1), s.clean_pred)
+    d = (s.x_adv - s.x).detach()
+    return BatchResult(
+        y=y.cpu(), clean_pred=s.clean_pred.cpu(), adv_pred=adv_pred.cpu(),
+        clean_confidence=metrics.confidence(s.clean_logits).cpu(), adv_confidence=metrics.confidence(s.adv_logits, adv_pred).cpu(),
+        attacked=s.attacked.cpu(), broken_by=s.broken_by, l0=distance(d, "l0").cpu().long(), l2=distance(d, "l2").cpu(),
+        linf=distance(d, "linf").cpu(), forwards=s.forwards, backwards=s.backwards, attack_stats=s.stats, checks=checks,
+        x_adv=s.x_adv.cpu() if keep_adversarials else None,
+    )  # fmt: skip
+
+
+def run_batch(model: nn.Module, x: torch.Tensor, y: torch.Tensor, attacks: Sequence[Attack], *, eps: float | None = None,
+              norm: str | None = None, attack_misclassified: bool = False, sanity: bool = True, first: bool = True,
+              keep_adversarials: bool = False, attack_model: nn.Module | None = None) -> BatchResult:  # fmt: skip
+    """The cascade on one batch (``x`` on the model's device, in [0, 1]; ``y`` labels, -1 = unlabelled).
+
+    ``eps``/``norm``: the ball a success must lie in (None: each attack's own). ``sanity``: run the checks of
+    :mod:`advlab.evaluation.checks` (``first``: this is the first batch, so also the randomness check).
+    ``attack_model``: the attacks run on it instead (e.g. :class:`advlab.zoo.Autocast` of ``model``) and only
+    the successes ``model`` confirms count (see :func:`_search`).
+    """
+    s = _clean_pass(model, x, y, len(attacks), attack_misclassified)
+    checks = sanity_checks.output_checks(model, x, s.clean_logits, first, s.forwards) if sanity else {}
+    white_box_ran = False
+    for i, atk in enumerate(attacks):
+        broke = _attempt(s, i, atk, bound(atk, eps, norm), model, attack_model)
+        if atk.white_box:
+            white_box_ran = True
+        elif white_box_ran and broke:
+            checks["black_box_broke"] = checks.get("black_box_broke", 0.0) + broke
+    if sanity and white_box_ran:
+        checks.update(_noise_check(s, attacks, eps, norm, model, attack_model))
+    if sanity:
+        checks.update(sanity_checks.zero_gradient_check(model, x, s.clean_pred, s.standing, s.forwards, s.backwards))
+    return _result(s, y, checks, keep_adversarials)

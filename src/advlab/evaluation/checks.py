@@ -1,0 +1,123 @@
+"""Sanity checks in the spirit of AutoAttack's, and the warnings they raise.
+
+Measured per batch by the cascade (:mod:`advlab.evaluation.cascade`), summed over batches, and turned into
+lines of ``EvalReport.flags`` by :func:`flags`:
+
+* outputs that look like probabilities instead of logits (every batch; free);
+* a model in training mode, or one that answers differently twice on the same inputs (first batch, a second
+  forward on :data:`CHECK_SAMPLES` samples; ``randomness`` = max |f(x) - f'(x)| / (1 + max |f(x)|));
+* all-zero cross-entropy input gradients on the samples the cascade left standing (saturated softmax);
+* random noise (:data:`NOISE_TRIES` points per sample) or a black-box attack breaking samples that the
+  white-box attacks left standing (masked gradients; the noise check itself runs in the cascade).
+
+:func:`zero_gradients` is the one zero-gradient test in advlab; the defense study uses it too.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from advlab.attacks.base import frozen_parameters
+from advlab.device import device_of
+
+#: samples the randomness check (first batch) and the zero-gradient check (survivors of each batch) look at:
+#: a saturated or random model shows on nearly every sample, so a few suffice
+CHECK_SAMPLES = 16
+#: random points per standing sample in the noise check
+NOISE_TRIES = 5
+
+
+def zero_gradients(model: nn.Module, x: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Per sample, whether the input gradient of CE(f(x_i), labels_i) is exactly zero everywhere: (N,) bool on the CPU.
+
+    ``x`` on the model's device, in [0, 1]. A model with no differentiable path from the input at all (e.g.
+    a quantizer without a straight-through gradient) counts as all zero. The parameters get no gradients.
+    """
+    xs = x.detach().clone().requires_grad_(True)
+    with frozen_parameters(model), torch.enable_grad():
+        loss = F.cross_entropy(model(xs).float(), labels, reduction="sum")
+        if not loss.requires_grad:
+            return torch.ones(len(x), dtype=torch.bool)
+        (g,) = torch.autograd.grad(loss, xs, allow_unused=True)
+    if g is None:
+        return torch.ones(len(x), dtype=torch.bool)
+    return (g.flatten(1).abs().amax(1) == 0).cpu()
+
+
+def zero_gradient_fraction(model: nn.Module, x: torch.Tensor, y: torch.Tensor, samples: int = CHECK_SAMPLES) -> float:
+    """The fraction of the first ``samples`` samples (labels ``y``) with an all-zero CE input gradient
+    (:func:`zero_gradients`); ``x`` and ``y`` on any device, moved to the model's."""
+    dev = device_of(model)
+    if len(x) == 0:
+        return 0.0
+    return float(zero_gradients(model, x[:samples].to(dev), y[:samples].to(dev)).float().mean())
+
+
+def output_checks(model: nn.Module, x: torch.Tensor, logits: torch.Tensor, first: bool, forwards: torch.Tensor) -> dict[str, float]:
+    """Probabilities-not-logits on every batch (free); training mode and randomness (a second forward on
+    up to :data:`CHECK_SAMPLES` samples, counted in ``forwards``) on the first batch."""
+    z = logits.float()
+    checks: dict[str, float] = {"batches": 1.0}
+    checks["probability_batches"] = float(bool((z >= 0).all() and ((z.sum(1) - 1).abs() < 1e-3).all()))
+    if not first:
+        return checks
+    k = min(len(x), CHECK_SAMPLES)
+    checks["training_mode"] = float(model.training)
+    with torch.no_grad():
+        again = model(x[:k]).float()
+    forwards[:k] += 1
+    scale = 1.0 + float(z[:k].abs().max()) if k else 1.0
+    checks["randomness"] = float((again - z[:k]).abs().max()) / scale if k else 0.0
+    return checks
+
+
+def zero_gradient_check(model: nn.Module, x: torch.Tensor, labels: torch.Tensor, standing: torch.Tensor,
+                        forwards: torch.Tensor, backwards: torch.Tensor) -> dict[str, float]:  # fmt: skip
+    """:func:`zero_gradients` at the clean point on up to :data:`CHECK_SAMPLES` samples the cascade left standing.
+
+    Only survivors matter: a sample the attacks broke is broken whatever its gradient, while a survivor with
+    a zero gradient may be standing only because gradient attacks saw nothing (the cost is nil on an
+    undefended model, where nothing survives). Counts one forward and one backward per checked sample.
+    """
+    idx = standing.nonzero().flatten()[:CHECK_SAMPLES]
+    if len(idx) == 0:
+        return {}
+    zero = zero_gradients(model, x[idx], labels[idx])
+    forwards[idx.cpu()] += 1
+    backwards[idx.cpu()] += 1
+    return {"zero_gradient": float(zero.sum()), "gradient_checked": float(len(idx))}
+
+
+def merge(parts: list[dict[str, float]]) -> dict[str, float]:
+    """Per-batch check counts summed over batches (``randomness``: the maximum)."""
+    out: dict[str, float] = {}
+    for checks in parts:
+        for k, v in checks.items():
+            out[k] = max(out.get(k, 0.0), v) if k == "randomness" else out.get(k, 0.0) + v
+    return out
+
+
+def flags(checks: dict[str, float]) -> list[str]:
+    """The warnings the merged check counts call for, one line each (empty: nothing suspicious)."""
+    out = []
+    if checks.get("probability_batches", 0) > 0:
+        out.append("the model's outputs look like probabilities (non-negative, rows sum to 1), not logits: remove the "
+                   "final softmax, or the cross-entropy and its gradients are wrong")  # fmt: skip
+    if checks.get("training_mode", 0) > 0:
+        out.append("the model is in training mode (dropout, batch statistics): call model.eval() before evaluating")
+    if checks.get("randomness", 0) > 1e-5:
+        out.append(f"the model is not deterministic: two passes on the same inputs differ by up to {checks['randomness']:.2g} "
+                   "(relative); use expectation over transformation (average gradients over several passes) for a meaningful bound")  # fmt: skip
+    if checks.get("zero_gradient", 0) > 0:
+        out.append(f"{int(checks['zero_gradient'])} of {int(checks['gradient_checked'])} checked robust samples have an all-zero "
+                   "cross-entropy input gradient (saturated softmax or masked gradients): CE-based attacks see nothing there; "
+                   "use the reliable preset (DLR loss) or the margin loss")  # fmt: skip
+    if checks.get("noise_broke", 0) > 0:
+        out.append(f"random noise broke {int(checks['noise_broke'])} samples that the white-box attacks left standing: "
+                   "gradients are likely masked or obfuscated, and the robust accuracy of gradient attacks alone would overestimate robustness")  # fmt: skip
+    if checks.get("black_box_broke", 0) > 0:
+        out.append(f"a black-box attack broke {int(checks['black_box_broke'])} samples that the white-box attacks left standing: "
+                   "gradients are likely masked")  # fmt: skip
+    return out

@@ -1,0 +1,79 @@
+"""``evaluate``: the cascade over every batch of the data, merged into one report."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator, Sequence
+
+import torch
+from torch import nn
+
+from advlab.attacks.base import Attack
+from advlab.device import device_of
+from advlab.errors import AdvlabError
+from advlab.evaluation import cascade
+from advlab.evaluation.cascade import BatchResult, bound
+from advlab.evaluation.config import EvalConfig
+from advlab.evaluation.inputs import Data, batches, to_device
+from advlab.evaluation.report import EvalReport, summarize
+from advlab.work import Work
+
+
+def _shown_ball(attacks: Sequence[Attack], eps: float | None, norm: str | None) -> tuple[float | None, str | None]:
+    """The ball the report names: the config's, else the attacks' own when they all share one."""
+    if eps is not None:
+        return eps, norm
+    bounds = {bound(a, None, None) for a in attacks}
+    if len(bounds) == 1 and (b := bounds.pop()) is not None:
+        return b
+    return None, norm
+
+
+def _wanted(model: nn.Module, data: Data, cfg: EvalConfig, work: Work[BatchResult], parts: dict[int, BatchResult],
+            pending: dict[int, tuple[torch.Tensor, torch.Tensor]]) -> Iterator[int]:  # fmt: skip
+    """Indices of the batches this call evaluates (their data parked in ``pending``); finished ones go to ``parts``."""
+    done = work.finished()
+    for b, xy in enumerate(batches(model, data, cfg.batch_size, cfg.limit)):
+        if b in done:
+            parts[b] = done[b]
+        elif work.mine is None or work.mine(b):
+            pending[b] = xy
+            yield b
+
+
+def evaluate(model: nn.Module, data: Data, config: EvalConfig | str | None = None, *, work: Work[BatchResult] | None = None,
+             attack_model: nn.Module | None = None) -> EvalReport:  # fmt: skip
+    """Robustness of ``model`` on ``data`` under ``config``'s attacks, as a cascade (:mod:`advlab.evaluation.cascade`).
+
+    ``data``: a data spec ("digits:test"), an ``(x, y)`` pair of [0, 1] images and labels (-1 = unlabelled),
+    or an iterable of such batches (a DataLoader). ``config``: an :class:`EvalConfig`, or a preset name run at
+    the model's default eps (None: "reliable"). The batches run on ``advlab.device.device_of(model)``.
+    ``work``: one unit per batch: ``work.done`` holds batches evaluated earlier (not evaluated again),
+    ``work.on_done(b, result)`` is called after each new one (save it), ``work.mine(b)`` selects this shard's
+    batches (the report then covers the batches evaluated or given in ``done``), ``work.progress`` wraps the
+    batch indices (a progress bar). A batch's result depends only on its samples and the seed.
+    ``attack_model``: run the attacks on this model instead (e.g. ``zoo.Autocast(model)``: mixed precision),
+    counting only the successes that ``model`` confirms (see :func:`advlab.evaluation.cascade.run_batch`).
+    """
+    cfg = EvalConfig.of(config, model)
+    attacks = cfg.resolved_attacks()
+    norm = cfg.threat_norm(attacks)
+    work = work if work is not None else Work()
+    dev = device_of(model)
+    parts: dict[int, BatchResult] = {}
+    pending: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+    t0 = time.perf_counter()
+    indices = _wanted(model, data, cfg, work, parts, pending)
+    for b in work.progress(indices) if work.progress is not None else indices:
+        xb, yb = pending.pop(b)
+        xb, yb = to_device(xb, dev), to_device(yb, dev).long()
+        if xb.numel() and (float(xb.min()) < 0 or float(xb.max()) > 1):
+            raise AdvlabError("images must be in [0, 1]; advlab models carry their own normalization")
+        parts[b] = cascade.run_batch(model, xb, yb, attacks, eps=cfg.eps, norm=norm, attack_misclassified=cfg.attack_misclassified,
+                                     sanity=cfg.sanity, first=b == 0, keep_adversarials=cfg.keep_adversarials,
+                                     attack_model=attack_model)  # fmt: skip
+        work.record(b, parts[b])
+    if not parts and work.mine is not None:
+        raise AdvlabError("no batch to evaluate: work.mine selected none and work.done holds none")
+    shown_eps, shown_norm = _shown_ball(attacks, cfg.eps, norm)
+    return summarize([parts[b] for b in sorted(parts)], attacks, shown_eps, shown_norm, time.perf_counter() - t0)

@@ -1,0 +1,161 @@
+"""What an evaluation reports: :class:`EvalReport`, merged from the per-batch results by :func:`summarize`.
+
+Every rate comes from :mod:`advlab.evaluation.metrics` over the per-sample columns (N samples, L the labelled
+ones, C the clean-correct ones, B the broken ones):
+
+    clean_accuracy             = |C| / |L|
+    robust_accuracy            = |C \\ B| / |L|          (seed 003's "remnant accuracy")
+    attack_success_rate        = |B| / |attacked|        (the attacks' goal: the clean prediction changed)
+    strict_attack_success_rate = |C and adv wrong| / |C| (correct -> wrong)
+    prediction_change_rate     = |adv pred != clean pred| / N
+
+On a correct sample "broken" and "adversarial prediction wrong" are the same event, so robust_accuracy is
+:func:`~advlab.evaluation.metrics.robust_accuracy`. With every sample labelled |L| = N. With the default (only
+C attacked) the two success rates coincide. Seed 003's table appears to label its last two columns the other
+way round: its "prediction change rate" equals (clean - remnant) / clean, i.e. the strict rate here. Norms
+are of the successful perturbations, in [0, 1] pixel units; confidences are softmax probabilities.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from advlab.attacks.base import Attack
+from advlab.errors import AdvlabError
+from advlab.evaluation import checks as sanity_checks
+from advlab.evaluation import metrics
+from advlab.evaluation.cascade import BatchResult
+
+
+@dataclass
+class EvalReport:
+    """What ``evaluate`` measured. Rates are fractions in [0, 1]; norms in [0, 1] pixel units.
+
+    ``samples`` holds the per-sample columns (see :class:`BatchResult`); ``x_adv`` the worst-case inputs
+    when ``keep_adversarials=True`` (unbroken samples keep their clean image).
+    """
+
+    n: int
+    eps: float | None
+    norm: str | None
+    attacks: list[str]
+    clean_accuracy: float
+    robust_accuracy: float
+    attack_success_rate: float
+    strict_attack_success_rate: float
+    prediction_change_rate: float
+    norms: dict[str, dict[str, float | None]]
+    confidence: dict[str, float | None]
+    gradient_evaluations: int
+    forward_evaluations: int
+    seconds: float
+    per_attack: list[dict[str, Any]]
+    flags: list[str]
+    samples: BatchResult
+    x_adv: torch.Tensor | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """The summary as plain JSON-able values (no per-sample tensors)."""
+        skip = {"samples", "x_adv"}
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name not in skip}
+
+    def rows(self, class_names: Sequence[str] | None = None) -> list[dict[str, Any]]:
+        """One dict per sample (for a CSV): index, label, predictions, confidences, norms, broken by."""
+        s = self.samples
+        names = [*self.attacks, "noise-check"]
+        out = []
+        for i in range(self.n):
+            b = int(s.broken_by[i])
+            row = {
+                "index": i, "label": int(s.y[i]), "clean_pred": int(s.clean_pred[i]), "adv_pred": int(s.adv_pred[i]),
+                "clean_confidence": round(float(s.clean_confidence[i]), 6), "adv_confidence": round(float(s.adv_confidence[i]), 6),
+                "attacked": bool(s.attacked[i]), "broken_by": names[b] if b >= 0 else "",
+                "l0": int(s.l0[i]), "l2": round(float(s.l2[i]), 6), "linf": round(float(s.linf[i]), 6),
+                "forwards": int(s.forwards[i]), "backwards": int(s.backwards[i]),
+            }  # fmt: skip
+            if class_names is not None:
+                row["label_name"] = class_names[row["label"]] if row["label"] >= 0 else ""
+                row["clean_name"], row["adv_name"] = class_names[row["clean_pred"]], class_names[row["adv_pred"]]
+            out.append(row)
+        return out
+
+    def format(self) -> str:
+        """A short human-readable summary (what ``advlab eval`` prints)."""
+        threat = f"{self.norm} eps={self.eps:.6g}" if self.eps is not None else "unbounded"
+        lines = [
+            f"{self.n} samples, {threat}, attacks: {', '.join(self.attacks)}",
+            f"  clean accuracy              {self.clean_accuracy:8.2%}",
+            f"  robust accuracy             {self.robust_accuracy:8.2%}",
+            f"  attack success rate         {self.attack_success_rate:8.2%}",
+            f"  strict attack success rate  {self.strict_attack_success_rate:8.2%}  (correct -> wrong)",
+            f"  prediction change rate      {self.prediction_change_rate:8.2%}",
+        ]
+        for k in ("linf", "l2"):
+            m = self.norms[k]
+            if m["median"] is not None:
+                lines.append(f"  {k + ' of successes':<28}median {m['median']:.4g}, mean {m['mean']:.4g}")
+        lines.append(f"  gradient evaluations        {self.gradient_evaluations} ({self.forward_evaluations} forwards), {self.seconds:.1f} s")
+        for a in self.per_attack:
+            lines.append(f"    {a['attack']:<14} attacked {a['attacked']:>6}  broke {a['broken']:>6}  "
+                         f"robust after {a['robust_accuracy_after']:7.2%}  grads {a['gradient_evaluations']:>8}  {a['seconds']:.1f} s")  # fmt: skip
+        lines += [f"  warning: {f}" for f in self.flags]
+        return "\n".join(lines)
+
+
+def _merge(parts: Sequence[BatchResult]) -> tuple[BatchResult, torch.Tensor | None]:
+    """The batches' per-sample columns concatenated, their attack totals and checks summed; and the x_adv, if kept."""
+    cat = {k: torch.cat([p.tensors()[k] for p in parts]) for k in parts[0].tensors() if k != "attack_stats"}
+    stats = sum((p.attack_stats for p in parts), torch.zeros_like(parts[0].attack_stats))
+    checks = sanity_checks.merge([p.checks for p in parts])
+    x_adv = cat.pop("x_adv", None)
+    return BatchResult(**cat, attack_stats=stats, checks=checks), x_adv
+
+
+def _per_attack(samples: BatchResult, attacks: Sequence[Attack]) -> list[dict[str, Any]]:
+    """One dict per attack (and the noise check, when it ran): what it attacked, broke and cost, and the
+    robust accuracy after it (over the labelled samples). ``config`` is the attack exactly as it ran."""
+    correct = metrics.clean_correct(samples.y, samples.clean_pred)
+    n_labelled = int(metrics.labelled(samples.y).sum())
+    remaining = int(correct.sum())
+    out = []
+    for i, row in enumerate(samples.attack_stats.tolist()):
+        if i == len(attacks) and row[0] == 0:
+            continue
+        remaining -= int((correct & (samples.broken_by == i)).sum())
+        noise = i == len(attacks)
+        out.append({
+            "attack": "noise-check" if noise else attacks[i].name,
+            "config": f"RandomNoise(tries={sanity_checks.NOISE_TRIES})" if noise else repr(attacks[i]),
+            "attacked": int(row[0]), "broken": int(row[1]), "robust_accuracy_after": remaining / n_labelled if n_labelled else 0.0,
+            "forward_evaluations": int(row[2]), "gradient_evaluations": int(row[3]), "seconds": round(row[4], 4),
+        })  # fmt: skip
+    return out
+
+
+def summarize(parts: Sequence[BatchResult], attacks: Sequence[Attack], eps: float | None, norm: str | None, seconds: float) -> EvalReport:
+    """Merge per-batch results (in batch order) into one :class:`EvalReport`; rates from :mod:`metrics`."""
+    if not parts:
+        raise AdvlabError("nothing to evaluate: the data is empty")
+    samples, x_adv = _merge(parts)
+    y, cp, ap, broken = samples.y, samples.clean_pred, samples.adv_pred, samples.broken
+    correct, robust = metrics.clean_correct(y, cp), metrics.robust(y, cp, ap)
+    return EvalReport(
+        n=len(y), eps=eps, norm=norm, attacks=[a.name for a in attacks],
+        clean_accuracy=metrics.clean_accuracy(y, cp),
+        robust_accuracy=metrics.robust_accuracy(y, cp, ap),
+        attack_success_rate=metrics.attack_success_rate(broken, samples.attacked),
+        strict_attack_success_rate=metrics.strict_attack_success_rate(y, cp, ap),
+        prediction_change_rate=metrics.prediction_change_rate(cp, ap),
+        norms={k: metrics.norm_stats(getattr(samples, k)[broken].float()) for k in ("linf", "l2", "l0")},
+        confidence={"clean": metrics.mean_or_none(samples.clean_confidence[correct]),
+                    "adversarial": metrics.mean_or_none(samples.adv_confidence[broken]),
+                    "robust": metrics.mean_or_none(samples.adv_confidence[robust])},  # fmt: skip
+        gradient_evaluations=int(samples.backwards.sum()), forward_evaluations=int(samples.forwards.sum()),
+        seconds=round(seconds, 4), per_attack=_per_attack(samples, attacks), flags=sanity_checks.flags(samples.checks),
+        samples=samples, x_adv=x_adv,
+    )  # fmt: skip
