@@ -31,8 +31,8 @@ import torch
 from torch import nn
 
 from advlab import attacks, data, evaluate, zoo
-from advlab.evaluation import EvalConfig
 from advlab.defenses.training import TrainConfig, fit
+from advlab.evaluation import EvalConfig
 
 CACHE = Path(__file__).resolve().parent / ".cache"
 EARLY = {  # model -> (eps, batch)

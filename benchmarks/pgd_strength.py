@@ -3,10 +3,12 @@
 The random start decides a few images either way, so one run per library (as in ``pgd_speed.py``) cannot
 say which attack is stronger. Here every library attacks the digits CNN on all 599 test digits (L-inf 0.1,
 alpha 0.025, 10 steps, one uniform random start) once per seed, and the robust accuracies are printed per
-seed with their means and standard deviations. advlab and torchattacks draw the same start from the same
-seed (advlab from ``seed=s``, torchattacks from ``torch.manual_seed(s)``), so their columns compare image for
-image; Foolbox (``torch.manual_seed(s)``, its own uniform formula) and ART (``np.random.seed(s)``) draw other
-starts, so they compare through the means. The attacks are built exactly as in ``pgd_speed.py``.
+seed with their means and standard deviations. Every library draws its own starts (advlab's start of an image
+depends only on the seed and the image itself, so that it does not change with the batch; torchattacks and
+Foolbox draw from ``torch.manual_seed(s)``, ART from ``np.random.seed(s)``), so the columns compare through
+their means. Image for image, the same attack without a random start is deterministic: the last line compares
+advlab's ``PGD(random_start=False).perturb`` (the last iterate) and its full result (the best iterate) with
+torchattacks' ``PGD(random_start=False)``. The attacks are built exactly as in ``pgd_speed.py``.
 
     python benchmarks/pgd_strength.py --seeds 8
 """
@@ -62,7 +64,25 @@ def main() -> int:
     print(f"{'mean':>4}" + "".join(f"  {statistics.mean(results[n]):12.2%}" for n in names))
     if args.seeds > 1:
         print(f"{'std':>4}" + "".join(f"  {statistics.stdev(results[n]):12.2%}" for n in names))
+    _deterministic(model, x, y, robust)
     return 0
+
+
+def _deterministic(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, robust: Callable[[torch.Tensor], float]) -> None:
+    """PGD-10 without a random start in advlab and torchattacks: the same iterates up to float rounding."""
+    from advlab import attacks
+
+    atk = attacks.PGD(eps=0.1, alpha=0.025, steps=10, norm="linf", random_start=False)
+    last, best = atk.perturb(model, x, y), atk(model, x, y).x_adv
+    line = f"no random start: advlab last iterate {robust(last):.2%}, best iterate {robust(best):.2%}"
+    try:
+        import torchattacks
+
+        ta = torchattacks.PGD(model, eps=0.1, alpha=0.025, steps=10, random_start=False)(x, y)
+        line += f", torchattacks {robust(ta):.2%}; max |x_adv difference| to torchattacks {float((ta - last).abs().max()):.3g}"
+    except Exception as e:  # noqa: BLE001 - any import or set-up failure means "not available"
+        line += f", torchattacks not available ({type(e).__name__})"
+    print(line)
 
 
 def _advlab(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, seed: int) -> torch.Tensor:

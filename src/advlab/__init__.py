@@ -13,7 +13,16 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-from advlab import attacks, data, defenses, evaluation, experiments, prototypes, runs, zoo
+from advlab import (
+           attacks,
+           data,
+           defenses,
+           evaluation,
+           experiments,
+           prototypes,
+           runs,
+           zoo,
+)
 from advlab.errors import AdvlabError, NotAvailableError
 from advlab.evaluation import EvalConfig, EvalReport, evaluate
 

@@ -13,8 +13,8 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from advlab import zoo
-from advlab.defenses import training as train
 from advlab.data import load
+from advlab.defenses import training as train
 from advlab.zoo.digits import DigitsCNN
 from tests.cli.helpers import run_cli
 

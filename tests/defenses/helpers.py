@@ -7,7 +7,14 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from advlab.defenses import clamp_activations, clamp_large, perturb, prunable_weights, prune_small, quantize
+from advlab.defenses import (
+    clamp_activations,
+    clamp_large,
+    perturb,
+    prunable_weights,
+    prune_small,
+    quantize,
+)
 
 
 def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:

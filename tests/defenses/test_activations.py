@@ -8,7 +8,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from advlab.defenses import Clamped, QuantizedInput, clamp_activations, prunable_weights, quantize
+from advlab.defenses import (
+    Clamped,
+    QuantizedInput,
+    clamp_activations,
+    prunable_weights,
+    quantize,
+)
 from advlab.defenses.activations import _capture
 from tests.defenses.helpers import accuracy, no_hooks, weights_by_name
 

@@ -13,7 +13,16 @@ from torch import nn
 
 from advlab import zoo
 from advlab.attacks import PGD
-from advlab.defenses import DEFENSES, DefenseInfo, clamp_activations, clamp_large, perturb, prunable_weights, prune_small, quantize
+from advlab.defenses import (
+    DEFENSES,
+    DefenseInfo,
+    clamp_activations,
+    clamp_large,
+    perturb,
+    prunable_weights,
+    prune_small,
+    quantize,
+)
 from tests.defenses.helpers import all_defenses, no_hooks, same_state, snapshot
 
 

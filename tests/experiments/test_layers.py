@@ -14,8 +14,14 @@ import torch
 from torch import nn
 
 from advlab import data, zoo
-from advlab.experiments.layers import LayerChange, changes_table, features, layer_changes, peak
 from advlab.attacks import PGD
+from advlab.experiments.layers import (
+    LayerChange,
+    changes_table,
+    features,
+    layer_changes,
+    peak,
+)
 
 
 def _leaf_names(model: nn.Module) -> list[str]:

@@ -17,6 +17,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from advlab import data, zoo
+from advlab.attacks import FGSM
+from advlab.defenses.training import accuracy
 from advlab.experiments.linearity import (
     affine_map,
     fgsm_curve,
@@ -24,8 +26,6 @@ from advlab.experiments.linearity import (
     linear_digits_model,
     linear_flip_eps,
 )
-from advlab.attacks import FGSM
-from advlab.defenses.training import accuracy
 
 EPS = [0.0, 0.02, 0.05, 0.1, 0.2, 0.3]
 

@@ -16,9 +16,14 @@ from torch import nn
 
 from advlab import data, zoo
 from advlab.attacks import PGD, RandomNoise
-from advlab.errors import AdvlabError
 from advlab.defenses.training import TrainConfig, accuracy, fit
-from advlab.experiments.transfer import Ensemble, Resized, TransferMatrix, transfer_matrix
+from advlab.errors import AdvlabError
+from advlab.experiments.transfer import (
+    Ensemble,
+    Resized,
+    TransferMatrix,
+    transfer_matrix,
+)
 from advlab.zoo.digits import DigitsCNN
 
 #: training of each half model: > 94% on digits:test from 599 training images, ~1.6 s CPU each on one thread

@@ -73,9 +73,9 @@ def test_evolve_takes_its_step_from_attacks(digits, monkeypatch: pytest.MonkeyPa
     moves: list[int] = []
     real = step_module.Iterate.step
 
-    def counted(self: step_module.Iterate, ascent: torch.Tensor) -> None:
+    def counted(self: step_module.Iterate, ascent: torch.Tensor, **kw: bool) -> None:
         moves.append(self.running)
-        real(self, ascent)
+        real(self, ascent, **kw)
 
     monkeypatch.setattr(step_module.Iterate, "step", counted)
     x0 = torch.full((3, 1, 8, 8), 0.5)

@@ -9,7 +9,15 @@ import torch.nn.functional as F
 
 from advlab import prototypes
 from advlab.errors import AdvlabError
-from advlab.prototypes import Config, class_logit, cross_entropy, l2, margin, target_logit, total_variation
+from advlab.prototypes import (
+    Config,
+    class_logit,
+    cross_entropy,
+    l2,
+    margin,
+    target_logit,
+    total_variation,
+)
 
 
 def _batch() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

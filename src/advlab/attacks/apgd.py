@@ -24,7 +24,16 @@ from typing import ClassVar
 
 import torch
 
-from advlab.attacks.base import Attack, Best, Oracle, SubOracle, check_epsilons, eps_list, is_success, register
+from advlab.attacks.base import (
+    Attack,
+    Best,
+    Oracle,
+    SubOracle,
+    check_epsilons,
+    eps_list,
+    is_success,
+    register,
+)
 from advlab.attacks.pgd import start_delta
 from advlab.attacks.step import Ball
 from advlab.losses import Loss, bind, get_loss

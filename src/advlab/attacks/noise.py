@@ -18,7 +18,15 @@ from typing import ClassVar
 
 import torch
 
-from advlab.attacks.base import Attack, Best, Oracle, check_epsilons, eps_list, is_success, register
+from advlab.attacks.base import (
+    Attack,
+    Best,
+    Oracle,
+    check_epsilons,
+    eps_list,
+    is_success,
+    register,
+)
 from advlab.losses import margin
 
 

@@ -20,7 +20,15 @@ from typing import ClassVar
 
 import torch
 
-from advlab.attacks.base import Attack, Best, Oracle, check_epsilons, eps_list, is_success, register
+from advlab.attacks.base import (
+    Attack,
+    Best,
+    Oracle,
+    check_epsilons,
+    eps_list,
+    is_success,
+    register,
+)
 from advlab.attacks.step import Ball, Iterate, StepRule
 from advlab.losses import Loss, bind, get_loss
 from advlab.threat import Norm, project, random_start

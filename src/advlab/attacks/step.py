@@ -91,8 +91,9 @@ class Iterate:
         idx = mask.nonzero().flatten()
         self.active = idx if self.active is None else self.active[idx]
 
-    def step(self, ascent: torch.Tensor) -> None:
-        """One step of the running rows along ``ascent`` (their gradient of the objective to maximize)."""
+    def step(self, ascent: torch.Tensor, *, descend: bool = False) -> None:
+        """One step of the running rows along ``ascent`` (their gradient of the objective to maximize);
+        ``descend=True``: against it (``step(g, descend=True)`` is ``step(-g)``, one operation fewer)."""
         a = self.active
         g = ascent
         if self.velocity is not None:
@@ -103,12 +104,20 @@ class Iterate:
             else:
                 self.velocity[a] = g
         x, x0 = self.point(), self.start()
-        moved = x + _per_sample(_rows(self.alpha, a), x) * steepest_step(g, self.rule.norm)
+        direction = steepest_step(g, self.rule.norm)
+        if isinstance(self.alpha, torch.Tensor):
+            alpha = _per_sample(_rows(self.alpha, a), x)
+            moved = x - alpha * direction if descend else x + alpha * direction
+        else:  # one fused x + alpha * s
+            moved = torch.add(x, direction, alpha=-self.alpha if descend else self.alpha)
         if self.transform is not None:
             moved = self.transform(moved)
         eps = self.ball.eps
-        ball = Ball(_rows(eps, a), self.ball.norm) if isinstance(eps, torch.Tensor) else self.ball
-        new = ball.project(moved, x0)
+        if eps is None and self.transform is None:  # the box alone, on the fresh tensor: in place
+            new = moved.clamp_(0, 1)
+        else:
+            ball = Ball(_rows(eps, a), self.ball.norm) if isinstance(eps, torch.Tensor) else self.ball
+            new = ball.project(moved, x0)
         if a is None:
             self.x = new
         else:

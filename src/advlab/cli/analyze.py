@@ -23,8 +23,23 @@ from typing import Any
 import torch
 
 from advlab import runs, zoo
-from advlab.cli.common import Formatter, add_attack_args, add_model_args, add_run_args, build_model, command_line, csv_text
-from advlab.cli.common import default_out, floats, load_data_for, make_attack, number, positive_int, require, say
+from advlab.cli.common import (
+    Formatter,
+    add_attack_args,
+    add_model_args,
+    add_run_args,
+    build_model,
+    command_line,
+    csv_text,
+    default_out,
+    floats,
+    load_data_for,
+    make_attack,
+    number,
+    positive_int,
+    require,
+    say,
+)
 from advlab.errors import AdvlabError
 
 
@@ -316,7 +331,12 @@ def _linear_model(seed: int) -> torch.nn.Module:
 def run_linearity(args: argparse.Namespace) -> int:
     """``advlab analyze linearity``: one FGSM accuracy-vs-eps curve per model; for ``linear`` also its distance
     to the decision boundary. Everything is computed before the run directory opens."""
-    from advlab.experiments.linearity import affine_map, check_eps_list, fgsm_curve, linear_flip_eps
+    from advlab.experiments.linearity import (
+        affine_map,
+        check_eps_list,
+        fgsm_curve,
+        linear_flip_eps,
+    )
 
     specs = list(dict.fromkeys(s.strip() for s in args.models.split(",") if s.strip()))
     require(bool(specs), "--models: give at least one model")

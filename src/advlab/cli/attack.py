@@ -19,9 +19,24 @@ import torch
 from advlab import distributed, runs, zoo
 from advlab.attacks.base import Target
 from advlab.attacks.catalog import attack_classes
-from advlab.cli.common import Formatter, add_attack_args, add_device_args, add_model_args, add_run_args, build_model
-from advlab.cli.common import command_line, csv_text, default_out, load_data_for, make_attack, parse_target, place_model
-from advlab.cli.common import positive_int, say, short
+from advlab.cli.common import (
+    Formatter,
+    add_attack_args,
+    add_device_args,
+    add_model_args,
+    add_run_args,
+    build_model,
+    command_line,
+    csv_text,
+    default_out,
+    load_data_for,
+    make_attack,
+    parse_target,
+    place_model,
+    positive_int,
+    say,
+    short,
+)
 from advlab.cli.runner import Job, Units, run_job
 from advlab.errors import AdvlabError
 from advlab.evaluation import metrics as M

@@ -8,7 +8,16 @@ import json
 import torch
 
 from advlab import data, zoo
-from advlab.cli.common import Formatter, add_model_args, build_model, command_line, load_data_for, positive_int, progress, say
+from advlab.cli.common import (
+    Formatter,
+    add_model_args,
+    build_model,
+    command_line,
+    load_data_for,
+    positive_int,
+    progress,
+    say,
+)
 from advlab.data.images import resize_batch
 from advlab.errors import AdvlabError
 

@@ -26,8 +26,20 @@ import torch
 from advlab import runs, zoo
 from advlab.attacks.base import Attack
 from advlab.attacks.catalog import make
-from advlab.cli.common import Formatter, add_attack_args, add_model_args, add_run_args, build_model, command_line, default_out
-from advlab.cli.common import load_data_for, make_attack, number, positive_int, say
+from advlab.cli.common import (
+    Formatter,
+    add_attack_args,
+    add_model_args,
+    add_run_args,
+    build_model,
+    command_line,
+    default_out,
+    load_data_for,
+    make_attack,
+    number,
+    positive_int,
+    say,
+)
 from advlab.device import device_of
 from advlab.errors import AdvlabError
 

@@ -19,8 +19,21 @@ from typing import Any
 import torch
 
 from advlab import distributed, prototypes, runs, zoo
-from advlab.cli.common import Formatter, add_device_args, add_model_args, add_run_args, build_model, command_line, csv_text
-from advlab.cli.common import default_out, number, place_model, positive_int, say, short
+from advlab.cli.common import (
+    Formatter,
+    add_device_args,
+    add_model_args,
+    add_run_args,
+    build_model,
+    command_line,
+    csv_text,
+    default_out,
+    number,
+    place_model,
+    positive_int,
+    say,
+    short,
+)
 from advlab.cli.runner import Job, Units, batch_size, run_job
 from advlab.errors import AdvlabError
 from advlab.prototypes import Config, Evolution, Prototypes, Starts

@@ -16,9 +16,23 @@ from typing import Any
 import torch
 
 from advlab import distributed, runs, zoo
-from advlab.cli.common import Formatter, add_attack_args, add_device_args, add_model_args, add_run_args, build_model
-from advlab.cli.common import command_line, csv_text, default_out, html_table, load_data_for, make_attack, place_model
-from advlab.cli.common import positive_int, say
+from advlab.cli.common import (
+    Formatter,
+    add_attack_args,
+    add_device_args,
+    add_model_args,
+    add_run_args,
+    build_model,
+    command_line,
+    csv_text,
+    default_out,
+    html_table,
+    load_data_for,
+    make_attack,
+    place_model,
+    positive_int,
+    say,
+)
 from advlab.cli.runner import Job, Units, run_job
 from advlab.errors import AdvlabError
 from advlab.experiments import study

@@ -18,9 +18,21 @@ from typing import Any
 import torch
 
 from advlab import runs, zoo
-from advlab.cli.common import Formatter, add_model_args, add_run_args, build_model, check_resumable, command_line, csv_text
-from advlab.cli.common import default_out, load_data_for, number, positive_int, progress, say
-from advlab.errors import AdvlabError
+from advlab.cli.common import (
+    Formatter,
+    add_model_args,
+    add_run_args,
+    build_model,
+    check_resumable,
+    command_line,
+    csv_text,
+    default_out,
+    load_data_for,
+    number,
+    positive_int,
+    progress,
+    say,
+)
 from advlab.defenses.training import (
     ADVERSARIAL,
     ATTACK_MODES,
@@ -30,6 +42,7 @@ from advlab.defenses.training import (
     accuracy,
     fit,
 )
+from advlab.errors import AdvlabError
 
 _EVAL_FOR = {"digits:train": "digits:test", "cifar10:train": "cifar10:test", "mnist:train": "mnist:test", "svhn:train": "svhn:test"}
 #: default L-inf eps ([0, 1] pixel units) per data set; others 8/255

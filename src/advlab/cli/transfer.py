@@ -16,10 +16,21 @@ from typing import Any
 import torch
 
 from advlab import runs, zoo
-from advlab.experiments import transfer
-from advlab.cli.common import Formatter, add_attack_args, add_run_args, command_line, csv_text, default_out, html_table
-from advlab.cli.common import labels_for_model, make_attack, positive_int, say
+from advlab.cli.common import (
+    Formatter,
+    add_attack_args,
+    add_run_args,
+    command_line,
+    csv_text,
+    default_out,
+    html_table,
+    labels_for_model,
+    make_attack,
+    positive_int,
+    say,
+)
 from advlab.errors import AdvlabError
+from advlab.experiments import transfer
 
 
 def register(sub: argparse._SubParsersAction, flags: argparse.ArgumentParser) -> None:

@@ -71,8 +71,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from advlab.hooks import first_tensor
 from advlab.errors import AdvlabError
+from advlab.hooks import first_tensor
 from advlab.losses import margin
 
 #: ``pool="auto"`` flattens a layer's output up to this many values per sample, else averages over space

@@ -21,7 +21,13 @@ from __future__ import annotations
 
 from advlab.evaluation import metrics
 from advlab.evaluation.cascade import BatchResult, run_batch
-from advlab.evaluation.checks import CHECK_SAMPLES, NOISE_TRIES, flags, zero_gradient_fraction, zero_gradients
+from advlab.evaluation.checks import (
+           CHECK_SAMPLES,
+           NOISE_TRIES,
+           flags,
+           zero_gradient_fraction,
+           zero_gradients,
+)
 from advlab.evaluation.config import EvalConfig
 from advlab.evaluation.evaluator import evaluate
 from advlab.evaluation.inputs import Data, batches

@@ -44,8 +44,8 @@ from torch import nn
 from advlab.attacks.base import Attack
 from advlab.attacks.noise import RandomNoise
 from advlab.data.images import resize_batch
-from advlab.errors import AdvlabError
 from advlab.device import device_of
+from advlab.errors import AdvlabError
 from advlab.evaluation import metrics
 from advlab.experiments.study import wilson
 

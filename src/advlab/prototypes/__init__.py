@@ -18,7 +18,14 @@ shard and show progress.
 
 from __future__ import annotations
 
-from advlab.prototypes.evolve import METHODS, MODES, Config, Evolution, evolve, gaussian_blur
+from advlab.prototypes.evolve import (
+    METHODS,
+    MODES,
+    Config,
+    Evolution,
+    evolve,
+    gaussian_blur,
+)
 from advlab.prototypes.generator import (
     MAX_BATCH,
     Prototypes,
@@ -27,7 +34,13 @@ from advlab.prototypes.generator import (
     pairs_per_batch,
     parse_targets,
 )
-from advlab.prototypes.measures import class_probabilities, inception_score, judge, recognition_points, summarize
+from advlab.prototypes.measures import (
+    class_probabilities,
+    inception_score,
+    judge,
+    recognition_points,
+    summarize,
+)
 from advlab.prototypes.objectives import (
     Objective,
     Term,

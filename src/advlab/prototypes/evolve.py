@@ -201,50 +201,56 @@ PENDING_STEPS, PENDING_BYTES = 32, 16 << 20
 class _Records:
     """Per-step records of every pair in one preallocated (T, 6, N) buffer.
 
-    ||g||_2, ||x - x0||_2 and ||x - x0||_inf are written at each step (one fused write); the logits wait in a
-    small (k, N, K) buffer and every k steps become p_t = softmax(z)_t, the top-1 class and the margin
-    z_t - max_{j != t} z_j (:func:`advlab.losses.margin`) in one batched computation, instead of about ten
-    small operations per step. A row that stopped leaves stale logits behind; what they give lies after its
-    stopping step, which :meth:`finish` replaces by the last value recorded. The class index is stored as a
-    float (exact below 2^24 classes).
+    Each step only keeps references to its logits, ||g||_2 and points (no copy, no arithmetic); every k steps
+    (k <= 32, at most 16 MiB of pending points) they become p_t = softmax(z)_t, the top-1 class, the margin
+    z_t - max_{j != t} z_j (:func:`advlab.losses.margin`), ||g||_2, ||x - x0||_2 and ||x - x0||_inf in one batched
+    computation, instead of about fifteen small operations per step. The caller flushes before the running rows
+    change (the iterate is then updated in place). A row that stopped leaves zeros behind; what they give lies
+    after its stopping step, which :meth:`finish` replaces by the last value recorded. The class index is stored
+    as a float (exact below 2^24 classes).
     """
 
-    def __init__(self, targets: torch.Tensor, steps: int) -> None:
-        self.targets = targets
+    def __init__(self, targets: torch.Tensor, x0: torch.Tensor, steps: int) -> None:
+        self.targets, self.x0 = targets, x0
         self.buf = torch.zeros(steps + 1, len(RECORDS), len(targets), device=targets.device)
-        self.pending: torch.Tensor | None = None  # (k, N, K) logits of steps first, first + 1, ...
+        self.pending: list[tuple[torch.Tensor | None, torch.Tensor, torch.Tensor, torch.Tensor]] = []
         self.first = 0
+        self.limit = 0
 
-    def write(self, t: int, rows: torch.Tensor | None, logits: torch.Tensor, gnorm: torch.Tensor, x: torch.Tensor,
-              x0: torch.Tensor) -> None:  # fmt: skip
-        """Step ``t`` of the running ``rows`` (None: all): their logits (n, K), ||g||_2, points and starts."""
-        if self.pending is None:
-            n, k = len(self.targets), logits.shape[1]
-            steps = max(1, min(PENDING_STEPS, PENDING_BYTES // (4 * n * k)))
-            self.pending = torch.zeros(steps, n, k, device=logits.device)
-        d = x - x0
-        values = torch.stack((gnorm, distance(d, "l2"), distance(d, "linf")))
-        slot = t - self.first
-        if rows is None:
-            self.buf[t, 3:] = values
-            self.pending[slot] = logits
-        else:
-            self.buf[t, 3:].index_copy_(1, rows, values)
-            self.pending[slot].index_copy_(0, rows, logits)
-        if slot + 1 == len(self.pending):
+    def write(self, t: int, rows: torch.Tensor | None, logits: torch.Tensor, gnorm: torch.Tensor, x: torch.Tensor) -> None:
+        """Step ``t`` of the running ``rows`` (None: all): their logits (n, K), ||g||_2 and points (kept, not copied)."""
+        if not self.limit:
+            n, k, d = len(self.targets), logits.shape[1], self.x0[0].numel()
+            self.limit = max(1, min(PENDING_STEPS, PENDING_BYTES // (4 * n * (k + d))))
+        self.pending.append((rows, logits, gnorm, x))
+        if len(self.pending) == self.limit:
             self.flush(t + 1)
 
+    def _gathered(self, i: int) -> torch.Tensor:
+        """The pending steps' i-th item as (m, N, ...), running rows in place, zeros elsewhere."""
+        items = [(p[0], p[1 + i]) for p in self.pending]
+        if all(rows is None for rows, _ in items):
+            return torch.stack([v for _, v in items])
+        out = torch.zeros(len(items), len(self.targets), *items[0][1].shape[1:], device=items[0][1].device, dtype=items[0][1].dtype)
+        for j, (rows, v) in enumerate(items):
+            out[j] = v if rows is None else out[j].index_copy(0, rows, v)
+        return out
+
     def flush(self, end: int) -> None:
-        """Turn the pending logits of steps first .. end - 1 into p_t, top-1 and margin."""
-        m = end - self.first
-        if m <= 0 or self.pending is None:
+        """Turn the pending steps first .. end - 1 into records."""
+        m = len(self.pending)
+        if m == 0:
             return
-        z, n = self.pending[:m].flatten(0, 1), len(self.targets)
-        t = self.targets.repeat(m)
+        z, gnorm, points = (self._gathered(i) for i in range(3))
+        n, t = len(self.targets), self.targets.repeat(m)
+        z = z.flatten(0, 1)
+        d = (points - self.x0[None]).flatten(0, 1)
         prob = z.softmax(1).gather(1, t[:, None]).squeeze(1)
-        values = torch.stack((prob, z.argmax(1).float(), margin(z, t, targeted=True)))
-        self.buf[self.first : end, :3] = values.view(3, m, n).transpose(0, 1)
-        self.first = end
+        values = torch.stack((prob, z.argmax(1).float(), margin(z, t, targeted=True), gnorm.flatten().float(),
+                              distance(d, "l2").to(prob), distance(d, "linf").to(prob)))  # fmt: skip
+        self.buf[self.first : self.first + m] = values.view(len(RECORDS), m, n).transpose(0, 1)
+        self.first, self.pending = self.first + m, []
+        assert self.first == end, "records are written one step after another"
 
     def finish(self, last: int, stopped: torch.Tensor) -> dict[str, torch.Tensor]:
         """(N, T) records by name after the ``last`` step recorded, each pair's last values repeated after the
@@ -267,7 +273,7 @@ class _Evolver:
         blur = (lambda x: gaussian_blur(x, config.blur)) if config.blur else None
         rule = StepRule(config.norm, config.momentum if config.method == "mifgsm" else 0.0)
         self.it = Iterate(x0, ball=Ball(config.eps, config.norm), rule=rule, alpha=config.step_size, transform=blur)
-        self.records = _Records(targets, steps)
+        self.records = _Records(targets, self.it.x0, steps)
         self.snap_steps = config.snapshot_steps()
         self.snap_at = {s: i for i, s in enumerate(self.snap_steps)}
         self.snap_rows = (snapshot_pairs if snapshot_pairs is not None else torch.zeros(0, dtype=torch.long)).to(dev)
@@ -277,7 +283,7 @@ class _Evolver:
         self.final = torch.full((n,), steps, dtype=torch.long, device=dev)
         self.best_x, self.best_g = self.it.x.clone(), torch.full((n,), -1.0, device=dev)
         self.gen = torch.Generator().manual_seed(config.seed * 1_000_003 + batch_seed)
-        self.running_targets, self.running_starts = targets, self.it.start()  # of the running rows
+        self.running_targets = targets  # of the running rows
 
     def forward(self) -> Callable[[torch.Tensor], torch.Tensor]:
         """The model, behind this step's random shift J (drawn every step, also the last, when jitter > 0)."""
@@ -308,22 +314,23 @@ class _Evolver:
 
     def converge(self, t: int, gnorm: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
         """Min mode: the running rows with ||g||_2 < tol stop at step ``t``; returns g of the rows that go on."""
-        done = gnorm < self.config.tol
-        if not bool(done.any()):
+        if not float(gnorm.min()) < self.config.tol:  # one reduction and one read per step, as cheap as it gets
             return g
+        done = gnorm < self.config.tol
+        self.records.flush(t + 1)  # the running rows change: the iterate is updated in place from now on
         rows = self.it.rows
         idx = done.nonzero().flatten() if rows is None else rows[done]
         self.stopped[idx], self.converged[idx], self.final[idx] = t, True, t
         keep = ~done
         self.it.keep(keep)
-        self.running_targets, self.running_starts = self.running_targets[keep], self.running_starts[keep]
+        self.running_targets = self.running_targets[keep]
         return g[keep]
 
     def step(self, t: int) -> bool:
         """Record step ``t`` and, unless it is the last or every pair has stopped, move; False when finished."""
         x = self.it.point()
         logits, g, gnorm, ascent = self.gradients(t, x)
-        self.records.write(t, self.it.rows, logits, gnorm, x, self.running_starts)
+        self.records.write(t, self.it.rows, logits, gnorm, x)
         ta, pred = self.running_targets, None
         if self.config.mode == "max":  # every row runs
             pred = logits.argmax(1)
@@ -336,10 +343,10 @@ class _Evolver:
             g = self.converge(t, gnorm, g)
             if self.it.running == 0:
                 return False
-        u = -g  # descend L; max mode ascends ||g||^2 where the target is top-1
-        if ascent is not None and pred is not None:
-            u = torch.where((pred == ta).view(-1, *[1] * (u.ndim - 1)), ascent, u)
-        self.it.step(u)
+        if ascent is not None and pred is not None:  # max mode ascends ||g||^2 where the target is top-1
+            self.it.step(torch.where((pred == ta).view(-1, *[1] * (g.ndim - 1)), ascent, -g))
+        else:  # descend L
+            self.it.step(g, descend=True)
         return True
 
     def run(self) -> int:
