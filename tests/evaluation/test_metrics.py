@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import pytest
 import torch
-from torch import nn
 
 from advlab import attacks, evaluate
 from advlab.attacks.base import Attack
 from advlab.evaluation import EvalConfig, metrics
 from advlab.experiments import study
 from advlab.experiments.transfer import transfer_matrix
+from tests.experiments.test_study import Code  # reads its answer off the first pixel
 
 T = torch.tensor
 #: eight samples: 0-2 and 4 correct; 3 wrong (and moved onto its label); 5, 6 unlabelled; 7 wrong and unchanged
@@ -75,18 +75,6 @@ def test_norm_statistics_and_confidences() -> None:
 
 
 # ---------------------------------------------------------------------- every caller uses these functions
-class Code(nn.Module):
-    """Reads its answer off the first pixel: class = round(10 * x[0, 0, 0]) (a hand-made classifier)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.scale = nn.Parameter(torch.tensor(1.0))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        k = (x[:, 0, 0, 0] * 10).round().long()
-        return 10 * nn.functional.one_hot(k, 10).float() * self.scale
-
-
 class Moves(Attack):
     """Moves the sample whose code is ``k`` to the code ``table[k]`` (a hand-made attack outcome)."""
 
