@@ -3,6 +3,8 @@ the study's row, the transfer matrix) takes its rates from these same functions.
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import pytest
 import torch
 
@@ -76,7 +78,10 @@ def test_norm_statistics_and_confidences() -> None:
 
 # ---------------------------------------------------------------------- every caller uses these functions
 class Moves(Attack):
-    """Moves the sample whose code is ``k`` to the code ``table[k]`` (a hand-made attack outcome)."""
+    """Moves the sample whose code is ``k`` to the code ``table[k]`` (a hand-made attack outcome; it needs no
+    gradient, and ``Code`` has none)."""
+
+    white_box: ClassVar[bool] = False
 
     def __init__(self, table: dict[int, int]) -> None:
         object.__setattr__(self, "table", table)

@@ -24,7 +24,7 @@ from torch import nn
 from advlab.attacks.base import Attack
 from advlab.attacks.noise import RandomNoise
 from advlab.evaluation import checks as sanity_checks
-from advlab.evaluation import metrics
+from advlab.evaluation import diagnostics, metrics
 from advlab.threat import distance
 
 Bound = tuple[float, str] | None
@@ -118,6 +118,7 @@ def _clean_pass(model: nn.Module, x: torch.Tensor, y: torch.Tensor, n_attacks: i
     n = len(x)
     with torch.no_grad():
         clean = model(x)
+    diagnostics.require_finite(clean)
     clean_pred = clean.argmax(1)
     attacked = ((clean_pred == y) | attack_misclassified) & metrics.labelled(y)
     return _State(

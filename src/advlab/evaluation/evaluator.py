@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import itertools
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 
 import torch
 from torch import nn
@@ -11,7 +12,7 @@ from torch import nn
 from advlab.attacks.base import Attack
 from advlab.device import device_of
 from advlab.errors import AdvlabError
-from advlab.evaluation import cascade
+from advlab.evaluation import cascade, diagnostics
 from advlab.evaluation.cascade import BatchResult, bound
 from advlab.evaluation.config import EvalConfig
 from advlab.evaluation.inputs import Data, batches, to_device
@@ -29,16 +30,32 @@ def _shown_ball(attacks: Sequence[Attack], eps: float | None, norm: str | None) 
     return None, norm
 
 
-def _wanted(model: nn.Module, data: Data, cfg: EvalConfig, work: Work[BatchResult], parts: dict[int, BatchResult],
+def _wanted(data: Iterable[tuple[torch.Tensor, torch.Tensor]], work: Work[BatchResult], parts: dict[int, BatchResult],
             pending: dict[int, tuple[torch.Tensor, torch.Tensor]]) -> Iterator[int]:  # fmt: skip
     """Indices of the batches this call evaluates (their data parked in ``pending``); finished ones go to ``parts``."""
     done = work.finished()
-    for b, xy in enumerate(batches(model, data, cfg.batch_size, cfg.limit)):
+    for b, xy in enumerate(data):
         if b in done:
             parts[b] = done[b]
         elif work.mine is None or work.mine(b):
             pending[b] = xy
             yield b
+
+
+def _adapted(model: nn.Module, attacked: nn.Module, data: Data, cfg: EvalConfig, attacks: list[Attack],
+             norm: str | None) -> tuple[Iterable[tuple[torch.Tensor, torch.Tensor]], list[Attack], bool]:  # fmt: skip
+    """The batches, and the attacks adapted to the model they run on (``attacked``) by
+    :func:`advlab.evaluation.diagnostics.adapt` on the first batch (whether or not this call evaluates it, so that
+    every shard and every resume runs the same attacks)."""
+    it = iter(batches(model, data, cfg.batch_size, cfg.limit))
+    first = next(it, None)
+    if first is None:
+        return [], attacks, False
+    x = to_device(first[0][: diagnostics.PROBE_SAMPLES], device_of(attacked))
+    if x.numel() and (float(x.min()) < 0 or float(x.max()) > 1):
+        raise AdvlabError("images must be in [0, 1]; advlab models carry their own normalization")
+    attacks, fell_back = diagnostics.adapt(attacked, x, attacks, cfg.eps, norm)
+    return itertools.chain([first], it), attacks, fell_back
 
 
 def evaluate(model: nn.Module, data: Data, config: EvalConfig | str | None = None, *, work: Work[BatchResult] | None = None,
@@ -63,7 +80,8 @@ def evaluate(model: nn.Module, data: Data, config: EvalConfig | str | None = Non
     parts: dict[int, BatchResult] = {}
     pending: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
     t0 = time.perf_counter()
-    indices = _wanted(model, data, cfg, work, parts, pending)
+    data_batches, attacks, fell_back = _adapted(model, model if attack_model is None else attack_model, data, cfg, attacks, norm)
+    indices = _wanted(data_batches, work, parts, pending)
     for b in work.progress(indices) if work.progress is not None else indices:
         xb, yb = pending.pop(b)
         xb, yb = to_device(xb, dev), to_device(yb, dev).long()
@@ -72,6 +90,8 @@ def evaluate(model: nn.Module, data: Data, config: EvalConfig | str | None = Non
         parts[b] = cascade.run_batch(model, xb, yb, attacks, eps=cfg.eps, norm=norm, attack_misclassified=cfg.attack_misclassified,
                                      sanity=cfg.sanity, first=b == 0, keep_adversarials=cfg.keep_adversarials,
                                      attack_model=attack_model)  # fmt: skip
+        if fell_back:
+            parts[b].checks[diagnostics.FALLBACK_KEY] = 1.0
         work.record(b, parts[b])
     if not parts and work.mine is not None:
         raise AdvlabError("no batch to evaluate: work.mine selected none and work.done holds none")

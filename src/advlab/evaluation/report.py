@@ -28,7 +28,7 @@ import torch
 from advlab.attacks.base import Attack
 from advlab.errors import AdvlabError
 from advlab.evaluation import checks as sanity_checks
-from advlab.evaluation import metrics
+from advlab.evaluation import diagnostics, metrics
 from advlab.evaluation.cascade import BatchResult
 
 
@@ -37,7 +37,8 @@ class EvalReport:
     """What ``evaluate`` measured. Rates are fractions in [0, 1]; norms in [0, 1] pixel units.
 
     ``samples`` holds the per-sample columns (see :class:`BatchResult`); ``x_adv`` the worst-case inputs
-    when ``keep_adversarials=True`` (unbroken samples keep their clean image).
+    when ``keep_adversarials=True`` (unbroken samples keep their clean image). ``flags``: what casts doubt on
+    the number, one line each; :attr:`trust` is ``"high"`` without any, else ``"low"``.
     """
 
     n: int
@@ -59,10 +60,15 @@ class EvalReport:
     samples: BatchResult
     x_adv: torch.Tensor | None = None
 
+    @property
+    def trust(self) -> str:
+        """``"high"`` when no check or diagnostic cast doubt on the number, else ``"low"`` (reasons: ``flags``)."""
+        return diagnostics.trust(self.flags)
+
     def to_dict(self) -> dict[str, Any]:
-        """The summary as plain JSON-able values (no per-sample tensors)."""
+        """The summary as plain JSON-able values (no per-sample tensors), with ``trust``."""
         skip = {"samples", "x_adv"}
-        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name not in skip}
+        return {**{f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name not in skip}, "trust": self.trust}
 
     def rows(self, class_names: Sequence[str] | None = None) -> list[dict[str, Any]]:
         """One dict per sample (for a CSV): index, label, predictions, confidences, norms, broken by."""
@@ -90,7 +96,7 @@ class EvalReport:
         lines = [
             f"{self.n} samples, {threat}, attacks: {', '.join(self.attacks)}",
             f"  clean accuracy              {self.clean_accuracy:8.2%}",
-            f"  robust accuracy             {self.robust_accuracy:8.2%}",
+            f"  robust accuracy             {self.robust_accuracy:8.2%}  (trust: {self.trust})",
             f"  attack success rate         {self.attack_success_rate:8.2%}",
             f"  strict attack success rate  {self.strict_attack_success_rate:8.2%}  (correct -> wrong)",
             f"  prediction change rate      {self.prediction_change_rate:8.2%}",
@@ -156,6 +162,6 @@ def summarize(parts: Sequence[BatchResult], attacks: Sequence[Attack], eps: floa
                     "adversarial": metrics.mean_or_none(samples.adv_confidence[broken]),
                     "robust": metrics.mean_or_none(samples.adv_confidence[robust])},  # fmt: skip
         gradient_evaluations=int(samples.backwards.sum()), forward_evaluations=int(samples.forwards.sum()),
-        seconds=round(seconds, 4), per_attack=_per_attack(samples, attacks), flags=sanity_checks.flags(samples.checks),
+        seconds=round(seconds, 4), per_attack=_per_attack(samples, attacks), flags=sanity_checks.flags(samples.checks) + diagnostics.fallback_flag(samples.checks),
         samples=samples, x_adv=x_adv,
     )  # fmt: skip

@@ -1,0 +1,86 @@
+"""Diagnostics that decide whether a robustness number can be trusted, and what the evaluation does about them.
+
+First part of the adaptive evaluation (the rest: BPDA through non-differentiable ops, EOT for randomized
+models, unreliable-gradient tests, is still to come; see :mod:`advlab.evaluation.checks` for the sanity checks
+that already run during the cascade):
+
+* **non-finite outputs**: NaN or Inf logits on clean inputs make every accuracy meaningless, so
+  :func:`require_finite` refuses the evaluation with one line (``AdvlabError``: exit code 2 in the CLI);
+* **no gradient path**: a model whose outputs do not depend differentiably on its input (preprocessing in
+  NumPy, OpenCV or under ``torch.no_grad``) gives gradient attacks nothing to follow. :func:`gradient_path`
+  finds out with one forward on a few samples, and :func:`adapt` then replaces the white-box attacks by a
+  gradient-free one (Square, :data:`FALLBACK_QUERIES` queries per image) instead of crashing. The number is an
+  upper bound, and the report says so.
+
+The verdict: ``EvalReport.trust`` is ``"high"`` when no check or diagnostic cast doubt on the number, else
+``"low"``, with the reasons in ``EvalReport.flags``.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from advlab.attacks.base import Attack, frozen_parameters
+from advlab.attacks.blackbox import Square
+from advlab.errors import AdvlabError
+
+#: samples the gradient-path probe looks at
+PROBE_SAMPLES = 4
+#: queries per image of the gradient-free attack that stands in for gradient attacks on a model without a gradient path
+FALLBACK_QUERIES = 1000
+#: the checks key that records the fallback (see :func:`advlab.evaluation.checks.flags`)
+FALLBACK_KEY = "gradient_free_fallback"
+
+
+def require_finite(logits: torch.Tensor, what: str = "clean inputs") -> None:
+    """Raise ``AdvlabError`` when ``logits`` (N, K) hold NaN or Inf: no accuracy means anything then."""
+    bad = ~torch.isfinite(logits.float()).all(1)
+    if bool(bad.any()):
+        raise AdvlabError(f"the model's outputs are NaN or infinite on {int(bad.sum())} of {len(logits)} {what}: "
+                          "no accuracy can be measured; check the model (e.g. a division by zero or log of 0 in it)")  # fmt: skip
+
+
+def gradient_path(model: nn.Module, x: torch.Tensor) -> bool:
+    """Whether the model's outputs on a few samples of ``x`` (in [0, 1]) depend differentiably on the input:
+    one forward with ``x`` requiring grad, the parameters frozen; False when no output has a ``grad_fn``."""
+    xs = x[:PROBE_SAMPLES].detach().clone().requires_grad_(True)
+    with frozen_parameters(model), torch.enable_grad():
+        out = model(xs)
+    return bool(isinstance(out, torch.Tensor) and out.requires_grad)
+
+
+def adapt(model: nn.Module, x: torch.Tensor, attacks: list[Attack], eps: float | None, norm: str | None) -> tuple[list[Attack], bool]:
+    """``(attacks, fell_back)``: the attacks as given when the model has a gradient path at ``x``; otherwise the
+    white-box ones replaced by one gradient-free Square attack in the same ball (the evaluation's ``eps``/``norm``,
+    else the first white-box attack's own), placed where the first of them stood."""
+    white = [a for a in attacks if a.white_box]
+    if not white or gradient_path(model, x):
+        return attacks, False
+    own = getattr(white[0], "eps", None)
+    e = eps if eps is not None else (max(own) if isinstance(own, (list, tuple)) else own)
+    if e is None:
+        raise AdvlabError("the model's outputs have no gradient path to the input, and no eps bounds a gradient-free "
+                          "attack: give --eps (and --norm)")  # fmt: skip
+    nm = norm or white[0].threat_norm
+    if nm not in ("linf", "l2"):
+        raise AdvlabError(f"the model's outputs have no gradient path to the input; the gradient-free fallback (Square) "
+                          f"works in linf or l2, not {nm}")  # fmt: skip
+    square = Square(eps=float(e), norm=nm, max_queries=FALLBACK_QUERIES, seed=getattr(white[0], "seed", 0))
+    first = attacks.index(white[0])
+    rest = [a for a in attacks if not a.white_box]
+    return rest[:first] + [square] + rest[first:], True
+
+
+def fallback_flag(checks: dict[str, float]) -> list[str]:
+    """The report line for :func:`adapt`'s fallback, when the checks recorded it."""
+    if checks.get(FALLBACK_KEY, 0) <= 0:
+        return []
+    return [f"the model's outputs have no gradient path to the input (preprocessing outside autograd?): gradient attacks "
+            f"were replaced by Square with {FALLBACK_QUERIES} queries per image, so the robust accuracy is an upper bound; "
+            "give a differentiable twin of the model (attack_model=) for a white-box number"]  # fmt: skip
+
+
+def trust(flags: list[str]) -> str:
+    """``"high"`` when no check cast doubt on the number (no flag), else ``"low"``."""
+    return "low" if flags else "high"

@@ -1,0 +1,135 @@
+"""Diagnostics: NaN logits are refused, a model without a gradient path is attacked gradient-free (never a crash),
+and the verdict ``trust`` is "high" only when nothing cast doubt on the number. Trap models are built here, each
+beside its honest twin (the shipped digits CNN)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from advlab import attacks, data, zoo
+from advlab.errors import AdvlabError
+from advlab.evaluation import EvalConfig, diagnostics, evaluate
+from tests.cli.helpers import run_cli
+
+EPS = 0.1
+
+
+@pytest.fixture(scope="module")
+def digits() -> tuple[torch.Tensor, torch.Tensor]:
+    x, y = data.load("digits:test")
+    return x[:96], y[:96]
+
+
+@pytest.fixture(scope="module")
+def twin() -> nn.Module:
+    return zoo.load("digits-cnn")
+
+
+class NumpyPreprocessed(nn.Module):
+    """The digits CNN behind a preprocessing step in NumPy (a gamma curve): the same decisions as the twin on
+    inputs that the curve maps to themselves, but no gradient reaches the input."""
+
+    def __init__(self, net: nn.Module) -> None:
+        super().__init__()
+        self.net = net
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        pre = torch.from_numpy(np.clip(x.detach().cpu().numpy(), 0, 1) ** 1.0).to(x)
+        return self.net(pre)
+
+
+class NaNLogits(nn.Module):
+    """The twin whose logits turn NaN on the images with a bright top-left pixel (a division by zero in it)."""
+
+    def __init__(self, net: nn.Module) -> None:
+        super().__init__()
+        self.net = net
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        z = self.net(x)
+        bright = (x[:, 0, 0, 0] > 0.05)[:, None]
+        return torch.where(bright, torch.zeros_like(z) / 0, z)
+
+
+def test_nan_logits_are_refused(twin: nn.Module, digits: tuple[torch.Tensor, torch.Tensor]) -> None:
+    x, y = digits
+    x = x.clone()
+    x[5, 0, 0, 0] = 0.5  # one sample's logits become NaN
+    with pytest.raises(AdvlabError, match="NaN or infinite on 1 of 96"):
+        evaluate(NaNLogits(twin), (x, y), EvalConfig(preset="fast", eps=EPS))
+    with pytest.raises(AdvlabError, match="NaN or infinite"):
+        diagnostics.require_finite(torch.tensor([[0.0, float("inf")]]))
+    diagnostics.require_finite(torch.zeros(3, 4))  # finite: nothing happens
+
+
+def test_nan_logits_in_the_cli_exit_2_with_one_line_and_no_directory(tmp_path: Path) -> None:
+    (tmp_path / "trap.py").write_text(
+        "import torch\n"
+        "from advlab.zoo.digits import DigitsCNN\n"
+        "class Trap(DigitsCNN):\n"
+        "    def forward(self, x):\n"
+        "        return super().forward(x) * float('nan')\n"
+        "def make():\n"
+        "    m = Trap()\n"
+        "    m.input_size, m.in_channels = 8, 1\n"
+        "    return m\n"
+    )
+    out = tmp_path / "run"
+    rc, _, err = run_cli(["eval", "--model", f"{tmp_path / 'trap.py'}:make", "--data", "digits:test", "--limit", "32",
+                          "--preset", "fast", "--eps", "0.1", "--out", str(out), "-q"])  # fmt: skip
+    assert rc == 2
+    assert err.count("\n") == 1 and "NaN or infinite" in err and "Traceback" not in err
+    assert not out.exists() and not list(tmp_path.glob("run*"))
+
+
+def test_gradient_path_probe(twin: nn.Module, digits: tuple[torch.Tensor, torch.Tensor]) -> None:
+    x, _ = digits
+    assert diagnostics.gradient_path(twin, x)
+    assert not diagnostics.gradient_path(NumpyPreprocessed(twin), x)
+    assert all(p.requires_grad for p in twin.parameters())  # the probe froze and restored them
+
+
+def test_no_gradient_path_is_attacked_gradient_free_with_low_trust(twin: nn.Module, digits: tuple[torch.Tensor, torch.Tensor]) -> None:
+    """Today's white-box attacks would crash here ("does not require grad"); the evaluation runs Square instead,
+    breaks samples inside the ball, and calls its number an upper bound."""
+    x, y = digits
+    trap = NumpyPreprocessed(twin)
+    for config in (EvalConfig(preset="fast", eps=EPS), EvalConfig(attacks=(attacks.PGD(eps=EPS, steps=5),))):
+        rep = evaluate(trap, (x, y), config)
+        assert rep.attacks == ["square"]
+        assert rep.trust == "low" and any("no gradient path" in f for f in rep.flags)
+        assert rep.robust_accuracy < rep.clean_accuracy - 0.2  # the gradient-free attack really broke samples
+        broken = rep.samples.broken
+        assert float(rep.samples.linf[broken].max()) <= EPS + 1e-6
+        assert rep.to_dict()["trust"] == "low"
+    honest = evaluate(twin, (x, y), EvalConfig(preset="fast", eps=EPS))
+    assert honest.trust == "high" and honest.flags == []
+    assert "(trust: high)" in honest.format()
+    # an upper bound: the gradient-free number is not below what gradients find on the twin by more than noise
+    assert rep.robust_accuracy >= honest.robust_accuracy - 0.05
+
+
+def test_adapt_keeps_black_box_attacks_and_needs_a_ball(twin: nn.Module, digits: tuple[torch.Tensor, torch.Tensor]) -> None:
+    x, _ = digits
+    trap = NumpyPreprocessed(twin)
+    noise, pgd = attacks.RandomNoise(eps=EPS), attacks.PGD(eps=EPS)
+    kept, fell_back = diagnostics.adapt(twin, x, [pgd, noise], None, None)
+    assert kept == [pgd, noise] and not fell_back
+    adapted, fell_back = diagnostics.adapt(trap, x, [noise, pgd, attacks.APGD(eps=EPS)], None, None)
+    assert fell_back and [a.name for a in adapted] == ["noise", "square"]
+    square = adapted[1]
+    assert isinstance(square, attacks.Square) and square.eps == EPS and square.norm == "linf"
+    with pytest.raises(AdvlabError, match="no eps"):
+        diagnostics.adapt(trap, x, [attacks.CW(steps=5)], None, None)
+
+
+def test_well_behaved_model_gets_high_trust_under_the_reliable_preset(twin: nn.Module, digits: tuple[torch.Tensor, torch.Tensor]) -> None:
+    x, y = digits
+    rep = evaluate(twin, (x[:48], y[:48]), EvalConfig(eps=EPS))
+    assert rep.trust == "high" and rep.flags == []
+    assert rep.robust_accuracy < rep.clean_accuracy  # the attacks did something
