@@ -133,3 +133,70 @@ def test_well_behaved_model_gets_high_trust_under_the_reliable_preset(twin: nn.M
     rep = evaluate(twin, (x[:48], y[:48]), EvalConfig(eps=EPS))
     assert rep.trust == "high" and rep.flags == []
     assert rep.robust_accuracy < rep.clean_accuracy  # the attacks did something
+
+
+class RoundQuantized(nn.Module):
+    """The digits CNN behind an input quantizer written with torch ops: 4-bit levels by ``torch.round`` (zero
+    gradient almost everywhere: gradient attacks see nothing and the model looks robust)."""
+
+    def __init__(self, net: nn.Module, levels: int = 15) -> None:
+        super().__init__()
+        self.net, self.levels = net, levels
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(torch.round(x * self.levels) / self.levels)
+
+
+def _hand_bpda_pgd(trap: RoundQuantized, x: torch.Tensor, y: torch.Tensor, steps: int = 50) -> torch.Tensor:
+    """The adaptive reference, written out by hand: PGD (L-inf EPS, alpha EPS/8, no random start) whose backward
+    treats the quantizer as the identity, judged on the trap itself. Returns the robust mask."""
+    net = trap.net
+    xa = x.clone()
+    for _ in range(steps):
+        xg = xa.detach().requires_grad_(True)
+        q = xg + (torch.round(xg * trap.levels) / trap.levels - xg).detach()
+        (g,) = torch.autograd.grad(nn.functional.cross_entropy(net(q), y, reduction="sum"), xg)
+        xa = (x + (xa + EPS / 8 * g.sign() - x).clamp(-EPS, EPS)).clamp(0, 1)
+    with torch.no_grad():
+        return (trap(x).argmax(1) == y) & (trap(xa).argmax(1) == y)
+
+
+def test_torch_op_quantizer_gets_bpda_automatically(twin: nn.Module, digits: tuple[torch.Tensor, torch.Tensor]) -> None:
+    x, y = digits
+    trap = RoundQuantized(twin).eval()
+    assert diagnostics.straight_through(twin, x)[1] == []
+    assert diagnostics.straight_through(trap, x)[1] == ["round"]
+    naive = attacks.PGD(eps=EPS, steps=10)(trap, x, y)  # plain gradients: nothing to follow
+    reference = float(_hand_bpda_pgd(trap, x, y).float().mean())
+    rep = evaluate(trap, (x, y), EvalConfig(preset="fast", eps=EPS))
+    assert naive.success_rate < 0.2 < 1 - reference  # the trap fools plain PGD, not the adaptive reference
+    assert rep.robust_accuracy <= reference + 0.02  # within 2 pp of the adaptive reference, or stronger
+    assert any("straight-through" in a and "round" in a for a in rep.adaptations)
+    assert rep.trust == "high", rep.flags  # the attacks saw gradients: no zero-gradient flag
+    # every success is real on the trap itself, inside the ball
+    adv = evaluate(trap, (x, y), EvalConfig(preset="fast", eps=EPS, keep_adversarials=True)).x_adv
+    assert adv is not None and float((adv - x).abs().amax()) <= EPS + 1e-6
+    with torch.no_grad():
+        robust = (trap(x).argmax(1) == y) & (trap(adv).argmax(1) == y)
+    assert int(robust.sum()) == round(rep.robust_accuracy * len(y))
+
+
+def test_straight_through_keeps_the_forward_bit_for_bit(twin: nn.Module, digits: tuple[torch.Tensor, torch.Tensor]) -> None:
+    from advlab.evaluation.bpda import StraightThrough
+
+    x, _ = digits
+
+    class Methods(nn.Module):  # the ops as tensor methods, and sign
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return twin(((x * 7).floor() / 7 + (x - 0.5).sign() * 0.01).clamp(0, 1))
+
+    trap = Methods()
+    assert diagnostics.straight_through(trap, x)[1] == ["floor", "sign"]
+    st = StraightThrough(trap)
+    with torch.no_grad():
+        assert torch.equal(st(x), trap(x))
+    xg = x[:4].clone().requires_grad_(True)
+    (g,) = torch.autograd.grad(st(xg).logsumexp(1).sum(), xg)
+    assert float(g.abs().sum()) > 0  # gradients flow through floor and sign
+    (g0,) = torch.autograd.grad(trap(xg).logsumexp(1).sum(), xg)
+    assert float(g0.abs().sum()) == 0  # and do not without it

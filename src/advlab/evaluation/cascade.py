@@ -223,5 +223,6 @@ def run_batch(model: nn.Module, x: torch.Tensor, y: torch.Tensor, attacks: Seque
     if sanity and white_box_ran:
         checks.update(_noise_check(s, attacks, eps, norm, model, attack_model))
     if sanity:
-        checks.update(sanity_checks.zero_gradient_check(model, x, s.clean_pred, s.standing, s.forwards, s.backwards))
+        checks.update(sanity_checks.zero_gradient_check(model if attack_model is None else attack_model, x, s.clean_pred, s.standing,
+                                                        s.forwards, s.backwards))  # the gradients the attacks saw
     return _result(s, y, checks, keep_adversarials)

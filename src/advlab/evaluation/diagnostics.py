@@ -12,6 +12,11 @@ that already run during the cascade):
   gradient-free one (Square, :data:`FALLBACK_QUERIES` queries per image) instead of crashing. The number is an
   upper bound, and the report says so.
 
+* **non-differentiable ops** (round, floor, ceil, trunc, fix, sign on input-dependent tensors, e.g. an input
+  quantizer): the attacks run on :class:`advlab.evaluation.bpda.StraightThrough` of the model (straight-through
+  gradients, the forward unchanged) and every success is confirmed on the model itself; the report lists this
+  in ``EvalReport.adaptations``.
+
 The verdict: ``EvalReport.trust`` is ``"high"`` when no check or diagnostic cast doubt on the number, else
 ``"low"``, with the reasons in ``EvalReport.flags``.
 """
@@ -31,6 +36,8 @@ PROBE_SAMPLES = 4
 FALLBACK_QUERIES = 1000
 #: the checks key that records the fallback (see :func:`advlab.evaluation.checks.flags`)
 FALLBACK_KEY = "gradient_free_fallback"
+#: the prefix of the checks keys that record straight-through gradients (one key per op, see :func:`straight_through`)
+BPDA_KEY = "bpda_"
 
 
 def require_finite(logits: torch.Tensor, what: str = "clean inputs") -> None:
@@ -70,6 +77,24 @@ def adapt(model: nn.Module, x: torch.Tensor, attacks: list[Attack], eps: float |
     first = attacks.index(white[0])
     rest = [a for a in attacks if not a.white_box]
     return rest[:first] + [square] + rest[first:], True
+
+
+def straight_through(model: nn.Module, x: torch.Tensor) -> tuple[nn.Module, list[str]]:
+    """``(attack model, op names)``: :class:`~advlab.evaluation.bpda.StraightThrough` of ``model`` when it applies
+    non-differentiable ops to the input at ``x``, else ``model`` itself and no names."""
+    from advlab.evaluation import bpda
+
+    ops = bpda.non_differentiable_ops(model, x[:PROBE_SAMPLES])
+    return (bpda.StraightThrough(model), ops) if ops else (model, [])
+
+
+def adaptations(checks: dict[str, float]) -> list[str]:
+    """What the evaluation did about the model, one line each (from the merged per-batch checks)."""
+    ops = sorted(k[len(BPDA_KEY):] for k, v in checks.items() if k.startswith(BPDA_KEY) and v > 0)
+    if not ops:
+        return []
+    return [f"the model applies {', '.join(ops)} to its input: the attacks used straight-through gradients through them "
+            "(BPDA; forward unchanged, every success confirmed on the model)"]  # fmt: skip
 
 
 def fallback_flag(checks: dict[str, float]) -> list[str]:

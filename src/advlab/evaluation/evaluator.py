@@ -42,20 +42,25 @@ def _wanted(data: Iterable[tuple[torch.Tensor, torch.Tensor]], work: Work[BatchR
             yield b
 
 
-def _adapted(model: nn.Module, attacked: nn.Module, data: Data, cfg: EvalConfig, attacks: list[Attack],
-             norm: str | None) -> tuple[Iterable[tuple[torch.Tensor, torch.Tensor]], list[Attack], bool]:  # fmt: skip
-    """The batches, and the attacks adapted to the model they run on (``attacked``) by
-    :func:`advlab.evaluation.diagnostics.adapt` on the first batch (whether or not this call evaluates it, so that
-    every shard and every resume runs the same attacks)."""
+def _adapted(model: nn.Module, attacked: nn.Module, data: Data, cfg: EvalConfig, attacks: list[Attack], norm: str | None
+             ) -> tuple[Iterable[tuple[torch.Tensor, torch.Tensor]], list[Attack], nn.Module, dict[str, float]]:  # fmt: skip
+    """The batches, the attacks and the model they run on, adapted by :mod:`advlab.evaluation.diagnostics` on the
+    first batch (whether or not this call evaluates it, so that every shard and every resume runs the same
+    attacks), and the checks that record the adaptations: a gradient-free fallback when the outputs have no
+    gradient path, straight-through gradients through non-differentiable ops."""
     it = iter(batches(model, data, cfg.batch_size, cfg.limit))
     first = next(it, None)
     if first is None:
-        return [], attacks, False
+        return [], attacks, attacked, {}
     x = to_device(first[0][: diagnostics.PROBE_SAMPLES], device_of(attacked))
     if x.numel() and (float(x.min()) < 0 or float(x.max()) > 1):
         raise AdvlabError("images must be in [0, 1]; advlab models carry their own normalization")
     attacks, fell_back = diagnostics.adapt(attacked, x, attacks, cfg.eps, norm)
-    return itertools.chain([first], it), attacks, fell_back
+    notes = {diagnostics.FALLBACK_KEY: 1.0} if fell_back else {}
+    if not fell_back:
+        attacked, ops = diagnostics.straight_through(attacked, x)
+        notes.update({diagnostics.BPDA_KEY + op: 1.0 for op in ops})
+    return itertools.chain([first], it), attacks, attacked, notes
 
 
 def evaluate(model: nn.Module, data: Data, config: EvalConfig | str | None = None, *, work: Work[BatchResult] | None = None,
@@ -80,7 +85,8 @@ def evaluate(model: nn.Module, data: Data, config: EvalConfig | str | None = Non
     parts: dict[int, BatchResult] = {}
     pending: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
     t0 = time.perf_counter()
-    data_batches, attacks, fell_back = _adapted(model, model if attack_model is None else attack_model, data, cfg, attacks, norm)
+    data_batches, attacks, attacked, notes = _adapted(model, model if attack_model is None else attack_model, data, cfg, attacks, norm)
+    attack_model = None if attacked is model else attacked
     indices = _wanted(data_batches, work, parts, pending)
     for b in work.progress(indices) if work.progress is not None else indices:
         xb, yb = pending.pop(b)
@@ -90,8 +96,7 @@ def evaluate(model: nn.Module, data: Data, config: EvalConfig | str | None = Non
         parts[b] = cascade.run_batch(model, xb, yb, attacks, eps=cfg.eps, norm=norm, attack_misclassified=cfg.attack_misclassified,
                                      sanity=cfg.sanity, first=b == 0, keep_adversarials=cfg.keep_adversarials,
                                      attack_model=attack_model)  # fmt: skip
-        if fell_back:
-            parts[b].checks[diagnostics.FALLBACK_KEY] = 1.0
+        parts[b].checks.update(notes)
         work.record(b, parts[b])
     if not parts and work.mine is not None:
         raise AdvlabError("no batch to evaluate: work.mine selected none and work.done holds none")

@@ -59,6 +59,7 @@ class EvalReport:
     flags: list[str]
     samples: BatchResult
     x_adv: torch.Tensor | None = None
+    adaptations: list[str] = dataclasses.field(default_factory=list)
 
     @property
     def trust(self) -> str:
@@ -109,6 +110,7 @@ class EvalReport:
         for a in self.per_attack:
             lines.append(f"    {a['attack']:<14} attacked {a['attacked']:>6}  broke {a['broken']:>6}  "
                          f"robust after {a['robust_accuracy_after']:7.2%}  grads {a['gradient_evaluations']:>8}  {a['seconds']:.1f} s")  # fmt: skip
+        lines += [f"  adapted: {a}" for a in self.adaptations]
         lines += [f"  warning: {f}" for f in self.flags]
         return "\n".join(lines)
 
@@ -163,5 +165,5 @@ def summarize(parts: Sequence[BatchResult], attacks: Sequence[Attack], eps: floa
                     "robust": metrics.mean_or_none(samples.adv_confidence[robust])},  # fmt: skip
         gradient_evaluations=int(samples.backwards.sum()), forward_evaluations=int(samples.forwards.sum()),
         seconds=round(seconds, 4), per_attack=_per_attack(samples, attacks), flags=sanity_checks.flags(samples.checks) + diagnostics.fallback_flag(samples.checks),
-        samples=samples, x_adv=x_adv,
+        samples=samples, x_adv=x_adv, adaptations=diagnostics.adaptations(samples.checks),
     )  # fmt: skip
