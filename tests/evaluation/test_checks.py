@@ -45,7 +45,10 @@ def test_flags_probabilities_and_randomness(model, digits) -> None:
     fgsm = EvalConfig(attacks=(attacks.FGSM(eps=0.1),))
     probs = nn.Sequential(model, nn.Softmax(dim=1)).eval()
     rep = evaluate(probs, (x, y), fgsm)
-    assert any("probabilities" in f for f in rep.flags)
+    assert checks.flags({"probability_batches": 1.0})[0].startswith("the model's outputs look like probabilities")
+    # the evaluation adapts: it attacks log p (the logits up to a constant), so the number is the logits model's
+    assert any("outputs probabilities" in a for a in rep.adaptations) and not rep.flags
+    assert abs(rep.robust_accuracy - evaluate(model, (x, y), fgsm).robust_accuracy) <= 1 / len(x)
     noisy = nn.Sequential(nn.Dropout(0.3), copy.deepcopy(model)).train()
     rep = evaluate(noisy, (x, y), fgsm)
     assert any("not deterministic" in f for f in rep.flags) and any("training mode" in f for f in rep.flags)

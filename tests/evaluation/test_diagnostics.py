@@ -200,3 +200,19 @@ def test_straight_through_keeps_the_forward_bit_for_bit(twin: nn.Module, digits:
     assert float(g.abs().sum()) > 0  # gradients flow through floor and sign
     (g0,) = torch.autograd.grad(trap(xg).logsumexp(1).sum(), xg)
     assert float(g0.abs().sum()) == 0  # and do not without it
+
+
+def test_probability_outputs_are_attacked_as_log_probabilities(twin: nn.Module, digits: tuple[torch.Tensor, torch.Tensor]) -> None:
+    """A final softmax makes the attacks' cross-entropy one of probabilities (a flatter, saturating objective;
+    sign steps survive it on this model, loss-value rules like APGD's step size less so); the evaluation attacks
+    log p instead and gets the number of the logits model, within 2 pp, with no user action."""
+    x, y = digits
+    probs = nn.Sequential(twin, nn.Softmax(dim=1)).eval()
+    pgd = EvalConfig(attacks=(attacks.PGD(eps=EPS, steps=10),))
+    on_probs, on_logits = evaluate(probs, (x, y), pgd), evaluate(twin, (x, y), pgd)
+    assert abs(on_probs.robust_accuracy - on_logits.robust_accuracy) <= 0.02
+    reliable = evaluate(probs, (x[:48], y[:48]), EvalConfig(eps=EPS))
+    assert abs(reliable.robust_accuracy - evaluate(twin, (x[:48], y[:48]), EvalConfig(eps=EPS)).robust_accuracy) <= 0.02
+    assert any("outputs probabilities" in a for a in on_probs.adaptations) and on_probs.trust == "high"
+    model, adapted = diagnostics.log_probabilities(twin, x)
+    assert model is twin and not adapted

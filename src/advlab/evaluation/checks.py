@@ -55,12 +55,18 @@ def zero_gradient_fraction(model: nn.Module, x: torch.Tensor, y: torch.Tensor, s
     return float(zero_gradients(model, x[:samples].to(dev), y[:samples].to(dev)).float().mean())
 
 
+def is_probabilities(z: torch.Tensor) -> bool:
+    """Whether outputs (N, K) look like probabilities rather than logits: non-negative, rows summing to 1 (1e-3)."""
+    z = z.float()
+    return bool((z >= 0).all() and ((z.sum(1) - 1).abs() < 1e-3).all())
+
+
 def output_checks(model: nn.Module, x: torch.Tensor, logits: torch.Tensor, first: bool, forwards: torch.Tensor) -> dict[str, float]:
     """Probabilities-not-logits on every batch (free); training mode and randomness (a second forward on
     up to :data:`CHECK_SAMPLES` samples, counted in ``forwards``) on the first batch."""
     z = logits.float()
     checks: dict[str, float] = {"batches": 1.0}
-    checks["probability_batches"] = float(bool((z >= 0).all() and ((z.sum(1) - 1).abs() < 1e-3).all()))
+    checks["probability_batches"] = float(is_probabilities(z))
     if not first:
         return checks
     k = min(len(x), CHECK_SAMPLES)
@@ -102,7 +108,7 @@ def merge(parts: list[dict[str, float]]) -> dict[str, float]:
 def flags(checks: dict[str, float]) -> list[str]:
     """The warnings the merged check counts call for, one line each (empty: nothing suspicious)."""
     out = []
-    if checks.get("probability_batches", 0) > 0:
+    if checks.get("probability_batches", 0) > 0 and not checks.get("log_probabilities", 0) > 0:
         out.append("the model's outputs look like probabilities (non-negative, rows sum to 1), not logits: remove the "
                    "final softmax, or the cross-entropy and its gradients are wrong")  # fmt: skip
     if checks.get("training_mode", 0) > 0:

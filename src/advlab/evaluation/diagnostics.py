@@ -17,6 +17,10 @@ that already run during the cascade):
   gradients, the forward unchanged) and every success is confirmed on the model itself; the report lists this
   in ``EvalReport.adaptations``.
 
+* **probabilities instead of logits** (a final softmax): the cross-entropy of probabilities has tiny,
+  misleading gradients, so the attacks run on :class:`LogProbabilities` of the model (log p: the logits up to a
+  constant per sample, the same argmax) and the successes are confirmed on the model itself.
+
 The verdict: ``EvalReport.trust`` is ``"high"`` when no check or diagnostic cast doubt on the number, else
 ``"low"``, with the reasons in ``EvalReport.flags``.
 """
@@ -29,6 +33,7 @@ from torch import nn
 from advlab.attacks.base import Attack, frozen_parameters
 from advlab.attacks.blackbox import Square
 from advlab.errors import AdvlabError
+from advlab.evaluation.checks import is_probabilities
 
 #: samples the gradient-path probe looks at
 PROBE_SAMPLES = 4
@@ -36,6 +41,8 @@ PROBE_SAMPLES = 4
 FALLBACK_QUERIES = 1000
 #: the checks key that records the fallback (see :func:`advlab.evaluation.checks.flags`)
 FALLBACK_KEY = "gradient_free_fallback"
+#: the checks key that records attacks on log-probabilities
+LOGPROB_KEY = "log_probabilities"
 #: the prefix of the checks keys that record straight-through gradients (one key per op, see :func:`straight_through`)
 BPDA_KEY = "bpda_"
 
@@ -88,13 +95,40 @@ def straight_through(model: nn.Module, x: torch.Tensor) -> tuple[nn.Module, list
     return (bpda.StraightThrough(model), ops) if ops else (model, [])
 
 
+class LogProbabilities(nn.Module):
+    """``log(model(x))`` for a model that outputs probabilities: logits up to a per-sample constant (the same
+    argmax, useful cross-entropy gradients). Meant as the ``attack_model`` of an evaluation."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+        self.info = getattr(model, "info", None)
+        self.train(model.training)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        p = self.model(x).float()
+        return p.clamp_min(torch.finfo(p.dtype).tiny).log()
+
+
+def log_probabilities(model: nn.Module, x: torch.Tensor) -> tuple[nn.Module, bool]:
+    """``(attack model, adapted)``: :class:`LogProbabilities` of ``model`` when its outputs on a few samples of
+    ``x`` look like probabilities (:func:`advlab.evaluation.checks.is_probabilities`), else ``model``."""
+    with torch.no_grad():
+        out = model(x[:PROBE_SAMPLES])
+    return (LogProbabilities(model), True) if is_probabilities(out) else (model, False)
+
+
 def adaptations(checks: dict[str, float]) -> list[str]:
     """What the evaluation did about the model, one line each (from the merged per-batch checks)."""
+    out = []
+    if checks.get(LOGPROB_KEY, 0) > 0:
+        out.append("the model outputs probabilities, not logits: the attacks used their logarithm as logits (the same "
+                   "argmax; every success confirmed on the model)")  # fmt: skip
     ops = sorted(k[len(BPDA_KEY):] for k, v in checks.items() if k.startswith(BPDA_KEY) and v > 0)
-    if not ops:
-        return []
-    return [f"the model applies {', '.join(ops)} to its input: the attacks used straight-through gradients through them "
-            "(BPDA; forward unchanged, every success confirmed on the model)"]  # fmt: skip
+    if ops:
+        out.append(f"the model applies {', '.join(ops)} to its input: the attacks used straight-through gradients through "
+                   "them (BPDA; forward unchanged, every success confirmed on the model)")  # fmt: skip
+    return out
 
 
 def fallback_flag(checks: dict[str, float]) -> list[str]:

@@ -47,7 +47,8 @@ def _adapted(model: nn.Module, attacked: nn.Module, data: Data, cfg: EvalConfig,
     """The batches, the attacks and the model they run on, adapted by :mod:`advlab.evaluation.diagnostics` on the
     first batch (whether or not this call evaluates it, so that every shard and every resume runs the same
     attacks), and the checks that record the adaptations: a gradient-free fallback when the outputs have no
-    gradient path, straight-through gradients through non-differentiable ops."""
+    gradient path, straight-through gradients through non-differentiable ops, log-probabilities for a model that
+    outputs probabilities."""
     it = iter(batches(model, data, cfg.batch_size, cfg.limit))
     first = next(it, None)
     if first is None:
@@ -60,6 +61,8 @@ def _adapted(model: nn.Module, attacked: nn.Module, data: Data, cfg: EvalConfig,
     if not fell_back:
         attacked, ops = diagnostics.straight_through(attacked, x)
         notes.update({diagnostics.BPDA_KEY + op: 1.0 for op in ops})
+        attacked, logged = diagnostics.log_probabilities(attacked, x)
+        notes.update({diagnostics.LOGPROB_KEY: 1.0} if logged else {})
     return itertools.chain([first], it), attacks, attacked, notes
 
 
