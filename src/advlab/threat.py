@@ -17,6 +17,14 @@ NORMS: tuple[str, ...] = ("linf", "l2", "l1")
 _TINY = 1e-12
 
 
+def eps_text(eps: float) -> str:
+    """An eps as people write it: 0.2 stays 0.2, 0.0313725... (a whole number of 8-bit levels) becomes "8/255"."""
+    k = eps * 255
+    if eps != float(f"{eps:.3g}") and abs(k - round(k)) < 1e-6 and round(k) > 0:
+        return f"{round(k)}/255"
+    return f"{eps:.4g}"
+
+
 def check_norm(norm: str) -> Norm:
     if norm not in NORMS:
         raise ValueError(f"norm must be one of {', '.join(NORMS)}, got {norm!r}")

@@ -12,6 +12,7 @@ import argparse
 import dataclasses
 import json
 import math
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -65,6 +66,9 @@ def register(sub: argparse._SubParsersAction, flags: argparse.ArgumentParser) ->
                    help="samples per batch (a unit of work under torchrun), or 'auto': sized to the free memory of the device "
                         "(half the free GPU memory, a quarter of the RAM), kept on --resume")  # fmt: skip
     p.add_argument("--json", action="store_true", help="print the metrics as JSON")
+    p.add_argument("--robustbench", metavar="FILE.json",
+                   help="also write a RobustBench-style model_info entry (name, dataset, eps, clean_acc, robust_acc, attacks, "
+                        "passes per image, trust, diagnostics)")  # fmt: skip
     add_device_args(p)
     p.add_argument("--amp", action="store_true",
                    help="run the attacks under bfloat16 autocast (faster on GPUs); every success is re-checked in float32 and only "
@@ -100,6 +104,8 @@ def run(args: argparse.Namespace) -> int:
     model = place_model(build_model(args), dist.device, args.channels_last)
     info: zoo.ModelInfo = model.info  # type: ignore[assignment]
     config = _config(args, info)
+    if args.robustbench and not Path(args.robustbench).resolve().parent.is_dir():
+        raise AdvlabError(f"--robustbench: no such directory for {args.robustbench!r}")
     if args.amp:
         _check_amp(config)
     x, y, desc = load_data_for(args.data, info, limit=args.limit)
@@ -113,6 +119,8 @@ def run(args: argparse.Namespace) -> int:
               lambda run_dir, report, sec: _write(run_dir, x, y, dataclasses.replace(report, seconds=sec), info, args),
               lambda run_dir, report: _report(run_dir, report, info, args))  # fmt: skip
     report = run_job(job, args, dist)
+    if report is not None and args.robustbench:
+        runs.atomic_write(args.robustbench, json.dumps(report.robustbench(args.model, desc.dataset), indent=2) + "\n")
     if report is not None and args.json:
         print(json.dumps(report.to_dict(), indent=2))
     elif report is not None:

@@ -30,6 +30,7 @@ from advlab.errors import AdvlabError
 from advlab.evaluation import checks as sanity_checks
 from advlab.evaluation import diagnostics, metrics
 from advlab.evaluation.cascade import BatchResult
+from advlab.threat import eps_text
 
 
 @dataclass
@@ -66,10 +67,40 @@ class EvalReport:
         """``"high"`` when no check or diagnostic cast doubt on the number, else ``"low"`` (reasons: ``flags``)."""
         return diagnostics.trust(self.flags)
 
+    @property
+    def forwards_per_image(self) -> float:
+        """Model forward passes per image, the clean pass and every check included (a batch of N counts N)."""
+        return int(self.samples.forwards.sum()) / max(1, self.n)
+
+    @property
+    def backwards_per_image(self) -> float:
+        """Backward passes (input gradients) per image."""
+        return int(self.samples.backwards.sum()) / max(1, self.n)
+
     def to_dict(self) -> dict[str, Any]:
-        """The summary as plain JSON-able values (no per-sample tensors), with ``trust``."""
+        """The summary as plain JSON-able values (no per-sample tensors), with ``trust`` and the passes per image."""
         skip = {"samples", "x_adv"}
-        return {**{f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name not in skip}, "trust": self.trust}
+        out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name not in skip}
+        return {**out, "trust": self.trust, "forwards_per_image": round(self.forwards_per_image, 3),
+                "backwards_per_image": round(self.backwards_per_image, 3)}  # fmt: skip
+
+    def robustbench(self, name: str, dataset: str) -> dict[str, Any]:
+        """An entry with RobustBench's ``model_info`` fields that apply: ``name``, ``dataset``, ``eps`` as a string
+        ("8/255"), ``clean_acc`` and the robust accuracy as percent strings with two decimals,
+        ``number_forward_passes`` (per prediction: 1, advlab models are one forward), plus what RobustBench does
+        not have: the threat model, the number of examples, the attacks that ran with their configs, the attack
+        cost in forward and backward passes per image, ``trust``, the flags and the adaptations. The robust
+        accuracy is advlab's, not AutoAttack's, so it is ``robust_acc``, never ``autoattack_acc``."""
+        threat = {"linf": "Linf", "l2": "L2", "l1": "L1"}.get(self.norm or "", self.norm)
+        return {
+            "name": name, "dataset": dataset, "threat_model": threat, "eps": eps_text(self.eps) if self.eps is not None else None,
+            "clean_acc": f"{100 * self.clean_accuracy:.2f}", "robust_acc": f"{100 * self.robust_accuracy:.2f}",
+            "number_forward_passes": 1, "n_examples": self.n, "attacks": [a["config"] for a in self.per_attack],
+            "attack_forward_passes_per_image": round(self.forwards_per_image, 3),
+            "attack_backward_passes_per_image": round(self.backwards_per_image, 3),
+            "trust": self.trust, "diagnostics": {"flags": self.flags, "adaptations": self.adaptations},
+            "evaluated_with": "advlab",
+        }  # fmt: skip
 
     def rows(self, class_names: Sequence[str] | None = None) -> list[dict[str, Any]]:
         """One dict per sample (for a CSV): index, label, predictions, confidences, norms, broken by."""
@@ -106,7 +137,8 @@ class EvalReport:
             m = self.norms[k]
             if m["median"] is not None:
                 lines.append(f"  {k + ' of successes':<28}median {m['median']:.4g}, mean {m['mean']:.4g}")
-        lines.append(f"  gradient evaluations        {self.gradient_evaluations} ({self.forward_evaluations} forwards), {self.seconds:.1f} s")
+        lines.append(f"  gradient evaluations        {self.gradient_evaluations} ({self.forward_evaluations} forwards), {self.seconds:.1f} s; "
+                     f"per image {self.backwards_per_image:.1f} backward, {self.forwards_per_image:.1f} forward")
         for a in self.per_attack:
             lines.append(f"    {a['attack']:<14} attacked {a['attacked']:>6}  broke {a['broken']:>6}  "
                          f"robust after {a['robust_accuracy_after']:7.2%}  grads {a['gradient_evaluations']:>8}  {a['seconds']:.1f} s")  # fmt: skip

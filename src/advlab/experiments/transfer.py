@@ -48,6 +48,7 @@ from advlab.device import device_of
 from advlab.errors import AdvlabError
 from advlab.evaluation import metrics
 from advlab.experiments.study import wilson
+from advlab.threat import eps_text
 
 #: random points per sample in the noise baseline (the attack's PGD-10 makes 10 gradient steps)
 NOISE_TRIES = 10
@@ -98,14 +99,6 @@ class Ensemble(nn.Module):
             out = w * z if out is None else out + w * z
         assert out is not None
         return out
-
-
-def eps_text(eps: float) -> str:
-    """An eps as people write it: 0.2 stays 0.2, 0.0313725... (a whole number of 8-bit levels) becomes "8/255"."""
-    k = eps * 255
-    if eps != float(f"{eps:.3g}") and abs(k - round(k)) < 1e-6 and round(k) > 0:
-        return f"{round(k)}/255"
-    return f"{eps:.4g}"
 
 
 def _rate(k: int, n: int) -> float | None:
