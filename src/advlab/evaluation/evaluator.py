@@ -79,6 +79,10 @@ def evaluate(model: nn.Module, data: Data, config: EvalConfig | str | None = Non
     batch indices (a progress bar). A batch's result depends only on its samples and the seed.
     ``attack_model``: run the attacks on this model instead (e.g. ``zoo.Autocast(model)``: mixed precision),
     counting only the successes that ``model`` confirms (see :func:`advlab.evaluation.cascade.run_batch`).
+    Before the first batch :mod:`advlab.evaluation.diagnostics` looks at a few samples and adapts: NaN logits are
+    refused, a model without a gradient path is attacked gradient-free, non-differentiable input ops get
+    straight-through gradients and probability outputs are attacked as log-probabilities (``report.adaptations``,
+    ``report.flags`` and ``report.trust`` say what was done and how far to trust the number).
     """
     cfg = EvalConfig.of(config, model)
     attacks = cfg.resolved_attacks()
