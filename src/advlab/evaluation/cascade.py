@@ -38,6 +38,9 @@ class BatchResult:
     ``adv_pred``: the prediction on the sample's worst case (the clean prediction where nothing broke it).
     ``l0``/``l2``/``linf``: norms of x_adv - x in [0, 1] pixel units (0 where unbroken).
     ``attack_stats``: (A + 1, 5) rows of attacked, broken, forwards, backwards, seconds (last row: noise check).
+    ``expected_clean``/``expected_robust``: for a randomized model, the fraction of ``draws`` fresh forwards in which
+    the sample is right on the clean input / right on both the clean input and its worst case (one draw each);
+    ``always_robust``: right on both in every draw. For a deterministic model they are the 0/1 outcomes.
     """
 
     y: torch.Tensor
@@ -53,6 +56,9 @@ class BatchResult:
     forwards: torch.Tensor
     backwards: torch.Tensor
     attack_stats: torch.Tensor
+    expected_clean: torch.Tensor
+    expected_robust: torch.Tensor
+    always_robust: torch.Tensor
     checks: dict[str, float] = field(default_factory=dict)
     x_adv: torch.Tensor | None = None
 
@@ -111,6 +117,9 @@ class _State:
     forwards: torch.Tensor  # CPU
     backwards: torch.Tensor  # CPU
     stats: torch.Tensor  # CPU, (A + 1, 5)
+    #: a randomized model: a sample the attacks did not break keeps the attacks' last point as its worst case (the
+    #: expected accuracy over draws is measured there), not its clean image
+    keep_attempts: bool = False
 
 
 def _clean_pass(model: nn.Module, x: torch.Tensor, y: torch.Tensor, n_attacks: int, attack_misclassified: bool) -> _State:
@@ -168,6 +177,9 @@ def _attempt(s: _State, i: int, atk: Attack, ball: Bound, model: nn.Module, atta
     _sync(s.x.device)
     ok = success & inside(found - s.x[idx], ball)
     hit = idx[ok]
+    if s.keep_attempts and atk.white_box:  # inside the ball, not broken: still the attack's best point
+        tried = inside(found - s.x[idx], ball) & ~ok
+        s.x_adv[idx[tried]] = found[tried].to(s.x_adv.dtype)
     s.x_adv[hit], s.adv_logits[hit] = found[ok].to(s.x_adv.dtype), logits[ok].to(s.adv_logits.dtype)
     s.broken_by[hit.cpu()] = i
     s.standing[hit] = False
@@ -188,30 +200,58 @@ def _noise_check(s: _State, attacks: Sequence[Attack], eps: float | None, norm: 
     return {"noise_tried": tried, "noise_broke": float(_attempt(s, len(attacks), noise, ball, model, attack_model))}
 
 
-def _result(s: _State, y: torch.Tensor, checks: dict[str, float], keep_adversarials: bool) -> BatchResult:
+def _over_draws(model: nn.Module, s: _State, y: torch.Tensor, adv_pred: torch.Tensor,
+                draws: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:  # fmt: skip
+    """(expected clean correctness, expected robustness, robust in every draw) per sample, over ``draws`` fresh
+    forwards of a randomized model on the clean and the worst-case inputs (each counted in ``s.forwards``)."""
+    lab = metrics.labelled(y)
+    if draws <= 1:
+        robust = metrics.robust(y, s.clean_pred, adv_pred)
+        return metrics.clean_correct(y, s.clean_pred).float(), robust.float(), robust
+    clean_hits = torch.zeros(len(y), device=y.device)
+    robust_hits = torch.zeros(len(y), device=y.device)
+    with torch.no_grad():
+        for _ in range(draws):
+            ok_clean = (model(s.x).argmax(1) == y) & lab
+            ok_adv = model(s.x_adv).argmax(1) == y
+            clean_hits += ok_clean.float()
+            robust_hits += (ok_clean & ok_adv).float()
+    s.forwards += 2 * draws
+    return clean_hits / draws, robust_hits / draws, robust_hits == draws
+
+
+def _result(s: _State, model: nn.Module, y: torch.Tensor, checks: dict[str, float], keep_adversarials: bool,
+            draws: int) -> BatchResult:  # fmt: skip
     """The per-sample columns of the finished cascade, on the CPU."""
     adv_pred = torch.where(s.broken_by.to(s.x.device) >= 0, s.adv_logits.argmax(1), s.clean_pred)
+    expected_clean, expected_robust, always = _over_draws(model, s, y, adv_pred, draws)
     d = (s.x_adv - s.x).detach()
     return BatchResult(
         y=y.cpu(), clean_pred=s.clean_pred.cpu(), adv_pred=adv_pred.cpu(),
         clean_confidence=metrics.confidence(s.clean_logits).cpu(), adv_confidence=metrics.confidence(s.adv_logits, adv_pred).cpu(),
         attacked=s.attacked.cpu(), broken_by=s.broken_by, l0=distance(d, "l0").cpu().long(), l2=distance(d, "l2").cpu(),
-        linf=distance(d, "linf").cpu(), forwards=s.forwards, backwards=s.backwards, attack_stats=s.stats, checks=checks,
+        linf=distance(d, "linf").cpu(), forwards=s.forwards, backwards=s.backwards, attack_stats=s.stats,
+        expected_clean=expected_clean.cpu(), expected_robust=expected_robust.cpu(), always_robust=always.cpu(), checks=checks,
         x_adv=s.x_adv.cpu() if keep_adversarials else None,
     )  # fmt: skip
 
 
 def run_batch(model: nn.Module, x: torch.Tensor, y: torch.Tensor, attacks: Sequence[Attack], *, eps: float | None = None,
               norm: str | None = None, attack_misclassified: bool = False, sanity: bool = True, first: bool = True,
-              keep_adversarials: bool = False, attack_model: nn.Module | None = None) -> BatchResult:  # fmt: skip
+              keep_adversarials: bool = False, attack_model: nn.Module | None = None, draws: int = 1,
+              draw_model: nn.Module | None = None) -> BatchResult:  # fmt: skip
     """The cascade on one batch (``x`` on the model's device, in [0, 1]; ``y`` labels, -1 = unlabelled).
 
     ``eps``/``norm``: the ball a success must lie in (None: each attack's own). ``sanity``: run the checks of
     :mod:`advlab.evaluation.checks` (``first``: this is the first batch, so also the randomness check).
     ``attack_model``: the attacks run on it instead (e.g. :class:`advlab.zoo.Autocast` of ``model``) and only
-    the successes ``model`` confirms count (see :func:`_search`).
+    the successes ``model`` confirms count (see :func:`_search`). ``draws`` > 1 (a randomized model, ``model`` its
+    EOT version judging the successes): the expected correctness columns come from that many fresh forwards of
+    ``draw_model`` (the randomized model itself) on the clean and the worst-case inputs, and a sample the attacks
+    did not break keeps their last point as its worst case.
     """
     s = _clean_pass(model, x, y, len(attacks), attack_misclassified)
+    s.keep_attempts = draws > 1
     checks = sanity_checks.output_checks(model, x, s.clean_logits, first, s.forwards) if sanity else {}
     white_box_ran = False
     for i, atk in enumerate(attacks):
@@ -225,4 +265,4 @@ def run_batch(model: nn.Module, x: torch.Tensor, y: torch.Tensor, attacks: Seque
     if sanity:
         checks.update(sanity_checks.zero_gradient_check(model if attack_model is None else attack_model, x, s.clean_pred, s.standing,
                                                         s.forwards, s.backwards))  # the gradients the attacks saw
-    return _result(s, y, checks, keep_adversarials)
+    return _result(s, model if draw_model is None else draw_model, y, checks, keep_adversarials, draws)

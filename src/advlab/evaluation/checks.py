@@ -113,7 +113,10 @@ def flags(checks: dict[str, float]) -> list[str]:
                    "final softmax, or the cross-entropy and its gradients are wrong")  # fmt: skip
     if checks.get("training_mode", 0) > 0:
         out.append("the model is in training mode (dropout, batch statistics): call model.eval() before evaluating")
-    if checks.get("randomness", 0) > 1e-5:
+    if checks.get("randomness", 0) > 1e-5 and checks.get("eot", 0) > 0:
+        out.append(f"the model is not deterministic (two passes differ by up to {checks['randomness']:.2g}, relative): the "
+                   "attacks used EOT and expected_accuracy holds the accuracy over fresh draws; robust_accuracy is one draw's")  # fmt: skip
+    elif checks.get("randomness", 0) > 1e-5:
         out.append(f"the model is not deterministic: two passes on the same inputs differ by up to {checks['randomness']:.2g} "
                    "(relative); use expectation over transformation (average gradients over several passes) for a meaningful bound")  # fmt: skip
     if checks.get("zero_gradient", 0) > 0:

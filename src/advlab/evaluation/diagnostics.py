@@ -21,6 +21,11 @@ that already run during the cascade):
   misleading gradients, so the attacks run on :class:`LogProbabilities` of the model (log p: the logits up to a
   constant per sample, the same argmax) and the successes are confirmed on the model itself.
 
+* **randomized models** (two forwards on the same inputs differ: random transformations, noise, dropout): the
+  attacks run on :class:`ExpectedProbabilities` (EOT, Athalye et al. 2018: log of the mean softmax over
+  :data:`EOT_DRAWS` draws per forward, so every gradient is an expectation), and the report adds the expected
+  clean and robust accuracy over :data:`ACCURACY_DRAWS` fresh draws and the worst case (robust in every draw).
+
 The verdict: ``EvalReport.trust`` is ``"high"`` when no check or diagnostic cast doubt on the number, else
 ``"low"``, with the reasons in ``EvalReport.flags``.
 """
@@ -41,6 +46,10 @@ PROBE_SAMPLES = 4
 FALLBACK_QUERIES = 1000
 #: the checks key that records the fallback (see :func:`advlab.evaluation.checks.flags`)
 FALLBACK_KEY = "gradient_free_fallback"
+#: draws per forward of the EOT attack model, and draws per sample of the expected accuracy
+EOT_DRAWS, ACCURACY_DRAWS = 16, 16
+#: the checks key that records EOT
+EOT_KEY = "eot"
 #: the checks key that records attacks on log-probabilities
 LOGPROB_KEY = "log_probabilities"
 #: the prefix of the checks keys that record straight-through gradients (one key per op, see :func:`straight_through`)
@@ -110,6 +119,33 @@ class LogProbabilities(nn.Module):
         return p.clamp_min(torch.finfo(p.dtype).tiny).log()
 
 
+class ExpectedProbabilities(nn.Module):
+    """EOT for a randomized model: ``log((1/K) sum_k softmax(model(x)))`` over K = ``draws`` fresh forwards (the
+    log of the expected probabilities; K times the cost of a forward). Meant as the ``attack_model``."""
+
+    def __init__(self, model: nn.Module, draws: int = EOT_DRAWS) -> None:
+        super().__init__()
+        self.model, self.draws = model, draws
+        self.info = getattr(model, "info", None)
+        self.train(model.training)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        p = torch.stack([self.model(x).float().softmax(1) for _ in range(self.draws)]).mean(0)
+        return p.clamp_min(torch.finfo(p.dtype).tiny).log()
+
+
+def randomized(model: nn.Module, x: torch.Tensor) -> bool:
+    """Whether two forwards on a few samples of ``x`` differ (relative to the outputs' scale, above 1e-5)."""
+    with torch.no_grad():
+        a, b = model(x[:PROBE_SAMPLES]).float(), model(x[:PROBE_SAMPLES]).float()
+    return float((a - b).abs().max()) > 1e-5 * (1.0 + float(a.abs().max()))
+
+
+def eot(model: nn.Module, x: torch.Tensor) -> tuple[nn.Module, bool]:
+    """``(attack model, adapted)``: :class:`ExpectedProbabilities` of ``model`` when it is randomized at ``x``."""
+    return (ExpectedProbabilities(model), True) if randomized(model, x) else (model, False)
+
+
 def log_probabilities(model: nn.Module, x: torch.Tensor) -> tuple[nn.Module, bool]:
     """``(attack model, adapted)``: :class:`LogProbabilities` of ``model`` when its outputs on a few samples of
     ``x`` look like probabilities (:func:`advlab.evaluation.checks.is_probabilities`), else ``model``."""
@@ -121,6 +157,10 @@ def log_probabilities(model: nn.Module, x: torch.Tensor) -> tuple[nn.Module, boo
 def adaptations(checks: dict[str, float]) -> list[str]:
     """What the evaluation did about the model, one line each (from the merged per-batch checks)."""
     out = []
+    if checks.get(EOT_KEY, 0) > 0:
+        out.append(f"the model is randomized: the attacks used EOT (the mean of {EOT_DRAWS} draws' probabilities per forward) "
+                   f"with their full budget (no early stop), and the expected accuracy over {ACCURACY_DRAWS} fresh draws at each "
+                   "sample's worst case is reported beside the single-draw one")  # fmt: skip
     if checks.get(LOGPROB_KEY, 0) > 0:
         out.append("the model outputs probabilities, not logits: the attacks used their logarithm as logits (the same "
                    "argmax; every success confirmed on the model)")  # fmt: skip

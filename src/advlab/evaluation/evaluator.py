@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import time
 from collections.abc import Iterable, Iterator, Sequence
@@ -63,6 +64,11 @@ def _adapted(model: nn.Module, attacked: nn.Module, data: Data, cfg: EvalConfig,
         notes.update({diagnostics.BPDA_KEY + op: 1.0 for op in ops})
         attacked, logged = diagnostics.log_probabilities(attacked, x)
         notes.update({diagnostics.LOGPROB_KEY: 1.0} if logged else {})
+        attacked, random = diagnostics.eot(attacked, x)
+        if random:  # the first expected misclassification is a weak point of a random model: spend the full budget
+            notes[diagnostics.EOT_KEY] = 1.0
+            attacks = [dataclasses.replace(a, early_stop=False) if "early_stop" in {f.name for f in dataclasses.fields(a)} else a
+                       for a in attacks]  # fmt: skip
     return itertools.chain([first], it), attacks, attacked, notes
 
 
@@ -94,15 +100,18 @@ def evaluate(model: nn.Module, data: Data, config: EvalConfig | str | None = Non
     t0 = time.perf_counter()
     data_batches, attacks, attacked, notes = _adapted(model, model if attack_model is None else attack_model, data, cfg, attacks, norm)
     attack_model = None if attacked is model else attacked
+    # a randomized model: its EOT version judges the successes, the model itself is drawn for the expected accuracy
+    random = diagnostics.EOT_KEY in notes
+    judge, draws = (attacked, diagnostics.ACCURACY_DRAWS) if random else (model, 1)
     indices = _wanted(data_batches, work, parts, pending)
     for b in work.progress(indices) if work.progress is not None else indices:
         xb, yb = pending.pop(b)
         xb, yb = to_device(xb, dev), to_device(yb, dev).long()
         if xb.numel() and (float(xb.min()) < 0 or float(xb.max()) > 1):
             raise AdvlabError("images must be in [0, 1]; advlab models carry their own normalization")
-        parts[b] = cascade.run_batch(model, xb, yb, attacks, eps=cfg.eps, norm=norm, attack_misclassified=cfg.attack_misclassified,
+        parts[b] = cascade.run_batch(judge, xb, yb, attacks, eps=cfg.eps, norm=norm, attack_misclassified=cfg.attack_misclassified,
                                      sanity=cfg.sanity, first=b == 0, keep_adversarials=cfg.keep_adversarials,
-                                     attack_model=attack_model)  # fmt: skip
+                                     attack_model=None if random else attack_model, draws=draws, draw_model=model)  # fmt: skip
         parts[b].checks.update(notes)
         work.record(b, parts[b])
     if not parts and work.mine is not None:

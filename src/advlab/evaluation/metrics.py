@@ -83,6 +83,13 @@ def prediction_change_rate(clean_pred: torch.Tensor, adv_pred: torch.Tensor) -> 
     return _ratio(_count(adv_pred != clean_pred), len(clean_pred))
 
 
+def expected_accuracy(values: torch.Tensor, y: torch.Tensor) -> float:
+    """sum_{i in L} values_i / |L|: an accuracy from per-sample expected correctness in [0, 1] (the fraction of a
+    randomized model's draws in which the sample is right), over labelled samples."""
+    lab = labelled(y)
+    return _ratio(0, 0) if not bool(lab.any()) else float(values.double()[lab].sum()) / _count(lab)
+
+
 def norm_stats(values: torch.Tensor) -> dict[str, float | None]:
     """``{"mean", "median"}`` of ``values`` (e.g. the L-inf norms of the successful perturbations, in [0, 1]
     pixel units), in float64; both None when ``values`` is empty. The median is the lower one for an even count."""
@@ -118,5 +125,5 @@ def rates(y: torch.Tensor, clean_pred: torch.Tensor, adv_pred: torch.Tensor, suc
     return out
 
 
-__all__ = ["attack_success_rate", "clean_accuracy", "clean_correct", "confidence", "fooled", "labelled", "mean_or_none", "norm_stats",
+__all__ = ["attack_success_rate", "clean_accuracy", "clean_correct", "confidence", "expected_accuracy", "fooled", "labelled", "mean_or_none", "norm_stats",
            "prediction_change_rate", "rates", "robust", "robust_accuracy", "strict_attack_success_rate"]  # fmt: skip

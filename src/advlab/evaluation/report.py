@@ -61,6 +61,7 @@ class EvalReport:
     samples: BatchResult
     x_adv: torch.Tensor | None = None
     adaptations: list[str] = dataclasses.field(default_factory=list)
+    expected_accuracy: dict[str, float] | None = None
 
     @property
     def trust(self) -> str:
@@ -90,11 +91,13 @@ class EvalReport:
         ``number_forward_passes`` (per prediction: 1, advlab models are one forward), plus what RobustBench does
         not have: the threat model, the number of examples, the attacks that ran with their configs, the attack
         cost in forward and backward passes per image, ``trust``, the flags and the adaptations. The robust
-        accuracy is advlab's, not AutoAttack's, so it is ``robust_acc``, never ``autoattack_acc``."""
+        accuracy is advlab's, not AutoAttack's, so it is ``robust_acc``, never ``autoattack_acc``; for a randomized
+        model both accuracies are the expected ones over draws (``expected_accuracy``)."""
         threat = {"linf": "Linf", "l2": "L2", "l1": "L1"}.get(self.norm or "", self.norm)
         return {
             "name": name, "dataset": dataset, "threat_model": threat, "eps": eps_text(self.eps) if self.eps is not None else None,
-            "clean_acc": f"{100 * self.clean_accuracy:.2f}", "robust_acc": f"{100 * self.robust_accuracy:.2f}",
+            "clean_acc": f"{100 * (e['clean'] if (e := self.expected_accuracy) else self.clean_accuracy):.2f}",
+            "robust_acc": f"{100 * (e['robust'] if e else self.robust_accuracy):.2f}",
             "number_forward_passes": 1, "n_examples": self.n, "attacks": [a["config"] for a in self.per_attack],
             "attack_forward_passes_per_image": round(self.forwards_per_image, 3),
             "attack_backward_passes_per_image": round(self.backwards_per_image, 3),
@@ -129,6 +132,8 @@ class EvalReport:
             f"{self.n} samples, {threat}, attacks: {', '.join(self.attacks)}",
             f"  clean accuracy              {self.clean_accuracy:8.2%}",
             f"  robust accuracy             {self.robust_accuracy:8.2%}  (trust: {self.trust})",
+            *([f"  expected over {e['draws']} draws clean {e['clean']:.2%}, robust {e['robust']:.2%} (worst case {e['robust_worst_case']:.2%})"]
+              if (e := self.expected_accuracy) else []),
             f"  attack success rate         {self.attack_success_rate:8.2%}",
             f"  strict attack success rate  {self.strict_attack_success_rate:8.2%}  (correct -> wrong)",
             f"  prediction change rate      {self.prediction_change_rate:8.2%}",
@@ -177,6 +182,14 @@ def _per_attack(samples: BatchResult, attacks: Sequence[Attack]) -> list[dict[st
     return out
 
 
+def _expected(s: BatchResult) -> dict[str, float] | None:
+    """For a randomized model (EOT applied): expected clean and robust accuracy over the draws, and the worst case."""
+    if s.checks.get(diagnostics.EOT_KEY, 0) <= 0:
+        return None
+    return {"clean": metrics.expected_accuracy(s.expected_clean, s.y), "robust": metrics.expected_accuracy(s.expected_robust, s.y),
+            "robust_worst_case": metrics.expected_accuracy(s.always_robust.float(), s.y), "draws": diagnostics.ACCURACY_DRAWS}  # fmt: skip
+
+
 def summarize(parts: Sequence[BatchResult], attacks: Sequence[Attack], eps: float | None, norm: str | None, seconds: float) -> EvalReport:
     """Merge per-batch results (in batch order) into one :class:`EvalReport`; rates from :mod:`metrics`."""
     if not parts:
@@ -197,5 +210,5 @@ def summarize(parts: Sequence[BatchResult], attacks: Sequence[Attack], eps: floa
                     "robust": metrics.mean_or_none(samples.adv_confidence[robust])},  # fmt: skip
         gradient_evaluations=int(samples.backwards.sum()), forward_evaluations=int(samples.forwards.sum()),
         seconds=round(seconds, 4), per_attack=_per_attack(samples, attacks), flags=sanity_checks.flags(samples.checks) + diagnostics.fallback_flag(samples.checks),
-        samples=samples, x_adv=x_adv, adaptations=diagnostics.adaptations(samples.checks),
+        samples=samples, x_adv=x_adv, adaptations=diagnostics.adaptations(samples.checks), expected_accuracy=_expected(samples),
     )  # fmt: skip
