@@ -22,6 +22,7 @@ from torch import nn
 from torch.overrides import TorchFunctionMode
 
 from advlab.attacks.base import frozen_parameters
+from advlab.evaluation.diagnostics import AttackView
 
 #: the ops whose gradient :class:`StraightThrough` replaces by the identity's
 STRAIGHT_THROUGH: dict[Any, str] = {
@@ -70,15 +71,9 @@ def non_differentiable_ops(model: nn.Module, x: torch.Tensor) -> list[str]:
     return sorted(rec.found)
 
 
-class StraightThrough(nn.Module):
+class StraightThrough(AttackView):
     """``model`` with straight-through gradients for its non-differentiable ops (see the module docstring); the
-    forward values are the model's own. Meant as the ``attack_model`` of an evaluation, never as the model judged."""
-
-    def __init__(self, model: nn.Module) -> None:
-        super().__init__()
-        self.model = model
-        self.info = getattr(model, "info", None)
-        self.train(model.training)
+    forward values are the model's own."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         with _Mode():

@@ -104,9 +104,9 @@ def straight_through(model: nn.Module, x: torch.Tensor) -> tuple[nn.Module, list
     return (bpda.StraightThrough(model), ops) if ops else (model, [])
 
 
-class LogProbabilities(nn.Module):
-    """``log(model(x))`` for a model that outputs probabilities: logits up to a per-sample constant (the same
-    argmax, useful cross-entropy gradients). Meant as the ``attack_model`` of an evaluation."""
+class AttackView(nn.Module):
+    """A view of ``model`` that attacks run on (an evaluation's ``attack_model``), never the model judged: it keeps
+    the model's ``info`` and train/eval mode; subclasses change what the attacks see."""
 
     def __init__(self, model: nn.Module) -> None:
         super().__init__()
@@ -114,20 +114,23 @@ class LogProbabilities(nn.Module):
         self.info = getattr(model, "info", None)
         self.train(model.training)
 
+
+class LogProbabilities(AttackView):
+    """``log(model(x))`` for a model that outputs probabilities: logits up to a per-sample constant (the same
+    argmax, useful cross-entropy gradients)."""
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         p = self.model(x).float()
         return p.clamp_min(torch.finfo(p.dtype).tiny).log()
 
 
-class ExpectedProbabilities(nn.Module):
+class ExpectedProbabilities(AttackView):
     """EOT for a randomized model: ``log((1/K) sum_k softmax(model(x)))`` over K = ``draws`` fresh forwards (the
-    log of the expected probabilities; K times the cost of a forward). Meant as the ``attack_model``."""
+    log of the expected probabilities; K times the cost of a forward)."""
 
     def __init__(self, model: nn.Module, draws: int = EOT_DRAWS) -> None:
-        super().__init__()
-        self.model, self.draws = model, draws
-        self.info = getattr(model, "info", None)
-        self.train(model.training)
+        super().__init__(model)
+        self.draws = draws
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         p = torch.stack([self.model(x).float().softmax(1) for _ in range(self.draws)]).mean(0)
