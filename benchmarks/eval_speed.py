@@ -5,15 +5,22 @@ of full-budget PGD-10 (torchattacks, and advlab with ``early_stop=False``) again
 with the same PGD-10 and early stopping. Printed: robust accuracies, gradient evaluations (per sample
 backward passes) and the ratios full / evaluate for gradients and for time against torchattacks.
 
-Part "reliable" (an adversarially trained digits CNN, L-inf eps 0.1, all 599 test digits): AutoAttack's
-standard version (the ``pyautoattack`` package: APGD-CE, APGD-T, FAB-T, Square) against advlab's
-``preset="reliable"``: robust accuracies, their difference in percentage points, and the time ratio.
-The robust model is trained on first use (PGD-7 adversarial training, a few minutes on a CPU) and cached
-in ``benchmarks/.cache/``.
+Part "reliable": AutoAttack's standard version (the ``pyautoattack`` package: APGD-CE, APGD-T on 9 targets, FAB-T,
+Square 5000 queries) against advlab's ``preset="reliable"`` (APGD-CE, then APGD-T on MALT's 2 closest targets), side
+by side in one process for each setting of :data:`SETTINGS`: an adversarially trained and the shipped digits CNN, at
+L-inf 0.1 and L2 0.5, on the first ``--limit`` test digits. Printed per setting: the robust accuracies and their
+difference in percentage points, process time (``time.process_time``), forward and backward passes per image and
+the ratios advlab / AutoAttack, the samples only one of them broke, and each one's stages. The passes are counted
+the same way for both by :class:`Counted` (rows of every forward through the model, rows of every backward through
+its input). The robust model is trained on first use (PGD-7 adversarial training at L-inf 0.1, a few minutes on a
+CPU) and cached in ``benchmarks/.cache/``. AutoAttack runs once per setting (minutes each on a CPU), so the time
+ratio is one measurement, not a min / median over repeats.
 
     python benchmarks/eval_speed.py                     # both parts, 1 thread
     python benchmarks/eval_speed.py --part early-stop --models digits-cnn
-    python benchmarks/eval_speed.py --part reliable --limit 200
+    python benchmarks/eval_speed.py --part reliable --limit 300 --json reliable.json
+    python benchmarks/eval_speed.py --part reliable --settings robust/l2,undefended/l2
+    python benchmarks/eval_speed.py --part targets      # how many APGD-T targets, by logit and by MALT order
 
 ``evaluate_no_checks`` is ``evaluate(..., EvalConfig(..., sanity=False))``: the same cascade without the sanity checks (a
 second forward and a clean-point gradient on 16 samples of the first batch, random noise on the survivors).
@@ -23,6 +30,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
+import re
 import time
 from pathlib import Path
 from typing import Any
@@ -98,36 +107,200 @@ def robust_digits(epochs: int = 40) -> nn.Module:
     return model.eval()
 
 
-def reliable_part(limit: int) -> dict[str, Any]:
-    model = robust_digits()
+#: (model, norm, eps) of the reliable part: both models at L-inf 0.1 (the digits' default eps) and at L2 0.5
+#: (clean ~99%; APGD-CE leaves ~35% of the undefended and ~65% of the robust model's digits standing)
+SETTINGS = [("robust", "linf", 0.1), ("robust", "l2", 0.5), ("undefended", "linf", 0.1), ("undefended", "l2", 0.5)]
+
+
+class _CountBackward(torch.autograd.Function):
+    """The identity on the model's input; its backward adds the rows of each gradient to ``counter.backwards``."""
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor, counter: Counted) -> torch.Tensor:  # noqa: ANN401
+        ctx.counter = counter
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None]:  # noqa: ANN401
+        ctx.counter.backwards += len(grad)
+        return grad, None
+
+
+class Counted(nn.Module):
+    """``model`` with every forward row and every backward row through its input counted, whoever calls it
+    (the same count for AutoAttack and for advlab, independent of advlab's own per-sample counters)."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model, self.forwards, self.backwards = model, 0, 0
+        self.train(model.training)  # the wrapper in the model's mode (else evaluate flags a training-mode module)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.forwards += len(x)
+        return self.model(_CountBackward.apply(x, self) if torch.is_grad_enabled() and x.requires_grad else x)
+
+
+def run_advlab(model: nn.Module, x: torch.Tensor, y: torch.Tensor, norm: str, eps: float) -> dict[str, Any]:
+    """``preset="reliable"`` through :class:`Counted`: robust accuracy, process time, passes, per-stage table."""
+    counted = Counted(model)
+    t0 = time.process_time()
+    rep = evaluate(counted, (x, y), EvalConfig(preset="reliable", eps=eps, norm=norm, batch_size=len(y)))
+    seconds = time.process_time() - t0
+    robust = ~rep.samples.broken & (rep.samples.clean_pred == rep.samples.y)
+    stages = [{"stage": a["attack"], "config": a["config"], "attacked": a["attacked"], "broken": a["broken"],
+               "backwards": a["gradient_evaluations"], "robust_after": a["robust_accuracy_after"]} for a in rep.per_attack]  # fmt: skip
+    return {"robust_accuracy": rep.robust_accuracy, "clean_accuracy": rep.clean_accuracy, "seconds": seconds,
+            "forwards": counted.forwards, "backwards": counted.backwards, "own_forwards": rep.forward_evaluations,
+            "own_backwards": rep.gradient_evaluations, "stages": stages, "robust": robust, "flags": rep.flags,
+            "trust": getattr(rep, "trust", None)}  # fmt: skip
+
+
+class _Stages(logging.Handler):
+    """AutoAttack's "robust accuracy after APGD-CE: 85.31% ..." log lines, with the pass counts at that moment."""
+
+    def __init__(self, counted: Counted) -> None:
+        super().__init__(logging.DEBUG)
+        self.counted, self.rows = counted, []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        m = re.match(r"robust accuracy after (\S+): ([\d.]+)%", record.getMessage())
+        if m:
+            self.rows.append({"stage": m.group(1).lower(), "robust_after": float(m.group(2)) / 100,
+                              "forwards": self.counted.forwards, "backwards": self.counted.backwards})  # fmt: skip
+
+
+def run_autoattack(model: nn.Module, x: torch.Tensor, y: torch.Tensor, norm: str, eps: float) -> dict[str, Any]:
+    """AutoAttack standard (APGD-CE, APGD-T on 9 targets, FAB-T on 9 targets, Square 5000 queries), seed 0."""
+    from pyautoattack import AutoAttack
+
+    counted = Counted(model)
+    aa = AutoAttack(counted, norm={"linf": "Linf", "l2": "L2"}[norm], eps=eps, version="standard", seed=0, device="cpu")
+    stages = _Stages(counted)
+    logger = logging.getLogger("auto-attack")
+    logger.addHandler(stages)
+    logger.setLevel(logging.DEBUG)
+    logger.propagate = False
+    try:
+        t0 = time.process_time()
+        xa, _ = aa.run_standard_evaluation(x, y, batch_size=len(y))
+        seconds = time.process_time() - t0
+    finally:
+        logger.removeHandler(stages)
+    with torch.no_grad():
+        robust = (model(x).argmax(1) == y) & (model(xa).argmax(1) == y)
+    return {"robust_accuracy": float(robust.float().mean()), "seconds": seconds, "forwards": counted.forwards,
+            "backwards": counted.backwards, "stages": _stage_deltas(stages.rows), "robust": robust}  # fmt: skip
+
+
+def _stage_deltas(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per AutoAttack stage: its passes (differences of the running counts) and the robust accuracy after it."""
+    out, fw, bw = [], 0, 0
+    for r in rows:
+        out.append({"stage": r["stage"], "robust_after": r["robust_after"], "forwards": r["forwards"] - fw, "backwards": r["backwards"] - bw})
+        fw, bw = r["forwards"], r["backwards"]
+    return out
+
+
+def reliable_models() -> dict[str, nn.Module]:
+    return {"robust": robust_digits(), "undefended": zoo.load("digits-cnn").eval()}
+
+
+def reliable_part(limit: int, settings: list[tuple[str, str, float]]) -> dict[str, Any]:
+    """Per setting, AutoAttack standard then advlab reliable on the first ``limit`` test digits (one process)."""
+    models = reliable_models()
     x, y = data.load("digits:test")
     x, y = x[:limit], y[:limit]
-    eps = 0.1
-    rows: dict[str, Any] = {"model": "digits-cnn (PGD-7 adversarially trained)", "eps": eps, "images": len(y)}
-    rep, t = timed(lambda: evaluate(model, (x, y), EvalConfig(preset="reliable", eps=eps, norm="linf", batch_size=len(y))))
-    rows["advlab_reliable"] = {"robust_accuracy": rep.robust_accuracy, "seconds": t, "gradients": rep.gradient_evaluations,
-                               "clean_accuracy": rep.clean_accuracy, "flags": rep.flags}  # fmt: skip
-    print(f"clean accuracy {rep.clean_accuracy:.2%}; advlab reliable: robust {rep.robust_accuracy:.2%} in {t:.1f} s "
-          f"({rep.gradient_evaluations} gradients)", flush=True)
-    for a in rep.per_attack:
-        print(f"   {a['attack']:<12} robust after {a['robust_accuracy_after']:.2%}  {a['seconds']:.1f} s", flush=True)
-    try:
-        from pyautoattack import AutoAttack
-    except Exception as e:  # noqa: BLE001
-        rows["autoattack"] = {"error": f"not installed ({type(e).__name__}); bash scripts/bootstrap.sh bench"}
-        return rows
-    aa = AutoAttack(model, norm="Linf", eps=eps, version="standard", seed=0)
-    out, t = timed(lambda: aa.run_standard_evaluation(x, y, batch_size=len(y)))
-    xa = out[0] if isinstance(out, tuple) else out  # pyautoattack returns (x_adv, y_adv)
-    rows["autoattack"] = {"robust_accuracy": robust_acc(model, x, xa, y), "seconds": t}
-    return rows
+    out: dict[str, Any] = {}
+    for name, norm, eps in settings:
+        key = f"{name}/{norm}/{eps:g}"
+        print(f"\n-- {key}: {len(y)} test digits, {'PGD-7 adversarially trained' if name == 'robust' else 'shipped'} digits-cnn", flush=True)
+        try:
+            aa = run_autoattack(models[name], x, y, norm, eps)
+        except ImportError as e:
+            aa = {"error": f"not installed ({type(e).__name__}); bash scripts/bootstrap.sh bench"}
+        adv = run_advlab(models[name], x, y, norm, eps)
+        print_setting(len(y), adv, aa)
+        out[key] = {"images": len(y), "advlab_reliable": _jsonable(adv), "autoattack": _jsonable(aa)}
+        if "error" not in aa:  # the test digits (indices) only one of them broke
+            out[key]["broken_by_autoattack_only"] = (adv["robust"] & ~aa["robust"]).nonzero().flatten().tolist()
+            out[key]["broken_by_advlab_only"] = (aa["robust"] & ~adv["robust"]).nonzero().flatten().tolist()
+    return out
+
+
+def _jsonable(row: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in row.items() if k != "robust"}
+
+
+def print_setting(n: int, adv: dict[str, Any], aa: dict[str, Any]) -> None:
+    """Robust accuracy, process time, passes per image of both and the ratios; then each one's stages."""
+    print(f"{'':<22}{'robust acc':>11}{'seconds':>9}{'fwd/img':>10}{'bwd/img':>10}")
+    rows = [("advlab reliable", adv)] + ([("AutoAttack standard", aa)] if "error" not in aa else [])
+    for label, r in rows:
+        print(f"{label:<22}{r['robust_accuracy']:11.2%}{r['seconds']:9.1f}{r['forwards'] / n:10.1f}{r['backwards'] / n:10.1f}")
+    if "error" in aa:
+        print(f"AutoAttack: {aa['error']}")
+    else:
+        only_aa = int((adv["robust"] & ~aa["robust"]).sum())
+        only_adv = int((aa["robust"] & ~adv["robust"]).sum())
+        print(f"{'advlab - AutoAttack':<22}{100 * (adv['robust_accuracy'] - aa['robust_accuracy']):+10.2f}pp"
+              f"{adv['seconds'] / aa['seconds']:8.3f}x{adv['forwards'] / aa['forwards']:9.4f}x{adv['backwards'] / aa['backwards']:9.3f}x"
+              f"   (broken by AutoAttack only: {only_aa}, by advlab only: {only_adv})")  # fmt: skip
+    print("  advlab stages:  " + "; ".join(f"{s['stage']} {s['broken']}/{s['attacked']} broken, {s['backwards'] / n:.1f} bwd/img" for s in adv["stages"]))
+    if "error" not in aa:
+        print("  AutoAttack:     " + "; ".join(f"{s['stage']} -> {s['robust_after']:.2%}, {s['backwards'] / n:.1f} bwd/img" for s in aa["stages"]))
+
+
+def targets_part(limit: int, settings: list[tuple[str, str, float]], steps: int = 100) -> dict[str, Any]:
+    """How many targets APGD-T needs after APGD-CE, by logit order (AutoAttack) and by MALT's order.
+
+    Per setting: APGD-CE (``steps``, early stop) and, on every clean-correct digit, targeted APGD-DLR (``steps``, early
+    stop) towards each wrong class in turn; then the cascade "APGD-CE, then the first k targets of an order" is
+    read off per sample for k = 1, 2, 3, 9 (a sample falls at its first success; the gradients are the backwards it
+    spent until then, plus MALT's 10 Jacobian rows). Robust accuracy and backward passes per image."""
+    from advlab.attacks.apgd import malt_targets
+    from advlab.attacks.base import Oracle
+
+    models = reliable_models()
+    x, y = data.load("digits:test")
+    x, y = x[:limit], y[:limit]
+    out: dict[str, Any] = {}
+    for name, norm, eps in settings:
+        m = models[name]
+        with torch.no_grad():
+            z = m(x)
+        ok = z.argmax(1) == y
+        xs, ys, zs = x[ok], y[ok], z[ok]
+        ce = attacks.APGD(eps=eps, norm=norm, steps=steps, early_stop=True)(m, xs, ys)
+        succ = torch.zeros(len(xs), zs.shape[1], dtype=torch.bool)
+        cost = torch.zeros(len(xs), zs.shape[1])
+        for t in range(zs.shape[1]):
+            rows = (ys != t).nonzero().flatten()
+            r = attacks.APGD(eps=eps, norm=norm, steps=steps, loss="dlr", early_stop=True)(m, xs[rows], ys[rows], target=torch.full_like(ys[rows], t))
+            succ[rows, t], cost[rows, t] = r.success.cpu(), r.backwards.float()
+        ranked = zs.argsort(1, descending=True)
+        orders = {"logits": ranked[ranked != ys[:, None]].view(len(xs), -1), "malt": malt_targets(Oracle(m, len(xs)), xs, ys, zs, 9, norm)}
+        rows_out = {}
+        for order, cls in orders.items():
+            for k in (0, 1, 2, 3, 9):
+                alive, spent = ~ce.success.cpu(), ce.backwards.float().clone()
+                spent += (alive & (k > 0)).float() * (10 if order == "malt" else 0)
+                for j in range(k):
+                    spent += alive.float() * cost.gather(1, cls[:, j : j + 1])[:, 0]
+                    alive &= ~succ.gather(1, cls[:, j : j + 1])[:, 0]
+                rows_out[f"{order}/{k}"] = {"robust_accuracy": int(alive.sum()) / len(y), "backwards_per_image": float(spent.sum()) / len(y)}
+        key = f"{name}/{norm}/{eps:g}"
+        out[key] = rows_out
+        print(f"{key:<22}" + "  ".join(f"{o} k={k}: {v['robust_accuracy']:.2%} {v['backwards_per_image']:.0f}"
+                                      for o, k, v in ((*kk.split("/"), v) for kk, v in rows_out.items()) if k != "0" or o == "logits"), flush=True)  # fmt: skip
+    return out
 
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--part", choices=["early-stop", "reliable", "all"], default="all")
+    p.add_argument("--part", choices=["early-stop", "reliable", "targets", "all"], default="all")
     p.add_argument("--models", default="digits-cnn,cifar-resnet18,efficientnet-lite0")
-    p.add_argument("--limit", type=int, default=599, help="digits for the reliable part")
+    p.add_argument("--limit", type=int, default=599, help="test digits for the reliable part")
+    p.add_argument("--settings", default="robust/linf,robust/l2,undefended/linf,undefended/l2", help="reliable part: model/norm pairs")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--json", help="write the numbers to this file")
     args = p.parse_args()
@@ -152,17 +325,13 @@ def main() -> int:
                 line += f"; torchattacks time / evaluate time = {r['torchattacks']['seconds'] / ev['seconds']:.2f}x"
             print(line)
     if args.part in ("reliable", "all"):
-        print("\n== the reliable preset vs AutoAttack (standard), adversarially trained digits CNN, L-inf eps 0.1 ==")
-        r = reliable_part(args.limit)
-        out["reliable"] = r
-        adv = r["advlab_reliable"]
-        aa = r["autoattack"]
-        if "error" in aa:
-            print(f"AutoAttack: {aa['error']}")
-        else:
-            print(f"AutoAttack standard: robust {aa['robust_accuracy']:.2%} in {aa['seconds']:.1f} s")
-            print(f"  -> difference {100 * (adv['robust_accuracy'] - aa['robust_accuracy']):+.2f} pp; "
-                  f"advlab time / AutoAttack time = {adv['seconds'] / aa['seconds']:.3f}")  # fmt: skip
+        print("\n== the reliable preset vs AutoAttack (standard), side by side; process time, passes per image ==")
+        chosen = [st for st in SETTINGS if f"{st[0]}/{st[1]}" in args.settings.split(",")]
+        out["reliable"] = reliable_part(args.limit, chosen)
+    if args.part == "targets":
+        print(f"\n== APGD-CE then k targets of APGD-T ({args.limit} digits, 100 steps each): robust accuracy, backwards per image ==")
+        chosen = [st for st in SETTINGS if f"{st[0]}/{st[1]}" in args.settings.split(",")]
+        out["targets"] = targets_part(args.limit, chosen)
     if args.json:
         Path(args.json).write_text(json.dumps(out, indent=2))
     return 0

@@ -9,7 +9,11 @@ For each model one batch of pairs (one start, the first B classes as targets) is
   step: the cost of the shared step (:class:`advlab.attacks.step.Iterate`: steepest direction, projection),
   the objective and the recorded trajectories on top of the model (goal: >= 0.9 at 10 or more pairs);
 * "min, tol 1e-4": the default, where converged pairs stop: target-steps actually computed, per second;
-* "max": max mode (double backprop: about three times the model cost per step, reported, not a goal).
+* "max": max mode (double backprop: about three times the model cost per step, reported, not a goal);
+* "natural recipe": ``prototypes.recipe("natural")`` (Fourier parametrization, one random view per step, the
+  BN prior where the model has BatchNorm): the cost of the FFTs, the view and the prior on top of the model;
+* "natural, 4 views/step": the same with four views per image and step, so four times the model's forwards
+  and backwards per step (its ideal is four times the ideal row's cost: ratio ~0.25 is the expected).
 
 Rows are interleaved round-robin over ``--repeats`` rounds and the median and minimum reported, with the
 bookkeeping per step of "min, no convergence" ((its time - the ideal's) / (steps + 1), in ms).
@@ -73,6 +77,8 @@ def rows_for(model: torch.nn.Module, name: str, steps: int, n_starts: int | None
         "min, no convergence": run(Config(mode="min", steps=steps, tol=0.0)),
         "min, tol 1e-4": run(Config(mode="min", steps=steps)),
         "max (double backprop)": run(Config(mode="max", steps=steps)),
+        "natural recipe": run(prototypes.recipe("natural", model, steps=steps)),
+        "natural, 4 views/step": run(prototypes.recipe("natural", model, steps=steps, transforms_per_step=4)),
     }
 
 

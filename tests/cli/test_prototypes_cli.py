@@ -73,7 +73,8 @@ def test_default_run_name_follows_the_seed_convention(tmp_path: Path, monkeypatc
     monkeypatch.chdir(tmp_path)
     rc, _, err = run_cli(["prototypes", "--model", "digits-cnn", "--targets", "0-1", "--steps", "5", "--eps", "0.1", "--alpha", "0.001", "-q"])
     assert rc == 0, err
-    assert (tmp_path / "runs" / "digits-cnn_digits-min-blank_pgd_e1e-1_a1e-3" / "metrics.json").exists()
+    [made] = (tmp_path / "runs").iterdir()  # the seed-000 stem, then a hash of every other setting
+    assert made.name.startswith("digits-cnn_digits-min-blank_pgd_eps0.1_alpha0.001_") and (made / "metrics.json").exists()
 
 
 def test_resume_after_an_interrupt_gives_the_same_result(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -145,6 +146,9 @@ def test_a_judge_trained_with_another_seed_scores_the_prototypes(tmp_path: Path)
         (["--eps", "-1"], "eps must be positive"),
         (["--judge", "efficientnet-lite0"], "channel"),
         (["--snapshots", "a,b"], "step numbers"),
+        (["--bn", "0.1"], "BatchNorm"),
+        (["--param", "fourier", "--eps", "0.1"], "eps and blur act on pixels"),
+        (["--preset", "natural", "--scale", "1.5"], "scale < 1"),
     ],
 )
 def test_bad_input_is_one_line_and_leaves_nothing(tmp_path: Path, extra: list[str], message: str) -> None:
@@ -152,3 +156,71 @@ def test_bad_input_is_one_line_and_leaves_nothing(tmp_path: Path, extra: list[st
     rc, _, err = run_cli(["prototypes", "--model", "digits-cnn", *extra, "--out", str(out)])
     assert rc == 2 and message in err and len(err.strip().splitlines()) == 1
     assert not out.exists() and not (tmp_path / "bad.partial").exists()
+
+
+def test_natural_preset_with_a_judge_and_the_adversarial_recipe_side_by_side(tmp_path: Path) -> None:
+    out = tmp_path / "natural"
+    rc, stdout, err = run_cli(["prototypes", "--model", "digits-cnn", "--preset", "natural", "--start", "digits:test", "--limit", "1",
+                               "--steps", "40", "--judge", "digits-cnn", "--judge", "digits-cnn", "--compare", "adversarial",
+                               "--out", str(out), "--json"])  # fmt: skip
+    assert rc == 0, err
+    m = json.loads(stdout)
+    assert (m["preset"], m["param"], m["method"], m["rotate"]) == ("natural", "fourier", "mifgsm", 10.0)
+    assert m["self"]["top1_agreement"] == 1.0 and m["judge_ensemble"] == m["judges"]["digits-cnn"]  # two equal judges
+    cmp = m["compare"]
+    assert cmp["preset"] == "adversarial" and cmp["objective"] == "cross_entropy()" and set(cmp["judges"]) == {"digits-cnn"}
+    t = load_file(str(out / "prototypes.safetensors"))
+    assert float(t["x"].min()) >= 0 and float(t["x"].max()) <= 1 and t["x"].shape == (10, 1, 8, 8)
+    page = (out / "report.html").read_text()
+    assert "Recognizability" in page and "judge ensemble" in page and page.count("<td>adversarial</td>") >= 2
+    for png in ("grid.png", "difference.png", "compare.png", "strips.png"):  # a photo start also shows the amplified change
+        assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png in page
+
+
+def _chromium_dom(page: Path, fragment: str, tmp: Path) -> str | None:
+    """The DOM of ``page#fragment`` after its scripts ran, from headless Chromium (None when it is not installed)."""
+    import shutil
+    import subprocess
+
+    exe = shutil.which("chromium") or shutil.which("chromium-browser")
+    if exe is None:
+        return None
+    cmd = [exe, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--no-first-run",
+           f"--user-data-dir={tmp / 'profile'}", "--dump-dom", f"{page.resolve().as_uri()}#{fragment}"]  # fmt: skip
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=120).stdout
+
+
+def test_quiz_page_in_a_browser_and_the_human_score(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    rc, _, err = run_cli(["prototypes", "--model", "digits-cnn", "--targets", "0-4", "--steps", "20", "--out", str(out), "-q"])
+    assert rc == 0, err
+    rc, _, err = run_cli(["prototypes", "quiz", str(out)])
+    assert rc == 0, err
+    key = json.loads((out / "quiz.json").read_text())
+    items = key["items"]
+    assert [i["target"] for i in items] == [0, 1, 2, 3, 4]
+    for i in items:  # four distinct choices, the target among them, not always in the same place
+        assert len(set(i["choices"])) == 4 and i["target"] in i["choices"]
+    assert len({i["choices"].index(i["target"]) for i in items}) > 1
+    page = (out / "quiz.html").read_text()
+    assert "://" not in page.replace("data:image/png;base64,", "") and page.count("<img") == 5  # self-contained
+    # a person answers items 0-2 right, item 3 wrong and skips item 4
+    wrong = next(c for c in items[3]["choices"] if c != items[3]["target"])
+    picks = [str(i["target"]) for i in items[:3]] + [str(wrong), "-"]
+    dom = _chromium_dom(out / "quiz.html", "answers=" + ",".join(picks), tmp_path)
+    if dom is None:
+        answers = {"quiz": key["quiz"], "answers": {str(k): int(v) for k, v in enumerate(picks) if v != "-"}}
+    else:  # the answers JSON as the page itself keeps it
+        pre = dom.split("<pre id=\"answers\">")[1].split("</pre>")[0]
+        answers = json.loads(pre.replace("&quot;", '"'))
+        assert answers["answers"] == {"0": items[0]["target"], "1": items[1]["target"], "2": items[2]["target"], "3": wrong}
+    (tmp_path / "answers.json").write_text(json.dumps(answers))
+    rc, stdout, err = run_cli(["prototypes", "score", str(out), str(tmp_path / "answers.json")])
+    assert rc == 0, err
+    self_top1 = json.loads((out / "metrics.json").read_text())["self"]["top1_agreement"]
+    assert "human: 3 of 4 answered right (75%; 5 questions)" in stdout and f"the model itself: {self_top1:.0%}" in stdout
+    (tmp_path / "other.json").write_text(json.dumps({"quiz": "another", "answers": {}}))
+    rc, _, err = run_cli(["prototypes", "score", str(out), str(tmp_path / "other.json")])
+    assert rc == 2 and "belong to quiz" in err
+    rc, _, err = run_cli(["prototypes", "--targets", "0-1"])
+    assert rc == 2 and "needs --model" in err

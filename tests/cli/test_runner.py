@@ -5,6 +5,7 @@ ones, the merge of saved units equals a single pass, and a failing run leaves no
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 from pathlib import Path
 from typing import Any
@@ -129,3 +130,27 @@ def test_batch_size_keeps_the_size_a_resumed_run_started_with(tmp_path: Path) ->
     Path(f"{out}.partial/config.json").write_text(json.dumps({"batch_size": 48}))
     assert batch_size(None, out, True, Dist(), lambda: 64) == 48
     assert batch_size(None, out, False, Dist(), lambda: 64) == 64  # not resuming: sized again
+
+
+def test_a_failing_validate_hook_stops_the_run_before_its_directory_exists(tmp_path: Path) -> None:
+    toy, out = Toy(), tmp_path / "toy"
+
+    def refuse() -> None:
+        raise AdvlabError("--snapshots must be steps in 0..5")
+
+    with pytest.raises(AdvlabError, match="snapshots"):
+        run_job(dataclasses.replace(toy.job(out), validate=refuse), _args(), Dist())
+    assert toy.computed == [] and list(tmp_path.iterdir()) == []
+
+
+def test_the_inputs_fingerprint_is_saved_and_a_changed_input_refuses_the_resume(tmp_path: Path) -> None:
+    out, x = tmp_path / "toy", torch.arange(6.0)
+    with pytest.raises(KeyboardInterrupt):
+        run_job(dataclasses.replace(Toy(stop=2).job(out), inputs={"data": x}), _args(), Dist())
+    saved = json.loads((tmp_path / "toy.partial" / "config.json").read_text())["fingerprint"]
+    assert set(saved) == {"data"} and len(saved["data"]) == 16
+    with pytest.raises(AdvlabError, match="the data of .* changed since it was started"):
+        run_job(dataclasses.replace(Toy().job(out), inputs={"data": x + 1}), _args(resume=True), Dist())
+    toy = Toy()
+    assert torch.equal(run_job(dataclasses.replace(toy.job(out), inputs={"data": x.clone()}), _args(resume=True), Dist()), EXPECTED)
+    assert toy.computed == [2, 3, 4]

@@ -27,11 +27,20 @@ def test_study_defaults_sweep_every_defense(tmp_path: Path) -> None:
     defenses = [r["defense"] for r in rows]
     assert defenses[0] == "none" and all(defenses.count(d) >= 5 for d in ("e", "s", "r", "quant", "clamp"))
     md = (out / "study.md").read_text().strip().splitlines()
-    assert len(md) == 2 + len(rows)
+    table = [ln for ln in md if ln.startswith("|")]
+    assert len(table) == 2 + len(rows) and "95% Wilson interval" in md[-1]
+    # each accuracy carries its Wilson interval, the same numbers as study.csv
+    base = rows[0]
+    cells = [c.strip() for c in table[2].strip("|").split("|")]
+    assert cells[2] == f"{float(base['clean_accuracy']):.2%} [{100 * float(base['clean_ci_low']):.1f}, {100 * float(base['clean_ci_high']):.1f}]"
+    assert cells[3] == f"{float(base['robust_accuracy']):.2%} [{100 * float(base['robust_ci_low']):.1f}, {100 * float(base['robust_ci_high']):.1f}]"
+    assert float(base["robust_ci_low"]) < float(base["robust_accuracy"]) < float(base["robust_ci_high"])
     for d in ("e", "s", "r", "quant", "clamp"):
         assert (out / f"accuracy_vs_{d}.png").read_bytes()[:4] == b"\x89PNG"
     page = (out / "report.html").read_text()
     assert "Remnant Accuracy" in page and "accuracy_vs_e.png" in page and "batch_" not in page
+    assert cells[3] in page and "95% Wilson interval" in page  # the intervals are in the report too
+    assert "weights with |w| &lt; E set to zero" in page  # a real caption, not the file stem
     m = json.loads((out / "metrics.json").read_text())
     assert m["n"] == 100 and len(m["rows"]) == len(rows)
     e = [float(r["changed_fraction"]) for r in rows if r["defense"] == "e"]
@@ -97,3 +106,42 @@ def test_analyze_layers_finds_where_the_attack_acts(tmp_path: Path) -> None:
         assert (out / png).read_bytes()[:4] == b"\x89PNG"
     rc, _, err = run_cli(["analyze", "layers", *DIGITS[:4], "--layers", "nope", "--out", str(tmp_path / "bad")])
     assert rc == 2 and "nope" in err and not (tmp_path / "bad").exists()
+
+
+def test_layer_plots_name_their_layers(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import advlab.report as report
+
+    drawn: dict[str, dict] = {}
+    real = report.line_plot
+
+    def spy(series, xlabel, ylabel, title="", **kw):  # noqa: ANN001, ANN003
+        drawn[title] = {"xlabel": xlabel, **kw}
+        return real(series, xlabel, ylabel, title, **kw)
+
+    monkeypatch.setattr(report, "line_plot", spy)
+    out = tmp_path / "layers"
+    rc, _, err = run_cli(["analyze", "layers", *DIGITS[:4], "--limit", "16", "--steps", "2", "--out", str(out)])
+    assert rc == 0, err
+    names = [r["name"] for r in _rows(out / "layers.csv")]
+    assert len(drawn) == 2
+    for kw in drawn.values():
+        assert kw["xticklabels"] == names and kw["xlabel"] == "layer"  # names, not depth indices
+
+
+def test_study_log_axis_gets_every_setting(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import advlab.report as report
+
+    drawn: list[dict] = []
+    real = report.line_plot
+
+    def spy(series, xlabel, ylabel, title="", **kw):  # noqa: ANN001, ANN003
+        fig = real(series, xlabel, ylabel, title, **kw)
+        fig.canvas.draw()
+        drawn.append({"x": kw["x"], "labels": [t.get_text() for t in fig.axes[0].get_xticklabels() if t.get_text()]})
+        return fig
+
+    monkeypatch.setattr(report, "line_plot", spy)
+    rc, _, err = run_cli(["study", "prune", *DIGITS[:4], "--limit", "32", "--steps", "1", "--settings", "e=0.002,0.005,0.01,0.02",
+                          "--defense", "e", "--out", str(tmp_path / "s")])  # fmt: skip
+    assert rc == 0, err
+    assert drawn[0]["labels"] == ["0.002", "0.005", "0.01", "0.02"]  # one decade: matplotlib alone labels one tick

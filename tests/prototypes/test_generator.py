@@ -54,8 +54,10 @@ def test_batches_do_not_change_results_and_converged_pairs_stop(digits) -> None:
     assert (whole.prob[i, s:] == whole.prob[i, s]).all() and (whole.l2[i, s:] == whole.l2[i, s]).all()
 
 
-def test_shards_of_batches_merge_to_the_whole_run(digits) -> None:
-    cfg = Config(steps=40, jitter=1)
+@pytest.mark.parametrize("recipe", ["adversarial", "natural", "natural-phase"])
+def test_shards_of_batches_merge_to_the_whole_run(digits, recipe: str) -> None:
+    cfg = {"adversarial": Config(steps=40, jitter=1), "natural": prototypes.recipe("natural", digits, steps=40),
+           "natural-phase": prototypes.recipe("natural", digits, steps=40, param="phase", transforms_per_step=2)}[recipe]  # fmt: skip
     whole = prototypes.generate(digits, "digits:test", "all", cfg, limit=3, batch_size=10)
     shards: dict[int, prototypes.Evolution] = {}
     for rank in (1, 0):  # each "rank" evolves its own batches, in any order; jitter is seeded by the batch index

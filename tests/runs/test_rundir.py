@@ -266,9 +266,31 @@ def test_atomic_write_failure_leaves_no_temp_and_old_content(tmp_path: Path) -> 
 
 # ------------------------------------------------------------------------------------------ names
 def test_run_name_seed000_example() -> None:
-    assert run_name("resnet18", "imagenet", "min", "svhn", "pgd", 0.03, 0.001) == "resnet18_imagenet-min-svhn_pgd_e3e-2_a1e-3"
+    assert run_name("resnet18", "imagenet", "min", "svhn", "pgd", 0.03, 0.001) == "resnet18_imagenet-min-svhn_pgd_eps0.03_alpha0.001"
     assert runs.run_name("m", "d", "x", "y", "fgsm") == "m_d-x-y_fgsm"
-    assert run_name("a b/c", "d", "m", "s", "pgd", eps=1) == "a-b-c_d-m-s_pgd_e1"
+    assert run_name("a b/c", "d", "m", "s", "pgd", eps=1) == "a-b-c_d-m-s_pgd_eps1"
+
+
+def test_run_names_read_eps_as_people_write_it_and_show_norm_steps_target_limit() -> None:
+    from advlab.attacks import PGD
+
+    name = run_name("digits-cnn", "digits", "attack", "digits", "pgd", attack=PGD(eps=8 / 255, steps=10), target="wombat", limit=40)
+    assert name.startswith("digits-cnn_digits-attack-digits_pgd-linf_eps8_255_steps10_to-wombat_n40_") and "e-" not in name
+    assert run_name("m", "d", "eval", "d", "pgd", attack=PGD(eps=2 / 255)).split("_")[3] == "eps2"  # 2/255 -> eps2_255
+    assert "_eps0.1_" in run_name("m", "d", "attack", "d", "pgd", attack=PGD(eps=0.1))
+    l2, linf = (run_name("m", "d", "attack", "d", "pgd", attack=PGD(eps=1.0, norm=n)) for n in ("l2", "linf"))
+    assert "pgd-l2_eps1_" in l2 and "pgd-linf_eps1_" in linf
+
+
+def test_run_names_differ_when_any_setting_differs_and_repeat_for_the_same_ones() -> None:
+    from advlab.attacks import PGD
+
+    def name(**kw: object) -> str:
+        return run_name("m", "d", "attack", "d", "pgd", attack=PGD(eps=0.1, **kw), settings={"weights": None})  # type: ignore[arg-type]
+
+    names = {name(), name(loss="margin"), name(seed=1), name(restarts=2), name(steps=20)}
+    assert len(names) == 5 and name() == name()
+    assert run_name("m", "d", "a", "d", "pgd", attack=PGD(eps=0.1), settings={"weights": "w.pt"}) != name()
 
 
 @pytest.mark.parametrize("v", [8 / 255, 0.03, 1 / 3, 2 / 3, 123.456, 1e-7, -0.0421, 2.5e5])
@@ -286,3 +308,46 @@ def test_format_number_examples() -> None:
     assert format_number(0) == "0"
     assert format_number(8 / 255) == "3.137e-2"
     assert format_number(16) == "16"
+
+
+# ------------------------------------------------------------------------------------------ fingerprints
+def test_content_hash_sees_every_byte_and_no_memory_layout() -> None:
+    from advlab.runs.fingerprint import content_hash, fingerprint
+
+    x = torch.rand(4, 3, 5, 5)
+    assert content_hash(x) == content_hash(x.clone()) == content_hash(x.to(memory_format=torch.channels_last))
+    y = x.clone()
+    y[2, 1, 3, 4] = torch.nextafter(y[2, 1, 3, 4], torch.tensor(2.0))  # one ulp of one pixel
+    assert content_hash(y) != content_hash(x) and content_hash(x.double()) != content_hash(x)
+    net = torch.nn.Linear(3, 2)
+    before = fingerprint({"model": net, "data": (x, torch.arange(4))})
+    with torch.no_grad():
+        net.bias[0] += 1e-3
+    after = fingerprint({"model": net, "data": (x, torch.arange(4))})
+    assert before["data"] == after["data"] and before["model"] != after["model"]
+
+
+# ------------------------------------------------------------------------------------------ the lock
+def test_a_lock_held_on_another_host_is_never_taken_over(tmp_path: Path) -> None:
+    from advlab.runs.lock import LOCK_FILE, RunInUse
+
+    final = tmp_path / "run"
+    _partial(final).mkdir()
+    (_partial(final) / LOCK_FILE).write_text(json.dumps({"pid": 1, "host": "elsewhere.example"}))
+    for flags in ({}, {"resume": True}, {"force": True}):
+        with pytest.raises(RunInUse, match=r"in use by pid 1 on elsewhere.example .*if that process is gone, remove"):
+            with start(final, {"v": 1}, **flags):  # type: ignore[arg-type]
+                pass
+    assert sorted(p.name for p in _partial(final).iterdir()) == [LOCK_FILE]
+
+
+def test_a_finished_run_holds_no_lock_and_an_interrupted_one_releases_it(tmp_path: Path) -> None:
+    from advlab.runs.lock import LOCK_FILE
+
+    with start(tmp_path / "a", {"v": 1}) as run:
+        assert (run.path / LOCK_FILE).exists()
+    assert not (tmp_path / "a" / LOCK_FILE).exists()
+    with pytest.raises(KeyboardInterrupt):
+        with start(tmp_path / "b", {"v": 1}):
+            raise KeyboardInterrupt
+    assert (tmp_path / "b.partial" / "INTERRUPTED.json").exists() and not (tmp_path / "b.partial" / LOCK_FILE).exists()

@@ -71,3 +71,15 @@ def test_round_trip_keeps_weights(tmp_path: Path) -> None:
     model = zoo.load("digits-cnn", weights=tmp_path / "w.pth")
     for (k, a), b in zip(net.state_dict().items(), model.net.state_dict().values()):  # type: ignore[union-attr]
         assert torch.equal(a, b), k
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_a_checkpoint_with_non_finite_weights_is_refused(tmp_path: Path, bad: float) -> None:
+    sd = {k: v.clone() for k, v in DigitsCNN().state_dict().items()}
+    name = next(k for k, v in sd.items() if v.is_floating_point())
+    sd[name].view(-1)[3] = bad
+    save_file(sd, str(tmp_path / "bad.safetensors"))
+    torch.save(sd, tmp_path / "bad.pt")
+    for path in (tmp_path / "bad.safetensors", tmp_path / "bad.pt"):
+        with pytest.raises(AdvlabError, match=f"NaN or infinite values in 1 of {len(sd)} tensors .*{name}"):
+            zoo.load("digits-cnn", weights=path)

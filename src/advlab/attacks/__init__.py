@@ -14,11 +14,13 @@ from advlab.attacks.apgd import APGD, APGDT
 from advlab.attacks.base import Attack
 from advlab.attacks.blackbox import NES, SPSA, QueryOnly, Square
 from advlab.attacks.cw import CW
+from advlab.attacks.ddn import DDN
 from advlab.attacks.deepfool import DeepFool
+from advlab.attacks.fmn import FMN
 from advlab.attacks.lbfgs import LBFGS
 from advlab.attacks.noise import RandomNoise
 from advlab.attacks.onehot import OneHot
 from advlab.attacks.pgd import FGSM, MIFGSM, PGD
 from advlab.types import AttackResult
 
-__all__ = ["APGD", "APGDT", "CW", "DeepFool", "FGSM", "LBFGS", "MIFGSM", "OneHot", "PGD", "RandomNoise", "NES", "SPSA", "Square", "QueryOnly", "Attack", "AttackResult"]
+__all__ = ["APGD", "APGDT", "CW", "DDN", "DeepFool", "FMN", "FGSM", "LBFGS", "MIFGSM", "OneHot", "PGD", "RandomNoise", "NES", "SPSA", "Square", "QueryOnly", "Attack", "AttackResult"]

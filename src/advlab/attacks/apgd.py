@@ -43,6 +43,11 @@ from advlab.threat import Norm, steepest_step
 HEAVY_BALL = 0.75
 
 
+def loss_name(loss: str | Loss) -> str:
+    """A loss as a name: the string itself, else the function's ``__name__``."""
+    return loss if isinstance(loss, str) else getattr(loss, "__name__", type(loss).__name__)
+
+
 def checkpoints(steps: int) -> list[int]:
     """The iterations at which APGD reconsiders each sample's step size."""
     p = [0.0, 0.22]
@@ -69,6 +74,11 @@ class APGD(Attack):
     early_stop: bool = False
 
     name: ClassVar[str] = "apgd"
+
+    @property
+    def label(self) -> str:
+        """``apgd-ce``, ``apgd-dlr``, ...: APGD named by its loss, as AutoAttack does."""
+        return f"{self.name}-{loss_name(self.loss)}"
 
     def validate(self) -> None:
         check_epsilons(self.eps, self.norm)
@@ -148,7 +158,7 @@ class _StepSizes:
 
     def __init__(self, xk: torch.Tensor, eps: float) -> None:
         m, dev = len(xk), xk.device
-        self.eta = torch.full((m,), 2.0 * eps, device=dev)
+        self.eta = torch.full((m,), 2.0, device=dev) * eps  # eps: a float, or (m,) per sample (minimal.bisect)
         self.best_loss = torch.full((m,), -torch.inf, device=dev)
         self.best_x, self.best_grad = xk.clone(), torch.zeros_like(xk)
         self.increases = torch.zeros(m, device=dev)
@@ -178,21 +188,77 @@ class _StepSizes:
         return halve.nonzero().flatten()
 
 
+#: how APGD-T picks its targets: the most likely wrong classes (AutoAttack), or MALT's closest boundaries
+TARGET_RULES = ("logits", "malt")
+#: APGD-T's first random-start stream: its targets never restart from the points a plain APGD at the same seed
+#: started from (streams 0 .. restarts - 1), so in the reliable preset APGD-T does not retrace APGD-CE's start
+TARGET_STREAM = 1000
+#: the dual exponent of each norm: ||.||_1 for L-inf, ||.||_2 for L2, ||.||_inf for L1
+DUAL = {"linf": 1.0, "l2": 2.0, "l1": math.inf}
+
+
+def malt_targets(oracle: Oracle, x: torch.Tensor, labels: torch.Tensor, logits: torch.Tensor, candidates: int,
+                 norm: str) -> torch.Tensor:  # fmt: skip
+    """MALT's target order (Melamed, Yehudai & Shamir 2024, "MALT powers up adversarial attacks"): the
+    ``candidates`` most likely classes t != y (y = ``labels``), ranked per sample by the linear estimate of the
+    distance from ``x`` to the decision boundary between y and t, closest first:
+
+        d_t = (z_y - z_t) / ||grad_x (z_y - z_t)||_*      (||.||_* the dual norm: L1 for L-inf, L2 for L2)
+
+    For a linear model z = W x + b this is the exact distance to the hyperplane z_y = z_t (in [0, 1] pixel units,
+    ignoring the box). Costs one forward and candidates + 1 backwards per sample (the Jacobian rows of y and of
+    each candidate); ties (e.g. zero gradients) keep the logit order. Returns (N, candidates) class indices.
+    """
+    k = min(candidates, logits.shape[1] - 1)
+    ranked = logits.argsort(1, descending=True)
+    wrong = ranked[ranked != labels[:, None]].view(len(x), -1)[:, :k]
+    z, jac = oracle.logit_grads(x, None, torch.cat([labels[:, None], wrong], 1))
+    gap = z.gather(1, labels[:, None]) - z.gather(1, wrong)
+    slope = (jac[:, :1] - jac[:, 1:]).flatten(2).norm(p=DUAL[norm], dim=2)
+    order = (gap / slope.clamp_min(1e-12)).argsort(dim=1, stable=True)
+    return wrong.gather(1, order)
+
+
 @register
 @dataclass(frozen=True, kw_only=True)
 class APGDT(APGD):
-    """Targeted APGD with the targeted DLR loss, run against each of the model's ``n_targets`` most likely
-    wrong classes in turn, on the samples still standing: an untargeted goal reached by targeted attacks."""
+    """Targeted APGD with the targeted DLR loss, run against ``n_targets`` wrong classes in turn, each on the
+    samples still standing: an untargeted goal reached by targeted attacks.
+
+    ``targets="logits"``: the model's most likely wrong classes at the clean point, in order (AutoAttack's APGD-T).
+    ``targets="malt"``: the ``candidates`` most likely wrong classes re-ranked by the linear estimate of the
+    distance to their decision boundary at the clean point (:func:`malt_targets`), closest first; MALT needs far
+    fewer targets for the same strength. Its Jacobian rows are counted as backward passes.
+    """
 
     loss: str | Loss = "dlr"
     n_targets: int = 9
+    targets: str = "logits"
+    candidates: int = 9
 
     name: ClassVar[str] = "apgd-t"
+
+    @property
+    def label(self) -> str:
+        """``apgd-t`` (targeted DLR, AutoAttack's name), ``apgd-t-ce`` with another loss."""
+        loss = loss_name(self.loss)
+        return self.name if loss == "dlr" else f"{self.name}-{loss}"
 
     def validate(self) -> None:
         super().validate()
         if self.n_targets < 1:
             raise ValueError(f"n_targets must be >= 1, got {self.n_targets}")
+        if self.targets not in TARGET_RULES:
+            raise ValueError(f"targets must be one of {', '.join(TARGET_RULES)}, got {self.targets!r}")
+        if self.candidates < 1:
+            raise ValueError(f"candidates must be >= 1, got {self.candidates}")
+
+    def _order(self, oracle: Oracle, x: torch.Tensor, labels: torch.Tensor, clean: torch.Tensor) -> torch.Tensor:
+        """The wrong classes to target per sample, best first (N, n): by logit, or by MALT's distance estimate."""
+        if self.targets == "malt":
+            return malt_targets(oracle, x, labels, clean, self.candidates, self.norm)
+        ranked = clean.argsort(1, descending=True)
+        return ranked[ranked != labels[:, None]].view(len(x), -1)
 
     def _attack(self, oracle: Oracle, x: torch.Tensor, labels: torch.Tensor, targeted: bool, eps: float | None,
                 init: torch.Tensor | None, gen: torch.Generator, y_true: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
@@ -200,17 +266,20 @@ class APGDT(APGD):
         if targeted:  # the user named the targets: one plain targeted APGD search
             return self._search(oracle, x, labels, y_true, True, eps, init, 0)
         clean = oracle.logits(x, torch.arange(len(x), device=x.device))
-        ranking = clean.argsort(1, descending=True)
         best_x, best_logits = x.detach().clone(), clean.clone()
         done = is_success(clean, labels, False)
-        for rank in range(1, min(self.n_targets, clean.shape[1] - 1) + 1):
+        standing = (~done).nonzero().flatten()
+        if len(standing) == 0:
+            return best_x, best_logits
+        ranked = self._order(SubOracle(oracle, standing), x[standing], labels[standing], clean[standing])
+        order = torch.zeros(len(x), ranked.shape[1], dtype=torch.long, device=x.device)
+        order[standing] = ranked
+        for rank in range(min(self.n_targets, order.shape[1])):
             todo = (~done).nonzero().flatten()
             if len(todo) == 0:
                 break
-            wrong = ranking[todo][ranking[todo] != labels[todo, None]].view(len(todo), -1)  # ranked, true class removed
-            tgt = wrong[:, rank - 1]
-            stream = (rank - 1) * self.restarts  # each target its own random starts
-            xa, za = self._search(SubOracle(oracle, todo), x[todo], tgt, labels[todo], True, eps, None, stream)
+            stream = TARGET_STREAM + rank * self.restarts  # each target its own random starts, none of APGD's
+            xa, za = self._search(SubOracle(oracle, todo), x[todo], order[todo, rank], labels[todo], True, eps, None, stream)
             broke = is_success(za, labels[todo], False)
             hit = todo[broke]
             best_x[hit], best_logits[hit], done[hit] = xa[broke], za[broke], True

@@ -2,13 +2,15 @@
 
 An attack is a frozen config; ``attack(model, x, y, target=None)`` runs it. Subclasses implement
 ``_attack(oracle, x, labels, targeted, eps, init, gen, y_true)`` and return ``(x_adv, logits)``; everything else
-(resolving targets, restoring the model's flags, quantizing, norms, counts, robustness curves) lives here.
+(resolving targets, restoring the model's flags, buffers and modes, quantizing, norms, counts, robustness curves) lives here.
 Each attack class carries its ``name`` and registers itself with :func:`register`, which is how the catalog
 (and so the CLI) knows what exists.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import math
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -123,6 +125,41 @@ def frozen_parameters(model: nn.Module) -> Iterator[None]:
             p.requires_grad_(flag)
 
 
+@contextmanager
+def preserved_state(model: nn.Module) -> Iterator[None]:
+    """Leave ``model`` as found: every buffer (BatchNorm running statistics and batch counts) gets its value back
+    and every submodule its train/eval flag, whatever the forwards inside did.
+
+    A model left in train mode is attacked as it is (batch statistics, dropout), but the attack's forwards do
+    not move its running statistics: before this, one PGD call changed 60 buffers of a cifar-resnet18.
+    """
+    buffers = [(b, b.detach().clone()) for b in model.buffers()]
+    modes = [(m, m.training) for m in model.modules()]
+    try:
+        yield
+    finally:
+        with torch.no_grad():
+            for b, saved in buffers:
+                if b.shape == saved.shape:
+                    b.copy_(saved)
+        for m, flag in modes:
+            m.training = flag
+
+
+Fn = TypeVar("Fn", bound=Callable[..., Any])
+
+
+def keeps_model_state(fn: Fn) -> Fn:
+    """Decorator: run ``fn(model, ...)`` under :func:`preserved_state` of its first argument."""
+
+    @functools.wraps(fn)
+    def wrapper(model: nn.Module, *args: Any, **kwargs: Any) -> Any:
+        with preserved_state(model):
+            return fn(model, *args, **kwargs)
+
+    return wrapper  # type: ignore[return-value]
+
+
 def is_success(logits: torch.Tensor, labels: torch.Tensor, targeted: bool) -> torch.Tensor:
     pred = logits.argmax(1)
     return pred == labels if targeted else pred != labels
@@ -172,7 +209,8 @@ class Attack:
 
     ``seed``: the same seed gives the same result. Random starts are drawn per sample from (seed, restart,
     the sample's pixels), so an image gets the same start in any batch (:func:`advlab.threat.random_start`);
-    other randomness (random targets, black-box proposals) comes from a generator seeded with it.
+    so does all other randomness (random targets, noise, black-box proposals: :mod:`advlab.attacks.draws`), so the
+    same seed gives each image the same result at any batch size or shard count.
     ``quantize``: return ``x_adv`` on the 8-bit grid, with success checked on exactly that tensor (saved
     PNGs stay adversarial). A bad setting raises ValueError at construction (:meth:`validate`).
     """
@@ -182,12 +220,42 @@ class Attack:
 
     #: the attack's name in the catalog and the CLI (each registered class sets its own)
     name: ClassVar[str] = "attack"
+    #: per option the attack lacks, what to use instead (the catalog adds it to the refusal)
+    instead: ClassVar[dict[str, str]] = {}
     #: False for attacks that only query outputs (random noise, black-box attacks): ``evaluate`` flags a
     #: model on which such an attack breaks samples that the white-box attacks left standing
     white_box: ClassVar[bool] = True
 
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "__repr__" not in cls.__dict__:  # set before @dataclass runs, so that it keeps this one (a class's own wins)
+            cls.__repr__ = Attack.__repr__  # type: ignore[method-assign]
+
     def __post_init__(self) -> None:
         self.validate()
+
+    def __repr__(self) -> str:
+        """The dataclass repr with the values actually used: a step size left at None (a default computed from
+        eps and steps) shows its value, e.g. ``alpha=0.025`` for PGD at eps 0.1 with 10 steps (one per eps of a list)."""
+        shown = {**{f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.repr}, **self.resolved()}
+        return f"{type(self).__qualname__}({', '.join(f'{k}={v!r}' for k, v in shown.items())})"
+
+    def resolved(self) -> dict[str, Any]:
+        """Options left at None whose value is computed from the others, with that value: ``alpha`` of attacks with
+        a ``step_size(eps)`` (PGD, MI-FGSM, NES) or ``step_size()`` (one-hot); a list of them for a list of eps."""
+        step = getattr(self, "step_size", None)
+        if getattr(self, "alpha", 0) is not None or not callable(step):
+            return {}
+        eps = getattr(self, "eps", None)
+        if eps is None:
+            return {"alpha": step()}
+        values = [step(e) for e in eps_list(eps)]
+        return {"alpha": values[0] if len(values) == 1 else values}
+
+    @property
+    def label(self) -> str:
+        """The attack as reports print and store it: its ``name``, or a finer one (APGD adds its loss: ``apgd-ce``)."""
+        return self.name
 
     @property
     def threat_norm(self) -> str:
@@ -221,7 +289,7 @@ class Attack:
             from advlab.attacks.blackbox.query_only import QueryOnly
 
             model = QueryOnly(model)
-        with frozen_parameters(model):
+        with frozen_parameters(model), preserved_state(model):
             oracle = Oracle(model, len(x), x.device)
             labels, targeted = self._labels(oracle, x, y, target, gen)
             return body(oracle, x, y, labels, targeted, gen)
@@ -259,8 +327,12 @@ class Attack:
             if target == "least-likely":
                 t = oracle.logits(x, None).argmin(1)
             elif target == "random":
-                k = int(oracle.logits(x[:1], torch.zeros(1, dtype=torch.long)).shape[1])
-                offset = torch.randint(1, k, (len(y),), generator=gen).to(y.device)
+                # per sample: the same target in any batch
+                from advlab.attacks.draws import TARGET_STREAM, SampleDraws
+
+                with torch.no_grad():  # the class count, a property of the model: no sample's query
+                    k = int(oracle.model(x[:1]).shape[1])
+                offset = SampleDraws(x, self.seed, stream=TARGET_STREAM).integers(None, 0, 1, k).to(y.device)
                 t = (y.clamp(min=0) + offset) % k
             else:
                 raise ValueError(f"target must be a class index, a tensor, 'random' or 'least-likely', not {target!r}")

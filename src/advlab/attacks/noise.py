@@ -5,8 +5,9 @@ Each try draws a point on the boundary of the ball, where random noise does the 
     L-inf: delta = eps * s,  s uniform in {-1, +1}^d (a random vertex of the cube)
     L2/L1: delta = eps * g / ||g||_p,  g ~ N(0, I)
 
-and keeps, per sample, the first successful try (or the one with the largest margin loss). Forwards only,
-no gradients: if this breaks samples that a white-box attack left standing, the white-box attack was
+and keeps, per sample, the first successful try (or the one with the largest margin loss). Try t of an image
+is drawn from the seed, t and the image alone, the same in any batch (:mod:`advlab.attacks.draws`). Forwards
+only, no gradients: if this breaks samples that a white-box attack left standing, the white-box attack was
 fooled (masked or obfuscated gradients; Athalye et al. 2018, Carlini et al. 2019's checklist).
 """
 
@@ -27,6 +28,7 @@ from advlab.attacks.base import (
     is_success,
     register,
 )
+from advlab.attacks.draws import NOISE_STREAM, SampleDraws
 from advlab.losses import margin
 
 
@@ -56,12 +58,13 @@ class RandomNoise(Attack):
         assert eps is not None
         best = Best(x)
         active = torch.arange(len(x), device=x.device)
-        for _ in range(self.tries):
+        draws = SampleDraws(x, self.seed, stream=NOISE_STREAM)
+        for t in range(self.tries):
             x0 = x[active]
             if self.norm == "linf":
-                noise = torch.randint(0, 2, x0.shape, generator=gen).to(x0) * 2 - 1
+                noise = draws.signs(active, t, x0.shape[1:]).to(x0)
             else:
-                g = torch.randn(x0.shape, generator=gen).to(x0)
+                g = draws.normal(active, t, x0.shape[1:]).to(x0)
                 p = 2 if self.norm == "l2" else 1
                 noise = g / g.flatten(1).norm(p=p, dim=1).clamp_min(1e-12).view(-1, *[1] * (x.ndim - 1))
             xe = self._prepare((x0 + eps * noise).clamp(0, 1), x0, eps)

@@ -59,6 +59,13 @@ class FGSM(Attack):
     loss: str | Loss = "ce"
 
     name: ClassVar[str] = "fgsm"
+    instead: ClassVar[dict[str, str]] = {
+        "steps": "FGSM is one step of eps; for several steps use pgd (--no-random-start: BIM) or mifgsm",
+        "alpha": "FGSM's step is eps; for another step size use pgd",
+        "momentum": "use mifgsm for momentum",
+        "restarts": "use pgd for restarts",
+        "random_start": "use pgd for a random start",
+    }
 
     def validate(self) -> None:
         check_epsilons(self.eps, self.norm)

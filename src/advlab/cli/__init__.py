@@ -12,11 +12,13 @@ from advlab.cli import (
     analyze,
     attack,
     classify,
+    compare,
     demo,
     detect,
     evaluate,
     info,
     prototypes,
+    selftest,
     study,
     train,
     transfer,
@@ -24,7 +26,7 @@ from advlab.cli import (
 from advlab.cli.common import Formatter, OneLineParser
 from advlab.errors import AdvlabError
 
-COMMANDS = (demo, info, classify, attack, evaluate, transfer, prototypes, study, analyze, detect, train)
+COMMANDS = (demo, info, classify, attack, evaluate, transfer, prototypes, study, analyze, detect, train, compare, selftest)
 #: the commands that ``torchrun -m advlab`` shards over its processes (see :mod:`advlab.distributed`)
 SHARDED = frozenset({"eval", "attack", "prototypes", "study"})
 

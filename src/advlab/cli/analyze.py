@@ -62,7 +62,7 @@ def register(sub: argparse._SubParsersAction, flags: argparse.ArgumentParser) ->
     q.add_argument("--limit", type=positive_int, default=64, help="the first N images (default 64)")
     q.add_argument("--layers", help="comma list of module names (default: every leaf module)")
     q.add_argument("--clamp", type=number, help="also measure the model with feature maps clamped to this percentile (e.g. 99.9)")
-    q.add_argument("--batch-size", type=positive_int, default=64)
+    q.add_argument("--batch-size", type=positive_int, default=64, help="images per batch")
     q.add_argument("--json", action="store_true", help="print the per-layer table as JSON")
     add_run_args(q)
     q.set_defaults(func=run)
@@ -136,7 +136,8 @@ def _write(run_dir: runs.Run, rows: list[dict[str, Any]], clamped: list[dict[str
     run_dir.save_figure("change_by_layer.png", line_plot(
         {"relative L2 change": [r["rel_l2"] for r in rows], "relative L-inf change": [r["rel_linf"] for r in rows],
          "share in top 1% units": [r["top_share"] for r in rows]},
-        "layer (depth; 0 = input)", "clean -> adversarial", f"{info.name}: where the attack acts", x=depth, logy=True, markers=len(rows) <= 30))  # fmt: skip
+        "layer", "clean -> adversarial", f"{info.name}: where the attack acts", x=depth, logy=True, markers=len(rows) <= 30,
+        xticklabels=[r["name"] for r in rows]))  # fmt: skip
     series = {"sigma, clean": [r["clean_std"] for r in rows], "sigma, adversarial": [r["adv_std"] for r in rows]}
     if clamped is not None:
         run_dir.save_text("layers_clamped.csv", csv_text(clamped))
@@ -144,8 +145,8 @@ def _write(run_dir: runs.Run, rows: list[dict[str, Any]], clamped: list[dict[str
         series["sigma, adversarial, clamped model"] = [r["adv_std"] for r in clamped[:n]]
         series = {k: v[:n] for k, v in series.items()}
         depth = depth[:n]
-    run_dir.save_figure("activation_std.png", line_plot(series, "layer (depth; 0 = input)", "activation sigma",
-                                                        f"{info.name}: activation spread", x=depth, markers=len(depth) <= 30))  # fmt: skip
+    run_dir.save_figure("activation_std.png", line_plot(series, "layer", "activation sigma", f"{info.name}: activation spread", x=depth,
+                                                        markers=len(depth) <= 30, xticklabels=[r["name"] for r in rows[: len(depth)]]))  # fmt: skip
     write_report(run_dir.path, f"advlab analyze layers: {info.name}")
 
 
@@ -186,7 +187,7 @@ def _register_units(inner: argparse._SubParsersAction, flags: argparse.ArgumentP
     q.add_argument("--seed", type=int, default=0, help="seed of the random directions")
     q.add_argument("--pool", action="store_true", help="average conv outputs over space: a unit is a channel")
     q.add_argument("--limit", type=positive_int, help="the first N images (none: all)")
-    q.add_argument("--batch-size", type=positive_int, default=256)
+    q.add_argument("--batch-size", type=positive_int, default=256, help="images per batch")
     q.add_argument("--json", action="store_true", help="print metrics.json")
     add_run_args(q)
     q.set_defaults(func=run_units)
@@ -311,7 +312,7 @@ def _register_linearity(inner: argparse._SubParsersAction, flags: argparse.Argum
     q.add_argument("--loss", choices=("ce", "margin"), default="ce", help="the loss FGSM ascends")
     q.add_argument("--seed", type=int, default=0, help="seed of the linear model's training")
     q.add_argument("--limit", type=positive_int, help="the first N images (none: all)")
-    q.add_argument("--batch-size", type=positive_int, default=512)
+    q.add_argument("--batch-size", type=positive_int, default=512, help="images per batch")
     q.add_argument("--json", action="store_true", help="print metrics.json")
     add_run_args(q)
     q.set_defaults(func=run_linearity)

@@ -23,12 +23,14 @@ from advlab.cli.common import (
     Formatter,
     add_attack_args,
     add_device_args,
+    add_label_args,
     add_model_args,
     add_run_args,
     build_model,
     command_line,
     csv_text,
     default_out,
+    labels_to_use,
     load_data_for,
     make_attack,
     parse_target,
@@ -37,7 +39,7 @@ from advlab.cli.common import (
     say,
     short,
 )
-from advlab.cli.runner import Job, Units, run_job
+from advlab.cli.runner import Job, Units, run_job, run_settings
 from advlab.errors import AdvlabError
 from advlab.evaluation import metrics as M
 from advlab.work import Work
@@ -64,8 +66,9 @@ def register(sub: argparse._SubParsersAction, flags: argparse.ArgumentParser) ->
     p.add_argument("--attack", "-a", required=True, help=f"one of: {names} (an eps-bounded attack without --eps: 0.1 on digits, else 8/255)")
     add_attack_args(p)
     p.add_argument("--target", "-t", help="class index or name, 'random' or 'least-likely' (default: untargeted)")
+    add_label_args(p)
     p.add_argument("--limit", type=positive_int, help="only the first N images")
-    p.add_argument("--batch-size", type=positive_int, default=128)
+    p.add_argument("--batch-size", type=positive_int, default=128, help="images attacked together (the unit saved for --resume)")
     p.add_argument("--pngs", type=int, default=100, help="write PNG files for the first N adversarial examples")
     p.add_argument("--json", action="store_true", help="print metrics as JSON")
     add_device_args(p)
@@ -80,18 +83,21 @@ def run(args: argparse.Namespace) -> int:
     atk = make_attack(args, info)
     target = parse_target(args.target, info)
     x, y, desc = load_data_for(args.data, info, limit=args.limit)
+    if args.labels == "predicted":
+        y = labels_to_use(args, model, x, y)
     if target is None and (y < 0).any():
-        raise AdvlabError(f"data {args.data!r} has unlabelled images; an untargeted attack needs labels (or give --target)")
-    eps = getattr(atk, "eps", None)
-    name = runs.run_name(info.name, info.dataset, "attack", desc.dataset, atk.name, eps if isinstance(eps, float) else None,
-                         getattr(atk, "alpha", None))  # fmt: skip
+        raise AdvlabError(f"data {args.data!r} has unlabelled images; an untargeted attack needs labels: give --labels predicted "
+                          "(the model's own predictions) or --target")  # fmt: skip
+    name = runs.run_name(info.name, info.dataset, "attack", desc.dataset, atk.name, attack=atk, target=args.target, limit=args.limit,
+                         settings=run_settings(args))  # fmt: skip
     config = {"command": command_line(args.argv), "model": args.model, "weights": args.weights, "data": args.data,
-              "limit": args.limit, "attack": repr(atk), "target": args.target, "batch_size": args.batch_size}  # fmt: skip
+              "limit": args.limit, "attack": repr(atk), "target": args.target, "batch_size": args.batch_size,
+              **({"labels": "predicted"} if args.labels == "predicted" else {})}  # fmt: skip
     units = Units(math.ceil(len(x) / args.batch_size), f"a batch of {args.batch_size} images", lambda cols: (cols, {}),
                   lambda t, _: t, bar=atk.name)  # fmt: skip
     job = Job(args.out or default_out(name), config, units, _attack_batches(model, atk, x, y, target, args.batch_size),
               lambda run_dir, cols, sec: _write(run_dir, x, y, cols, _metrics(cols, y, atk, info, args, sec), info, args),
-              lambda run_dir, m: _report(run_dir, m, info, args))  # fmt: skip
+              lambda run_dir, m: _report(run_dir, m, info, args), inputs={"model": model, "data": (x, y)})  # fmt: skip
     metrics = run_job(job, args, dist)
     if metrics is not None:
         _print(args, metrics, job.out)
@@ -106,6 +112,10 @@ def _print(args: argparse.Namespace, metrics: dict[str, Any], out: Any) -> None:
     say(args, f"{metrics['attack']} on {metrics['images']} images: success {metrics['success_rate']:.2%} ({goal}), "
               f"clean accuracy {metrics['clean_accuracy']:.2%} -> robust {metrics['robust_accuracy']:.2%}, "
               f"median L-inf {metrics['linf_median']}, median L2 {metrics['l2_median']}")  # fmt: skip
+    if "curve" in metrics:  # the line above is at the largest eps; the curve gives every one
+        from advlab.report.text import curve_lines
+
+        say(args, "\n".join(curve_lines(metrics["curve"])))
     say(args, f"wrote {out}")
 
 
@@ -129,8 +139,12 @@ def _attack_batches(model: torch.nn.Module, atk: Any, x: torch.Tensor, y: torch.
 
 
 def _attack_batch(model: torch.nn.Module, atk: Any, xb: torch.Tensor, yb: torch.Tensor, target: Target) -> Columns:
+    from advlab.evaluation.diagnostics import require_finite
+
     with torch.no_grad():
         clean = model(xb)
+    zoo.check_output(clean, len(xb))
+    require_finite(clean, "clean inputs")  # a NaN logit's argmax is no prediction: refuse, do not report it
     try:
         res = atk(model, xb, yb, target=target)
     except ValueError as e:
@@ -138,8 +152,11 @@ def _attack_batch(model: torch.nn.Module, atk: Any, xb: torch.Tensor, yb: torch.
     tgt = res.target if res.target is not None else torch.full_like(yb, -1)
     part = {"x_adv": res.x_adv, "clean_logits": clean, "adv_logits": res.logits, "success": res.success, "target": tgt,
             "l0": res.l0, "l2": res.l2, "linf": res.linf, "forwards": res.forwards, "backwards": res.backwards}  # fmt: skip
-    if res.min_eps is not None:
+    if res.min_eps is not None and res.curve:  # an eps list's curve; minimum-norm attacks give distances instead
         part["min_eps"] = res.min_eps
+    from advlab.cli import distances
+
+    part.update(distances.columns(res, xb, atk))
     return {k: v.detach().cpu() for k, v in part.items()}
 
 
@@ -156,7 +173,7 @@ def _metrics(cols: Columns, y: torch.Tensor, atk: Any, info: zoo.ModelInfo, args
     success = cols["success"].bool()
     over = torch.ones_like(success) if targeted else M.clean_correct(y, clean_pred)
     m: dict[str, Any] = {"model": info.name, "data": args.data, "attack": atk.name, "config": repr(atk), "images": len(y),
-                         "targeted": targeted, "target": args.target, "success_rate": M.attack_success_rate(success, over),
+                         "targeted": targeted, "target": args.target, "labels": args.labels, "success_rate": M.attack_success_rate(success, over),
                          **M.rates(y, clean_pred, adv_pred)}  # fmt: skip
     for k in ("linf", "l2", "l0"):
         stats = M.norm_stats(cols[k][success])
@@ -169,6 +186,9 @@ def _metrics(cols: Columns, y: torch.Tensor, atk: Any, info: zoo.ModelInfo, args
     m["seconds"] = round(seconds, 3)
     if "min_eps" in cols:
         m["curve"] = [_curve_point(e, cols["min_eps"], y, clean_pred, over) for e in sorted(atk.eps)]
+    from advlab.cli import distances
+
+    m.update(distances.summary(cols, y, atk))
     return m
 
 
@@ -212,6 +232,9 @@ def _write(run_dir: runs.Run, x: torch.Tensor, y: torch.Tensor, cols: Columns, m
                          "success": cols["success"], "adv_logits": cols["adv_logits"]},
                          metadata={"model": args.model, "data": args.data, "attack": metrics["config"]})  # fmt: skip
     _pictures(run_dir, x, cols, rows, args.pngs)
+    from advlab.cli import distances
+
+    distances.write(run_dir, cols, y, metrics, f"{metrics['attack']} on {info.name}")
     if "curve" in metrics:
         from advlab.report import line_plot
 

@@ -38,7 +38,7 @@ def register(sub: argparse._SubParsersAction, flags: argparse.ArgumentParser) ->
     add_model_args(p, default="efficientnet-lite0")
     p.add_argument("--top", "-k", type=positive_int, default=5, help="how many classes to show")
     p.add_argument("--limit", type=positive_int, help="only the first N images of each input")
-    p.add_argument("--batch-size", type=positive_int, default=32)
+    p.add_argument("--batch-size", type=positive_int, default=32, help="images per forward pass")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.add_argument("--out", "-o", help="also write a run directory with predictions and a picture grid")
     p.add_argument("--force", action="store_true", help="replace an existing --out directory")
@@ -46,11 +46,17 @@ def register(sub: argparse._SubParsersAction, flags: argparse.ArgumentParser) ->
 
 
 def predict(model: torch.nn.Module, x: torch.Tensor, batch_size: int, quiet: bool = True) -> torch.Tensor:
-    """Softmax probabilities of ``model`` on ``x``, batch by batch, without gradients."""
+    """Softmax probabilities of ``model`` on ``x``, batch by batch, without gradients; NaN or infinite logits
+    are an :class:`AdvlabError` (a probability computed from them means nothing)."""
+    from advlab.evaluation.diagnostics import require_finite
+
     out = []
     with torch.inference_mode():
         for i in progress(range(0, len(x), batch_size), quiet, desc="classify", unit="batch"):
-            out.append(model(x[i : i + batch_size]).float().softmax(1))
+            logits = model(x[i : i + batch_size])
+            zoo.check_output(logits, len(x[i : i + batch_size]))
+            require_finite(logits, "inputs")
+            out.append(logits.float().softmax(1))
     return torch.cat(out)
 
 

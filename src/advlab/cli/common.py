@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import argparse
 import csv
+import difflib
 import html
 import io
 import json
 import math
+import re
 import shlex
 import sys
 from collections.abc import Iterable, Sequence
@@ -26,14 +28,50 @@ T = TypeVar("T")
 
 
 class OneLineParser(argparse.ArgumentParser):
-    """argparse that reports a bad argument as one line on stderr and exit code 2 (no usage dump)."""
+    """argparse that reports a bad argument as one line on stderr and exit code 2 (no usage dump), with the
+    nearest name on a typo of a command, a choice or an option ("did you mean 'attack'?")."""
 
     def error(self, message: str) -> Any:  # type: ignore[override]
-        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+        self.exit(2, f"{self.prog}: error: {did_you_mean(message)} (see --help)\n")
+
+    def parse_known_args(self, args: Any = None, namespace: Any = None) -> Any:  # type: ignore[override]
+        ns, extras = super().parse_known_args(args, namespace)
+        if extras and not hasattr(ns, "_unknown_in"):
+            ns._unknown_in = self  # the innermost (sub)command that left them: its options are the ones to suggest
+        return ns, extras
+
+    def parse_args(self, args: Any = None, namespace: Any = None) -> Any:  # type: ignore[override]
+        ns, extras = self.parse_known_args(args, namespace)
+        owner = vars(ns).pop("_unknown_in", self)
+        if extras:
+            options = [o for a in owner._actions for o in a.option_strings if o.startswith("--")]
+            near = [m for t in extras if t.startswith("--") for m in difflib.get_close_matches(t.split("=")[0], options, n=1)]
+            hint = f"; did you mean {', '.join(near)}?" if near else ""
+            owner.error(f"unrecognized arguments: {' '.join(extras)}{hint}")
+        return ns
 
 
-class Formatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
-    """Keep the examples' line breaks and show defaults."""
+def did_you_mean(message: str) -> str:
+    """argparse's "invalid choice: 'atack' (choose from 'demo', ...)" as "invalid choice: 'atack'; did you mean
+    'attack'?" when one choice is near; other messages unchanged."""
+    m = re.search(r"invalid choice: (.+?) \(choose from (.+)\)$", message)
+    if not m:
+        return message
+    choices = [c.strip().strip("'") for c in m.group(2).split(",")]
+    near = difflib.get_close_matches(m.group(1).strip("'"), choices, n=1)
+    return f"{message[: m.start(2) - len(' (choose from ')]}; did you mean {near[0]!r}?" if near else message
+
+
+class Formatter(argparse.RawDescriptionHelpFormatter):
+    """Keep the examples' line breaks; append "(default: X)" to an option's help only when X tells something:
+    never for None, a flag's False or an empty list, nor when the help already names its default."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        d = action.default
+        if not action.option_strings or d is None or d is False or d == [] or d is argparse.SUPPRESS or "default" in text:
+            return text
+        return f"{text} (default: %(default)s)"
 
 
 def number(text: str) -> float:
@@ -72,6 +110,11 @@ def add_model_args(p: argparse.ArgumentParser, default: str | None = None) -> No
     p.add_argument("--weights", help="checkpoint for the model (.safetensors, or .pt/.pth read with weights_only=True)")
     p.add_argument("--mean", type=floats, help="per-channel mean the network expects, e.g. 0.485,0.456,0.406")
     p.add_argument("--std", type=floats, help="per-channel std the network expects, e.g. 0.229,0.224,0.225")
+    p.add_argument("--input-size", type=positive_int, metavar="PIXELS",
+                   help="your own model file (file.py:factory): the side of its square input (default: its input_size attribute, "
+                        "else the data's size, else 224)")  # fmt: skip
+    p.add_argument("--channels", type=positive_int,
+                   help="your own model file: its input channels (default: its in_channels attribute, else the data's, else 3)")
 
 
 def add_run_args(p: argparse.ArgumentParser, resume: bool = False) -> None:
@@ -84,9 +127,23 @@ def add_run_args(p: argparse.ArgumentParser, resume: bool = False) -> None:
 def add_device_args(p: argparse.ArgumentParser) -> None:
     """--device and --channels-last (commands that torchrun can shard: eval, attack, prototypes, study prune)."""
     g = p.add_argument_group("device (under torchrun -m advlab, every process takes the same arguments; see advlab.distributed)")
-    g.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N; under torchrun, cuda is each process's own GPU (cuda:LOCAL_RANK)")
+    g.add_argument("--device", default="cpu", type=device_name,
+                   help="cpu, cuda or cuda:N; under torchrun, cuda is each process's own GPU (cuda:LOCAL_RANK)")  # fmt: skip
     g.add_argument("--channels-last", action="store_true",
                    help="convolution weights in channels_last memory format (faster on GPUs with tensor cores; results may differ in the last bits)")  # fmt: skip
+
+
+def device_name(text: str) -> str:
+    """A device torch knows ("cpu", "cuda", "cuda:1", "mps"); a CUDA index this machine lacks is an error too."""
+    try:
+        dev = torch.device(text.strip())
+    except (RuntimeError, ValueError):
+        raise argparse.ArgumentTypeError(f"not a device: {text!r} (use cpu, cuda or cuda:N)") from None
+    if dev.type not in ("cpu", "cuda", "mps"):
+        raise argparse.ArgumentTypeError(f"advlab runs on cpu, cuda or mps, not {text!r}")
+    if dev.type == "cuda" and dev.index is not None and torch.cuda.is_available() and dev.index >= torch.cuda.device_count():
+        raise argparse.ArgumentTypeError(f"no such GPU: {text!r} (this machine has {torch.cuda.device_count()}: cuda:0..)")
+    return text.strip()
 
 
 def place_model(model: torch.nn.Module, device: torch.device, channels_last: bool = False) -> torch.nn.Module:
@@ -98,7 +155,23 @@ def place_model(model: torch.nn.Module, device: torch.device, channels_last: boo
 
 
 def build_model(args: argparse.Namespace, pretrained: bool = True) -> torch.nn.Module:
-    return zoo.load(args.model, weights=args.weights, mean=args.mean, std=args.std, pretrained=pretrained)
+    """The --model with its --weights, normalization and (for a model file) input shape; a model file that
+    declares no shape is probed with the shape of the command's data (--data, or classify's first input)."""
+    return zoo.load(args.model, weights=args.weights, mean=args.mean, std=args.std, pretrained=pretrained,
+                    input_size=getattr(args, "input_size", None), channels=getattr(args, "channels", None),
+                    data_shape=_data_shape(args))  # fmt: skip
+
+
+def _data_shape(args: argparse.Namespace) -> tuple[int, int] | None:
+    """(channels, size) of the command's tensor data set for a model file (None for photos, which are fitted to
+    the model, and for built-in models, which know their shape)."""
+    spec = getattr(args, "data", None) or (getattr(args, "inputs", None) or [None])[0]
+    if ".py:" not in str(args.model) or not isinstance(spec, str):
+        return None
+    desc = data.describe(spec)
+    if desc.photos or desc.size is None or desc.channels is None or desc.size[0] != desc.size[1]:
+        return None
+    return desc.channels, desc.size[0]
 
 
 def load_data_for(spec: str, info: zoo.ModelInfo, limit: int | None = None, size: int | None = None) -> tuple[torch.Tensor, torch.Tensor, data.DatasetInfo]:
@@ -125,10 +198,45 @@ def labels_for_model(y: torch.Tensor, data_classes: Sequence[str] | None, model_
     return torch.where(y >= 0, remap[y.clamp(min=0)], y)
 
 
+LABEL_SOURCES = ("given", "predicted")
+
+
+def add_label_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--labels", choices=LABEL_SOURCES, default="given",
+                   help="given: the data's labels; predicted: the model's clean predictions (for unlabelled images; clean accuracy "
+                        "is then 100%% by definition and robust accuracy is the share of predictions an attack cannot change)")  # fmt: skip
+
+
+def labels_to_use(args: argparse.Namespace, model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """The labels a command attacks: the data's (refused when there are none at all: every accuracy would be a
+    meaningless 0%), or with ``--labels predicted`` the model's clean argmax on ``x`` (N,) on the CPU."""
+    if args.labels == "given":
+        if len(y) and not bool((y >= 0).any()):
+            raise AdvlabError(f"data {args.data!r} has no labels; give --labels predicted to use the model's own predictions as labels")
+        return y
+    from advlab.device import device_of
+    from advlab.evaluation.diagnostics import require_finite
+
+    dev, step = device_of(model), args.batch_size if isinstance(args.batch_size, int) else 256
+    out = []
+    with torch.inference_mode():
+        for i in range(0, len(x), step):
+            logits = model(x[i : i + step].to(dev))
+            zoo.check_output(logits, len(x[i : i + step]))
+            require_finite(logits, "clean inputs")
+            out.append(logits.argmax(1).cpu())
+    return torch.cat(out) if out else y
+
+
 def progress(items: Iterable[T], quiet: bool, **kw: Any) -> Iterable[T]:
-    """A tqdm bar on stderr, only when it is a terminal and --quiet was not given."""
+    """A tqdm bar on stderr when it is a terminal, else a progress line every few seconds
+    (:mod:`advlab.cli.ticker`); nothing with --quiet."""
     from tqdm import tqdm
 
+    if not quiet and not sys.stderr.isatty():
+        from advlab.cli.ticker import lines
+
+        return lines(items, desc=str(kw.get("desc", "work")), unit=str(kw.get("unit", "item")), total=kw.get("total"))
     return tqdm(items, disable=quiet or not sys.stderr.isatty(), leave=False, dynamic_ncols=True, **kw)
 
 

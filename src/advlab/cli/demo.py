@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 from dataclasses import dataclass
 from typing import Any
 
@@ -10,7 +11,7 @@ import torch
 
 from advlab import attacks, data, prototypes, runs, zoo
 from advlab.cli.classify import predict
-from advlab.cli.common import Formatter, add_run_args, command_line, say
+from advlab.cli.common import Formatter, add_run_args, command_line, positive_int, say
 from advlab.evaluation import EvalConfig, evaluate
 
 
@@ -22,33 +23,69 @@ def register(sub: argparse._SubParsersAction, flags: argparse.ArgumentParser) ->
         "attack (every photo becomes a wombat at L-inf 2/255), a robustness evaluation of the digits CNN and\n"
         "seed 000's prototypes (a grey image evolved into every digit).\n"
         "Leaves runs/demo/ with metrics.json, pictures and report.html.\n\n"
-        "examples:\n  advlab demo\n  advlab demo --out runs/demo2 --force",
+        "examples:\n  advlab demo\n  advlab demo --out runs/demo2 --force\n  advlab demo --threads 2 --force",
     )
     add_run_args(p)
+    p.add_argument("--threads", type=positive_int,
+                   help="CPU threads for torch (default: the cores the 1-minute load average leaves free, at least 1: on a busy "
+                        "machine one thread finishes several times sooner than threads fighting over the cores)")  # fmt: skip
     p.set_defaults(func=run)
 
 
-def run(args: argparse.Namespace) -> int:
-    """The demo's five steps, each leaving a picture; metrics.json and report.html at the end."""
-    from advlab.report import write_report
+def demo_threads(requested: int | None) -> int:
+    """The demo's torch threads: ``requested``, else the cores left free by the load average (rounded, at least 1,
+    at most torch's default), so a demo on a busy machine does not oversubscribe its cores."""
+    if requested:
+        return requested
+    try:
+        load = os.getloadavg()[0]
+    except (OSError, AttributeError):  # no load average (Windows): torch's default
+        return torch.get_num_threads()
+    return max(1, min(torch.get_num_threads(), round((os.cpu_count() or 1) - load)))
 
+
+def run(args: argparse.Namespace) -> int:
+    """The demo's five steps (:func:`_steps`) at :func:`demo_threads` torch threads (restored afterwards)."""
     out = args.out or "runs/demo"
-    with runs.start(out, {"command": command_line(args.argv)}, force=args.force) as run_dir:
-        photos = _photos(run_dir)
-        digits = _digits(run_dir)
-        wombat = _wombat(run_dir, photos)
-        robust = _robustness(run_dir, digits)
-        protos = _prototypes(run_dir, digits)
-        metrics = {**photos.metrics, **wombat, **robust, **protos, **digits.metrics, "samples": photos.samples}
-        run_dir.save_json("metrics.json", metrics)
-        write_report(run_dir.path, "advlab demo")
+    before, threads = torch.get_num_threads(), demo_threads(args.threads)
+    torch.set_num_threads(threads)
+    try:
+        with runs.start(out, {"command": command_line(args.argv), "threads": threads}, force=args.force) as run_dir:
+            metrics = _steps(run_dir)
+    finally:
+        torch.set_num_threads(before)
     say(args, f"digits-cnn accuracy on digits:test: {metrics['digits-cnn digits:test accuracy']:.2%}")
     say(args, f"efficientnet-lite0 on the sample photos: top-3 accuracy {metrics['efficientnet-lite0 samples top-3 accuracy']:.0%}")
     say(args, f"seed 002: {metrics[_WOMBAT_RATE]:.0%} of the photos became wombats at L-inf 2/255 (8-bit PNGs stay adversarial)")
     say(args, f"digits-cnn robust accuracy at L-inf 0.1 (fast preset): {metrics[_ROBUST]:.2%}")
     say(args, f"seed 000: {metrics[_P99]} of 10 digit prototypes evolved from a grey image reach p >= 0.99")
-    say(args, f"wrote {out}/report.html")
+    say(args, f"wrote {out}/report.html ({threads} torch thread{'s' if threads > 1 else ''}; --threads sets them)")
     return 0
+
+
+#: what each of the demo's pictures shows (the report's captions)
+CAPTIONS = {
+    "photos_efficientnet-lite0.png": "EfficientNet-Lite0 on scikit-image's photos: each photo with its two most likely ImageNet classes.",
+    "digits_digits-cnn.png": "The digits CNN on 24 of the 599 test digits: label -> prediction (red: wrong).",
+    "wombat_efficientnet-lite0.png": "Seed 002: every photo turned into a wombat by targeted PGD at L-inf 2/255 on the 8-bit grid: the "
+    "clean photo, the perturbation (amplified to be visible) and the adversarial photo with its prediction.",
+    "robustness_digits-cnn.png": "Digits the fast preset broke at L-inf 0.1: clean digit, amplified perturbation, adversarial digit.",
+    "prototypes_digits-cnn.png": "Seed 000: a prototype of each digit evolved from a blank grey image until the input gradient vanished, "
+    "with its probability and the step it first became top-1.",
+}
+def _steps(run_dir: runs.Run) -> dict[str, Any]:
+    """The five steps, each leaving a picture; metrics.json and report.html; returns the metrics."""
+    from advlab.report import write_report
+
+    photos = _photos(run_dir)
+    digits = _digits(run_dir)
+    wombat = _wombat(run_dir, photos)
+    robust = _robustness(run_dir, digits)
+    protos = _prototypes(run_dir, digits)
+    metrics = {**photos.metrics, **wombat, **robust, **protos, **digits.metrics, "samples": photos.samples}
+    run_dir.save_json("metrics.json", metrics)
+    write_report(run_dir.path, "advlab demo", captions=CAPTIONS)
+    return metrics
 
 
 _WOMBAT_RATE = "efficientnet-lite0 wombat attack success rate (linf 2/255, 8-bit)"

@@ -73,7 +73,7 @@ def register(sub: argparse._SubParsersAction, flags: argparse.ArgumentParser) ->
     g.add_argument("--pool", choices=("auto", "flatten", "mean"), default="auto",
                    help="how a feature map becomes a vector (auto: flatten up to 4096 values, else the spatial mean)")  # fmt: skip
     g.add_argument("--hidden", type=int, default=64, help="hidden units of the detector's MLP (0: logistic regression)")
-    g.add_argument("--epochs", type=positive_int, default=50)
+    g.add_argument("--epochs", type=positive_int, default=50, help="training epochs of the detector")
     g.add_argument("--calibration", type=number, default=0.2,
                    help="fraction of --data-train held out (clean) to choose the threshold")  # fmt: skip
     g.add_argument("--fpr", type=number, default=0.05, help="false-positive rate on the held-out clean images at the threshold")
@@ -84,7 +84,7 @@ def register(sub: argparse._SubParsersAction, flags: argparse.ArgumentParser) ->
     e.add_argument("--adaptive-kappa", type=number, default=1.0, help="margin kappa beyond which a goal stops pulling")
     p.add_argument("--limit-train", type=positive_int, help="only the first N images of --data-train")
     p.add_argument("--limit", type=positive_int, help="only the first N images of --data")
-    p.add_argument("--batch-size", type=positive_int, default=256)
+    p.add_argument("--batch-size", type=positive_int, default=256, help="images per attack batch")
     p.add_argument("--json", action="store_true", help="print metrics as JSON")
     add_run_args(p)
     p.set_defaults(func=run)

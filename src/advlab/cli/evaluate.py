@@ -23,6 +23,7 @@ from advlab.cli.common import (
     Formatter,
     add_attack_args,
     add_device_args,
+    add_label_args,
     add_model_args,
     add_run_args,
     attack_options,
@@ -30,6 +31,7 @@ from advlab.cli.common import (
     command_line,
     csv_text,
     default_out,
+    labels_to_use,
     load_data_for,
     make_attack,
     place_model,
@@ -37,7 +39,7 @@ from advlab.cli.common import (
     say,
     short,
 )
-from advlab.cli.runner import Job, Units, batch_size, run_job
+from advlab.cli.runner import Job, Units, batch_size, run_job, run_settings
 from advlab.errors import AdvlabError
 from advlab.evaluation import PRESETS, BatchResult, EvalConfig, EvalReport, evaluate
 
@@ -55,6 +57,7 @@ def register(sub: argparse._SubParsersAction, flags: argparse.ArgumentParser) ->
     )
     add_model_args(p)
     p.add_argument("--data", "-d", required=True, help="data spec (see advlab data)")
+    add_label_args(p)
     p.add_argument("--preset", choices=PRESETS, help="attack ensemble (default: reliable, unless --attack is given)")
     p.add_argument("--attack", "-a", help="comma list of attacks to cascade instead of a preset (they share the attack options)")
     add_attack_args(p)
@@ -69,6 +72,9 @@ def register(sub: argparse._SubParsersAction, flags: argparse.ArgumentParser) ->
     p.add_argument("--robustbench", metavar="FILE.json",
                    help="also write a RobustBench-style model_info entry (name, dataset, eps, clean_acc, robust_acc, attacks, "
                         "passes per image, trust, diagnostics)")  # fmt: skip
+    p.add_argument("--bpda", metavar="FILE.py:FACTORY",
+                   help="a differentiable twin of the model (a model file or zoo name, taking the same [0, 1] images): the attacks "
+                        "run on it and every success is confirmed on --model (BPDA for what advlab cannot do by itself)")  # fmt: skip
     add_device_args(p)
     p.add_argument("--amp", action="store_true",
                    help="run the attacks under bfloat16 autocast (faster on GPUs); every success is re-checked in float32 and only "
@@ -109,24 +115,48 @@ def run(args: argparse.Namespace) -> int:
     if args.amp:
         _check_amp(config)
     x, y, desc = load_data_for(args.data, info, limit=args.limit)
+    y = labels_to_use(args, model, x, y)
     method = args.attack.replace(",", "+") if args.attack else config.preset
-    out = args.out or default_out(runs.run_name(info.name, info.dataset, "eval", desc.dataset, method, config.eps))
+    out = args.out or default_out(runs.run_name(info.name, info.dataset, "eval", desc.dataset, method, config.eps, limit=args.limit,
+                                                norm=config.norm, attack=config.attacks[0] if config.attacks and len(config.attacks) == 1 else None,
+                                                settings=run_settings(args)))
+    attack_model = _attack_model(args, model, dist)
     given = None if args.batch_size == "auto" else args.batch_size
     config = dataclasses.replace(config, batch_size=batch_size(given, out, args.resume, dist, lambda: _auto(model, x, dist)))
     job = Job(out, _saved_config(args, config), Units(math.ceil(len(x) / config.batch_size), f"a batch of {config.batch_size} samples",
                                                       _encode, _decode, bar="evaluate"),
-              lambda work: evaluate(model, (x, y), config, work=work, attack_model=zoo.Autocast(model) if args.amp else None),
+              lambda work: evaluate(model, (x, y), config, work=work, attack_model=attack_model),
               lambda run_dir, report, sec: _write(run_dir, x, y, dataclasses.replace(report, seconds=sec), info, args),
-              lambda run_dir, report: _report(run_dir, report, info, args))  # fmt: skip
+              lambda run_dir, report: _report(run_dir, report, info, args), inputs={"model": model, "data": (x, y)})  # fmt: skip
     report = run_job(job, args, dist)
     if report is not None and args.robustbench:
         runs.atomic_write(args.robustbench, json.dumps(report.robustbench(args.model, desc.dataset), indent=2) + "\n")
     if report is not None and args.json:
-        print(json.dumps(report.to_dict(), indent=2))
+        print(json.dumps({"labels": args.labels, **report.to_dict()}, indent=2))
     elif report is not None:
+        if args.labels == "predicted":
+            say(args, "labels: the model's own clean predictions (--labels predicted), so clean accuracy is 100% by construction")
         say(args, report.format())
         say(args, f"wrote {out}")
     return 0
+
+
+def _attack_model(args: argparse.Namespace, model: torch.nn.Module, dist: distributed.Dist) -> torch.nn.Module | None:
+    """What the attacks run on: the --bpda twin (checked to take the model's input and give its number of classes),
+    under bfloat16 autocast with --amp; None: the model itself."""
+    twin = model
+    if args.bpda:
+        info: zoo.ModelInfo = model.info  # type: ignore[assignment]
+        twin = place_model(zoo.load(args.bpda, input_size=info.input_size, channels=info.channels), dist.device, args.channels_last)
+        probe = torch.rand(2, info.channels, info.input_size, info.input_size, device=dist.device)
+        with torch.no_grad():
+            out, want = twin(probe), model(probe)
+        if not isinstance(out, torch.Tensor) or out.shape != want.shape:
+            raise AdvlabError(f"--bpda {args.bpda}: the twin gives {tuple(getattr(out, 'shape', ()))} for an input on which the "
+                              f"model gives {tuple(want.shape)}; it must take the same images and return the same classes")  # fmt: skip
+    if args.amp:
+        return zoo.Autocast(twin)
+    return None if twin is model else twin
 
 
 def _auto(model: torch.nn.Module, x: torch.Tensor, dist: distributed.Dist) -> int:
@@ -141,7 +171,8 @@ def _saved_config(args: argparse.Namespace, config: EvalConfig) -> dict[str, Any
             "preset": config.preset if not config.attacks else None, "attacks": [repr(a) for a in config.attacks or ()],
             "eps": config.eps, "norm": config.norm, "seed": config.seed, "early_stop": config.early_stop,
             "attack_misclassified": config.attack_misclassified, "batch_size": config.batch_size,
-            **({"amp": "bfloat16"} if args.amp else {})}  # fmt: skip
+            **({"amp": "bfloat16"} if args.amp else {}), **({"labels": "predicted"} if args.labels == "predicted" else {}),
+            **({"bpda": args.bpda} if args.bpda else {})}  # fmt: skip
 
 
 #: --amp refuses smaller L-inf balls: bfloat16 resolves a normalized input to about 1/255 of the pixel range
@@ -181,7 +212,7 @@ def _write(run_dir: runs.Run, x: torch.Tensor, y: torch.Tensor, report: EvalRepo
     assert report.x_adv is not None
     s = report.samples
     amp = {"amp": "attacks under bfloat16 autocast; successes confirmed in float32"} if args.amp else {}
-    run_dir.save_json("metrics.json", {"model": info.name, "data": args.data, **amp, **report.to_dict()})
+    run_dir.save_json("metrics.json", {"model": info.name, "data": args.data, "labels": args.labels, **amp, **report.to_dict()})
     run_dir.save_text("samples.csv", csv_text(report.rows(info.class_names)))
     run_dir.save_tensors("adversarials.safetensors", {"x": x, "x_adv": report.x_adv, "y": y, "broken_by": s.broken_by,
                          "clean_pred": s.clean_pred, "adv_pred": s.adv_pred}, metadata={"model": args.model, "data": args.data})  # fmt: skip

@@ -1,6 +1,6 @@
 """``advlab prototypes``: evolve a blank image, noise or photos into every class of a model (seed 000).
 
-The run directory (named by the seed's convention, e.g. ``digits-cnn_digits-min-blank_pgd_a3.92e-3``) holds
+The run directory (named by the seed's convention, e.g. ``digits-cnn_digits-min-blank_pgd_alpha0.0039_<hash>``) holds
 prototypes.safetensors (prototypes, start images, every trajectory, snapshots), trajectories.csv (one row per
 pair and step), grid.png (the prototypes with class names and confidences), strips.png (snapshots over the
 steps), probability.png, grad_norm.png and recognition.png (plots), metrics.json and report.html. Work is saved
@@ -34,9 +34,10 @@ from advlab.cli.common import (
     say,
     short,
 )
-from advlab.cli.runner import Job, Units, batch_size, run_job
+from advlab.cli.runner import Job, Units, batch_size, run_job, run_settings
 from advlab.errors import AdvlabError
-from advlab.prototypes import Config, Evolution, Prototypes, Starts
+from advlab.prototypes import Config, Evolution, Prototypes, Starts, recipes
+from advlab.prototypes.parametrize import PARAMS
 
 #: at most this many prototypes in grid.png and pairs in the probability plot (all are in the files)
 GRID_MAX = 100
@@ -59,35 +60,72 @@ def register(sub: argparse._SubParsersAction, flags: argparse.ArgumentParser) ->
         "  advlab prototypes --model digits-cnn --start blank:gray\n"
         "  advlab prototypes --model digits-cnn --start digits:test --limit 5 --mode max\n"
         "  advlab prototypes --model efficientnet-lite0 --start blank:gray --targets 0-9 --steps 100 --judge efficientnet-lite1\n"
-        "  advlab prototypes --model efficientnet-lite0 --start noise:gaussian --targets goldfish,wombat --tv 0.05 --jitter 4",
+        "  advlab prototypes --model efficientnet-lite0 --start noise:gaussian --targets goldfish,wombat --tv 0.05 --jitter 4\n"
+        "  advlab prototypes --model efficientnet-lite0 --preset natural --targets 0-9 --steps 128 --judge efficientnet-lite1 --compare adversarial\n"
+        "  advlab prototypes quiz RUN; advlab prototypes score RUN answers.json       # a person's accuracy next to the judges'",
     )  # fmt: skip
-    add_model_args(p)
+    add_model_args(p, default="")  # required, except by the quiz and score subcommands (checked in run)
     p.add_argument("--start", "-s", default="blank:gray",
                    help="start spec (default blank:gray); under torchrun write -s: torchrun reads --start as its --start-method")  # fmt: skip
     p.add_argument("--limit", type=positive_int, help="only the first N images of a data start")
     p.add_argument("--targets", "-t", default="all", help="all, a range 0-9, or a list 3,7 (indices or class names)")
-    g = p.add_argument_group("generator")
-    g.add_argument("--mode", choices=prototypes.MODES, default="min")
-    g.add_argument("--method", choices=list(prototypes.METHODS), default="pgd", help="pgd, mifgsm (L-inf) or pgdl2 (L2)")
-    g.add_argument("--eps", type=number, help="radius of the ball around the start (L-inf for pgd/mifgsm, L2 for pgdl2; default: unconstrained)")
-    g.add_argument("--alpha", type=number, help="step size (default 1/255 for L-inf, 0.5 for L2)")
-    g.add_argument("--steps", type=positive_int, default=200)
-    g.add_argument("--tol", type=number, default=1e-4, help="min mode: a pair stops when ||grad||_2 < tol")
-    g.add_argument("--momentum", type=number, default=1.0, help="mifgsm's mu")
-    g.add_argument("--tv", type=number, default=0.0, help="weight of the total-variation regularizer")
-    g.add_argument("--jitter", type=int, default=0, help="random shift of up to N pixels per step")
-    g.add_argument("--blur", type=number, default=0.0, help="Gaussian blur sigma (pixels) after every step")
-    g.add_argument("--seed", type=int, default=0, help="seed for noise starts and jitter")
+    _add_generator_args(p)
     o = p.add_argument_group("output")
     o.add_argument("--snapshots", help="steps whose images are kept, e.g. 0,10,100 (default 0,1,2,5,10,20,50,... and the last)")
     o.add_argument("--strip-classes", help="targets shown in strips.png (first start; default the first 10)")
     o.add_argument("--judge", action="append", default=[], metavar="MODEL[=WEIGHTS]",
                    help="another model that scores the prototypes (repeatable), e.g. efficientnet-lite1 or digits-cnn=other.safetensors")  # fmt: skip
+    o.add_argument("--compare", choices=list(recipes.RECIPES),
+                   help="also evolve the same pairs with this recipe (e.g. adversarial) and report its recognizability side by side")
     o.add_argument("--batch-size", type=positive_int, help="pairs per batch (default: sized to memory)")
     o.add_argument("--json", action="store_true", help="print metrics as JSON")
     add_device_args(p)
     add_run_args(p, resume=True)
     p.set_defaults(func=run)
+    _add_human_commands(p)
+
+
+def _add_generator_args(p: argparse.ArgumentParser) -> None:
+    """The recipe and its ingredients."""
+    g = p.add_argument_group("generator")
+    g.add_argument("--preset", choices=list(recipes.RECIPES),
+                   help="a named recipe: adversarial (pixel PGD, the default) or natural (Fourier + decorrelated colour, random views: "
+                        "prototypes a person can recognize); every option below overrides its ingredient")  # fmt: skip
+    g.add_argument("--mode", choices=prototypes.MODES, default="min",
+                   help="min: descend the loss until the input gradient vanishes (--tol); max: once the target holds, grow ||grad||")  # fmt: skip
+    g.add_argument("--method", choices=list(prototypes.METHODS), help="pgd, mifgsm (L-inf) or pgdl2 (L2) (default pgd)")
+    g.add_argument("--eps", type=number, help="radius of the ball around the start (L-inf for pgd/mifgsm, L2 for pgdl2; default: unconstrained)")
+    g.add_argument("--alpha", type=number, help="step size (default 1/255 for L-inf, 0.5 for L2)")
+    g.add_argument("--steps", type=positive_int, default=200, help="most optimization steps per prototype")
+    g.add_argument("--tol", type=number, help="min mode: a pair stops when ||grad||_2 < tol (default 1e-4)")
+    g.add_argument("--momentum", type=number, help="mifgsm's mu (default 1)")
+    g.add_argument("--param", choices=list(PARAMS), help="what the step moves: pixels (default), fourier (decorrelated colour, "
+                                                           "1/f spectrum) or phase (Fourier phase, natural magnitude)")  # fmt: skip
+    g.add_argument("--tv", type=number, help="weight of the total-variation prior")
+    g.add_argument("--bn", type=number, help="weight of the BatchNorm-statistics prior (DeepInversion; models with BatchNorm)")
+    g.add_argument("--l2", type=number, help="weight of the L2 prior ||x - 0.5||_2")
+    g.add_argument("--blur-prior", type=number, help="weight of the blur prior mean (x - blur(x))^2 (sigma 1 pixel)")
+    g.add_argument("--jitter", type=int, help="random shift of up to N pixels per step")
+    g.add_argument("--scale", type=number, help="random zoom by up to +-S per view (a fraction, e.g. 0.1)")
+    g.add_argument("--rotate", type=number, help="random rotation by up to +-D degrees per view")
+    g.add_argument("--transforms-per-step", type=positive_int, help="random views per image and step (default 1)")
+    g.add_argument("--blur", type=number, help="Gaussian blur sigma (pixels) after every step (pixels only)")
+    g.add_argument("--seed", type=int, default=0, help="seed for noise starts and jitter")
+
+
+def _add_human_commands(p: argparse.ArgumentParser) -> None:
+    """``advlab prototypes quiz RUN`` and ``advlab prototypes score RUN ANSWERS.json``."""
+    human = p.add_subparsers(dest="human", metavar="{quiz,score}", parser_class=type(p),
+                             help="a human check of a finished run: quiz RUN writes RUN/quiz.html; score RUN ANSWERS.json")  # fmt: skip
+    q = human.add_parser("quiz", help="write RUN/quiz.html: each prototype with four class names in random order (self-contained)")
+    q.add_argument("run_dir", metavar="RUN", help="a finished prototypes run directory")
+    q.add_argument("--quiz-seed", type=int, default=0, help="seed of the choices and their order")
+    q.add_argument("--items", type=positive_int, default=100, help="at most this many prototypes (the first ones)")
+    q.set_defaults(func=quiz_command)
+    sc = human.add_parser("score", help="human accuracy of downloaded answers, next to the judges' agreement")
+    sc.add_argument("run_dir", metavar="RUN", help="the run directory the quiz was written for")
+    sc.add_argument("answers", metavar="ANSWERS.json", help="the answers the quiz page downloaded")
+    sc.set_defaults(func=score_command)
 
 
 def _steps_list(text: str | None) -> tuple[int, ...] | None:
@@ -113,11 +151,19 @@ def _judges(specs: list[str], info: zoo.ModelInfo) -> list[tuple[str, torch.nn.M
     return out
 
 
-def _config(args: argparse.Namespace) -> Config:
-    config = Config(mode=args.mode, method=args.method, eps=args.eps, alpha=args.alpha, steps=args.steps, tol=args.tol,
-                    momentum=args.momentum, tv=args.tv, jitter=args.jitter, blur=args.blur, seed=args.seed,
-                    snapshots=_steps_list(args.snapshots))  # fmt: skip
+#: the options that set a recipe ingredient (None: the recipe's)
+INGREDIENTS = ("method", "eps", "alpha", "tol", "momentum", "param", "tv", "bn", "l2", "blur_prior", "jitter", "scale",
+               "rotate", "transforms_per_step", "blur")  # fmt: skip
+
+
+def _config(args: argparse.Namespace, model: torch.nn.Module | None = None, preset: str | None = None,
+            ingredients: bool = True) -> Config:  # fmt: skip
+    """The run's Config: the preset (``--preset``, default adversarial), every ingredient option on top
+    (``ingredients=False``: the preset alone, for ``--compare``)."""
+    over = {k: getattr(args, k) for k in INGREDIENTS} if ingredients else {}
     try:
+        config = recipes.config(preset or args.preset or "adversarial", model, mode=args.mode, steps=args.steps,
+                                seed=args.seed, snapshots=_steps_list(args.snapshots), **over)  # fmt: skip
         config.validate()
     except ValueError as e:
         raise AdvlabError(str(e)) from None
@@ -135,21 +181,83 @@ def _pairs(args: argparse.Namespace, info: zoo.ModelInfo) -> tuple[Starts, list[
     return starts, targets, [targets.index(t) for t in strips]
 
 
+def _finished_run(path: str) -> tuple[Any, dict[str, torch.Tensor], dict[str, Any]]:
+    """A finished prototypes run: its directory, prototypes.safetensors and metrics.json."""
+    from pathlib import Path
+
+    from safetensors.torch import load_file
+
+    d = Path(path)
+    if not (d / "prototypes.safetensors").is_file() or not (d / "metrics.json").is_file():
+        raise AdvlabError(f"{path} is not a finished prototypes run (no prototypes.safetensors / metrics.json)")
+    return d, load_file(str(d / "prototypes.safetensors")), json.loads((d / "metrics.json").read_text())
+
+
+def quiz_command(args: argparse.Namespace) -> int:
+    """``advlab prototypes quiz RUN``: RUN/quiz.html and its answer key RUN/quiz.json."""
+    from advlab.prototypes import quiz
+    from advlab.runs import atomic_write
+
+    d, t, m = _finished_run(args.run_dir)
+    info = zoo.info(m["model"])
+    quiz_id = f"{d.name}-{args.quiz_seed}"
+    try:
+        items = quiz.make(t["target"].tolist(), info.num_classes, seed=args.quiz_seed, limit=args.items)
+    except ValueError as e:
+        raise AdvlabError(str(e)) from None
+    atomic_write(d / "quiz.json", json.dumps(quiz.key(items, quiz_id), indent=1))
+    atomic_write(d / "quiz.html", quiz.page(items, t["x"], list(info.class_names), quiz_id, f"Which class? ({len(items)} pictures)"))
+    say(args, f"wrote {d / 'quiz.html'} ({len(items)} questions) and its key quiz.json")
+    return 0
+
+
+def score_command(args: argparse.Namespace) -> int:
+    """``advlab prototypes score RUN ANSWERS.json``: human accuracy next to the model's and the judges'."""
+    from pathlib import Path
+
+    from advlab.prototypes import quiz
+
+    d, _, m = _finished_run(args.run_dir)
+    if not (d / "quiz.json").is_file():
+        raise AdvlabError(f"{d} has no quiz.json: run advlab prototypes quiz {d} first")
+    try:
+        answers = json.loads(Path(args.answers).read_text())
+        human = quiz.score(json.loads((d / "quiz.json").read_text()), answers)
+    except (OSError, json.JSONDecodeError, ValueError, AttributeError) as e:
+        raise AdvlabError(f"cannot score {args.answers}: {e}") from None
+    out = {"human": human, "self": m["self"]["top1_agreement"], "judges": {k: v["top1_agreement"] for k, v in m["judges"].items()}}
+    if getattr(args, "json", False):
+        print(json.dumps(out, indent=2))
+        return 0
+    acc = "n/a" if human["accuracy_answered"] is None else f"{human['accuracy_answered']:.0%}"
+    print(f"human: {human['correct']} of {human['answered']} answered right ({acc}; {human['items']} questions)")
+    print(f"the model itself: {out['self']:.0%} top-1 = target" + "".join(f"; judge {k}: {v:.0%}" for k, v in out["judges"].items()))
+    return 0
+
+
 def run(args: argparse.Namespace) -> int:
+    if not args.model:
+        raise AdvlabError("advlab prototypes needs --model (or: advlab prototypes quiz RUN / score RUN ANSWERS.json)")
     dist = distributed.setup(args.device)
     model = place_model(build_model(args), dist.device, args.channels_last)
     info: zoo.ModelInfo = model.info  # type: ignore[assignment]
-    config = _config(args)
+    config = _config(args, model)
     starts, targets, strips = _pairs(args, info)
     judges = _judges(args.judge, info)
-    out = args.out or default_out(runs.run_name(info.name, info.dataset, config.mode, starts.kind, config.method, config.eps, config.step_size))
+    out = args.out or default_out(runs.run_name(info.name, info.dataset, config.mode, starts.kind, config.method, config.eps, config.step_size,
+                                                limit=args.limit, settings=run_settings(args)))
     estimate = lambda: prototypes.auto_batch_size(model, starts.x[:1].to(dist.device), config.mode)  # noqa: E731
     bs = prototypes.pairs_per_batch(batch_size(args.batch_size, out, args.resume, dist, estimate), len(targets))
     saved_config = {"command": command_line(args.argv), "model": args.model, "weights": args.weights, "start": args.start,
                     "limit": args.limit, "targets": targets, "config": repr(config), "batch_size": bs}  # fmt: skip
 
     def write(run_dir: runs.Run, result: Prototypes, seconds: float) -> tuple[Prototypes, dict[str, Any]]:
-        return result, _write(run_dir, result, info, _metrics(result, model, info, judges, seconds, args))
+        metrics = _metrics(result, model, info, judges, seconds, args)
+        compared = _compare(args, model, result, judges, bs)
+        if compared is not None:
+            metrics["compare"] = compared[1]
+            _grid(run_dir, compared[0], info.class_names, "compare.png")
+        return result, _write(run_dir, result, info, metrics)
 
     def interrupted(run_dir: runs.Run, done: dict[int, Evolution], seconds: float) -> None:
         """Ctrl-C: what is done stays viewable in the partial directory; the unit files stay for --resume."""
@@ -161,7 +269,8 @@ def run(args: argparse.Namespace) -> int:
                   lambda ev: (ev.tensors(), {}), lambda t, _: Evolution.from_tensors(t), bar="prototypes")  # fmt: skip
     job = Job(out, saved_config, units,
               lambda work: prototypes.generate(model, starts, targets, config, batch_size=bs, strip_pairs=strips, work=work),
-              write, lambda run_dir, shown: _report(run_dir, shown[0], info, shown[1]), interrupted)  # fmt: skip
+              write, lambda run_dir, shown: _report(run_dir, shown[0], info, shown[1]), interrupted,
+              inputs={"model": model, "starts": starts.x})  # fmt: skip
     shown = run_job(job, args, dist)
     if shown is not None:
         _print(args, *shown, out)
@@ -184,24 +293,47 @@ def _print(args: argparse.Namespace, result: Prototypes, metrics: dict[str, Any]
 def _metrics(result: Prototypes, model: torch.nn.Module, info: zoo.ModelInfo, judges: list[tuple[str, torch.nn.Module]],
              seconds: float, args: argparse.Namespace) -> dict[str, Any]:  # fmt: skip
     """The run's numbers: the summary, throughput, and the prototypes as the model and each judge see them."""
-    from advlab.data.images import resize_batch
-
     ev, cfg = result.evolution, result.config
     target_steps = int((ev.stopped + 1).sum())
     m: dict[str, Any] = {
         "model": info.name, "start": args.start, "start_kind": result.starts.kind, "starts": len(result.starts.x),
         "targets": len(result.targets), "mode": cfg.mode, "method": cfg.method, "eps": cfg.eps, "alpha": cfg.step_size,
         "steps": cfg.steps, "tol": cfg.tol, "tv": cfg.tv, "jitter": cfg.jitter, "blur": cfg.blur, "seed": cfg.seed,
+        "preset": args.preset or "adversarial", "param": cfg.param, "scale": cfg.scale, "rotate": cfg.rotate,
+        "transforms_per_step": cfg.transforms_per_step, "objective": repr(cfg.minimized()),
         "summary": result.summary(), "seconds": round(seconds, 3), "target_steps": target_steps,
         "target_steps_per_second": round(target_steps / seconds, 2) if seconds > 0 else None,
     }  # fmt: skip
-    m["self"] = prototypes.judge(prototypes.class_probabilities(model, ev.x), ev.target)
-    m["judges"] = {}
+    m.update(_verdicts(ev.x, ev.target, model, judges))
+    return m
+
+
+def _verdicts(x: torch.Tensor, target: torch.Tensor, model: torch.nn.Module, judges: list[tuple[str, torch.nn.Module]]) -> dict[str, Any]:
+    """How the model itself, each judge and (with two or more) the judges' ensemble see the prototypes ``x``:
+    top-1 agreement with the targets, mean target probability, Inception-Score-style number."""
+    from advlab.data.images import resize_batch
+
+    m: dict[str, Any] = {"self": prototypes.judge(prototypes.class_probabilities(model, x), target), "judges": {}}
+    probs = []
     for spec, judge in judges:
         size = judge.info.input_size  # type: ignore[attr-defined]
-        x = ev.x if ev.x.shape[-1] == size else resize_batch(ev.x, size)
-        m["judges"][spec] = prototypes.judge(prototypes.class_probabilities(judge, x), ev.target)
+        probs.append(prototypes.class_probabilities(judge, x if x.shape[-1] == size else resize_batch(x, size)))
+        m["judges"][spec] = prototypes.judge(probs[-1], target)
+    if len(probs) > 1:
+        m["judge_ensemble"] = prototypes.judge(prototypes.ensemble(probs), target)
     return m
+
+
+def _compare(args: argparse.Namespace, model: torch.nn.Module, result: Prototypes, judges: list[tuple[str, torch.nn.Module]],
+             bs: int) -> tuple[Prototypes, dict[str, Any]] | None:  # fmt: skip
+    """``--compare PRESET``: the same pairs evolved by that recipe (same mode, steps and seed), and its verdicts."""
+    if not args.compare:
+        return None
+    cfg = _config(args, model, preset=args.compare, ingredients=False)
+    other = prototypes.generate(model, result.starts, result.targets, cfg, batch_size=bs, strip_pairs=[])
+    ev = other.evolution
+    return other, {"preset": args.compare, "objective": repr(cfg.minimized()), "summary_reached_top1": int((ev.final_top1 == ev.target).sum()),
+                   **_verdicts(ev.x, ev.target, model, judges)}  # fmt: skip
 
 
 def _trajectory_rows(result: Prototypes, names: list[str]) -> list[dict[str, Any]]:
@@ -251,8 +383,9 @@ def _write(run_dir: runs.Run, result: Prototypes, info: zoo.ModelInfo, metrics: 
     return metrics
 
 
-def _grid(run_dir: runs.Run, result: Prototypes, names: list[str]) -> None:
-    """grid.png: the prototypes (up to GRID_MAX), titled with the target and its final probability."""
+def _grid(run_dir: runs.Run, result: Prototypes, names: list[str], file: str = "grid.png") -> None:
+    """grid.png: the prototypes (up to GRID_MAX), titled with the target and its final probability; for a noise
+    or photo start also difference.png, the change from the start amplified (grey: none)."""
     from advlab.report import image_grid
 
     ev, n_t = result.evolution, len(result.targets)
@@ -260,7 +393,10 @@ def _grid(run_dir: runs.Run, result: Prototypes, names: list[str]) -> None:
     fp, ft = ev.final_prob, ev.final_top1
     titles = [f"{short(names[int(ev.target[i])])}\np={float(fp[i]):.2f}" for i in shown]
     colors = ["black" if int(ft[i]) == int(ev.target[i]) else "red" for i in shown]
-    run_dir.save_figure("grid.png", image_grid(ev.x[shown], titles, ncols=min(n_t, 10), cell=1.6, title_colors=colors))
+    run_dir.save_figure(file, image_grid(ev.x[shown], titles, ncols=min(n_t, 10), cell=1.6, title_colors=colors))
+    if file == "grid.png" and result.starts.kind != "blank":
+        diff = prototypes.amplified_difference(ev.x[shown], result.starts.x[ev.start[shown]])
+        run_dir.save_figure("difference.png", image_grid(diff, titles, ncols=min(n_t, 10), cell=1.6, title_colors=colors))
 
 
 def _strips(run_dir: runs.Run, result: Prototypes, names: list[str]) -> None:
@@ -316,4 +452,28 @@ def _report(run_dir: runs.Run, result: Prototypes, info: zoo.ModelInfo, metrics:
     names = info.class_names
     title = f"advlab prototypes: {info.name}, {metrics['start']}, {result.config.mode} mode"
     write_report(run_dir.path, title + ("" if final else f" (interrupted: {len(result.evolution.target)} pairs done; --resume continues)"),
-                 [("Recognition points", _recognition_table(result, names))])
+                 [("Recognizability", _recognizability_table(metrics)), ("Recognition points", _recognition_table(result, names))],
+                 captions=CAPTIONS)
+
+
+#: captions of the pictures only prototypes runs draw
+CAPTIONS = {
+    "grid.png": "the prototypes, titled with the target and the model's final probability (red: the target is not top-1)",
+    "difference.png": "what the run changed: 0.5 + (prototype - start) / (2 max |prototype - start|) per image, grey = no change",
+    "compare.png": "the same pairs evolved by the --compare recipe",
+}
+
+
+def _recognizability_table(metrics: dict[str, Any]) -> str:
+    """An HTML table: how the model, each judge and their ensemble see this run's (and --compare's) prototypes."""
+    rows = []
+    for recipe, m in ((metrics.get("preset", ""), metrics), (metrics.get("compare", {}).get("preset"), metrics.get("compare"))):
+        if not m:
+            continue
+        who = [("the model itself", m["self"]), *[(f"judge {k}", v) for k, v in m["judges"].items()]]
+        who += [("judge ensemble", m["judge_ensemble"])] if "judge_ensemble" in m else []
+        for name, j in who:
+            rows.append(f"<tr><td>{html.escape(str(recipe))}</td><td>{html.escape(name)}</td><td>{j['top1_agreement']:.1%}</td>"
+                        f"<td>{j['target_probability_mean']:.3f}</td><td>{j['inception_score']:.2f}</td></tr>")  # fmt: skip
+    head = "<tr><th>recipe</th><th>seen by</th><th>top-1 = target</th><th>mean target p</th><th>IS</th></tr>"
+    return f"<p>Would another model (a stand-in for a person) name the target? (--judge, --compare)</p><table>{head}{''.join(rows)}</table>"

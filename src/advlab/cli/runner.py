@@ -26,7 +26,7 @@ import argparse
 import json
 import time
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Generic, TypeVar
 
@@ -34,8 +34,9 @@ import torch
 
 from advlab import runs
 from advlab.cli.common import progress, say
-from advlab.cli.shards import Shards, open_shards
+from advlab.cli.shards import FINGERPRINT, Shards, open_shards
 from advlab.distributed import Dist
+from advlab.runs.fingerprint import fingerprint
 from advlab.runs.rundir import PARTIAL_SUFFIX
 from advlab.work import Work
 
@@ -79,6 +80,12 @@ class Job(Generic[T, R, S]):
     write: Callable[[runs.Run, R, float], S]
     report: Callable[[runs.Run, S], None]
     interrupted: Callable[[runs.Run, dict[int, T], float], None] | None = None
+    #: the tensors and models the units are computed from (``{"model": model, "data": (x, y)}``): their content
+    #: hashes go into config.json (:data:`FINGERPRINT`), and a resumed run whose inputs changed is refused
+    inputs: Mapping[str, Any] = field(default_factory=dict)
+    #: raises :class:`~advlab.errors.AdvlabError` for a setting that cannot work; called before the run
+    #: directory is opened, so that a bad option leaves nothing behind
+    validate: Callable[[], None] | None = None
 
 
 class _Ledger(Generic[T]):
@@ -108,16 +115,20 @@ def _load(sh: Shards, units: Units[T], every: bool) -> tuple[dict[int, T], dict[
     return {i: r for i, (r, _) in got.items()}, {i: s for i, (_, s) in got.items()}
 
 
-def _bar(args: argparse.Namespace, dist: Dist, label: str) -> Callable[[Iterable[int]], Iterable[int]]:
+def _bar(args: argparse.Namespace, dist: Dist, units: Units[Any], total: int) -> Callable[[Iterable[int]], Iterable[int]]:
+    """A progress bar (or progress lines, off a terminal) over the ``total`` units to compute, on rank 0 only,
+    unless --quiet."""
     quiet = args.quiet or not dist.is_main()
-    return lambda todo: progress(todo, quiet, desc=label, unit="unit")
+    words = units.name.split()  # "a batch of 16 samples" -> batch
+    noun = words[1] if len(words) > 1 and words[0] in ("a", "an", "one") else "unit"
+    return lambda todo: progress(todo, quiet, desc=units.bar, unit=noun, total=total)
 
 
 def _compute_shard(job: Job[T, R, S], sh: Shards, args: argparse.Namespace, dist: Dist) -> tuple[R | None, dict[int, float]]:
     """This rank's units (resuming from the saved ones in a single process); the result when it is whole."""
     done, seconds = ({}, {}) if dist.distributed else _load(sh, job.units, every=False)
     ledger = _Ledger(sh, job.units, dict(done), seconds)
-    work = Work(done=done, on_done=ledger.save, mine=sh.mine, progress=_bar(args, dist, job.units.bar))
+    work = Work(done=done, on_done=ledger.save, mine=sh.mine, progress=_bar(args, dist, job.units, len(sh.todo())))
     try:
         with sh.working():
             result = job.compute(work) if sh.todo() else None
@@ -131,7 +142,10 @@ def _compute_shard(job: Job[T, R, S], sh: Shards, args: argparse.Namespace, dist
 def run_job(job: Job[T, R, S], args: argparse.Namespace, dist: Dist) -> S | None:
     """Run ``job`` (see the module docstring); what ``job.write`` returned on rank 0, else None.
     ``args``: ``force``, ``resume`` and ``quiet`` are read."""
-    with open_shards(dist, job.out, job.config, job.units.count, force=args.force, resume=args.resume,
+    if job.validate is not None:
+        job.validate()
+    config = {**job.config, FINGERPRINT: fingerprint(job.inputs)} if job.inputs and dist.is_main() else job.config
+    with open_shards(dist, job.out, config, job.units.count, force=args.force, resume=args.resume,
                      unit_name=job.units.name) as opened:  # fmt: skip
         sh = opened.shards
         if sh is None:
@@ -149,6 +163,17 @@ def run_job(job: Job[T, R, S], args: argparse.Namespace, dist: Dist) -> S | None
         sh.run.clear_batches()  # the results are written: the state goes
         job.report(sh.run, shown)
     return shown
+
+
+#: options that do not change a run's results (where it goes, how it is shown, how it is cut into batches:
+#: each sample's result depends only on the seed and the sample); every other option is part of the run's name
+NOT_SETTINGS = frozenset({"out", "force", "resume", "quiet", "debug", "json", "batch_size", "func", "argv", "command",
+                          "device", "channels_last", "pngs", "robustbench"})  # fmt: skip
+
+
+def run_settings(args: argparse.Namespace) -> dict[str, Any]:
+    """The options of ``args`` that change the results (the ``settings`` of :func:`advlab.runs.run_name`), sorted."""
+    return {k: v for k, v in sorted(vars(args).items()) if k not in NOT_SETTINGS}
 
 
 def saved_batch_size(out: str | Path) -> int | None:

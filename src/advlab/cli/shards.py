@@ -26,6 +26,7 @@ from advlab import distributed, runs
 from advlab.cli.common import check_resumable
 from advlab.distributed import Dist
 from advlab.errors import AdvlabError
+from advlab.runs.fingerprint import changed
 
 T = TypeVar("T")
 
@@ -33,6 +34,8 @@ T = TypeVar("T")
 STATUS = "rank_{:05d}.status.json"
 #: what a distributed or resumed run records about its units
 SHARDS_FILE = "shards.json"
+#: the key of config.json that holds the content hashes of a run's inputs (:mod:`advlab.runs.fingerprint`)
+FINGERPRINT = "fingerprint"
 #: seconds between rank 0's looks at the status files
 POLL = 0.2
 #: seconds rank 0 waits for units that other ranks reported saved to appear (caches of network file systems)
@@ -149,6 +152,17 @@ class Opened:
     shards: Shards | None
 
 
+def _check_inputs(run: runs.Run, now: Mapping[str, str] | None) -> None:
+    """A resumed run's inputs must hash as they did when it started (the files behind its specs may have changed)."""
+    saved = run.path / "config.json"
+    if not run.resumed or not now or not saved.exists():
+        return
+    diff = changed(json.loads(saved.read_text()).get(FINGERPRINT), now)
+    if diff:
+        raise AdvlabError(f"the {' and '.join(diff)} of {run.final} changed since it was started (content hash in config.json differs): "
+                          "resuming would mix results of the old and the new; restore them or use --force to start over")  # fmt: skip
+
+
 @contextmanager
 def open_shards(dist: Dist, out: str | Path, config: dict[str, Any], units: int, *, force: bool, resume: bool,
                 unit_name: str = "unit") -> Iterator[Opened]:  # fmt: skip
@@ -168,7 +182,8 @@ def open_shards(dist: Dist, out: str | Path, config: dict[str, Any], units: int,
             run = stack.enter_context(runs.start(out, config, force=force, resume=resume))
             complete = run.resumed and run.path == run.final
             if not complete:
-                check_resumable(run, config)
+                _check_inputs(run, config.get(FINGERPRINT))
+                check_resumable(run, {k: v for k, v in config.items() if k != FINGERPRINT})
         except AdvlabError as e:
             dist.share({"error": str(e)})
             dist.barrier()

@@ -33,13 +33,19 @@ from advlab.cli.common import (
     positive_int,
     say,
 )
-from advlab.cli.runner import Job, Units, run_job
+from advlab.cli.runner import Job, Units, run_job, run_settings
 from advlab.errors import AdvlabError
 from advlab.experiments import study
 from advlab.experiments.study import Outcome, Row, Setting
 from advlab.work import Work
 
 DEFENSE_NAMES = ("e", "s", "r", "quant", "clamp")
+#: what each defense does to the model, for captions
+DEFENSE_TEXT = {"e": "weights with |w| < E set to zero", "s": "weights clamped to mu +- S sigma", "r": "U[-R, R] noise added to the weights",
+                "quant": "weights quantized to the given bits", "clamp": "feature maps clamped to a calibrated percentile"}  # fmt: skip
+#: under study.md's table (and the report's): how to read the brackets and the p-value
+TABLE_NOTE = ("Accuracies: estimate [95% Wilson interval, in percent] over the n images. McNemar p: exact test of the "
+              "robust-correct flags against the undefended model.")  # fmt: skip
 
 
 def register(sub: argparse._SubParsersAction, flags: argparse.ArgumentParser) -> None:
@@ -69,7 +75,7 @@ def register(sub: argparse._SubParsersAction, flags: argparse.ArgumentParser) ->
     q.add_argument("--limit", type=positive_int, default=500, help="the sample set: the first N images (default 500)")
     q.add_argument("--calibration", type=positive_int, default=128,
                    help="images (the first N of the sample set, unlabelled use) that calibrate clamp bounds (default 128)")  # fmt: skip
-    q.add_argument("--batch-size", type=positive_int, default=256)
+    q.add_argument("--batch-size", type=positive_int, default=256, help="images per attack batch")
     q.add_argument("--json", action="store_true", help="print the rows as JSON")
     add_device_args(q)
     add_run_args(q, resume=True)
@@ -111,8 +117,8 @@ def run(args: argparse.Namespace) -> int:
     x, y, desc = load_data_for(args.data, info, limit=args.limit)
     if (y < 0).any():
         raise AdvlabError(f"data {args.data!r} has unlabelled images; the study needs labels")
-    eps = getattr(atk, "eps", None)
-    out = args.out or default_out(runs.run_name(info.name, info.dataset, "prune", desc.dataset, atk.name, eps if isinstance(eps, float) else None))
+    out = args.out or default_out(runs.run_name(info.name, info.dataset, "prune", desc.dataset, atk.name, attack=atk, limit=args.limit,
+                                                settings=run_settings(args)))
     config = {"command": command_line(args.argv), "model": args.model, "weights": args.weights, "data": args.data, "limit": args.limit,
               "attack": repr(atk), "settings": [[s.defense, s.value] for s in settings], "calibration": args.calibration}  # fmt: skip
 
@@ -128,12 +134,13 @@ def run(args: argparse.Namespace) -> int:
         return outcomes
 
     units = Units(1 + len(settings), "a defense setting (0: the undefended model)", _encode, _decode, bar="study")
-    job = Job(out, config, units, sweep, write, lambda run_dir, outcomes: _report(run_dir, outcomes, info))
+    job = Job(out, config, units, sweep, write, lambda run_dir, outcomes: _report(run_dir, outcomes, info),
+              inputs={"model": model, "data": (x, y)})
     outcomes = run_job(job, args, dist)
     if outcomes is not None and args.json:
         print(json.dumps(study.table(outcomes), indent=2))
     elif outcomes is not None:
-        say(args, study.markdown(outcomes, info.name))
+        say(args, study.markdown(outcomes, info.name) + "\n" + TABLE_NOTE)
         say(args, f"wrote {out}")
     return 0
 
@@ -154,7 +161,7 @@ def _write(run_dir: runs.Run, outcomes: list[Outcome], rows: list[dict[str, Any]
     from advlab.report import line_plot
 
     run_dir.save_json("metrics.json", metrics)
-    run_dir.save_text("study.md", study.markdown(outcomes, info.name))
+    run_dir.save_text("study.md", study.markdown(outcomes, info.name) + "\n" + TABLE_NOTE + "\n")
     run_dir.save_text("study.csv", csv_text(rows))
     base = outcomes[0].row
     for d in dict.fromkeys(o.row.defense for o in outcomes[1:]):
@@ -171,5 +178,10 @@ def _write(run_dir: runs.Run, outcomes: list[Outcome], rows: list[dict[str, Any]
 def _report(run_dir: runs.Run, outcomes: list[Outcome], info: zoo.ModelInfo) -> None:
     from advlab.report import write_report
 
-    table = html_table(study.markdown(outcomes, info.name))
-    write_report(run_dir.path, f"advlab study prune: {info.name}", [("The study (seed 003's layout)", table)])
+    table = html_table(study.markdown(outcomes, info.name) + "\n" + TABLE_NOTE)
+    captions = {}
+    for d in dict.fromkeys(o.row.defense for o in outcomes[1:]):
+        captions[f"accuracy_vs_{d}.png"] = (f"{info.name} defended by {d} ({DEFENSE_TEXT.get(d, d)}): clean accuracy and remnant accuracy "
+                                            f"under the white-box attack and under the attack transferred from the undefended model, "
+                                            f"against the setting; dashed: the undefended model.")  # fmt: skip
+    write_report(run_dir.path, f"advlab study prune: {info.name}", [("The study (seed 003's layout)", table)], captions=captions)

@@ -38,6 +38,7 @@ from advlab.defenses.training import (
     ATTACK_MODES,
     TrainConfig,
     TrainHistory,
+    TrainingDiverged,
     TrainState,
     accuracy,
     fit,
@@ -80,10 +81,10 @@ def register(sub: argparse._SubParsersAction, flags: argparse.ArgumentParser) ->
     add_model_args(p, default="digits-cnn")
     p.add_argument("--data", "-d", default="digits:train", help="training data spec")
     p.add_argument("--eval-data", help="held-out data spec (default: the matching :test split)")
-    p.add_argument("--epochs", type=positive_int, default=d.epochs)
+    p.add_argument("--epochs", type=positive_int, default=d.epochs, help="passes over the training data")
     p.add_argument("--lr", type=number, default=d.lr, help="peak learning rate")
-    p.add_argument("--batch-size", type=positive_int, default=d.batch_size)
-    p.add_argument("--seed", type=int, default=d.seed)
+    p.add_argument("--batch-size", type=positive_int, default=d.batch_size, help="images per optimizer step")
+    p.add_argument("--seed", type=int, default=d.seed, help="seed of the initial weights, the data order and the attacks")
     p.add_argument("--limit", type=positive_int, help="train on the first N samples only")
     a = p.add_argument_group("adversarial training")
     a.add_argument("--adversarial", choices=ADVERSARIAL, help="inner maximization: pgd (Madry et al.) or fgsm-rs (Wong et al.)")
@@ -311,6 +312,9 @@ def _train(run_dir: runs.Run, s: _Setup, state: TrainState | None, args: argpars
     try:
         return fit(s.model, s.x, s.y, s.config, eval_data=s.eval_data, on_step=on_step, on_epoch=on_epoch, resume=state,
                    epoch_metrics=_epoch_metrics(s))  # fmt: skip
+    except TrainingDiverged as e:  # the weights mean nothing: no checkpoint is kept, no weights are written
+        run_dir.checkpointed = False
+        raise AdvlabError(f"{e}; nothing was saved") from None
     except KeyboardInterrupt:
         if history.loss:
             _plots(run_dir, history, s.info, args.data, s.eval_spec, s.config)

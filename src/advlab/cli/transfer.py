@@ -58,7 +58,7 @@ def register(sub: argparse._SubParsersAction, flags: argparse.ArgumentParser) ->
     p.add_argument("--ensemble", action="store_true", help="add a row: the attack on the logit average of all --from models")
     p.add_argument("--noise-tries", type=positive_int, default=transfer.NOISE_TRIES, help="random points per image in the chance baseline")
     p.add_argument("--limit", type=positive_int, default=500, help="the first N images (default 500)")
-    p.add_argument("--batch-size", type=positive_int, default=128)
+    p.add_argument("--batch-size", type=positive_int, default=128, help="images attacked together")
     p.add_argument("--json", action="store_true", help="print the matrix as JSON")
     add_run_args(p)
     p.set_defaults(func=run)

@@ -52,6 +52,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from advlab.attacks.pgd import PGD
+from advlab.errors import AdvlabError
 
 #: the inner maximizations ``TrainConfig.adversarial`` accepts
 ADVERSARIAL = ("pgd", "fgsm-rs")
@@ -59,6 +60,14 @@ ADVERSARIAL = ("pgd", "fgsm-rs")
 ATTACK_MODES = ("eval", "train")
 #: FGSM-RS step size in units of eps (Wong et al. 2020)
 FGSM_RS_ALPHA = 1.25
+#: divergence: a final epoch's mean loss above DIVERGED_LOSS * ln K (K classes; ln K is the loss of a uniform guess)
+#: with a training accuracy below the majority-class share + DIVERGED_MARGIN (chance)
+DIVERGED_LOSS, DIVERGED_MARGIN = 2.0, 0.05
+
+
+class TrainingDiverged(AdvlabError):
+    """``fit`` stopped: the loss or the weights became NaN or infinite, or training ended at chance with an
+    exploded loss. The model's weights are then meaningless (not to be saved)."""
 
 
 @dataclass(frozen=True)
@@ -258,6 +267,30 @@ def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int
     return correct / max(1, len(y))
 
 
+def check_diverged(model: nn.Module, x: torch.Tensor, y: torch.Tensor, history: TrainHistory, lr: float) -> None:
+    """Raise :class:`TrainingDiverged` after training when the weights are not finite, or when the last epoch's
+    mean loss is above ``DIVERGED_LOSS`` ln K and the training accuracy is at chance (the majority-class share
+    + ``DIVERGED_MARGIN``). Costs one pass over ``x`` only when the loss is that high."""
+    bad = [n for n, t in [*model.named_parameters(), *model.named_buffers()] if t.is_floating_point() and not bool(torch.isfinite(t).all())]
+    if bad:
+        raise TrainingDiverged(f"training diverged: {len(bad)} weight tensors hold NaN or infinite values (e.g. {bad[0]}); "
+                               f"lower the learning rate (lr={lr:g})")  # fmt: skip
+    if not history.loss or not len(y):
+        return
+    was = model.training
+    model.eval()
+    with torch.no_grad():
+        k = int(model(x[:1]).shape[1])
+    model.train(was)
+    if not history.loss[-1] > DIVERGED_LOSS * math.log(max(k, 2)):
+        return
+    acc, majority = accuracy(model, x, y), float(torch.bincount(y.clamp(min=0)).max()) / len(y)
+    if acc < majority + DIVERGED_MARGIN:
+        raise TrainingDiverged(f"training diverged: the last epoch's loss is {history.loss[-1]:.3g} (a uniform guess scores "
+                               f"ln {k} = {math.log(k):.2f}) and training accuracy {acc:.1%} is at chance; lower the learning rate "
+                               f"(lr={lr:g})")  # fmt: skip
+
+
 def logit_distance(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """Per-sample squared L2 distance ||a_i - b_i||_2^2 between logit rows (N, K) -> (N,)."""
     return (a - b).pow(2).flatten(1).sum(1)
@@ -332,7 +365,9 @@ def fit(
     ``on_epoch(epoch, state)`` is called after each epoch (0-based ``epoch``) with a :class:`TrainState`
     snapshot to save; ``resume=state`` continues from such a snapshot (same config and data): on the CPU the
     final weights are bit-identical to an uninterrupted run's. A ``KeyboardInterrupt`` raised in a callback
-    simply stops training. Leaves the model in eval mode.
+    simply stops training. Leaves the model in eval mode. A run that diverges (a NaN or infinite loss at any step,
+    non-finite weights, or an exploded loss at chance accuracy at the end: :func:`check_diverged`) raises
+    :class:`TrainingDiverged`.
     """
     config.validate(external_attack=perturb is not None)
     if perturb is not None and config.adversarial is not None:
@@ -354,6 +389,7 @@ def fit(
         if on_epoch is not None:
             on_epoch(epoch, run.state(epoch + 1, history, len(y)))
     model.eval()
+    check_diverged(model, x, y, history, config.lr)
     return history
 
 
@@ -432,11 +468,15 @@ class _Run:
                 xb = torch.roll(xb, shifts=(dy, dx), dims=(2, 3))
             x_adv = craft(self.model, xb, yb) if craft is not None else None
             loss = training_loss(self.model, xb, x_adv, yb, config)
+            value = loss.item()
+            if not math.isfinite(value):
+                raise TrainingDiverged(f"training diverged: the loss is {value} in epoch {epoch + 1}, step {step + 1}; "
+                                       f"lower the learning rate (lr={config.lr:g})")  # fmt: skip
             self.opt.zero_grad(set_to_none=True)
             loss.backward()
             self.opt.step()
             self.sched.step()
-            total += loss.item() * len(idx)
+            total += value * len(idx)
             if on_step is not None:
-                on_step(epoch, step, loss.item())
+                on_step(epoch, step, value)
         return total

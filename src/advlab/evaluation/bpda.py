@@ -1,20 +1,39 @@
 """Straight-through gradients (BPDA: Backward Pass Differentiable Approximation, Athalye, Carlini & Wagner 2018)
 for the non-differentiable torch ops a model applies to its input, during attacks only.
 
-``round``, ``floor``, ``ceil``, ``trunc``, ``fix`` and ``sign`` have a zero gradient almost everywhere, so a model
-that quantizes its input with them (``torch.round(x * 15) / 15``) gives gradient attacks nothing to follow and
-looks robust. Under :class:`StraightThrough` each such op, applied to a tensor that requires grad, returns
+A model that quantizes its input gives gradient attacks nothing to follow and looks robust. Under
+:class:`StraightThrough` (a :class:`torch.overrides.TorchFunctionMode`, so the ops are found inside any module,
+functional code or method call without changing the model) these ops, applied to input-dependent tensors (ones
+that require grad), get a backward pass of the straight-through kind; the forward values are the model's own, and
+the evaluation still confirms every success on the model itself. Writing ``stop(v)`` for ``v.detach()``:
 
-    y = f(x) + (x - stopgrad(x))          (value f(x) exactly, gradient dy/dx = 1)
+* ``round``, ``floor``, ``ceil``, ``trunc``, ``fix``, ``sign`` (f(x) ~ x, the BPDA choice for quantizers):
+      y = f(x) + (x - stop(x))                     (value f(x) exactly, dy/dx = 1)
+* ``remainder`` / ``fmod`` (``x - x.remainder(s)`` is a quantizer): remainder(x, s) = x - s floor(x / s) with
+  floor straight-through has dy/dx = 1 - 1 = 0, so the result is ``stop(remainder(x, s))`` and the quantizer
+  ``x - remainder(x, s)`` gets gradient 1.
+* **casts to an integer dtype** (``(x * k).long()``, ``.int()``, ``.byte()``, ``.to(torch.uint8)``): the integer
+  result is tracked with a float shadow ``x_int + (x - stop(x))`` (its exact values, the gradient of the identity),
+  and when it comes back into float arithmetic (``.float()``, ``/ k``, ``* x``) the shadow stands in for it:
+  ``(x * k).long().float() / k`` gets gradient 1.
+* **comparisons** ``a > b``, ``a >= b``, ``a < b``, ``a <= b`` (``torch.gt`` / ``ge`` / ``lt`` / ``le``): the step
+  H(s) of s = a - b (b - a for < and <=) gets the shadow ``H(s) + (s - stop(s))`` (the straight-through estimator,
+  slope 1 per unit of s), used when the mask enters float arithmetic (``mask.float()``, ``mask.to(x.dtype)``,
+  ``x * mask``, ``torch.where(mask, a, b)`` = b + mask (a - b), whose shadow term is ``stop(a - b)`` times the
+  mask's); ``~``, ``&`` and ``|`` of masks and sums of masks keep their shadows (1 - m, m1 m2, m1 + m2 - m1 m2).
+  So ``sum_k (x > t_k).float() / levels`` with thresholds 1/levels apart gets gradient 1, like ``round``.
 
-i.e. the backward pass treats f as the identity, the BPDA choice for quantizers (f(x) ~ x). The forward values
-are unchanged bit for bit, and the evaluation still confirms every success on the model itself. The ops are
-intercepted with a :class:`torch.overrides.TorchFunctionMode`, so they are found inside any module, functional
-code or method call (``x.round()``) without changing the model.
+Comparisons are given shadows only on the input and on elementwise functions of it (preprocessing): not once the
+tensor has gone through a layer that mixes inputs (convolution, linear, matmul, einsum, ...), because there a
+comparison is a gate (a ReLU written ``h * (h > 0).float()``, a mask) whose own gradient is already right, and a
+slope-1 shadow would distort it. An integer or boolean tensor whose shadow would not hold its exact values (an
+index, ``argmax``, integer division, an in-place change) gets none: no gradient through it, as without the mode.
+The ops that got a straight-through backward on a probe forward are named by :func:`non_differentiable_ops`.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -30,45 +49,163 @@ STRAIGHT_THROUGH: dict[Any, str] = {
     for name in ("round", "floor", "ceil", "trunc", "fix", "sign")
     for f in (getattr(torch, name), getattr(torch.Tensor, name))
 }
+#: comparison op names -> (reported name, +1 when the mask is 1 for a > b, -1 when for a < b)
+COMPARISONS: dict[str, tuple[str, int]] = {
+    alias: (name, sign)
+    for name, sign, aliases in (("gt", 1, ("gt", "__gt__", "greater")), ("ge", 1, ("ge", "__ge__", "greater_equal")),
+                                ("lt", -1, ("lt", "__lt__", "less")), ("le", -1, ("le", "__le__", "less_equal")))
+    for alias in aliases
+}  # fmt: skip
+#: op names that cast a tensor to another dtype
+CASTS = frozenset({"to", "type", "long", "int", "short", "char", "byte"})
+#: op names of the remainder (zero gradient under the mode, see the module docstring)
+REMAINDERS = {"remainder": "remainder", "__mod__": "remainder", "fmod": "fmod"}
+#: op names that mix their inputs (after one of them a comparison is a gate, not an input quantizer)
+MIXING = frozenset({"conv1d", "conv2d", "conv3d", "conv_transpose1d", "conv_transpose2d", "conv_transpose3d", "linear",
+                    "bilinear", "matmul", "__matmul__", "__rmatmul__", "mm", "bmm", "addmm", "baddbmm", "addbmm", "mv",
+                    "addmv", "einsum", "tensordot", "embedding", "scaled_dot_product_attention", "multi_head_attention_forward"})  # fmt: skip
+#: in-place op names besides the ``name_`` methods (a tracked tensor they change loses its shadow)
+INPLACE = frozenset({"__setitem__", "__iadd__", "__isub__", "__imul__", "__itruediv__", "__ifloordiv__", "__imod__", "__iand__",
+                     "__ior__", "__ixor__", "__ilshift__", "__irshift__", "copy_"})  # fmt: skip
+#: logical ops on masks -> their value on 0/1 floats
+LOGIC: dict[str, Callable[..., torch.Tensor]] = {
+    **dict.fromkeys(("__invert__", "bitwise_not", "logical_not"), lambda a: 1 - a),
+    **dict.fromkeys(("__and__", "__rand__", "bitwise_and", "logical_and"), lambda a, b: a * b),
+    **dict.fromkeys(("__or__", "__ror__", "bitwise_or", "logical_or"), lambda a, b: a + b - a * b),
+}
+
+_SHADOW, _OPS, _HIDDEN = "_advlab_shadow", "_advlab_ops", "_advlab_mixed"
+_RECOVERABLE = (RuntimeError, TypeError, ValueError, IndexError)
 
 
-def _tracked(args: tuple[Any, ...]) -> torch.Tensor | None:
-    x = args[0] if args else None
-    return x if isinstance(x, torch.Tensor) and x.requires_grad and x.is_floating_point() else None
+def _shadow(v: Any) -> torch.Tensor | None:
+    return getattr(v, _SHADOW, None) if isinstance(v, torch.Tensor) else None
 
 
-class _Recorder(TorchFunctionMode):
-    """Records the names of the ops of :data:`STRAIGHT_THROUGH` applied to tensors that require grad."""
+def _live(v: Any) -> bool:
+    """An input-dependent float tensor (it requires grad)."""
+    return isinstance(v, torch.Tensor) and v.is_floating_point() and v.requires_grad
+
+
+def _tensors(tree: Any) -> list[torch.Tensor]:
+    if isinstance(tree, torch.Tensor):
+        return [tree]
+    if isinstance(tree, (list, tuple)):
+        return [t for v in tree for t in _tensors(v)]
+    if isinstance(tree, dict):
+        return [t for v in tree.values() for t in _tensors(v)]
+    return []
+
+
+def _swap(tree: Any, dtype: torch.dtype | None = None) -> Any:
+    """``tree`` with every tracked tensor replaced by its shadow (cast to ``dtype`` when given)."""
+    if (s := _shadow(tree)) is not None:
+        return s if dtype is None else s.to(dtype)
+    if isinstance(tree, (list, tuple)):
+        return type(tree)(_swap(v, dtype) for v in tree)
+    if isinstance(tree, dict):
+        return {k: _swap(v, dtype) for k, v in tree.items()}
+    return tree
+
+
+def _ops_of(tree: Any) -> frozenset[str]:
+    return frozenset().union(*(getattr(t, _OPS, frozenset()) for t in _tensors(tree)))
+
+
+def _track(out: torch.Tensor, shadow: torch.Tensor, ops: frozenset[str]) -> torch.Tensor:
+    """Attach ``shadow`` (a float tensor holding ``out``'s exact values) to the integer or bool ``out``."""
+    if shadow.shape == out.shape and torch.equal(shadow.detach(), out.to(shadow.dtype)):
+        setattr(out, _SHADOW, shadow)
+        setattr(out, _OPS, ops)
+    return out
+
+
+class _Mode(TorchFunctionMode):
+    """The straight-through backward of the module docstring; ``found``: the names of the ops that got one."""
 
     def __init__(self) -> None:
         super().__init__()
         self.found: set[str] = set()
 
     def __torch_function__(self, func: Any, types: Any, args: tuple[Any, ...] = (), kwargs: dict[str, Any] | None = None) -> Any:
-        if func in STRAIGHT_THROUGH and _tracked(args) is not None:
-            self.found.add(STRAIGHT_THROUGH[func])
-        return func(*args, **(kwargs or {}))
-
-
-class _Mode(TorchFunctionMode):
-    """The straight-through replacement of every op of :data:`STRAIGHT_THROUGH` on tensors that require grad."""
-
-    def __torch_function__(self, func: Any, types: Any, args: tuple[Any, ...] = (), kwargs: dict[str, Any] | None = None) -> Any:
-        out = func(*args, **(kwargs or {}))
-        x = _tracked(args) if func in STRAIGHT_THROUGH else None
-        if x is None or not isinstance(out, torch.Tensor) or out.shape != x.shape:
+        kwargs = kwargs or {}
+        out = func(*args, **kwargs)
+        name = getattr(func, "__name__", "")
+        if name in INPLACE or name.endswith("_") and not name.startswith("_"):  # a tracked tensor changed: its shadow is stale
+            for t in _tensors(args[:1]):
+                if _shadow(t) is not None:
+                    delattr(t, _SHADOW)
+        if not isinstance(out, torch.Tensor) or not torch.is_grad_enabled():  # no_grad: no backward to replace
             return out
-        return out.detach() + (x - x.detach())
+        try:
+            new = self._adapted(func, name, args, kwargs, out)
+        except _RECOVERABLE:  # the shadow cannot be computed: no straight-through gradient, the forward as it was
+            new = out
+        if (name in MIXING or any(getattr(t, _HIDDEN, False) for t in _tensors((args, kwargs)))) and \
+                all(new is not t for t in _tensors((args, kwargs))):  # fmt: skip
+            setattr(new, _HIDDEN, True)
+        return new
+
+    def _adapted(self, func: Any, name: str, args: tuple[Any, ...], kwargs: dict[str, Any], out: torch.Tensor) -> torch.Tensor:
+        x = args[0] if args else None
+        if func in STRAIGHT_THROUGH and _live(x) and out.shape == x.shape:
+            self.found.add(STRAIGHT_THROUGH[func])
+            return out.detach() + (x - x.detach())
+        if name in REMAINDERS and _live(x) and out.is_floating_point():
+            self.found.add(REMAINDERS[name])
+            return out.detach()
+        if name in COMPARISONS and out.dtype == torch.bool and len(args) >= 2:
+            return self._compared(name, args[0], args[1], out)
+        if name in CASTS and not out.is_floating_point() and out.dtype != torch.bool and not out.is_complex():
+            src = x if _live(x) else _shadow(x)
+            if src is not None:
+                ops = _ops_of(x) | {f"{str(out.dtype).removeprefix('torch.')} cast"}
+                return _track(out, out.to(src.dtype) + (src - src.detach()), ops)
+        if not any(_shadow(t) is not None for t in _tensors((args, kwargs))):
+            return out
+        return self._from_shadows(func, name, args, kwargs, out)
+
+    def _compared(self, name: str, a: Any, b: Any, out: torch.Tensor) -> torch.Tensor:
+        sides = [v for v in (a, b) if isinstance(v, torch.Tensor)]
+        live = [v for v in sides if _live(v) or _shadow(v) is not None]
+        if not live or any(getattr(v, _HIDDEN, False) for v in live):
+            return out
+        fa, fb = _swap(a), _swap(b)
+        s = (fa - fb) * COMPARISONS[name][1]
+        if not isinstance(s, torch.Tensor) or not s.is_floating_point() or s.shape != out.shape:
+            return out
+        return _track(out, out.to(s.dtype) + (s - s.detach()), _ops_of(sides) | {COMPARISONS[name][0]})
+
+    def _from_shadows(self, func: Any, name: str, args: tuple[Any, ...], kwargs: dict[str, Any], out: torch.Tensor) -> torch.Tensor:
+        """``func`` recomputed on the shadows of its tracked arguments: a float result with ``out``'s exact values
+        becomes ``out`` with the shadows' gradient; an integer or bool one keeps a shadow."""
+        ops = _ops_of((args, kwargs))
+        if name in LOGIC:
+            res = LOGIC[name](*_swap(args))
+        elif func is torch.where and len(args) == 3 and _shadow(args[0]) is not None and out.is_floating_point():
+            m = _shadow(args[0])
+            a, b = (torch.as_tensor(v, dtype=out.dtype, device=out.device) for v in args[1:])
+            res = out + (a - b).detach() * (m - m.detach())
+        else:
+            res = func(*_swap(args), **_swap(kwargs))
+        if not isinstance(res, torch.Tensor) or not res.is_floating_point() or res.shape != out.shape:
+            return out
+        if not out.is_floating_point():
+            return _track(out, res, ops)
+        if res.dtype != out.dtype or not torch.equal(res.detach(), out):
+            return out
+        self.found.update(ops)
+        return out.detach() + (res - res.detach())
 
 
 def non_differentiable_ops(model: nn.Module, x: torch.Tensor) -> list[str]:
-    """The ops of :data:`STRAIGHT_THROUGH` that ``model`` applies to input-dependent tensors on ``x`` (one
-    forward with ``x`` requiring grad and the parameters frozen), sorted by name."""
-    rec = _Recorder()
+    """The ops that :class:`StraightThrough` gives a straight-through backward when ``model`` runs on ``x`` (one
+    forward with ``x`` requiring grad and the parameters frozen), sorted by name; [] for a model without them."""
+    mode = _Mode()
     xs = x.detach().clone().requires_grad_(True)
-    with frozen_parameters(model), torch.enable_grad(), rec:
+    with frozen_parameters(model), torch.enable_grad(), mode:
         model(xs)
-    return sorted(rec.found)
+    return sorted(mode.found)
 
 
 class StraightThrough(AttackView):

@@ -22,9 +22,11 @@ import torch
 from torch import nn
 
 from advlab.attacks.base import Attack
+from advlab.attacks.blackbox import Square
 from advlab.attacks.noise import RandomNoise
 from advlab.evaluation import checks as sanity_checks
-from advlab.evaluation import diagnostics, metrics
+from advlab.evaluation import diagnostics, gradients, metrics
+from advlab.losses import margin
 from advlab.threat import distance
 
 Bound = tuple[float, str] | None
@@ -34,10 +36,12 @@ Bound = tuple[float, str] | None
 class BatchResult:
     """Per-sample outcome of the cascade on one batch (CPU tensors), plus per-attack totals and check counts.
 
-    ``broken_by``: index of the attack that broke the sample (``len(attacks)`` = the noise check), -1 if none.
+    ``broken_by``: index of the attack that broke the sample (``len(attacks)`` = the noise check, ``len(attacks) + 1``
+    = the gradient-free stage), -1 if none.
     ``adv_pred``: the prediction on the sample's worst case (the clean prediction where nothing broke it).
     ``l0``/``l2``/``linf``: norms of x_adv - x in [0, 1] pixel units (0 where unbroken).
-    ``attack_stats``: (A + 1, 5) rows of attacked, broken, forwards, backwards, seconds (last row: noise check).
+    ``attack_stats``: (A + 2, 5) rows of attacked, broken, forwards, backwards, seconds (the last two rows: the noise
+    check and the gradient-free stage).
     ``expected_clean``/``expected_robust``: for a randomized model, the fraction of ``draws`` fresh forwards in which
     the sample is right on the clean input / right on both the clean input and its worst case (one draw each);
     ``always_robust``: right on both in every draw. For a deterministic model they are the 0/1 outcomes.
@@ -116,10 +120,23 @@ class _State:
     broken_by: torch.Tensor  # CPU
     forwards: torch.Tensor  # CPU
     backwards: torch.Tensor  # CPU
-    stats: torch.Tensor  # CPU, (A + 1, 5)
-    #: a randomized model: a sample the attacks did not break keeps the attacks' last point as its worst case (the
-    #: expected accuracy over draws is measured there), not its clean image
+    stats: torch.Tensor  # CPU, (A + 2, 5)
+    #: per sample, the highest untargeted margin (max_{j != y} z_j - z_y) at the white-box attacks' returned points,
+    #: and the margin at the last attack's returned point (device tensors, -inf where not attacked)
+    attack_margin: torch.Tensor
+    last_margin: torch.Tensor
+    #: a randomized model: a sample the attacks did not break keeps, as its worst case (where the expected accuracy
+    #: over draws is measured), the attacks' point with the highest margin on the attack model (the EOT logits),
+    #: not its clean image; ``kept_margin`` is that point's margin (-inf: none kept yet)
     keep_attempts: bool = False
+    kept_margin: torch.Tensor | None = None
+    #: the model outputs probabilities: margins are taken of their logarithm (the logits' margins, as the attacks see them)
+    probabilities: bool = False
+
+    def margin(self, outputs: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """The untargeted margin ``max_{j != y} z_j - z_y`` of the outputs (of log p for probabilities), float32."""
+        z = outputs.float()
+        return margin(z.clamp_min(torch.finfo(z.dtype).tiny).log() if self.probabilities else z, labels)
 
 
 def _clean_pass(model: nn.Module, x: torch.Tensor, y: torch.Tensor, n_attacks: int, attack_misclassified: bool) -> _State:
@@ -134,7 +151,8 @@ def _clean_pass(model: nn.Module, x: torch.Tensor, y: torch.Tensor, n_attacks: i
         x=x, clean_logits=clean, clean_pred=clean_pred, attacked=attacked, standing=attacked.clone(),
         x_adv=x.detach().clone(), adv_logits=clean.detach().clone(), broken_by=torch.full((n,), -1, dtype=torch.long),
         forwards=torch.ones(n, dtype=torch.long), backwards=torch.zeros(n, dtype=torch.long),
-        stats=torch.zeros(n_attacks + 1, 5, dtype=torch.float64),
+        stats=torch.zeros(n_attacks + 2, 5, dtype=torch.float64),
+        attack_margin=torch.full((n,), -torch.inf, device=x.device), last_margin=torch.full((n,), -torch.inf, device=x.device),
     )  # fmt: skip
 
 
@@ -177,9 +195,15 @@ def _attempt(s: _State, i: int, atk: Attack, ball: Bound, model: nn.Module, atta
     _sync(s.x.device)
     ok = success & inside(found - s.x[idx], ball)
     hit = idx[ok]
-    if s.keep_attempts and atk.white_box:  # inside the ball, not broken: still the attack's best point
-        tried = inside(found - s.x[idx], ball) & ~ok
+    s.last_margin[idx] = s.margin(logits, s.clean_pred[idx]).to(s.last_margin.dtype)
+    if atk.white_box:
+        s.attack_margin[idx] = torch.maximum(s.attack_margin[idx], s.last_margin[idx])
+    if s.keep_attempts and atk.white_box:  # inside the ball, not broken: the most adversarial point in expectation
+        if s.kept_margin is None:
+            s.kept_margin = torch.full((len(s.x),), -torch.inf, device=s.x.device)
+        tried = inside(found - s.x[idx], ball) & ~ok & (s.last_margin[idx] > s.kept_margin[idx])
         s.x_adv[idx[tried]] = found[tried].to(s.x_adv.dtype)
+        s.kept_margin[idx[tried]] = s.last_margin[idx[tried]]
     s.x_adv[hit], s.adv_logits[hit] = found[ok].to(s.x_adv.dtype), logits[ok].to(s.adv_logits.dtype)
     s.broken_by[hit.cpu()] = i
     s.standing[hit] = False
@@ -191,13 +215,34 @@ def _attempt(s: _State, i: int, atk: Attack, ball: Bound, model: nn.Module, atta
 
 def _noise_check(s: _State, attacks: Sequence[Attack], eps: float | None, norm: str | None, model: nn.Module,
                  attack_model: nn.Module | None) -> dict[str, float]:  # fmt: skip
-    """Random noise in the first attack's ball (its seed) on the samples the white-box attacks left standing."""
+    """Random noise in the first attack's ball (its seed) on the samples the white-box attacks left standing, and on
+    the same samples the steps check: whether the white-box attacks' points raised the margin loss clearly more
+    than the best random point (:func:`advlab.evaluation.gradients.weak_steps`)."""
     ball = bound(attacks[0], eps, norm) if attacks else None
     if ball is None:
         return {}
     noise = RandomNoise(eps=ball[0], norm=ball[1], tries=sanity_checks.NOISE_TRIES, seed=getattr(attacks[0], "seed", 0))
+    idx = s.standing.nonzero().flatten()
+    out = {"noise_tried": float(len(idx)), "noise_broke": float(_attempt(s, len(attacks), noise, ball, model, attack_model))}
+    if len(idx):
+        clean = s.margin(s.clean_logits[idx], s.clean_pred[idx]).to(s.last_margin.dtype)
+        weak = gradients.weak_steps(clean, s.attack_margin[idx], s.last_margin[idx])
+        out.update(steps_checked=float(len(idx)), steps_weak=float(weak.sum()))
+    return out
+
+
+def _gradient_free_stage(s: _State, attacks: Sequence[Attack], eps: float | None, norm: str | None, model: nn.Module,
+                         attack_model: nn.Module | None) -> dict[str, float]:  # fmt: skip
+    """Square (:data:`advlab.evaluation.gradients.DOUBT_QUERIES` queries per image, the first attack's ball and
+    seed) on the samples still standing; what it broke counts as ``black_box_broke`` too. Nothing without an L-inf
+    or L2 ball."""
+    ball = bound(attacks[0], eps, norm) if attacks else None
+    if ball is None or ball[1] not in ("linf", "l2") or not bool(s.standing.any()):
+        return {}
+    square = Square(eps=ball[0], norm=ball[1], max_queries=gradients.DOUBT_QUERIES, seed=getattr(attacks[0], "seed", 0))
     tried = float(s.standing.sum())
-    return {"noise_tried": tried, "noise_broke": float(_attempt(s, len(attacks), noise, ball, model, attack_model))}
+    broke = float(_attempt(s, len(attacks) + 1, square, ball, model, attack_model))
+    return {"gradient_free_tried": tried, "gradient_free_broke": broke}
 
 
 def _over_draws(model: nn.Module, s: _State, y: torch.Tensor, adv_pred: torch.Tensor,
@@ -239,7 +284,7 @@ def _result(s: _State, model: nn.Module, y: torch.Tensor, checks: dict[str, floa
 def run_batch(model: nn.Module, x: torch.Tensor, y: torch.Tensor, attacks: Sequence[Attack], *, eps: float | None = None,
               norm: str | None = None, attack_misclassified: bool = False, sanity: bool = True, first: bool = True,
               keep_adversarials: bool = False, attack_model: nn.Module | None = None, draws: int = 1,
-              draw_model: nn.Module | None = None) -> BatchResult:  # fmt: skip
+              draw_model: nn.Module | None = None, doubt: bool = False) -> BatchResult:  # fmt: skip
     """The cascade on one batch (``x`` on the model's device, in [0, 1]; ``y`` labels, -1 = unlabelled).
 
     ``eps``/``norm``: the ball a success must lie in (None: each attack's own). ``sanity``: run the checks of
@@ -248,10 +293,15 @@ def run_batch(model: nn.Module, x: torch.Tensor, y: torch.Tensor, attacks: Seque
     the successes ``model`` confirms count (see :func:`_search`). ``draws`` > 1 (a randomized model, ``model`` its
     EOT version judging the successes): the expected correctness columns come from that many fresh forwards of
     ``draw_model`` (the randomized model itself) on the clean and the worst-case inputs, and a sample the attacks
-    did not break keeps their last point as its worst case.
+    did not break keeps their last point as its worst case. ``doubt``: the first batch's diagnostics already cast
+    doubt on the gradients (:mod:`advlab.evaluation.gradients`). With ``sanity``, when any check casts doubt on the
+    gradients (:func:`advlab.evaluation.checks.doubts`) a gradient-free stage (Square) attacks the samples still
+    standing after every other attack and check (not on a randomized model: EOT already ran, and each query would
+    cost ``draws`` forwards).
     """
     s = _clean_pass(model, x, y, len(attacks), attack_misclassified)
     s.keep_attempts = draws > 1
+    s.probabilities = sanity_checks.is_probabilities(s.clean_logits)
     checks = sanity_checks.output_checks(model, x, s.clean_logits, first, s.forwards) if sanity else {}
     white_box_ran = False
     for i, atk in enumerate(attacks):
@@ -265,4 +315,7 @@ def run_batch(model: nn.Module, x: torch.Tensor, y: torch.Tensor, attacks: Seque
     if sanity:
         checks.update(sanity_checks.zero_gradient_check(model if attack_model is None else attack_model, x, s.clean_pred, s.standing,
                                                         s.forwards, s.backwards))  # the gradients the attacks saw
+    if sanity and white_box_ran and draws <= 1 and (doubt or sanity_checks.doubts(checks)):
+        checks.update(_gradient_free_stage(s, attacks, eps, norm, model, attack_model))
+        checks["black_box_broke"] = checks.get("black_box_broke", 0.0) + checks.get("gradient_free_broke", 0.0)
     return _result(s, model if draw_model is None else draw_model, y, checks, keep_adversarials, draws)

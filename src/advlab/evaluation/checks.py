@@ -4,11 +4,19 @@ Measured per batch by the cascade (:mod:`advlab.evaluation.cascade`), summed ove
 lines of ``EvalReport.flags`` by :func:`flags`:
 
 * outputs that look like probabilities instead of logits (every batch; free);
-* a model in training mode, or one that answers differently twice on the same inputs (first batch, a second
-  forward on :data:`CHECK_SAMPLES` samples; ``randomness`` = max |f(x) - f'(x)| / (1 + max |f(x)|));
+* a model in training mode (``training_mode``: the number of its modules in training mode, ``batchnorm_training``
+  the BatchNorm layers among them, which normalize with the batch's statistics), or one that answers differently
+  twice on the same inputs (first batch, a second forward on :data:`CHECK_SAMPLES` samples; ``randomness`` =
+  max |f(x) - f'(x)| / (1 + max |f(x)|));
 * all-zero cross-entropy input gradients on the samples the cascade left standing (saturated softmax);
 * random noise (:data:`NOISE_TRIES` points per sample) or a black-box attack breaking samples that the
-  white-box attacks left standing (masked gradients; the noise check itself runs in the cascade).
+  white-box attacks left standing (masked gradients; the noise check itself runs in the cascade);
+* the unreliable-gradient findings of :mod:`advlab.evaluation.gradients` (finite differences on the first batch,
+  ``fd_*``; gradient steps no better than random ones on the survivors, ``steps_*``).
+
+:func:`doubts` names the findings that cast doubt on the gradients; on those the cascade runs a gradient-free stage
+(Square, ``gradient_free_*``) on the samples still standing. Every flag that lowers trust says what was measured,
+what was done about it, and that the robust accuracy is then an upper bound.
 
 :func:`zero_gradients` is the one zero-gradient test in advlab; the defense study uses it too.
 """
@@ -21,6 +29,7 @@ from torch import nn
 
 from advlab.attacks.base import frozen_parameters
 from advlab.device import device_of
+from advlab.evaluation import gradients
 
 #: samples the randomness check (first batch) and the zero-gradient check (survivors of each batch) look at:
 #: a saturated or random model shows on nearly every sample, so a few suffice
@@ -70,13 +79,21 @@ def output_checks(model: nn.Module, x: torch.Tensor, logits: torch.Tensor, first
     if not first:
         return checks
     k = min(len(x), CHECK_SAMPLES)
-    checks["training_mode"] = float(model.training)
+    checks.update(training_modules(model))
     with torch.no_grad():
         again = model(x[:k]).float()
     forwards[:k] += 1
     scale = 1.0 + float(z[:k].abs().max()) if k else 1.0
     checks["randomness"] = float((again - z[:k]).abs().max()) / scale if k else 0.0
     return checks
+
+
+def training_modules(model: nn.Module) -> dict[str, float]:
+    """``training_mode``: how many of the model's modules (itself included) are in training mode;
+    ``batchnorm_training``: the BatchNorm layers among them (batch statistics: a sample's output depends on its batch)."""
+    modules = [m for m in model.modules() if m.training]
+    bn = [m for m in modules if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    return {"training_mode": float(len(modules)), "batchnorm_training": float(len(bn))}
 
 
 def zero_gradient_check(model: nn.Module, x: torch.Tensor, labels: torch.Tensor, standing: torch.Tensor,
@@ -96,12 +113,64 @@ def zero_gradient_check(model: nn.Module, x: torch.Tensor, labels: torch.Tensor,
     return {"zero_gradient": float(zero.sum()), "gradient_checked": float(len(idx))}
 
 
+def _per_evaluation(key: str) -> bool:
+    """Whether a check is measured once per evaluation (its maximum over batches is kept, not the sum)."""
+    return key in ("randomness", "training_mode", "batchnorm_training") or key.startswith("fd_")
+
+
 def merge(parts: list[dict[str, float]]) -> dict[str, float]:
-    """Per-batch check counts summed over batches (``randomness``: the maximum)."""
+    """Per-batch check counts summed over batches (the per-evaluation measurements: the maximum)."""
     out: dict[str, float] = {}
     for checks in parts:
         for k, v in checks.items():
-            out[k] = max(out.get(k, 0.0), v) if k == "randomness" else out.get(k, 0.0) + v
+            out[k] = max(out.get(k, 0.0), v) if _per_evaluation(k) else out.get(k, 0.0) + v
+    return out
+
+
+def doubts(checks: dict[str, float]) -> list[str]:
+    """The findings in ``checks`` (one batch's or merged) that cast doubt on the gradients the attacks followed:
+    zero gradients on survivors, random noise or a gradient-free attack breaking survivors, gradients that disagree
+    with finite differences, gradient attacks' points no better than random ones."""
+    found = [k for k in ("zero_gradient", "noise_broke", "black_box_broke") if checks.get(k, 0) > 0]
+    if gradients.fd_finding(checks.get("fd_unreliable", 0.0)):
+        found.append("fd_unreliable")
+    if gradients.steps_finding(checks.get("steps_weak", 0.0), checks.get("steps_checked", 0.0)):
+        found.append("steps_weak")
+    return found
+
+
+def _action(checks: dict[str, float]) -> str:
+    """What the evaluation did about findings that cast doubt on the gradients, and what the number then is."""
+    tried, broke = int(checks.get("gradient_free_tried", 0)), int(checks.get("gradient_free_broke", 0))
+    if tried:
+        return (f"advlab then ran Square (gradient-free, {gradients.DOUBT_QUERIES} queries per image) "
+                f"on the {tried} samples still standing and it broke {broke}; the robust accuracy is an upper bound")  # fmt: skip
+    if checks.get("gradient_free_fallback", 0) > 0:  # the attacks were gradient-free to begin with (see diagnostics.adapt)
+        return "the attacks were gradient-free (Square) already; the robust accuracy is an upper bound"
+    return ("no gradient-free stage ran (it runs on the batches whose own checks cast doubt, in an L-inf or L2 ball, on a "
+            "deterministic model); the robust accuracy is an upper bound")
+
+
+def _gradient_flags(checks: dict[str, float]) -> list[str]:
+    """The findings of :func:`doubts`, each with its measured value and :func:`_action`."""
+    out, act = [], _action(checks)
+    if checks.get("zero_gradient", 0) > 0:
+        out.append(f"{int(checks['zero_gradient'])} of {int(checks['gradient_checked'])} checked robust samples have an all-zero "
+                   f"cross-entropy input gradient (saturated softmax or masked gradients): {act}")  # fmt: skip
+    if gradients.fd_finding(checks.get("fd_unreliable", 0.0)):
+        out.append(f"unreliable gradients: on {int(checks['fd_unreliable'])} of {int(checks['fd_checked'])} probed samples autograd's "
+                   f"directional derivatives disagree with finite differences at every step size (h = 1e-2, 1e-3, 1e-4; median "
+                   f"relative disagreement {checks.get('fd_disagreement', 0):.2g} at the best step): {act}")  # fmt: skip
+    if "steps_weak" in doubts(checks):
+        out.append(f"gradient steps no better than random ones: on {int(checks['steps_weak'])} of {int(checks['steps_checked'])} "
+                   f"samples left standing the gradient attacks raised the margin loss less than {gradients.STEP_RATIO:g}x as much "
+                   f"as the best of {NOISE_TRIES} random points in the ball: {act}")  # fmt: skip
+    if checks.get("noise_broke", 0) > 0:
+        out.append(f"random noise broke {int(checks['noise_broke'])} of the {int(checks.get('noise_tried', 0))} samples that the "
+                   f"white-box attacks left standing (gradients likely masked or obfuscated): {act}")  # fmt: skip
+    if checks.get("black_box_broke", 0) > 0:
+        out.append(f"a gradient-free attack broke {int(checks['black_box_broke'])} samples that the gradient attacks left standing: "
+                   f"gradients are masked or misleading here, and the gradient attacks alone over-report robustness; {act}")  # fmt: skip
     return out
 
 
@@ -110,23 +179,16 @@ def flags(checks: dict[str, float]) -> list[str]:
     out = []
     if checks.get("probability_batches", 0) > 0 and not checks.get("log_probabilities", 0) > 0:
         out.append("the model's outputs look like probabilities (non-negative, rows sum to 1), not logits: remove the "
-                   "final softmax, or the cross-entropy and its gradients are wrong")  # fmt: skip
+                   "final softmax, or the cross-entropy and its gradients are wrong; the robust accuracy is an upper bound")  # fmt: skip
     if checks.get("training_mode", 0) > 0:
-        out.append("the model is in training mode (dropout, batch statistics): call model.eval() before evaluating")
+        bn = int(checks.get("batchnorm_training", 0))
+        out.append(f"the model is in training mode ({int(checks['training_mode'])} modules in training mode, {bn} of them BatchNorm "
+                   "layers normalizing with batch statistics; dropout draws): it was evaluated as given, so its outputs depend on the "
+                   "batch or the draw; call model.eval() before evaluating; the robust accuracy is not a bound for the eval-mode model")  # fmt: skip
     if checks.get("randomness", 0) > 1e-5 and checks.get("eot", 0) > 0:
         out.append(f"the model is not deterministic (two passes differ by up to {checks['randomness']:.2g}, relative): the "
                    "attacks used EOT and expected_accuracy holds the accuracy over fresh draws; robust_accuracy is one draw's")  # fmt: skip
     elif checks.get("randomness", 0) > 1e-5:
         out.append(f"the model is not deterministic: two passes on the same inputs differ by up to {checks['randomness']:.2g} "
                    "(relative); use expectation over transformation (average gradients over several passes) for a meaningful bound")  # fmt: skip
-    if checks.get("zero_gradient", 0) > 0:
-        out.append(f"{int(checks['zero_gradient'])} of {int(checks['gradient_checked'])} checked robust samples have an all-zero "
-                   "cross-entropy input gradient (saturated softmax or masked gradients): CE-based attacks see nothing there; "
-                   "use the reliable preset (DLR loss) or the margin loss")  # fmt: skip
-    if checks.get("noise_broke", 0) > 0:
-        out.append(f"random noise broke {int(checks['noise_broke'])} samples that the white-box attacks left standing: "
-                   "gradients are likely masked or obfuscated, and the robust accuracy of gradient attacks alone would overestimate robustness")  # fmt: skip
-    if checks.get("black_box_broke", 0) > 0:
-        out.append(f"a black-box attack broke {int(checks['black_box_broke'])} samples that the white-box attacks left standing: "
-                   "gradients are likely masked")  # fmt: skip
-    return out
+    return out + _gradient_flags(checks)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import itertools
 import time
 from collections.abc import Iterable, Iterator, Sequence
@@ -10,10 +9,10 @@ from collections.abc import Iterable, Iterator, Sequence
 import torch
 from torch import nn
 
-from advlab.attacks.base import Attack
+from advlab.attacks.base import Attack, keeps_model_state
 from advlab.device import device_of
 from advlab.errors import AdvlabError
-from advlab.evaluation import cascade, diagnostics
+from advlab.evaluation import cascade, diagnostics, gradients
 from advlab.evaluation.cascade import BatchResult, bound
 from advlab.evaluation.config import EvalConfig
 from advlab.evaluation.inputs import Data, batches, to_device
@@ -49,7 +48,9 @@ def _adapted(model: nn.Module, attacked: nn.Module, data: Data, cfg: EvalConfig,
     first batch (whether or not this call evaluates it, so that every shard and every resume runs the same
     attacks), and the checks that record the adaptations: a gradient-free fallback when the outputs have no
     gradient path, straight-through gradients through non-differentiable ops, log-probabilities for a model that
-    outputs probabilities."""
+    outputs probabilities; and, for a deterministic model with a gradient path, the finite-difference probe
+    (:func:`advlab.evaluation.diagnostics.gradient_probe`, whose doubt makes every batch end with a gradient-free
+    stage; not on a randomized model, nor under straight-through gradients)."""
     it = iter(batches(model, data, cfg.batch_size, cfg.limit))
     first = next(it, None)
     if first is None:
@@ -67,11 +68,16 @@ def _adapted(model: nn.Module, attacked: nn.Module, data: Data, cfg: EvalConfig,
         attacked, random = diagnostics.eot(attacked, x)
         if random:  # the first expected misclassification is a weak point of a random model: spend the full budget
             notes[diagnostics.EOT_KEY] = 1.0
-            attacks = [dataclasses.replace(a, early_stop=False) if "early_stop" in {f.name for f in dataclasses.fields(a)} else a
-                       for a in attacks]  # fmt: skip
+            attacks = diagnostics.eot_attacks(attacks, cfg.eps, norm)
+        elif cfg.sanity and not ops and any(a.white_box for a in attacks):  # do the attacks' gradients describe the model?
+            # (not under BPDA: a straight-through gradient is a surrogate by design, finite differences of a quantizer vanish)
+            ball = bound(attacks[0], cfg.eps, norm)
+            xs = to_device(first[0][: gradients.SAMPLES], device_of(attacked))
+            notes.update(diagnostics.gradient_probe(attacked, xs, *(ball or (None, None))))
     return itertools.chain([first], it), attacks, attacked, notes
 
 
+@keeps_model_state  # a model left in train mode: its BatchNorm statistics and mode are as found afterwards
 def evaluate(model: nn.Module, data: Data, config: EvalConfig | str | None = None, *, work: Work[BatchResult] | None = None,
              attack_model: nn.Module | None = None) -> EvalReport:  # fmt: skip
     """Robustness of ``model`` on ``data`` under ``config``'s attacks, as a cascade (:mod:`advlab.evaluation.cascade`).
@@ -111,8 +117,11 @@ def evaluate(model: nn.Module, data: Data, config: EvalConfig | str | None = Non
             raise AdvlabError("images must be in [0, 1]; advlab models carry their own normalization")
         parts[b] = cascade.run_batch(judge, xb, yb, attacks, eps=cfg.eps, norm=norm, attack_misclassified=cfg.attack_misclassified,
                                      sanity=cfg.sanity, first=b == 0, keep_adversarials=cfg.keep_adversarials,
-                                     attack_model=None if random else attack_model, draws=draws, draw_model=model)  # fmt: skip
+                                     attack_model=None if random else attack_model, draws=draws, draw_model=model,
+                                     doubt=gradients.fd_finding(notes.get("fd_unreliable", 0.0)))  # fmt: skip
         parts[b].checks.update(notes)
+        if b == 0:
+            diagnostics.charge_probe(parts[b], notes)
         work.record(b, parts[b])
     if not parts and work.mine is not None:
         raise AdvlabError("no batch to evaluate: work.mine selected none and work.done holds none")

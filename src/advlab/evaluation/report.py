@@ -28,7 +28,7 @@ import torch
 from advlab.attacks.base import Attack
 from advlab.errors import AdvlabError
 from advlab.evaluation import checks as sanity_checks
-from advlab.evaluation import diagnostics, metrics
+from advlab.evaluation import diagnostics, gradients, metrics
 from advlab.evaluation.cascade import BatchResult
 from advlab.threat import eps_text
 
@@ -83,7 +83,16 @@ class EvalReport:
         skip = {"samples", "x_adv"}
         out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name not in skip}
         return {**out, "trust": self.trust, "forwards_per_image": round(self.forwards_per_image, 3),
-                "backwards_per_image": round(self.backwards_per_image, 3)}  # fmt: skip
+                "backwards_per_image": round(self.backwards_per_image, 3), "diagnostics": self.diagnostics}  # fmt: skip
+
+    @property
+    def diagnostics(self) -> dict[str, Any]:
+        """The named findings with their measured values (the merged checks of :mod:`advlab.evaluation.checks`, e.g.
+        ``noise_broke``, ``fd_unreliable``, ``steps_weak``, ``gradient_free_broke``), the findings that cast doubt on
+        the gradients, the flags and the adaptations."""
+        checks = {k: round(v, 6) for k, v in sorted(self.samples.checks.items())}
+        return {"findings": checks, "doubts": sanity_checks.doubts(self.samples.checks), "flags": self.flags,
+                "adaptations": self.adaptations}  # fmt: skip
 
     def robustbench(self, name: str, dataset: str) -> dict[str, Any]:
         """An entry with RobustBench's ``model_info`` fields that apply: ``name``, ``dataset``, ``eps`` as a string
@@ -108,7 +117,7 @@ class EvalReport:
     def rows(self, class_names: Sequence[str] | None = None) -> list[dict[str, Any]]:
         """One dict per sample (for a CSV): index, label, predictions, confidences, norms, broken by."""
         s = self.samples
-        names = [*self.attacks, "noise-check"]
+        names = [*self.attacks, "noise-check", "square-check"]
         out = []
         for i in range(self.n):
             b = int(s.broken_by[i])
@@ -162,20 +171,22 @@ def _merge(parts: Sequence[BatchResult]) -> tuple[BatchResult, torch.Tensor | No
 
 
 def _per_attack(samples: BatchResult, attacks: Sequence[Attack]) -> list[dict[str, Any]]:
-    """One dict per attack (and the noise check, when it ran): what it attacked, broke and cost, and the
-    robust accuracy after it (over the labelled samples). ``config`` is the attack exactly as it ran."""
+    """One dict per attack (and the noise check and the gradient-free stage, when they ran): what it attacked, broke
+    and cost, and the robust accuracy after it (over the labelled samples). ``config`` is the attack exactly as it ran."""
     correct = metrics.clean_correct(samples.y, samples.clean_pred)
     n_labelled = int(metrics.labelled(samples.y).sum())
     remaining = int(correct.sum())
     out = []
+    checks = {len(attacks): ("noise-check", f"RandomNoise(tries={sanity_checks.NOISE_TRIES})"),
+              len(attacks) + 1: ("square-check", f"Square(max_queries={gradients.DOUBT_QUERIES}) on the samples left standing, "
+                                 "run because gradients were in doubt")}  # fmt: skip
     for i, row in enumerate(samples.attack_stats.tolist()):
-        if i == len(attacks) and row[0] == 0:
+        if i >= len(attacks) and row[0] == 0:
             continue
         remaining -= int((correct & (samples.broken_by == i)).sum())
-        noise = i == len(attacks)
+        name, config = checks[i] if i in checks else (attacks[i].label, repr(attacks[i]))
         out.append({
-            "attack": "noise-check" if noise else attacks[i].name,
-            "config": f"RandomNoise(tries={sanity_checks.NOISE_TRIES})" if noise else repr(attacks[i]),
+            "attack": name, "config": config,
             "attacked": int(row[0]), "broken": int(row[1]), "robust_accuracy_after": remaining / n_labelled if n_labelled else 0.0,
             "forward_evaluations": int(row[2]), "gradient_evaluations": int(row[3]), "seconds": round(row[4], 4),
         })  # fmt: skip
@@ -198,7 +209,7 @@ def summarize(parts: Sequence[BatchResult], attacks: Sequence[Attack], eps: floa
     y, cp, ap, broken = samples.y, samples.clean_pred, samples.adv_pred, samples.broken
     correct, robust = metrics.clean_correct(y, cp), metrics.robust(y, cp, ap)
     return EvalReport(
-        n=len(y), eps=eps, norm=norm, attacks=[a.name for a in attacks],
+        n=len(y), eps=eps, norm=norm, attacks=[a.label for a in attacks],
         clean_accuracy=metrics.clean_accuracy(y, cp),
         robust_accuracy=metrics.robust_accuracy(y, cp, ap),
         attack_success_rate=metrics.attack_success_rate(broken, samples.attacked),

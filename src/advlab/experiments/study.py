@@ -273,8 +273,14 @@ def table(outcomes: Sequence[Outcome]) -> list[dict[str, Any]]:
     return out
 
 
+def _ci(rate: float, ci: Sequence[float]) -> str:
+    """A rate with its 95% Wilson interval: "97.00% [94.1, 98.5]" (the interval in percent)."""
+    return f"{rate:.2%} [{100 * ci[0]:.1f}, {100 * ci[1]:.1f}]"
+
+
 def markdown(outcomes: Sequence[Outcome], model_name: str = "model") -> str:
-    """The seed's table layout, with our definitions (see the module docstring) and the extra columns."""
+    """The seed's table layout, with our definitions (see the module docstring) and the extra columns; the
+    accuracies carry their 95% Wilson intervals in brackets (in percent)."""
     head = ("| Model | prune ratio | Clean Accuracy | Remnant Accuracy | Prediction Change Rate | Strict Attack Success Rate "
             "(from correct to wrong) | Transfer Remnant Accuracy | McNemar p (robust) | Note |")  # fmt: skip
     lines = [head, "| " + " | ".join([":-:"] * 9) + " |"]
@@ -287,6 +293,7 @@ def markdown(outcomes: Sequence[Outcome], model_name: str = "model") -> str:
         if r.p_robust is not None and r.p_robust < 0.05:
             note.append("robust accuracy differs (p < 0.05)")
         p = "" if r.p_robust is None else f"{r.p_robust:.3g}"
-        lines.append(f"| {name} | {r.changed_fraction:.4%} | {r.clean_accuracy:.2%} | {r.robust_accuracy:.2%} | {r.prediction_change_rate:.2%} "
-                     f"| {r.strict_attack_success_rate:.2%} | {r.transfer_robust_accuracy:.2%} | {p} | {'; '.join(note)} |")  # fmt: skip
+        lines.append(f"| {name} | {r.changed_fraction:.4%} | {_ci(r.clean_accuracy, r.clean_ci)} | {_ci(r.robust_accuracy, r.robust_ci)} "
+                     f"| {r.prediction_change_rate:.2%} | {r.strict_attack_success_rate:.2%} | {_ci(r.transfer_robust_accuracy, r.transfer_ci)} "
+                     f"| {p} | {'; '.join(note)} |")  # fmt: skip
     return "\n".join(lines) + "\n"

@@ -7,8 +7,10 @@
     run.summary()               # reached, recognition distances, convergence, resisting classes
     prototypes.recognition_points(run.evolution)
 
-    # what is minimized composes from terms (advlab.prototypes.objectives)
+    # what is minimized composes from terms (advlab.prototypes.objectives, priors)
     cfg = prototypes.Config(objective=prototypes.cross_entropy() + 0.5 * prototypes.total_variation())
+    # named recipes (advlab.prototypes.recipes): parametrization, random views and priors together
+    cfg = prototypes.recipe("natural", model)      # Fourier + decorrelated colour, views, BN prior
 
 The attack is the generator and the classifier its discriminator; see :mod:`advlab.prototypes.evolve` for the
 maths (one step of :mod:`advlab.attacks.step` per iteration). Pairs are batched (:mod:`.generator`), each batch
@@ -35,7 +37,9 @@ from advlab.prototypes.generator import (
     parse_targets,
 )
 from advlab.prototypes.measures import (
+    amplified_difference,
     class_probabilities,
+    ensemble,
     inception_score,
     judge,
     recognition_points,
@@ -52,9 +56,15 @@ from advlab.prototypes.objectives import (
     term,
     total_variation,
 )
+from advlab.prototypes.parametrize import PARAMS, bind
+from advlab.prototypes.priors import blur_prior, bn_loss, bn_statistics, lp
+from advlab.prototypes.recipes import RECIPES
+from advlab.prototypes.recipes import config as recipe
 from advlab.prototypes.starts import Starts, parse_start
+from advlab.prototypes.transforms import Transforms
 
-__all__ = ["MAX_BATCH", "METHODS", "MODES", "Config", "Evolution", "Objective", "Prototypes", "Starts", "Term",
-           "auto_batch_size", "class_logit", "class_probabilities", "cross_entropy", "evolve", "gaussian_blur", "generate",
+__all__ = ["MAX_BATCH", "METHODS", "MODES", "PARAMS", "RECIPES", "Config", "Evolution", "Objective", "Prototypes", "Starts",
+           "Term", "Transforms", "amplified_difference", "bind", "blur_prior", "bn_loss", "bn_statistics", "ensemble", "lp",
+           "recipe", "auto_batch_size", "class_logit", "class_probabilities", "cross_entropy", "evolve", "gaussian_blur", "generate",
            "inception_score", "judge", "l2", "margin", "pairs_per_batch", "parse_start", "parse_targets",
            "recognition_points", "summarize", "target_logit", "term", "total_variation"]  # fmt: skip

@@ -16,10 +16,18 @@ momentum v <- mu v + u/||u||_1, ``StepRule(momentum=mu)``), then the projection 
   (double backprop) instead, so the gradient norm grows while the class holds. The result is the iterate
   classified as t with the largest ||g||_2 (the last iterate if none was).
 
-J is an optional random shift by up to ``jitter`` pixels (one shift per step), TV the mean absolute
+J is an optional random shift by up to ``jitter`` pixels (one shift per step), or, with ``scale``, ``rotate`` or
+``transforms_per_step`` > 1, that many random shift / zoom / rotation views per image and step
+(:mod:`.transforms`; L is then the mean over the views), TV the mean absolute
 difference of neighbouring pixels, and ``blur`` a Gaussian blur (sigma in pixels) after every step (the
 iterate's transform): the regularizers that make prototypes look more natural. eps = None (the default) is
 unconstrained descent (only the box [0, 1]; eps = 1 with L-inf is the same).
+
+``param`` chooses the variable the step moves (:mod:`.parametrize`): ``pixels`` (x itself, as above),
+``fourier`` (decorrelated colour, 1/f-scaled spectrum) or ``phase`` (MACO's phase with a natural magnitude).
+For the last two the step moves the parameters p of x(p) (g = dL/dp, no eps ball and no blur: the map keeps
+x in [0, 1]); ||g||_2 and min mode's tol then refer to dL/dp, and every distance is still ||x(p) - x0|| in
+pixel units from the start image x0 = x(p0).
 
 Units: images in [0, 1]; eps and alpha in [0, 1] pixel units (L-inf) or L2 over the whole image (pgdl2).
 Every step records, per pair, the target probability, the top-1 class, the margin z_t - max_{j != t} z_j,
@@ -42,6 +50,8 @@ from advlab.attacks.step import Ball, Iterate, StepRule, gradient
 from advlab.device import device_of
 from advlab.losses import margin
 from advlab.prototypes.objectives import Objective, cross_entropy, total_variation
+from advlab.prototypes.parametrize import PARAMS, Bound, bind
+from advlab.prototypes.transforms import Transforms
 from advlab.threat import Norm, distance
 
 METHODS: dict[str, Norm] = {"pgd": "linf", "mifgsm": "linf", "pgdl2": "l2"}
@@ -65,6 +75,10 @@ class Config:
     seed: int = 0
     snapshots: tuple[int, ...] | None = None  # steps whose images are kept; default: 0, 1, 2, 5, 10, 20, 50, ... and the last
     objective: Objective | None = None  # what is minimized; default: cross_entropy() (+ tv * total_variation())
+    param: str = "pixels"  # the variable the step moves: pixels, fourier or phase (advlab.prototypes.parametrize)
+    scale: float = 0.0  # random zoom by up to +-scale per view (a fraction)
+    rotate: float = 0.0  # random rotation by up to +-rotate degrees per view
+    transforms_per_step: int = 1  # random views per image and step (their mean loss is minimized)
 
     def validate(self) -> None:
         if self.mode not in MODES:
@@ -77,6 +91,8 @@ class Config:
             raise ValueError(f"alpha must be positive, got {self.alpha}")
         if self.steps < 1:
             raise ValueError(f"steps must be >= 1, got {self.steps}")
+        if self.snapshots is not None and (not self.snapshots or any(not 0 <= s <= self.steps for s in self.snapshots)):
+            raise ValueError(f"snapshots must be steps in 0..{self.steps} (the last step is {self.steps}), got {list(self.snapshots)}")
         for name in ("tol", "momentum", "tv", "blur"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
@@ -86,6 +102,21 @@ class Config:
             raise ValueError(f"objective must be an Objective (see advlab.prototypes.objectives), got {type(self.objective).__name__}")
         if self.objective is not None and self.tv:
             raise ValueError("tv applies to the default objective only: add tv * total_variation() to the objective instead")
+        if self.param not in PARAMS:
+            raise ValueError(f"param must be one of {', '.join(PARAMS)}, got {self.param!r}")
+        if self.param != "pixels" and (self.eps is not None or self.blur):
+            raise ValueError(f"eps and blur act on pixels: with param {self.param!r} use a prior term (advlab.prototypes.priors) instead")
+        self.transforms.validate()
+
+    @property
+    def transforms(self) -> Transforms:
+        """The random views of each step (the legacy one-roll ``jitter`` when only jitter is set)."""
+        return Transforms(float(self.jitter), self.scale, self.rotate, self.transforms_per_step)
+
+    @property
+    def rolls(self) -> bool:
+        """True when the views are today's one random roll per step (only ``jitter``, one view)."""
+        return self.scale == 0 and self.rotate == 0 and self.transforms_per_step == 1
 
     def minimized(self) -> Objective:
         """The objective evolve minimizes: ``objective``, or cross_entropy() (+ tv * total_variation() when tv > 0)."""
@@ -263,6 +294,16 @@ class _Records:
         return out
 
 
+class _Free(Ball):
+    """No ball and no box: parameters of a map that keeps images in [0, 1] move freely (eps = inf, never clipped)."""
+
+    def __init__(self) -> None:
+        super().__init__(float("inf"), "linf")
+
+    def project(self, x: torch.Tensor, x0: torch.Tensor) -> torch.Tensor:
+        return x
+
+
 class _Evolver:
     """One batch being evolved: the iterate (with its running rows), the records and what each mode keeps."""
 
@@ -272,8 +313,11 @@ class _Evolver:
         self.model, self.config, self.targets, self.objective = model, config, targets, config.minimized()
         blur = (lambda x: gaussian_blur(x, config.blur)) if config.blur else None
         rule = StepRule(config.norm, config.momentum if config.method == "mifgsm" else 0.0)
-        self.it = Iterate(x0, ball=Ball(config.eps, config.norm), rule=rule, alpha=config.step_size, transform=blur)
-        self.records = _Records(targets, self.it.x0, steps)
+        self.bound: Bound = bind(config.param, x0, seed=config.seed * 1_000_003 + batch_seed)
+        ball = _Free() if self.bound.free else Ball(config.eps, config.norm)
+        self.it = Iterate(self.bound.p0, ball=ball, rule=rule, alpha=config.step_size, transform=blur)
+        x0 = self.image() if self.bound.free else self.it.x0  # the start as its own transform (clamped into the box)
+        self.records = _Records(targets, x0, steps)
         self.snap_steps = config.snapshot_steps()
         self.snap_at = {s: i for i, s in enumerate(self.snap_steps)}
         self.snap_rows = (snapshot_pairs if snapshot_pairs is not None else torch.zeros(0, dtype=torch.long)).to(dev)
@@ -281,34 +325,62 @@ class _Evolver:
         self.stopped = torch.full((n,), steps, dtype=torch.long, device=dev)
         self.converged = torch.zeros(n, dtype=torch.bool, device=dev)
         self.final = torch.full((n,), steps, dtype=torch.long, device=dev)
-        self.best_x, self.best_g = self.it.x.clone(), torch.full((n,), -1.0, device=dev)
+        self.best_x, self.best_g = x0.clone(), torch.full((n,), -1.0, device=dev)
         self.gen = torch.Generator().manual_seed(config.seed * 1_000_003 + batch_seed)
         self.running_targets = targets  # of the running rows
 
-    def forward(self) -> Callable[[torch.Tensor], torch.Tensor]:
-        """The model, behind this step's random shift J (drawn every step, also the last, when jitter > 0)."""
-        j = self.config.jitter
-        if not j:
-            return self.model
-        shift = tuple(int(s) for s in torch.randint(-j, j + 1, (2,), generator=self.gen))
-        return lambda x: self.model(torch.roll(x, shift, dims=(-2, -1)))
+    def image(self, rows: torch.Tensor | None = None) -> torch.Tensor:
+        """The images x(p) of the batch ``rows`` (None: all) at their current parameters, detached."""
+        p = self.it.x if rows is None else self.it.x[rows]
+        if not self.bound.free:
+            return p
+        with torch.no_grad():
+            return self.bound.image(p, rows)
 
-    def gradients(self, t: int, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:
-        """(logits, g = dL/dx, ||g||_2, max mode's d||g||^2/dx or None) at ``x``, the running rows' points."""
-        ta, objective = self.running_targets, self.objective
+    def forward(self) -> Callable[[torch.Tensor], torch.Tensor]:
+        """The model, behind this step's random views J of the image (drawn every step, also the last): one roll
+        by up to ``jitter`` pixels, or :class:`~advlab.prototypes.transforms.Transforms`' views."""
+        j, views = self.config.jitter, self.config.transforms
+        if self.config.rolls:
+            if not j:
+                return self.model
+            shift = tuple(int(s) for s in torch.randint(-j, j + 1, (2,), generator=self.gen))
+            return lambda x: self.model(torch.roll(x, shift, dims=(-2, -1)))
+        return lambda x: self.model(views(x, self.gen))
+
+    def gradients(self, t: int, p: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor]:
+        """(logits, g = dL/dp, ||g||_2, max mode's d||g||^2/dp or None, the image x(p)) at the running rows'
+        parameters ``p`` (the pixels themselves unless ``param`` says otherwise); with several views per step the
+        logits and L are their means over the views."""
+        ta, objective, k, rows = self.running_targets, self.objective, self.config.transforms_per_step, self.it.rows
         second = self.config.mode == "max" and t < self.config.steps
-        logits, _, g, xg = gradient(self.forward(), x, lambda x, z: objective(x, z, ta), create_graph=second)
+        model, seen = self.forward(), {}
+
+        def forward(v: torch.Tensor) -> torch.Tensor:
+            seen["x"] = x = self.bound.image(v, rows) if self.bound.free else v
+            return model(x)
+
+        def value(v: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+            x = seen["x"]
+            if k == 1:
+                return objective(x, z, ta)
+            return objective(x.repeat(k, *[1] * (x.ndim - 1)), z, ta.repeat(k)).view(k, -1).mean(0)
+
+        logits, _, g, pg = gradient(forward, p, value, create_graph=second)
         gnorm = torch.linalg.vector_norm(g.detach().flatten(1), dim=1)
         ascent = None
         if second:
             with torch.enable_grad():
-                (ascent,) = torch.autograd.grad(g.pow(2).sum(), xg)
-        return logits.detach().float(), g.detach(), gnorm, ascent
+                (ascent,) = torch.autograd.grad(g.pow(2).sum(), pg)
+        logits = logits.detach().float()
+        if k > 1:
+            logits = logits.view(k, len(p), -1).mean(0)
+        return logits, g.detach(), gnorm, ascent, seen["x"].detach()
 
-    def keep_best(self, t: int, pred: torch.Tensor, gnorm: torch.Tensor) -> None:
-        """Max mode (every row runs): keep the iterate classified as the target with the largest ||g||_2."""
+    def keep_best(self, t: int, pred: torch.Tensor, gnorm: torch.Tensor, x: torch.Tensor) -> None:
+        """Max mode (every row runs): keep the iterate (image ``x``) classified as the target with the largest ||g||_2."""
         better = (pred == self.targets) & (gnorm > self.best_g)
-        self.best_x = torch.where(better.view(-1, *[1] * (self.best_x.ndim - 1)), self.it.x, self.best_x)
+        self.best_x = torch.where(better.view(-1, *[1] * (self.best_x.ndim - 1)), x, self.best_x)
         self.best_g = torch.where(better, gnorm, self.best_g)
         self.final = torch.where(better, t, self.final)
 
@@ -328,15 +400,14 @@ class _Evolver:
 
     def step(self, t: int) -> bool:
         """Record step ``t`` and, unless it is the last or every pair has stopped, move; False when finished."""
-        x = self.it.point()
-        logits, g, gnorm, ascent = self.gradients(t, x)
+        logits, g, gnorm, ascent, x = self.gradients(t, self.it.point())
         self.records.write(t, self.it.rows, logits, gnorm, x)
         ta, pred = self.running_targets, None
         if self.config.mode == "max":  # every row runs
             pred = logits.argmax(1)
-            self.keep_best(t, pred, gnorm)
+            self.keep_best(t, pred, gnorm, x)
         if t in self.snap_at and len(self.snap_rows):
-            self.snaps[:, self.snap_at[t]] = self.it.x[self.snap_rows]
+            self.snaps[:, self.snap_at[t]] = self.image(self.snap_rows)
         if t == self.config.steps:
             return False
         if self.config.mode == "min":
@@ -351,7 +422,7 @@ class _Evolver:
 
     def run(self) -> int:
         """Every step; returns the last step recorded."""
-        with frozen_parameters(self.model):
+        with frozen_parameters(self.model), self.objective.attached(self.model):
             for t in range(self.config.steps + 1):
                 if not self.step(t):
                     break
@@ -359,7 +430,7 @@ class _Evolver:
 
     def result(self, last: int, start: torch.Tensor) -> Evolution:
         """The :class:`Evolution`, after the last step recorded: max mode's best iterates, repeated records."""
-        x = self.it.x
+        x = self.image()
         for i, s in enumerate(self.snap_steps):
             if s > last and len(self.snap_rows):  # every pair stopped before this step: its image is the final one
                 self.snaps[:, i] = x[self.snap_rows]

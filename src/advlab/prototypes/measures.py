@@ -5,7 +5,8 @@ its probability passes 0.5, 0.9 and 0.99, each with the L2 and L-inf distance fr
 when never). Proxies for "would a person see the class": other models' verdicts on the prototypes (transfer),
 and an Inception-Score-style number IS = exp(E_x KL(p(y|x) || p(y))) over the prototype set (Salimans et al.
 2016), which is high when each prototype is confidently one class and the set covers many classes; its
-maximum is the number of distinct targets.
+maximum is the number of distinct targets. Several judges vote as an :func:`ensemble` (their mean
+probabilities); :func:`amplified_difference` shows what a run changed in a noise or photo start.
 """
 
 from __future__ import annotations
@@ -113,3 +114,16 @@ def summarize(ev: Evolution, class_names: Sequence[str] | None = None, resisting
         for t, ps in worst if min(ps) < THRESHOLDS[-1]
     ]  # fmt: skip
     return out
+
+
+def ensemble(probs: Sequence[torch.Tensor]) -> torch.Tensor:
+    """The judges' ensemble: the mean of their class probabilities (each (N, K)), itself (N, K)."""
+    return torch.stack([p.float() for p in probs]).mean(0)
+
+
+def amplified_difference(x: torch.Tensor, x0: torch.Tensor) -> torch.Tensor:
+    """The change from the start made visible: 0.5 + (x - x0) / (2 max |x - x0|) per image, in [0, 1]; grey is
+    no change. For noise and photo starts, where the prototype itself looks like its start."""
+    d = (x - x0).float()
+    peak = d.flatten(1).abs().amax(1).clamp_min(1e-12).view(-1, *[1] * (d.ndim - 1))
+    return (0.5 + d / (2 * peak)).clamp(0, 1)

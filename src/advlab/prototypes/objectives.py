@@ -17,15 +17,19 @@ Terms that look only at the image (:func:`total_variation`, :func:`l2`) can be e
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, ExitStack, contextmanager
 from dataclasses import dataclass, field
 
 import torch
+from torch import nn
 
 from advlab import losses
 
 #: a term's function: (x, logits, targets) -> (N,), to minimize
 TermFn = Callable[[torch.Tensor, "torch.Tensor | None", "torch.Tensor | None"], torch.Tensor]
+#: what a term that reads the model's insides (BatchNorm statistics) attaches while the model runs: hooks
+Attach = Callable[[nn.Module], AbstractContextManager[None]]
 
 
 @dataclass(frozen=True)
@@ -35,6 +39,7 @@ class Term:
 
     name: str
     fn: TermFn = field(compare=False)
+    attach: Attach | None = field(default=None, compare=False)
 
     def __call__(self, x: torch.Tensor, logits: torch.Tensor | None, targets: torch.Tensor | None) -> torch.Tensor:
         return self.fn(x, logits, targets)
@@ -63,6 +68,16 @@ class Objective:
             total = v if total is None else total + v
         assert total is not None
         return total
+
+    @contextmanager
+    def attached(self, model: nn.Module) -> Iterator[None]:
+        """The hooks of the terms that read the model's insides (e.g. :func:`advlab.prototypes.priors.bn_statistics`),
+        attached to ``model`` for the duration of the block and always removed."""
+        with ExitStack() as stack:
+            for _, t in self.terms:
+                if t.attach is not None:
+                    stack.enter_context(t.attach(model))
+            yield
 
     def __add__(self, other: Objective) -> Objective:
         if not isinstance(other, Objective):
@@ -103,9 +118,10 @@ class Objective:
         return out
 
 
-def term(name: str, fn: TermFn) -> Objective:
-    """An objective of one custom term ``fn(x, logits, targets) -> (N,)`` (to minimize), printed as ``name``."""
-    return Objective(((1.0, Term(name, fn)),))
+def term(name: str, fn: TermFn, attach: Attach | None = None) -> Objective:
+    """An objective of one custom term ``fn(x, logits, targets) -> (N,)`` (to minimize), printed as ``name``;
+    ``attach(model)``: a context manager (hooks) that :func:`~advlab.prototypes.evolve.evolve` enters around the run."""
+    return Objective(((1.0, Term(name, fn, attach)),))
 
 
 def _need(t: torch.Tensor | None, what: str, name: str) -> torch.Tensor:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import matplotlib
 
@@ -36,9 +37,12 @@ def image_grid(images: torch.Tensor, titles: Sequence[str] | None = None, ncols:
 
 def line_plot(series: dict[str, Sequence[float]], xlabel: str, ylabel: str, title: str = "",
               x: Sequence[float] | None = None, logy: bool = False, markers: bool | None = None,
-              reference: dict[str, float] | None = None, logx: bool = False) -> Figure:  # fmt: skip
+              reference: dict[str, float] | None = None, logx: bool = False,
+              xticklabels: Sequence[str] | None = None) -> Figure:  # fmt: skip
     """One line per named series against ``x`` (default: its index 1, 2, ...: epochs, steps); ``reference``:
-    named constants drawn as dashed horizontal lines (e.g. the undefended model's numbers)."""
+    named constants drawn as dashed horizontal lines (e.g. the undefended model's numbers). A log x axis is
+    labelled at the x values themselves (a sweep over 1e-3..1e-2 would otherwise get one labelled tick);
+    ``xticklabels`` names the x values (layer names instead of depths), thinned to at most 40 labels."""
     fig, ax = plt.subplots(figsize=(6, 3.6) if len(series) > 4 else (5, 3.2))
     for name, values in series.items():
         xs = list(x) if x is not None else list(range(1, len(values) + 1))
@@ -48,10 +52,9 @@ def line_plot(series: dict[str, Sequence[float]], xlabel: str, ylabel: str, titl
     if logy:
         ax.set_yscale("log")
     if logx:
-        from matplotlib.ticker import NullFormatter
-
-        ax.set_xscale("log")
-        ax.xaxis.set_minor_formatter(NullFormatter())
+        _label_log_axis(ax, sorted({float(v) for v in (x or []) if float(v) > 0}))
+    if xticklabels is not None:
+        _name_ticks(ax, list(x) if x is not None else list(range(1, len(xticklabels) + 1)), list(xticklabels))
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     if title:
@@ -62,6 +65,29 @@ def line_plot(series: dict[str, Sequence[float]], xlabel: str, ylabel: str, titl
     ax.grid(alpha=0.3)
     fig.tight_layout()
     return fig
+
+
+def _label_log_axis(ax: Any, values: list[float]) -> None:
+    """A log x axis with a labelled tick at each of ``values`` (up to 12; beyond, matplotlib's decades and
+    their 2 and 5 multiples), no unlabelled minor ticks in between."""
+    from matplotlib.ticker import FixedLocator, LogLocator, NullFormatter, NullLocator
+
+    ax.set_xscale("log")
+    if 1 < len(values) <= 12:
+        ax.xaxis.set_major_locator(FixedLocator(values))
+        ax.xaxis.set_major_formatter(lambda v, _: f"{v:g}")
+        ax.xaxis.set_minor_locator(NullLocator())
+    else:
+        ax.xaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+        ax.xaxis.set_major_formatter(lambda v, _: f"{v:g}")
+    ax.xaxis.set_minor_formatter(NullFormatter())
+    ax.tick_params(axis="x", labelsize=8)
+
+
+def _name_ticks(ax: Any, xs: list[float], names: list[str]) -> None:
+    """Ticks at ``xs`` labelled with ``names`` (rotated; every k-th one when there are more than 40)."""
+    k = max(1, -(-len(names) // 40))
+    ax.set_xticks(xs[::k], names[::k], rotation=90, fontsize=7 if len(names) > 12 else 8)
 
 
 def histogram(values: Sequence[float], xlabel: str, title: str = "", bins: int = 20) -> Figure:

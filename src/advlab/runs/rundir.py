@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import platform
@@ -18,6 +19,7 @@ from typing import Any
 import torch
 
 from advlab.errors import AdvlabError
+from advlab.runs import lock
 
 PARTIAL_SUFFIX = ".partial"
 
@@ -32,12 +34,20 @@ def atomic_write(path: str | Path, data: bytes | str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600; a run's files get the mode any other tool gives
         with os.fdopen(fd, "wb") as f:
             f.write(data.encode("utf-8") if isinstance(data, str) else data)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def _umask() -> int:
+    """The process's umask (read by setting and restoring it: there is no other portable way)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def _jsonable(obj: Any) -> Any:
@@ -181,51 +191,112 @@ def attach(out: str | Path) -> Run:
     return Run(partial, final, resumed=True, checkpointed=True)
 
 
-@contextmanager
-def start(out: str | Path, config: Mapping[str, Any], *, force: bool = False, resume: bool = False) -> Iterator[Run]:
-    """Open the run directory ``out`` for writing; on success it appears whole at ``out``.
+#: errors of the file system a user can fix (free space, remount) and then continue with --resume
+_FIXABLE = {errno.ENOSPC: "no space left on the device", getattr(errno, "EDQUOT", -1): "disk quota exceeded",
+            errno.EROFS: "read-only file system"}  # fmt: skip
 
-    - ``out`` exists: :class:`RunExists` unless ``force`` (replaced at the end, atomically) or ``resume``
-      (a finished run is left as it is: the body sees ``run.resumed`` and ``run.path == run.final``).
-    - ``out.partial`` exists (an interrupted run): continued with ``resume``, else :class:`RunExists`.
-    - the body raises: the partial directory is removed unless it holds saved state (``run.save_state``)
-      or the user pressed Ctrl-C; either way ``out`` is untouched.
-    """
+
+def _paths(out: str | Path) -> tuple[Path, Path]:
+    """(final, partial) for ``out``; an ``out`` that cannot name a new directory is an :class:`AdvlabError`."""
     final = Path(out)
-    partial = final.with_name(final.name + PARTIAL_SUFFIX)
+    if str(out).strip() == "" or final.name in ("", ".", ".."):
+        raise AdvlabError(f"--out {str(out)!r} is not a run directory's path: name a new directory, e.g. runs/my-run")
     if final.exists() and not final.is_dir():
         raise RunExists(f"{final} exists and is not a directory")
-    if final.exists() and not force:
-        if not resume:
-            raise RunExists(f"run directory {final} exists already; use --force to replace it or --resume to continue it")
-        run = Run(final, final, resumed=True, config=dict(config))
-        yield run
-        return
-    if partial.exists() and not resume and not force:
-        raise RunExists(f"an interrupted run is in {partial}; use --resume to continue it or --force to start over")
-    if partial.exists() and force:
-        shutil.rmtree(partial)
+    if final.parent.exists() and not final.parent.is_dir():
+        raise AdvlabError(f"--out {str(out)!r}: {final.parent} is not a directory")
+    return final, final.with_name(final.name + PARTIAL_SUFFIX)
+
+
+def _os_error(e: OSError, what: str) -> AdvlabError:
+    reason = _FIXABLE.get(e.errno or 0) or e.strerror or type(e).__name__
+    where = f" ({e.filename})" if e.filename and str(e.filename) not in what else ""
+    return AdvlabError(f"cannot {what}: {reason}{where}")
+
+
+def _open_partial(final: Path, partial: Path, force: bool, resume: bool) -> tuple[bool, Path]:
+    """Create or reuse ``partial`` and take its lock: (whether earlier work was found, the lock file).
+    A live run is never touched: :class:`RunInUse` names it, even with ``force``."""
+    if partial.exists():
+        live = lock.holder(partial)
+        if live is not None:
+            raise lock.RunInUse(live.describe(partial))
+        if not resume and not force:
+            raise RunExists(f"an interrupted run is in {partial}; use --resume to continue it or --force to start over")
+        if force:
+            shutil.rmtree(partial)
     resumed = partial.exists()
-    partial.mkdir(parents=True, exist_ok=True)
-    run = Run(partial, final, resumed=resumed, config=dict(config))
-    full_config = {**_jsonable(dict(config)), "versions": versions(), "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
-    if not (partial / "config.json").exists():
-        run.save_json("config.json", full_config)
     try:
-        yield run
-    except KeyboardInterrupt:
-        run.save_json("INTERRUPTED.json", {"at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "resume_with": "--resume"})
-        raise
-    except BaseException:
-        if not run.checkpointed and not resumed:
-            shutil.rmtree(partial, ignore_errors=True)
-        raise
-    (partial / "INTERRUPTED.json").unlink(missing_ok=True)
-    if final.exists():  # force: swap the old run out only now that the new one is complete
+        partial.mkdir(parents=True, exist_ok=True)
+        return resumed, lock.acquire(partial)
+    except OSError as e:
+        raise _os_error(e, f"create the run directory {partial}") from None
+
+
+def _land(partial: Path, final: Path) -> None:
+    """Rename the finished ``partial`` to ``final`` (force: swap the old run out only now)."""
+    if final.exists():
         trash = final.with_name(f".{final.name}.old-{os.getpid()}")
         os.replace(final, trash)
         os.replace(partial, final)
         shutil.rmtree(trash, ignore_errors=True)
     else:
         os.replace(partial, final)
+
+
+@contextmanager
+def start(out: str | Path, config: Mapping[str, Any], *, force: bool = False, resume: bool = False) -> Iterator[Run]:
+    """Open the run directory ``out`` for writing; on success it appears whole at ``out``.
+
+    - ``out`` exists: :class:`RunExists` unless ``force`` (replaced at the end, atomically) or ``resume``
+      (a finished run is left as it is: the body sees ``run.resumed`` and ``run.path == run.final``).
+    - ``out.partial`` exists (an interrupted run): continued with ``resume``, else :class:`RunExists`;
+      one a live process is writing (its lock, :mod:`advlab.runs.lock`): :class:`~advlab.runs.lock.RunInUse`,
+      whatever ``force`` and ``resume`` say.
+    - the body raises: the partial directory is removed unless it holds saved state (``run.save_state``)
+      or the user pressed Ctrl-C; either way ``out`` is untouched. A full disk, an exceeded quota or a read-only
+      file system keeps it and becomes an :class:`AdvlabError` that says to continue with ``--resume``.
+    """
+    final, partial = _paths(out)
+    if final.exists() and not force:
+        if not resume:
+            raise RunExists(f"run directory {final} exists already; use --force to replace it or --resume to continue it")
+        yield Run(final, final, resumed=True, config=dict(config))
+        return
+    resumed, held = _open_partial(final, partial, force, resume)
+    run = Run(partial, final, resumed=resumed, config=dict(config))
+    try:
+        if not (partial / "config.json").exists():
+            run.save_json("config.json", {**_jsonable(dict(config)), "versions": versions(), "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
+        yield run
+        (partial / "INTERRUPTED.json").unlink(missing_ok=True)
+    except KeyboardInterrupt:
+        try:
+            run.save_json("INTERRUPTED.json", {"at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "resume_with": "--resume"})
+        finally:
+            lock.release(held)
+        raise
+    except OSError as e:
+        lock.release(held)
+        if e.errno in _FIXABLE:
+            raise AdvlabError(f"{_FIXABLE[e.errno]} while writing {e.filename or partial}; the work so far is kept in "
+                              f"{partial}: make room and rerun the same command with --resume") from None  # fmt: skip
+        _drop(run, partial, resumed)
+        raise
+    except BaseException:
+        lock.release(held)
+        _drop(run, partial, resumed)
+        raise
+    try:
+        _land(partial, final)  # with the lock inside: no other process takes the directory between release and rename
+    except OSError as e:
+        lock.release(held)
+        raise _os_error(e, f"rename the finished run {partial} to {final} (it is kept there)") from None
+    lock.release(final / lock.LOCK_FILE)
     run.path = final
+
+
+def _drop(run: Run, partial: Path, resumed: bool) -> None:
+    """After an error: remove a new partial directory that holds no saved state."""
+    if not run.checkpointed and not resumed:
+        shutil.rmtree(partial, ignore_errors=True)

@@ -21,9 +21,10 @@ from advlab.zoo.registry import (
     available,
     check_input,
     check_labels,
+    check_output,
     info,
     load,
     names,
 )
 
-__all__ = ["Autocast", "ModelInfo", "available", "check_input", "check_labels", "info", "load", "names"]
+__all__ = ["Autocast", "ModelInfo", "available", "check_input", "check_output", "check_labels", "info", "load", "names"]

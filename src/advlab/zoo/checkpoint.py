@@ -57,7 +57,8 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
 
 
 def load_weights(net: nn.Module, path: str | Path) -> None:
-    """Load a checkpoint into ``net`` strictly: every key must fit by name and shape, or a clear error."""
+    """Load a checkpoint into ``net`` strictly: every key must fit by name and shape, and every floating-point
+    tensor must be finite (NaN or Inf weights make every output meaningless), or a clear error."""
     sd = read_state_dict(path)
     own = net.state_dict()
     # BatchNorm fills in num_batches_tracked itself; checkpoints older than PyTorch 0.4.1 lack it.
@@ -73,6 +74,10 @@ def load_weights(net: nn.Module, path: str | Path) -> None:
         if wrong:
             parts.append(f"{len(wrong)} of the wrong shape (e.g. {'; '.join(wrong[:2])})")
         raise AdvlabError(f"checkpoint {path} does not fit the model: keys {', '.join(parts)}")
+    bad = [k for k, v in sd.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    if bad:
+        raise AdvlabError(f"checkpoint {path} holds NaN or infinite values in {len(bad)} of {len(sd)} tensors "
+                          f"(e.g. {', '.join(bad[:3])}): a diverged training run? refusing weights that give no meaningful output")  # fmt: skip
     net.load_state_dict(sd, strict=True)
 
 

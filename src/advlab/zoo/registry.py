@@ -142,27 +142,41 @@ def _split_file_spec(spec: str) -> tuple[Path, str] | None:
 
 
 def info(spec: str, *, mean: Sequence[float] | None = None, std: Sequence[float] | None = None,
-         num_classes: int | None = None, input_size: int | None = None, weights: str | None = None) -> ModelInfo:  # fmt: skip
+         num_classes: int | None = None, input_size: int | None = None, weights: str | None = None,
+         channels: int | None = None, data_shape: tuple[int, int] | None = None) -> ModelInfo:  # fmt: skip
     """Facts about a model spec without building it (external specs are built to read them off)."""
     if spec in _entries():
         base = _entries()[spec].info
+        _check_builtin_shape(base, input_size, channels)
         pretrained = base.pretrained or weights is not None
         out = replace(base, pretrained=pretrained)
         if mean is not None or std is not None:
             out = replace(out, mean=tuple(mean) if mean else out.mean, std=tuple(std) if std else out.std)
         return out
-    return _external(spec, mean=mean, std=std, num_classes=num_classes, input_size=input_size, weights=weights)[1]
+    return _external(spec, mean=mean, std=std, num_classes=num_classes, weights=weights,
+                     shape=(input_size, channels, data_shape))[1]  # fmt: skip
+
+
+def _check_builtin_shape(base: ModelInfo, input_size: int | None, channels: int | None) -> None:
+    """A built-in model has its own input shape: an input size or channel count that differs is an error."""
+    if (input_size is not None and input_size != base.input_size) or (channels is not None and channels != base.channels):
+        raise AdvlabError(f"{base.name} takes {base.channels}-channel {base.input_size}x{base.input_size} images; "
+                          "an input size or channel count can be given only for your own model files (file.py:factory)")  # fmt: skip
 
 
 def load(spec: str, *, weights: str | Path | None = None, mean: Sequence[float] | None = None,
          std: Sequence[float] | None = None, num_classes: int | None = None, input_size: int | None = None,
-         pretrained: bool = True, device: str | torch.device = "cpu") -> nn.Module:  # fmt: skip
+         pretrained: bool = True, device: str | torch.device = "cpu", channels: int | None = None,
+         data_shape: tuple[int, int] | None = None) -> nn.Module:  # fmt: skip
     """Build the model named by ``spec`` in eval mode, taking [0, 1] images, with weights loaded.
 
     ``weights``: a ``.safetensors`` / ``.pt`` / ``.pth`` state dict for the bare network (loaded with
     ``weights_only=True``; keys must fit exactly). ``mean``/``std``: the per-channel normalization the
     network expects (defaults per model; none for user models unless given). ``pretrained=False`` skips
-    the model's default weights (random init, for training from scratch). The returned module is a
+    the model's default weights (random init, for training from scratch). ``input_size`` / ``channels``: the
+    input shape of a user model file (built-in models have their own; a different one is an error), which
+    otherwise comes from the module's ``input_size`` / ``in_channels`` attributes, else from ``data_shape`` =
+    (channels, size) of the data it will see, else 3 x 224. The returned module is a
     :class:`~advlab.zoo.normalize.Normalized` (``.net`` is the bare network) with ``.info`` attached.
     """
     if spec in _entries():
@@ -175,20 +189,23 @@ def load(spec: str, *, weights: str | Path | None = None, mean: Sequence[float] 
         path = weights if weights is not None else (entry.default_weights() if pretrained else None)
         if path is not None:
             load_weights(net, path)
-        model_info = info(spec, mean=mean, std=std, weights=None if weights is None else str(weights))
+        model_info = info(spec, mean=mean, std=std, weights=None if weights is None else str(weights), input_size=input_size,
+                          channels=channels)  # fmt: skip
         if not pretrained and weights is None:
             model_info = replace(model_info, pretrained=False)
     else:
-        net, model_info = _external(spec, mean=mean, std=std, num_classes=num_classes, input_size=input_size,
-                                    weights=None if weights is None else str(weights))  # fmt: skip
+        net, model_info = _external(spec, mean=mean, std=std, num_classes=num_classes, weights=None if weights is None else str(weights),
+                                    shape=(input_size, channels, data_shape))  # fmt: skip
     model = Normalized(net, model_info.mean, model_info.std)
     model.info = model_info  # type: ignore[assignment]
     return model.to(device).eval()
 
 
 def _external(spec: str, *, mean: Sequence[float] | None, std: Sequence[float] | None, num_classes: int | None,
-              input_size: int | None, weights: str | None) -> tuple[nn.Module, ModelInfo]:  # fmt: skip
-    """torchvision:NAME[:WEIGHTS], timm:NAME and path/to/file.py:factory."""
+              weights: str | None, shape: tuple[int | None, int | None, tuple[int, int] | None]) -> tuple[nn.Module, ModelInfo]:  # fmt: skip
+    """torchvision:NAME[:WEIGHTS], timm:NAME and path/to/file.py:factory; ``shape`` = (input_size, channels,
+    data_shape) as given to :func:`load`."""
+    input_size, channels, data_shape = shape
     file_spec = _split_file_spec(spec)
     if spec.startswith("torchvision:"):
         net, base = _torchvision(spec.split(":", 2)[1:])
@@ -198,9 +215,11 @@ def _external(spec: str, *, mean: Sequence[float] | None, std: Sequence[float] |
             raise AdvlabError(f"timm spec is timm:NAME or timm:NAME:pretrained, not {spec!r}")
         net, base = _timm(name, pretrained=flag == "pretrained")
     elif file_spec is not None:
-        net, base = _user_file(*file_spec)
+        net, base = _user_file(*file_spec, input_size=input_size, channels=channels, probe=data_shape)
     else:
         raise _unknown(spec)
+    if channels is not None and channels != base.channels:
+        raise AdvlabError(f"{spec} takes {base.channels}-channel images, not {channels}")
     if weights is not None:
         load_weights(net, weights)
     out = replace(
@@ -250,8 +269,14 @@ def _timm(name: str, pretrained: bool) -> tuple[nn.Module, ModelInfo]:
                           tuple(cfg["mean"]), tuple(cfg["std"]), "imagenet", pretrained)  # fmt: skip
 
 
-def _user_file(path: Path, factory: str) -> tuple[nn.Module, ModelInfo]:
-    """Import the user's Python file (their own code) and call ``factory()``; its size/channels are probed."""
+def _user_file(path: Path, factory: str, input_size: int | None = None, channels: int | None = None,
+               probe: tuple[int, int] | None = None) -> tuple[nn.Module, ModelInfo]:  # fmt: skip
+    """Import the user's Python file (their own code) and call ``factory()``.
+
+    The input shape, in order of precedence: ``input_size`` / ``channels`` given here, the module's own
+    ``input_size`` / ``in_channels`` attributes, ``probe`` = (channels, size) (the data's shape), else 3 x 224.
+    Anything the user's code raises (on import, in the factory, in the probe forward) is one :class:`AdvlabError`.
+    """
     if not path.is_file():
         raise AdvlabError(f"no such model file: {path}")
     mod_name = f"advlab_user_model_{abs(hash(str(path.resolve())))}"
@@ -260,36 +285,73 @@ def _user_file(path: Path, factory: str) -> tuple[nn.Module, ModelInfo]:
         raise AdvlabError(f"cannot import {path} as a Python module")
     module = importlib.util.module_from_spec(loader_spec)
     sys.modules[mod_name] = module
-    loader_spec.loader.exec_module(module)
+    try:
+        loader_spec.loader.exec_module(module)
+    except Exception as e:  # noqa: BLE001 - the user's code may raise anything
+        sys.modules.pop(mod_name, None)
+        raise AdvlabError(f"importing {path} failed: {_first_line(e)}") from e
     fn = getattr(module, factory, None)
     if not callable(fn):
         raise AdvlabError(f"{path} has no callable {factory!r}")
-    net = fn()
+    try:
+        net = fn()
+    except Exception as e:  # noqa: BLE001
+        raise AdvlabError(f"{path}:{factory}() failed: {_first_line(e)}") from e
     if not isinstance(net, nn.Module):
         raise AdvlabError(f"{path}:{factory}() returned {type(net).__name__}, not a torch.nn.Module")
-    size = int(getattr(net, "input_size", 0)) or 224
-    channels = int(getattr(net, "in_channels", 0)) or 3
-    num = _num_outputs(net, size, channels)
+    given_c, given_s = probe if probe is not None else (3, 224)
+    size = input_size or _positive_attribute(net, "input_size", path, factory) or given_s
+    chans = channels or _positive_attribute(net, "in_channels", path, factory) or given_c
+    num = _num_outputs(net, size, chans)
     names = list(getattr(net, "class_names", [])) or (imagenet_classes() if num == 1000 else [str(i) for i in range(num)])
-    return net, ModelInfo(f"{path.stem}-{factory}", size, channels, num, names, None, None,
+    return net, ModelInfo(f"{path.stem}-{factory}", size, chans, num, names, None, None,
                           str(getattr(net, "dataset", "custom")), False)  # fmt: skip
 
 
+def _positive_attribute(net: nn.Module, name: str, path: Path, factory: str) -> int | None:
+    """``net.<name>`` as a positive int, None when absent; anything else is an :class:`AdvlabError`."""
+    value = getattr(net, name, None)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise AdvlabError(f"{path}:{factory}() gives {name}={value!r}; it must be a positive integer ({'pixels' if name == 'input_size' else 'a channel count'})")
+    return value
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip().splitlines()
+    return f"{type(e).__name__}: {text[0]}" if text else type(e).__name__
+
+
+#: the batch the shape probe sends (two samples: a model that returns the wrong batch size is caught)
+PROBE_BATCH = 2
+
+
 def _num_outputs(net: nn.Module, size: int, channels: int) -> int:
+    """The number of classes: one forward of a zero batch (PROBE_BATCH, channels, size, size) in eval mode."""
     was = net.training
     net.eval()
-    with torch.no_grad():
-        try:
-            out = net(torch.zeros(1, channels, size, size))
-        except Exception as e:  # noqa: BLE001 - a user model that rejects the probe input
-            raise AdvlabError(
-                f"model rejects a (1, {channels}, {size}, {size}) input ({type(e).__name__}: {str(e).splitlines()[0]}); "
-                "give it input_size/in_channels attributes"
-            ) from e
-    net.train(was)
-    if out.ndim != 2:
-        raise AdvlabError(f"model returns shape {tuple(out.shape)}; a classifier must return (N, num_classes) logits")
+    try:
+        with torch.no_grad():
+            out = net(torch.zeros(PROBE_BATCH, channels, size, size))
+    except Exception as e:  # noqa: BLE001 - a user model that rejects the probe input
+        raise AdvlabError(
+            f"model rejects a ({PROBE_BATCH}, {channels}, {size}, {size}) input ({_first_line(e)}); "
+            "give the module input_size/in_channels attributes (or --input-size/--channels on the command line)"
+        ) from e
+    finally:
+        net.train(was)
+    check_output(out, PROBE_BATCH)
     return int(out.shape[1])
+
+
+def check_output(out: object, n: int) -> None:
+    """Raise a one-line :class:`AdvlabError` unless a model's output for a batch of ``n`` is an (n, K) tensor."""
+    if not isinstance(out, torch.Tensor):
+        raise AdvlabError(f"the model returns a {type(out).__name__}, not a tensor; a classifier must return (N, num_classes) logits "
+                          "(wrap it so that forward returns only the logits)")  # fmt: skip
+    if out.ndim != 2 or out.shape[0] != n:
+        raise AdvlabError(f"the model returns shape {tuple(out.shape)} for a batch of {n}; a classifier must return (N, num_classes) logits")
 
 
 def check_input(model_info: ModelInfo, x: torch.Tensor, what: str = "data") -> None:

@@ -11,18 +11,20 @@ the antithetic pairs cancel the zeroth-order term L(x) exactly. The probes x +- 
 candidates. Each step then moves x along g (the attack's update rule), projects onto the eps-ball and
 [0, 1], and spends one more query on the new iterate to check it: 2n + 1 queries per step, plus one on
 the clean input before the first step. A sample stops at its first success or when its next step would
-exceed ``max_queries``; the last step uses fewer pairs when that fits the budget exactly.
+exceed ``max_queries``; the last step uses fewer pairs when that fits the budget exactly. The directions of
+an image at step t are drawn from the seed, t and the image alone, the same in any batch (:mod:`advlab.attacks.draws`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import ClassVar
 
 import torch
 
 from advlab.attacks.base import Attack, Best, Oracle, is_success
+from advlab.attacks.draws import ESTIMATE_STREAM, SampleDraws
 from advlab.losses import Loss, bind, get_loss
 from advlab.threat import Norm, project
 
@@ -42,18 +44,20 @@ def check_ball(eps: object, norm: str) -> None:
 
 
 def estimate_gradient(oracle: Oracle, x: torch.Tensor, idx: torch.Tensor, objective: Callable[[torch.Tensor], torch.Tensor],
-                      directions: torch.Tensor, scale: float) -> torch.Tensor:  # fmt: skip
+                      directions: Iterable[torch.Tensor], scale: float) -> torch.Tensor:  # fmt: skip
     """The antithetic finite-difference estimate of d objective / dx at ``x`` (N, ...); ``objective`` maps logits
     to (N,) values.
 
-    ``directions`` (n, N, ...) are the u_i; costs 2n queries per sample, counted on ``oracle`` at rows ``idx``.
+    ``directions``: the n tensors u_i (each like ``x``; an iterator is consumed one at a time, so only one is held);
+    costs 2n queries per sample, counted on ``oracle`` at rows ``idx``.
     """
-    g = torch.zeros_like(x)
+    g, n = torch.zeros_like(x), 0
     for u in directions:
         up = objective(oracle.logits((x + scale * u).clamp(0, 1), idx))
         down = objective(oracle.logits((x - scale * u).clamp(0, 1), idx))
         g += (up - down).to(x.dtype).view(-1, *[1] * (x.ndim - 1)) * u
-    return g / (2 * len(directions) * scale)
+        n += 1
+    return g / (2 * max(n, 1) * scale)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -90,8 +94,8 @@ class EstimatedGradientAttack(Attack):
         """The smoothing scale s of the probes x +- s u."""
         raise NotImplementedError
 
-    def _directions(self, shape: tuple[int, ...], gen: torch.Generator) -> torch.Tensor:
-        """Random directions u of ``shape`` (pairs, N, ...), drawn on the CPU from ``gen``."""
+    def _direction(self, draws: SampleDraws, rows: torch.Tensor, tag: tuple[int, int], shape: Sequence[int]) -> torch.Tensor:
+        """One random direction u per row of ``rows`` (per-sample ``shape``), from ``draws`` at ``tag`` (step, pair)."""
         raise NotImplementedError
 
     def _start(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -116,12 +120,13 @@ class EstimatedGradientAttack(Attack):
         best.update(rows, x, logits, succ, loss(logits, labels, targeted, y_true))
         active, used = rows[~succ], 1
         delta, state = torch.zeros_like(x), self._start(x)
+        draws = SampleDraws(x, self.seed, stream=ESTIMATE_STREAM)  # each image's probes: from the seed and the image alone
         t = 0
         while len(active) and self.max_queries - used >= 3:
             pairs = min(self.samples, (self.max_queries - used - 1) // 2)
             xa, lab = x[active], labels[active]
             objective = bind(loss, lab, targeted, y_true[active])
-            u = self._directions((pairs, *xa.shape), gen).to(xa)
+            u = (self._direction(draws, active, (t, i), xa.shape[1:]).to(xa) for i in range(pairs))
             g = estimate_gradient(oracle, xa + delta[active], active, objective, u, self._scale())
             t += 1
             d = project(self._update(delta[active], g, state, active, eps, t), eps, norm)

@@ -14,11 +14,12 @@ noisy estimates are averaged over steps with momentum mu, and PGD steps along th
     L-inf:  x <- Proj_eps(x + alpha * sign(m)),      L2:  x <- Proj_eps(x + alpha * m / ||m||_2)
 
 clipped to [0, 1] (mu = 0 is plain NES-PGD). Each step costs 2n + 1 queries (n = ``samples``). On the
-digits CNN at L-inf eps 0.1 and 500 queries, mu = 0.9 breaks 37 of 100 digits, mu = 0 only 25.
+digits CNN at L-inf eps 0.1 and 500 queries, mu = 0.9 breaks 39 of the first 100 test digits, mu = 0 only 23.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -26,6 +27,7 @@ import torch
 
 from advlab.attacks.base import register
 from advlab.attacks.blackbox.estimate import EstimatedGradientAttack
+from advlab.attacks.draws import SampleDraws
 from advlab.threat import Norm, steepest_step
 
 
@@ -57,8 +59,8 @@ class NES(EstimatedGradientAttack):
     def _scale(self) -> float:
         return self.sigma
 
-    def _directions(self, shape: tuple[int, ...], gen: torch.Generator) -> torch.Tensor:
-        return torch.randn(shape, generator=gen)
+    def _direction(self, draws: SampleDraws, rows: torch.Tensor, tag: tuple[int, int], shape: Sequence[int]) -> torch.Tensor:
+        return draws.normal(rows, tag, shape)
 
     def _start(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         return {"m": torch.zeros_like(x)}

@@ -14,12 +14,13 @@ batch of n directions). Adam ascends L on the estimate, and each iterate is proj
 
 with b1 = 0.9, b2 = 0.999. Adam's update is about ``lr`` per pixel, so ``lr`` is in [0, 1] pixel units;
 the paper fixes lr = delta = 0.01, here lr defaults to eps / 3 so that a few steps cross the ball
-whatever eps is (on the digits CNN at eps 0.2 and 300 queries: 95% success against 28% with lr = 0.01).
-Each step costs 2n + 1 queries (n = ``samples``).
+whatever eps is (on the digits CNN, first 100 test digits, at eps 0.2 and 300 queries: 94% success
+against 20% with lr = 0.01). Each step costs 2n + 1 queries (n = ``samples``).
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -27,6 +28,7 @@ import torch
 
 from advlab.attacks.base import register
 from advlab.attacks.blackbox.estimate import EstimatedGradientAttack
+from advlab.attacks.draws import SampleDraws
 
 BETA1, BETA2, ADAM_EPS = 0.9, 0.999, 1e-8
 
@@ -52,8 +54,8 @@ class SPSA(EstimatedGradientAttack):
     def _scale(self) -> float:
         return self.delta
 
-    def _directions(self, shape: tuple[int, ...], gen: torch.Generator) -> torch.Tensor:
-        return torch.randint(0, 2, shape, generator=gen).float() * 2 - 1
+    def _direction(self, draws: SampleDraws, rows: torch.Tensor, tag: tuple[int, int], shape: Sequence[int]) -> torch.Tensor:
+        return draws.signs(rows, tag, shape)
 
     def _start(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         return {"m": torch.zeros_like(x), "s": torch.zeros_like(x)}

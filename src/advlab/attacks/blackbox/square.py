@@ -44,6 +44,7 @@ import torch
 
 from advlab.attacks.base import Attack, Oracle, is_success, register
 from advlab.attacks.blackbox.estimate import check_ball
+from advlab.attacks.draws import SQUARE_STREAM, SampleDraws
 from advlab.losses import cross_entropy, margin
 from advlab.threat import project
 
@@ -105,6 +106,29 @@ def place(patterns: torch.Tensor, r: torch.Tensor, c: torch.Tensor, height: int,
     return (vals * inside)[:, None]
 
 
+class _Draw:
+    """The random numbers of one iteration for the rows ``rows`` of the batch, drawn at once per sample (one
+    call: the iteration's cost stays that of a query): 4 window coordinates, 1 flip, and ``RESAMPLE + 2`` vectors
+    of ``channels`` signs. Each number of a sample depends on (seed, image, iteration) only."""
+
+    def __init__(self, draws: SampleDraws, rows: torch.Tensor, iteration: int, channels: int) -> None:
+        self.u = draws.uniform(rows, iteration, (5 + (RESAMPLE + 2) * channels,))
+        self.c = channels
+
+    def integers(self, slot: int, low: int, high: int) -> torch.Tensor:
+        """Uniform in [low, high), one per row; ``slot`` 0..3 (two corners' row and column)."""
+        return (low + (self.u[:, slot].double() * (high - low)).floor().long()).clamp(max=high - 1)
+
+    def flip(self) -> torch.Tensor:
+        return self.u[:, 4] < 0.5
+
+    def signs(self, which: int, sub: torch.Tensor | None = None) -> torch.Tensor:
+        """(rows, C, 1, 1) random signs; ``which`` 0..RESAMPLE + 1 (the step's, then one per resampling)."""
+        u = self.u[:, 5 + which * self.c : 5 + (which + 1) * self.c]
+        u = u if sub is None else u[sub]
+        return ((u < 0.5).float() * 2 - 1)[:, :, None, None]
+
+
 @register
 @dataclass(frozen=True, kw_only=True)
 class Square(Attack):
@@ -140,7 +164,8 @@ class Square(Attack):
         if x.ndim != 4:
             raise ValueError(f"the Square attack needs images (N, C, H, W), got shape {tuple(x.shape)}")
         rows = torch.arange(len(x), device=x.device)
-        x_best = self._prepare(self._init(x, eps, gen), x, eps)
+        draws = SampleDraws(x, self.seed, stream=SQUARE_STREAM)  # each image's squares: from the seed and the image alone
+        x_best = self._prepare(self._init(x, eps, draws), x, eps)
         logits = oracle.logits(x_best, rows)
         loss = self._objective(logits, labels, targeted)
         success = is_success(logits, labels, targeted)
@@ -152,9 +177,9 @@ class Square(Attack):
             xa, lab = x[active], labels[active]
             p = square_fraction(self.p_init, it, iterations)
             if self.norm == "linf":
-                cand = self._linf_step(xa, x_best[active], eps, p, gen)
+                cand = self._linf_step(xa, x_best[active], eps, p, _Draw(draws, active, it + 1, x.shape[1]))
             else:
-                cand = self._l2_step(xa, x_best[active], eps, p, gen)
+                cand = self._l2_step(xa, x_best[active], eps, p, _Draw(draws, active, it + 1, x.shape[1]))
             cand = self._prepare(cand, xa, eps)
             z = oracle.logits(cand, active)
             new_loss = self._objective(z, lab, targeted)
@@ -165,17 +190,17 @@ class Square(Attack):
         return x_best, logits
 
     # ---------------------------------------------------------------- initialization
-    def _init(self, x: torch.Tensor, eps: float, gen: torch.Generator) -> torch.Tensor:
+    def _init(self, x: torch.Tensor, eps: float, draws: SampleDraws) -> torch.Tensor:
         n, c, height, width = x.shape
         if self.norm == "linf":  # vertical stripes: one sign per column and channel
-            s = torch.randint(0, 2, (n, c, 1, width), generator=gen).to(x) * 2 - 1
+            s = draws.signs(None, (0, 0), (c, 1, width)).to(x)
             return (x + eps * s).clamp(0, 1)
         side = max(min(height, width) // 5, 1)
         tiles_r, tiles_c = height // side, width // side
         off_r, off_c = (height - tiles_r * side) // 2, (width - tiles_c * side) // 2
         eta = pattern(side).to(x)
         delta = torch.zeros_like(x)
-        signs = torch.randint(0, 2, (n, c, tiles_r, tiles_c), generator=gen).to(x) * 2 - 1
+        signs = draws.signs(None, (0, 1), (c, tiles_r, tiles_c)).to(x)
         for i in range(tiles_r):
             for j in range(tiles_c):
                 r0, c0 = off_r + i * side, off_c + j * side
@@ -185,39 +210,39 @@ class Square(Attack):
         return start
 
     # ---------------------------------------------------------------- steps
-    def _corners(self, n: int, h: int, height: int, width: int, gen: torch.Generator, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-        r = torch.randint(0, height - h + 1, (n,), generator=gen).to(device)
-        c = torch.randint(0, width - h + 1, (n,), generator=gen).to(device)
-        return r, c
+    @staticmethod
+    def _corners(draw: _Draw, which: int, h: int, height: int, width: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Top-left corners (rows, columns) of h x h windows, uniform over the positions inside the image."""
+        return draw.integers(2 * which, 0, height - h + 1), draw.integers(2 * which + 1, 0, width - h + 1)
 
-    def _linf_step(self, x: torch.Tensor, x_best: torch.Tensor, eps: float, p: float, gen: torch.Generator) -> torch.Tensor:
+    def _linf_step(self, x: torch.Tensor, x_best: torch.Tensor, eps: float, p: float, draw: _Draw) -> torch.Tensor:
         n, c, height, width = x.shape
         h = square_side(p, height, width)
-        mask = windows(*self._corners(n, h, height, width, gen, x.device), h, height, width)
+        mask = windows(*self._corners(draw, 0, h, height, width), h, height, width)
         delta = x_best - x
-        signs = torch.randint(0, 2, (n, c, 1, 1), generator=gen).to(x) * 2 - 1
+        signs = draw.signs(0).to(x)
         cand = (x + torch.where(mask, eps * signs, delta)).clamp(0, 1)
-        for _ in range(RESAMPLE):  # a proposal equal to x_best inside its window wastes a query
+        for k in range(RESAMPLE):  # a proposal equal to x_best inside its window wastes a query
             same = ((cand - x_best).abs() * mask).flatten(1).amax(1) < 1e-7
             if not bool(same.any()):
                 break
             idx = same.nonzero().flatten()
-            signs[idx] = torch.randint(0, 2, (len(idx), c, 1, 1), generator=gen).to(x) * 2 - 1
+            signs[idx] = draw.signs(1 + k, idx).to(x)
             cand[idx] = (x[idx] + torch.where(mask[idx], eps * signs[idx], delta[idx])).clamp(0, 1)
         return cand
 
-    def _l2_step(self, x: torch.Tensor, x_best: torch.Tensor, eps: float, p: float, gen: torch.Generator) -> torch.Tensor:
+    def _l2_step(self, x: torch.Tensor, x_best: torch.Tensor, eps: float, p: float, draw: _Draw) -> torch.Tensor:
         n, c, height, width = x.shape
         h = square_side(p, height, width, smallest=2)
-        r1, c1 = self._corners(n, h, height, width, gen, x.device)
-        r2, c2 = self._corners(n, h, height, width, gen, x.device)
+        r1, c1 = self._corners(draw, 0, h, height, width)
+        r2, c2 = self._corners(draw, 1, h, height, width)
         m1 = windows(r1, c1, h, height, width).to(x)
         union = torch.maximum(m1, windows(r2, c2, h, height, width).to(x))
         eta = pattern(h).to(x)
-        flip = (torch.rand(n, generator=gen) < 0.5).to(x.device)
+        flip = draw.flip()
         eta_n = torch.where(flip[:, None, None], eta.t()[None], eta[None])
         canvas = place(eta_n, r1, c1, height, width)  # (n, 1, H, W), unit norm inside W1
-        rho = torch.randint(0, 2, (n, c, 1, 1), generator=gen).to(x) * 2 - 1
+        rho = draw.signs(0).to(x)
         nu = x_best - x
         unused = (eps**2 - nu.flatten(1).pow(2).sum(1)).clamp(min=0)  # (n,)
         norm_union = (nu * union).pow(2).sum((2, 3))  # (n, c), squared

@@ -1,0 +1,49 @@
+"""Progress as plain lines on stderr, for runs whose stderr is not a terminal (a log file, a batch job, a pipe).
+
+A tqdm bar needs a terminal; elsewhere a long command would be silent for minutes. :func:`lines` wraps the
+iterable a loop runs over and, after an item finishes, writes one line when :data:`EVERY` seconds have passed
+since the last one (``evaluate: 3/10 batches, 12 s, about 28 s left``), and a last line at the end if it wrote
+any: a run shorter than :data:`EVERY` seconds stays silent. ``--quiet`` turns it off with the bars.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Iterable, Iterator
+from typing import TypeVar
+
+T = TypeVar("T")
+
+#: seconds between two progress lines
+EVERY = 10.0
+
+
+def plural(noun: str) -> str:
+    return noun + ("es" if noun.endswith(("ch", "sh", "s", "x")) else "s")
+
+
+def _line(desc: str, done: int, total: int | None, unit: str, elapsed: float) -> None:
+    of = f"/{total}" if total is not None else ""
+    text = f"{desc}: {done}{of} {plural(unit)}, {elapsed:.0f} s"
+    if total and 0 < done < total:
+        text += f", about {elapsed / done * (total - done):.0f} s left"
+    sys.stderr.write(text + "\n")
+    sys.stderr.flush()
+
+
+def lines(items: Iterable[T], desc: str = "work", unit: str = "item", total: int | None = None) -> Iterator[T]:
+    """``items``, with a progress line on stderr every :data:`EVERY` seconds (see the module docstring)."""
+    if total is None and hasattr(items, "__len__"):
+        total = len(items)  # type: ignore[arg-type]
+    start = last = time.monotonic()
+    done, wrote = 0, False
+    for item in items:
+        yield item
+        done += 1
+        now = time.monotonic()
+        if now - last >= EVERY:
+            _line(desc, done, total, unit, now - start)
+            last, wrote = now, True
+    if wrote and now != last:
+        _line(desc, done, total, unit, time.monotonic() - start)

@@ -1,0 +1,165 @@
+"""Whether the input gradients an attack follows describe the model: two measurements, each a named finding.
+
+**Finite differences** (:func:`finite_difference_disagreement`, on :data:`SAMPLES` samples of the first batch,
+before the attacks). At the clean point (pulled :data:`INSET` inside the [0, 1] box so that every probe stays in it)
+and at one random vertex of the ball around it (clipped to the same box), the attack loss is the margin
+``L(x) = z_r(x) - z_y(x)`` against the base point's runner-up class r (y the clean prediction; smooth in the
+logits). Along :data:`DIRECTIONS` random sign directions v (every pixel +-1: a step h moves each pixel by h, in
+[0, 1] pixel units) autograd's directional derivative ``g.v`` is compared with the central difference
+
+    d_h = (L(x + h v) - L(x - h v)) / (2 h),          h in :data:`STEPS` = 1e-2, 1e-3, 1e-4
+
+by the relative disagreement ``|g.v - d_h| / (|g.v| + |d_h|)`` (0: equal, 1: unrelated or of opposite signs; 0
+where both vanish). A sample's value is its median over probes at its best step size (the smallest over h); it is
+unreliable above :data:`FD_THRESHOLD`, i.e. when autograd and finite differences disagree at every step size (a
+wrong custom backward, a term that oscillates faster than 1e-4 pixels). The finding ``fd_unreliable`` (the count,
+with ``fd_disagreement`` the median value of those samples) needs :data:`FD_MIN` of the :data:`SAMPLES`.
+
+**Gradient steps against random ones** (:func:`weak_steps`, in the cascade, on the samples the white-box attacks
+left standing): the margin ``max_{j != y} z_j - z_y`` at the attacks' returned points (their best) against the
+best of the noise check's random points in the ball. A survivor is weak when the attacks raised its margin less
+than :data:`STEP_RATIO` times what the random points did; the finding ``steps_weak`` needs :data:`WEAK_MIN` weak
+survivors and :data:`WEAK_FRACTION` of them. This catches gradients that are right at 1e-4 pixels but useless at
+the attack's scale (a small high-frequency term in the logits: finite differences agree at the smallest step, yet
+the attacks' steps are random ones), at no cost (both margins are already computed).
+
+Thresholds, from measurements (eps 0.1 L-inf on digits:test; the trap is :class:`advlab.zoo.traps.HighFrequency` on
+the shipped digits CNN, amplitude 0.5, whose sine term cancels in the margin of about half the samples). Finite
+differences, per-sample value at the best step size:
+
+* digits-cnn (shipped): at most 0.0037 over 24 samples (median 0.0005); a randomly initialised digits CNN (3 seeds):
+  at most 0.030 over 72 samples (float32 rounding at h = 1e-4); efficientnet-lite0 on 2 sample photos: 0.020, 0.021;
+* HighFrequency at 1e3 rad per pixel unit: at most 0.0015 (right at h = 1e-4: no finding, the steps check's case);
+  at 1e4: 0.086 on the samples whose margin sees the sine (3-4 of 8), under 0.004 on the others;
+
+so :data:`FD_THRESHOLD` = 0.05 (1.7x above the random init's worst, 1.7x below the trap's). Weak survivors at
+:data:`STEP_RATIO` = 1.5 (96 digits): the shipped CNN 0 of 32 under ``reliable``, 0 of 36 under ``fast``, 0 of 39
+under 10-step PGD, 1 of 48 under FGSM; the 1e3 trap 17 of 59 under ``reliable`` (29%), 15 of 62 under ``fast``,
+49 of 78 under PGD, 72 of 83 under FGSM. A ratio of 2 separated less (FGSM on the shipped CNN: 10 of 48, the trap
+under ``reliable`` 44%), hence :data:`WEAK_FRACTION` = 0.15 with at least :data:`WEAK_MIN` = 3 weak survivors.
+Either finding (or another doubt of :func:`advlab.evaluation.checks.doubts`) makes the cascade run Square with
+:data:`DOUBT_QUERIES` queries per image on the samples still standing.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from advlab.attacks.base import frozen_parameters
+
+#: finite-difference step sizes, in [0, 1] pixel units (a probe moves every pixel by h)
+STEPS = (1e-2, 1e-3, 1e-4)
+#: the probes' base points lie in [INSET, 1 - INSET], so that x +- h v stays in the box for every h in STEPS
+INSET = 0.02
+#: samples, random directions per base point
+SAMPLES, DIRECTIONS = 8, 4
+#: a sample's median relative disagreement at its best step size above which its gradient is unreliable, and the
+#: unreliable samples (of :data:`SAMPLES`) that make the finding
+FD_THRESHOLD, FD_MIN = 0.05, 2
+#: queries per image of the gradient-free stage (Square) that runs on the survivors when gradients are in doubt
+DOUBT_QUERIES = 5000
+#: a survivor is weak when the attacks' margin gain is below STEP_RATIO times the noise check's (:func:`weak_steps`)
+STEP_RATIO = 1.5
+#: the weak survivors that make the finding: at least WEAK_MIN of them and WEAK_FRACTION of those checked
+WEAK_MIN, WEAK_FRACTION = 3, 0.15
+
+
+def _runner_up_margin(logits: torch.Tensor, labels: torch.Tensor, other: torch.Tensor) -> torch.Tensor:
+    z = logits.float()
+    return z.gather(1, other[:, None])[:, 0] - z.gather(1, labels[:, None])[:, 0]
+
+
+def _points(x: torch.Tensor, eps: float | None, gen: torch.Generator) -> torch.Tensor:
+    """The clean points and, with an eps, one random L-inf vertex of the ball around each, inside the inset box."""
+    base = [x]
+    if eps is not None:
+        s = torch.randint(0, 2, x.shape, generator=gen).to(x.device, x.dtype) * 2 - 1
+        base.append(x + eps * s)
+    return torch.cat(base).clamp(INSET, 1 - INSET)
+
+
+def _gradient(model: nn.Module, x: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(runner-up classes, margin, its input gradient) at ``x``; the gradient is zero without a gradient path."""
+    xs = x.detach().clone().requires_grad_(True)
+    with frozen_parameters(model), torch.enable_grad():
+        z = model(xs).float()
+        other = z.detach().scatter(1, labels[:, None], -torch.inf).argmax(1)
+        m = _runner_up_margin(z, labels, other)
+        if not m.requires_grad:
+            return other, m.detach(), torch.zeros_like(x)
+        (g,) = torch.autograd.grad(m.sum(), xs, allow_unused=True)
+    return other, m.detach(), torch.zeros_like(x) if g is None else g
+
+
+@dataclass(frozen=True)
+class Disagreement:
+    """What :func:`finite_difference_disagreement` measured: ``per_step`` the median relative disagreement over every
+    probe at each step size h; ``per_sample`` (S,) each sample's median over its probes at its best step size (the
+    smallest over h); ``forwards``/``backwards`` per probed sample."""
+
+    per_step: dict[float, float]
+    per_sample: torch.Tensor
+    forwards: int
+    backwards: int
+
+    @property
+    def unreliable(self) -> torch.Tensor:
+        """Per sample, whether autograd and finite differences disagree at every step size (above :data:`FD_THRESHOLD`)."""
+        return self.per_sample > FD_THRESHOLD
+
+
+def finite_difference_disagreement(model: nn.Module, x: torch.Tensor, labels: torch.Tensor, radius: float | None = None,
+                                   seed: int = 0) -> Disagreement:  # fmt: skip
+    """Autograd against central finite differences on the samples ``x`` ([0, 1], on the model's device; a few
+    suffice), ``labels`` their clean predictions; ``radius``: the per-pixel size of the random vertex around each
+    clean point (L-inf eps; None: the clean points only). See the module docstring. Cost per sample and base point:
+    ``1 + 2 |STEPS| DIRECTIONS`` forwards and 1 backward."""
+    gen = torch.Generator().manual_seed(seed)
+    pts = _points(x, radius, gen)
+    n_pts = len(pts) // len(x)
+    lab = labels.repeat(n_pts)
+    other, _, g = _gradient(model, pts, lab)
+    v = (torch.randint(0, 2, (DIRECTIONS, *pts.shape), generator=gen) * 2 - 1).to(pts.device, pts.dtype)
+    auto = (g[None] * v).flatten(2).sum(2)  # (D, points): autograd's directional derivatives
+    rep_lab, rep_other = lab.repeat(DIRECTIONS), other.repeat(DIRECTIONS)
+    per_step, per_sample = {}, []
+    with torch.no_grad():
+        for h in STEPS:
+            up = _runner_up_margin(model((pts[None] + h * v).flatten(0, 1)), rep_lab, rep_other)
+            down = _runner_up_margin(model((pts[None] - h * v).flatten(0, 1)), rep_lab, rep_other)
+            fd = ((up - down) / (2 * h)).view(DIRECTIONS, -1)
+            den = auto.abs() + fd.abs()
+            rel = torch.where(den > 0, (auto - fd).abs() / den.clamp_min(1e-30), torch.zeros_like(den))
+            per_step[h] = float(rel.median())
+            per_sample.append(rel.view(DIRECTIONS, n_pts, len(x)).permute(2, 0, 1).flatten(1).median(1).values)
+    best = torch.stack(per_sample).amin(0).cpu()
+    return Disagreement(per_step, best, (1 + 2 * len(STEPS) * DIRECTIONS) * n_pts, n_pts)
+
+
+def pixel_radius(eps: float, norm: str, x: torch.Tensor) -> float | None:
+    """The per-pixel size of a random sign vertex inside the ``norm`` ball of radius ``eps`` around ``x[0]``: eps for
+    L-inf, eps / sqrt(d) for L2, eps / d for L1 (d pixels per sample); None for L0."""
+    d = x[0].numel()
+    return {"linf": eps, "l2": eps / math.sqrt(d), "l1": eps / d}.get(norm)
+
+
+def weak_steps(clean: torch.Tensor, attack: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+    """Per sample left standing by the gradient attacks, whether their best point raised the untargeted margin loss
+    ``max_{j != y} z_j - z_y`` (y the clean prediction) above the clean point's by less than :data:`STEP_RATIO` times
+    what the best of the noise check's random points did: ``attack - clean < STEP_RATIO (noise - clean)``. The
+    three margins are (N,) tensors on one device."""
+    return (attack - clean) < STEP_RATIO * (noise - clean)
+
+
+def fd_finding(unreliable: float) -> bool:
+    """Whether ``unreliable`` probed samples (:attr:`Disagreement.unreliable`) make the finding: at least :data:`FD_MIN`."""
+    return unreliable >= FD_MIN
+
+
+def steps_finding(weak: float, checked: float) -> bool:
+    """Whether ``weak`` of ``checked`` survivors make the finding: at least :data:`WEAK_MIN` and :data:`WEAK_FRACTION`."""
+    return weak >= WEAK_MIN and weak >= WEAK_FRACTION * checked
