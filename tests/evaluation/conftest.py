@@ -1,4 +1,4 @@
-"""Shared fixtures of the evaluation tests: the digits CNN and 80 test digits."""
+"""Shared fixtures of the evaluation tests: the digits CNN (``model``, and ``twin`` for the traps) and 80 test digits."""
 
 from __future__ import annotations
 
@@ -11,6 +11,12 @@ from advlab import data, zoo
 
 @pytest.fixture(scope="package")
 def model() -> nn.Module:
+    return zoo.load("digits-cnn")
+
+
+@pytest.fixture(scope="package")
+def twin() -> nn.Module:
+    """The honest digits CNN that the trap models of :mod:`advlab.zoo.traps` wrap (not modified by any test)."""
     return zoo.load("digits-cnn")
 
 

@@ -11,7 +11,7 @@ import pytest
 import torch
 from torch import nn
 
-from advlab import data, zoo
+from advlab import data
 from advlab.attacks import APGD
 from advlab.evaluation import EvalConfig, diagnostics, evaluate
 from advlab.evaluation.bpda import StraightThrough, non_differentiable_ops
@@ -26,11 +26,6 @@ QUANTIZERS = {
 }
 #: the op names each quantizer is reported with
 OPS = {"round": ["round"], "threshold": ["gt"], "uint8": ["uint8 cast"], "long": ["int64 cast"]}
-
-
-@pytest.fixture(scope="module")
-def twin() -> nn.Module:
-    return zoo.load("digits-cnn")
 
 
 @pytest.fixture(scope="module")

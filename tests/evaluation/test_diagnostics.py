@@ -10,7 +10,7 @@ import pytest
 import torch
 from torch import nn
 
-from advlab import attacks, data, zoo
+from advlab import attacks, data
 from advlab.errors import AdvlabError
 from advlab.evaluation import EvalConfig, diagnostics, evaluate
 from advlab.zoo.traps import NaNLogits, NoisyInput, NumpyPreprocessed, RoundQuantized
@@ -23,11 +23,6 @@ EPS = 0.1
 def digits() -> tuple[torch.Tensor, torch.Tensor]:
     x, y = data.load("digits:test")
     return x[:96], y[:96]
-
-
-@pytest.fixture(scope="module")
-def twin() -> nn.Module:
-    return zoo.load("digits-cnn")
 
 
 def test_nan_logits_are_refused(twin: nn.Module, digits: tuple[torch.Tensor, torch.Tensor]) -> None:

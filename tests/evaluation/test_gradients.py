@@ -23,11 +23,6 @@ EPS = 0.1
 
 
 @pytest.fixture(scope="module")
-def twin() -> nn.Module:
-    return zoo.load("digits-cnn")
-
-
-@pytest.fixture(scope="module")
 def digits() -> tuple[torch.Tensor, torch.Tensor]:
     x, y = data.load("digits:test")
     return x[:64], y[:64]
