@@ -29,17 +29,15 @@ from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
-from advlab.attacks.base import Attack, Oracle, Target, is_success, register
-from advlab.attacks.minimal import Smallest, cosine, distances, nearest_class
+from advlab.attacks.base import Oracle, is_success, register
+from advlab.attacks.minimal import MinimumNorm, Smallest, cosine, nearest_class
 from advlab.threat import distance
-from advlab.types import AttackResult
 
 
 @register
 @dataclass(frozen=True, kw_only=True)
-class DDN(Attack):
+class DDN(MinimumNorm):
     """DDN (L2 only): ``steps`` iterations, first norm ``init_norm``, norm factor ``gamma``, direction step
     ``alpha`` (cosine-annealed to alpha / 100). Untargeted or targeted."""
 
@@ -48,7 +46,6 @@ class DDN(Attack):
     gamma: float = 0.05
     alpha: float = 1.0
     norm: str = "l2"
-    toward: str = "nearest"
 
     name: ClassVar[str] = "ddn"
 
@@ -61,14 +58,7 @@ class DDN(Attack):
             raise ValueError(f"init_norm and alpha must be positive, got {self.init_norm}, {self.alpha}")
         if not 0 < self.gamma < 1:
             raise ValueError(f"gamma must be in (0, 1), got {self.gamma}")
-        if self.toward not in ("nearest", "paper"):
-            raise ValueError(f"toward must be 'nearest' or 'paper', got {self.toward!r}")
-
-    def __call__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, target: Target = None) -> AttackResult:
-        """As every attack; ``min_eps`` holds each sample's L2 distance (inf where it failed)."""
-        res = super().__call__(model, x, y, target)
-        res.min_eps = distances(res, x, "l2")
-        return res
+        super().validate()
 
     def _attack(self, oracle: Oracle, x: torch.Tensor, labels: torch.Tensor, targeted: bool, eps: float | None,
                 init: torch.Tensor | None, gen: torch.Generator, y_true: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip

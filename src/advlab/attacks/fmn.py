@@ -32,20 +32,18 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 import torch
-from torch import nn
 
-from advlab.attacks.base import Attack, Oracle, Target, is_success, register
+from advlab.attacks.base import Oracle, is_success, register
 from advlab.attacks.minimal import (
     DUAL,
     MIN_NORMS,
+    MinimumNorm,
     Smallest,
     cosine,
-    distances,
     nearest_class,
 )
 from advlab.losses import margin
 from advlab.threat import distance, project
-from advlab.types import AttackResult
 
 
 def project_l0(delta: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
@@ -65,7 +63,7 @@ def _gap(z: torch.Tensor, y: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
 
 @register
 @dataclass(frozen=True, kw_only=True)
-class FMN(Attack):
+class FMN(MinimumNorm):
     """FMN in ``norm`` (l0, l1, l2, linf): ``steps`` iterations; step ``alpha`` -> ``alpha_final`` (default
     alpha / 100, relative to eps, see the module docstring) and eps factor ``gamma`` -> ``gamma_final``, both
     cosine-annealed. Untargeted or targeted."""
@@ -76,7 +74,6 @@ class FMN(Attack):
     alpha_final: float | None = None
     gamma: float = 0.05
     gamma_final: float = 0.0
-    toward: str = "nearest"
 
     name: ClassVar[str] = "fmn"
 
@@ -89,14 +86,7 @@ class FMN(Attack):
             raise ValueError(f"alpha must be positive and alpha_final in [0, alpha], got {self.alpha}, {self.alpha_final}")
         if not 0 < self.gamma < 1 or not 0 <= self.gamma_final <= self.gamma:
             raise ValueError(f"gamma must be in (0, 1) and gamma_final in [0, gamma], got {self.gamma}, {self.gamma_final}")
-        if self.toward not in ("nearest", "paper"):
-            raise ValueError(f"toward must be 'nearest' or 'paper', got {self.toward!r}")
-
-    def __call__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, target: Target = None) -> AttackResult:
-        """As every attack; ``min_eps`` holds each sample's distance (the norm of ``x_adv - x``, inf where it failed)."""
-        res = super().__call__(model, x, y, target)
-        res.min_eps = distances(res, x, self.norm)
-        return res
+        super().validate()
 
     def _attack(self, oracle: Oracle, x: torch.Tensor, labels: torch.Tensor, targeted: bool, eps: float | None,
                 init: torch.Tensor | None, gen: torch.Generator, y_true: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -31,6 +32,27 @@ from advlab.types import AttackResult
 MIN_NORMS = ("l0", "l1", "l2", "linf")
 #: the dual exponent of each norm (L0 borrows L2's), for linear estimates of the distance to a boundary
 DUAL = {"linf": 1.0, "l2": 2.0, "l1": math.inf, "l0": 2.0}
+#: what an untargeted minimum-norm attack ascends: towards the class with the nearest linearized boundary, or the
+#: paper's own loss
+TOWARD = ("nearest", "paper")
+
+
+@dataclass(frozen=True, kw_only=True)
+class MinimumNorm(Attack):
+    """The base of the minimum-norm attacks (FMN, DDN): ``toward`` (one of :data:`TOWARD`, untargeted only), and a
+    result whose ``min_eps`` holds each sample's distance in the attack's norm (inf where it failed)."""
+
+    toward: str = "nearest"
+
+    def validate(self) -> None:
+        if self.toward not in TOWARD:
+            raise ValueError(f"toward must be 'nearest' or 'paper', got {self.toward!r}")
+
+    def __call__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, target: Target = None) -> AttackResult:
+        """As every attack; ``min_eps`` holds each sample's distance (the norm of ``x_adv - x``, inf where it failed)."""
+        res = super().__call__(model, x, y, target)
+        res.min_eps = distances(res, x, self.threat_norm)
+        return res
 
 
 def distances(res: AttackResult, x: torch.Tensor, norm: str) -> torch.Tensor:
