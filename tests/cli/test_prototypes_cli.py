@@ -161,11 +161,11 @@ def test_bad_input_is_one_line_and_leaves_nothing(tmp_path: Path, extra: list[st
 def test_natural_preset_with_a_judge_and_the_adversarial_recipe_side_by_side(tmp_path: Path) -> None:
     out = tmp_path / "natural"
     rc, stdout, err = run_cli(["prototypes", "--model", "digits-cnn", "--preset", "natural", "--start", "digits:test", "--limit", "1",
-                               "--steps", "40", "--judge", "digits-cnn", "--judge", "digits-cnn", "--compare", "adversarial",
+                               "--steps", "80", "--judge", "digits-cnn", "--judge", "digits-cnn", "--compare", "adversarial",
                                "--out", str(out), "--json"])  # fmt: skip
     assert rc == 0, err
     m = json.loads(stdout)
-    assert (m["preset"], m["param"], m["method"], m["rotate"]) == ("natural", "fourier", "mifgsm", 10.0)
+    assert (m["preset"], m["param"], m["method"], m["rotate"], m["steps"]) == ("natural", "fourier", "mifgsm", 20.0, 80)
     assert m["self"]["top1_agreement"] == 1.0 and m["judge_ensemble"] == m["judges"]["digits-cnn"]  # two equal judges
     cmp = m["compare"]
     assert cmp["preset"] == "adversarial" and cmp["objective"] == "cross_entropy()" and set(cmp["judges"]) == {"digits-cnn"}
@@ -175,6 +175,14 @@ def test_natural_preset_with_a_judge_and_the_adversarial_recipe_side_by_side(tmp
     assert "Recognizability" in page and "judge ensemble" in page and page.count("<td>adversarial</td>") >= 2
     for png in ("grid.png", "difference.png", "compare.png", "strips.png"):  # a photo start also shows the amplified change
         assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png in page
+
+
+def test_each_preset_runs_its_own_step_count_unless_steps_is_given(tmp_path: Path) -> None:
+    rc, stdout, err = run_cli(["prototypes", "--model", "digits-cnn", "--preset", "natural", "--targets", "0-1", "--out",
+                               str(tmp_path / "n"), "--json", "--compare", "adversarial"])  # fmt: skip
+    assert rc == 0, err
+    m = json.loads(stdout)
+    assert m["steps"] == 256 and m["compare"]["summary_reached_top1"] == 2
 
 
 def _chromium_dom(page: Path, fragment: str, tmp: Path) -> str | None:

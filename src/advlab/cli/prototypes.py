@@ -61,7 +61,7 @@ def register(sub: argparse._SubParsersAction, flags: argparse.ArgumentParser) ->
         "  advlab prototypes --model digits-cnn --start digits:test --limit 5 --mode max\n"
         "  advlab prototypes --model efficientnet-lite0 --start blank:gray --targets 0-9 --steps 100 --judge efficientnet-lite1\n"
         "  advlab prototypes --model efficientnet-lite0 --start noise:gaussian --targets goldfish,wombat --tv 0.05 --jitter 4\n"
-        "  advlab prototypes --model efficientnet-lite0 --preset natural --targets 0-9 --steps 128 --judge efficientnet-lite1 --compare adversarial\n"
+        "  advlab prototypes --model efficientnet-lite0 --preset natural --targets 0-9 --judge efficientnet-lite1 --compare adversarial\n"
         "  advlab prototypes quiz RUN; advlab prototypes score RUN answers.json       # a person's accuracy next to the judges'",
     )  # fmt: skip
     add_model_args(p, default="")  # required, except by the quiz and score subcommands (checked in run)
@@ -96,7 +96,7 @@ def _add_generator_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--method", choices=list(prototypes.METHODS), help="pgd, mifgsm (L-inf) or pgdl2 (L2) (default pgd)")
     g.add_argument("--eps", type=number, help="radius of the ball around the start (L-inf for pgd/mifgsm, L2 for pgdl2; default: unconstrained)")
     g.add_argument("--alpha", type=number, help="step size (default 1/255 for L-inf, 0.5 for L2)")
-    g.add_argument("--steps", type=positive_int, default=200, help="most optimization steps per prototype")
+    g.add_argument("--steps", type=positive_int, help="most optimization steps per prototype (default: the preset's, 200 adversarial, 256 natural)")
     g.add_argument("--tol", type=number, help="min mode: a pair stops when ||grad||_2 < tol (default 1e-4)")
     g.add_argument("--momentum", type=number, help="mifgsm's mu (default 1)")
     g.add_argument("--param", choices=list(PARAMS), help="what the step moves: pixels (default), fourier (decorrelated colour, "
@@ -326,7 +326,8 @@ def _verdicts(x: torch.Tensor, target: torch.Tensor, model: torch.nn.Module, jud
 
 def _compare(args: argparse.Namespace, model: torch.nn.Module, result: Prototypes, judges: list[tuple[str, torch.nn.Module]],
              bs: int) -> tuple[Prototypes, dict[str, Any]] | None:  # fmt: skip
-    """``--compare PRESET``: the same pairs evolved by that recipe (same mode, steps and seed), and its verdicts."""
+    """``--compare PRESET``: the same pairs evolved by that recipe (same mode and seed; ``--steps`` when given, else
+    the recipe's own step count), and its verdicts."""
     if not args.compare:
         return None
     cfg = _config(args, model, preset=args.compare, ingredients=False)

@@ -10,7 +10,7 @@
     # what is minimized composes from terms (advlab.prototypes.objectives, priors)
     cfg = prototypes.Config(objective=prototypes.cross_entropy() + 0.5 * prototypes.total_variation())
     # named recipes (advlab.prototypes.recipes): parametrization, random views and priors together
-    cfg = prototypes.recipe("natural", model)      # Fourier + decorrelated colour, views, BN prior
+    cfg = prototypes.recipe("natural", model)      # Fourier + decorrelated colour, strong random views, 256 steps
 
 The attack is the generator and the classifier its discriminator; see :mod:`advlab.prototypes.evolve` for the
 maths (one step of :mod:`advlab.attacks.step` per iteration). Pairs are batched (:mod:`.generator`), each batch
