@@ -192,7 +192,7 @@ def test_cifar_truncated_record(tmp_path: Path) -> None:
     make_cifar(tmp_path)
     path = tmp_path / "cifar-10-batches-bin" / "test_batch.bin"
     path.write_bytes(path.read_bytes()[:-5])
-    with pytest.raises(AdvlabError, match=r"test_batch\.bin.*whole number of 3073-byte") as info:
+    with pytest.raises(AdvlabError, match=r"test_batch\.bin'.*whole number of 3073-byte") as info:
         read_cifar10(root=tmp_path, download=False)
     assert "\n" not in str(info.value)
 
@@ -201,10 +201,10 @@ def test_cifar_empty_and_bad_label(tmp_path: Path) -> None:
     make_cifar(tmp_path)
     path = tmp_path / "cifar-10-batches-bin" / "data_batch_3.bin"
     path.write_bytes(b"")
-    with pytest.raises(AdvlabError, match=r"data_batch_3\.bin: empty"):
+    with pytest.raises(AdvlabError, match=r"data_batch_3\.bin': empty"):
         read_cifar10("train", root=tmp_path, download=False)
     path.write_bytes(cifar_record(12, plane(0), plane(0), plane(0)))
-    with pytest.raises(AdvlabError, match=r"data_batch_3\.bin: label 12 out of range"):
+    with pytest.raises(AdvlabError, match=r"data_batch_3\.bin': label 12 out of range"):
         read_cifar10("train", root=tmp_path, download=False)
 
 
@@ -219,7 +219,7 @@ def test_cifar_missing_offline(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
         read_cifar10("test")
     msg = str(info.value)
     root = tmp_path / "cache" / "cifar10"
-    assert msg.startswith(f"cifar10: not found in {root}")
+    assert msg.startswith(f"cifar10: not found in {str(root)!r}")
     assert "cifar-10-batches-bin/test_batch.bin" in msg and "cifar-10-binary.tar.gz" in msg
     assert "ADVLAB_OFFLINE=1" in msg and "ADVLAB_DATA" in msg and "\n" not in msg
     # an explicit root: no ADVLAB_DATA hint, all five train batches named
@@ -304,7 +304,7 @@ def test_mnist_bad_magic(tmp_path: Path) -> None:
     blob = bytearray(path.read_bytes())
     blob[3] = 0x01  # labels magic in an images file
     path.write_bytes(bytes(blob))
-    with pytest.raises(AdvlabError, match=r"t10k-images-idx3-ubyte: bad IDX magic 0x00000801"):
+    with pytest.raises(AdvlabError, match=r"t10k-images-idx3-ubyte': bad IDX magic 0x00000801"):
         read_mnist(root=tmp_path, download=False)
 
 
@@ -313,25 +313,25 @@ def test_mnist_truncated_and_count_mismatch(tmp_path: Path) -> None:
     gz = tmp_path / "t10k-images-idx3-ubyte.gz"
     blob = gzip.decompress(gz.read_bytes())
     gz.write_bytes(gzip.compress(blob[:-10]))
-    with pytest.raises(AdvlabError, match=r"t10k-images-idx3-ubyte\.gz: .*truncated"):
+    with pytest.raises(AdvlabError, match=r"t10k-images-idx3-ubyte\.gz': .*truncated"):
         read_mnist(root=tmp_path, download=False)
     # a broken gzip stream
     gz.write_bytes(gzip.compress(blob)[:-20])
-    with pytest.raises(AdvlabError, match=r"t10k-images-idx3-ubyte\.gz: cannot read"):
+    with pytest.raises(AdvlabError, match=r"t10k-images-idx3-ubyte\.gz': cannot read"):
         read_mnist(root=tmp_path, download=False)
     # 3 images, 4 labels
     gz.write_bytes(gzip.compress(blob))
     (tmp_path / "t10k-labels-idx1-ubyte").write_bytes(
         idx_bytes(0x801, (4,), np.zeros(4, dtype=np.uint8))
     )
-    with pytest.raises(AdvlabError, match=r"3 images but t10k-labels-idx1-ubyte has 4 labels"):
+    with pytest.raises(AdvlabError, match=r"3 images but 't10k-labels-idx1-ubyte' has 4 labels"):
         read_mnist(root=tmp_path, download=False)
 
 
 def test_mnist_short_file(tmp_path: Path) -> None:
     write_mnist(tmp_path, "test", 2, False, False)
     (tmp_path / "t10k-labels-idx1-ubyte").write_bytes(b"\x00\x00")
-    with pytest.raises(AdvlabError, match=r"t10k-labels-idx1-ubyte: .*too short"):
+    with pytest.raises(AdvlabError, match=r"t10k-labels-idx1-ubyte': .*too short"):
         read_mnist(root=tmp_path, download=False)
 
 
@@ -343,7 +343,7 @@ def test_mnist_missing_offline(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
     with pytest.raises(NotAvailableError) as info:
         read_mnist(root=tmp_path)
     msg = str(info.value)
-    assert msg.startswith(f"mnist: not found in {tmp_path}")
+    assert msg.startswith(f"mnist: not found in {str(tmp_path)!r}")
     assert "t10k-images-idx3-ubyte.gz" in msg
     assert "t10k-labels" not in msg  # only what is actually missing
     assert "\n" not in msg
@@ -468,16 +468,16 @@ def test_svhn_train_file(tmp_path: Path) -> None:
 def test_svhn_corrupt(tmp_path: Path) -> None:
     path = tmp_path / "test_32x32.mat"
     path.write_bytes(b"this is not a MATLAB file at all" * 10)
-    with pytest.raises(AdvlabError, match=r"test_32x32\.mat: not a readable MATLAB") as info:
+    with pytest.raises(AdvlabError, match=r"test_32x32\.mat': not a readable MATLAB") as info:
         read_svhn(root=tmp_path, download=False)
     assert "\n" not in str(info.value)
     # wrong shape of X
     scipy.io.savemat(str(path), {"X": np.zeros((28, 28, 2), np.uint8), "y": np.ones((2, 1))})
-    with pytest.raises(AdvlabError, match=r"test_32x32\.mat: X has shape"):
+    with pytest.raises(AdvlabError, match=r"test_32x32\.mat': X has shape"):
         read_svhn(root=tmp_path, download=False)
     # count mismatch
     scipy.io.savemat(str(path), {"X": np.zeros((32, 32, 3, 2), np.uint8), "y": np.ones((3, 1))})
-    with pytest.raises(AdvlabError, match=r"test_32x32\.mat: X holds 2 images but y has 3"):
+    with pytest.raises(AdvlabError, match=r"test_32x32\.mat': X holds 2 images but y has 3"):
         read_svhn(root=tmp_path, download=False)
     # missing variable
     scipy.io.savemat(str(path), {"X": np.zeros((32, 32, 3, 2), np.uint8)})
@@ -495,8 +495,8 @@ def test_svhn_missing_offline(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
         read_svhn("train")
     msg = str(info.value)
     root = tmp_path / "cache" / "svhn"
-    assert msg.startswith(f"svhn: not found in {root}")
-    assert "train_32x32.mat" in msg and f"into {root}" in msg and "ADVLAB_DATA" in msg
+    assert msg.startswith(f"svhn: not found in {str(root)!r}")
+    assert "train_32x32.mat" in msg and f"into {str(root)!r}" in msg and "ADVLAB_DATA" in msg
 
 
 def test_svhn_download_unreachable(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -9,6 +9,13 @@
 
 ``load(spec)`` returns ``(x, y)`` tensors (small sets); ``open(spec)`` streams batches and never holds a
 folder's images all at once.
+
+Every input is bounded, and anything outside a bound is one :class:`~advlab.errors.AdvlabError` line, raised
+before the data is read whole: only regular files are opened (``files.py``: no FIFO, device or directory, never
+blocking); an image has at most ``images.MAX_IMAGE_PIXELS`` pixels (from its header) and, to be resized, an
+aspect ratio of at most ``images.MAX_ASPECT``:1; a ``tensors:`` file declares at most ``specs.MAX_TENSOR_VALUES``
+values, no zero-size dimension, no NaN, Inf or value outside [0, 1]; the official files are checked against the
+official shapes from their headers and never inflated further (``official.py``).
 """
 
 from __future__ import annotations

@@ -2,39 +2,111 @@
 
 from __future__ import annotations
 
+import os
+import stat
+import threading
+import warnings
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image, UnidentifiedImageError
 
+from advlab.data.files import open_regular, show, stat_input
 from advlab.errors import AdvlabError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm")
+#: the PIL formats of those suffixes: the only ones opened (PIL knows dozens more; EPS would even run Ghostscript)
+IMAGE_FORMATS = ("PNG", "JPEG", "BMP", "GIF", "WEBP", "TIFF", "PPM")
 
 #: Resize the shorter side to ``size / CROP_FRACTION`` before the centre crop (224 -> 256), the usual
 #: ImageNet evaluation transform.
 CROP_FRACTION = 0.875
 
+#: The most pixels an image file may have (checked from its header, before decoding): 64 megapixels, 8000 x 8000,
+#: more than a camera's photo. Decoded it takes at most 256 MB (RGBA), as float32 (C, H, W) 768 MB. Also the
+#: most pixels any resize here may produce, and the most an image of a ``tensors:`` file may have.
+MAX_IMAGE_PIXELS = 64_000_000
+#: The longest side of an image that is resized may be at most this many times its shorter side. Resizing keeps
+#: the aspect ratio (shorter side -> 256 for a 224 model), so a 1 x 2,000,000 strip, a few KB as a PNG, would
+#: become 256 x 512,000,000 pixels (131 GB as RGB). 16:1 is far beyond any panorama a classifier sees whole.
+MAX_ASPECT = 16
+#: The largest image file opened, in bytes: an uncompressed 64-megapixel 16-bit RGB TIFF has 384 MB; PIL reads
+#: some chunks (a PNG's unknown ones) whole into memory, so the file's size is bounded too.
+MAX_IMAGE_FILE_BYTES = 1 << 30
 
-def open_image(path: str | Path) -> Image.Image:
-    """Open and fully decode an image file; one clear :class:`AdvlabError` for every way it can fail."""
+# PIL warns (DecompressionBombWarning, a second line on stderr) in Image.open for images over its own limit of
+# 89 megapixels, before advlab can refuse them with its lower one; _open_lazily silences that one warning. The
+# lock keeps the threads of a data loader from interleaving their catch_warnings (which is not thread-safe).
+_OPEN_LOCK = threading.Lock()
+
+
+def _open_lazily(fh: BinaryIO) -> Image.Image:
+    """``Image.open`` (reads the header only) in the formats of :data:`IMAGE_FORMATS`, without PIL's bomb warning."""
+    with _OPEN_LOCK, warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        return Image.open(fh, formats=IMAGE_FORMATS)
+
+
+def check_image_size(width: int, height: int, name: str | None = None, size: int | None = None) -> None:
+    """Refuse, before decoding, an image of more than :data:`MAX_IMAGE_PIXELS` pixels, or (when it is to be
+    resized to ``size`` x ``size``) one whose aspect ratio exceeds :data:`MAX_ASPECT`; ``name`` is shown."""
+    what = f"image {name}" if name else "the image"
+    if width < 1 or height < 1:
+        raise AdvlabError(f"{what} is {width}x{height} pixels: it has no pixels")
+    if width * height > MAX_IMAGE_PIXELS:
+        raise AdvlabError(f"{what} is {width}x{height} pixels, over advlab's limit of {MAX_IMAGE_PIXELS:,} "
+                          "pixels per image (a decompression bomb? else scale it down first)")
+    if size is not None and (width, height) != (size, size) and max(width, height) > MAX_ASPECT * min(width, height):
+        raise AdvlabError(f"{what} is {width}x{height} pixels, an aspect ratio over {MAX_ASPECT}:1; resizing it "
+                          f"for a {size}x{size} input would keep that ratio (crop it first)")
+
+
+def _resized_side(size: int, crop_fraction: float) -> int:
+    """The shorter side before the centre crop; refused when even a square image would exceed the pixel budget."""
+    if size < 1 or round(size / crop_fraction) ** 2 > MAX_IMAGE_PIXELS // MAX_ASPECT:
+        raise AdvlabError(f"cannot resize images to {size}x{size}: sizes from 1 to "
+                          f"{int((MAX_IMAGE_PIXELS // MAX_ASPECT) ** 0.5 * crop_fraction)} are supported")
+    return round(size / crop_fraction)
+
+
+def open_image(path: str | Path, size: int | None = None) -> Image.Image:
+    """Open and fully decode an image file; one clear :class:`AdvlabError` for every way it can fail.
+
+    Only a regular file of at most :data:`MAX_IMAGE_FILE_BYTES` is opened (see :mod:`advlab.data.files`), only in
+    the formats of :data:`IMAGE_FORMATS`, and its size in pixels is checked (:func:`check_image_size`, with the
+    ``size`` it will be resized to) before decoding.
+    """
     path = Path(path)
-    if not path.exists():
-        raise AdvlabError(f"no such file: {path}")
-    if path.is_dir():
-        raise AdvlabError(f"{path} is a directory, not an image (use folder:{path} for a class-folder data set)")
-    try:
-        img = Image.open(path)
-        img.load()
-    except UnidentifiedImageError as e:
-        raise AdvlabError(f"{path} is not an image file PIL can read") from e
-    except Image.DecompressionBombError as e:
-        raise AdvlabError(f"{path} claims to be larger than PIL's safety limit (a decompression bomb?): {e}") from e
-    except (OSError, SyntaxError, ValueError) as e:
-        raise AdvlabError(f"cannot read image {path}: {e} (truncated or corrupt file?)") from e
+    st = stat_input(path, "image")
+    if st is None:
+        raise AdvlabError(f"no such file: {show(path)}")
+    if stat.S_ISDIR(st.st_mode):
+        raise AdvlabError(f"{show(path)} is a directory, not an image (use folder:PATH for a class-folder data set)")
+    with open_regular(path, "image") as fh:
+        if (nbytes := os.fstat(fh.fileno()).st_size) > MAX_IMAGE_FILE_BYTES:
+            raise AdvlabError(f"image {show(path)} has {nbytes:,} bytes, over advlab's limit of {MAX_IMAGE_FILE_BYTES:,}")
+        try:
+            img = _open_lazily(fh)
+            check_image_size(*img.size, show(path), size)
+            img.load()
+        except UnidentifiedImageError as e:
+            raise AdvlabError(f"{show(path)} is not an image file advlab reads ({', '.join(IMAGE_FORMATS)})") from e
+        except Image.DecompressionBombError as e:
+            raise AdvlabError(f"image {show(path)} is over PIL's limit of {2 * (Image.MAX_IMAGE_PIXELS or 0):,} pixels "
+                              "(a decompression bomb?)") from e
+        except (OSError, SyntaxError, ValueError, EOFError) as e:
+            if isinstance(e, AdvlabError):
+                raise
+            raise AdvlabError(f"cannot read image {show(path)}: {_first_line(e)} (truncated or corrupt file?)") from e
     return img
+
+
+def _first_line(e: BaseException) -> str:
+    lines = str(e).strip().splitlines()
+    return lines[0] if lines else type(e).__name__
 
 
 #: PIL modes of single-channel images deeper than 8 bits, and the value of their full scale
@@ -81,9 +153,10 @@ def resize_center_crop(img: Image.Image, size: int, crop_fraction: float = CROP_
     w, h = img.size
     if (w, h) == (size, size):
         return img
+    short = _resized_side(size, crop_fraction)
+    check_image_size(w, h, None, size)  # open_image checked a file's image already, with its name
     if img.mode in _DEEP_MODES:  # resample 16-bit and float images in float, at their own range
         img = _deep_to_float(img)
-    short = round(size / crop_fraction)
     scale = short / min(w, h)
     nw, nh = max(size, round(w * scale)), max(size, round(h * scale))
     img = img.resize((nw, nh), Image.Resampling.BICUBIC)
@@ -96,17 +169,24 @@ def resize_center_crop(img: Image.Image, size: int, crop_fraction: float = CROP_
 
 def read_image(path: str | Path, size: int | None = None, channels: int = 3) -> torch.Tensor:
     """Read an image file as (C, H, W) float32 in [0, 1], resized and centre-cropped to ``size`` if given
-    (see :func:`resize_center_crop`: an image of exactly ``size`` x ``size`` pixels goes in unchanged)."""
-    img = open_image(path)
+    (see :func:`resize_center_crop`: an image of exactly ``size`` x ``size`` pixels goes in unchanged). An image
+    of more than :data:`MAX_IMAGE_PIXELS`, or one to be resized with an aspect ratio over :data:`MAX_ASPECT`, is
+    refused before it is decoded."""
+    if size is not None:
+        _resized_side(size, CROP_FRACTION)
+    img = open_image(path, size)
     if size is not None:
         img = resize_center_crop(img, size)
     return pil_to_tensor(img, channels)
 
 
 def resize_batch(x: torch.Tensor, size: int) -> torch.Tensor:
-    """Resize a batch (N, C, H, W) in [0, 1] to ``size`` x ``size`` (bilinear, antialiased when shrinking)."""
+    """Resize a batch (N, C, H, W) in [0, 1] to ``size`` x ``size`` (bilinear, antialiased when shrinking); the
+    output, like any image here, has at most :data:`MAX_IMAGE_PIXELS` pixels per image."""
     if x.shape[-2:] == (size, size):
         return x
+    if size < 1 or size * size > MAX_IMAGE_PIXELS:
+        raise AdvlabError(f"cannot resize images to {size}x{size}: at most {MAX_IMAGE_PIXELS:,} pixels per image")
     shrink = size < min(x.shape[-2:])
     y = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=shrink)
     return y.clamp_(0.0, 1.0)

@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import glob as globlib
+import math
+import os
+import stat
+import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 import torch
@@ -17,8 +22,10 @@ from advlab.data.classes import (
     imagenet_classes,
     imagenet_synset_index,
 )
+from advlab.data.files import descriptor_path, is_regular, open_regular, require_regular, show, stat_input
 from advlab.data.images import (
     IMAGE_SUFFIXES,
+    MAX_IMAGE_PIXELS,
     convert_channels,
     read_image,
     resize_batch,
@@ -97,24 +104,27 @@ def _resolve(spec: str) -> _Files | _Tensors:
             raise AdvlabError("folder needs a path: folder:PATH")
         return _folder(Path(arg))
     if name == "tensors":
+        if not arg:
+            raise AdvlabError("tensors needs a file: tensors:FILE")
         return _tensor_file(Path(arg))
     return _image_files(spec)
 
 
 def _folder(root: Path) -> _Files:
-    if not root.is_dir():
-        raise AdvlabError(f"no such folder: {root}")
-    subdirs = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    st = stat_input(root, "folder")
+    if st is None or not stat.S_ISDIR(st.st_mode):
+        raise AdvlabError(f"no such folder: {show(root)}")
+    subdirs = sorted(p for p in _entries(root) if _is_dir(p) and not p.name.startswith("."))
     if not subdirs:
         paths = _images_in(root)
         if not paths:
-            raise AdvlabError(f"folder {root} holds no images (looked for {', '.join(IMAGE_SUFFIXES)})")
+            raise AdvlabError(f"folder {show(root)} holds no images (looked for {', '.join(IMAGE_SUFFIXES)})")
         return _Files(paths, [-1] * len(paths), None, root.name)
     synsets = imagenet_synset_index()
     if all(SYNSET_RE.match(d.name) for d in subdirs):
         unknown = [d.name for d in subdirs if d.name not in synsets]
         if unknown:
-            raise AdvlabError(f"folder {root}: {unknown[0]} is not an ImageNet-1k synset")
+            raise AdvlabError(f"folder {show(root)}: {unknown[0]!r} is not an ImageNet-1k synset")
         index = {d.name: synsets[d.name] for d in subdirs}
         names, dataset = imagenet_classes(), "imagenet"
     else:
@@ -126,81 +136,172 @@ def _folder(root: Path) -> _Files:
         paths += found
         labels += [index[d.name]] * len(found)
     if not paths:
-        raise AdvlabError(f"folder {root} has class folders but no images in them")
+        raise AdvlabError(f"folder {show(root)} has class folders but no images in them")
     return _Files(paths, labels, names, dataset)
 
 
+def _entries(d: Path) -> list[Path]:
+    """The entries of a folder; a folder that cannot be listed is one :class:`AdvlabError`."""
+    try:
+        return list(d.iterdir())
+    except OSError as e:
+        reason = os.strerror(e.errno) if e.errno else type(e).__name__
+        raise AdvlabError(f"cannot list folder {show(d)}: {reason}") from None
+
+
+def _is_dir(p: Path) -> bool:
+    try:
+        return p.is_dir()
+    except OSError:
+        return False
+
+
 def _images_in(d: Path) -> list[Path]:
-    return sorted(p for p in d.iterdir() if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in IMAGE_SUFFIXES)
+    """The image files of a folder, by suffix; only regular files (or symlinks to them): a FIFO, device or
+    dangling link named ``x.png`` is left out, as are hidden files."""
+    names = (p for p in _entries(d) if not p.name.startswith(".") and p.suffix.lower() in IMAGE_SUFFIXES)
+    return sorted(p for p in names if is_regular(p))
 
 
 def _image_files(spec: str) -> _Files:
     path = Path(spec)
-    if path.is_dir():
+    st = stat_input(path, "image")
+    if st is not None and stat.S_ISDIR(st.st_mode):
         return _folder(path)
-    if any(c in spec for c in "*?["):
-        paths = sorted(Path(p) for p in globlib.glob(spec) if Path(p).is_file())
+    if st is None and any(c in spec for c in "*?["):
+        paths = sorted(Path(p) for p in globlib.glob(spec) if is_regular(p))
         if not paths:
-            raise AdvlabError(f"no files match {spec!r}")
+            raise AdvlabError(f"no files match {show(spec)}")
         return _Files(paths, [-1] * len(paths), None, "images")
-    if path.suffix.lower() in IMAGE_SUFFIXES or path.exists():
-        if not path.exists():
-            raise AdvlabError(f"no such file: {spec}")
+    if path.suffix.lower() in IMAGE_SUFFIXES or st is not None:
+        if st is None:
+            raise AdvlabError(f"no such file: {show(spec)}")
+        require_regular(path, "image")
         return _Files([path], [-1], None, "images")
     known = ", ".join(s for s, _ in spec_names())
-    raise AdvlabError(f"unknown data spec {spec!r}: not a file, and not one of {known}")
+    raise AdvlabError(f"unknown data spec {show(spec)}: not a file, and not one of {known}")
+
+
+#: The most values (in x, y and any other array, together) a ``tensors:`` file may declare; checked from the
+#: arrays' headers before any is read. 2**30 values are 4 GiB as float32: 7,000 ImageNet-sized images.
+MAX_TENSOR_VALUES = 2**30
+#: the largest class index a label may be (the model checks its own range; this keeps the int64 cast exact)
+MAX_LABEL = 2**31 - 1
 
 
 def _tensor_file(path: Path) -> _Tensors:
-    if not path.is_file():
-        raise AdvlabError(f"no such tensors file: {path}")
-    try:
-        if path.suffix == ".safetensors":
-            from safetensors.torch import load_file
-
-            arrays = {k: v for k, v in load_file(str(path)).items()}
-        elif path.suffix == ".npz":
-            with np.load(path, allow_pickle=False) as z:
-                arrays = {k: torch.from_numpy(np.array(z[k])) for k in z.files}
-        else:
-            raise AdvlabError(f"tensors file {path} must be .npz or .safetensors")
-    except AdvlabError:
-        raise
-    except Exception as e:  # noqa: BLE001 - numpy/safetensors raise many types for corrupt files
-        raise AdvlabError(f"cannot read tensors file {path}: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from e
+    """Read a ``tensors:`` file (.npz or .safetensors): x (N, C, H, W) or (N, H, W) or NHWC, uint8 or float in
+    [0, 1], and optional y (N,) integer labels (-1 = unlabelled). Anything else is one :class:`AdvlabError`:
+    non-regular files, sizes over :data:`MAX_TENSOR_VALUES` (from the headers), empty or zero-size images,
+    NaN, Inf or values outside [0, 1]."""
+    arrays = _read_arrays(path)
     if "x" not in arrays:
-        raise AdvlabError(f"tensors file {path} has no 'x' (found: {', '.join(arrays) or 'nothing'})")
-    x = arrays["x"]
+        raise AdvlabError(f"tensors file {show(path)} has no 'x' (found: {', '.join(map(repr, arrays)) or 'nothing'})")
+    x = _images(arrays["x"], path)
+    return _Tensors(x, _labels(arrays.get("y"), len(x), path), None, path.stem)
+
+
+def _read_arrays(path: Path) -> dict[str, torch.Tensor]:
+    """The arrays of a tensors file, after checking from their headers that they are numbers and not too many."""
+    with open_regular(path, "tensors file") as fh:
+        if path.suffix not in (".npz", ".safetensors"):
+            raise AdvlabError(f"tensors file {show(path)} must be .npz or .safetensors")
+        try:
+            return _read_safetensors(fh, path) if path.suffix == ".safetensors" else _read_npz(fh, path)
+        except AdvlabError:
+            raise
+        except Exception as e:  # noqa: BLE001 - numpy/zipfile/safetensors raise many types for corrupt files
+            lines = str(e).strip().splitlines()
+            reason = lines[0] if lines else type(e).__name__
+            raise AdvlabError(f"cannot read tensors file {show(path)}: {reason}") from e
+
+
+def _read_safetensors(fh: BinaryIO, path: Path) -> dict[str, torch.Tensor]:
+    from safetensors import safe_open
+
+    with safe_open(descriptor_path(fh, path), framework="pt") as f:  # validates the header against the file
+        _check_values({k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}, path)
+        return {k: f.get_tensor(k) for k in f.keys()}
+
+
+#: the .npy header readers of the versions numpy writes for numeric arrays
+_NPY_HEADERS = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
+
+
+def _read_npz(fh: BinaryIO, path: Path) -> dict[str, torch.Tensor]:
+    """An .npz, its members' .npy headers read first: every member must be a numeric array (no pickled objects,
+    nothing else: np.load would read any other member whole) and their sizes within the budget."""
+    shapes = {}
+    with zipfile.ZipFile(fh) as zf:
+        for member in zf.infolist():
+            with zf.open(member) as f:
+                version = np.lib.format.read_magic(f)
+                if version not in _NPY_HEADERS:
+                    raise AdvlabError(f"cannot read tensors file {show(path)}: {member.filename!r} is "
+                                      f".npy version {version}")
+                shape, _, dtype = _NPY_HEADERS[version](f)
+            if dtype.hasobject:
+                raise AdvlabError(f"cannot read tensors file {show(path)}: {member.filename!r} holds pickled objects")
+            shapes[member.filename] = shape
+    _check_values(shapes, path)
+    fh.seek(0)
+    with np.load(fh, allow_pickle=False) as z:
+        return {k: torch.from_numpy(np.array(z[k])) for k in z.files}
+
+
+def _check_values(shapes: dict[str, tuple[int, ...]], path: Path) -> None:
+    total = sum(math.prod(s) for s in shapes.values())
+    if total > MAX_TENSOR_VALUES:
+        big = max(shapes, key=lambda k: math.prod(shapes[k]))
+        raise AdvlabError(f"tensors file {show(path)} declares {total:,} values ({big!r} has shape "
+                          f"{tuple(shapes[big])}), over advlab's limit of {MAX_TENSOR_VALUES:,}")
+
+
+def _images(x: torch.Tensor, path: Path) -> torch.Tensor:
+    """x as (N, C, H, W), uint8 or float32 in [0, 1], with N, C, H, W >= 1 and at most MAX_IMAGE_PIXELS per image."""
     if x.ndim == 3:
         x = x.unsqueeze(1)
     if x.ndim != 4:
-        raise AdvlabError(f"tensors file {path}: x has shape {tuple(x.shape)}, expected (N, C, H, W)")
+        raise AdvlabError(f"tensors file {show(path)}: x has shape {tuple(x.shape)}, expected (N, C, H, W)")
     if len(x) == 0:
-        raise AdvlabError(f"tensors file {path} holds no images (x has shape {tuple(x.shape)})")
+        raise AdvlabError(f"tensors file {show(path)} holds no images (x has shape {tuple(x.shape)})")
     if x.shape[1] not in (1, 3) and x.shape[3] in (1, 3):
         x = x.permute(0, 3, 1, 2).contiguous()  # NHWC as saved by numpy/PIL code
+    if 0 in x.shape:
+        raise AdvlabError(f"tensors file {show(path)}: x has shape {tuple(x.shape)}; every image needs at least one "
+                          "channel and one pixel")
+    if x.shape[2] * x.shape[3] > MAX_IMAGE_PIXELS:
+        raise AdvlabError(f"tensors file {show(path)}: x has shape {tuple(x.shape)}, over advlab's limit of "
+                          f"{MAX_IMAGE_PIXELS:,} pixels per image")
     if x.dtype == torch.uint8:
-        pass
-    elif x.is_floating_point():
-        x = x.float()
-        if not torch.isfinite(x).all():
-            raise AdvlabError(f"tensors file {path}: x contains NaN or infinite values")
-        lo, hi = float(x.min()), float(x.max())
-        if lo < 0 or hi > 1:
-            raise AdvlabError(f"tensors file {path}: x must be in [0, 1] (or uint8), found values in [{lo:.3g}, {hi:.3g}]")
-    else:
-        raise AdvlabError(f"tensors file {path}: x has dtype {x.dtype}; use float in [0, 1] or uint8")
-    if "y" in arrays:
-        y = arrays["y"].reshape(-1)
-        if y.is_floating_point():
-            if not torch.isfinite(y).all() or not torch.equal(y, y.round()):
-                raise AdvlabError(f"tensors file {path}: y must hold integer class indices")
-        y = y.long()
-        if len(y) != len(x):
-            raise AdvlabError(f"tensors file {path}: {len(x)} images but {len(y)} labels")
-    else:
-        y = torch.full((len(x),), -1, dtype=torch.long)
-    return _Tensors(x, y, None, path.stem)
+        return x
+    if not x.is_floating_point():
+        raise AdvlabError(f"tensors file {show(path)}: x has dtype {x.dtype}; use float in [0, 1] or uint8")
+    x = x.float()
+    if not torch.isfinite(x).all():
+        raise AdvlabError(f"tensors file {show(path)}: x contains NaN or infinite values")
+    lo, hi = float(x.min()), float(x.max())
+    if lo < 0 or hi > 1:
+        raise AdvlabError(f"tensors file {show(path)}: x must be in [0, 1] (or uint8), "
+                          f"found values in [{lo:.3g}, {hi:.3g}]")
+    return x
+
+
+def _labels(y: torch.Tensor | None, n: int, path: Path) -> torch.Tensor:
+    """y as (n,) int64 class indices, -1 = unlabelled (all -1 when the file has no y)."""
+    if y is None:
+        return torch.full((n,), -1, dtype=torch.long)
+    y = y.reshape(-1)
+    if y.dtype == torch.bool or y.is_complex():
+        raise AdvlabError(f"tensors file {show(path)}: y has dtype {y.dtype}; y must hold integer class indices")
+    if y.is_floating_point() and (not torch.isfinite(y).all() or not torch.equal(y, y.round())):
+        raise AdvlabError(f"tensors file {show(path)}: y must hold integer class indices")
+    if len(y) != n:
+        raise AdvlabError(f"tensors file {show(path)}: {n} images but {len(y)} labels")
+    if len(y) and (float(y.min()) < -1 or float(y.max()) > MAX_LABEL):
+        raise AdvlabError(f"tensors file {show(path)}: y holds labels in [{float(y.min()):g}, {float(y.max()):g}]; "
+                          f"labels are class indices 0..{MAX_LABEL:,}, or -1 for unlabelled")
+    return y.long()
 
 
 # ----------------------------------------------------------------------------------------------- API

@@ -6,23 +6,35 @@ Attacks perturb pixels in [0, 1]; the model, not the attack, knows how its netwo
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import torch
 from torch import nn
 
+from advlab.errors import AdvlabError
+
 
 class Normalize(nn.Module):
-    """``(x - mean) / std`` per channel; ``x`` is (N, C, H, W) in [0, 1]. Buffers are not saved in state dicts."""
+    """``(x - mean) / std`` per channel; ``x`` is (N, C, H, W) in [0, 1]. Buffers are not saved in state dicts.
+
+    ``mean`` and ``std`` hold one value per channel, or one value for every channel; each must be finite and
+    every std positive, or an :class:`~advlab.errors.AdvlabError` (the registry also checks them against the
+    model's channel count: :func:`advlab.zoo.registry.normalization`).
+    """
 
     def __init__(self, mean: Sequence[float], std: Sequence[float]) -> None:
         super().__init__()
-        if len(mean) != len(std):
-            raise ValueError(f"mean has {len(mean)} channels but std has {len(std)}")
+        mean, std = [float(v) for v in mean], [float(v) for v in std]
+        if not mean or not std or (len(mean) != len(std) and 1 not in (len(mean), len(std))):
+            raise AdvlabError(f"mean has {len(mean)} values but std has {len(std)}; "
+                              "give one per channel (or one for all)")
+        if not all(math.isfinite(v) for v in mean + std):
+            raise AdvlabError(f"mean and std must be finite numbers, got mean {mean}, std {std}")
         if any(s <= 0 for s in std):
-            raise ValueError(f"std must be positive, got {list(std)}")
-        self.register_buffer("mean", torch.tensor(list(mean), dtype=torch.float32).view(1, -1, 1, 1), persistent=False)
-        self.register_buffer("std", torch.tensor(list(std), dtype=torch.float32).view(1, -1, 1, 1), persistent=False)
+            raise AdvlabError(f"std must be positive, got {std}")
+        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1), persistent=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return (x - self.mean.to(x.dtype)) / self.std.to(x.dtype)
@@ -39,8 +51,12 @@ class Normalized(nn.Module):
     """
 
     def __init__(self, net: nn.Module, mean: Sequence[float] | None = None, std: Sequence[float] | None = None) -> None:
+        """Neither ``mean`` nor ``std``: no normalization; only one of them: the other is 0 (mean) or 1 (std)."""
         super().__init__()
-        self.normalize: nn.Module = Normalize(mean, std) if mean is not None and std is not None else nn.Identity()
+        if mean is None and std is None:
+            self.normalize: nn.Module = nn.Identity()
+        else:
+            self.normalize = Normalize((0.0,) if mean is None else mean, (1.0,) if std is None else std)
         self.net = net
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

