@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import stat
 from pathlib import Path
 
 from tests.cli.helpers import run_cli
@@ -27,7 +29,21 @@ def test_robustbench_entry_matches_the_run(tmp_path: Path) -> None:
     assert entry["diagnostics"] == {"flags": [], "adaptations": []}
 
 
-def test_robustbench_into_a_missing_directory_is_refused_before_any_work(tmp_path: Path) -> None:
-    rc, _, err = run_cli([*ARGS, "--out", str(tmp_path / "run"), "--robustbench", str(tmp_path / "nope" / "entry.json")])
-    assert rc == 2 and err.count("\n") == 1 and "--robustbench" in err
-    assert not list(tmp_path.glob("run*"))
+def test_robustbench_into_a_missing_directory_makes_it(tmp_path: Path) -> None:
+    rc, _, err = run_cli([*ARGS, "--out", str(tmp_path / "run"), "--robustbench", str(tmp_path / "new" / "entry.json")])
+    assert rc == 0, err
+    assert json.loads((tmp_path / "new" / "entry.json").read_text())["n_examples"] == 64
+
+
+def test_robustbench_onto_a_link_or_fifo_is_refused_before_any_work(tmp_path: Path) -> None:
+    """The entry is written as a regular file only: a symbolic link or a FIFO there is neither replaced nor
+    written through, and the refusal comes before the evaluation (no run directory appears)."""
+    (tmp_path / "real.json").write_text("keep")
+    (tmp_path / "link.json").symlink_to(tmp_path / "real.json")
+    os.mkfifo(tmp_path / "pipe.json")
+    for name in ("link.json", "pipe.json"):
+        rc, _, err = run_cli([*ARGS, "--out", str(tmp_path / "run"), "--robustbench", str(tmp_path / name)])
+        assert rc == 2 and err.count("\n") == 1 and "will not replace it" in err, err
+        assert not list(tmp_path.glob("run*"))
+    assert (tmp_path / "link.json").is_symlink() and (tmp_path / "real.json").read_text() == "keep"
+    assert stat.S_ISFIFO(os.lstat(tmp_path / "pipe.json").st_mode)

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import os
 import sys
 from collections.abc import Sequence
+
+import torch
 
 from advlab import __version__
 from advlab.cli import (
@@ -23,7 +26,7 @@ from advlab.cli import (
     train,
     transfer,
 )
-from advlab.cli.common import Formatter, OneLineParser
+from advlab.cli.common import Formatter, OneLineParser, one_line
 from advlab.errors import AdvlabError
 
 COMMANDS = (demo, info, classify, attack, evaluate, transfer, prototypes, study, analyze, detect, train, compare, selftest)
@@ -85,11 +88,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         return int(args.func(args) or 0)
-    except AdvlabError as e:
-        if args.debug:
-            raise
-        sys.stderr.write(f"advlab {args.command}: error: {e}\n")  # one write: ranks under torchrun share the stream
-        return 2
     except BrokenPipeError:  # `advlab ... | head`: the reader left; stop quietly
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
@@ -98,7 +96,40 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         print(f"advlab {args.command}: interrupted; a partial run (if any) is kept for --resume", file=sys.stderr)
         return 130
+    except MemoryError:
+        if args.debug:
+            raise
+        sys.stderr.write(f"advlab {args.command}: error: {OUT_OF_MEMORY}\n")
+        return 2
+    except Exception as e:
+        message = user_error(e)
+        if message is None or args.debug:
+            raise
+        # one write: ranks under torchrun share the stream
+        sys.stderr.write(f"advlab {args.command}: error: {one_line(message)}\n")
+        return 2
     finally:
         from advlab import distributed
 
         distributed.teardown()  # under torchrun: leave the process group (nothing otherwise)
+
+
+#: the errno values of an OSError that is the user's input (a path too long, missing, forbidden, a full disk), not a bug
+USER_ERRNOS = frozenset({errno.ENAMETOOLONG, errno.ENOENT, errno.EACCES, errno.EPERM, errno.EISDIR, errno.ENOTDIR,
+                         errno.ELOOP, errno.EROFS, errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.ENOTEMPTY,
+                         errno.EEXIST})
+OUT_OF_MEMORY = "out of memory; give a smaller --batch-size or --limit (or fewer steps, targets, starts)"
+
+
+def user_error(e: Exception) -> str | None:
+    """The one-line message of an exception that is the user's doing: an :class:`AdvlabError`, an OSError on a path
+    they gave (:data:`USER_ERRNOS`: ``strerror: 'path'``), a failed allocation (torch's out-of-memory errors);
+    None for anything else: a bug, which keeps its traceback."""
+    if isinstance(e, AdvlabError):
+        return str(e)
+    if isinstance(e, OSError) and e.errno in USER_ERRNOS:
+        names = [repr(os.fsdecode(f)) for f in (e.filename, e.filename2) if f is not None]
+        return ": ".join([e.strerror or str(e), " -> ".join(names)] if names else [e.strerror or str(e)])
+    if isinstance(e, torch.OutOfMemoryError) or (isinstance(e, RuntimeError) and "can't allocate memory" in str(e)):
+        return OUT_OF_MEMORY
+    return None

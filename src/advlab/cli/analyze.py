@@ -24,10 +24,14 @@ import torch
 
 from advlab import runs, zoo
 from advlab.cli.common import (
+    MAX_EPS_VALUES,
+    SEED_RANGE,
     Formatter,
     add_attack_args,
     add_model_args,
     add_run_args,
+    batch_int,
+    bounded_int,
     build_model,
     command_line,
     csv_text,
@@ -39,6 +43,7 @@ from advlab.cli.common import (
     positive_int,
     require,
     say,
+    seed_int,
 )
 from advlab.errors import AdvlabError
 
@@ -61,8 +66,9 @@ def register(sub: argparse._SubParsersAction, flags: argparse.ArgumentParser) ->
     add_attack_args(q)
     q.add_argument("--limit", type=positive_int, default=64, help="the first N images (default 64)")
     q.add_argument("--layers", help="comma list of module names (default: every leaf module)")
-    q.add_argument("--clamp", type=number, help="also measure the model with feature maps clamped to this percentile (e.g. 99.9)")
-    q.add_argument("--batch-size", type=positive_int, default=64, help="images per batch")
+    q.add_argument("--clamp", type=_percentile,
+                   help="also measure the model with feature maps clamped to this percentile (50..100, e.g. 99.9)")
+    q.add_argument("--batch-size", type=batch_int, default=64, help="images per batch")
     q.add_argument("--json", action="store_true", help="print the per-layer table as JSON")
     add_run_args(q)
     q.set_defaults(func=run)
@@ -161,6 +167,32 @@ def _int_list(text: str) -> list[int]:
         raise argparse.ArgumentTypeError("give at least one unit index")
     if any(v < 0 for v in values):
         raise argparse.ArgumentTypeError(f"unit indices are >= 0, got {text!r}")
+    if len(values) > MAX_PROBES or len(set(values)) < len(values):
+        raise argparse.ArgumentTypeError(f"give at most {MAX_PROBES} distinct unit indices, got {len(values)} in "
+                                         f"{text[:40]!r}")
+    return values
+
+
+#: the most units, random directions or top images an analysis of units shows (each is a row or column of a picture)
+MAX_PROBES = 1000
+
+
+def _percentile(text: str) -> float:
+    """--clamp's percentile: a number in [50, 100] (hi = that percentile, lo = 100 minus it)."""
+    v = number(text)
+    if not 50 <= v <= 100:
+        raise argparse.ArgumentTypeError(f"a percentile in [50, 100] (hi = that percentile, lo = 100 minus it), "
+                                         f"got {text[:40]!r}")
+    return v
+
+
+def _eps_grid(text: str) -> list[float]:
+    """linearity's --eps: a comma list of at most MAX_EPS_VALUES numbers in [0, 1] (0: the clean accuracy)."""
+    values = floats(text)
+    if any(not 0 <= v <= 1 for v in values):
+        raise argparse.ArgumentTypeError(f"eps must be in [0, 1] ([0, 1] pixel units, L-inf), got {text[:60]!r}")
+    if len(values) > MAX_EPS_VALUES:
+        raise argparse.ArgumentTypeError(f"{len(values)} eps values; at most {MAX_EPS_VALUES}")
     return values
 
 
@@ -181,13 +213,16 @@ def _register_units(inner: argparse._SubParsersAction, flags: argparse.ArgumentP
     q.add_argument("--layer", help="module name (its output) or NAME:input (its input); none: the input of the last Linear")
     which = q.add_mutually_exclusive_group()
     which.add_argument("--units", type=_int_list, help="comma list of unit indices (none: the --top-units most varying)")
-    which.add_argument("--top-units", type=positive_int, default=8, help="show the N units whose activation varies most")
-    q.add_argument("--directions", type=positive_int, default=8, help="random directions to compare with")
-    q.add_argument("--k", type=positive_int, default=8, help="top images per unit or direction")
-    q.add_argument("--seed", type=int, default=0, help="seed of the random directions")
+    probes = bounded_int(1, MAX_PROBES)
+    which.add_argument("--top-units", type=probes, default=8,
+                       help=f"show the N units whose activation varies most (at most {MAX_PROBES})")
+    q.add_argument("--directions", type=probes, default=8,
+                   help=f"random directions to compare with (at most {MAX_PROBES})")
+    q.add_argument("--k", type=probes, default=8, help=f"top images per unit or direction (at most {MAX_PROBES})")
+    q.add_argument("--seed", type=seed_int, default=0, help=f"seed of the random directions ({SEED_RANGE})")
     q.add_argument("--pool", action="store_true", help="average conv outputs over space: a unit is a channel")
     q.add_argument("--limit", type=positive_int, help="the first N images (none: all)")
-    q.add_argument("--batch-size", type=positive_int, default=256, help="images per batch")
+    q.add_argument("--batch-size", type=batch_int, default=256, help="images per batch")
     q.add_argument("--json", action="store_true", help="print metrics.json")
     add_run_args(q)
     q.set_defaults(func=run_units)
@@ -308,11 +343,12 @@ def _register_linearity(inner: argparse._SubParsersAction, flags: argparse.Argum
     )  # fmt: skip
     q.add_argument("--data", "-d", required=True, help="data spec (see advlab data)")
     q.add_argument("--models", default=f"digits-cnn,{LINEAR}", help=f"comma list of model specs; '{LINEAR}' = the logistic regression")
-    q.add_argument("--eps", type=floats, default=[0.0, 0.02, 0.05, 0.1, 0.2, 0.3], help="comma list of eps in [0, 1] (0 = clean)")
+    q.add_argument("--eps", type=_eps_grid, default=[0.0, 0.02, 0.05, 0.1, 0.2, 0.3],
+                   help=f"comma list of eps in [0, 1] (0 = clean; at most {MAX_EPS_VALUES})")
     q.add_argument("--loss", choices=("ce", "margin"), default="ce", help="the loss FGSM ascends")
-    q.add_argument("--seed", type=int, default=0, help="seed of the linear model's training")
+    q.add_argument("--seed", type=seed_int, default=0, help=f"seed of the linear model's training ({SEED_RANGE})")
     q.add_argument("--limit", type=positive_int, help="the first N images (none: all)")
-    q.add_argument("--batch-size", type=positive_int, default=512, help="images per batch")
+    q.add_argument("--batch-size", type=batch_int, default=512, help="images per batch")
     q.add_argument("--json", action="store_true", help="print metrics.json")
     add_run_args(q)
     q.set_defaults(func=run_linearity)
@@ -357,7 +393,7 @@ def run_linearity(args: argparse.Namespace) -> int:
         try:
             curve = fgsm_curve(model, x, y, eps, loss=args.loss, batch_size=args.batch_size)
         except ValueError as e:
-            raise AdvlabError(f"{spec}: {e}") from None
+            raise AdvlabError(f"{spec!r}: {e}") from None
         curves[spec] = curve
         below = [e for e, a in curve if a < 0.5]
         entry: dict[str, Any] = {"accuracy": {str(e): a for e, a in curve}, "eps_below_half": below[0] if below else None}

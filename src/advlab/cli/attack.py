@@ -20,16 +20,20 @@ from advlab import distributed, runs, zoo
 from advlab.attacks.base import Target
 from advlab.attacks.catalog import attack_classes
 from advlab.cli.common import (
+    MAX_IMAGES,
     Formatter,
     add_attack_args,
     add_device_args,
     add_label_args,
     add_model_args,
     add_run_args,
+    batch_int,
+    bounded_int,
     build_model,
     command_line,
     csv_text,
     default_out,
+    file_part,
     labels_to_use,
     load_data_for,
     make_attack,
@@ -68,8 +72,10 @@ def register(sub: argparse._SubParsersAction, flags: argparse.ArgumentParser) ->
     p.add_argument("--target", "-t", help="class index or name, 'random' or 'least-likely' (default: untargeted)")
     add_label_args(p)
     p.add_argument("--limit", type=positive_int, help="only the first N images")
-    p.add_argument("--batch-size", type=positive_int, default=128, help="images attacked together (the unit saved for --resume)")
-    p.add_argument("--pngs", type=int, default=100, help="write PNG files for the first N adversarial examples")
+    p.add_argument("--batch-size", type=batch_int, default=128,
+                   help="images attacked together (the unit saved for --resume)")
+    p.add_argument("--pngs", type=bounded_int(0, MAX_IMAGES), default=100,
+                   help="write PNG files for the first N adversarial examples")
     p.add_argument("--json", action="store_true", help="print metrics as JSON")
     add_device_args(p)
     add_run_args(p, resume=True)
@@ -253,7 +259,7 @@ def _pictures(run_dir: runs.Run, x: torch.Tensor, cols: Columns, rows: list[dict
     folder = run_dir.path / "adversarials"
     folder.mkdir(exist_ok=True)
     for i in range(min(max(pngs, 0), len(x))):
-        save_image(cols["x_adv"][i], folder / f"{i:05d}_{rows[i]['adv_name'][:24].replace('/', '-').replace(' ', '-')}.png")
+        save_image(cols["x_adv"][i], folder / f"{i:05d}_{file_part(rows[i]['adv_name'])}.png")
     show = sorted(range(len(x)), key=lambda i: not bool(cols["success"][i]))[:8]
     clean_t = [f"clean: {short(rows[i]['clean_name'])} {rows[i]['clean_confidence']:.0%}" for i in show]
     adv_t = [f"adversarial: {short(rows[i]['adv_name'])} {rows[i]['adv_confidence']:.0%}" for i in show]

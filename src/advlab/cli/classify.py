@@ -11,6 +11,7 @@ from advlab import data, zoo
 from advlab.cli.common import (
     Formatter,
     add_model_args,
+    batch_int,
     build_model,
     command_line,
     load_data_for,
@@ -36,9 +37,10 @@ def register(sub: argparse._SubParsersAction, flags: argparse.ArgumentParser) ->
     )
     p.add_argument("inputs", nargs="+", metavar="IMAGE_OR_SPEC", help="image files, globs or data specs (see advlab data)")
     add_model_args(p, default="efficientnet-lite0")
-    p.add_argument("--top", "-k", type=positive_int, default=5, help="how many classes to show")
+    p.add_argument("--top", "-k", type=positive_int, default=5,
+                   help="how many classes to show (all, of a model with fewer)")
     p.add_argument("--limit", type=positive_int, help="only the first N images of each input")
-    p.add_argument("--batch-size", type=positive_int, default=32, help="images per forward pass")
+    p.add_argument("--batch-size", type=batch_int, default=32, help="images per forward pass")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.add_argument("--out", "-o", help="also write a run directory with predictions and a picture grid")
     p.add_argument("--force", action="store_true", help="replace an existing --out directory")

@@ -13,7 +13,7 @@ import math
 import re
 import shlex
 import sys
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from fractions import Fraction
 from pathlib import Path
 from typing import Any, TypeVar
@@ -32,7 +32,7 @@ class OneLineParser(argparse.ArgumentParser):
     nearest name on a typo of a command, a choice or an option ("did you mean 'attack'?")."""
 
     def error(self, message: str) -> Any:  # type: ignore[override]
-        self.exit(2, f"{self.prog}: error: {did_you_mean(message)} (see --help)\n")
+        self.exit(2, one_line(f"{self.prog}: error: {did_you_mean(message)} (see --help)") + "\n")
 
     def parse_known_args(self, args: Any = None, namespace: Any = None) -> Any:  # type: ignore[override]
         ns, extras = super().parse_known_args(args, namespace)
@@ -49,6 +49,22 @@ class OneLineParser(argparse.ArgumentParser):
             hint = f"; did you mean {', '.join(near)}?" if near else ""
             owner.error(f"unrecognized arguments: {' '.join(extras)}{hint}")
         return ns
+
+
+#: characters that break a line or steer a terminal: C0 / C1 controls, line and paragraph separators, bidi overrides
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+#: the longest error message printed whole; a longer one keeps its start and end
+MAX_MESSAGE = 2000
+
+
+def one_line(text: str) -> str:
+    """``text`` as one printable line: every control character escaped ("\\n", "\\x1b"), so a file or class name
+    with a newline cannot split an error message nor move the cursor; an over-long text is cut in its middle."""
+    text = _CONTROL.sub(lambda m: repr(m.group())[1:-1], text)
+    if len(text) > MAX_MESSAGE:
+        half = MAX_MESSAGE // 2
+        text = f"{text[:half]} ... ({len(text) - MAX_MESSAGE} characters left out) ... {text[-half:]}"
+    return text
 
 
 def did_you_mean(message: str) -> str:
@@ -74,34 +90,104 @@ class Formatter(argparse.RawDescriptionHelpFormatter):
         return f"{text} (default: %(default)s)"
 
 
+#: Upper bounds of the options that size the work: far above any run that makes sense, low enough that a typo
+#: (a few extra zeros) is refused at once instead of running for days or filling the memory.
+MAX_STEPS = 100_000
+MAX_RESTARTS = 1_000
+MAX_QUERIES = 1_000_000
+MAX_IMAGES = 100_000_000
+MAX_BATCH = 100_000
+MAX_EPOCHS = 10_000
+MAX_EPS_VALUES = 64
+MAX_PIXELS = 4096
+MAX_CHANNELS = 1024
+#: seeds: 0 <= seed < 2**32 (numpy's range; well inside what torch.manual_seed takes, also after the arithmetic
+#: that derives other seeds from it, e.g. seed * 1_000_003 + batch in prototypes)
+MAX_SEED = 2**32 - 1
+#: the largest magnitude a number option may have: the arithmetic is float32 (about 3.4e38 at most)
+MAX_MAGNITUDE = 1e30
+
+
+def _shown(text: str, n: int = 24) -> str:
+    """``text`` quoted for a message, cut to ``n`` characters (a hostile value may be megabytes long)."""
+    return repr(text) if len(text) <= n else repr(text[:n]) + f"... ({len(text)} characters)"
+
+
 def number(text: str) -> float:
-    """A finite float that may be written as a fraction: "8/255", "0.5/255", "0.03", "1e-3"."""
+    """A finite float that may be written as a fraction: "8/255", "0.5/255", "0.03", "1e-3" (at most
+    :data:`MAX_MAGNITUDE` in magnitude: the arithmetic is float32)."""
     try:
         if "/" in text:
             num, den = text.split("/")
             v = float(Fraction(num.strip())) / float(Fraction(den.strip()))
         else:
             v = float(text)
-    except (ValueError, ZeroDivisionError):
-        raise argparse.ArgumentTypeError(f"not a number: {text!r} (use e.g. 0.03 or 8/255)") from None
+    except (ValueError, ZeroDivisionError, OverflowError):
+        raise argparse.ArgumentTypeError(f"not a number: {_shown(text)} (use e.g. 0.03 or 8/255)") from None
     if not math.isfinite(v):
-        raise argparse.ArgumentTypeError(f"not a finite number: {text!r}")
+        raise argparse.ArgumentTypeError(f"not a finite number: {_shown(text)}")
+    if abs(v) > MAX_MAGNITUDE:
+        raise argparse.ArgumentTypeError(f"out of range: {_shown(text)} (at most {MAX_MAGNITUDE:g} in magnitude)")
+    return v
+
+
+def nonnegative(text: str) -> float:
+    """A :func:`number` >= 0 (a weight, a tolerance, a size in pixels)."""
+    v = number(text)
+    if v < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {_shown(text)}")
     return v
 
 
 def floats(text: str) -> list[float]:
-    """Comma-separated numbers ("0.485,0.456,0.406")."""
-    return [number(t) for t in text.split(",") if t.strip()]
+    """Comma-separated numbers ("0.485,0.456,0.406"), at most :data:`MAX_CHANNELS` of them."""
+    values = [number(t) for t in text.split(",") if t.strip()]
+    if not values:
+        raise argparse.ArgumentTypeError(f"no number in {_shown(text)}")
+    if len(values) > MAX_CHANNELS:
+        raise argparse.ArgumentTypeError(f"{len(values)} numbers; at most {MAX_CHANNELS} (one per channel)")
+    return values
+
+
+def positive_floats(text: str) -> list[float]:
+    """:func:`floats`, each > 0 (a per-channel std: the inputs are divided by it)."""
+    values = floats(text)
+    if any(v <= 0 for v in values):
+        raise argparse.ArgumentTypeError(f"every value must be positive, got {_shown(text)}")
+    return values
+
+
+def bounded_int(lo: int, hi: int) -> Callable[[str], int]:
+    """An argparse ``type``: an integer in ``lo..hi``; a value outside is refused with a message naming the bound."""
+
+    def parse(text: str) -> int:
+        huge = re.fullmatch(r"\s*([+-]?)\d{40,}\s*", text)  # beyond any bound (and Python's int() of over 4300 digits)
+        try:
+            v = (lo - 1 if huge.group(1) == "-" else hi + 1) if huge else int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not an integer: {_shown(text)}") from None
+        if v < lo:
+            raise argparse.ArgumentTypeError(f"must be >= {lo}, got {_shown(text)}")
+        if v > hi:
+            raise argparse.ArgumentTypeError(f"must be at most {hi}, got {_shown(text)}")
+        return v
+
+    parse.__name__ = f"integer in {lo}..{hi}"
+    return parse
 
 
 def positive_int(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {v}")
-    return v
+    """An integer in 1..:data:`MAX_IMAGES` (a count: images, items, units)."""
+    return bounded_int(1, MAX_IMAGES)(text)
+
+
+#: argparse types of the options several commands share
+steps_int = bounded_int(1, MAX_STEPS)
+batch_int = bounded_int(1, MAX_BATCH)
+epochs_int = bounded_int(1, MAX_EPOCHS)
+seed_int = bounded_int(0, MAX_SEED)
+#: help text of a --seed option's range
+SEED_RANGE = "0 <= seed < 2**32"
 
 
 def add_model_args(p: argparse.ArgumentParser, default: str | None = None) -> None:
@@ -109,11 +195,12 @@ def add_model_args(p: argparse.ArgumentParser, default: str | None = None) -> No
                    help="model spec: efficientnet-lite0, digits-cnn, resnet18, cifar-resnet18, torchvision:NAME, timm:NAME, file.py:factory")  # fmt: skip
     p.add_argument("--weights", help="checkpoint for the model (.safetensors, or .pt/.pth read with weights_only=True)")
     p.add_argument("--mean", type=floats, help="per-channel mean the network expects, e.g. 0.485,0.456,0.406")
-    p.add_argument("--std", type=floats, help="per-channel std the network expects, e.g. 0.229,0.224,0.225")
-    p.add_argument("--input-size", type=positive_int, metavar="PIXELS",
+    p.add_argument("--std", type=positive_floats,
+                   help="per-channel std the network expects, e.g. 0.229,0.224,0.225 (each > 0)")
+    p.add_argument("--input-size", type=bounded_int(1, MAX_PIXELS), metavar="PIXELS",
                    help="your own model file (file.py:factory): the side of its square input (default: its input_size attribute, "
-                        "else the data's size, else 224)")  # fmt: skip
-    p.add_argument("--channels", type=positive_int,
+                        "else the data's size, else 224; at most 4096)")
+    p.add_argument("--channels", type=bounded_int(1, MAX_CHANNELS),
                    help="your own model file: its input channels (default: its in_channels attribute, else the data's, else 3)")
 
 
@@ -252,7 +339,8 @@ def check_resumable(run: runs.Run, config: dict[str, Any]) -> None:
     saved = json.loads(saved_path.read_text())
     diff = [k for k, v in config.items() if k != "command" and json.loads(json.dumps(v)) != saved.get(k)]
     if diff:
-        raise AdvlabError(f"{run.final} was started with other settings ({', '.join(diff)}); use --force to start over")
+        raise AdvlabError(f"{str(run.final)!r} was started with other settings ({', '.join(diff)}); "
+                          "use --force to start over")
 
 
 def default_out(name: str) -> Path:
@@ -273,23 +361,27 @@ def require(cond: bool, message: str) -> None:
 # ------------------------------------------------------------------------------------------------ attacks
 #: (flag, attack field, type, help) for every attack option the CLI passes through
 ATTACK_OPTIONS: list[tuple[str, str, Any, str]] = [
-    ("--eps", "eps", None, "perturbation budget in [0, 1] pixel units, e.g. 8/255; a comma list gives a robustness curve"),
+    ("--eps", "eps", None,
+     "perturbation budget in [0, 1] pixel units, e.g. 8/255; a comma list (at most 64) gives a robustness curve"),
     ("--norm", "norm", str, "threat model: linf, l2 or l1"),
     ("--alpha", "alpha", number, "step size in pixel units (PGD family; default 2.5 eps / steps; NES: eps / 4)"),
-    ("--steps", "steps", positive_int, "iterations"),
-    ("--restarts", "restarts", positive_int, "random restarts (PGD family)"),
+    ("--steps", "steps", steps_int, f"iterations (1..{MAX_STEPS})"),
+    ("--restarts", "restarts", bounded_int(1, MAX_RESTARTS), f"random restarts (PGD family; 1..{MAX_RESTARTS})"),
     ("--loss", "loss", str, "objective: ce, margin, dlr, onehot"),
     ("--momentum", "momentum", number, "momentum (MI-FGSM's mu; NES: weight of past gradient estimates)"),
-    ("--n-targets", "n_targets", positive_int, "APGD-T: how many most-likely wrong classes to target"),
-    ("--tries", "tries", positive_int, "noise: random draws per image"),
+    ("--n-targets", "n_targets", bounded_int(1, MAX_RESTARTS),
+     "APGD-T: how many most-likely wrong classes to target (at most the model's classes - 1)"),
+    ("--tries", "tries", steps_int, f"noise: random draws per image (1..{MAX_STEPS})"),
     ("--c", "c", number, "C&W / L-BFGS: initial weight of the loss against the perturbation size"),
     ("--kappa", "kappa", number, "C&W: confidence margin"),
     ("--lr", "lr", number, "C&W / SPSA: Adam learning rate"),
-    ("--binary-search-steps", "binary_search_steps", positive_int, "C&W: rounds of the search over c"),
+    ("--binary-search-steps", "binary_search_steps", bounded_int(1, 100), "C&W: rounds of the search over c (1..100)"),
     ("--overshoot", "overshoot", number, "DeepFool: overshoot"),
     ("--lam", "lam", number, "one-hot attack: weight lambda of ||x - x0||^2"),
-    ("--max-queries", "max_queries", positive_int, "black-box attacks (nes, spsa, square): model queries per image"),
-    ("--samples", "samples", positive_int, "NES / SPSA: antithetic pairs per gradient estimate (2 queries each)"),
+    ("--max-queries", "max_queries", bounded_int(1, MAX_QUERIES),
+     f"black-box attacks (nes, spsa, square): model queries per image (1..{MAX_QUERIES})"),
+    ("--samples", "samples", bounded_int(1, 10_000),
+     "NES / SPSA: antithetic pairs per gradient estimate (2 queries each; 1..10000)"),
     ("--sigma", "sigma", number, "NES: std of the Gaussian probes, in pixel units"),
     ("--delta", "delta", number, "SPSA: size of the Rademacher probes, in pixel units"),
     ("--p-init", "p_init", number, "Square: fraction of the image the first squares cover"),
@@ -303,17 +395,22 @@ def add_attack_args(p: argparse.ArgumentParser) -> None:
         g.add_argument(flag, dest=dest, type=eps_list if flag == "--eps" else typ, help=help_)
     g.add_argument("--random-start", dest="random_start", action=argparse.BooleanOptionalAction, default=None,
                    help="start from a random point in the ball (PGD family)")  # fmt: skip
-    g.add_argument("--seed", type=int, default=0, help="seed for random starts and random targets")
+    g.add_argument("--seed", type=seed_int, default=0, help=f"seed for random starts and random targets ({SEED_RANGE})")
     g.add_argument("--quantize", action="store_true", help="round adversarial images to 8 bits (saved PNGs stay adversarial)")
 
 
 def eps_list(text: str) -> float | list[float]:
-    """One positive eps ("8/255") or a comma list of them ("0.05,0.1,0.2": a robustness curve)."""
+    """One positive eps ("8/255") or a comma list of distinct ones ("0.05,0.1,0.2": a robustness curve), at most
+    :data:`MAX_EPS_VALUES` of them."""
     values = [number(t) for t in text.split(",") if t.strip()]
     if not values:
         raise argparse.ArgumentTypeError("empty eps")
     if any(v <= 0 for v in values):
-        raise argparse.ArgumentTypeError(f"eps must be positive, got {text!r}")
+        raise argparse.ArgumentTypeError(f"eps must be positive, got {_shown(text, 60)}")
+    if len(values) > MAX_EPS_VALUES:
+        raise argparse.ArgumentTypeError(f"{len(values)} eps values; a curve takes at most {MAX_EPS_VALUES}")
+    if len(set(values)) < len(values):
+        raise argparse.ArgumentTypeError(f"an eps is listed twice in {_shown(text, 60)}")
     return values[0] if len(values) == 1 else values
 
 
@@ -341,7 +438,24 @@ def make_attack(args: argparse.Namespace, info: zoo.ModelInfo, name: str | None 
     classes = attack_classes()
     if "eps" not in opts and name in classes and "eps" in options(classes[name]):
         opts["eps"] = default_eps(info)
-    return make(name, **opts)
+    atk = make(name, **opts)
+    if opts.get("n_targets", 0) > info.num_classes - 1:  # the attack takes the option (make refused it otherwise)
+        raise AdvlabError(f"--n-targets {opts['n_targets']}: {info.name} has {info.num_classes} classes, so at most "
+                          f"{info.num_classes - 1} wrong ones to target")
+    check_eps_fits(opts.get("eps"), atk.threat_norm, info)
+    return atk
+
+
+def check_eps_fits(eps: float | list[float] | None, norm: str, info: zoo.ModelInfo) -> None:
+    """Refuse an eps no two images of the model's input box are apart: above the box's diameter in ``norm``
+    (1 in L-inf, sqrt(d) in L2, d in L1 for d = channels x size x size): such a ball is the whole box."""
+    d = info.channels * info.input_size**2
+    diameter = {"linf": 1.0, "l2": math.sqrt(d), "l1": float(d)}.get(norm)
+    largest = max(eps) if isinstance(eps, list) else eps
+    if diameter is not None and largest is not None and largest > diameter:
+        shape = f"{info.channels}x{info.input_size}x{info.input_size}"
+        raise AdvlabError(f"--eps {largest:g} is larger than any {norm} distance between two {shape} images in [0, 1] "
+                          f"(at most {diameter:.4g}): the ball would be the whole box")
 
 
 def parse_target(text: str | None, info: zoo.ModelInfo) -> Target:
@@ -349,6 +463,9 @@ def parse_target(text: str | None, info: zoo.ModelInfo) -> Target:
     if text is None or text in ("random", "least-likely"):
         return text
     if text.lstrip("-").isdigit():
+        if not text.isascii() or len(text) > 12:
+            raise AdvlabError(f"target {_shown(text)} is out of range: {info.name} has classes "
+                              f"0..{info.num_classes - 1}")
         t = int(text)
         if not 0 <= t < info.num_classes:
             raise AdvlabError(f"target {t} is out of range: {info.name} has classes 0..{info.num_classes - 1}")
@@ -360,14 +477,32 @@ def parse_target(text: str | None, info: zoo.ModelInfo) -> Target:
 
 
 # ------------------------------------------------------------------------------------------------ rendering
+#: a cell that starts with one of these is a formula to a spreadsheet (OWASP "CSV injection")
+FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def csv_cell(value: Any) -> Any:
+    """``value`` safe in a spreadsheet: text that starts like a formula (=, +, -, @, tab, carriage return) gets a
+    leading single quote, as OWASP advises ("=HYPERLINK(...)" -> "'=HYPERLINK(...)"); numbers are kept."""
+    return "'" + value if isinstance(value, str) and value.startswith(FORMULA_START) else value
+
+
 def csv_text(rows: list[dict[str, Any]]) -> str:
-    """``rows`` as CSV text, the first row's keys as the header (empty text for no rows)."""
+    """``rows`` as CSV text, the first row's keys as the header (empty text for no rows; a key a row lacks is an
+    empty cell); every cell through :func:`csv_cell` (class and file names may be anything)."""
     buf = io.StringIO()
     if rows:
-        w = csv.DictWriter(buf, fieldnames=list(rows[0]))
-        w.writeheader()
-        w.writerows(rows)
+        fields = list(rows[0])
+        csv.writer(buf).writerow([csv_cell(k) for k in fields])
+        w = csv.DictWriter(buf, fieldnames=fields)
+        w.writerows({k: csv_cell(v) for k, v in r.items()} for r in rows)
     return buf.getvalue()
+
+
+def file_part(name: str, n: int = 24) -> str:
+    """``name`` (a class name) as part of a file name: its first ``n`` characters, every one but a letter, digit,
+    dot, underscore or hyphen as "-" (no path separators, control characters or shell specials in a file name)."""
+    return re.sub(r"[^A-Za-z0-9._-]", "-", name[:n]).lstrip(".") or "-"
 
 
 def short(name: str, n: int = 18) -> str:

@@ -20,6 +20,7 @@ from advlab.cli.common import (
     Formatter,
     add_model_args,
     add_run_args,
+    bounded_int,
     build_model,
     command_line,
     csv_text,
@@ -31,6 +32,9 @@ from advlab.cli.common import (
 )
 from advlab.errors import AdvlabError
 from advlab.experiments import optimality
+
+#: the most forward + backward passes per image (50 times AttackBench's 2000)
+MAX_BUDGET = 100_000
 
 
 def register(sub: argparse._SubParsersAction, flags: argparse.ArgumentParser) -> None:
@@ -48,7 +52,8 @@ def register(sub: argparse._SubParsersAction, flags: argparse.ArgumentParser) ->
     p.add_argument("--data", "-d", required=True, help="data spec (see advlab data)")
     p.add_argument("--attacks", required=True, help="comma-separated attacks: advlab names and library:name peers")
     p.add_argument("--norm", required=True, help="l2, linf, l1 or l0 (each attack must have it)")
-    p.add_argument("--budget", type=positive_int, default=2000, help="forward + backward passes per image (AttackBench: 2000)")
+    p.add_argument("--budget", type=bounded_int(1, MAX_BUDGET), default=2000,
+                   help=f"forward + backward passes per image (AttackBench: 2000; at most {MAX_BUDGET})")
     p.add_argument("--limit", type=positive_int, default=100, help="the first N clean-correct images")
     p.add_argument("--json", action="store_true", help="print the scores as JSON")
     add_run_args(p)

@@ -11,8 +11,11 @@ import torch
 
 from advlab import attacks, data, prototypes, runs, zoo
 from advlab.cli.classify import predict
-from advlab.cli.common import Formatter, add_run_args, command_line, positive_int, say
+from advlab.cli.common import Formatter, add_run_args, bounded_int, command_line, say
 from advlab.evaluation import EvalConfig, evaluate
+
+#: the most torch threads --threads asks for: 4 per core (more only fight over the cores)
+MAX_THREADS = 4 * (os.cpu_count() or 1)
 
 
 def register(sub: argparse._SubParsersAction, flags: argparse.ArgumentParser) -> None:
@@ -26,9 +29,10 @@ def register(sub: argparse._SubParsersAction, flags: argparse.ArgumentParser) ->
         "examples:\n  advlab demo\n  advlab demo --out runs/demo2 --force\n  advlab demo --threads 2 --force",
     )
     add_run_args(p)
-    p.add_argument("--threads", type=positive_int,
+    p.add_argument("--threads", type=bounded_int(1, MAX_THREADS),
                    help="CPU threads for torch (default: the cores the 1-minute load average leaves free, at least 1: on a busy "
-                        "machine one thread finishes several times sooner than threads fighting over the cores)")  # fmt: skip
+                        "machine one thread finishes several times sooner than threads fighting over the cores; "
+                        f"at most {MAX_THREADS}, 4 per core)")
     p.set_defaults(func=run)
 
 

@@ -27,19 +27,34 @@ from advlab import runs, zoo
 from advlab.attacks.base import Attack
 from advlab.attacks.catalog import make
 from advlab.cli.common import (
+    MAX_EPOCHS,
+    MAX_STEPS,
     Formatter,
     add_attack_args,
     add_model_args,
     add_run_args,
+    batch_int,
+    bounded_int,
     build_model,
     command_line,
     default_out,
+    epochs_int,
     load_data_for,
     make_attack,
     number,
     positive_int,
     say,
+    steps_int,
 )
+
+#: the most hidden units of the detector's MLP, and the most held-out attacks
+MAX_HIDDEN = 65_536
+MAX_HELD_OUT = 32
+
+
+def _hidden(text: str) -> int:
+    """--hidden: an integer up to MAX_HIDDEN (a negative one is refused when the detector is set up, saying why)."""
+    return bounded_int(-(2**31), MAX_HIDDEN)(text)
 from advlab.device import device_of
 from advlab.errors import AdvlabError
 
@@ -72,19 +87,22 @@ def register(sub: argparse._SubParsersAction, flags: argparse.ArgumentParser) ->
     g.add_argument("--layer", help="module name whose output the detector reads (default: the penultimate layer)")
     g.add_argument("--pool", choices=("auto", "flatten", "mean"), default="auto",
                    help="how a feature map becomes a vector (auto: flatten up to 4096 values, else the spatial mean)")  # fmt: skip
-    g.add_argument("--hidden", type=int, default=64, help="hidden units of the detector's MLP (0: logistic regression)")
-    g.add_argument("--epochs", type=positive_int, default=50, help="training epochs of the detector")
+    g.add_argument("--hidden", type=_hidden, default=64,
+                   help=f"hidden units of the detector's MLP (0: logistic regression; at most {MAX_HIDDEN})")
+    g.add_argument("--epochs", type=epochs_int, default=50, help=f"training epochs of the detector (1..{MAX_EPOCHS})")
     g.add_argument("--calibration", type=number, default=0.2,
-                   help="fraction of --data-train held out (clean) to choose the threshold")  # fmt: skip
-    g.add_argument("--fpr", type=number, default=0.05, help="false-positive rate on the held-out clean images at the threshold")
+                   help="fraction of --data-train held out (clean) to choose the threshold, in (0, 1)")
+    g.add_argument("--fpr", type=number, default=0.05,
+                   help="false-positive rate on the held-out clean images at the threshold, in (0, 1)")
     e = p.add_argument_group("evaluation")
     e.add_argument("--held-out", help="attacks the detector never saw, e.g. pgd@0.05,fgsm@0.1,deepfool")
-    e.add_argument("--adaptive-steps", type=positive_int, help="steps of the adaptive PGD (default: the training attack's, at least 10)")
+    e.add_argument("--adaptive-steps", type=steps_int,
+                   help=f"steps of the adaptive PGD (default: the training attack's, at least 10; at most {MAX_STEPS})")
     e.add_argument("--adaptive-c", type=number, default=1.0, help="weight c of the detector's margin in the adaptive objective")
     e.add_argument("--adaptive-kappa", type=number, default=1.0, help="margin kappa beyond which a goal stops pulling")
     p.add_argument("--limit-train", type=positive_int, help="only the first N images of --data-train")
     p.add_argument("--limit", type=positive_int, help="only the first N images of --data")
-    p.add_argument("--batch-size", type=positive_int, default=256, help="images per attack batch")
+    p.add_argument("--batch-size", type=batch_int, default=256, help="images per attack batch")
     p.add_argument("--json", action="store_true", help="print metrics as JSON")
     add_run_args(p)
     p.set_defaults(func=run)
@@ -94,14 +112,14 @@ def register(sub: argparse._SubParsersAction, flags: argparse.ArgumentParser) ->
 def _training_attack(args: argparse.Namespace, info: zoo.ModelInfo) -> tuple[Attack, float]:
     """The eps-bounded training attack (made as every command makes it: without --eps, :func:`default_eps`)."""
     if args.attack in UNBOUNDED:
-        raise AdvlabError(f"the training attack must be eps-bounded (pgd, fgsm, mifgsm, apgd), not {args.attack}: "
+        raise AdvlabError(f"the training attack must be eps-bounded (pgd, fgsm, mifgsm, apgd), not {args.attack!r}: "
                           "the adaptive attack is compared with it at the same eps")  # fmt: skip
     if isinstance(args.eps, list):
         raise AdvlabError(f"detect takes one --eps, got {','.join(f'{e:g}' for e in args.eps)}")
     atk = make_attack(args, info)
     eps = getattr(atk, "eps", None)
     if not isinstance(eps, float):
-        raise AdvlabError(f"the training attack must be eps-bounded (pgd, fgsm, mifgsm, apgd), not {args.attack}")
+        raise AdvlabError(f"the training attack must be eps-bounded (pgd, fgsm, mifgsm, apgd), not {args.attack!r}")
     return atk, eps
 
 
@@ -119,6 +137,8 @@ def _held_out(spec: str | None, atk: Attack, eps: float, seed: int) -> list[tupl
         items = [s.strip() for s in spec.split(",") if s.strip()]
         if not items:
             raise AdvlabError("--held-out names no attack; e.g. pgd@0.05,fgsm@0.1,deepfool")
+        if len(items) > MAX_HELD_OUT:
+            raise AdvlabError(f"--held-out names {len(items)} attacks; at most {MAX_HELD_OUT}")
     out = [(f"{_label(atk)} (training attack)", atk)]
     seen = {_label(atk)}
     for item in items:

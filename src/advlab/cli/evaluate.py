@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import html
 import json
 import math
+import os
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +29,7 @@ from advlab.cli.common import (
     add_model_args,
     add_run_args,
     attack_options,
+    batch_int,
     build_model,
     command_line,
     csv_text,
@@ -101,7 +104,13 @@ def _config(args: argparse.Namespace, info: zoo.ModelInfo) -> EvalConfig:
         return EvalConfig(preset=args.preset or "reliable", eps=eps, norm=args.norm or "linf", **common)
     if args.preset:
         raise AdvlabError("give --preset or --attack, not both")
-    atks = tuple(make_attack(args, info, name) for name in args.attack.split(",") if name.strip())
+    names = [name.strip() for name in args.attack.split(",") if name.strip()]
+    if not names:
+        raise AdvlabError(f"--attack {args.attack!r} names no attack; e.g. --attack apgd,square")
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        raise AdvlabError(f"--attack lists {', '.join(twice)} twice: a cascade runs each attack once (use --restarts)")
+    atks = tuple(make_attack(args, info, name) for name in names)
     return EvalConfig(attacks=atks, eps=eps, norm=args.norm if eps is not None else None, **common)
 
 
@@ -110,8 +119,8 @@ def run(args: argparse.Namespace) -> int:
     model = place_model(build_model(args), dist.device, args.channels_last)
     info: zoo.ModelInfo = model.info  # type: ignore[assignment]
     config = _config(args, info)
-    if args.robustbench and not Path(args.robustbench).resolve().parent.is_dir():
-        raise AdvlabError(f"--robustbench: no such directory for {args.robustbench!r}")
+    if args.robustbench:
+        _check_robustbench(args.robustbench)
     if args.amp:
         _check_amp(config)
     x, y, desc = load_data_for(args.data, info, limit=args.limit)
@@ -141,6 +150,19 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _check_robustbench(path: str) -> None:
+    """Refuse a --robustbench file that cannot be written before the evaluation runs, not after: a name the file
+    system takes, and nothing there but a regular file (a link, folder, device or FIFO is never replaced). Missing
+    folders on its path are made when it is written."""
+    target = Path(path)
+    if not target.name or path.endswith(os.sep):
+        raise AdvlabError(f"--robustbench {path!r} is a directory; name a .json file")
+    if len(os.fsencode(target.name)) > 255:
+        raise AdvlabError(f"--robustbench {path[:60]!r}...: the file name is too long for the file system "
+                          "(at most 255 bytes)")
+    runs.check_writable(target)
+
+
 def _attack_model(args: argparse.Namespace, model: torch.nn.Module, dist: distributed.Dist) -> torch.nn.Module | None:
     """What the attacks run on: the --bpda twin (checked to take the model's input and give its number of classes),
     under bfloat16 autocast with --amp; None: the model itself."""
@@ -152,8 +174,9 @@ def _attack_model(args: argparse.Namespace, model: torch.nn.Module, dist: distri
         with torch.no_grad():
             out, want = twin(probe), model(probe)
         if not isinstance(out, torch.Tensor) or out.shape != want.shape:
-            raise AdvlabError(f"--bpda {args.bpda}: the twin gives {tuple(getattr(out, 'shape', ()))} for an input on which the "
-                              f"model gives {tuple(want.shape)}; it must take the same images and return the same classes")  # fmt: skip
+            got = tuple(getattr(out, "shape", ()))
+            raise AdvlabError(f"--bpda {args.bpda!r}: the twin gives {got} for an input on which the model gives "
+                              f"{tuple(want.shape)}; it must take the same images and return the same classes")
     if args.amp:
         return zoo.Autocast(twin)
     return None if twin is model else twin
@@ -194,7 +217,7 @@ def _check_amp(config: EvalConfig) -> None:
 
 
 def _batch_size(text: str) -> int | str:
-    return "auto" if text == "auto" else positive_int(text)
+    return "auto" if text == "auto" else batch_int(text)
 
 
 def _encode(part: BatchResult) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
@@ -228,5 +251,6 @@ def _write(run_dir: runs.Run, x: torch.Tensor, y: torch.Tensor, report: EvalRepo
 def _report(run_dir: runs.Run, report: EvalReport, info: zoo.ModelInfo, args: argparse.Namespace) -> None:
     from advlab.report import write_report
 
-    sections = [("Warnings", "<ul>" + "".join(f"<li>{f}</li>" for f in report.flags) + "</ul>")] if report.flags else []
+    items = "".join(f"<li>{html.escape(f)}</li>" for f in report.flags)
+    sections = [("Warnings", f"<ul>{items}</ul>")] if report.flags else []
     write_report(run_dir.path, f"advlab eval: {info.name} on {args.data}", sections)

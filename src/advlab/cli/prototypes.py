@@ -14,25 +14,34 @@ import argparse
 import html
 import json
 import math
+import shlex
 from typing import Any
 
 import torch
 
 from advlab import distributed, prototypes, runs, zoo
 from advlab.cli.common import (
+    MAX_PIXELS,
+    MAX_STEPS,
+    SEED_RANGE,
     Formatter,
     add_device_args,
     add_model_args,
     add_run_args,
+    batch_int,
+    bounded_int,
     build_model,
     command_line,
     csv_text,
     default_out,
+    nonnegative,
     number,
     place_model,
     positive_int,
     say,
+    seed_int,
     short,
+    steps_int,
 )
 from advlab.cli.runner import Job, Units, batch_size, run_job, run_settings
 from advlab.errors import AdvlabError
@@ -77,7 +86,7 @@ def register(sub: argparse._SubParsersAction, flags: argparse.ArgumentParser) ->
                    help="another model that scores the prototypes (repeatable), e.g. efficientnet-lite1 or digits-cnn=other.safetensors")  # fmt: skip
     o.add_argument("--compare", choices=list(recipes.RECIPES),
                    help="also evolve the same pairs with this recipe (e.g. adversarial) and report its recognizability side by side")
-    o.add_argument("--batch-size", type=positive_int, help="pairs per batch (default: sized to memory)")
+    o.add_argument("--batch-size", type=batch_int, help="pairs per batch (default: sized to memory)")
     o.add_argument("--json", action="store_true", help="print metrics as JSON")
     add_device_args(p)
     add_run_args(p, resume=True)
@@ -96,21 +105,49 @@ def _add_generator_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--method", choices=list(prototypes.METHODS), help="pgd, mifgsm (L-inf) or pgdl2 (L2) (default pgd)")
     g.add_argument("--eps", type=number, help="radius of the ball around the start (L-inf for pgd/mifgsm, L2 for pgdl2; default: unconstrained)")
     g.add_argument("--alpha", type=number, help="step size (default 1/255 for L-inf, 0.5 for L2)")
-    g.add_argument("--steps", type=positive_int, help="most optimization steps per prototype (default: the preset's, 200 adversarial, 256 natural)")
-    g.add_argument("--tol", type=number, help="min mode: a pair stops when ||grad||_2 < tol (default 1e-4)")
-    g.add_argument("--momentum", type=number, help="mifgsm's mu (default 1)")
+    g.add_argument("--steps", type=steps_int,
+                   help=f"most optimization steps per prototype (default: the preset's, 200 adversarial, 256 natural; "
+                        f"at most {MAX_STEPS})")
+    g.add_argument("--tol", type=nonnegative, help="min mode: a pair stops when ||grad||_2 < tol (default 1e-4)")
+    g.add_argument("--momentum", type=nonnegative, help="mifgsm's mu (default 1)")
     g.add_argument("--param", choices=list(PARAMS), help="what the step moves: pixels (default), fourier (decorrelated colour, "
                                                            "1/f spectrum) or phase (Fourier phase, natural magnitude)")  # fmt: skip
-    g.add_argument("--tv", type=number, help="weight of the total-variation prior")
-    g.add_argument("--bn", type=number, help="weight of the BatchNorm-statistics prior (DeepInversion; models with BatchNorm)")
-    g.add_argument("--l2", type=number, help="weight of the L2 prior ||x - 0.5||_2")
-    g.add_argument("--blur-prior", type=number, help="weight of the blur prior mean (x - blur(x))^2 (sigma 1 pixel)")
-    g.add_argument("--jitter", type=int, help="random shift of up to N pixels per step")
+    g.add_argument("--tv", type=nonnegative, help="weight of the total-variation prior")
+    g.add_argument("--bn", type=nonnegative,
+                   help="weight of the BatchNorm-statistics prior (DeepInversion; models with BatchNorm)")
+    g.add_argument("--l2", type=nonnegative, help="weight of the L2 prior ||x - 0.5||_2")
+    g.add_argument("--blur-prior", type=nonnegative,
+                   help="weight of the blur prior mean (x - blur(x))^2 (sigma 1 pixel)")
+    g.add_argument("--jitter", type=bounded_int(0, MAX_PIXELS),
+                   help=f"random shift of up to N pixels per step (0..{MAX_PIXELS})")
     g.add_argument("--scale", type=number, help="random zoom by up to +-S per view (a fraction, e.g. 0.1)")
-    g.add_argument("--rotate", type=number, help="random rotation by up to +-D degrees per view")
-    g.add_argument("--transforms-per-step", type=positive_int, help="random views per image and step (default 1)")
-    g.add_argument("--blur", type=number, help="Gaussian blur sigma (pixels) after every step (pixels only)")
-    g.add_argument("--seed", type=int, default=0, help="seed for noise starts and jitter")
+    g.add_argument("--rotate", type=_degrees, help="random rotation by up to +-D degrees per view (0..180)")
+    g.add_argument("--transforms-per-step", type=bounded_int(1, MAX_VIEWS),
+                   help=f"random views per image and step (default 1; at most {MAX_VIEWS})")
+    g.add_argument("--blur", type=_sigma,
+                   help=f"Gaussian blur sigma (pixels) after every step (pixels only; 0..{MAX_PIXELS})")
+    g.add_argument("--seed", type=seed_int, default=0, help=f"seed for noise starts and jitter ({SEED_RANGE})")
+
+
+#: the most random views per image and step (each is a forward and backward pass), and the most --judge models
+MAX_VIEWS = 256
+MAX_JUDGES = 16
+
+
+def _degrees(text: str) -> float:
+    """--rotate: a number of degrees in [0, 180]."""
+    v = number(text)
+    if not 0 <= v <= 180:
+        raise argparse.ArgumentTypeError(f"degrees in [0, 180], got {text[:40]!r}")
+    return v
+
+
+def _sigma(text: str) -> float:
+    """--blur: a sigma in pixels, in [0, MAX_PIXELS]."""
+    v = nonnegative(text)
+    if v > MAX_PIXELS:
+        raise argparse.ArgumentTypeError(f"a sigma of at most {MAX_PIXELS} pixels, got {text[:40]!r}")
+    return v
 
 
 def _add_human_commands(p: argparse.ArgumentParser) -> None:
@@ -119,7 +156,7 @@ def _add_human_commands(p: argparse.ArgumentParser) -> None:
                              help="a human check of a finished run: quiz RUN writes RUN/quiz.html; score RUN ANSWERS.json")  # fmt: skip
     q = human.add_parser("quiz", help="write RUN/quiz.html: each prototype with four class names in random order (self-contained)")
     q.add_argument("run_dir", metavar="RUN", help="a finished prototypes run directory")
-    q.add_argument("--quiz-seed", type=int, default=0, help="seed of the choices and their order")
+    q.add_argument("--quiz-seed", type=seed_int, default=0, help=f"seed of the choices and their order ({SEED_RANGE})")
     q.add_argument("--items", type=positive_int, default=100, help="at most this many prototypes (the first ones)")
     q.set_defaults(func=quiz_command)
     sc = human.add_parser("score", help="human accuracy of downloaded answers, next to the judges' agreement")
@@ -138,15 +175,17 @@ def _steps_list(text: str | None) -> tuple[int, ...] | None:
 
 
 def _judges(specs: list[str], info: zoo.ModelInfo) -> list[tuple[str, torch.nn.Module]]:
+    if len(specs) > MAX_JUDGES:
+        raise AdvlabError(f"{len(specs)} --judge models; at most {MAX_JUDGES}")
     out = []
     for spec in specs:
         name, _, weights = spec.partition("=")
         model = zoo.load(name, weights=weights or None)
         j: zoo.ModelInfo = model.info  # type: ignore[assignment]
         if j.channels != info.channels:
-            raise AdvlabError(f"judge {name} takes {j.channels}-channel images, {info.name} {info.channels}")
+            raise AdvlabError(f"judge {name!r} takes {j.channels}-channel images, {info.name} {info.channels}")
         if j.num_classes != info.num_classes:
-            raise AdvlabError(f"judge {name} has {j.num_classes} classes, {info.name} {info.num_classes}")
+            raise AdvlabError(f"judge {name!r} has {j.num_classes} classes, {info.name} {info.num_classes}")
         out.append((spec, model))
     return out
 
@@ -172,6 +211,8 @@ def _config(args: argparse.Namespace, model: torch.nn.Module | None = None, pres
 
 def _pairs(args: argparse.Namespace, info: zoo.ModelInfo) -> tuple[Starts, list[int], list[int]]:
     """The starts, the targets and the pair indices (first start) whose snapshots strips.png shows."""
+    _check_class_numbers(args.targets, "--targets", info.num_classes)
+    _check_class_numbers(args.strip_classes, "--strip-classes", info.num_classes)
     starts = prototypes.parse_start(args.start, info.channels, info.input_size, seed=args.seed, limit=args.limit)
     targets = prototypes.parse_targets(args.targets, info.num_classes, info.class_names)
     strips = prototypes.parse_targets(args.strip_classes, info.num_classes, info.class_names) if args.strip_classes else targets[:10]
@@ -179,6 +220,16 @@ def _pairs(args: argparse.Namespace, info: zoo.ModelInfo) -> tuple[Starts, list[
     if missing:
         raise AdvlabError(f"--strip-classes {missing[0]} is not among the targets")
     return starts, targets, [targets.index(t) for t in strips]
+
+
+def _check_class_numbers(spec: str | None, option: str, num_classes: int) -> None:
+    """Refuse a class number of a --targets / --strip-classes spec ("3", "0-9") outside the model's classes before the
+    spec is expanded: "0-1000000000" would otherwise build a list of a billion targets first."""
+    for part in (spec or "").split(","):
+        for token in part.strip().partition("-")[::2]:
+            if token.isdigit() and (not token.isascii() or len(token) > 9 or int(token) >= num_classes):
+                raise AdvlabError(f"{option} {part.strip()[:40]!r} is out of range: the model has classes "
+                                  f"0..{num_classes - 1}")
 
 
 def _finished_run(path: str) -> tuple[Any, dict[str, torch.Tensor], dict[str, Any]]:
@@ -189,7 +240,7 @@ def _finished_run(path: str) -> tuple[Any, dict[str, torch.Tensor], dict[str, An
 
     d = Path(path)
     if not (d / "prototypes.safetensors").is_file() or not (d / "metrics.json").is_file():
-        raise AdvlabError(f"{path} is not a finished prototypes run (no prototypes.safetensors / metrics.json)")
+        raise AdvlabError(f"{path!r} is not a finished prototypes run (no prototypes.safetensors / metrics.json)")
     return d, load_file(str(d / "prototypes.safetensors")), json.loads((d / "metrics.json").read_text())
 
 
@@ -219,12 +270,12 @@ def score_command(args: argparse.Namespace) -> int:
 
     d, _, m = _finished_run(args.run_dir)
     if not (d / "quiz.json").is_file():
-        raise AdvlabError(f"{d} has no quiz.json: run advlab prototypes quiz {d} first")
+        raise AdvlabError(f"{str(d)!r} has no quiz.json: run advlab prototypes quiz {shlex.quote(str(d))} first")
     try:
         answers = json.loads(Path(args.answers).read_text())
         human = quiz.score(json.loads((d / "quiz.json").read_text()), answers)
     except (OSError, json.JSONDecodeError, ValueError, AttributeError) as e:
-        raise AdvlabError(f"cannot score {args.answers}: {e}") from None
+        raise AdvlabError(f"cannot score {args.answers!r}: {e}") from None
     out = {"human": human, "self": m["self"]["top1_agreement"], "judges": {k: v["top1_agreement"] for k, v in m["judges"].items()}}
     if getattr(args, "json", False):
         print(json.dumps(out, indent=2))

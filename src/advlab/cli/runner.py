@@ -23,7 +23,6 @@ units were spread over ranks and launches. Other ranks, and a run that is comple
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -37,7 +36,6 @@ from advlab.cli.common import progress, say
 from advlab.cli.shards import FINGERPRINT, Shards, open_shards
 from advlab.distributed import Dist
 from advlab.runs.fingerprint import fingerprint
-from advlab.runs.rundir import PARTIAL_SUFFIX
 from advlab.work import Work
 
 T = TypeVar("T")
@@ -177,9 +175,10 @@ def run_settings(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def saved_batch_size(out: str | Path) -> int | None:
-    """The batch size an interrupted run at ``out`` was started with (its partial directory's config.json)."""
-    saved = Path(f"{out}{PARTIAL_SUFFIX}") / "config.json"
-    return json.loads(saved.read_text()).get("batch_size") if saved.exists() else None
+    """The batch size an interrupted run at ``out`` was started with (its partial directory's config.json, read
+    without following a link; None where there is none or it cannot be read)."""
+    size = (runs.rundir.partial_config(out) or {}).get("batch_size")
+    return size if isinstance(size, int) and size > 0 else None
 
 
 def batch_size(given: int | None, out: str | Path, resume: bool, dist: Dist, estimate: Callable[[], int]) -> int:

@@ -7,9 +7,12 @@ from __future__ import annotations
 import argparse
 import json
 
-from advlab.cli.common import Formatter, positive_int, say
+from advlab.cli.common import SEED_RANGE, Formatter, bounded_int, say, seed_int
 from advlab.errors import AdvlabError
 from advlab.experiments import known
+
+#: the most samples per known-answer problem (every attack of the suite runs on each)
+MAX_N = 10_000
 
 
 def register(sub: argparse._SubParsersAction, flags: argparse.ArgumentParser) -> None:
@@ -25,8 +28,8 @@ def register(sub: argparse._SubParsersAction, flags: argparse.ArgumentParser) ->
         "  advlab selftest --attacks fmn,ddn --n 128 --seed 1",
     )  # fmt: skip
     p.add_argument("--attacks", help="comma-separated labels of the suite (default: all)")
-    p.add_argument("--n", type=positive_int, default=64, help="samples per problem")
-    p.add_argument("--seed", type=int, default=0, help="seed of the random problems")
+    p.add_argument("--n", type=bounded_int(1, MAX_N), default=64, help=f"samples per problem (1..{MAX_N})")
+    p.add_argument("--seed", type=seed_int, default=0, help=f"seed of the random problems ({SEED_RANGE})")
     p.add_argument("--json", action="store_true", help="print the checks as JSON")
     p.set_defaults(func=run)
 

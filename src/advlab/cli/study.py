@@ -22,6 +22,7 @@ from advlab.cli.common import (
     add_device_args,
     add_model_args,
     add_run_args,
+    batch_int,
     build_model,
     command_line,
     csv_text,
@@ -29,6 +30,7 @@ from advlab.cli.common import (
     html_table,
     load_data_for,
     make_attack,
+    number,
     place_model,
     positive_int,
     say,
@@ -38,6 +40,9 @@ from advlab.errors import AdvlabError
 from advlab.experiments import study
 from advlab.experiments.study import Outcome, Row, Setting
 from advlab.work import Work
+
+#: the most defense settings one study sweeps (each is a full attack on the sample set)
+MAX_SETTINGS = 100
 
 DEFENSE_NAMES = ("e", "s", "r", "quant", "clamp")
 #: what each defense does to the model, for captions
@@ -75,7 +80,7 @@ def register(sub: argparse._SubParsersAction, flags: argparse.ArgumentParser) ->
     q.add_argument("--limit", type=positive_int, default=500, help="the sample set: the first N images (default 500)")
     q.add_argument("--calibration", type=positive_int, default=128,
                    help="images (the first N of the sample set, unlabelled use) that calibrate clamp bounds (default 128)")  # fmt: skip
-    q.add_argument("--batch-size", type=positive_int, default=256, help="images per attack batch")
+    q.add_argument("--batch-size", type=batch_int, default=256, help="images per attack batch")
     q.add_argument("--json", action="store_true", help="print the rows as JSON")
     add_device_args(q)
     add_run_args(q, resume=True)
@@ -93,9 +98,10 @@ def parse_settings(text: str | None, defenses: list[str], model: torch.nn.Module
         if not eq or name not in DEFENSE_NAMES:
             raise AdvlabError(f"--settings: expected DEFENSE=V1,V2 with DEFENSE one of {', '.join(DEFENSE_NAMES)}, got {part!r}")
         try:
-            given[name] = [float(v) for v in values.split(",") if v.strip()]
-        except ValueError:
-            raise AdvlabError(f"--settings: values for {name} must be numbers, got {values!r}") from None
+            given[name] = [number(v) for v in values.split(",") if v.strip()]
+        except argparse.ArgumentTypeError:
+            raise AdvlabError(f"--settings: values for {name} must be numbers (finite ones), "
+                              f"got {values[:60]!r}") from None
         if name not in defenses:
             defenses.append(name)
     out: list[Setting] = []
@@ -103,6 +109,8 @@ def parse_settings(text: str | None, defenses: list[str], model: torch.nn.Module
         if d not in DEFENSE_NAMES:
             raise AdvlabError(f"unknown defense {d!r}; choose from {', '.join(DEFENSE_NAMES)}")
         out += [Setting(d, v) for v in given[d]] if d in given else study.default_settings(model, d)
+    if len(out) > MAX_SETTINGS:
+        raise AdvlabError(f"--settings: {len(out)} defense settings; a study sweeps at most {MAX_SETTINGS}")
     for s in out:
         s.check()
     return out

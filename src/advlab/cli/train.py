@@ -19,19 +19,26 @@ import torch
 
 from advlab import runs, zoo
 from advlab.cli.common import (
+    MAX_EPOCHS,
+    MAX_STEPS,
+    SEED_RANGE,
     Formatter,
     add_model_args,
     add_run_args,
+    batch_int,
     build_model,
     check_resumable,
     command_line,
     csv_text,
     default_out,
+    epochs_int,
     load_data_for,
     number,
     positive_int,
     progress,
     say,
+    seed_int,
+    steps_int,
 )
 from advlab.defenses.training import (
     ADVERSARIAL,
@@ -81,16 +88,19 @@ def register(sub: argparse._SubParsersAction, flags: argparse.ArgumentParser) ->
     add_model_args(p, default="digits-cnn")
     p.add_argument("--data", "-d", default="digits:train", help="training data spec")
     p.add_argument("--eval-data", help="held-out data spec (default: the matching :test split)")
-    p.add_argument("--epochs", type=positive_int, default=d.epochs, help="passes over the training data")
+    p.add_argument("--epochs", type=epochs_int, default=d.epochs,
+                   help=f"passes over the training data (1..{MAX_EPOCHS})")
     p.add_argument("--lr", type=number, default=d.lr, help="peak learning rate")
-    p.add_argument("--batch-size", type=positive_int, default=d.batch_size, help="images per optimizer step")
-    p.add_argument("--seed", type=int, default=d.seed, help="seed of the initial weights, the data order and the attacks")
+    p.add_argument("--batch-size", type=batch_int, default=d.batch_size, help="images per optimizer step")
+    p.add_argument("--seed", type=seed_int, default=d.seed,
+                   help=f"seed of the initial weights, the data order and the attacks ({SEED_RANGE})")
     p.add_argument("--limit", type=positive_int, help="train on the first N samples only")
     a = p.add_argument_group("adversarial training")
     a.add_argument("--adversarial", choices=ADVERSARIAL, help="inner maximization: pgd (Madry et al.) or fgsm-rs (Wong et al.)")
     a.add_argument("--eps", type=number, help="L-inf radius in [0, 1] pixel units, e.g. 0.1 or 8/255 (default 0.1 on digits, "
                    "0.3 on mnist, else 8/255); also the radius of the robust evaluation")  # fmt: skip
-    a.add_argument("--adv-steps", type=positive_int, default=d.adv_steps, help="PGD steps per batch (pgd only)")
+    a.add_argument("--adv-steps", type=steps_int, default=d.adv_steps,
+                   help=f"PGD steps per batch (pgd only; 1..{MAX_STEPS})")
     a.add_argument("--adv-alpha", type=number, help="step size in pixel units (default 2.5 eps / steps for pgd, 1.25 eps for fgsm-rs)")
     a.add_argument("--logit-pairing", type=number, default=d.logit_pairing, metavar="LAMBDA", help="weight of mean ||f(x) - f(x_adv)||_2^2")
     a.add_argument("--gamma", type=number, default=d.gamma, help="weight of CE(f(x_adv), y)")
@@ -270,9 +280,10 @@ def _checkpoint_to_resume(run_dir: runs.Run, s: _Setup) -> TrainState | None:
     try:
         saved = TrainConfig(**state.config)
     except TypeError:
-        raise AdvlabError(f"{run_dir.path} holds a checkpoint this version cannot read; use --force to start over") from None
+        raise AdvlabError(f"{str(run_dir.path)!r} holds a checkpoint this version cannot read; "
+                          "use --force to start over") from None
     if saved != s.config or state.samples != len(s.y):
-        raise AdvlabError(f"{run_dir.path} was checkpointed with other settings; use --force to start over")
+        raise AdvlabError(f"{str(run_dir.path)!r} was checkpointed with other settings; use --force to start over")
     return state
 
 

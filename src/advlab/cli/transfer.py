@@ -20,6 +20,8 @@ from advlab.cli.common import (
     Formatter,
     add_attack_args,
     add_run_args,
+    batch_int,
+    bounded_int,
     command_line,
     csv_text,
     default_out,
@@ -31,6 +33,10 @@ from advlab.cli.common import (
 )
 from advlab.errors import AdvlabError
 from advlab.experiments import transfer
+
+#: the most models a transfer matrix loads (--from and --to together), and the most noise tries per image
+MAX_MODELS = 32
+MAX_TRIES = 10_000
 
 
 def register(sub: argparse._SubParsersAction, flags: argparse.ArgumentParser) -> None:
@@ -56,9 +62,10 @@ def register(sub: argparse._SubParsersAction, flags: argparse.ArgumentParser) ->
     p.add_argument("--attack", "-a", default="pgd", help="the attack (default pgd; see advlab attack --help)")
     add_attack_args(p)
     p.add_argument("--ensemble", action="store_true", help="add a row: the attack on the logit average of all --from models")
-    p.add_argument("--noise-tries", type=positive_int, default=transfer.NOISE_TRIES, help="random points per image in the chance baseline")
+    p.add_argument("--noise-tries", type=bounded_int(1, MAX_TRIES), default=transfer.NOISE_TRIES,
+                   help=f"random points per image in the chance baseline (1..{MAX_TRIES})")
     p.add_argument("--limit", type=positive_int, default=500, help="the first N images (default 500)")
-    p.add_argument("--batch-size", type=positive_int, default=128, help="images attacked together")
+    p.add_argument("--batch-size", type=batch_int, default=128, help="images attacked together")
     p.add_argument("--json", action="store_true", help="print the matrix as JSON")
     add_run_args(p)
     p.set_defaults(func=run)
@@ -103,6 +110,9 @@ def run(args: argparse.Namespace) -> int:
     if not sources:
         raise AdvlabError("--from needs at least one model")
     targets = targets or sources
+    if len(set(sources + targets)) > MAX_MODELS:
+        raise AdvlabError(f"--from and --to name {len(set(sources + targets))} models; "
+                          f"a transfer matrix takes at most {MAX_MODELS}")
     if args.ensemble and len(sources) < 2:
         raise AdvlabError("--ensemble needs at least two --from models")
     models = load_models(list(dict.fromkeys([*sources, *targets])))

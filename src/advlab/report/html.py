@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import html
 import json
+import os
 import re
+import stat
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -175,9 +177,18 @@ def write_report(run_dir: str | Path, title: str, sections: list[tuple[str, str]
         text = (captions or {}).get(p.name) or caption_for(command, p.name)
         parts.append(f"<figure><img src='{html.escape(p.name)}' alt='{html.escape(text)}'><figcaption>{html.escape(text)}"
                      f" <span class='more'>({html.escape(p.name)})</span></figcaption></figure>")  # fmt: skip
-    files = sorted(p.name for p in run_dir.iterdir() if p.is_file() and p.suffix != ".png" and p.name not in ("report.html", "LOCK"))
+    skip = ("report.html", "LOCK")
+    files = sorted(p.name for p in run_dir.iterdir() if _is_own_file(p) and p.suffix != ".png" and p.name not in skip)
     parts.append("<h2>Files</h2><ul>" + "".join(f"<li><a href='{html.escape(f)}'>{html.escape(f)}</a></li>" for f in files) + "</ul>")
     parts.append("</body></html>")
     out = run_dir / "report.html"
     atomic_write(out, "\n".join(parts))
     return out
+
+
+def _is_own_file(path: Path) -> bool:
+    """Whether ``path`` is a regular file itself (a link placed in the run directory is not listed or followed)."""
+    try:
+        return stat.S_ISREG(os.lstat(path).st_mode)
+    except OSError:
+        return False
