@@ -10,16 +10,13 @@ from __future__ import annotations
 import gzip
 import io
 import os
-import re
 import socket
 import struct
 import tarfile
-import threading
 import time
 import tracemalloc
 import zipfile
 import zlib
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -33,32 +30,10 @@ from advlab.data import files, images, official, specs
 from advlab.data.images import MAX_ASPECT, MAX_IMAGE_PIXELS, read_image, resize_batch
 from advlab.errors import AdvlabError
 from tests.cli.helpers import run_cli
+from tests.hostile import refuses
 
 #: a path component longer than any file system allows (NAME_MAX is 255 on Linux)
 LONG = "n" * 300
-
-
-def _refuses(fn: Callable[[], object], match: str, *, within_s: float = 20.0) -> AdvlabError:
-    """``fn()`` raises an AdvlabError matching ``match``, on one line, within ``within_s`` seconds (run in a
-    daemon thread, so that a call that blocks fails the test instead of hanging it)."""
-    box: dict[str, BaseException | object] = {}
-
-    def target() -> None:
-        try:
-            box["result"] = fn()
-        except BaseException as e:  # noqa: BLE001 - handed to the test thread
-            box["error"] = e
-
-    worker = threading.Thread(target=target, daemon=True)
-    worker.start()
-    worker.join(within_s)
-    assert not worker.is_alive(), f"still running after {within_s} s (blocked?)"
-    err = box.get("error")
-    assert isinstance(err, AdvlabError), f"expected an AdvlabError, got {err!r} / {box.get('result')!r}"
-    message = str(err)
-    assert "\n" not in message and message.strip(), message
-    assert re.search(match, message), f"{match!r} not in {message!r}"
-    return err
 
 
 def _cli_one_line(tmp_path: Path, argv: list[str]) -> str:
@@ -95,9 +70,9 @@ def _png_header(path: Path, w: int, h: int) -> Path:
 def test_a_fifo_given_as_an_image_is_refused_without_blocking(tmp_path: Path) -> None:
     fifo = tmp_path / "x.png"
     os.mkfifo(fifo)
-    _refuses(lambda: data.load(str(fifo)), r"'.*x\.png' is a FIFO \(named pipe\), not a regular file")
-    _refuses(lambda: read_image(fifo, 8, 1), "FIFO")
-    _refuses(lambda: data.load(f"tensors:{tmp_path / 'x.png'}"), "FIFO")
+    refuses(lambda: data.load(str(fifo)), r"'.*x\.png' is a FIFO \(named pipe\), not a regular file")
+    refuses(lambda: read_image(fifo, 8, 1), "FIFO")
+    refuses(lambda: data.load(f"tensors:{tmp_path / 'x.png'}"), "FIFO")
     line = _cli_one_line(tmp_path, ["classify", str(fifo), "--model", "digits-cnn"])
     assert "FIFO" in line
 
@@ -107,7 +82,7 @@ def test_a_fifo_swapped_in_after_the_check_still_cannot_block(tmp_path: Path, mo
     fifo = tmp_path / "race.png"
     os.mkfifo(fifo)
     monkeypatch.setattr(files, "require_regular", lambda path, what="file": os.stat(path))
-    _refuses(lambda: files.open_regular(fifo, "image"), "is a FIFO", within_s=5)
+    refuses(lambda: files.open_regular(fifo, "image"), "is a FIFO", within_s=5)
 
 
 def test_folders_and_globs_skip_fifos_and_devices(tmp_path: Path) -> None:
@@ -125,11 +100,11 @@ def test_folders_and_globs_skip_fifos_and_devices(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("device", ["/dev/zero", "/dev/null"])
 def test_devices_are_refused(tmp_path: Path, device: str) -> None:
-    _refuses(lambda: data.load(device), "is a character device, not a regular file")
-    _refuses(lambda: data.load(f"tensors:{device}"), "character device")
+    refuses(lambda: data.load(device), "is a character device, not a regular file")
+    refuses(lambda: data.load(f"tensors:{device}"), "character device")
     link = tmp_path / "zero.npz"
     link.symlink_to(device)
-    _refuses(lambda: data.load(f"tensors:{link}"), "character device")
+    refuses(lambda: data.load(f"tensors:{link}"), "character device")
 
 
 def test_a_socket_is_refused(tmp_path: Path) -> None:
@@ -137,7 +112,7 @@ def test_a_socket_is_refused(tmp_path: Path) -> None:
     sock = socket.socket(socket.AF_UNIX)
     try:
         sock.bind(str(path))
-        _refuses(lambda: data.load(str(path)), "is a socket")
+        refuses(lambda: data.load(str(path)), "is a socket")
     finally:
         sock.close()
         path.unlink(missing_ok=True)
@@ -145,11 +120,11 @@ def test_a_socket_is_refused(tmp_path: Path) -> None:
 
 def test_directories_and_links(tmp_path: Path) -> None:
     (tmp_path / "dir.npz").mkdir()
-    _refuses(lambda: data.load(f"tensors:{tmp_path / 'dir.npz'}"), "is a directory")
-    _refuses(lambda: read_image(tmp_path / "dir.npz"), "is a directory, not an image")
-    _refuses(lambda: data.load("tensors:"), "tensors needs a file")
+    refuses(lambda: data.load(f"tensors:{tmp_path / 'dir.npz'}"), "is a directory")
+    refuses(lambda: read_image(tmp_path / "dir.npz"), "is a directory, not an image")
+    refuses(lambda: data.load("tensors:"), "tensors needs a file")
     (tmp_path / "loop.png").symlink_to(tmp_path / "loop.png")
-    _refuses(lambda: data.load(str(tmp_path / "loop.png")), "symbolic links")
+    refuses(lambda: data.load(str(tmp_path / "loop.png")), "symbolic links")
     good = _png(tmp_path / "good.png", 8, 8)
     (tmp_path / "link.png").symlink_to(good)  # a symlink to a regular file is read
     assert data.load(str(tmp_path / "link.png"), size=8, channels=1)[0].shape == (1, 1, 8, 8)
@@ -162,7 +137,7 @@ LONG_SPECS = [f"{LONG}.png", f"{LONG}/x.png", f"tensors:{LONG}.npz", f"folder:{L
 @pytest.mark.parametrize("spec", LONG_SPECS)
 def test_names_too_long_for_the_file_system(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, spec: str) -> None:
     monkeypatch.chdir(tmp_path)
-    err = _refuses(lambda: data.load(spec), "name too long|no such|no files match")
+    err = refuses(lambda: data.load(spec), "name too long|no such|no files match")
     assert len(str(err)) < 400  # the name is cut in the middle
 
 
@@ -174,13 +149,13 @@ def test_a_name_too_long_on_the_command_line(tmp_path: Path) -> None:
 def test_a_newline_in_a_file_name_stays_on_one_line(tmp_path: Path) -> None:
     bad = tmp_path / "two\nlines.png"
     bad.write_text("not a picture")
-    _refuses(lambda: data.load(str(bad)), r"two\\nlines\.png")
-    _refuses(lambda: data.load(str(tmp_path / "gone\nx.png")), r"no such file: .*gone\\nx\.png")
+    refuses(lambda: data.load(str(bad)), r"two\\nlines\.png")
+    refuses(lambda: data.load(str(tmp_path / "gone\nx.png")), r"no such file: .*gone\\nx\.png")
     missing = tmp_path / "a\nb.npz"
-    _refuses(lambda: data.load(f"tensors:{missing}"), r"no such tensors file: .*a\\nb\.npz")
+    refuses(lambda: data.load(f"tensors:{missing}"), r"no such tensors file: .*a\\nb\.npz")
     line = _cli_one_line(tmp_path, ["classify", str(bad), "--model", "digits-cnn"])
     assert "two\\nlines.png" in line
-    _refuses(lambda: data.load(str(tmp_path / "nul\0.png")), "NUL byte")
+    refuses(lambda: data.load(str(tmp_path / "nul\0.png")), "NUL byte")
 
 
 # ------------------------------------------------------------------------------------ image sizes
@@ -193,13 +168,13 @@ def test_a_thin_strip_is_refused_before_decoding(tmp_path: Path, w: int, h: int)
     try:
         t0 = time.monotonic()
         expected = rf"strip\.png' is {w}x{h} pixels, an aspect ratio over {MAX_ASPECT}:1"
-        _refuses(lambda: read_image(path, 224, 3), expected)
+        refuses(lambda: read_image(path, 224, 3), expected)
         assert time.monotonic() - t0 < 5
         assert tracemalloc.get_traced_memory()[1] < 20_000_000  # the 2 MB of pixels were never decoded
     finally:
         tracemalloc.stop()
-    _refuses(lambda: data.load(str(path)), "aspect ratio")
-    _refuses(lambda: data.load(f"folder:{tmp_path}"), "aspect ratio")
+    refuses(lambda: data.load(str(path)), "aspect ratio")
+    refuses(lambda: data.load(f"folder:{tmp_path}"), "aspect ratio")
     assert read_image(path, None, 1).shape == (1, h, w)  # read as it is, no resize: 2 MP is within the budget
 
 
@@ -211,7 +186,7 @@ def test_a_strip_on_the_command_line(tmp_path: Path) -> None:
 
 def test_the_aspect_ratio_bound_is_16_to_1(tmp_path: Path) -> None:
     assert read_image(_png(tmp_path / "ok.png", 2, 2 * MAX_ASPECT), 8, 1).shape == (1, 8, 8)
-    _refuses(lambda: read_image(_png(tmp_path / "no.png", 2, 2 * MAX_ASPECT + 1), 8, 1), "aspect ratio over 16:1")
+    refuses(lambda: read_image(_png(tmp_path / "no.png", 2, 2 * MAX_ASPECT + 1), 8, 1), "aspect ratio over 16:1")
     x = read_image(_png(tmp_path / "asis.png", 2, 2 * MAX_ASPECT + 1), None, 1)  # no resize: no ratio bound
     assert x.shape == (1, 33, 2)
 
@@ -220,8 +195,8 @@ def test_the_aspect_ratio_bound_is_16_to_1(tmp_path: Path) -> None:
 def test_too_many_pixels_is_refused_from_the_header(tmp_path: Path, size: int | None) -> None:
     """10,000 x 10,000 = 100 MP: under PIL's own bomb limit (179 MP), over advlab's (64 MP); a few bytes on disk."""
     path = _png_header(tmp_path / "big.png", 10_000, 10_000)
-    _refuses(lambda: read_image(path, size, 3), r"is 10000x10000 pixels, over advlab's limit of 64,000,000")
-    _refuses(lambda: read_image(_png_header(tmp_path / "huge.png", 20_000, 20_000), size, 3), "limit")
+    refuses(lambda: read_image(path, size, 3), r"is 10000x10000 pixels, over advlab's limit of 64,000,000")
+    refuses(lambda: read_image(_png_header(tmp_path / "huge.png", 20_000, 20_000), size, 3), "limit")
 
 
 def test_too_many_pixels_on_the_command_line_is_one_line(tmp_path: Path) -> None:
@@ -232,8 +207,8 @@ def test_too_many_pixels_on_the_command_line_is_one_line(tmp_path: Path) -> None
 
 def test_resizes_are_bounded() -> None:
     img = Image.new("L", (10, 10))
-    _refuses(lambda: images.resize_center_crop(img, 100_000), "cannot resize images to 100000x100000")
-    _refuses(lambda: resize_batch(torch.zeros(1, 1, 4, 4), 100_000), "cannot resize")
+    refuses(lambda: images.resize_center_crop(img, 100_000), "cannot resize images to 100000x100000")
+    refuses(lambda: resize_batch(torch.zeros(1, 1, 4, 4), 100_000), "cannot resize")
     assert resize_batch(torch.zeros(1, 1, 4, 4), 16).shape == (1, 1, 16, 16)
     assert MAX_IMAGE_PIXELS == 64_000_000 and MAX_ASPECT == 16
 
@@ -242,13 +217,13 @@ def test_the_image_file_size_is_bounded(tmp_path: Path) -> None:
     path = tmp_path / "padded.png"
     with open(path, "wb") as f:
         f.truncate(images.MAX_IMAGE_FILE_BYTES + 1)  # sparse: no disk used
-    _refuses(lambda: read_image(path, 8, 1), "has 1,073,741,825 bytes, over advlab's limit of 1,073,741,824")
+    refuses(lambda: read_image(path, 8, 1), "has 1,073,741,825 bytes, over advlab's limit of 1,073,741,824")
 
 
 def test_only_the_listed_formats_are_opened(tmp_path: Path) -> None:
     path = tmp_path / "icon.png"
     Image.new("RGB", (16, 16)).save(path, format="ICO")
-    _refuses(lambda: read_image(path, 8, 1), "not an image file advlab reads")
+    refuses(lambda: read_image(path, 8, 1), "not an image file advlab reads")
 
 
 # ------------------------------------------------------------------------------------ tensors:
@@ -260,13 +235,13 @@ def _npz(path: Path, **arrays: np.ndarray) -> str:
 @pytest.mark.parametrize("shape", [(2, 1, 0, 0), (2, 0, 8, 8), (2, 1, 8, 0), (2, 8, 8, 0), (2, 0, 8)])
 def test_tensors_with_a_zero_size_dimension(tmp_path: Path, shape: tuple[int, ...]) -> None:
     spec = _npz(tmp_path / "z.npz", x=np.zeros(shape, np.float32))
-    _refuses(lambda: data.load(spec), r"x has shape .*0.*every image needs at least one channel and one pixel")
-    _refuses(lambda: data.describe(spec), "at least one channel")
+    refuses(lambda: data.load(spec), r"x has shape .*0.*every image needs at least one channel and one pixel")
+    refuses(lambda: data.describe(spec), "at least one channel")
 
 
 def test_tensors_without_images(tmp_path: Path) -> None:
     spec = _npz(tmp_path / "none.npz", x=np.zeros((0, 1, 8, 8), np.float32))
-    _refuses(lambda: data.load(spec), r"holds no images \(x has shape \(0, 1, 8, 8\)\)")
+    refuses(lambda: data.load(spec), r"holds no images \(x has shape \(0, 1, 8, 8\)\)")
 
 
 ZERO_SIZE_COMMANDS = [
@@ -296,11 +271,11 @@ def test_a_tensors_file_declaring_too_many_values_is_refused_from_its_header(tmp
     spec = _npz_declaring(tmp_path / "bomb.npz", (1_000_000, 3, 224, 224))
     tracemalloc.start()
     try:
-        _refuses(lambda: data.load(spec), r"declares 150,528,000,000 values .*over advlab's limit of 1,073,741,824")
+        refuses(lambda: data.load(spec), r"declares 150,528,000,000 values .*over advlab's limit of 1,073,741,824")
         assert tracemalloc.get_traced_memory()[1] < 20_000_000
     finally:
         tracemalloc.stop()
-    _refuses(lambda: data.load(_npz_declaring(tmp_path / "lie.npz", (2, 1, 8, 8))), "cannot read tensors file")
+    refuses(lambda: data.load(_npz_declaring(tmp_path / "lie.npz", (2, 1, 8, 8))), "cannot read tensors file")
 
 
 def test_a_compressed_npz_bomb(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -309,12 +284,12 @@ def test_a_compressed_npz_bomb(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
     path = tmp_path / "zeros.npz"
     np.savez_compressed(path, x=np.zeros((1000, 1, 32, 32), np.float32))
     assert path.stat().st_size < 100_000
-    _refuses(lambda: data.load(f"tensors:{path}"), "declares 1,024,000 values")
+    refuses(lambda: data.load(f"tensors:{path}"), "declares 1,024,000 values")
     st = tmp_path / "zeros.safetensors"
     from safetensors.numpy import save_file
 
     save_file({"x": np.zeros((200, 1, 32, 32), np.uint8)}, str(st))
-    _refuses(lambda: data.load(f"tensors:{st}"), "declares 204,800 values")
+    refuses(lambda: data.load(f"tensors:{st}"), "declares 204,800 values")
 
 
 def test_npz_members_that_are_not_numeric_arrays(tmp_path: Path) -> None:
@@ -322,9 +297,9 @@ def test_npz_members_that_are_not_numeric_arrays(tmp_path: Path) -> None:
     np.savez(path, x=np.zeros((2, 1, 8, 8), np.float32))
     with zipfile.ZipFile(path, "a", zipfile.ZIP_DEFLATED) as zf:
         zf.writestr("notes.txt", b"\0" * 1_000_000)  # np.load would read it whole, as bytes
-    _refuses(lambda: data.load(f"tensors:{path}"), "cannot read tensors file .*magic")
+    refuses(lambda: data.load(f"tensors:{path}"), "cannot read tensors file .*magic")
     spec = _npz(tmp_path / "obj.npz", x=np.array([{"a": 1}], dtype=object))
-    _refuses(lambda: data.load(spec), "x.npy. holds pickled objects")
+    refuses(lambda: data.load(spec), "x.npy. holds pickled objects")
 
 
 BAD_VALUES = [
@@ -344,7 +319,7 @@ BAD_VALUES = [
 @pytest.mark.parametrize(("x", "y", "match"), BAD_VALUES)
 def test_tensor_values_and_labels(tmp_path: Path, x: np.ndarray, y: np.ndarray | None, match: str) -> None:
     spec = _npz(tmp_path / "t.npz", x=x) if y is None else _npz(tmp_path / "t.npz", x=x, y=y)
-    _refuses(lambda: data.load(spec), match)
+    refuses(lambda: data.load(spec), match)
 
 
 # ------------------------------------------------------------------------------------ official files
@@ -365,7 +340,7 @@ def test_an_mnist_gzip_bomb_is_refused_from_its_header(tmp_path: Path) -> None:
     try:
         t0 = time.monotonic()
         expected = r"images-idx3-ubyte\.gz': the header declares 10,000,000 items; an MNIST file has at most 70,000"
-        _refuses(lambda: official.read_mnist(root=tmp_path, download=False), expected)
+        refuses(lambda: official.read_mnist(root=tmp_path, download=False), expected)
         assert time.monotonic() - t0 < 2
         assert tracemalloc.get_traced_memory()[1] < 20_000_000
     finally:
@@ -378,23 +353,23 @@ def test_mnist_labels_bomb_odd_sizes_and_trailing_data(tmp_path: Path) -> None:
         f.write(bytes(28 * 28))
     _idx_gz(tmp_path / "t10k-labels-idx1-ubyte.gz", 0x801, (2**32 - 1,), 1 << 16)
     expected = "labels-idx1-ubyte.gz': the header declares 4,294,967,295"
-    _refuses(lambda: official.read_mnist(root=tmp_path, download=False), expected)
+    refuses(lambda: official.read_mnist(root=tmp_path, download=False), expected)
     _idx_gz(tmp_path / "t10k-labels-idx1-ubyte.gz", 0x801, (1,), 1 << 16)  # 1 label, then 64 KB more
-    _refuses(lambda: official.read_mnist(root=tmp_path, download=False), r"need 1 data bytes but the file has more")
+    refuses(lambda: official.read_mnist(root=tmp_path, download=False), r"need 1 data bytes but the file has more")
     _idx_gz(tmp_path / "t10k-images-idx3-ubyte.gz", 0x803, (1, 28, 4000), 0)
-    _refuses(lambda: official.read_mnist(root=tmp_path, download=False), "images are 28x4000, expected 28x28")
+    refuses(lambda: official.read_mnist(root=tmp_path, download=False), "images are 28x4000, expected 28x28")
 
 
 def test_official_files_that_are_not_regular(tmp_path: Path) -> None:
     os.mkfifo(tmp_path / "t10k-images-idx3-ubyte")
-    _refuses(lambda: official.read_mnist(root=tmp_path, download=False), "is a FIFO")
+    refuses(lambda: official.read_mnist(root=tmp_path, download=False), "is a FIFO")
     (tmp_path / "svhn").mkdir()
     (tmp_path / "svhn" / "test_32x32.mat").mkdir()
-    _refuses(lambda: official.read_svhn(root=tmp_path / "svhn", download=False), "is a directory")
+    refuses(lambda: official.read_svhn(root=tmp_path / "svhn", download=False), "is a directory")
     batches = tmp_path / "cifar" / "cifar-10-batches-bin"
     batches.mkdir(parents=True)
     (batches / "test_batch.bin").symlink_to("/dev/zero")
-    _refuses(lambda: official.read_cifar10(root=tmp_path / "cifar", download=False), "character device")
+    refuses(lambda: official.read_cifar10(root=tmp_path / "cifar", download=False), "character device")
 
 
 def test_a_cifar_batch_longer_than_10000_records(tmp_path: Path) -> None:
@@ -402,7 +377,7 @@ def test_a_cifar_batch_longer_than_10000_records(tmp_path: Path) -> None:
     batches.mkdir()
     with open(batches / "test_batch.bin", "wb") as f:
         f.truncate(10_001 * 3073)  # sparse: no disk used
-    _refuses(lambda: official.read_cifar10(root=tmp_path, download=False), "more than 30,730,000 bytes")
+    refuses(lambda: official.read_cifar10(root=tmp_path, download=False), "more than 30,730,000 bytes")
 
 
 def _tarball(root: Path, members: list[tuple[tarfile.TarInfo, bytes | None]]) -> None:
@@ -446,7 +421,7 @@ def test_a_cifar_tarball_member_declaring_gigabytes(tmp_path: Path) -> None:
     info.size = 10**10
     raw = info.tobuf(tarfile.GNU_FORMAT) + bytes(1 << 16)  # the header, and far less data than declared
     (tmp_path / "cifar-10-binary.tar.gz").write_bytes(gzip.compress(raw))
-    _refuses(lambda: official.read_cifar10(root=tmp_path, download=False), "declares 10,000,000,000 bytes")
+    refuses(lambda: official.read_cifar10(root=tmp_path, download=False), "declares 10,000,000,000 bytes")
 
 
 def test_a_cifar_tarball_that_inflates_past_its_budget(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -455,10 +430,10 @@ def test_a_cifar_tarball_that_inflates_past_its_budget(tmp_path: Path, monkeypat
     info = tarfile.TarInfo("././@PaxHeader")
     info.type, info.size = tarfile.XHDTYPE, 2 << 20
     (tmp_path / "cifar-10-binary.tar.gz").write_bytes(gzip.compress(info.tobuf(tarfile.USTAR_FORMAT) + bytes(2 << 20)))
-    _refuses(lambda: official.read_cifar10(root=tmp_path, download=False), "inflates to more than 1,048,576 bytes")
+    refuses(lambda: official.read_cifar10(root=tmp_path, download=False), "inflates to more than 1,048,576 bytes")
     monkeypatch.setattr(official, "_CIFAR_TAR_MAX_MEMBERS", 3)
     _tarball(tmp_path, [_member(f"junk{i}", payload=b"x") for i in range(5)])
-    _refuses(lambda: official.read_cifar10(root=tmp_path, download=False), "holds more than 3 members")
+    refuses(lambda: official.read_cifar10(root=tmp_path, download=False), "holds more than 3 members")
 
 
 def test_svhn_bounds(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -466,14 +441,14 @@ def test_svhn_bounds(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     scipy.io.savemat(str(path), {"X": np.zeros((32, 32, 3, 4), np.uint8), "y": np.ones((4, 1))})
     monkeypatch.setattr(official, "_SVHN_MAX_IMAGES", 3)
     expected = "X declares 4 images; an SVHN file has at most 3"
-    _refuses(lambda: official.read_svhn(root=tmp_path, download=False), expected)
+    refuses(lambda: official.read_svhn(root=tmp_path, download=False), expected)
     monkeypatch.setattr(official, "_SVHN_MAX_IMAGES", 100_000)
     monkeypatch.setattr(official, "_SVHN_MAX_BYTES", 1 << 20)
     junk = np.zeros(4 << 20, np.uint8)  # 4 MB of zeros, a few KB compressed
     variables = {"X": np.zeros((32, 32, 3, 1), np.uint8), "y": np.ones((1, 1)), "junk": junk}
     scipy.io.savemat(str(path), variables, do_compression=True)
     assert path.stat().st_size < 100_000
-    _refuses(lambda: official.read_svhn(root=tmp_path, download=False), "variables hold more than 1,048,576 bytes")
+    refuses(lambda: official.read_svhn(root=tmp_path, download=False), "variables hold more than 1,048,576 bytes")
 
 
 def test_a_download_is_bounded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -10,11 +10,9 @@ import os
 import pickle
 import re
 import struct
-import threading
 import time
 import tracemalloc
 import zipfile
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -27,29 +25,7 @@ from advlab.errors import AdvlabError
 from advlab.zoo.checkpoint import load_weights, read_state_dict
 from advlab.zoo.digits import DigitsCNN
 from tests.cli.helpers import run_cli
-
-
-def _refuses(fn: Callable[[], object], match: str, within_s: float = 30.0) -> str:
-    """``fn()`` raises a one-line AdvlabError matching ``match`` within ``within_s`` seconds (in a daemon thread:
-    a call that blocks fails the test instead of hanging it)."""
-    box: dict[str, object] = {}
-
-    def target() -> None:
-        try:
-            box["result"] = fn()
-        except BaseException as e:  # noqa: BLE001 - handed to the test thread
-            box["error"] = e
-
-    worker = threading.Thread(target=target, daemon=True)
-    worker.start()
-    worker.join(within_s)
-    assert not worker.is_alive(), f"still running after {within_s} s (blocked?)"
-    err = box.get("error")
-    assert isinstance(err, AdvlabError), f"expected an AdvlabError, got {err!r} / {box.get('result')!r}"
-    message = str(err)
-    assert "\n" not in message and message.strip(), message
-    assert re.search(match, message), f"{match!r} not in {message!r}"
-    return message
+from tests.hostile import refuses
 
 
 def _digits_sd() -> dict[str, torch.Tensor]:
@@ -196,7 +172,7 @@ CASES = {
 def test_a_hostile_checkpoint_is_refused_in_one_line(tmp_path: Path, case: str) -> None:
     path = _write(case, tmp_path)
     t0 = time.monotonic()
-    _refuses(lambda: zoo.load("digits-cnn", weights=path), CASES[case])
+    refuses(lambda: zoo.load("digits-cnn", weights=path), CASES[case])
     assert time.monotonic() - t0 < 20
     assert not (tmp_path / "MARKER").exists()
 
@@ -206,7 +182,7 @@ def test_the_zip_bomb_is_refused_before_it_inflates(tmp_path: Path) -> None:
     assert path.stat().st_size < 200_000
     tracemalloc.start()
     try:
-        _refuses(lambda: read_state_dict(path), "zip bomb")
+        refuses(lambda: read_state_dict(path), "zip bomb")
         assert tracemalloc.get_traced_memory()[1] < 10_000_000
     finally:
         tracemalloc.stop()
@@ -218,7 +194,7 @@ def test_a_checkpoint_swapped_for_a_fifo_cannot_block(tmp_path: Path, monkeypatc
 
     path = _write("fifo", tmp_path)
     monkeypatch.setattr(files, "require_regular", lambda p, what="file": os.stat(p))
-    _refuses(lambda: read_state_dict(path), "is a FIFO", within_s=5)
+    refuses(lambda: read_state_dict(path), "is a FIFO", within_s=5)
 
 
 def test_integer_buffers_need_integer_tensors(tmp_path: Path) -> None:
@@ -226,7 +202,7 @@ def test_integer_buffers_need_integer_tensors(tmp_path: Path) -> None:
     sd = {k: v.clone() for k, v in net.state_dict().items()}
     torch.save({**sd, "bn.num_batches_tracked": torch.tensor(3.0)}, tmp_path / "float_counter.pt")
     expected = r"'bn\.num_batches_tracked' is torch\.float32 \(floating-point\) but the model's is torch\.int64"
-    _refuses(lambda: load_weights(_WithCounter(), tmp_path / "float_counter.pt"), expected)
+    refuses(lambda: load_weights(_WithCounter(), tmp_path / "float_counter.pt"), expected)
     torch.save({**sd, "bn.num_batches_tracked": torch.tensor(7, dtype=torch.int32)}, tmp_path / "int32.pt")
     load_weights(fresh := _WithCounter(), tmp_path / "int32.pt")  # another integer width is fine
     assert int(fresh.bn.num_batches_tracked) == 7
@@ -247,10 +223,10 @@ def test_good_checkpoints_still_load(tmp_path: Path) -> None:
 
 def test_names_of_checkpoints(tmp_path: Path) -> None:
     long = tmp_path / ("w" * 300 + ".pt")
-    _refuses(lambda: read_state_dict(long), "checkpoint file name too long for the file system")
-    _refuses(lambda: read_state_dict(tmp_path / "a\nb.pt"), r"no such checkpoint file: '.*a\\nb\.pt'")
+    refuses(lambda: read_state_dict(long), "checkpoint file name too long for the file system")
+    refuses(lambda: read_state_dict(tmp_path / "a\nb.pt"), r"no such checkpoint file: '.*a\\nb\.pt'")
     (bad := tmp_path / "x\ny.pt").write_bytes(b"junk" * 10)
-    _refuses(lambda: read_state_dict(bad), r"cannot read checkpoint '.*x\\ny\.pt'")
+    refuses(lambda: read_state_dict(bad), r"cannot read checkpoint '.*x\\ny\.pt'")
 
 
 @pytest.mark.parametrize("case", ["bool", "fifo", "zip-bomb", "not-a-tensor"])
@@ -281,8 +257,8 @@ NORMALIZATION_CASES = [
 
 @pytest.mark.parametrize(("kwargs", "match"), NORMALIZATION_CASES)
 def test_bad_normalization_is_refused(kwargs: dict, match: str) -> None:
-    _refuses(lambda: zoo.load("digits-cnn", **kwargs), match)
-    _refuses(lambda: zoo.info("digits-cnn", **kwargs), match)
+    refuses(lambda: zoo.load("digits-cnn", **kwargs), match)
+    refuses(lambda: zoo.info("digits-cnn", **kwargs), match)
 
 
 def test_normalization_is_a_pair_with_documented_defaults() -> None:
@@ -335,7 +311,7 @@ def test_the_normalize_module_checks_its_own_arguments() -> None:
 
 def test_model_files_that_are_not_regular(tmp_path: Path) -> None:
     os.mkfifo(tmp_path / "m.py")
-    _refuses(lambda: zoo.load(f"{tmp_path / 'm.py'}:make"), r"model file '.*m\.py' is a FIFO", within_s=10)
-    _refuses(lambda: zoo.load(f"{tmp_path / ('m' * 300)}.py:make"), "model file name too long for the file system")
+    refuses(lambda: zoo.load(f"{tmp_path / 'm.py'}:make"), r"model file '.*m\.py' is a FIFO", within_s=10)
+    refuses(lambda: zoo.load(f"{tmp_path / ('m' * 300)}.py:make"), "model file name too long for the file system")
     (tmp_path / "dir.py").mkdir()
-    _refuses(lambda: zoo.load(f"{tmp_path / 'dir.py'}:make"), "is a directory")
+    refuses(lambda: zoo.load(f"{tmp_path / 'dir.py'}:make"), "is a directory")
