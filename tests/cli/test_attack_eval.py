@@ -136,6 +136,7 @@ def test_attack_resumes_an_interrupted_run_to_the_same_result(tmp_path: Path, mo
     assert not list(out.glob("batch_*"))
 
 
+@pytest.mark.slow  # bfloat16 is emulated on CPUs without AVX512-BF16/AMX: ~100 s on a busy 2-core AVX2 machine
 def test_eval_with_amp_channels_last_and_a_memory_sized_batch(tmp_path: Path) -> None:
     base = ["eval", *DIGITS, "--attack", "pgd", "--eps", "0.1", "--steps", "10", "--json"]
     rc, plain, err = run_cli([*base, "--out", str(tmp_path / "plain")])
