@@ -105,6 +105,7 @@ def test_shards_of_batches_merge_to_the_whole_run(model, digits) -> None:
         evaluate(model, (x, y), cfg, work=Work(mine=lambda b: False))
 
 
+@pytest.mark.slow  # bfloat16 is emulated on CPUs without AVX512-BF16/AMX: ~150 s (Square on the survivors) here
 def test_mixed_precision_attacks_count_only_successes_the_model_confirms(model, digits) -> None:
     x, y = digits
     amp = zoo.Autocast(model)

@@ -173,6 +173,7 @@ def test_bad_input_is_an_advlab_error(test_set: tuple[torch.Tensor, torch.Tensor
 
 @pytest.mark.skipif(not (zoo.available("efficientnet-lite1") and zoo.available("efficientnet-lite2")),
                     reason="needs the efficientnet-lite1/-lite2 weight packages (advlab[zoo])")  # fmt: skip
+@pytest.mark.slow  # three EfficientNet-Lite models end to end: ~30 s on a busy 2-core machine
 def test_efficientnet_lite0_transfers_to_larger_lites() -> None:
     """PGD-10 at L-inf 8/255 on lite0 (224 px), scored on lite1 (240) and lite2 (260) through resizing.
 

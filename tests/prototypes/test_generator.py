@@ -119,6 +119,7 @@ def test_start_tensors_on_a_model_without_parameters() -> None:
     assert (ev.x.flatten(1).argmax(1) == ev.target).all() and (ev.final_top1 == ev.target).all()
 
 
+@pytest.mark.slow  # efficientnet-lite0 end to end: ~35 s on a busy 2-core machine
 def test_efficientnet_lite0_reaches_ten_classes_from_gray() -> None:
     model = zoo.load("efficientnet-lite0")
     ev = prototypes.generate(model, "blank:gray", "0-9", Config(steps=35, alpha=2 / 255), batch_size=10).evolution
