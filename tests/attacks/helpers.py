@@ -27,3 +27,22 @@ def check_png_roundtrip(res: attacks.AttackResult, model: torch.nn.Module, label
     with torch.no_grad():
         pred = model(reloaded).argmax(1)
     assert torch.equal(pred == labels if targeted else pred != labels, res.success)
+
+
+class RowByRow(torch.nn.Module):
+    """``net`` applied to one sample at a time: each row's logits (and input gradient) come from the same batch-of-one
+    computation whatever batch the row sits in.
+
+    Batched kernels may round a row differently at another batch size (oneDNN picks its kernels per shape: on
+    AVX-512/AMX CPUs a shrinking batch changes the last bits). Claims that hold in exact arithmetic because two
+    runs compute the same iterates on different batches (early stopping shrinks the batch to the samples still
+    running; an attack on a subset of the rows) are checked through this wrapper, where they hold bit for bit on
+    any CPU, instead of on the batched model, where they hold only on CPUs whose kernels ignore the batch size.
+    """
+
+    def __init__(self, net: torch.nn.Module) -> None:
+        super().__init__()
+        self.net = net
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.cat([self.net(x[i : i + 1]) for i in range(len(x))])

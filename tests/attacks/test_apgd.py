@@ -53,8 +53,10 @@ def test_dlr_and_targeted_apgd_are_not_fooled_by_scaled_logits(digits_model, dig
     for atk in [attacks.APGD(eps=0.1, steps=30, loss="dlr"), attacks.APGDT(eps=0.1, steps=30, n_targets=3)]:
         plain = atk(digits_model, x, y)
         masked = atk(scaled, x, y)
-        assert masked.success_rate >= ce_plain * 0.9, type(atk).__name__
-        assert abs(masked.success_rate - plain.success_rate) <= 2 / len(x)  # DLR is scale invariant
+        # in the league of CE on the plain model: measured 0.89-0.94 of it for APGD-DLR (0.50-0.56 against
+        # 0.55-0.63 over 3 blocks of 120 digits and 3 seeds) and above it for APGD-T; CE on the scaled logits gets 0-0.02
+        assert masked.success_rate >= ce_plain * 0.75, type(atk).__name__
+        assert abs(masked.success_rate - plain.success_rate) <= 2 / len(x)  # DLR is scale invariant (measured: equal)
 
 
 def test_targeted_apgd_hits_given_targets(digits_model, digits_batch) -> None:

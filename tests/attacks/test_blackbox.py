@@ -78,7 +78,8 @@ def test_square_linf_starts_with_vertical_stripes_and_stays_on_the_corners(untar
 
 
 def test_beats_random_noise_with_the_same_number_of_queries(digits_model, batch) -> None:
-    """At L-inf 0.1 with 300 queries (measured: noise 0.19, NES 0.39, SPSA 0.36, Square 0.61)."""
+    """At L-inf 0.1 with 300 queries (measured over attack seeds 0-3: noise 0.17-0.19, NES 0.39, SPSA 0.36-0.39,
+    Square 0.59-0.66, PGD-100 0.62-0.66; Square minus PGD -0.05 to 0, sd 0.02)."""
     x, y = batch
     noise = attacks.RandomNoise(eps=0.1, tries=300)(digits_model, x, y)
     rates = {a.name: a(digits_model, x, y).success_rate for a in (attacks.NES(eps=0.1, max_queries=300),
@@ -87,7 +88,7 @@ def test_beats_random_noise_with_the_same_number_of_queries(digits_model, batch)
     assert rates["spsa"] >= noise.success_rate + 0.1
     assert rates["square"] >= noise.success_rate + 0.3
     white = attacks.PGD(eps=0.1, steps=100)(digits_model, x, y).success_rate
-    assert rates["square"] >= white - 0.1  # random search nearly matches PGD-100 here (measured 0.61 vs 0.62)
+    assert rates["square"] >= white - 0.15  # random search nearly matches PGD-100 here: 0.1 was 2.6 sd
 
 
 @pytest.mark.parametrize("atk", [attacks.NES(eps=0.3, max_queries=200), attacks.SPSA(eps=0.3, max_queries=200),

@@ -46,7 +46,11 @@ def test_fmn_minimizes_more_steps_find_smaller_distances(digits_model, digits_ba
     short = attacks.FMN(norm="l2", steps=5)(digits_model, x, y).min_eps
     long = attacks.FMN(norm="l2", steps=100)(digits_model, x, y).min_eps
     both = torch.isfinite(short) & torch.isfinite(long)
-    assert both.sum() >= 12 and float(long[both].median()) < 0.9 * float(short[both].median())
+    assert both.sum() >= 12
+    # per sample, 100 steps end closer than 5 (measured: every sample, on 3 blocks of 24 digits and two weight
+    # perturbations); the medians differ by only 7-12%, too little to put a factor on
+    assert float((long[both] < short[both]).float().mean()) >= 0.9
+    assert float(long[both].median()) < float(short[both].median())
 
 
 @pytest.mark.parametrize("norm", ["l2", "linf"])

@@ -33,9 +33,14 @@ def test_reliable_preset_is_not_fooled_by_scaled_logits(model, digits) -> None:
     fooled = evaluate(scaled, (x, y), EvalConfig(attacks=(attacks.PGD(eps=0.1, steps=20),)))
     reliable = evaluate(scaled, (x, y), reliable_cfg)
     assert reliable.clean_accuracy == plain.clean_accuracy
-    assert fooled.per_attack[0]["robust_accuracy_after"] > plain.robust_accuracy + 0.2  # CE gradients vanish: PGD-CE sees nothing
-    assert fooled.trust == "low" and fooled.robust_accuracy <= plain.robust_accuracy + 0.05  # the gradient-free stage undid it
-    assert abs(reliable.robust_accuracy - plain.robust_accuracy) <= 1 / len(x)
+    n = len(x)
+    # measured over 6 blocks of 40 digits (and two weight perturbations of this one): PGD-CE leaves 0.95-1.0
+    # robust on the scaled model against 0.20-0.45 for the reliable preset on the plain one; the gradient-free
+    # stage brings it back to 1-4 samples above that (its Square is weaker than APGD, not fooled)
+    assert fooled.per_attack[0]["robust_accuracy_after"] > plain.robust_accuracy + 0.4  # CE gradients vanish: PGD-CE sees nothing
+    assert fooled.trust == "low" and fooled.robust_accuracy <= plain.robust_accuracy + 0.2  # the gradient-free stage undid it
+    # DLR is scale invariant: the same samples survive up to float rounding (measured: 0-1 sample apart)
+    assert abs(round(reliable.robust_accuracy * n) - round(plain.robust_accuracy * n)) <= 2
     assert any("zero cross-entropy" in f or "all-zero" in f for f in reliable.flags)
     assert not any("all-zero" in f for f in plain.flags)
     assert any("random noise broke" in f for f in fooled.flags)  # the masking check catches the fooled attack

@@ -68,7 +68,7 @@ def test_no_gradient_path_is_attacked_gradient_free_with_low_trust(twin: nn.Modu
     breaks samples inside the ball, and calls its number an upper bound."""
     x, y = digits[0][:48], digits[1][:48]  # Square's 5,000 queries on the survivors: a small batch
     trap = NumpyPreprocessed(twin)
-    for config in (EvalConfig(preset="fast", eps=EPS), EvalConfig(attacks=(attacks.PGD(eps=EPS, steps=5),))):
+    for config in (EvalConfig(preset="fast", eps=EPS, keep_adversarials=True), EvalConfig(attacks=(attacks.PGD(eps=EPS, steps=5),))):
         rep = evaluate(trap, (x, y), config)
         assert rep.attacks == ["square"]
         assert rep.trust == "low" and any("no gradient path" in f for f in rep.flags)
@@ -76,11 +76,17 @@ def test_no_gradient_path_is_attacked_gradient_free_with_low_trust(twin: nn.Modu
         broken = rep.samples.broken
         assert float(rep.samples.linf[broken].max()) <= EPS + 1e-6
         assert rep.to_dict()["trust"] == "low"
+        if config.keep_adversarials:  # every success is real on the trap itself, inside the ball
+            assert rep.x_adv is not None and float((rep.x_adv - x).abs().amax()) <= EPS + 1e-6
+            with torch.no_grad():
+                robust = (trap(x).argmax(1) == y) & (trap(rep.x_adv).argmax(1) == y)
+            assert int(robust.sum()) == round(rep.robust_accuracy * len(y))
     honest = evaluate(twin, (x, y), EvalConfig(preset="fast", eps=EPS))
     assert honest.trust == "high" and honest.flags == []
     assert "(trust: high)" in honest.format()
-    # an upper bound: the gradient-free number is not below what gradients find on the twin by more than noise
-    assert rep.robust_accuracy >= honest.robust_accuracy - 0.05
+    # an upper bound: the gradient-free number is not below what gradients find on the twin by more than the two
+    # attacks' disagreement: Square minus APGD was -2 to +3 samples over 4 blocks of 48 digits and a weight perturbation
+    assert rep.robust_accuracy >= honest.robust_accuracy - 5 / len(y)
 
 
 def test_adapt_keeps_black_box_attacks_and_needs_a_ball(twin: nn.Module, digits: tuple[torch.Tensor, torch.Tensor]) -> None:
@@ -127,7 +133,9 @@ def test_torch_op_quantizer_gets_bpda_automatically(twin: nn.Module, digits: tup
     reference = float(_hand_bpda_pgd(trap, x, y).float().mean())
     rep = evaluate(trap, (x, y), EvalConfig(preset="fast", eps=EPS))
     assert naive.success_rate < 0.2 < 1 - reference  # the trap fools plain PGD, not the adaptive reference
-    assert rep.robust_accuracy <= reference + 0.02  # within 2 pp of the adaptive reference, or stronger
+    # within 4 samples of the adaptive reference, or stronger: over 6 blocks of 96 digits and 3 weight perturbations
+    # the two differ by -2 to +1 samples (two different attacks); without BPDA the number would be naive's (> 0.8)
+    assert rep.robust_accuracy <= reference + 4 / len(y)
     assert any("straight-through" in a and "round" in a for a in rep.adaptations)
     assert rep.trust == "high", rep.flags  # the attacks saw gradients: no zero-gradient flag
     # every success is real on the trap itself, inside the ball
@@ -197,9 +205,10 @@ def test_randomized_model_gets_eot_and_an_expected_accuracy(twin: nn.Module, dig
     e = rep.expected_accuracy
     assert e is not None and e["draws"] == diagnostics.ACCURACY_DRAWS
     reference = _hand_eot_pgd(trap, x, y)
-    # near the adaptive reference: on 48 digits the numbers themselves move by ~3 pp from run to run (two runs of the
-    # reference gave 34.4% and 31.0%, reliable 34.6-37.9%), so the bound is 6 pp, not the 2 pp of a large sample
-    assert e["robust"] <= reference + 0.06
+    # near the adaptive reference. On 48 digits both are noisy: over the trap's noise seeds 0-5 the evaluation's
+    # expected robust accuracy minus the reference's was -0.021 to +0.039 (sd 0.025; 6 pp was 2.1 sd), so the bound
+    # is 10 pp (3.7 sd). It still fails an evaluation that attacks nothing: 0.67-0.71 against a reference of 0.30-0.33
+    assert e["robust"] <= reference + 0.10
     assert e["robust_worst_case"] <= e["robust"] <= e["clean"] and e["clean"] > 0.7
     assert any("EOT" in a for a in rep.adaptations) and rep.trust == "low"  # one draw's robust_accuracy is no bound
     assert all("early_stop=False" in a["config"] for a in rep.per_attack if a["attack"] != "noise-check")

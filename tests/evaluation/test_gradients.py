@@ -83,14 +83,17 @@ def _transfer_reference(trap: HighFrequency, x: torch.Tensor, y: torch.Tensor) -
     return float(robust.float().mean())
 
 
-def test_high_frequency_trap_gets_square_within_2pp_and_low_trust(twin: nn.Module, digits: tuple[torch.Tensor, torch.Tensor]) -> None:
+def test_high_frequency_trap_gets_square_closing_the_gap_and_low_trust(twin: nn.Module, digits: tuple[torch.Tensor, torch.Tensor]) -> None:
+    """Measured on 4 blocks of 64 digits (and two weight perturbations of the first): the gradient attacks leave
+    10-15 samples more robust than the transfer reference; after the Square stage the evaluation is 4 samples below
+    to 3 above it (two different attacks), closing 80-100% of the gap. "Within 2 pp" rode on the block."""
     x, y = digits
     trap = HighFrequency(twin).eval()
     reference = _transfer_reference(trap, x, y)
     rep = evaluate(trap, (x, y), EvalConfig(eps=EPS, keep_adversarials=True))
     gradient_only = next(a for a in rep.per_attack if a["attack"] == "apgd-t")["robust_accuracy_after"]
     assert gradient_only > reference + 0.1  # the trap fools the gradient attacks (before the gradient-free stage)
-    assert rep.robust_accuracy <= reference + 0.02  # the Square stage closes the gap
+    assert gradient_only - rep.robust_accuracy >= 0.5 * (gradient_only - reference)  # the Square stage closes the gap
     stage = next(a for a in rep.per_attack if a["attack"] == "square-check")
     assert stage["broken"] > 0 and stage["attacked"] == round((gradient_only) * len(y))
     assert rep.trust == "low"
