@@ -56,7 +56,10 @@ def test_default_recipe_rebuilds_the_shipped_weights() -> None:
     """The default recipe (seed 0, 40 epochs, ~10 s) gives a >= 97% model that agrees with the shipped one.
 
     On the machine that made the file the weights are bit-identical; on another CPU the float reduction
-    order may differ, so the test asks for agreement on predictions rather than equal bits.
+    order may differ, so the test asks for agreement on predictions rather than equal bits. Measured on the 599 test
+    digits: other roundings (ATEN_CPU_CAPABILITY=default; training images x (1 + 1e-7 noise), two draws) disagree
+    with the shipped model on 1-3 digits, so 98% (11 allowed) has 8 digits of margin; note that another seed (1-5)
+    disagrees on 7-12, so this bound tells the recipe on another CPU from another recipe only roughly.
     """
     net, acc = _train(TrainConfig())
     assert acc >= 0.97
