@@ -25,6 +25,7 @@ from advlab.errors import AdvlabError
 SHOW_CHARS = 120
 
 _KINDS = (
+    (stat.S_ISLNK, "a symbolic link"),  # seen only by callers that lstat
     (stat.S_ISDIR, "a directory"),
     (stat.S_ISFIFO, "a FIFO (named pipe)"),
     (stat.S_ISSOCK, "a socket"),

@@ -19,6 +19,7 @@ from typing import Any
 
 import torch
 
+from advlab.data import files
 from advlab.errors import AdvlabError
 from advlab.runs import lock
 
@@ -62,11 +63,6 @@ def atomic_write(path: str | Path, data: bytes | str) -> None:
         raise
 
 
-#: what a file system node other than a regular file is, for messages
-_KINDS = {stat.S_IFLNK: "a symbolic link", stat.S_IFDIR: "a directory", stat.S_IFCHR: "a character device",
-          stat.S_IFBLK: "a block device", stat.S_IFIFO: "a FIFO (named pipe)", stat.S_IFSOCK: "a socket"}
-
-
 def check_writable(path: str | Path) -> None:
     """An :class:`AdvlabError` if :func:`atomic_write` would refuse ``path``: a symbolic link, or something that
     exists and is not a regular file, or a path through a file (a file or folders that do not exist yet are fine).
@@ -81,7 +77,7 @@ def check_writable(path: str | Path) -> None:
     except OSError as e:
         raise AdvlabError(f"cannot write {str(path)!r}: {e.strerror or type(e).__name__}") from None
     if not stat.S_ISREG(st.st_mode):
-        kind = _KINDS.get(stat.S_IFMT(st.st_mode), "not a regular file")
+        kind = files.kind(st.st_mode)
         raise AdvlabError(f"{str(path)!r} is {kind}; advlab writes regular files only and will not replace it")
 
 
