@@ -34,7 +34,10 @@ from advlab import attacks, data, evaluate, zoo
 from advlab.evaluation import EvalConfig
 
 #: model -> (eps, data)
-SETTINGS: dict[str, tuple[float, str]] = {"digits-cnn": (0.1, "digits:test"), "efficientnet-lite0": (0.2 / 255, "samples16")}
+SETTINGS: dict[str, tuple[float, str]] = {
+    "digits-cnn": (0.1, "digits:test"),
+    "efficientnet-lite0": (0.2 / 255, "samples16"),
+}
 
 
 def _data(name: str, model: torch.nn.Module, spec: str, limit: int | None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -53,22 +56,31 @@ def main() -> None:
     ap.add_argument("--models", default="digits-cnn")
     ap.add_argument("--dtypes", default="bfloat16,float16")
     ap.add_argument("--limit", type=int, help="only the first N images")
-    ap.add_argument("--eps", type=float, help="L-inf eps in pixel units for every model (default: per model, see SETTINGS)")
+    ap.add_argument(
+        "--eps", type=float, help="L-inf eps in pixel units for every model (default: per model, see SETTINGS)"
+    )
     ap.add_argument("--suites", default="PGD-10,fast preset")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--json", help="also write the numbers to this file")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     rows: list[dict[str, Any]] = []
-    print(f"attack strength under autocast: torch {torch.__version__}, CPU, {args.threads} thread(s), load average {os.getloadavg()[0]:.2f}")
+    print(
+        f"attack strength under autocast: torch {torch.__version__}, CPU, {args.threads} thread(s), load average {os.getloadavg()[0]:.2f}"
+    )
     for name in args.models.split(","):
         eps, spec = SETTINGS[name]
         eps = args.eps or eps
         model = zoo.load(name)
         x, y = _data(name, model, spec, args.limit)
-        suites = {"PGD-10": {"attacks": (attacks.PGD(eps=eps, steps=10, seed=0),)}, "fast preset": {"preset": "fast", "seed": 0}}
+        suites = {
+            "PGD-10": {"attacks": (attacks.PGD(eps=eps, steps=10, seed=0),)},
+            "fast preset": {"preset": "fast", "seed": 0},
+        }
         print(f"\n== {name}: {len(x)} images of {spec}, L-inf eps {eps:.4g}")
-        print(f"   {'attack':<12}{'precision':<28}{'robust acc':>11}{'diff pp':>9}{'only fp32':>10}{'only this':>10}{'seconds':>9}")
+        print(
+            f"   {'attack':<12}{'precision':<28}{'robust acc':>11}{'diff pp':>9}{'only fp32':>10}{'only this':>10}{'seconds':>9}"
+        )
         for suite, kw in suites.items():
             if suite not in args.suites.split(","):
                 continue
@@ -89,10 +101,25 @@ def main() -> None:
                 if ref is None:
                     ref = rep
                 diff = 100 * (rep.robust_accuracy - ref.robust_accuracy)
-                only_ref, only_this = int((ref.samples.broken & ~broken).sum()), int((broken & ~ref.samples.broken).sum())
-                print(f"   {suite:<12}{label:<28}{rep.robust_accuracy:>11.4f}{diff:>+9.2f}{only_ref:>10}{only_this:>10}{sec:>9.2f}")
-                rows.append({"model": name, "attack": suite, "precision": label, "robust_accuracy": rep.robust_accuracy,
-                             "diff_pp": diff, "only_fp32": only_ref, "only_this": only_this, "seconds": sec})  # fmt: skip
+                only_ref, only_this = (
+                    int((ref.samples.broken & ~broken).sum()),
+                    int((broken & ~ref.samples.broken).sum()),
+                )
+                print(
+                    f"   {suite:<12}{label:<28}{rep.robust_accuracy:>11.4f}{diff:>+9.2f}{only_ref:>10}{only_this:>10}{sec:>9.2f}"
+                )
+                rows.append(
+                    {
+                        "model": name,
+                        "attack": suite,
+                        "precision": label,
+                        "robust_accuracy": rep.robust_accuracy,
+                        "diff_pp": diff,
+                        "only_fp32": only_ref,
+                        "only_this": only_this,
+                        "seconds": sec,
+                    }
+                )
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=2))
 

@@ -59,8 +59,14 @@ def run(atk: attacks.Attack, model: nn.Module, x: torch.Tensor, y: torch.Tensor)
 
 def digits_table(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, budgets: list[int]) -> dict[str, Any]:
     rows: dict[str, Any] = {}
-    head = f"{'attack':<16}" + "".join(f"{'q=' + str(b):>8}" for b in budgets) + f"{'median q':>10}{'mean q':>9}{'seconds':>9}"
-    print(f"\n== digits-cnn, {len(x)} clean-correct test digits, untargeted L-inf eps {eps:g}: success rate by query budget")
+    head = (
+        f"{'attack':<16}"
+        + "".join(f"{'q=' + str(b):>8}" for b in budgets)
+        + f"{'median q':>10}{'mean q':>9}{'seconds':>9}"
+    )
+    print(
+        f"\n== digits-cnn, {len(x)} clean-correct test digits, untargeted L-inf eps {eps:g}: success rate by query budget"
+    )
     print(head)
     print("-" * len(head))
     for name, build in BLACK_BOX.items():
@@ -71,13 +77,23 @@ def digits_table(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float,
             rates.append(res.success_rate)
             seconds += dt
         med, mean = _median(res.forwards[res.success]), float(res.forwards.float().mean())
-        rows[name] = {"success": dict(zip(budgets, rates)), "median_queries": med, "mean_queries": mean, "seconds": seconds}
+        rows[name] = {
+            "success": dict(zip(budgets, rates)),
+            "median_queries": med,
+            "mean_queries": mean,
+            "seconds": seconds,
+        }
         print(f"{name:<16}" + "".join(f"{r:8.1%}" for r in rates) + f"{med:10.0f}{mean:9.1f}{seconds:9.1f}")
     print(f"\n{'white box':<16}{'success':>8}{'median grads':>14}{'mean grads':>12}{'seconds':>9}")
     for steps in (10, 100):
         res, dt = run(attacks.PGD(eps=eps, steps=steps, early_stop=True), model, x, y)
         med, mean = _median(res.backwards[res.success]), float(res.backwards.float().mean())
-        rows[f"pgd-{steps}"] = {"success": res.success_rate, "median_gradients": med, "mean_gradients": mean, "seconds": dt}
+        rows[f"pgd-{steps}"] = {
+            "success": res.success_rate,
+            "median_gradients": med,
+            "mean_gradients": mean,
+            "seconds": dt,
+        }
         print(f"{'PGD-' + str(steps):<16}{res.success_rate:8.1%}{med:14.0f}{mean:12.1f}{dt:9.1f}")
     return rows
 
@@ -88,7 +104,9 @@ def lite_table(budget: int) -> dict[str, Any]:
     with torch.no_grad():
         y = model(x).argmax(1)
     eps = 4 / 255
-    print(f"\n== efficientnet-lite0, the {len(x)} sample photos (labels: its clean predictions), L-inf 4/255, {budget} queries")
+    print(
+        f"\n== efficientnet-lite0, the {len(x)} sample photos (labels: its clean predictions), L-inf 4/255, {budget} queries"
+    )
     print(f"{'attack':<16}{'success':>8}  {'queries per photo':<28}{'seconds':>9}")
     rows: dict[str, Any] = {}
     for name, build in BLACK_BOX.items():

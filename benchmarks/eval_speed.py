@@ -72,11 +72,33 @@ def early_stop_part(name: str) -> dict[str, Any]:
     alpha = eps / 4
     rows: dict[str, Any] = {"model": name, "eps": eps, "batch": n}
     full, t_full = timed(lambda: attacks.PGD(eps=eps, alpha=alpha, steps=10)(model, x, y))
-    rows["advlab_full"] = {"robust_accuracy": robust_acc(model, x, full.x_adv, y), "gradients": full.gradient_evaluations, "seconds": t_full}
-    rep, t_ev = timed(lambda: evaluate(model, (x, y), EvalConfig(attacks=(attacks.PGD(eps=eps, alpha=alpha, steps=10),), batch_size=n)))
-    rows["advlab_evaluate"] = {"robust_accuracy": rep.robust_accuracy, "gradients": rep.gradient_evaluations, "seconds": t_ev}
-    rep, t_ev = timed(lambda: evaluate(model, (x, y), EvalConfig(attacks=(attacks.PGD(eps=eps, alpha=alpha, steps=10),), batch_size=n, sanity=False)))
-    rows["evaluate_no_checks"] = {"robust_accuracy": rep.robust_accuracy, "gradients": rep.gradient_evaluations, "seconds": t_ev}
+    rows["advlab_full"] = {
+        "robust_accuracy": robust_acc(model, x, full.x_adv, y),
+        "gradients": full.gradient_evaluations,
+        "seconds": t_full,
+    }
+    rep, t_ev = timed(
+        lambda: evaluate(
+            model, (x, y), EvalConfig(attacks=(attacks.PGD(eps=eps, alpha=alpha, steps=10),), batch_size=n)
+        )
+    )
+    rows["advlab_evaluate"] = {
+        "robust_accuracy": rep.robust_accuracy,
+        "gradients": rep.gradient_evaluations,
+        "seconds": t_ev,
+    }
+    rep, t_ev = timed(
+        lambda: evaluate(
+            model,
+            (x, y),
+            EvalConfig(attacks=(attacks.PGD(eps=eps, alpha=alpha, steps=10),), batch_size=n, sanity=False),
+        )
+    )
+    rows["evaluate_no_checks"] = {
+        "robust_accuracy": rep.robust_accuracy,
+        "gradients": rep.gradient_evaluations,
+        "seconds": t_ev,
+    }
     try:
         import torchattacks
     except Exception as e:  # noqa: BLE001 - any import failure means "not available"
@@ -100,7 +122,10 @@ def robust_digits(epochs: int = 40) -> nn.Module:
     torch.manual_seed(0)
     x, y = data.load("digits:train")
     pgd = attacks.PGD(eps=0.1, alpha=0.025, steps=7)
-    print(f"training the robust digits CNN ({epochs} epochs of PGD-7 adversarial training; cached in {path}) ...", flush=True)
+    print(
+        f"training the robust digits CNN ({epochs} epochs of PGD-7 adversarial training; cached in {path}) ...",
+        flush=True,
+    )
     fit(model, x, y, TrainConfig(epochs=epochs), perturb=lambda m, xb, yb: pgd(m, xb, yb).x_adv)
     CACHE.mkdir(exist_ok=True)
     save_file(model.net.state_dict(), str(path))  # type: ignore[union-attr]
@@ -147,12 +172,30 @@ def run_advlab(model: nn.Module, x: torch.Tensor, y: torch.Tensor, norm: str, ep
     rep = evaluate(counted, (x, y), EvalConfig(preset="reliable", eps=eps, norm=norm, batch_size=len(y)))
     seconds = time.process_time() - t0
     robust = ~rep.samples.broken & (rep.samples.clean_pred == rep.samples.y)
-    stages = [{"stage": a["attack"], "config": a["config"], "attacked": a["attacked"], "broken": a["broken"],
-               "backwards": a["gradient_evaluations"], "robust_after": a["robust_accuracy_after"]} for a in rep.per_attack]  # fmt: skip
-    return {"robust_accuracy": rep.robust_accuracy, "clean_accuracy": rep.clean_accuracy, "seconds": seconds,
-            "forwards": counted.forwards, "backwards": counted.backwards, "own_forwards": rep.forward_evaluations,
-            "own_backwards": rep.gradient_evaluations, "stages": stages, "robust": robust, "flags": rep.flags,
-            "trust": getattr(rep, "trust", None)}  # fmt: skip
+    stages = [
+        {
+            "stage": a["attack"],
+            "config": a["config"],
+            "attacked": a["attacked"],
+            "broken": a["broken"],
+            "backwards": a["gradient_evaluations"],
+            "robust_after": a["robust_accuracy_after"],
+        }
+        for a in rep.per_attack
+    ]
+    return {
+        "robust_accuracy": rep.robust_accuracy,
+        "clean_accuracy": rep.clean_accuracy,
+        "seconds": seconds,
+        "forwards": counted.forwards,
+        "backwards": counted.backwards,
+        "own_forwards": rep.forward_evaluations,
+        "own_backwards": rep.gradient_evaluations,
+        "stages": stages,
+        "robust": robust,
+        "flags": rep.flags,
+        "trust": getattr(rep, "trust", None),
+    }
 
 
 class _Stages(logging.Handler):
@@ -165,8 +208,14 @@ class _Stages(logging.Handler):
     def emit(self, record: logging.LogRecord) -> None:
         m = re.match(r"robust accuracy after (\S+): ([\d.]+)%", record.getMessage())
         if m:
-            self.rows.append({"stage": m.group(1).lower(), "robust_after": float(m.group(2)) / 100,
-                              "forwards": self.counted.forwards, "backwards": self.counted.backwards})  # fmt: skip
+            self.rows.append(
+                {
+                    "stage": m.group(1).lower(),
+                    "robust_after": float(m.group(2)) / 100,
+                    "forwards": self.counted.forwards,
+                    "backwards": self.counted.backwards,
+                }
+            )
 
 
 def run_autoattack(model: nn.Module, x: torch.Tensor, y: torch.Tensor, norm: str, eps: float) -> dict[str, Any]:
@@ -188,15 +237,28 @@ def run_autoattack(model: nn.Module, x: torch.Tensor, y: torch.Tensor, norm: str
         logger.removeHandler(stages)
     with torch.no_grad():
         robust = (model(x).argmax(1) == y) & (model(xa).argmax(1) == y)
-    return {"robust_accuracy": float(robust.float().mean()), "seconds": seconds, "forwards": counted.forwards,
-            "backwards": counted.backwards, "stages": _stage_deltas(stages.rows), "robust": robust}  # fmt: skip
+    return {
+        "robust_accuracy": float(robust.float().mean()),
+        "seconds": seconds,
+        "forwards": counted.forwards,
+        "backwards": counted.backwards,
+        "stages": _stage_deltas(stages.rows),
+        "robust": robust,
+    }
 
 
 def _stage_deltas(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Per AutoAttack stage: its passes (differences of the running counts) and the robust accuracy after it."""
     out, fw, bw = [], 0, 0
     for r in rows:
-        out.append({"stage": r["stage"], "robust_after": r["robust_after"], "forwards": r["forwards"] - fw, "backwards": r["backwards"] - bw})
+        out.append(
+            {
+                "stage": r["stage"],
+                "robust_after": r["robust_after"],
+                "forwards": r["forwards"] - fw,
+                "backwards": r["backwards"] - bw,
+            }
+        )
         fw, bw = r["forwards"], r["backwards"]
     return out
 
@@ -213,7 +275,10 @@ def reliable_part(limit: int, settings: list[tuple[str, str, float]]) -> dict[st
     out: dict[str, Any] = {}
     for name, norm, eps in settings:
         key = f"{name}/{norm}/{eps:g}"
-        print(f"\n-- {key}: {len(y)} test digits, {'PGD-7 adversarially trained' if name == 'robust' else 'shipped'} digits-cnn", flush=True)
+        print(
+            f"\n-- {key}: {len(y)} test digits, {'PGD-7 adversarially trained' if name == 'robust' else 'shipped'} digits-cnn",
+            flush=True,
+        )
         try:
             aa = run_autoattack(models[name], x, y, norm, eps)
         except ImportError as e:
@@ -236,18 +301,33 @@ def print_setting(n: int, adv: dict[str, Any], aa: dict[str, Any]) -> None:
     print(f"{'':<22}{'robust acc':>11}{'seconds':>9}{'fwd/img':>10}{'bwd/img':>10}")
     rows = [("advlab reliable", adv)] + ([("AutoAttack standard", aa)] if "error" not in aa else [])
     for label, r in rows:
-        print(f"{label:<22}{r['robust_accuracy']:11.2%}{r['seconds']:9.1f}{r['forwards'] / n:10.1f}{r['backwards'] / n:10.1f}")
+        print(
+            f"{label:<22}{r['robust_accuracy']:11.2%}{r['seconds']:9.1f}{r['forwards'] / n:10.1f}{r['backwards'] / n:10.1f}"
+        )
     if "error" in aa:
         print(f"AutoAttack: {aa['error']}")
     else:
         only_aa = int((adv["robust"] & ~aa["robust"]).sum())
         only_adv = int((aa["robust"] & ~adv["robust"]).sum())
-        print(f"{'advlab - AutoAttack':<22}{100 * (adv['robust_accuracy'] - aa['robust_accuracy']):+10.2f}pp"
-              f"{adv['seconds'] / aa['seconds']:8.3f}x{adv['forwards'] / aa['forwards']:9.4f}x{adv['backwards'] / aa['backwards']:9.3f}x"
-              f"   (broken by AutoAttack only: {only_aa}, by advlab only: {only_adv})")  # fmt: skip
-    print("  advlab stages:  " + "; ".join(f"{s['stage']} {s['broken']}/{s['attacked']} broken, {s['backwards'] / n:.1f} bwd/img" for s in adv["stages"]))
+        print(
+            f"{'advlab - AutoAttack':<22}{100 * (adv['robust_accuracy'] - aa['robust_accuracy']):+10.2f}pp"
+            f"{adv['seconds'] / aa['seconds']:8.3f}x{adv['forwards'] / aa['forwards']:9.4f}x{adv['backwards'] / aa['backwards']:9.3f}x"
+            f"   (broken by AutoAttack only: {only_aa}, by advlab only: {only_adv})"
+        )
+    print(
+        "  advlab stages:  "
+        + "; ".join(
+            f"{s['stage']} {s['broken']}/{s['attacked']} broken, {s['backwards'] / n:.1f} bwd/img"
+            for s in adv["stages"]
+        )
+    )
     if "error" not in aa:
-        print("  AutoAttack:     " + "; ".join(f"{s['stage']} -> {s['robust_after']:.2%}, {s['backwards'] / n:.1f} bwd/img" for s in aa["stages"]))
+        print(
+            "  AutoAttack:     "
+            + "; ".join(
+                f"{s['stage']} -> {s['robust_after']:.2%}, {s['backwards'] / n:.1f} bwd/img" for s in aa["stages"]
+            )
+        )
 
 
 def targets_part(limit: int, settings: list[tuple[str, str, float]], steps: int = 100) -> dict[str, Any]:
@@ -275,10 +355,15 @@ def targets_part(limit: int, settings: list[tuple[str, str, float]], steps: int 
         cost = torch.zeros(len(xs), zs.shape[1])
         for t in range(zs.shape[1]):
             rows = (ys != t).nonzero().flatten()
-            r = attacks.APGD(eps=eps, norm=norm, steps=steps, loss="dlr", early_stop=True)(m, xs[rows], ys[rows], target=torch.full_like(ys[rows], t))
+            r = attacks.APGD(eps=eps, norm=norm, steps=steps, loss="dlr", early_stop=True)(
+                m, xs[rows], ys[rows], target=torch.full_like(ys[rows], t)
+            )
             succ[rows, t], cost[rows, t] = r.success.cpu(), r.backwards.float()
         ranked = zs.argsort(1, descending=True)
-        orders = {"logits": ranked[ranked != ys[:, None]].view(len(xs), -1), "malt": malt_targets(Oracle(m, len(xs)), xs, ys, zs, 9, norm)}
+        orders = {
+            "logits": ranked[ranked != ys[:, None]].view(len(xs), -1),
+            "malt": malt_targets(Oracle(m, len(xs)), xs, ys, zs, 9, norm),
+        }
         rows_out = {}
         for order, cls in orders.items():
             for k in (0, 1, 2, 3, 9):
@@ -287,11 +372,21 @@ def targets_part(limit: int, settings: list[tuple[str, str, float]], steps: int 
                 for j in range(k):
                     spent += alive.float() * cost.gather(1, cls[:, j : j + 1])[:, 0]
                     alive &= ~succ.gather(1, cls[:, j : j + 1])[:, 0]
-                rows_out[f"{order}/{k}"] = {"robust_accuracy": int(alive.sum()) / len(y), "backwards_per_image": float(spent.sum()) / len(y)}
+                rows_out[f"{order}/{k}"] = {
+                    "robust_accuracy": int(alive.sum()) / len(y),
+                    "backwards_per_image": float(spent.sum()) / len(y),
+                }
         key = f"{name}/{norm}/{eps:g}"
         out[key] = rows_out
-        print(f"{key:<22}" + "  ".join(f"{o} k={k}: {v['robust_accuracy']:.2%} {v['backwards_per_image']:.0f}"
-                                      for o, k, v in ((*kk.split("/"), v) for kk, v in rows_out.items()) if k != "0" or o == "logits"), flush=True)  # fmt: skip
+        print(
+            f"{key:<22}"
+            + "  ".join(
+                f"{o} k={k}: {v['robust_accuracy']:.2%} {v['backwards_per_image']:.0f}"
+                for o, k, v in ((*kk.split("/"), v) for kk, v in rows_out.items())
+                if k != "0" or o == "logits"
+            ),
+            flush=True,
+        )
     return out
 
 
@@ -300,7 +395,11 @@ def main() -> int:
     p.add_argument("--part", choices=["early-stop", "reliable", "targets", "all"], default="all")
     p.add_argument("--models", default="digits-cnn,cifar-resnet18,efficientnet-lite0")
     p.add_argument("--limit", type=int, default=599, help="test digits for the reliable part")
-    p.add_argument("--settings", default="robust/linf,robust/l2,undefended/linf,undefended/l2", help="reliable part: model/norm pairs")
+    p.add_argument(
+        "--settings",
+        default="robust/linf,robust/l2,undefended/linf,undefended/l2",
+        help="reliable part: model/norm pairs",
+    )
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--json", help="write the numbers to this file")
     args = p.parse_args()
@@ -318,9 +417,13 @@ def main() -> int:
                 if "error" in v:
                     print(f"{name:<20}{r['eps']:8.4f}  {key:<18}{v['error']}")
                 else:
-                    print(f"{name:<20}{r['eps']:8.4f}  {key:<18}{v['robust_accuracy']:11.2%}{v['gradients']:11d}{v['seconds']:9.2f}")
+                    print(
+                        f"{name:<20}{r['eps']:8.4f}  {key:<18}{v['robust_accuracy']:11.2%}{v['gradients']:11d}{v['seconds']:9.2f}"
+                    )
             ev, full = r["advlab_evaluate"], r["advlab_full"]
-            line = f"  -> evaluate spends {ev['gradients'] / full['gradients']:.2f}x the gradients of full-budget PGD-10"
+            line = (
+                f"  -> evaluate spends {ev['gradients'] / full['gradients']:.2f}x the gradients of full-budget PGD-10"
+            )
             if "seconds" in r["torchattacks"]:
                 line += f"; torchattacks time / evaluate time = {r['torchattacks']['seconds'] / ev['seconds']:.2f}x"
             print(line)
@@ -329,7 +432,9 @@ def main() -> int:
         chosen = [st for st in SETTINGS if f"{st[0]}/{st[1]}" in args.settings.split(",")]
         out["reliable"] = reliable_part(args.limit, chosen)
     if args.part == "targets":
-        print(f"\n== APGD-CE then k targets of APGD-T ({args.limit} digits, 100 steps each): robust accuracy, backwards per image ==")
+        print(
+            f"\n== APGD-CE then k targets of APGD-T ({args.limit} digits, 100 steps each): robust accuracy, backwards per image =="
+        )
         chosen = [st for st in SETTINGS if f"{st[0]}/{st[1]}" in args.settings.split(",")]
         out["targets"] = targets_part(args.limit, chosen)
     if args.json:

@@ -21,10 +21,24 @@ from advlab import data, zoo
 from advlab.experiments.optimality import compare
 
 ATTACKS = {
-    "l2": ["fmn", "ddn", "cw", "deepfool", "apgd", "apgd-t", "foolbox:fmn", "foolbox:ddn", "foolbox:cw", "foolbox:deepfool",
-           "torchattacks:cw", "torchattacks:deepfool", "art:cw", "art:deepfool"],
+    "l2": [
+        "fmn",
+        "ddn",
+        "cw",
+        "deepfool",
+        "apgd",
+        "apgd-t",
+        "foolbox:fmn",
+        "foolbox:ddn",
+        "foolbox:cw",
+        "foolbox:deepfool",
+        "torchattacks:cw",
+        "torchattacks:deepfool",
+        "art:cw",
+        "art:deepfool",
+    ],
     "linf": ["fmn", "deepfool", "apgd", "apgd-t", "foolbox:fmn", "foolbox:deepfool"],
-}  # fmt: skip
+}
 
 
 def robust_model(x: torch.Tensor, y: torch.Tensor, epochs: int) -> torch.nn.Module:
@@ -49,7 +63,9 @@ def main() -> int:
     x, y = data.load("digits:test")
     models = {} if args.robust_only else {"digits-cnn": lambda: zoo.load("digits-cnn").eval()}
     if not args.no_robust:  # trained when its turn comes, after the standard model's tables are out
-        models[f"digits-cnn, PGD-trained ({args.epochs} epochs)"] = lambda: robust_model(*data.load("digits:train"), args.epochs)
+        models[f"digits-cnn, PGD-trained ({args.epochs} epochs)"] = lambda: robust_model(
+            *data.load("digits:train"), args.epochs
+        )
     for label, build in models.items():
         model = build()
         with torch.no_grad():

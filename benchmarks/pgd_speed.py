@@ -59,8 +59,15 @@ class Setting:
 
 SETTINGS: dict[str, Setting] = {
     "digits-cnn": Setting(0.1, 599, 64, "digits:test (599 images; the first N), true labels"),
-    "cifar-resnet18": Setting(8 / 255, 128, 8, "torch.rand images (seed 0), random-init weights, labels = clean predictions"),
-    "efficientnet-lite0": Setting(8 / 255, 16, 4, "the 4 sample photos x 4 variants (as is, flipped, dimmed, flipped + low contrast), labels = clean predictions"),
+    "cifar-resnet18": Setting(
+        8 / 255, 128, 8, "torch.rand images (seed 0), random-init weights, labels = clean predictions"
+    ),
+    "efficientnet-lite0": Setting(
+        8 / 255,
+        16,
+        4,
+        "the 4 sample photos x 4 variants (as is, flipped, dimmed, flipped + low contrast), labels = clean predictions",
+    ),
 }
 
 
@@ -254,12 +261,23 @@ def art_row(model: nn.Module, p: Problem) -> tuple[Run, Finish]:
     from art.estimators.classification import PyTorchClassifier
 
     clf = PyTorchClassifier(
-        model=model, loss=nn.CrossEntropyLoss(), input_shape=tuple(p.x.shape[1:]), nb_classes=p.num_classes,
-        clip_values=(0.0, 1.0), device_type="gpu" if p.device.type == "cuda" else "cpu",
-    )  # fmt: skip
+        model=model,
+        loss=nn.CrossEntropyLoss(),
+        input_shape=tuple(p.x.shape[1:]),
+        nb_classes=p.num_classes,
+        clip_values=(0.0, 1.0),
+        device_type="gpu" if p.device.type == "cuda" else "cpu",
+    )
     atk = ProjectedGradientDescentPyTorch(
-        clf, norm=np.inf, eps=p.eps, eps_step=p.alpha, max_iter=STEPS, num_random_init=1, batch_size=len(p.x), verbose=False,
-    )  # fmt: skip
+        clf,
+        norm=np.inf,
+        eps=p.eps,
+        eps_step=p.alpha,
+        max_iter=STEPS,
+        num_random_init=1,
+        batch_size=len(p.x),
+        verbose=False,
+    )
     x_np, y_np = p.x.cpu().numpy(), p.y.cpu().numpy()  # ART works on NumPy arrays: its users hold them already
     return (lambda: atk.generate(x=x_np, y=y_np)), (lambda out: torch.from_numpy(out).to(p.device))
 
@@ -275,7 +293,11 @@ def make_rows(compile_: bool) -> list[Row]:
     if compile_:
         rows.append(Row("advlab compiled", "compiled", advlab_row, own_counts=True))
         rows.append(Row("advlab x_adv compiled", "compiled", advlab_perturb_row))
-    rows += [Row("torchattacks", "fp32", torchattacks_row), Row("foolbox", "fp32", foolbox_row), Row("art", "fp32", art_row)]
+    rows += [
+        Row("torchattacks", "fp32", torchattacks_row),
+        Row("foolbox", "fp32", foolbox_row),
+        Row("art", "fp32", art_row),
+    ]
     return rows
 
 
@@ -372,8 +394,10 @@ def bench_model(name: str, args: argparse.Namespace, device: torch.device) -> di
         clean = float((base(x).argmax(1) == y).float().mean())
 
     print(f"\n== {name}: batch {tuple(x.shape)}, {setting.what}")
-    print(f"   PGD-{STEPS} L-inf eps {setting.eps:.4g}, alpha {p.alpha:.4g}, random start; clean accuracy {clean:.3f}; "
-          f"load average {os.getloadavg()[0]:.2f}")  # fmt: skip
+    print(
+        f"   PGD-{STEPS} L-inf eps {setting.eps:.4g}, alpha {p.alpha:.4g}, random start; clean accuracy {clean:.3f}; "
+        f"load average {os.getloadavg()[0]:.2f}"
+    )
     rows = make_rows(args.compile)
     t_start = time.perf_counter()
     for row in rows:
@@ -383,17 +407,23 @@ def bench_model(name: str, args: argparse.Namespace, device: torch.device) -> di
     return report(name, rows, p, clean, elapsed, args)
 
 
-def report(name: str, rows: list[Row], p: Problem, clean: float, elapsed: float, args: argparse.Namespace) -> dict[str, Any]:
+def report(
+    name: str, rows: list[Row], p: Problem, clean: float, elapsed: float, args: argparse.Namespace
+) -> dict[str, Any]:
     """Print the table: medians and their ratios (what the issue asks for), and minima and theirs (other
     processes only ever add time, so on a busy machine the minimum is the steadier estimate)."""
     ran = [r for r in rows if r.times and not r.status]
     med = {r.name: statistics.median(r.times) for r in ran}
     low = {r.name: min(r.times) for r in ran}
     if "10 x ideal step" in med:
-        print(f"   ideal step (1 forward + 1 backward w.r.t. x, {len(p.x)} images): median {med['10 x ideal step'] / STEPS * 1e3:.2f} ms, "
-              f"min {low['10 x ideal step'] / STEPS * 1e3:.2f} ms")  # fmt: skip
-    header = (f"   {'library':<18}{'median s':>10}{'x 10 steps':>12}{'x eager':>9}{'min s':>10}{'x 10 steps':>12}{'x eager':>9}"
-              f"{'robust acc':>12}{'fwd/bwd':>9}  notes")  # fmt: skip
+        print(
+            f"   ideal step (1 forward + 1 backward w.r.t. x, {len(p.x)} images): median {med['10 x ideal step'] / STEPS * 1e3:.2f} ms, "
+            f"min {low['10 x ideal step'] / STEPS * 1e3:.2f} ms"
+        )
+    header = (
+        f"   {'library':<18}{'median s':>10}{'x 10 steps':>12}{'x eager':>9}{'min s':>10}{'x 10 steps':>12}{'x eager':>9}"
+        f"{'robust acc':>12}{'fwd/bwd':>9}  notes"
+    )
     print(header)
     print("   " + "-" * (len(header) - 3))
     out_rows = {}
@@ -415,15 +445,34 @@ def report(name: str, rows: list[Row], p: Problem, clean: float, elapsed: float,
         if args.dtype == "bfloat16" and r.variant != "fp32":
             notes.append("bf16 autocast")
         acc_s = f"{acc:.3f}" if acc is not None else "-"
-        print(f"   {r.name:<18}{med[r.name]:>10.3f}{ratios['median_ratio_to_ideal']:>11.2f}x{ratios['median_ratio_to_eager']:>8.2f}x"
-              f"{low[r.name]:>10.3f}{ratios['min_ratio_to_ideal']:>11.2f}x{ratios['min_ratio_to_eager']:>8.2f}x"
-              f"{acc_s:>12}{counts:>9}  {', '.join(notes)}")  # fmt: skip
-        entry.update(median_s=med[r.name], min_s=low[r.name], **ratios, robust_accuracy=acc, max_linf=r.linf,
-                     forwards_per_sample=r.forwards, backwards_per_sample=r.backwards)  # fmt: skip
-    print(f"   ({args.repeats} timed runs per row, round-robin; {elapsed:.0f} s for this model; load average now {os.getloadavg()[0]:.2f})")
+        print(
+            f"   {r.name:<18}{med[r.name]:>10.3f}{ratios['median_ratio_to_ideal']:>11.2f}x{ratios['median_ratio_to_eager']:>8.2f}x"
+            f"{low[r.name]:>10.3f}{ratios['min_ratio_to_ideal']:>11.2f}x{ratios['min_ratio_to_eager']:>8.2f}x"
+            f"{acc_s:>12}{counts:>9}  {', '.join(notes)}"
+        )
+        entry.update(
+            median_s=med[r.name],
+            min_s=low[r.name],
+            **ratios,
+            robust_accuracy=acc,
+            max_linf=r.linf,
+            forwards_per_sample=r.forwards,
+            backwards_per_sample=r.backwards,
+        )
+    print(
+        f"   ({args.repeats} timed runs per row, round-robin; {elapsed:.0f} s for this model; load average now {os.getloadavg()[0]:.2f})"
+    )
     ideal = med.get("10 x ideal step")
-    return {"model": name, "batch": list(p.x.shape), "eps": p.eps, "alpha": p.alpha, "steps": STEPS, "clean_accuracy": clean,
-            "ideal_step_s": ideal / STEPS if ideal else None, "rows": out_rows}  # fmt: skip
+    return {
+        "model": name,
+        "batch": list(p.x.shape),
+        "eps": p.eps,
+        "alpha": p.alpha,
+        "steps": STEPS,
+        "clean_accuracy": clean,
+        "ideal_step_s": ideal / STEPS if ideal else None,
+        "rows": out_rows,
+    }
 
 
 # ----------------------------------------------------------------------------------------------- main
@@ -436,31 +485,62 @@ def machine_line(device: torch.device, threads: int) -> dict[str, Any]:
         pass
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else cpu
     peers = {}
-    for mod, dist in (("torchattacks", "torchattacks"), ("foolbox", "foolbox"), ("art", "adversarial-robustness-toolbox")):
+    for mod, dist in (
+        ("torchattacks", "torchattacks"),
+        ("foolbox", "foolbox"),
+        ("art", "adversarial-robustness-toolbox"),
+    ):
         try:
             peers[dist] = __import__(mod).__version__
         except Exception:  # noqa: BLE001 - any import failure: not installed
             peers[dist] = None
-    info = {"torch": torch.__version__, "python": platform.python_version(), "threads": threads, "device": str(device),
-            "device_name": name, "cpus": os.cpu_count(), "load_average": os.getloadavg(), "peers": peers}  # fmt: skip
+    info = {
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "threads": threads,
+        "device": str(device),
+        "device_name": name,
+        "cpus": os.cpu_count(),
+        "load_average": os.getloadavg(),
+        "peers": peers,
+    }
     versions = ", ".join(f"{k} {v or 'not installed'}" for k, v in peers.items())
-    print(f"machine: torch {info['torch']}, python {info['python']}, threads {threads}, device {device} ({name}), "
-          f"{info['cpus']} CPUs, load average {info['load_average'][0]:.2f}; {versions}")  # fmt: skip
+    print(
+        f"machine: torch {info['torch']}, python {info['python']}, threads {threads}, device {device} ({name}), "
+        f"{info['cpus']} CPUs, load average {info['load_average'][0]:.2f}; {versions}"
+    )
     return info
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--models", default=",".join(SETTINGS), help=f"comma list of {', '.join(SETTINGS)} (default: all)")
     ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
-    ap.add_argument("--threads", type=int, default=1, help="torch.set_num_threads (default 1, as the reference numbers)")
-    ap.add_argument("--repeats", type=int, default=None, help="timed runs per row; median and min reported (default 3; 1 with --quick)")
+    ap.add_argument(
+        "--threads", type=int, default=1, help="torch.set_num_threads (default 1, as the reference numbers)"
+    )
+    ap.add_argument(
+        "--repeats",
+        type=int,
+        default=None,
+        help="timed runs per row; median and min reported (default 3; 1 with --quick)",
+    )
     ap.add_argument("--channels-last", action="store_true", help="model and inputs in channels_last, for every library")
     ap.add_argument("--compile", action="store_true", help="add a row: advlab on torch.compile(model)")
-    ap.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"],
-                    help="bfloat16: autocast in the ideal step, the eager loop and advlab (peers stay float32)")  # fmt: skip
-    ap.add_argument("--frozen", action="store_true", help="turn parameters' requires_grad off for every library "
-                    "(default: the model as loaded; advlab and the ideal rows freeze them themselves)")  # fmt: skip
+    ap.add_argument(
+        "--dtype",
+        default="float32",
+        choices=["float32", "bfloat16"],
+        help="bfloat16: autocast in the ideal step, the eager loop and advlab (peers stay float32)",
+    )
+    ap.add_argument(
+        "--frozen",
+        action="store_true",
+        help="turn parameters' requires_grad off for every library "
+        "(default: the model as loaded; advlab and the ideal rows freeze them themselves)",
+    )
     ap.add_argument("--batch", type=int, default=None, help="images per model instead of the defaults (599 / 128 / 16)")
     ap.add_argument("--quick", action="store_true", help="small batches and 1 repeat: a smoke test")
     ap.add_argument("--json", metavar="PATH", help="write every number to PATH")
@@ -483,7 +563,9 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     info = machine_line(device, args.threads)
-    options = {k: getattr(args, k) for k in ("repeats", "batch", "channels_last", "compile", "dtype", "frozen", "quick")}
+    options = {
+        k: getattr(args, k) for k in ("repeats", "batch", "channels_last", "compile", "dtype", "frozen", "quick")
+    }
     print("options: " + ", ".join(f"{k}={v}" for k, v in options.items()))
     results = [bench_model(name, args, device) for name in args.model_list]
     if args.json:

@@ -68,7 +68,9 @@ def main() -> int:
     return 0
 
 
-def _deterministic(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, robust: Callable[[torch.Tensor], float]) -> None:
+def _deterministic(
+    model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, robust: Callable[[torch.Tensor], float]
+) -> None:
     """PGD-10 without a random start in advlab and torchattacks: the same iterates up to float rounding."""
     from advlab import attacks
 

@@ -47,7 +47,9 @@ SETTINGS: dict[str, tuple[str, int, int, int, int]] = {
 }
 
 
-def rows_for(model: torch.nn.Module, name: str, steps: int, n_starts: int | None = None) -> dict[str, Callable[[], int]]:
+def rows_for(
+    model: torch.nn.Module, name: str, steps: int, n_starts: int | None = None
+) -> dict[str, Callable[[], int]]:
     """Each row runs once and returns the number of target-steps it computed."""
     spec, default_starts, n_targets, _, _ = SETTINGS[name]
     n_starts = n_starts or default_starts
@@ -99,7 +101,9 @@ def bench(name: str, steps: int, repeats: int, n_starts: int | None = None) -> d
             work[k] = fn_work
     spec, default_starts, n_targets, _, _ = SETTINGS[name]
     n_starts = n_starts or default_starts
-    print(f"\n== {name}: {spec}, {n_starts} start(s) x {n_targets} targets per batch, {steps} steps; load average {os.getloadavg()[0]:.2f}")
+    print(
+        f"\n== {name}: {spec}, {n_starts} start(s) x {n_targets} targets per batch, {steps} steps; load average {os.getloadavg()[0]:.2f}"
+    )
     print(f"   {'row':<24}{'target-steps':>13}{'median s':>10}{'steps/s':>10}{'x ideal':>9}{'min s':>9}{'x ideal':>9}")
     ideal = "ideal (fwd + bwd)"
     out: dict[str, Any] = {"model": name, "steps": steps, "rows": {}}
@@ -109,11 +113,20 @@ def bench(name: str, steps: int, repeats: int, n_starts: int | None = None) -> d
         ratio = rate / (work[ideal] / statistics.median(times[ideal]))
         ratio_min = rate_min / (work[ideal] / min(times[ideal]))
         print(f"   {k:<24}{work[k]:>13}{med:>10.3f}{rate:>10.1f}{ratio:>8.2f}x{low:>9.3f}{ratio_min:>8.2f}x")
-        out["rows"][k] = {"target_steps": work[k], "median_s": med, "min_s": low, "throughput_ratio_median": ratio,
-                          "throughput_ratio_min": ratio_min}  # fmt: skip
-    per_step = {f: (f(times["min, no convergence"]) - f(times[ideal])) / (steps + 1) * 1e3 for f in (statistics.median, min)}
-    print(f"   bookkeeping per step (min, no convergence - ideal): {per_step[statistics.median]:.3f} ms median, "
-          f"{per_step[min]:.3f} ms min")
+        out["rows"][k] = {
+            "target_steps": work[k],
+            "median_s": med,
+            "min_s": low,
+            "throughput_ratio_median": ratio,
+            "throughput_ratio_min": ratio_min,
+        }
+    per_step = {
+        f: (f(times["min, no convergence"]) - f(times[ideal])) / (steps + 1) * 1e3 for f in (statistics.median, min)
+    }
+    print(
+        f"   bookkeeping per step (min, no convergence - ideal): {per_step[statistics.median]:.3f} ms median, "
+        f"{per_step[min]:.3f} ms min"
+    )
     out["bookkeeping_ms_per_step"] = {"median": per_step[statistics.median], "min": per_step[min]}
     return out
 
@@ -122,7 +135,11 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--models", default=",".join(SETTINGS), help="comma list of: " + ", ".join(SETTINGS))
     ap.add_argument("--steps", type=int, help="steps per run (default per model)")
-    ap.add_argument("--starts", type=int, help="start images per batch (default per model: 10 digits, 1 grey image); pairs = starts x 10 targets")
+    ap.add_argument(
+        "--starts",
+        type=int,
+        help="start images per batch (default per model: 10 digits, 1 grey image); pairs = starts x 10 targets",
+    )
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--quick", action="store_true", help="few steps, one repeat (a smoke test)")

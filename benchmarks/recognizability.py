@@ -66,7 +66,9 @@ def ideal_seconds(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, step
     return (time.process_time() - t0) / steps
 
 
-def verdicts(model: torch.nn.Module, judges: dict[str, torch.nn.Module], x: torch.Tensor, t: torch.Tensor) -> dict[str, Any]:
+def verdicts(
+    model: torch.nn.Module, judges: dict[str, torch.nn.Module], x: torch.Tensor, t: torch.Tensor
+) -> dict[str, Any]:
     """Each judge's (and the ensemble's) verdict on the prototypes ``x`` of targets ``t``, with its top-1 class of each."""
     probs = {"self": prototypes.class_probabilities(model, x)}
     for name, j in judges.items():
@@ -76,8 +78,17 @@ def verdicts(model: torch.nn.Module, judges: dict[str, torch.nn.Module], x: torc
     return {k: {**prototypes.judge(p, t), "top1": p.argmax(1).tolist()} for k, p in probs.items()}
 
 
-def one(model: torch.nn.Module, judges: dict[str, torch.nn.Module], start: str, targets: list[int], preset: str, steps: int | None,
-        ideal_steps: int, out_dir: Path | None, over: dict[str, float] | None = None) -> dict[str, Any]:  # fmt: skip
+def one(
+    model: torch.nn.Module,
+    judges: dict[str, torch.nn.Module],
+    start: str,
+    targets: list[int],
+    preset: str,
+    steps: int | None,
+    ideal_steps: int,
+    out_dir: Path | None,
+    over: dict[str, float] | None = None,
+) -> dict[str, Any]:
     info = model.info  # type: ignore[attr-defined]
     starts = prototypes.parse_start(start, info.channels, info.input_size)
     cfg = prototypes.recipe(preset, model, steps=steps, **(over or {}))  # steps None: the recipe's own
@@ -86,15 +97,26 @@ def one(model: torch.nn.Module, judges: dict[str, torch.nn.Module], start: str, 
     x = starts.x[:1].expand(len(shares[0]), -1, -1, -1)  # the ideal at the runs' batch: the first image's share
     ideal_per_pair = ideal_seconds(model, x, torch.tensor(shares[0]), ideal_steps) / len(shares[0])
     t0 = time.process_time()
-    evs = [prototypes.generate(model, starts.x[k : k + 1], ts, cfg, batch_size=len(ts), strip_pairs=[]).evolution
-           for k, ts in enumerate(shares)]  # fmt: skip
+    evs = [
+        prototypes.generate(model, starts.x[k : k + 1], ts, cfg, batch_size=len(ts), strip_pairs=[]).evolution
+        for k, ts in enumerate(shares)
+    ]
     seconds = time.process_time() - t0
     ev = Evolution.cat(evs)
     pair_steps = int((ev.stopped + 1).sum())
-    row = {"start": start, "preset": preset, "steps": cfg.steps, "config": repr(cfg), "cpu_seconds": round(seconds, 1),
-           "pair_steps_per_cpu_second": round(pair_steps / seconds, 3),
-           "ratio_to_ideal": round(ideal_per_pair * pair_steps / seconds, 3), "images": len(shares), "targets": ev.target.tolist(),
-           "final_top1_self": int((ev.final_top1 == ev.target).sum()), **verdicts(model, judges, ev.x, ev.target)}  # fmt: skip
+    row = {
+        "start": start,
+        "preset": preset,
+        "steps": cfg.steps,
+        "config": repr(cfg),
+        "cpu_seconds": round(seconds, 1),
+        "pair_steps_per_cpu_second": round(pair_steps / seconds, 3),
+        "ratio_to_ideal": round(ideal_per_pair * pair_steps / seconds, 3),
+        "images": len(shares),
+        "targets": ev.target.tolist(),
+        "final_top1_self": int((ev.final_top1 == ev.target).sum()),
+        **verdicts(model, judges, ev.x, ev.target),
+    }
     if out_dir is not None:
         from advlab.report import image_grid
 
@@ -118,14 +140,20 @@ def robust_digits(out_dir: Path | None, epochs: int, eps: float, steps: int) -> 
 
     x, y = load("digits:train")
     nets = {}
-    for name, kw in (("standard", {}), ("robust", {"adversarial": "pgd", "eps": eps, "adv_steps": 3}), ("judge", {"seed": 2})):
+    for name, kw in (
+        ("standard", {}),
+        ("robust", {"adversarial": "pgd", "eps": eps, "adv_steps": 3}),
+        ("judge", {"seed": 2}),
+    ):
         net = DigitsCNN()
         t0 = time.process_time()
         train.fit(net, x, y, train.TrainConfig(epochs=epochs, **{"seed": 0, **kw}))
         nets[name] = net.eval()
         print(f"# trained {name} digits CNN ({kw or 'standard'}) in {time.process_time() - t0:.0f} cpu-s", flush=True)
     starts = prototypes.parse_start("digits:test", 1, 8, limit=20)
-    other = starts.labels.repeat_interleave(10) != torch.arange(10).repeat(len(starts.x))  # pairs whose target is not the digit shown
+    other = starts.labels.repeat_interleave(10) != torch.arange(10).repeat(
+        len(starts.x)
+    )  # pairs whose target is not the digit shown
     rows, pictures, curves = [], [], {"standard": [], "robust": []}
     budgets = (0.1, 0.2, 0.3, 0.5, 1.0)
     for eps in budgets:
@@ -133,20 +161,33 @@ def robust_digits(out_dir: Path | None, epochs: int, eps: float, steps: int) -> 
             cfg = Config(steps=steps, eps=eps, alpha=eps / 25)
             ev = prototypes.generate(nets[name], starts, list(range(10)), cfg, batch_size=100).evolution
             j = prototypes.judge(prototypes.class_probabilities(nets["judge"], ev.x[other]), ev.target[other])
-            row = {"eps": eps, "model": name, "self_top1": float((ev.final_top1 == ev.target)[other].float().mean()), "judge": j}
+            row = {
+                "eps": eps,
+                "model": name,
+                "self_top1": float((ev.final_top1 == ev.target)[other].float().mean()),
+                "judge": j,
+            }
             rows.append(row)
             curves[name].append(j["top1_agreement"])
             if eps == 0.3:
                 pictures.append(ev.x[:10])
-            print(f"eps {eps:4.2f} {name:9s} self top-1 {row['self_top1']:.0%}  judge top-1 {j['top1_agreement']:.0%} "
-                  f"p {j['target_probability_mean']:.3f}", flush=True)  # fmt: skip
+            print(
+                f"eps {eps:4.2f} {name:9s} self top-1 {row['self_top1']:.0%}  judge top-1 {j['top1_agreement']:.0%} "
+                f"p {j['target_probability_mean']:.3f}",
+                flush=True,
+            )
     if out_dir is not None:
         from advlab.report import image_grid, line_plot
 
         titles = [f"{name} -> {k}" for name in ("standard", "robust") for k in range(10)]
         image_grid(torch.cat(pictures), titles, ncols=10, cell=1.1).savefig(out_dir / "robust_vs_standard.png", dpi=80)
-        line_plot({f"{k} CNN": v for k, v in curves.items()}, "L-inf budget eps", "independent judge: top-1 = target",
-                  "targeted prototypes from test digits (target != digit)", x=list(budgets)).savefig(out_dir / "robust_vs_standard_curve.png", dpi=80)  # fmt: skip
+        line_plot(
+            {f"{k} CNN": v for k, v in curves.items()},
+            "L-inf budget eps",
+            "independent judge: top-1 = target",
+            "targeted prototypes from test digits (target != digit)",
+            x=list(budgets),
+        ).savefig(out_dir / "robust_vs_standard_curve.png", dpi=80)
     return rows
 
 
@@ -163,12 +204,19 @@ def main() -> int:
     ap.add_argument("--ideal-steps", type=int, default=5)
     ap.add_argument("--out-dir", type=Path, help="write each recipe's grid (PNG) and prototypes (.pt) here")
     ap.add_argument("--json", type=Path, help="write the rows here")
-    ap.add_argument("--robust-digits", action="store_true", help="instead: prototypes of a PGD-trained digits CNN vs a standard one")
+    ap.add_argument(
+        "--robust-digits", action="store_true", help="instead: prototypes of a PGD-trained digits CNN vs a standard one"
+    )
     ap.add_argument("--epochs", type=int, default=20, help="--robust-digits: training epochs of each CNN")
     ap.add_argument("--eps", type=float, default=0.1, help="--robust-digits: adversarial training's L-inf radius")
     ap.add_argument("--threads", type=int, default=1, help="torch threads (CPU seconds are summed over them)")
-    ap.add_argument("--natural", type=ingredients, default={}, metavar="K=V,...",
-                    help="override natural-recipe ingredients, e.g. scale=0.1,jitter=0.035,rotate=10 (how the recipe was tuned)")
+    ap.add_argument(
+        "--natural",
+        type=ingredients,
+        default={},
+        metavar="K=V,...",
+        help="override natural-recipe ingredients, e.g. scale=0.1,jitter=0.035,rotate=10 (how the recipe was tuned)",
+    )
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     if a.out_dir:
@@ -181,8 +229,11 @@ def main() -> int:
     model = zoo.load(a.model).eval()
     judges = {j: zoo.load(j).eval() for j in a.judges}
     targets = classes(a.classes, a.class_seed, model.info.num_classes)  # type: ignore[attr-defined]
-    print(f"# {a.model}, {len(targets)} classes (seed {a.class_seed}): {targets}; judges {', '.join(a.judges)}; "
-          f"torch {torch.__version__}, {os.cpu_count()} CPUs, {a.threads} thread(s)", flush=True)  # fmt: skip
+    print(
+        f"# {a.model}, {len(targets)} classes (seed {a.class_seed}): {targets}; judges {', '.join(a.judges)}; "
+        f"torch {torch.__version__}, {os.cpu_count()} CPUs, {a.threads} thread(s)",
+        flush=True,
+    )
     rows = []
     for start in a.starts:
         for preset in a.presets:
@@ -190,10 +241,16 @@ def main() -> int:
             over = a.natural if preset == "natural" else {}
             rows.append(one(model, judges, start, targets, preset, steps, a.ideal_steps, a.out_dir, over))
             r = rows[-1]
-            cells = "  ".join(f"{k}: top-1 {v['top1_agreement']:.0%} p {v['target_probability_mean']:.3f} IS {v['inception_score']:.2f}"
-                              for k, v in r.items() if isinstance(v, dict))  # fmt: skip
-            print(f"{start:15s} {preset:11s} {r['steps']:4d} steps  {r['cpu_seconds']:7.1f} cpu-s  ratio {r['ratio_to_ideal']:.2f}  "
-                  f"self top-1 {r['final_top1_self']}/{len(targets)}  {cells}", flush=True)  # fmt: skip
+            cells = "  ".join(
+                f"{k}: top-1 {v['top1_agreement']:.0%} p {v['target_probability_mean']:.3f} IS {v['inception_score']:.2f}"
+                for k, v in r.items()
+                if isinstance(v, dict)
+            )
+            print(
+                f"{start:15s} {preset:11s} {r['steps']:4d} steps  {r['cpu_seconds']:7.1f} cpu-s  ratio {r['ratio_to_ideal']:.2f}  "
+                f"self top-1 {r['final_top1_self']}/{len(targets)}  {cells}",
+                flush=True,
+            )
     if a.json:
         a.json.write_text(json.dumps({"classes": targets, "class_seed": a.class_seed, "rows": rows}, indent=2))
     return 0

@@ -69,8 +69,11 @@ def _worker(workload: str, quick: bool, result: str) -> None:
 
         def merge(done: dict[int, Any]) -> tuple[float, dict[str, Any]]:
             rep = evaluate(model, (x, y), cfg, work=Work(done=done))
-            return float(len(x)), {"robust_accuracy": rep.robust_accuracy, "clean_accuracy": rep.clean_accuracy,
-                                   "broken_by": rep.samples.broken_by.tolist()}  # fmt: skip
+            return float(len(x)), {
+                "robust_accuracy": rep.robust_accuracy,
+                "clean_accuracy": rep.clean_accuracy,
+                "broken_by": rep.samples.broken_by.tolist(),
+            }
     else:
         s = PROTO_QUICK if quick else PROTO
         starts = prototypes.parse_start("digits:test", 1, 8, limit=s["starts"])
@@ -78,11 +81,21 @@ def _worker(workload: str, quick: bool, result: str) -> None:
         prototypes.generate(model, starts.x[:1], [0, 1], prototypes.Config(steps=3), batch_size=2)  # warm-up
 
         def run() -> None:
-            prototypes.generate(model, starts, "all", config, batch_size=s["batch"], work=Work(mine=dist.owns, on_done=parts.__setitem__))
+            prototypes.generate(
+                model,
+                starts,
+                "all",
+                config,
+                batch_size=s["batch"],
+                work=Work(mine=dist.owns, on_done=parts.__setitem__),
+            )
 
         def merge(done: dict[int, Any]) -> tuple[float, dict[str, Any]]:
             res = prototypes.generate(model, starts, "all", config, batch_size=s["batch"], work=Work(done=done))
-            return float((res.evolution.stopped + 1).sum()), {"x_sum": float(res.x.double().sum()), "summary": res.summary()}
+            return float((res.evolution.stopped + 1).sum()), {
+                "x_sum": float(res.x.double().sum()),
+                "summary": res.summary(),
+            }
 
     dist.barrier()
     t0 = time.perf_counter()
@@ -96,8 +109,17 @@ def _worker(workload: str, quick: bool, result: str) -> None:
     if dist.is_main():
         done = {b: p for _, ps in shards for b, p in ps.items()}
         work, check = merge(done)
-        Path(result).write_text(json.dumps({"seconds": max(s for s, _ in shards), "per_rank": [s for s, _ in shards],
-                                            "work": work, "units": len(done), "check": check}))  # fmt: skip
+        Path(result).write_text(
+            json.dumps(
+                {
+                    "seconds": max(s for s, _ in shards),
+                    "per_rank": [s for s, _ in shards],
+                    "work": work,
+                    "units": len(done),
+                    "check": check,
+                }
+            )
+        )
     distributed.teardown()
 
 
@@ -109,8 +131,16 @@ def _free_port() -> int:
 
 
 def _torchrun(nproc: int, argv: list[str]) -> list[str]:
-    return [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={nproc}", "--nnodes=1",
-            "--master_addr=127.0.0.1", f"--master_port={_free_port()}", *argv]  # fmt: skip
+    return [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        f"--nproc_per_node={nproc}",
+        "--nnodes=1",
+        "--master_addr=127.0.0.1",
+        f"--master_port={_free_port()}",
+        *argv,
+    ]
 
 
 def _env() -> dict[str, str]:
@@ -120,7 +150,17 @@ def _env() -> dict[str, str]:
 def compute(workload: str, nproc: int, quick: bool) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp:
         result = Path(tmp) / "result.json"
-        cmd = _torchrun(nproc, [str(Path(__file__).resolve()), "--worker", workload, "--result", str(result), *(["--quick"] if quick else [])])
+        cmd = _torchrun(
+            nproc,
+            [
+                str(Path(__file__).resolve()),
+                "--worker",
+                workload,
+                "--result",
+                str(result),
+                *(["--quick"] if quick else []),
+            ],
+        )
         proc = subprocess.run(cmd, capture_output=True, text=True, env=_env(), cwd=ROOT)
         if proc.returncode != 0:
             raise SystemExit(f"{workload} with {nproc} processes failed:\n{proc.stderr[-3000:]}")
@@ -131,8 +171,27 @@ def end_to_end(nproc: int, quick: bool) -> tuple[float, dict[str, Any]]:
     s = EVAL_QUICK if quick else EVAL
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "run"
-        argv = ["-m", "advlab", "eval", "--model", "digits-cnn", "--data", "digits:test", "--limit", str(s["limit"]), "--preset", "fast",
-                "--eps", str(s["eps"]), "--batch-size", str(s["batch"]), "--out", str(out), "--json", "-q"]  # fmt: skip
+        argv = [
+            "-m",
+            "advlab",
+            "eval",
+            "--model",
+            "digits-cnn",
+            "--data",
+            "digits:test",
+            "--limit",
+            str(s["limit"]),
+            "--preset",
+            "fast",
+            "--eps",
+            str(s["eps"]),
+            "--batch-size",
+            str(s["batch"]),
+            "--out",
+            str(out),
+            "--json",
+            "-q",
+        ]
         t0 = time.perf_counter()
         proc = subprocess.run(_torchrun(nproc, argv), capture_output=True, text=True, env=_env(), cwd=ROOT)
         wall = time.perf_counter() - t0
@@ -158,8 +217,10 @@ def main() -> None:
     procs = [int(p) for p in args.procs.split(",")]
     repeats = 1 if args.quick else args.repeats
     workloads = [w.strip() for w in args.workloads.split(",") if w.strip()]
-    print(f"scaling: torch {torch.__version__}, {os.cpu_count()} CPUs, 1 thread per process, gloo on loopback; "
-          f"load average {os.getloadavg()[0]:.2f}; {repeats} run(s) per row, interleaved, median")  # fmt: skip
+    print(
+        f"scaling: torch {torch.__version__}, {os.cpu_count()} CPUs, 1 thread per process, gloo on loopback; "
+        f"load average {os.getloadavg()[0]:.2f}; {repeats} run(s) per row, interleaved, median"
+    )
     report: dict[str, Any] = {"procs": procs, "repeats": repeats, "cpus": os.cpu_count(), "rows": []}
     header = f"{'workload':<34}{'procs':>6}{'units':>7}{'seconds':>10}{'throughput':>17}{'ratio':>11}{'efficiency':>12}  merged = 1 process"
     print(header)
@@ -172,7 +233,11 @@ def main() -> None:
                 if w == "end-to-end":
                     wall, check = end_to_end(n, args.quick)
                     times[n].append(wall)
-                    info[n] = {"check": check, "units": "-", "work": float((EVAL_QUICK if args.quick else EVAL)["limit"])}
+                    info[n] = {
+                        "check": check,
+                        "units": "-",
+                        "work": float((EVAL_QUICK if args.quick else EVAL)["limit"]),
+                    }
                 else:
                     r = compute(w, n, args.quick)
                     times[n].append(r["seconds"])
@@ -185,13 +250,28 @@ def main() -> None:
             base = base or tput
             same = "yes" if info[n]["check"] == info[procs[0]]["check"] else "NO"
             ev, pr = (EVAL_QUICK, PROTO_QUICK) if args.quick else (EVAL, PROTO)
-            label = {"eval": f"eval fast preset, {ev['limit']} digits", "prototypes": f"prototypes, {pr['starts'] * 10} pairs x {pr['steps']} st.",
-                     "end-to-end": f"torchrun -m advlab eval, {ev['limit']}"}.get(w, w)  # fmt: skip
+            label = {
+                "eval": f"eval fast preset, {ev['limit']} digits",
+                "prototypes": f"prototypes, {pr['starts'] * 10} pairs x {pr['steps']} st.",
+                "end-to-end": f"torchrun -m advlab eval, {ev['limit']}",
+            }.get(w, w)
             ratio = tput / base
-            print(f"{label if n == procs[0] else '':<34}{n:>6}{info[n]['units']!s:>7}{sec:>10.2f}{tput:>10.1f} {unit:<13}"
-                  f"{ratio:>7.2f}x{ratio / (n / procs[0]):>11.0%}  {same}")  # fmt: skip
-            report["rows"].append({"workload": w, "procs": n, "seconds": times[n], "median_seconds": sec, "throughput": tput,
-                                   "ratio": ratio, "efficiency": ratio / (n / procs[0]), "same_result": same == "yes"})  # fmt: skip
+            print(
+                f"{label if n == procs[0] else '':<34}{n:>6}{info[n]['units']!s:>7}{sec:>10.2f}{tput:>10.1f} {unit:<13}"
+                f"{ratio:>7.2f}x{ratio / (n / procs[0]):>11.0%}  {same}"
+            )
+            report["rows"].append(
+                {
+                    "workload": w,
+                    "procs": n,
+                    "seconds": times[n],
+                    "median_seconds": sec,
+                    "throughput": tput,
+                    "ratio": ratio,
+                    "efficiency": ratio / (n / procs[0]),
+                    "same_result": same == "yes",
+                }
+            )
     print(f"load average now {os.getloadavg()[0]:.2f}")
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=2))

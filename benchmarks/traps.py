@@ -56,12 +56,16 @@ STEPS, TARGETS = 50, 3
 
 def make_traps(twin: nn.Module) -> dict[str, nn.Module]:
     return {
-        "round": traps.RoundQuantized(twin), "threshold": traps.ThresholdQuantized(twin),
-        "int-cast": traps.IntCastQuantized(twin), "high-frequency": traps.HighFrequency(twin),
-        "numpy": traps.NumpyPreprocessed(twin), "noisy": traps.NoisyInput(twin, sigma=0.25, seed=0),
-        "probabilities": traps.ProbabilityOutputs(twin), "nan": traps.NaNLogits(twin),
+        "round": traps.RoundQuantized(twin),
+        "threshold": traps.ThresholdQuantized(twin),
+        "int-cast": traps.IntCastQuantized(twin),
+        "high-frequency": traps.HighFrequency(twin),
+        "numpy": traps.NumpyPreprocessed(twin),
+        "noisy": traps.NoisyInput(twin, sigma=0.25, seed=0),
+        "probabilities": traps.ProbabilityOutputs(twin),
+        "nan": traps.NaNLogits(twin),
         "nan-clean": traps.NaNLogits(twin, bright=-1.0),
-    }  # fmt: skip
+    }
 
 
 def twin_input(trap: nn.Module, x: torch.Tensor) -> torch.Tensor:
@@ -139,7 +143,9 @@ def judged(trap: nn.Module, x: torch.Tensor, y: torch.Tensor, points: list[torch
             return float(robust.float().mean())
 
         def expected(p: torch.Tensor) -> torch.Tensor:
-            return torch.stack([((trap(x).argmax(1) == y) & (trap(p).argmax(1) == y)).float() for _ in range(DRAWS)]).mean(0)
+            return torch.stack(
+                [((trap(x).argmax(1) == y) & (trap(p).argmax(1) == y)).float() for _ in range(DRAWS)]
+            ).mean(0)
 
         worst = torch.stack([expected(p) for p in points]).argmin(0)
         chosen = torch.stack(points)[worst, torch.arange(len(y))]
@@ -170,8 +176,15 @@ def run_advlab(name: str, trap: nn.Module, x: torch.Tensor, y: torch.Tensor, eps
     e = rep.expected_accuracy
     robust = e["robust"] if e is not None else rep.robust_accuracy
     note = f"single draw {rep.robust_accuracy:.1%}; " if e is not None else ""
-    return {"robust": robust, "seconds": seconds, "trust": rep.trust, "attacks": rep.attacks,
-            "adaptations": rep.adaptations, "flags": rep.flags, "note": note + "attacks " + ", ".join(rep.attacks)}  # fmt: skip
+    return {
+        "robust": robust,
+        "seconds": seconds,
+        "trust": rep.trust,
+        "attacks": rep.attacks,
+        "adaptations": rep.adaptations,
+        "flags": rep.flags,
+        "note": note + "attacks " + ", ".join(rep.attacks),
+    }
 
 
 def run_autoattack(name: str, trap: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float) -> dict[str, Any]:
@@ -183,11 +196,18 @@ def run_autoattack(name: str, trap: nn.Module, x: torch.Tensor, y: torch.Tensor,
     aa = AutoAttack(trap, norm="Linf", eps=eps, version="standard", seed=0, device="cpu")
     t0 = time.process_time()
     try:
-        with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():  # its zero-gradient notes, once per batch
+        with (
+            contextlib.redirect_stdout(io.StringIO()),
+            warnings.catch_warnings(),
+        ):  # its zero-gradient notes, once per batch
             warnings.simplefilter("ignore")
             xa, _ = aa.run_standard_evaluation(x, y, batch_size=len(y))
     except Exception as e:  # noqa: BLE001 - AutoAttack's own failure is the result of this row
-        return {"robust": None, "seconds": time.process_time() - t0, "note": f"crashed: {type(e).__name__}: {str(e).splitlines()[0][:90]}"}
+        return {
+            "robust": None,
+            "seconds": time.process_time() - t0,
+            "note": f"crashed: {type(e).__name__}: {str(e).splitlines()[0][:90]}",
+        }
     seconds = time.process_time() - t0
     xa = xa.to(x)
     if name != "noisy":
@@ -204,7 +224,10 @@ def _cell(r: dict[str, Any]) -> str:
 def print_row(name: str, row: dict[str, dict[str, Any]]) -> None:
     adv, aa, ref = row["advlab"], row["autoattack"], row["reference"]
     secs = "  ".join(f"{r.get('seconds', 0):6.1f}" for r in (adv, aa, ref))
-    print(f"{name:<15}{_cell(adv):>9} {adv.get('trust', '-'):>5}{_cell(aa):>9}{_cell(ref):>9}   {secs}   {ref['what']}", flush=True)
+    print(
+        f"{name:<15}{_cell(adv):>9} {adv.get('trust', '-'):>5}{_cell(aa):>9}{_cell(ref):>9}   {secs}   {ref['what']}",
+        flush=True,
+    )
     for label, r in (("advlab", adv), ("AutoAttack", aa)):
         if r.get("note"):
             print(f"{'':<15}{label}: {r['note']}")
@@ -224,11 +247,19 @@ def main() -> int:
     x, y = data.load("digits:test")
     x, y = x[: args.limit], y[: args.limit]
     every = make_traps(twin)
-    print(f"torch {torch.__version__}, 1 thread; {len(y)} test digits, L-inf eps {args.eps:g}; twin: digits-cnn; "
-          f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}")  # fmt: skip
-    print(f"{'trap':<15}{'advlab':>9} {'trust':>5}{'AutoAtt':>9}{'ref':>9}   {'s adv':>6}  {'s AA':>6}  {'s ref':>6}   reference")
+    print(
+        f"torch {torch.__version__}, 1 thread; {len(y)} test digits, L-inf eps {args.eps:g}; twin: digits-cnn; "
+        f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}"
+    )
+    print(
+        f"{'trap':<15}{'advlab':>9} {'trust':>5}{'AutoAtt':>9}{'ref':>9}   {'s adv':>6}  {'s AA':>6}  {'s ref':>6}   reference"
+    )
     out: dict[str, Any] = {}
-    runners: dict[str, Callable[..., dict[str, Any]]] = {"advlab": run_advlab, "autoattack": run_autoattack, "reference": reference}
+    runners: dict[str, Callable[..., dict[str, Any]]] = {
+        "advlab": run_advlab,
+        "autoattack": run_autoattack,
+        "reference": reference,
+    }
     for name in args.traps.split(","):
         trap = every[name]
         row = {k: f(name, trap, x, y, args.eps) for k, f in runners.items()}

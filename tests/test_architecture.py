@@ -21,18 +21,37 @@ SRC = Path(__file__).resolve().parents[1] / "src"
 PACKAGE = SRC / "advlab"
 
 #: the layers, lowest first (ARCHITECTURE.md): a module may import its own layer and those below it
-LAYER_NAMES = ("core", "attacks / zoo / data", "evaluation / prototypes / defenses", "experiments",
-               "runs / report / distributed", "cli")  # fmt: skip
+LAYER_NAMES = (
+    "core",
+    "attacks / zoo / data",
+    "evaluation / prototypes / defenses",
+    "experiments",
+    "runs / report / distributed",
+    "cli",
+)
 #: top-level name under advlab (a module or a package) -> its layer, an index into LAYER_NAMES. A new
 #: top-level module or package must be placed here.
 LAYERS: dict[str, int] = {
-    "types": 0, "threat": 0, "losses": 0, "errors": 0, "device": 0, "work": 0, "hooks": 0,
-    "attacks": 1, "zoo": 1, "data": 1,
-    "evaluation": 2, "prototypes": 2, "defenses": 2,
+    "types": 0,
+    "threat": 0,
+    "losses": 0,
+    "errors": 0,
+    "device": 0,
+    "work": 0,
+    "hooks": 0,
+    "attacks": 1,
+    "zoo": 1,
+    "data": 1,
+    "evaluation": 2,
+    "prototypes": 2,
+    "defenses": 2,
     "experiments": 3,
-    "runs": 4, "report": 4, "distributed": 4,
-    "cli": 5, "__main__": 5,
-}  # fmt: skip
+    "runs": 4,
+    "report": 4,
+    "distributed": 4,
+    "cli": 5,
+    "__main__": 5,
+}
 #: sideways arrows that must never exist, with the reason
 FORBIDDEN: dict[tuple[str, str], str] = {
     ("zoo", "attacks"): "models know no attacks",
@@ -76,7 +95,9 @@ def root_exports() -> dict[str, str]:
     for node in ast.walk(ast.parse((PACKAGE / "__init__.py").read_text())):
         if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module and node.module.startswith("advlab"):
             for alias in node.names:
-                out[alias.asname or alias.name] = f"{node.module}.{alias.name}" if node.module == "advlab" else node.module
+                out[alias.asname or alias.name] = (
+                    f"{node.module}.{alias.name}" if node.module == "advlab" else node.module
+                )
     return out
 
 
@@ -124,7 +145,11 @@ def top(dotted: str) -> str:
 def arrows(source: str, file: str, module: str, is_package: bool = False) -> list[Arrow]:
     """Every import of another top-level advlab part in ``source`` (a module named ``module``)."""
     me = top(module)
-    return [Arrow(file, line, me, top(what), what) for line, what in imported_modules(source, module, is_package) if top(what) != me]
+    return [
+        Arrow(file, line, me, top(what), what)
+        for line, what in imported_modules(source, module, is_package)
+        if top(what) != me
+    ]
 
 
 def problems(arrow: Arrow) -> list[str]:
@@ -138,10 +163,14 @@ def problems(arrow: Arrow) -> list[str]:
         return [f"{where}: advlab.{arrow.target} is in no layer; place it in LAYERS in tests/test_architecture.py"]
     mine, theirs = LAYERS[arrow.importer], LAYERS[arrow.target]
     if theirs > mine:
-        return [f"{where}: {arrow.importer} ({LAYER_NAMES[mine]}) must not import the higher layer {arrow.target} "
-                f"({LAYER_NAMES[theirs]}): nothing imports a higher layer"]  # fmt: skip
+        return [
+            f"{where}: {arrow.importer} ({LAYER_NAMES[mine]}) must not import the higher layer {arrow.target} "
+            f"({LAYER_NAMES[theirs]}): nothing imports a higher layer"
+        ]
     if (arrow.importer, arrow.target) in FORBIDDEN:
-        return [f"{where}: forbidden arrow {arrow.importer} -> {arrow.target}: {FORBIDDEN[arrow.importer, arrow.target]}"]
+        return [
+            f"{where}: forbidden arrow {arrow.importer} -> {arrow.target}: {FORBIDDEN[arrow.importer, arrow.target]}"
+        ]
     return []
 
 
@@ -161,8 +190,13 @@ def all_arrows() -> list[Arrow]:
 
 # ------------------------------------------------------------------------------------------------ the tests
 def test_every_module_is_placed_in_a_layer() -> None:
-    unplaced = sorted({module_name(p) for p in source_files() if module_name(p) != "advlab" and top(module_name(p)) not in LAYERS})
-    assert not unplaced, "modules in no layer (place each top-level name in LAYERS in tests/test_architecture.py): " + ", ".join(unplaced)
+    unplaced = sorted(
+        {module_name(p) for p in source_files() if module_name(p) != "advlab" and top(module_name(p)) not in LAYERS}
+    )
+    assert not unplaced, (
+        "modules in no layer (place each top-level name in LAYERS in tests/test_architecture.py): "
+        + ", ".join(unplaced)
+    )
 
 
 def test_no_forbidden_import_arrows() -> None:
@@ -190,12 +224,19 @@ def test_the_checker_catches_forbidden_imports() -> None:
     via = "evaluation" if root_exports().get("evaluate", "").startswith("advlab.evaluation") else "advlab"
     assert found[3].startswith(f"zoo/fake.py:7: zoo -> {via}")  # a root re-export counts as its defining module
     # relative imports resolve from the package: `from .. import x` in advlab/defenses/__init__.py is advlab.x
-    pkg = arrows("from ..experiments import study\nfrom .weights import perturb\n", "defenses/__init__.py", "advlab.defenses", True)
+    pkg = arrows(
+        "from ..experiments import study\nfrom .weights import perturb\n",
+        "defenses/__init__.py",
+        "advlab.defenses",
+        True,
+    )
     assert [(a.line, a.target) for a in pkg] == [(1, "experiments")] and problems(pkg[0])
     # a module in no layer says where to place it
     (unknown,) = problems(Arrow("new.py", 1, "newthing", "errors", "advlab.errors"))
     assert "place it in LAYERS" in unknown
-    assert problems(Arrow("cli/x.py", 3, "cli", "advlab", "advlab")) and not problems(Arrow("cli/x.py", 3, "cli", "zoo", "advlab.zoo"))
+    assert problems(Arrow("cli/x.py", 3, "cli", "advlab", "advlab")) and not problems(
+        Arrow("cli/x.py", 3, "cli", "zoo", "advlab.zoo")
+    )
 
 
 def long_functions(limit: int = 60) -> list[str]:

@@ -20,20 +20,35 @@ def test_pgd_speed_quick_runs_without_peers(tmp_path: Path) -> None:
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")])}
     proc = subprocess.run(
         [sys.executable, str(SCRIPT), "--quick", "--models", "digits-cnn"],
-        capture_output=True, text=True, env=env, timeout=60,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
     assert proc.returncode == 0, proc.stderr
     out = proc.stdout
     assert re.search(r"^\s*advlab(\s+\d+\.\d+\s+\d+\.\d+x\s+\d+\.\d+x){2}\s+[01]\.\d+\s+11/10\b", out, re.M), out
-    assert re.search(r"^\s*advlab x_adv only(\s+\d+\.\d+\s+\d+\.\d+x\s+\d+\.\d+x){2}\s+[01]\.\d+\s+10/10\b", out, re.M), out
-    assert re.search(r"^\s*eager loop \+ score(\s+\d+\.\d+\s+\d+\.\d+x\s+\d+\.\d+x){2}\s+[01]\.\d+\s+11/10\b", out, re.M), out
+    assert re.search(
+        r"^\s*advlab x_adv only(\s+\d+\.\d+\s+\d+\.\d+x\s+\d+\.\d+x){2}\s+[01]\.\d+\s+10/10\b", out, re.M
+    ), out
+    assert re.search(
+        r"^\s*eager loop \+ score(\s+\d+\.\d+\s+\d+\.\d+x\s+\d+\.\d+x){2}\s+[01]\.\d+\s+11/10\b", out, re.M
+    ), out
     for peer in ("torchattacks", "foolbox", "art"):
         assert re.search(rf"^\s*{peer}\s+not installed", out, re.M), out
 
 
 def test_prototype_speed_quick_runs() -> None:
-    proc = subprocess.run([sys.executable, str(BENCH / "prototype_speed.py"), "--quick", "--models", "digits-cnn"],
-                          capture_output=True, text=True, timeout=120)  # fmt: skip
+    proc = subprocess.run(
+        [sys.executable, str(BENCH / "prototype_speed.py"), "--quick", "--models", "digits-cnn"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 0, proc.stderr
-    for row, work in (("ideal \\(fwd \\+ bwd\\)", 2100), ("min, no convergence", 2100), ("max \\(double backprop\\)", 2100)):
+    for row, work in (
+        ("ideal \\(fwd \\+ bwd\\)", 2100),
+        ("min, no convergence", 2100),
+        ("max \\(double backprop\\)", 2100),
+    ):
         assert re.search(rf"^\s*{row}\s+{work}\s+\d+\.\d+\s+\d+\.\d+\s+\d+\.\d+x", proc.stdout, re.M), proc.stdout

@@ -48,7 +48,13 @@ window.addEventListener("load", () => {
 
 
 def _chromium() -> str | None:
-    for name in (os.environ.get("ADVLAB_CHROMIUM", ""), "chromium", "chromium-browser", "google-chrome", "google-chrome-stable"):
+    for name in (
+        os.environ.get("ADVLAB_CHROMIUM", ""),
+        "chromium",
+        "chromium-browser",
+        "google-chrome",
+        "google-chrome-stable",
+    ):
         if name and shutil.which(name):
             return shutil.which(name)
     return None
@@ -69,9 +75,21 @@ def render(report: Path, width: int, profile: Path) -> dict:
     """Open a copy of ``report`` with :data:`_CHECK` appended in headless Chromium ``width`` px wide; the check's findings."""
     page = report.with_name("_browser_check.html")
     page.write_text(report.read_text().replace("</body>", _CHECK + "</body>"))
-    cmd = [str(CHROMIUM), "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-           "--disable-component-update", "--disable-sync", "--no-first-run", "--hide-scrollbars",
-           f"--user-data-dir={profile}", f"--window-size={width},900", "--dump-dom", page.as_uri()]  # fmt: skip
+    cmd = [
+        str(CHROMIUM),
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--no-first-run",
+        "--hide-scrollbars",
+        f"--user-data-dir={profile}",
+        f"--window-size={width},900",
+        "--dump-dom",
+        page.as_uri(),
+    ]
     try:
         dom = subprocess.run(cmd, capture_output=True, text=True, timeout=60).stdout
     finally:
@@ -88,7 +106,20 @@ def reports(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     digits = ["--model", "digits-cnn", "--data", "digits:test"]
     runs = {
         "demo": ["demo"],
-        "attack": ["attack", *digits, "--attack", "pgd", "--eps", "0.05,0.1", "--steps", "3", "--limit", "16", "--pngs", "4"],
+        "attack": [
+            "attack",
+            *digits,
+            "--attack",
+            "pgd",
+            "--eps",
+            "0.05,0.1",
+            "--steps",
+            "3",
+            "--limit",
+            "16",
+            "--pngs",
+            "4",
+        ],
         "prototypes": ["prototypes", "--model", "digits-cnn", "--start", "blank:gray", "--steps", "30"],
         "study": ["study", "prune", *digits, "--limit", "48", "--steps", "2", "--defense", "e,s,quant"],
     }
@@ -116,7 +147,13 @@ def test_report_renders_in_a_browser(reports: dict[str, Path], run: str, tmp_pat
 def test_the_check_sees_a_broken_picture_and_an_overflow(tmp_path: Path) -> None:
     """The check itself can fail: a missing picture and a table wider than the window are reported."""
     page = tmp_path / "report.html"
-    page.write_text("<!doctype html><html><body><img src='missing.png'><table><tr><td>" + "x" * 400 + "</td></tr></table></body></html>")
+    page.write_text(
+        "<!doctype html><html><body><img src='missing.png'><table><tr><td>"
+        + "x" * 400
+        + "</td></tr></table></body></html>"
+    )
     found = render(page, 800, tmp_path / "profile")
     assert found["images"] == [{"src": "missing.png", "loaded": False}]
-    assert any(o.startswith("table") for o in found["overflow"]) and any(o.startswith("body") or o.startswith("document") for o in found["overflow"])
+    assert any(o.startswith("table") for o in found["overflow"]) and any(
+        o.startswith("body") or o.startswith("document") for o in found["overflow"]
+    )

@@ -23,7 +23,9 @@ def digits() -> tuple[torch.nn.Module, torch.Tensor, torch.Tensor]:
     return model, x[:128], y[:128]
 
 
-@pytest.mark.parametrize("name", ["fgsm", "pgd", "mifgsm", "apgd", "apgd-t", "noise", "cw", "deepfool", "lbfgs", "onehot"])
+@pytest.mark.parametrize(
+    "name", ["fgsm", "pgd", "mifgsm", "apgd", "apgd-t", "noise", "cw", "deepfool", "lbfgs", "onehot"]
+)
 def test_every_attack_runs_on_the_gpu_and_agrees_with_the_cpu(name: str, digits) -> None:
     model, x, y = digits
     cls = attack_classes()[name]
@@ -58,7 +60,9 @@ def test_seed_002_on_the_gpu_with_channels_last() -> None:
     model = zoo.load("efficientnet-lite0", device="cuda").to(memory_format=torch.channels_last)
     x, _, _ = data.load_for_model("samples", 224, 3)
     x = x.cuda().contiguous(memory_format=torch.channels_last)
-    res = attacks.PGD(eps=2 / 255, alpha=0.5 / 255, steps=30, quantize=True)(model, x, torch.zeros(len(x), dtype=torch.long).cuda(), target=106)
+    res = attacks.PGD(eps=2 / 255, alpha=0.5 / 255, steps=30, quantize=True)(
+        model, x, torch.zeros(len(x), dtype=torch.long).cuda(), target=106
+    )
     probs = model(res.x_adv).softmax(1)[:, 106]
     assert (probs > 0.9).all(), probs
 

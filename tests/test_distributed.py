@@ -28,8 +28,25 @@ from tests.cli.helpers import run_cli
 
 #: fields that measure time, not results
 TIMING = {"seconds", "target_steps_per_second"}
-EVAL = ["eval", "--model", "digits-cnn", "--data", "digits:test", "--limit", "64", "--attack", "pgd", "--eps", "0.1",
-        "--steps", "5", "--batch-size", "16", "--json", "-q"]  # fmt: skip
+EVAL = [
+    "eval",
+    "--model",
+    "digits-cnn",
+    "--data",
+    "digits:test",
+    "--limit",
+    "64",
+    "--attack",
+    "pgd",
+    "--eps",
+    "0.1",
+    "--steps",
+    "5",
+    "--batch-size",
+    "16",
+    "--json",
+    "-q",
+]
 EVAL_FILES = ["metrics.json", "samples.csv", "adversarials.safetensors"]
 
 
@@ -39,10 +56,22 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def torchrun(argv: list[str], nproc: int = 2, env: dict[str, str] | None = None, timeout: float = 150) -> subprocess.CompletedProcess[str]:
+def torchrun(
+    argv: list[str], nproc: int = 2, env: dict[str, str] | None = None, timeout: float = 150
+) -> subprocess.CompletedProcess[str]:
     """``torchrun --nproc_per_node=NPROC -m advlab ARGV`` on loopback, one thread per process."""
-    cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={nproc}", "--nnodes=1",
-           "--master_addr=127.0.0.1", f"--master_port={_free_port()}", "-m", "advlab", *argv]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        f"--nproc_per_node={nproc}",
+        "--nnodes=1",
+        "--master_addr=127.0.0.1",
+        f"--master_port={_free_port()}",
+        "-m",
+        "advlab",
+        *argv,
+    ]
     full_env = {**os.environ, "OMP_NUM_THREADS": "1", "ADVLAB_DIST_TIMEOUT": "2", **(env or {})}
     return subprocess.run(cmd, capture_output=True, text=True, env=full_env, timeout=timeout)
 
@@ -98,15 +127,21 @@ def test_eval_on_two_processes_equals_one(eval_reference: Path, tmp_path: Path) 
     proc = torchrun([*EVAL, "--out", str(out)])
     assert proc.returncode == 0, proc.stderr
     metrics = json.loads((out / "metrics.json").read_text())
-    assert json.loads(proc.stdout) == {k: v for k, v in metrics.items() if k not in ("model", "data")}  # rank 0 alone prints
+    assert json.loads(proc.stdout) == {
+        k: v for k, v in metrics.items() if k not in ("model", "data")
+    }  # rank 0 alone prints
     assert_same_run(out, eval_reference, EVAL_FILES)
     shards = json.loads((out / "shards.json").read_text())
-    assert shards["world_size"] == 2 and shards["units"] == 4 and shards["computed_by_rank"] == {"0": [0, 2], "1": [1, 3]}
+    assert (
+        shards["world_size"] == 2 and shards["units"] == 4 and shards["computed_by_rank"] == {"0": [0, 2], "1": [1, 3]}
+    )
 
 
 def test_a_rank_that_dies_loses_only_its_unfinished_units(eval_reference: Path, tmp_path: Path) -> None:
     out = tmp_path / "eval"
-    proc = torchrun([*EVAL, "--out", str(out)], env={"ADVLAB_TEST_CRASH_AFTER": "1:1"})  # rank 1 dies after its first unit
+    proc = torchrun(
+        [*EVAL, "--out", str(out)], env={"ADVLAB_TEST_CRASH_AFTER": "1:1"}
+    )  # rank 1 dies after its first unit
     assert proc.returncode != 0
     partial = runs.attach(out)
     saved = partial.batch_indices()
@@ -115,13 +150,36 @@ def test_a_rank_that_dies_loses_only_its_unfinished_units(eval_reference: Path, 
     assert proc.returncode == 0, proc.stderr
     shards = json.loads((out / "shards.json").read_text())
     assert shards["reused"] == saved  # what was saved is not computed again; only the rest is
-    assert sorted(shards["computed_by_rank"]["0"] + shards["computed_by_rank"]["1"]) == sorted(set(range(4)) - set(saved))
+    assert sorted(shards["computed_by_rank"]["0"] + shards["computed_by_rank"]["1"]) == sorted(
+        set(range(4)) - set(saved)
+    )
     assert_same_run(out, eval_reference, EVAL_FILES)
 
 
 def test_attack_on_two_processes_equals_one(tmp_path: Path) -> None:
-    argv = ["attack", "--model", "digits-cnn", "--data", "digits:test", "--limit", "40", "--attack", "pgd", "--eps", "0.1",
-            "--steps", "5", "--target", "random", "--batch-size", "16", "--pngs", "4", "--json", "-q"]  # fmt: skip
+    argv = [
+        "attack",
+        "--model",
+        "digits-cnn",
+        "--data",
+        "digits:test",
+        "--limit",
+        "40",
+        "--attack",
+        "pgd",
+        "--eps",
+        "0.1",
+        "--steps",
+        "5",
+        "--target",
+        "random",
+        "--batch-size",
+        "16",
+        "--pngs",
+        "4",
+        "--json",
+        "-q",
+    ]
     rc, _, err = run_cli([*argv, "--out", str(tmp_path / "one")])
     assert rc == 0, err
     proc = torchrun([*argv, "--out", str(tmp_path / "two")])
@@ -133,8 +191,23 @@ def test_attack_on_two_processes_equals_one(tmp_path: Path) -> None:
 
 def test_prototypes_on_two_processes_equal_one(tmp_path: Path) -> None:
     # -s, not --start: torchrun's own parser would read --start as an abbreviation of its --start-method
-    argv = ["prototypes", "--model", "digits-cnn", "-s", "digits:test", "--limit", "3", "--steps", "30", "--jitter", "1",
-            "--batch-size", "10", "--json", "-q"]  # fmt: skip
+    argv = [
+        "prototypes",
+        "--model",
+        "digits-cnn",
+        "-s",
+        "digits:test",
+        "--limit",
+        "3",
+        "--steps",
+        "30",
+        "--jitter",
+        "1",
+        "--batch-size",
+        "10",
+        "--json",
+        "-q",
+    ]
     rc, _, err = run_cli([*argv, "--out", str(tmp_path / "one")])
     assert rc == 0, err
     proc = torchrun([*argv, "--out", str(tmp_path / "two")])
@@ -144,22 +217,42 @@ def test_prototypes_on_two_processes_equal_one(tmp_path: Path) -> None:
 
 
 def test_a_study_on_two_processes_equals_one(tmp_path: Path) -> None:
-    argv = ["study", "prune", "--model", "digits-cnn", "--data", "digits:test", "--limit", "64", "--steps", "3",
-            "--defense", "e", "--settings", "e=0.01,0.05,0.1", "--json", "-q"]  # fmt: skip
+    argv = [
+        "study",
+        "prune",
+        "--model",
+        "digits-cnn",
+        "--data",
+        "digits:test",
+        "--limit",
+        "64",
+        "--steps",
+        "3",
+        "--defense",
+        "e",
+        "--settings",
+        "e=0.01,0.05,0.1",
+        "--json",
+        "-q",
+    ]
     rc, _, err = run_cli([*argv, "--out", str(tmp_path / "one")])
     assert rc == 0, err
     proc = torchrun([*argv, "--out", str(tmp_path / "two")])
     assert proc.returncode == 0, proc.stderr
     assert_same_run(tmp_path / "two", tmp_path / "one", ["metrics.json", "study.csv", "study.md"])
     rows = json.loads((tmp_path / "two" / "metrics.json").read_text())["rows"]
-    assert rows[0]["p_robust"] is None and all(r["p_robust"] is not None for r in rows[1:])  # rank 1's rows got their tests
+    assert rows[0]["p_robust"] is None and all(
+        r["p_robust"] is not None for r in rows[1:]
+    )  # rank 1's rows got their tests
 
 
 def test_bad_input_is_one_line_on_every_rank(eval_reference: Path) -> None:
     proc = torchrun([*EVAL, "--out", str(eval_reference)])  # exists already: rank 0 finds out and tells rank 1
     assert proc.returncode != 0
     lines = [ln for ln in proc.stderr.splitlines() if "advlab eval: error:" in ln]
-    assert len(lines) == 2 and all(ln.startswith("advlab eval: error:") and ln.count("exists already") == 1 for ln in lines), proc.stderr
+    assert len(lines) == 2 and all(
+        ln.startswith("advlab eval: error:") and ln.count("exists already") == 1 for ln in lines
+    ), proc.stderr
     assert "advlab/cli/" not in proc.stderr  # no traceback from the command itself
 
 

@@ -56,4 +56,6 @@ def test_every_loss_takes_the_true_labels_the_same_way() -> None:
     # without a label (-1) the competitor of the target is the best other class
     unlabelled = losses.dlr(z, t, True, torch.full_like(y, -1))
     other = z.scatter(1, t[:, None], float("-inf")).amax(1)
-    assert torch.allclose(unlabelled * (srt[:, 0] - 0.5 * (srt[:, 2] + srt[:, 3])), -(other - z.gather(1, t[:, None]).squeeze(1)))
+    assert torch.allclose(
+        unlabelled * (srt[:, 0] - 0.5 * (srt[:, 2] + srt[:, 3])), -(other - z.gather(1, t[:, None]).squeeze(1))
+    )

@@ -58,7 +58,9 @@ def test_random_start_of_a_sample_depends_on_its_own_pixels_only(norm: str) -> N
 def test_random_start_is_uniform_in_the_linf_cube() -> None:
     """25,600 draws: the sample mean has sd 0.0036 and each tenth's share sd 0.0019, so the bounds sit 5.5 and 5.3
     sd out (over 200 seeds of the images: |mean| up to 0.011, a share off by up to 0.0073, the std by up to 0.0047)."""
-    x = torch.rand(400, 1, 8, 8, generator=torch.Generator().manual_seed(0))  # not the global stream: the test order moves it
+    x = torch.rand(
+        400, 1, 8, 8, generator=torch.Generator().manual_seed(0)
+    )  # not the global stream: the test order moves it
     u = random_start(x, 1.0, "linf", seed=1).flatten()
     assert abs(float(u.mean())) < 0.02 and abs(float(u.std()) - (1 / 3) ** 0.5) < 0.01
     assert float(u.min()) >= -1 and float(u.max()) < 1

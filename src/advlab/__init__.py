@@ -14,17 +14,31 @@ from __future__ import annotations
 __version__ = "0.1.0"
 
 from advlab import (
-           attacks,
-           data,
-           defenses,
-           evaluation,
-           experiments,
-           prototypes,
-           runs,
-           zoo,
+    attacks,
+    data,
+    defenses,
+    evaluation,
+    experiments,
+    prototypes,
+    runs,
+    zoo,
 )
 from advlab.errors import AdvlabError, NotAvailableError
 from advlab.evaluation import EvalConfig, EvalReport, evaluate
 
-__all__ = ["AdvlabError", "EvalConfig", "EvalReport", "NotAvailableError", "__version__", "attacks", "data", "defenses",
-           "evaluate", "evaluation", "experiments", "prototypes", "runs", "zoo"]  # fmt: skip
+__all__ = [
+    "AdvlabError",
+    "EvalConfig",
+    "EvalReport",
+    "NotAvailableError",
+    "__version__",
+    "attacks",
+    "data",
+    "defenses",
+    "evaluate",
+    "evaluation",
+    "experiments",
+    "prototypes",
+    "runs",
+    "zoo",
+]

@@ -18,6 +18,7 @@ from torch import nn
 
 __all__ = ["features", "first_tensor", "hooked", "named_layers"]
 
+
 def first_tensor(out: Any) -> torch.Tensor | None:
     """``out`` if it is a tensor, else the first tensor found in a (nested) tuple, list or dict, else None."""
     if isinstance(out, torch.Tensor):
@@ -36,8 +37,11 @@ def named_layers(model: nn.Module, layers: Sequence[str] | None) -> list[tuple[s
         raise TypeError(f"layers must be a sequence of names, not the string {layers!r}: use [{layers!r}]")
     modules = dict(model.named_modules())
     if layers is None:
-        return [(n, m) for n, m in modules.items()
-                if next(m.children(), None) is None or next(m.parameters(recurse=False), None) is not None]  # fmt: skip
+        return [
+            (n, m)
+            for n, m in modules.items()
+            if next(m.children(), None) is None or next(m.parameters(recurse=False), None) is not None
+        ]
     unknown = [n for n in layers if n not in modules]
     if unknown:
         shown = ", ".join(repr(n) for n in unknown)
@@ -47,7 +51,9 @@ def named_layers(model: nn.Module, layers: Sequence[str] | None) -> list[tuple[s
 
 
 @contextmanager
-def hooked(modules: Sequence[tuple[str, nn.Module]], fn: Callable[[str, nn.Module, torch.Tensor], None]) -> Iterator[None]:
+def hooked(
+    modules: Sequence[tuple[str, nn.Module]], fn: Callable[[str, nn.Module, torch.Tensor], None]
+) -> Iterator[None]:
     """Call ``fn(name, module, output)`` after each forward of each module; the hooks are removed on exit, always."""
     handles = []
     try:

@@ -21,14 +21,22 @@ import torch.nn.functional as F
 Loss = Callable[[torch.Tensor, torch.Tensor, bool, torch.Tensor | None], torch.Tensor]
 
 
-def cross_entropy(logits: torch.Tensor, y: torch.Tensor, targeted: bool = False, y_true: torch.Tensor | None = None) -> torch.Tensor:
+def cross_entropy(
+    logits: torch.Tensor, y: torch.Tensor, targeted: bool = False, y_true: torch.Tensor | None = None
+) -> torch.Tensor:
     """CE(z, y) untargeted (ascend it), -CE(z, t) targeted."""
     ce = F.cross_entropy(logits.float(), y, reduction="none")
     return -ce if targeted else ce
 
 
-def margin(logits: torch.Tensor, y: torch.Tensor, targeted: bool = False, y_true: torch.Tensor | None = None,
-           *, kappa: float = float("inf")) -> torch.Tensor:  # fmt: skip
+def margin(
+    logits: torch.Tensor,
+    y: torch.Tensor,
+    targeted: bool = False,
+    y_true: torch.Tensor | None = None,
+    *,
+    kappa: float = float("inf"),
+) -> torch.Tensor:
     """Carlini & Wagner's margin: max_{j != y} z_j - z_y untargeted, z_t - max_{j != t} z_j targeted; capped at ``kappa``.
 
     Positive exactly when the attack succeeds; unlike CE it does not saturate when softmax does.
@@ -40,7 +48,9 @@ def margin(logits: torch.Tensor, y: torch.Tensor, targeted: bool = False, y_true
     return m.clamp(max=kappa) if kappa != float("inf") else m
 
 
-def dlr(logits: torch.Tensor, y: torch.Tensor, targeted: bool = False, y_true: torch.Tensor | None = None) -> torch.Tensor:
+def dlr(
+    logits: torch.Tensor, y: torch.Tensor, targeted: bool = False, y_true: torch.Tensor | None = None
+) -> torch.Tensor:
     """Difference of Logits Ratio (Croce & Hein 2020), invariant to shifting and scaling the logits.
 
     Untargeted: -(z_y - max_{j != y} z_j) / (z_pi1 - z_pi3), with z sorted decreasingly (pi1 the largest).
@@ -62,7 +72,9 @@ def dlr(logits: torch.Tensor, y: torch.Tensor, targeted: bool = False, y_true: t
     return -(zy - zt) / (srt[:, 0] - 0.5 * (srt[:, 2] + srt[:, 3]) + 1e-12)
 
 
-def onehot_l2(logits: torch.Tensor, y: torch.Tensor, targeted: bool = True, y_true: torch.Tensor | None = None) -> torch.Tensor:
+def onehot_l2(
+    logits: torch.Tensor, y: torch.Tensor, targeted: bool = True, y_true: torch.Tensor | None = None
+) -> torch.Tensor:
     """The lecture's 0.5 * ||softmax(z) - onehot(t)||^2 (negated so that larger is better for the attacker).
 
     Untargeted, the distance to the true one-hot is ascended instead.
@@ -75,7 +87,9 @@ def onehot_l2(logits: torch.Tensor, y: torch.Tensor, targeted: bool = True, y_tr
 LOSSES: dict[str, Loss] = {"ce": cross_entropy, "margin": margin, "cw": margin, "dlr": dlr, "onehot": onehot_l2}
 
 
-def bind(loss: Loss, y: torch.Tensor, targeted: bool, y_true: torch.Tensor | None) -> Callable[[torch.Tensor], torch.Tensor]:
+def bind(
+    loss: Loss, y: torch.Tensor, targeted: bool, y_true: torch.Tensor | None
+) -> Callable[[torch.Tensor], torch.Tensor]:
     """The per-sample objective ``logits -> loss(logits, y, targeted, y_true)`` for one batch of labels."""
     return lambda logits: loss(logits, y, targeted, y_true)
 

@@ -77,7 +77,9 @@ def project(delta: torch.Tensor, eps: float | torch.Tensor, norm: Norm) -> torch
     return torch.where(outside[:, None], shrunk, flat).view_as(delta)
 
 
-def random_start(x: torch.Tensor, eps: float | torch.Tensor, norm: Norm, seed: int = 0, stream: int = 0) -> torch.Tensor:
+def random_start(
+    x: torch.Tensor, eps: float | torch.Tensor, norm: Norm, seed: int = 0, stream: int = 0
+) -> torch.Tensor:
     """A random ``delta`` inside the ball for each sample: L-inf uniform in the cube; L2/L1 a random direction
     scaled to radius eps * U^(1/d) (for L2: uniform in the ball).
 

@@ -20,7 +20,9 @@ def check_result(res: attacks.AttackResult, model: torch.nn.Module, x: torch.Ten
     return logits.softmax(1)
 
 
-def check_png_roundtrip(res: attacks.AttackResult, model: torch.nn.Module, labels: torch.Tensor, targeted: bool) -> None:
+def check_png_roundtrip(
+    res: attacks.AttackResult, model: torch.nn.Module, labels: torch.Tensor, targeted: bool
+) -> None:
     """x_adv is on the 8-bit grid and exactly what a saved PNG holds is as adversarial as reported."""
     assert torch.allclose(res.x_adv * 255, (res.x_adv * 255).round(), atol=1e-4)
     reloaded = (res.x_adv * 255).round().to(torch.uint8).float() / 255

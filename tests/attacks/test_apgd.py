@@ -94,7 +94,9 @@ def test_malt_ranks_targets_by_the_exact_distance_on_a_linear_model(norm: str, d
     assert torch.equal(order, dist.argsort(1)[:, :9])  # every rank, the true class excluded
     by_logit = z.scatter(1, y[:, None], -torch.inf).argmax(1)
     assert (order[:, 0] != by_logit).sum() >= 5  # the ranking is not the logit order in disguise
-    assert torch.equal(oracle.backwards, torch.full((len(x),), 10)) and torch.equal(oracle.forwards, torch.ones(len(x), dtype=torch.long))
+    assert torch.equal(oracle.backwards, torch.full((len(x),), 10)) and torch.equal(
+        oracle.forwards, torch.ones(len(x), dtype=torch.long)
+    )
     top3 = malt_targets(Oracle(model, len(x)), x, y, z, 3, norm)  # only the 3 most likely wrong classes scored
     cand = z.scatter(1, y[:, None], -torch.inf).topk(3, 1).indices
     assert torch.equal(top3, cand.gather(1, dist.gather(1, cand).argsort(1)))
@@ -119,7 +121,9 @@ def test_apgdt_with_malt_targets_breaks_what_the_logit_order_misses(norm: str) -
     with torch.no_grad():
         assert torch.equal(model(malt.x_adv).argmax(1), torch.full_like(y, 2))  # really broken, towards the near class
     assert (distance(malt.x_adv - x, norm) <= eps * (1 + 1e-5)).all()
-    assert (malt.backwards - by_logits.backwards).min() >= 4  # the 4 Jacobian rows of y and the 3 candidates are counted
+    assert (
+        malt.backwards - by_logits.backwards
+    ).min() >= 4  # the 4 Jacobian rows of y and the 3 candidates are counted
 
 
 @pytest.mark.parametrize("norm", ["linf", "l2"])

@@ -53,7 +53,9 @@ def _budget_kept(res: attacks.AttackResult, max_queries: int) -> None:
 
 
 @pytest.mark.parametrize("name", list(UNTARGETED))
-def test_untargeted_changes_predictions_within_the_ball_from_queries_alone(name: str, untargeted, digits_model, batch) -> None:
+def test_untargeted_changes_predictions_within_the_ball_from_queries_alone(
+    name: str, untargeted, digits_model, batch
+) -> None:
     x, y = batch
     atk, floor = UNTARGETED[name]
     res = untargeted[name]
@@ -69,7 +71,9 @@ def test_untargeted_changes_predictions_within_the_ball_from_queries_alone(name:
 def test_square_linf_starts_with_vertical_stripes_and_stays_on_the_corners(untargeted, batch) -> None:
     gray = torch.full((8, 1, 8, 8), 0.5)
     d = attacks.Square(eps=0.2)._init(gray, 0.2, SampleDraws(gray, seed=0)) - gray
-    assert torch.allclose(d.abs(), torch.full_like(d, 0.2)) and torch.equal(d, d[:, :, :1].expand_as(d))  # one sign per column
+    assert torch.allclose(d.abs(), torch.full_like(d, 0.2)) and torch.equal(
+        d, d[:, :, :1].expand_as(d)
+    )  # one sign per column
     assert (d[:, :, 0] > 0).any() and (d[:, :, 0] < 0).any()
     x, _ = batch
     d = untargeted["square"].x_adv - x
@@ -82,8 +86,14 @@ def test_beats_random_noise_with_the_same_number_of_queries(digits_model, batch)
     Square 0.59-0.66, PGD-100 0.62-0.66; Square minus PGD -0.05 to 0, sd 0.02)."""
     x, y = batch
     noise = attacks.RandomNoise(eps=0.1, tries=300)(digits_model, x, y)
-    rates = {a.name: a(digits_model, x, y).success_rate for a in (attacks.NES(eps=0.1, max_queries=300),
-             attacks.SPSA(eps=0.1, max_queries=300), attacks.Square(eps=0.1, max_queries=300))}  # fmt: skip
+    rates = {
+        a.name: a(digits_model, x, y).success_rate
+        for a in (
+            attacks.NES(eps=0.1, max_queries=300),
+            attacks.SPSA(eps=0.1, max_queries=300),
+            attacks.Square(eps=0.1, max_queries=300),
+        )
+    }
     assert rates["nes"] >= noise.success_rate + 0.1
     assert rates["spsa"] >= noise.success_rate + 0.1
     assert rates["square"] >= noise.success_rate + 0.3
@@ -91,8 +101,15 @@ def test_beats_random_noise_with_the_same_number_of_queries(digits_model, batch)
     assert rates["square"] >= white - 0.15  # random search nearly matches PGD-100 here: 0.1 was 2.6 sd
 
 
-@pytest.mark.parametrize("atk", [attacks.NES(eps=0.3, max_queries=200), attacks.SPSA(eps=0.3, max_queries=200),
-                                 attacks.Square(eps=0.3, max_queries=200)], ids=["nes", "spsa", "square"])  # fmt: skip
+@pytest.mark.parametrize(
+    "atk",
+    [
+        attacks.NES(eps=0.3, max_queries=200),
+        attacks.SPSA(eps=0.3, max_queries=200),
+        attacks.Square(eps=0.3, max_queries=200),
+    ],
+    ids=["nes", "spsa", "square"],
+)
 def test_targeted_hits_random_targets(atk: attacks.Attack, digits_model, batch) -> None:
     x, y = batch
     res = atk(digits_model, x, y, target="random")
@@ -104,10 +121,17 @@ def test_targeted_hits_random_targets(atk: attacks.Attack, digits_model, batch) 
     _budget_kept(res, 200)
 
 
-@pytest.mark.parametrize("atk, budget", [(attacks.NES(eps=0.05, max_queries=4), 4), (attacks.NES(eps=0.05, max_queries=25), 25),
-                                         (attacks.SPSA(eps=0.05, max_queries=8, samples=3), 8),
-                                         (attacks.Square(eps=0.05, max_queries=1), 1), (attacks.Square(eps=0.05, norm="l2", max_queries=7), 7)],
-                         ids=["nes-4", "nes-25", "spsa-8", "square-1", "square-l2-7"])  # fmt: skip
+@pytest.mark.parametrize(
+    "atk, budget",
+    [
+        (attacks.NES(eps=0.05, max_queries=4), 4),
+        (attacks.NES(eps=0.05, max_queries=25), 25),
+        (attacks.SPSA(eps=0.05, max_queries=8, samples=3), 8),
+        (attacks.Square(eps=0.05, max_queries=1), 1),
+        (attacks.Square(eps=0.05, norm="l2", max_queries=7), 7),
+    ],
+    ids=["nes-4", "nes-25", "spsa-8", "square-1", "square-l2-7"],
+)
 def test_small_budgets_are_never_exceeded(atk: attacks.Attack, budget: int, digits_model, batch) -> None:
     x, y = batch
     res = atk(digits_model, x[:16], y[:16])
@@ -198,8 +222,17 @@ def test_query_only_wrapper_refuses_gradients(digits_model, batch) -> None:
 class _Cheat(attacks.RandomNoise):
     """A query-only attack (white_box False, inherited) that asks for a gradient anyway."""
 
-    def _attack(self, oracle: Oracle, x: torch.Tensor, labels: torch.Tensor, targeted: bool, eps: float | None,
-                init: torch.Tensor | None, gen: torch.Generator, y_true: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
+    def _attack(
+        self,
+        oracle: Oracle,
+        x: torch.Tensor,
+        labels: torch.Tensor,
+        targeted: bool,
+        eps: float | None,
+        init: torch.Tensor | None,
+        gen: torch.Generator,
+        y_true: torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         oracle.grad(x, None, lambda z: z.sum(1))
         raise AssertionError("the gradient should have been refused")
 
@@ -216,15 +249,25 @@ def test_attacks_marked_query_only_get_the_wrapped_model(digits_model, batch) ->
 # ------------------------------------------------------------------------------ settings, pieces, CLI
 @pytest.mark.parametrize(
     "cls, kwargs, match",
-    [(attacks.NES, {"norm": "l1"}, "norm must be one of linf, l2"), (attacks.NES, {"eps": -0.1}, "eps must be positive"),
-     (attacks.NES, {"eps": [0.1, 0.2]}, "one positive number"), (attacks.NES, {"eps": 2.0}, "L-inf eps above 1"),
-     (attacks.NES, {"max_queries": 3}, "max_queries must be >= 4"), (attacks.NES, {"samples": 0}, "samples must be >= 1"),
-     (attacks.NES, {"sigma": 0.0}, "sigma must be positive"), (attacks.NES, {"alpha": -1.0}, "alpha must be positive"),
-     (attacks.NES, {"momentum": 1.0}, r"momentum must be in \[0, 1\)"), (attacks.NES, {"loss": "nope"}, "unknown loss"),
-     (attacks.SPSA, {"delta": 0.0}, "delta must be positive"), (attacks.SPSA, {"lr": 0.0}, "lr must be positive"),
-     (attacks.Square, {"p_init": 0.0}, r"p_init must be in \(0, 1\]"), (attacks.Square, {"p_init": 1.5}, "p_init must be"),
-     (attacks.Square, {"max_queries": 0}, "max_queries must be >= 1"), (attacks.Square, {"norm": "l1"}, "norm must be one of")],
-)  # fmt: skip
+    [
+        (attacks.NES, {"norm": "l1"}, "norm must be one of linf, l2"),
+        (attacks.NES, {"eps": -0.1}, "eps must be positive"),
+        (attacks.NES, {"eps": [0.1, 0.2]}, "one positive number"),
+        (attacks.NES, {"eps": 2.0}, "L-inf eps above 1"),
+        (attacks.NES, {"max_queries": 3}, "max_queries must be >= 4"),
+        (attacks.NES, {"samples": 0}, "samples must be >= 1"),
+        (attacks.NES, {"sigma": 0.0}, "sigma must be positive"),
+        (attacks.NES, {"alpha": -1.0}, "alpha must be positive"),
+        (attacks.NES, {"momentum": 1.0}, r"momentum must be in \[0, 1\)"),
+        (attacks.NES, {"loss": "nope"}, "unknown loss"),
+        (attacks.SPSA, {"delta": 0.0}, "delta must be positive"),
+        (attacks.SPSA, {"lr": 0.0}, "lr must be positive"),
+        (attacks.Square, {"p_init": 0.0}, r"p_init must be in \(0, 1\]"),
+        (attacks.Square, {"p_init": 1.5}, "p_init must be"),
+        (attacks.Square, {"max_queries": 0}, "max_queries must be >= 1"),
+        (attacks.Square, {"norm": "l1"}, "norm must be one of"),
+    ],
+)
 def test_bad_settings_raise(cls: type, kwargs: dict, match: str, digits_model, batch) -> None:
     x, y = batch
     with pytest.raises(ValueError, match=match):
@@ -253,12 +296,45 @@ def test_catalog_and_cli(tmp_path: Path) -> None:
         make("nes", steps=5)
     rc, out, _ = run_cli(["attack", "--help"])
     assert rc == 0 and all(s in out for s in ("square", "spsa", "nes", "--max-queries", "--samples", "--p-init"))
-    rc, out, err = run_cli(["attack", "--model", "digits-cnn", "--data", "digits:test", "--limit", "32", "--attack", "square",
-                            "--eps", "0.1", "--max-queries", "200", "--out", str(tmp_path / "sq"), "--json"])  # fmt: skip
+    rc, out, err = run_cli(
+        [
+            "attack",
+            "--model",
+            "digits-cnn",
+            "--data",
+            "digits:test",
+            "--limit",
+            "32",
+            "--attack",
+            "square",
+            "--eps",
+            "0.1",
+            "--max-queries",
+            "200",
+            "--out",
+            str(tmp_path / "sq"),
+            "--json",
+        ]
+    )
     assert rc == 0, err
     m = json.loads(out)
     assert m["attack"] == "square" and m["success_rate"] > 0.3 and m["gradient_evaluations"] == 0
     assert 32 <= m["forward_evaluations"] <= 32 * 200
-    rc, _, err = run_cli(["attack", "--model", "digits-cnn", "--data", "digits:test", "--limit", "4", "--attack", "square",
-                          "--eps", "0.1,0.2", "--out", str(tmp_path / "bad")])  # fmt: skip
+    rc, _, err = run_cli(
+        [
+            "attack",
+            "--model",
+            "digits-cnn",
+            "--data",
+            "digits:test",
+            "--limit",
+            "4",
+            "--attack",
+            "square",
+            "--eps",
+            "0.1,0.2",
+            "--out",
+            str(tmp_path / "bad"),
+        ]
+    )
     assert rc != 0 and "one positive number" in err

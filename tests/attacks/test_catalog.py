@@ -12,12 +12,22 @@ from advlab.attacks.catalog import attack_classes, make, options
 from advlab.threat import distance
 
 CHEAP = {  # a reasonable eps for 8x8 digits, budgets cut to keep the suite fast
-    "fgsm": {"eps": 0.2}, "pgd": {"eps": 0.15, "steps": 10}, "mifgsm": {"eps": 0.15, "steps": 10},
-    "apgd": {"eps": 0.15, "steps": 20}, "apgd-t": {"eps": 0.15, "steps": 10, "n_targets": 2},
-    "noise": {"eps": 0.3, "tries": 20}, "cw": {"steps": 30, "binary_search_steps": 2, "lr": 0.05},
-    "deepfool": {}, "lbfgs": {"search_steps": 2, "steps": 10}, "onehot": {"steps": 60}, "fmn": {"steps": 30}, "ddn": {"steps": 30},
-    "nes": {"eps": 0.2, "max_queries": 100}, "spsa": {"eps": 0.2, "max_queries": 100}, "square": {"eps": 0.2, "max_queries": 100},
-}  # fmt: skip
+    "fgsm": {"eps": 0.2},
+    "pgd": {"eps": 0.15, "steps": 10},
+    "mifgsm": {"eps": 0.15, "steps": 10},
+    "apgd": {"eps": 0.15, "steps": 20},
+    "apgd-t": {"eps": 0.15, "steps": 10, "n_targets": 2},
+    "noise": {"eps": 0.3, "tries": 20},
+    "cw": {"steps": 30, "binary_search_steps": 2, "lr": 0.05},
+    "deepfool": {},
+    "lbfgs": {"search_steps": 2, "steps": 10},
+    "onehot": {"steps": 60},
+    "fmn": {"steps": 30},
+    "ddn": {"steps": 30},
+    "nes": {"eps": 0.2, "max_queries": 100},
+    "spsa": {"eps": 0.2, "max_queries": 100},
+    "square": {"eps": 0.2, "max_queries": 100},
+}
 
 
 def test_the_catalog_holds_exactly_the_registered_attacks() -> None:

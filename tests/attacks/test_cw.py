@@ -112,9 +112,14 @@ def test_deterministic(digits_model, batch) -> None:
 
 @pytest.mark.parametrize(
     "kwargs, match",
-    [({"c": 0.0}, "c must be positive"), ({"kappa": -1.0}, "kappa must be >= 0"), ({"steps": 0}, "steps must be >= 1"),
-     ({"binary_search_steps": 0}, "binary_search_steps must be >= 1"), ({"lr": -0.1}, "lr must be positive")],
-)  # fmt: skip
+    [
+        ({"c": 0.0}, "c must be positive"),
+        ({"kappa": -1.0}, "kappa must be >= 0"),
+        ({"steps": 0}, "steps must be >= 1"),
+        ({"binary_search_steps": 0}, "binary_search_steps must be >= 1"),
+        ({"lr": -0.1}, "lr must be positive"),
+    ],
+)
 def test_bad_settings_raise(kwargs: dict, match: str, digits_model, batch) -> None:
     x, y = batch
     with pytest.raises(ValueError, match=match):

@@ -113,7 +113,11 @@ def test_targets_and_bad_settings_raise(digits_model, digits_batch) -> None:
     x, y = digits_batch
     with pytest.raises(ValueError, match="DeepFool is untargeted"):
         attacks.DeepFool()(digits_model, x[:2], y[:2], target=3)
-    for kwargs, match in [({"steps": 0}, "steps must be >= 1"), ({"overshoot": -0.1}, "overshoot must be >= 0"),
-                          ({"candidates": 1}, "candidates must be >= 2"), ({"norm": "l1"}, "norm must be")]:  # fmt: skip
+    for kwargs, match in [
+        ({"steps": 0}, "steps must be >= 1"),
+        ({"overshoot": -0.1}, "overshoot must be >= 0"),
+        ({"candidates": 1}, "candidates must be >= 2"),
+        ({"norm": "l1"}, "norm must be"),
+    ]:
         with pytest.raises(ValueError, match=match):
             attacks.DeepFool(**kwargs)(digits_model, x[:2], y[:2])

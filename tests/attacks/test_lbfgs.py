@@ -105,9 +105,12 @@ def test_deterministic(digits_model, batch) -> None:
 
 @pytest.mark.parametrize(
     "kwargs, match",
-    [({"c_init": 0.0}, "c_init must be positive"), ({"search_steps": 0}, "search_steps must be >= 1"),
-     ({"steps": 0}, "steps must be >= 1")],
-)  # fmt: skip
+    [
+        ({"c_init": 0.0}, "c_init must be positive"),
+        ({"search_steps": 0}, "search_steps must be >= 1"),
+        ({"steps": 0}, "steps must be >= 1"),
+    ],
+)
 def test_bad_settings_raise(kwargs: dict, match: str, digits_model, batch) -> None:
     x, y = batch
     with pytest.raises(ValueError, match=match):

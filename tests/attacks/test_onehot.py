@@ -67,7 +67,9 @@ def test_targeted_hits_the_target_with_a_confident_softmax(reached, digits_model
     assert res.success_rate >= 0.9  # a no-op attack scores 0 here: the batch is all clean-correct
     # the loss pulls softmax onto onehot(t): the target is not just the argmax, it is probable
     assert float((_target_prob(p, runner_up)[res.success] > 0.5).float().mean()) >= 0.9
-    assert torch.equal(res.forwards, torch.full_like(res.forwards, STEPS + 1)) and torch.equal(res.backwards, torch.full_like(res.backwards, STEPS))
+    assert torch.equal(res.forwards, torch.full_like(res.forwards, STEPS + 1)) and torch.equal(
+        res.backwards, torch.full_like(res.backwards, STEPS)
+    )
 
 
 def test_distant_targets_are_often_out_of_reach(shifted, reached, digits_model, batch) -> None:
@@ -171,9 +173,13 @@ def test_quantized_results_stay_adversarial_on_the_8bit_grid(digits_model, batch
 
 @pytest.mark.parametrize(
     "kwargs, match",
-    [({"lam": -1.0}, "lam must be >= 0"), ({"alpha": 0.0}, "alpha must be positive"), ({"steps": 0}, "steps must be >= 1"),
-     ({"optimizer": "sgd"}, "optimizer must be one of")],
-)  # fmt: skip
+    [
+        ({"lam": -1.0}, "lam must be >= 0"),
+        ({"alpha": 0.0}, "alpha must be positive"),
+        ({"steps": 0}, "steps must be >= 1"),
+        ({"optimizer": "sgd"}, "optimizer must be one of"),
+    ],
+)
 def test_bad_settings_raise(kwargs: dict, match: str, digits_model, batch) -> None:
     x, y = batch
     with pytest.raises(ValueError, match=match):

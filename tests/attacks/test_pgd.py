@@ -129,9 +129,15 @@ def test_model_flags_are_left_alone_and_seed_reproduces(digits_model, digits_bat
 
 @pytest.mark.parametrize(
     "kwargs, match",
-    [({"eps": -0.1}, "eps must be positive"), ({"steps": 0}, "steps must be >= 1"), ({"norm": "l3"}, "norm must be"),
-     ({"eps": 2.0}, "L-inf eps above 1"), ({"alpha": 0.0}, "alpha must be positive"), ({"loss": "nope"}, "unknown loss")],
-)  # fmt: skip
+    [
+        ({"eps": -0.1}, "eps must be positive"),
+        ({"steps": 0}, "steps must be >= 1"),
+        ({"norm": "l3"}, "norm must be"),
+        ({"eps": 2.0}, "L-inf eps above 1"),
+        ({"alpha": 0.0}, "alpha must be positive"),
+        ({"loss": "nope"}, "unknown loss"),
+    ],
+)
 def test_bad_settings_raise(kwargs: dict, match: str, digits_model, digits_batch) -> None:
     x, y = digits_batch
     with pytest.raises(ValueError, match=match):
@@ -148,7 +154,9 @@ def test_bad_inputs_raise(digits_model, digits_batch) -> None:
         attacks.PGD()(digits_model, x[:2], torch.tensor([1, -1]))
 
 
-def _hand_pgd(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, alpha: float, steps: int) -> torch.Tensor:
+def _hand_pgd(
+    model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, alpha: float, steps: int
+) -> torch.Tensor:
     """The textbook loop from a zero start: x <- clip_[0,1](clip_ball(x + alpha * sign(grad CE)))."""
     xa = x.clone()
     for _ in range(steps):
@@ -180,10 +188,19 @@ def test_perturb_is_the_last_iterate_for_exactly_steps_gradients(digits_model, d
     assert (res.success | ~last_success).all()
 
 
-@pytest.mark.parametrize("atk", [attacks.PGD(eps=0.1, steps=5, early_stop=True), attacks.PGD(eps=0.1, steps=5, restarts=2),
-                                 attacks.APGD(eps=0.1, steps=5), attacks.PGD(eps=0.1, steps=5, quantize=True)],
-                         ids=["early-stop", "restarts", "apgd", "quantize"])  # fmt: skip
-def test_perturb_falls_back_to_the_full_run_where_scoring_matters(atk: attacks.Attack, digits_model, digits_batch) -> None:
+@pytest.mark.parametrize(
+    "atk",
+    [
+        attacks.PGD(eps=0.1, steps=5, early_stop=True),
+        attacks.PGD(eps=0.1, steps=5, restarts=2),
+        attacks.APGD(eps=0.1, steps=5),
+        attacks.PGD(eps=0.1, steps=5, quantize=True),
+    ],
+    ids=["early-stop", "restarts", "apgd", "quantize"],
+)
+def test_perturb_falls_back_to_the_full_run_where_scoring_matters(
+    atk: attacks.Attack, digits_model, digits_batch
+) -> None:
     x, y = digits_batch
     assert torch.equal(atk.perturb(digits_model, x, y, target="random"), atk(digits_model, x, y, target="random").x_adv)
 
@@ -198,8 +215,15 @@ def test_targeted_pgd_with_dlr_hits_its_targets(digits_model, digits_batch) -> N
     assert res.success_rate > 0.9
 
 
-@pytest.mark.parametrize("atk", [attacks.PGD(eps=0.1, steps=5, seed=3), attacks.PGD(eps=1.0, norm="l2", steps=5, restarts=2, seed=3),
-                                 attacks.APGD(eps=0.1, steps=5, seed=3)], ids=["pgd", "pgd-l2-restarts", "apgd"])  # fmt: skip
+@pytest.mark.parametrize(
+    "atk",
+    [
+        attacks.PGD(eps=0.1, steps=5, seed=3),
+        attacks.PGD(eps=1.0, norm="l2", steps=5, restarts=2, seed=3),
+        attacks.APGD(eps=0.1, steps=5, seed=3),
+    ],
+    ids=["pgd", "pgd-l2-restarts", "apgd"],
+)
 def test_a_sample_gets_the_same_result_in_any_batch(atk: attacks.Attack, digits_model, digits_batch) -> None:
     """Random starts depend on (seed, restart, the image) only, so attacking a subset, a permutation or a smaller
     batch (what eval's clean-correct cascade and sharding do) gives every image the x_adv it gets in the full batch.

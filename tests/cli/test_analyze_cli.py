@@ -19,12 +19,34 @@ def _rows(path: Path) -> list[dict[str, str]]:
 
 def test_analyze_units_writes_purities_grid_and_table(tmp_path: Path) -> None:
     out = tmp_path / "units"
-    rc, stdout, err = run_cli(["analyze", "units", *DIGITS, "--limit", "300", "--top-units", "4", "--directions", "3", "--k", "5",
-                               "--seed", "7", "--out", str(out)])  # fmt: skip
+    rc, stdout, err = run_cli(
+        [
+            "analyze",
+            "units",
+            *DIGITS,
+            "--limit",
+            "300",
+            "--top-units",
+            "4",
+            "--directions",
+            "3",
+            "--k",
+            "5",
+            "--seed",
+            "7",
+            "--out",
+            str(out),
+        ]
+    )
     assert rc == 0, err
     assert "random directions" in stdout and "chance" in stdout
     m = json.loads((out / "metrics.json").read_text())
-    assert m["layer"] == "net.classifier.3:input" and m["units_in_layer"] == 128 and m["images"] == 300 and m["labels"] == "true"
+    assert (
+        m["layer"] == "net.classifier.3:input"
+        and m["units_in_layer"] == 128
+        and m["images"] == 300
+        and m["labels"] == "true"
+    )
     assert len(m["unit_purity"]) == 4 and list(m["direction_purity"]) == ["0", "1", "2"]
     values = [*m["unit_purity"].values(), *m["direction_purity"].values()]
     assert all(0.2 <= v <= 1 for v in values)  # 1/k .. 1
@@ -43,8 +65,27 @@ def test_analyze_units_writes_purities_grid_and_table(tmp_path: Path) -> None:
     assert cfg["seed"] == 7 and cfg["units"] == [int(u) for u in m["unit_purity"]]
 
     # explicit units and a pooled conv layer
-    rc, stdout, err = run_cli(["analyze", "units", *DIGITS, "--limit", "100", "--layer", "net.features.5", "--pool", "--units", "0,5",
-                               "--directions", "2", "--k", "4", "--json", "--out", str(tmp_path / "conv")])  # fmt: skip
+    rc, stdout, err = run_cli(
+        [
+            "analyze",
+            "units",
+            *DIGITS,
+            "--limit",
+            "100",
+            "--layer",
+            "net.features.5",
+            "--pool",
+            "--units",
+            "0,5",
+            "--directions",
+            "2",
+            "--k",
+            "4",
+            "--json",
+            "--out",
+            str(tmp_path / "conv"),
+        ]
+    )
     assert rc == 0, err
     m = json.loads(stdout)
     assert m["layer"] == "net.features.5" and m["units_in_layer"] == 128 and list(m["unit_purity"]) == ["0", "5"]
@@ -69,7 +110,9 @@ def test_analyze_units_bad_input_is_one_line(tmp_path: Path, extra: list[str], m
 
 def test_analyze_linearity_writes_both_curves(tmp_path: Path) -> None:
     out = tmp_path / "lin"
-    rc, stdout, err = run_cli(["analyze", "linearity", "--data", "digits:test", "--eps", "0.2,0,0.1", "--out", str(out)])
+    rc, stdout, err = run_cli(
+        ["analyze", "linearity", "--data", "digits:test", "--eps", "0.2,0,0.1", "--out", str(out)]
+    )
     assert rc == 0, err
     assert "digits-cnn: eps 0:" in stdout and "linear: eps 0:" in stdout and "nearest decision boundary" in stdout
     m = json.loads((out / "metrics.json").read_text())
@@ -79,7 +122,9 @@ def test_analyze_linearity_writes_both_curves(tmp_path: Path) -> None:
     assert lin["0.2"] < 0.05 and lin["0.2"] <= cnn["0.2"] and lin["0.1"] <= cnn["0.1"]
     assert 0.04 < m["models"]["linear"]["median_flip_eps"] < 0.1
     rows = _rows(out / "curves.csv")
-    assert [(r["model"], float(r["eps"])) for r in rows] == [(mo, e) for mo in ("digits-cnn", "linear") for e in (0.0, 0.1, 0.2)]
+    assert [(r["model"], float(r["eps"])) for r in rows] == [
+        (mo, e) for mo in ("digits-cnn", "linear") for e in (0.0, 0.1, 0.2)
+    ]
     assert float(rows[-1]["accuracy"]) == lin["0.2"]
     assert (out / "linearity.png").read_bytes()[:4] == b"\x89PNG"
     assert "linearity.png" in (out / "report.html").read_text()

@@ -20,12 +20,30 @@ DIGITS = ["--model", "digits-cnn", "--data", "digits:test", "--limit", "48"]
 
 def test_attack_writes_a_run_directory_whose_files_agree(tmp_path: Path) -> None:
     out = tmp_path / "pgd"
-    rc, stdout, err = run_cli(["attack", *DIGITS, "--attack", "pgd", "--eps", "26/255", "--steps", "10", "--quantize",
-                               "--batch-size", "20", "--out", str(out), "--json"])  # fmt: skip
+    rc, stdout, err = run_cli(
+        [
+            "attack",
+            *DIGITS,
+            "--attack",
+            "pgd",
+            "--eps",
+            "26/255",
+            "--steps",
+            "10",
+            "--quantize",
+            "--batch-size",
+            "20",
+            "--out",
+            str(out),
+            "--json",
+        ]
+    )
     assert rc == 0, err
     metrics = json.loads(stdout)
     assert metrics == json.loads((out / "metrics.json").read_text())
-    assert {"config.json", "metrics.json", "samples.csv", "adversarials.safetensors", "grid.png", "report.html"} <= {p.name for p in out.iterdir()}
+    assert {"config.json", "metrics.json", "samples.csv", "adversarials.safetensors", "grid.png", "report.html"} <= {
+        p.name for p in out.iterdir()
+    }
     assert not list(out.glob("batch_*"))  # state is gone once the results are written
     t = load_file(str(out / "adversarials.safetensors"))
     x, x_adv, y = t["x"], t["x_adv"], t["y"]
@@ -48,13 +66,41 @@ def test_attack_writes_a_run_directory_whose_files_agree(tmp_path: Path) -> None
 
 
 def test_targeted_attack_and_a_robustness_curve(tmp_path: Path) -> None:
-    rc, stdout, err = run_cli(["attack", *DIGITS, "--attack", "pgd", "--eps", "0.3", "--steps", "20", "--target", "3",
-                               "--out", str(tmp_path / "t"), "--json"])  # fmt: skip
+    rc, stdout, err = run_cli(
+        [
+            "attack",
+            *DIGITS,
+            "--attack",
+            "pgd",
+            "--eps",
+            "0.3",
+            "--steps",
+            "20",
+            "--target",
+            "3",
+            "--out",
+            str(tmp_path / "t"),
+            "--json",
+        ]
+    )
     assert rc == 0, err
     m = json.loads(stdout)
     assert m["targeted"] and m["success_rate"] > 0.8 and m["target_probability_mean"] > 0.5
-    rc, stdout, err = run_cli(["attack", *DIGITS, "--attack", "pgd", "--eps", "0.05,0.1,0.2", "--steps", "10",
-                               "--out", str(tmp_path / "c"), "--json"])  # fmt: skip
+    rc, stdout, err = run_cli(
+        [
+            "attack",
+            *DIGITS,
+            "--attack",
+            "pgd",
+            "--eps",
+            "0.05,0.1,0.2",
+            "--steps",
+            "10",
+            "--out",
+            str(tmp_path / "c"),
+            "--json",
+        ]
+    )
     assert rc == 0, err
     curve = json.loads(stdout)["curve"]
     assert [c["eps"] for c in curve] == [0.05, 0.1, 0.2]
@@ -68,7 +114,10 @@ def test_eval_prints_metrics_and_writes_the_run(tmp_path: Path) -> None:
     rc, stdout, err = run_cli(["eval", *DIGITS, "--attack", "fgsm,pgd", "--eps", "0.1", "--out", str(out), "--json"])
     assert rc == 0, err
     m = json.loads(stdout)
-    assert 0 < m["robust_accuracy"] < m["clean_accuracy"] and [a["attack"] for a in m["per_attack"]][:2] == ["fgsm", "pgd"]
+    assert 0 < m["robust_accuracy"] < m["clean_accuracy"] and [a["attack"] for a in m["per_attack"]][:2] == [
+        "fgsm",
+        "pgd",
+    ]
     assert json.loads((out / "metrics.json").read_text())["robust_accuracy"] == m["robust_accuracy"]
     rows = list(csv.DictReader((out / "samples.csv").open()))
     broken = [r for r in rows if r["broken_by"]]
@@ -124,14 +173,20 @@ def test_attack_resumes_an_interrupted_run_to_the_same_result(tmp_path: Path, mo
     out = tmp_path / "r"
     rc, _, err = run_cli([*args, "--out", str(out)])
     assert rc == 130 and "--resume" in err and not out.exists()
-    assert sorted(p.name for p in (tmp_path / "r.partial").glob("batch_*.safetensors")) == ["batch_00000.safetensors", "batch_00001.safetensors"]
+    assert sorted(p.name for p in (tmp_path / "r.partial").glob("batch_*.safetensors")) == [
+        "batch_00000.safetensors",
+        "batch_00001.safetensors",
+    ]
     calls["n"] = -100
     rc, resumed, err = run_cli([*args, "--out", str(out), "--resume"])
     assert rc == 0, err
     assert calls["n"] == -100 + 1  # only the third batch was attacked again
     a, b = json.loads(resumed), json.loads(fresh)
     assert {k: v for k, v in a.items() if k != "seconds"} == {k: v for k, v in b.items() if k != "seconds"}
-    ta, tb = load_file(str(out / "adversarials.safetensors")), load_file(str(tmp_path / "fresh" / "adversarials.safetensors"))
+    ta, tb = (
+        load_file(str(out / "adversarials.safetensors")),
+        load_file(str(tmp_path / "fresh" / "adversarials.safetensors")),
+    )
     assert torch.equal(ta["x_adv"], tb["x_adv"])
     assert not list(out.glob("batch_*"))
 
@@ -147,7 +202,9 @@ def test_eval_with_amp_channels_last_and_a_memory_sized_batch(tmp_path: Path) ->
     m, p = json.loads(fast), json.loads(plain)
     assert "bfloat16" in json.loads((out / "metrics.json").read_text())["amp"]
     assert isinstance(json.loads((out / "config.json").read_text())["batch_size"], int)
-    assert abs(m["robust_accuracy"] - p["robust_accuracy"]) <= 0.15  # the strength effect is measured in benchmarks/amp_strength.py
+    assert (
+        abs(m["robust_accuracy"] - p["robust_accuracy"]) <= 0.15
+    )  # the strength effect is measured in benchmarks/amp_strength.py
     t = load_file(str(out / "adversarials.safetensors"))
     model = zoo.load("digits-cnn")
     with torch.no_grad():

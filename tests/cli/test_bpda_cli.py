@@ -13,7 +13,7 @@ from advlab import data, zoo
 from advlab.evaluation import EvalConfig, evaluate
 from tests.cli.helpers import run_cli
 
-MODELS = '''
+MODELS = """
 import torch
 from advlab import zoo
 from advlab.zoo.traps import NumpyPreprocessed
@@ -26,7 +26,7 @@ def twin():  # the same function in torch
 
 def wrong():
     return torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 3)).eval()
-'''
+"""
 
 ARGS = ["eval", "--data", "digits:test", "--limit", "64", "--preset", "fast", "--eps", "0.1", "--json", "-q"]
 
@@ -38,7 +38,9 @@ def test_a_twin_gives_the_white_box_number_confirmed_on_the_model(tmp_path: Path
     assert rc == 0, err
     alone = json.loads(out)
     assert alone["attacks"] == ["square"] and alone["trust"] == "low"  # no gradient path: the gradient-free fallback
-    rc, out, err = run_cli([*ARGS, "--model", f"{spec}:trap", "--bpda", f"{spec}:twin", "--out", str(tmp_path / "twin")])
+    rc, out, err = run_cli(
+        [*ARGS, "--model", f"{spec}:trap", "--bpda", f"{spec}:twin", "--out", str(tmp_path / "twin")]
+    )
     assert rc == 0, err
     through = json.loads(out)
     assert through["attacks"] == ["apgd-ce", "apgd-dlr"]  # gradient attacks, on the twin
@@ -46,7 +48,9 @@ def test_a_twin_gives_the_white_box_number_confirmed_on_the_model(tmp_path: Path
     assert config["bpda"] == f"{spec}:twin"
     # the reference: the same attacks on the differentiable twin itself (the same function)
     x, y = data.load("digits:test")
-    reference = evaluate(zoo.load(f"{spec}:twin", data_shape=(1, 8)), (x[:64], y[:64]), EvalConfig(preset="fast", eps=0.1))
+    reference = evaluate(
+        zoo.load(f"{spec}:twin", data_shape=(1, 8)), (x[:64], y[:64]), EvalConfig(preset="fast", eps=0.1)
+    )
     assert abs(through["robust_accuracy"] - reference.robust_accuracy) <= 0.02
     assert through["trust"] == "high"  # an adaptive white-box attack through an exact twin
     trap = zoo.load(f"{spec}:trap", data_shape=(1, 8))  # every success counted was confirmed on the trap itself

@@ -19,8 +19,6 @@ from tests.cli.helpers import run_cli
 CAT_CLASSES = {"tabby", "tiger cat", "Egyptian cat", "Persian cat", "Siamese cat"}
 
 
-
-
 def snapshot(d: Path) -> dict[str, tuple[int, bytes]]:
     return {str(p.relative_to(d)): (p.stat().st_mtime_ns, p.read_bytes()) for p in sorted(d.rglob("*")) if p.is_file()}
 
@@ -171,7 +169,9 @@ def test_classify_folder_class_names_are_not_silently_reinterpreted(tmp_path: Pa
 @pytest.fixture(scope="module")
 def samples_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict, str]:
     out = tmp_path_factory.mktemp("classify") / "samples-run"
-    rc, stdout, err = run_cli(["classify", "samples", "--model", "efficientnet-lite0", "--top", "3", "--json", "--out", str(out)])
+    rc, stdout, err = run_cli(
+        ["classify", "samples", "--model", "efficientnet-lite0", "--top", "3", "--json", "--out", str(out)]
+    )
     assert rc == 0, err
     return out, json.loads(stdout), err
 
@@ -228,8 +228,22 @@ def test_classify_out_refuses_to_overwrite_then_force(samples_run: tuple[Path, d
 @pytest.fixture(scope="module")
 def train_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("train") / "digits-run"
-    rc, stdout, err = run_cli(["train", "--model", "digits-cnn", "--data", "digits:train", "--epochs", "2",
-                               "--limit", "300", "--out", str(out), "--quiet"])  # fmt: skip
+    rc, stdout, err = run_cli(
+        [
+            "train",
+            "--model",
+            "digits-cnn",
+            "--data",
+            "digits:train",
+            "--epochs",
+            "2",
+            "--limit",
+            "300",
+            "--out",
+            str(out),
+            "--quiet",
+        ]
+    )
     assert rc == 0, err
     assert err == ""  # --quiet
     assert "weights.safetensors" in stdout
@@ -258,7 +272,9 @@ def test_train_writes_weights_that_reproduce_eval_accuracy(train_run: Path) -> N
 
 def test_classify_with_trained_weights(train_run: Path) -> None:
     weights = train_run / "weights.safetensors"
-    rc, out, err = run_cli(["classify", "digits:test", "--model", "digits-cnn", "--weights", str(weights), "--limit", "30", "--json"])
+    rc, out, err = run_cli(
+        ["classify", "digits:test", "--model", "digits-cnn", "--weights", str(weights), "--limit", "30", "--json"]
+    )
     assert rc == 0, err
     doc = json.loads(out)
     model = zoo.load("digits-cnn", weights=str(weights))
@@ -278,19 +294,40 @@ def test_train_refuses_existing_out(train_run: Path) -> None:
 
 # ------------------------------------------------------------------------------------------ attack
 def test_a_robustness_curve_prints_every_eps(tmp_path: Path) -> None:
-    args = ["attack", "--model", "digits-cnn", "--data", "digits:test", "--attack", "pgd", "--eps", "0.2,0.05,0.1", "--steps", "3",
-            "--limit", "32", "--pngs", "0"]  # fmt: skip
+    args = [
+        "attack",
+        "--model",
+        "digits-cnn",
+        "--data",
+        "digits:test",
+        "--attack",
+        "pgd",
+        "--eps",
+        "0.2,0.05,0.1",
+        "--steps",
+        "3",
+        "--limit",
+        "32",
+        "--pngs",
+        "0",
+    ]
     rc, stdout, err = run_cli([*args, "--out", str(tmp_path / "c")])
     assert rc == 0, err
     curve = json.loads((tmp_path / "c" / "metrics.json").read_text())["curve"]
     lines = [ln.strip() for ln in stdout.splitlines() if ln.strip().startswith("eps ")]
-    assert lines == [f"eps {c['eps']:g}: success {c['success_rate']:.2%}, robust accuracy {c['robust_accuracy']:.2%}" for c in curve]
+    assert lines == [
+        f"eps {c['eps']:g}: success {c['success_rate']:.2%}, robust accuracy {c['robust_accuracy']:.2%}" for c in curve
+    ]
     assert [c["eps"] for c in curve] == [0.05, 0.1, 0.2] and len(set(lines)) == 3
 
 
 # ------------------------------------------------------------------------------------------ demo
-@pytest.mark.parametrize("load, cpus, default, want", [(12.0, 2, 2, 1), (0.1, 2, 2, 2), (1.2, 4, 4, 3), (0.0, 16, 4, 4), (99.0, 1, 1, 1)])
-def test_demo_threads_leave_a_busy_machine_alone(monkeypatch: pytest.MonkeyPatch, load: float, cpus: int, default: int, want: int) -> None:
+@pytest.mark.parametrize(
+    "load, cpus, default, want", [(12.0, 2, 2, 1), (0.1, 2, 2, 2), (1.2, 4, 4, 3), (0.0, 16, 4, 4), (99.0, 1, 1, 1)]
+)
+def test_demo_threads_leave_a_busy_machine_alone(
+    monkeypatch: pytest.MonkeyPatch, load: float, cpus: int, default: int, want: int
+) -> None:
     """On a 2-core machine at load 12 the demo took 10:30 at 2 threads and 1:49 at 1: it takes the free cores."""
     import os
 
@@ -316,7 +353,9 @@ def test_demo(tmp_path: Path) -> None:
     assert metrics["digits:test images"] == 599
     assert metrics["efficientnet-lite0 wombat attack success rate (linf 2/255, 8-bit)"] == 1.0  # seed 002
     assert metrics["efficientnet-lite0 wombat probability (min over photos)"] > 0.9
-    assert 0 < metrics["digits-cnn robust accuracy (fast preset, linf 0.1)"] < metrics["digits-cnn digits:test accuracy"]
+    assert (
+        0 < metrics["digits-cnn robust accuracy (fast preset, linf 0.1)"] < metrics["digits-cnn digits:test accuracy"]
+    )
     assert metrics["digits-cnn prototypes from blank:gray reaching p >= 0.99"] == 10  # seed 000
     pngs = sorted(p.name for p in out.glob("*.png"))
     assert len(pngs) == 5 and "prototypes_digits-cnn.png" in pngs
@@ -336,7 +375,9 @@ def test_classify_mixes_photos_and_small_tensors_by_resizing(tmp_path: Path) -> 
     import numpy as np
 
     np.savez(tmp_path / "rgb32.npz", x=np.full((2, 3, 32, 32), 0.5, dtype=np.float32), y=np.array([1, 2]))
-    rc, out, err = run_cli(["classify", "samples", f"tensors:{tmp_path / 'rgb32.npz'}", "--model", "efficientnet-lite0", "--json"])
+    rc, out, err = run_cli(
+        ["classify", "samples", f"tensors:{tmp_path / 'rgb32.npz'}", "--model", "efficientnet-lite0", "--json"]
+    )
     assert rc == 0, err
     preds = json.loads(out)["predictions"]
     assert len(preds) == 4 + 2

@@ -10,8 +10,23 @@ import torch
 
 from tests.cli.helpers import run_cli
 
-ARGS = ["detect", "--model", "digits-cnn", "--data-train", "digits:train", "--data", "digits:test",
-        "--limit-train", "500", "--limit", "200", "--eps", "0.1", "--steps", "5"]  # fmt: skip
+ARGS = [
+    "detect",
+    "--model",
+    "digits-cnn",
+    "--data-train",
+    "digits:train",
+    "--data",
+    "digits:test",
+    "--limit-train",
+    "500",
+    "--limit",
+    "200",
+    "--eps",
+    "0.1",
+    "--steps",
+    "5",
+]
 
 
 def test_detect_writes_its_run_directory(tmp_path: Path) -> None:

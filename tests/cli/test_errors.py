@@ -58,7 +58,9 @@ def _bomb_png(path: Path) -> Path:
         return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body) & 0xFFFFFFFF)
 
     ihdr = struct.pack(">IIBBBBB", 20000, 20000, 8, 0, 0, 0, 0)
-    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 16)) + chunk(b"IEND", b""))
+    path.write_bytes(
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 16)) + chunk(b"IEND", b"")
+    )
     return path
 
 
@@ -116,7 +118,16 @@ def _make_wrong_keys(d: Path) -> list[str]:
     from safetensors.torch import save_file
 
     save_file({"encoder.weight": torch.zeros(4, 4), "head.bias": torch.zeros(10)}, str(d / "wrong.safetensors"))
-    return ["classify", "digits:test", "--model", "digits-cnn", "--weights", str(d / "wrong.safetensors"), "--limit", "4"]
+    return [
+        "classify",
+        "digits:test",
+        "--model",
+        "digits-cnn",
+        "--weights",
+        str(d / "wrong.safetensors"),
+        "--limit",
+        "4",
+    ]
 
 
 def _make_pickle_bomb(d: Path) -> list[str]:
@@ -136,7 +147,19 @@ def _make_decompression_bomb(d: Path) -> list[str]:
 
 
 def _train(*extra: str) -> Callable[[Path], list[str]]:
-    return lambda d: ["train", "--model", "digits-cnn", "--data", "digits:train", "--limit", "40", "--epochs", "1", "--quiet", *extra]
+    return lambda d: [
+        "train",
+        "--model",
+        "digits-cnn",
+        "--data",
+        "digits:train",
+        "--limit",
+        "40",
+        "--epochs",
+        "1",
+        "--quiet",
+        *extra,
+    ]
 
 
 # (name, argv builder, whether --out is added)
@@ -153,10 +176,14 @@ CASES: list = [
     pytest.param(_make_label_out_of_range, True, id="label-12-for-10-classes"),
     pytest.param(_make_wrong_keys, True, id="checkpoint-wrong-keys"),
     pytest.param(
-        _make_pickle_bomb, True, id="pickle-runs-code",
+        _make_pickle_bomb,
+        True,
+        id="pickle-runs-code",
     ),
     pytest.param(_make_pickle_bomb_in_torch_zip, True, id="torch-save-with-code"),
-    pytest.param(lambda d: ["classify", "digits:test", "--model", "digits-cnn", "--bogus-option"], True, id="unknown-option"),
+    pytest.param(
+        lambda d: ["classify", "digits:test", "--model", "digits-cnn", "--bogus-option"], True, id="unknown-option"
+    ),
     pytest.param(lambda d: ["classify", "digits:test", "--model", "digits-cnn", "--top", "0"], True, id="top-0"),
     pytest.param(lambda d: ["classify", "digits:test", "--model", "digits-cnn", "--limit", "x"], True, id="limit-x"),
     pytest.param(_train("--epochs", "-1"), True, id="epochs-negative"),
@@ -166,14 +193,22 @@ CASES: list = [
     pytest.param(_train("--lr", "-0.1"), True, id="lr-negative"),
     pytest.param(lambda d: ["train", "--data", "nonsense", "--quiet"], True, id="train-unknown-data"),
     pytest.param(lambda d: ["train", "--data", "samples", "--quiet"], True, id="train-labels-out-of-range"),
-    pytest.param(lambda d: ["train", "--data", "digits:train", "--eval-data", "digits:bogus", "--quiet"], True, id="train-bad-eval"),
+    pytest.param(
+        lambda d: ["train", "--data", "digits:train", "--eval-data", "digits:bogus", "--quiet"],
+        True,
+        id="train-bad-eval",
+    ),
     pytest.param(lambda d: ["data", "nonsense"], False, id="data-unknown"),
     pytest.param(lambda d: ["no-such-command"], False, id="unknown-command"),
     pytest.param(
-        _make_decompression_bomb, True, id="decompression-bomb",
+        _make_decompression_bomb,
+        True,
+        id="decompression-bomb",
     ),
     pytest.param(
-        _train("--lr", "nan"), True, id="lr-nan",
+        _train("--lr", "nan"),
+        True,
+        id="lr-nan",
     ),
 ]
 
@@ -238,9 +273,22 @@ def test_keyboard_interrupt_keeps_partial_and_exits_130(tmp_path: Path, monkeypa
 def test_subprocess_exit_code_and_stderr(tmp_path: Path) -> None:
     out = tmp_path / "out"
     proc = subprocess.run(
-        [sys.executable, "-m", "advlab", "classify", str(tmp_path / "nope.png"), "--model", "digits-cnn", "--out", str(out)],
-        capture_output=True, text=True, cwd=tmp_path, timeout=120,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "advlab",
+            "classify",
+            str(tmp_path / "nope.png"),
+            "--model",
+            "digits-cnn",
+            "--out",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=120,
+    )
     assert proc.returncode == 2, proc.stderr
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and "no such file" in lines[0], proc.stderr

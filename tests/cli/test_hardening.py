@@ -27,7 +27,7 @@ from tests.cli.helpers import run_cli
 DIGITS = ["--model", "digits-cnn", "--data", "digits:test", "--limit", "16"]
 
 #: a user's model file: MNIST/digits-sized networks that declare no input_size / in_channels, and broken ones
-MODELS = '''
+MODELS = """
 import torch
 from torch import nn
 
@@ -82,7 +82,7 @@ class NaNs(Small):
 
 def nans():
     return NaNs()
-'''
+"""
 
 
 @pytest.fixture(autouse=True)
@@ -152,7 +152,19 @@ def _raises_on_import(d: Path) -> list[str]:
 
 
 def _train(*extra: str) -> Callable[[Path], list[str]]:
-    return lambda d: ["train", "--model", "digits-cnn", "--data", "digits:train", "--limit", "200", "--epochs", "2", "--quiet", *extra]
+    return lambda d: [
+        "train",
+        "--model",
+        "digits-cnn",
+        "--data",
+        "digits:train",
+        "--limit",
+        "200",
+        "--epochs",
+        "2",
+        "--quiet",
+        *extra,
+    ]
 
 
 REFUSED = [
@@ -163,14 +175,22 @@ REFUSED = [
     pytest.param(_user("nans", "classify"), "NaN", id="classify-nan-logits"),
     pytest.param(_user("nans", "attack"), "NaN", id="attack-nan-logits"),
     # unlabelled data without --labels predicted
-    pytest.param(lambda d: ["eval", "--model", "digits-cnn", "--data", f"tensors:{_unlabelled(d)}", "--eps", "0.1"], "--labels predicted",
-                 id="eval-unlabelled"),
-    pytest.param(lambda d: ["attack", "--model", "digits-cnn", "--data", f"tensors:{_unlabelled(d)}", "--attack", "pgd"], "--labels predicted",
-                 id="attack-unlabelled"),
+    pytest.param(
+        lambda d: ["eval", "--model", "digits-cnn", "--data", f"tensors:{_unlabelled(d)}", "--eps", "0.1"],
+        "--labels predicted",
+        id="eval-unlabelled",
+    ),
+    pytest.param(
+        lambda d: ["attack", "--model", "digits-cnn", "--data", f"tensors:{_unlabelled(d)}", "--attack", "pgd"],
+        "--labels predicted",
+        id="attack-unlabelled",
+    ),
     # options an attack does not take
     pytest.param(lambda d: ["attack", *DIGITS, "--attack", "fgsm", "--steps", "5"], "use pgd", id="fgsm-steps"),
     pytest.param(lambda d: ["attack", *DIGITS, "--attack", "fgsm", "--momentum", "0.9"], "mifgsm", id="fgsm-momentum"),
-    pytest.param(lambda d: ["eval", *DIGITS, "--attack", "fgsm", "--eps", "0.1", "--steps", "5"], "use pgd", id="eval-fgsm-steps"),
+    pytest.param(
+        lambda d: ["eval", *DIGITS, "--attack", "fgsm", "--eps", "0.1", "--steps", "5"], "use pgd", id="eval-fgsm-steps"
+    ),
     # diverged training
     pytest.param(_train("--lr", "1e6"), "diverged", id="train-lr-1e6-exploded"),
     pytest.param(_train("--lr", "1e10"), "diverged", id="train-lr-1e10-nan"),
@@ -180,15 +200,21 @@ REFUSED = [
     pytest.param(_user("pair"), "tuple", id="forward-returns-tuple"),
     pytest.param(_user("first_only"), "batch of", id="forward-wrong-batch-size"),
     pytest.param(_user("eight"), "input_size", id="input-size-eight"),
-    pytest.param(lambda d: ["eval", *DIGITS, "--input-size", "16", "--eps", "0.1"], "own model files", id="builtin-input-size"),
+    pytest.param(
+        lambda d: ["eval", *DIGITS, "--input-size", "16", "--eps", "0.1"], "own model files", id="builtin-input-size"
+    ),
     # devices
     pytest.param(lambda d: ["eval", *DIGITS, "--eps", "0.1", "--device", "banana"], "banana", id="eval-device-banana"),
-    pytest.param(lambda d: ["attack", *DIGITS, "--attack", "pgd", "--device", "banana"], "banana", id="attack-device-banana"),
+    pytest.param(
+        lambda d: ["attack", *DIGITS, "--attack", "pgd", "--device", "banana"], "banana", id="attack-device-banana"
+    ),
 ]
 
 
 @pytest.mark.parametrize(("make_argv", "says"), REFUSED)
-def test_refused_with_one_line_exit_2_and_nothing_left(tmp_path: Path, make_argv: Callable[[Path], list[str]], says: str) -> None:
+def test_refused_with_one_line_exit_2_and_nothing_left(
+    tmp_path: Path, make_argv: Callable[[Path], list[str]], says: str
+) -> None:
     inputs = tmp_path / "inputs"
     inputs.mkdir()
     out = tmp_path / "out"
@@ -205,8 +231,24 @@ def test_refused_with_one_line_exit_2_and_nothing_left(tmp_path: Path, make_argv
 # ------------------------------------------------------------------------------------------ user model files
 def test_a_digits_sized_model_file_is_probed_with_the_datas_shape(tmp_path: Path) -> None:
     spec = f"{_models(tmp_path)}:net"
-    rc, stdout, err = run_cli(["eval", "--model", spec, "--data", f"tensors:{_digits_npz(tmp_path)}", "--eps", "0.1",
-                               "--attack", "pgd", "--steps", "3", "--out", str(tmp_path / "e"), "--json"])  # fmt: skip
+    rc, stdout, err = run_cli(
+        [
+            "eval",
+            "--model",
+            spec,
+            "--data",
+            f"tensors:{_digits_npz(tmp_path)}",
+            "--eps",
+            "0.1",
+            "--attack",
+            "pgd",
+            "--steps",
+            "3",
+            "--out",
+            str(tmp_path / "e"),
+            "--json",
+        ]
+    )
     assert rc == 0, err
     m = json.loads(stdout)
     assert m["n"] == 16
@@ -230,8 +272,26 @@ def test_input_size_and_channels_options_for_photos(tmp_path: Path) -> None:
 # ------------------------------------------------------------------------------------------ labels
 def test_eval_with_predicted_labels_on_unlabelled_data(tmp_path: Path) -> None:
     out = tmp_path / "e"
-    rc, stdout, err = run_cli(["eval", "--model", "digits-cnn", "--data", f"tensors:{_unlabelled(tmp_path)}", "--labels", "predicted",
-                               "--attack", "pgd", "--eps", "0.1", "--steps", "5", "--out", str(out), "--json"])  # fmt: skip
+    rc, stdout, err = run_cli(
+        [
+            "eval",
+            "--model",
+            "digits-cnn",
+            "--data",
+            f"tensors:{_unlabelled(tmp_path)}",
+            "--labels",
+            "predicted",
+            "--attack",
+            "pgd",
+            "--eps",
+            "0.1",
+            "--steps",
+            "5",
+            "--out",
+            str(out),
+            "--json",
+        ]
+    )
     assert rc == 0, err
     m = json.loads(stdout)
     assert m["clean_accuracy"] == 1.0 and m["n"] == 12  # the labels are the predictions
@@ -248,8 +308,26 @@ def test_eval_with_predicted_labels_on_unlabelled_data(tmp_path: Path) -> None:
 
 def test_attack_with_predicted_labels_on_unlabelled_data(tmp_path: Path) -> None:
     out = tmp_path / "a"
-    rc, stdout, err = run_cli(["attack", "--model", "digits-cnn", "--data", f"tensors:{_unlabelled(tmp_path)}", "--labels", "predicted",
-                               "--attack", "pgd", "--eps", "0.15", "--steps", "10", "--out", str(out), "--json"])  # fmt: skip
+    rc, stdout, err = run_cli(
+        [
+            "attack",
+            "--model",
+            "digits-cnn",
+            "--data",
+            f"tensors:{_unlabelled(tmp_path)}",
+            "--labels",
+            "predicted",
+            "--attack",
+            "pgd",
+            "--eps",
+            "0.15",
+            "--steps",
+            "10",
+            "--out",
+            str(out),
+            "--json",
+        ]
+    )
     assert rc == 0, err
     m = json.loads(stdout)
     assert m["labels"] == "predicted" and m["clean_accuracy"] == 1.0 and m["success_rate"] > 0.3
@@ -263,14 +341,34 @@ def test_attack_with_predicted_labels_on_unlabelled_data(tmp_path: Path) -> None
 # ------------------------------------------------------------------------------------------ attack configs
 def test_config_and_metrics_record_the_step_size_used(tmp_path: Path) -> None:
     out = tmp_path / "a"
-    rc, _, err = run_cli(["attack", *DIGITS, "--attack", "pgd", "--eps", "0.1", "--steps", "4", "--out", str(out), "--quiet"])
+    rc, _, err = run_cli(
+        ["attack", *DIGITS, "--attack", "pgd", "--eps", "0.1", "--steps", "4", "--out", str(out), "--quiet"]
+    )
     assert rc == 0, err
     for name, key in (("config.json", "attack"), ("metrics.json", "config")):
         text = json.loads((out / name).read_text())[key]
         assert "alpha=0.0625" in text and "alpha=None" not in text  # 2.5 * 0.1 / 4
     out = tmp_path / "e"
-    rc, _, err = run_cli(["eval", "--model", "digits-cnn", "--data", "digits:test", "--limit", "8", "--attack", "mifgsm", "--eps", "0.3",
-                          "--steps", "5", "--out", str(out), "--quiet"])  # fmt: skip
+    rc, _, err = run_cli(
+        [
+            "eval",
+            "--model",
+            "digits-cnn",
+            "--data",
+            "digits:test",
+            "--limit",
+            "8",
+            "--attack",
+            "mifgsm",
+            "--eps",
+            "0.3",
+            "--steps",
+            "5",
+            "--out",
+            str(out),
+            "--quiet",
+        ]
+    )
     assert rc == 0, err
     assert "alpha=0.06," in json.loads((out / "config.json").read_text())["attacks"][0]  # MI-FGSM: eps / steps
     assert "alpha=0.06," in json.loads((out / "metrics.json").read_text())["per_attack"][0]["config"]
@@ -301,13 +399,18 @@ class _BNNet(torch.nn.Module):
         return self.fc(self.drop(self.bn(self.conv(x)).relu()).flatten(1))
 
 
-@pytest.mark.parametrize("run", [
-    pytest.param(lambda m, x, y: PGD(eps=0.1, steps=3)(m, x, y), id="pgd"),
-    pytest.param(lambda m, x, y: PGD(eps=0.1, steps=3).perturb(m, x, y), id="pgd-perturb"),
-    pytest.param(lambda m, x, y: FGSM(eps=0.1)(m, x, y, target="least-likely"), id="fgsm-least-likely"),
-    pytest.param(lambda m, x, y: APGD(eps=0.1, steps=3)(m, x, y), id="apgd"),
-    pytest.param(lambda m, x, y: evaluate(m, (x, y), EvalConfig(attacks=(PGD(eps=0.1, steps=2),), eps=0.1)), id="evaluate"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "run",
+    [
+        pytest.param(lambda m, x, y: PGD(eps=0.1, steps=3)(m, x, y), id="pgd"),
+        pytest.param(lambda m, x, y: PGD(eps=0.1, steps=3).perturb(m, x, y), id="pgd-perturb"),
+        pytest.param(lambda m, x, y: FGSM(eps=0.1)(m, x, y, target="least-likely"), id="fgsm-least-likely"),
+        pytest.param(lambda m, x, y: APGD(eps=0.1, steps=3)(m, x, y), id="apgd"),
+        pytest.param(
+            lambda m, x, y: evaluate(m, (x, y), EvalConfig(attacks=(PGD(eps=0.1, steps=2),), eps=0.1)), id="evaluate"
+        ),
+    ],
+)
 def test_attacks_and_evaluate_leave_a_train_mode_model_as_found(run: Callable[..., object]) -> None:
     from advlab import data
 
@@ -320,7 +423,9 @@ def test_attacks_and_evaluate_leave_a_train_mode_model_as_found(run: Callable[..
     modes = {n: m.training for n, m in model.named_modules()}
     run(model, x, y)
     after = model.state_dict()
-    assert all(torch.equal(before[k], after[k]) for k in before), [k for k in before if not torch.equal(before[k], after[k])]
+    assert all(torch.equal(before[k], after[k]) for k in before), [
+        k for k in before if not torch.equal(before[k], after[k])
+    ]
     assert {n: m.training for n, m in model.named_modules()} == modes
 
 
@@ -344,7 +449,22 @@ def test_an_ordinary_short_training_run_is_not_called_diverged(tmp_path: Path) -
 def test_attack_pngs_classify_back_to_the_adversarial_prediction(tmp_path: Path) -> None:
     """The PNGs `advlab attack --quantize` writes are at the model's input size: classify must not resize them."""
     out = tmp_path / "a"
-    rc, _, err = run_cli(["attack", *DIGITS, "--attack", "pgd", "--eps", "0.2", "--steps", "10", "--quantize", "--out", str(out), "--quiet"])
+    rc, _, err = run_cli(
+        [
+            "attack",
+            *DIGITS,
+            "--attack",
+            "pgd",
+            "--eps",
+            "0.2",
+            "--steps",
+            "10",
+            "--quantize",
+            "--out",
+            str(out),
+            "--quiet",
+        ]
+    )
     assert rc == 0, err
     rows = list(csv.DictReader((out / "samples.csv").open()))
     rc, stdout, err = run_cli(["classify", str(out / "adversarials"), "--model", "digits-cnn", "--json", "--top", "1"])

@@ -42,7 +42,9 @@ def test_every_option_has_help_and_no_empty_default(path: str) -> None:
     text = p.format_help()
     assert "(default: None)" not in text and "(default: False)" not in text and "(default: [])" not in text, path
     formatter = p._get_formatter()
-    for a in p._actions:  # no option shows its default twice ("(default: untargeted) (default: None)", "(default 500) (default: 500)")
+    for a in (
+        p._actions
+    ):  # no option shows its default twice ("(default: untargeted) (default: None)", "(default 500) (default: 500)")
         if a.help and a.option_strings:
             shown = formatter._expand_help(a)
             assert len(re.findall(r"\bdefault\b", shown)) <= 1, f"{path} {a.option_strings}: {shown}"
@@ -56,14 +58,17 @@ def test_defaults_that_tell_something_are_shown() -> None:
     assert "(default 500)" in text and "(default: 500)" not in text  # --limit names its default itself
 
 
-@pytest.mark.parametrize("argv, near", [
-    (["atack"], "'attack'"),
-    (["study", "prnue"], "'prune'"),
-    (["attack", "--model", "digits-cnn", "--data", "digits:test", "--attack", "pgd", "--stpes", "3"], "--steps"),
-    (["study", "prune", "--model", "digits-cnn", "--data", "digits:test", "--lmit", "3"], "--limit"),
-    (["prototypes", "--model", "digits-cnn", "--mode", "mxa"], "'max'"),
-    (["--versoin"], "--version"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "argv, near",
+    [
+        (["atack"], "'attack'"),
+        (["study", "prnue"], "'prune'"),
+        (["attack", "--model", "digits-cnn", "--data", "digits:test", "--attack", "pgd", "--stpes", "3"], "--steps"),
+        (["study", "prune", "--model", "digits-cnn", "--data", "digits:test", "--lmit", "3"], "--limit"),
+        (["prototypes", "--model", "digits-cnn", "--mode", "mxa"], "'max'"),
+        (["--versoin"], "--version"),
+    ],
+)
 def test_a_typo_gets_the_nearest_name_in_one_line(argv: list[str], near: str) -> None:
     rc, out, err = run_cli(argv)
     assert rc == 2 and out == ""

@@ -27,10 +27,20 @@ from advlab.errors import AdvlabError
 from tests.cli.helpers import run_cli
 
 #: class names a spreadsheet would run, an HTML payload, a comma and quote, a newline
-HOSTILE = ['=HYPERLINK("http://x","y")', "+1", "-2", "@SUM(A1)", "\tTAB", "\rCR", "<script>alert(1)</script>", 'a,b"c',
-           "x\ny", "../../etc"]
+HOSTILE = [
+    '=HYPERLINK("http://x","y")',
+    "+1",
+    "-2",
+    "@SUM(A1)",
+    "\tTAB",
+    "\rCR",
+    "<script>alert(1)</script>",
+    'a,b"c',
+    "x\ny",
+    "../../etc",
+]
 
-MODEL = f'''
+MODEL = f"""
 import torch
 from torch import nn
 
@@ -51,7 +61,7 @@ def net():
     m.input_size, m.in_channels = 8, 1
     m.class_names = {HOSTILE!r}
     return m
-'''
+"""
 
 
 @pytest.fixture(autouse=True)
@@ -132,8 +142,21 @@ def test_folder_and_file_names_are_escaped_in_csv_and_html(tmp_path: Path) -> No
     for cls in ("=1+1", "@SUM(A1)"):
         (root / cls).mkdir(parents=True)
         Image.new("L", (8, 8), 40).save(root / cls / "=2+2.png")
-    argv = ["--model", "digits-cnn", "--data", f"folder:{root}", "--labels", "predicted", "--attack", "pgd",
-            "--eps", "0.1", "--steps", "2", "--quiet"]
+    argv = [
+        "--model",
+        "digits-cnn",
+        "--data",
+        f"folder:{root}",
+        "--labels",
+        "predicted",
+        "--attack",
+        "pgd",
+        "--eps",
+        "0.1",
+        "--steps",
+        "2",
+        "--quiet",
+    ]
     rc, _, err = run_cli(["attack", *argv, "--out", str(tmp_path / "a")])
     assert rc == 0, err
     _assert_no_formula(tmp_path / "a" / "samples.csv")
@@ -233,11 +256,15 @@ USER_ERRORS = {
     "ENOSPC": (OSError(errno.ENOSPC, "No space left on device", "/runs/a.pt"), "No space left on device: '/runs/a.pt'"),
     "ENAMETOOLONG": (OSError(errno.ENAMETOOLONG, "File name too long", "a\nb"), "File name too long: 'a\\nb'"),
     "EACCES": (PermissionError(errno.EACCES, "Permission denied", "/root/x"), "Permission denied: '/root/x'"),
-    "ENOENT-two-names": (FileNotFoundError(errno.ENOENT, "No such file or directory", "x", None, "y"),
-                         "No such file or directory: 'x' -> 'y'"),
+    "ENOENT-two-names": (
+        FileNotFoundError(errno.ENOENT, "No such file or directory", "x", None, "y"),
+        "No such file or directory: 'x' -> 'y'",
+    ),
     "MemoryError": (MemoryError(), "out of memory"),
-    "torch-allocator": (RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried to allocate 9 bytes"),
-                        "out of memory"),
+    "torch-allocator": (
+        RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried to allocate 9 bytes"),
+        "out of memory",
+    ),
     "AdvlabError-newline": (AdvlabError("a\nmulti-line\x1b[2J message"), "a\\nmulti-line\\x1b[2J message"),
 }
 

@@ -16,8 +16,19 @@ import pytest
 from tests.cli.helpers import run_cli
 
 DIGITS = ["--model", "digits-cnn", "--data", "digits:test", "--limit", "4"]
-DETECT = ["detect", "--model", "digits-cnn", "--data-train", "digits:train", "--data", "digits:test", "--limit", "4",
-          "--limit-train", "8"]
+DETECT = [
+    "detect",
+    "--model",
+    "digits-cnn",
+    "--data-train",
+    "digits:train",
+    "--data",
+    "digits:test",
+    "--limit",
+    "4",
+    "--limit-train",
+    "8",
+]
 TRANSFER = ["transfer", "--from", "digits-cnn", "--data", "digits:test", "--limit", "4"]
 TRAIN = ["train", "--limit", "40", "--epochs", "1"]
 SIXTY_FIVE = ",".join(f"0.{i:03d}" for i in range(1, 66))
@@ -248,7 +259,7 @@ def _id(case: tuple[list[str], str]) -> str:
     argv = case[0]
     head = " ".join(argv[:2]) if argv[0] in ("study", "analyze") or argv[:2] == ["prototypes", "quiz"] else argv[0]
     last = max(i for i, a in enumerate(argv) if a.startswith("--"))
-    return f"{head} {' '.join(argv[last:last + 2])[:30]}"
+    return f"{head} {' '.join(argv[last : last + 2])[:30]}"
 
 
 @pytest.mark.parametrize(("argv", "says"), CASES, ids=[_id(c) for c in CASES])
@@ -302,11 +313,13 @@ def test_classify_default_top_fits_a_small_model(tmp_path: Path, monkeypatch: py
     """--top (default 5) is cut to the classes of a model with fewer; up to the class count it is taken as given."""
     monkeypatch.chdir(tmp_path)
     (tmp_path / "three.py").write_text(THREE_CLASSES)
-    rc, out, err = run_cli(["classify", "digits:test", "--model", f"{tmp_path / 'three.py'}:net", "--limit", "2",
-                            "--json"])
+    rc, out, err = run_cli(
+        ["classify", "digits:test", "--model", f"{tmp_path / 'three.py'}:net", "--limit", "2", "--json"]
+    )
     assert rc == 0, err
     assert len(json.loads(out)["predictions"][0]["top"]) == 3
-    rc, out, err = run_cli(["classify", "digits:test", "--model", "digits-cnn", "--limit", "2", "--top", "10",
-                            "--json"])
+    rc, out, err = run_cli(
+        ["classify", "digits:test", "--model", "digits-cnn", "--limit", "2", "--top", "10", "--json"]
+    )
     assert rc == 0, err
     assert len(json.loads(out)["predictions"][0]["top"]) == 10

@@ -36,8 +36,18 @@ def test_defaults_give_all_ten_prototypes_and_a_report(tmp_path: Path) -> None:
     assert rc == 0, err
     assert "10 reached p >= 0.99" in stdout
     names = {p.name for p in out.iterdir()}
-    assert {"config.json", "metrics.json", "prototypes.safetensors", "trajectories.csv", "grid.png", "strips.png",
-            "probability.png", "grad_norm.png", "recognition.png", "report.html"} <= names  # fmt: skip
+    assert {
+        "config.json",
+        "metrics.json",
+        "prototypes.safetensors",
+        "trajectories.csv",
+        "grid.png",
+        "strips.png",
+        "probability.png",
+        "grad_norm.png",
+        "recognition.png",
+        "report.html",
+    } <= names
     assert not [n for n in names if n.startswith("batch_")]
     t = load_file(str(out / "prototypes.safetensors"))
     x, targets = t["x"], t["target"]
@@ -71,17 +81,48 @@ def test_defaults_give_all_ten_prototypes_and_a_report(tmp_path: Path) -> None:
 
 def test_default_run_name_follows_the_seed_convention(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
-    rc, _, err = run_cli(["prototypes", "--model", "digits-cnn", "--targets", "0-1", "--steps", "5", "--eps", "0.1", "--alpha", "0.001", "-q"])
+    rc, _, err = run_cli(
+        [
+            "prototypes",
+            "--model",
+            "digits-cnn",
+            "--targets",
+            "0-1",
+            "--steps",
+            "5",
+            "--eps",
+            "0.1",
+            "--alpha",
+            "0.001",
+            "-q",
+        ]
+    )
     assert rc == 0, err
     [made] = (tmp_path / "runs").iterdir()  # the seed-000 stem, then a hash of every other setting
-    assert made.name.startswith("digits-cnn_digits-min-blank_pgd_eps0.1_alpha0.001_") and (made / "metrics.json").exists()
+    assert (
+        made.name.startswith("digits-cnn_digits-min-blank_pgd_eps0.1_alpha0.001_") and (made / "metrics.json").exists()
+    )
 
 
 def test_resume_after_an_interrupt_gives_the_same_result(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from advlab import prototypes
 
-    args = ["prototypes", "--model", "digits-cnn", "--start", "digits:test", "--limit", "3", "--steps", "60",
-            "--jitter", "1", "--batch-size", "10", "--json"]  # fmt: skip
+    args = [
+        "prototypes",
+        "--model",
+        "digits-cnn",
+        "--start",
+        "digits:test",
+        "--limit",
+        "3",
+        "--steps",
+        "60",
+        "--jitter",
+        "1",
+        "--batch-size",
+        "10",
+        "--json",
+    ]
     rc, fresh, err = run_cli([*args, "--out", str(tmp_path / "fresh")])
     assert rc == 0, err
     real = prototypes.evolve
@@ -121,8 +162,22 @@ def test_a_judge_trained_with_another_seed_scores_the_prototypes(tmp_path: Path)
     ckpt = tmp_path / "seed1.safetensors"
     save_file(other.state_dict(), str(ckpt))
     out = tmp_path / "judged"
-    rc, stdout, err = run_cli(["prototypes", "--model", "digits-cnn", "--start", "noise:gaussian", "--steps", "80",
-                               "--judge", f"digits-cnn={ckpt}", "--out", str(out), "--json"])  # fmt: skip
+    rc, stdout, err = run_cli(
+        [
+            "prototypes",
+            "--model",
+            "digits-cnn",
+            "--start",
+            "noise:gaussian",
+            "--steps",
+            "80",
+            "--judge",
+            f"digits-cnn={ckpt}",
+            "--out",
+            str(out),
+            "--json",
+        ]
+    )
     assert rc == 0, err
     m = json.loads(stdout)
     verdict = m["judges"][f"digits-cnn={ckpt}"]
@@ -131,7 +186,9 @@ def test_a_judge_trained_with_another_seed_scores_the_prototypes(tmp_path: Path)
     with torch.no_grad():
         p = judge(t["x"]).softmax(1)
     assert verdict["top1_agreement"] == pytest.approx(float((p.argmax(1) == t["target"]).float().mean()))
-    assert verdict["target_probability_mean"] == pytest.approx(float(p.gather(1, t["target"][:, None]).mean()), rel=1e-5)
+    assert verdict["target_probability_mean"] == pytest.approx(
+        float(p.gather(1, t["target"][:, None]).mean()), rel=1e-5
+    )
     assert 1.0 <= verdict["inception_score"] <= 10.0
 
 
@@ -160,26 +217,70 @@ def test_bad_input_is_one_line_and_leaves_nothing(tmp_path: Path, extra: list[st
 
 def test_natural_preset_with_a_judge_and_the_adversarial_recipe_side_by_side(tmp_path: Path) -> None:
     out = tmp_path / "natural"
-    rc, stdout, err = run_cli(["prototypes", "--model", "digits-cnn", "--preset", "natural", "--start", "digits:test", "--limit", "1",
-                               "--steps", "80", "--judge", "digits-cnn", "--judge", "digits-cnn", "--compare", "adversarial",
-                               "--out", str(out), "--json"])  # fmt: skip
+    rc, stdout, err = run_cli(
+        [
+            "prototypes",
+            "--model",
+            "digits-cnn",
+            "--preset",
+            "natural",
+            "--start",
+            "digits:test",
+            "--limit",
+            "1",
+            "--steps",
+            "80",
+            "--judge",
+            "digits-cnn",
+            "--judge",
+            "digits-cnn",
+            "--compare",
+            "adversarial",
+            "--out",
+            str(out),
+            "--json",
+        ]
+    )
     assert rc == 0, err
     m = json.loads(stdout)
     assert (m["preset"], m["param"], m["method"], m["rotate"], m["steps"]) == ("natural", "fourier", "mifgsm", 20.0, 80)
     assert m["self"]["top1_agreement"] == 1.0 and m["judge_ensemble"] == m["judges"]["digits-cnn"]  # two equal judges
     cmp = m["compare"]
-    assert cmp["preset"] == "adversarial" and cmp["objective"] == "cross_entropy()" and set(cmp["judges"]) == {"digits-cnn"}
+    assert (
+        cmp["preset"] == "adversarial"
+        and cmp["objective"] == "cross_entropy()"
+        and set(cmp["judges"]) == {"digits-cnn"}
+    )
     t = load_file(str(out / "prototypes.safetensors"))
     assert float(t["x"].min()) >= 0 and float(t["x"].max()) <= 1 and t["x"].shape == (10, 1, 8, 8)
     page = (out / "report.html").read_text()
     assert "Recognizability" in page and "judge ensemble" in page and page.count("<td>adversarial</td>") >= 2
-    for png in ("grid.png", "difference.png", "compare.png", "strips.png"):  # a photo start also shows the amplified change
+    for png in (
+        "grid.png",
+        "difference.png",
+        "compare.png",
+        "strips.png",
+    ):  # a photo start also shows the amplified change
         assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png in page
 
 
 def test_each_preset_runs_its_own_step_count_unless_steps_is_given(tmp_path: Path) -> None:
-    rc, stdout, err = run_cli(["prototypes", "--model", "digits-cnn", "--preset", "natural", "--targets", "0-1", "--out",
-                               str(tmp_path / "n"), "--json", "--compare", "adversarial"])  # fmt: skip
+    rc, stdout, err = run_cli(
+        [
+            "prototypes",
+            "--model",
+            "digits-cnn",
+            "--preset",
+            "natural",
+            "--targets",
+            "0-1",
+            "--out",
+            str(tmp_path / "n"),
+            "--json",
+            "--compare",
+            "adversarial",
+        ]
+    )
     assert rc == 0, err
     m = json.loads(stdout)
     assert m["steps"] == 256 and m["compare"]["summary_reached_top1"] == 2
@@ -193,14 +294,25 @@ def _chromium_dom(page: Path, fragment: str, tmp: Path) -> str | None:
     exe = shutil.which("chromium") or shutil.which("chromium-browser")
     if exe is None:
         return None
-    cmd = [exe, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--no-first-run",
-           f"--user-data-dir={tmp / 'profile'}", "--dump-dom", f"{page.resolve().as_uri()}#{fragment}"]  # fmt: skip
+    cmd = [
+        exe,
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-background-networking",
+        "--no-first-run",
+        f"--user-data-dir={tmp / 'profile'}",
+        "--dump-dom",
+        f"{page.resolve().as_uri()}#{fragment}",
+    ]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=120).stdout
 
 
 def test_quiz_page_in_a_browser_and_the_human_score(tmp_path: Path) -> None:
     out = tmp_path / "run"
-    rc, _, err = run_cli(["prototypes", "--model", "digits-cnn", "--targets", "0-4", "--steps", "20", "--out", str(out), "-q"])
+    rc, _, err = run_cli(
+        ["prototypes", "--model", "digits-cnn", "--targets", "0-4", "--steps", "20", "--out", str(out), "-q"]
+    )
     assert rc == 0, err
     rc, _, err = run_cli(["prototypes", "quiz", str(out)])
     assert rc == 0, err
@@ -219,14 +331,21 @@ def test_quiz_page_in_a_browser_and_the_human_score(tmp_path: Path) -> None:
     if dom is None:
         answers = {"quiz": key["quiz"], "answers": {str(k): int(v) for k, v in enumerate(picks) if v != "-"}}
     else:  # the answers JSON as the page itself keeps it
-        pre = dom.split("<pre id=\"answers\">")[1].split("</pre>")[0]
+        pre = dom.split('<pre id="answers">')[1].split("</pre>")[0]
         answers = json.loads(pre.replace("&quot;", '"'))
-        assert answers["answers"] == {"0": items[0]["target"], "1": items[1]["target"], "2": items[2]["target"], "3": wrong}
+        assert answers["answers"] == {
+            "0": items[0]["target"],
+            "1": items[1]["target"],
+            "2": items[2]["target"],
+            "3": wrong,
+        }
     (tmp_path / "answers.json").write_text(json.dumps(answers))
     rc, stdout, err = run_cli(["prototypes", "score", str(out), str(tmp_path / "answers.json")])
     assert rc == 0, err
     self_top1 = json.loads((out / "metrics.json").read_text())["self"]["top1_agreement"]
-    assert "human: 3 of 4 answered right (75%; 5 questions)" in stdout and f"the model itself: {self_top1:.0%}" in stdout
+    assert (
+        "human: 3 of 4 answered right (75%; 5 questions)" in stdout and f"the model itself: {self_top1:.0%}" in stdout
+    )
     (tmp_path / "other.json").write_text(json.dumps({"quiz": "another", "answers": {}}))
     rc, _, err = run_cli(["prototypes", "score", str(out), str(tmp_path / "other.json")])
     assert rc == 2 and "belong to quiz" in err

@@ -14,8 +14,24 @@ from safetensors.torch import load_file
 from advlab import zoo
 from tests.cli.helpers import run_cli
 
-SAME = ["--model", "digits-cnn", "--data", "digits:test", "--limit", "200", "--attack", "pgd", "--eps", "0.1", "--steps", "10",
-        "--seed", "0", "--json", "-q"]  # fmt: skip
+SAME = [
+    "--model",
+    "digits-cnn",
+    "--data",
+    "digits:test",
+    "--limit",
+    "200",
+    "--attack",
+    "pgd",
+    "--eps",
+    "0.1",
+    "--steps",
+    "10",
+    "--seed",
+    "0",
+    "--json",
+    "-q",
+]
 
 
 def _run(argv: list[str]) -> dict | list:
@@ -29,7 +45,21 @@ def test_eval_attack_and_study_report_the_same_robust_accuracy(tmp_path: Path) -
     # 64, the study all 200 at once; the same image gets the same start in every one
     ev = _run(["eval", *SAME, "--batch-size", "200", "--out", str(tmp_path / "eval")])
     atk = _run(["attack", *SAME, "--batch-size", "64", "--out", str(tmp_path / "attack")])
-    rows = _run(["study", "prune", *SAME, "--batch-size", "256", "--defense", "e", "--settings", "e=1e-4", "--out", str(tmp_path / "study")])
+    rows = _run(
+        [
+            "study",
+            "prune",
+            *SAME,
+            "--batch-size",
+            "256",
+            "--defense",
+            "e",
+            "--settings",
+            "e=1e-4",
+            "--out",
+            str(tmp_path / "study"),
+        ]
+    )
     assert isinstance(ev, dict) and isinstance(atk, dict) and isinstance(rows, list)
     base = rows[0]
     assert base["defense"] == "none"

@@ -9,7 +9,20 @@ from pathlib import Path
 
 from tests.cli.helpers import run_cli
 
-ARGS = ["eval", "--model", "digits-cnn", "--data", "digits:test", "--limit", "64", "--preset", "fast", "--eps", "8/255", "-q"]
+ARGS = [
+    "eval",
+    "--model",
+    "digits-cnn",
+    "--data",
+    "digits:test",
+    "--limit",
+    "64",
+    "--preset",
+    "fast",
+    "--eps",
+    "8/255",
+    "-q",
+]
 
 
 def test_robustbench_entry_matches_the_run(tmp_path: Path) -> None:
@@ -25,7 +38,9 @@ def test_robustbench_entry_matches_the_run(tmp_path: Path) -> None:
     assert "autoattack_acc" not in entry  # advlab's number is not AutoAttack's
     assert entry["trust"] == metrics["trust"] == "high"
     assert entry["attack_backward_passes_per_image"] == metrics["backwards_per_image"] > 1  # the attacks took gradients
-    assert len(entry["attacks"]) == 3 and entry["attacks"][0].startswith("APGD(") and "loss='dlr'" in entry["attacks"][1]
+    assert (
+        len(entry["attacks"]) == 3 and entry["attacks"][0].startswith("APGD(") and "loss='dlr'" in entry["attacks"][1]
+    )
     assert entry["diagnostics"] == {"flags": [], "adaptations": []}
 
 

@@ -81,13 +81,18 @@ def test_resume_recomputes_only_the_missing_units_and_equals_a_single_pass(tmp_p
         run_job(Toy(stop=2).job(out), _args(), Dist())
     partial = attach(out)
     assert partial.batch_indices() == [0, 1] and not out.exists()
-    assert partial.load_json("batch_00001.json")["unit"] == 1 and partial.load_json("batch_00001.json")["runner_seconds"] >= 0
+    assert (
+        partial.load_json("batch_00001.json")["unit"] == 1
+        and partial.load_json("batch_00001.json")["runner_seconds"] >= 0
+    )
     toy = Toy()
     shown = run_job(toy.job(out), _args(resume=True), Dist())
     assert toy.computed == [2, 3, 4]  # units 0 and 1 come from their files
     assert shown is not None and torch.equal(shown, EXPECTED)
     shards = json.loads((out / "shards.json").read_text())
-    assert shards["reused"] == [0, 1] and shards["computed_by_rank"] == {"0": [2, 3, 4]} and shards["unit"] == "a toy unit"
+    assert (
+        shards["reused"] == [0, 1] and shards["computed_by_rank"] == {"0": [2, 3, 4]} and shards["unit"] == "a toy unit"
+    )
 
 
 def test_a_run_whose_units_are_all_saved_is_merged_without_computing(tmp_path: Path) -> None:
@@ -99,8 +104,18 @@ def test_a_run_whose_units_are_all_saved_is_merged_without_computing(tmp_path: P
         raise KeyboardInterrupt  # every unit is saved; the run stops while writing
 
     with pytest.raises(KeyboardInterrupt):
-        run_job(Job(failing_job.out, failing_job.config, failing_job.units, failing_job.compute, write_fails, failing_job.report),
-                _args(), Dist())  # fmt: skip
+        run_job(
+            Job(
+                failing_job.out,
+                failing_job.config,
+                failing_job.units,
+                failing_job.compute,
+                write_fails,
+                failing_job.report,
+            ),
+            _args(),
+            Dist(),
+        )
     assert attach(out).batch_indices() == list(range(N))
     toy = Toy()
     shown = run_job(toy.job(out), _args(resume=True), Dist())
@@ -152,5 +167,7 @@ def test_the_inputs_fingerprint_is_saved_and_a_changed_input_refuses_the_resume(
     with pytest.raises(AdvlabError, match="the data of .* changed since it was started"):
         run_job(dataclasses.replace(Toy().job(out), inputs={"data": x + 1}), _args(resume=True), Dist())
     toy = Toy()
-    assert torch.equal(run_job(dataclasses.replace(toy.job(out), inputs={"data": x.clone()}), _args(resume=True), Dist()), EXPECTED)
+    assert torch.equal(
+        run_job(dataclasses.replace(toy.job(out), inputs={"data": x.clone()}), _args(resume=True), Dist()), EXPECTED
+    )
     assert toy.computed == [2, 3, 4]

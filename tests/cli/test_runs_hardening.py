@@ -43,8 +43,25 @@ def _digits_npz(path: Path, start: int, n: int = 30) -> Path:
 
 
 def _attack(data: str, out: Path, *extra: str) -> list[str]:
-    return ["attack", "--model", "digits-cnn", "--data", data, "--attack", "pgd", "--eps", "0.1", "--steps", "3",
-            "--batch-size", "10", "--out", str(out), "-q", *extra]  # fmt: skip
+    return [
+        "attack",
+        "--model",
+        "digits-cnn",
+        "--data",
+        data,
+        "--attack",
+        "pgd",
+        "--eps",
+        "0.1",
+        "--steps",
+        "3",
+        "--batch-size",
+        "10",
+        "--out",
+        str(out),
+        "-q",
+        *extra,
+    ]
 
 
 def _interrupt_after_first_unit(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -60,8 +77,9 @@ def _interrupt_after_first_unit(monkeypatch: pytest.MonkeyPatch) -> None:
 
 # ------------------------------------------------------------------------------------ resume of changed inputs
 @pytest.mark.parametrize("changed", ["data", "weights"])
-def test_resume_refuses_when_the_data_or_the_weights_changed_since_the_interruption(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                                                                   changed: str) -> None:  # fmt: skip
+def test_resume_refuses_when_the_data_or_the_weights_changed_since_the_interruption(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, changed: str
+) -> None:
     data = _digits_npz(tmp_path / "d.npz", 0)
     net = zoo.load("digits-cnn").net  # type: ignore[union-attr]
     weights = tmp_path / "w.safetensors"
@@ -118,7 +136,9 @@ def _locked_partial(tmp_path: Path, pid: int) -> Path:
 
 
 @pytest.mark.parametrize("flags", [[], ["--resume"], ["--force"]])
-def test_a_run_in_use_by_a_live_process_is_named_and_never_touched(tmp_path: Path, live_pid: int, flags: list[str]) -> None:
+def test_a_run_in_use_by_a_live_process_is_named_and_never_touched(
+    tmp_path: Path, live_pid: int, flags: list[str]
+) -> None:
     partial = _locked_partial(tmp_path, live_pid)
     before = sorted(p.name for p in partial.iterdir())
     rc, _, err = run_cli([*_attack("digits:test", tmp_path / "run", "--limit", "20"), *flags])
@@ -164,7 +184,9 @@ def test_two_real_processes_on_one_out(tmp_path: Path) -> None:
                 break
             time.sleep(0.05)
         assert first.poll() is None, first.communicate()[1]
-        second = subprocess.run([sys.executable, "-m", "advlab", *argv, "--force"], env=env, capture_output=True, text=True)
+        second = subprocess.run(
+            [sys.executable, "-m", "advlab", *argv, "--force"], env=env, capture_output=True, text=True
+        )
         _one_line(second.returncode, second.stderr, f"in use by pid {first.pid}")
         assert first.poll() is None and (partial / "batch_00000.json").exists() and (partial / LOCK_FILE).exists()
         assert sorted(p.name for p in tmp_path.iterdir()) == ["run.partial"]
@@ -178,7 +200,9 @@ def test_two_real_processes_on_one_out(tmp_path: Path) -> None:
 
 # ------------------------------------------------------------------------------------ full / read-only disks
 @pytest.mark.parametrize("code", [errno.ENOSPC, errno.EROFS])
-def test_a_full_or_read_only_disk_keeps_the_partial_run_for_resume(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, code: int) -> None:
+def test_a_full_or_read_only_disk_keeps_the_partial_run_for_resume(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, code: int
+) -> None:
     out = tmp_path / "run"
     argv = _attack("digits:test", out, "--limit", "30")
     write, calls = rundir.atomic_write, []
@@ -192,7 +216,13 @@ def test_a_full_or_read_only_disk_keeps_the_partial_run_for_resume(tmp_path: Pat
     with monkeypatch.context() as m:
         m.setattr(rundir, "atomic_write", failing)
         rc, _, err = run_cli(argv)
-    _one_line(rc, err, "--resume", "no space left" if code == errno.ENOSPC else "read-only file system", str(tmp_path / "run.partial"))
+    _one_line(
+        rc,
+        err,
+        "--resume",
+        "no space left" if code == errno.ENOSPC else "read-only file system",
+        str(tmp_path / "run.partial"),
+    )
     partial = tmp_path / "run.partial"
     assert (partial / "batch_00000.json").exists() and not (partial / LOCK_FILE).exists() and not out.exists()
     rc, _, err = run_cli([*argv, "--resume"])  # space freed: the same command with --resume finishes
@@ -202,7 +232,9 @@ def test_a_full_or_read_only_disk_keeps_the_partial_run_for_resume(tmp_path: Pat
 
 
 @pytest.mark.parametrize("where", ["/", ".", "..", "afile/run", "afile/deeper/run", "/proc/advlab-run"])
-def test_an_out_that_cannot_be_a_run_directory_is_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, where: str) -> None:
+def test_an_out_that_cannot_be_a_run_directory_is_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, where: str
+) -> None:
     monkeypatch.chdir(tmp_path)
     (tmp_path / "afile").write_text("not a directory")
     rc, _, err = run_cli(_attack("digits:test", Path(where), "--limit", "10"))
@@ -212,12 +244,18 @@ def test_an_out_that_cannot_be_a_run_directory_is_one_line(tmp_path: Path, monke
 
 # ------------------------------------------------------------------------------------ options checked first
 @pytest.mark.parametrize("snapshots", ["5,-3", "-3", "500"])
-def test_impossible_snapshots_fail_before_any_work_and_leave_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, snapshots: str) -> None:
+def test_impossible_snapshots_fail_before_any_work_and_leave_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, snapshots: str
+) -> None:
     monkeypatch.chdir(tmp_path)
-    rc, _, err = run_cli(["prototypes", "--model", "digits-cnn", "--targets", "0-1", "--steps", "20", f"--snapshots={snapshots}", "-q"])
+    rc, _, err = run_cli(
+        ["prototypes", "--model", "digits-cnn", "--targets", "0-1", "--steps", "20", f"--snapshots={snapshots}", "-q"]
+    )
     _one_line(rc, err, "snapshots")
     assert list(tmp_path.iterdir()) == []
-    rc, _, err = run_cli(["prototypes", "--model", "digits-cnn", "--targets", "0-1", "--steps", "20", "--snapshots=0,5,20", "-q"])
+    rc, _, err = run_cli(
+        ["prototypes", "--model", "digits-cnn", "--targets", "0-1", "--steps", "20", "--snapshots=0,5,20", "-q"]
+    )
     assert rc == 0, err  # and nothing blocks the next run
 
 
@@ -234,14 +272,35 @@ def test_run_files_get_the_mode_the_umask_gives(tmp_path: Path) -> None:
 
 
 # ------------------------------------------------------------------------------------------------ progress
-def test_eval_writes_progress_lines_when_stderr_is_not_a_terminal(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_eval_writes_progress_lines_when_stderr_is_not_a_terminal(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setattr(ticker, "EVERY", 0.0)  # a line after every batch (the default: every 10 s)
-    argv = ["eval", "--model", "digits-cnn", "--data", "digits:test", "--limit", "30", "--batch-size", "10", "--attack", "pgd",
-            "--eps", "0.1", "--steps", "2"]  # fmt: skip
+    argv = [
+        "eval",
+        "--model",
+        "digits-cnn",
+        "--data",
+        "digits:test",
+        "--limit",
+        "30",
+        "--batch-size",
+        "10",
+        "--attack",
+        "pgd",
+        "--eps",
+        "0.1",
+        "--steps",
+        "2",
+    ]
     rc, _, err = run_cli([*argv, "--out", str(tmp_path / "a")])
     assert rc == 0, err
     lines = err.strip().splitlines()
-    assert [ln.split(",")[0] for ln in lines[:3]] == ["evaluate: 1/3 batches", "evaluate: 2/3 batches", "evaluate: 3/3 batches"], err
+    assert [ln.split(",")[0] for ln in lines[:3]] == [
+        "evaluate: 1/3 batches",
+        "evaluate: 2/3 batches",
+        "evaluate: 3/3 batches",
+    ], err
     assert "s left" in lines[0]
     rc, _, err = run_cli([*argv, "--out", str(tmp_path / "b"), "--quiet"])
     assert rc == 0 and err == ""
@@ -260,16 +319,39 @@ def test_progress_lines_wait_for_the_interval() -> None:
 # ------------------------------------------------------------------------------------------------ run names
 def test_default_names_tell_runs_apart(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
-    base = ["attack", "--model", "digits-cnn", "--data", "digits:test", "--attack", "pgd", "--limit", "10", "--steps", "2", "--pngs", "0", "-q"]
-    for extra in (["--eps", "1", "--norm", "l2"], ["--eps", "1", "--norm", "linf"], ["--eps", "1", "--norm", "l2", "--steps", "3", "--target", "3"],
-                  ["--eps", "2/255", "--limit", "12"]):  # fmt: skip
+    base = [
+        "attack",
+        "--model",
+        "digits-cnn",
+        "--data",
+        "digits:test",
+        "--attack",
+        "pgd",
+        "--limit",
+        "10",
+        "--steps",
+        "2",
+        "--pngs",
+        "0",
+        "-q",
+    ]
+    for extra in (
+        ["--eps", "1", "--norm", "l2"],
+        ["--eps", "1", "--norm", "linf"],
+        ["--eps", "1", "--norm", "l2", "--steps", "3", "--target", "3"],
+        ["--eps", "2/255", "--limit", "12"],
+    ):
         rc, _, err = run_cli([*base, *extra])
         assert rc == 0, (extra, err)
     names = sorted(p.name for p in (tmp_path / "runs").iterdir())
     assert len(names) == 4
     assert any("pgd-l2_eps1_steps2_n10_" in n for n in names) and any("pgd-linf_eps1_steps2_n10_" in n for n in names)
-    assert any("pgd-l2_eps1_steps3_to-3_n10_" in n for n in names) and any("pgd-linf_eps2_255_steps2_n12_" in n for n in names)
-    rc, _, err = run_cli([*base, "--eps", "2/255", "--limit", "12", "--batch-size", "3"])  # the batch size changes no result, nor the name
+    assert any("pgd-l2_eps1_steps3_to-3_n10_" in n for n in names) and any(
+        "pgd-linf_eps2_255_steps2_n12_" in n for n in names
+    )
+    rc, _, err = run_cli(
+        [*base, "--eps", "2/255", "--limit", "12", "--batch-size", "3"]
+    )  # the batch size changes no result, nor the name
     _one_line(rc, err, "exists already")
 
 
@@ -286,7 +368,9 @@ RANDOMIZED = [
 
 @pytest.mark.parametrize("atk", RANDOMIZED, ids=lambda a: f"{a.name}-{a.norm}")
 @pytest.mark.parametrize("target", [None, "random"])
-def test_randomized_attacks_give_each_image_the_same_result_in_any_batch(atk: attacks.Attack, target: str | None) -> None:
+def test_randomized_attacks_give_each_image_the_same_result_in_any_batch(
+    atk: attacks.Attack, target: str | None
+) -> None:
     from advlab import data
 
     model = zoo.load("digits-cnn")
@@ -294,12 +378,16 @@ def test_randomized_attacks_give_each_image_the_same_result_in_any_batch(atk: at
     whole = atk(model, x, y, target=target)
     parts = [atk(model, x[i : i + 7], y[i : i + 7], target=target) for i in range(0, 21, 7)]
     reordered = atk(model, x.flip(0), y.flip(0), target=target)
-    assert torch.equal(torch.cat([p.success for p in parts]), whole.success) and torch.equal(reordered.success.flip(0), whole.success)
+    assert torch.equal(torch.cat([p.success for p in parts]), whole.success) and torch.equal(
+        reordered.success.flip(0), whole.success
+    )
     assert torch.allclose(torch.cat([p.x_adv for p in parts]), whole.x_adv, atol=1e-5)
     assert torch.allclose(reordered.x_adv.flip(0), whole.x_adv, atol=1e-5)
     if target is not None:
         assert torch.equal(torch.cat([p.target for p in parts]), whole.target) and bool((whole.target != y).all())
-    assert not torch.equal(whole.x_adv, type(atk)(**{**_fields(atk), "seed": 1})(model, x, y, target=target).x_adv)  # the seed matters
+    assert not torch.equal(
+        whole.x_adv, type(atk)(**{**_fields(atk), "seed": 1})(model, x, y, target=target).x_adv
+    )  # the seed matters
 
 
 def _fields(atk: attacks.Attack) -> dict[str, object]:
@@ -315,8 +403,23 @@ def _per_sample(out: Path) -> list[tuple[str, ...]]:
 
 @pytest.mark.parametrize("command", [["attack", "--target", "random"], ["eval"]])  # eval: and its random-noise check
 def test_the_batch_size_changes_no_per_sample_result_of_a_randomized_attack(tmp_path: Path, command: list[str]) -> None:
-    argv = [command[0], "--model", "digits-cnn", "--data", "digits:test", "--limit", "40", "--eps", "0.15", "--attack", "square",
-            "--max-queries", "30", *command[1:], "-q"]  # fmt: skip
+    argv = [
+        command[0],
+        "--model",
+        "digits-cnn",
+        "--data",
+        "digits:test",
+        "--limit",
+        "40",
+        "--eps",
+        "0.15",
+        "--attack",
+        "square",
+        "--max-queries",
+        "30",
+        *command[1:],
+        "-q",
+    ]
     for bs in (7, 64):
         rc, _, err = run_cli([*argv, "--batch-size", str(bs), "--out", str(tmp_path / f"bs{bs}")])
         assert rc == 0, err

@@ -32,8 +32,14 @@ def test_study_defaults_sweep_every_defense(tmp_path: Path) -> None:
     # each accuracy carries its Wilson interval, the same numbers as study.csv
     base = rows[0]
     cells = [c.strip() for c in table[2].strip("|").split("|")]
-    assert cells[2] == f"{float(base['clean_accuracy']):.2%} [{100 * float(base['clean_ci_low']):.1f}, {100 * float(base['clean_ci_high']):.1f}]"
-    assert cells[3] == f"{float(base['robust_accuracy']):.2%} [{100 * float(base['robust_ci_low']):.1f}, {100 * float(base['robust_ci_high']):.1f}]"
+    assert (
+        cells[2]
+        == f"{float(base['clean_accuracy']):.2%} [{100 * float(base['clean_ci_low']):.1f}, {100 * float(base['clean_ci_high']):.1f}]"
+    )
+    assert (
+        cells[3]
+        == f"{float(base['robust_accuracy']):.2%} [{100 * float(base['robust_ci_low']):.1f}, {100 * float(base['robust_ci_high']):.1f}]"
+    )
     assert float(base["robust_ci_low"]) < float(base["robust_accuracy"]) < float(base["robust_ci_high"])
     for d in ("e", "s", "r", "quant", "clamp"):
         assert (out / f"accuracy_vs_{d}.png").read_bytes()[:4] == b"\x89PNG"
@@ -94,7 +100,9 @@ def test_study_bad_input_is_one_line(tmp_path: Path, extra: list[str], message: 
 
 def test_analyze_layers_finds_where_the_attack_acts(tmp_path: Path) -> None:
     out = tmp_path / "layers"
-    rc, stdout, err = run_cli(["analyze", "layers", *DIGITS[:4], "--limit", "32", "--steps", "5", "--clamp", "99", "--out", str(out)])
+    rc, stdout, err = run_cli(
+        ["analyze", "layers", *DIGITS[:4], "--limit", "32", "--steps", "5", "--clamp", "99", "--out", str(out)]
+    )
     assert rc == 0, err
     rows = _rows(out / "layers.csv")
     assert rows[0]["name"] == "input" and len(rows) >= 5
@@ -141,7 +149,22 @@ def test_study_log_axis_gets_every_setting(tmp_path: Path, monkeypatch: pytest.M
         return fig
 
     monkeypatch.setattr(report, "line_plot", spy)
-    rc, _, err = run_cli(["study", "prune", *DIGITS[:4], "--limit", "32", "--steps", "1", "--settings", "e=0.002,0.005,0.01,0.02",
-                          "--defense", "e", "--out", str(tmp_path / "s")])  # fmt: skip
+    rc, _, err = run_cli(
+        [
+            "study",
+            "prune",
+            *DIGITS[:4],
+            "--limit",
+            "32",
+            "--steps",
+            "1",
+            "--settings",
+            "e=0.002,0.005,0.01,0.02",
+            "--defense",
+            "e",
+            "--out",
+            str(tmp_path / "s"),
+        ]
+    )
     assert rc == 0, err
     assert drawn[0]["labels"] == ["0.002", "0.005", "0.01", "0.02"]  # one decade: matplotlib alone labels one tick

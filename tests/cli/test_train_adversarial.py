@@ -20,7 +20,20 @@ from advlab.cli import parser
 from advlab.defenses.training import accuracy
 from tests.cli.helpers import run_cli
 
-ARGS = ["train", "--adversarial", "pgd", "--adv-steps", "2", "--epochs", "3", "--limit", "300", "--robust-limit", "100", "--quiet"]
+ARGS = [
+    "train",
+    "--adversarial",
+    "pgd",
+    "--adv-steps",
+    "2",
+    "--epochs",
+    "3",
+    "--limit",
+    "300",
+    "--robust-limit",
+    "100",
+    "--quiet",
+]
 
 
 @pytest.fixture(autouse=True)
@@ -40,14 +53,33 @@ def adv_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def test_adversarial_run_writes_everything(adv_run: Path) -> None:
     out = adv_run
-    for name in ("weights.safetensors", "metrics.json", "config.json", "history.json", "metrics.csv", "loss.png",
-                 "eval_accuracy.png", "report.html"):  # fmt: skip
+    for name in (
+        "weights.safetensors",
+        "metrics.json",
+        "config.json",
+        "history.json",
+        "metrics.csv",
+        "loss.png",
+        "eval_accuracy.png",
+        "report.html",
+    ):
         assert (out / name).is_file(), name
-    assert not list(out.glob("checkpoint*")) and not (out / "INTERRUPTED.json").exists()  # a finished run holds results, not state
+    assert (
+        not list(out.glob("checkpoint*")) and not (out / "INTERRUPTED.json").exists()
+    )  # a finished run holds results, not state
     m = json.loads((out / "metrics.json").read_text())
     assert m["epochs"] == 3 and m["train_samples"] == 300 and m["seconds"] > 0
-    assert m["adversarial"] == {"method": "pgd", "eps": 0.1, "norm": "linf", "steps": 2, "alpha": pytest.approx(0.125),
-                                "clean_weight": 0.0, "gamma": 1.0, "logit_pairing": 0.0, "attack_mode": "eval"}  # fmt: skip
+    assert m["adversarial"] == {
+        "method": "pgd",
+        "eps": 0.1,
+        "norm": "linf",
+        "steps": 2,
+        "alpha": pytest.approx(0.125),
+        "clean_weight": 0.0,
+        "gamma": 1.0,
+        "logit_pairing": 0.0,
+        "attack_mode": "eval",
+    }
     assert 0 <= m["robust_accuracy"] <= m["robust_eval"]["clean_accuracy"] <= 1
     assert m["robust_eval"]["preset"] == "fast" and m["robust_eval"]["images"] == 100 and m["robust_eval"]["eps"] == 0.1
     # the saved weights reproduce the clean accuracy
@@ -82,7 +114,9 @@ def _interrupt_after(monkeypatch: pytest.MonkeyPatch, epoch: int) -> None:
     monkeypatch.setattr(train_cmd, "fit", fit)
 
 
-def test_ctrl_c_keeps_a_checkpoint_and_resume_gives_the_same_bits(adv_run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_ctrl_c_keeps_a_checkpoint_and_resume_gives_the_same_bits(
+    adv_run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     out = tmp_path / "run"
     partial = tmp_path / "run.partial"
     with monkeypatch.context() as mp:
@@ -90,7 +124,9 @@ def test_ctrl_c_keeps_a_checkpoint_and_resume_gives_the_same_bits(adv_run: Path,
         rc, _, err = run_cli([*ARGS, "--out", str(out)])
     assert rc == 130 and "resume" in err
     assert not out.exists() and (partial / "INTERRUPTED.json").is_file()
-    assert (partial / "checkpoint_epoch0002.safetensors").is_file() and (partial / "checkpoint_epoch0002.json").is_file()
+    assert (partial / "checkpoint_epoch0002.safetensors").is_file() and (
+        partial / "checkpoint_epoch0002.json"
+    ).is_file()
     assert not (partial / "checkpoint_epoch0001.json").exists()  # only the newest is kept
     assert len(json.loads((partial / "history.json").read_text())["loss"]) == 2  # the log so far
     assert "interrupted after 2 of 3 epochs" in (partial / "report.html").read_text()
@@ -123,17 +159,20 @@ def test_resume_with_other_settings_is_refused(tmp_path: Path, monkeypatch: pyte
     assert (tmp_path / "run.partial" / "checkpoint_epoch0001.json").is_file()  # the checkpoint survives the refusal
 
 
-@pytest.mark.parametrize(("extra", "message"), [
-    (["--adversarial", "pgd", "--eps", "0"], "--eps must be in (0, 1]"),
-    (["--adversarial", "pgd", "--eps=-8/255"], "--eps must be in (0, 1]"),
-    (["--adversarial", "pgd", "--eps", "1.5"], "--eps must be in (0, 1]"),
-    (["--adversarial", "cw"], "invalid choice"),
-    (["--logit-pairing", "0.5"], "--logit-pairing needs --adversarial"),
-    (["--adversarial", "pgd", "--gamma", "-1"], "gamma must be"),
-    (["--adversarial", "pgd", "--adv-alpha", "0"], "--adv-alpha must be positive"),
-    (["--adversarial", "pgd", "--adv-steps", "0"], "must be >= 1"),
-    (["--adversarial", "pgd", "--eps", "x"], "not a number"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--adversarial", "pgd", "--eps", "0"], "--eps must be in (0, 1]"),
+        (["--adversarial", "pgd", "--eps=-8/255"], "--eps must be in (0, 1]"),
+        (["--adversarial", "pgd", "--eps", "1.5"], "--eps must be in (0, 1]"),
+        (["--adversarial", "cw"], "invalid choice"),
+        (["--logit-pairing", "0.5"], "--logit-pairing needs --adversarial"),
+        (["--adversarial", "pgd", "--gamma", "-1"], "gamma must be"),
+        (["--adversarial", "pgd", "--adv-alpha", "0"], "--adv-alpha must be positive"),
+        (["--adversarial", "pgd", "--adv-steps", "0"], "must be >= 1"),
+        (["--adversarial", "pgd", "--eps", "x"], "not a number"),
+    ],
+)
 def test_bad_input_is_one_line_and_exit_2(tmp_path: Path, extra: list[str], message: str) -> None:
     out = tmp_path / "bad"
     rc, stdout, err = run_cli(["train", "--epochs", "1", "--limit", "20", "--out", str(out), *extra])
@@ -152,18 +191,56 @@ def test_eps_takes_fractions_and_defaults_to_0_1_on_digits() -> None:
 
 def test_logit_pairing_run_records_its_objective(tmp_path: Path) -> None:
     out = tmp_path / "alp"
-    rc, _, err = run_cli(["train", "--adversarial", "fgsm-rs", "--logit-pairing", "0.5", "--gamma", "0.5", "--eps", "8/255",
-                          "--epochs", "1", "--limit", "64", "--robust-eval", "none", "--out", str(out), "--quiet"])  # fmt: skip
+    rc, _, err = run_cli(
+        [
+            "train",
+            "--adversarial",
+            "fgsm-rs",
+            "--logit-pairing",
+            "0.5",
+            "--gamma",
+            "0.5",
+            "--eps",
+            "8/255",
+            "--epochs",
+            "1",
+            "--limit",
+            "64",
+            "--robust-eval",
+            "none",
+            "--out",
+            str(out),
+            "--quiet",
+        ]
+    )
     assert rc == 0, err
     m = json.loads((out / "metrics.json").read_text())
-    assert m["adversarial"]["clean_weight"] == 1.0 and m["adversarial"]["gamma"] == 0.5 and m["adversarial"]["logit_pairing"] == 0.5
+    assert (
+        m["adversarial"]["clean_weight"] == 1.0
+        and m["adversarial"]["gamma"] == 0.5
+        and m["adversarial"]["logit_pairing"] == 0.5
+    )
     assert m["adversarial"]["eps"] == 8 / 255 and m["adversarial"]["alpha"] == pytest.approx(1.25 * 8 / 255)
     assert "robust_accuracy" not in m  # --robust-eval none
     assert json.loads((out / "config.json").read_text())["train_config"]["logit_pairing"] == 0.5
 
 
 def test_default_run_name_says_what_was_trained(tmp_path: Path) -> None:
-    rc, stdout, err = run_cli(["train", "--adversarial", "pgd", "--adv-steps", "1", "--epochs", "1", "--limit", "32",
-                               "--robust-eval", "none", "--quiet"])  # fmt: skip
+    rc, stdout, err = run_cli(
+        [
+            "train",
+            "--adversarial",
+            "pgd",
+            "--adv-steps",
+            "1",
+            "--epochs",
+            "1",
+            "--limit",
+            "32",
+            "--robust-eval",
+            "none",
+            "--quiet",
+        ]
+    )
     assert rc == 0, err
     assert (tmp_path / "runs" / "train_digits-cnn_digits_seed0_pgd1_e1e-1" / "weights.safetensors").is_file()

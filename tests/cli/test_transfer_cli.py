@@ -23,8 +23,25 @@ def half_weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def test_transfer_writes_the_run_directory_and_json(tmp_path: Path, half_weights: Path) -> None:
     out = tmp_path / "t"
-    rc, stdout, err = run_cli(["transfer", "--from", f"digits-cnn,digits-cnn={half_weights}", "--data", "digits:test",
-                               "--limit", "150", "--eps", "0.2", "--steps", "5", "--ensemble", "--out", str(out), "--json"])  # fmt: skip
+    rc, stdout, err = run_cli(
+        [
+            "transfer",
+            "--from",
+            f"digits-cnn,digits-cnn={half_weights}",
+            "--data",
+            "digits:test",
+            "--limit",
+            "150",
+            "--eps",
+            "0.2",
+            "--steps",
+            "5",
+            "--ensemble",
+            "--out",
+            str(out),
+            "--json",
+        ]
+    )
     assert rc == 0, err
     m = json.loads(stdout)
     names = ["digits-cnn", "digits-cnn=half_b"]
@@ -38,7 +55,10 @@ def test_transfer_writes_the_run_directory_and_json(tmp_path: Path, half_weights
     rows = list(csv.DictReader((out / "transfer.csv").open()))
     assert len(rows) == 6 and {r["kind"] for r in rows} == {"white-box", "transfer", "member"}
     md = (out / "transfer.md").read_text()
-    assert md.startswith("| source \\ target | digits-cnn | digits-cnn=half_b | white box") and "chance: random noise" in md
+    assert (
+        md.startswith("| source \\ target | digits-cnn | digits-cnn=half_b | white box")
+        and "chance: random noise" in md
+    )
     page = (out / "report.html").read_text()
     assert "Transfer matrix" in page and "heatmap.png" in page
     assert json.loads((out / "metrics.json").read_text())["fooled"] == m["fooled"]
@@ -46,8 +66,23 @@ def test_transfer_writes_the_run_directory_and_json(tmp_path: Path, half_weights
 
 def test_transfer_prints_the_table(tmp_path: Path, half_weights: Path) -> None:
     out = tmp_path / "t"
-    rc, stdout, err = run_cli(["transfer", "--from", "digits-cnn", "--to", f"digits-cnn={half_weights}", "--data", "digits:test",
-                               "--limit", "40", "--steps", "2", "--out", str(out)])  # fmt: skip
+    rc, stdout, err = run_cli(
+        [
+            "transfer",
+            "--from",
+            "digits-cnn",
+            "--to",
+            f"digits-cnn={half_weights}",
+            "--data",
+            "digits:test",
+            "--limit",
+            "40",
+            "--steps",
+            "2",
+            "--out",
+            str(out),
+        ]
+    )
     assert rc == 0, err
     assert "| digits-cnn |" in stdout and f"wrote {out}" in stdout
     assert json.loads((out / "metrics.json").read_text())["eps"] == 0.1  # the digits default

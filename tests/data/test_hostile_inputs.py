@@ -388,8 +388,9 @@ def _tarball(root: Path, members: list[tuple[tarfile.TarInfo, bytes | None]]) ->
     (root / "cifar-10-binary.tar.gz").write_bytes(buf.getvalue())
 
 
-def _member(name: str, kind: bytes = tarfile.REGTYPE, payload: bytes | None = None,
-            link: str = "") -> tuple[tarfile.TarInfo, bytes | None]:
+def _member(
+    name: str, kind: bytes = tarfile.REGTYPE, payload: bytes | None = None, link: str = ""
+) -> tuple[tarfile.TarInfo, bytes | None]:
     info = tarfile.TarInfo(name)
     info.type, info.linkname = kind, link
     info.size = len(payload) if payload is not None else 0

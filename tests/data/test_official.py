@@ -123,8 +123,16 @@ def write_svhn(path: Path, images_nchw: np.ndarray, labels: list[int]) -> None:
 
 def test_class_names() -> None:
     assert CLASS_NAMES["cifar10"] == [
-        "airplane", "automobile", "bird", "cat", "deer",
-        "dog", "frog", "horse", "ship", "truck",
+        "airplane",
+        "automobile",
+        "bird",
+        "cat",
+        "deer",
+        "dog",
+        "frog",
+        "horse",
+        "ship",
+        "truck",
     ]
     assert CLASS_NAMES["mnist"] == [str(i) for i in range(10)]
     assert CLASS_NAMES["svhn"] == [str(i) for i in range(10)]
@@ -321,9 +329,7 @@ def test_mnist_truncated_and_count_mismatch(tmp_path: Path) -> None:
         read_mnist(root=tmp_path, download=False)
     # 3 images, 4 labels
     gz.write_bytes(gzip.compress(blob))
-    (tmp_path / "t10k-labels-idx1-ubyte").write_bytes(
-        idx_bytes(0x801, (4,), np.zeros(4, dtype=np.uint8))
-    )
+    (tmp_path / "t10k-labels-idx1-ubyte").write_bytes(idx_bytes(0x801, (4,), np.zeros(4, dtype=np.uint8)))
     with pytest.raises(AdvlabError, match=r"3 images but 't10k-labels-idx1-ubyte' has 4 labels"):
         read_mnist(root=tmp_path, download=False)
 
@@ -337,9 +343,7 @@ def test_mnist_short_file(tmp_path: Path) -> None:
 
 def test_mnist_missing_offline(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("ADVLAB_OFFLINE", "1")
-    (tmp_path / "t10k-labels-idx1-ubyte").write_bytes(
-        idx_bytes(0x801, (1,), np.zeros(1, dtype=np.uint8))
-    )
+    (tmp_path / "t10k-labels-idx1-ubyte").write_bytes(idx_bytes(0x801, (1,), np.zeros(1, dtype=np.uint8)))
     with pytest.raises(NotAvailableError) as info:
         read_mnist(root=tmp_path)
     msg = str(info.value)

@@ -22,7 +22,9 @@ from advlab.errors import AdvlabError
 
 
 # ------------------------------------------------------------------------------------------ helpers
-def write_png(path: Path, rgb: tuple[int, ...] | np.ndarray, size: tuple[int, int] = (12, 10), mode: str | None = None) -> Path:
+def write_png(
+    path: Path, rgb: tuple[int, ...] | np.ndarray, size: tuple[int, int] = (12, 10), mode: str | None = None
+) -> Path:
     """A PNG of ``size`` (w, h): uniform colour ``rgb`` (a tuple) or the given array."""
     path.parent.mkdir(parents=True, exist_ok=True)
     if isinstance(rgb, np.ndarray):

@@ -49,5 +49,10 @@ def all_defenses(calibration: torch.Tensor) -> list[tuple[str, Callable[[nn.Modu
         ("quant", lambda m: quantize(m, 4)),
         ("quant-act", lambda m: quantize(m, 4, activations=True, calibration=calibration)),
         ("clamp", lambda m: clamp_activations(m, calibration=calibration, percentile=99.0)),
-        ("clamp-bounds", lambda m: clamp_activations(m, bounds={n: (0.0, 0.5) for n, mod in m.named_modules() if isinstance(mod, nn.ReLU)})),
-    ]  # fmt: skip
+        (
+            "clamp-bounds",
+            lambda m: clamp_activations(
+                m, bounds={n: (0.0, 0.5) for n, mod in m.named_modules() if isinstance(mod, nn.ReLU)}
+            ),
+        ),
+    ]

@@ -28,7 +28,9 @@ def grid(w: torch.Tensor, bits: int) -> torch.Tensor:
     return torch.round(w / s) * s
 
 
-def test_quantize_weights(digits: nn.Module, digits_data: tuple[torch.Tensor, torch.Tensor], base_accuracy: float) -> None:
+def test_quantize_weights(
+    digits: nn.Module, digits_data: tuple[torch.Tensor, torch.Tensor], base_accuracy: float
+) -> None:
     x, y = digits_data
     original = weights_by_name(digits)
     q8 = quantize(digits, 8)
@@ -44,8 +46,9 @@ def test_quantize_weights(digits: nn.Module, digits_data: tuple[torch.Tensor, to
         assert all(c.unique().numel() <= 3 for c in w.flatten(1)), name
 
 
-def test_quantized_activations_forward_is_the_fake_quantized_network(digits: nn.Module,
-                                                                      digits_data: tuple[torch.Tensor, torch.Tensor]) -> None:  # fmt: skip
+def test_quantized_activations_forward_is_the_fake_quantized_network(
+    digits: nn.Module, digits_data: tuple[torch.Tensor, torch.Tensor]
+) -> None:
     x, y = digits_data
     bits = 4
     q = quantize(digits, bits, activations=True, calibration=x[:300])
@@ -72,7 +75,9 @@ def test_quantized_activations_forward_is_the_fake_quantized_network(digits: nn.
     assert not torch.allclose(got, weights_only, atol=1e-3)  # the inputs really were rounded
 
 
-def test_quantized_activations_have_useful_gradients(digits: nn.Module, digits_data: tuple[torch.Tensor, torch.Tensor]) -> None:
+def test_quantized_activations_have_useful_gradients(
+    digits: nn.Module, digits_data: tuple[torch.Tensor, torch.Tensor]
+) -> None:
     x, y = digits_data
     q = quantize(digits, 4, activations=True, calibration=x[:300])
     xs, ys = x[:100].clone().requires_grad_(True), y[:100]
@@ -110,7 +115,9 @@ def test_clamp_activations_calibrated(digits: nn.Module, digits_data: tuple[torc
     assert defended.defense.details["changed"].keys() == set(relus)
 
 
-def test_clamp_activations_percentile_100_changes_nothing(digits: nn.Module, digits_data: tuple[torch.Tensor, torch.Tensor]) -> None:
+def test_clamp_activations_percentile_100_changes_nothing(
+    digits: nn.Module, digits_data: tuple[torch.Tensor, torch.Tensor]
+) -> None:
     x, _ = digits_data
     defended = clamp_activations(digits, calibration=x, percentile=100.0)
     assert defended.defense.changed_fraction == 0.0
@@ -119,7 +126,9 @@ def test_clamp_activations_percentile_100_changes_nothing(digits: nn.Module, dig
     assert torch.allclose(a, b, atol=1e-5) and torch.equal(a.argmax(1), b.argmax(1))
 
 
-def test_clamp_activations_given_bounds_and_layers(digits: nn.Module, digits_data: tuple[torch.Tensor, torch.Tensor]) -> None:
+def test_clamp_activations_given_bounds_and_layers(
+    digits: nn.Module, digits_data: tuple[torch.Tensor, torch.Tensor]
+) -> None:
     x, _ = digits_data
     defended = clamp_activations(digits, bounds={"net.features.1": (0.0, 0.25)})
     assert defended.defense.setting == "bounds" and defended.defense.changed_fraction == 0.0
@@ -130,7 +139,13 @@ def test_clamp_activations_given_bounds_and_layers(digits: nn.Module, digits_dat
         defended(x[:50])
     assert float(outs["relu"][0].max()) == 0.25
     # a named layer (here a conv, whose output can be negative) calibrated, another from given bounds
-    mixed = clamp_activations(digits, ["net.features.0", "net.classifier.2"], {"net.classifier.2": (0.0, 3.0)}, calibration=x[:200], percentile=95)
+    mixed = clamp_activations(
+        digits,
+        ["net.features.0", "net.classifier.2"],
+        {"net.classifier.2": (0.0, 3.0)},
+        calibration=x[:200],
+        percentile=95,
+    )
     lo, hi = mixed.defense.details["bounds"]["net.features.0"]
     assert lo < 0 < hi and mixed.defense.details["bounds"]["net.classifier.2"] == [0.0, 3.0]
     assert mixed.defense.changed_fraction > 0

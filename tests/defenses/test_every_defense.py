@@ -27,7 +27,9 @@ from tests.defenses.helpers import all_defenses, no_hooks, same_state, snapshot
 
 
 # ---------------------------------------------------------------------------------------------- every defense
-def test_defenses_return_new_eval_models_and_leave_the_input_alone(digits: nn.Module, digits_data: tuple[torch.Tensor, torch.Tensor]) -> None:
+def test_defenses_return_new_eval_models_and_leave_the_input_alone(
+    digits: nn.Module, digits_data: tuple[torch.Tensor, torch.Tensor]
+) -> None:
     x, _ = digits_data
     before = snapshot(digits)
     with torch.no_grad():
@@ -50,7 +52,9 @@ def test_defenses_return_new_eval_models_and_leave_the_input_alone(digits: nn.Mo
         assert torch.equal(digits(x[:50]), logits)
 
 
-def test_defended_models_pickle_and_can_be_attacked(digits: nn.Module, digits_data: tuple[torch.Tensor, torch.Tensor]) -> None:
+def test_defended_models_pickle_and_can_be_attacked(
+    digits: nn.Module, digits_data: tuple[torch.Tensor, torch.Tensor]
+) -> None:
     x, y = digits_data
     for label, defend in all_defenses(x[:200]):
         defended = defend(digits)
@@ -91,7 +95,9 @@ def test_defenses_compose(digits: nn.Module, digits_data: tuple[torch.Tensor, to
     assert both.defense.details["previous"]["name"] == "prune_small"
     zeros = sum(int((w == 0).sum()) for _, w in prunable_weights(pruned))
     assert sum(int((w == 0).sum()) for _, w in prunable_weights(both)) >= zeros  # zero stays on the grid
-    assert [n.removesuffix(".layer.weight") for n, _ in prunable_weights(both)] == [n.removesuffix(".weight") for n, _ in prunable_weights(pruned)]
+    assert [n.removesuffix(".layer.weight") for n, _ in prunable_weights(both)] == [
+        n.removesuffix(".weight") for n, _ in prunable_weights(pruned)
+    ]
 
 
 def test_cli_short_names(digits: nn.Module, digits_data: tuple[torch.Tensor, torch.Tensor]) -> None:
@@ -124,15 +130,29 @@ def test_cli_short_names(digits: nn.Module, digits_data: tuple[torch.Tensor, tor
         (lambda m: quantize(m, 17), "bits must be an integer from 2 to 16, got 17"),
         (lambda m: quantize(m, 4.5), "bits must be an integer from 2 to 16, got 4.5"),
         (lambda m: quantize(m, 8, activations=True), "needs calibration images"),
-        (lambda m: clamp_activations(m, ["net.features.9"], calibration=torch.rand(2, 1, 8, 8)), "unknown layer 'net.features.9'"),
+        (
+            lambda m: clamp_activations(m, ["net.features.9"], calibration=torch.rand(2, 1, 8, 8)),
+            "unknown layer 'net.features.9'",
+        ),
         (lambda m: clamp_activations(m, bounds={"nope": (0.0, 1.0)}), "unknown layer 'nope'"),
         (lambda m: clamp_activations(m, bounds={"net.features.1": (1.0, 0.0)}), "lo <= hi"),
         (lambda m: clamp_activations(m), "needs calibration images.*'net.features.1'"),
-        (lambda m: clamp_activations(m, calibration=torch.rand(2, 1, 8, 8), percentile=40), "percentile must be in \\[50, 100\\].*40"),
-        (lambda m: clamp_activations(m, calibration=torch.rand(2, 1, 8, 8) * 2), r"calibration images must be in \[0, 1\]"),
-        (lambda m: clamp_activations(nn.Sequential(nn.Flatten(), nn.Linear(64, 10)), calibration=torch.rand(2, 1, 8, 8)), "name the layers"),
+        (
+            lambda m: clamp_activations(m, calibration=torch.rand(2, 1, 8, 8), percentile=40),
+            "percentile must be in \\[50, 100\\].*40",
+        ),
+        (
+            lambda m: clamp_activations(m, calibration=torch.rand(2, 1, 8, 8) * 2),
+            r"calibration images must be in \[0, 1\]",
+        ),
+        (
+            lambda m: clamp_activations(
+                nn.Sequential(nn.Flatten(), nn.Linear(64, 10)), calibration=torch.rand(2, 1, 8, 8)
+            ),
+            "name the layers",
+        ),
     ],
-)  # fmt: skip
+)
 def test_bad_settings_raise(digits: nn.Module, call: Callable[[nn.Module], nn.Module], match: str) -> None:
     before = snapshot(digits)
     with pytest.raises(ValueError, match=match):

@@ -80,7 +80,9 @@ QUICK = TrainConfig(epochs=10, adversarial="pgd", eps=EPS, adv_steps=3)
 FAST = TrainConfig(epochs=8, adversarial="fgsm-rs", eps=EPS)
 
 
-def _fit(config: TrainConfig, model: nn.Module | None = None, n: int | None = None, **kw: object) -> tuple[nn.Module, TrainHistory]:
+def _fit(
+    config: TrainConfig, model: nn.Module | None = None, n: int | None = None, **kw: object
+) -> tuple[nn.Module, TrainHistory]:
     x, y = data.load("digits:train", limit=n)
     torch.manual_seed(config.seed)
     net = model if model is not None else DigitsCNN()
@@ -148,17 +150,25 @@ def test_objective_is_the_documented_sum() -> None:
     cfg = TrainConfig(adversarial="pgd")
     assert torch.equal(training_loss(model, x, None, y, cfg), ce)
     assert torch.equal(training_loss(model, x, x_adv, y, cfg), ce_adv)  # Madry
-    torch.testing.assert_close(training_loss(model, x, x_adv, y, dataclasses.replace(cfg, logit_pairing=0.3, gamma=0.5)),
-                               ce + 0.5 * ce_adv + 0.3 * pair)  # the lecture's ALP: clean weight 1 by default  # fmt: skip
-    torch.testing.assert_close(training_loss(model, x, x_adv, y, dataclasses.replace(cfg, logit_pairing=0.3, clean_weight=0.0)),
-                               ce_adv + 0.3 * pair)  # fmt: skip
-    torch.testing.assert_close(training_loss(model, x, x_adv, y, dataclasses.replace(cfg, clean_weight=1.0, gamma=2.0)), ce + 2 * ce_adv)
+    torch.testing.assert_close(
+        training_loss(model, x, x_adv, y, dataclasses.replace(cfg, logit_pairing=0.3, gamma=0.5)),
+        ce + 0.5 * ce_adv + 0.3 * pair,
+    )  # the lecture's ALP: clean weight 1 by default
+    torch.testing.assert_close(
+        training_loss(model, x, x_adv, y, dataclasses.replace(cfg, logit_pairing=0.3, clean_weight=0.0)),
+        ce_adv + 0.3 * pair,
+    )
+    torch.testing.assert_close(
+        training_loss(model, x, x_adv, y, dataclasses.replace(cfg, clean_weight=1.0, gamma=2.0)), ce + 2 * ce_adv
+    )
 
 
 def test_fgsm_rs_is_one_random_start_step_inside_the_ball() -> None:
     cfg = TrainConfig(adversarial="fgsm-rs", eps=EPS)
     atk = cfg.attack(seed=3)
-    assert isinstance(atk, PGD) and atk.steps == 1 and atk.random_start and atk.step_size(EPS) == pytest.approx(1.25 * EPS)
+    assert (
+        isinstance(atk, PGD) and atk.steps == 1 and atk.random_start and atk.step_size(EPS) == pytest.approx(1.25 * EPS)
+    )
     model = zoo.load("digits-cnn")
     x, y = data.load("digits:test", limit=64)
     x_adv = atk.perturb(model, x, y)
@@ -277,17 +287,20 @@ def test_perturb_hook_still_trains_like_before() -> None:
         _fit(TrainConfig(epochs=1, adversarial="pgd"), n=64, perturb=lambda m, xb, yb: xb)
 
 
-@pytest.mark.parametrize(("kw", "match"), [
-    ({"adversarial": "cw"}, "adversarial must be"),
-    ({"adversarial": "pgd", "eps": 0.0}, "eps must be"),
-    ({"adversarial": "pgd", "eps": 1.5}, "eps must be"),
-    ({"adversarial": "pgd", "adv_steps": 0}, "adv_steps"),
-    ({"adversarial": "pgd", "adv_alpha": -0.1}, "adv_alpha"),
-    ({"adversarial": "pgd", "gamma": -1.0}, "gamma"),
-    ({"adversarial": "pgd", "gamma": 0.0}, "clean_weight \\+ gamma"),
-    ({"logit_pairing": 0.5}, "set adversarial"),
-    ({"adversarial": "pgd", "attack_mode": "test"}, "attack_mode"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    ("kw", "match"),
+    [
+        ({"adversarial": "cw"}, "adversarial must be"),
+        ({"adversarial": "pgd", "eps": 0.0}, "eps must be"),
+        ({"adversarial": "pgd", "eps": 1.5}, "eps must be"),
+        ({"adversarial": "pgd", "adv_steps": 0}, "adv_steps"),
+        ({"adversarial": "pgd", "adv_alpha": -0.1}, "adv_alpha"),
+        ({"adversarial": "pgd", "gamma": -1.0}, "gamma"),
+        ({"adversarial": "pgd", "gamma": 0.0}, "clean_weight \\+ gamma"),
+        ({"logit_pairing": 0.5}, "set adversarial"),
+        ({"adversarial": "pgd", "attack_mode": "test"}, "attack_mode"),
+    ],
+)
 def test_bad_configs_raise(kw: dict[str, object], match: str) -> None:
     with pytest.raises(ValueError, match=match):
         _fit(TrainConfig(epochs=1, **kw), n=32)  # type: ignore[arg-type]

@@ -73,8 +73,9 @@ def test_clamp_large_bounds_each_layer(digits: nn.Module) -> None:
     assert 0 < defended.defense.changed_fraction == pytest.approx(clamped / sum(w.numel() for w in original.values()))
 
 
-def test_clamp_large_small_S_destroys_accuracy_large_S_keeps_it(digits: nn.Module, digits_data: tuple[torch.Tensor, torch.Tensor],
-                                                               base_accuracy: float) -> None:  # fmt: skip
+def test_clamp_large_small_S_destroys_accuracy_large_S_keeps_it(
+    digits: nn.Module, digits_data: tuple[torch.Tensor, torch.Tensor], base_accuracy: float
+) -> None:
     x, y = digits_data
     assert base_accuracy > 0.97
     assert accuracy(clamp_large(digits, 0.5), x, y) < 0.5
@@ -96,8 +97,9 @@ def test_perturb_is_seeded_and_bounded(digits: nn.Module) -> None:
     assert perturb(digits, 0.01).defense.changed_fraction == 1.0
 
 
-def test_perturb_large_R_destroys_accuracy_tiny_R_keeps_it(digits: nn.Module, digits_data: tuple[torch.Tensor, torch.Tensor],
-                                                          base_accuracy: float) -> None:  # fmt: skip
+def test_perturb_large_R_destroys_accuracy_tiny_R_keeps_it(
+    digits: nn.Module, digits_data: tuple[torch.Tensor, torch.Tensor], base_accuracy: float
+) -> None:
     x, y = digits_data
     assert accuracy(perturb(digits, 1.0), x, y) < 0.5
     assert abs(accuracy(perturb(digits, 1e-4), x, y) - base_accuracy) <= 0.01

@@ -72,9 +72,19 @@ def _input_grad(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Ten
     return torch.zeros_like(x) if g is None else g
 
 
-@pytest.mark.parametrize("make", [*QUANTIZERS.values(), traps.HighFrequency, traps.ProbabilityOutputs, Idioms,
-                                  lambda net: traps.NoisyInput(net, seed=5)])  # fmt: skip
-def test_the_forward_is_the_models_own_bit_for_bit(make, twin: nn.Module, digits: tuple[torch.Tensor, torch.Tensor]) -> None:
+@pytest.mark.parametrize(
+    "make",
+    [
+        *QUANTIZERS.values(),
+        traps.HighFrequency,
+        traps.ProbabilityOutputs,
+        Idioms,
+        lambda net: traps.NoisyInput(net, seed=5),
+    ],
+)
+def test_the_forward_is_the_models_own_bit_for_bit(
+    make, twin: nn.Module, digits: tuple[torch.Tensor, torch.Tensor]
+) -> None:
     x, _ = digits
     trap, again = make(twin), make(twin)  # two copies: a noisy trap draws the same noise in each
     xg = x.clone().requires_grad_(True)  # the attacks' case: an input that requires grad
@@ -86,7 +96,9 @@ def test_the_forward_is_the_models_own_bit_for_bit(make, twin: nn.Module, digits
 
 
 @pytest.mark.parametrize("kind", list(QUANTIZERS))
-def test_quantizers_get_the_twins_gradient_at_the_quantized_image(kind: str, twin: nn.Module, digits: tuple[torch.Tensor, torch.Tensor]) -> None:
+def test_quantizers_get_the_twins_gradient_at_the_quantized_image(
+    kind: str, twin: nn.Module, digits: tuple[torch.Tensor, torch.Tensor]
+) -> None:
     x, y = digits
     trap = QUANTIZERS[kind](twin)
     assert non_differentiable_ops(trap, x[:4]) == OPS[kind]
@@ -100,8 +112,17 @@ def test_quantizers_get_the_twins_gradient_at_the_quantized_image(kind: str, twi
 def test_idioms_are_found_and_get_gradients(twin: nn.Module, digits: tuple[torch.Tensor, torch.Tensor]) -> None:
     x, y = digits
     model = Idioms(twin)
-    assert non_differentiable_ops(model, x[:4]) == ["fmod", "ge", "gt", "int32 cast", "int64 cast", "le", "lt", "remainder",
-                                                    "uint8 cast"]  # fmt: skip
+    assert non_differentiable_ops(model, x[:4]) == [
+        "fmod",
+        "ge",
+        "gt",
+        "int32 cast",
+        "int64 cast",
+        "le",
+        "lt",
+        "remainder",
+        "uint8 cast",
+    ]
     g0, g = _input_grad(model, x, y), _input_grad(StraightThrough(model), x, y)
     assert float(g.abs().sum()) > 2 * float(g0.abs().sum()) > 0  # the where and mask terms alone had a gradient
 
@@ -138,7 +159,9 @@ def _mask_relu_twin(twin: nn.Module) -> nn.Module:
     return model.eval()
 
 
-def test_a_relu_written_with_a_comparison_on_hidden_features_is_left_alone(twin: nn.Module, digits: tuple[torch.Tensor, torch.Tensor]) -> None:
+def test_a_relu_written_with_a_comparison_on_hidden_features_is_left_alone(
+    twin: nn.Module, digits: tuple[torch.Tensor, torch.Tensor]
+) -> None:
     """Comparisons after a mixing layer are gates, not quantizers: no straight-through gradient (a slope-1 shadow
     would add h to the gradient of every negative pre-activation), so the model is evaluated as it is, and exactly
     as the twin it equals."""
@@ -168,7 +191,9 @@ class HandBPDA(nn.Module):
         return self.trap.twin(x + (_twin_input(self.trap, x) - x).detach())
 
 
-def _hand_bpda_pgd(trap: nn.Module, x: torch.Tensor, y: torch.Tensor, steps: int = 50, targets: int = 3) -> torch.Tensor:
+def _hand_bpda_pgd(
+    trap: nn.Module, x: torch.Tensor, y: torch.Tensor, steps: int = 50, targets: int = 3
+) -> torch.Tensor:
     """The adaptive reference, by hand: L-inf PGD (EPS, step EPS/8, no random start) on :class:`HandBPDA`, run with
     the cross-entropy, the logit margin max_{j != y} z_j - z_y, and the targeted margin z_t - z_y for each of the
     ``targets`` likeliest wrong classes t; a sample is robust when it survives every run, judged on the trap."""
@@ -197,7 +222,9 @@ def _hand_bpda_pgd(trap: nn.Module, x: torch.Tensor, y: torch.Tensor, steps: int
 
 
 @pytest.mark.parametrize("kind", ["round", "threshold", "uint8"])
-def test_reliable_is_within_2pp_of_bpda_through_the_twin(kind: str, twin: nn.Module, digits: tuple[torch.Tensor, torch.Tensor]) -> None:
+def test_reliable_is_within_2pp_of_bpda_through_the_twin(
+    kind: str, twin: nn.Module, digits: tuple[torch.Tensor, torch.Tensor]
+) -> None:
     """The reliable preset on the trap alone (no twin given) against hand-written BPDA-PGD through the twin, on
     128 digits. Measured (robust accuracy, reliable / reference): round 28.9% / 30.5%, threshold 52.3% / 51.6%
     (its thresholds (k - 1/2) / 15 put the ball's edge 0 + 0.1 exactly on one: background pixels reach one grey

@@ -31,7 +31,9 @@ def test_metrics_match_the_adversarial_examples(model, digits) -> None:
     assert torch.equal(rep.samples.adv_pred[broken], adv[broken])
     assert rep.norms["linf"]["median"] == pytest.approx(float(distance(rep.x_adv - x, "linf")[broken].median()))
     assert rep.gradient_evaluations == int(rep.samples.backwards.sum()) > 0
-    assert rep.per_attack[0]["attack"] == "pgd" and rep.per_attack[0]["broken"] == int((rep.samples.broken_by == 0).sum())
+    assert rep.per_attack[0]["attack"] == "pgd" and rep.per_attack[0]["broken"] == int(
+        (rep.samples.broken_by == 0).sum()
+    )
     assert rep.per_attack[0]["robust_accuracy_after"] == pytest.approx(rep.robust_accuracy)
     assert rep.confidence["clean"] is not None and 0 < rep.confidence["adversarial"] <= 1
     assert len(rep.rows()) == len(x) and {"label", "adv_pred", "l2", "broken_by"} <= set(rep.rows()[0])
@@ -65,7 +67,9 @@ def test_data_forms_and_resume_agree(model, digits) -> None:
     saved: list[BatchResult] = []
     evaluate(model, (x, y), cfg, work=Work(on_done=lambda i, part: saved.append(part)))
     seen: list[int] = []
-    resumed = evaluate(model, (x, y), cfg, work=Work(done=saved[:2], progress=lambda it: (seen.append(b) or b for b in it)))
+    resumed = evaluate(
+        model, (x, y), cfg, work=Work(done=saved[:2], progress=lambda it: (seen.append(b) or b for b in it))
+    )
     assert seen == [2]  # only the batch not saved was evaluated again
     assert resumed.robust_accuracy == whole.robust_accuracy
     assert torch.equal(resumed.samples.broken_by, whole.samples.broken_by)
@@ -116,5 +120,7 @@ def test_mixed_precision_attacks_count_only_successes_the_model_confirms(model, 
     assert broken.any()
     with torch.no_grad():
         pred = model(rep.x_adv).argmax(1)  # float32: every counted success is real
-    assert (pred[broken] != rep.samples.clean_pred[broken]).all() and torch.equal(rep.samples.adv_pred, torch.where(broken, pred, rep.samples.clean_pred))
+    assert (pred[broken] != rep.samples.clean_pred[broken]).all() and torch.equal(
+        rep.samples.adv_pred, torch.where(broken, pred, rep.samples.clean_pred)
+    )
     assert (distance(rep.x_adv - x, "linf") <= 0.1 + 1e-6).all()

@@ -37,8 +37,12 @@ def test_reliable_preset_is_not_fooled_by_scaled_logits(model, digits) -> None:
     # measured over 6 blocks of 40 digits (and two weight perturbations of this one): PGD-CE leaves 0.95-1.0
     # robust on the scaled model against 0.20-0.45 for the reliable preset on the plain one; the gradient-free
     # stage brings it back to 1-4 samples above that (its Square is weaker than APGD, not fooled)
-    assert fooled.per_attack[0]["robust_accuracy_after"] > plain.robust_accuracy + 0.4  # CE gradients vanish: PGD-CE sees nothing
-    assert fooled.trust == "low" and fooled.robust_accuracy <= plain.robust_accuracy + 0.2  # the gradient-free stage undid it
+    assert (
+        fooled.per_attack[0]["robust_accuracy_after"] > plain.robust_accuracy + 0.4
+    )  # CE gradients vanish: PGD-CE sees nothing
+    assert (
+        fooled.trust == "low" and fooled.robust_accuracy <= plain.robust_accuracy + 0.2
+    )  # the gradient-free stage undid it
     # DLR is scale invariant: the same samples survive up to float rounding (measured: 0-1 sample apart)
     assert abs(round(reliable.robust_accuracy * n) - round(plain.robust_accuracy * n)) <= 2
     assert any("zero cross-entropy" in f or "all-zero" in f for f in reliable.flags)
@@ -94,8 +98,12 @@ def test_zero_gradient_check_counts_only_survivors(model, digits) -> None:
 
 
 def test_merge_and_flags() -> None:
-    merged = checks.merge([{"randomness": 0.1, "zero_gradient": 1.0, "gradient_checked": 4.0},
-                           {"randomness": 0.3, "zero_gradient": 2.0, "gradient_checked": 4.0}])  # fmt: skip
+    merged = checks.merge(
+        [
+            {"randomness": 0.1, "zero_gradient": 1.0, "gradient_checked": 4.0},
+            {"randomness": 0.3, "zero_gradient": 2.0, "gradient_checked": 4.0},
+        ]
+    )
     assert merged == {"randomness": 0.3, "zero_gradient": 3.0, "gradient_checked": 8.0}
     lines = checks.flags(merged)
     assert any("not deterministic" in f for f in lines) and any("3 of 8" in f for f in lines)

@@ -49,8 +49,24 @@ def test_nan_logits_in_the_cli_exit_2_with_one_line_and_no_directory(tmp_path: P
         "    return m\n"
     )
     out = tmp_path / "run"
-    rc, _, err = run_cli(["eval", "--model", f"{tmp_path / 'trap.py'}:make", "--data", "digits:test", "--limit", "32",
-                          "--preset", "fast", "--eps", "0.1", "--out", str(out), "-q"])  # fmt: skip
+    rc, _, err = run_cli(
+        [
+            "eval",
+            "--model",
+            f"{tmp_path / 'trap.py'}:make",
+            "--data",
+            "digits:test",
+            "--limit",
+            "32",
+            "--preset",
+            "fast",
+            "--eps",
+            "0.1",
+            "--out",
+            str(out),
+            "-q",
+        ]
+    )
     assert rc == 2
     assert err.count("\n") == 1 and "NaN or infinite" in err and "Traceback" not in err
     assert not out.exists() and not list(tmp_path.glob("run*"))
@@ -63,12 +79,17 @@ def test_gradient_path_probe(twin: nn.Module, digits: tuple[torch.Tensor, torch.
     assert all(p.requires_grad for p in twin.parameters())  # the probe froze and restored them
 
 
-def test_no_gradient_path_is_attacked_gradient_free_with_low_trust(twin: nn.Module, digits: tuple[torch.Tensor, torch.Tensor]) -> None:
+def test_no_gradient_path_is_attacked_gradient_free_with_low_trust(
+    twin: nn.Module, digits: tuple[torch.Tensor, torch.Tensor]
+) -> None:
     """Today's white-box attacks would crash here ("does not require grad"); the evaluation runs Square instead,
     breaks samples inside the ball, and calls its number an upper bound."""
     x, y = digits[0][:48], digits[1][:48]  # Square's 5,000 queries on the survivors: a small batch
     trap = NumpyPreprocessed(twin)
-    for config in (EvalConfig(preset="fast", eps=EPS, keep_adversarials=True), EvalConfig(attacks=(attacks.PGD(eps=EPS, steps=5),))):
+    for config in (
+        EvalConfig(preset="fast", eps=EPS, keep_adversarials=True),
+        EvalConfig(attacks=(attacks.PGD(eps=EPS, steps=5),)),
+    ):
         rep = evaluate(trap, (x, y), config)
         assert rep.attacks == ["square"]
         assert rep.trust == "low" and any("no gradient path" in f for f in rep.flags)
@@ -89,7 +110,9 @@ def test_no_gradient_path_is_attacked_gradient_free_with_low_trust(twin: nn.Modu
     assert rep.robust_accuracy >= honest.robust_accuracy - 5 / len(y)
 
 
-def test_adapt_keeps_black_box_attacks_and_needs_a_ball(twin: nn.Module, digits: tuple[torch.Tensor, torch.Tensor]) -> None:
+def test_adapt_keeps_black_box_attacks_and_needs_a_ball(
+    twin: nn.Module, digits: tuple[torch.Tensor, torch.Tensor]
+) -> None:
     x, _ = digits
     trap = NumpyPreprocessed(twin)
     noise, pgd = attacks.RandomNoise(eps=EPS), attacks.PGD(eps=EPS)
@@ -103,7 +126,9 @@ def test_adapt_keeps_black_box_attacks_and_needs_a_ball(twin: nn.Module, digits:
         diagnostics.adapt(trap, x, [attacks.CW(steps=5)], None, None)
 
 
-def test_well_behaved_model_gets_high_trust_under_the_reliable_preset(twin: nn.Module, digits: tuple[torch.Tensor, torch.Tensor]) -> None:
+def test_well_behaved_model_gets_high_trust_under_the_reliable_preset(
+    twin: nn.Module, digits: tuple[torch.Tensor, torch.Tensor]
+) -> None:
     x, y = digits
     rep = evaluate(twin, (x[:48], y[:48]), EvalConfig(eps=EPS))
     assert rep.trust == "high" and rep.flags == []
@@ -146,7 +171,9 @@ def test_torch_op_quantizer_gets_bpda_automatically(twin: nn.Module, digits: tup
     assert int(robust.sum()) == round(rep.robust_accuracy * len(y))
 
 
-def test_straight_through_keeps_the_forward_bit_for_bit(twin: nn.Module, digits: tuple[torch.Tensor, torch.Tensor]) -> None:
+def test_straight_through_keeps_the_forward_bit_for_bit(
+    twin: nn.Module, digits: tuple[torch.Tensor, torch.Tensor]
+) -> None:
     from advlab.evaluation.bpda import StraightThrough
 
     x, _ = digits
@@ -167,7 +194,9 @@ def test_straight_through_keeps_the_forward_bit_for_bit(twin: nn.Module, digits:
     assert float(g0.abs().sum()) == 0  # and do not without it
 
 
-def test_probability_outputs_are_attacked_as_log_probabilities(twin: nn.Module, digits: tuple[torch.Tensor, torch.Tensor]) -> None:
+def test_probability_outputs_are_attacked_as_log_probabilities(
+    twin: nn.Module, digits: tuple[torch.Tensor, torch.Tensor]
+) -> None:
     """A final softmax makes the attacks' cross-entropy one of probabilities (a flatter, saturating objective;
     sign steps survive it on this model, loss-value rules like APGD's step size less so); the evaluation attacks
     log p instead and gets the number of the logits model, within 2 pp, with no user action."""
@@ -193,10 +222,14 @@ def _hand_eot_pgd(trap: nn.Module, x: torch.Tensor, y: torch.Tensor, steps: int 
         (g,) = torch.autograd.grad(loss, xg)
         xa = (x + (xa + EPS / 8 * g.sign() - x).clamp(-EPS, EPS)).clamp(0, 1)
     with torch.no_grad():
-        return float(torch.stack([((trap(x).argmax(1) == y) & (trap(xa).argmax(1) == y)).float() for _ in range(16)]).mean())
+        return float(
+            torch.stack([((trap(x).argmax(1) == y) & (trap(xa).argmax(1) == y)).float() for _ in range(16)]).mean()
+        )
 
 
-def test_randomized_model_gets_eot_and_an_expected_accuracy(twin: nn.Module, digits: tuple[torch.Tensor, torch.Tensor]) -> None:
+def test_randomized_model_gets_eot_and_an_expected_accuracy(
+    twin: nn.Module, digits: tuple[torch.Tensor, torch.Tensor]
+) -> None:
     x, y = digits[0][:48], digits[1][:48]
     trap = NoisyInput(twin).eval()
     torch.manual_seed(0)

@@ -38,7 +38,9 @@ def _unreliable(model: nn.Module, x: torch.Tensor) -> int:
     return found
 
 
-def test_finite_differences_flag_a_fast_trap_and_not_honest_models(twin: nn.Module, digits: tuple[torch.Tensor, torch.Tensor]) -> None:
+def test_finite_differences_flag_a_fast_trap_and_not_honest_models(
+    twin: nn.Module, digits: tuple[torch.Tensor, torch.Tensor]
+) -> None:
     x, _ = digits
     torch.manual_seed(0)
     assert _unreliable(twin, x) == 0
@@ -51,7 +53,9 @@ def test_finite_differences_flag_a_fast_trap_and_not_honest_models(twin: nn.Modu
     assert min(d.per_sample[d.unreliable]) > gradients.FD_THRESHOLD and set(d.per_step) == set(gradients.STEPS)
     # the finding and its line, through the merged checks
     assert "fd_unreliable" in checks.doubts({"fd_unreliable": 3.0, "fd_checked": 8.0, "fd_disagreement": 0.086})
-    line = next(f for f in checks.flags({"fd_unreliable": 3.0, "fd_checked": 8.0, "fd_disagreement": 0.086}) if "finite" in f)
+    line = next(
+        f for f in checks.flags({"fd_unreliable": 3.0, "fd_checked": 8.0, "fd_disagreement": 0.086}) if "finite" in f
+    )
     assert "3 of 8" in line and "0.086" in line and "upper bound" in line
     assert checks.doubts({"fd_unreliable": 1.0, "fd_checked": 8.0}) == []  # one odd sample is no finding
 
@@ -83,7 +87,9 @@ def _transfer_reference(trap: HighFrequency, x: torch.Tensor, y: torch.Tensor) -
     return float(robust.float().mean())
 
 
-def test_high_frequency_trap_gets_square_closing_the_gap_and_low_trust(twin: nn.Module, digits: tuple[torch.Tensor, torch.Tensor]) -> None:
+def test_high_frequency_trap_gets_square_closing_the_gap_and_low_trust(
+    twin: nn.Module, digits: tuple[torch.Tensor, torch.Tensor]
+) -> None:
     """Measured on 4 blocks of 64 digits (and two weight perturbations of the first): the gradient attacks leave
     10-15 samples more robust than the transfer reference; after the Square stage the evaluation is 4 samples below
     to 3 above it (two different attacks), closing 80-100% of the gap. "Within 2 pp" rode on the block."""
@@ -99,7 +105,9 @@ def test_high_frequency_trap_gets_square_closing_the_gap_and_low_trust(twin: nn.
     assert rep.trust == "low"
     assert any(f.startswith("gradient steps no better than random ones") and "upper bound" in f for f in rep.flags)
     assert any(f"a gradient-free attack broke {stage['broken']} samples" in f for f in rep.flags)
-    assert "steps_weak" in rep.diagnostics["doubts"] and rep.diagnostics["findings"]["black_box_broke"] == stage["broken"]
+    assert (
+        "steps_weak" in rep.diagnostics["doubts"] and rep.diagnostics["findings"]["black_box_broke"] == stage["broken"]
+    )
     # every success is real on the trap and inside the ball
     assert rep.x_adv is not None and float((rep.x_adv - x).abs().amax()) <= EPS + 1e-6
     with torch.no_grad():
@@ -108,8 +116,9 @@ def test_high_frequency_trap_gets_square_closing_the_gap_and_low_trust(twin: nn.
 
 
 @pytest.mark.parametrize("kind", ["shipped", "random-init"])
-def test_well_behaved_models_keep_high_trust_and_run_no_extra_stage(kind: str, twin: nn.Module,
-                                                                    digits: tuple[torch.Tensor, torch.Tensor]) -> None:  # fmt: skip
+def test_well_behaved_models_keep_high_trust_and_run_no_extra_stage(
+    kind: str, twin: nn.Module, digits: tuple[torch.Tensor, torch.Tensor]
+) -> None:
     torch.manual_seed(0)
     model = twin if kind == "shipped" else DigitsCNN().eval()
     x, y = digits
@@ -134,7 +143,12 @@ def test_weak_steps_and_the_finding() -> None:
     assert gradients.weak_steps(clean, attack, noise).tolist() == [False, False, False, False]
     # gains 3, 0.5, 1.4, 0 against 1, 0.5, 1, 0: weak where below 1.5 times the noise's gain
     assert gradients.STEP_RATIO == 1.5
-    assert gradients.weak_steps(clean, torch.tensor([-2.0, -4.5, -3.6, -5.0]), noise).tolist() == [False, True, True, False]
+    assert gradients.weak_steps(clean, torch.tensor([-2.0, -4.5, -3.6, -5.0]), noise).tolist() == [
+        False,
+        True,
+        True,
+        False,
+    ]
     assert gradients.steps_finding(3, 20) and not gradients.steps_finding(2, 4) and not gradients.steps_finding(3, 21)
 
 
@@ -149,7 +163,9 @@ class WithBatchNorm(nn.Module):
         return self.net(self.bn(x))
 
 
-def test_a_batchnorm_left_in_training_is_a_named_finding(twin: nn.Module, digits: tuple[torch.Tensor, torch.Tensor]) -> None:
+def test_a_batchnorm_left_in_training_is_a_named_finding(
+    twin: nn.Module, digits: tuple[torch.Tensor, torch.Tensor]
+) -> None:
     x, y = digits[0][:16], digits[1][:16]
     model = WithBatchNorm(twin).eval()
     model.bn.train()  # model.eval() was called, then one layer went back to training
@@ -171,10 +187,29 @@ def test_cli_json_carries_trust_and_the_new_findings(tmp_path: Path) -> None:
         "def make():\n"
         "    return HighFrequency(zoo.load('digits-cnn')).eval()\n"
     )
-    rc, out, err = run_cli(["eval", "--model", f"{tmp_path / 'trap.py'}:make", "--data", "digits:test", "--limit", "32",
-                            "--preset", "fast", "--eps", str(EPS), "--json", "-q", "--out", str(tmp_path / "run")])  # fmt: skip
+    rc, out, err = run_cli(
+        [
+            "eval",
+            "--model",
+            f"{tmp_path / 'trap.py'}:make",
+            "--data",
+            "digits:test",
+            "--limit",
+            "32",
+            "--preset",
+            "fast",
+            "--eps",
+            str(EPS),
+            "--json",
+            "-q",
+            "--out",
+            str(tmp_path / "run"),
+        ]
+    )
     assert rc == 0, err
     m = json.loads(out)
     assert m["trust"] == "low" and "steps_weak" in m["diagnostics"]["doubts"]
-    assert m["diagnostics"]["findings"]["gradient_free_tried"] > 0 and "square-check" in [a["attack"] for a in m["per_attack"]]
+    assert m["diagnostics"]["findings"]["gradient_free_tried"] > 0 and "square-check" in [
+        a["attack"] for a in m["per_attack"]
+    ]
     assert any("upper bound" in f for f in m["diagnostics"]["flags"])

@@ -72,8 +72,12 @@ def test_norm_statistics_and_confidences() -> None:
     assert metrics.confidence(logits).tolist() == pytest.approx([0.5, 0.9])
     assert metrics.confidence(logits, T([0, 0])).tolist() == pytest.approx([0.5, 0.1])
     rates = metrics.rates(Y, CLEAN, ADV)
-    assert rates == {"clean_accuracy": 4 / 6, "robust_accuracy": 3 / 6, "strict_attack_success_rate": 1 / 4,
-                     "prediction_change_rate": 3 / 8}  # fmt: skip
+    assert rates == {
+        "clean_accuracy": 4 / 6,
+        "robust_accuracy": 3 / 6,
+        "strict_attack_success_rate": 1 / 4,
+        "prediction_change_rate": 3 / 8,
+    }
 
 
 # ---------------------------------------------------------------------- every caller uses these functions
@@ -111,7 +115,9 @@ def test_evaluate_the_study_and_transfer_share_the_metrics(monkeypatch: pytest.M
     expected = metrics.rates(y, clean, adv)
     assert rep.robust_accuracy == row.robust_accuracy == expected["robust_accuracy"] == 2 / 6
     assert rep.clean_accuracy == row.clean_accuracy == expected["clean_accuracy"]
-    assert rep.strict_attack_success_rate == row.strict_attack_success_rate == m.success[0][0] == m.white_box[0] == 2 / 4
+    assert (
+        rep.strict_attack_success_rate == row.strict_attack_success_rate == m.success[0][0] == m.white_box[0] == 2 / 4
+    )
     assert rep.prediction_change_rate == row.prediction_change_rate == expected["prediction_change_rate"]
     assert m.clean_accuracy[0] == expected["clean_accuracy"]
     # replace the definitions: every caller follows

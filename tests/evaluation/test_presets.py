@@ -13,7 +13,10 @@ from advlab.threat import distance
 
 def test_presets_are_apgd_ensembles_in_the_given_ball() -> None:
     reliable = preset_attacks("reliable", 0.1, "l2")
-    assert [type(a) for a in reliable] == [attacks.APGD, attacks.APGDT] and [a.label for a in reliable] == ["apgd-ce", "apgd-t"]
+    assert [type(a) for a in reliable] == [attacks.APGD, attacks.APGDT] and [a.label for a in reliable] == [
+        "apgd-ce",
+        "apgd-t",
+    ]
     assert reliable[1].targets == "malt" and reliable[1].n_targets < 9  # MALT's closest boundaries, not AutoAttack's 9
     assert all(a.eps == 0.1 and a.norm == "l2" and a.seed == 0 for a in reliable)
     fast = preset_attacks("fast", 0.1, seed=3)
@@ -32,13 +35,21 @@ def test_reports_name_apgd_by_its_loss(model, digits) -> None:
 def test_reliable_is_at_least_as_strong_as_full_apgd_ce(model, digits, norm: str) -> None:
     x, y = digits[0][:48], digits[1][:48]
     eps = 0.1 if norm == "linf" else 0.5
-    reliable = evaluate(model, (x, y), EvalConfig(preset="reliable", eps=eps, norm=norm, sanity=False, keep_adversarials=True))
-    ce = evaluate(model, (x, y), EvalConfig(attacks=(attacks.APGD(eps=eps, norm=norm, steps=100),), eps=eps, norm=norm, sanity=False))
+    reliable = evaluate(
+        model, (x, y), EvalConfig(preset="reliable", eps=eps, norm=norm, sanity=False, keep_adversarials=True)
+    )
+    ce = evaluate(
+        model,
+        (x, y),
+        EvalConfig(attacks=(attacks.APGD(eps=eps, norm=norm, steps=100),), eps=eps, norm=norm, sanity=False),
+    )
     assert reliable.robust_accuracy <= ce.robust_accuracy < reliable.clean_accuracy
     broken = reliable.samples.broken
     assert reliable.per_attack[1]["broken"] > 0  # the MALT stage breaks digits that APGD-CE left standing
     with torch.no_grad():
-        assert torch.equal(model(reliable.x_adv[broken]).argmax(1) != y[broken], torch.ones(int(broken.sum()), dtype=torch.bool))
+        assert torch.equal(
+            model(reliable.x_adv[broken]).argmax(1) != y[broken], torch.ones(int(broken.sum()), dtype=torch.bool)
+        )
     assert (distance(reliable.x_adv - x, norm) <= eps * (1 + 1e-5) + 1e-6).all()
 
 
@@ -47,7 +58,12 @@ def test_evaluate_with_a_preset_name_runs_it_at_the_models_default_eps(model, di
     assert default_eps(model.info) == 0.1 and default_eps(None) is None
     by_name = evaluate(model, (x, y), "fast")
     by_config = evaluate(model, (x, y), EvalConfig(preset="fast", eps=0.1))
-    assert by_name.eps == 0.1 and by_name.norm == "linf" and by_name.attacks == by_config.attacks and len(by_name.attacks) == 2
+    assert (
+        by_name.eps == 0.1
+        and by_name.norm == "linf"
+        and by_name.attacks == by_config.attacks
+        and len(by_name.attacks) == 2
+    )
     assert by_name.robust_accuracy == by_config.robust_accuracy < by_name.clean_accuracy
     with pytest.raises(AdvlabError, match="needs eps"):
         evaluate(_Bare(model), (x, y), "fast")  # no zoo info: no default eps

@@ -55,6 +55,8 @@ def test_selftest_fails_on_a_broken_attack(monkeypatch: pytest.MonkeyPatch, bug:
         monkeypatch.setattr("advlab.attacks.fmn.project", lambda delta, eps, norm: delta)
     else:
         factory, norms, expect = known.SUITE["fmn"]
-        monkeypatch.setitem(known.SUITE, "fmn", (lambda norm: dataclasses.replace(factory(norm), steps=3), norms, expect))
+        monkeypatch.setitem(
+            known.SUITE, "fmn", (lambda norm: dataclasses.replace(factory(norm), steps=3), norms, expect)
+        )
     checks = known.selftest(["fmn"], n=48)
     assert all(not c.passed for c in checks if c.problem == "linear")

@@ -26,8 +26,11 @@ from advlab.experiments.layers import (
 
 def _leaf_names(model: nn.Module) -> list[str]:
     """The default layers: leaves, and modules with weights of their own (a conv with a padding child)."""
-    return [n for n, m in model.named_modules()
-            if next(m.children(), None) is None or next(m.parameters(recurse=False), None) is not None]  # fmt: skip
+    return [
+        n
+        for n, m in model.named_modules()
+        if next(m.children(), None) is None or next(m.parameters(recurse=False), None) is not None
+    ]
 
 
 def _no_hooks(model: nn.Module) -> bool:
@@ -43,7 +46,9 @@ def digits() -> tuple[nn.Module, torch.Tensor, torch.Tensor]:
 
 
 # ------------------------------------------------------------------------------------------------ hooks
-def test_features_captures_in_forward_order_and_removes_hooks(digits: tuple[nn.Module, torch.Tensor, torch.Tensor]) -> None:
+def test_features_captures_in_forward_order_and_removes_hooks(
+    digits: tuple[nn.Module, torch.Tensor, torch.Tensor],
+) -> None:
     model, x, _ = digits
     with features(model) as acts:
         assert not _no_hooks(model)
@@ -54,7 +59,9 @@ def test_features_captures_in_forward_order_and_removes_hooks(digits: tuple[nn.M
     assert acts["net.features.0"].shape == (4, 32, 8, 8) and not acts["net.features.0"].requires_grad
 
 
-def test_hooks_are_removed_when_the_body_or_the_model_raises(digits: tuple[nn.Module, torch.Tensor, torch.Tensor]) -> None:
+def test_hooks_are_removed_when_the_body_or_the_model_raises(
+    digits: tuple[nn.Module, torch.Tensor, torch.Tensor],
+) -> None:
     model, x, x_adv = digits
     with pytest.raises(RuntimeError, match="boom"):
         with features(model, ["net.features", "net.classifier.1"]):
@@ -116,7 +123,13 @@ def test_a_module_called_twice_keeps_its_last_call_and_tuples_give_their_first_t
     assert acts["act"].shape == (3, 8)
     assert torch.equal(acts["pair"], 2 * acts["act"])
     changes = layer_changes(model, x, x + 0.1)
-    assert [(c.name, c.depth, c.units) for c in changes] == [("input", 0, 4), ("lin1", 1, 8), ("act", 2, 8), ("pair", 3, 8), ("lin2", 4, 3)]
+    assert [(c.name, c.depth, c.units) for c in changes] == [
+        ("input", 0, 4),
+        ("lin1", 1, 8),
+        ("act", 2, 8),
+        ("pair", 3, 8),
+        ("lin2", 4, 3),
+    ]
 
 
 # ------------------------------------------------------------------------------------------------ the measures
@@ -157,7 +170,11 @@ def test_peak_and_relative_changes_match_a_hand_built_network() -> None:
     assert peak(changes).name == "1" and peak(changes, "rel_linf").name == "1"
     assert peak(changes, exclude_input=False).name == "1"
     rows = changes_table(changes)
-    assert rows[2]["name"] == "1" and rows[2]["rel_l2"] == changes[2].rel_l2 and set(rows[0]) == set(LayerChange.__dataclass_fields__)
+    assert (
+        rows[2]["name"] == "1"
+        and rows[2]["rel_l2"] == changes[2].rel_l2
+        and set(rows[0]) == set(LayerChange.__dataclass_fields__)
+    )
 
 
 def test_top_share_is_one_for_a_single_unit_and_top_fraction_for_a_uniform_change() -> None:

@@ -49,7 +49,9 @@ def _correct_interior(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tup
     return xi[keep], y[keep]
 
 
-def test_linear_model_is_a_good_logistic_regression(linear: nn.Module, test_set: tuple[torch.Tensor, torch.Tensor]) -> None:
+def test_linear_model_is_a_good_logistic_regression(
+    linear: nn.Module, test_set: tuple[torch.Tensor, torch.Tensor]
+) -> None:
     x, y = test_set
     assert isinstance(linear[1], nn.Linear) and linear[1].weight.shape == (10, 64) and not linear.training
     assert accuracy(linear, x, y) >= 0.93  # measured 0.963-0.968 over seeds 0-4
@@ -59,8 +61,9 @@ def test_linear_model_is_a_good_logistic_regression(linear: nn.Module, test_set:
     assert torch.equal(again[1].weight, linear[1].weight)  # deterministic
 
 
-def test_fgsm_moves_a_logit_difference_by_eps_times_l1_of_the_weight_difference(linear: nn.Module,
-                                                                                test_set: tuple[torch.Tensor, torch.Tensor]) -> None:  # fmt: skip
+def test_fgsm_moves_a_logit_difference_by_eps_times_l1_of_the_weight_difference(
+    linear: nn.Module, test_set: tuple[torch.Tensor, torch.Tensor]
+) -> None:
     """z = Wx + b; targeted FGSM on the margin z_t - max_{j != t} z_j (= z_t - z_y on a correct sample) steps by
     eps * sign(w_t - w_y), so z_t - z_y grows by exactly eps * ||w_t - w_y||_1 when no pixel is clipped."""
     w, b = affine_map(linear, (1, 8, 8))
@@ -74,7 +77,9 @@ def test_fgsm_moves_a_logit_difference_by_eps_times_l1_of_the_weight_difference(
     assert torch.allclose(x_adv - x, step, atol=1e-6)  # the step is exactly eps * sign(w_t - w_y)
     with torch.no_grad():
         z1 = linear(x_adv)
-    gain = (z1.gather(1, t[:, None]) - z1.gather(1, y[:, None]) - z0.gather(1, t[:, None]) + z0.gather(1, y[:, None])).squeeze(1)
+    gain = (
+        z1.gather(1, t[:, None]) - z1.gather(1, y[:, None]) - z0.gather(1, t[:, None]) + z0.gather(1, y[:, None])
+    ).squeeze(1)
     predicted = fgsm_margin_shift(w, y, t, eps)
     assert torch.allclose(gain, predicted, rtol=1e-4, atol=1e-3)
     assert float(predicted.min()) > 3.0  # measured: about 7.6 logits from a 0.1 step on 64 pixels
@@ -89,14 +94,18 @@ def test_fgsm_moves_a_logit_difference_by_eps_times_l1_of_the_weight_difference(
     xa = FGSM(eps=eps, loss="margin")(linear, xr, yr, target=tr).x_adv
     with torch.no_grad():
         za = linear(xa)
-    g = (za.gather(1, tr[:, None]) - za.gather(1, yr[:, None]) - zr.gather(1, tr[:, None]) + zr.gather(1, yr[:, None])).squeeze(1)
+    g = (
+        za.gather(1, tr[:, None]) - za.gather(1, yr[:, None]) - zr.gather(1, tr[:, None]) + zr.gather(1, yr[:, None])
+    ).squeeze(1)
     exact = ((w[tr] - w[yr]) * (xa - xr).flatten(1)).sum(1)
     assert torch.allclose(g, exact, rtol=1e-4, atol=1e-3)
     bound = fgsm_margin_shift(w, yr, tr, eps)
     assert (g <= bound + 1e-3).all() and float((g < 0.9 * bound).float().mean()) > 0.5
 
 
-def test_flip_eps_is_the_linf_distance_to_the_nearest_boundary(linear: nn.Module, test_set: tuple[torch.Tensor, torch.Tensor]) -> None:
+def test_flip_eps_is_the_linf_distance_to_the_nearest_boundary(
+    linear: nn.Module, test_set: tuple[torch.Tensor, torch.Tensor]
+) -> None:
     w, b = affine_map(linear, (1, 8, 8))
     x, y = _correct_interior(linear, *test_set)
     flip = linear_flip_eps(w, b, x, y)
@@ -116,7 +125,9 @@ def test_flip_eps_is_the_linf_distance_to_the_nearest_boundary(linear: nn.Module
     assert 0.04 < float(raw.median()) < 0.1  # measured 0.068: about one of the 16 grey-level steps
 
 
-def test_fgsm_curve_is_a_plain_fgsm_step_per_eps(linear: nn.Module, test_set: tuple[torch.Tensor, torch.Tensor]) -> None:
+def test_fgsm_curve_is_a_plain_fgsm_step_per_eps(
+    linear: nn.Module, test_set: tuple[torch.Tensor, torch.Tensor]
+) -> None:
     x, y = test_set
     curve = fgsm_curve(linear, x, y, [0.0, 0.05])
     assert [e for e, _ in curve] == [0.0, 0.05] and curve[0][1] == accuracy(linear, x, y)
@@ -140,6 +151,10 @@ def test_linear_model_falls_faster_than_the_cnn(linear: nn.Module, test_set: tup
 
 def test_bad_eps_raises(linear: nn.Module, test_set: tuple[torch.Tensor, torch.Tensor]) -> None:
     x, y = test_set
-    for eps, message in (([0.1, -0.1], r"eps must be in \[0, 1\].*-0.1"), ([1.5], r"got 1.5"), ([], "eps_list is empty")):
+    for eps, message in (
+        ([0.1, -0.1], r"eps must be in \[0, 1\].*-0.1"),
+        ([1.5], r"got 1.5"),
+        ([], "eps_list is empty"),
+    ):
         with pytest.raises(ValueError, match=message):
             fgsm_curve(linear, x[:4], y[:4], eps)

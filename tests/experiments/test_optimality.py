@@ -96,7 +96,9 @@ def test_random_start_takes_a_per_sample_linf_eps() -> None:
     assert d.shape == x.shape and (d.flatten(1).abs().amax(1) <= eps).all() and d[2].abs().max() > 0.1
 
 
-def test_a_peer_that_does_not_import_gets_a_row_not_an_error(digits_model, digits_batch, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_peer_that_does_not_import_gets_a_row_not_an_error(
+    digits_model, digits_batch, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setitem(__import__("sys").modules, "torchattacks", None)  # import torchattacks now raises ImportError
     x, y = digits_batch[0][:4], digits_batch[1][:4]
     cmp = O.compare(digits_model, x, y, ["deepfool", "torchattacks:deepfool"], "l2", 100)

@@ -92,8 +92,18 @@ def digits_sweep() -> list[study.Outcome]:
     model = zoo.load("digits-cnn")
     x, y = data.load("digits:test")
     x, y = x[:200], y[:200]
-    settings = [Setting("e", 0.01), Setting("e", 0.05), Setting("e", 0.1), Setting("s", 20.0), Setting("s", 0.5),
-                Setting("r", 1e-4), Setting("r", 1.0), Setting("quant", 8), Setting("quant", 2), Setting("clamp", 99.0)]  # fmt: skip
+    settings = [
+        Setting("e", 0.01),
+        Setting("e", 0.05),
+        Setting("e", 0.1),
+        Setting("s", 20.0),
+        Setting("s", 0.5),
+        Setting("r", 1e-4),
+        Setting("r", 1.0),
+        Setting("quant", 8),
+        Setting("quant", 2),
+        Setting("clamp", 99.0),
+    ]
     atk = attacks.PGD(eps=0.1, steps=10, seed=0)
     return study.sweep(model, x, y, settings, atk, calibration=x[:64])
 
@@ -107,7 +117,10 @@ def test_the_sweep_shows_what_the_science_implies(digits_sweep) -> None:
     assert 0 < e[0] < e[1] < e[2] < 1
     # a large enough S or R destroys clean accuracy; a mild one does not
     assert rows["prune S=0.5"].clean_accuracy < 0.5 and rows["prune S=20"].clean_accuracy >= base.clean_accuracy - 0.01
-    assert rows["prune R=1"].clean_accuracy < 0.5 and abs(rows["prune R=0.0001"].clean_accuracy - base.clean_accuracy) <= 0.01
+    assert (
+        rows["prune R=1"].clean_accuracy < 0.5
+        and abs(rows["prune R=0.0001"].clean_accuracy - base.clean_accuracy) <= 0.01
+    )
     assert rows["prune R=1"].p_clean < 0.05 and rows["prune R=0.0001"].p_robust > 0.05
     # quantized models: the white-box gradient is not zero (straight-through), and 8 bits are close to float
     for bits in (8, 2):
@@ -115,7 +128,9 @@ def test_the_sweep_shows_what_the_science_implies(digits_sweep) -> None:
     assert abs(rows["quantize bits=8"].clean_accuracy - base.clean_accuracy) <= 0.02
     # every row: rates in [0, 1], intervals contain their estimate, the definitions tie together
     for r in rows.values():
-        assert r.clean_ci[0] <= r.clean_accuracy <= r.clean_ci[1] and r.robust_ci[0] <= r.robust_accuracy <= r.robust_ci[1]
+        assert (
+            r.clean_ci[0] <= r.clean_accuracy <= r.clean_ci[1] and r.robust_ci[0] <= r.robust_accuracy <= r.robust_ci[1]
+        )
         assert 0 <= r.prediction_change_rate <= 1 and 0 <= r.strict_attack_success_rate <= 1
         assert r.robust_accuracy == pytest.approx(r.clean_accuracy * (1 - r.strict_attack_success_rate))
         assert r.p_robust is None or 0 <= r.p_robust <= 1
@@ -156,7 +171,9 @@ def test_a_resumed_sweep_measures_only_the_missing_rows_and_equals_a_full_run(mo
     assert sorted(saved) == [0, 1]
     measured: list[str] = []
     real = study.measure
-    monkeypatch.setattr(study, "measure", lambda m, setting, *a, **k: measured.append(setting.label) or real(m, setting, *a, **k))
+    monkeypatch.setattr(
+        study, "measure", lambda m, setting, *a, **k: measured.append(setting.label) or real(m, setting, *a, **k)
+    )
     resumed = study.sweep(model, x, y, settings, atk, work=Work(done=saved, on_done=saved.__setitem__))
     assert measured == ["prune S=1", "quantize bits=2"]  # rows 0 and 1 were not measured again
     assert sorted(saved) == [0, 1, 2, 3] and _untimed(resumed) == _untimed(whole)
@@ -166,8 +183,12 @@ def test_a_resumed_sweep_measures_only_the_missing_rows_and_equals_a_full_run(mo
 def test_shards_of_settings_merge_to_the_whole_sweep() -> None:
     model, x, y, settings, atk = _small_sweep()
     whole = study.sweep(model, x, y, settings, atk)
-    odd = study.sweep(model, x, y, settings, atk, work=Work(mine=lambda i: i % 2 == 1))  # a rank without the undefended row
-    assert [o.row.label for o in odd] == ["prune E=0.01", "quantize bits=2"] and all(o.row.p_robust is None for o in odd)
+    odd = study.sweep(
+        model, x, y, settings, atk, work=Work(mine=lambda i: i % 2 == 1)
+    )  # a rank without the undefended row
+    assert [o.row.label for o in odd] == ["prune E=0.01", "quantize bits=2"] and all(
+        o.row.p_robust is None for o in odd
+    )
     even = study.sweep(model, x, y, settings, atk, work=Work(mine=lambda i: i % 2 == 0))
     merged = study.sweep(model, x, y, settings, atk, work=Work(done={1: odd[0], 3: odd[1], 0: even[0], 2: even[1]}))
     assert _untimed(merged) == _untimed(whole) and merged[1].row.p_robust is not None  # completed at the merge

@@ -55,8 +55,15 @@ def halves_matrix(test_set: tuple[torch.Tensor, torch.Tensor]) -> TransferMatrix
     a, b = digits_halves()
     full = zoo.load("digits-cnn")
     x, y = test_set
-    return transfer_matrix([("A", a), ("B", b)], [("A", a), ("B", b), ("full", full)], x, y, PGD(eps=EPS, steps=10),
-                           ensemble=True, batch_size=600)  # fmt: skip
+    return transfer_matrix(
+        [("A", a), ("B", b)],
+        [("A", a), ("B", b), ("full", full)],
+        x,
+        y,
+        PGD(eps=EPS, steps=10),
+        ensemble=True,
+        batch_size=600,
+    )
 
 
 def test_half_models_are_good_classifiers(test_set: tuple[torch.Tensor, torch.Tensor]) -> None:
@@ -119,7 +126,9 @@ def test_cells_follow_the_definition(test_set: tuple[torch.Tensor, torch.Tensor]
     d = m.to_dict()
     assert d["success"] == m.success and d["noise_baseline"]["B"] == m.noise[0]  # type: ignore[index]
     md = m.markdown().splitlines()
-    assert md[0].startswith("| source \\ target | B |") and md[2].startswith(f"| A | {fooled / int(ok.sum()):.1%} ({fooled}/")
+    assert md[0].startswith("| source \\ target | B |") and md[2].startswith(
+        f"| A | {fooled / int(ok.sum()):.1%} ({fooled}/"
+    )
     assert md[3].startswith("| chance: random noise")
 
 
@@ -171,8 +180,10 @@ def test_bad_input_is_an_advlab_error(test_set: tuple[torch.Tensor, torch.Tensor
         transfer_matrix([("A", a)], [("lite0", rgb)], x, y, PGD(eps=0.1, steps=1))
 
 
-@pytest.mark.skipif(not (zoo.available("efficientnet-lite1") and zoo.available("efficientnet-lite2")),
-                    reason="needs the efficientnet-lite1/-lite2 weight packages (advlab[zoo])")  # fmt: skip
+@pytest.mark.skipif(
+    not (zoo.available("efficientnet-lite1") and zoo.available("efficientnet-lite2")),
+    reason="needs the efficientnet-lite1/-lite2 weight packages (advlab[zoo])",
+)
 @pytest.mark.slow  # three EfficientNet-Lite models end to end: ~30 s on a busy 2-core machine
 def test_efficientnet_lite0_transfers_to_larger_lites() -> None:
     """PGD-10 at L-inf 8/255 on lite0 (224 px), scored on lite1 (240) and lite2 (260) through resizing.
@@ -184,8 +195,17 @@ def test_efficientnet_lite0_transfers_to_larger_lites() -> None:
     """
     x, y = data.load("samples", size=224)
     lite = {n: zoo.load(n) for n in ("efficientnet-lite0", "efficientnet-lite1", "efficientnet-lite2")}
-    runs = [transfer_matrix([("lite0", lite["efficientnet-lite0"])], [("lite1", lite["efficientnet-lite1"]), ("lite2", lite["efficientnet-lite2"])],
-                            x, y, PGD(eps=8 / 255, steps=10, seed=seed), batch_size=4) for seed in range(3)]  # fmt: skip
+    runs = [
+        transfer_matrix(
+            [("lite0", lite["efficientnet-lite0"])],
+            [("lite1", lite["efficientnet-lite1"]), ("lite2", lite["efficientnet-lite2"])],
+            x,
+            y,
+            PGD(eps=8 / 255, steps=10, seed=seed),
+            batch_size=4,
+        )
+        for seed in range(3)
+    ]
     for m in runs:
         print("\n" + m.markdown(), "true-class probability drop:", m.prob_drop, "noise:", m.noise_prob_drop)
         assert m.white_box == [1.0]

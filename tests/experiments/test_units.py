@@ -81,11 +81,15 @@ def test_unit_top_images_are_the_largest_activations(digits: tuple[nn.Module, to
     assert unit_top_images(model, x, units=[dead], directions=0, k=3).units[0].constant
 
 
-def test_random_directions_are_unit_norm_seeded_and_rank_by_projection(digits: tuple[nn.Module, torch.Tensor, torch.Tensor]) -> None:
+def test_random_directions_are_unit_norm_seeded_and_rank_by_projection(
+    digits: tuple[nn.Module, torch.Tensor, torch.Tensor],
+) -> None:
     model, x, _ = digits
     v = random_directions(128, 16, seed=3)
     assert v.shape == (16, 128) and torch.allclose(v.norm(dim=1), torch.ones(16), atol=1e-6)
-    assert torch.equal(v, random_directions(128, 16, seed=3)) and not torch.allclose(v, random_directions(128, 16, seed=4))
+    assert torch.equal(v, random_directions(128, 16, seed=3)) and not torch.allclose(
+        v, random_directions(128, 16, seed=4)
+    )
     assert abs(float(v.mean())) < 0.02  # centred: N(0, I) normalized, not e.g. uniform on [0, 1)
     a = unit_top_images(model, x, units=[], directions=16, k=8, seed=3)
     assert torch.equal(a.directions, v) and [p.index for p in a.random] == list(range(16))
@@ -105,7 +109,9 @@ def test_label_purity_by_hand() -> None:
     assert chance_purity(balanced, 1) == 1.0
 
 
-def test_szegedy_random_directions_are_as_coherent_as_units(digits: tuple[nn.Module, torch.Tensor, torch.Tensor]) -> None:
+def test_szegedy_random_directions_are_as_coherent_as_units(
+    digits: tuple[nn.Module, torch.Tensor, torch.Tensor],
+) -> None:
     model, x, y = digits
     _, phi = activations(model, x)
     every = probe_activations(phi, range(128), directions=64, k=8, seed=0)

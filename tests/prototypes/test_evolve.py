@@ -14,7 +14,9 @@ import advlab.attacks.step as step_module
 from advlab import losses, prototypes
 from advlab.prototypes import Config
 
-evolve_module = importlib.import_module("advlab.prototypes.evolve")  # the module (the package's `evolve` is the function)
+evolve_module = importlib.import_module(
+    "advlab.prototypes.evolve"
+)  # the module (the package's `evolve` is the function)
 
 
 def test_max_mode_ends_with_a_larger_gradient_than_min_mode(digits) -> None:
@@ -91,8 +93,9 @@ def _tiny() -> nn.Module:
     return nn.Sequential(nn.Flatten(), nn.Linear(16, 12), nn.Tanh(), nn.Linear(12, 5)).eval()
 
 
-def _reference(model: nn.Module, x0: torch.Tensor, t: torch.Tensor, steps: int, alpha: float, eps: float, tol: float,
-               mu: float) -> dict[str, torch.Tensor]:  # fmt: skip
+def _reference(
+    model: nn.Module, x0: torch.Tensor, t: torch.Tensor, steps: int, alpha: float, eps: float, tol: float, mu: float
+) -> dict[str, torch.Tensor]:
     """Min mode with L-inf steps, written out by hand: descend CE by sign steps (MI-FGSM's L1-normalised
     momentum when mu > 0), project onto the eps-ball and [0, 1], stop a pair where ||g||_2 < tol."""
     n = len(x0)
@@ -106,9 +109,14 @@ def _reference(model: nn.Module, x0: torch.Tensor, t: torch.Tensor, steps: int, 
         (g,) = torch.autograd.grad(F.cross_entropy(z, t, reduction="none").sum(), xr)
         z = z.detach()
         zt = z.gather(1, t[:, None]).squeeze(1)
-        values = {"prob": z.softmax(1).gather(1, t[:, None]).squeeze(1), "top1": z.argmax(1),
-                  "margin": zt - z.scatter(1, t[:, None], -torch.inf).amax(1), "grad_norm": g.flatten(1).norm(dim=1),
-                  "l2": (x - x0).flatten(1).norm(dim=1), "linf": (x - x0).flatten(1).abs().amax(1)}  # fmt: skip
+        values = {
+            "prob": z.softmax(1).gather(1, t[:, None]).squeeze(1),
+            "top1": z.argmax(1),
+            "margin": zt - z.scatter(1, t[:, None], -torch.inf).amax(1),
+            "grad_norm": g.flatten(1).norm(dim=1),
+            "l2": (x - x0).flatten(1).norm(dim=1),
+            "linf": (x - x0).flatten(1).abs().amax(1),
+        }
         for k, val in values.items():  # a stopped pair keeps its last values
             rec[k].append(torch.where(running, val, rec[k][-1]) if s else val)
         if s == steps:

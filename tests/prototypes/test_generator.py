@@ -56,8 +56,11 @@ def test_batches_do_not_change_results_and_converged_pairs_stop(digits) -> None:
 
 @pytest.mark.parametrize("recipe", ["adversarial", "natural", "natural-phase"])
 def test_shards_of_batches_merge_to_the_whole_run(digits, recipe: str) -> None:
-    cfg = {"adversarial": Config(steps=40, jitter=1), "natural": prototypes.recipe("natural", digits, steps=40),
-           "natural-phase": prototypes.recipe("natural", digits, steps=40, param="phase", transforms_per_step=2)}[recipe]  # fmt: skip
+    cfg = {
+        "adversarial": Config(steps=40, jitter=1),
+        "natural": prototypes.recipe("natural", digits, steps=40),
+        "natural-phase": prototypes.recipe("natural", digits, steps=40, param="phase", transforms_per_step=2),
+    }[recipe]
     whole = prototypes.generate(digits, "digits:test", "all", cfg, limit=3, batch_size=10)
     shards: dict[int, prototypes.Evolution] = {}
     for rank in (1, 0):  # each "rank" evolves its own batches, in any order; jitter is seeded by the batch index
@@ -66,14 +69,23 @@ def test_shards_of_batches_merge_to_the_whole_run(digits, recipe: str) -> None:
         assert len(part.evolution.target) == 10 * (2 - rank)
     seen: list[list[int]] = []
     progress = lambda units: seen.append(list(units)) or seen[-1]  # noqa: E731
-    merged = prototypes.generate(digits, "digits:test", "all", cfg, limit=3, batch_size=10,
-                                 work=Work(done={b: shards[b] for b in (2, 1, 0)}, progress=progress))  # fmt: skip
+    merged = prototypes.generate(
+        digits,
+        "digits:test",
+        "all",
+        cfg,
+        limit=3,
+        batch_size=10,
+        work=Work(done={b: shards[b] for b in (2, 1, 0)}, progress=progress),
+    )
     assert seen == [[]]  # every batch was given: nothing computed again
     a, b = merged.evolution.tensors(), whole.evolution.tensors()
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     # resuming from batch 0 computes only batches 1 and 2 (through the progress wrapper), same result
     seen.clear()
-    resumed = prototypes.generate(digits, "digits:test", "all", cfg, limit=3, batch_size=10, work=Work(done=[shards[0]], progress=progress))
+    resumed = prototypes.generate(
+        digits, "digits:test", "all", cfg, limit=3, batch_size=10, work=Work(done=[shards[0]], progress=progress)
+    )
     assert seen == [[1, 2]] and torch.equal(resumed.x, whole.x)
     with pytest.raises(AdvlabError, match="resume with the same --batch-size"):
         prototypes.generate(digits, "digits:test", "all", cfg, limit=3, batch_size=20, work=Work(done={0: shards[0]}))
@@ -100,8 +112,13 @@ def test_auto_batch_size_scales_with_the_budget(digits) -> None:
 
 
 def test_bad_settings(digits) -> None:
-    for cfg, msg in ((Config(mode="mid"), "mode"), (Config(method="fgsm"), "method"), (Config(eps=0), "eps"), (Config(steps=0), "steps"),
-                     (Config(tv=1.0, objective=prototypes.cross_entropy()), "tv applies to the default objective")):  # fmt: skip
+    for cfg, msg in (
+        (Config(mode="mid"), "mode"),
+        (Config(method="fgsm"), "method"),
+        (Config(eps=0), "eps"),
+        (Config(steps=0), "steps"),
+        (Config(tv=1.0, objective=prototypes.cross_entropy()), "tv applies to the default objective"),
+    ):
         with pytest.raises(AdvlabError, match=msg):
             prototypes.generate(digits, "blank:gray", "all", cfg)
     with pytest.raises(AdvlabError, match="in \\[0, 1\\]"):
@@ -113,7 +130,9 @@ def test_bad_settings(digits) -> None:
 def test_start_tensors_on_a_model_without_parameters() -> None:
     """A parameter-free model (the 4 pixels are its logits) works: its device comes from device_of, and
     minimizing CE towards class k raises pixel k."""
-    run = prototypes.generate(torch.nn.Flatten(), torch.full((1, 1, 2, 2), 0.5), "all", Config(steps=30, alpha=0.02), batch_size=4)
+    run = prototypes.generate(
+        torch.nn.Flatten(), torch.full((1, 1, 2, 2), 0.5), "all", Config(steps=30, alpha=0.02), batch_size=4
+    )
     ev = run.evolution
     assert ev.target.tolist() == [0, 1, 2, 3] and run.starts.kind == "tensor"
     assert (ev.x.flatten(1).argmax(1) == ev.target).all() and (ev.final_top1 == ev.target).all()

@@ -30,12 +30,18 @@ def test_terms_state_their_maths() -> None:
     zt = z.gather(1, t[:, None]).squeeze(1)
     assert torch.allclose(cross_entropy()(x, z, t), F.cross_entropy(z, t, reduction="none"))
     assert torch.allclose(margin()(x, z, t), z.scatter(1, t[:, None], -torch.inf).amax(1) - zt)
-    assert torch.allclose(margin(kappa=0.5)(x, z, t), (z.scatter(1, t[:, None], -torch.inf).amax(1) - zt).clamp(min=-0.5))
+    assert torch.allclose(
+        margin(kappa=0.5)(x, z, t), (z.scatter(1, t[:, None], -torch.inf).amax(1) - zt).clamp(min=-0.5)
+    )
     assert torch.equal(class_logit(4)(x, z, t), -z[:, 4]) and torch.equal(target_logit()(x, z, t), -zt)
     dh = (x[..., 1:, :] - x[..., :-1, :]).abs().mean((1, 2, 3))
     dw = (x[..., :, 1:] - x[..., :, :-1]).abs().mean((1, 2, 3))
-    assert torch.allclose(total_variation()(x), dh + dw) and (total_variation()(torch.full((2, 3, 5, 5), 0.3)) == 0).all()
-    assert torch.allclose(l2()(x), (x - 0.5).flatten(1).norm(dim=1)) and torch.allclose(l2(0.0)(x), x.flatten(1).norm(dim=1))
+    assert (
+        torch.allclose(total_variation()(x), dh + dw) and (total_variation()(torch.full((2, 3, 5, 5), 0.3)) == 0).all()
+    )
+    assert torch.allclose(l2()(x), (x - 0.5).flatten(1).norm(dim=1)) and torch.allclose(
+        l2(0.0)(x), x.flatten(1).norm(dim=1)
+    )
     with pytest.raises(ValueError, match="cross_entropy\\(\\) needs the logits"):
         cross_entropy()(x)
 
@@ -59,7 +65,10 @@ def test_composition_is_the_weighted_sum() -> None:
 
 
 def test_the_default_objective_is_cross_entropy_plus_tv() -> None:
-    assert Config().minimized() == cross_entropy() and Config(tv=0.5).minimized() == cross_entropy() + 0.5 * total_variation()
+    assert (
+        Config().minimized() == cross_entropy()
+        and Config(tv=0.5).minimized() == cross_entropy() + 0.5 * total_variation()
+    )
     assert Config(objective=margin()).minimized() == margin()
     with pytest.raises(ValueError, match="tv applies to the default objective"):
         Config(tv=0.5, objective=margin()).validate()
@@ -69,7 +78,9 @@ def test_the_default_objective_is_cross_entropy_plus_tv() -> None:
 
 def test_an_explicit_objective_gives_the_same_prototypes_as_the_tv_option(digits) -> None:
     a = prototypes.generate(digits, "noise:uniform", "all", Config(steps=40, tv=2.0)).evolution
-    b = prototypes.generate(digits, "noise:uniform", "all", Config(steps=40, objective=cross_entropy() + 2.0 * total_variation())).evolution
+    b = prototypes.generate(
+        digits, "noise:uniform", "all", Config(steps=40, objective=cross_entropy() + 2.0 * total_variation())
+    ).evolution
     assert torch.equal(a.x, b.x) and torch.equal(a.grad_norm, b.grad_norm)
 
 
@@ -85,12 +96,16 @@ def test_a_class_logit_objective_raises_that_logit(digits) -> None:
 
 def test_a_tv_objective_lowers_tv_and_margin_reaches_the_target(digits) -> None:
     start = prototypes.parse_start("noise:uniform@4", 1, 8, seed=0).x
-    smooth = prototypes.evolve(digits, start, torch.zeros(4, dtype=torch.long), Config(steps=80, alpha=0.005, objective=total_variation()))
+    smooth = prototypes.evolve(
+        digits, start, torch.zeros(4, dtype=torch.long), Config(steps=80, alpha=0.005, objective=total_variation())
+    )
     tv = total_variation()
     assert (tv(smooth.x) < 0.5 * tv(start)).all()
     ev = prototypes.evolve(digits, start, torch.tensor([2, 4, 6, 8]), Config(steps=60, objective=margin(kappa=5.0)))
     assert (ev.final_top1 == ev.target).all() and (ev.margin[:, -1] > 0).all()
-    centered = prototypes.evolve(digits, start, torch.zeros(4, dtype=torch.long), Config(steps=30, alpha=0.02, objective=l2()))
+    centered = prototypes.evolve(
+        digits, start, torch.zeros(4, dtype=torch.long), Config(steps=30, alpha=0.02, objective=l2())
+    )
     assert (l2()(centered.x) < 0.5 * l2()(start)).all()
 
 

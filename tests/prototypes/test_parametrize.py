@@ -44,13 +44,25 @@ def test_phase_and_fourier_are_seeded_and_the_helpers_hold() -> None:
     s = spectrum_scale(16, 16)
     assert s.shape == (16, 9) and float(s.pow(2).mean()) == pytest.approx(1.0) and float(s[0, 0]) > float(s[8, 8])
     m = natural_magnitude(16, 3)  # the sample photos' mean spectrum falls with frequency, as natural images do
-    assert m.shape == (3, 16, 9) and float(m[:, 0, 0].abs().max()) == 0 and float(m[:, 1, 1].mean()) > float(m[:, 8, 8].mean())
+    assert (
+        m.shape == (3, 16, 9)
+        and float(m[:, 0, 0].abs().max()) == 0
+        and float(m[:, 1, 1].mean()) > float(m[:, 8, 8].mean())
+    )
     with pytest.raises(ValueError, match="param must be one of"):
         bind("wavelets", x0)
 
 
-@pytest.mark.parametrize("t", [Transforms(jitter=2), Transforms(scale=0.2), Transforms(rotate=15), Transforms(2, 0.1, 10, copies=3),
-                               Transforms(copies=2)])  # fmt: skip
+@pytest.mark.parametrize(
+    "t",
+    [
+        Transforms(jitter=2),
+        Transforms(scale=0.2),
+        Transforms(rotate=15),
+        Transforms(2, 0.1, 10, copies=3),
+        Transforms(copies=2),
+    ],
+)
 def test_transforms_keep_shape_device_and_gradient(t: Transforms) -> None:
     x = torch.rand(4, 3, 12, 12, requires_grad=True)
     v = t(x, torch.Generator().manual_seed(0))
@@ -70,7 +82,9 @@ def test_evolve_in_every_parametrization_records_image_distances(digits) -> None
         assert float(ev.x.min()) >= 0 and float(ev.x.max()) <= 1
         assert float(ev.l2[:, 0].max()) < 0.05  # step 0 is the start itself (clamped into [1e-3, 1 - 1e-3])
         d = (ev.x - prototypes.parse_start("digits:test", 1, 8, limit=1).x).flatten(1).norm(dim=1)
-        assert torch.allclose(ev.l2[:, -1], d, atol=0.01)  # distances from x(p0), the start clamped by <= 1e-3 per pixel
+        assert torch.allclose(
+            ev.l2[:, -1], d, atol=0.01
+        )  # distances from x(p0), the start clamped by <= 1e-3 per pixel
         assert (ev.final_prob > ev.prob[:, 0]).all()
         if param == "fourier":  # the phase alone moves less: its magnitude stays the photos'
             assert (ev.final_top1 == ev.target).all()

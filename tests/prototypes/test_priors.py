@@ -18,8 +18,16 @@ def bn_net() -> nn.Module:
     from advlab import data
 
     torch.manual_seed(0)
-    net = nn.Sequential(nn.Conv2d(1, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU(), nn.Conv2d(16, 16, 3, padding=1),
-                        nn.BatchNorm2d(16), nn.ReLU(), nn.Flatten(), nn.Linear(16 * 64, 10))  # fmt: skip
+    net = nn.Sequential(
+        nn.Conv2d(1, 16, 3, padding=1),
+        nn.BatchNorm2d(16),
+        nn.ReLU(),
+        nn.Conv2d(16, 16, 3, padding=1),
+        nn.BatchNorm2d(16),
+        nn.ReLU(),
+        nn.Flatten(),
+        nn.Linear(16 * 64, 10),
+    )
     x, y = data.load("digits:train", 8, channels=1)
     opt = torch.optim.Adam(net.parameters(), 3e-3)
     for i in range(80):
@@ -35,7 +43,9 @@ def test_bn_matching_lowers_the_bn_loss_next_to_the_target_term(bn_net) -> None:
     x0 = torch.full((10, 1, 8, 8), 0.5)
     t = torch.arange(10)
     plain = prototypes.evolve(net, x0, t, Config(steps=60, alpha=0.01))
-    matched = prototypes.evolve(net, x0, t, Config(steps=60, alpha=0.01, objective=cross_entropy() + 0.5 * bn_statistics()))
+    matched = prototypes.evolve(
+        net, x0, t, Config(steps=60, alpha=0.01, objective=cross_entropy() + 0.5 * bn_statistics())
+    )
     start = bn_loss(net, x0)
     assert bn_loss(net, matched.x) < 0.6 * start and bn_loss(net, matched.x) < 0.6 * bn_loss(net, plain.x)
     assert (matched.final_top1 == t).all()  # the target term still acts next to the prior
@@ -46,7 +56,12 @@ def test_bn_matching_lowers_the_bn_loss_next_to_the_target_term(bn_net) -> None:
 
 def test_bn_prior_needs_batchnorm_and_its_hooks(digits) -> None:
     with pytest.raises(ValueError, match="needs a model with BatchNorm"):
-        prototypes.evolve(digits, torch.full((1, 1, 8, 8), 0.5), torch.tensor([3]), Config(steps=2, objective=cross_entropy() + bn_statistics()))
+        prototypes.evolve(
+            digits,
+            torch.full((1, 1, 8, 8), 0.5),
+            torch.tensor([3]),
+            Config(steps=2, objective=cross_entropy() + bn_statistics()),
+        )
     with pytest.raises(ValueError, match="without its hooks"):
         bn_statistics()(torch.zeros(2, 3, 4, 4))
     with pytest.raises(ValueError, match="BatchNorm"):

@@ -28,10 +28,21 @@ def judge() -> torch.nn.Module:
 def test_recipes_and_their_overrides(digits) -> None:
     assert prototypes.recipe("adversarial", digits, steps=50) == Config(steps=50)
     nat = prototypes.recipe("natural", digits)
-    assert (nat.param, nat.method, nat.alpha, nat.jitter, nat.scale, nat.rotate, nat.tol) == ("fourier", "mifgsm", 0.05, 1, 0.3, 20.0, 0.0)
+    assert (nat.param, nat.method, nat.alpha, nat.jitter, nat.scale, nat.rotate, nat.tol) == (
+        "fourier",
+        "mifgsm",
+        0.05,
+        1,
+        0.3,
+        20.0,
+        0.0,
+    )
     assert nat.objective is None and nat.steps == 256  # cross-entropy alone, the measured step count
     assert prototypes.recipe("natural", None, size=224).jitter == 22  # 10% of the side
-    assert prototypes.recipe("natural", digits, steps=None).steps == 256 and prototypes.recipe("natural", digits, steps=9).steps == 9
+    assert (
+        prototypes.recipe("natural", digits, steps=None).steps == 256
+        and prototypes.recipe("natural", digits, steps=9).steps == 9
+    )
     over = prototypes.recipe("natural", digits, rotate=0, param="phase", tv=0.1, l2=0.2, transforms_per_step=2)
     assert (over.rotate, over.param, over.transforms_per_step) == (0, "phase", 2)
     assert repr(over.minimized()) == "cross_entropy() + 0.1 * total_variation() + 0.2 * l2()"
@@ -50,7 +61,9 @@ def test_natural_prototypes_are_recognized_better_by_an_independent_model(digits
         runs = [prototypes.generate(digits, start, "all", cfg) for start in ("blank:gray", "noise:gaussian@4")]
         x, target = torch.cat([r.x for r in runs]), torch.cat([r.evolution.target for r in runs])
         top1 = torch.cat([r.evolution.final_top1 for r in runs])
-        assert float((top1 == target).float().mean()) >= 0.95  # both recipes make the targets top-1 (measured 50 and 49 of 50)
+        assert (
+            float((top1 == target).float().mean()) >= 0.95
+        )  # both recipes make the targets top-1 (measured 50 and 49 of 50)
         out[name] = prototypes.judge(prototypes.class_probabilities(judge, x), target)
     assert out["natural"]["target_probability_mean"] > out["adversarial"]["target_probability_mean"] + 0.08  # 3.8 sd
     assert out["natural"]["top1_agreement"] >= out["adversarial"]["top1_agreement"] + 0.1  # 5 of 50: 4 sd
@@ -83,9 +96,13 @@ def test_natural_beats_adversarial_on_efficientnet_lite0_under_another_model() -
     targets = torch.randperm(1000, generator=torch.Generator().manual_seed(0))[:4].tolist()
     out = {}
     for name, steps in (("adversarial", 40), ("natural", 96)):
-        ev = prototypes.generate(model, "blank:gray", targets, prototypes.recipe(name, model, steps=steps), batch_size=4).evolution
+        ev = prototypes.generate(
+            model, "blank:gray", targets, prototypes.recipe(name, model, steps=steps), batch_size=4
+        ).evolution
         assert (ev.final_top1 == ev.target).all()  # every target is top-1 for lite0 itself
         probs = prototypes.class_probabilities(judge, resize_batch(ev.x, judge.info.input_size))
         out[name] = prototypes.judge(probs, ev.target)
     assert out["natural"]["top1_agreement"] >= out["adversarial"]["top1_agreement"] + 0.25  # measured +0.5 to +0.75
-    assert out["natural"]["target_probability_mean"] > out["adversarial"]["target_probability_mean"] + 0.2  # measured +0.45 to +0.74
+    assert (
+        out["natural"]["target_probability_mean"] > out["adversarial"]["target_probability_mean"] + 0.2
+    )  # measured +0.45 to +0.74

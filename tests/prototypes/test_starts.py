@@ -24,7 +24,14 @@ def test_starts() -> None:
     assert photos.x.shape[1:] == (3, 32, 32) and photos.kind == "imagenet" and "coffee" in photos.names
     digits3 = prototypes.parse_start("digits:test", 3, 32, limit=2)  # fitted to the model: 8x8 grey -> 32x32 RGB
     assert digits3.x.shape == (2, 3, 32, 32) and digits3.kind == "digits"
-    for bad in ("blank:", "blank:purple", "blank:2,3", "noise:pink", "noise:gaussian:1", "noise:uniform@0", "noise:uniform:0.5,0.1"):
+    for bad in (
+        "blank:",
+        "blank:purple",
+        "blank:2,3",
+        "noise:pink",
+        "noise:gaussian:1",
+        "noise:uniform@0",
+        "noise:uniform:0.5,0.1",
+    ):
         with pytest.raises(AdvlabError):
             prototypes.parse_start(bad, 3, 8)
-

@@ -53,7 +53,9 @@ def _page(run_dir: Path) -> _Text:
     return t
 
 
-def _run_dir(tmp_path: Path, metrics: dict, command: str = "advlab attack --model digits-cnn", pngs: tuple[str, ...] = ()) -> Path:
+def _run_dir(
+    tmp_path: Path, metrics: dict, command: str = "advlab attack --model digits-cnn", pngs: tuple[str, ...] = ()
+) -> Path:
     (tmp_path / "config.json").write_text(json.dumps({"command": command}))
     (tmp_path / "metrics.json").write_text(json.dumps(metrics))
     for name in pngs:
@@ -62,20 +64,52 @@ def _run_dir(tmp_path: Path, metrics: dict, command: str = "advlab attack --mode
 
 
 def test_metrics_come_in_a_meaningful_order() -> None:
-    scrambled = {"seconds": 1.5, "l2_median": 0.6, "gradient_evaluations": 300, "robust_accuracy": 0.4, "curve": [{"eps": 0.1}],
-                 "success_rate": 0.6, "clean_confidence_mean": 0.9, "clean_accuracy": 1.0, "images": 64, "model": "digits-cnn",
-                 "linf_median": 0.1, "attack": "pgd"}  # fmt: skip
+    scrambled = {
+        "seconds": 1.5,
+        "l2_median": 0.6,
+        "gradient_evaluations": 300,
+        "robust_accuracy": 0.4,
+        "curve": [{"eps": 0.1}],
+        "success_rate": 0.6,
+        "clean_confidence_mean": 0.9,
+        "clean_accuracy": 1.0,
+        "images": 64,
+        "model": "digits-cnn",
+        "linf_median": 0.1,
+        "attack": "pgd",
+    }
     keys = [k for k, _ in ordered(scrambled)]
-    assert keys == ["model", "attack", "clean_accuracy", "robust_accuracy", "success_rate", "l2_median", "linf_median",
-                    "clean_confidence_mean", "gradient_evaluations", "images", "seconds", "curve"]  # fmt: skip
+    assert keys == [
+        "model",
+        "attack",
+        "clean_accuracy",
+        "robust_accuracy",
+        "success_rate",
+        "l2_median",
+        "linf_median",
+        "clean_confidence_mean",
+        "gradient_evaluations",
+        "images",
+        "seconds",
+        "curve",
+    ]
 
 
-@pytest.mark.parametrize("key, rank", [
-    ("digits-cnn digits:test accuracy", 1), ("efficientnet-lite0 samples top-3 accuracy", 1),
-    ("digits-cnn robust accuracy (fast preset, linf 0.1)", 2), ("transfer_robust_accuracy", 2),
-    ("efficientnet-lite0 wombat attack success rate (linf 2/255, 8-bit)", 3), ("prediction_change_rate", 3),
-    ("l0_mean", 4), ("adversarial_confidence_mean", 5), ("forward_evaluations", 6), ("seconds", 7),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "key, rank",
+    [
+        ("digits-cnn digits:test accuracy", 1),
+        ("efficientnet-lite0 samples top-3 accuracy", 1),
+        ("digits-cnn robust accuracy (fast preset, linf 0.1)", 2),
+        ("transfer_robust_accuracy", 2),
+        ("efficientnet-lite0 wombat attack success rate (linf 2/255, 8-bit)", 3),
+        ("prediction_change_rate", 3),
+        ("l0_mean", 4),
+        ("adversarial_confidence_mean", 5),
+        ("forward_evaluations", 6),
+        ("seconds", 7),
+    ],
+)
 def test_a_qualifier_in_parentheses_does_not_place_a_metric(key: str, rank: int) -> None:
     assert metric_rank(key, 0.5) == rank
 
@@ -88,7 +122,9 @@ def test_nested_values_are_tables_and_lists_never_cut(tmp_path: Path) -> None:
     page = _page(run)
     html = (run / "report.html").read_text()
     assert "{" not in "".join(page.text) and "&quot;" not in html  # no JSON dump
-    assert "photo3" in page.text and "label" in page.text and "top3" in page.text  # a sub-table: a row per photo, a column per field
+    assert (
+        "photo3" in page.text and "label" in page.text and "top3" in page.text
+    )  # a sub-table: a row per photo, a column per field
     assert page.tags.count("table") == 2
     assert sum(t.count(long_name.strip()) for t in page.text) == 5  # every copy whole
     assert "0.05, 0.1, 0.2" in page.text

@@ -332,8 +332,11 @@ def test_which_unheld_locks_still_count(tmp_path: Path) -> None:
     live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     try:
         cases: dict[str, tuple[int, str | None, dict[str, bool]]] = {
-            "dead": (_dead_pid(), None, {}), "reused": (live.pid, None, {"flock": True}),
-            "old-live": (live.pid, None, {}), "other-host": (1, "elsewhere.example", {"flock": True})}
+            "dead": (_dead_pid(), None, {}),
+            "reused": (live.pid, None, {"flock": True}),
+            "old-live": (live.pid, None, {}),
+            "other-host": (1, "elsewhere.example", {"flock": True}),
+        }
         for name, (pid, host, extra) in cases.items():
             partial = tmp_path / f"{name}.partial"
             _lock_naming(partial, pid, host, **extra)

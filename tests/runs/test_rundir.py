@@ -222,7 +222,9 @@ def test_batches_with_gaps_and_a_second_process_attaching(tmp_path: Path) -> Non
             assert run.batch_indices() == [0, 3]
             assert [len(run.load_batches())] == [1]  # the prefix view stops at the first gap
             states = run.load_batch_map()
-            assert sorted(states) == [0, 3] and states[3][1] == {"b": 3} and torch.equal(states[3][0]["t"], torch.ones(2))
+            assert (
+                sorted(states) == [0, 3] and states[3][1] == {"b": 3} and torch.equal(states[3][0]["t"], torch.ones(2))
+            )
             assert sorted(run.load_batch_map([3, 4])) == [3]
             raise KeyboardInterrupt
     with start(final, {}, resume=True) as run:
@@ -266,7 +268,10 @@ def test_atomic_write_failure_leaves_no_temp_and_old_content(tmp_path: Path) -> 
 
 # ------------------------------------------------------------------------------------------ names
 def test_run_name_seed000_example() -> None:
-    assert run_name("resnet18", "imagenet", "min", "svhn", "pgd", 0.03, 0.001) == "resnet18_imagenet-min-svhn_pgd_eps0.03_alpha0.001"
+    assert (
+        run_name("resnet18", "imagenet", "min", "svhn", "pgd", 0.03, 0.001)
+        == "resnet18_imagenet-min-svhn_pgd_eps0.03_alpha0.001"
+    )
     assert runs.run_name("m", "d", "x", "y", "fgsm") == "m_d-x-y_fgsm"
     assert run_name("a b/c", "d", "m", "s", "pgd", eps=1) == "a-b-c_d-m-s_pgd_eps1"
 
@@ -274,8 +279,12 @@ def test_run_name_seed000_example() -> None:
 def test_run_names_read_eps_as_people_write_it_and_show_norm_steps_target_limit() -> None:
     from advlab.attacks import PGD
 
-    name = run_name("digits-cnn", "digits", "attack", "digits", "pgd", attack=PGD(eps=8 / 255, steps=10), target="wombat", limit=40)
-    assert name.startswith("digits-cnn_digits-attack-digits_pgd-linf_eps8_255_steps10_to-wombat_n40_") and "e-" not in name
+    name = run_name(
+        "digits-cnn", "digits", "attack", "digits", "pgd", attack=PGD(eps=8 / 255, steps=10), target="wombat", limit=40
+    )
+    assert (
+        name.startswith("digits-cnn_digits-attack-digits_pgd-linf_eps8_255_steps10_to-wombat_n40_") and "e-" not in name
+    )
     assert run_name("m", "d", "eval", "d", "pgd", attack=PGD(eps=2 / 255)).split("_")[3] == "eps2"  # 2/255 -> eps2_255
     assert "_eps0.1_" in run_name("m", "d", "attack", "d", "pgd", attack=PGD(eps=0.1))
     l2, linf = (run_name("m", "d", "attack", "d", "pgd", attack=PGD(eps=1.0, norm=n)) for n in ("l2", "linf"))

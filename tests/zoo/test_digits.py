@@ -31,7 +31,9 @@ def test_the_zoo_model_stores_and_computes_channels_last(both: tuple[torch.nn.Mo
     model, nchw = both
     convs = [m for m in model.modules() if isinstance(m, torch.nn.Conv2d)]
     assert len(convs) == 3 and all(c.weight.is_contiguous(memory_format=CHANNELS_LAST) for c in convs)
-    assert not any(c.weight.is_contiguous() for c in convs[1:])  # (the first has one input channel: both layouts at once)
+    assert not any(
+        c.weight.is_contiguous() for c in convs[1:]
+    )  # (the first has one input channel: both layouts at once)
     assert all(m.weight.is_contiguous() for m in nchw.modules() if isinstance(m, torch.nn.Conv2d))
     x, _ = data.load("digits:test", limit=16)
     seen: list[torch.Tensor] = []
@@ -41,7 +43,9 @@ def test_the_zoo_model_stores_and_computes_channels_last(both: tuple[torch.nn.Mo
             model(x)
     finally:
         handle.remove()
-    assert seen[0].shape == (16, 64, 4, 4) and seen[0].is_contiguous(memory_format=CHANNELS_LAST)  # the max-pool ran NHWC
+    assert seen[0].shape == (16, 64, 4, 4) and seen[0].is_contiguous(
+        memory_format=CHANNELS_LAST
+    )  # the max-pool ran NHWC
     assert not seen[0].is_contiguous()
 
 
@@ -87,7 +91,9 @@ def test_weights_save_and_load_across_layouts(tmp_path: Path) -> None:
     """The state-dict keys and shapes are the NCHW network's; weights saved from one layout load into the other."""
     model = zoo.load("digits-cnn")
     sd = model.net.state_dict()  # type: ignore[union-attr]
-    assert {k: tuple(v.shape) for k, v in sd.items()} == {k: tuple(v.shape) for k, v in DigitsCNN(channels_last=False).state_dict().items()}
+    assert {k: tuple(v.shape) for k, v in sd.items()} == {
+        k: tuple(v.shape) for k, v in DigitsCNN(channels_last=False).state_dict().items()
+    }
     path = tmp_path / "weights.safetensors"
     save_file({k: v.detach().cpu().contiguous() for k, v in sd.items()}, str(path))  # as run directories save weights
     saved = load_file(str(path))

@@ -48,7 +48,9 @@ QUANTIZERS = [
 
 
 @pytest.mark.parametrize(("make", "grid"), QUANTIZERS)
-def test_quantizers_keep_the_twins_decisions_and_give_no_gradient(make, grid, twin: nn.Module, digits: tuple[torch.Tensor, torch.Tensor]) -> None:
+def test_quantizers_keep_the_twins_decisions_and_give_no_gradient(
+    make, grid, twin: nn.Module, digits: tuple[torch.Tensor, torch.Tensor]
+) -> None:
     x, _ = digits
     trap = make(twin)
     assert trap.twin is twin and trap.info is twin.info and not trap.training
@@ -63,7 +65,9 @@ def test_quantizers_keep_the_twins_decisions_and_give_no_gradient(make, grid, tw
 def test_the_three_quantizers_agree_off_ties(twin: nn.Module) -> None:
     x = torch.rand(32, 1, 8, 8, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
-        outs = [t(x) for t in (traps.RoundQuantized(twin), traps.ThresholdQuantized(twin), traps.IntCastQuantized(twin))]
+        outs = [
+            t(x) for t in (traps.RoundQuantized(twin), traps.ThresholdQuantized(twin), traps.IntCastQuantized(twin))
+        ]
     assert torch.equal(outs[0], outs[1]) and torch.equal(outs[0], outs[2])  # random pixels hit no tie
 
 
@@ -107,7 +111,9 @@ def test_nan_logits_on_bright_corners_only(twin: nn.Module, digits: tuple[torch.
         assert torch.equal(z[~bad], twin(x)[~bad])
 
 
-def test_high_frequency_term_is_deterministic_with_large_useless_gradients(twin: nn.Module, digits: tuple[torch.Tensor, torch.Tensor]) -> None:
+def test_high_frequency_term_is_deterministic_with_large_useless_gradients(
+    twin: nn.Module, digits: tuple[torch.Tensor, torch.Tensor]
+) -> None:
     x, _ = digits
     trap = traps.HighFrequency(twin, amplitude=0.5, frequency=1000.0, seed=0)
     with torch.no_grad():

@@ -23,4 +23,23 @@ from advlab.attacks.onehot import OneHot
 from advlab.attacks.pgd import FGSM, MIFGSM, PGD
 from advlab.types import AttackResult
 
-__all__ = ["APGD", "APGDT", "CW", "DDN", "DeepFool", "FMN", "FGSM", "LBFGS", "MIFGSM", "OneHot", "PGD", "RandomNoise", "NES", "SPSA", "Square", "QueryOnly", "Attack", "AttackResult"]
+__all__ = [
+    "APGD",
+    "APGDT",
+    "CW",
+    "DDN",
+    "DeepFool",
+    "FMN",
+    "FGSM",
+    "LBFGS",
+    "MIFGSM",
+    "OneHot",
+    "PGD",
+    "RandomNoise",
+    "NES",
+    "SPSA",
+    "Square",
+    "QueryOnly",
+    "Attack",
+    "AttackResult",
+]

@@ -93,13 +93,31 @@ class APGD(Attack):
     def _epsilons(self) -> list[float | None]:
         return list(eps_list(self.eps))
 
-    def _attack(self, oracle: Oracle, x: torch.Tensor, labels: torch.Tensor, targeted: bool, eps: float | None,
-                init: torch.Tensor | None, gen: torch.Generator, y_true: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
+    def _attack(
+        self,
+        oracle: Oracle,
+        x: torch.Tensor,
+        labels: torch.Tensor,
+        targeted: bool,
+        eps: float | None,
+        init: torch.Tensor | None,
+        gen: torch.Generator,
+        y_true: torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         assert eps is not None
         return self._search(oracle, x, labels, y_true, targeted, eps, init, 0)
 
-    def _search(self, oracle: Oracle, x: torch.Tensor, labels: torch.Tensor, y_true: torch.Tensor, targeted: bool,
-                eps: float, init: torch.Tensor | None, stream: int) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
+    def _search(
+        self,
+        oracle: Oracle,
+        x: torch.Tensor,
+        labels: torch.Tensor,
+        y_true: torch.Tensor,
+        targeted: bool,
+        eps: float,
+        init: torch.Tensor | None,
+        stream: int,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """``restarts`` APGD runs, each on the samples still standing; random starts from streams ``stream + r``."""
         norm: Norm = self.norm  # type: ignore[assignment]
         best = Best(x)
@@ -109,12 +127,24 @@ class APGD(Attack):
                 break
             x0 = x[rows]
             warm = init[rows] if init is not None and restart == 0 else None
-            delta = start_delta(x0, eps, norm, init=warm, random=self.random_start, seed=self.seed, restart=stream + restart)
+            delta = start_delta(
+                x0, eps, norm, init=warm, random=self.random_start, seed=self.seed, restart=stream + restart
+            )
             self._climb(oracle, x0, labels[rows], y_true[rows], targeted, eps, (x0 + delta).clamp(0, 1), best, rows)
         return best.result()
 
-    def _climb(self, oracle: Oracle, x0: torch.Tensor, labels: torch.Tensor, y_true: torch.Tensor, targeted: bool,
-               eps: float, xk: torch.Tensor, best: Best, rows: torch.Tensor) -> None:  # fmt: skip
+    def _climb(
+        self,
+        oracle: Oracle,
+        x0: torch.Tensor,
+        labels: torch.Tensor,
+        y_true: torch.Tensor,
+        targeted: bool,
+        eps: float,
+        xk: torch.Tensor,
+        best: Best,
+        rows: torch.Tensor,
+    ) -> None:
         """One APGD run of ``steps`` iterations from ``xk``; every iterate is scored into ``best`` at ``rows``."""
         norm: Norm = self.norm  # type: ignore[assignment]
         loss_fn, ball = get_loss(self.loss), Ball(eps, norm)
@@ -125,7 +155,9 @@ class APGD(Attack):
         for k in range(self.steps + 1):
             a = active
             xe = self._prepare(xk[a], x0[a], eps)
-            logits, loss, grad = oracle.evaluate(xe, rows[a], bind(loss_fn, labels[a], targeted, y_true[a]), k < self.steps)
+            logits, loss, grad = oracle.evaluate(
+                xe, rows[a], bind(loss_fn, labels[a], targeted, y_true[a]), k < self.steps
+            )
             succ = is_success(logits, labels[a], targeted)
             best.update(rows[a], xe, logits, succ, loss)
             if k == self.steps:
@@ -145,8 +177,9 @@ class APGD(Attack):
             x_prev[a], xk[a] = xk[a], nxt
 
 
-def heavy_ball_step(x: torch.Tensor, x_prev: torch.Tensor, grad: torch.Tensor, eta: torch.Tensor, x0: torch.Tensor,
-                    ball: Ball, a: float) -> torch.Tensor:  # fmt: skip
+def heavy_ball_step(
+    x: torch.Tensor, x_prev: torch.Tensor, grad: torch.Tensor, eta: torch.Tensor, x0: torch.Tensor, ball: Ball, a: float
+) -> torch.Tensor:
     """APGD's update: z = P(x + eta * s(grad)), then P(x + a (z - x) + (1 - a)(x - x_prev)); eta is (N,)."""
     z = ball.project(x + eta.view(-1, *[1] * (x.ndim - 1)) * steepest_step(grad, ball.norm), x0)
     return ball.project(x + a * (z - x) + (1 - a) * (x - x_prev), x0)
@@ -197,8 +230,9 @@ TARGET_STREAM = 1000
 DUAL = {"linf": 1.0, "l2": 2.0, "l1": math.inf}
 
 
-def malt_targets(oracle: Oracle, x: torch.Tensor, labels: torch.Tensor, logits: torch.Tensor, candidates: int,
-                 norm: str) -> torch.Tensor:  # fmt: skip
+def malt_targets(
+    oracle: Oracle, x: torch.Tensor, labels: torch.Tensor, logits: torch.Tensor, candidates: int, norm: str
+) -> torch.Tensor:
     """MALT's target order (Melamed, Yehudai & Shamir 2024, "MALT powers up adversarial attacks"): the
     ``candidates`` most likely classes t != y (y = ``labels``), ranked per sample by the linear estimate of the
     distance from ``x`` to the decision boundary between y and t, closest first:
@@ -260,8 +294,17 @@ class APGDT(APGD):
         ranked = clean.argsort(1, descending=True)
         return ranked[ranked != labels[:, None]].view(len(x), -1)
 
-    def _attack(self, oracle: Oracle, x: torch.Tensor, labels: torch.Tensor, targeted: bool, eps: float | None,
-                init: torch.Tensor | None, gen: torch.Generator, y_true: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
+    def _attack(
+        self,
+        oracle: Oracle,
+        x: torch.Tensor,
+        labels: torch.Tensor,
+        targeted: bool,
+        eps: float | None,
+        init: torch.Tensor | None,
+        gen: torch.Generator,
+        y_true: torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         assert eps is not None
         if targeted:  # the user named the targets: one plain targeted APGD search
             return self._search(oracle, x, labels, y_true, True, eps, init, 0)
@@ -279,7 +322,9 @@ class APGDT(APGD):
             if len(todo) == 0:
                 break
             stream = TARGET_STREAM + rank * self.restarts  # each target its own random starts, none of APGD's
-            xa, za = self._search(SubOracle(oracle, todo), x[todo], order[todo, rank], labels[todo], True, eps, None, stream)
+            xa, za = self._search(
+                SubOracle(oracle, todo), x[todo], order[todo, rank], labels[todo], True, eps, None, stream
+            )
             broke = is_success(za, labels[todo], False)
             hit = todo[broke]
             best_x[hit], best_logits[hit], done[hit] = xa[broke], za[broke], True

@@ -70,8 +70,13 @@ class Oracle:
         self.count(idx, 1)
         return out
 
-    def grad(self, x: torch.Tensor, idx: torch.Tensor | None, objective: Callable[[torch.Tensor], torch.Tensor],
-             create_graph: bool = False) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:  # fmt: skip
+    def grad(
+        self,
+        x: torch.Tensor,
+        idx: torch.Tensor | None,
+        objective: Callable[[torch.Tensor], torch.Tensor],
+        create_graph: bool = False,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """``(logits, objective(logits) per sample, d sum(objective) / dx)`` in one forward and one backward."""
         x = x.detach().requires_grad_(True)
         with torch.enable_grad():
@@ -81,7 +86,9 @@ class Oracle:
         self.count(idx, 1, 1)
         return logits.detach(), value.detach(), g
 
-    def logit_grads(self, x: torch.Tensor, idx: torch.Tensor | None, classes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def logit_grads(
+        self, x: torch.Tensor, idx: torch.Tensor | None, classes: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """``(logits, d z_k / dx)`` for the classes ``classes`` (N, K): one forward and K backwards.
 
         The gradients have shape (N, K, *x.shape[1:]); each sample is counted 1 forward and K backwards
@@ -99,8 +106,13 @@ class Oracle:
         self.count(idx, 1, k)
         return logits.detach(), torch.stack(grads, 1)
 
-    def evaluate(self, x: torch.Tensor, idx: torch.Tensor | None, objective: Callable[[torch.Tensor], torch.Tensor],
-                 need_grad: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:  # fmt: skip
+    def evaluate(
+        self,
+        x: torch.Tensor,
+        idx: torch.Tensor | None,
+        objective: Callable[[torch.Tensor], torch.Tensor],
+        need_grad: bool,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         """:meth:`grad` when another step follows, else a gradient-free forward (an iterative attack's last iterate)."""
         if need_grad:
             return self.grad(x, idx, objective)
@@ -298,8 +310,17 @@ class Attack:
         """Raise ValueError for impossible settings (called at construction and before every run)."""
 
     # ---------------------------------------------------------------- for subclasses
-    def _attack(self, oracle: Oracle, x: torch.Tensor, labels: torch.Tensor, targeted: bool, eps: float | None,
-                init: torch.Tensor | None, gen: torch.Generator, y_true: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
+    def _attack(
+        self,
+        oracle: Oracle,
+        x: torch.Tensor,
+        labels: torch.Tensor,
+        targeted: bool,
+        eps: float | None,
+        init: torch.Tensor | None,
+        gen: torch.Generator,
+        y_true: torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Return ``(x_adv, logits of the model on x_adv)`` for this (sub)batch; ``labels`` are targets when ``targeted``."""
         raise NotImplementedError
 
@@ -310,14 +331,22 @@ class Attack:
         """What the model is evaluated on: the iterate itself, or its 8-bit rounding with ``quantize``."""
         return quantize_8bit(x_adv, x, eps, self.threat_norm) if self.quantize else x_adv
 
-    def _x_adv_only(self, oracle: Oracle, x: torch.Tensor, y: torch.Tensor, labels: torch.Tensor, targeted: bool,
-                    gen: torch.Generator) -> torch.Tensor:  # fmt: skip
+    def _x_adv_only(
+        self,
+        oracle: Oracle,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        labels: torch.Tensor,
+        targeted: bool,
+        gen: torch.Generator,
+    ) -> torch.Tensor:
         """What :meth:`perturb` returns; attacks with a cheaper path than the full result override this."""
         return self._run_with_eps(oracle, x, y, labels, targeted, gen).x_adv
 
     # ---------------------------------------------------------------- internals
-    def _labels(self, oracle: Oracle, x: torch.Tensor, y: torch.Tensor, target: Target,
-                gen: torch.Generator) -> tuple[torch.Tensor, bool]:  # fmt: skip
+    def _labels(
+        self, oracle: Oracle, x: torch.Tensor, y: torch.Tensor, target: Target, gen: torch.Generator
+    ) -> tuple[torch.Tensor, bool]:
         """The labels the attack works with (true labels, or the targets) and whether it is targeted."""
         if target is None:
             if (y < 0).any():
@@ -346,8 +375,15 @@ class Attack:
                 raise ValueError(f"target has {t.numel()} entries for {len(y)} samples")
         return t, True
 
-    def _run_with_eps(self, oracle: Oracle, x: torch.Tensor, y: torch.Tensor, labels: torch.Tensor, targeted: bool,
-                      gen: torch.Generator) -> AttackResult:  # fmt: skip
+    def _run_with_eps(
+        self,
+        oracle: Oracle,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        labels: torch.Tensor,
+        targeted: bool,
+        gen: torch.Generator,
+    ) -> AttackResult:
         """Run ``_attack`` for each eps, ascending; a sample broken at a smaller eps stays broken (the balls are
         nested), so each larger eps attacks only the samples still standing, warm-started from the last iterate."""
         epsilons = self._epsilons()
@@ -400,8 +436,14 @@ class Best:
         self.success = torch.zeros(len(x), dtype=torch.bool, device=x.device)
         self.loss = torch.full((len(x),), -torch.inf, device=x.device)
 
-    def update(self, where: torch.Tensor | None, x: torch.Tensor, logits: torch.Tensor, success: torch.Tensor,
-               loss: torch.Tensor) -> None:  # fmt: skip
+    def update(
+        self,
+        where: torch.Tensor | None,
+        x: torch.Tensor,
+        logits: torch.Tensor,
+        success: torch.Tensor,
+        loss: torch.Tensor,
+    ) -> None:
         """Keep the better of the stored and the new point for rows ``where`` (None: every row, blended in place)."""
         if self.logits is None:
             self.logits = torch.zeros(len(self.x), logits.shape[1], dtype=logits.dtype, device=logits.device)
@@ -436,14 +478,28 @@ def _check_batch(x: torch.Tensor, y: torch.Tensor) -> None:
         raise ValueError("x must be in [0, 1]; advlab models carry their own normalization")
 
 
-def result_from(oracle: Oracle, x: torch.Tensor, x_adv: torch.Tensor, y: torch.Tensor, labels: torch.Tensor,
-                targeted: bool, logits: torch.Tensor | None = None) -> AttackResult:  # fmt: skip
+def result_from(
+    oracle: Oracle,
+    x: torch.Tensor,
+    x_adv: torch.Tensor,
+    y: torch.Tensor,
+    labels: torch.Tensor,
+    targeted: bool,
+    logits: torch.Tensor | None = None,
+) -> AttackResult:
     """Norms, success and counts for a finished ``x_adv`` (evaluates the model once if ``logits`` is None)."""
     if logits is None:
         logits = oracle.logits(x_adv, None)
     d = (x_adv - x).detach()
     return AttackResult(
-        x_adv=x_adv.detach().to(x.dtype), success=is_success(logits, labels, targeted).cpu(), logits=logits.detach(),
-        y=y, target=labels if targeted else None, l0=distance(d, "l0").cpu(), l2=distance(d, "l2").cpu(),
-        linf=distance(d, "linf").cpu(), forwards=oracle.forwards.cpu().clone(), backwards=oracle.backwards.cpu().clone(),
-    )  # fmt: skip
+        x_adv=x_adv.detach().to(x.dtype),
+        success=is_success(logits, labels, targeted).cpu(),
+        logits=logits.detach(),
+        y=y,
+        target=labels if targeted else None,
+        l0=distance(d, "l0").cpu(),
+        l2=distance(d, "l2").cpu(),
+        linf=distance(d, "linf").cpu(),
+        forwards=oracle.forwards.cpu().clone(),
+        backwards=oracle.backwards.cpu().clone(),
+    )

@@ -72,8 +72,17 @@ class CW(Attack):
         if not self.lr > 0:
             raise ValueError(f"lr must be positive, got {self.lr}")
 
-    def _attack(self, oracle: Oracle, x: torch.Tensor, labels: torch.Tensor, targeted: bool, eps: float | None,
-                init: torch.Tensor | None, gen: torch.Generator, y_true: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
+    def _attack(
+        self,
+        oracle: Oracle,
+        x: torch.Tensor,
+        labels: torch.Tensor,
+        targeted: bool,
+        eps: float | None,
+        init: torch.Tensor | None,
+        gen: torch.Generator,
+        y_true: torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         n, dev = len(x), x.device
         x0 = x.detach().float()
         # x(w) = clip(x0 + (tanh(w) - tanh(w0)) / 2, 0, 1) is (tanh(w) + 1) / 2 away from the edges, and exactly
@@ -97,7 +106,9 @@ class CW(Attack):
                 xa = (x0[a] + (th - t0[a]) / 2).clamp(0, 1)
                 xe = self._prepare(xa, x0[a], None)  # with ``quantize`` the gradient is taken at the rounded point
                 lab, ca = labels[a], c[a]
-                logits, cf, g = oracle.grad(xe.to(x.dtype), a, lambda z, lab=lab, ca=ca: -ca * margin(z, lab, targeted, kappa=self.kappa))
+                logits, cf, g = oracle.grad(
+                    xe.to(x.dtype), a, lambda z, lab=lab, ca=ca: -ca * margin(z, lab, targeted, kappa=self.kappa)
+                )
                 if best_logits is None:  # round 0, step 0: x0 itself (or its 8-bit rounding), the fallback
                     best_logits, best_x = logits.detach().clone(), xe.detach().clone()
                 # record the smallest successful point, measured on exactly what the model saw

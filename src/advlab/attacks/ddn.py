@@ -60,8 +60,17 @@ class DDN(MinimumNorm):
             raise ValueError(f"gamma must be in (0, 1), got {self.gamma}")
         super().validate()
 
-    def _attack(self, oracle: Oracle, x: torch.Tensor, labels: torch.Tensor, targeted: bool, eps: float | None,
-                init: torch.Tensor | None, gen: torch.Generator, y_true: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
+    def _attack(
+        self,
+        oracle: Oracle,
+        x: torch.Tensor,
+        labels: torch.Tensor,
+        targeted: bool,
+        eps: float | None,
+        init: torch.Tensor | None,
+        gen: torch.Generator,
+        y_true: torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         n, dev = len(x), x.device
         x0 = x.detach()
         delta = torch.zeros_like(x0)
@@ -78,7 +87,9 @@ class DDN(MinimumNorm):
             if goal is None:
                 loss = lambda z, lab=lab: sign * F.cross_entropy(z.float(), lab, reduction="none")  # noqa: E731
             else:  # ascend z_t - z_y towards the nearest class t
-                loss = lambda z, lab=lab, t=goal[a]: (z.float().gather(1, t[:, None]) - z.float().gather(1, lab[:, None])).squeeze(1)  # noqa: E731
+                loss = lambda z, lab=lab, t=goal[a]: (
+                    z.float().gather(1, t[:, None]) - z.float().gather(1, lab[:, None])
+                ).squeeze(1)  # noqa: E731
             logits, _, g = oracle.evaluate(xe, a, loss, not last)
             if best is None:
                 best = Smallest(x0, logits)

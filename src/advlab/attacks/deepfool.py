@@ -82,8 +82,17 @@ class DeepFool(Attack):
         r = torch.where(torch.isfinite(dist[rows, near])[:, None], r, torch.zeros_like(r))
         return r.view(len(f), *grads.shape[2:])
 
-    def _attack(self, oracle: Oracle, x: torch.Tensor, labels: torch.Tensor, targeted: bool, eps: float | None,
-                init: torch.Tensor | None, gen: torch.Generator, y_true: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
+    def _attack(
+        self,
+        oracle: Oracle,
+        x: torch.Tensor,
+        labels: torch.Tensor,
+        targeted: bool,
+        eps: float | None,
+        init: torch.Tensor | None,
+        gen: torch.Generator,
+        y_true: torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         if targeted:
             raise ValueError("DeepFool is untargeted")
         n, dev = len(x), x.device

@@ -58,8 +58,9 @@ class SampleDraws:
         keys = self.keys if rows is None else self.keys[rows.to(self.keys.device)]
         return _mix(keys + _tag_word(tag))
 
-    def _per_row(self, rows: torch.Tensor | None, tag: Tag, shape: Sequence[int],
-                 fill: Callable[[torch.Generator], torch.Tensor]) -> torch.Tensor:  # fmt: skip
+    def _per_row(
+        self, rows: torch.Tensor | None, tag: Tag, shape: Sequence[int], fill: Callable[[torch.Generator], torch.Tensor]
+    ) -> torch.Tensor:
         keys = self._keys(rows, tag)
         out = [fill(torch.Generator().manual_seed(k & _U64)) for k in keys.tolist()]
         return torch.stack(out).to(keys.device) if out else torch.empty(0, *shape, device=keys.device)
@@ -85,7 +86,9 @@ class SampleDraws:
         """-1.0 or +1.0 with probability 1/2 each (float32)."""
         return (self.uniform(rows, tag, shape) < 0.5).float() * 2 - 1
 
-    def integers(self, rows: torch.Tensor | None, tag: Tag, low: int, high: int, shape: Sequence[int] = ()) -> torch.Tensor:
+    def integers(
+        self, rows: torch.Tensor | None, tag: Tag, low: int, high: int, shape: Sequence[int] = ()
+    ) -> torch.Tensor:
         """Integers uniform in [low, high) (int64; from 24 random bits, so ``high - low`` well below 2^24)."""
         u = self.uniform(rows, tag, shape).double()
         return (low + (u * (high - low)).floor().long()).clamp(max=high - 1)

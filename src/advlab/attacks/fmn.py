@@ -83,13 +83,26 @@ class FMN(MinimumNorm):
         if self.steps < 1:
             raise ValueError(f"steps must be >= 1, got {self.steps}")
         if not self.alpha > 0 or (self.alpha_final is not None and not 0 <= self.alpha_final <= self.alpha):
-            raise ValueError(f"alpha must be positive and alpha_final in [0, alpha], got {self.alpha}, {self.alpha_final}")
+            raise ValueError(
+                f"alpha must be positive and alpha_final in [0, alpha], got {self.alpha}, {self.alpha_final}"
+            )
         if not 0 < self.gamma < 1 or not 0 <= self.gamma_final <= self.gamma:
-            raise ValueError(f"gamma must be in (0, 1) and gamma_final in [0, gamma], got {self.gamma}, {self.gamma_final}")
+            raise ValueError(
+                f"gamma must be in (0, 1) and gamma_final in [0, gamma], got {self.gamma}, {self.gamma_final}"
+            )
         super().validate()
 
-    def _attack(self, oracle: Oracle, x: torch.Tensor, labels: torch.Tensor, targeted: bool, eps: float | None,
-                init: torch.Tensor | None, gen: torch.Generator, y_true: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
+    def _attack(
+        self,
+        oracle: Oracle,
+        x: torch.Tensor,
+        labels: torch.Tensor,
+        targeted: bool,
+        eps: float | None,
+        init: torch.Tensor | None,
+        gen: torch.Generator,
+        y_true: torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         n, dev = len(x), x.device
         x0 = x.detach()
         delta = torch.zeros_like(x0)
@@ -102,7 +115,11 @@ class FMN(MinimumNorm):
             a, last = active, k == self.steps - 1
             lab = labels[a]
             xe = self._prepare(x0[a] + delta[a], x0[a], None)
-            loss_fn = (lambda z, lab=lab: -margin(z, lab, targeted)) if other is None else (lambda z, lab=lab, t=other[a]: _gap(z, lab, t))
+            loss_fn = (
+                (lambda z, lab=lab: -margin(z, lab, targeted))
+                if other is None
+                else (lambda z, lab=lab, t=other[a]: _gap(z, lab, t))
+            )
             logits, loss, g = oracle.evaluate(xe, a, loss_fn, not last)
             if best is None:
                 best = Smallest(x0, logits)
@@ -119,8 +136,16 @@ class FMN(MinimumNorm):
         assert best is not None
         return best.x, best.logits
 
-    def _radius(self, eps: torch.Tensor, delta: torch.Tensor, g: torch.Tensor, loss: torch.Tensor, adv: torch.Tensor,
-                best: torch.Tensor, k: int) -> torch.Tensor:  # fmt: skip
+    def _radius(
+        self,
+        eps: torch.Tensor,
+        delta: torch.Tensor,
+        g: torch.Tensor,
+        loss: torch.Tensor,
+        adv: torch.Tensor,
+        best: torch.Tensor,
+        k: int,
+    ) -> torch.Tensor:
         """The next eps of each running sample (see the module docstring)."""
         gamma = cosine(self.gamma, self.gamma_final, k, self.steps)
         found = torch.isfinite(best)
@@ -131,7 +156,9 @@ class FMN(MinimumNorm):
             return torch.where(adv, shrink, torch.where(found, grow, first)).clamp(min=0)
         dual = g.flatten(1).float().norm(p=DUAL[self.norm], dim=1).clamp(min=1e-12)
         estimate = (distance(delta, self.norm).to(eps) + loss.float().clamp(min=0) / dual) * (1 + gamma)
-        return torch.where(adv, torch.minimum(eps * (1 - gamma), best), torch.where(found, eps, estimate.maximum(eps)) * (1 + gamma))
+        return torch.where(
+            adv, torch.minimum(eps * (1 - gamma), best), torch.where(found, eps, estimate.maximum(eps)) * (1 + gamma)
+        )
 
     def _step(self, x0: torch.Tensor, delta: torch.Tensor, g: torch.Tensor, eps: torch.Tensor, k: int) -> torch.Tensor:
         """delta - alpha_k s(g), projected onto the eps-ball and clipped to the box."""

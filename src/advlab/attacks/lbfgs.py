@@ -79,8 +79,17 @@ class LBFGS(Attack):
         if self.steps < 1:
             raise ValueError(f"steps must be >= 1, got {self.steps}")
 
-    def _attack(self, oracle: Oracle, x: torch.Tensor, labels: torch.Tensor, targeted: bool, eps: float | None,
-                init: torch.Tensor | None, gen: torch.Generator, y_true: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
+    def _attack(
+        self,
+        oracle: Oracle,
+        x: torch.Tensor,
+        labels: torch.Tensor,
+        targeted: bool,
+        eps: float | None,
+        init: torch.Tensor | None,
+        gen: torch.Generator,
+        y_true: torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         x = x.detach()
         n, rows = len(x), torch.arange(len(x), device=x.device)
         loss_f = target_ce if targeted else not_label_ce
@@ -93,7 +102,11 @@ class LBFGS(Attack):
             ok = is_success(logits, labels, targeted)
             norm = (xe - x).flatten(1).double().norm(dim=1)
             better = ok & (norm < best_norm)
-            best_x[better], best_logits[better], best_norm[better] = xe[better].to(x.dtype), logits[better], norm[better]
+            best_x[better], best_logits[better], best_norm[better] = (
+                xe[better].to(x.dtype),
+                logits[better],
+                norm[better],
+            )
             return ok
 
         c = torch.full((n,), float(self.c_init), dtype=torch.float64, device=x.device)
@@ -110,8 +123,14 @@ class LBFGS(Attack):
         return best_x, best_logits
 
 
-def _lbfgsb(oracle: Oracle, x: torch.Tensor, rows: torch.Tensor, loss: Callable[[torch.Tensor], torch.Tensor],
-            c: torch.Tensor, steps: int) -> tuple[torch.Tensor, torch.Tensor | None]:  # fmt: skip
+def _lbfgsb(
+    oracle: Oracle,
+    x: torch.Tensor,
+    rows: torch.Tensor,
+    loss: Callable[[torch.Tensor], torch.Tensor],
+    c: torch.Tensor,
+    steps: int,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
     """One L-BFGS-B run from x' = x of sum_i c_i ||x'_i - x_i||_2^2 + loss(f(x'))_i over x' in [0, 1] (float64).
 
     Returns the last iterate (x's dtype and device) and the model's logits on it when it was the last point
@@ -131,7 +150,9 @@ def _lbfgsb(oracle: Oracle, x: torch.Tensor, rows: torch.Tensor, loss: Callable[
         return float((cw * r * r).sum() + value.double().sum().item()), grad.ravel()
 
     bounds = Bounds(np.zeros(start.size), np.ones(start.size))
-    res = minimize(fun, start.ravel(), jac=True, method="L-BFGS-B", bounds=bounds, options={"maxiter": steps, "maxfun": 2 * steps})
+    res = minimize(
+        fun, start.ravel(), jac=True, method="L-BFGS-B", bounds=bounds, options={"maxiter": steps, "maxfun": 2 * steps}
+    )
     x_end = torch.from_numpy(res.x).view(shape).to(x.device, x.dtype)
     same = bool(seen) and np.array_equal(res.x, seen[0][0])
     return x_end, seen[0][1] if same else None

@@ -91,14 +91,17 @@ class Smallest:
         self.x, self.logits = x.detach().clone(), logits.detach().clone()
         self.norm = torch.full((len(x),), math.inf, device=x.device)
 
-    def update(self, rows: torch.Tensor, x: torch.Tensor, logits: torch.Tensor, adv: torch.Tensor, norm: torch.Tensor) -> None:
+    def update(
+        self, rows: torch.Tensor, x: torch.Tensor, logits: torch.Tensor, adv: torch.Tensor, norm: torch.Tensor
+    ) -> None:
         better = adv & (norm < self.norm[rows])
         r = rows[better]
         self.x[r], self.logits[r], self.norm[r] = x[better].detach(), logits[better].detach(), norm[better]
 
 
-def bisect(attack: Attack, model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, hi: float, probes: int,
-           target: Target = None) -> AttackResult:  # fmt: skip
+def bisect(
+    attack: Attack, model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, hi: float, probes: int, target: Target = None
+) -> AttackResult:
     """An eps-bounded attack (APGD or APGD-T, ``attack.eps`` ignored) made minimum-norm by a per-sample bisection.
 
     Every sample starts with the bracket [0, ``hi``]; each of ``probes`` rounds attacks every sample still
@@ -118,7 +121,13 @@ def bisect(attack: Attack, model: nn.Module, x: torch.Tensor, y: torch.Tensor, *
         labels, targeted = atk._labels(oracle, x, y, target, torch.Generator().manual_seed(atk.seed))
         clean = oracle.logits(x, None)
         best = Smallest(x, clean)
-        best.update(torch.arange(len(x), device=x.device), x, clean, is_success(clean, labels, targeted), torch.zeros(len(x), device=x.device))
+        best.update(
+            torch.arange(len(x), device=x.device),
+            x,
+            clean,
+            is_success(clean, labels, targeted),
+            torch.zeros(len(x), device=x.device),
+        )
         lo, up = torch.zeros(len(x), device=x.device), torch.full((len(x),), float(hi), device=x.device)
         for probe in range(probes):
             rows = torch.isinf(best.norm).nonzero().flatten() if probe == 0 else (best.norm > 0).nonzero().flatten()
@@ -136,8 +145,16 @@ def bisect(attack: Attack, model: nn.Module, x: torch.Tensor, y: torch.Tensor, *
     return res
 
 
-def _probe(atk: object, oracle: Oracle, x: torch.Tensor, labels: torch.Tensor, y: torch.Tensor, targeted: bool,
-           eps: torch.Tensor, stream: int) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
+def _probe(
+    atk: object,
+    oracle: Oracle,
+    x: torch.Tensor,
+    labels: torch.Tensor,
+    y: torch.Tensor,
+    targeted: bool,
+    eps: torch.Tensor,
+    stream: int,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """One APGD (or APGD-T: its targets in turn, on the samples still standing) run at per-sample ``eps``."""
     from advlab.attacks.apgd import APGDT
 
@@ -152,8 +169,16 @@ def _probe(atk: object, oracle: Oracle, x: torch.Tensor, labels: torch.Tensor, y
         todo = (~done).nonzero().flatten()
         if len(todo) == 0:
             break
-        xa, za = atk._search(SubOracle(oracle, todo), x[todo], order[todo, rank], labels[todo], True, eps[todo], None,
-                             stream * atk.n_targets + rank)  # fmt: skip
+        xa, za = atk._search(
+            SubOracle(oracle, todo),
+            x[todo],
+            order[todo, rank],
+            labels[todo],
+            True,
+            eps[todo],
+            None,
+            stream * atk.n_targets + rank,
+        )
         broke = is_success(za, labels[todo], False)
         hit = todo[broke]
         best_x[hit], best_logits[hit], done[hit] = xa[broke], za[broke], True

@@ -53,8 +53,17 @@ class RandomNoise(Attack):
     def _epsilons(self) -> list[float | None]:
         return list(eps_list(self.eps))
 
-    def _attack(self, oracle: Oracle, x: torch.Tensor, labels: torch.Tensor, targeted: bool, eps: float | None,
-                init: torch.Tensor | None, gen: torch.Generator, y_true: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
+    def _attack(
+        self,
+        oracle: Oracle,
+        x: torch.Tensor,
+        labels: torch.Tensor,
+        targeted: bool,
+        eps: float | None,
+        init: torch.Tensor | None,
+        gen: torch.Generator,
+        y_true: torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         assert eps is not None
         best = Best(x)
         active = torch.arange(len(x), device=x.device)

@@ -80,8 +80,17 @@ class OneHot(Attack):
             return self.alpha
         return 0.3 if self.optimizer == "adam" else 30.0
 
-    def _attack(self, oracle: Oracle, x: torch.Tensor, labels: torch.Tensor, targeted: bool, eps: float | None,
-                init: torch.Tensor | None, gen: torch.Generator, y_true: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
+    def _attack(
+        self,
+        oracle: Oracle,
+        x: torch.Tensor,
+        labels: torch.Tensor,
+        targeted: bool,
+        eps: float | None,
+        init: torch.Tensor | None,
+        gen: torch.Generator,
+        y_true: torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         x = x.detach()
         alpha = self.step_size()
         best = Best(x)
@@ -109,6 +118,8 @@ class OneHot(Attack):
             if m1 is not None and m2 is not None:
                 m1[active] = _BETA1 * m1[active] + (1 - _BETA1) * g
                 m2[active] = _BETA2 * m2[active] + (1 - _BETA2) * g * g
-                g = (m1[active] / (1 - _BETA1 ** (step + 1))) / ((m2[active] / (1 - _BETA2 ** (step + 1))).sqrt() + _ADAM_EPS)
+                g = (m1[active] / (1 - _BETA1 ** (step + 1))) / (
+                    (m2[active] / (1 - _BETA2 ** (step + 1))).sqrt() + _ADAM_EPS
+                )
             xa[active] = (xa[active] - alpha * g).clamp(0, 1)
         return best.result()

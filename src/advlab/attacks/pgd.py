@@ -34,8 +34,9 @@ from advlab.losses import Loss, bind, get_loss
 from advlab.threat import Norm, project, random_start
 
 
-def start_delta(x: torch.Tensor, eps: float, norm: Norm, *, init: torch.Tensor | None, random: bool, seed: int,
-                restart: int) -> torch.Tensor:  # fmt: skip
+def start_delta(
+    x: torch.Tensor, eps: float, norm: Norm, *, init: torch.Tensor | None, random: bool, seed: int, restart: int
+) -> torch.Tensor:
     """Where a run starts, as a perturbation of ``x``: the warm start ``init`` projected onto the ball when given,
     else a per-sample random point of the ball (from ``seed``, ``restart`` and each image's pixels), else zero."""
     if init is not None:
@@ -74,8 +75,17 @@ class FGSM(Attack):
     def _epsilons(self) -> list[float | None]:
         return list(eps_list(self.eps))
 
-    def _attack(self, oracle: Oracle, x: torch.Tensor, labels: torch.Tensor, targeted: bool, eps: float | None,
-                init: torch.Tensor | None, gen: torch.Generator, y_true: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
+    def _attack(
+        self,
+        oracle: Oracle,
+        x: torch.Tensor,
+        labels: torch.Tensor,
+        targeted: bool,
+        eps: float | None,
+        init: torch.Tensor | None,
+        gen: torch.Generator,
+        y_true: torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         assert eps is not None
         loss = bind(get_loss(self.loss), labels, targeted, y_true)
         it = self._iterate(x, eps, init)
@@ -89,8 +99,15 @@ class FGSM(Attack):
         best.update(None, xe, logits, is_success(logits, labels, targeted), loss(logits))
         return best.result()
 
-    def _x_adv_only(self, oracle: Oracle, x: torch.Tensor, y: torch.Tensor, labels: torch.Tensor, targeted: bool,
-                    gen: torch.Generator) -> torch.Tensor:  # fmt: skip
+    def _x_adv_only(
+        self,
+        oracle: Oracle,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        labels: torch.Tensor,
+        targeted: bool,
+        gen: torch.Generator,
+    ) -> torch.Tensor:
         """The stepped point itself, after one gradient and nothing else."""
         eps = self._epsilons()
         if len(eps) > 1 or self.quantize:
@@ -148,8 +165,17 @@ class PGD(Attack):
         """The step rule: the steepest direction of ``norm``, no momentum."""
         return StepRule(self.norm)  # type: ignore[arg-type]
 
-    def _attack(self, oracle: Oracle, x: torch.Tensor, labels: torch.Tensor, targeted: bool, eps: float | None,
-                init: torch.Tensor | None, gen: torch.Generator, y_true: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
+    def _attack(
+        self,
+        oracle: Oracle,
+        x: torch.Tensor,
+        labels: torch.Tensor,
+        targeted: bool,
+        eps: float | None,
+        init: torch.Tensor | None,
+        gen: torch.Generator,
+        y_true: torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         assert eps is not None
         best = Best(x)
         for restart in range(self.restarts):
@@ -161,8 +187,15 @@ class PGD(Attack):
             self._ascend(oracle, xr, lab, yt, targeted, eps, delta, best, rows)
         return best.result()
 
-    def _x_adv_only(self, oracle: Oracle, x: torch.Tensor, y: torch.Tensor, labels: torch.Tensor, targeted: bool,
-                    gen: torch.Generator) -> torch.Tensor:  # fmt: skip
+    def _x_adv_only(
+        self,
+        oracle: Oracle,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        labels: torch.Tensor,
+        targeted: bool,
+        gen: torch.Generator,
+    ) -> torch.Tensor:
         """One full-budget run needs no scoring: the last iterate after exactly ``steps`` gradients."""
         eps = self._epsilons()
         if len(eps) > 1 or self.restarts > 1 or self.early_stop or self.quantize:
@@ -175,8 +208,18 @@ class PGD(Attack):
         norm: Norm = self.norm  # type: ignore[assignment]
         return start_delta(x, eps, norm, init=init, random=self.random_start, seed=self.seed, restart=restart)
 
-    def _ascend(self, oracle: Oracle, x0: torch.Tensor, labels: torch.Tensor, y_true: torch.Tensor, targeted: bool,
-                eps: float, delta: torch.Tensor, best: Best | None, rows: torch.Tensor | None) -> torch.Tensor:  # fmt: skip
+    def _ascend(
+        self,
+        oracle: Oracle,
+        x0: torch.Tensor,
+        labels: torch.Tensor,
+        y_true: torch.Tensor,
+        targeted: bool,
+        eps: float,
+        delta: torch.Tensor,
+        best: Best | None,
+        rows: torch.Tensor | None,
+    ) -> torch.Tensor:
         """``steps`` ascent steps from ``x0 + delta``; returns the last iterate.
 
         With ``best``, every iterate (the last one included, with a gradient-free forward) is scored into it at

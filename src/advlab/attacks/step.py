@@ -61,8 +61,16 @@ class Iterate:
     """A batch being optimized: the starts ``x0`` (N, ...), the current points ``x``, the momentum buffer and the
     rows still running (``active`` None: all of them). ``alpha`` is a float or a per-sample (N,) tensor."""
 
-    def __init__(self, x0: torch.Tensor, x: torch.Tensor | None = None, *, ball: Ball, rule: StepRule,
-                 alpha: float | torch.Tensor, transform: Callable[[torch.Tensor], torch.Tensor] | None = None) -> None:  # fmt: skip
+    def __init__(
+        self,
+        x0: torch.Tensor,
+        x: torch.Tensor | None = None,
+        *,
+        ball: Ball,
+        rule: StepRule,
+        alpha: float | torch.Tensor,
+        transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    ) -> None:
         self.x0 = x0.detach()
         self.x = ball.project(self.x0 if x is None else x.detach(), self.x0)
         self.ball, self.rule, self.alpha, self.transform = ball, rule, alpha, transform
@@ -124,9 +132,12 @@ class Iterate:
             self.x[a] = new
 
 
-def gradient(forward: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor,
-             objective: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
-             create_graph: bool = False) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:  # fmt: skip
+def gradient(
+    forward: Callable[[torch.Tensor], torch.Tensor],
+    x: torch.Tensor,
+    objective: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    create_graph: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """One forward and one backward: ``(logits, objective(x, logits) per sample, d sum(objective) / dx, x)``.
 
     ``objective(x, logits)`` returns (N,) values (it may use the image itself, e.g. total variation). The input

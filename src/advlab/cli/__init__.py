@@ -29,7 +29,21 @@ from advlab.cli import (
 from advlab.cli.common import Formatter, OneLineParser, one_line
 from advlab.errors import AdvlabError
 
-COMMANDS = (demo, info, classify, attack, evaluate, transfer, prototypes, study, analyze, detect, train, compare, selftest)
+COMMANDS = (
+    demo,
+    info,
+    classify,
+    attack,
+    evaluate,
+    transfer,
+    prototypes,
+    study,
+    analyze,
+    detect,
+    train,
+    compare,
+    selftest,
+)
 #: the commands that ``torchrun -m advlab`` shards over its processes (see :mod:`advlab.distributed`)
 SHARDED = frozenset({"eval", "attack", "prototypes", "study"})
 
@@ -57,7 +71,9 @@ examples:
 def _flags() -> argparse.ArgumentParser:
     """--debug and --quiet, accepted before or after the subcommand."""
     f = argparse.ArgumentParser(add_help=False)
-    f.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks instead of one-line errors")
+    f.add_argument(
+        "--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks instead of one-line errors"
+    )
     f.add_argument("--quiet", "-q", action="store_true", default=argparse.SUPPRESS, help="no progress bars or chatter")
     return f
 
@@ -83,8 +99,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     args.debug = getattr(args, "debug", False)
     args.quiet = getattr(args, "quiet", False)
     if args.command not in SHARDED and os.environ.get("WORLD_SIZE", "1").strip() not in ("", "1"):
-        print(f"advlab {args.command}: error: only {', '.join(sorted(SHARDED))} share their work over torchrun's processes; "
-              "run this command without torchrun", file=sys.stderr)  # fmt: skip
+        print(
+            f"advlab {args.command}: error: only {', '.join(sorted(SHARDED))} share their work over torchrun's processes; "
+            "run this command without torchrun",
+            file=sys.stderr,
+        )
         return 2
     try:
         return int(args.func(args) or 0)
@@ -115,9 +134,23 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 #: the errno values of an OSError that is the user's input (a path too long, missing, forbidden, a full disk), not a bug
-USER_ERRNOS = frozenset({errno.ENAMETOOLONG, errno.ENOENT, errno.EACCES, errno.EPERM, errno.EISDIR, errno.ENOTDIR,
-                         errno.ELOOP, errno.EROFS, errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.ENOTEMPTY,
-                         errno.EEXIST})
+USER_ERRNOS = frozenset(
+    {
+        errno.ENAMETOOLONG,
+        errno.ENOENT,
+        errno.EACCES,
+        errno.EPERM,
+        errno.EISDIR,
+        errno.ENOTDIR,
+        errno.ELOOP,
+        errno.EROFS,
+        errno.ENOSPC,
+        errno.EDQUOT,
+        errno.EFBIG,
+        errno.ENOTEMPTY,
+        errno.EEXIST,
+    }
+)
 OUT_OF_MEMORY = "out of memory; give a smaller --batch-size or --limit (or fewer steps, targets, starts)"
 
 

@@ -55,7 +55,10 @@ Columns = dict[str, torch.Tensor]
 def register(sub: argparse._SubParsersAction, flags: argparse.ArgumentParser) -> None:
     names = ", ".join(attack_classes())
     p = sub.add_parser(
-        "attack", parents=[flags], formatter_class=Formatter, help="attack a model on a data set; write adversarial examples",
+        "attack",
+        parents=[flags],
+        formatter_class=Formatter,
+        help="attack a model on a data set; write adversarial examples",
         description="Run one attack and write a run directory: metrics.json, samples.csv, adversarials.safetensors,\n"
         "adversarials/*.png, grid.png (clean | amplified perturbation | adversarial) and report.html.\n\n"
         f"attacks: {names}\n\n"
@@ -67,15 +70,25 @@ def register(sub: argparse._SubParsersAction, flags: argparse.ArgumentParser) ->
     )
     add_model_args(p)
     p.add_argument("--data", "-d", required=True, help="data spec (see advlab data)")
-    p.add_argument("--attack", "-a", required=True, help=f"one of: {names} (an eps-bounded attack without --eps: 0.1 on digits, else 8/255)")
+    p.add_argument(
+        "--attack",
+        "-a",
+        required=True,
+        help=f"one of: {names} (an eps-bounded attack without --eps: 0.1 on digits, else 8/255)",
+    )
     add_attack_args(p)
     p.add_argument("--target", "-t", help="class index or name, 'random' or 'least-likely' (default: untargeted)")
     add_label_args(p)
     p.add_argument("--limit", type=positive_int, help="only the first N images")
-    p.add_argument("--batch-size", type=batch_int, default=128,
-                   help="images attacked together (the unit saved for --resume)")
-    p.add_argument("--pngs", type=bounded_int(0, MAX_IMAGES), default=100,
-                   help="write PNG files for the first N adversarial examples")
+    p.add_argument(
+        "--batch-size", type=batch_int, default=128, help="images attacked together (the unit saved for --resume)"
+    )
+    p.add_argument(
+        "--pngs",
+        type=bounded_int(0, MAX_IMAGES),
+        default=100,
+        help="write PNG files for the first N adversarial examples",
+    )
     p.add_argument("--json", action="store_true", help="print metrics as JSON")
     add_device_args(p)
     add_run_args(p, resume=True)
@@ -92,18 +105,48 @@ def run(args: argparse.Namespace) -> int:
     if args.labels == "predicted":
         y = labels_to_use(args, model, x, y)
     if target is None and (y < 0).any():
-        raise AdvlabError(f"data {args.data!r} has unlabelled images; an untargeted attack needs labels: give --labels predicted "
-                          "(the model's own predictions) or --target")  # fmt: skip
-    name = runs.run_name(info.name, info.dataset, "attack", desc.dataset, atk.name, attack=atk, target=args.target, limit=args.limit,
-                         settings=run_settings(args))  # fmt: skip
-    config = {"command": command_line(args.argv), "model": args.model, "weights": args.weights, "data": args.data,
-              "limit": args.limit, "attack": repr(atk), "target": args.target, "batch_size": args.batch_size,
-              **({"labels": "predicted"} if args.labels == "predicted" else {})}  # fmt: skip
-    units = Units(math.ceil(len(x) / args.batch_size), f"a batch of {args.batch_size} images", lambda cols: (cols, {}),
-                  lambda t, _: t, bar=atk.name)  # fmt: skip
-    job = Job(args.out or default_out(name), config, units, _attack_batches(model, atk, x, y, target, args.batch_size),
-              lambda run_dir, cols, sec: _write(run_dir, x, y, cols, _metrics(cols, y, atk, info, args, sec), info, args),
-              lambda run_dir, m: _report(run_dir, m, info, args), inputs={"model": model, "data": (x, y)})  # fmt: skip
+        raise AdvlabError(
+            f"data {args.data!r} has unlabelled images; an untargeted attack needs labels: give --labels predicted "
+            "(the model's own predictions) or --target"
+        )
+    name = runs.run_name(
+        info.name,
+        info.dataset,
+        "attack",
+        desc.dataset,
+        atk.name,
+        attack=atk,
+        target=args.target,
+        limit=args.limit,
+        settings=run_settings(args),
+    )
+    config = {
+        "command": command_line(args.argv),
+        "model": args.model,
+        "weights": args.weights,
+        "data": args.data,
+        "limit": args.limit,
+        "attack": repr(atk),
+        "target": args.target,
+        "batch_size": args.batch_size,
+        **({"labels": "predicted"} if args.labels == "predicted" else {}),
+    }
+    units = Units(
+        math.ceil(len(x) / args.batch_size),
+        f"a batch of {args.batch_size} images",
+        lambda cols: (cols, {}),
+        lambda t, _: t,
+        bar=atk.name,
+    )
+    job = Job(
+        args.out or default_out(name),
+        config,
+        units,
+        _attack_batches(model, atk, x, y, target, args.batch_size),
+        lambda run_dir, cols, sec: _write(run_dir, x, y, cols, _metrics(cols, y, atk, info, args, sec), info, args),
+        lambda run_dir, m: _report(run_dir, m, info, args),
+        inputs={"model": model, "data": (x, y)},
+    )
     metrics = run_job(job, args, dist)
     if metrics is not None:
         _print(args, metrics, job.out)
@@ -115,9 +158,12 @@ def _print(args: argparse.Namespace, metrics: dict[str, Any], out: Any) -> None:
         print(json.dumps(metrics, indent=2))
         return
     goal = "hit the target" if metrics["targeted"] else "changed a correct prediction"
-    say(args, f"{metrics['attack']} on {metrics['images']} images: success {metrics['success_rate']:.2%} ({goal}), "
-              f"clean accuracy {metrics['clean_accuracy']:.2%} -> robust {metrics['robust_accuracy']:.2%}, "
-              f"median L-inf {metrics['linf_median']}, median L2 {metrics['l2_median']}")  # fmt: skip
+    say(
+        args,
+        f"{metrics['attack']} on {metrics['images']} images: success {metrics['success_rate']:.2%} ({goal}), "
+        f"clean accuracy {metrics['clean_accuracy']:.2%} -> robust {metrics['robust_accuracy']:.2%}, "
+        f"median L-inf {metrics['linf_median']}, median L2 {metrics['l2_median']}",
+    )
     if "curve" in metrics:  # the line above is at the largest eps; the curve gives every one
         from advlab.report.text import curve_lines
 
@@ -125,8 +171,9 @@ def _print(args: argparse.Namespace, metrics: dict[str, Any], out: Any) -> None:
     say(args, f"wrote {out}")
 
 
-def _attack_batches(model: torch.nn.Module, atk: Any, x: torch.Tensor, y: torch.Tensor, target: Target,
-                    batch_size: int) -> Callable[[Work[Columns]], Columns]:  # fmt: skip
+def _attack_batches(
+    model: torch.nn.Module, atk: Any, x: torch.Tensor, y: torch.Tensor, target: Target, batch_size: int
+) -> Callable[[Work[Columns]], Columns]:
     """The command's compute: attack the batches ``work`` asks for, record each one's columns (on the CPU) as
     it ends, and return every batch's columns (the finished ones and the new) joined in order."""
     from advlab.device import device_of
@@ -137,7 +184,9 @@ def _attack_batches(model: torch.nn.Module, atk: Any, x: torch.Tensor, y: torch.
         done = work.finished()
         for b in work.todo(range(math.ceil(len(x) / batch_size))):
             i = b * batch_size
-            done[b] = _attack_batch(model, atk, x[i : i + batch_size].to(device), y[i : i + batch_size].to(device), target)
+            done[b] = _attack_batch(
+                model, atk, x[i : i + batch_size].to(device), y[i : i + batch_size].to(device), target
+            )
             work.record(b, done[b])
         return {k: torch.cat([done[b][k] for b in sorted(done)]) for k in done[min(done)]}
 
@@ -156,8 +205,18 @@ def _attack_batch(model: torch.nn.Module, atk: Any, xb: torch.Tensor, yb: torch.
     except ValueError as e:
         raise AdvlabError(f"{atk.name}: {e}") from None
     tgt = res.target if res.target is not None else torch.full_like(yb, -1)
-    part = {"x_adv": res.x_adv, "clean_logits": clean, "adv_logits": res.logits, "success": res.success, "target": tgt,
-            "l0": res.l0, "l2": res.l2, "linf": res.linf, "forwards": res.forwards, "backwards": res.backwards}  # fmt: skip
+    part = {
+        "x_adv": res.x_adv,
+        "clean_logits": clean,
+        "adv_logits": res.logits,
+        "success": res.success,
+        "target": tgt,
+        "l0": res.l0,
+        "l2": res.l2,
+        "linf": res.linf,
+        "forwards": res.forwards,
+        "backwards": res.backwards,
+    }
     if res.min_eps is not None and res.curve:  # an eps list's curve; minimum-norm attacks give distances instead
         part["min_eps"] = res.min_eps
     from advlab.cli import distances
@@ -170,7 +229,9 @@ def _round(v: float | None) -> float | None:
     return None if v is None else round(v, 6)
 
 
-def _metrics(cols: Columns, y: torch.Tensor, atk: Any, info: zoo.ModelInfo, args: argparse.Namespace, seconds: float) -> dict[str, Any]:
+def _metrics(
+    cols: Columns, y: torch.Tensor, atk: Any, info: zoo.ModelInfo, args: argparse.Namespace, seconds: float
+) -> dict[str, Any]:
     """Attack metrics over the data set, from :mod:`advlab.evaluation.metrics`. Untargeted success counts over
     clean-correct images (an image the model already gets wrong is no success of the attack); targeted
     success over all images. Norms and the adversarial confidence are over the successful images."""
@@ -178,16 +239,27 @@ def _metrics(cols: Columns, y: torch.Tensor, atk: Any, info: zoo.ModelInfo, args
     targeted = bool((cols["target"] >= 0).any())
     success = cols["success"].bool()
     over = torch.ones_like(success) if targeted else M.clean_correct(y, clean_pred)
-    m: dict[str, Any] = {"model": info.name, "data": args.data, "attack": atk.name, "config": repr(atk), "images": len(y),
-                         "targeted": targeted, "target": args.target, "labels": args.labels, "success_rate": M.attack_success_rate(success, over),
-                         **M.rates(y, clean_pred, adv_pred)}  # fmt: skip
+    m: dict[str, Any] = {
+        "model": info.name,
+        "data": args.data,
+        "attack": atk.name,
+        "config": repr(atk),
+        "images": len(y),
+        "targeted": targeted,
+        "target": args.target,
+        "labels": args.labels,
+        "success_rate": M.attack_success_rate(success, over),
+        **M.rates(y, clean_pred, adv_pred),
+    }
     for k in ("linf", "l2", "l0"):
         stats = M.norm_stats(cols[k][success])
         m[f"{k}_median"], m[f"{k}_mean"] = _round(stats["median"]), _round(stats["mean"])
     m["clean_confidence_mean"] = _round(M.mean_or_none(M.confidence(cols["clean_logits"])))
     m["adversarial_confidence_mean"] = _round(M.mean_or_none(M.confidence(cols["adv_logits"])[success]))
     if targeted:
-        m["target_probability_mean"] = _round(M.mean_or_none(M.confidence(cols["adv_logits"], cols["target"].clamp(min=0))))
+        m["target_probability_mean"] = _round(
+            M.mean_or_none(M.confidence(cols["adv_logits"], cols["target"].clamp(min=0)))
+        )
     m["gradient_evaluations"], m["forward_evaluations"] = int(cols["backwards"].sum()), int(cols["forwards"].sum())
     m["seconds"] = round(seconds, 3)
     if "min_eps" in cols:
@@ -198,13 +270,19 @@ def _metrics(cols: Columns, y: torch.Tensor, atk: Any, info: zoo.ModelInfo, args
     return m
 
 
-def _curve_point(eps: float, min_eps: torch.Tensor, y: torch.Tensor, clean_pred: torch.Tensor, over: torch.Tensor) -> dict[str, float]:
+def _curve_point(
+    eps: float, min_eps: torch.Tensor, y: torch.Tensor, clean_pred: torch.Tensor, over: torch.Tensor
+) -> dict[str, float]:
     """Success rate and robust accuracy at ``eps`` of a robustness curve: a sample is broken at ``eps`` when
     the smallest listed eps that broke it (``min_eps``, inf if none) is at most ``eps``; a broken sample's
     prediction is taken as wrong (-1), an unbroken one's as its clean prediction."""
     broken = min_eps <= eps
     adv_pred = torch.where(broken, torch.full_like(clean_pred, -1), clean_pred)
-    return {"eps": eps, "success_rate": M.attack_success_rate(broken, over), "robust_accuracy": M.robust_accuracy(y, clean_pred, adv_pred)}
+    return {
+        "eps": eps,
+        "success_rate": M.attack_success_rate(broken, over),
+        "robust_accuracy": M.robust_accuracy(y, clean_pred, adv_pred),
+    }
 
 
 def sample_rows(cols: Columns, y: torch.Tensor, names: list[str], info: zoo.ModelInfo) -> list[dict[str, Any]]:
@@ -214,29 +292,58 @@ def sample_rows(cols: Columns, y: torch.Tensor, names: list[str], info: zoo.Mode
     rows = []
     for i in range(len(y)):
         lab, t = int(y[i]), int(cols["target"][i])
-        rows.append({
-            "index": i, "image": names[i] if i < len(names) else str(i),
-            "label": lab if lab >= 0 else "", "label_name": info.class_names[lab] if lab >= 0 else "",
-            "clean_pred": int(cp[i]), "clean_name": info.class_names[int(cp[i])], "clean_confidence": round(float(p_clean[i, cp[i]]), 6),
-            "adv_pred": int(ap[i]), "adv_name": info.class_names[int(ap[i])], "adv_confidence": round(float(p_adv[i, ap[i]]), 6),
-            "target": t if t >= 0 else "", "target_probability": round(float(p_adv[i, t]), 6) if t >= 0 else "",
-            "success": bool(cols["success"][i]), "l0": int(cols["l0"][i]), "l2": round(float(cols["l2"][i]), 6),
-            "linf": round(float(cols["linf"][i]), 6), "forwards": int(cols["forwards"][i]), "backwards": int(cols["backwards"][i]),
-        })  # fmt: skip
+        rows.append(
+            {
+                "index": i,
+                "image": names[i] if i < len(names) else str(i),
+                "label": lab if lab >= 0 else "",
+                "label_name": info.class_names[lab] if lab >= 0 else "",
+                "clean_pred": int(cp[i]),
+                "clean_name": info.class_names[int(cp[i])],
+                "clean_confidence": round(float(p_clean[i, cp[i]]), 6),
+                "adv_pred": int(ap[i]),
+                "adv_name": info.class_names[int(ap[i])],
+                "adv_confidence": round(float(p_adv[i, ap[i]]), 6),
+                "target": t if t >= 0 else "",
+                "target_probability": round(float(p_adv[i, t]), 6) if t >= 0 else "",
+                "success": bool(cols["success"][i]),
+                "l0": int(cols["l0"][i]),
+                "l2": round(float(cols["l2"][i]), 6),
+                "linf": round(float(cols["linf"][i]), 6),
+                "forwards": int(cols["forwards"][i]),
+                "backwards": int(cols["backwards"][i]),
+            }
+        )
     return rows
 
 
-def _write(run_dir: runs.Run, x: torch.Tensor, y: torch.Tensor, cols: Columns, metrics: dict[str, Any], info: zoo.ModelInfo,
-           args: argparse.Namespace) -> dict[str, Any]:  # fmt: skip
+def _write(
+    run_dir: runs.Run,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    cols: Columns,
+    metrics: dict[str, Any],
+    info: zoo.ModelInfo,
+    args: argparse.Namespace,
+) -> dict[str, Any]:
     """metrics.json, samples.csv, adversarials.safetensors, the PNGs, grid.png and curve.png; returns ``metrics``."""
     from advlab import data
 
     rows = sample_rows(cols, y, data.item_names(args.data, limit=len(y)), info)
     run_dir.save_json("metrics.json", metrics)
     run_dir.save_text("samples.csv", csv_text(rows))
-    run_dir.save_tensors("adversarials.safetensors", {"x": x, "x_adv": cols["x_adv"], "y": y, "target": cols["target"],
-                         "success": cols["success"], "adv_logits": cols["adv_logits"]},
-                         metadata={"model": args.model, "data": args.data, "attack": metrics["config"]})  # fmt: skip
+    run_dir.save_tensors(
+        "adversarials.safetensors",
+        {
+            "x": x,
+            "x_adv": cols["x_adv"],
+            "y": y,
+            "target": cols["target"],
+            "success": cols["success"],
+            "adv_logits": cols["adv_logits"],
+        },
+        metadata={"model": args.model, "data": args.data, "attack": metrics["config"]},
+    )
     _pictures(run_dir, x, cols, rows, args.pngs)
     from advlab.cli import distances
 
@@ -245,8 +352,13 @@ def _write(run_dir: runs.Run, x: torch.Tensor, y: torch.Tensor, cols: Columns, m
         from advlab.report import line_plot
 
         eps = [c["eps"] for c in metrics["curve"]]
-        fig = line_plot({"robust accuracy": [c["robust_accuracy"] for c in metrics["curve"]]}, "eps (pixel units)",
-                        "accuracy", f"{metrics['attack']} on {info.name}: accuracy vs eps", x=eps)  # fmt: skip
+        fig = line_plot(
+            {"robust accuracy": [c["robust_accuracy"] for c in metrics["curve"]]},
+            "eps (pixel units)",
+            "accuracy",
+            f"{metrics['attack']} on {info.name}: accuracy vs eps",
+            x=eps,
+        )
         run_dir.save_figure("curve.png", fig)
     return metrics
 

@@ -27,7 +27,10 @@ MAX_PICTURES = 64
 
 def register(sub: argparse._SubParsersAction, flags: argparse.ArgumentParser) -> None:
     p = sub.add_parser(
-        "classify", parents=[flags], formatter_class=Formatter, help="top-k predictions for images or a data set",
+        "classify",
+        parents=[flags],
+        formatter_class=Formatter,
+        help="top-k predictions for images or a data set",
         description="Print the model's top-k classes with probabilities for each image.\n\n"
         "examples:\n"
         "  advlab classify samples --model efficientnet-lite0\n"
@@ -35,10 +38,13 @@ def register(sub: argparse._SubParsersAction, flags: argparse.ArgumentParser) ->
         "  advlab classify digits:test --model digits-cnn --limit 8 --json\n"
         "  advlab classify samples --model efficientnet-lite0 --out runs/classify-samples   # + picture grid",
     )
-    p.add_argument("inputs", nargs="+", metavar="IMAGE_OR_SPEC", help="image files, globs or data specs (see advlab data)")
+    p.add_argument(
+        "inputs", nargs="+", metavar="IMAGE_OR_SPEC", help="image files, globs or data specs (see advlab data)"
+    )
     add_model_args(p, default="efficientnet-lite0")
-    p.add_argument("--top", "-k", type=positive_int, default=5,
-                   help="how many classes to show (all, of a model with fewer)")
+    p.add_argument(
+        "--top", "-k", type=positive_int, default=5, help="how many classes to show (all, of a model with fewer)"
+    )
     p.add_argument("--limit", type=positive_int, help="only the first N images of each input")
     p.add_argument("--batch-size", type=batch_int, default=32, help="images per forward pass")
     p.add_argument("--json", action="store_true", help="machine-readable output")
@@ -81,12 +87,14 @@ def run(args: argparse.Namespace) -> int:
     top_p, top_i = probs.topk(k, dim=1)
     results = []
     for n, label, ps, idx in zip(names, y.tolist(), top_p.tolist(), top_i.tolist()):
-        results.append({
-            "image": n,
-            "label": label if label >= 0 else None,
-            "label_name": info.class_names[label] if label >= 0 else None,
-            "top": [{"class": c, "name": info.class_names[c], "probability": round(p, 6)} for p, c in zip(ps, idx)],
-        })  # fmt: skip
+        results.append(
+            {
+                "image": n,
+                "label": label if label >= 0 else None,
+                "label_name": info.class_names[label] if label >= 0 else None,
+                "top": [{"class": c, "name": info.class_names[c], "probability": round(p, 6)} for p, c in zip(ps, idx)],
+            }
+        )
     labelled = y >= 0
     metrics = {"model": info.name, "images": len(y), "labelled": int(labelled.sum())}
     if labelled.any():
@@ -112,12 +120,21 @@ def _write_run(args: argparse.Namespace, x: torch.Tensor, results: list[dict], m
     from advlab import runs
     from advlab.report import image_grid, write_report
 
-    config = {"command": command_line(args.argv), "model": args.model, "inputs": args.inputs, "top": args.top, "weights": args.weights}
+    config = {
+        "command": command_line(args.argv),
+        "model": args.model,
+        "inputs": args.inputs,
+        "top": args.top,
+        "weights": args.weights,
+    }
     with runs.start(args.out, config, force=args.force) as run:
         run.save_json("metrics.json", metrics)
         run.save_json("predictions.json", results)
         titles = [f"{r['image'][:24]}\n{r['top'][0]['name'][:22]} {r['top'][0]['probability']:.0%}" for r in results]
-        colors = ["black" if r["label"] is None else ("green" if r["top"][0]["class"] == r["label"] else "red") for r in results]
+        colors = [
+            "black" if r["label"] is None else ("green" if r["top"][0]["class"] == r["label"] else "red")
+            for r in results
+        ]
         run.save_figure("predictions.png", image_grid(x, titles, title_colors=colors))
         write_report(run.path, f"advlab classify: {args.model}")
     say(args, f"wrote {args.out}")

@@ -45,7 +45,12 @@ class OneLineParser(argparse.ArgumentParser):
         owner = vars(ns).pop("_unknown_in", self)
         if extras:
             options = [o for a in owner._actions for o in a.option_strings if o.startswith("--")]
-            near = [m for t in extras if t.startswith("--") for m in difflib.get_close_matches(t.split("=")[0], options, n=1)]
+            near = [
+                m
+                for t in extras
+                if t.startswith("--")
+                for m in difflib.get_close_matches(t.split("=")[0], options, n=1)
+            ]
             hint = f"; did you mean {', '.join(near)}?" if near else ""
             owner.error(f"unrecognized arguments: {' '.join(extras)}{hint}")
         return ns
@@ -85,7 +90,14 @@ class Formatter(argparse.RawDescriptionHelpFormatter):
     def _get_help_string(self, action: argparse.Action) -> str:
         text = action.help or ""
         d = action.default
-        if not action.option_strings or d is None or d is False or d == [] or d is argparse.SUPPRESS or "default" in text:
+        if (
+            not action.option_strings
+            or d is None
+            or d is False
+            or d == []
+            or d is argparse.SUPPRESS
+            or "default" in text
+        ):
             return text
         return f"{text} (default: %(default)s)"
 
@@ -191,17 +203,30 @@ SEED_RANGE = "0 <= seed < 2**32"
 
 
 def add_model_args(p: argparse.ArgumentParser, default: str | None = None) -> None:
-    p.add_argument("--model", "-m", default=default, required=default is None,
-                   help="model spec: efficientnet-lite0, digits-cnn, resnet18, cifar-resnet18, torchvision:NAME, timm:NAME, file.py:factory")  # fmt: skip
+    p.add_argument(
+        "--model",
+        "-m",
+        default=default,
+        required=default is None,
+        help="model spec: efficientnet-lite0, digits-cnn, resnet18, cifar-resnet18, torchvision:NAME, timm:NAME, file.py:factory",
+    )
     p.add_argument("--weights", help="checkpoint for the model (.safetensors, or .pt/.pth read with weights_only=True)")
     p.add_argument("--mean", type=floats, help="per-channel mean the network expects, e.g. 0.485,0.456,0.406")
-    p.add_argument("--std", type=positive_floats,
-                   help="per-channel std the network expects, e.g. 0.229,0.224,0.225 (each > 0)")
-    p.add_argument("--input-size", type=bounded_int(1, MAX_PIXELS), metavar="PIXELS",
-                   help="your own model file (file.py:factory): the side of its square input (default: its input_size attribute, "
-                        "else the data's size, else 224; at most 4096)")
-    p.add_argument("--channels", type=bounded_int(1, MAX_CHANNELS),
-                   help="your own model file: its input channels (default: its in_channels attribute, else the data's, else 3)")
+    p.add_argument(
+        "--std", type=positive_floats, help="per-channel std the network expects, e.g. 0.229,0.224,0.225 (each > 0)"
+    )
+    p.add_argument(
+        "--input-size",
+        type=bounded_int(1, MAX_PIXELS),
+        metavar="PIXELS",
+        help="your own model file (file.py:factory): the side of its square input (default: its input_size attribute, "
+        "else the data's size, else 224; at most 4096)",
+    )
+    p.add_argument(
+        "--channels",
+        type=bounded_int(1, MAX_CHANNELS),
+        help="your own model file: its input channels (default: its in_channels attribute, else the data's, else 3)",
+    )
 
 
 def add_run_args(p: argparse.ArgumentParser, resume: bool = False) -> None:
@@ -213,11 +238,20 @@ def add_run_args(p: argparse.ArgumentParser, resume: bool = False) -> None:
 
 def add_device_args(p: argparse.ArgumentParser) -> None:
     """--device and --channels-last (commands that torchrun can shard: eval, attack, prototypes, study prune)."""
-    g = p.add_argument_group("device (under torchrun -m advlab, every process takes the same arguments; see advlab.distributed)")
-    g.add_argument("--device", default="cpu", type=device_name,
-                   help="cpu, cuda or cuda:N; under torchrun, cuda is each process's own GPU (cuda:LOCAL_RANK)")  # fmt: skip
-    g.add_argument("--channels-last", action="store_true",
-                   help="convolution weights in channels_last memory format (faster on GPUs with tensor cores; results may differ in the last bits)")  # fmt: skip
+    g = p.add_argument_group(
+        "device (under torchrun -m advlab, every process takes the same arguments; see advlab.distributed)"
+    )
+    g.add_argument(
+        "--device",
+        default="cpu",
+        type=device_name,
+        help="cpu, cuda or cuda:N; under torchrun, cuda is each process's own GPU (cuda:LOCAL_RANK)",
+    )
+    g.add_argument(
+        "--channels-last",
+        action="store_true",
+        help="convolution weights in channels_last memory format (faster on GPUs with tensor cores; results may differ in the last bits)",
+    )
 
 
 def device_name(text: str) -> str:
@@ -228,8 +262,15 @@ def device_name(text: str) -> str:
         raise argparse.ArgumentTypeError(f"not a device: {text!r} (use cpu, cuda or cuda:N)") from None
     if dev.type not in ("cpu", "cuda", "mps"):
         raise argparse.ArgumentTypeError(f"advlab runs on cpu, cuda or mps, not {text!r}")
-    if dev.type == "cuda" and dev.index is not None and torch.cuda.is_available() and dev.index >= torch.cuda.device_count():
-        raise argparse.ArgumentTypeError(f"no such GPU: {text!r} (this machine has {torch.cuda.device_count()}: cuda:0..)")
+    if (
+        dev.type == "cuda"
+        and dev.index is not None
+        and torch.cuda.is_available()
+        and dev.index >= torch.cuda.device_count()
+    ):
+        raise argparse.ArgumentTypeError(
+            f"no such GPU: {text!r} (this machine has {torch.cuda.device_count()}: cuda:0..)"
+        )
     return text.strip()
 
 
@@ -244,9 +285,16 @@ def place_model(model: torch.nn.Module, device: torch.device, channels_last: boo
 def build_model(args: argparse.Namespace, pretrained: bool = True) -> torch.nn.Module:
     """The --model with its --weights, normalization and (for a model file) input shape; a model file that
     declares no shape is probed with the shape of the command's data (--data, or classify's first input)."""
-    return zoo.load(args.model, weights=args.weights, mean=args.mean, std=args.std, pretrained=pretrained,
-                    input_size=getattr(args, "input_size", None), channels=getattr(args, "channels", None),
-                    data_shape=_data_shape(args))  # fmt: skip
+    return zoo.load(
+        args.model,
+        weights=args.weights,
+        mean=args.mean,
+        std=args.std,
+        pretrained=pretrained,
+        input_size=getattr(args, "input_size", None),
+        channels=getattr(args, "channels", None),
+        data_shape=_data_shape(args),
+    )
 
 
 def _data_shape(args: argparse.Namespace) -> tuple[int, int] | None:
@@ -261,7 +309,9 @@ def _data_shape(args: argparse.Namespace) -> tuple[int, int] | None:
     return desc.channels, desc.size[0]
 
 
-def load_data_for(spec: str, info: zoo.ModelInfo, limit: int | None = None, size: int | None = None) -> tuple[torch.Tensor, torch.Tensor, data.DatasetInfo]:
+def load_data_for(
+    spec: str, info: zoo.ModelInfo, limit: int | None = None, size: int | None = None
+) -> tuple[torch.Tensor, torch.Tensor, data.DatasetInfo]:
     """Load a data spec the way ``info``'s model needs it.
 
     Photos are resized/cropped to the model's input size and converted to its channel count; tensor data
@@ -289,9 +339,13 @@ LABEL_SOURCES = ("given", "predicted")
 
 
 def add_label_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--labels", choices=LABEL_SOURCES, default="given",
-                   help="given: the data's labels; predicted: the model's clean predictions (for unlabelled images; clean accuracy "
-                        "is then 100%% by definition and robust accuracy is the share of predictions an attack cannot change)")  # fmt: skip
+    p.add_argument(
+        "--labels",
+        choices=LABEL_SOURCES,
+        default="given",
+        help="given: the data's labels; predicted: the model's clean predictions (for unlabelled images; clean accuracy "
+        "is then 100%% by definition and robust accuracy is the share of predictions an attack cannot change)",
+    )
 
 
 def labels_to_use(args: argparse.Namespace, model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -299,7 +353,9 @@ def labels_to_use(args: argparse.Namespace, model: torch.nn.Module, x: torch.Ten
     meaningless 0%), or with ``--labels predicted`` the model's clean argmax on ``x`` (N,) on the CPU."""
     if args.labels == "given":
         if len(y) and not bool((y >= 0).any()):
-            raise AdvlabError(f"data {args.data!r} has no labels; give --labels predicted to use the model's own predictions as labels")
+            raise AdvlabError(
+                f"data {args.data!r} has no labels; give --labels predicted to use the model's own predictions as labels"
+            )
         return y
     from advlab.device import device_of
     from advlab.evaluation.diagnostics import require_finite
@@ -339,8 +395,9 @@ def check_resumable(run: runs.Run, config: dict[str, Any]) -> None:
     saved = json.loads(saved_path.read_text())
     diff = [k for k, v in config.items() if k != "command" and json.loads(json.dumps(v)) != saved.get(k)]
     if diff:
-        raise AdvlabError(f"{str(run.final)!r} was started with other settings ({', '.join(diff)}); "
-                          "use --force to start over")
+        raise AdvlabError(
+            f"{str(run.final)!r} was started with other settings ({', '.join(diff)}); use --force to start over"
+        )
 
 
 def default_out(name: str) -> Path:
@@ -361,16 +418,24 @@ def require(cond: bool, message: str) -> None:
 # ------------------------------------------------------------------------------------------------ attacks
 #: (flag, attack field, type, help) for every attack option the CLI passes through
 ATTACK_OPTIONS: list[tuple[str, str, Any, str]] = [
-    ("--eps", "eps", None,
-     "perturbation budget in [0, 1] pixel units, e.g. 8/255; a comma list (at most 64) gives a robustness curve"),
+    (
+        "--eps",
+        "eps",
+        None,
+        "perturbation budget in [0, 1] pixel units, e.g. 8/255; a comma list (at most 64) gives a robustness curve",
+    ),
     ("--norm", "norm", str, "threat model: linf, l2 or l1"),
     ("--alpha", "alpha", number, "step size in pixel units (PGD family; default 2.5 eps / steps; NES: eps / 4)"),
     ("--steps", "steps", steps_int, f"iterations (1..{MAX_STEPS})"),
     ("--restarts", "restarts", bounded_int(1, MAX_RESTARTS), f"random restarts (PGD family; 1..{MAX_RESTARTS})"),
     ("--loss", "loss", str, "objective: ce, margin, dlr, onehot"),
     ("--momentum", "momentum", number, "momentum (MI-FGSM's mu; NES: weight of past gradient estimates)"),
-    ("--n-targets", "n_targets", bounded_int(1, MAX_RESTARTS),
-     "APGD-T: how many most-likely wrong classes to target (at most the model's classes - 1)"),
+    (
+        "--n-targets",
+        "n_targets",
+        bounded_int(1, MAX_RESTARTS),
+        "APGD-T: how many most-likely wrong classes to target (at most the model's classes - 1)",
+    ),
     ("--tries", "tries", steps_int, f"noise: random draws per image (1..{MAX_STEPS})"),
     ("--c", "c", number, "C&W / L-BFGS: initial weight of the loss against the perturbation size"),
     ("--kappa", "kappa", number, "C&W: confidence margin"),
@@ -378,10 +443,18 @@ ATTACK_OPTIONS: list[tuple[str, str, Any, str]] = [
     ("--binary-search-steps", "binary_search_steps", bounded_int(1, 100), "C&W: rounds of the search over c (1..100)"),
     ("--overshoot", "overshoot", number, "DeepFool: overshoot"),
     ("--lam", "lam", number, "one-hot attack: weight lambda of ||x - x0||^2"),
-    ("--max-queries", "max_queries", bounded_int(1, MAX_QUERIES),
-     f"black-box attacks (nes, spsa, square): model queries per image (1..{MAX_QUERIES})"),
-    ("--samples", "samples", bounded_int(1, 10_000),
-     "NES / SPSA: antithetic pairs per gradient estimate (2 queries each; 1..10000)"),
+    (
+        "--max-queries",
+        "max_queries",
+        bounded_int(1, MAX_QUERIES),
+        f"black-box attacks (nes, spsa, square): model queries per image (1..{MAX_QUERIES})",
+    ),
+    (
+        "--samples",
+        "samples",
+        bounded_int(1, 10_000),
+        "NES / SPSA: antithetic pairs per gradient estimate (2 queries each; 1..10000)",
+    ),
     ("--sigma", "sigma", number, "NES: std of the Gaussian probes, in pixel units"),
     ("--delta", "delta", number, "SPSA: size of the Rademacher probes, in pixel units"),
     ("--p-init", "p_init", number, "Square: fraction of the image the first squares cover"),
@@ -390,13 +463,22 @@ ATTACK_OPTIONS: list[tuple[str, str, Any, str]] = [
 
 def add_attack_args(p: argparse.ArgumentParser) -> None:
     """The options of :data:`ATTACK_OPTIONS`, --random-start, --seed and --quantize."""
-    g = p.add_argument_group("attack options (given ones are checked against the attack: an option it lacks is an error)")
+    g = p.add_argument_group(
+        "attack options (given ones are checked against the attack: an option it lacks is an error)"
+    )
     for flag, dest, typ, help_ in ATTACK_OPTIONS:
         g.add_argument(flag, dest=dest, type=eps_list if flag == "--eps" else typ, help=help_)
-    g.add_argument("--random-start", dest="random_start", action=argparse.BooleanOptionalAction, default=None,
-                   help="start from a random point in the ball (PGD family)")  # fmt: skip
+    g.add_argument(
+        "--random-start",
+        dest="random_start",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="start from a random point in the ball (PGD family)",
+    )
     g.add_argument("--seed", type=seed_int, default=0, help=f"seed for random starts and random targets ({SEED_RANGE})")
-    g.add_argument("--quantize", action="store_true", help="round adversarial images to 8 bits (saved PNGs stay adversarial)")
+    g.add_argument(
+        "--quantize", action="store_true", help="round adversarial images to 8 bits (saved PNGs stay adversarial)"
+    )
 
 
 def eps_list(text: str) -> float | list[float]:
@@ -440,8 +522,10 @@ def make_attack(args: argparse.Namespace, info: zoo.ModelInfo, name: str | None 
         opts["eps"] = default_eps(info)
     atk = make(name, **opts)
     if opts.get("n_targets", 0) > info.num_classes - 1:  # the attack takes the option (make refused it otherwise)
-        raise AdvlabError(f"--n-targets {opts['n_targets']}: {info.name} has {info.num_classes} classes, so at most "
-                          f"{info.num_classes - 1} wrong ones to target")
+        raise AdvlabError(
+            f"--n-targets {opts['n_targets']}: {info.name} has {info.num_classes} classes, so at most "
+            f"{info.num_classes - 1} wrong ones to target"
+        )
     check_eps_fits(opts.get("eps"), atk.threat_norm, info)
     return atk
 
@@ -454,8 +538,10 @@ def check_eps_fits(eps: float | list[float] | None, norm: str, info: zoo.ModelIn
     largest = max(eps) if isinstance(eps, list) else eps
     if diameter is not None and largest is not None and largest > diameter:
         shape = f"{info.channels}x{info.input_size}x{info.input_size}"
-        raise AdvlabError(f"--eps {largest:g} is larger than any {norm} distance between two {shape} images in [0, 1] "
-                          f"(at most {diameter:.4g}): the ball would be the whole box")
+        raise AdvlabError(
+            f"--eps {largest:g} is larger than any {norm} distance between two {shape} images in [0, 1] "
+            f"(at most {diameter:.4g}): the ball would be the whole box"
+        )
 
 
 def parse_target(text: str | None, info: zoo.ModelInfo) -> Target:
@@ -464,8 +550,9 @@ def parse_target(text: str | None, info: zoo.ModelInfo) -> Target:
         return text
     if text.lstrip("-").isdigit():
         if not text.isascii() or len(text) > 12:
-            raise AdvlabError(f"target {_shown(text)} is out of range: {info.name} has classes "
-                              f"0..{info.num_classes - 1}")
+            raise AdvlabError(
+                f"target {_shown(text)} is out of range: {info.name} has classes 0..{info.num_classes - 1}"
+            )
         t = int(text)
         if not 0 <= t < info.num_classes:
             raise AdvlabError(f"target {t} is out of range: {info.name} has classes 0..{info.num_classes - 1}")
@@ -473,7 +560,9 @@ def parse_target(text: str | None, info: zoo.ModelInfo) -> Target:
     lookup = {name.lower(): i for i, name in enumerate(info.class_names)}
     if text.lower() in lookup:
         return lookup[text.lower()]
-    raise AdvlabError(f"unknown target {text!r}: give a class index 0..{info.num_classes - 1}, a class name of {info.name}, 'random' or 'least-likely'")
+    raise AdvlabError(
+        f"unknown target {text!r}: give a class index 0..{info.num_classes - 1}, a class name of {info.name}, 'random' or 'least-likely'"
+    )
 
 
 # ------------------------------------------------------------------------------------------------ rendering

@@ -39,21 +39,30 @@ MAX_BUDGET = 100_000
 
 def register(sub: argparse._SubParsersAction, flags: argparse.ArgumentParser) -> None:
     p = sub.add_parser(
-        "compare", parents=[flags], formatter_class=Formatter, help="minimum-norm attacks side by side: AttackBench optimality",
+        "compare",
+        parents=[flags],
+        formatter_class=Formatter,
+        help="minimum-norm attacks side by side: AttackBench optimality",
         description="Run several attacks on the same images and budget; each image's reference distance is the smallest any\n"
         "attack found, and each attack scores 1 - (A - A*) / (clean_acc * eps_max - A*) (A: the area under its robust\n"
-        "accuracy vs eps curve). advlab's attacks: " + ", ".join(optimality.ADVLAB_NORMS) + " (apgd / apgd-t by a per-image\n"
+        "accuracy vs eps curve). advlab's attacks: "
+        + ", ".join(optimality.ADVLAB_NORMS)
+        + " (apgd / apgd-t by a per-image\n"
         "bisection); peers, when installed: torchattacks:cw|deepfool, foolbox:fmn|ddn|cw|deepfool, art:cw|deepfool.\n\n"
         "examples:\n"
         "  advlab compare --model digits-cnn --data digits:test --attacks fmn,ddn,cw,deepfool --norm l2 --budget 2000\n"
         "  advlab compare --model digits-cnn --data digits:test --attacks fmn,apgd,foolbox:fmn --norm linf --limit 50",
-    )  # fmt: skip
+    )
     add_model_args(p)
     p.add_argument("--data", "-d", required=True, help="data spec (see advlab data)")
     p.add_argument("--attacks", required=True, help="comma-separated attacks: advlab names and library:name peers")
     p.add_argument("--norm", required=True, help="l2, linf, l1 or l0 (each attack must have it)")
-    p.add_argument("--budget", type=bounded_int(1, MAX_BUDGET), default=2000,
-                   help=f"forward + backward passes per image (AttackBench: 2000; at most {MAX_BUDGET})")
+    p.add_argument(
+        "--budget",
+        type=bounded_int(1, MAX_BUDGET),
+        default=2000,
+        help=f"forward + backward passes per image (AttackBench: 2000; at most {MAX_BUDGET})",
+    )
     p.add_argument("--limit", type=positive_int, default=100, help="the first N clean-correct images")
     p.add_argument("--json", action="store_true", help="print the scores as JSON")
     add_run_args(p)
@@ -73,11 +82,27 @@ def run(args: argparse.Namespace) -> int:
     if not bool(keep.any()):
         raise AdvlabError(f"data {args.data!r} has no image {info.name} classifies correctly; nothing to compare on")
     x, y = x[keep][: args.limit], y[keep][: args.limit]
-    out = args.out or default_out(runs.run_name(info.name, info.dataset, "compare", desc.dataset, "-".join(n.replace(":", "_") for n in names)))
-    config = {"command": command_line(args.argv), "model": args.model, "weights": args.weights, "data": args.data, "limit": args.limit,
-              "attacks": names, "norm": args.norm, "budget": args.budget}  # fmt: skip
-    show = None if args.quiet or args.json or not sys.stderr.isatty() else (lambda n: print(f"running {n} ...", file=sys.stderr))
-    cmp = optimality.compare(model, x, y, names, args.norm, args.budget, progress=show)  # bad names fail here, before a directory exists
+    out = args.out or default_out(
+        runs.run_name(info.name, info.dataset, "compare", desc.dataset, "-".join(n.replace(":", "_") for n in names))
+    )
+    config = {
+        "command": command_line(args.argv),
+        "model": args.model,
+        "weights": args.weights,
+        "data": args.data,
+        "limit": args.limit,
+        "attacks": names,
+        "norm": args.norm,
+        "budget": args.budget,
+    }
+    show = (
+        None
+        if args.quiet or args.json or not sys.stderr.isatty()
+        else (lambda n: print(f"running {n} ...", file=sys.stderr))
+    )
+    cmp = optimality.compare(
+        model, x, y, names, args.norm, args.budget, progress=show
+    )  # bad names fail here, before a directory exists
     with runs.start(out, config, force=args.force) as run_dir:
         metrics = {"model": args.model, "data": args.data, **cmp.to_dict()}
         _write(run_dir, cmp, metrics, names, info.name)
@@ -89,23 +114,37 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _write(run_dir: runs.Run, cmp: optimality.Comparison, metrics: dict[str, Any], names: list[str], model: str) -> None:
+def _write(
+    run_dir: runs.Run, cmp: optimality.Comparison, metrics: dict[str, Any], names: list[str], model: str
+) -> None:
     from advlab.report import line_plot, write_report
 
     run_dir.save_json("metrics.json", metrics)
     md = cmp.markdown()
     run_dir.save_text("optimality.md", md)
     rows = [{k: v for k, v in r.items() if k != "curve"} for r in cmp.rows]
-    run_dir.save_text("optimality.csv", csv_text([{"attack": r["attack"], **{k: r.get(k, "") for k in rows[0] if k != "attack"}} for r in rows]))
+    run_dir.save_text(
+        "optimality.csv",
+        csv_text([{"attack": r["attack"], **{k: r.get(k, "") for k in rows[0] if k != "attack"}} for r in rows]),
+    )
     tensors = {"reference": cmp.reference.float().contiguous()}
     tensors.update({name: d.float().contiguous() for name, d in cmp.distances.items()})
     run_dir.save_tensors("distances.safetensors", tensors, metadata={"norm": cmp.norm, "budget": str(cmp.budget)})
     series = {r["attack"]: [c[1] for c in r["curve"]] for r in cmp.rows if "curve" in r}
     if series:
         eps = [c[0] for c in next(r for r in cmp.rows if "curve" in r)["curve"]]
-        series["reference (best per image)"] = [c[1] for c in optimality.curve_points(cmp.reference, cmp.correct, cmp.eps_max)]
-        fig = line_plot(series, f"eps ({cmp.norm}, pixel units)", "robust accuracy", f"{model}: robust accuracy vs eps, budget {cmp.budget}",
-                        x=eps, markers=False)  # fmt: skip
+        series["reference (best per image)"] = [
+            c[1] for c in optimality.curve_points(cmp.reference, cmp.correct, cmp.eps_max)
+        ]
+        fig = line_plot(
+            series,
+            f"eps ({cmp.norm}, pixel units)",
+            "robust accuracy",
+            f"{model}: robust accuracy vs eps, budget {cmp.budget}",
+            x=eps,
+            markers=False,
+        )
         run_dir.save_figure("curves.png", fig)
-    write_report(run_dir.path, f"advlab compare: {', '.join(names)} on {model} ({cmp.norm})", [("Optimality", html_table(md))])
-
+    write_report(
+        run_dir.path, f"advlab compare: {', '.join(names)} on {model} ({cmp.norm})", [("Optimality", html_table(md))]
+    )

@@ -20,7 +20,10 @@ MAX_THREADS = 4 * (os.cpu_count() or 1)
 
 def register(sub: argparse._SubParsersAction, flags: argparse.ArgumentParser) -> None:
     p = sub.add_parser(
-        "demo", parents=[flags], formatter_class=Formatter, help="the embedded end-to-end job (offline, minutes on a CPU)",
+        "demo",
+        parents=[flags],
+        formatter_class=Formatter,
+        help="the embedded end-to-end job (offline, minutes on a CPU)",
         description="Run advlab's embedded job on the data and models that ship with it (no downloads, no GPU):\n"
         "EfficientNet-Lite0 on scikit-image's photos and the digits CNN on scikit-learn's digits, then seed 002's\n"
         "attack (every photo becomes a wombat at L-inf 2/255), a robustness evaluation of the digits CNN and\n"
@@ -29,10 +32,13 @@ def register(sub: argparse._SubParsersAction, flags: argparse.ArgumentParser) ->
         "examples:\n  advlab demo\n  advlab demo --out runs/demo2 --force\n  advlab demo --threads 2 --force",
     )
     add_run_args(p)
-    p.add_argument("--threads", type=bounded_int(1, MAX_THREADS),
-                   help="CPU threads for torch (default: the cores the 1-minute load average leaves free, at least 1: on a busy "
-                        "machine one thread finishes several times sooner than threads fighting over the cores; "
-                        f"at most {MAX_THREADS}, 4 per core)")
+    p.add_argument(
+        "--threads",
+        type=bounded_int(1, MAX_THREADS),
+        help="CPU threads for torch (default: the cores the 1-minute load average leaves free, at least 1: on a busy "
+        "machine one thread finishes several times sooner than threads fighting over the cores; "
+        f"at most {MAX_THREADS}, 4 per core)",
+    )
     p.set_defaults(func=run)
 
 
@@ -59,8 +65,14 @@ def run(args: argparse.Namespace) -> int:
     finally:
         torch.set_num_threads(before)
     say(args, f"digits-cnn accuracy on digits:test: {metrics['digits-cnn digits:test accuracy']:.2%}")
-    say(args, f"efficientnet-lite0 on the sample photos: top-3 accuracy {metrics['efficientnet-lite0 samples top-3 accuracy']:.0%}")
-    say(args, f"seed 002: {metrics[_WOMBAT_RATE]:.0%} of the photos became wombats at L-inf 2/255 (8-bit PNGs stay adversarial)")
+    say(
+        args,
+        f"efficientnet-lite0 on the sample photos: top-3 accuracy {metrics['efficientnet-lite0 samples top-3 accuracy']:.0%}",
+    )
+    say(
+        args,
+        f"seed 002: {metrics[_WOMBAT_RATE]:.0%} of the photos became wombats at L-inf 2/255 (8-bit PNGs stay adversarial)",
+    )
     say(args, f"digits-cnn robust accuracy at L-inf 0.1 (fast preset): {metrics[_ROBUST]:.2%}")
     say(args, f"seed 000: {metrics[_P99]} of 10 digit prototypes evolved from a grey image reach p >= 0.99")
     say(args, f"wrote {out}/report.html ({threads} torch thread{'s' if threads > 1 else ''}; --threads sets them)")
@@ -77,6 +89,8 @@ CAPTIONS = {
     "prototypes_digits-cnn.png": "Seed 000: a prototype of each digit evolved from a blank grey image until the input gradient vanished, "
     "with its probability and the step it first became top-1.",
 }
+
+
 def _steps(run_dir: runs.Run) -> dict[str, Any]:
     """The five steps, each leaving a picture; metrics.json and report.html; returns the metrics."""
     from advlab.report import write_report
@@ -118,11 +132,18 @@ def _photos(run_dir: runs.Run) -> _Part:
     names = data.item_names("samples")
     p_top, i_top = predict(lite, x, 8).topk(3, dim=1)
     classes = lite.info.class_names  # type: ignore[union-attr]
-    titles = [f"{n}: " + ", ".join(f"{classes[int(c)]} {float(p):.0%}" for p, c in zip(ps[:2], cs[:2])) for n, ps, cs in zip(names, p_top, i_top)]
+    titles = [
+        f"{n}: " + ", ".join(f"{classes[int(c)]} {float(p):.0%}" for p, c in zip(ps[:2], cs[:2]))
+        for n, ps, cs in zip(names, p_top, i_top)
+    ]
     run_dir.save_figure("photos_efficientnet-lite0.png", image_grid(x, titles, ncols=4, cell=3.0))
-    metrics = {"efficientnet-lite0 samples top-1 accuracy": float((i_top[:, 0] == y).float().mean()),
-               "efficientnet-lite0 samples top-3 accuracy": float((i_top == y[:, None]).any(1).float().mean())}  # fmt: skip
-    samples = {n: {"label": classes[int(t)], "top3": [classes[int(c)] for c in cs]} for n, t, cs in zip(names, y, i_top)}
+    metrics = {
+        "efficientnet-lite0 samples top-1 accuracy": float((i_top[:, 0] == y).float().mean()),
+        "efficientnet-lite0 samples top-3 accuracy": float((i_top == y[:, None]).any(1).float().mean()),
+    }
+    samples = {
+        n: {"label": classes[int(t)], "top3": [classes[int(c)] for c in cs]} for n, t, cs in zip(names, y, i_top)
+    }
     return _Part(lite, x, y, titles, metrics, samples)
 
 
@@ -137,7 +158,13 @@ def _digits(run_dir: runs.Run) -> _Part:
     titles = [f"label {int(yd[i])} -> {int(pd[i])}" for i in show]
     colors = ["green" if pd[i] == yd[i] else "red" for i in show]
     run_dir.save_figure("digits_digits-cnn.png", image_grid(xd[show], titles, ncols=8, cell=1.2, title_colors=colors))
-    return _Part(digits, xd, yd, titles, {"digits-cnn digits:test accuracy": float((pd == yd).float().mean()), "digits:test images": len(yd)})
+    return _Part(
+        digits,
+        xd,
+        yd,
+        titles,
+        {"digits-cnn digits:test accuracy": float((pd == yd).float().mean()), "digits:test images": len(yd)},
+    )
 
 
 def _wombat(run_dir: runs.Run, photos: _Part) -> dict[str, float]:
@@ -150,20 +177,36 @@ def _wombat(run_dir: runs.Run, photos: _Part) -> dict[str, float]:
     res = attacks.PGD(eps=2 / 255, steps=30, quantize=True)(photos.model, photos.x, photos.y, target=wombat)
     p_adv = res.logits.float().softmax(1)
     adv_t = [f"adversarial: {classes[int(c)]} {float(p_adv[i, c]):.0%}" for i, c in enumerate(res.prediction)]
-    run_dir.save_figure("wombat_efficientnet-lite0.png", adversarial_grid(photos.x, res.x_adv, [f"clean: {t}" for t in photos.titles], adv_t))
-    return {_WOMBAT_RATE: res.success_rate, "efficientnet-lite0 wombat probability (min over photos)": float(p_adv[:, wombat].min())}
+    run_dir.save_figure(
+        "wombat_efficientnet-lite0.png",
+        adversarial_grid(photos.x, res.x_adv, [f"clean: {t}" for t in photos.titles], adv_t),
+    )
+    return {
+        _WOMBAT_RATE: res.success_rate,
+        "efficientnet-lite0 wombat probability (min over photos)": float(p_adv[:, wombat].min()),
+    }
 
 
 def _robustness(run_dir: runs.Run, digits: _Part) -> dict[str, float]:
     """The digits CNN's robust accuracy under the fast preset at L-inf 0.1 (robustness_digits-cnn.png: broken samples)."""
     from advlab.report import adversarial_grid
 
-    report = evaluate(digits.model, (digits.x, digits.y), EvalConfig(preset="fast", eps=0.1, norm="linf", keep_adversarials=True))
+    report = evaluate(
+        digits.model, (digits.x, digits.y), EvalConfig(preset="fast", eps=0.1, norm="linf", keep_adversarials=True)
+    )
     broken = report.samples.broken.nonzero().flatten()[:6]
     if len(broken) and report.x_adv is not None:
         adv_p = report.samples.adv_pred[broken]
-        run_dir.save_figure("robustness_digits-cnn.png", adversarial_grid(
-            digits.x[broken], report.x_adv[broken], [f"clean: {int(digits.y[i])}" for i in broken], [f"adversarial: {int(c)}" for c in adv_p], cell=1.6))  # fmt: skip
+        run_dir.save_figure(
+            "robustness_digits-cnn.png",
+            adversarial_grid(
+                digits.x[broken],
+                report.x_adv[broken],
+                [f"clean: {int(digits.y[i])}" for i in broken],
+                [f"adversarial: {int(c)}" for c in adv_p],
+                cell=1.6,
+            ),
+        )
     return {_ROBUST: report.robust_accuracy}
 
 
@@ -171,9 +214,16 @@ def _prototypes(run_dir: runs.Run, digits: _Part) -> dict[str, float]:
     """Seed 000: a prototype of every digit, evolved from a blank grey image (min mode: until the gradient vanishes)."""
     from advlab.report import image_grid
 
-    pe = prototypes.generate(digits.model, "blank:gray", "all", prototypes.Config(mode="min", steps=200), strip_pairs=[]).evolution
+    pe = prototypes.generate(
+        digits.model, "blank:gray", "all", prototypes.Config(mode="min", steps=200), strip_pairs=[]
+    ).evolution
     rp = prototypes.recognition_points(pe)
-    titles = [f"{int(t)}: p={float(p):.2f}\ntop-1 at step {int(s)}" for t, p, s in zip(pe.target, pe.final_prob, rp["top1_step"])]
+    titles = [
+        f"{int(t)}: p={float(p):.2f}\ntop-1 at step {int(s)}"
+        for t, p, s in zip(pe.target, pe.final_prob, rp["top1_step"])
+    ]
     run_dir.save_figure("prototypes_digits-cnn.png", image_grid(pe.x, titles, ncols=10, cell=1.4))
-    return {_P99: int((pe.final_prob >= 0.99).sum()),
-            "digits-cnn prototypes: median L2 from the start when recognized (top-1)": float(rp["top1_l2"].nanmedian())}  # fmt: skip
+    return {
+        _P99: int((pe.final_prob >= 0.99).sum()),
+        "digits-cnn prototypes: median L2 from the start when recognized (top-1)": float(rp["top1_l2"].nanmedian()),
+    }

@@ -41,26 +41,48 @@ def summary(cols: dict[str, torch.Tensor], y: torch.Tensor, atk: Any) -> dict[st
     finite = d[correct & torch.isfinite(d)]
     top = float(finite.max()) if len(finite) else 0.0
     a = area(d, correct, top) if top > 0 else 0.0
-    return {"distance_norm": atk.threat_norm, "distance_median": round(float(finite.median()), 6) if len(finite) else None,
-            "eps_max": round(top, 6), "robust_accuracy_area": round(a, 6),
-            "robust_accuracy_area_normalized": round(a / top, 6) if top > 0 else None,
-            "robust_curve": curve_points(d, correct, top) if top > 0 else []}  # fmt: skip
+    return {
+        "distance_norm": atk.threat_norm,
+        "distance_median": round(float(finite.median()), 6) if len(finite) else None,
+        "eps_max": round(top, 6),
+        "robust_accuracy_area": round(a, 6),
+        "robust_accuracy_area_normalized": round(a / top, 6) if top > 0 else None,
+        "robust_curve": curve_points(d, correct, top) if top > 0 else [],
+    }
 
 
-def write(run_dir: runs.Run, cols: dict[str, torch.Tensor], y: torch.Tensor, metrics: dict[str, Any], title: str) -> None:
+def write(
+    run_dir: runs.Run, cols: dict[str, torch.Tensor], y: torch.Tensor, metrics: dict[str, Any], title: str
+) -> None:
     """distances.csv (index, label, clean correct, distance), distances.safetensors and robust_curve.png."""
     if "distance" not in cols:
         return
     from advlab.report import line_plot
 
     d, correct = cols["distance"].float(), _correct(cols, y)
-    rows = [{"index": i, "label": int(y[i]), "clean_correct": bool(correct[i]),
-             "distance": "inf" if math.isinf(float(d[i])) else round(float(d[i]), 8)} for i in range(len(d))]  # fmt: skip
+    rows = [
+        {
+            "index": i,
+            "label": int(y[i]),
+            "clean_correct": bool(correct[i]),
+            "distance": "inf" if math.isinf(float(d[i])) else round(float(d[i]), 8),
+        }
+        for i in range(len(d))
+    ]
     run_dir.save_text("distances.csv", csv_text(rows))
-    run_dir.save_tensors("distances.safetensors", {"distance": d.contiguous(), "y": y.cpu().contiguous(), "clean_correct": correct},
-                         metadata={"norm": str(metrics.get("distance_norm")), "attack": str(metrics.get("config"))})  # fmt: skip
+    run_dir.save_tensors(
+        "distances.safetensors",
+        {"distance": d.contiguous(), "y": y.cpu().contiguous(), "clean_correct": correct},
+        metadata={"norm": str(metrics.get("distance_norm")), "attack": str(metrics.get("config"))},
+    )
     curve = metrics.get("robust_curve") or []
     if curve:
-        fig = line_plot({"robust accuracy": [c[1] for c in curve]}, f"eps ({metrics['distance_norm']}, pixel units)", "accuracy",
-                        f"{title}: area {metrics['robust_accuracy_area']:.4g} up to eps {metrics['eps_max']:.4g}", x=[c[0] for c in curve], markers=False)  # fmt: skip
+        fig = line_plot(
+            {"robust accuracy": [c[1] for c in curve]},
+            f"eps ({metrics['distance_norm']}, pixel units)",
+            "accuracy",
+            f"{title}: area {metrics['robust_accuracy_area']:.4g} up to eps {metrics['eps_max']:.4g}",
+            x=[c[0] for c in curve],
+            markers=False,
+        )
         run_dir.save_figure("robust_curve.png", fig)

@@ -49,7 +49,10 @@ from advlab.evaluation import PRESETS, BatchResult, EvalConfig, EvalReport, eval
 
 def register(sub: argparse._SubParsersAction, flags: argparse.ArgumentParser) -> None:
     p = sub.add_parser(
-        "eval", parents=[flags], formatter_class=Formatter, help="robust accuracy under an attack ensemble (AutoAttack-style cascade)",
+        "eval",
+        parents=[flags],
+        formatter_class=Formatter,
+        help="robust accuracy under an attack ensemble (AutoAttack-style cascade)",
         description="Evaluate robustness: a clean pass, then each attack on the samples still standing; prints clean and\n"
         "robust accuracy, success rates, norms, gradient evaluations, per-attack breakdown and sanity warnings.\n\n"
         f"presets: reliable (APGD-CE + targeted APGD-DLR; default), fast. attacks: {', '.join(attack_classes())}\n\n"
@@ -62,27 +65,50 @@ def register(sub: argparse._SubParsersAction, flags: argparse.ArgumentParser) ->
     p.add_argument("--data", "-d", required=True, help="data spec (see advlab data)")
     add_label_args(p)
     p.add_argument("--preset", choices=PRESETS, help="attack ensemble (default: reliable, unless --attack is given)")
-    p.add_argument("--attack", "-a", help="comma list of attacks to cascade instead of a preset (they share the attack options)")
+    p.add_argument(
+        "--attack", "-a", help="comma list of attacks to cascade instead of a preset (they share the attack options)"
+    )
     add_attack_args(p)
-    p.add_argument("--early-stop", action=argparse.BooleanOptionalAction, default=True,
-                   help="stop each sample at its first success (same robust accuracy, far fewer gradients)")  # fmt: skip
-    p.add_argument("--attack-misclassified", action="store_true", help="also attack samples the model gets wrong (for the prediction change rate)")
+    p.add_argument(
+        "--early-stop",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="stop each sample at its first success (same robust accuracy, far fewer gradients)",
+    )
+    p.add_argument(
+        "--attack-misclassified",
+        action="store_true",
+        help="also attack samples the model gets wrong (for the prediction change rate)",
+    )
     p.add_argument("--limit", type=positive_int, help="only the first N images")
-    p.add_argument("--batch-size", type=_batch_size, default=256,
-                   help="samples per batch (a unit of work under torchrun), or 'auto': sized to the free memory of the device "
-                        "(half the free GPU memory, a quarter of the RAM), kept on --resume")  # fmt: skip
+    p.add_argument(
+        "--batch-size",
+        type=_batch_size,
+        default=256,
+        help="samples per batch (a unit of work under torchrun), or 'auto': sized to the free memory of the device "
+        "(half the free GPU memory, a quarter of the RAM), kept on --resume",
+    )
     p.add_argument("--json", action="store_true", help="print the metrics as JSON")
-    p.add_argument("--robustbench", metavar="FILE.json",
-                   help="also write a RobustBench-style model_info entry (name, dataset, eps, clean_acc, robust_acc, attacks, "
-                        "passes per image, trust, diagnostics)")  # fmt: skip
-    p.add_argument("--bpda", metavar="FILE.py:FACTORY",
-                   help="a differentiable twin of the model (a model file or zoo name, taking the same [0, 1] images): the attacks "
-                        "run on it and every success is confirmed on --model (BPDA for what advlab cannot do by itself)")  # fmt: skip
+    p.add_argument(
+        "--robustbench",
+        metavar="FILE.json",
+        help="also write a RobustBench-style model_info entry (name, dataset, eps, clean_acc, robust_acc, attacks, "
+        "passes per image, trust, diagnostics)",
+    )
+    p.add_argument(
+        "--bpda",
+        metavar="FILE.py:FACTORY",
+        help="a differentiable twin of the model (a model file or zoo name, taking the same [0, 1] images): the attacks "
+        "run on it and every success is confirmed on --model (BPDA for what advlab cannot do by itself)",
+    )
     add_device_args(p)
-    p.add_argument("--amp", action="store_true",
-                   help="run the attacks under bfloat16 autocast (faster on GPUs); every success is re-checked in float32 and only "
-                        "confirmed ones count (a claimed one float32 does not confirm is searched again in float32); "
-                        "the effect on attack strength is measured by benchmarks/amp_strength.py")  # fmt: skip
+    p.add_argument(
+        "--amp",
+        action="store_true",
+        help="run the attacks under bfloat16 autocast (faster on GPUs); every success is re-checked in float32 and only "
+        "confirmed ones count (a claimed one float32 does not confirm is searched again in float32); "
+        "the effect on attack strength is measured by benchmarks/amp_strength.py",
+    )
     add_run_args(p, resume=True)
     p.set_defaults(func=run)
 
@@ -93,14 +119,20 @@ def _config(args: argparse.Namespace, info: zoo.ModelInfo) -> EvalConfig:
     eps = args.eps
     if isinstance(eps, list):
         raise AdvlabError("eval takes one --eps (for a robustness curve use advlab attack with a comma list)")
-    common = {"early_stop": args.early_stop, "attack_misclassified": args.attack_misclassified, "keep_adversarials": True,
-              "seed": args.seed}  # fmt: skip
+    common = {
+        "early_stop": args.early_stop,
+        "attack_misclassified": args.attack_misclassified,
+        "keep_adversarials": True,
+        "seed": args.seed,
+    }
     if args.attack is None:
         if eps is None:
             raise AdvlabError("--eps is required (e.g. --eps 8/255 --norm linf)")
         extra = {k for k in attack_options(args) if k not in ("eps", "norm", "seed")}
         if extra:
-            raise AdvlabError(f"the {args.preset or 'reliable'} preset fixes its own settings; drop {', '.join('--' + k.replace('_', '-') for k in sorted(extra))} or use --attack")
+            raise AdvlabError(
+                f"the {args.preset or 'reliable'} preset fixes its own settings; drop {', '.join('--' + k.replace('_', '-') for k in sorted(extra))} or use --attack"
+            )
         return EvalConfig(preset=args.preset or "reliable", eps=eps, norm=args.norm or "linf", **common)
     if args.preset:
         raise AdvlabError("give --preset or --attack, not both")
@@ -126,17 +158,40 @@ def run(args: argparse.Namespace) -> int:
     x, y, desc = load_data_for(args.data, info, limit=args.limit)
     y = labels_to_use(args, model, x, y)
     method = args.attack.replace(",", "+") if args.attack else config.preset
-    out = args.out or default_out(runs.run_name(info.name, info.dataset, "eval", desc.dataset, method, config.eps, limit=args.limit,
-                                                norm=config.norm, attack=config.attacks[0] if config.attacks and len(config.attacks) == 1 else None,
-                                                settings=run_settings(args)))
+    out = args.out or default_out(
+        runs.run_name(
+            info.name,
+            info.dataset,
+            "eval",
+            desc.dataset,
+            method,
+            config.eps,
+            limit=args.limit,
+            norm=config.norm,
+            attack=config.attacks[0] if config.attacks and len(config.attacks) == 1 else None,
+            settings=run_settings(args),
+        )
+    )
     attack_model = _attack_model(args, model, dist)
     given = None if args.batch_size == "auto" else args.batch_size
-    config = dataclasses.replace(config, batch_size=batch_size(given, out, args.resume, dist, lambda: _auto(model, x, dist)))
-    job = Job(out, _saved_config(args, config), Units(math.ceil(len(x) / config.batch_size), f"a batch of {config.batch_size} samples",
-                                                      _encode, _decode, bar="evaluate"),
-              lambda work: evaluate(model, (x, y), config, work=work, attack_model=attack_model),
-              lambda run_dir, report, sec: _write(run_dir, x, y, dataclasses.replace(report, seconds=sec), info, args),
-              lambda run_dir, report: _report(run_dir, report, info, args), inputs={"model": model, "data": (x, y)})  # fmt: skip
+    config = dataclasses.replace(
+        config, batch_size=batch_size(given, out, args.resume, dist, lambda: _auto(model, x, dist))
+    )
+    job = Job(
+        out,
+        _saved_config(args, config),
+        Units(
+            math.ceil(len(x) / config.batch_size),
+            f"a batch of {config.batch_size} samples",
+            _encode,
+            _decode,
+            bar="evaluate",
+        ),
+        lambda work: evaluate(model, (x, y), config, work=work, attack_model=attack_model),
+        lambda run_dir, report, sec: _write(run_dir, x, y, dataclasses.replace(report, seconds=sec), info, args),
+        lambda run_dir, report: _report(run_dir, report, info, args),
+        inputs={"model": model, "data": (x, y)},
+    )
     report = run_job(job, args, dist)
     if report is not None and args.robustbench:
         runs.atomic_write(args.robustbench, json.dumps(report.robustbench(args.model, desc.dataset), indent=2) + "\n")
@@ -144,7 +199,10 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps({"labels": args.labels, **report.to_dict()}, indent=2))
     elif report is not None:
         if args.labels == "predicted":
-            say(args, "labels: the model's own clean predictions (--labels predicted), so clean accuracy is 100% by construction")
+            say(
+                args,
+                "labels: the model's own clean predictions (--labels predicted), so clean accuracy is 100% by construction",
+            )
         say(args, report.format())
         say(args, f"wrote {out}")
     return 0
@@ -158,8 +216,9 @@ def _check_robustbench(path: str) -> None:
     if not target.name or path.endswith(os.sep):
         raise AdvlabError(f"--robustbench {path!r} is a directory; name a .json file")
     if len(os.fsencode(target.name)) > 255:
-        raise AdvlabError(f"--robustbench {path[:60]!r}...: the file name is too long for the file system "
-                          "(at most 255 bytes)")
+        raise AdvlabError(
+            f"--robustbench {path[:60]!r}...: the file name is too long for the file system (at most 255 bytes)"
+        )
     runs.check_writable(target)
 
 
@@ -169,14 +228,18 @@ def _attack_model(args: argparse.Namespace, model: torch.nn.Module, dist: distri
     twin = model
     if args.bpda:
         info: zoo.ModelInfo = model.info  # type: ignore[assignment]
-        twin = place_model(zoo.load(args.bpda, input_size=info.input_size, channels=info.channels), dist.device, args.channels_last)
+        twin = place_model(
+            zoo.load(args.bpda, input_size=info.input_size, channels=info.channels), dist.device, args.channels_last
+        )
         probe = torch.rand(2, info.channels, info.input_size, info.input_size, device=dist.device)
         with torch.no_grad():
             out, want = twin(probe), model(probe)
         if not isinstance(out, torch.Tensor) or out.shape != want.shape:
             got = tuple(getattr(out, "shape", ()))
-            raise AdvlabError(f"--bpda {args.bpda!r}: the twin gives {got} for an input on which the model gives "
-                              f"{tuple(want.shape)}; it must take the same images and return the same classes")
+            raise AdvlabError(
+                f"--bpda {args.bpda!r}: the twin gives {got} for an input on which the model gives "
+                f"{tuple(want.shape)}; it must take the same images and return the same classes"
+            )
     if args.amp:
         return zoo.Autocast(twin)
     return None if twin is model else twin
@@ -190,12 +253,24 @@ def _auto(model: torch.nn.Module, x: torch.Tensor, dist: distributed.Dist) -> in
 
 def _saved_config(args: argparse.Namespace, config: EvalConfig) -> dict[str, Any]:
     """config.json: what a resumed run must match."""
-    return {"command": command_line(args.argv), "model": args.model, "weights": args.weights, "data": args.data, "limit": args.limit,
-            "preset": config.preset if not config.attacks else None, "attacks": [repr(a) for a in config.attacks or ()],
-            "eps": config.eps, "norm": config.norm, "seed": config.seed, "early_stop": config.early_stop,
-            "attack_misclassified": config.attack_misclassified, "batch_size": config.batch_size,
-            **({"amp": "bfloat16"} if args.amp else {}), **({"labels": "predicted"} if args.labels == "predicted" else {}),
-            **({"bpda": args.bpda} if args.bpda else {})}  # fmt: skip
+    return {
+        "command": command_line(args.argv),
+        "model": args.model,
+        "weights": args.weights,
+        "data": args.data,
+        "limit": args.limit,
+        "preset": config.preset if not config.attacks else None,
+        "attacks": [repr(a) for a in config.attacks or ()],
+        "eps": config.eps,
+        "norm": config.norm,
+        "seed": config.seed,
+        "early_stop": config.early_stop,
+        "attack_misclassified": config.attack_misclassified,
+        "batch_size": config.batch_size,
+        **({"amp": "bfloat16"} if args.amp else {}),
+        **({"labels": "predicted"} if args.labels == "predicted" else {}),
+        **({"bpda": args.bpda} if args.bpda else {}),
+    }
 
 
 #: --amp refuses smaller L-inf balls: bfloat16 resolves a normalized input to about 1/255 of the pixel range
@@ -212,8 +287,10 @@ def _check_amp(config: EvalConfig) -> None:
     for e, n in balls:
         small = e if isinstance(e, (int, float)) else (min(e) if e else None)
         if n == "linf" and small is not None and small < AMP_MIN_EPS:
-            raise AdvlabError(f"--amp: L-inf eps {small:.3g} is below 1/255, about the resolution bfloat16 leaves a normalized "
-                              "input; the attacks would lose strength: evaluate this eps in float32 (drop --amp)")  # fmt: skip
+            raise AdvlabError(
+                f"--amp: L-inf eps {small:.3g} is below 1/255, about the resolution bfloat16 leaves a normalized "
+                "input; the attacks would lose strength: evaluate this eps in float32 (drop --amp)"
+            )
 
 
 def _batch_size(text: str) -> int | str:
@@ -228,23 +305,44 @@ def _decode(tensors: dict[str, torch.Tensor], info: dict[str, Any]) -> BatchResu
     return BatchResult.from_tensors(tensors, info["checks"])
 
 
-def _write(run_dir: runs.Run, x: torch.Tensor, y: torch.Tensor, report: EvalReport, info: zoo.ModelInfo, args: argparse.Namespace) -> EvalReport:
+def _write(
+    run_dir: runs.Run,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    report: EvalReport,
+    info: zoo.ModelInfo,
+    args: argparse.Namespace,
+) -> EvalReport:
     """metrics.json, samples.csv, adversarials.safetensors and grid.png (broken samples); returns ``report``."""
     from advlab.report import adversarial_grid
 
     assert report.x_adv is not None
     s = report.samples
     amp = {"amp": "attacks under bfloat16 autocast; successes confirmed in float32"} if args.amp else {}
-    run_dir.save_json("metrics.json", {"model": info.name, "data": args.data, "labels": args.labels, **amp, **report.to_dict()})
+    run_dir.save_json(
+        "metrics.json", {"model": info.name, "data": args.data, "labels": args.labels, **amp, **report.to_dict()}
+    )
     run_dir.save_text("samples.csv", csv_text(report.rows(info.class_names)))
-    run_dir.save_tensors("adversarials.safetensors", {"x": x, "x_adv": report.x_adv, "y": y, "broken_by": s.broken_by,
-                         "clean_pred": s.clean_pred, "adv_pred": s.adv_pred}, metadata={"model": args.model, "data": args.data})  # fmt: skip
+    run_dir.save_tensors(
+        "adversarials.safetensors",
+        {
+            "x": x,
+            "x_adv": report.x_adv,
+            "y": y,
+            "broken_by": s.broken_by,
+            "clean_pred": s.clean_pred,
+            "adv_pred": s.adv_pred,
+        },
+        metadata={"model": args.model, "data": args.data},
+    )
     broken = s.broken.nonzero().flatten()[:8]
     if len(broken):
         names = info.class_names
         clean_t = [f"clean: {short(names[int(s.clean_pred[i])])} {float(s.clean_confidence[i]):.0%}" for i in broken]
         adv_t = [f"adversarial: {short(names[int(s.adv_pred[i])])} {float(s.adv_confidence[i]):.0%}" for i in broken]
-        run_dir.save_figure("grid.png", adversarial_grid(x[broken], report.x_adv[broken], clean_t, adv_t, ["red"] * len(broken)))
+        run_dir.save_figure(
+            "grid.png", adversarial_grid(x[broken], report.x_adv[broken], clean_t, adv_t, ["red"] * len(broken))
+        )
     return report
 
 

@@ -10,14 +10,24 @@ from advlab.cli.common import Formatter
 
 
 def register(sub: argparse._SubParsersAction, flags: argparse.ArgumentParser) -> None:
-    p = sub.add_parser("models", parents=[flags], formatter_class=Formatter, help="list the model zoo",
-                       description="List built-in models, whether each is installed, and its input and classes.\n\n"
-                       "examples:\n  advlab models\n  advlab models --json")  # fmt: skip
+    p = sub.add_parser(
+        "models",
+        parents=[flags],
+        formatter_class=Formatter,
+        help="list the model zoo",
+        description="List built-in models, whether each is installed, and its input and classes.\n\n"
+        "examples:\n  advlab models\n  advlab models --json",
+    )
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=models)
-    p = sub.add_parser("data", parents=[flags], formatter_class=Formatter, help="list data specs or describe one",
-                       description="Without SPEC: the data specs advlab understands. With SPEC: its size, shape and classes.\n\n"
-                       "examples:\n  advlab data\n  advlab data digits:test\n  advlab data folder:/data/imagenet/val --json")  # fmt: skip
+    p = sub.add_parser(
+        "data",
+        parents=[flags],
+        formatter_class=Formatter,
+        help="list data specs or describe one",
+        description="Without SPEC: the data specs advlab understands. With SPEC: its size, shape and classes.\n\n"
+        "examples:\n  advlab data\n  advlab data digits:test\n  advlab data folder:/data/imagenet/val --json",
+    )
     p.add_argument("spec", nargs="?", help="a data spec to describe")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=data_cmd)
@@ -28,14 +38,24 @@ def models(args: argparse.Namespace) -> int:
     for name in zoo.names():
         ok = zoo.available(name)
         i = zoo.info(name)
-        rows.append({"name": name, "installed": ok, "input": f"{i.channels}x{i.input_size}x{i.input_size}",
-                     "classes": i.num_classes, "pretrained": i.pretrained, "description": i.description})  # fmt: skip
+        rows.append(
+            {
+                "name": name,
+                "installed": ok,
+                "input": f"{i.channels}x{i.input_size}x{i.input_size}",
+                "classes": i.num_classes,
+                "pretrained": i.pretrained,
+                "description": i.description,
+            }
+        )
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0
     for r in rows:
         mark = "yes" if r["installed"] else "no (pip install 'advlab[zoo]')"
-        print(f"{r['name']:20s} {r['input']:11s} {r['classes']:5d} classes  installed: {mark}\n{'':20s} {r['description']}")
+        print(
+            f"{r['name']:20s} {r['input']:11s} {r['classes']:5d} classes  installed: {mark}\n{'':20s} {r['description']}"
+        )
     print("\nalso: torchvision:NAME[:WEIGHTS], timm:NAME[:pretrained] (when those import), path/to/file.py:factory")
     return 0
 
@@ -50,9 +70,15 @@ def data_cmd(args: argparse.Namespace) -> int:
                 print(f"{s:24s} {d}")
         return 0
     d = data.describe(args.spec)
-    out = {"spec": d.spec, "dataset": d.dataset, "count": d.count, "channels": d.channels,
-           "size": list(d.size) if d.size else None, "num_classes": d.num_classes,
-           "classes": (d.class_names[:20] if d.class_names else None)}  # fmt: skip
+    out = {
+        "spec": d.spec,
+        "dataset": d.dataset,
+        "count": d.count,
+        "channels": d.channels,
+        "size": list(d.size) if d.size else None,
+        "num_classes": d.num_classes,
+        "classes": (d.class_names[:20] if d.class_names else None),
+    }
     if args.json:
         print(json.dumps(out, indent=2))
     else:

@@ -113,7 +113,9 @@ def _load(sh: Shards, units: Units[T], every: bool) -> tuple[dict[int, T], dict[
     return {i: r for i, (r, _) in got.items()}, {i: s for i, (_, s) in got.items()}
 
 
-def _bar(args: argparse.Namespace, dist: Dist, units: Units[Any], total: int) -> Callable[[Iterable[int]], Iterable[int]]:
+def _bar(
+    args: argparse.Namespace, dist: Dist, units: Units[Any], total: int
+) -> Callable[[Iterable[int]], Iterable[int]]:
     """A progress bar (or progress lines, off a terminal) over the ``total`` units to compute, on rank 0 only,
     unless --quiet."""
     quiet = args.quiet or not dist.is_main()
@@ -122,7 +124,9 @@ def _bar(args: argparse.Namespace, dist: Dist, units: Units[Any], total: int) ->
     return lambda todo: progress(todo, quiet, desc=units.bar, unit=noun, total=total)
 
 
-def _compute_shard(job: Job[T, R, S], sh: Shards, args: argparse.Namespace, dist: Dist) -> tuple[R | None, dict[int, float]]:
+def _compute_shard(
+    job: Job[T, R, S], sh: Shards, args: argparse.Namespace, dist: Dist
+) -> tuple[R | None, dict[int, float]]:
     """This rank's units (resuming from the saved ones in a single process); the result when it is whole."""
     done, seconds = ({}, {}) if dist.distributed else _load(sh, job.units, every=False)
     ledger = _Ledger(sh, job.units, dict(done), seconds)
@@ -143,8 +147,9 @@ def run_job(job: Job[T, R, S], args: argparse.Namespace, dist: Dist) -> S | None
     if job.validate is not None:
         job.validate()
     config = {**job.config, FINGERPRINT: fingerprint(job.inputs)} if job.inputs and dist.is_main() else job.config
-    with open_shards(dist, job.out, config, job.units.count, force=args.force, resume=args.resume,
-                     unit_name=job.units.name) as opened:  # fmt: skip
+    with open_shards(
+        dist, job.out, config, job.units.count, force=args.force, resume=args.resume, unit_name=job.units.name
+    ) as opened:
         sh = opened.shards
         if sh is None:
             if dist.is_main():
@@ -165,8 +170,24 @@ def run_job(job: Job[T, R, S], args: argparse.Namespace, dist: Dist) -> S | None
 
 #: options that do not change a run's results (where it goes, how it is shown, how it is cut into batches:
 #: each sample's result depends only on the seed and the sample); every other option is part of the run's name
-NOT_SETTINGS = frozenset({"out", "force", "resume", "quiet", "debug", "json", "batch_size", "func", "argv", "command",
-                          "device", "channels_last", "pngs", "robustbench"})  # fmt: skip
+NOT_SETTINGS = frozenset(
+    {
+        "out",
+        "force",
+        "resume",
+        "quiet",
+        "debug",
+        "json",
+        "batch_size",
+        "func",
+        "argv",
+        "command",
+        "device",
+        "channels_last",
+        "pngs",
+        "robustbench",
+    }
+)
 
 
 def run_settings(args: argparse.Namespace) -> dict[str, Any]:

@@ -17,7 +17,10 @@ MAX_N = 10_000
 
 def register(sub: argparse._SubParsersAction, flags: argparse.ArgumentParser) -> None:
     p = sub.add_parser(
-        "selftest", parents=[flags], formatter_class=Formatter, help="known-answer tests of the minimum-norm attacks",
+        "selftest",
+        parents=[flags],
+        formatter_class=Formatter,
+        help="known-answer tests of the minimum-norm attacks",
         description="Run FMN (L0, L1, L2, L-inf), DDN, C&W, L-BFGS and DeepFool on a random linear classifier and a maxout network\n"
         "(8x8 inputs) whose minimal adversarial distances are computed exactly (box included), and compare.\n"
         "ratio = distance found / true minimum (1 is optimal; inf: not found). An attack fails when fewer samples\n"
@@ -26,7 +29,7 @@ def register(sub: argparse._SubParsersAction, flags: argparse.ArgumentParser) ->
         "examples:\n"
         "  advlab selftest\n"
         "  advlab selftest --attacks fmn,ddn --n 128 --seed 1",
-    )  # fmt: skip
+    )
     p.add_argument("--attacks", help="comma-separated labels of the suite (default: all)")
     p.add_argument("--n", type=bounded_int(1, MAX_N), default=64, help=f"samples per problem (1..{MAX_N})")
     p.add_argument("--seed", type=seed_int, default=0, help=f"seed of the random problems ({SEED_RANGE})")
@@ -43,11 +46,21 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps([c.to_dict() for c in checks], indent=2))
     else:
-        say(args, f"{'attack':9} {'model':7} {'norm':5} {'median':>8} {'worst':>8} {'min':>8} {'within':>7} {'need':>12}  result")
+        say(
+            args,
+            f"{'attack':9} {'model':7} {'norm':5} {'median':>8} {'worst':>8} {'min':>8} {'within':>7} {'need':>12}  result",
+        )
         for c in checks:
             need = f"{c.expect.need:.0%} <= {1 + c.expect.tol:.2f}"
-            say(args, f"{c.attack:9} {c.problem:7} {c.norm:5} {c.median:8.4f} {c.worst:8.3f} {c.below:8.4f} {c.within:7.1%} {need:>12}  "
-                      f"{'ok' if c.passed else 'FAIL'}")  # fmt: skip
+            say(
+                args,
+                f"{c.attack:9} {c.problem:7} {c.norm:5} {c.median:8.4f} {c.worst:8.3f} {c.below:8.4f} {c.within:7.1%} {need:>12}  "
+                f"{'ok' if c.passed else 'FAIL'}",
+            )
         failed = [c for c in checks if not c.passed]
-        say(args, f"{len(checks) - len(failed)} of {len(checks)} checks passed" + (f"; failed: {', '.join(sorted({c.attack for c in failed}))}" if failed else ""))
+        say(
+            args,
+            f"{len(checks) - len(failed)} of {len(checks)} checks passed"
+            + (f"; failed: {', '.join(sorted({c.attack for c in failed}))}" if failed else ""),
+        )
     return 1 if any(not c.passed for c in checks) else 0

@@ -78,7 +78,9 @@ class Shards:
         states = self.run.load_batch_map(range(self.units))
         missing = [i for i in range(self.units) if i not in states]
         if missing:
-            raise AdvlabError(f"{len(missing)} of {self.units} units are missing from {self.run.path} (first: {missing[0]}); rerun with --resume")
+            raise AdvlabError(
+                f"{len(missing)} of {self.units} units are missing from {self.run.path} (first: {missing[0]}); rerun with --resume"
+            )
         return {i: decode(t, j) for i, (t, j) in states.items()}
 
     @contextmanager
@@ -115,8 +117,10 @@ class Shards:
                 if p.exists():
                     status = json.loads(p.read_text())
                     if not status.get("ok"):
-                        raise AdvlabError(f"rank {r} failed: {status.get('error')}; the units saved in {self.run.path} are kept: "
-                                          "rerun with --resume")  # fmt: skip
+                        raise AdvlabError(
+                            f"rank {r} failed: {status.get('error')}; the units saved in {self.run.path} are kept: "
+                            "rerun with --resume"
+                        )
                     pending.discard(r)
             if not pending:
                 break
@@ -124,8 +128,10 @@ class Shards:
             if now != seen:
                 seen, last = now, time.monotonic()
             elif time.monotonic() - last > limit:
-                raise AdvlabError(f"ranks {sorted(pending)} finished no unit for {limit / 60:g} minutes ({distributed.TIMEOUT_ENV}); "
-                                  "the saved units are kept: rerun with --resume")  # fmt: skip
+                raise AdvlabError(
+                    f"ranks {sorted(pending)} finished no unit for {limit / 60:g} minutes ({distributed.TIMEOUT_ENV}); "
+                    "the saved units are kept: rerun with --resume"
+                )
             time.sleep(POLL)
         # every unit is reported saved; on a shared file system across nodes, wait until this node sees them all
         deadline = time.monotonic() + VISIBLE
@@ -141,8 +147,17 @@ class Shards:
             return
         w = self.dist.world_size
         computed = {str(r): [i for i in range(self.units) if i not in self._reused and i % w == r] for r in range(w)}
-        self.run.save_json(SHARDS_FILE, {"world_size": w, "units": self.units, "unit": self.unit_name,
-                                         "reused": self.reused, "computed_by_rank": computed, **(extra or {})})  # fmt: skip
+        self.run.save_json(
+            SHARDS_FILE,
+            {
+                "world_size": w,
+                "units": self.units,
+                "unit": self.unit_name,
+                "reused": self.reused,
+                "computed_by_rank": computed,
+                **(extra or {}),
+            },
+        )
 
 
 @dataclass
@@ -159,13 +174,23 @@ def _check_inputs(run: runs.Run, now: Mapping[str, str] | None) -> None:
         return
     diff = changed(json.loads(saved.read_text()).get(FINGERPRINT), now)
     if diff:
-        raise AdvlabError(f"the {' and '.join(diff)} of {run.final} changed since it was started (content hash in config.json differs): "
-                          "resuming would mix results of the old and the new; restore them or use --force to start over")  # fmt: skip
+        raise AdvlabError(
+            f"the {' and '.join(diff)} of {run.final} changed since it was started (content hash in config.json differs): "
+            "resuming would mix results of the old and the new; restore them or use --force to start over"
+        )
 
 
 @contextmanager
-def open_shards(dist: Dist, out: str | Path, config: dict[str, Any], units: int, *, force: bool, resume: bool,
-                unit_name: str = "unit") -> Iterator[Opened]:  # fmt: skip
+def open_shards(
+    dist: Dist,
+    out: str | Path,
+    config: dict[str, Any],
+    units: int,
+    *,
+    force: bool,
+    resume: bool,
+    unit_name: str = "unit",
+) -> Iterator[Opened]:
     """Open the shared run (see the module docstring): a collective, every rank calls it with the same arguments."""
     if not dist.is_main():
         msg = dist.share(None)

@@ -46,19 +46,34 @@ MAX_SETTINGS = 100
 
 DEFENSE_NAMES = ("e", "s", "r", "quant", "clamp")
 #: what each defense does to the model, for captions
-DEFENSE_TEXT = {"e": "weights with |w| < E set to zero", "s": "weights clamped to mu +- S sigma", "r": "U[-R, R] noise added to the weights",
-                "quant": "weights quantized to the given bits", "clamp": "feature maps clamped to a calibrated percentile"}  # fmt: skip
+DEFENSE_TEXT = {
+    "e": "weights with |w| < E set to zero",
+    "s": "weights clamped to mu +- S sigma",
+    "r": "U[-R, R] noise added to the weights",
+    "quant": "weights quantized to the given bits",
+    "clamp": "feature maps clamped to a calibrated percentile",
+}
 #: under study.md's table (and the report's): how to read the brackets and the p-value
-TABLE_NOTE = ("Accuracies: estimate [95% Wilson interval, in percent] over the n images. McNemar p: exact test of the "
-              "robust-correct flags against the undefended model.")  # fmt: skip
+TABLE_NOTE = (
+    "Accuracies: estimate [95% Wilson interval, in percent] over the n images. McNemar p: exact test of the "
+    "robust-correct flags against the undefended model."
+)
 
 
 def register(sub: argparse._SubParsersAction, flags: argparse.ArgumentParser) -> None:
-    p = sub.add_parser("study", parents=[flags], formatter_class=Formatter, help="studies: does pruning defend? (seed 003)",
-                       description="Studies that sweep defenses. See advlab study prune --help.")  # fmt: skip
+    p = sub.add_parser(
+        "study",
+        parents=[flags],
+        formatter_class=Formatter,
+        help="studies: does pruning defend? (seed 003)",
+        description="Studies that sweep defenses. See advlab study prune --help.",
+    )
     inner = p.add_subparsers(dest="study", metavar="STUDY", required=True, parser_class=type(p))
     q = inner.add_parser(
-        "prune", parents=[flags], formatter_class=Formatter, help="sweep weight/activation defenses against an attack",
+        "prune",
+        parents=[flags],
+        formatter_class=Formatter,
+        help="sweep weight/activation defenses against an attack",
         description="Seed 003: for each defense setting, build the defended model from the undefended one and measure\n"
         "clean accuracy, remnant (robust) accuracy under a white-box attack on the defended model, prediction change\n"
         "rate, strict attack success rate, and the transfer attack from the undefended model, with 95% intervals and\n"
@@ -70,7 +85,7 @@ def register(sub: argparse._SubParsersAction, flags: argparse.ArgumentParser) ->
         "  advlab study prune --model digits-cnn --data digits:test\n"
         "  advlab study prune --model digits-cnn --data digits:test --defense e,s --eps 0.1 --steps 20\n"
         "  advlab study prune --model cifar-resnet18 --weights resnet18_cifar.pth --data cifar10:test --limit 1000 --eps 8/255",
-    )  # fmt: skip
+    )
     add_model_args(q)
     q.add_argument("--data", "-d", required=True, help="data spec (see advlab data)")
     q.add_argument("--defense", default=",".join(DEFENSE_NAMES), help="comma list of e, s, r, quant, clamp")
@@ -78,8 +93,12 @@ def register(sub: argparse._SubParsersAction, flags: argparse.ArgumentParser) ->
     q.add_argument("--attack", "-a", default="pgd", help="the attack (default pgd; see advlab attack --help)")
     add_attack_args(q)
     q.add_argument("--limit", type=positive_int, default=500, help="the sample set: the first N images (default 500)")
-    q.add_argument("--calibration", type=positive_int, default=128,
-                   help="images (the first N of the sample set, unlabelled use) that calibrate clamp bounds (default 128)")  # fmt: skip
+    q.add_argument(
+        "--calibration",
+        type=positive_int,
+        default=128,
+        help="images (the first N of the sample set, unlabelled use) that calibrate clamp bounds (default 128)",
+    )
     q.add_argument("--batch-size", type=batch_int, default=256, help="images per attack batch")
     q.add_argument("--json", action="store_true", help="print the rows as JSON")
     add_device_args(q)
@@ -96,12 +115,15 @@ def parse_settings(text: str | None, defenses: list[str], model: torch.nn.Module
         name, eq, values = part.partition("=")
         name = name.strip()
         if not eq or name not in DEFENSE_NAMES:
-            raise AdvlabError(f"--settings: expected DEFENSE=V1,V2 with DEFENSE one of {', '.join(DEFENSE_NAMES)}, got {part!r}")
+            raise AdvlabError(
+                f"--settings: expected DEFENSE=V1,V2 with DEFENSE one of {', '.join(DEFENSE_NAMES)}, got {part!r}"
+            )
         try:
             given[name] = [number(v) for v in values.split(",") if v.strip()]
         except argparse.ArgumentTypeError:
-            raise AdvlabError(f"--settings: values for {name} must be numbers (finite ones), "
-                              f"got {values[:60]!r}") from None
+            raise AdvlabError(
+                f"--settings: values for {name} must be numbers (finite ones), got {values[:60]!r}"
+            ) from None
         if name not in defenses:
             defenses.append(name)
     out: list[Setting] = []
@@ -125,25 +147,58 @@ def run(args: argparse.Namespace) -> int:
     x, y, desc = load_data_for(args.data, info, limit=args.limit)
     if (y < 0).any():
         raise AdvlabError(f"data {args.data!r} has unlabelled images; the study needs labels")
-    out = args.out or default_out(runs.run_name(info.name, info.dataset, "prune", desc.dataset, atk.name, attack=atk, limit=args.limit,
-                                                settings=run_settings(args)))
-    config = {"command": command_line(args.argv), "model": args.model, "weights": args.weights, "data": args.data, "limit": args.limit,
-              "attack": repr(atk), "settings": [[s.defense, s.value] for s in settings], "calibration": args.calibration}  # fmt: skip
+    out = args.out or default_out(
+        runs.run_name(
+            info.name,
+            info.dataset,
+            "prune",
+            desc.dataset,
+            atk.name,
+            attack=atk,
+            limit=args.limit,
+            settings=run_settings(args),
+        )
+    )
+    config = {
+        "command": command_line(args.argv),
+        "model": args.model,
+        "weights": args.weights,
+        "data": args.data,
+        "limit": args.limit,
+        "attack": repr(atk),
+        "settings": [[s.defense, s.value] for s in settings],
+        "calibration": args.calibration,
+    }
 
     def sweep(work: Work[Outcome]) -> list[Outcome]:
         try:
-            return study.sweep(model, x, y, settings, atk, calibration=x[: args.calibration], batch_size=args.batch_size, work=work)
+            return study.sweep(
+                model, x, y, settings, atk, calibration=x[: args.calibration], batch_size=args.batch_size, work=work
+            )
         except ValueError as e:
             raise AdvlabError(str(e)) from None
 
     def write(run_dir: runs.Run, outcomes: list[Outcome], seconds: float) -> list[Outcome]:
         rows = study.table(outcomes)
-        _write(run_dir, outcomes, rows, {"model": info.name, "data": args.data, "n": len(y), "attack": repr(atk), "rows": rows}, info)
+        _write(
+            run_dir,
+            outcomes,
+            rows,
+            {"model": info.name, "data": args.data, "n": len(y), "attack": repr(atk), "rows": rows},
+            info,
+        )
         return outcomes
 
     units = Units(1 + len(settings), "a defense setting (0: the undefended model)", _encode, _decode, bar="study")
-    job = Job(out, config, units, sweep, write, lambda run_dir, outcomes: _report(run_dir, outcomes, info),
-              inputs={"model": model, "data": (x, y)})
+    job = Job(
+        out,
+        config,
+        units,
+        sweep,
+        write,
+        lambda run_dir, outcomes: _report(run_dir, outcomes, info),
+        inputs={"model": model, "data": (x, y)},
+    )
     outcomes = run_job(job, args, dist)
     if outcomes is not None and args.json:
         print(json.dumps(study.table(outcomes), indent=2))
@@ -164,7 +219,9 @@ def _decode(t: dict[str, torch.Tensor], d: dict[str, Any]) -> Outcome:
     return Outcome(Row(**d), t["clean_correct"].bool(), t["robust_correct"].bool())
 
 
-def _write(run_dir: runs.Run, outcomes: list[Outcome], rows: list[dict[str, Any]], metrics: dict[str, Any], info: zoo.ModelInfo) -> None:
+def _write(
+    run_dir: runs.Run, outcomes: list[Outcome], rows: list[dict[str, Any]], metrics: dict[str, Any], info: zoo.ModelInfo
+) -> None:
     """metrics.json, study.md, study.csv and one accuracy-vs-setting plot per defense."""
     from advlab.report import line_plot
 
@@ -174,12 +231,17 @@ def _write(run_dir: runs.Run, outcomes: list[Outcome], rows: list[dict[str, Any]
     base = outcomes[0].row
     for d in dict.fromkeys(o.row.defense for o in outcomes[1:]):
         part = sorted((o.row for o in outcomes[1:] if o.row.defense == d), key=lambda r: float(r.value or 0))
-        series = {"clean": [r.clean_accuracy for r in part], "remnant (white box)": [r.robust_accuracy for r in part],
-                  "remnant (transfer from undefended)": [r.transfer_robust_accuracy for r in part]}  # fmt: skip
+        series = {
+            "clean": [r.clean_accuracy for r in part],
+            "remnant (white box)": [r.robust_accuracy for r in part],
+            "remnant (transfer from undefended)": [r.transfer_robust_accuracy for r in part],
+        }
         reference = {"undefended clean": base.clean_accuracy, "undefended remnant": base.robust_accuracy}
         label = part[0].label.split("=")[0]
         xs = [float(r.value or 0) for r in part]
-        fig = line_plot(series, label, "accuracy", f"{info.name}: {label}", x=xs, reference=reference, logx=d in ("e", "r"))
+        fig = line_plot(
+            series, label, "accuracy", f"{info.name}: {label}", x=xs, reference=reference, logx=d in ("e", "r")
+        )
         run_dir.save_figure(f"accuracy_vs_{d}.png", fig)
 
 
@@ -189,7 +251,11 @@ def _report(run_dir: runs.Run, outcomes: list[Outcome], info: zoo.ModelInfo) -> 
     table = html_table(study.markdown(outcomes, info.name) + "\n" + TABLE_NOTE)
     captions = {}
     for d in dict.fromkeys(o.row.defense for o in outcomes[1:]):
-        captions[f"accuracy_vs_{d}.png"] = (f"{info.name} defended by {d} ({DEFENSE_TEXT.get(d, d)}): clean accuracy and remnant accuracy "
-                                            f"under the white-box attack and under the attack transferred from the undefended model, "
-                                            f"against the setting; dashed: the undefended model.")  # fmt: skip
-    write_report(run_dir.path, f"advlab study prune: {info.name}", [("The study (seed 003's layout)", table)], captions=captions)
+        captions[f"accuracy_vs_{d}.png"] = (
+            f"{info.name} defended by {d} ({DEFENSE_TEXT.get(d, d)}): clean accuracy and remnant accuracy "
+            f"under the white-box attack and under the attack transferred from the undefended model, "
+            f"against the setting; dashed: the undefended model."
+        )
+    write_report(
+        run_dir.path, f"advlab study prune: {info.name}", [("The study (seed 003's layout)", table)], captions=captions
+    )

@@ -52,7 +52,12 @@ from advlab.defenses.training import (
 )
 from advlab.errors import AdvlabError
 
-_EVAL_FOR = {"digits:train": "digits:test", "cifar10:train": "cifar10:test", "mnist:train": "mnist:test", "svhn:train": "svhn:test"}
+_EVAL_FOR = {
+    "digits:train": "digits:test",
+    "cifar10:train": "cifar10:test",
+    "mnist:train": "mnist:test",
+    "svhn:train": "svhn:test",
+}
 #: default L-inf eps ([0, 1] pixel units) per data set; others 8/255
 _EPS_FOR = {"digits": 0.1, "mnist": 0.3}
 #: the per-epoch robust accuracy: PGD with this many steps on the first EPOCH_ROBUST_IMAGES eval images
@@ -65,7 +70,10 @@ CHECKPOINT = "checkpoint_epoch"
 def register(sub: argparse._SubParsersAction, flags: argparse.ArgumentParser) -> None:
     d = TrainConfig()
     p = sub.add_parser(
-        "train", parents=[flags], formatter_class=Formatter, help="train a model from scratch (e.g. digits-cnn), optionally adversarially",
+        "train",
+        parents=[flags],
+        formatter_class=Formatter,
+        help="train a model from scratch (e.g. digits-cnn), optionally adversarially",
         description="Train a zoo model from random init with Adam + one-cycle LR, deterministically.\n"
         "Writes weights.safetensors (load with --weights), metrics.json, history.json, metrics.csv, plots and report.html.\n\n"
         "adversarial training (L-inf, eps in [0, 1] pixel units):\n"
@@ -84,31 +92,58 @@ def register(sub: argparse._SubParsersAction, flags: argparse.ArgumentParser) ->
         "  advlab train --adversarial pgd --adv-steps 3 --logit-pairing 0.5\n"
         "  advlab train --adversarial pgd --out runs/robust --resume    # continue an interrupted run\n"
         "  advlab classify digits:test --model digits-cnn --weights runs/digits-seed1/weights.safetensors --limit 5",
-    )  # fmt: skip
+    )
     add_model_args(p, default="digits-cnn")
     p.add_argument("--data", "-d", default="digits:train", help="training data spec")
     p.add_argument("--eval-data", help="held-out data spec (default: the matching :test split)")
-    p.add_argument("--epochs", type=epochs_int, default=d.epochs,
-                   help=f"passes over the training data (1..{MAX_EPOCHS})")
+    p.add_argument(
+        "--epochs", type=epochs_int, default=d.epochs, help=f"passes over the training data (1..{MAX_EPOCHS})"
+    )
     p.add_argument("--lr", type=number, default=d.lr, help="peak learning rate")
     p.add_argument("--batch-size", type=batch_int, default=d.batch_size, help="images per optimizer step")
-    p.add_argument("--seed", type=seed_int, default=d.seed,
-                   help=f"seed of the initial weights, the data order and the attacks ({SEED_RANGE})")
+    p.add_argument(
+        "--seed",
+        type=seed_int,
+        default=d.seed,
+        help=f"seed of the initial weights, the data order and the attacks ({SEED_RANGE})",
+    )
     p.add_argument("--limit", type=positive_int, help="train on the first N samples only")
     a = p.add_argument_group("adversarial training")
-    a.add_argument("--adversarial", choices=ADVERSARIAL, help="inner maximization: pgd (Madry et al.) or fgsm-rs (Wong et al.)")
-    a.add_argument("--eps", type=number, help="L-inf radius in [0, 1] pixel units, e.g. 0.1 or 8/255 (default 0.1 on digits, "
-                   "0.3 on mnist, else 8/255); also the radius of the robust evaluation")  # fmt: skip
-    a.add_argument("--adv-steps", type=steps_int, default=d.adv_steps,
-                   help=f"PGD steps per batch (pgd only; 1..{MAX_STEPS})")
-    a.add_argument("--adv-alpha", type=number, help="step size in pixel units (default 2.5 eps / steps for pgd, 1.25 eps for fgsm-rs)")
-    a.add_argument("--logit-pairing", type=number, default=d.logit_pairing, metavar="LAMBDA", help="weight of mean ||f(x) - f(x_adv)||_2^2")
+    a.add_argument(
+        "--adversarial", choices=ADVERSARIAL, help="inner maximization: pgd (Madry et al.) or fgsm-rs (Wong et al.)"
+    )
+    a.add_argument(
+        "--eps",
+        type=number,
+        help="L-inf radius in [0, 1] pixel units, e.g. 0.1 or 8/255 (default 0.1 on digits, "
+        "0.3 on mnist, else 8/255); also the radius of the robust evaluation",
+    )
+    a.add_argument(
+        "--adv-steps", type=steps_int, default=d.adv_steps, help=f"PGD steps per batch (pgd only; 1..{MAX_STEPS})"
+    )
+    a.add_argument(
+        "--adv-alpha",
+        type=number,
+        help="step size in pixel units (default 2.5 eps / steps for pgd, 1.25 eps for fgsm-rs)",
+    )
+    a.add_argument(
+        "--logit-pairing",
+        type=number,
+        default=d.logit_pairing,
+        metavar="LAMBDA",
+        help="weight of mean ||f(x) - f(x_adv)||_2^2",
+    )
     a.add_argument("--gamma", type=number, default=d.gamma, help="weight of CE(f(x_adv), y)")
     a.add_argument("--clean-weight", type=number, help="weight of CE(f(x), y) (default 0, or 1 with --logit-pairing)")
-    a.add_argument("--attack-mode", choices=ATTACK_MODES, default=d.attack_mode, help="model mode while x_adv is crafted")
-    a.add_argument("--robust-eval", choices=("fast", "reliable", "none"),
-                   help="final robust accuracy on the eval data: evaluate()'s preset at --eps (default fast with "
-                   "--adversarial or --eps, else none)")  # fmt: skip
+    a.add_argument(
+        "--attack-mode", choices=ATTACK_MODES, default=d.attack_mode, help="model mode while x_adv is crafted"
+    )
+    a.add_argument(
+        "--robust-eval",
+        choices=("fast", "reliable", "none"),
+        help="final robust accuracy on the eval data: evaluate()'s preset at --eps (default fast with "
+        "--adversarial or --eps, else none)",
+    )
     a.add_argument("--robust-limit", type=positive_int, help="final robust evaluation on the first N eval images only")
     add_run_args(p, resume=True)
     p.set_defaults(func=run)
@@ -121,20 +156,40 @@ def _config(args: argparse.Namespace, eps: float) -> TrainConfig:
     if not 0 < eps <= 1:
         raise AdvlabError(f"--eps must be in (0, 1] ([0, 1] pixel units), got {eps:g}")
     if args.adversarial is None:
-        given = [f for f, v in (("--logit-pairing", args.logit_pairing != 0), ("--gamma", args.gamma != 1),
-                                ("--clean-weight", args.clean_weight is not None), ("--adv-alpha", args.adv_alpha is not None),
-                                ("--adv-steps", args.adv_steps != TrainConfig.adv_steps),
-                                ("--attack-mode", args.attack_mode != TrainConfig.attack_mode)) if v]  # fmt: skip
+        given = [
+            f
+            for f, v in (
+                ("--logit-pairing", args.logit_pairing != 0),
+                ("--gamma", args.gamma != 1),
+                ("--clean-weight", args.clean_weight is not None),
+                ("--adv-alpha", args.adv_alpha is not None),
+                ("--adv-steps", args.adv_steps != TrainConfig.adv_steps),
+                ("--attack-mode", args.attack_mode != TrainConfig.attack_mode),
+            )
+            if v
+        ]
         if given:
             raise AdvlabError(f"{', '.join(given)} needs --adversarial ({' or '.join(ADVERSARIAL)})")
-    config = TrainConfig(epochs=args.epochs, lr=args.lr, batch_size=args.batch_size, seed=args.seed,
-                         adversarial=args.adversarial, eps=eps, adv_steps=args.adv_steps, adv_alpha=args.adv_alpha,
-                         gamma=args.gamma, logit_pairing=args.logit_pairing, clean_weight=args.clean_weight,
-                         attack_mode=args.attack_mode)  # fmt: skip
+    config = TrainConfig(
+        epochs=args.epochs,
+        lr=args.lr,
+        batch_size=args.batch_size,
+        seed=args.seed,
+        adversarial=args.adversarial,
+        eps=eps,
+        adv_steps=args.adv_steps,
+        adv_alpha=args.adv_alpha,
+        gamma=args.gamma,
+        logit_pairing=args.logit_pairing,
+        clean_weight=args.clean_weight,
+        attack_mode=args.attack_mode,
+    )
     try:
         config.validate()
     except ValueError as e:
-        raise AdvlabError(str(e).replace("adv_alpha", "--adv-alpha").replace("logit_pairing", "--logit-pairing")) from None
+        raise AdvlabError(
+            str(e).replace("adv_alpha", "--adv-alpha").replace("logit_pairing", "--logit-pairing")
+        ) from None
     return config
 
 
@@ -150,8 +205,14 @@ def _name(info: zoo.ModelInfo, dataset: str, config: TrainConfig) -> str:
 
 def _latest_checkpoint(run_dir: runs.Run) -> TrainState | None:
     """The newest complete checkpoint in the run directory (one cut off mid-save is skipped)."""
-    epochs = sorted((int(p.stem[len(CHECKPOINT) :]) for p in run_dir.path.glob(f"{CHECKPOINT}*.json") if p.stem[len(CHECKPOINT) :].isdigit()),
-                    reverse=True)  # fmt: skip
+    epochs = sorted(
+        (
+            int(p.stem[len(CHECKPOINT) :])
+            for p in run_dir.path.glob(f"{CHECKPOINT}*.json")
+            if p.stem[len(CHECKPOINT) :].isdigit()
+        ),
+        reverse=True,
+    )
     for k in epochs:
         saved = run_dir.load_state(f"{CHECKPOINT}{k:04d}")
         if saved is not None:
@@ -186,19 +247,34 @@ def _epoch_rows(history: TrainHistory) -> list[dict[str, Any]]:
 def _write_log(run_dir: runs.Run, history: TrainHistory) -> None:
     """history.json and metrics.csv: one entry / row per finished epoch."""
     h = history.to_dict()
-    run_dir.save_json("history.json", {"loss": h["loss"], "eval_accuracy": h["eval_accuracy"], "seconds": h["seconds"], **h["metrics"]})
+    run_dir.save_json(
+        "history.json",
+        {"loss": h["loss"], "eval_accuracy": h["eval_accuracy"], "seconds": h["seconds"], **h["metrics"]},
+    )
     run_dir.save_text("metrics.csv", csv_text(_epoch_rows(history)))
 
 
-def _plots(run_dir: runs.Run, history: TrainHistory, info: zoo.ModelInfo, data_spec: str, eval_spec: str | None,
-           config: TrainConfig) -> None:  # fmt: skip
+def _plots(
+    run_dir: runs.Run,
+    history: TrainHistory,
+    info: zoo.ModelInfo,
+    data_spec: str,
+    eval_spec: str | None,
+    config: TrainConfig,
+) -> None:
     from advlab.report import line_plot
 
     what = "training objective" if config.adversarial is not None else "cross-entropy"
-    run_dir.save_figure("loss.png", line_plot({"train loss": history.loss}, "epoch", what, f"{info.name} on {data_spec}"))
-    series: dict[str, Sequence[float]] = {f"{eval_spec or 'eval'} clean": history.eval_accuracy} if history.eval_accuracy else {}
+    run_dir.save_figure(
+        "loss.png", line_plot({"train loss": history.loss}, "epoch", what, f"{info.name} on {data_spec}")
+    )
+    series: dict[str, Sequence[float]] = (
+        {f"{eval_spec or 'eval'} clean": history.eval_accuracy} if history.eval_accuracy else {}
+    )
     if ROBUST_COLUMN in history.metrics:
-        series[f"robust (PGD-{EPOCH_ROBUST_STEPS}, eps {config.eps:.4g}, first {EPOCH_ROBUST_IMAGES})"] = history.metrics[ROBUST_COLUMN]
+        series[f"robust (PGD-{EPOCH_ROBUST_STEPS}, eps {config.eps:.4g}, first {EPOCH_ROBUST_IMAGES})"] = (
+            history.metrics[ROBUST_COLUMN]
+        )
     if series:
         run_dir.save_figure("eval_accuracy.png", line_plot(series, "epoch", "accuracy"))
 
@@ -231,16 +307,25 @@ def _setup(args: argparse.Namespace) -> _Setup:
     eval_data = load_data_for(eval_spec, info)[:2] if eval_spec else None
     preset = args.robust_eval or ("fast" if config.adversarial is not None or args.eps is not None else "none")
     if preset != "none" and eval_data is None:
-        raise AdvlabError(f"a robust evaluation needs held-out data: give --eval-data (no default for {args.data!r}) or --robust-eval none")
+        raise AdvlabError(
+            f"a robust evaluation needs held-out data: give --eval-data (no default for {args.data!r}) or --robust-eval none"
+        )
     return _Setup(model, info, x, y, desc.dataset, config, eval_spec, eval_data, preset)  # type: ignore[arg-type]
 
 
 def run(args: argparse.Namespace) -> int:
     s = _setup(args)
     out = args.out or default_out(_name(s.info, s.dataset, s.config))
-    run_config = {"command": command_line(args.argv), "model": args.model, "data": args.data, "eval_data": s.eval_spec,
-                  "train_config": dataclasses.asdict(s.config), "limit": args.limit, "robust_eval": s.preset,
-                  "robust_limit": args.robust_limit}  # fmt: skip
+    run_config = {
+        "command": command_line(args.argv),
+        "model": args.model,
+        "data": args.data,
+        "eval_data": s.eval_spec,
+        "train_config": dataclasses.asdict(s.config),
+        "limit": args.limit,
+        "robust_eval": s.preset,
+        "robust_limit": args.robust_limit,
+    }
     with runs.start(out, run_config, force=args.force, resume=args.resume) as run_dir:
         if run_dir.resumed and run_dir.path == run_dir.final:
             say(args, f"{out} is complete already")
@@ -251,8 +336,11 @@ def run(args: argparse.Namespace) -> int:
             say(args, f"resuming {out} after epoch {state.epochs_done} of {s.config.epochs}")
         history = _train(run_dir, s, state, args)
         metrics = _metrics(s, history, state, args)
-        run_dir.save_tensors("weights.safetensors", s.model.net.state_dict(),  # type: ignore[union-attr]
-                             metadata={"model": args.model, "recipe": run_config["command"]})  # fmt: skip
+        run_dir.save_tensors(
+            "weights.safetensors",
+            s.model.net.state_dict(),  # type: ignore[union-attr]
+            metadata={"model": args.model, "recipe": run_config["command"]},
+        )
         run_dir.save_json("metrics.json", metrics)
         _write_log(run_dir, history)
         _plots(run_dir, history, s.info, args.data, s.eval_spec, s.config)
@@ -280,8 +368,9 @@ def _checkpoint_to_resume(run_dir: runs.Run, s: _Setup) -> TrainState | None:
     try:
         saved = TrainConfig(**state.config)
     except TypeError:
-        raise AdvlabError(f"{str(run_dir.path)!r} holds a checkpoint this version cannot read; "
-                          "use --force to start over") from None
+        raise AdvlabError(
+            f"{str(run_dir.path)!r} holds a checkpoint this version cannot read; use --force to start over"
+        ) from None
     if saved != s.config or state.samples != len(s.y):
         raise AdvlabError(f"{str(run_dir.path)!r} was checkpointed with other settings; use --force to start over")
     return state
@@ -295,7 +384,9 @@ def _epoch_metrics(s: _Setup) -> Callable[[torch.nn.Module], dict[str, float]] |
     from advlab.evaluation import EvalConfig, evaluate
 
     xe, ye = s.eval_data[0][:EPOCH_ROBUST_IMAGES], s.eval_data[1][:EPOCH_ROBUST_IMAGES]
-    config = EvalConfig(attacks=(PGD(eps=s.config.eps, steps=EPOCH_ROBUST_STEPS),), eps=s.config.eps, norm="linf", sanity=False)
+    config = EvalConfig(
+        attacks=(PGD(eps=s.config.eps, steps=EPOCH_ROBUST_STEPS),), eps=s.config.eps, norm="linf", sanity=False
+    )
     return lambda m: {ROBUST_COLUMN: evaluate(m, (xe, ye), config).robust_accuracy}
 
 
@@ -304,7 +395,12 @@ def _train(run_dir: runs.Run, s: _Setup, state: TrainState | None, args: argpars
     what is done stays viewable in the partial directory and the checkpoint stays for --resume."""
     steps_per_epoch = (len(s.y) + args.batch_size - 1) // args.batch_size
     done = state.epochs_done if state is not None else 0
-    bar = progress(range(done * steps_per_epoch, s.config.epochs * steps_per_epoch), args.quiet, desc=f"train {s.info.name}", unit="step")
+    bar = progress(
+        range(done * steps_per_epoch, s.config.epochs * steps_per_epoch),
+        args.quiet,
+        desc=f"train {s.info.name}",
+        unit="step",
+    )
     it = iter(bar)
     history = state.history if state is not None else TrainHistory()
 
@@ -321,15 +417,29 @@ def _train(run_dir: runs.Run, s: _Setup, state: TrainState | None, args: argpars
         _write_log(run_dir, history)
 
     try:
-        return fit(s.model, s.x, s.y, s.config, eval_data=s.eval_data, on_step=on_step, on_epoch=on_epoch, resume=state,
-                   epoch_metrics=_epoch_metrics(s))  # fmt: skip
+        return fit(
+            s.model,
+            s.x,
+            s.y,
+            s.config,
+            eval_data=s.eval_data,
+            on_step=on_step,
+            on_epoch=on_epoch,
+            resume=state,
+            epoch_metrics=_epoch_metrics(s),
+        )
     except TrainingDiverged as e:  # the weights mean nothing: no checkpoint is kept, no weights are written
         run_dir.checkpointed = False
         raise AdvlabError(f"{e}; nothing was saved") from None
     except KeyboardInterrupt:
         if history.loss:
             _plots(run_dir, history, s.info, args.data, s.eval_spec, s.config)
-            _report(run_dir, s, args.data, f" (interrupted after {len(history.loss)} of {s.config.epochs} epochs; --resume continues)")
+            _report(
+                run_dir,
+                s,
+                args.data,
+                f" (interrupted after {len(history.loss)} of {s.config.epochs} epochs; --resume continues)",
+            )
         raise
     finally:
         if hasattr(bar, "close"):
@@ -339,16 +449,35 @@ def _train(run_dir: runs.Run, s: _Setup, state: TrainState | None, args: argpars
 def _metrics(s: _Setup, history: TrainHistory, state: TrainState | None, args: argparse.Namespace) -> dict[str, Any]:
     """metrics.json: training loss and accuracy, the adversarial recipe, eval accuracy, the final robust evaluation."""
     config = s.config
-    metrics: dict[str, Any] = {"model": s.info.name, "train_samples": len(s.y), "epochs": args.epochs, "seconds": round(sum(history.seconds), 2),
-                               "final_train_loss": history.loss[-1], "train_accuracy": accuracy(s.model, s.x, s.y)}  # fmt: skip
+    metrics: dict[str, Any] = {
+        "model": s.info.name,
+        "train_samples": len(s.y),
+        "epochs": args.epochs,
+        "seconds": round(sum(history.seconds), 2),
+        "final_train_loss": history.loss[-1],
+        "train_accuracy": accuracy(s.model, s.x, s.y),
+    }
     if config.adversarial is not None:
         c, g, lam = config.loss_weights()
-        metrics["adversarial"] = {"method": config.adversarial, "eps": config.eps, "norm": "linf",
-                                  "steps": 1 if config.adversarial == "fgsm-rs" else config.adv_steps,
-                                  "alpha": config.attack().step_size(config.eps),  # type: ignore[union-attr]
-                                  "clean_weight": c, "gamma": g, "logit_pairing": lam, "attack_mode": config.attack_mode}  # fmt: skip
+        metrics["adversarial"] = {
+            "method": config.adversarial,
+            "eps": config.eps,
+            "norm": "linf",
+            "steps": 1 if config.adversarial == "fgsm-rs" else config.adv_steps,
+            "alpha": config.attack().step_size(config.eps),  # type: ignore[union-attr]
+            "clean_weight": c,
+            "gamma": g,
+            "logit_pairing": lam,
+            "attack_mode": config.attack_mode,
+        }
     if s.eval_data is not None:
-        metrics.update({"eval_data": s.eval_spec, "eval_accuracy": history.eval_accuracy[-1], "clean_accuracy": history.eval_accuracy[-1]})
+        metrics.update(
+            {
+                "eval_data": s.eval_spec,
+                "eval_accuracy": history.eval_accuracy[-1],
+                "clean_accuracy": history.eval_accuracy[-1],
+            }
+        )
     if ROBUST_COLUMN in history.metrics:
         metrics[f"epoch_{ROBUST_COLUMN}"] = history.metrics[ROBUST_COLUMN][-1]
     if s.preset != "none" and s.eval_data is not None:
@@ -366,7 +495,22 @@ def _robust_eval(s: _Setup, args: argparse.Namespace) -> dict[str, Any]:
     assert s.eval_data is not None
     xe, ye = s.eval_data
     config = EvalConfig(preset=s.preset, eps=s.config.eps, norm="linf", limit=args.robust_limit)
-    rep = evaluate(s.model, (xe, ye), config, work=Work(progress=lambda todo: progress(todo, args.quiet, desc="evaluate", unit="batch")))
-    return {"robust_accuracy": rep.robust_accuracy, "robust_eval": {
-        "preset": s.preset, "eps": s.config.eps, "norm": "linf", "images": rep.n, "clean_accuracy": rep.clean_accuracy,
-        "attacks": rep.attacks, "seconds": rep.seconds, "flags": rep.flags}}  # fmt: skip
+    rep = evaluate(
+        s.model,
+        (xe, ye),
+        config,
+        work=Work(progress=lambda todo: progress(todo, args.quiet, desc="evaluate", unit="batch")),
+    )
+    return {
+        "robust_accuracy": rep.robust_accuracy,
+        "robust_eval": {
+            "preset": s.preset,
+            "eps": s.config.eps,
+            "norm": "linf",
+            "images": rep.n,
+            "clean_accuracy": rep.clean_accuracy,
+            "attacks": rep.attacks,
+            "seconds": rep.seconds,
+            "flags": rep.flags,
+        },
+    }

@@ -41,7 +41,9 @@ MAX_TRIES = 10_000
 
 def register(sub: argparse._SubParsersAction, flags: argparse.ArgumentParser) -> None:
     p = sub.add_parser(
-        "transfer", parents=[flags], formatter_class=Formatter,
+        "transfer",
+        parents=[flags],
+        formatter_class=Formatter,
         help="craft adversarial examples on surrogates, score them on victims: a transfer matrix",
         description="Transfer attacks (Szegedy et al. 2014; ensembles: Liu et al. 2017). The attack runs white box on each\n"
         "--from model (and, with --ensemble, on the average of their logits); each --to model only classifies the\n"
@@ -53,17 +55,34 @@ def register(sub: argparse._SubParsersAction, flags: argparse.ArgumentParser) ->
         "  advlab transfer --from digits-cnn,digits-cnn=half_b.safetensors --data digits:test --eps 0.2\n"
         "  advlab transfer --from efficientnet-lite0 --to efficientnet-lite1,efficientnet-lite2 --data samples --eps 8/255\n"
         "  advlab transfer --from a.py:net=a.pt,b.py:net=b.pt --to c.py:net=c.pt --data cifar10:test --ensemble --limit 1000",
-    )  # fmt: skip
-    p.add_argument("--from", dest="sources", action="append", required=True, metavar="MODEL[=WEIGHTS],...",
-                   help="surrogate models the attack is crafted on")  # fmt: skip
-    p.add_argument("--to", dest="targets", action="append", metavar="MODEL[=WEIGHTS],...",
-                   help="victim models (default: the --from models, a full cross matrix)")  # fmt: skip
+    )
+    p.add_argument(
+        "--from",
+        dest="sources",
+        action="append",
+        required=True,
+        metavar="MODEL[=WEIGHTS],...",
+        help="surrogate models the attack is crafted on",
+    )
+    p.add_argument(
+        "--to",
+        dest="targets",
+        action="append",
+        metavar="MODEL[=WEIGHTS],...",
+        help="victim models (default: the --from models, a full cross matrix)",
+    )
     p.add_argument("--data", "-d", required=True, help="data spec (see advlab data)")
     p.add_argument("--attack", "-a", default="pgd", help="the attack (default pgd; see advlab attack --help)")
     add_attack_args(p)
-    p.add_argument("--ensemble", action="store_true", help="add a row: the attack on the logit average of all --from models")
-    p.add_argument("--noise-tries", type=bounded_int(1, MAX_TRIES), default=transfer.NOISE_TRIES,
-                   help=f"random points per image in the chance baseline (1..{MAX_TRIES})")
+    p.add_argument(
+        "--ensemble", action="store_true", help="add a row: the attack on the logit average of all --from models"
+    )
+    p.add_argument(
+        "--noise-tries",
+        type=bounded_int(1, MAX_TRIES),
+        default=transfer.NOISE_TRIES,
+        help=f"random points per image in the chance baseline (1..{MAX_TRIES})",
+    )
     p.add_argument("--limit", type=positive_int, default=500, help="the first N images (default 500)")
     p.add_argument("--batch-size", type=batch_int, default=128, help="images attacked together")
     p.add_argument("--json", action="store_true", help="print the matrix as JSON")
@@ -99,7 +118,9 @@ def check_models(models: list[tuple[str, torch.nn.Module]]) -> zoo.ModelInfo:
     for label, m in models[1:]:
         i: zoo.ModelInfo = m.info  # type: ignore[assignment]
         if i.num_classes != info.num_classes:
-            raise AdvlabError(f"{label} has {i.num_classes} classes but {first_label} has {info.num_classes}: transfer needs the same classes")
+            raise AdvlabError(
+                f"{label} has {i.num_classes} classes but {first_label} has {info.num_classes}: transfer needs the same classes"
+            )
         if i.channels != info.channels:
             raise AdvlabError(f"{label} takes {i.channels}-channel images but {first_label} takes {info.channels}")
     return info
@@ -111,8 +132,9 @@ def run(args: argparse.Namespace) -> int:
         raise AdvlabError("--from needs at least one model")
     targets = targets or sources
     if len(set(sources + targets)) > MAX_MODELS:
-        raise AdvlabError(f"--from and --to name {len(set(sources + targets))} models; "
-                          f"a transfer matrix takes at most {MAX_MODELS}")
+        raise AdvlabError(
+            f"--from and --to name {len(set(sources + targets))} models; a transfer matrix takes at most {MAX_MODELS}"
+        )
     if args.ensemble and len(sources) < 2:
         raise AdvlabError("--ensemble needs at least two --from models")
     models = load_models(list(dict.fromkeys([*sources, *targets])))
@@ -132,15 +154,40 @@ def run(args: argparse.Namespace) -> int:
     if not bool(keep.any()):
         raise AdvlabError(f"data {args.data!r} has no labelled images of {info.name}'s classes; transfer needs labels")
     x, y = x[keep], y[keep]
-    out = args.out or default_out(runs.run_name(info.name, info.dataset, "transfer", desc.dataset, atk.name,
-                                                float(eps) if eps is not None else None))  # fmt: skip
-    config = {"command": command_line(args.argv), "from": sources, "to": targets, "data": args.data, "limit": args.limit,
-              "attack": repr(atk), "ensemble": args.ensemble, "noise_tries": args.noise_tries}  # fmt: skip
+    out = args.out or default_out(
+        runs.run_name(
+            info.name, info.dataset, "transfer", desc.dataset, atk.name, float(eps) if eps is not None else None
+        )
+    )
+    config = {
+        "command": command_line(args.argv),
+        "from": sources,
+        "to": targets,
+        "data": args.data,
+        "limit": args.limit,
+        "attack": repr(atk),
+        "ensemble": args.ensemble,
+        "noise_tries": args.noise_tries,
+    }
     with runs.start(out, config, force=args.force) as run_dir:
-        m = transfer.transfer_matrix([models[s] for s in sources], [models[t] for t in targets], x, y, atk, ensemble=args.ensemble,
-                                     batch_size=args.batch_size, noise_tries=args.noise_tries,
-                                     progress=not args.quiet and sys.stderr.isatty())  # fmt: skip
-        metrics = {"from": sources, "to": targets, "data": args.data, "unlabelled_dropped": int((~keep).sum()), **m.to_dict()}
+        m = transfer.transfer_matrix(
+            [models[s] for s in sources],
+            [models[t] for t in targets],
+            x,
+            y,
+            atk,
+            ensemble=args.ensemble,
+            batch_size=args.batch_size,
+            noise_tries=args.noise_tries,
+            progress=not args.quiet and sys.stderr.isatty(),
+        )
+        metrics = {
+            "from": sources,
+            "to": targets,
+            "data": args.data,
+            "unlabelled_dropped": int((~keep).sum()),
+            **m.to_dict(),
+        }
         _write(run_dir, m, metrics)
     if args.json:
         print(json.dumps(metrics, indent=2))
@@ -169,8 +216,18 @@ def _write(run_dir: runs.Run, m: transfer.TransferMatrix, metrics: dict[str, Any
     run_dir.save_text("transfer.md", md)
     values, rows, cols = heatmap_values(m)
     ball = f", {m.norm} eps {transfer.eps_text(m.eps)}" if m.eps is not None else ""
-    fig = heatmap(values, rows, cols, f"transfer success rate{ball} (n = {m.n})", fmt="{:.0%}", xlabel="victim (target)", ylabel="surrogate (source)")
+    fig = heatmap(
+        values,
+        rows,
+        cols,
+        f"transfer success rate{ball} (n = {m.n})",
+        fmt="{:.0%}",
+        xlabel="victim (target)",
+        ylabel="surrogate (source)",
+    )
     run_dir.save_figure("heatmap.png", fig)
-    write_report(run_dir.path, f"advlab transfer: {', '.join(m.sources)} -> {', '.join(m.targets)}",
-                 [("Transfer matrix", html_table(md))])  # fmt: skip
-
+    write_report(
+        run_dir.path,
+        f"advlab transfer: {', '.join(m.sources)} -> {', '.join(m.targets)}",
+        [("Transfer matrix", html_table(md))],
+    )

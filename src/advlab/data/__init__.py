@@ -32,4 +32,15 @@ from advlab.data.specs import (
     spec_names,
 )
 
-__all__ = ["Batches", "DatasetInfo", "describe", "imagenet_classes", "imagenet_synsets", "item_names", "load", "load_for_model", "open", "spec_names"]
+__all__ = [
+    "Batches",
+    "DatasetInfo",
+    "describe",
+    "imagenet_classes",
+    "imagenet_synsets",
+    "item_names",
+    "load",
+    "load_for_model",
+    "open",
+    "spec_names",
+]

@@ -57,18 +57,24 @@ def check_image_size(width: int, height: int, name: str | None = None, size: int
     if width < 1 or height < 1:
         raise AdvlabError(f"{what} is {width}x{height} pixels: it has no pixels")
     if width * height > MAX_IMAGE_PIXELS:
-        raise AdvlabError(f"{what} is {width}x{height} pixels, over advlab's limit of {MAX_IMAGE_PIXELS:,} "
-                          "pixels per image (a decompression bomb? else scale it down first)")
+        raise AdvlabError(
+            f"{what} is {width}x{height} pixels, over advlab's limit of {MAX_IMAGE_PIXELS:,} "
+            "pixels per image (a decompression bomb? else scale it down first)"
+        )
     if size is not None and (width, height) != (size, size) and max(width, height) > MAX_ASPECT * min(width, height):
-        raise AdvlabError(f"{what} is {width}x{height} pixels, an aspect ratio over {MAX_ASPECT}:1; resizing it "
-                          f"for a {size}x{size} input would keep that ratio (crop it first)")
+        raise AdvlabError(
+            f"{what} is {width}x{height} pixels, an aspect ratio over {MAX_ASPECT}:1; resizing it "
+            f"for a {size}x{size} input would keep that ratio (crop it first)"
+        )
 
 
 def _resized_side(size: int, crop_fraction: float) -> int:
     """The shorter side before the centre crop; refused when even a square image would exceed the pixel budget."""
     if size < 1 or round(size / crop_fraction) ** 2 > MAX_IMAGE_PIXELS // MAX_ASPECT:
-        raise AdvlabError(f"cannot resize images to {size}x{size}: sizes from 1 to "
-                          f"{int((MAX_IMAGE_PIXELS // MAX_ASPECT) ** 0.5 * crop_fraction)} are supported")
+        raise AdvlabError(
+            f"cannot resize images to {size}x{size}: sizes from 1 to "
+            f"{int((MAX_IMAGE_PIXELS // MAX_ASPECT) ** 0.5 * crop_fraction)} are supported"
+        )
     return round(size / crop_fraction)
 
 
@@ -87,7 +93,9 @@ def open_image(path: str | Path, size: int | None = None) -> Image.Image:
         raise AdvlabError(f"{show(path)} is a directory, not an image (use folder:PATH for a class-folder data set)")
     with open_regular(path, "image") as fh:
         if (nbytes := os.fstat(fh.fileno()).st_size) > MAX_IMAGE_FILE_BYTES:
-            raise AdvlabError(f"image {show(path)} has {nbytes:,} bytes, over advlab's limit of {MAX_IMAGE_FILE_BYTES:,}")
+            raise AdvlabError(
+                f"image {show(path)} has {nbytes:,} bytes, over advlab's limit of {MAX_IMAGE_FILE_BYTES:,}"
+            )
         try:
             img = _open_lazily(fh)
             check_image_size(*img.size, show(path), size)
@@ -95,8 +103,10 @@ def open_image(path: str | Path, size: int | None = None) -> Image.Image:
         except UnidentifiedImageError as e:
             raise AdvlabError(f"{show(path)} is not an image file advlab reads ({', '.join(IMAGE_FORMATS)})") from e
         except Image.DecompressionBombError as e:
-            raise AdvlabError(f"image {show(path)} is over PIL's limit of {2 * (Image.MAX_IMAGE_PIXELS or 0):,} pixels "
-                              "(a decompression bomb?)") from e
+            raise AdvlabError(
+                f"image {show(path)} is over PIL's limit of {2 * (Image.MAX_IMAGE_PIXELS or 0):,} pixels "
+                "(a decompression bomb?)"
+            ) from e
         except (OSError, SyntaxError, ValueError, EOFError) as e:
             if isinstance(e, AdvlabError):
                 raise
@@ -121,8 +131,10 @@ def _deep_to_float(img: Image.Image) -> Image.Image:
     lo, hi = (float(a.min()), float(a.max())) if a.size else (0.0, 0.0)
     scale = _DEEP_MODES[img.mode]
     if lo < 0 or hi > scale:
-        raise AdvlabError(f"image has {img.mode} pixels in [{lo:g}, {hi:g}]; advlab reads 16-bit images as 0..65535 and float "
-                          "images in [0, 1] (rescale it, or save it as an 8-bit PNG)")  # fmt: skip
+        raise AdvlabError(
+            f"image has {img.mode} pixels in [{lo:g}, {hi:g}]; advlab reads 16-bit images as 0..65535 and float "
+            "images in [0, 1] (rescale it, or save it as an 8-bit PNG)"
+        )
     return Image.fromarray((a / scale).astype(np.float32))  # float32 (H, W): mode "F"
 
 

@@ -142,9 +142,7 @@ def cache_dir() -> Path:
 
 def _check_split(dataset: str, split: str) -> None:
     if split not in SPLITS:
-        raise AdvlabError(
-            f"{dataset}: unknown split {split!r}; valid splits: {', '.join(SPLITS)}"
-        )
+        raise AdvlabError(f"{dataset}: unknown split {split!r}; valid splits: {', '.join(SPLITS)}")
 
 
 def _resolve_root(dataset: str, root: str | Path | None) -> tuple[Path, bool]:
@@ -162,9 +160,7 @@ def _offline() -> bool:
     return os.environ.get("ADVLAB_OFFLINE", "").strip() == "1"
 
 
-def _not_available(
-    dataset: str, root: Path, is_default: bool, reason: str, what: str
-) -> NotAvailableError:
+def _not_available(dataset: str, root: Path, is_default: bool, reason: str, what: str) -> NotAvailableError:
     """Build the one-line error for files that are missing and could not be downloaded.
 
     ``what`` names the files (relative to ``root``) and where they come from.
@@ -205,8 +201,9 @@ def _download(url: str, dest: Path, md5: str | None) -> None:
                         break
                     size += len(chunk)
                     if size > MAX_DOWNLOAD_BYTES:
-                        raise ValueError(f"{url} sends more than {MAX_DOWNLOAD_BYTES:,} bytes, "
-                                         "more than any official file")
+                        raise ValueError(
+                            f"{url} sends more than {MAX_DOWNLOAD_BYTES:,} bytes, more than any official file"
+                        )
                     digest.update(chunk)
                     out.write(chunk)
         if md5 is not None and digest.hexdigest() != md5.lower():
@@ -246,8 +243,9 @@ def _present(path: Path) -> bool:
     if st is None:
         return False
     if not stat.S_ISREG(st.st_mode):
-        raise AdvlabError(f"{show(path)} is {kind(st.st_mode)}, not a regular file; "
-                          "remove it or put the data file there")
+        raise AdvlabError(
+            f"{show(path)} is {kind(st.st_mode)}, not a regular file; remove it or put the data file there"
+        )
     return True
 
 
@@ -267,8 +265,10 @@ class _Bounded:
         data = self.raw.read(want)
         self.left -= len(data)
         if self.left < 0:
-            raise AdvlabError(f"{self.name} inflates to more than {self.limit:,} bytes, more than the official file "
-                              "(a decompression bomb, or not the official file?)")
+            raise AdvlabError(
+                f"{self.name} inflates to more than {self.limit:,} bytes, more than the official file "
+                "(a decompression bomb, or not the official file?)"
+            )
         return data
 
 
@@ -305,8 +305,10 @@ def _read_cifar_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
     if len(raw) == 0:
         raise AdvlabError(f"{show(path)}: empty file; not a CIFAR-10 binary batch")
     if len(raw) > limit:
-        raise AdvlabError(f"{show(path)}: more than {limit:,} bytes, the size of a CIFAR-10 batch of "
-                          f"{_CIFAR_MAX_RECORDS:,} records (not a CIFAR-10 binary batch?)")
+        raise AdvlabError(
+            f"{show(path)}: more than {limit:,} bytes, the size of a CIFAR-10 batch of "
+            f"{_CIFAR_MAX_RECORDS:,} records (not a CIFAR-10 binary batch?)"
+        )
     if len(raw) % _CIFAR_RECORD:
         raise AdvlabError(
             f"{show(path)}: size {len(raw)} bytes is not a whole number of {_CIFAR_RECORD}-byte "
@@ -334,11 +336,14 @@ def _extract_cifar(tarball: Path, root: Path) -> None:
         with tarfile.open(fileobj=stream, mode="r|") as tar:  # type: ignore[call-overload]
             for count, member in enumerate(tar, 1):
                 if count > _CIFAR_TAR_MAX_MEMBERS:
-                    raise AdvlabError(f"{show(tarball)} holds more than {_CIFAR_TAR_MAX_MEMBERS} members "
-                                      "(not the CIFAR-10 tarball?)")
+                    raise AdvlabError(
+                        f"{show(tarball)} holds more than {_CIFAR_TAR_MAX_MEMBERS} members (not the CIFAR-10 tarball?)"
+                    )
                 if member.size > limit:
-                    raise AdvlabError(f"{show(tarball)}: member {member.name!r} declares {member.size:,} bytes; "
-                                      f"a CIFAR-10 batch has at most {limit:,}")
+                    raise AdvlabError(
+                        f"{show(tarball)}: member {member.name!r} declares {member.size:,} bytes; "
+                        f"a CIFAR-10 batch has at most {limit:,}"
+                    )
                 if member.isfile() and member.name in wanted:
                     _write_member(tar, member, root / _CIFAR_DIR / wanted[member.name])
 
@@ -371,9 +376,7 @@ def _ensure_cifar10(split: str, root: Path, is_default: bool, download: bool) ->
         try:
             _extract_cifar(tarball, root)
         except (OSError, EOFError, tarfile.TarError, zlib.error) as exc:
-            raise AdvlabError(
-                f"{show(tarball)}: cannot extract ({type(exc).__name__}: {_one_line(exc)})"
-            ) from None
+            raise AdvlabError(f"{show(tarball)}: cannot extract ({type(exc).__name__}: {_one_line(exc)})") from None
         if all(p.is_file() for p in paths):
             return paths
     missing = [p for p in paths if not p.is_file()]
@@ -473,8 +476,10 @@ def _check_idx_dims(path: Path, dims: tuple[int, ...], item_shape: tuple[int, ..
     if dims[1:] != item_shape:
         raise AdvlabError(f"{show(path)}: images are {'x'.join(map(str, dims[1:]))}, expected 28x28 for MNIST")
     if dims[0] > _MNIST_MAX_ITEMS:
-        raise AdvlabError(f"{show(path)}: the header declares {dims[0]:,} items; an MNIST file has at most "
-                          f"{_MNIST_MAX_ITEMS:,} (not an MNIST file?)")
+        raise AdvlabError(
+            f"{show(path)}: the header declares {dims[0]:,} items; an MNIST file has at most "
+            f"{_MNIST_MAX_ITEMS:,} (not an MNIST file?)"
+        )
 
 
 def _mnist_names(split: str) -> tuple[str, str]:
@@ -495,10 +500,7 @@ def _ensure_mnist(split: str, root: Path, is_default: bool, download: bool) -> t
     missing = [n for n, f in zip(names, found) if f is None]
     if not missing:
         return found[0], found[1]  # type: ignore[return-value]
-    what = (
-        " and ".join(f"{n}.gz" for n in missing)
-        + f" (or the gunzipped files, from {MNIST_BASE_URL})"
-    )
+    what = " and ".join(f"{n}.gz" for n in missing) + f" (or the gunzipped files, from {MNIST_BASE_URL})"
     reason = _no_download_reason(download)
     if reason is not None:
         raise _not_available("mnist", root, is_default, reason, what)
@@ -533,8 +535,7 @@ def read_mnist(
     labels = _read_idx(labels_path, _IDX_LABELS_MAGIC, ())
     if images.shape[0] != labels.shape[0]:
         raise AdvlabError(
-            f"{show(images_path)}: {images.shape[0]} images but {labels_path.name!r} has "
-            f"{labels.shape[0]} labels"
+            f"{show(images_path)}: {images.shape[0]} images but {labels_path.name!r} has {labels.shape[0]} labels"
         )
     _check_labels(labels_path, labels, 9)
     return _to_tensors(images[:, None, :, :], labels)
@@ -592,8 +593,10 @@ def _check_svhn_headers(path: Path, variables: list[tuple[str, tuple[int, ...], 
     if x_shape is not None and (len(x_shape) != 4 or x_shape[:3] != (32, 32, 3)):
         raise AdvlabError(f"{show(path)}: X has shape {x_shape}, expected (32, 32, 3, N)")
     if x_shape is not None and x_shape[3] > _SVHN_MAX_IMAGES:
-        raise AdvlabError(f"{show(path)}: X declares {x_shape[3]:,} images; an SVHN file has at most "
-                          f"{_SVHN_MAX_IMAGES:,} (the extra set is not read)")
+        raise AdvlabError(
+            f"{show(path)}: X declares {x_shape[3]:,} images; an SVHN file has at most "
+            f"{_SVHN_MAX_IMAGES:,} (the extra set is not read)"
+        )
     if "y" in shapes and math.prod(shapes["y"]) > _SVHN_MAX_IMAGES:
         raise AdvlabError(f"{show(path)}: y declares shape {shapes['y']}, more labels than an SVHN file has")
 
@@ -612,8 +615,10 @@ def _check_mat_size(fh: BinaryIO, path: Path, limit: int) -> None:
             total += nbytes
             fh.seek(nbytes, os.SEEK_CUR)
         if total > limit:
-            raise AdvlabError(f"{show(path)}: its variables hold more than {limit:,} bytes, more than an SVHN file "
-                              "(a decompression bomb, or not an SVHN file?)")
+            raise AdvlabError(
+                f"{show(path)}: its variables hold more than {limit:,} bytes, more than an SVHN file "
+                "(a decompression bomb, or not an SVHN file?)"
+            )
 
 
 def _inflated_size(fh: BinaryIO, nbytes: int, cap: int) -> int:
@@ -653,9 +658,7 @@ def _svhn_arrays(path: Path, mat: dict) -> tuple[np.ndarray, np.ndarray]:
         raise AdvlabError(f"{show(path)}: y holds non-integer labels")
     labels = y.astype(np.int64)
     if labels.size and (labels.min() < 0 or labels.max() > 10):
-        raise AdvlabError(
-            f"{show(path)}: labels span {labels.min()}..{labels.max()}, expected 1..10 (10 = digit 0)"
-        )
+        raise AdvlabError(f"{show(path)}: labels span {labels.min()}..{labels.max()}, expected 1..10 (10 = digit 0)")
     labels[labels == 10] = 0
     images = X.astype(np.uint8, copy=False).transpose(3, 2, 0, 1)  # (H, W, C, N) -> (N, C, H, W)
     return images, labels

@@ -56,10 +56,16 @@ class SamplePhoto:
 #: The ``samples`` set. The astronaut portrait and the microscopy/astronomy images have no fitting
 #: ImageNet class and are left out.
 SAMPLE_PHOTOS = (
-    SamplePhoto("chelsea", 281, "Chelsea the cat, a tabby (281 'tabby'; 282 'tiger cat' and 285 'Egyptian cat' are the usual confusions)"),
+    SamplePhoto(
+        "chelsea",
+        281,
+        "Chelsea the cat, a tabby (281 'tabby'; 282 'tiger cat' and 285 'Egyptian cat' are the usual confusions)",
+    ),
     SamplePhoto("coffee", 967, "a cup of espresso on a saucer (967 'espresso')"),
     SamplePhoto("rocket", 657, "a Falcon 9 on its launch pad at night (657 'missile'; ImageNet has no 'rocket')"),
-    SamplePhoto("motorcycle", 665, "a red motorcycle in a garage (665 'moped', the nearest class; ImageNet has no 'motorcycle')"),
+    SamplePhoto(
+        "motorcycle", 665, "a red motorcycle in a garage (665 'moped', the nearest class; ImageNet has no 'motorcycle')"
+    ),
 )
 
 

@@ -55,9 +55,15 @@ class DatasetInfo:
 def spec_names() -> list[tuple[str, str]]:
     """(spec, description) for ``advlab data``."""
     return [
-        ("digits[:train|test]", "scikit-learn's 1,797 8x8 digits, 1 channel; test = every 3rd image (599), train = the rest (1,198)"),
+        (
+            "digits[:train|test]",
+            "scikit-learn's 1,797 8x8 digits, 1 channel; test = every 3rd image (599), train = the rest (1,198)",
+        ),
         ("samples", "scikit-image's colour photos (cat, coffee, rocket, motorcycle) with ImageNet labels"),
-        ("folder:PATH", "class sub-folders of images; ImageNet synset folder names (n01440764...) map to standard indices"),
+        (
+            "folder:PATH",
+            "class sub-folders of images; ImageNet synset folder names (n01440764...) map to standard indices",
+        ),
         ("PATH or 'GLOB'", "image files (png, jpg, ...), unlabelled (-1)"),
         ("tensors:FILE", ".npz or .safetensors with x (N,C,H,W float in [0,1] or uint8) and y (N,) int"),
         ("cifar10[:train|test]", "CIFAR-10 binary version from $ADVLAB_DATA/cifar10 (downloaded when online)"),
@@ -237,8 +243,9 @@ def _read_npz(fh: BinaryIO, path: Path) -> dict[str, torch.Tensor]:
             with zf.open(member) as f:
                 version = np.lib.format.read_magic(f)
                 if version not in _NPY_HEADERS:
-                    raise AdvlabError(f"cannot read tensors file {show(path)}: {member.filename!r} is "
-                                      f".npy version {version}")
+                    raise AdvlabError(
+                        f"cannot read tensors file {show(path)}: {member.filename!r} is .npy version {version}"
+                    )
                 shape, _, dtype = _NPY_HEADERS[version](f)
             if dtype.hasobject:
                 raise AdvlabError(f"cannot read tensors file {show(path)}: {member.filename!r} holds pickled objects")
@@ -253,8 +260,10 @@ def _check_values(shapes: dict[str, tuple[int, ...]], path: Path) -> None:
     total = sum(math.prod(s) for s in shapes.values())
     if total > MAX_TENSOR_VALUES:
         big = max(shapes, key=lambda k: math.prod(shapes[k]))
-        raise AdvlabError(f"tensors file {show(path)} declares {total:,} values ({big!r} has shape "
-                          f"{tuple(shapes[big])}), over advlab's limit of {MAX_TENSOR_VALUES:,}")
+        raise AdvlabError(
+            f"tensors file {show(path)} declares {total:,} values ({big!r} has shape "
+            f"{tuple(shapes[big])}), over advlab's limit of {MAX_TENSOR_VALUES:,}"
+        )
 
 
 def _images(x: torch.Tensor, path: Path) -> torch.Tensor:
@@ -268,11 +277,15 @@ def _images(x: torch.Tensor, path: Path) -> torch.Tensor:
     if x.shape[1] not in (1, 3) and x.shape[3] in (1, 3):
         x = x.permute(0, 3, 1, 2).contiguous()  # NHWC as saved by numpy/PIL code
     if 0 in x.shape:
-        raise AdvlabError(f"tensors file {show(path)}: x has shape {tuple(x.shape)}; every image needs at least one "
-                          "channel and one pixel")
+        raise AdvlabError(
+            f"tensors file {show(path)}: x has shape {tuple(x.shape)}; every image needs at least one "
+            "channel and one pixel"
+        )
     if x.shape[2] * x.shape[3] > MAX_IMAGE_PIXELS:
-        raise AdvlabError(f"tensors file {show(path)}: x has shape {tuple(x.shape)}, over advlab's limit of "
-                          f"{MAX_IMAGE_PIXELS:,} pixels per image")
+        raise AdvlabError(
+            f"tensors file {show(path)}: x has shape {tuple(x.shape)}, over advlab's limit of "
+            f"{MAX_IMAGE_PIXELS:,} pixels per image"
+        )
     if x.dtype == torch.uint8:
         return x
     if not x.is_floating_point():
@@ -282,8 +295,9 @@ def _images(x: torch.Tensor, path: Path) -> torch.Tensor:
         raise AdvlabError(f"tensors file {show(path)}: x contains NaN or infinite values")
     lo, hi = float(x.min()), float(x.max())
     if lo < 0 or hi > 1:
-        raise AdvlabError(f"tensors file {show(path)}: x must be in [0, 1] (or uint8), "
-                          f"found values in [{lo:.3g}, {hi:.3g}]")
+        raise AdvlabError(
+            f"tensors file {show(path)}: x must be in [0, 1] (or uint8), found values in [{lo:.3g}, {hi:.3g}]"
+        )
     return x
 
 
@@ -299,8 +313,10 @@ def _labels(y: torch.Tensor | None, n: int, path: Path) -> torch.Tensor:
     if len(y) != n:
         raise AdvlabError(f"tensors file {show(path)}: {n} images but {len(y)} labels")
     if len(y) and (float(y.min()) < -1 or float(y.max()) > MAX_LABEL):
-        raise AdvlabError(f"tensors file {show(path)}: y holds labels in [{float(y.min()):g}, {float(y.max()):g}]; "
-                          f"labels are class indices 0..{MAX_LABEL:,}, or -1 for unlabelled")
+        raise AdvlabError(
+            f"tensors file {show(path)}: y holds labels in [{float(y.min()):g}, {float(y.max()):g}]; "
+            f"labels are class indices 0..{MAX_LABEL:,}, or -1 for unlabelled"
+        )
     return y.long()
 
 
@@ -314,7 +330,9 @@ def _finish(x: torch.Tensor, size: int | None, channels: int | None) -> torch.Te
     return x
 
 
-def load(spec: str, size: int | None = None, *, channels: int | None = None, limit: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+def load(
+    spec: str, size: int | None = None, *, channels: int | None = None, limit: int | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
     """All of a (small) data set as ``x`` (N, C, H, W) float32 in [0, 1] and ``y`` (N,) int64 (-1 = unlabelled).
 
     ``size``: photos are resized (shorter side to size/0.875) and centre-cropped to ``size`` (default 224);
@@ -324,8 +342,9 @@ def load(spec: str, size: int | None = None, *, channels: int | None = None, lim
     return _load(_resolve(spec), size, channels, limit)
 
 
-def load_for_model(spec: str, input_size: int, channels: int, *, size: int | None = None,
-                   limit: int | None = None) -> tuple[torch.Tensor, torch.Tensor, DatasetInfo]:  # fmt: skip
+def load_for_model(
+    spec: str, input_size: int, channels: int, *, size: int | None = None, limit: int | None = None
+) -> tuple[torch.Tensor, torch.Tensor, DatasetInfo]:
     """Load a data set for a model, reading it once: photos are fitted to the model (resized/cropped to
     ``input_size``, converted to ``channels``); tensor sets keep their own size and channels (resized only to
     an explicit ``size``) so that a mismatch can be reported, not silently converted. Returns ``(x, y, info)``."""
@@ -336,7 +355,9 @@ def load_for_model(spec: str, input_size: int, channels: int, *, size: int | Non
     return x, y, _describe(src, spec, s, c)
 
 
-def _load(src: _Files | _Tensors, size: int | None, channels: int | None, limit: int | None) -> tuple[torch.Tensor, torch.Tensor]:
+def _load(
+    src: _Files | _Tensors, size: int | None, channels: int | None, limit: int | None
+) -> tuple[torch.Tensor, torch.Tensor]:
     if isinstance(src, _Tensors):
         n = len(src.y) if limit is None else min(limit, len(src.y))
         return _finish(src.x[:n], size, channels), src.y[:n].clone()
@@ -358,13 +379,19 @@ def _describe(src: _Files | _Tensors, spec: str, size: int | None, channels: int
     if isinstance(src, _Tensors):
         c = channels or src.x.shape[1]
         hw = (size, size) if size else (int(src.x.shape[2]), int(src.x.shape[3]))
-        num = len(src.class_names) if src.class_names else (int(src.y.max()) + 1 if len(src.y) and int(src.y.max()) >= 0 else None)
+        num = (
+            len(src.class_names)
+            if src.class_names
+            else (int(src.y.max()) + 1 if len(src.y) and int(src.y.max()) >= 0 else None)
+        )
         return DatasetInfo(spec, src.dataset, len(src.y), c, hw, num, src.class_names, photos=False)
     side = size or DEFAULT_PHOTO_SIZE
     count = len(sets.SAMPLE_PHOTOS) if src.dataset == "samples" else len(src.paths)
     dataset = "imagenet" if src.dataset == "samples" else src.dataset
     names = src.class_names
-    return DatasetInfo(spec, dataset, count, channels or 3, (side, side), len(names) if names else None, names, photos=True)
+    return DatasetInfo(
+        spec, dataset, count, channels or 3, (side, side), len(names) if names else None, names, photos=True
+    )
 
 
 def item_names(spec: str, limit: int | None = None) -> list[str]:
@@ -385,8 +412,16 @@ class Batches:
     ``len(batches)`` is the number of batches; ``batches.info`` describes the set.
     """
 
-    def __init__(self, spec: str, batch_size: int = 64, size: int | None = None, *, channels: int | None = None,
-                 limit: int | None = None, workers: int = 0) -> None:  # fmt: skip
+    def __init__(
+        self,
+        spec: str,
+        batch_size: int = 64,
+        size: int | None = None,
+        *,
+        channels: int | None = None,
+        limit: int | None = None,
+        workers: int = 0,
+    ) -> None:
         if batch_size < 1:
             raise AdvlabError(f"batch size must be >= 1, got {batch_size}")
         self.spec, self.batch_size, self.size, self.channels, self.workers = spec, batch_size, size, channels, workers
@@ -424,7 +459,14 @@ class Batches:
                 yield torch.stack(imgs), torch.tensor(labels[i : i + self.batch_size], dtype=torch.long)
 
 
-def open(spec: str, batch_size: int = 64, size: int | None = None, *, channels: int | None = None,
-         limit: int | None = None, workers: int = 0) -> Batches:  # noqa: A001 - the data API's verb  # fmt: skip
+def open(
+    spec: str,
+    batch_size: int = 64,
+    size: int | None = None,
+    *,
+    channels: int | None = None,
+    limit: int | None = None,
+    workers: int = 0,
+) -> Batches:  # noqa: A001 - the data API's verb
     """Stream a data set in batches of ``(x, y)`` (see :class:`Batches`); use this for large folders."""
     return Batches(spec, batch_size, size, channels=channels, limit=limit, workers=workers)

@@ -73,7 +73,9 @@ def quantize_setting(model: nn.Module, bits: int, **kw: Any) -> nn.Module:
     return quantize(model, bits, **kw)
 
 
-def clamp_setting(model: nn.Module, percentile: float, *, calibration: torch.Tensor | None = None, **kw: Any) -> nn.Module:
+def clamp_setting(
+    model: nn.Module, percentile: float, *, calibration: torch.Tensor | None = None, **kw: Any
+) -> nn.Module:
     """:func:`clamp_activations` with calibrated bounds at ``percentile`` (default layers: every activation module)."""
     return clamp_activations(model, calibration=calibration, percentile=percentile, **kw)
 
@@ -87,9 +89,31 @@ DEFENSES: dict[str, Callable[..., nn.Module]] = {
 }
 
 __all__ = [
-    "DEFENSES", "Clamped", "DefenseInfo", "QuantizedInput", "clamp_activations", "clamp_large", "fake_quantize",
-    "perturb", "prunable_weights", "prune_small", "quantize",
-    "Detector", "Guarded", "GuardedLoss", "evades", "guarded_loss", "penultimate_layer", "roc_auc", "roc_curve", "threshold_at_fpr",
+    "DEFENSES",
+    "Clamped",
+    "DefenseInfo",
+    "QuantizedInput",
+    "clamp_activations",
+    "clamp_large",
+    "fake_quantize",
+    "perturb",
+    "prunable_weights",
+    "prune_small",
+    "quantize",
+    "Detector",
+    "Guarded",
+    "GuardedLoss",
+    "evades",
+    "guarded_loss",
+    "penultimate_layer",
+    "roc_auc",
+    "roc_curve",
+    "threshold_at_fpr",
     "train_detector",
-    "TrainConfig", "TrainHistory", "TrainState", "fit", "logit_distance", "training_loss",
-]  # fmt: skip
+    "TrainConfig",
+    "TrainHistory",
+    "TrainState",
+    "fit",
+    "logit_distance",
+    "training_loss",
+]

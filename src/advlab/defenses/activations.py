@@ -51,10 +51,28 @@ from advlab.errors import AdvlabError
 
 #: module types whose outputs :func:`clamp_activations` clamps when no ``layers`` are named
 ACTIVATION_TYPES: tuple[type[nn.Module], ...] = (
-    nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.PReLU, nn.RReLU, nn.ELU, nn.SELU, nn.CELU, nn.GELU, nn.SiLU, nn.Mish,
-    nn.Hardswish, nn.Hardsigmoid, nn.Hardtanh, nn.Sigmoid, nn.Tanh, nn.Softplus, nn.Softsign, nn.Tanhshrink,
-    nn.Threshold, nn.LogSigmoid,
-)  # fmt: skip
+    nn.ReLU,
+    nn.ReLU6,
+    nn.LeakyReLU,
+    nn.PReLU,
+    nn.RReLU,
+    nn.ELU,
+    nn.SELU,
+    nn.CELU,
+    nn.GELU,
+    nn.SiLU,
+    nn.Mish,
+    nn.Hardswish,
+    nn.Hardsigmoid,
+    nn.Hardtanh,
+    nn.Sigmoid,
+    nn.Tanh,
+    nn.Softplus,
+    nn.Softsign,
+    nn.Tanhshrink,
+    nn.Threshold,
+    nn.LogSigmoid,
+)
 #: calibration images per forward pass
 CALIBRATION_BATCH = 256
 
@@ -99,7 +117,9 @@ def fake_quantize(x: torch.Tensor, scale: torch.Tensor | float, bits: int, signe
 class QuantizedInput(nn.Module):
     """``layer(fake_quantize(x, scale, bits, signed), ...)``: a layer whose input is fake-quantized (what :func:`quantize` inserts)."""
 
-    def __init__(self, layer: nn.Module, scale: float, bits: int, signed: bool, device: torch.device | str | None = None) -> None:
+    def __init__(
+        self, layer: nn.Module, scale: float, bits: int, signed: bool, device: torch.device | str | None = None
+    ) -> None:
         super().__init__()
         self.layer = layer
         self.bits, self.signed = int(bits), bool(signed)
@@ -126,13 +146,17 @@ def _capture(modules: Mapping[str, nn.Module], *, inputs: bool = False) -> Itera
 
     def keep(name: str, value: Any) -> None:
         if not isinstance(value, torch.Tensor):
-            raise AdvlabError(f"layer {name!r} {'takes' if inputs else 'returns'} a {type(value).__name__}, not a tensor")
+            raise AdvlabError(
+                f"layer {name!r} {'takes' if inputs else 'returns'} a {type(value).__name__}, not a tensor"
+            )
         store[name].append(value.detach().clone())
 
     try:
         for name, module in modules.items():
             if inputs:
-                handles.append(module.register_forward_pre_hook(lambda _m, args, n=name: keep(n, args[0] if args else None)))
+                handles.append(
+                    module.register_forward_pre_hook(lambda _m, args, n=name: keep(n, args[0] if args else None))
+                )
             else:
                 handles.append(module.register_forward_hook(lambda _m, _args, out, n=name: keep(n, out)))
         yield store
@@ -187,8 +211,14 @@ def _wrap(model: nn.Module, names: Sequence[str], make: Any) -> nn.Module:
 
 
 # ---------------------------------------------------------------------------------------------- clamp
-def clamp_activations(model: nn.Module, layers: Sequence[str] | None = None, bounds: Mapping[str, tuple[float, float]] | None = None,
-                      *, calibration: torch.Tensor | None = None, percentile: float = 99.9) -> nn.Module:  # fmt: skip
+def clamp_activations(
+    model: nn.Module,
+    layers: Sequence[str] | None = None,
+    bounds: Mapping[str, tuple[float, float]] | None = None,
+    *,
+    calibration: torch.Tensor | None = None,
+    percentile: float = 99.9,
+) -> nn.Module:
     """Seed 003's feature-map clamp: a copy whose chosen layers' outputs are clamped to ``[lo, hi]``.
 
     ``layers``: submodule names as in ``model.named_modules()`` (``"net.features.1"``, ``"layer4"``); default: the
@@ -210,7 +240,9 @@ def clamp_activations(model: nn.Module, layers: Sequence[str] | None = None, bou
     """
     p = number(percentile, "percentile")
     if not 50 <= p <= 100:
-        raise AdvlabError(f"percentile must be in [50, 100] (hi = that percentile, lo = 100 minus it), got {percentile!r}")
+        raise AdvlabError(
+            f"percentile must be in [50, 100] (hi = that percentile, lo = 100 minus it), got {percentile!r}"
+        )
     given = dict(bounds or {})
     defended = defended_copy(model)
     modules = dict(defended.named_modules())
@@ -218,7 +250,9 @@ def clamp_activations(model: nn.Module, layers: Sequence[str] | None = None, bou
     checked = _given_bounds(given)
     missing = [n for n in names if n not in checked]
     if missing and calibration is None:
-        raise AdvlabError(f"clamp_activations needs calibration images to set the bounds of {missing[0]!r} (or give bounds=)")
+        raise AdvlabError(
+            f"clamp_activations needs calibration images to set the bounds of {missing[0]!r} (or give bounds=)"
+        )
     x = _calibration_batch(calibration, defended) if calibration is not None else None
     if missing:
         assert x is not None
@@ -239,13 +273,17 @@ def clamp_activations(model: nn.Module, layers: Sequence[str] | None = None, bou
     return finish(defended, model, info)
 
 
-def _clamp_layers(modules: Mapping[str, nn.Module], layers: Sequence[str] | str | None, given: Mapping[str, Any]) -> list[str]:
+def _clamp_layers(
+    modules: Mapping[str, nn.Module], layers: Sequence[str] | str | None, given: Mapping[str, Any]
+) -> list[str]:
     """The names of the layers to clamp: ``layers`` (deduplicated), else the names in ``given``, else every
     activation module; each checked to exist, and every ``given`` name to be among them."""
     if layers is None:
         names = list(given) if given else [n for n, m in modules.items() if isinstance(m, ACTIVATION_TYPES)]
         if not names:
-            raise AdvlabError("clamp_activations: the model has no activation modules (nn.ReLU, ...); name the layers to clamp with layers=[...]")
+            raise AdvlabError(
+                "clamp_activations: the model has no activation modules (nn.ReLU, ...); name the layers to clamp with layers=[...]"
+            )
     else:
         names = list(dict.fromkeys([layers] if isinstance(layers, str) else layers))
         if not names:
@@ -272,7 +310,9 @@ def _given_bounds(given: Mapping[str, Any]) -> dict[str, tuple[float, float]]:
     return checked
 
 
-def _calibrated_bounds(model: nn.Module, modules: Mapping[str, nn.Module], x: torch.Tensor, p: float) -> dict[str, tuple[float, float]]:
+def _calibrated_bounds(
+    model: nn.Module, modules: Mapping[str, nn.Module], x: torch.Tensor, p: float
+) -> dict[str, tuple[float, float]]:
     """``{name: (P_{100-p}, P_p)}`` of every output value of each module over one pass of ``model`` on ``x``."""
     out: dict[str, tuple[float, float]] = {}
     with _capture(modules) as acts:
@@ -285,8 +325,9 @@ def _calibrated_bounds(model: nn.Module, modules: Mapping[str, nn.Module], x: to
     return out
 
 
-def _clamped_fractions(defended: nn.Module, wrappers: Mapping[str, Clamped], bounds: Mapping[str, tuple[float, float]],
-                       x: torch.Tensor) -> tuple[float, dict[str, float]]:  # fmt: skip
+def _clamped_fractions(
+    defended: nn.Module, wrappers: Mapping[str, Clamped], bounds: Mapping[str, tuple[float, float]], x: torch.Tensor
+) -> tuple[float, dict[str, float]]:
     """The fraction of the clamped layers' output values on ``x`` (through ``defended``) outside their bounds:
     ``(pooled over all layers and calls, {name: per layer})``."""
     with _capture({n: w.inner for n, w in wrappers.items()}) as acts:
@@ -303,7 +344,9 @@ def _clamped_fractions(defended: nn.Module, wrappers: Mapping[str, Clamped], bou
 
 
 # ---------------------------------------------------------------------------------------------- quantization
-def quantize(model: nn.Module, bits: int = 8, *, activations: bool = False, calibration: torch.Tensor | None = None) -> nn.Module:
+def quantize(
+    model: nn.Module, bits: int = 8, *, activations: bool = False, calibration: torch.Tensor | None = None
+) -> nn.Module:
     """Fake-quantize a copy of ``model`` to ``bits`` (2..16): its weights, and with ``activations`` its layers' inputs.
 
     Weights: symmetric, per output channel, of every :func:`~advlab.defenses.prunable_weights` entry (formula in the
@@ -320,7 +363,9 @@ def quantize(model: nn.Module, bits: int = 8, *, activations: bool = False, cali
     """
     b = _bits(bits)
     if activations and calibration is None:
-        raise AdvlabError("quantize(activations=True) needs calibration images (N, C, H, W) in [0, 1] to set the input scales")
+        raise AdvlabError(
+            "quantize(activations=True) needs calibration images (N, C, H, W) in [0, 1] to set the input scales"
+        )
     defended = defended_copy(model)
     layers = prunable_modules(defended)
     if not layers:
@@ -347,7 +392,11 @@ def quantize(model: nn.Module, bits: int = 8, *, activations: bool = False, cali
             inputs[name] = {"scale": amax / levels if amax > 0 else 1.0, "signed": signed}
         del acts
         device = device_of(defended)
-        defended = _wrap(defended, [n for n, _ in layers], lambda n, m: QuantizedInput(m, inputs[n]["scale"], b, inputs[n]["signed"], device))
+        defended = _wrap(
+            defended,
+            [n for n, _ in layers],
+            lambda n, m: QuantizedInput(m, inputs[n]["scale"], b, inputs[n]["signed"], device),
+        )
         details["inputs"] = inputs
     return finish(defended, model, DefenseInfo("quantize", b, changed / total, details))
 

@@ -144,8 +144,11 @@ def penultimate_layer(model: nn.Module, x: torch.Tensor) -> str:
     module called just before it is the penultimate layer (for digits-cnn ``net.classifier.2``, the ReLU
     after the 512 -> 128 layer; for a ResNet the global average pool).
     """
-    modules = [(n, m) for n, m in model.named_modules()
-               if n and (next(m.children(), None) is None or next(m.parameters(recurse=False), None) is not None)]  # fmt: skip
+    modules = [
+        (n, m)
+        for n, m in model.named_modules()
+        if n and (next(m.children(), None) is None or next(m.parameters(recurse=False), None) is not None)
+    ]
     order: list[str] = []
     handles = []
     try:
@@ -167,7 +170,9 @@ def penultimate_layer(model: nn.Module, x: torch.Tensor) -> str:
     owners = {n for n, m in modules if next(m.parameters(recurse=False), None) is not None}
     weighted = [i for i, n in enumerate(order) if n in owners]
     if not weighted or weighted[-1] == 0:
-        raise AdvlabError("cannot find the penultimate layer (no module runs before the last weighted one); name a layer")
+        raise AdvlabError(
+            "cannot find the penultimate layer (no module runs before the last weighted one); name a layer"
+        )
     return order[weighted[-1] - 1]
 
 
@@ -183,7 +188,9 @@ def pool_features(a: torch.Tensor, pool: str) -> torch.Tensor:
     raise AdvlabError(f"pool must be 'flatten' or 'mean' here, got {pool!r}")
 
 
-def layer_features(model: nn.Module, layer: str, x: torch.Tensor, *, pool: str = "flatten", batch_size: int = 256) -> torch.Tensor:
+def layer_features(
+    model: nn.Module, layer: str, x: torch.Tensor, *, pool: str = "flatten", batch_size: int = 256
+) -> torch.Tensor:
     """``pool(a_layer(x))`` (N, d) in the layer's units, float32, on ``x``'s device; no gradients, model in eval mode."""
     out = []
     with torch.no_grad(), _eval_mode(model), _captured(model, layer) as store:
@@ -220,8 +227,9 @@ class Detector(nn.Module):
         self.layer, self.dim, self.hidden, self.pool = layer, int(dim), int(hidden), pool
         self.register_buffer("mean", torch.zeros(dim))
         self.register_buffer("scale", torch.ones(dim))
-        self.head: nn.Module = (nn.Sequential(nn.Linear(dim, hidden), nn.ReLU(), nn.Linear(hidden, 1)) if hidden
-                                else nn.Linear(dim, 1))  # fmt: skip
+        self.head: nn.Module = (
+            nn.Sequential(nn.Linear(dim, hidden), nn.ReLU(), nn.Linear(hidden, 1)) if hidden else nn.Linear(dim, 1)
+        )
 
     def extra_repr(self) -> str:
         return f"layer={self.layer!r}, dim={self.dim}, hidden={self.hidden}, pool={self.pool!r}"
@@ -231,7 +239,9 @@ class Detector(nn.Module):
         return {"layer": self.layer, "dim": str(self.dim), "hidden": str(self.hidden), "pool": self.pool}
 
     @classmethod
-    def from_state(cls, classifier: nn.Module, state: Mapping[str, torch.Tensor], config: Mapping[str, str]) -> Detector:
+    def from_state(
+        cls, classifier: nn.Module, state: Mapping[str, torch.Tensor], config: Mapping[str, str]
+    ) -> Detector:
         """Rebuild a saved detector: ``state`` = its ``state_dict()``, ``config`` = its :meth:`config`."""
         det = cls(classifier, config["layer"], int(config["dim"]), hidden=int(config["hidden"]), pool=config["pool"])
         det.load_state_dict(dict(state))
@@ -273,9 +283,20 @@ def _init_(module: nn.Module, gen: torch.Generator) -> None:
                     p.copy_(torch.empty(p.shape).uniform_(-bound, bound, generator=gen))
 
 
-def train_detector(model: nn.Module, layer: str | None, x_clean: torch.Tensor, x_adv: torch.Tensor, *, epochs: int = 50,
-                   seed: int = 0, hidden: int = 64, pool: str = "auto", lr: float = 3e-3, weight_decay: float = 1e-3,
-                   batch_size: int = 128) -> Detector:  # fmt: skip
+def train_detector(
+    model: nn.Module,
+    layer: str | None,
+    x_clean: torch.Tensor,
+    x_adv: torch.Tensor,
+    *,
+    epochs: int = 50,
+    seed: int = 0,
+    hidden: int = 64,
+    pool: str = "auto",
+    lr: float = 3e-3,
+    weight_decay: float = 1e-3,
+    batch_size: int = 128,
+) -> Detector:
     """Train a :class:`Detector` on ``model``'s ``layer`` to tell ``x_clean`` (label 0) from ``x_adv`` (label 1).
 
     ``x_clean``, ``x_adv``: images (N, C, H, W) in [0, 1] on the model's device (the counts may differ).
@@ -330,8 +351,17 @@ def _check_detector_inputs(epochs: int, pool: str, x_clean: torch.Tensor, x_adv:
         raise AdvlabError(f"x_clean images have shape {tuple(x_clean.shape[1:])} but x_adv {tuple(x_adv.shape[1:])}")
 
 
-def _fit_head(det: Detector, opt: torch.optim.Optimizer, feats: torch.Tensor, target: torch.Tensor, weight: torch.Tensor,
-              gen: torch.Generator, *, epochs: int, batch_size: int) -> None:  # fmt: skip
+def _fit_head(
+    det: Detector,
+    opt: torch.optim.Optimizer,
+    feats: torch.Tensor,
+    target: torch.Tensor,
+    weight: torch.Tensor,
+    gen: torch.Generator,
+    *,
+    epochs: int,
+    batch_size: int,
+) -> None:
     """Minimize sum_i weight_i BCE(z_d(feats_i), target_i) over ``epochs`` shuffled passes (order from ``gen``).
 
     Each mini-batch's weighted sum is scaled by n / batch so that it estimates the full-data objective.
@@ -398,7 +428,11 @@ def roc_curve(scores_clean: Scores, scores_adv: Scores) -> tuple[torch.Tensor, t
     fpr = (len(c) - torch.searchsorted(c, t, side="left")).to(torch.float64) / len(c)
     tpr = (len(a) - torch.searchsorted(a, t, side="left")).to(torch.float64) / len(a)
     zero = torch.zeros(1, dtype=torch.float64)
-    return torch.cat([zero, fpr]), torch.cat([zero, tpr]), torch.cat([torch.full((1,), math.inf, dtype=torch.float64), t])
+    return (
+        torch.cat([zero, fpr]),
+        torch.cat([zero, tpr]),
+        torch.cat([torch.full((1,), math.inf, dtype=torch.float64), t]),
+    )
 
 
 def threshold_at_fpr(scores_clean: Scores, fpr: float = DEFAULT_FPR) -> float:
@@ -414,8 +448,9 @@ def threshold_at_fpr(scores_clean: Scores, fpr: float = DEFAULT_FPR) -> float:
     return -math.inf if k >= len(s) else float(s[k])
 
 
-def evades(model: nn.Module, detector: Detector, threshold: float, x_adv: torch.Tensor, y: torch.Tensor,
-           batch_size: int = 256) -> torch.Tensor:  # fmt: skip
+def evades(
+    model: nn.Module, detector: Detector, threshold: float, x_adv: torch.Tensor, y: torch.Tensor, batch_size: int = 256
+) -> torch.Tensor:
     """(N,) bool on the CPU: ``argmax f(x_adv) != y`` and ``d(x_adv) <= threshold`` (misclassified, not flagged).
 
     The success of an attack against the guarded classifier, adaptive or not.
@@ -488,7 +523,9 @@ class GuardedLoss:
         if not self.kappa > 0:
             raise AdvlabError(f"kappa must be positive, got {self.kappa}")
 
-    def __call__(self, out: torch.Tensor, y: torch.Tensor, targeted: bool = False, y_true: torch.Tensor | None = None) -> torch.Tensor:
+    def __call__(
+        self, out: torch.Tensor, y: torch.Tensor, targeted: bool = False, y_true: torch.Tensor | None = None
+    ) -> torch.Tensor:
         z, m_d = split_guarded(out.float())
         m_f = margin(z, y, targeted)
         both = ((m_f > 0) & (m_d > 0)).float()

@@ -117,11 +117,15 @@ class TrainConfig:
         if self.adversarial is None and not external_attack:
             changed = [k for k, v in weights.items() if v != getattr(TrainConfig, k)]
             if changed:
-                raise ValueError(f"{', '.join(changed)} weigh(s) adversarial terms: set adversarial to one of {', '.join(ADVERSARIAL)}")
+                raise ValueError(
+                    f"{', '.join(changed)} weigh(s) adversarial terms: set adversarial to one of {', '.join(ADVERSARIAL)}"
+                )
             return
         c, g, _ = self.loss_weights()
         if c + g <= 0:
-            raise ValueError("clean_weight + gamma must be positive (a loss of logit pairing alone is minimized by a constant model)")
+            raise ValueError(
+                "clean_weight + gamma must be positive (a loss of logit pairing alone is minimized by a constant model)"
+            )
 
     def loss_weights(self) -> tuple[float, float, float]:
         """``(c, gamma, lambda)`` of L = c CE(f(x), y) + gamma CE(f(x_adv), y) + lambda mean ||f(x) - f(x_adv)||^2.
@@ -152,14 +156,21 @@ class TrainHistory:
     metrics: dict[str, list[float]] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"loss": list(self.loss), "eval_accuracy": list(self.eval_accuracy), "seconds": list(self.seconds),
-                "metrics": {k: list(v) for k, v in self.metrics.items()}}  # fmt: skip
+        return {
+            "loss": list(self.loss),
+            "eval_accuracy": list(self.eval_accuracy),
+            "seconds": list(self.seconds),
+            "metrics": {k: list(v) for k, v in self.metrics.items()},
+        }
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> TrainHistory:
-        return cls(loss=[float(v) for v in d["loss"]], eval_accuracy=[float(v) for v in d["eval_accuracy"]],
-                   seconds=[float(v) for v in d.get("seconds", [])],
-                   metrics={k: [float(v) for v in vs] for k, vs in d.get("metrics", {}).items()})  # fmt: skip
+        return cls(
+            loss=[float(v) for v in d["loss"]],
+            eval_accuracy=[float(v) for v in d["eval_accuracy"]],
+            seconds=[float(v) for v in d.get("seconds", [])],
+            metrics={k: [float(v) for v in vs] for k, vs in d.get("metrics", {}).items()},
+        )
 
 
 # ------------------------------------------------------------------------------------------------ checkpoints
@@ -226,21 +237,30 @@ class TrainState:
         for k, v in self.model.items():
             tensors[f"model.{k}"] = v.detach().cpu().clone().contiguous()
         info = {
-            "epochs_done": self.epochs_done, "samples": self.samples, "config": _encode(self.config, "config", tensors),
-            "model_keys": list(self.model), "optimizer": _encode(self.optimizer, "optimizer", tensors),
-            "scheduler": _encode(self.scheduler, "scheduler", tensors), "history": _encode(self.history.to_dict(), "history", tensors),
-        }  # fmt: skip
+            "epochs_done": self.epochs_done,
+            "samples": self.samples,
+            "config": _encode(self.config, "config", tensors),
+            "model_keys": list(self.model),
+            "optimizer": _encode(self.optimizer, "optimizer", tensors),
+            "scheduler": _encode(self.scheduler, "scheduler", tensors),
+            "history": _encode(self.history.to_dict(), "history", tensors),
+        }
         return tensors, info
 
     @classmethod
     def from_saved(cls, tensors: Mapping[str, torch.Tensor], info: Mapping[str, Any]) -> TrainState:
         """The inverse of :meth:`to_saved`."""
         return cls(
-            epochs_done=int(info["epochs_done"]), model={k: tensors[f"model.{k}"] for k in info["model_keys"]},
-            optimizer=_decode(info["optimizer"], tensors), scheduler=_decode(info["scheduler"], tensors),
-            generator=tensors["generator"], rng=tensors["rng"], history=TrainHistory.from_dict(_decode(info["history"], tensors)),
-            config=_decode(info["config"], tensors), samples=int(info["samples"]),
-        )  # fmt: skip
+            epochs_done=int(info["epochs_done"]),
+            model={k: tensors[f"model.{k}"] for k in info["model_keys"]},
+            optimizer=_decode(info["optimizer"], tensors),
+            scheduler=_decode(info["scheduler"], tensors),
+            generator=tensors["generator"],
+            rng=tensors["rng"],
+            history=TrainHistory.from_dict(_decode(info["history"], tensors)),
+            config=_decode(info["config"], tensors),
+            samples=int(info["samples"]),
+        )
 
 
 def _snapshot(obj: Any) -> Any:
@@ -271,10 +291,16 @@ def check_diverged(model: nn.Module, x: torch.Tensor, y: torch.Tensor, history: 
     """Raise :class:`TrainingDiverged` after training when the weights are not finite, or when the last epoch's
     mean loss is above ``DIVERGED_LOSS`` ln K and the training accuracy is at chance (the majority-class share
     + ``DIVERGED_MARGIN``). Costs one pass over ``x`` only when the loss is that high."""
-    bad = [n for n, t in [*model.named_parameters(), *model.named_buffers()] if t.is_floating_point() and not bool(torch.isfinite(t).all())]
+    bad = [
+        n
+        for n, t in [*model.named_parameters(), *model.named_buffers()]
+        if t.is_floating_point() and not bool(torch.isfinite(t).all())
+    ]
     if bad:
-        raise TrainingDiverged(f"training diverged: {len(bad)} weight tensors hold NaN or infinite values (e.g. {bad[0]}); "
-                               f"lower the learning rate (lr={lr:g})")  # fmt: skip
+        raise TrainingDiverged(
+            f"training diverged: {len(bad)} weight tensors hold NaN or infinite values (e.g. {bad[0]}); "
+            f"lower the learning rate (lr={lr:g})"
+        )
     if not history.loss or not len(y):
         return
     was = model.training
@@ -286,9 +312,11 @@ def check_diverged(model: nn.Module, x: torch.Tensor, y: torch.Tensor, history: 
         return
     acc, majority = accuracy(model, x, y), float(torch.bincount(y.clamp(min=0)).max()) / len(y)
     if acc < majority + DIVERGED_MARGIN:
-        raise TrainingDiverged(f"training diverged: the last epoch's loss is {history.loss[-1]:.3g} (a uniform guess scores "
-                               f"ln {k} = {math.log(k):.2f}) and training accuracy {acc:.1%} is at chance; lower the learning rate "
-                               f"(lr={lr:g})")  # fmt: skip
+        raise TrainingDiverged(
+            f"training diverged: the last epoch's loss is {history.loss[-1]:.3g} (a uniform guess scores "
+            f"ln {k} = {math.log(k):.2f}) and training accuracy {acc:.1%} is at chance; lower the learning rate "
+            f"(lr={lr:g})"
+        )
 
 
 def logit_distance(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -296,7 +324,9 @@ def logit_distance(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return (a - b).pow(2).flatten(1).sum(1)
 
 
-def training_loss(model: nn.Module, x: torch.Tensor, x_adv: torch.Tensor | None, y: torch.Tensor, config: TrainConfig) -> torch.Tensor:
+def training_loss(
+    model: nn.Module, x: torch.Tensor, x_adv: torch.Tensor | None, y: torch.Tensor, config: TrainConfig
+) -> torch.Tensor:
     """The training loss of one batch (a scalar with a graph to the weights); see the module docstring.
 
     ``x_adv is None``: CE(f(x), y). Otherwise c CE(f(x), y) + gamma CE(f(x_adv), y) + lambda mean_i
@@ -319,8 +349,13 @@ def training_loss(model: nn.Module, x: torch.Tensor, x_adv: torch.Tensor | None,
     return loss
 
 
-def _craft(model: nn.Module, make: Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor], x: torch.Tensor,
-           y: torch.Tensor, mode: str) -> torch.Tensor:  # fmt: skip
+def _craft(
+    model: nn.Module,
+    make: Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor],
+    x: torch.Tensor,
+    y: torch.Tensor,
+    mode: str,
+) -> torch.Tensor:
     """x_adv from ``make`` with the model in ``mode`` ("eval", or "train" with every buffer restored after)."""
     if mode == "eval":
         model.eval()
@@ -432,10 +467,16 @@ class _Run:
     def state(self, epochs_done: int, history: TrainHistory, samples: int) -> TrainState:
         """A :class:`TrainState` snapshot (copies) after ``epochs_done`` epochs."""
         return TrainState(
-            epochs_done=epochs_done, model=_snapshot(self.model.state_dict()), optimizer=_snapshot(self.opt.state_dict()),
-            scheduler=_snapshot(self.sched.state_dict()), generator=self.gen.get_state(), rng=torch.get_rng_state(),
-            history=TrainHistory.from_dict(history.to_dict()), config=dataclasses.asdict(self.config), samples=samples,
-        )  # fmt: skip
+            epochs_done=epochs_done,
+            model=_snapshot(self.model.state_dict()),
+            optimizer=_snapshot(self.opt.state_dict()),
+            scheduler=_snapshot(self.sched.state_dict()),
+            generator=self.gen.get_state(),
+            rng=torch.get_rng_state(),
+            history=TrainHistory.from_dict(history.to_dict()),
+            config=dataclasses.asdict(self.config),
+            samples=samples,
+        )
 
     def inner_maximization(self, perturb: Perturb | None) -> Perturb | None:
         """x_adv for a batch: the config's attack (a fresh random start per batch, seeded from ``gen``), or
@@ -452,8 +493,14 @@ class _Run:
             return lambda model, xb, yb: _craft(model, perturb, xb, yb, mode)
         return None
 
-    def epoch(self, x: torch.Tensor, y: torch.Tensor, craft: Perturb | None, epoch: int,
-              on_step: Callable[[int, int, float], None] | None) -> float:  # fmt: skip
+    def epoch(
+        self,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        craft: Perturb | None,
+        epoch: int,
+        on_step: Callable[[int, int, float], None] | None,
+    ) -> float:
         """Epoch ``epoch``: one shuffled pass of optimizer steps in train mode, calling ``on_step(epoch, step, loss)``
         after each; returns the sum over batches of loss * batch size."""
         config, gen = self.config, self.gen
@@ -470,8 +517,10 @@ class _Run:
             loss = training_loss(self.model, xb, x_adv, yb, config)
             value = loss.item()
             if not math.isfinite(value):
-                raise TrainingDiverged(f"training diverged: the loss is {value} in epoch {epoch + 1}, step {step + 1}; "
-                                       f"lower the learning rate (lr={config.lr:g})")  # fmt: skip
+                raise TrainingDiverged(
+                    f"training diverged: the loss is {value} in epoch {epoch + 1}, step {step + 1}; "
+                    f"lower the learning rate (lr={config.lr:g})"
+                )
             self.opt.zero_grad(set_to_none=True)
             loss.backward()
             self.opt.step()

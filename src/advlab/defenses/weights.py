@@ -30,8 +30,14 @@ from advlab.errors import AdvlabError
 
 #: module types whose ``.weight`` the weight defenses edit (see :func:`prunable_weights`)
 PRUNABLE_TYPES: tuple[type[nn.Module], ...] = (
-    nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d, nn.Linear,
-)  # fmt: skip
+    nn.Conv1d,
+    nn.Conv2d,
+    nn.Conv3d,
+    nn.ConvTranspose1d,
+    nn.ConvTranspose2d,
+    nn.ConvTranspose3d,
+    nn.Linear,
+)
 SCOPES = ("global", "layer")
 
 
@@ -54,7 +60,11 @@ class DefenseInfo:
 
 def prunable_modules(model: nn.Module) -> list[tuple[str, nn.Module]]:
     """``(name, module)`` for every Conv*d, ConvTranspose*d and Linear module, in ``named_modules()`` order."""
-    return [(name, m) for name, m in model.named_modules() if isinstance(m, PRUNABLE_TYPES) and isinstance(getattr(m, "weight", None), nn.Parameter)]
+    return [
+        (name, m)
+        for name, m in model.named_modules()
+        if isinstance(m, PRUNABLE_TYPES) and isinstance(getattr(m, "weight", None), nn.Parameter)
+    ]
 
 
 def prunable_weights(model: nn.Module) -> list[tuple[str, nn.Parameter]]:
@@ -79,7 +89,9 @@ def finish(defended: nn.Module, original: nn.Module, info: DefenseInfo) -> nn.Mo
     """Attach ``info`` (and the input's own ``.defense``, as a dict, in ``details["previous"]``) to the eval-mode copy."""
     previous = getattr(original, "defense", None)
     if isinstance(previous, DefenseInfo):
-        info = DefenseInfo(info.name, info.setting, info.changed_fraction, {**info.details, "previous": dataclasses.asdict(previous)})
+        info = DefenseInfo(
+            info.name, info.setting, info.changed_fraction, {**info.details, "previous": dataclasses.asdict(previous)}
+        )
     defended.eval()
     defended.defense = info  # a plain attribute (not a module or tensor): nn.Module stores it in __dict__
     return defended
@@ -114,7 +126,9 @@ def _total(weights: list[tuple[str, nn.Parameter]]) -> int:
 
 
 # ---------------------------------------------------------------------------------------------- E-prune
-def prune_small(model: nn.Module, E: float | None = None, *, ratio: float | None = None, scope: str = "global") -> nn.Module:
+def prune_small(
+    model: nn.Module, E: float | None = None, *, ratio: float | None = None, scope: str = "global"
+) -> nn.Module:
     """Seed 003's E-prune: a copy of ``model`` with every small weight set to zero.
 
     ``E``: zero each prunable weight with ``|w| < E`` (E >= 0, in weight units; E = 0 prunes nothing).
@@ -153,13 +167,17 @@ def prune_small(model: nn.Module, E: float | None = None, *, ratio: float | None
             layers[name] = k / max(1, p.numel())
             largest[name] = float(p.detach().abs()[mask].max()) if k else 0.0
             p.masked_fill_(mask, 0.0)
-    threshold: float | dict[str, float] = e if E is not None else max(largest.values()) if scope == "global" else largest
+    threshold: float | dict[str, float] = (
+        e if E is not None else max(largest.values()) if scope == "global" else largest
+    )
     details = {"mode": "E" if E is not None else "ratio", "scope": scope, "threshold": threshold, "layers": layers}
     setting = e if E is not None else r
     return finish(defended, model, DefenseInfo("prune_small", setting, zeroed / _total(weights), details))
 
 
-def _small_masks(weights: list[tuple[str, nn.Parameter]], E: float | None, ratio: float | None, scope: str) -> list[torch.Tensor]:
+def _small_masks(
+    weights: list[tuple[str, nn.Parameter]], E: float | None, ratio: float | None, scope: str
+) -> list[torch.Tensor]:
     """Boolean masks (one per weight) of the weights E-prune sets to zero."""
     mags = [p.detach().abs() for _, p in weights]
     if E is not None:

@@ -22,11 +22,11 @@ from __future__ import annotations
 from advlab.evaluation import metrics
 from advlab.evaluation.cascade import BatchResult, run_batch
 from advlab.evaluation.checks import (
-           CHECK_SAMPLES,
-           NOISE_TRIES,
-           flags,
-           zero_gradient_fraction,
-           zero_gradients,
+    CHECK_SAMPLES,
+    NOISE_TRIES,
+    flags,
+    zero_gradient_fraction,
+    zero_gradients,
 )
 from advlab.evaluation.config import EvalConfig
 from advlab.evaluation.evaluator import evaluate
@@ -34,6 +34,22 @@ from advlab.evaluation.inputs import Data, batches
 from advlab.evaluation.presets import PRESETS, default_eps, preset_attacks
 from advlab.evaluation.report import EvalReport, summarize
 
-__all__ = ["CHECK_SAMPLES", "NOISE_TRIES", "PRESETS", "BatchResult", "Data", "EvalConfig", "EvalReport", "batches",
-           "default_eps", "evaluate", "flags", "metrics", "preset_attacks", "run_batch", "summarize",
-           "zero_gradient_fraction", "zero_gradients"]  # fmt: skip
+__all__ = [
+    "CHECK_SAMPLES",
+    "NOISE_TRIES",
+    "PRESETS",
+    "BatchResult",
+    "Data",
+    "EvalConfig",
+    "EvalReport",
+    "batches",
+    "default_eps",
+    "evaluate",
+    "flags",
+    "metrics",
+    "preset_attacks",
+    "run_batch",
+    "summarize",
+    "zero_gradient_fraction",
+    "zero_gradients",
+]

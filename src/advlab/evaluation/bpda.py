@@ -52,21 +52,64 @@ STRAIGHT_THROUGH: dict[Any, str] = {
 #: comparison op names -> (reported name, +1 when the mask is 1 for a > b, -1 when for a < b)
 COMPARISONS: dict[str, tuple[str, int]] = {
     alias: (name, sign)
-    for name, sign, aliases in (("gt", 1, ("gt", "__gt__", "greater")), ("ge", 1, ("ge", "__ge__", "greater_equal")),
-                                ("lt", -1, ("lt", "__lt__", "less")), ("le", -1, ("le", "__le__", "less_equal")))
+    for name, sign, aliases in (
+        ("gt", 1, ("gt", "__gt__", "greater")),
+        ("ge", 1, ("ge", "__ge__", "greater_equal")),
+        ("lt", -1, ("lt", "__lt__", "less")),
+        ("le", -1, ("le", "__le__", "less_equal")),
+    )
     for alias in aliases
-}  # fmt: skip
+}
 #: op names that cast a tensor to another dtype
 CASTS = frozenset({"to", "type", "long", "int", "short", "char", "byte"})
 #: op names of the remainder (zero gradient under the mode, see the module docstring)
 REMAINDERS = {"remainder": "remainder", "__mod__": "remainder", "fmod": "fmod"}
 #: op names that mix their inputs (after one of them a comparison is a gate, not an input quantizer)
-MIXING = frozenset({"conv1d", "conv2d", "conv3d", "conv_transpose1d", "conv_transpose2d", "conv_transpose3d", "linear",
-                    "bilinear", "matmul", "__matmul__", "__rmatmul__", "mm", "bmm", "addmm", "baddbmm", "addbmm", "mv",
-                    "addmv", "einsum", "tensordot", "embedding", "scaled_dot_product_attention", "multi_head_attention_forward"})  # fmt: skip
+MIXING = frozenset(
+    {
+        "conv1d",
+        "conv2d",
+        "conv3d",
+        "conv_transpose1d",
+        "conv_transpose2d",
+        "conv_transpose3d",
+        "linear",
+        "bilinear",
+        "matmul",
+        "__matmul__",
+        "__rmatmul__",
+        "mm",
+        "bmm",
+        "addmm",
+        "baddbmm",
+        "addbmm",
+        "mv",
+        "addmv",
+        "einsum",
+        "tensordot",
+        "embedding",
+        "scaled_dot_product_attention",
+        "multi_head_attention_forward",
+    }
+)
 #: in-place op names besides the ``name_`` methods (a tracked tensor they change loses its shadow)
-INPLACE = frozenset({"__setitem__", "__iadd__", "__isub__", "__imul__", "__itruediv__", "__ifloordiv__", "__imod__", "__iand__",
-                     "__ior__", "__ixor__", "__ilshift__", "__irshift__", "copy_"})  # fmt: skip
+INPLACE = frozenset(
+    {
+        "__setitem__",
+        "__iadd__",
+        "__isub__",
+        "__imul__",
+        "__itruediv__",
+        "__ifloordiv__",
+        "__imod__",
+        "__iand__",
+        "__ior__",
+        "__ixor__",
+        "__ilshift__",
+        "__irshift__",
+        "copy_",
+    }
+)
 #: logical ops on masks -> their value on 0/1 floats
 LOGIC: dict[str, Callable[..., torch.Tensor]] = {
     **dict.fromkeys(("__invert__", "bitwise_not", "logical_not"), lambda a: 1 - a),
@@ -127,11 +170,15 @@ class _Mode(TorchFunctionMode):
         super().__init__()
         self.found: set[str] = set()
 
-    def __torch_function__(self, func: Any, types: Any, args: tuple[Any, ...] = (), kwargs: dict[str, Any] | None = None) -> Any:
+    def __torch_function__(
+        self, func: Any, types: Any, args: tuple[Any, ...] = (), kwargs: dict[str, Any] | None = None
+    ) -> Any:
         kwargs = kwargs or {}
         out = func(*args, **kwargs)
         name = getattr(func, "__name__", "")
-        if name in INPLACE or name.endswith("_") and not name.startswith("_"):  # a tracked tensor changed: its shadow is stale
+        if (
+            name in INPLACE or name.endswith("_") and not name.startswith("_")
+        ):  # a tracked tensor changed: its shadow is stale
             for t in _tensors(args[:1]):
                 if _shadow(t) is not None:
                     delattr(t, _SHADOW)
@@ -141,12 +188,15 @@ class _Mode(TorchFunctionMode):
             new = self._adapted(func, name, args, kwargs, out)
         except _RECOVERABLE:  # the shadow cannot be computed: no straight-through gradient, the forward as it was
             new = out
-        if (name in MIXING or any(getattr(t, _HIDDEN, False) for t in _tensors((args, kwargs)))) and \
-                all(new is not t for t in _tensors((args, kwargs))):  # fmt: skip
+        if (name in MIXING or any(getattr(t, _HIDDEN, False) for t in _tensors((args, kwargs)))) and all(
+            new is not t for t in _tensors((args, kwargs))
+        ):
             setattr(new, _HIDDEN, True)
         return new
 
-    def _adapted(self, func: Any, name: str, args: tuple[Any, ...], kwargs: dict[str, Any], out: torch.Tensor) -> torch.Tensor:
+    def _adapted(
+        self, func: Any, name: str, args: tuple[Any, ...], kwargs: dict[str, Any], out: torch.Tensor
+    ) -> torch.Tensor:
         x = args[0] if args else None
         if func in STRAIGHT_THROUGH and _live(x) and out.shape == x.shape:
             self.found.add(STRAIGHT_THROUGH[func])
@@ -176,7 +226,9 @@ class _Mode(TorchFunctionMode):
             return out
         return _track(out, out.to(s.dtype) + (s - s.detach()), _ops_of(sides) | {COMPARISONS[name][0]})
 
-    def _from_shadows(self, func: Any, name: str, args: tuple[Any, ...], kwargs: dict[str, Any], out: torch.Tensor) -> torch.Tensor:
+    def _from_shadows(
+        self, func: Any, name: str, args: tuple[Any, ...], kwargs: dict[str, Any], out: torch.Tensor
+    ) -> torch.Tensor:
         """``func`` recomputed on the shadows of its tracked arguments: a float result with ``out``'s exact values
         becomes ``out`` with the shadows' gradient; an integer or bool one keeps a shadow."""
         ops = _ops_of((args, kwargs))

@@ -139,7 +139,9 @@ class _State:
         return margin(z.clamp_min(torch.finfo(z.dtype).tiny).log() if self.probabilities else z, labels)
 
 
-def _clean_pass(model: nn.Module, x: torch.Tensor, y: torch.Tensor, n_attacks: int, attack_misclassified: bool) -> _State:
+def _clean_pass(
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, n_attacks: int, attack_misclassified: bool
+) -> _State:
     """One forward on the clean batch; the samples to attack start standing."""
     n = len(x)
     with torch.no_grad():
@@ -148,16 +150,25 @@ def _clean_pass(model: nn.Module, x: torch.Tensor, y: torch.Tensor, n_attacks: i
     clean_pred = clean.argmax(1)
     attacked = ((clean_pred == y) | attack_misclassified) & metrics.labelled(y)
     return _State(
-        x=x, clean_logits=clean, clean_pred=clean_pred, attacked=attacked, standing=attacked.clone(),
-        x_adv=x.detach().clone(), adv_logits=clean.detach().clone(), broken_by=torch.full((n,), -1, dtype=torch.long),
-        forwards=torch.ones(n, dtype=torch.long), backwards=torch.zeros(n, dtype=torch.long),
+        x=x,
+        clean_logits=clean,
+        clean_pred=clean_pred,
+        attacked=attacked,
+        standing=attacked.clone(),
+        x_adv=x.detach().clone(),
+        adv_logits=clean.detach().clone(),
+        broken_by=torch.full((n,), -1, dtype=torch.long),
+        forwards=torch.ones(n, dtype=torch.long),
+        backwards=torch.zeros(n, dtype=torch.long),
         stats=torch.zeros(n_attacks + 2, 5, dtype=torch.float64),
-        attack_margin=torch.full((n,), -torch.inf, device=x.device), last_margin=torch.full((n,), -torch.inf, device=x.device),
-    )  # fmt: skip
+        attack_margin=torch.full((n,), -torch.inf, device=x.device),
+        last_margin=torch.full((n,), -torch.inf, device=x.device),
+    )
 
 
-def _search(atk: Attack, model: nn.Module, attack_model: nn.Module | None, x: torch.Tensor,
-            labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:  # fmt: skip
+def _search(
+    atk: Attack, model: nn.Module, attack_model: nn.Module | None, x: torch.Tensor, labels: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """``atk`` away from ``labels`` on ``x``: (x_adv, logits, success, forwards, backwards), counters on the CPU.
 
     With ``attack_model`` the search runs on it and each success is re-checked on ``model`` (one more forward
@@ -213,8 +224,14 @@ def _attempt(s: _State, i: int, atk: Attack, ball: Bound, model: nn.Module, atta
     return len(hit)
 
 
-def _noise_check(s: _State, attacks: Sequence[Attack], eps: float | None, norm: str | None, model: nn.Module,
-                 attack_model: nn.Module | None) -> dict[str, float]:  # fmt: skip
+def _noise_check(
+    s: _State,
+    attacks: Sequence[Attack],
+    eps: float | None,
+    norm: str | None,
+    model: nn.Module,
+    attack_model: nn.Module | None,
+) -> dict[str, float]:
     """Random noise in the first attack's ball (its seed) on the samples the white-box attacks left standing, and on
     the same samples the steps check: whether the white-box attacks' points raised the margin loss clearly more
     than the best random point (:func:`advlab.evaluation.gradients.weak_steps`)."""
@@ -223,7 +240,10 @@ def _noise_check(s: _State, attacks: Sequence[Attack], eps: float | None, norm: 
         return {}
     noise = RandomNoise(eps=ball[0], norm=ball[1], tries=sanity_checks.NOISE_TRIES, seed=getattr(attacks[0], "seed", 0))
     idx = s.standing.nonzero().flatten()
-    out = {"noise_tried": float(len(idx)), "noise_broke": float(_attempt(s, len(attacks), noise, ball, model, attack_model))}
+    out = {
+        "noise_tried": float(len(idx)),
+        "noise_broke": float(_attempt(s, len(attacks), noise, ball, model, attack_model)),
+    }
     if len(idx):
         clean = s.margin(s.clean_logits[idx], s.clean_pred[idx]).to(s.last_margin.dtype)
         weak = gradients.weak_steps(clean, s.attack_margin[idx], s.last_margin[idx])
@@ -231,8 +251,14 @@ def _noise_check(s: _State, attacks: Sequence[Attack], eps: float | None, norm: 
     return out
 
 
-def _gradient_free_stage(s: _State, attacks: Sequence[Attack], eps: float | None, norm: str | None, model: nn.Module,
-                         attack_model: nn.Module | None) -> dict[str, float]:  # fmt: skip
+def _gradient_free_stage(
+    s: _State,
+    attacks: Sequence[Attack],
+    eps: float | None,
+    norm: str | None,
+    model: nn.Module,
+    attack_model: nn.Module | None,
+) -> dict[str, float]:
     """Square (:data:`advlab.evaluation.gradients.DOUBT_QUERIES` queries per image, the first attack's ball and
     seed) on the samples still standing; what it broke counts as ``black_box_broke`` too. Nothing without an L-inf
     or L2 ball."""
@@ -245,8 +271,9 @@ def _gradient_free_stage(s: _State, attacks: Sequence[Attack], eps: float | None
     return {"gradient_free_tried": tried, "gradient_free_broke": broke}
 
 
-def _over_draws(model: nn.Module, s: _State, y: torch.Tensor, adv_pred: torch.Tensor,
-                draws: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:  # fmt: skip
+def _over_draws(
+    model: nn.Module, s: _State, y: torch.Tensor, adv_pred: torch.Tensor, draws: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(expected clean correctness, expected robustness, robust in every draw) per sample, over ``draws`` fresh
     forwards of a randomized model on the clean and the worst-case inputs (each counted in ``s.forwards``)."""
     lab = metrics.labelled(y)
@@ -265,26 +292,52 @@ def _over_draws(model: nn.Module, s: _State, y: torch.Tensor, adv_pred: torch.Te
     return clean_hits / draws, robust_hits / draws, robust_hits == draws
 
 
-def _result(s: _State, model: nn.Module, y: torch.Tensor, checks: dict[str, float], keep_adversarials: bool,
-            draws: int) -> BatchResult:  # fmt: skip
+def _result(
+    s: _State, model: nn.Module, y: torch.Tensor, checks: dict[str, float], keep_adversarials: bool, draws: int
+) -> BatchResult:
     """The per-sample columns of the finished cascade, on the CPU."""
     adv_pred = torch.where(s.broken_by.to(s.x.device) >= 0, s.adv_logits.argmax(1), s.clean_pred)
     expected_clean, expected_robust, always = _over_draws(model, s, y, adv_pred, draws)
     d = (s.x_adv - s.x).detach()
     return BatchResult(
-        y=y.cpu(), clean_pred=s.clean_pred.cpu(), adv_pred=adv_pred.cpu(),
-        clean_confidence=metrics.confidence(s.clean_logits).cpu(), adv_confidence=metrics.confidence(s.adv_logits, adv_pred).cpu(),
-        attacked=s.attacked.cpu(), broken_by=s.broken_by, l0=distance(d, "l0").cpu().long(), l2=distance(d, "l2").cpu(),
-        linf=distance(d, "linf").cpu(), forwards=s.forwards, backwards=s.backwards, attack_stats=s.stats,
-        expected_clean=expected_clean.cpu(), expected_robust=expected_robust.cpu(), always_robust=always.cpu(), checks=checks,
+        y=y.cpu(),
+        clean_pred=s.clean_pred.cpu(),
+        adv_pred=adv_pred.cpu(),
+        clean_confidence=metrics.confidence(s.clean_logits).cpu(),
+        adv_confidence=metrics.confidence(s.adv_logits, adv_pred).cpu(),
+        attacked=s.attacked.cpu(),
+        broken_by=s.broken_by,
+        l0=distance(d, "l0").cpu().long(),
+        l2=distance(d, "l2").cpu(),
+        linf=distance(d, "linf").cpu(),
+        forwards=s.forwards,
+        backwards=s.backwards,
+        attack_stats=s.stats,
+        expected_clean=expected_clean.cpu(),
+        expected_robust=expected_robust.cpu(),
+        always_robust=always.cpu(),
+        checks=checks,
         x_adv=s.x_adv.cpu() if keep_adversarials else None,
-    )  # fmt: skip
+    )
 
 
-def run_batch(model: nn.Module, x: torch.Tensor, y: torch.Tensor, attacks: Sequence[Attack], *, eps: float | None = None,
-              norm: str | None = None, attack_misclassified: bool = False, sanity: bool = True, first: bool = True,
-              keep_adversarials: bool = False, attack_model: nn.Module | None = None, draws: int = 1,
-              draw_model: nn.Module | None = None, doubt: bool = False) -> BatchResult:  # fmt: skip
+def run_batch(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    attacks: Sequence[Attack],
+    *,
+    eps: float | None = None,
+    norm: str | None = None,
+    attack_misclassified: bool = False,
+    sanity: bool = True,
+    first: bool = True,
+    keep_adversarials: bool = False,
+    attack_model: nn.Module | None = None,
+    draws: int = 1,
+    draw_model: nn.Module | None = None,
+    doubt: bool = False,
+) -> BatchResult:
     """The cascade on one batch (``x`` on the model's device, in [0, 1]; ``y`` labels, -1 = unlabelled).
 
     ``eps``/``norm``: the ball a success must lie in (None: each attack's own). ``sanity``: run the checks of
@@ -313,8 +366,11 @@ def run_batch(model: nn.Module, x: torch.Tensor, y: torch.Tensor, attacks: Seque
     if sanity and white_box_ran:
         checks.update(_noise_check(s, attacks, eps, norm, model, attack_model))
     if sanity:
-        checks.update(sanity_checks.zero_gradient_check(model if attack_model is None else attack_model, x, s.clean_pred, s.standing,
-                                                        s.forwards, s.backwards))  # the gradients the attacks saw
+        checks.update(
+            sanity_checks.zero_gradient_check(
+                model if attack_model is None else attack_model, x, s.clean_pred, s.standing, s.forwards, s.backwards
+            )
+        )  # the gradients the attacks saw
     if sanity and white_box_ran and draws <= 1 and (doubt or sanity_checks.doubts(checks)):
         checks.update(_gradient_free_stage(s, attacks, eps, norm, model, attack_model))
         checks["black_box_broke"] = checks.get("black_box_broke", 0.0) + checks.get("gradient_free_broke", 0.0)

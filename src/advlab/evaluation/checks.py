@@ -70,7 +70,9 @@ def is_probabilities(z: torch.Tensor) -> bool:
     return bool((z >= 0).all() and ((z.sum(1) - 1).abs() < 1e-3).all())
 
 
-def output_checks(model: nn.Module, x: torch.Tensor, logits: torch.Tensor, first: bool, forwards: torch.Tensor) -> dict[str, float]:
+def output_checks(
+    model: nn.Module, x: torch.Tensor, logits: torch.Tensor, first: bool, forwards: torch.Tensor
+) -> dict[str, float]:
     """Probabilities-not-logits on every batch (free); training mode and randomness (a second forward on
     up to :data:`CHECK_SAMPLES` samples, counted in ``forwards``) on the first batch."""
     z = logits.float()
@@ -96,8 +98,14 @@ def training_modules(model: nn.Module) -> dict[str, float]:
     return {"training_mode": float(len(modules)), "batchnorm_training": float(len(bn))}
 
 
-def zero_gradient_check(model: nn.Module, x: torch.Tensor, labels: torch.Tensor, standing: torch.Tensor,
-                        forwards: torch.Tensor, backwards: torch.Tensor) -> dict[str, float]:  # fmt: skip
+def zero_gradient_check(
+    model: nn.Module,
+    x: torch.Tensor,
+    labels: torch.Tensor,
+    standing: torch.Tensor,
+    forwards: torch.Tensor,
+    backwards: torch.Tensor,
+) -> dict[str, float]:
     """:func:`zero_gradients` at the clean point on up to :data:`CHECK_SAMPLES` samples the cascade left standing.
 
     Only survivors matter: a sample the attacks broke is broken whatever its gradient, while a survivor with
@@ -143,34 +151,50 @@ def _action(checks: dict[str, float]) -> str:
     """What the evaluation did about findings that cast doubt on the gradients, and what the number then is."""
     tried, broke = int(checks.get("gradient_free_tried", 0)), int(checks.get("gradient_free_broke", 0))
     if tried:
-        return (f"advlab then ran Square (gradient-free, {gradients.DOUBT_QUERIES} queries per image) "
-                f"on the {tried} samples still standing and it broke {broke}; the robust accuracy is an upper bound")  # fmt: skip
-    if checks.get("gradient_free_fallback", 0) > 0:  # the attacks were gradient-free to begin with (see diagnostics.adapt)
+        return (
+            f"advlab then ran Square (gradient-free, {gradients.DOUBT_QUERIES} queries per image) "
+            f"on the {tried} samples still standing and it broke {broke}; the robust accuracy is an upper bound"
+        )
+    if (
+        checks.get("gradient_free_fallback", 0) > 0
+    ):  # the attacks were gradient-free to begin with (see diagnostics.adapt)
         return "the attacks were gradient-free (Square) already; the robust accuracy is an upper bound"
-    return ("no gradient-free stage ran (it runs on the batches whose own checks cast doubt, in an L-inf or L2 ball, on a "
-            "deterministic model); the robust accuracy is an upper bound")
+    return (
+        "no gradient-free stage ran (it runs on the batches whose own checks cast doubt, in an L-inf or L2 ball, on a "
+        "deterministic model); the robust accuracy is an upper bound"
+    )
 
 
 def _gradient_flags(checks: dict[str, float]) -> list[str]:
     """The findings of :func:`doubts`, each with its measured value and :func:`_action`."""
     out, act = [], _action(checks)
     if checks.get("zero_gradient", 0) > 0:
-        out.append(f"{int(checks['zero_gradient'])} of {int(checks['gradient_checked'])} checked robust samples have an all-zero "
-                   f"cross-entropy input gradient (saturated softmax or masked gradients): {act}")  # fmt: skip
+        out.append(
+            f"{int(checks['zero_gradient'])} of {int(checks['gradient_checked'])} checked robust samples have an all-zero "
+            f"cross-entropy input gradient (saturated softmax or masked gradients): {act}"
+        )
     if gradients.fd_finding(checks.get("fd_unreliable", 0.0)):
-        out.append(f"unreliable gradients: on {int(checks['fd_unreliable'])} of {int(checks['fd_checked'])} probed samples autograd's "
-                   f"directional derivatives disagree with finite differences at every step size (h = 1e-2, 1e-3, 1e-4; median "
-                   f"relative disagreement {checks.get('fd_disagreement', 0):.2g} at the best step): {act}")  # fmt: skip
+        out.append(
+            f"unreliable gradients: on {int(checks['fd_unreliable'])} of {int(checks['fd_checked'])} probed samples autograd's "
+            f"directional derivatives disagree with finite differences at every step size (h = 1e-2, 1e-3, 1e-4; median "
+            f"relative disagreement {checks.get('fd_disagreement', 0):.2g} at the best step): {act}"
+        )
     if "steps_weak" in doubts(checks):
-        out.append(f"gradient steps no better than random ones: on {int(checks['steps_weak'])} of {int(checks['steps_checked'])} "
-                   f"samples left standing the gradient attacks raised the margin loss less than {gradients.STEP_RATIO:g}x as much "
-                   f"as the best of {NOISE_TRIES} random points in the ball: {act}")  # fmt: skip
+        out.append(
+            f"gradient steps no better than random ones: on {int(checks['steps_weak'])} of {int(checks['steps_checked'])} "
+            f"samples left standing the gradient attacks raised the margin loss less than {gradients.STEP_RATIO:g}x as much "
+            f"as the best of {NOISE_TRIES} random points in the ball: {act}"
+        )
     if checks.get("noise_broke", 0) > 0:
-        out.append(f"random noise broke {int(checks['noise_broke'])} of the {int(checks.get('noise_tried', 0))} samples that the "
-                   f"white-box attacks left standing (gradients likely masked or obfuscated): {act}")  # fmt: skip
+        out.append(
+            f"random noise broke {int(checks['noise_broke'])} of the {int(checks.get('noise_tried', 0))} samples that the "
+            f"white-box attacks left standing (gradients likely masked or obfuscated): {act}"
+        )
     if checks.get("black_box_broke", 0) > 0:
-        out.append(f"a gradient-free attack broke {int(checks['black_box_broke'])} samples that the gradient attacks left standing: "
-                   f"gradients are masked or misleading here, and the gradient attacks alone over-report robustness; {act}")  # fmt: skip
+        out.append(
+            f"a gradient-free attack broke {int(checks['black_box_broke'])} samples that the gradient attacks left standing: "
+            f"gradients are masked or misleading here, and the gradient attacks alone over-report robustness; {act}"
+        )
     return out
 
 
@@ -178,17 +202,25 @@ def flags(checks: dict[str, float]) -> list[str]:
     """The warnings the merged check counts call for, one line each (empty: nothing suspicious)."""
     out = []
     if checks.get("probability_batches", 0) > 0 and not checks.get("log_probabilities", 0) > 0:
-        out.append("the model's outputs look like probabilities (non-negative, rows sum to 1), not logits: remove the "
-                   "final softmax, or the cross-entropy and its gradients are wrong; the robust accuracy is an upper bound")  # fmt: skip
+        out.append(
+            "the model's outputs look like probabilities (non-negative, rows sum to 1), not logits: remove the "
+            "final softmax, or the cross-entropy and its gradients are wrong; the robust accuracy is an upper bound"
+        )
     if checks.get("training_mode", 0) > 0:
         bn = int(checks.get("batchnorm_training", 0))
-        out.append(f"the model is in training mode ({int(checks['training_mode'])} modules in training mode, {bn} of them BatchNorm "
-                   "layers normalizing with batch statistics; dropout draws): it was evaluated as given, so its outputs depend on the "
-                   "batch or the draw; call model.eval() before evaluating; the robust accuracy is not a bound for the eval-mode model")  # fmt: skip
+        out.append(
+            f"the model is in training mode ({int(checks['training_mode'])} modules in training mode, {bn} of them BatchNorm "
+            "layers normalizing with batch statistics; dropout draws): it was evaluated as given, so its outputs depend on the "
+            "batch or the draw; call model.eval() before evaluating; the robust accuracy is not a bound for the eval-mode model"
+        )
     if checks.get("randomness", 0) > 1e-5 and checks.get("eot", 0) > 0:
-        out.append(f"the model is not deterministic (two passes differ by up to {checks['randomness']:.2g}, relative): the "
-                   "attacks used EOT and expected_accuracy holds the accuracy over fresh draws; robust_accuracy is one draw's")  # fmt: skip
+        out.append(
+            f"the model is not deterministic (two passes differ by up to {checks['randomness']:.2g}, relative): the "
+            "attacks used EOT and expected_accuracy holds the accuracy over fresh draws; robust_accuracy is one draw's"
+        )
     elif checks.get("randomness", 0) > 1e-5:
-        out.append(f"the model is not deterministic: two passes on the same inputs differ by up to {checks['randomness']:.2g} "
-                   "(relative); use expectation over transformation (average gradients over several passes) for a meaningful bound")  # fmt: skip
+        out.append(
+            f"the model is not deterministic: two passes on the same inputs differ by up to {checks['randomness']:.2g} "
+            "(relative); use expectation over transformation (average gradients over several passes) for a meaningful bound"
+        )
     return out + _gradient_flags(checks)

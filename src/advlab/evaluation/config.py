@@ -81,7 +81,9 @@ class EvalConfig:
             name = self.preset or "reliable"
             if self.eps is None:
                 raise AdvlabError(f"preset {name!r} needs eps (and norm)")
-            attacks = preset_attacks(name, self.eps, self.norm or "linf", PRESET_SEED if self.seed is None else self.seed)
+            attacks = preset_attacks(
+                name, self.eps, self.norm or "linf", PRESET_SEED if self.seed is None else self.seed
+            )
         else:
             attacks = list(self.attacks)
         if not attacks:

@@ -73,8 +73,10 @@ def require_finite(logits: torch.Tensor, what: str = "clean inputs") -> None:
     """Raise ``AdvlabError`` when ``logits`` (N, K) hold NaN or Inf: no accuracy means anything then."""
     bad = ~torch.isfinite(logits.float()).all(1)
     if bool(bad.any()):
-        raise AdvlabError(f"the model's outputs are NaN or infinite on {int(bad.sum())} of {len(logits)} {what}: "
-                          "no accuracy can be measured; check the model (e.g. a division by zero or log of 0 in it)")  # fmt: skip
+        raise AdvlabError(
+            f"the model's outputs are NaN or infinite on {int(bad.sum())} of {len(logits)} {what}: "
+            "no accuracy can be measured; check the model (e.g. a division by zero or log of 0 in it)"
+        )
 
 
 def gradient_path(model: nn.Module, x: torch.Tensor) -> bool:
@@ -90,7 +92,9 @@ def gradient_path(model: nn.Module, x: torch.Tensor) -> bool:
     return bool(isinstance(out, torch.Tensor) and out.requires_grad)
 
 
-def adapt(model: nn.Module, x: torch.Tensor, attacks: list[Attack], eps: float | None, norm: str | None) -> tuple[list[Attack], bool]:
+def adapt(
+    model: nn.Module, x: torch.Tensor, attacks: list[Attack], eps: float | None, norm: str | None
+) -> tuple[list[Attack], bool]:
     """``(attacks, fell_back)``: the attacks as given when the model has a gradient path at ``x``; otherwise the
     white-box ones replaced by one gradient-free Square attack in the same ball (the evaluation's ``eps``/``norm``,
     else the first white-box attack's own), placed where the first of them stood."""
@@ -100,12 +104,16 @@ def adapt(model: nn.Module, x: torch.Tensor, attacks: list[Attack], eps: float |
     own = getattr(white[0], "eps", None)
     e = eps if eps is not None else (max(own) if isinstance(own, (list, tuple)) else own)
     if e is None:
-        raise AdvlabError("the model's outputs have no gradient path to the input, and no eps bounds a gradient-free "
-                          "attack: give --eps (and --norm)")  # fmt: skip
+        raise AdvlabError(
+            "the model's outputs have no gradient path to the input, and no eps bounds a gradient-free "
+            "attack: give --eps (and --norm)"
+        )
     nm = norm or white[0].threat_norm
     if nm not in ("linf", "l2"):
-        raise AdvlabError(f"the model's outputs have no gradient path to the input; the gradient-free fallback (Square) "
-                          f"works in linf or l2, not {nm}")  # fmt: skip
+        raise AdvlabError(
+            f"the model's outputs have no gradient path to the input; the gradient-free fallback (Square) "
+            f"works in linf or l2, not {nm}"
+        )
     square = Square(eps=float(e), norm=nm, max_queries=FALLBACK_QUERIES, seed=getattr(white[0], "seed", 0))
     first = attacks.index(white[0])
     rest = [a for a in attacks if not a.white_box]
@@ -128,8 +136,13 @@ def gradient_probe(model: nn.Module, x: torch.Tensor, eps: float | None, norm: s
     d = gradients.finite_difference_disagreement(model, xs, labels, radius)
     bad = d.unreliable
     value = d.per_sample[bad] if bool(bad.any()) else d.per_sample
-    return {"fd_checked": float(len(xs)), "fd_unreliable": float(bad.sum()), "fd_disagreement": float(value.median()),
-            "fd_forwards": float(d.forwards + 1), "fd_backwards": float(d.backwards)}  # fmt: skip
+    return {
+        "fd_checked": float(len(xs)),
+        "fd_unreliable": float(bad.sum()),
+        "fd_disagreement": float(value.median()),
+        "fd_forwards": float(d.forwards + 1),
+        "fd_backwards": float(d.backwards),
+    }
 
 
 def charge_probe(part: Any, checks: dict[str, float]) -> None:
@@ -232,17 +245,23 @@ def adaptations(checks: dict[str, float]) -> list[str]:
     """What the evaluation did about the model, one line each (from the merged per-batch checks)."""
     out = []
     if checks.get(EOT_KEY, 0) > 0:
-        out.append(f"the model is randomized: the attacks used EOT (the mean of {EOT_DRAWS} draws' probabilities per forward) "
-                   f"with their full budget (no early stop, at least {EOT_STEPS} steps; a fixed-step EOT-PGD first), and the expected "
-                   f"accuracy over {ACCURACY_DRAWS} fresh draws at each "
-                   "sample's worst case is reported beside the single-draw one")  # fmt: skip
+        out.append(
+            f"the model is randomized: the attacks used EOT (the mean of {EOT_DRAWS} draws' probabilities per forward) "
+            f"with their full budget (no early stop, at least {EOT_STEPS} steps; a fixed-step EOT-PGD first), and the expected "
+            f"accuracy over {ACCURACY_DRAWS} fresh draws at each "
+            "sample's worst case is reported beside the single-draw one"
+        )
     if checks.get(LOGPROB_KEY, 0) > 0:
-        out.append("the model outputs probabilities, not logits: the attacks used their logarithm as logits (the same "
-                   "argmax; every success confirmed on the model)")  # fmt: skip
-    ops = sorted(k[len(BPDA_KEY):] for k, v in checks.items() if k.startswith(BPDA_KEY) and v > 0)
+        out.append(
+            "the model outputs probabilities, not logits: the attacks used their logarithm as logits (the same "
+            "argmax; every success confirmed on the model)"
+        )
+    ops = sorted(k[len(BPDA_KEY) :] for k, v in checks.items() if k.startswith(BPDA_KEY) and v > 0)
     if ops:
-        out.append(f"the model applies {', '.join(ops)} to its input: the attacks used straight-through gradients through "
-                   "them (BPDA; forward unchanged, every success confirmed on the model)")  # fmt: skip
+        out.append(
+            f"the model applies {', '.join(ops)} to its input: the attacks used straight-through gradients through "
+            "them (BPDA; forward unchanged, every success confirmed on the model)"
+        )
     return out
 
 
@@ -250,9 +269,11 @@ def fallback_flag(checks: dict[str, float]) -> list[str]:
     """The report line for :func:`adapt`'s fallback, when the checks recorded it."""
     if checks.get(FALLBACK_KEY, 0) <= 0:
         return []
-    return [f"the model's outputs have no gradient path to the input (preprocessing outside autograd?): gradient attacks "
-            f"were replaced by Square with {FALLBACK_QUERIES} queries per image, so the robust accuracy is an upper bound; "
-            "give a differentiable twin of the model (attack_model=) for a white-box number"]  # fmt: skip
+    return [
+        f"the model's outputs have no gradient path to the input (preprocessing outside autograd?): gradient attacks "
+        f"were replaced by Square with {FALLBACK_QUERIES} queries per image, so the robust accuracy is an upper bound; "
+        "give a differentiable twin of the model (attack_model=) for a white-box number"
+    ]
 
 
 def trust(flags: list[str]) -> str:

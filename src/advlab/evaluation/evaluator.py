@@ -30,8 +30,12 @@ def _shown_ball(attacks: Sequence[Attack], eps: float | None, norm: str | None) 
     return None, norm
 
 
-def _wanted(data: Iterable[tuple[torch.Tensor, torch.Tensor]], work: Work[BatchResult], parts: dict[int, BatchResult],
-            pending: dict[int, tuple[torch.Tensor, torch.Tensor]]) -> Iterator[int]:  # fmt: skip
+def _wanted(
+    data: Iterable[tuple[torch.Tensor, torch.Tensor]],
+    work: Work[BatchResult],
+    parts: dict[int, BatchResult],
+    pending: dict[int, tuple[torch.Tensor, torch.Tensor]],
+) -> Iterator[int]:
     """Indices of the batches this call evaluates (their data parked in ``pending``); finished ones go to ``parts``."""
     done = work.finished()
     for b, xy in enumerate(data):
@@ -42,8 +46,9 @@ def _wanted(data: Iterable[tuple[torch.Tensor, torch.Tensor]], work: Work[BatchR
             yield b
 
 
-def _adapted(model: nn.Module, attacked: nn.Module, data: Data, cfg: EvalConfig, attacks: list[Attack], norm: str | None
-             ) -> tuple[Iterable[tuple[torch.Tensor, torch.Tensor]], list[Attack], nn.Module, dict[str, float]]:  # fmt: skip
+def _adapted(
+    model: nn.Module, attacked: nn.Module, data: Data, cfg: EvalConfig, attacks: list[Attack], norm: str | None
+) -> tuple[Iterable[tuple[torch.Tensor, torch.Tensor]], list[Attack], nn.Module, dict[str, float]]:
     """The batches, the attacks and the model they run on, adapted by :mod:`advlab.evaluation.diagnostics` on the
     first batch (whether or not this call evaluates it, so that every shard and every resume runs the same
     attacks), and the checks that record the adaptations: a gradient-free fallback when the outputs have no
@@ -69,7 +74,9 @@ def _adapted(model: nn.Module, attacked: nn.Module, data: Data, cfg: EvalConfig,
         if random:  # the first expected misclassification is a weak point of a random model: spend the full budget
             notes[diagnostics.EOT_KEY] = 1.0
             attacks = diagnostics.eot_attacks(attacks, cfg.eps, norm)
-        elif cfg.sanity and not ops and any(a.white_box for a in attacks):  # do the attacks' gradients describe the model?
+        elif (
+            cfg.sanity and not ops and any(a.white_box for a in attacks)
+        ):  # do the attacks' gradients describe the model?
             # (not under BPDA: a straight-through gradient is a surrogate by design, finite differences of a quantizer vanish)
             ball = bound(attacks[0], cfg.eps, norm)
             xs = to_device(first[0][: gradients.SAMPLES], device_of(attacked))
@@ -78,8 +85,14 @@ def _adapted(model: nn.Module, attacked: nn.Module, data: Data, cfg: EvalConfig,
 
 
 @keeps_model_state  # a model left in train mode: its BatchNorm statistics and mode are as found afterwards
-def evaluate(model: nn.Module, data: Data, config: EvalConfig | str | None = None, *, work: Work[BatchResult] | None = None,
-             attack_model: nn.Module | None = None) -> EvalReport:  # fmt: skip
+def evaluate(
+    model: nn.Module,
+    data: Data,
+    config: EvalConfig | str | None = None,
+    *,
+    work: Work[BatchResult] | None = None,
+    attack_model: nn.Module | None = None,
+) -> EvalReport:
     """Robustness of ``model`` on ``data`` under ``config``'s attacks, as a cascade (:mod:`advlab.evaluation.cascade`).
 
     ``data``: a data spec ("digits:test"), an ``(x, y)`` pair of [0, 1] images and labels (-1 = unlabelled),
@@ -104,7 +117,9 @@ def evaluate(model: nn.Module, data: Data, config: EvalConfig | str | None = Non
     parts: dict[int, BatchResult] = {}
     pending: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
     t0 = time.perf_counter()
-    data_batches, attacks, attacked, notes = _adapted(model, model if attack_model is None else attack_model, data, cfg, attacks, norm)
+    data_batches, attacks, attacked, notes = _adapted(
+        model, model if attack_model is None else attack_model, data, cfg, attacks, norm
+    )
     attack_model = None if attacked is model else attacked
     # a randomized model: its EOT version judges the successes, the model itself is drawn for the expected accuracy
     random = diagnostics.EOT_KEY in notes
@@ -115,10 +130,22 @@ def evaluate(model: nn.Module, data: Data, config: EvalConfig | str | None = Non
         xb, yb = to_device(xb, dev), to_device(yb, dev).long()
         if xb.numel() and (float(xb.min()) < 0 or float(xb.max()) > 1):
             raise AdvlabError("images must be in [0, 1]; advlab models carry their own normalization")
-        parts[b] = cascade.run_batch(judge, xb, yb, attacks, eps=cfg.eps, norm=norm, attack_misclassified=cfg.attack_misclassified,
-                                     sanity=cfg.sanity, first=b == 0, keep_adversarials=cfg.keep_adversarials,
-                                     attack_model=None if random else attack_model, draws=draws, draw_model=model,
-                                     doubt=gradients.fd_finding(notes.get("fd_unreliable", 0.0)))  # fmt: skip
+        parts[b] = cascade.run_batch(
+            judge,
+            xb,
+            yb,
+            attacks,
+            eps=cfg.eps,
+            norm=norm,
+            attack_misclassified=cfg.attack_misclassified,
+            sanity=cfg.sanity,
+            first=b == 0,
+            keep_adversarials=cfg.keep_adversarials,
+            attack_model=None if random else attack_model,
+            draws=draws,
+            draw_model=model,
+            doubt=gradients.fd_finding(notes.get("fd_unreliable", 0.0)),
+        )
         parts[b].checks.update(notes)
         if b == 0:
             diagnostics.charge_probe(parts[b], notes)

@@ -82,7 +82,9 @@ def _points(x: torch.Tensor, eps: float | None, gen: torch.Generator) -> torch.T
     return torch.cat(base).clamp(INSET, 1 - INSET)
 
 
-def _gradient(model: nn.Module, x: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def _gradient(
+    model: nn.Module, x: torch.Tensor, labels: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(runner-up classes, margin, its input gradient) at ``x``; the gradient is zero without a gradient path."""
     xs = x.detach().clone().requires_grad_(True)
     with frozen_parameters(model), torch.enable_grad():
@@ -112,8 +114,9 @@ class Disagreement:
         return self.per_sample > FD_THRESHOLD
 
 
-def finite_difference_disagreement(model: nn.Module, x: torch.Tensor, labels: torch.Tensor, radius: float | None = None,
-                                   seed: int = 0) -> Disagreement:  # fmt: skip
+def finite_difference_disagreement(
+    model: nn.Module, x: torch.Tensor, labels: torch.Tensor, radius: float | None = None, seed: int = 0
+) -> Disagreement:
     """Autograd against central finite differences on the samples ``x`` ([0, 1], on the model's device; a few
     suffice), ``labels`` their clean predictions; ``radius``: the per-pixel size of the random vertex around each
     clean point (L-inf eps; None: the clean points only). See the module docstring. Cost per sample and base point:

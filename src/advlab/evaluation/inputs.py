@@ -12,7 +12,9 @@ from advlab.errors import AdvlabError
 Data = str | tuple[torch.Tensor, torch.Tensor] | Iterable[tuple[torch.Tensor, torch.Tensor]]
 
 
-def batches(model: nn.Module, data: Data, batch_size: int = 256, limit: int | None = None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+def batches(
+    model: nn.Module, data: Data, batch_size: int = 256, limit: int | None = None
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """``(x, y)`` batches from a data spec (read the way the model needs it), an ``(x, y)`` pair, or a DataLoader.
 
     Images are (N, C, H, W) in [0, 1], labels (N,) class indices (-1 = unlabelled); ``limit``: the first samples only.

@@ -111,8 +111,13 @@ def confidence(logits: torch.Tensor, classes: torch.Tensor | None = None) -> tor
     return p.amax(1) if classes is None else p.gather(1, classes.long()[:, None]).squeeze(1)
 
 
-def rates(y: torch.Tensor, clean_pred: torch.Tensor, adv_pred: torch.Tensor, success: torch.Tensor | None = None,
-          attacked: torch.Tensor | None = None) -> dict[str, float]:  # fmt: skip
+def rates(
+    y: torch.Tensor,
+    clean_pred: torch.Tensor,
+    adv_pred: torch.Tensor,
+    success: torch.Tensor | None = None,
+    attacked: torch.Tensor | None = None,
+) -> dict[str, float]:
     """Every rate above as a dict (``attack_success_rate`` needs ``success``; otherwise it is left out)."""
     out = {
         "clean_accuracy": clean_accuracy(y, clean_pred),
@@ -125,5 +130,19 @@ def rates(y: torch.Tensor, clean_pred: torch.Tensor, adv_pred: torch.Tensor, suc
     return out
 
 
-__all__ = ["attack_success_rate", "clean_accuracy", "clean_correct", "confidence", "expected_accuracy", "fooled", "labelled", "mean_or_none", "norm_stats",
-           "prediction_change_rate", "rates", "robust", "robust_accuracy", "strict_attack_success_rate"]  # fmt: skip
+__all__ = [
+    "attack_success_rate",
+    "clean_accuracy",
+    "clean_correct",
+    "confidence",
+    "expected_accuracy",
+    "fooled",
+    "labelled",
+    "mean_or_none",
+    "norm_stats",
+    "prediction_change_rate",
+    "rates",
+    "robust",
+    "robust_accuracy",
+    "strict_attack_success_rate",
+]

@@ -33,11 +33,23 @@ def preset_attacks(name: str, eps: float, norm: str = "linf", seed: int = PRESET
     ``fast``: APGD-CE and APGD-DLR with 20 steps each: a quick estimate, not a bound to publish.
     """
     if name == "reliable":
-        return [APGD(eps=eps, norm=norm, steps=RELIABLE_CE_STEPS, loss="ce", seed=seed),
-                APGDT(eps=eps, norm=norm, steps=RELIABLE_TARGET_STEPS, n_targets=RELIABLE_TARGETS, targets="malt",
-                      restarts=RELIABLE_TARGET_RESTARTS, seed=seed)]  # fmt: skip
+        return [
+            APGD(eps=eps, norm=norm, steps=RELIABLE_CE_STEPS, loss="ce", seed=seed),
+            APGDT(
+                eps=eps,
+                norm=norm,
+                steps=RELIABLE_TARGET_STEPS,
+                n_targets=RELIABLE_TARGETS,
+                targets="malt",
+                restarts=RELIABLE_TARGET_RESTARTS,
+                seed=seed,
+            ),
+        ]
     if name == "fast":
-        return [APGD(eps=eps, norm=norm, steps=20, loss="ce", seed=seed), APGD(eps=eps, norm=norm, steps=20, loss="dlr", seed=seed)]
+        return [
+            APGD(eps=eps, norm=norm, steps=20, loss="ce", seed=seed),
+            APGD(eps=eps, norm=norm, steps=20, loss="dlr", seed=seed),
+        ]
     raise AdvlabError(f"unknown preset {name!r}; choose from {', '.join(PRESETS)}")
 
 

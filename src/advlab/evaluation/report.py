@@ -82,8 +82,13 @@ class EvalReport:
         """The summary as plain JSON-able values (no per-sample tensors), with ``trust`` and the passes per image."""
         skip = {"samples", "x_adv"}
         out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name not in skip}
-        return {**out, "trust": self.trust, "forwards_per_image": round(self.forwards_per_image, 3),
-                "backwards_per_image": round(self.backwards_per_image, 3), "diagnostics": self.diagnostics}  # fmt: skip
+        return {
+            **out,
+            "trust": self.trust,
+            "forwards_per_image": round(self.forwards_per_image, 3),
+            "backwards_per_image": round(self.backwards_per_image, 3),
+            "diagnostics": self.diagnostics,
+        }
 
     @property
     def diagnostics(self) -> dict[str, Any]:
@@ -91,8 +96,12 @@ class EvalReport:
         ``noise_broke``, ``fd_unreliable``, ``steps_weak``, ``gradient_free_broke``), the findings that cast doubt on
         the gradients, the flags and the adaptations."""
         checks = {k: round(v, 6) for k, v in sorted(self.samples.checks.items())}
-        return {"findings": checks, "doubts": sanity_checks.doubts(self.samples.checks), "flags": self.flags,
-                "adaptations": self.adaptations}  # fmt: skip
+        return {
+            "findings": checks,
+            "doubts": sanity_checks.doubts(self.samples.checks),
+            "flags": self.flags,
+            "adaptations": self.adaptations,
+        }
 
     def robustbench(self, name: str, dataset: str) -> dict[str, Any]:
         """An entry with RobustBench's ``model_info`` fields that apply: ``name``, ``dataset``, ``eps`` as a string
@@ -104,15 +113,21 @@ class EvalReport:
         model both accuracies are the expected ones over draws (``expected_accuracy``)."""
         threat = {"linf": "Linf", "l2": "L2", "l1": "L1"}.get(self.norm or "", self.norm)
         return {
-            "name": name, "dataset": dataset, "threat_model": threat, "eps": eps_text(self.eps) if self.eps is not None else None,
+            "name": name,
+            "dataset": dataset,
+            "threat_model": threat,
+            "eps": eps_text(self.eps) if self.eps is not None else None,
             "clean_acc": f"{100 * (e['clean'] if (e := self.expected_accuracy) else self.clean_accuracy):.2f}",
             "robust_acc": f"{100 * (e['robust'] if e else self.robust_accuracy):.2f}",
-            "number_forward_passes": 1, "n_examples": self.n, "attacks": [a["config"] for a in self.per_attack],
+            "number_forward_passes": 1,
+            "n_examples": self.n,
+            "attacks": [a["config"] for a in self.per_attack],
             "attack_forward_passes_per_image": round(self.forwards_per_image, 3),
             "attack_backward_passes_per_image": round(self.backwards_per_image, 3),
-            "trust": self.trust, "diagnostics": {"flags": self.flags, "adaptations": self.adaptations},
+            "trust": self.trust,
+            "diagnostics": {"flags": self.flags, "adaptations": self.adaptations},
             "evaluated_with": "advlab",
-        }  # fmt: skip
+        }
 
     def rows(self, class_names: Sequence[str] | None = None) -> list[dict[str, Any]]:
         """One dict per sample (for a CSV): index, label, predictions, confidences, norms, broken by."""
@@ -122,12 +137,20 @@ class EvalReport:
         for i in range(self.n):
             b = int(s.broken_by[i])
             row = {
-                "index": i, "label": int(s.y[i]), "clean_pred": int(s.clean_pred[i]), "adv_pred": int(s.adv_pred[i]),
-                "clean_confidence": round(float(s.clean_confidence[i]), 6), "adv_confidence": round(float(s.adv_confidence[i]), 6),
-                "attacked": bool(s.attacked[i]), "broken_by": names[b] if b >= 0 else "",
-                "l0": int(s.l0[i]), "l2": round(float(s.l2[i]), 6), "linf": round(float(s.linf[i]), 6),
-                "forwards": int(s.forwards[i]), "backwards": int(s.backwards[i]),
-            }  # fmt: skip
+                "index": i,
+                "label": int(s.y[i]),
+                "clean_pred": int(s.clean_pred[i]),
+                "adv_pred": int(s.adv_pred[i]),
+                "clean_confidence": round(float(s.clean_confidence[i]), 6),
+                "adv_confidence": round(float(s.adv_confidence[i]), 6),
+                "attacked": bool(s.attacked[i]),
+                "broken_by": names[b] if b >= 0 else "",
+                "l0": int(s.l0[i]),
+                "l2": round(float(s.l2[i]), 6),
+                "linf": round(float(s.linf[i]), 6),
+                "forwards": int(s.forwards[i]),
+                "backwards": int(s.backwards[i]),
+            }
             if class_names is not None:
                 row["label_name"] = class_names[row["label"]] if row["label"] >= 0 else ""
                 row["clean_name"], row["adv_name"] = class_names[row["clean_pred"]], class_names[row["adv_pred"]]
@@ -141,8 +164,13 @@ class EvalReport:
             f"{self.n} samples, {threat}, attacks: {', '.join(self.attacks)}",
             f"  clean accuracy              {self.clean_accuracy:8.2%}",
             f"  robust accuracy             {self.robust_accuracy:8.2%}  (trust: {self.trust})",
-            *([f"  expected over {e['draws']} draws clean {e['clean']:.2%}, robust {e['robust']:.2%} (worst case {e['robust_worst_case']:.2%})"]
-              if (e := self.expected_accuracy) else []),
+            *(
+                [
+                    f"  expected over {e['draws']} draws clean {e['clean']:.2%}, robust {e['robust']:.2%} (worst case {e['robust_worst_case']:.2%})"
+                ]
+                if (e := self.expected_accuracy)
+                else []
+            ),
             f"  attack success rate         {self.attack_success_rate:8.2%}",
             f"  strict attack success rate  {self.strict_attack_success_rate:8.2%}  (correct -> wrong)",
             f"  prediction change rate      {self.prediction_change_rate:8.2%}",
@@ -151,11 +179,15 @@ class EvalReport:
             m = self.norms[k]
             if m["median"] is not None:
                 lines.append(f"  {k + ' of successes':<28}median {m['median']:.4g}, mean {m['mean']:.4g}")
-        lines.append(f"  gradient evaluations        {self.gradient_evaluations} ({self.forward_evaluations} forwards), {self.seconds:.1f} s; "
-                     f"per image {self.backwards_per_image:.1f} backward, {self.forwards_per_image:.1f} forward")
+        lines.append(
+            f"  gradient evaluations        {self.gradient_evaluations} ({self.forward_evaluations} forwards), {self.seconds:.1f} s; "
+            f"per image {self.backwards_per_image:.1f} backward, {self.forwards_per_image:.1f} forward"
+        )
         for a in self.per_attack:
-            lines.append(f"    {a['attack']:<14} attacked {a['attacked']:>6}  broke {a['broken']:>6}  "
-                         f"robust after {a['robust_accuracy_after']:7.2%}  grads {a['gradient_evaluations']:>8}  {a['seconds']:.1f} s")  # fmt: skip
+            lines.append(
+                f"    {a['attack']:<14} attacked {a['attacked']:>6}  broke {a['broken']:>6}  "
+                f"robust after {a['robust_accuracy_after']:7.2%}  grads {a['gradient_evaluations']:>8}  {a['seconds']:.1f} s"
+            )
         lines += [f"  adapted: {a}" for a in self.adaptations]
         lines += [f"  warning: {f}" for f in self.flags]
         return "\n".join(lines)
@@ -177,19 +209,31 @@ def _per_attack(samples: BatchResult, attacks: Sequence[Attack]) -> list[dict[st
     n_labelled = int(metrics.labelled(samples.y).sum())
     remaining = int(correct.sum())
     out = []
-    checks = {len(attacks): ("noise-check", f"RandomNoise(tries={sanity_checks.NOISE_TRIES})"),
-              len(attacks) + 1: ("square-check", f"Square(max_queries={gradients.DOUBT_QUERIES}) on the samples left standing, "
-                                 "run because gradients were in doubt")}  # fmt: skip
+    checks = {
+        len(attacks): ("noise-check", f"RandomNoise(tries={sanity_checks.NOISE_TRIES})"),
+        len(attacks) + 1: (
+            "square-check",
+            f"Square(max_queries={gradients.DOUBT_QUERIES}) on the samples left standing, "
+            "run because gradients were in doubt",
+        ),
+    }
     for i, row in enumerate(samples.attack_stats.tolist()):
         if i >= len(attacks) and row[0] == 0:
             continue
         remaining -= int((correct & (samples.broken_by == i)).sum())
         name, config = checks[i] if i in checks else (attacks[i].label, repr(attacks[i]))
-        out.append({
-            "attack": name, "config": config,
-            "attacked": int(row[0]), "broken": int(row[1]), "robust_accuracy_after": remaining / n_labelled if n_labelled else 0.0,
-            "forward_evaluations": int(row[2]), "gradient_evaluations": int(row[3]), "seconds": round(row[4], 4),
-        })  # fmt: skip
+        out.append(
+            {
+                "attack": name,
+                "config": config,
+                "attacked": int(row[0]),
+                "broken": int(row[1]),
+                "robust_accuracy_after": remaining / n_labelled if n_labelled else 0.0,
+                "forward_evaluations": int(row[2]),
+                "gradient_evaluations": int(row[3]),
+                "seconds": round(row[4], 4),
+            }
+        )
     return out
 
 
@@ -197,11 +241,17 @@ def _expected(s: BatchResult) -> dict[str, float] | None:
     """For a randomized model (EOT applied): expected clean and robust accuracy over the draws, and the worst case."""
     if s.checks.get(diagnostics.EOT_KEY, 0) <= 0:
         return None
-    return {"clean": metrics.expected_accuracy(s.expected_clean, s.y), "robust": metrics.expected_accuracy(s.expected_robust, s.y),
-            "robust_worst_case": metrics.expected_accuracy(s.always_robust.float(), s.y), "draws": diagnostics.ACCURACY_DRAWS}  # fmt: skip
+    return {
+        "clean": metrics.expected_accuracy(s.expected_clean, s.y),
+        "robust": metrics.expected_accuracy(s.expected_robust, s.y),
+        "robust_worst_case": metrics.expected_accuracy(s.always_robust.float(), s.y),
+        "draws": diagnostics.ACCURACY_DRAWS,
+    }
 
 
-def summarize(parts: Sequence[BatchResult], attacks: Sequence[Attack], eps: float | None, norm: str | None, seconds: float) -> EvalReport:
+def summarize(
+    parts: Sequence[BatchResult], attacks: Sequence[Attack], eps: float | None, norm: str | None, seconds: float
+) -> EvalReport:
     """Merge per-batch results (in batch order) into one :class:`EvalReport`; rates from :mod:`metrics`."""
     if not parts:
         raise AdvlabError("nothing to evaluate: the data is empty")
@@ -209,17 +259,28 @@ def summarize(parts: Sequence[BatchResult], attacks: Sequence[Attack], eps: floa
     y, cp, ap, broken = samples.y, samples.clean_pred, samples.adv_pred, samples.broken
     correct, robust = metrics.clean_correct(y, cp), metrics.robust(y, cp, ap)
     return EvalReport(
-        n=len(y), eps=eps, norm=norm, attacks=[a.label for a in attacks],
+        n=len(y),
+        eps=eps,
+        norm=norm,
+        attacks=[a.label for a in attacks],
         clean_accuracy=metrics.clean_accuracy(y, cp),
         robust_accuracy=metrics.robust_accuracy(y, cp, ap),
         attack_success_rate=metrics.attack_success_rate(broken, samples.attacked),
         strict_attack_success_rate=metrics.strict_attack_success_rate(y, cp, ap),
         prediction_change_rate=metrics.prediction_change_rate(cp, ap),
         norms={k: metrics.norm_stats(getattr(samples, k)[broken].float()) for k in ("linf", "l2", "l0")},
-        confidence={"clean": metrics.mean_or_none(samples.clean_confidence[correct]),
-                    "adversarial": metrics.mean_or_none(samples.adv_confidence[broken]),
-                    "robust": metrics.mean_or_none(samples.adv_confidence[robust])},  # fmt: skip
-        gradient_evaluations=int(samples.backwards.sum()), forward_evaluations=int(samples.forwards.sum()),
-        seconds=round(seconds, 4), per_attack=_per_attack(samples, attacks), flags=sanity_checks.flags(samples.checks) + diagnostics.fallback_flag(samples.checks),
-        samples=samples, x_adv=x_adv, adaptations=diagnostics.adaptations(samples.checks), expected_accuracy=_expected(samples),
-    )  # fmt: skip
+        confidence={
+            "clean": metrics.mean_or_none(samples.clean_confidence[correct]),
+            "adversarial": metrics.mean_or_none(samples.adv_confidence[broken]),
+            "robust": metrics.mean_or_none(samples.adv_confidence[robust]),
+        },
+        gradient_evaluations=int(samples.backwards.sum()),
+        forward_evaluations=int(samples.forwards.sum()),
+        seconds=round(seconds, 4),
+        per_attack=_per_attack(samples, attacks),
+        flags=sanity_checks.flags(samples.checks) + diagnostics.fallback_flag(samples.checks),
+        samples=samples,
+        x_adv=x_adv,
+        adaptations=diagnostics.adaptations(samples.checks),
+        expected_accuracy=_expected(samples),
+    )

@@ -91,7 +91,9 @@ def halfspace_distance(v: torch.Tensor, m: torch.Tensor, x: torch.Tensor, norm: 
         else:
             r, a = room.gather(2, order), v.abs().gather(2, order)
             full = (r * (g < m[..., None])).sum(2)
-            before = torch.where(count > 0, g.gather(2, (count - 1).clamp(min=0)[..., None]).squeeze(2), torch.zeros_like(m))
+            before = torch.where(
+                count > 0, g.gather(2, (count - 1).clamp(min=0)[..., None]).squeeze(2), torch.zeros_like(m)
+            )
             part = (m - before) / a.gather(2, count.clamp(max=v.shape[2] - 1)[..., None]).squeeze(2)
             d = full + part
         return torch.where(reachable, d, torch.full_like(d, math.inf))
@@ -172,14 +174,34 @@ class Expect:
 #: linear ones for FMN and DDN in L2 / L-inf are the issue's bar (1 %, 99 %). DeepFool overshoots by 2 %. The maxout
 #: problem has local optima (the gradient leads to the largest piece, not the nearest), so its bars are lower.
 SUITE: dict[str, tuple[Callable[[str], Attack], tuple[str, ...], dict[str, Expect]]] = {
-    "fmn": (lambda norm: _attack("fmn", norm=norm, steps=200), ("l2", "linf"), {"linear": Expect(0.01, 0.99), "maxout": Expect(0.01, 0.6)}),
-    "fmn-l1": (lambda norm: _attack("fmn", norm=norm, steps=200), ("l1",), {"linear": Expect(0.03, 0.9), "maxout": Expect(0.05, 0.6)}),
-    "fmn-l0": (lambda norm: _attack("fmn", norm=norm, steps=200), ("l0",), {"linear": Expect(0.0, 0.75), "maxout": Expect(0.0, 0.55)}),
-    "ddn": (lambda norm: _attack("ddn", steps=300), ("l2",), {"linear": Expect(0.01, 0.99), "maxout": Expect(0.01, 0.6)}),
+    "fmn": (
+        lambda norm: _attack("fmn", norm=norm, steps=200),
+        ("l2", "linf"),
+        {"linear": Expect(0.01, 0.99), "maxout": Expect(0.01, 0.6)},
+    ),
+    "fmn-l1": (
+        lambda norm: _attack("fmn", norm=norm, steps=200),
+        ("l1",),
+        {"linear": Expect(0.03, 0.9), "maxout": Expect(0.05, 0.6)},
+    ),
+    "fmn-l0": (
+        lambda norm: _attack("fmn", norm=norm, steps=200),
+        ("l0",),
+        {"linear": Expect(0.0, 0.75), "maxout": Expect(0.0, 0.55)},
+    ),
+    "ddn": (
+        lambda norm: _attack("ddn", steps=300),
+        ("l2",),
+        {"linear": Expect(0.01, 0.99), "maxout": Expect(0.01, 0.6)},
+    ),
     "cw": (lambda norm: _attack("cw"), ("l2",), {"linear": Expect(0.05, 0.85), "maxout": Expect(0.05, 0.45)}),
     "lbfgs": (lambda norm: _attack("lbfgs"), ("l2",), {"linear": Expect(0.05, 0.6), "maxout": Expect(0.05, 0.5)}),
-    "deepfool": (lambda norm: _attack("deepfool", norm=norm), ("l2", "linf"), {"linear": Expect(0.05, 0.99), "maxout": Expect(0.05, 0.6)}),
-}  # fmt: skip
+    "deepfool": (
+        lambda norm: _attack("deepfool", norm=norm),
+        ("l2", "linf"),
+        {"linear": Expect(0.05, 0.99), "maxout": Expect(0.05, 0.6)},
+    ),
+}
 
 
 def _attack(name: str, **options: object) -> Attack:
@@ -208,9 +230,19 @@ class Check:
         return self.within >= self.expect.need and self.below >= 1 - 1e-3
 
     def to_dict(self) -> dict[str, object]:
-        return {"attack": self.attack, "problem": self.problem, "norm": self.norm, "n": self.n, "median_ratio": self.median,
-                "worst_ratio": self.worst, "min_ratio": self.below, "within": self.within, "tolerance": self.expect.tol,
-                "need": self.expect.need, "passed": self.passed}  # fmt: skip
+        return {
+            "attack": self.attack,
+            "problem": self.problem,
+            "norm": self.norm,
+            "n": self.n,
+            "median_ratio": self.median,
+            "worst_ratio": self.worst,
+            "min_ratio": self.below,
+            "within": self.within,
+            "tolerance": self.expect.tol,
+            "need": self.expect.need,
+            "passed": self.passed,
+        }
 
 
 def selftest(attacks: list[str] | None = None, n: int = 64, seed: int = 0) -> list[Check]:
@@ -224,6 +256,17 @@ def selftest(attacks: list[str] | None = None, n: int = 64, seed: int = 0) -> li
                 r = ratios(factory(norm), problem)
                 e = expect[problem.name]
                 fin = r[torch.isfinite(r)]
-                out.append(Check(label, problem.name, norm, len(r), float(r.median()), float(r.max()),
-                                 float(fin.min()) if len(fin) else math.inf, float((r <= 1 + e.tol).double().mean()), e))  # fmt: skip
+                out.append(
+                    Check(
+                        label,
+                        problem.name,
+                        norm,
+                        len(r),
+                        float(r.median()),
+                        float(r.max()),
+                        float(fin.min()) if len(fin) else math.inf,
+                        float((r <= 1 + e.tol).double().mean()),
+                        e,
+                    )
+                )
     return out

@@ -142,9 +142,19 @@ class _Layer:
 
     def result(self, name: str, depth: int) -> LayerChange:
         rel_l2, rel_linf, top = torch.cat(self.per_sample).mean(0).tolist()
-        return LayerChange(name=name, kind=self.kind, depth=depth, units=self.units, rel_l2=rel_l2, rel_linf=rel_linf,
-                           top_share=top, clean_mean=self.clean.mean, clean_std=self.clean.std,
-                           adv_mean=self.adv.mean, adv_std=self.adv.std)  # fmt: skip
+        return LayerChange(
+            name=name,
+            kind=self.kind,
+            depth=depth,
+            units=self.units,
+            rel_l2=rel_l2,
+            rel_linf=rel_linf,
+            top_share=top,
+            clean_mean=self.clean.mean,
+            clean_std=self.clean.std,
+            adv_mean=self.adv.mean,
+            adv_std=self.adv.std,
+        )
 
 
 def _per_sample(a: torch.Tensor, b: torch.Tensor, top_fraction: float) -> torch.Tensor:
@@ -164,8 +174,15 @@ def _per_sample(a: torch.Tensor, b: torch.Tensor, top_fraction: float) -> torch.
     return torch.stack([rel_l2, rel_linf, share.clamp(max=1.0)], 1).double().cpu()
 
 
-def layer_changes(model: nn.Module, x: torch.Tensor, x_adv: torch.Tensor, layers: Sequence[str] | None = None, *,
-                  top_fraction: float = 0.01, batch_size: int = 64) -> list[LayerChange]:  # fmt: skip
+def layer_changes(
+    model: nn.Module,
+    x: torch.Tensor,
+    x_adv: torch.Tensor,
+    layers: Sequence[str] | None = None,
+    *,
+    top_fraction: float = 0.01,
+    batch_size: int = 64,
+) -> list[LayerChange]:
     """Per-layer change of ``model``'s activations from clean ``x`` to adversarial ``x_adv``, input first.
 
     ``x``, ``x_adv``: the model's inputs (for advlab models (N, C, H, W) images in [0, 1]), same shape, on
@@ -191,8 +208,10 @@ def layer_changes(model: nn.Module, x: torch.Tensor, x_adv: torch.Tensor, layers
     training = [n or "(the model)" for n, m in model.named_modules() if m.training]
     if training:
         more = ", ..." if len(training) > 3 else ""
-        raise ValueError(f"the model is in training mode ({', '.join(training[:3])}{more}): call model.eval() first, "
-                         "or clean and adversarial inputs mix in BatchNorm and dropout adds changes of its own")  # fmt: skip
+        raise ValueError(
+            f"the model is in training mode ({', '.join(training[:3])}{more}): call model.eval() first, "
+            "or clean and adversarial inputs mix in BatchNorm and dropout adds changes of its own"
+        )
     modules = named_layers(model, layers)
 
     layers_seen: dict[str, _Layer] = {"input": _Layer("input", x[0].numel())}

@@ -43,8 +43,15 @@ def check_eps_list(eps_list: Sequence[float]) -> list[float]:
     return eps
 
 
-def fgsm_curve(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps_list: Sequence[float], *,
-               loss: str | Loss = "ce", batch_size: int = 512) -> list[tuple[float, float]]:  # fmt: skip
+def fgsm_curve(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    eps_list: Sequence[float],
+    *,
+    loss: str | Loss = "ce",
+    batch_size: int = 512,
+) -> list[tuple[float, float]]:
     """``[(eps, accuracy), ...]``: top-1 accuracy of ``model`` on ``x_adv = clip_[0,1](x + eps * sign(grad_x L(f(x), y)))``.
 
     One independent FGSM step per eps (Goodfellow et al. 2015; not warm-started from a smaller eps, so the
@@ -72,8 +79,14 @@ def fgsm_curve(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps_list: Seq
 
 
 # ------------------------------------------------------------------------------------------------ the linear model
-def linear_digits_model(seed: int = 0, *, epochs: int = 30, lr: float = 0.05, weight_decay: float = 0.0,
-                        data: tuple[torch.Tensor, torch.Tensor] | None = None) -> nn.Sequential:  # fmt: skip
+def linear_digits_model(
+    seed: int = 0,
+    *,
+    epochs: int = 30,
+    lr: float = 0.05,
+    weight_decay: float = 0.0,
+    data: tuple[torch.Tensor, torch.Tensor] | None = None,
+) -> nn.Sequential:
     """A multinomial logistic regression on scikit-learn's 8x8 digits: ``z = W x + b``, ``W`` (10, 64).
 
     ``nn.Sequential(nn.Flatten(), nn.Linear(64, 10))`` taking (N, 1, 8, 8) images in [0, 1], trained with

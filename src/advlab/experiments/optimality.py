@@ -37,8 +37,15 @@ from advlab.errors import AdvlabError
 from advlab.threat import distance
 
 #: advlab's attacks a comparison can run, with the norms each has
-ADVLAB_NORMS: dict[str, tuple[str, ...]] = {"fmn": ("l0", "l1", "l2", "linf"), "ddn": ("l2",), "cw": ("l2",), "deepfool": ("l2", "linf"),
-                                            "lbfgs": ("l2",), "apgd": ("l2", "linf", "l1"), "apgd-t": ("l2", "linf", "l1")}  # fmt: skip
+ADVLAB_NORMS: dict[str, tuple[str, ...]] = {
+    "fmn": ("l0", "l1", "l2", "linf"),
+    "ddn": ("l2",),
+    "cw": ("l2",),
+    "deepfool": ("l2", "linf"),
+    "lbfgs": ("l2",),
+    "apgd": ("l2", "linf", "l1"),
+    "apgd-t": ("l2", "linf", "l1"),
+}
 #: the bisection of the eps-bounded attacks: probes and the first (largest) eps per norm, in [0, 1] pixel units
 PROBES = 10
 BISECT_HI = {"linf": 0.5, "l2": 4.0, "l1": 16.0}
@@ -92,8 +99,15 @@ class Comparison:
     distances: dict[str, torch.Tensor] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"norm": self.norm, "budget": self.budget, "images": self.n, "clean_accuracy": self.clean_accuracy,
-                "eps_max": self.eps_max, "reference_area": self.reference_area, "attacks": self.rows}  # fmt: skip
+        return {
+            "norm": self.norm,
+            "budget": self.budget,
+            "images": self.n,
+            "clean_accuracy": self.clean_accuracy,
+            "eps_max": self.eps_max,
+            "reference_area": self.reference_area,
+            "attacks": self.rows,
+        }
 
     def markdown(self) -> str:
         head = "| attack | optimality | area | success | median distance | forwards | backwards | seconds |\n|---|---|---|---|---|---|---|---|\n"
@@ -103,13 +117,21 @@ class Comparison:
                 lines.append(f"| {r['attack']} | {r['note']} | | | | | | |")
                 continue
             med = "-" if r["median_distance"] is None else f"{r['median_distance']:.4g}"
-            lines.append(f"| {r['attack']} | {r['optimality']:.4f} | {r['area']:.4g} | {r['success_rate']:.1%} | {med} | "
-                         f"{r['forwards']:.0f} | {r['backwards']:.0f} | {r['seconds']:.2f} |")  # fmt: skip
-        return head + "\n".join(lines) + f"\n\n{self.norm}, {self.n} images, budget {self.budget} forward+backward passes per image, " \
-            f"eps_max {self.eps_max:.4g}, clean accuracy {self.clean_accuracy:.1%}"  # fmt: skip
+            lines.append(
+                f"| {r['attack']} | {r['optimality']:.4f} | {r['area']:.4g} | {r['success_rate']:.1%} | {med} | "
+                f"{r['forwards']:.0f} | {r['backwards']:.0f} | {r['seconds']:.2f} |"
+            )
+        return (
+            head
+            + "\n".join(lines)
+            + f"\n\n{self.norm}, {self.n} images, budget {self.budget} forward+backward passes per image, "
+            f"eps_max {self.eps_max:.4g}, clean accuracy {self.clean_accuracy:.1%}"
+        )
 
 
-def score(entries: list[Entry], correct: torch.Tensor, norm: str, budget: int, eps_max: float | None = None) -> Comparison:
+def score(
+    entries: list[Entry], correct: torch.Tensor, norm: str, budget: int, eps_max: float | None = None
+) -> Comparison:
     """Reference distances (the per-sample best over the entries that ran), areas and optimality of each entry."""
     ran = [e for e in entries if e.distances is not None]
     n = len(correct)
@@ -129,11 +151,19 @@ def score(entries: list[Entry], correct: torch.Tensor, norm: str, budget: int, e
         a = area(e.distances, correct, top)
         broken = correct.bool() & torch.isfinite(e.distances)
         med = e.distances[broken]
-        cmp.rows.append({"attack": e.name, "optimality": round(optimality(a, a_ref, clean, top), 6), "area": round(a, 6),
-                         "success_rate": float(broken.sum()) / max(int(correct.sum()), 1),
-                         "median_distance": round(float(med.median()), 6) if len(med) else None,
-                         "forwards": round(e.forwards, 1), "backwards": round(e.backwards, 1), "seconds": round(e.seconds, 3),
-                         "curve": curve_points(e.distances, correct, top)})  # fmt: skip
+        cmp.rows.append(
+            {
+                "attack": e.name,
+                "optimality": round(optimality(a, a_ref, clean, top), 6),
+                "area": round(a, 6),
+                "success_rate": float(broken.sum()) / max(int(correct.sum()), 1),
+                "median_distance": round(float(med.median()), 6) if len(med) else None,
+                "forwards": round(e.forwards, 1),
+                "backwards": round(e.backwards, 1),
+                "seconds": round(e.seconds, 3),
+                "curve": curve_points(e.distances, correct, top),
+            }
+        )
     return cmp
 
 
@@ -154,14 +184,18 @@ def measured(model: nn.Module, x: torch.Tensor, y: torch.Tensor, x_adv: torch.Te
 
 
 # ------------------------------------------------------------------------------------------------ advlab attacks
-def advlab_attack(name: str, norm: str, budget: int, classes: int) -> Callable[[nn.Module, torch.Tensor, torch.Tensor], Any]:
+def advlab_attack(
+    name: str, norm: str, budget: int, classes: int
+) -> Callable[[nn.Module, torch.Tensor, torch.Tensor], Any]:
     """advlab's attack ``name`` configured for at most ``budget`` forward + backward passes per sample in ``norm``:
     FMN / DDN ``(budget - K - 2) // 2`` steps (K backwards and 2 forwards pick the nearest class); C&W 5 rounds of
     ``budget // 10`` Adam steps; DeepFool up to 50 linearizations; L-BFGS 8 searches of ``budget // 16``
     iterations (L-BFGS-B may evaluate more often); APGD / APGD-T a per-sample bisection of 10 probes
     (:func:`advlab.attacks.minimal.bisect`), APGD-T over 3 targets. Returns ``run(model, x, y) -> AttackResult``."""
     if name not in ADVLAB_NORMS:
-        raise AdvlabError(f"unknown attack {name!r} for a comparison; choose from {', '.join(ADVLAB_NORMS)} or torchattacks:/foolbox:/art: peers")
+        raise AdvlabError(
+            f"unknown attack {name!r} for a comparison; choose from {', '.join(ADVLAB_NORMS)} or torchattacks:/foolbox:/art: peers"
+        )
     if norm not in ADVLAB_NORMS[name]:
         raise AdvlabError(f"{name} has no {norm} version (it has {', '.join(ADVLAB_NORMS[name])})")
     if budget < 1:
@@ -181,19 +215,31 @@ def advlab_attack(name: str, norm: str, budget: int, classes: int) -> Callable[[
         atk = cls(search_steps=8, steps=max(1, budget // 16))
     else:
         per = budget // PROBES
-        atk = cls(norm=norm, eps=BISECT_HI[norm], steps=max(1, (per - 2) // 2 if name == "apgd" else (per - 2) // 6),
-                  **({"n_targets": 3} if name == "apgd-t" else {}))  # fmt: skip
+        atk = cls(
+            norm=norm,
+            eps=BISECT_HI[norm],
+            steps=max(1, (per - 2) // 2 if name == "apgd" else (per - 2) // 6),
+            **({"n_targets": 3} if name == "apgd-t" else {}),
+        )
         return lambda model, x, y: bisect(atk, model, x, y, hi=BISECT_HI[norm], probes=PROBES)
     return lambda model, x, y: atk(model, x, y)
 
 
-def run_advlab(name: str, model: nn.Module, x: torch.Tensor, y: torch.Tensor, norm: str, budget: int, classes: int) -> Entry:
+def run_advlab(
+    name: str, model: nn.Module, x: torch.Tensor, y: torch.Tensor, norm: str, budget: int, classes: int
+) -> Entry:
     """Run advlab's ``name`` and measure it (:func:`measured`), with its per-sample passes and CPU seconds."""
     run = advlab_attack(name, norm, budget, classes)
     t = time.process_time()
     res = run(model, x, y)
     sec = time.process_time() - t
-    return Entry(name, measured(model, x, y, res.x_adv, norm), float(res.forwards.float().mean()), float(res.backwards.float().mean()), sec)
+    return Entry(
+        name,
+        measured(model, x, y, res.x_adv, norm),
+        float(res.forwards.float().mean()),
+        float(res.backwards.float().mean()),
+        sec,
+    )
 
 
 # ------------------------------------------------------------------------------------------------ peers
@@ -217,7 +263,9 @@ class Counted(nn.Module):
         return out
 
 
-def peer_attack(spec: str, norm: str, budget: int, classes: int, shape: tuple[int, ...]) -> Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]:
+def peer_attack(
+    spec: str, norm: str, budget: int, classes: int, shape: tuple[int, ...]
+) -> Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]:
     """A peer's attack as ``run(model, x, y) -> x_adv``: ``library:attack`` with library torchattacks, foolbox or
     art and attack fmn, ddn, cw or deepfool, configured to ``budget`` like advlab's. Raises ImportError when
     the library does not import, AdvlabError for an attack or norm it does not have."""
@@ -230,7 +278,9 @@ def peer_attack(spec: str, norm: str, budget: int, classes: int, shape: tuple[in
     return table[lib](atk, norm, budget, classes, shape)
 
 
-def run_peer(spec: str, model: nn.Module, x: torch.Tensor, y: torch.Tensor, norm: str, budget: int, classes: int) -> Entry:
+def run_peer(
+    spec: str, model: nn.Module, x: torch.Tensor, y: torch.Tensor, norm: str, budget: int, classes: int
+) -> Entry:
     """Run a peer's attack through :class:`Counted`; a library that does not import gives an entry "not installed"."""
     try:
         run = peer_attack(spec, norm, budget, classes, tuple(x.shape[1:]))
@@ -244,8 +294,15 @@ def run_peer(spec: str, model: nn.Module, x: torch.Tensor, y: torch.Tensor, norm
     return Entry(spec, measured(model, x, y, x_adv, norm), counted.forwards / n, counted.backwards / n, sec)
 
 
-def compare(model: nn.Module, x: torch.Tensor, y: torch.Tensor, attacks: list[str], norm: str, budget: int,
-            progress: Callable[[str], None] | None = None) -> Comparison:  # fmt: skip
+def compare(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    attacks: list[str],
+    norm: str,
+    budget: int,
+    progress: Callable[[str], None] | None = None,
+) -> Comparison:
     """Run each attack of ``attacks`` (advlab names, or ``library:name`` peers) on ``model``, ``x``, ``y`` within
     ``budget`` passes per sample in ``norm``, and score them against their per-sample best (:func:`score`)."""
     if budget < 1:
@@ -265,5 +322,9 @@ def compare(model: nn.Module, x: torch.Tensor, y: torch.Tensor, attacks: list[st
     for name in attacks:
         if progress is not None:
             progress(name)
-        entries.append(run_peer(name, model, x, y, norm, budget, classes) if ":" in name else run_advlab(name, model, x, y, norm, budget, classes))
+        entries.append(
+            run_peer(name, model, x, y, norm, budget, classes)
+            if ":" in name
+            else run_advlab(name, model, x, y, norm, budget, classes)
+        )
     return score(entries, correct, norm, budget)

@@ -53,7 +53,12 @@ def foolbox_attack(name: str, norm: str, budget: int, classes: int, shape: tuple
 
     def build() -> object:
         if name == "fmn":
-            cls = {"l0": fb.attacks.L0FMNAttack, "l1": fb.attacks.L1FMNAttack, "l2": fb.attacks.L2FMNAttack, "linf": fb.attacks.LInfFMNAttack}[norm]
+            cls = {
+                "l0": fb.attacks.L0FMNAttack,
+                "l1": fb.attacks.L1FMNAttack,
+                "l2": fb.attacks.L2FMNAttack,
+                "linf": fb.attacks.LInfFMNAttack,
+            }[norm]
             return cls(steps=max(1, budget // 2))
         if name == "ddn":
             return fb.attacks.DDNAttack(steps=max(1, budget // 2))
@@ -77,11 +82,25 @@ def art_attack(name: str, norm: str, budget: int, classes: int, shape: tuple[int
     from art.estimators.classification import PyTorchClassifier
 
     def run(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        clf = PyTorchClassifier(model=model, loss=nn.CrossEntropyLoss(), input_shape=shape, nb_classes=classes,
-                                clip_values=(0.0, 1.0), device_type="cpu")  # fmt: skip
+        clf = PyTorchClassifier(
+            model=model,
+            loss=nn.CrossEntropyLoss(),
+            input_shape=shape,
+            nb_classes=classes,
+            clip_values=(0.0, 1.0),
+            device_type="cpu",
+        )
         if name == "cw":
-            atk = CarliniL2Method(clf, confidence=0.0, learning_rate=0.01, binary_search_steps=5, max_iter=max(1, budget // 10),
-                                  initial_const=1.0, batch_size=len(x), verbose=False)  # fmt: skip
+            atk = CarliniL2Method(
+                clf,
+                confidence=0.0,
+                learning_rate=0.01,
+                binary_search_steps=5,
+                max_iter=max(1, budget // 10),
+                initial_const=1.0,
+                batch_size=len(x),
+                verbose=False,
+            )
         else:
             atk = DeepFool(clf, max_iter=50, epsilon=0.02, nb_grads=classes, batch_size=len(x), verbose=False)
         out = atk.generate(x=x.detach().cpu().numpy(), y=y.detach().cpu().numpy() if name == "cw" else None)

@@ -44,8 +44,21 @@ from advlab.evaluation import metrics
 from advlab.evaluation.checks import CHECK_SAMPLES, zero_gradient_fraction
 from advlab.work import Work
 
-__all__ = ["CHECK_SAMPLES", "Outcome", "Row", "Setting", "adversarials", "default_settings", "markdown", "mcnemar", "measure",
-           "sweep", "table", "wilson", "zero_gradient_fraction"]  # fmt: skip
+__all__ = [
+    "CHECK_SAMPLES",
+    "Outcome",
+    "Row",
+    "Setting",
+    "adversarials",
+    "default_settings",
+    "markdown",
+    "mcnemar",
+    "measure",
+    "sweep",
+    "table",
+    "wilson",
+    "zero_gradient_fraction",
+]
 
 
 @dataclass(frozen=True)
@@ -58,9 +71,21 @@ class Setting:
     def check(self) -> None:
         """Raise AdvlabError for a value the defense cannot take (before any work starts)."""
         v = self.value
-        ok = {"none": v is None, "e": v is not None and v >= 0, "s": v is not None and v > 0, "r": v is not None and v >= 0,
-              "quant": v is not None and float(v).is_integer() and 2 <= v <= 16, "clamp": v is not None and 0 < v <= 100}  # fmt: skip
-        rule = {"e": "E >= 0", "s": "S > 0", "r": "R >= 0", "quant": "bits an integer in 2..16", "clamp": "a percentile in (0, 100]"}
+        ok = {
+            "none": v is None,
+            "e": v is not None and v >= 0,
+            "s": v is not None and v > 0,
+            "r": v is not None and v >= 0,
+            "quant": v is not None and float(v).is_integer() and 2 <= v <= 16,
+            "clamp": v is not None and 0 < v <= 100,
+        }
+        rule = {
+            "e": "E >= 0",
+            "s": "S > 0",
+            "r": "R >= 0",
+            "quant": "bits an integer in 2..16",
+            "clamp": "a percentile in (0, 100]",
+        }
         if self.defense not in ok:
             raise AdvlabError(f"unknown defense {self.defense!r}; choose from e, s, r, quant, clamp")
         if not ok[self.defense]:
@@ -135,8 +160,12 @@ def _predict(model: nn.Module, x: torch.Tensor, batch_size: int) -> torch.Tensor
 def adversarials(model: nn.Module, attack: Attack, x: torch.Tensor, y: torch.Tensor, batch_size: int) -> torch.Tensor:
     """``attack`` run on ``model`` batch by batch (untargeted, labels ``y``); x_adv on the CPU."""
     dev = device_of(model)
-    return torch.cat([attack(model, x[i : i + batch_size].to(dev), y[i : i + batch_size].to(dev)).x_adv.cpu()
-                      for i in range(0, len(x), batch_size)])  # fmt: skip
+    return torch.cat(
+        [
+            attack(model, x[i : i + batch_size].to(dev), y[i : i + batch_size].to(dev)).x_adv.cpu()
+            for i in range(0, len(x), batch_size)
+        ]
+    )
 
 
 @dataclass
@@ -148,7 +177,9 @@ class Outcome:
     robust_correct: torch.Tensor
 
 
-def _defended(model: nn.Module, setting: Setting, calibration: torch.Tensor | None) -> tuple[nn.Module, float, dict[str, Any]]:
+def _defended(
+    model: nn.Module, setting: Setting, calibration: torch.Tensor | None
+) -> tuple[nn.Module, float, dict[str, Any]]:
     """The defended model for ``setting``, its changed fraction (the seed's "prune ratio") and the defense's details."""
     from advlab.defenses import DEFENSES
 
@@ -167,8 +198,18 @@ def _defended(model: nn.Module, setting: Setting, calibration: torch.Tensor | No
     return defended, float(info.changed_fraction), dict(info.details)
 
 
-def measure(model: nn.Module, setting: Setting, x: torch.Tensor, y: torch.Tensor, attack: Attack, dense_adv: torch.Tensor,
-            base: Outcome | None, *, calibration: torch.Tensor | None = None, batch_size: int = 256) -> Outcome:  # fmt: skip
+def measure(
+    model: nn.Module,
+    setting: Setting,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    attack: Attack,
+    dense_adv: torch.Tensor,
+    base: Outcome | None,
+    *,
+    calibration: torch.Tensor | None = None,
+    batch_size: int = 256,
+) -> Outcome:
     """Build the defended model for ``setting`` and measure one row (see the module docstring); every rate
     comes from :mod:`advlab.evaluation.metrics`."""
     t0 = time.perf_counter()
@@ -177,19 +218,32 @@ def measure(model: nn.Module, setting: Setting, x: torch.Tensor, y: torch.Tensor
     clean = _predict(defended, x, batch_size)
     adv = _predict(defended, adversarials(defended, attack, x, y, batch_size), batch_size)
     transfer = _predict(defended, dense_adv, batch_size)
-    correct, robust, t_robust = metrics.clean_correct(y, clean), metrics.robust(y, clean, adv), metrics.robust(y, clean, transfer)
+    correct, robust, t_robust = (
+        metrics.clean_correct(y, clean),
+        metrics.robust(y, clean, adv),
+        metrics.robust(y, clean, transfer),
+    )
     row = Row(
-        label=setting.label, defense=setting.defense, value=setting.value, changed_fraction=changed, n=n,
-        clean_accuracy=metrics.clean_accuracy(y, clean), clean_ci=wilson(int(correct.sum()), n),
-        robust_accuracy=metrics.robust_accuracy(y, clean, adv), robust_ci=wilson(int(robust.sum()), n),
+        label=setting.label,
+        defense=setting.defense,
+        value=setting.value,
+        changed_fraction=changed,
+        n=n,
+        clean_accuracy=metrics.clean_accuracy(y, clean),
+        clean_ci=wilson(int(correct.sum()), n),
+        robust_accuracy=metrics.robust_accuracy(y, clean, adv),
+        robust_ci=wilson(int(robust.sum()), n),
         prediction_change_rate=metrics.prediction_change_rate(clean, adv),
         strict_attack_success_rate=metrics.strict_attack_success_rate(y, clean, adv),
-        transfer_robust_accuracy=metrics.robust_accuracy(y, clean, transfer), transfer_ci=wilson(int(t_robust.sum()), n),
+        transfer_robust_accuracy=metrics.robust_accuracy(y, clean, transfer),
+        transfer_ci=wilson(int(t_robust.sum()), n),
         transfer_strict_attack_success_rate=metrics.strict_attack_success_rate(y, clean, transfer),
         p_clean=mcnemar(base.clean_correct, correct) if base is not None else None,
         p_robust=mcnemar(base.robust_correct, robust) if base is not None else None,
-        zero_gradient=zero_gradient_fraction(defended, x, y), seconds=round(time.perf_counter() - t0, 3), details=details,
-    )  # fmt: skip
+        zero_gradient=zero_gradient_fraction(defended, x, y),
+        seconds=round(time.perf_counter() - t0, 3),
+        details=details,
+    )
     return Outcome(row, correct, robust)
 
 
@@ -200,14 +254,26 @@ def _with_tests(outcomes: dict[int, Outcome]) -> list[Outcome]:
     if base is not None:
         for i, o in outcomes.items():
             if i > 0 and o.row.p_clean is None:
-                row = replace(o.row, p_clean=mcnemar(base.clean_correct, o.clean_correct),
-                              p_robust=mcnemar(base.robust_correct, o.robust_correct))  # fmt: skip
+                row = replace(
+                    o.row,
+                    p_clean=mcnemar(base.clean_correct, o.clean_correct),
+                    p_robust=mcnemar(base.robust_correct, o.robust_correct),
+                )
                 out[i] = Outcome(row, o.clean_correct, o.robust_correct)
     return [out[i] for i in sorted(out)]
 
 
-def sweep(model: nn.Module, x: torch.Tensor, y: torch.Tensor, settings: Sequence[Setting], attack: Attack, *,
-          calibration: torch.Tensor | None = None, batch_size: int = 256, work: Work[Outcome] | None = None) -> list[Outcome]:  # fmt: skip
+def sweep(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    settings: Sequence[Setting],
+    attack: Attack,
+    *,
+    calibration: torch.Tensor | None = None,
+    batch_size: int = 256,
+    work: Work[Outcome] | None = None,
+) -> list[Outcome]:
     """Measure the undefended model and then every setting, on the same ``x``, ``y`` and attack seed.
 
     The first outcome (row 0) is always the undefended model (the paired tests compare against it); row i > 0 is
@@ -229,7 +295,9 @@ def sweep(model: nn.Module, x: torch.Tensor, y: torch.Tensor, settings: Sequence
     dense_adv = adversarials(model, attack, x, y, batch_size) if wanted else None
     for i in work.todo(wanted):
         assert dense_adv is not None
-        out[i] = measure(model, rows[i], x, y, attack, dense_adv, out.get(0), calibration=calibration, batch_size=batch_size)
+        out[i] = measure(
+            model, rows[i], x, y, attack, dense_adv, out.get(0), calibration=calibration, batch_size=batch_size
+        )
         work.record(i, out[i])
     return _with_tests(out)
 
@@ -245,8 +313,10 @@ def default_settings(model: nn.Module, defense: str) -> list[Setting]:
 
     w = torch.cat([p.detach().abs().flatten().float().cpu() for _, p in prunable_weights(model)])
     if defense == "e":
-        q = torch.quantile(w[torch.randperm(len(w), generator=torch.Generator().manual_seed(0))[:1_000_000]],
-                           torch.tensor([0.1, 0.3, 0.5, 0.7, 0.9]))  # fmt: skip
+        q = torch.quantile(
+            w[torch.randperm(len(w), generator=torch.Generator().manual_seed(0))[:1_000_000]],
+            torch.tensor([0.1, 0.3, 0.5, 0.7, 0.9]),
+        )
         return [Setting("e", float(f"{float(v):.3g}")) for v in q]
     if defense == "s":
         return [Setting("s", float(v)) for v in (9, 7, 5, 3, 2, 1)]
@@ -281,8 +351,10 @@ def _ci(rate: float, ci: Sequence[float]) -> str:
 def markdown(outcomes: Sequence[Outcome], model_name: str = "model") -> str:
     """The seed's table layout, with our definitions (see the module docstring) and the extra columns; the
     accuracies carry their 95% Wilson intervals in brackets (in percent)."""
-    head = ("| Model | prune ratio | Clean Accuracy | Remnant Accuracy | Prediction Change Rate | Strict Attack Success Rate "
-            "(from correct to wrong) | Transfer Remnant Accuracy | McNemar p (robust) | Note |")  # fmt: skip
+    head = (
+        "| Model | prune ratio | Clean Accuracy | Remnant Accuracy | Prediction Change Rate | Strict Attack Success Rate "
+        "(from correct to wrong) | Transfer Remnant Accuracy | McNemar p (robust) | Note |"
+    )
     lines = [head, "| " + " | ".join([":-:"] * 9) + " |"]
     for o in outcomes:
         r = o.row
@@ -293,7 +365,9 @@ def markdown(outcomes: Sequence[Outcome], model_name: str = "model") -> str:
         if r.p_robust is not None and r.p_robust < 0.05:
             note.append("robust accuracy differs (p < 0.05)")
         p = "" if r.p_robust is None else f"{r.p_robust:.3g}"
-        lines.append(f"| {name} | {r.changed_fraction:.4%} | {_ci(r.clean_accuracy, r.clean_ci)} | {_ci(r.robust_accuracy, r.robust_ci)} "
-                     f"| {r.prediction_change_rate:.2%} | {r.strict_attack_success_rate:.2%} | {_ci(r.transfer_robust_accuracy, r.transfer_ci)} "
-                     f"| {p} | {'; '.join(note)} |")  # fmt: skip
+        lines.append(
+            f"| {name} | {r.changed_fraction:.4%} | {_ci(r.clean_accuracy, r.clean_ci)} | {_ci(r.robust_accuracy, r.robust_ci)} "
+            f"| {r.prediction_change_rate:.2%} | {r.strict_attack_success_rate:.2%} | {_ci(r.transfer_robust_accuracy, r.transfer_ci)} "
+            f"| {p} | {'; '.join(note)} |"
+        )
     return "\n".join(lines) + "\n"

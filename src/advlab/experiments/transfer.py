@@ -95,7 +95,9 @@ class Ensemble(nn.Module):
         for w, m in zip(self.weights, self.members):
             z = m(x)
             if out is not None and z.shape != out.shape:
-                raise ValueError(f"ensemble members disagree on the output shape: {tuple(z.shape)} vs {tuple(out.shape)}")
+                raise ValueError(
+                    f"ensemble members disagree on the output shape: {tuple(z.shape)} vs {tuple(out.shape)}"
+                )
             out = w * z if out is None else out + w * z
         assert out is not None
         return out
@@ -163,7 +165,7 @@ class TransferMatrix:
         return self.success[self.sources.index(source)][self.targets.index(target)]
 
     def kind(self, source: str, target: str) -> str:
-        """"white-box" (the target is the source), "member" (a member of the source ensemble) or "transfer"."""
+        """ "white-box" (the target is the source), "member" (a member of the source ensemble) or "transfer"."""
         if source == target:
             return "white-box"
         return "member" if target in self.members.get(source, []) else "transfer"
@@ -177,32 +179,56 @@ class TransferMatrix:
             for j, t in enumerate(self.targets):
                 f, k = self.fooled[i][j], self.clean_correct[j]
                 lo, hi = wilson(f, k)
-                out.append({
-                    "source": s, "target": t, "kind": self.kind(s, t), "n": self.n, "target_clean_correct": k,
-                    "fooled": f, "success_rate": _rate(f, k), "ci_low": lo, "ci_high": hi,
-                    "source_white_box": wb[i], "noise_baseline": None if noise is None else noise[j],
-                    "true_prob_drop": self.prob_drop[i][j] if self.prob_drop else None,
-                    "noise_true_prob_drop": None if self.noise_prob_drop is None else self.noise_prob_drop[j],
-                    "eps": self.eps, "norm": self.norm,
-                })  # fmt: skip
+                out.append(
+                    {
+                        "source": s,
+                        "target": t,
+                        "kind": self.kind(s, t),
+                        "n": self.n,
+                        "target_clean_correct": k,
+                        "fooled": f,
+                        "success_rate": _rate(f, k),
+                        "ci_low": lo,
+                        "ci_high": hi,
+                        "source_white_box": wb[i],
+                        "noise_baseline": None if noise is None else noise[j],
+                        "true_prob_drop": self.prob_drop[i][j] if self.prob_drop else None,
+                        "noise_true_prob_drop": None if self.noise_prob_drop is None else self.noise_prob_drop[j],
+                        "eps": self.eps,
+                        "norm": self.norm,
+                    }
+                )
         return out
 
     def to_dict(self) -> dict[str, Any]:
         """Everything, JSON-ready: names, counts, the rate matrix, white-box and noise rates, and the definitions."""
         return {
             "definition": "success[s][t] = |{i: f_t(x_i) = y_i and f_t(x_adv_s_i) != y_i}| / |{i: f_t(x_i) = y_i}|; "
-                          "x_adv_s crafted untargeted on source s only",
-            "sources": list(self.sources), "targets": list(self.targets), "n": self.n, "attack": self.attack,
-            "eps": self.eps, "norm": self.norm, "success": self.success, "fooled": self.fooled,
-            "clean_correct": self.clean_correct, "clean_accuracy": self.clean_accuracy,
+            "x_adv_s crafted untargeted on source s only",
+            "sources": list(self.sources),
+            "targets": list(self.targets),
+            "n": self.n,
+            "attack": self.attack,
+            "eps": self.eps,
+            "norm": self.norm,
+            "success": self.success,
+            "fooled": self.fooled,
+            "clean_correct": self.clean_correct,
+            "clean_accuracy": self.clean_accuracy,
             "white_box": dict(zip(self.sources, self.white_box)),
-            "white_box_fooled": self.white_box_fooled, "source_clean_correct": self.source_clean_correct,
+            "white_box_fooled": self.white_box_fooled,
+            "source_clean_correct": self.source_clean_correct,
             "noise_baseline": None if self.noise is None else dict(zip(self.targets, self.noise)),
-            "noise_fooled": self.noise_fooled, "noise_tries": self.noise_tries, "members": self.members,
-            "true_prob_drop": self.prob_drop, "white_box_true_prob_drop": dict(zip(self.sources, self.white_box_prob_drop)),
-            "noise_true_prob_drop": None if self.noise_prob_drop is None else dict(zip(self.targets, self.noise_prob_drop)),
+            "noise_fooled": self.noise_fooled,
+            "noise_tries": self.noise_tries,
+            "members": self.members,
+            "true_prob_drop": self.prob_drop,
+            "white_box_true_prob_drop": dict(zip(self.sources, self.white_box_prob_drop)),
+            "noise_true_prob_drop": None
+            if self.noise_prob_drop is None
+            else dict(zip(self.targets, self.noise_prob_drop)),
             "seconds": self.seconds,
-        }  # fmt: skip
+        }
 
     def markdown(self) -> str:
         """The matrix as a Markdown table: cells "rate (fooled/correct)", a white-box column, a chance row."""
@@ -214,13 +240,17 @@ class TransferMatrix:
         lines = ["| " + " | ".join(head) + " |", "| " + " | ".join([":--"] + [":-:"] * (len(head) - 1)) + " |"]
         for i, s in enumerate(self.sources):
             cells = [cell(f, k) for f, k in zip(self.fooled[i], self.clean_correct)]
-            lines.append(f"| {s} | " + " | ".join(cells) + f" | {cell(self.white_box_fooled[i], self.source_clean_correct[i])} |")
+            lines.append(
+                f"| {s} | " + " | ".join(cells) + f" | {cell(self.white_box_fooled[i], self.source_clean_correct[i])} |"
+            )
         if self.noise_fooled is not None:
             cells = [cell(f, k) for f, k in zip(self.noise_fooled, self.clean_correct)]
             lines.append(f"| chance: random noise ({self.noise_tries} tries) | " + " | ".join(cells) + " |  |")
         ball = f"{self.norm} eps = {eps_text(self.eps)}" if self.eps is not None else "no eps-ball"
-        note = (f"\nCells: the fraction of the samples the target classifies correctly that it misclassifies on the source's "
-                f"adversarial examples ({self.attack}, {ball}, untargeted; n = {self.n}).\n")  # fmt: skip
+        note = (
+            f"\nCells: the fraction of the samples the target classifies correctly that it misclassifies on the source's "
+            f"adversarial examples ({self.attack}, {ball}, untargeted; n = {self.n}).\n"
+        )
         return "\n".join(lines) + "\n" + note
 
 
@@ -231,7 +261,9 @@ def _fit(model: nn.Module, x: torch.Tensor, name: str) -> nn.Module:
     if info is None:
         return model
     if int(info.channels) != x.shape[1]:
-        raise AdvlabError(f"{name} takes {info.channels}-channel images, the data has {x.shape[1]}: transfer needs one image space")
+        raise AdvlabError(
+            f"{name} takes {info.channels}-channel images, the data has {x.shape[1]}: transfer needs one image space"
+        )
     size = int(info.input_size)
     return model if tuple(x.shape[-2:]) == (size, size) else Resized(model, size)
 
@@ -242,7 +274,9 @@ def _logits(model: nn.Module, x: torch.Tensor, batch_size: int) -> torch.Tensor:
         return torch.cat([model(x[i : i + batch_size].to(dev)).float().cpu() for i in range(0, len(x), batch_size)])
 
 
-def _run(model: nn.Module, attack: Attack, x: torch.Tensor, y: torch.Tensor, batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+def _run(
+    model: nn.Module, attack: Attack, x: torch.Tensor, y: torch.Tensor, batch_size: int
+) -> tuple[torch.Tensor, torch.Tensor]:
     """``attack`` on ``model`` batch by batch: (x_adv, the model's logits on x_adv), both on the CPU."""
     dev = device_of(model)
     xs, zs = [], []
@@ -275,8 +309,13 @@ def _unique(names: Sequence[str], what: str) -> None:
         raise AdvlabError(f"{what} names must be unique; {dup[0]!r} appears twice")
 
 
-def _checked(sources: Sequence[tuple[str, nn.Module]], targets: Sequence[tuple[str, nn.Module]], x: torch.Tensor,
-             y: torch.Tensor, attack: Attack) -> tuple[float | None, str]:  # fmt: skip
+def _checked(
+    sources: Sequence[tuple[str, nn.Module]],
+    targets: Sequence[tuple[str, nn.Module]],
+    x: torch.Tensor,
+    y: torch.Tensor,
+    attack: Attack,
+) -> tuple[float | None, str]:
     """Raise AdvlabError for inputs a matrix cannot be built from; the attack's (eps, norm)."""
     if not sources or not targets:
         raise AdvlabError("a transfer matrix needs at least one source and one target")
@@ -294,8 +333,14 @@ def _checked(sources: Sequence[tuple[str, nn.Module]], targets: Sequence[tuple[s
     return eps, norm
 
 
-def _clean_logits(src: list[tuple[str, nn.Module]], tgt: list[tuple[str, nn.Module]], n_sources: int, x: torch.Tensor,
-                  y: torch.Tensor, batch_size: int) -> dict[str, torch.Tensor]:  # fmt: skip
+def _clean_logits(
+    src: list[tuple[str, nn.Module]],
+    tgt: list[tuple[str, nn.Module]],
+    n_sources: int,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    batch_size: int,
+) -> dict[str, torch.Tensor]:
     """Every model's logits on the clean ``x`` (CPU, float32), by name; raises for models with other classes."""
     z_clean: dict[str, torch.Tensor] = {}
     for n, m in [*src[:n_sources], *tgt]:
@@ -304,7 +349,9 @@ def _clean_logits(src: list[tuple[str, nn.Module]], tgt: list[tuple[str, nn.Modu
     first, k0 = next((n, z.shape[1]) for n, z in z_clean.items())
     for n, z in z_clean.items():
         if z.shape[1] != k0:
-            raise AdvlabError(f"{n} has {z.shape[1]} classes but {first} has {k0}: transfer needs models with the same classes")
+            raise AdvlabError(
+                f"{n} has {z.shape[1]} classes but {first} has {k0}: transfer needs models with the same classes"
+            )
     if int(y.max()) >= k0:
         raise AdvlabError(f"label {int(y.max())} is out of range for models with {k0} classes")
     for n, m in src[n_sources:]:
@@ -312,9 +359,18 @@ def _clean_logits(src: list[tuple[str, nn.Module]], tgt: list[tuple[str, nn.Modu
     return z_clean
 
 
-def transfer_matrix(sources: Sequence[tuple[str, nn.Module]], targets: Sequence[tuple[str, nn.Module]], x: torch.Tensor,
-                    y: torch.Tensor, attack: Attack, *, ensemble: bool = False, batch_size: int = 128,
-                    noise_tries: int = NOISE_TRIES, progress: bool = False) -> TransferMatrix:  # fmt: skip
+def transfer_matrix(
+    sources: Sequence[tuple[str, nn.Module]],
+    targets: Sequence[tuple[str, nn.Module]],
+    x: torch.Tensor,
+    y: torch.Tensor,
+    attack: Attack,
+    *,
+    ensemble: bool = False,
+    batch_size: int = 128,
+    noise_tries: int = NOISE_TRIES,
+    progress: bool = False,
+) -> TransferMatrix:
     """Craft ``attack`` (untargeted, labels ``y``) on every source and score the adversarials on every target.
 
     ``sources``/``targets``: (name, model) pairs; a name in both means the same model (that cell is the
@@ -358,8 +414,21 @@ def transfer_matrix(sources: Sequence[tuple[str, nn.Module]], targets: Sequence[
         drops.append([d for _, d in cells])
     correct = {n: int(metrics.clean_correct(y, z.argmax(1)).sum()) for n, z in z_clean.items()}
     return TransferMatrix(
-        sources=[n for n, _ in src], targets=[n for n, _ in tgt], n=len(y), attack=repr(attack), eps=eps, norm=norm,
-        clean_correct=[correct[n] for n, _ in tgt], fooled=fooled, source_clean_correct=[correct[n] for n, _ in src],
-        white_box_fooled=wb, noise_fooled=noise_fooled, prob_drop=drops, white_box_prob_drop=wb_drop, noise_prob_drop=noise_drop,
-        noise_tries=noise_tries, members=members, seconds=round(time.perf_counter() - t0, 3),
-    )  # fmt: skip
+        sources=[n for n, _ in src],
+        targets=[n for n, _ in tgt],
+        n=len(y),
+        attack=repr(attack),
+        eps=eps,
+        norm=norm,
+        clean_correct=[correct[n] for n, _ in tgt],
+        fooled=fooled,
+        source_clean_correct=[correct[n] for n, _ in src],
+        white_box_fooled=wb,
+        noise_fooled=noise_fooled,
+        prob_drop=drops,
+        white_box_prob_drop=wb_drop,
+        noise_prob_drop=noise_drop,
+        noise_tries=noise_tries,
+        members=members,
+        seconds=round(time.perf_counter() - t0, 3),
+    )

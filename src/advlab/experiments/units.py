@@ -106,7 +106,9 @@ def default_layer(model: nn.Module) -> str:
     """
     names = _linear_names(model)
     if not names:
-        raise ValueError("the model has no nn.Linear layer, so there is no default penultimate layer: name one with layer=")
+        raise ValueError(
+            "the model has no nn.Linear layer, so there is no default penultimate layer: name one with layer="
+        )
     return names[-1] + INPUT_SUFFIX
 
 
@@ -131,8 +133,9 @@ def _inputs_of(model: nn.Module, name: str) -> Iterator[dict[str, torch.Tensor]]
         handle.remove()
 
 
-def activations(model: nn.Module, x: torch.Tensor, layer: str | None = None, *, pool: bool = False,
-                batch_size: int = 256) -> tuple[str, torch.Tensor]:  # fmt: skip
+def activations(
+    model: nn.Module, x: torch.Tensor, layer: str | None = None, *, pool: bool = False, batch_size: int = 256
+) -> tuple[str, torch.Tensor]:
     """``(resolved layer spec, phi(x))``: the layer's activations as an (N, D) float32 tensor on ``x``'s device.
 
     ``x``: (N, C, H, W) model inputs ([0, 1] images for advlab models). ``layer``: a module name (its
@@ -150,7 +153,7 @@ def activations(model: nn.Module, x: torch.Tensor, layer: str | None = None, *, 
     chunks = []
     with torch.no_grad():
         for i in range(0, len(x), batch_size):
-            with (_inputs_of(model, name) if is_input else features(model, [name])) as acts:
+            with _inputs_of(model, name) if is_input else features(model, [name]) as acts:
                 model(x[i : i + batch_size])
             if name not in acts:
                 raise ValueError(f"layer {spec!r} produced no tensor in the forward pass (is the module used?)")
@@ -198,9 +201,19 @@ def _top(scores: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
     return order.indices[:, :k].cpu(), order.values[:, :k].cpu()
 
 
-def unit_top_images(model: nn.Module, x: torch.Tensor, layer: str | None = None, units: Sequence[int] | None = None, *,
-                    directions: int = 8, k: int = 8, seed: int = 0, pool: bool = False,
-                    top_units: int = 8, batch_size: int = 256) -> UnitAnalysis:  # fmt: skip
+def unit_top_images(
+    model: nn.Module,
+    x: torch.Tensor,
+    layer: str | None = None,
+    units: Sequence[int] | None = None,
+    *,
+    directions: int = 8,
+    k: int = 8,
+    seed: int = 0,
+    pool: bool = False,
+    top_units: int = 8,
+    batch_size: int = 256,
+) -> UnitAnalysis:
     """The top-``k`` images of ``x`` for units and for random directions of a layer (Szegedy et al. 2013, sec. 3).
 
     ``x``: (N, C, H, W) model inputs, N >= k. ``layer``, ``pool``: as for :func:`activations`. ``units``:
@@ -212,11 +225,22 @@ def unit_top_images(model: nn.Module, x: torch.Tensor, layer: str | None = None,
     if k < 1 or k > len(x):
         raise ValueError(f"k must be in 1..{len(x)} (the number of images), got {k}")
     spec, phi = activations(model, x, layer, pool=pool, batch_size=batch_size)
-    return probe_activations(phi, units, directions=directions, k=k, seed=seed, top_units=top_units, layer=spec, pool=pool)
+    return probe_activations(
+        phi, units, directions=directions, k=k, seed=seed, top_units=top_units, layer=spec, pool=pool
+    )
 
 
-def probe_activations(phi: torch.Tensor, units: Sequence[int] | None = None, *, directions: int = 8, k: int = 8,
-                      seed: int = 0, top_units: int = 8, layer: str = "", pool: bool = False) -> UnitAnalysis:  # fmt: skip
+def probe_activations(
+    phi: torch.Tensor,
+    units: Sequence[int] | None = None,
+    *,
+    directions: int = 8,
+    k: int = 8,
+    seed: int = 0,
+    top_units: int = 8,
+    layer: str = "",
+    pool: bool = False,
+) -> UnitAnalysis:
     """:func:`unit_top_images` on activations already computed: ``phi`` (N, D) from :func:`activations`.
 
     ``layer`` and ``pool`` are only recorded in the result (they say where ``phi`` came from).
@@ -246,7 +270,9 @@ def probe_activations(phi: torch.Tensor, units: Sequence[int] | None = None, *, 
         idx, val = _top(proj, k)
         flat = (proj.amax(0) - proj.amin(0)) == 0
         dir_probes = [Probe("direction", r, idx[r], val[r], bool(flat[r])) for r in range(directions)]
-    return UnitAnalysis(layer=layer, dim=dim, pool=pool, k=k, seed=seed, units=unit_probes, random=dir_probes, directions=v)
+    return UnitAnalysis(
+        layer=layer, dim=dim, pool=pool, k=k, seed=seed, units=unit_probes, random=dir_probes, directions=v
+    )
 
 
 # ------------------------------------------------------------------------------------------------ coherence
@@ -292,6 +318,7 @@ def chance_purity(labels: torch.Tensor, k: int, *, samples: int = 2000, seed: in
 
 def purities(analysis: UnitAnalysis, labels: torch.Tensor) -> dict[str, list[float]]:
     """``{"units": [...], "directions": [...]}``: :func:`label_purity` of every probe, in the analysis' order."""
+
     def of(probes: list[Probe]) -> list[float]:
         return label_purity(torch.stack([p.images for p in probes]), labels).tolist() if probes else []
 
@@ -310,8 +337,12 @@ def purity_summary(analysis: UnitAnalysis, labels: torch.Tensor) -> dict[str, An
     live_d = [q for q, probe in zip(p["directions"], analysis.random) if not probe.constant]
     mean = lambda v: sum(v) / len(v) if v else float("nan")  # noqa: E731
     u, d = mean(live_u), mean(live_d)
-    return {"unit_purity_mean": u, "direction_purity_mean": d, "direction_minus_unit": d - u,
-            "constant_units": [probe.index for probe in analysis.units if probe.constant]}  # fmt: skip
+    return {
+        "unit_purity_mean": u,
+        "direction_purity_mean": d,
+        "direction_minus_unit": d - u,
+        "constant_units": [probe.index for probe in analysis.units if probe.constant],
+    }
 
 
 def probes_table(analysis: UnitAnalysis, labels: torch.Tensor | None = None) -> list[dict[str, Any]]:
@@ -321,7 +352,16 @@ def probes_table(analysis: UnitAnalysis, labels: torch.Tensor | None = None) -> 
     for p in analysis.probes:
         purity = float(label_purity(p.images, labels)[0]) if labels is not None else None
         for rank, (i, v) in enumerate(zip(p.images.tolist(), p.values.tolist()), 1):
-            rows.append({"kind": p.kind, "probe": p.index, "rank": rank, "image": i,
-                         "label": int(labels[i]) if labels is not None else -1, "value": v,
-                         "purity": "" if purity is None else purity, "constant": p.constant})  # fmt: skip
+            rows.append(
+                {
+                    "kind": p.kind,
+                    "probe": p.index,
+                    "rank": rank,
+                    "image": i,
+                    "label": int(labels[i]) if labels is not None else -1,
+                    "value": v,
+                    "purity": "" if purity is None else purity,
+                    "constant": p.constant,
+                }
+            )
     return rows

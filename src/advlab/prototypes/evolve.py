@@ -73,7 +73,9 @@ class Config:
     jitter: int = 0
     blur: float = 0.0
     seed: int = 0
-    snapshots: tuple[int, ...] | None = None  # steps whose images are kept; default: 0, 1, 2, 5, 10, 20, 50, ... and the last
+    snapshots: tuple[int, ...] | None = (
+        None  # steps whose images are kept; default: 0, 1, 2, 5, 10, 20, 50, ... and the last
+    )
     objective: Objective | None = None  # what is minimized; default: cross_entropy() (+ tv * total_variation())
     param: str = "pixels"  # the variable the step moves: pixels, fourier or phase (advlab.prototypes.parametrize)
     scale: float = 0.0  # random zoom by up to +-scale per view (a fraction)
@@ -92,20 +94,28 @@ class Config:
         if self.steps < 1:
             raise ValueError(f"steps must be >= 1, got {self.steps}")
         if self.snapshots is not None and (not self.snapshots or any(not 0 <= s <= self.steps for s in self.snapshots)):
-            raise ValueError(f"snapshots must be steps in 0..{self.steps} (the last step is {self.steps}), got {list(self.snapshots)}")
+            raise ValueError(
+                f"snapshots must be steps in 0..{self.steps} (the last step is {self.steps}), got {list(self.snapshots)}"
+            )
         for name in ("tol", "momentum", "tv", "blur"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         if self.jitter < 0:
             raise ValueError(f"jitter must be >= 0, got {self.jitter}")
         if self.objective is not None and not isinstance(self.objective, Objective):
-            raise ValueError(f"objective must be an Objective (see advlab.prototypes.objectives), got {type(self.objective).__name__}")
+            raise ValueError(
+                f"objective must be an Objective (see advlab.prototypes.objectives), got {type(self.objective).__name__}"
+            )
         if self.objective is not None and self.tv:
-            raise ValueError("tv applies to the default objective only: add tv * total_variation() to the objective instead")
+            raise ValueError(
+                "tv applies to the default objective only: add tv * total_variation() to the objective instead"
+            )
         if self.param not in PARAMS:
             raise ValueError(f"param must be one of {', '.join(PARAMS)}, got {self.param!r}")
         if self.param != "pixels" and (self.eps is not None or self.blur):
-            raise ValueError(f"eps and blur act on pixels: with param {self.param!r} use a prior term (advlab.prototypes.priors) instead")
+            raise ValueError(
+                f"eps and blur act on pixels: with param {self.param!r} use a prior term (advlab.prototypes.priors) instead"
+            )
         self.transforms.validate()
 
     @property
@@ -191,7 +201,10 @@ class Evolution:
         for f in dataclasses.fields(cls):
             if f.name == "snapshot_steps":
                 continue
-            vals = [getattr(p, f.name) + o if f.name == "snapshot_pairs" else getattr(p, f.name) for p, o in zip(parts, offsets)]
+            vals = [
+                getattr(p, f.name) + o if f.name == "snapshot_pairs" else getattr(p, f.name)
+                for p, o in zip(parts, offsets)
+            ]
             kw[f.name] = torch.cat(vals)
         return cls(**kw, snapshot_steps=parts[0].snapshot_steps)
 
@@ -221,8 +234,6 @@ def gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
     return F.conv2d(F.pad(y, (0, 0, r, r), mode="reflect"), k.view(1, 1, -1, 1).expand(c, 1, -1, 1), groups=c)
 
 
-
-
 #: the per-step records, in the order of the (T, 6, N) buffer: three from the logits, three from the image side
 RECORDS = ("prob", "top1", "margin", "grad_norm", "l2", "linf")
 #: logits wait at most this many steps (and bytes) before they become records together
@@ -248,7 +259,9 @@ class _Records:
         self.first = 0
         self.limit = 0
 
-    def write(self, t: int, rows: torch.Tensor | None, logits: torch.Tensor, gnorm: torch.Tensor, x: torch.Tensor) -> None:
+    def write(
+        self, t: int, rows: torch.Tensor | None, logits: torch.Tensor, gnorm: torch.Tensor, x: torch.Tensor
+    ) -> None:
         """Step ``t`` of the running ``rows`` (None: all): their logits (n, K), ||g||_2 and points (kept, not copied)."""
         if not self.limit:
             n, k, d = len(self.targets), logits.shape[1], self.x0[0].numel()
@@ -262,7 +275,9 @@ class _Records:
         items = [(p[0], p[1 + i]) for p in self.pending]
         if all(rows is None for rows, _ in items):
             return torch.stack([v for _, v in items])
-        out = torch.zeros(len(items), len(self.targets), *items[0][1].shape[1:], device=items[0][1].device, dtype=items[0][1].dtype)
+        out = torch.zeros(
+            len(items), len(self.targets), *items[0][1].shape[1:], device=items[0][1].device, dtype=items[0][1].dtype
+        )
         for j, (rows, v) in enumerate(items):
             out[j] = v if rows is None else out[j].index_copy(0, rows, v)
         return out
@@ -277,8 +292,16 @@ class _Records:
         z = z.flatten(0, 1)
         d = (points - self.x0[None]).flatten(0, 1)
         prob = z.softmax(1).gather(1, t[:, None]).squeeze(1)
-        values = torch.stack((prob, z.argmax(1).float(), margin(z, t, targeted=True), gnorm.flatten().float(),
-                              distance(d, "l2").to(prob), distance(d, "linf").to(prob)))  # fmt: skip
+        values = torch.stack(
+            (
+                prob,
+                z.argmax(1).float(),
+                margin(z, t, targeted=True),
+                gnorm.flatten().float(),
+                distance(d, "l2").to(prob),
+                distance(d, "linf").to(prob),
+            )
+        )
         self.buf[self.first : self.first + m] = values.view(len(RECORDS), m, n).transpose(0, 1)
         self.first, self.pending = self.first + m, []
         assert self.first == end, "records are written one step after another"
@@ -307,8 +330,15 @@ class _Free(Ball):
 class _Evolver:
     """One batch being evolved: the iterate (with its running rows), the records and what each mode keeps."""
 
-    def __init__(self, model: nn.Module, x0: torch.Tensor, targets: torch.Tensor, config: Config,
-                 snapshot_pairs: torch.Tensor | None, batch_seed: int) -> None:  # fmt: skip
+    def __init__(
+        self,
+        model: nn.Module,
+        x0: torch.Tensor,
+        targets: torch.Tensor,
+        config: Config,
+        snapshot_pairs: torch.Tensor | None,
+        batch_seed: int,
+    ) -> None:
         n, dev, steps = len(x0), x0.device, config.steps
         self.model, self.config, self.targets, self.objective = model, config, targets, config.minimized()
         blur = (lambda x: gaussian_blur(x, config.blur)) if config.blur else None
@@ -348,7 +378,9 @@ class _Evolver:
             return lambda x: self.model(torch.roll(x, shift, dims=(-2, -1)))
         return lambda x: self.model(views(x, self.gen))
 
-    def gradients(self, t: int, p: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor]:
+    def gradients(
+        self, t: int, p: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor]:
         """(logits, g = dL/dp, ||g||_2, max mode's d||g||^2/dp or None, the image x(p)) at the running rows'
         parameters ``p`` (the pixels themselves unless ``param`` says otherwise); with several views per step the
         logits and L are their means over the views."""
@@ -437,14 +469,29 @@ class _Evolver:
         if self.config.mode == "max":
             x = torch.where((self.best_g >= 0).view(-1, *[1] * (x.ndim - 1)), self.best_x, x)
         return Evolution(
-            x=x.detach(), start=start.to(x.device).long(), target=self.targets, stopped=self.stopped,
-            converged=self.converged, final=self.final, snapshots=self.snaps, snapshot_pairs=self.snap_rows,
-            snapshot_steps=self.snap_steps, **self.records.finish(last, self.stopped),
-        )  # fmt: skip
+            x=x.detach(),
+            start=start.to(x.device).long(),
+            target=self.targets,
+            stopped=self.stopped,
+            converged=self.converged,
+            final=self.final,
+            snapshots=self.snaps,
+            snapshot_pairs=self.snap_rows,
+            snapshot_steps=self.snap_steps,
+            **self.records.finish(last, self.stopped),
+        )
 
 
-def evolve(model: nn.Module, x0: torch.Tensor, targets: torch.Tensor, config: Config, *, start: torch.Tensor | None = None,
-           snapshot_pairs: torch.Tensor | None = None, batch_seed: int = 0) -> Evolution:  # fmt: skip
+def evolve(
+    model: nn.Module,
+    x0: torch.Tensor,
+    targets: torch.Tensor,
+    config: Config,
+    *,
+    start: torch.Tensor | None = None,
+    snapshot_pairs: torch.Tensor | None = None,
+    batch_seed: int = 0,
+) -> Evolution:
     """Evolve each start image ``x0[i]`` (N, C, H, W, in [0, 1]) towards class ``targets[i]``; one batch, one call.
 
     ``start``: the start index of each pair (kept in the result; default 0..N-1). ``snapshot_pairs``: batch rows

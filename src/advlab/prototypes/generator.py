@@ -45,7 +45,9 @@ class Prototypes:
         return summarize(self.evolution, self.class_names)
 
 
-def parse_targets(spec: str | Sequence[int] | torch.Tensor, num_classes: int, class_names: Sequence[str] | None = None) -> list[int]:
+def parse_targets(
+    spec: str | Sequence[int] | torch.Tensor, num_classes: int, class_names: Sequence[str] | None = None
+) -> list[int]:
     """``"all"``, a range ``"0-9"``, a list ``"3,7"`` (indices or class names, mixed), or a sequence of indices."""
     if isinstance(spec, torch.Tensor):
         spec = spec.flatten().tolist()
@@ -126,11 +128,18 @@ def _starts(model: nn.Module, start: str | torch.Tensor | Starts, config: Config
     if isinstance(start, Starts):
         starts = start
     elif isinstance(start, torch.Tensor):
-        starts = Starts(start.detach().float().cpu(), torch.full((len(start),), -1), [f"start {i}" for i in range(len(start))], "tensor")
+        starts = Starts(
+            start.detach().float().cpu(),
+            torch.full((len(start),), -1),
+            [f"start {i}" for i in range(len(start))],
+            "tensor",
+        )
     else:
         info = getattr(model, "info", None)
         if info is None:
-            raise AdvlabError("a start spec needs a zoo model (it tells the input size); pass start images as a tensor instead")
+            raise AdvlabError(
+                "a start spec needs a zoo model (it tells the input size); pass start images as a tensor instead"
+            )
         starts = parse_start(start, info.channels, info.input_size, seed=config.seed, limit=limit)
     if float(starts.x.min()) < 0 or float(starts.x.max()) > 1:
         raise AdvlabError("start images must be in [0, 1]")
@@ -141,11 +150,15 @@ def _check_saved(saved: dict[int, Evolution], bs: int, n_pairs: int) -> None:
     for b, p in saved.items():
         want = min(bs, n_pairs - b * bs)
         if len(p.target) != want:
-            raise AdvlabError(f"saved batch {b} holds {len(p.target)} pairs, not the {max(want, 0)} of batch size {bs}: "
-                              "resume with the same --batch-size")  # fmt: skip
+            raise AdvlabError(
+                f"saved batch {b} holds {len(p.target)} pairs, not the {max(want, 0)} of batch size {bs}: "
+                "resume with the same --batch-size"
+            )
 
 
-def _batch(model: nn.Module, starts: Starts, targets: torch.Tensor, config: Config, b: int, bs: int, strip: set[int]) -> Evolution:
+def _batch(
+    model: nn.Module, starts: Starts, targets: torch.Tensor, config: Config, b: int, bs: int, strip: set[int]
+) -> Evolution:
     """Evolve batch ``b`` (pairs b * bs ...), seeded by ``b``; its records come back to the CPU."""
     n_t = len(targets)
     pairs = torch.arange(b * bs, min((b + 1) * bs, len(starts.x) * n_t))
@@ -156,9 +169,17 @@ def _batch(model: nn.Module, starts: Starts, targets: torch.Tensor, config: Conf
     return Evolution.from_tensors(ev.tensors())  # on the CPU: a run's records never pile up on the device
 
 
-def generate(model: nn.Module, start: str | torch.Tensor | Starts = "blank:gray", targets: str | Sequence[int] | torch.Tensor = "all",
-             config: Config | None = None, *, batch_size: int | None = None, strip_pairs: Sequence[int] | None = None,
-             limit: int | None = None, work: Work[Evolution] | None = None) -> Prototypes:  # fmt: skip
+def generate(
+    model: nn.Module,
+    start: str | torch.Tensor | Starts = "blank:gray",
+    targets: str | Sequence[int] | torch.Tensor = "all",
+    config: Config | None = None,
+    *,
+    batch_size: int | None = None,
+    strip_pairs: Sequence[int] | None = None,
+    limit: int | None = None,
+    work: Work[Evolution] | None = None,
+) -> Prototypes:
     """Evolve every (start, target) pair on the model's device; see the module docstring.
 
     ``start``: a start spec (:mod:`advlab.prototypes.starts`), a tensor of start images, or :class:`Starts`.

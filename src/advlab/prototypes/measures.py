@@ -52,8 +52,12 @@ def _stats(v: torch.Tensor) -> dict[str, float | None]:
     v = v[~torch.isnan(v)].double() if v.is_floating_point() else v.double()
     if v.numel() == 0:
         return {"mean": None, "median": None, "min": None, "max": None}
-    return {"mean": round(float(v.mean()), 6), "median": round(float(v.median()), 6), "min": round(float(v.min()), 6),
-            "max": round(float(v.max()), 6)}  # fmt: skip
+    return {
+        "mean": round(float(v.mean()), 6),
+        "median": round(float(v.median()), 6),
+        "min": round(float(v.min()), 6),
+        "max": round(float(v.max()), 6),
+    }
 
 
 def inception_score(probs: torch.Tensor) -> float:
@@ -67,7 +71,9 @@ def inception_score(probs: torch.Tensor) -> float:
 def class_probabilities(model: nn.Module, x: torch.Tensor, batch_size: int = 64) -> torch.Tensor:
     """Softmax outputs of ``model`` on ``x`` (on the model's device), batch by batch, returned on the CPU."""
     dev = device_of(model)
-    return torch.cat([model(x[i : i + batch_size].to(dev)).float().softmax(1).cpu() for i in range(0, len(x), batch_size)])
+    return torch.cat(
+        [model(x[i : i + batch_size].to(dev)).float().softmax(1).cpu() for i in range(0, len(x), batch_size)]
+    )
 
 
 def judge(probs: torch.Tensor, targets: torch.Tensor) -> dict[str, float]:
@@ -96,8 +102,12 @@ def summarize(ev: Evolution, class_names: Sequence[str] | None = None, resisting
     }
     for name in ("top1", *[f"p{round(p * 100)}" for p in THRESHOLDS]):
         hit = rp[f"{name}_step"] >= 0
-        out[f"recognition_{name}"] = {"pairs": int(hit.sum()), "step": _stats(rp[f"{name}_step"][hit].float()),
-                                       "l2": _stats(rp[f"{name}_l2"][hit]), "linf": _stats(rp[f"{name}_linf"][hit])}  # fmt: skip
+        out[f"recognition_{name}"] = {
+            "pairs": int(hit.sum()),
+            "step": _stats(rp[f"{name}_step"][hit].float()),
+            "l2": _stats(rp[f"{name}_l2"][hit]),
+            "linf": _stats(rp[f"{name}_linf"][hit]),
+        }
     out["converged"] = int(ev.converged.sum())
     out["convergence_step"] = _stats(ev.stopped[ev.converged].float())
     out["final_probability"] = _stats(final_p)
@@ -109,10 +119,16 @@ def summarize(ev: Evolution, class_names: Sequence[str] | None = None, resisting
         per_class.setdefault(t, []).append(p)
     worst = sorted(per_class.items(), key=lambda kv: sum(kv[1]) / len(kv[1]))[:resisting]
     out["resisting_classes"] = [
-        {"class": t, "name": class_names[t] if class_names else str(t), "final_probability_mean": round(sum(ps) / len(ps), 6),
-         "reached_p99": sum(p >= THRESHOLDS[-1] for p in ps), "pairs": len(ps)}
-        for t, ps in worst if min(ps) < THRESHOLDS[-1]
-    ]  # fmt: skip
+        {
+            "class": t,
+            "name": class_names[t] if class_names else str(t),
+            "final_probability_mean": round(sum(ps) / len(ps), 6),
+            "reached_p99": sum(p >= THRESHOLDS[-1] for p in ps),
+            "pairs": len(ps),
+        }
+        for t, ps in worst
+        if min(ps) < THRESHOLDS[-1]
+    ]
     return out
 
 

@@ -59,8 +59,9 @@ class Objective:
 
     terms: tuple[tuple[float, Term], ...]
 
-    def __call__(self, x: torch.Tensor, logits: torch.Tensor | None = None,
-                 targets: torch.Tensor | None = None) -> torch.Tensor:  # fmt: skip
+    def __call__(
+        self, x: torch.Tensor, logits: torch.Tensor | None = None, targets: torch.Tensor | None = None
+    ) -> torch.Tensor:
         total: torch.Tensor | None = None
         for w, term in self.terms:
             v = term(x, logits, targets)
@@ -151,7 +152,9 @@ def margin(kappa: float = float("inf")) -> Objective:
     the target is top-1; minimizing it pushes z_t above every other logit (by up to kappa)."""
 
     def fn(x: torch.Tensor, z: torch.Tensor | None, t: torch.Tensor | None) -> torch.Tensor:
-        return -losses.margin(_need(z, "logits", "margin()"), _need(t, "targets", "margin()"), targeted=True, kappa=kappa)
+        return -losses.margin(
+            _need(z, "logits", "margin()"), _need(t, "targets", "margin()"), targeted=True, kappa=kappa
+        )
 
     name = "margin()" if kappa == float("inf") else f"margin(kappa={kappa:g})"
     return term(name, fn)
@@ -186,4 +189,6 @@ def total_variation() -> Objective:
 def l2(center: float = 0.5) -> Objective:
     """||x - center||_2 per image (over every pixel and channel, pixel units): minimizing it pulls the image
     towards a flat ``center`` grey and keeps pixels away from the extremes (Lucent's L2 penalty)."""
-    return term("l2()" if center == 0.5 else f"l2(center={center:g})", lambda x, z, t: (x - center).flatten(1).norm(dim=1))
+    return term(
+        "l2()" if center == 0.5 else f"l2(center={center:g})", lambda x, z, t: (x - center).flatten(1).norm(dim=1)
+    )

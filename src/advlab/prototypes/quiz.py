@@ -64,8 +64,13 @@ def score(key_data: dict[str, Any], answers: dict[str, Any]) -> dict[str, Any]:
     if bad:
         raise ValueError(f"answer for item {bad[0]}, but the quiz has items 0..{len(items) - 1}")
     correct = sum(given[k] == items[k]["target"] for k in given)
-    return {"items": len(items), "answered": len(given), "correct": correct,
-            "accuracy_answered": correct / len(given) if given else None, "accuracy_all": correct / len(items)}  # fmt: skip
+    return {
+        "items": len(items),
+        "answered": len(given),
+        "correct": correct,
+        "accuracy_answered": correct / len(given) if given else None,
+        "accuracy_all": correct / len(items),
+    }
 
 
 def _png(x: torch.Tensor) -> str:
@@ -101,11 +106,20 @@ def page(items: list[Item], x: torch.Tensor, names: list[str], quiz_id: str, tit
     """The quiz as one self-contained HTML page; ``x`` holds the run's prototypes (pairs, C, H, W)."""
     cards = []
     for i, it in enumerate(items):
-        opts = "".join(f"<label><input type='radio' name='q{i}' value='{c}'> {html.escape(names[c])}</label><br>" for c in it.choices)
-        cards.append(f"<div class='q' id='item{i}'><img src='{_png(x[it.pair])}' alt='prototype {i}'><p>{i + 1}. Which class is this?</p>{opts}</div>")
-    style = ("body{font-family:sans-serif;margin:1em} .q{display:inline-block;vertical-align:top;width:200px;margin:8px;padding:8px;"
-             "border:1px solid #ccc} img{width:160px;image-rendering:pixelated}")  # fmt: skip
-    return (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title><style>{style}</style></head>"
-            f"<body data-quiz='{html.escape(quiz_id)}'><h1>{html.escape(title)}</h1><p>Pick the class each picture shows, then "
-            f"download your answers.</p>{''.join(cards)}<p><button id='download'>Download answers (JSON)</button></p>"
-            f"<pre id='answers'>{html.escape(json.dumps({'quiz': quiz_id, 'answers': {}}))}</pre><script>{_SCRIPT}</script></body></html>")  # fmt: skip
+        opts = "".join(
+            f"<label><input type='radio' name='q{i}' value='{c}'> {html.escape(names[c])}</label><br>"
+            for c in it.choices
+        )
+        cards.append(
+            f"<div class='q' id='item{i}'><img src='{_png(x[it.pair])}' alt='prototype {i}'><p>{i + 1}. Which class is this?</p>{opts}</div>"
+        )
+    style = (
+        "body{font-family:sans-serif;margin:1em} .q{display:inline-block;vertical-align:top;width:200px;margin:8px;padding:8px;"
+        "border:1px solid #ccc} img{width:160px;image-rendering:pixelated}"
+    )
+    return (
+        f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title><style>{style}</style></head>"
+        f"<body data-quiz='{html.escape(quiz_id)}'><h1>{html.escape(title)}</h1><p>Pick the class each picture shows, then "
+        f"download your answers.</p>{''.join(cards)}<p><button id='download'>Download answers (JSON)</button></p>"
+        f"<pre id='answers'>{html.escape(json.dumps({'quiz': quiz_id, 'answers': {}}))}</pre><script>{_SCRIPT}</script></body></html>"
+    )

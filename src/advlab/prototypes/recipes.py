@@ -32,9 +32,18 @@ from advlab.prototypes.priors import batchnorm_layers, blur_prior, bn_statistics
 PRIORS = ("tv", "bn", "l2", "blur_prior")
 RECIPES: dict[str, dict[str, Any]] = {
     "adversarial": {},
-    "natural": {"param": "fourier", "method": "mifgsm", "alpha": 0.05, "momentum": 0.9, "jitter": 0.1, "scale": 0.3,
-                "rotate": 20.0, "tol": 0.0, "steps": 256},
-}  # fmt: skip
+    "natural": {
+        "param": "fourier",
+        "method": "mifgsm",
+        "alpha": 0.05,
+        "momentum": 0.9,
+        "jitter": 0.1,
+        "scale": 0.3,
+        "rotate": 20.0,
+        "tol": 0.0,
+        "steps": 256,
+    },
+}
 
 
 def objective(tv: float = 0.0, bn: float = 0.0, l2_weight: float = 0.0, blur: float = 0.0) -> Objective:

@@ -20,10 +20,17 @@ import torch
 from advlab.errors import AdvlabError
 
 COLORS: dict[str, tuple[float, float, float]] = {
-    "black": (0.0, 0.0, 0.0), "white": (1.0, 1.0, 1.0), "gray": (0.5, 0.5, 0.5), "grey": (0.5, 0.5, 0.5),
-    "red": (1.0, 0.0, 0.0), "green": (0.0, 1.0, 0.0), "blue": (0.0, 0.0, 1.0), "yellow": (1.0, 1.0, 0.0),
-    "cyan": (0.0, 1.0, 1.0), "magenta": (1.0, 0.0, 1.0),
-}  # fmt: skip
+    "black": (0.0, 0.0, 0.0),
+    "white": (1.0, 1.0, 1.0),
+    "gray": (0.5, 0.5, 0.5),
+    "grey": (0.5, 0.5, 0.5),
+    "red": (1.0, 0.0, 0.0),
+    "green": (0.0, 1.0, 0.0),
+    "blue": (0.0, 0.0, 1.0),
+    "yellow": (1.0, 1.0, 0.0),
+    "cyan": (0.0, 1.0, 1.0),
+    "magenta": (1.0, 0.0, 1.0),
+}
 
 
 @dataclass
@@ -54,7 +61,9 @@ def blank(color: str, channels: int, size: int) -> torch.Tensor:
         rgb = list(COLORS[color])
     else:
         if not any(c.isdigit() for c in color):
-            raise AdvlabError(f"start {spec!r}: unknown colour; give a colour name ({', '.join(COLORS)}), a grey level or R,G,B")
+            raise AdvlabError(
+                f"start {spec!r}: unknown colour; give a colour name ({', '.join(COLORS)}), a grey level or R,G,B"
+            )
         rgb = _floats(color, spec)
         if len(rgb) not in (1, 3):
             raise AdvlabError(f"start {spec!r}: give a colour name ({', '.join(COLORS)}), one grey level or R,G,B")

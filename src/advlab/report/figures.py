@@ -15,8 +15,13 @@ from matplotlib.figure import Figure  # noqa: E402
 from advlab.data.images import to_uint8_image  # noqa: E402
 
 
-def image_grid(images: torch.Tensor, titles: Sequence[str] | None = None, ncols: int = 4,
-               cell: float = 2.4, title_colors: Sequence[str] | None = None) -> Figure:  # fmt: skip
+def image_grid(
+    images: torch.Tensor,
+    titles: Sequence[str] | None = None,
+    ncols: int = 4,
+    cell: float = 2.4,
+    title_colors: Sequence[str] | None = None,
+) -> Figure:
     """A grid of (N, C, H, W) [0, 1] images with a title under each; nearest-neighbour so 8x8 digits stay sharp."""
     n = len(images)
     ncols = max(1, min(ncols, n))
@@ -35,10 +40,18 @@ def image_grid(images: torch.Tensor, titles: Sequence[str] | None = None, ncols:
     return fig
 
 
-def line_plot(series: dict[str, Sequence[float]], xlabel: str, ylabel: str, title: str = "",
-              x: Sequence[float] | None = None, logy: bool = False, markers: bool | None = None,
-              reference: dict[str, float] | None = None, logx: bool = False,
-              xticklabels: Sequence[str] | None = None) -> Figure:  # fmt: skip
+def line_plot(
+    series: dict[str, Sequence[float]],
+    xlabel: str,
+    ylabel: str,
+    title: str = "",
+    x: Sequence[float] | None = None,
+    logy: bool = False,
+    markers: bool | None = None,
+    reference: dict[str, float] | None = None,
+    logx: bool = False,
+    xticklabels: Sequence[str] | None = None,
+) -> Figure:
     """One line per named series against ``x`` (default: its index 1, 2, ...: epochs, steps); ``reference``:
     named constants drawn as dashed horizontal lines (e.g. the undefended model's numbers). A log x axis is
     labelled at the x values themselves (a sweep over 1e-3..1e-2 would otherwise get one labelled tick);
@@ -110,8 +123,14 @@ def perturbation_image(x: torch.Tensor, x_adv: torch.Tensor) -> torch.Tensor:
     return (0.5 + d / (2 * scale)).clamp(0, 1)
 
 
-def adversarial_grid(x: torch.Tensor, x_adv: torch.Tensor, clean_titles: Sequence[str], adv_titles: Sequence[str],
-                     colors: Sequence[str] | None = None, cell: float = 2.4) -> Figure:  # fmt: skip
+def adversarial_grid(
+    x: torch.Tensor,
+    x_adv: torch.Tensor,
+    clean_titles: Sequence[str],
+    adv_titles: Sequence[str],
+    colors: Sequence[str] | None = None,
+    cell: float = 2.4,
+) -> Figure:
     """One row per sample: clean image | amplified perturbation | adversarial image, with titles under each."""
     n = len(x)
     pert = perturbation_image(x, x_adv)
@@ -124,9 +143,18 @@ def adversarial_grid(x: torch.Tensor, x_adv: torch.Tensor, clean_titles: Sequenc
     return image_grid(images, titles, ncols=3, cell=cell, title_colors=cols)
 
 
-def heatmap(matrix: Sequence[Sequence[float | None]], row_labels: Sequence[str], col_labels: Sequence[str], title: str = "",
-            fmt: str = "{:.0%}", vmin: float = 0.0, vmax: float = 1.0, xlabel: str = "", ylabel: str = "",
-            cmap: str = "viridis") -> Figure:  # fmt: skip
+def heatmap(
+    matrix: Sequence[Sequence[float | None]],
+    row_labels: Sequence[str],
+    col_labels: Sequence[str],
+    title: str = "",
+    fmt: str = "{:.0%}",
+    vmin: float = 0.0,
+    vmax: float = 1.0,
+    xlabel: str = "",
+    ylabel: str = "",
+    cmap: str = "viridis",
+) -> Figure:
     """A heat map of ``matrix`` (rows x columns) with each value written in its cell as ``fmt.format(v)``.
 
     Colours span [``vmin``, ``vmax``] (default [0, 1]: rates); None or NaN cells are left blank (light grey,
@@ -134,14 +162,20 @@ def heatmap(matrix: Sequence[Sequence[float | None]], row_labels: Sequence[str],
     """
     import numpy as np
 
-    a = np.array([[np.nan if v is None else float(v) for v in row] for row in matrix], dtype=float).reshape(len(row_labels), len(col_labels))
+    a = np.array([[np.nan if v is None else float(v) for v in row] for row in matrix], dtype=float).reshape(
+        len(row_labels), len(col_labels)
+    )
     nr, nc = a.shape
     fig, ax = plt.subplots(figsize=(max(3.5, 1.3 * nc + 2.5), max(2.2, 0.55 * nr + 1.6)))
     colormap = plt.get_cmap(cmap).copy()
     colormap.set_bad("#eeeeee")
     im = ax.imshow(np.ma.masked_invalid(a), cmap=colormap, vmin=vmin, vmax=vmax, aspect="auto")
-    ax.set_xticks(range(nc), [str(c) for c in col_labels], rotation=30 if max((len(str(c)) for c in col_labels), default=0) > 10 else 0,
-                  ha="right" if max((len(str(c)) for c in col_labels), default=0) > 10 else "center")  # fmt: skip
+    ax.set_xticks(
+        range(nc),
+        [str(c) for c in col_labels],
+        rotation=30 if max((len(str(c)) for c in col_labels), default=0) > 10 else 0,
+        ha="right" if max((len(str(c)) for c in col_labels), default=0) > 10 else "center",
+    )
     ax.set_yticks(range(nr), [str(r) for r in row_labels])
     for i in range(nr):
         for j in range(nc):

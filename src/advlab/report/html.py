@@ -42,8 +42,30 @@ _ORDER = [
     (6, r"images|evaluations|queries|forwards|backwards|passes|count|layers|\bn\b|steps|epochs|pairs"),
     (1, r"clean|accuracy|top-\d"),
 ]
-_WHAT = {"model", "models", "data", "attack", "attacks", "config", "preset", "norm", "target", "targeted", "defense", "layer",
-         "source", "sources", "targets", "start", "mode", "method", "judge", "judges", "kind", "seed"}  # fmt: skip
+_WHAT = {
+    "model",
+    "models",
+    "data",
+    "attack",
+    "attacks",
+    "config",
+    "preset",
+    "norm",
+    "target",
+    "targeted",
+    "defense",
+    "layer",
+    "source",
+    "sources",
+    "targets",
+    "start",
+    "mode",
+    "method",
+    "judge",
+    "judges",
+    "kind",
+    "seed",
+}
 
 
 def metric_rank(key: str, value: Any) -> int:
@@ -98,7 +120,9 @@ def render_value(v: Any, key: str = "") -> str:
             return _records([{"": k, **r} for k, r in v.items()], key)
         if 0 < len(v) <= WIDE and all(not isinstance(r, (dict, list)) for r in records):
             return _records([v], key)  # a few numbers (mean, median, min, max): one row under their names
-        rows = "".join(f"<tr><th>{_name(k)}</th><td>{render_value(x, str(k))}</td></tr>" for k, x in list(v.items())[:MAX_ROWS])
+        rows = "".join(
+            f"<tr><th>{_name(k)}</th><td>{render_value(x, str(k))}</td></tr>" for k, x in list(v.items())[:MAX_ROWS]
+        )
         return f"<table>{rows}</table>{_more(len(v) - MAX_ROWS)}"
     if isinstance(v, list):
         if not v:
@@ -107,7 +131,12 @@ def render_value(v: Any, key: str = "") -> str:
             return _records(v, key)
         if all(not isinstance(r, (dict, list)) for r in v):
             return html.escape(", ".join(_plain(key, r) for r in v[:MAX_ROWS])) + _more(len(v) - MAX_ROWS)
-        return "<ol>" + "".join(f"<li>{render_value(r, key)}</li>" for r in v[:MAX_ROWS]) + "</ol>" + _more(len(v) - MAX_ROWS)
+        return (
+            "<ol>"
+            + "".join(f"<li>{render_value(r, key)}</li>" for r in v[:MAX_ROWS])
+            + "</ol>"
+            + _more(len(v) - MAX_ROWS)
+        )
     return _scalar(key, v)
 
 
@@ -119,12 +148,18 @@ def _records(records: list[dict[str, Any]], key: str) -> str:
     """Dicts as one table: a column per field (in first-seen order), a row per record."""
     columns = list(dict.fromkeys(c for r in records for c in r))
     head = "".join(f"<th>{_name(c)}</th>" for c in columns)
-    body = "".join("<tr>" + "".join(f"<td>{render_value(r.get(c, ''), str(c) or key)}</td>" for c in columns) + "</tr>"
-                   for r in records[:MAX_ROWS])  # fmt: skip
+    body = "".join(
+        "<tr>" + "".join(f"<td>{render_value(r.get(c, ''), str(c) or key)}</td>" for c in columns) + "</tr>"
+        for r in records[:MAX_ROWS]
+    )
     if len(columns) <= WIDE:
         return f"<table><tr>{head}</tr>{body}</table>{_more(len(records) - MAX_ROWS)}"
-    items = "".join("<li>" + "; ".join(f"<b>{html.escape(str(c))}</b> {_inline(r[c], str(c) or key)}" for c in columns if c in r) + "</li>"
-                    for r in records[:MAX_ROWS])  # fmt: skip
+    items = "".join(
+        "<li>"
+        + "; ".join(f"<b>{html.escape(str(c))}</b> {_inline(r[c], str(c) or key)}" for c in columns if c in r)
+        + "</li>"
+        for r in records[:MAX_ROWS]
+    )
     return f"<details><summary>{len(records)} rows of {len(columns)} fields</summary><ol>{items}</ol></details>{_more(len(records) - MAX_ROWS)}"
 
 
@@ -139,12 +174,18 @@ def _inline(v: Any, key: str) -> str:
 
 def metrics_table(metrics: Mapping[str, Any]) -> str:
     """``metrics`` as an HTML table in :func:`ordered` order."""
-    rows = "".join(f"<tr><th>{html.escape(str(k))}</th><td>{render_value(v, str(k))}</td></tr>" for k, v in ordered(metrics))
+    rows = "".join(
+        f"<tr><th>{html.escape(str(k))}</th><td>{render_value(v, str(k))}</td></tr>" for k, v in ordered(metrics)
+    )
     return f"<table>{rows}</table>"
 
 
-def write_report(run_dir: str | Path, title: str, sections: list[tuple[str, str]] | None = None,
-                 captions: Mapping[str, str] | None = None) -> Path:  # fmt: skip
+def write_report(
+    run_dir: str | Path,
+    title: str,
+    sections: list[tuple[str, str]] | None = None,
+    captions: Mapping[str, str] | None = None,
+) -> Path:
     """Write ``report.html`` in ``run_dir``: a title, the command, ``metrics.json`` as a table, every PNG.
 
     ``sections`` are extra (heading, HTML) pairs placed before the pictures. ``captions`` maps a PNG's file
@@ -155,8 +196,10 @@ def write_report(run_dir: str | Path, title: str, sections: list[tuple[str, str]
     from advlab.runs import atomic_write
 
     run_dir = Path(run_dir)
-    parts = [f"<!doctype html><html><head><meta charset='utf-8'><meta name='viewport' content='width=device-width'><title>{html.escape(title)}</title>",
-             f"<style>{_STYLE}</style></head><body><h1>{html.escape(title)}</h1>"]  # fmt: skip
+    parts = [
+        f"<!doctype html><html><head><meta charset='utf-8'><meta name='viewport' content='width=device-width'><title>{html.escape(title)}</title>",
+        f"<style>{_STYLE}</style></head><body><h1>{html.escape(title)}</h1>",
+    ]
     command = ""
     config_path = run_dir / "config.json"
     if config_path.exists():
@@ -175,11 +218,17 @@ def write_report(run_dir: str | Path, title: str, sections: list[tuple[str, str]
         parts.append("<h2>Pictures</h2>")
     for p in pngs:
         text = (captions or {}).get(p.name) or caption_for(command, p.name)
-        parts.append(f"<figure><img src='{html.escape(p.name)}' alt='{html.escape(text)}'><figcaption>{html.escape(text)}"
-                     f" <span class='more'>({html.escape(p.name)})</span></figcaption></figure>")  # fmt: skip
+        parts.append(
+            f"<figure><img src='{html.escape(p.name)}' alt='{html.escape(text)}'><figcaption>{html.escape(text)}"
+            f" <span class='more'>({html.escape(p.name)})</span></figcaption></figure>"
+        )
     skip = ("report.html", "LOCK")
     files = sorted(p.name for p in run_dir.iterdir() if _is_own_file(p) and p.suffix != ".png" and p.name not in skip)
-    parts.append("<h2>Files</h2><ul>" + "".join(f"<li><a href='{html.escape(f)}'>{html.escape(f)}</a></li>" for f in files) + "</ul>")
+    parts.append(
+        "<h2>Files</h2><ul>"
+        + "".join(f"<li><a href='{html.escape(f)}'>{html.escape(f)}</a></li>" for f in files)
+        + "</ul>"
+    )
     parts.append("</body></html>")
     out = run_dir / "report.html"
     atomic_write(out, "\n".join(parts))

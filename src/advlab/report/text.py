@@ -13,6 +13,8 @@ def curve_lines(curve: Sequence[dict[str, Any]]) -> list[str]:
     at that eps, e.g. ``  eps 0.1: success 65.62%, robust accuracy 34.38%``."""
     lines = [f"robustness curve ({len(curve)} eps):"]
     for point in sorted(curve, key=lambda c: c["eps"]):
-        lines.append(f"  eps {eps_text(point['eps'])}: success {point['success_rate']:.2%}, "
-                     f"robust accuracy {point['robust_accuracy']:.2%}")  # fmt: skip
+        lines.append(
+            f"  eps {eps_text(point['eps'])}: success {point['success_rate']:.2%}, "
+            f"robust accuracy {point['robust_accuracy']:.2%}"
+        )
     return lines

@@ -45,9 +45,21 @@ def settings_hash(settings: Any) -> str:
     return hashlib.blake2b(repr(settings).encode(), digest_size=3).hexdigest()
 
 
-def run_name(model: str, train_dataset: str, mode: str, atk_dataset: str, method: str, eps: float | None = None,
-             alpha: float | None = None, *, attack: Any = None, norm: str | None = None, target: Any = None,
-             limit: int | None = None, settings: Any = None) -> str:  # fmt: skip
+def run_name(
+    model: str,
+    train_dataset: str,
+    mode: str,
+    atk_dataset: str,
+    method: str,
+    eps: float | None = None,
+    alpha: float | None = None,
+    *,
+    attack: Any = None,
+    norm: str | None = None,
+    target: Any = None,
+    limit: int | None = None,
+    settings: Any = None,
+) -> str:
     """The name of a run (see the module docstring), e.g. ``run_name("resnet18", "imagenet", "min", "svhn", "pgd",
     8 / 255, 0.001)`` -> ``resnet18_imagenet-min-svhn_pgd_eps8_255_alpha0.001``.
 

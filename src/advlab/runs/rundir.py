@@ -26,8 +26,11 @@ from advlab.runs import lock
 PARTIAL_SUFFIX = ".partial"
 
 #: errors of the file system a user can fix (free space, remount) and then continue with --resume
-_FIXABLE = {errno.ENOSPC: "no space left on the device", getattr(errno, "EDQUOT", -1): "disk quota exceeded",
-            errno.EROFS: "read-only file system"}
+_FIXABLE = {
+    errno.ENOSPC: "no space left on the device",
+    getattr(errno, "EDQUOT", -1): "disk quota exceeded",
+    errno.EROFS: "read-only file system",
+}
 
 
 class RunExists(AdvlabError):
@@ -91,7 +94,9 @@ def _make_folder(folder: Path) -> None:
         if e.errno in _FIXABLE:
             raise
         where = f" ({str(e.filename)!r})" if e.filename and str(e.filename) != str(folder) else ""
-        raise AdvlabError(f"cannot create the folder {str(folder)!r}: {e.strerror or type(e).__name__}{where}") from None
+        raise AdvlabError(
+            f"cannot create the folder {str(folder)!r}: {e.strerror or type(e).__name__}{where}"
+        ) from None
 
 
 def _umask() -> int:
@@ -121,8 +126,13 @@ def versions() -> dict[str, str]:
 
     from advlab import __version__
 
-    return {"advlab": __version__, "torch": torch.__version__, "numpy": numpy.__version__,
-            "python": sys.version.split()[0], "platform": platform.platform()}  # fmt: skip
+    return {
+        "advlab": __version__,
+        "torch": torch.__version__,
+        "numpy": numpy.__version__,
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+    }
 
 
 @dataclass
@@ -149,7 +159,9 @@ class Run:
     def load_json(self, name: str) -> Any:
         return json.loads((self.path / name).read_text())
 
-    def save_tensors(self, name: str, tensors: Mapping[str, torch.Tensor], metadata: Mapping[str, str] | None = None) -> Path:
+    def save_tensors(
+        self, name: str, tensors: Mapping[str, torch.Tensor], metadata: Mapping[str, str] | None = None
+    ) -> Path:
         from safetensors.torch import save
 
         data = save({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, metadata=dict(metadata or {}))
@@ -216,7 +228,9 @@ class Run:
                 out.append(int(stem))
         return sorted(out)
 
-    def load_batch_map(self, indices: Iterable[int] | None = None) -> dict[int, tuple[dict[str, torch.Tensor], dict[str, Any]]]:
+    def load_batch_map(
+        self, indices: Iterable[int] | None = None
+    ) -> dict[int, tuple[dict[str, torch.Tensor], dict[str, Any]]]:
         """The saved batches (all of them, or those of ``indices`` that exist) by index, gaps allowed."""
         out = {}
         for i in self.batch_indices() if indices is None else indices:
@@ -276,12 +290,16 @@ def _paths(out: str | Path) -> tuple[Path, Path]:
     partial = final.with_name(final.name + PARTIAL_SUFFIX)
     if len(os.fsencode(str(partial))) > _PATH_MAX or len(os.fsencode(partial.name)) > _NAME_MAX:
         too_long = "path" if len(os.fsencode(str(partial))) > _PATH_MAX else "directory name"
-        raise AdvlabError(f"--out {text[:60]!r}...: the {too_long} is too long for the file system (at most "
-                          f"{(_PATH_MAX if too_long == 'path' else _NAME_MAX) - len(PARTIAL_SUFFIX)} bytes)")
+        raise AdvlabError(
+            f"--out {text[:60]!r}...: the {too_long} is too long for the file system (at most "
+            f"{(_PATH_MAX if too_long == 'path' else _NAME_MAX) - len(PARTIAL_SUFFIX)} bytes)"
+        )
     for path, st in ((final, _lstat(final)), (partial, _lstat(partial))):
         if st is not None and stat.S_ISLNK(st.st_mode):
-            raise AdvlabError(f"{str(path)!r} is a symbolic link; advlab does not follow it: name a directory itself "
-                              "as --out (or remove the link)")
+            raise AdvlabError(
+                f"{str(path)!r} is a symbolic link; advlab does not follow it: name a directory itself "
+                "as --out (or remove the link)"
+            )
     if final.exists() and not final.is_dir():
         raise RunExists(f"{final} exists and is not a directory")
     if partial.exists() and not partial.is_dir():
@@ -346,8 +364,10 @@ def _not_a_run(d: Path) -> RunExists:
         held = f"it holds {len(names)} {'entry' if len(names) == 1 else 'entries'}: {shown}"
     except OSError as e:
         held = f"it cannot be listed: {e.strerror}"
-    return RunExists(f"{str(d)!r} is not an advlab run (no config.json written by advlab; {held}); advlab will not "
-                     "remove it or write into it: choose another --out")
+    return RunExists(
+        f"{str(d)!r} is not an advlab run (no config.json written by advlab; {held}); advlab will not "
+        "remove it or write into it: choose another --out"
+    )
 
 
 def _open_partial(final: Path, partial: Path, force: bool, resume: bool) -> tuple[bool, lock.Lock]:
@@ -363,8 +383,9 @@ def _open_partial(final: Path, partial: Path, force: bool, resume: bool) -> tupl
             if not _is_run(partial, partial=True):
                 raise _not_a_run(partial)
             if not resume and not force:
-                raise RunExists(f"an interrupted run is in {partial}; use --resume to continue it or --force to "
-                                "start over")
+                raise RunExists(
+                    f"an interrupted run is in {partial}; use --resume to continue it or --force to start over"
+                )
         partial.mkdir(parents=True, exist_ok=True)
         if (st := _lstat(partial)) is None or not stat.S_ISDIR(st.st_mode):  # replaced by a link meanwhile
             raise AdvlabError(f"{str(partial)!r} changed while advlab was opening it (a symbolic link?); not used")
@@ -400,8 +421,10 @@ def _land(partial: Path, final: Path, force: bool) -> None:
         os.replace(partial, final)
         return
     if not force or not stat.S_ISDIR(st.st_mode) or not _is_run(final):
-        raise RunExists(f"{str(final)!r} appeared or changed while this run was written and is not a run advlab may "
-                        f"replace; the finished run is kept in {str(partial)!r}")
+        raise RunExists(
+            f"{str(final)!r} appeared or changed while this run was written and is not a run advlab may "
+            f"replace; the finished run is kept in {str(partial)!r}"
+        )
     trash = Path(tempfile.mkdtemp(dir=final.parent, prefix=".advlab-old-"))
     os.replace(final, trash)
     try:
@@ -435,8 +458,9 @@ def start(out: str | Path, config: Mapping[str, Any], *, force: bool = False, re
             raise _not_a_run(final)
         if not force:
             if not resume:
-                raise RunExists(f"run directory {final} exists already; use --force to replace it or --resume to "
-                                "continue it")
+                raise RunExists(
+                    f"run directory {final} exists already; use --force to replace it or --resume to continue it"
+                )
             yield Run(final, final, resumed=True, config=dict(config))
             return
     resumed, held = _open_partial(final, partial, force, resume)
@@ -473,8 +497,10 @@ def _held(run: Run, held: lock.Lock) -> Iterator[None]:
     except OSError as e:
         lock.release(held)
         if e.errno in _FIXABLE:
-            raise AdvlabError(f"{_FIXABLE[e.errno]} while writing {e.filename or run.path}; the work so far is kept in "
-                              f"{run.path}: make room and rerun the same command with --resume") from None
+            raise AdvlabError(
+                f"{_FIXABLE[e.errno]} while writing {e.filename or run.path}; the work so far is kept in "
+                f"{run.path}: make room and rerun the same command with --resume"
+            ) from None
         _drop(run, run.path, run.resumed)
         raise
     except BaseException:

@@ -47,8 +47,9 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
         if size == 0:
             raise AdvlabError(f"checkpoint {show(path)} is an empty file")
         if size > MAX_CHECKPOINT_BYTES:
-            raise AdvlabError(f"checkpoint {show(path)} has {size:,} bytes, "
-                              f"over advlab's limit of {MAX_CHECKPOINT_BYTES:,}")
+            raise AdvlabError(
+                f"checkpoint {show(path)} has {size:,} bytes, over advlab's limit of {MAX_CHECKPOINT_BYTES:,}"
+            )
         sd = _read_safetensors(fh, path) if path.suffix == ".safetensors" else _read_torch(fh, path, size)
     return _state_dict(sd, path)
 
@@ -76,8 +77,10 @@ def _read_torch(fh: BinaryIO, path: Path, size: int) -> object:
     except pickle.UnpicklingError as e:
         raise _refusal(path, e) from e
     except Exception as e:  # noqa: BLE001 - torch raises many types for corrupt files (RuntimeError, KeyError, ...)
-        raise AdvlabError(f"cannot read checkpoint {show(path)} ({type(e).__name__}: {_first_line(e)}); "
-                          "not a torch checkpoint, or truncated?") from e
+        raise AdvlabError(
+            f"cannot read checkpoint {show(path)} ({type(e).__name__}: {_first_line(e)}); "
+            "not a torch checkpoint, or truncated?"
+        ) from e
 
 
 def _refusal(path: Path, e: pickle.UnpicklingError) -> AdvlabError:
@@ -86,11 +89,15 @@ def _refusal(path: Path, e: pickle.UnpicklingError) -> AdvlabError:
     lines = [line.strip() for line in str(e).splitlines() if line.strip()]
     detail = next((line for line in lines if "GLOBAL" in line or "Unsupported" in line), lines[-1] if lines else "")
     if "GLOBAL" in detail:
-        return AdvlabError(f"refusing to load {show(path)}: it holds pickled objects that could run code "
-                           f"({detail.rstrip('.')}); only tensors and plain containers are loaded: "
-                           "re-save it as a state dict or .safetensors")
-    return AdvlabError(f"refusing to load {show(path)}: torch's safe unpickler cannot read it ({detail.rstrip('.')}): "
-                       "not a checkpoint, or pickled objects that could run code")
+        return AdvlabError(
+            f"refusing to load {show(path)}: it holds pickled objects that could run code "
+            f"({detail.rstrip('.')}); only tensors and plain containers are loaded: "
+            "re-save it as a state dict or .safetensors"
+        )
+    return AdvlabError(
+        f"refusing to load {show(path)}: torch's safe unpickler cannot read it ({detail.rstrip('.')}): "
+        "not a checkpoint, or pickled objects that could run code"
+    )
 
 
 def _check_zip(fh: BinaryIO, path: Path, size: int) -> None:
@@ -98,11 +105,14 @@ def _check_zip(fh: BinaryIO, path: Path, size: int) -> None:
         with zipfile.ZipFile(fh) as zf:
             inflated = sum(member.file_size for member in zf.infolist())
     except (zipfile.BadZipFile, OSError, ValueError, EOFError) as e:
-        raise AdvlabError(f"cannot read checkpoint {show(path)}: not a complete zip archive, truncated? "
-                          f"({_first_line(e)})") from e
+        raise AdvlabError(
+            f"cannot read checkpoint {show(path)}: not a complete zip archive, truncated? ({_first_line(e)})"
+        ) from e
     if inflated > ZIP_INFLATE_RATIO * size:
-        raise AdvlabError(f"checkpoint {show(path)}: its zip members inflate to {inflated:,} bytes from a "
-                          f"{size:,}-byte file (a zip bomb? torch.save stores them uncompressed)")
+        raise AdvlabError(
+            f"checkpoint {show(path)}: its zip members inflate to {inflated:,} bytes from a "
+            f"{size:,}-byte file (a zip bomb? torch.save stores them uncompressed)"
+        )
 
 
 def _state_dict(sd: object, path: Path) -> dict[str, torch.Tensor]:
@@ -121,10 +131,11 @@ def _state_dict(sd: object, path: Path) -> dict[str, torch.Tensor]:
             raise AdvlabError(f"{not_sd}: {show(k)} holds a {type(v).__name__}")
         if v.layout != torch.strided or v.is_quantized or v.device.type != "cpu":
             what = "quantized" if v.is_quantized else f"on {v.device.type}" if v.layout == torch.strided else v.layout
-            raise AdvlabError(f"checkpoint {show(path)}: tensor {show(k)} is {what}; "
-                              "advlab loads dense CPU tensors only")
+            raise AdvlabError(
+                f"checkpoint {show(path)}: tensor {show(k)} is {what}; advlab loads dense CPU tensors only"
+            )
     if sd and all(k.startswith("module.") for k in sd):
-        sd = {k[len("module."):]: v for k, v in sd.items()}
+        sd = {k[len("module.") :]: v for k, v in sd.items()}
     return sd
 
 
@@ -146,14 +157,18 @@ def load_weights(net: nn.Module, path: str | Path) -> None:
     kinds = [(k, sd[k], mine) for k, mine in own.items() if k in sd and _kind(sd[k]) != _kind(mine)]
     if kinds:
         k, v, mine = kinds[0]
-        raise AdvlabError(f"checkpoint {show(path)}: tensor {show(k)} is {v.dtype} ({_kind(v)}) but the model's is "
-                          f"{mine.dtype} ({_kind(mine)}), in {len(kinds)} of {len(sd)} tensors; floating-point weights "
-                          "need floating-point tensors, integer buffers integer ones")
+        raise AdvlabError(
+            f"checkpoint {show(path)}: tensor {show(k)} is {v.dtype} ({_kind(v)}) but the model's is "
+            f"{mine.dtype} ({_kind(mine)}), in {len(kinds)} of {len(sd)} tensors; floating-point weights "
+            "need floating-point tensors, integer buffers integer ones"
+        )
     bad = [show(k) for k, v in sd.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
     if bad:
-        raise AdvlabError(f"checkpoint {show(path)} holds NaN or infinite values in {len(bad)} of {len(sd)} tensors "
-                          f"(e.g. {', '.join(bad[:3])}): a diverged training run? refusing weights that give no "
-                          "meaningful output")
+        raise AdvlabError(
+            f"checkpoint {show(path)} holds NaN or infinite values in {len(bad)} of {len(sd)} tensors "
+            f"(e.g. {', '.join(bad[:3])}): a diverged training run? refusing weights that give no "
+            "meaningful output"
+        )
     net.load_state_dict(sd, strict=True)
 
 
@@ -162,7 +177,9 @@ def _check_keys(sd: dict[str, torch.Tensor], own: dict[str, torch.Tensor], path:
     # BatchNorm fills in num_batches_tracked itself; checkpoints older than PyTorch 0.4.1 lack it.
     missing = [k for k in own if k not in sd and not k.endswith("num_batches_tracked")]
     unexpected = [k for k in sd if k not in own]
-    wrong = [f"{k} {tuple(sd[k].shape)} vs {tuple(v.shape)}" for k, v in own.items() if k in sd and sd[k].shape != v.shape]
+    wrong = [
+        f"{k} {tuple(sd[k].shape)} vs {tuple(v.shape)}" for k, v in own.items() if k in sd and sd[k].shape != v.shape
+    ]
     if missing or unexpected or wrong:
         parts = []
         if missing:

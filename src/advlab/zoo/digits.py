@@ -26,11 +26,18 @@ class DigitsCNN(nn.Module):
         w = width
         self.channels_last = bool(channels_last)
         self.features = nn.Sequential(
-            nn.Conv2d(1, w, 3, padding=1), nn.ReLU(),
-            nn.Conv2d(w, 2 * w, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-            nn.Conv2d(2 * w, 4 * w, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-        )  # fmt: skip
-        self.classifier = nn.Sequential(nn.Flatten(), nn.Linear(4 * w * 2 * 2, 128), nn.ReLU(), nn.Linear(128, num_classes))
+            nn.Conv2d(1, w, 3, padding=1),
+            nn.ReLU(),
+            nn.Conv2d(w, 2 * w, 3, padding=1),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+            nn.Conv2d(2 * w, 4 * w, 3, padding=1),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+        )
+        self.classifier = nn.Sequential(
+            nn.Flatten(), nn.Linear(4 * w * 2 * 2, 128), nn.ReLU(), nn.Linear(128, num_classes)
+        )
         if self.channels_last:
             self.features.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
         self.register_state_dict_post_hook(_contiguous_state)

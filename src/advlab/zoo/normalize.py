@@ -27,8 +27,9 @@ class Normalize(nn.Module):
         super().__init__()
         mean, std = [float(v) for v in mean], [float(v) for v in std]
         if not mean or not std or (len(mean) != len(std) and 1 not in (len(mean), len(std))):
-            raise AdvlabError(f"mean has {len(mean)} values but std has {len(std)}; "
-                              "give one per channel (or one for all)")
+            raise AdvlabError(
+                f"mean has {len(mean)} values but std has {len(std)}; give one per channel (or one for all)"
+            )
         if not all(math.isfinite(v) for v in mean + std):
             raise AdvlabError(f"mean and std must be finite numbers, got mean {mean}, std {std}")
         if any(s <= 0 for s in std):

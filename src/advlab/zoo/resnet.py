@@ -64,9 +64,7 @@ class ResNet(nn.Module):
         stem_maxpool: bool,
     ) -> None:
         super().__init__()
-        self.conv1 = nn.Conv2d(
-            3, 64, stem_kernel, stride=stem_stride, padding=stem_kernel // 2, bias=False
-        )
+        self.conv1 = nn.Conv2d(3, 64, stem_kernel, stride=stem_stride, padding=stem_kernel // 2, bias=False)
         self.bn1 = nn.BatchNorm2d(64)
         self.relu = nn.ReLU(inplace=True)
         self.maxpool: nn.Module | None = None

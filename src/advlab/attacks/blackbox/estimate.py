@@ -43,8 +43,14 @@ def check_ball(eps: object, norm: str) -> None:
         raise ValueError(f"an L-inf eps above 1 means nothing for [0, 1] images, got {eps}")
 
 
-def estimate_gradient(oracle: Oracle, x: torch.Tensor, idx: torch.Tensor, objective: Callable[[torch.Tensor], torch.Tensor],
-                      directions: Iterable[torch.Tensor], scale: float) -> torch.Tensor:  # fmt: skip
+def estimate_gradient(
+    oracle: Oracle,
+    x: torch.Tensor,
+    idx: torch.Tensor,
+    objective: Callable[[torch.Tensor], torch.Tensor],
+    directions: Iterable[torch.Tensor],
+    scale: float,
+) -> torch.Tensor:
     """The antithetic finite-difference estimate of d objective / dx at ``x`` (N, ...); ``objective`` maps logits
     to (N,) values.
 
@@ -83,7 +89,9 @@ class EstimatedGradientAttack(Attack):
         if self.samples < 1:
             raise ValueError(f"samples must be >= 1 (antithetic pairs per gradient estimate), got {self.samples}")
         if self.max_queries < 4:
-            raise ValueError(f"max_queries must be >= 4 (1 clean query + one step of 2 probes and 1 check), got {self.max_queries}")
+            raise ValueError(
+                f"max_queries must be >= 4 (1 clean query + one step of 2 probes and 1 check), got {self.max_queries}"
+            )
         get_loss(self.loss)
 
     def _epsilons(self) -> list[float | None]:
@@ -94,7 +102,9 @@ class EstimatedGradientAttack(Attack):
         """The smoothing scale s of the probes x +- s u."""
         raise NotImplementedError
 
-    def _direction(self, draws: SampleDraws, rows: torch.Tensor, tag: tuple[int, int], shape: Sequence[int]) -> torch.Tensor:
+    def _direction(
+        self, draws: SampleDraws, rows: torch.Tensor, tag: tuple[int, int], shape: Sequence[int]
+    ) -> torch.Tensor:
         """One random direction u per row of ``rows`` (per-sample ``shape``), from ``draws`` at ``tag`` (step, pair)."""
         raise NotImplementedError
 
@@ -102,14 +112,30 @@ class EstimatedGradientAttack(Attack):
         """Per-sample optimizer state for the batch ``x`` (e.g. Adam's moments)."""
         return {}
 
-    def _update(self, delta: torch.Tensor, g: torch.Tensor, state: dict[str, torch.Tensor], rows: torch.Tensor,
-                eps: float, t: int) -> torch.Tensor:  # fmt: skip
+    def _update(
+        self,
+        delta: torch.Tensor,
+        g: torch.Tensor,
+        state: dict[str, torch.Tensor],
+        rows: torch.Tensor,
+        eps: float,
+        t: int,
+    ) -> torch.Tensor:
         """The next ``delta`` (before projection) from the estimate ``g`` at step ``t`` (1, 2, ...) for ``rows``."""
         raise NotImplementedError
 
     # ---------------------------------------------------------------- the loop
-    def _attack(self, oracle: Oracle, x: torch.Tensor, labels: torch.Tensor, targeted: bool, eps: float | None,
-                init: torch.Tensor | None, gen: torch.Generator, y_true: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
+    def _attack(
+        self,
+        oracle: Oracle,
+        x: torch.Tensor,
+        labels: torch.Tensor,
+        targeted: bool,
+        eps: float | None,
+        init: torch.Tensor | None,
+        gen: torch.Generator,
+        y_true: torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         assert eps is not None
         norm: Norm = self.norm  # type: ignore[assignment]
         loss = get_loss(self.loss)
@@ -120,7 +146,9 @@ class EstimatedGradientAttack(Attack):
         best.update(rows, x, logits, succ, loss(logits, labels, targeted, y_true))
         active, used = rows[~succ], 1
         delta, state = torch.zeros_like(x), self._start(x)
-        draws = SampleDraws(x, self.seed, stream=ESTIMATE_STREAM)  # each image's probes: from the seed and the image alone
+        draws = SampleDraws(
+            x, self.seed, stream=ESTIMATE_STREAM
+        )  # each image's probes: from the seed and the image alone
         t = 0
         while len(active) and self.max_queries - used >= 3:
             pairs = min(self.samples, (self.max_queries - used - 1) // 2)

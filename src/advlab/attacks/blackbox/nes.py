@@ -59,14 +59,23 @@ class NES(EstimatedGradientAttack):
     def _scale(self) -> float:
         return self.sigma
 
-    def _direction(self, draws: SampleDraws, rows: torch.Tensor, tag: tuple[int, int], shape: Sequence[int]) -> torch.Tensor:
+    def _direction(
+        self, draws: SampleDraws, rows: torch.Tensor, tag: tuple[int, int], shape: Sequence[int]
+    ) -> torch.Tensor:
         return draws.normal(rows, tag, shape)
 
     def _start(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         return {"m": torch.zeros_like(x)}
 
-    def _update(self, delta: torch.Tensor, g: torch.Tensor, state: dict[str, torch.Tensor], rows: torch.Tensor,
-                eps: float, t: int) -> torch.Tensor:  # fmt: skip
+    def _update(
+        self,
+        delta: torch.Tensor,
+        g: torch.Tensor,
+        state: dict[str, torch.Tensor],
+        rows: torch.Tensor,
+        eps: float,
+        t: int,
+    ) -> torch.Tensor:
         norm: Norm = self.norm  # type: ignore[assignment]
         m = self.momentum * state["m"][rows] + (1 - self.momentum) * g
         state["m"][rows] = m

@@ -54,14 +54,23 @@ class SPSA(EstimatedGradientAttack):
     def _scale(self) -> float:
         return self.delta
 
-    def _direction(self, draws: SampleDraws, rows: torch.Tensor, tag: tuple[int, int], shape: Sequence[int]) -> torch.Tensor:
+    def _direction(
+        self, draws: SampleDraws, rows: torch.Tensor, tag: tuple[int, int], shape: Sequence[int]
+    ) -> torch.Tensor:
         return draws.signs(rows, tag, shape)
 
     def _start(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         return {"m": torch.zeros_like(x), "s": torch.zeros_like(x)}
 
-    def _update(self, delta: torch.Tensor, g: torch.Tensor, state: dict[str, torch.Tensor], rows: torch.Tensor,
-                eps: float, t: int) -> torch.Tensor:  # fmt: skip
+    def _update(
+        self,
+        delta: torch.Tensor,
+        g: torch.Tensor,
+        state: dict[str, torch.Tensor],
+        rows: torch.Tensor,
+        eps: float,
+        t: int,
+    ) -> torch.Tensor:
         m = BETA1 * state["m"][rows] + (1 - BETA1) * g
         s = BETA2 * state["s"][rows] + (1 - BETA2) * g * g
         state["m"][rows], state["s"][rows] = m, s

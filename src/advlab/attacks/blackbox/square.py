@@ -102,7 +102,9 @@ def place(patterns: torch.Tensor, r: torch.Tensor, c: torch.Tensor, height: int,
     dr = torch.arange(height, device=r.device)[None] - r[:, None]
     dc = torch.arange(width, device=r.device)[None] - c[:, None]
     inside = ((dr >= 0) & (dr < h))[:, :, None] & ((dc >= 0) & (dc < h))[:, None, :]
-    vals = patterns[torch.arange(n, device=r.device)[:, None, None], dr.clamp(0, h - 1)[:, :, None], dc.clamp(0, h - 1)[:, None, :]]
+    vals = patterns[
+        torch.arange(n, device=r.device)[:, None, None], dr.clamp(0, h - 1)[:, :, None], dc.clamp(0, h - 1)[:, None, :]
+    ]
     return (vals * inside)[:, None]
 
 
@@ -158,13 +160,24 @@ class Square(Attack):
     def _objective(logits: torch.Tensor, labels: torch.Tensor, targeted: bool) -> torch.Tensor:
         return cross_entropy(logits, labels, True) if targeted else margin(logits, labels, False)
 
-    def _attack(self, oracle: Oracle, x: torch.Tensor, labels: torch.Tensor, targeted: bool, eps: float | None,
-                init: torch.Tensor | None, gen: torch.Generator, y_true: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
+    def _attack(
+        self,
+        oracle: Oracle,
+        x: torch.Tensor,
+        labels: torch.Tensor,
+        targeted: bool,
+        eps: float | None,
+        init: torch.Tensor | None,
+        gen: torch.Generator,
+        y_true: torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         assert eps is not None
         if x.ndim != 4:
             raise ValueError(f"the Square attack needs images (N, C, H, W), got shape {tuple(x.shape)}")
         rows = torch.arange(len(x), device=x.device)
-        draws = SampleDraws(x, self.seed, stream=SQUARE_STREAM)  # each image's squares: from the seed and the image alone
+        draws = SampleDraws(
+            x, self.seed, stream=SQUARE_STREAM
+        )  # each image's squares: from the seed and the image alone
         x_best = self._prepare(self._init(x, eps, draws), x, eps)
         logits = oracle.logits(x_best, rows)
         loss = self._objective(logits, labels, targeted)
