@@ -66,7 +66,8 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     rows: list[dict[str, Any]] = []
     print(
-        f"attack strength under autocast: torch {torch.__version__}, CPU, {args.threads} thread(s), load average {os.getloadavg()[0]:.2f}"
+        f"attack strength under autocast: torch {torch.__version__}, CPU, {args.threads} thread(s), load average "
+        f"{os.getloadavg()[0]:.2f}"
     )
     for name in args.models.split(","):
         eps, spec = SETTINGS[name]
@@ -79,7 +80,8 @@ def main() -> None:
         }
         print(f"\n== {name}: {len(x)} images of {spec}, L-inf eps {eps:.4g}")
         print(
-            f"   {'attack':<12}{'precision':<28}{'robust acc':>11}{'diff pp':>9}{'only fp32':>10}{'only this':>10}{'seconds':>9}"
+            f"   {'attack':<12}{'precision':<28}{'robust acc':>11}{'diff pp':>9}{'only fp32':>10}{'only this':>10}"
+            f"{'seconds':>9}"
         )
         for suite, kw in suites.items():
             if suite not in args.suites.split(","):
@@ -106,7 +108,8 @@ def main() -> None:
                     int((broken & ~ref.samples.broken).sum()),
                 )
                 print(
-                    f"   {suite:<12}{label:<28}{rep.robust_accuracy:>11.4f}{diff:>+9.2f}{only_ref:>10}{only_this:>10}{sec:>9.2f}"
+                    f"   {suite:<12}{label:<28}{rep.robust_accuracy:>11.4f}{diff:>+9.2f}{only_ref:>10}{only_this:>10}"
+                    f"{sec:>9.2f}"
                 )
                 rows.append(
                     {

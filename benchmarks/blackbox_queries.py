@@ -65,7 +65,8 @@ def digits_table(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float,
         + f"{'median q':>10}{'mean q':>9}{'seconds':>9}"
     )
     print(
-        f"\n== digits-cnn, {len(x)} clean-correct test digits, untargeted L-inf eps {eps:g}: success rate by query budget"
+        f"\n== digits-cnn, {len(x)} clean-correct test digits, untargeted L-inf eps {eps:g}: "
+        "success rate by query budget"
     )
     print(head)
     print("-" * len(head))
@@ -78,7 +79,7 @@ def digits_table(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float,
             seconds += dt
         med, mean = _median(res.forwards[res.success]), float(res.forwards.float().mean())
         rows[name] = {
-            "success": dict(zip(budgets, rates)),
+            "success": dict(zip(budgets, rates, strict=True)),
             "median_queries": med,
             "mean_queries": mean,
             "seconds": seconds,
@@ -105,7 +106,8 @@ def lite_table(budget: int) -> dict[str, Any]:
         y = model(x).argmax(1)
     eps = 4 / 255
     print(
-        f"\n== efficientnet-lite0, the {len(x)} sample photos (labels: its clean predictions), L-inf 4/255, {budget} queries"
+        f"\n== efficientnet-lite0, the {len(x)} sample photos (labels: its clean predictions), "
+        f"L-inf 4/255, {budget} queries"
     )
     print(f"{'attack':<16}{'success':>8}  {'queries per photo':<28}{'seconds':>9}")
     rows: dict[str, Any] = {}

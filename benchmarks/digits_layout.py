@@ -55,11 +55,13 @@ def main(argv: list[str] | None = None) -> int:
             times[name].append(time.process_time() - t0)
     for name, ts in times.items():
         print(
-            f"{name:>13}: min {min(ts) * 1e3:7.1f} ms  median {statistics.median(ts) * 1e3:7.1f} ms  ({args.repeats} repeats)"
+            f"{name:>13}: min {min(ts) * 1e3:7.1f} ms  median {statistics.median(ts) * 1e3:7.1f} ms  "
+            f"({args.repeats} repeats)"
         )
     cl, base = times["channels_last"], times["nchw"]
     print(
-        f"channels_last / nchw: min {min(cl) / min(base):.3f}  median {statistics.median(cl) / statistics.median(base):.3f}"
+        f"channels_last / nchw: min {min(cl) / min(base):.3f}  median "
+        f"{statistics.median(cl) / statistics.median(base):.3f}"
         f"  (max |logit difference| {diff:.1e})"
     )
     return 0

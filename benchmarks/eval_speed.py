@@ -22,8 +22,8 @@ ratio is one measurement, not a min / median over repeats.
     python benchmarks/eval_speed.py --part reliable --settings robust/l2,undefended/l2
     python benchmarks/eval_speed.py --part targets      # how many APGD-T targets, by logit and by MALT order
 
-``evaluate_no_checks`` is ``evaluate(..., EvalConfig(..., sanity=False))``: the same cascade without the sanity checks (a
-second forward and a clean-point gradient on 16 samples of the first batch, random noise on the survivors).
+``evaluate_no_checks`` is ``evaluate(..., EvalConfig(..., sanity=False))``: the same cascade without the sanity
+checks (a second forward and a clean-point gradient on 16 samples of the first batch, random noise on the survivors).
 """
 
 from __future__ import annotations
@@ -133,7 +133,7 @@ def robust_digits(epochs: int = 40) -> nn.Module:
 
 
 #: (model, norm, eps) of the reliable part: both models at L-inf 0.1 (the digits' default eps) and at L2 0.5
-#: (clean ~99%; APGD-CE leaves ~35% of the undefended and ~65% of the robust model's digits standing)
+#: (clean ~99%; APGD-CE leaves ~35% of the undefended and ~65% of the robust model's digits unbroken)
 SETTINGS = [("robust", "linf", 0.1), ("robust", "l2", 0.5), ("undefended", "linf", 0.1), ("undefended", "l2", 0.5)]
 
 
@@ -193,7 +193,7 @@ def run_advlab(model: nn.Module, x: torch.Tensor, y: torch.Tensor, norm: str, ep
         "own_backwards": rep.gradient_evaluations,
         "stages": stages,
         "robust": robust,
-        "flags": rep.flags,
+        "warnings": rep.warnings,
         "trust": getattr(rep, "trust", None),
     }
 
@@ -276,7 +276,8 @@ def reliable_part(limit: int, settings: list[tuple[str, str, float]]) -> dict[st
     for name, norm, eps in settings:
         key = f"{name}/{norm}/{eps:g}"
         print(
-            f"\n-- {key}: {len(y)} test digits, {'PGD-7 adversarially trained' if name == 'robust' else 'shipped'} digits-cnn",
+            f"\n-- {key}: {len(y)} test digits, "
+            f"{'PGD-7 adversarially trained' if name == 'robust' else 'shipped'} digits-cnn",
             flush=True,
         )
         try:
@@ -302,7 +303,8 @@ def print_setting(n: int, adv: dict[str, Any], aa: dict[str, Any]) -> None:
     rows = [("advlab reliable", adv)] + ([("AutoAttack standard", aa)] if "error" not in aa else [])
     for label, r in rows:
         print(
-            f"{label:<22}{r['robust_accuracy']:11.2%}{r['seconds']:9.1f}{r['forwards'] / n:10.1f}{r['backwards'] / n:10.1f}"
+            f"{label:<22}{r['robust_accuracy']:11.2%}{r['seconds']:9.1f}{r['forwards'] / n:10.1f}"
+            f"{r['backwards'] / n:10.1f}"
         )
     if "error" in aa:
         print(f"AutoAttack: {aa['error']}")
@@ -311,7 +313,8 @@ def print_setting(n: int, adv: dict[str, Any], aa: dict[str, Any]) -> None:
         only_adv = int((aa["robust"] & ~adv["robust"]).sum())
         print(
             f"{'advlab - AutoAttack':<22}{100 * (adv['robust_accuracy'] - aa['robust_accuracy']):+10.2f}pp"
-            f"{adv['seconds'] / aa['seconds']:8.3f}x{adv['forwards'] / aa['forwards']:9.4f}x{adv['backwards'] / aa['backwards']:9.3f}x"
+            f"{adv['seconds'] / aa['seconds']:8.3f}x{adv['forwards'] / aa['forwards']:9.4f}x"
+            f"{adv['backwards'] / aa['backwards']:9.3f}x"
             f"   (broken by AutoAttack only: {only_aa}, by advlab only: {only_adv})"
         )
     print(
@@ -418,7 +421,8 @@ def main() -> int:
                     print(f"{name:<20}{r['eps']:8.4f}  {key:<18}{v['error']}")
                 else:
                     print(
-                        f"{name:<20}{r['eps']:8.4f}  {key:<18}{v['robust_accuracy']:11.2%}{v['gradients']:11d}{v['seconds']:9.2f}"
+                        f"{name:<20}{r['eps']:8.4f}  {key:<18}{v['robust_accuracy']:11.2%}{v['gradients']:11d}"
+                        f"{v['seconds']:9.2f}"
                     )
             ev, full = r["advlab_evaluate"], r["advlab_full"]
             line = (
@@ -433,7 +437,8 @@ def main() -> int:
         out["reliable"] = reliable_part(args.limit, chosen)
     if args.part == "targets":
         print(
-            f"\n== APGD-CE then k targets of APGD-T ({args.limit} digits, 100 steps each): robust accuracy, backwards per image =="
+            f"\n== APGD-CE then k targets of APGD-T ({args.limit} digits, 100 steps each): "
+            "robust accuracy, backwards per image =="
         )
         chosen = [st for st in SETTINGS if f"{st[0]}/{st[1]}" in args.settings.split(",")]
         out["targets"] = targets_part(args.limit, chosen)

@@ -7,7 +7,7 @@ is the smallest any attack found, and each attack's optimality is 1 - (A - A*) /
 of 10 probes; the peers' bounded APGD cannot be searched per sample through their APIs and are left out.
 Peers that do not import get a "not installed" row. One thread, CPU seconds (``time.process_time``).
 
-    python benchmarks/optimality.py                       # 100 digits, budget 2000, standard and adversarially trained CNN
+    python benchmarks/optimality.py                   # 100 digits, budget 2000, standard and adversarially trained CNN
     python benchmarks/optimality.py --n 32 --budget 400 --no-robust    # quick
 """
 

@@ -11,8 +11,8 @@ eps / 4, 10 steps, one random start) and timed against two floors measured in th
 
 Every row is run once untimed (warm-up; it also counts the model's forward and backward passes per sample
 with hooks), then ``--repeats`` timed runs are interleaved round-robin over the rows, so that noise from other
-processes hits every library alike; the median and the minimum are reported. Robust accuracy is the fraction of ``x_adv``
-that the (float32) model still classifies as ``y``, computed the same way for every row, outside the timer.
+processes hits every library alike; the median and the minimum are reported. Robust accuracy is the fraction of
+``x_adv`` that the (float32) model still classifies as ``y``, computed the same way for every row, outside the timer.
 
     python benchmarks/pgd_speed.py                         # all three models, 1 thread, 3 repeats
     python benchmarks/pgd_speed.py --quick --models digits-cnn
@@ -417,11 +417,13 @@ def report(
     low = {r.name: min(r.times) for r in ran}
     if "10 x ideal step" in med:
         print(
-            f"   ideal step (1 forward + 1 backward w.r.t. x, {len(p.x)} images): median {med['10 x ideal step'] / STEPS * 1e3:.2f} ms, "
+            f"   ideal step (1 forward + 1 backward w.r.t. x, {len(p.x)} images): median "
+            f"{med['10 x ideal step'] / STEPS * 1e3:.2f} ms, "
             f"min {low['10 x ideal step'] / STEPS * 1e3:.2f} ms"
         )
     header = (
-        f"   {'library':<18}{'median s':>10}{'x 10 steps':>12}{'x eager':>9}{'min s':>10}{'x 10 steps':>12}{'x eager':>9}"
+        f"   {'library':<18}{'median s':>10}{'x 10 steps':>12}{'x eager':>9}{'min s':>10}{'x 10 steps':>12}"
+        f"{'x eager':>9}"
         f"{'robust acc':>12}{'fwd/bwd':>9}  notes"
     )
     print(header)
@@ -446,7 +448,8 @@ def report(
             notes.append("bf16 autocast")
         acc_s = f"{acc:.3f}" if acc is not None else "-"
         print(
-            f"   {r.name:<18}{med[r.name]:>10.3f}{ratios['median_ratio_to_ideal']:>11.2f}x{ratios['median_ratio_to_eager']:>8.2f}x"
+            f"   {r.name:<18}{med[r.name]:>10.3f}{ratios['median_ratio_to_ideal']:>11.2f}x"
+            f"{ratios['median_ratio_to_eager']:>8.2f}x"
             f"{low[r.name]:>10.3f}{ratios['min_ratio_to_ideal']:>11.2f}x{ratios['min_ratio_to_eager']:>8.2f}x"
             f"{acc_s:>12}{counts:>9}  {', '.join(notes)}"
         )
@@ -460,7 +463,8 @@ def report(
             backwards_per_sample=r.backwards,
         )
     print(
-        f"   ({args.repeats} timed runs per row, round-robin; {elapsed:.0f} s for this model; load average now {os.getloadavg()[0]:.2f})"
+        f"   ({args.repeats} timed runs per row, round-robin; {elapsed:.0f} s for this model; load average now "
+        f"{os.getloadavg()[0]:.2f})"
     )
     ideal = med.get("10 x ideal step")
     return {

@@ -21,9 +21,9 @@ from collections.abc import Callable
 
 import numpy as np
 import torch
-from pgd_speed import Problem, advlab_row, art_row, foolbox_row, torchattacks_row
 
 from advlab import data, zoo
+from pgd_speed import Problem, advlab_row, art_row, foolbox_row, torchattacks_row
 
 ROWS = {"advlab": advlab_row, "torchattacks": torchattacks_row, "foolbox": foolbox_row, "art": art_row}
 
@@ -81,7 +81,8 @@ def _deterministic(
         import torchattacks
 
         ta = torchattacks.PGD(model, eps=0.1, alpha=0.025, steps=10, random_start=False)(x, y)
-        line += f", torchattacks {robust(ta):.2%}; max |x_adv difference| to torchattacks {float((ta - last).abs().max()):.3g}"
+        gap = float((ta - last).abs().max())
+        line += f", torchattacks {robust(ta):.2%}; max |x_adv difference| to torchattacks {gap:.3g}"
     except Exception as e:  # noqa: BLE001 - any import or set-up failure means "not available"
         line += f", torchattacks not available ({type(e).__name__})"
     print(line)

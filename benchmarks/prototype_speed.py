@@ -18,7 +18,7 @@ For each model one batch of pairs (one start, the first B classes as targets) is
 Rows are interleaved round-robin over ``--repeats`` rounds and the median and minimum reported, with the
 bookkeeping per step of "min, no convergence" ((its time - the ideal's) / (steps + 1), in ms).
 
-    python benchmarks/prototype_speed.py                     # digits-cnn (10 targets x 10 starts) and efficientnet-lite0 (10 targets)
+    python benchmarks/prototype_speed.py   # digits-cnn (10 targets x 10 starts) and efficientnet-lite0 (10 targets)
     python benchmarks/prototype_speed.py --quick --models digits-cnn
 """
 
@@ -102,7 +102,8 @@ def bench(name: str, steps: int, repeats: int, n_starts: int | None = None) -> d
     spec, default_starts, n_targets, _, _ = SETTINGS[name]
     n_starts = n_starts or default_starts
     print(
-        f"\n== {name}: {spec}, {n_starts} start(s) x {n_targets} targets per batch, {steps} steps; load average {os.getloadavg()[0]:.2f}"
+        f"\n== {name}: {spec}, {n_starts} start(s) x {n_targets} targets per batch, {steps} steps; load average "
+        f"{os.getloadavg()[0]:.2f}"
     )
     print(f"   {'row':<24}{'target-steps':>13}{'median s':>10}{'steps/s':>10}{'x ideal':>9}{'min s':>9}{'x ideal':>9}")
     ideal = "ideal (fwd + bwd)"

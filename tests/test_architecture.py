@@ -90,7 +90,8 @@ def is_module(dotted: str) -> bool:
 
 
 def root_exports() -> dict[str, str]:
-    """{name: module} for every name advlab/__init__.py imports from a submodule (``evaluate`` -> advlab.evaluation...)."""
+    """{name: module} for every name advlab/__init__.py imports from a submodule
+    (``evaluate`` -> advlab.evaluation...)."""
     out: dict[str, str] = {}
     for node in ast.walk(ast.parse((PACKAGE / "__init__.py").read_text())):
         if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module and node.module.startswith("advlab"):
@@ -263,3 +264,31 @@ def test_evaluate_takes_at_most_6_parameters() -> None:
         pytest.skip("advlab.evaluation is still a single module, not yet the package of issue 12")
     params = inspect.signature(evaluation.evaluate).parameters
     assert len(params) <= 6, f"evaluate has {len(params)} parameters: {', '.join(params)}"
+
+
+def documented_imports() -> dict[str, set[str]]:
+    """ARCHITECTURE.md's import listing: ``part -> other parts it imports``, read from the fenced block that
+    follows the heading "## Imports between the parts"."""
+    text = (SRC.parent / "ARCHITECTURE.md").read_text(encoding="utf-8")
+    block = text.split("## Imports between the parts", 1)[1].split("```", 2)[1]
+    out: dict[str, set[str]] = {}
+    for line in block.strip().splitlines():
+        part, _, targets = line.partition("->")
+        out[part.strip()] = {t.strip() for t in targets.split(",") if t.strip()}
+    return out
+
+
+def test_architecture_md_lists_the_imports_the_source_has() -> None:
+    real: dict[str, set[str]] = {}
+    for arrow in all_arrows():
+        real.setdefault(arrow.importer, set()).add(arrow.target)
+    documented = documented_imports()
+    diff = {
+        part: (
+            sorted(real.get(part, set()) - documented.get(part, set())),
+            sorted(documented.get(part, set()) - real.get(part, set())),
+        )
+        for part in sorted(set(real) | set(documented))
+        if real.get(part, set()) != documented.get(part, set())
+    }
+    assert not diff, "ARCHITECTURE.md's import listing is out of date (part: (missing, no longer true)): " + str(diff)

@@ -28,7 +28,8 @@ window.addEventListener("load", () => {
   document.querySelectorAll("details").forEach(d => { d.open = true; });
   const root = document.documentElement, body = document.body;
   const right = body.getBoundingClientRect().right + 1;
-  const images = [...document.images].map(i => ({src: i.getAttribute("src"), loaded: i.complete && i.naturalWidth > 0}));
+  const images = [...document.images].map(
+    i => ({src: i.getAttribute("src"), loaded: i.complete && i.naturalWidth > 0}));
   const overflow = [];
   if (root.scrollWidth > root.clientWidth) overflow.push(`document ${root.scrollWidth} > ${root.clientWidth}`);
   if (body.scrollWidth > body.clientWidth) overflow.push(`body ${body.scrollWidth} > ${body.clientWidth}`);
@@ -61,8 +62,11 @@ def _chromium() -> str | None:
 
 
 CHROMIUM = _chromium()
-_MISSING = "no headless browser: chromium (or chromium-browser, google-chrome, $ADVLAB_CHROMIUM) is not on PATH; `apt-get install -y chromium`"
-# CI (.ci/run) sets ADVLAB_REQUIRE_BROWSER=1 after installing Chromium: there a missing browser fails instead of skipping
+_MISSING = (
+    "no headless browser: chromium (or chromium-browser, google-chrome, $ADVLAB_CHROMIUM) is not on PATH; "
+    "`apt-get install -y chromium`"
+)
+# CI (.ci/run) sets ADVLAB_REQUIRE_BROWSER=1 after installing Chromium: there a missing browser fails, not skips
 pytestmark = pytest.mark.skipif(CHROMIUM is None and os.environ.get("ADVLAB_REQUIRE_BROWSER") != "1", reason=_MISSING)
 
 
@@ -72,7 +76,10 @@ def _browser_required() -> None:
 
 
 def render(report: Path, width: int, profile: Path) -> dict:
-    """Open a copy of ``report`` with :data:`_CHECK` appended in headless Chromium ``width`` px wide; the check's findings."""
+    """Open a copy of ``report`` with :data:`_CHECK` appended in headless Chromium ``width`` px wide.
+
+    Returns the check's findings.
+    """
     page = report.with_name("_browser_check.html")
     page.write_text(report.read_text().replace("</body>", _CHECK + "</body>"))
     cmd = [

@@ -2,8 +2,9 @@
 
 Each test launches ``python -m torch.distributed.run --nproc_per_node=2 -m advlab ...`` (torchrun) on a small
 digits workload and compares every output file with a single-process run of the same command: metrics (less
-the timing fields), CSV tables and every tensor, exactly. One test kills a rank after its first unit and
-checks that ``--resume`` recomputes only the units that were not saved.
+the timing fields), CSV tables and every tensor, exactly. One test kills a rank after its first unit (launching
+:mod:`tests.crash_after` instead of ``advlab``) and checks that ``--resume`` recomputes only the units that were
+not saved.
 """
 
 from __future__ import annotations
@@ -26,6 +27,8 @@ from advlab import runs
 from advlab.distributed import Dist
 from tests.cli.helpers import run_cli
 
+#: the repository root: ``python -m tests.crash_after`` runs from there
+ROOT = Path(__file__).resolve().parents[1]
 #: fields that measure time, not results
 TIMING = {"seconds", "target_steps_per_second"}
 EVAL = [
@@ -57,9 +60,15 @@ def _free_port() -> int:
 
 
 def torchrun(
-    argv: list[str], nproc: int = 2, env: dict[str, str] | None = None, timeout: float = 150
+    argv: list[str],
+    nproc: int = 2,
+    env: dict[str, str] | None = None,
+    timeout: float = 150,
+    crash_after: tuple[int, int] | None = None,
 ) -> subprocess.CompletedProcess[str]:
-    """``torchrun --nproc_per_node=NPROC -m advlab ARGV`` on loopback, one thread per process."""
+    """``torchrun --nproc_per_node=NPROC -m advlab ARGV`` on loopback, one thread per process. ``crash_after``
+    = (rank, n): that rank ends its process right after saving its n-th unit (:mod:`tests.crash_after`)."""
+    module = ["advlab"] if crash_after is None else ["tests.crash_after", *map(str, crash_after)]
     cmd = [
         sys.executable,
         "-m",
@@ -69,11 +78,11 @@ def torchrun(
         "--master_addr=127.0.0.1",
         f"--master_port={_free_port()}",
         "-m",
-        "advlab",
+        *module,
         *argv,
     ]
     full_env = {**os.environ, "OMP_NUM_THREADS": "1", "ADVLAB_DIST_TIMEOUT": "2", **(env or {})}
-    return subprocess.run(cmd, capture_output=True, text=True, env=full_env, timeout=timeout)
+    return subprocess.run(cmd, capture_output=True, text=True, env=full_env, timeout=timeout, cwd=ROOT)
 
 
 def _strip(obj: Any) -> Any:
@@ -139,9 +148,7 @@ def test_eval_on_two_processes_equals_one(eval_reference: Path, tmp_path: Path) 
 
 def test_a_rank_that_dies_loses_only_its_unfinished_units(eval_reference: Path, tmp_path: Path) -> None:
     out = tmp_path / "eval"
-    proc = torchrun(
-        [*EVAL, "--out", str(out)], env={"ADVLAB_TEST_CRASH_AFTER": "1:1"}
-    )  # rank 1 dies after its first unit
+    proc = torchrun([*EVAL, "--out", str(out)], crash_after=(1, 1))  # rank 1 dies after its first unit
     assert proc.returncode != 0
     partial = runs.attach(out)
     saved = partial.batch_indices()

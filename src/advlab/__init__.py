@@ -3,9 +3,9 @@
 Images are (N, C, H, W) float tensors in [0, 1]; every model takes those and returns logits, with its
 mean/std normalization inside. ``advlab.zoo`` builds models, ``advlab.data`` loads data sets,
 ``advlab.attacks`` attacks them, ``advlab.evaluation`` (``advlab.evaluate``) measures robustness with one set
-of metrics (``advlab.evaluation.metrics``), ``advlab.prototypes`` evolves inputs into classes (seed 000),
+of metrics (``advlab.evaluation.metrics``), ``advlab.prototypes`` evolves inputs into classes (research note 000),
 ``advlab.defenses`` and ``advlab.experiments`` (the pruning study, transfer, the layer and unit analyses) ask
-whether pruning defends and where an attack acts (seed 003), ``advlab.runs`` writes run directories; the
+whether pruning defends and where an attack acts (research note 003), ``advlab.runs`` writes run directories; the
 ``advlab`` command drives them.
 """
 

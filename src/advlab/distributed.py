@@ -36,9 +36,6 @@ only the missing ones.
 torchrun's own parser reads the whole command line first and rejects an option it takes for an ambiguous
 abbreviation of its own, even after the module name: ``advlab prototypes --start`` (``--start-method`` or
 ``--start_method``?) must be written ``-s`` under torchrun. No other option of these commands collides.
-
-``ADVLAB_TEST_CRASH_AFTER=RANK:N`` is a test hook: rank RANK ends its process (``os._exit(3)``, no clean-up,
-like a killed process) right after saving its N-th unit.
 """
 
 from __future__ import annotations
@@ -53,7 +50,6 @@ import torch
 from advlab.errors import AdvlabError
 
 TIMEOUT_ENV = "ADVLAB_DIST_TIMEOUT"
-CRASH_ENV = "ADVLAB_TEST_CRASH_AFTER"
 DEFAULT_TIMEOUT_MINUTES = 30.0
 
 
@@ -157,13 +153,3 @@ def teardown() -> None:
 
     if td.is_available() and td.is_initialized():
         td.destroy_process_group()
-
-
-def crash_for_test(dist: Dist, units_saved: int) -> None:
-    """The test hook of :data:`CRASH_ENV` (see the module docstring); does nothing unless it is set."""
-    text = os.environ.get(CRASH_ENV, "").strip()
-    if not text:
-        return
-    rank, _, n = text.partition(":")
-    if int(rank) == dist.rank and units_saved >= int(n):
-        os._exit(3)

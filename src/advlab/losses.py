@@ -37,7 +37,8 @@ def margin(
     *,
     kappa: float = float("inf"),
 ) -> torch.Tensor:
-    """Carlini & Wagner's margin: max_{j != y} z_j - z_y untargeted, z_t - max_{j != t} z_j targeted; capped at ``kappa``.
+    """Carlini & Wagner's margin: max_{j != y} z_j - z_y untargeted, z_t - max_{j != t} z_j targeted; capped at
+    ``kappa``.
 
     Positive exactly when the attack succeeds; unlike CE it does not saturate when softmax does.
     """
@@ -65,6 +66,8 @@ def dlr(
         return -(zy - other) / (srt[:, 0] - srt[:, 2] + 1e-12)
     if y_true is None:
         raise ValueError("targeted DLR needs the true labels (y_true)")
+    if z.shape[1] < 4:
+        raise ValueError(f"targeted DLR needs at least 4 classes (it uses the 4th largest logit), got {z.shape[1]}")
     zt = z.gather(1, y[:, None]).squeeze(1)
     known = y_true >= 0
     zy = z.gather(1, y_true.clamp(min=0)[:, None]).squeeze(1)

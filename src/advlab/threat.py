@@ -8,12 +8,15 @@ units (8/255 means eight 8-bit grey levels). Norms: ``"linf"`` (max |d|), ``"l2"
 from __future__ import annotations
 
 import math
-from typing import Literal
+from typing import Literal, cast
 
 import torch
 
 Norm = Literal["linf", "l2", "l1"]
 NORMS: tuple[str, ...] = ("linf", "l2", "l1")
+#: the exponent q of each norm's dual (1/p + 1/q = 1: ||.||_1 for L-inf, ||.||_2 for L2, ||.||_inf for L1), for
+#: linear estimates of the distance to a decision boundary; L0, not a norm, borrows L2's
+DUAL = {"linf": 1.0, "l2": 2.0, "l1": math.inf, "l0": 2.0}
 _TINY = 1e-12
 
 
@@ -26,9 +29,10 @@ def eps_text(eps: float) -> str:
 
 
 def check_norm(norm: str) -> Norm:
+    """``norm`` as a :data:`Norm`, or ValueError if it is none of :data:`NORMS`."""
     if norm not in NORMS:
         raise ValueError(f"norm must be one of {', '.join(NORMS)}, got {norm!r}")
-    return norm  # type: ignore[return-value]
+    return cast(Norm, norm)
 
 
 def _view(eps: float | torch.Tensor, like: torch.Tensor) -> float | torch.Tensor:

@@ -19,13 +19,14 @@ T = TypeVar("T")
 @dataclass
 class Work(Generic[T]):
     """``done``: results of units finished earlier, by unit index (a sequence stands for units 0, 1, ...), not
-    computed again. ``on_done(i, result)``: called after each new unit (save it). ``mine(i)``: compute unit ``i``
-    only where it returns True (one shard of a distributed run); the result then covers the units computed or
-    given in ``done``. ``progress``: wraps the iterable of unit indices about to be computed (a tqdm bar)."""
+    computed again. ``on_done(i, result)``: called after each new unit (save it). ``in_shard(i)``: whether unit
+    ``i`` is in this call's shard (one shard of a distributed run; None: every unit is); only those are computed,
+    and the result then covers the units computed or given in ``done``. ``progress``: wraps the iterable of unit
+    indices about to be computed (a tqdm bar)."""
 
     done: Mapping[int, T] | Sequence[T] = field(default_factory=dict)
     on_done: Callable[[int, T], None] | None = None
-    mine: Callable[[int], bool] | None = None
+    in_shard: Callable[[int], bool] | None = None
     progress: Callable[[Iterable[int]], Iterable[int]] | None = None
 
     def finished(self) -> dict[int, T]:
@@ -34,12 +35,12 @@ class Work(Generic[T]):
 
     def wants(self, unit: int) -> bool:
         """Whether this call computes ``unit``: not finished earlier and in this shard."""
-        return unit not in self.finished() and (self.mine is None or self.mine(unit))
+        return unit not in self.finished() and (self.in_shard is None or self.in_shard(unit))
 
     def todo(self, units: Iterable[int]) -> Iterable[int]:
         """The units of ``units`` this call computes, wrapped in ``progress``."""
         done = self.finished()
-        todo = [u for u in units if u not in done and (self.mine is None or self.mine(u))]
+        todo = [u for u in units if u not in done and (self.in_shard is None or self.in_shard(u))]
         return self.progress(todo) if self.progress is not None else todo
 
     def record(self, unit: int, result: T) -> None:

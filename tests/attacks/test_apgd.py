@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from itertools import pairwise
+
 import pytest
 import torch
 from torch import nn
@@ -28,7 +30,7 @@ class Scaled(nn.Module):
 def test_checkpoints_follow_the_paper() -> None:
     w = checkpoints(100)
     assert w[0] == 22 and w == sorted(w) and w[-1] <= 100
-    gaps = [b - a for a, b in zip(w, w[1:])]
+    gaps = [b - a for a, b in pairwise(w)]
     assert all(g >= 6 for g in gaps) and gaps == sorted(gaps, reverse=True)  # shrinking, at least 0.06 N apart
 
 
@@ -54,7 +56,8 @@ def test_dlr_and_targeted_apgd_are_not_fooled_by_scaled_logits(digits_model, dig
         plain = atk(digits_model, x, y)
         masked = atk(scaled, x, y)
         # in the league of CE on the plain model: measured 0.89-0.94 of it for APGD-DLR (0.50-0.56 against
-        # 0.55-0.63 over 3 blocks of 120 digits and 3 seeds) and above it for APGD-T; CE on the scaled logits gets 0-0.02
+        # 0.55-0.63 over 3 blocks of 120 digits and 3 seeds) and above it for APGD-T; CE on the scaled logits
+        # gets 0-0.02
         assert masked.success_rate >= ce_plain * 0.75, type(atk).__name__
         assert abs(masked.success_rate - plain.success_rate) <= 2 / len(x)  # DLR is scale invariant (measured: equal)
 

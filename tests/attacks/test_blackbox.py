@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from advlab import AdvlabError, attacks, zoo
-from advlab.attacks.base import Oracle
+from advlab.attacks.base import Found, Goal, Oracle
 from advlab.attacks.blackbox import QueryOnly
 from advlab.attacks.blackbox.square import pattern, square_fraction, square_side
 from advlab.attacks.catalog import make
@@ -24,7 +24,8 @@ from tests.cli.helpers import run_cli
 
 N = 64  # digits per batch: the first 64 of the 120 the model gets right
 
-UNTARGETED = {  # attack (max_queries 300), the success rate it must reach on the 64 digits (measured: 0.94, 0.94, 0.98, 1.0, 0.95)
+# attack (max_queries 300), the success rate it must reach on the 64 digits (measured: 0.94, 0.94, 0.98, 1.0, 0.95)
+UNTARGETED = {
     "nes": (attacks.NES(eps=0.2, max_queries=300), 0.85),
     "spsa": (attacks.SPSA(eps=0.2, max_queries=300), 0.85),
     "square": (attacks.Square(eps=0.2, max_queries=300), 0.9),
@@ -223,16 +224,8 @@ class _Cheat(attacks.RandomNoise):
     """A query-only attack (white_box False, inherited) that asks for a gradient anyway."""
 
     def _attack(
-        self,
-        oracle: Oracle,
-        x: torch.Tensor,
-        labels: torch.Tensor,
-        targeted: bool,
-        eps: float | None,
-        init: torch.Tensor | None,
-        gen: torch.Generator,
-        y_true: torch.Tensor,
-    ) -> tuple[torch.Tensor, torch.Tensor]:
+        self, oracle: Oracle, x: torch.Tensor, goal: Goal, eps: float | None, init: torch.Tensor | None
+    ) -> Found:
         oracle.grad(x, None, lambda z: z.sum(1))
         raise AssertionError("the gradient should have been refused")
 
@@ -291,7 +284,8 @@ def test_square_schedule_and_pattern() -> None:
 
 
 def test_catalog_and_cli(tmp_path: Path) -> None:
-    assert type(make("square", eps=0.1)) is attacks.Square and make("nes", samples=4).samples == 4  # type: ignore[attr-defined]
+    nes = make("nes", samples=4)
+    assert type(make("square", eps=0.1)) is attacks.Square and isinstance(nes, attacks.NES) and nes.samples == 4
     with pytest.raises(AdvlabError, match="nes takes no steps option"):
         make("nes", steps=5)
     rc, out, _ = run_cli(["attack", "--help"])

@@ -33,7 +33,8 @@ def test_untargeted_changes_predictions(l2_result, digits_model, digits_batch) -
 
 
 def test_counts_one_forward_and_k_backwards_per_linearization(l2_result, digits_model, digits_batch) -> None:
-    """Per sample: 1 clean forward, then per linearization 1 forward + K = 10 backwards and 1 forward on the new iterate."""
+    """Per sample: 1 clean forward, then per linearization 1 forward + K = 10 backwards and 1 forward on the new
+    iterate."""
     res = l2_result
     steps = res.backwards // 10
     assert (res.backwards == 10 * steps).all() and (steps >= 1).all() and (steps <= 50).all()

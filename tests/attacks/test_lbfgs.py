@@ -1,4 +1,5 @@
-"""Box-constrained L-BFGS (Szegedy et al.): targets hit, smaller than FGSM, more search never worse, failures untouched."""
+"""Box-constrained L-BFGS (Szegedy et al.): targets hit, smaller than FGSM, more search never worse, failures
+untouched."""
 
 from __future__ import annotations
 

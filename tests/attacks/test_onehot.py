@@ -123,8 +123,9 @@ def test_early_stop_is_cheaper_and_full_budget_is_closer(digits_model, batch) ->
     s = early.success
     assert int(s.sum()) >= 5  # something to compare (measured 11-15 of 20 over six roundings: see below)
     assert (full.l2[s] <= early.l2[s] + 1e-6).all()
-    # the first success is far out: the ratio was 0.30-0.42 here over six roundings (this CPU, ATEN_CPU_CAPABILITY=default,
-    # ONEDNN_MAX_CPU_ISA=SSE41, three weight perturbations), 0.28-0.41 on blocks of 20 of 400 digits (batched)
+    # the first success is far out: the ratio was 0.30-0.42 here over six roundings (this CPU,
+    # ATEN_CPU_CAPABILITY=default, ONEDNN_MAX_CPU_ISA=SSE41, three weight perturbations), 0.28-0.41 on blocks of
+    # 20 of 400 digits (batched)
     assert float(full.l2[s].median()) < 0.75 * float(early.l2[s].median())
     assert early.gradient_evaluations < full.gradient_evaluations
     assert (early.backwards <= STEPS).all() and (early.backwards[~s] == STEPS).all()  # failures spend the budget

@@ -267,7 +267,9 @@ def test_train_writes_weights_that_reproduce_eval_accuracy(train_run: Path) -> N
     assert accuracy(model, xt, yt) == metrics["train_accuracy"]
     # and they are not the shipped weights
     shipped = zoo.load("digits-cnn")
-    assert any(not torch.equal(a, b) for a, b in zip(model.state_dict().values(), shipped.state_dict().values()))
+    assert any(
+        not torch.equal(a, b) for a, b in zip(model.state_dict().values(), shipped.state_dict().values(), strict=True)
+    )
 
 
 def test_classify_with_trained_weights(train_run: Path) -> None:
@@ -351,12 +353,12 @@ def test_demo(tmp_path: Path) -> None:
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["digits-cnn digits:test accuracy"] >= 0.97
     assert metrics["digits:test images"] == 599
-    assert metrics["efficientnet-lite0 wombat attack success rate (linf 2/255, 8-bit)"] == 1.0  # seed 002
+    assert metrics["efficientnet-lite0 wombat attack success rate (linf 2/255, 8-bit)"] == 1.0  # research note 002
     assert metrics["efficientnet-lite0 wombat probability (min over photos)"] > 0.9
     assert (
         0 < metrics["digits-cnn robust accuracy (fast preset, linf 0.1)"] < metrics["digits-cnn digits:test accuracy"]
     )
-    assert metrics["digits-cnn prototypes from blank:gray reaching p >= 0.99"] == 10  # seed 000
+    assert metrics["digits-cnn prototypes from blank:gray reaching p >= 0.99"] == 10  # research note 000
     pngs = sorted(p.name for p in out.glob("*.png"))
     assert len(pngs) == 5 and "prototypes_digits-cnn.png" in pngs
     for p in pngs:
@@ -365,7 +367,8 @@ def test_demo(tmp_path: Path) -> None:
     assert set(metrics["samples"]) == {"chelsea", "coffee", "rocket", "motorcycle"}
     page = (out / "report.html").read_text()
     assert "&quot;" not in page and "<td>chelsea</td><td>tabby</td>" in page  # samples: a sub-table, not cut JSON
-    assert "<figcaption>Seed 002: every photo turned into a wombat" in page and "<figcaption>wombat_" not in page
+    assert "<figcaption>Research note 002: every photo turned into a wombat" in page
+    assert "<figcaption>wombat_" not in page
     assert "report.html" in stdout
     assert not (tmp_path / "demo.partial").exists()
 

@@ -110,7 +110,7 @@ def test_attack_fmn_writes_distances_curve_and_area(tmp_path: Path) -> None:
     assert m["eps_max"] == pytest.approx(max(v for v in d if math.isfinite(v)), rel=1e-5)
     correct = [r["clean_correct"] == "True" for r in rows]
     assert m["robust_accuracy_area"] == pytest.approx(
-        sum(min(v, m["eps_max"]) for v, c in zip(d, correct) if c) / 12, rel=1e-4
+        sum(min(v, m["eps_max"]) for v, c in zip(d, correct, strict=True) if c) / 12, rel=1e-4
     )
     t = load_file(str(out / "distances.safetensors"))
     assert t["distance"].shape == (12,) and (out / "robust_curve.png").is_file()

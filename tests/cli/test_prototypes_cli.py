@@ -155,6 +155,58 @@ def test_resume_after_an_interrupt_gives_the_same_result(tmp_path: Path, monkeyp
     assert ja["summary"] == jb["summary"]
 
 
+def test_compare_units_are_saved_and_an_interrupted_compare_resumes_to_the_same_result(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """--compare's batches are units of the same job: with 2 batches per recipe, units 0-1 are the run's and 2-3
+    the compared recipe's; an interrupt in unit 3 keeps units 0-2, and --resume evolves unit 3 alone."""
+    from advlab import prototypes
+
+    args = [
+        "prototypes",
+        "--model",
+        "digits-cnn",
+        "--targets",
+        "0-3",
+        "--steps",
+        "20",
+        "--batch-size",
+        "2",
+        "--compare",
+        "natural",
+        "--json",
+    ]
+    rc, fresh, err = run_cli([*args, "--out", str(tmp_path / "fresh")])
+    assert rc == 0, err
+    real = prototypes.evolve
+    calls = {"n": 0}
+
+    def interrupted(*a, **k):  # noqa: ANN002, ANN003
+        calls["n"] += 1
+        if calls["n"] == 4:
+            raise KeyboardInterrupt
+        return real(*a, **k)
+
+    monkeypatch.setattr(prototypes.generator, "evolve", interrupted)
+    out = tmp_path / "r"
+    rc, _, err = run_cli([*args, "--out", str(out)])
+    assert rc == 130 and "--resume" in err and not out.exists()
+    partial = tmp_path / "r.partial"
+    saved = sorted(p.name for p in partial.glob("batch_*.safetensors"))
+    assert saved == [f"batch_0000{u}.safetensors" for u in range(3)]  # the run's two batches and one compared
+    assert json.loads((partial / "metrics.json").read_text())["summary"]["pairs"] == 4  # the run's pairs only
+    calls["n"] = -100
+    rc, resumed, err = run_cli([*args, "--out", str(out), "--resume"])
+    assert rc == 0, err
+    assert calls["n"] == -100 + 1  # only the compared recipe's second batch was evolved again
+    a, b = load_file(str(out / "prototypes.safetensors")), load_file(str(tmp_path / "fresh" / "prototypes.safetensors"))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    ja, jb = json.loads(resumed), json.loads(fresh)
+    assert ja["compare"] == jb["compare"] and ja["compare"]["recipe"] == "natural"
+    assert ja["summary"] == jb["summary"] and ja["self"] == jb["self"]
+    assert (out / "compare.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
 def test_a_judge_trained_with_another_seed_scores_the_prototypes(tmp_path: Path) -> None:
     x, y = load("digits:train")
     other = DigitsCNN()
@@ -205,7 +257,7 @@ def test_a_judge_trained_with_another_seed_scores_the_prototypes(tmp_path: Path)
         (["--snapshots", "a,b"], "step numbers"),
         (["--bn", "0.1"], "BatchNorm"),
         (["--param", "fourier", "--eps", "0.1"], "eps and blur act on pixels"),
-        (["--preset", "natural", "--scale", "1.5"], "scale < 1"),
+        (["--recipe", "natural", "--scale", "1.5"], "scale < 1"),
     ],
 )
 def test_bad_input_is_one_line_and_leaves_nothing(tmp_path: Path, extra: list[str], message: str) -> None:
@@ -215,14 +267,14 @@ def test_bad_input_is_one_line_and_leaves_nothing(tmp_path: Path, extra: list[st
     assert not out.exists() and not (tmp_path / "bad.partial").exists()
 
 
-def test_natural_preset_with_a_judge_and_the_adversarial_recipe_side_by_side(tmp_path: Path) -> None:
+def test_natural_recipe_with_a_judge_and_the_adversarial_recipe_side_by_side(tmp_path: Path) -> None:
     out = tmp_path / "natural"
     rc, stdout, err = run_cli(
         [
             "prototypes",
             "--model",
             "digits-cnn",
-            "--preset",
+            "--recipe",
             "natural",
             "--start",
             "digits:test",
@@ -243,11 +295,11 @@ def test_natural_preset_with_a_judge_and_the_adversarial_recipe_side_by_side(tmp
     )
     assert rc == 0, err
     m = json.loads(stdout)
-    assert (m["preset"], m["param"], m["method"], m["rotate"], m["steps"]) == ("natural", "fourier", "mifgsm", 20.0, 80)
+    assert (m["recipe"], m["param"], m["method"], m["rotate"], m["steps"]) == ("natural", "fourier", "mifgsm", 20.0, 80)
     assert m["self"]["top1_agreement"] == 1.0 and m["judge_ensemble"] == m["judges"]["digits-cnn"]  # two equal judges
     cmp = m["compare"]
     assert (
-        cmp["preset"] == "adversarial"
+        cmp["recipe"] == "adversarial"
         and cmp["objective"] == "cross_entropy()"
         and set(cmp["judges"]) == {"digits-cnn"}
     )
@@ -264,13 +316,13 @@ def test_natural_preset_with_a_judge_and_the_adversarial_recipe_side_by_side(tmp
         assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png in page
 
 
-def test_each_preset_runs_its_own_step_count_unless_steps_is_given(tmp_path: Path) -> None:
+def test_each_recipe_runs_its_own_step_count_unless_steps_is_given(tmp_path: Path) -> None:
     rc, stdout, err = run_cli(
         [
             "prototypes",
             "--model",
             "digits-cnn",
-            "--preset",
+            "--recipe",
             "natural",
             "--targets",
             "0-1",

@@ -41,7 +41,7 @@ def test_robustbench_entry_matches_the_run(tmp_path: Path) -> None:
     assert (
         len(entry["attacks"]) == 3 and entry["attacks"][0].startswith("APGD(") and "loss='dlr'" in entry["attacks"][1]
     )
-    assert entry["diagnostics"] == {"flags": [], "adaptations": []}
+    assert entry["diagnostics"] == {"warnings": [], "adaptations": []}
 
 
 def test_robustbench_into_a_missing_directory_makes_it(tmp_path: Path) -> None:

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 import torch
 
-from advlab.cli.runner import Job, Units, batch_size, run_job, saved_batch_size
+from advlab.cli.runner import Job, UnitSpec, batch_size, run_job, saved_batch_size
 from advlab.distributed import Dist
 from advlab.errors import AdvlabError
 from advlab.runs import attach
@@ -53,7 +53,7 @@ class Toy:
             assert not list(run.path.glob("batch_*"))  # the unit files are gone before the report is written
             run.save_text("report.txt", str(shown.tolist()))
 
-        units = Units(N, "a toy unit", lambda t: ({"t": t}, {"unit": int(-t[1])}), lambda t, j: t["t"], bar="toy")
+        units = UnitSpec(N, "a toy unit", lambda t: ({"t": t}, {"unit": int(-t[1])}), lambda t, j: t["t"], bar="toy")
         return Job(out, {"command": "toy", "n": N}, units, lambda work: self.compute(work, out), write, report)
 
 

@@ -32,14 +32,13 @@ def test_study_defaults_sweep_every_defense(tmp_path: Path) -> None:
     # each accuracy carries its Wilson interval, the same numbers as study.csv
     base = rows[0]
     cells = [c.strip() for c in table[2].strip("|").split("|")]
-    assert (
-        cells[2]
-        == f"{float(base['clean_accuracy']):.2%} [{100 * float(base['clean_ci_low']):.1f}, {100 * float(base['clean_ci_high']):.1f}]"
-    )
-    assert (
-        cells[3]
-        == f"{float(base['robust_accuracy']):.2%} [{100 * float(base['robust_ci_low']):.1f}, {100 * float(base['robust_ci_high']):.1f}]"
-    )
+
+    def with_interval(key: str) -> str:
+        rate, lo, hi = (float(base[k]) for k in (f"{key}_accuracy", f"{key}_ci_low", f"{key}_ci_high"))
+        return f"{rate:.2%} [{100 * lo:.1f}, {100 * hi:.1f}]"
+
+    assert cells[2] == with_interval("clean")
+    assert cells[3] == with_interval("robust")
     assert float(base["robust_ci_low"]) < float(base["robust_accuracy"]) < float(base["robust_ci_high"])
     for d in ("e", "s", "r", "quant", "clamp"):
         assert (out / f"accuracy_vs_{d}.png").read_bytes()[:4] == b"\x89PNG"
@@ -117,7 +116,7 @@ def test_analyze_layers_finds_where_the_attack_acts(tmp_path: Path) -> None:
 
 
 def test_layer_plots_name_their_layers(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import advlab.report as report
+    import advlab.report.results as report  # where the commands' figures are drawn
 
     drawn: dict[str, dict] = {}
     real = report.line_plot
@@ -137,7 +136,7 @@ def test_layer_plots_name_their_layers(tmp_path: Path, monkeypatch: pytest.Monke
 
 
 def test_study_log_axis_gets_every_setting(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import advlab.report as report
+    import advlab.report.results as report  # where the commands' figures are drawn
 
     drawn: list[dict] = []
     real = report.line_plot

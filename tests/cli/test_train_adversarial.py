@@ -1,4 +1,5 @@
-"""``advlab train --adversarial ...``: the run directory, the per-epoch log, Ctrl-C + --resume to the same bits, bad input.
+"""``advlab train --adversarial ...``: the run directory, the per-epoch log, Ctrl-C + --resume to the same bits, bad
+input.
 
 One short adversarial run (PGD-2, 3 epochs, 300 digits) is shared by the tests that read its files.
 """

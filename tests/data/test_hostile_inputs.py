@@ -28,7 +28,6 @@ from PIL import Image
 from advlab import data
 from advlab.data import files, images, official, specs
 from advlab.data.images import MAX_ASPECT, MAX_IMAGE_PIXELS, read_image, resize_batch
-from advlab.errors import AdvlabError
 from tests.cli.helpers import run_cli
 from tests.hostile import refuses
 

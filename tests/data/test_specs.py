@@ -219,7 +219,7 @@ def test_glob_and_single_file(tmp_path: Path) -> None:
 def test_different_sizes_are_resized_and_cropped(tmp_path: Path) -> None:
     d = tmp_path / "sizes"
     colours = [(250, 10, 10), (10, 250, 10), (10, 10, 250)]
-    for (w, h), c, n in zip([(40, 20), (13, 31), (7, 7)], colours, "abc"):
+    for (w, h), c, n in zip([(40, 20), (13, 31), (7, 7)], colours, "abc", strict=True):
         write_png(d / f"{n}.png", c, size=(w, h))
     x, _ = data.load(str(d), size=24)
     assert tuple(x.shape) == (3, 3, 24, 24)
@@ -279,7 +279,7 @@ def test_open_folder_streams_same_as_load(tmp_path: Path) -> None:
     assert torch.equal(lx, x[:3])
 
     pooled = data.open(str(root), batch_size=2, size=10, workers=2)
-    px, py = zip(*pooled)
+    px, py = zip(*pooled, strict=True)
     assert torch.equal(torch.cat(px), x) and torch.equal(torch.cat(py), y)
 
 

@@ -1,5 +1,5 @@
 """The SafetyNet-style detector: exact ROC AUC, a detector that finds held-out attacks on digits, and the
-lecture's point (seed 004): an attack that must fool classifier and detector at once does it far more often
+lecture's point (research note 004): an attack that must fool classifier and detector at once does it far more often
 than an attack that ignores the detector."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Every defense (seed 003) returns a new eval-mode model, leaves its input alone, pickles, can be attacked,
+"""Every defense (research note 003) returns a new eval-mode model, leaves its input alone, pickles, can be attacked,
 runs on a BatchNorm ResNet, composes with the others, is reachable by its CLI short name, and rejects bad settings."""
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""Shared fixtures of the evaluation tests: the digits CNN (``model``, and ``twin`` for the traps) and 80 test digits."""
+"""Shared fixtures of the evaluation tests: the digits CNN (``model``, and ``twin`` for the traps) and 80 test
+digits."""
 
 from __future__ import annotations
 

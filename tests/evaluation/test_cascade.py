@@ -98,7 +98,9 @@ def test_shards_of_batches_merge_to_the_whole_run(model, digits) -> None:
     whole = evaluate(model, (x, y), cfg)
     shards: dict[int, BatchResult] = {}
     for rank in range(2):  # two "ranks", round robin over the 5 batches
-        part = evaluate(model, (x, y), cfg, work=Work(mine=lambda b, r=rank: b % 2 == r, on_done=shards.__setitem__))
+        part = evaluate(
+            model, (x, y), cfg, work=Work(in_shard=lambda b, r=rank: b % 2 == r, on_done=shards.__setitem__)
+        )
         assert part.n == 16 * (3 - rank)  # a shard's report covers its own batches
     assert sorted(shards) == [0, 1, 2, 3, 4]
     merged = evaluate(model, (x, y), cfg, work=Work(done={b: shards[b] for b in (4, 0, 3, 1, 2)}))
@@ -106,7 +108,7 @@ def test_shards_of_batches_merge_to_the_whole_run(model, digits) -> None:
     assert untimed(merged) == untimed(whole)
     assert torch.equal(merged.samples.broken_by, whole.samples.broken_by)
     with pytest.raises(AdvlabError, match="no batch to evaluate"):
-        evaluate(model, (x, y), cfg, work=Work(mine=lambda b: False))
+        evaluate(model, (x, y), cfg, work=Work(in_shard=lambda b: False))
 
 
 @pytest.mark.slow  # bfloat16 is emulated on CPUs without AVX512-BF16/AMX: ~150 s (Square on the survivors) here

@@ -45,25 +45,27 @@ def test_reliable_preset_is_not_fooled_by_scaled_logits(model, digits) -> None:
     )  # the gradient-free stage undid it
     # DLR is scale invariant: the same samples survive up to float rounding (measured: 0-1 sample apart)
     assert abs(round(reliable.robust_accuracy * n) - round(plain.robust_accuracy * n)) <= 2
-    assert any("zero cross-entropy" in f or "all-zero" in f for f in reliable.flags)
-    assert not any("all-zero" in f for f in plain.flags)
-    assert any("random noise broke" in f for f in fooled.flags)  # the masking check catches the fooled attack
+    assert any("zero cross-entropy" in f or "all-zero" in f for f in reliable.warnings)
+    assert not any("all-zero" in f for f in plain.warnings)
+    assert any("random noise broke" in f for f in fooled.warnings)  # the masking check catches the fooled attack
 
 
-def test_flags_probabilities_and_randomness(model, digits) -> None:
+def test_warns_of_probabilities_and_randomness(model, digits) -> None:
     x, y = digits[0][:16], digits[1][:16]
     fgsm = EvalConfig(attacks=(attacks.FGSM(eps=0.1),))
     probs = nn.Sequential(model, nn.Softmax(dim=1)).eval()
     rep = evaluate(probs, (x, y), fgsm)
-    assert checks.flags({"probability_batches": 1.0})[0].startswith("the model's outputs look like probabilities")
+    assert checks.check_warnings({"probability_batches": 1.0})[0].startswith(
+        "the model's outputs look like probabilities"
+    )
     # the evaluation adapts: it attacks log p (the logits up to a constant), so the number is the logits model's
-    assert any("outputs probabilities" in a for a in rep.adaptations) and not rep.flags
+    assert any("outputs probabilities" in a for a in rep.adaptations) and not rep.warnings
     assert abs(rep.robust_accuracy - evaluate(model, (x, y), fgsm).robust_accuracy) <= 1 / len(x)
     noisy = nn.Sequential(nn.Dropout(0.3), copy.deepcopy(model)).train()
     rep = evaluate(noisy, (x, y), fgsm)
-    assert any("not deterministic" in f for f in rep.flags) and any("training mode" in f for f in rep.flags)
+    assert any("not deterministic" in f for f in rep.warnings) and any("training mode" in f for f in rep.warnings)
     assert noisy.training  # left as it was found
-    assert not evaluate(model, (x, y), fgsm).flags
+    assert not evaluate(model, (x, y), fgsm).warnings
 
 
 def test_zero_gradients_per_sample(model, digits) -> None:
@@ -90,14 +92,14 @@ class _Constant(nn.Module):
 def test_zero_gradient_check_counts_only_survivors(model, digits) -> None:
     x, y = digits[0][:8], digits[1][:8]
     fw, bw = torch.zeros(8, dtype=torch.long), torch.zeros(8, dtype=torch.long)
-    standing = torch.tensor([True, False] * 4)
-    out = checks.zero_gradient_check(Staircase(model).eval(), x, y, standing, fw, bw)
+    unbroken = torch.tensor([True, False] * 4)
+    out = checks.zero_gradient_check(Staircase(model).eval(), x, y, unbroken, fw, bw)
     assert out == {"zero_gradient": 4.0, "gradient_checked": 4.0}
-    assert torch.equal(fw, standing.long()) and torch.equal(bw, standing.long())
+    assert torch.equal(fw, unbroken.long()) and torch.equal(bw, unbroken.long())
     assert checks.zero_gradient_check(model, x, y, torch.zeros(8, dtype=torch.bool), fw, bw) == {}
 
 
-def test_merge_and_flags() -> None:
+def test_merge_and_warnings() -> None:
     merged = checks.merge(
         [
             {"randomness": 0.1, "zero_gradient": 1.0, "gradient_checked": 4.0},
@@ -105,6 +107,6 @@ def test_merge_and_flags() -> None:
         ]
     )
     assert merged == {"randomness": 0.3, "zero_gradient": 3.0, "gradient_checked": 8.0}
-    lines = checks.flags(merged)
+    lines = checks.check_warnings(merged)
     assert any("not deterministic" in f for f in lines) and any("3 of 8" in f for f in lines)
-    assert checks.flags({"batches": 2.0, "probability_batches": 0.0, "randomness": 0.0}) == []
+    assert checks.check_warnings({"batches": 2.0, "probability_batches": 0.0, "randomness": 0.0}) == []

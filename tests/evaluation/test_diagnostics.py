@@ -1,5 +1,5 @@
 """Diagnostics: NaN logits are refused, a model without a gradient path is attacked gradient-free (never a crash),
-and the verdict ``trust`` is "high" only when nothing cast doubt on the number. The trap models come from
+and the verdict ``trust`` is "high" only when no check failed (no warning). The trap models come from
 :mod:`advlab.zoo.traps`, each wrapping its honest twin (the shipped digits CNN)."""
 
 from __future__ import annotations
@@ -92,7 +92,7 @@ def test_no_gradient_path_is_attacked_gradient_free_with_low_trust(
     ):
         rep = evaluate(trap, (x, y), config)
         assert rep.attacks == ["square"]
-        assert rep.trust == "low" and any("no gradient path" in f for f in rep.flags)
+        assert rep.trust == "low" and any("no gradient path" in f for f in rep.warnings)
         assert rep.robust_accuracy < rep.clean_accuracy - 0.2  # the gradient-free attack really broke samples
         broken = rep.samples.broken
         assert float(rep.samples.linf[broken].max()) <= EPS + 1e-6
@@ -103,7 +103,7 @@ def test_no_gradient_path_is_attacked_gradient_free_with_low_trust(
                 robust = (trap(x).argmax(1) == y) & (trap(rep.x_adv).argmax(1) == y)
             assert int(robust.sum()) == round(rep.robust_accuracy * len(y))
     honest = evaluate(twin, (x, y), EvalConfig(preset="fast", eps=EPS))
-    assert honest.trust == "high" and honest.flags == []
+    assert honest.trust == "high" and honest.warnings == []
     assert "(trust: high)" in honest.format()
     # an upper bound: the gradient-free number is not below what gradients find on the twin by more than the two
     # attacks' disagreement: Square minus APGD was -2 to +3 samples over 4 blocks of 48 digits and a weight perturbation
@@ -131,7 +131,7 @@ def test_well_behaved_model_gets_high_trust_under_the_reliable_preset(
 ) -> None:
     x, y = digits
     rep = evaluate(twin, (x[:48], y[:48]), EvalConfig(eps=EPS))
-    assert rep.trust == "high" and rep.flags == []
+    assert rep.trust == "high" and rep.warnings == []
     assert rep.robust_accuracy < rep.clean_accuracy  # the attacks did something
 
 
@@ -162,7 +162,7 @@ def test_torch_op_quantizer_gets_bpda_automatically(twin: nn.Module, digits: tup
     # the two differ by -2 to +1 samples (two different attacks); without BPDA the number would be naive's (> 0.8)
     assert rep.robust_accuracy <= reference + 4 / len(y)
     assert any("straight-through" in a and "round" in a for a in rep.adaptations)
-    assert rep.trust == "high", rep.flags  # the attacks saw gradients: no zero-gradient flag
+    assert rep.trust == "high", rep.warnings  # the attacks saw gradients: no zero-gradient warning
     # every success is real on the trap itself, inside the ball
     adv = evaluate(trap, (x, y), EvalConfig(preset="fast", eps=EPS, keep_adversarials=True)).x_adv
     assert adv is not None and float((adv - x).abs().amax()) <= EPS + 1e-6

@@ -38,7 +38,7 @@ def _unreliable(model: nn.Module, x: torch.Tensor) -> int:
     return found
 
 
-def test_finite_differences_flag_a_fast_trap_and_not_honest_models(
+def test_finite_differences_fail_on_a_fast_trap_and_not_on_honest_models(
     twin: nn.Module, digits: tuple[torch.Tensor, torch.Tensor]
 ) -> None:
     x, _ = digits
@@ -51,13 +51,19 @@ def test_finite_differences_flag_a_fast_trap_and_not_honest_models(
     assert _unreliable(fast, x) >= 2 * gradients.FD_MIN
     d = gradients.finite_difference_disagreement(fast, x[:8], fast(x[:8]).argmax(1), EPS)
     assert min(d.per_sample[d.unreliable]) > gradients.FD_THRESHOLD and set(d.per_step) == set(gradients.STEPS)
-    # the finding and its line, through the merged checks
-    assert "fd_unreliable" in checks.doubts({"fd_unreliable": 3.0, "fd_checked": 8.0, "fd_disagreement": 0.086})
+    # the failed check and its warning, through the merged checks
+    assert "fd_unreliable" in checks.failed_gradient_checks(
+        {"fd_unreliable": 3.0, "fd_checked": 8.0, "fd_disagreement": 0.086}
+    )
     line = next(
-        f for f in checks.flags({"fd_unreliable": 3.0, "fd_checked": 8.0, "fd_disagreement": 0.086}) if "finite" in f
+        f
+        for f in checks.check_warnings({"fd_unreliable": 3.0, "fd_checked": 8.0, "fd_disagreement": 0.086})
+        if "finite" in f
     )
     assert "3 of 8" in line and "0.086" in line and "upper bound" in line
-    assert checks.doubts({"fd_unreliable": 1.0, "fd_checked": 8.0}) == []  # one odd sample is no finding
+    assert (
+        checks.failed_gradient_checks({"fd_unreliable": 1.0, "fd_checked": 8.0}) == []
+    )  # one odd sample does not fail the check
 
 
 def test_finite_differences_on_efficientnet_photos() -> None:
@@ -103,10 +109,11 @@ def test_high_frequency_trap_gets_square_closing_the_gap_and_low_trust(
     stage = next(a for a in rep.per_attack if a["attack"] == "square-check")
     assert stage["broken"] > 0 and stage["attacked"] == round((gradient_only) * len(y))
     assert rep.trust == "low"
-    assert any(f.startswith("gradient steps no better than random ones") and "upper bound" in f for f in rep.flags)
-    assert any(f"a gradient-free attack broke {stage['broken']} samples" in f for f in rep.flags)
+    assert any(f.startswith("gradient steps no better than random ones") and "upper bound" in f for f in rep.warnings)
+    assert any(f"a gradient-free attack broke {stage['broken']} samples" in f for f in rep.warnings)
     assert (
-        "steps_weak" in rep.diagnostics["doubts"] and rep.diagnostics["findings"]["black_box_broke"] == stage["broken"]
+        "steps_weak" in rep.diagnostics["failed_gradient_checks"]
+        and rep.diagnostics["checks"]["black_box_broke"] == stage["broken"]
     )
     # every success is real on the trap and inside the ball
     assert rep.x_adv is not None and float((rep.x_adv - x).abs().amax()) <= EPS + 1e-6
@@ -123,12 +130,16 @@ def test_well_behaved_models_keep_high_trust_and_run_no_extra_stage(
     model = twin if kind == "shipped" else DigitsCNN().eval()
     x, y = digits
     rep = evaluate(model, (x, y), EvalConfig(eps=EPS))
-    assert rep.trust == "high" and rep.flags == [], rep.flags
+    assert rep.trust == "high" and rep.warnings == [], rep.warnings
     assert [a["attack"] for a in rep.per_attack] in (["apgd-ce", "apgd-t", "noise-check"], ["apgd-ce", "apgd-t"])
     assert float(rep.samples.attack_stats[-1].abs().sum()) == 0  # the gradient-free stage's row: nothing ran
-    f = rep.diagnostics["findings"]
-    assert f["fd_checked"] == gradients.SAMPLES and f["fd_unreliable"] == 0 and rep.diagnostics["doubts"] == []
-    assert not gradients.steps_finding(f.get("steps_weak", 0), f.get("steps_checked", 0))
+    f = rep.diagnostics["checks"]
+    assert (
+        f["fd_checked"] == gradients.SAMPLES
+        and f["fd_unreliable"] == 0
+        and rep.diagnostics["failed_gradient_checks"] == []
+    )
+    assert not gradients.steps_failed(f.get("steps_weak", 0), f.get("steps_checked", 0))
     # the passes per image add up: clean pass, attacks, noise check, the randomness and zero-gradient checks, the probe
     attacks_fw = sum(a["forward_evaluations"] for a in rep.per_attack)
     probe = gradients.SAMPLES * f["fd_forwards"]
@@ -136,7 +147,7 @@ def test_well_behaved_models_keep_high_trust_and_run_no_extra_stage(
     assert int(rep.samples.forwards.sum()) == len(x) + attacks_fw + probe + extra
 
 
-def test_weak_steps_and_the_finding() -> None:
+def test_weak_steps_and_the_steps_check() -> None:
     clean = torch.tensor([-5.0, -5.0, -5.0, -5.0])
     attack = torch.tensor([-1.0, -4.0, -3.0, -5.0])  # gains 4, 1, 2, 0
     noise = torch.tensor([-4.0, -4.5, -4.0, -5.0])  # gains 1, 0.5, 1, 0
@@ -149,7 +160,7 @@ def test_weak_steps_and_the_finding() -> None:
         True,
         False,
     ]
-    assert gradients.steps_finding(3, 20) and not gradients.steps_finding(2, 4) and not gradients.steps_finding(3, 21)
+    assert gradients.steps_failed(3, 20) and not gradients.steps_failed(2, 4) and not gradients.steps_failed(3, 21)
 
 
 class WithBatchNorm(nn.Module):
@@ -163,7 +174,7 @@ class WithBatchNorm(nn.Module):
         return self.net(self.bn(x))
 
 
-def test_a_batchnorm_left_in_training_is_a_named_finding(
+def test_a_batchnorm_left_in_training_is_a_named_check(
     twin: nn.Module, digits: tuple[torch.Tensor, torch.Tensor]
 ) -> None:
     x, y = digits[0][:16], digits[1][:16]
@@ -171,16 +182,16 @@ def test_a_batchnorm_left_in_training_is_a_named_finding(
     model.bn.train()  # model.eval() was called, then one layer went back to training
     assert checks.training_modules(model) == {"training_mode": 1.0, "batchnorm_training": 1.0}
     rep = evaluate(model, (x, y), EvalConfig(attacks=(attacks.FGSM(eps=EPS),)))
-    line = next(f for f in rep.flags if "training mode" in f)
+    line = next(f for f in rep.warnings if "training mode" in f)
     assert "1 of them BatchNorm" in line and rep.trust == "low"
-    assert rep.diagnostics["findings"]["batchnorm_training"] == 1.0
+    assert rep.diagnostics["checks"]["batchnorm_training"] == 1.0
     assert model.bn.training and not model.net.training  # left as found
     LogProbabilities(model)  # an attack-time view keeps the wrapped modules' modes (train() would reset them all)
     assert model.bn.training and not model.net.training
     assert checks.training_modules(model.eval()) == {"training_mode": 0.0, "batchnorm_training": 0.0}
 
 
-def test_cli_json_carries_trust_and_the_new_findings(tmp_path: Path) -> None:
+def test_cli_json_carries_trust_and_the_checks(tmp_path: Path) -> None:
     (tmp_path / "trap.py").write_text(
         "from advlab import zoo\n"
         "from advlab.zoo.traps import HighFrequency\n"
@@ -208,8 +219,8 @@ def test_cli_json_carries_trust_and_the_new_findings(tmp_path: Path) -> None:
     )
     assert rc == 0, err
     m = json.loads(out)
-    assert m["trust"] == "low" and "steps_weak" in m["diagnostics"]["doubts"]
-    assert m["diagnostics"]["findings"]["gradient_free_tried"] > 0 and "square-check" in [
+    assert m["trust"] == "low" and "steps_weak" in m["diagnostics"]["failed_gradient_checks"]
+    assert m["diagnostics"]["checks"]["gradient_free_tried"] > 0 and "square-check" in [
         a["attack"] for a in m["per_attack"]
     ]
-    assert any("upper bound" in f for f in m["diagnostics"]["flags"])
+    assert any("upper bound" in f for f in m["diagnostics"]["warnings"])

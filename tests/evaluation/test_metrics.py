@@ -80,6 +80,43 @@ def test_norm_statistics_and_confidences() -> None:
     }
 
 
+def test_rate_accuracy_and_top_k_accuracy_on_known_answers() -> None:
+    assert metrics.rate(T([True, False, True, True])) == 3 / 4
+    assert metrics.rate(T([True, False, True, True]), T([True, True, False, False])) == 1 / 2
+    assert metrics.rate(T([True]), T([False])) == 0.0 and metrics.rate(T([], dtype=torch.bool)) == 0.0
+    # accuracy on any predictions, over the labelled samples: ADV is right on 0, 2, 3, 4 of the 6 labelled
+    assert metrics.accuracy(Y, ADV) == 4 / 6
+    assert metrics.accuracy(Y, CLEAN) == metrics.clean_accuracy(Y, CLEAN) == 4 / 6
+    # the two most likely classes per sample: the label is among them for 0 (first), 1 (second), 3 (second)
+    top2 = T([[0, 5], [7, 1], [0, 1], [9, 3], [1, 2], [3, 4], [0, 1], [7, 6]])
+    assert metrics.top_k_accuracy(Y, top2) == 3 / 6
+    assert metrics.top_k_accuracy(Y, top2[:, :1]) == metrics.accuracy(Y, top2[:, 0]) == 1 / 6
+    assert metrics.top_k_accuracy(T([-1, -1]), T([[0, 1], [1, 0]])) == 0.0
+
+
+def test_hit_target_marks_the_pairs_whose_prediction_is_their_target() -> None:
+    pred, target = torch.tensor([3, 1, 4, 1, 5]), torch.tensor([3, 2, 4, 0, 5])
+    assert metrics.hit_target(pred, target).tolist() == [True, False, True, False, True]
+    assert metrics.rate(metrics.hit_target(pred, target)) == pytest.approx(3 / 5)
+
+
+def test_robust_accuracy_curve_and_its_area_on_known_answers() -> None:
+    """Five samples: distances 0.1, 0.3, inf (never broken), 0 (wrong clean), 0.25."""
+    d = T([0.1, 0.3, float("inf"), 0.0, 0.25])
+    correct = T([True, True, True, False, True])
+    curve = metrics.robust_accuracy_curve(d, correct, T([0.0, 0.1, 0.2, 0.3, 1.0]))
+    assert curve.dtype == torch.float64
+    assert curve.tolist() == [4 / 5, 3 / 5, 3 / 5, 1 / 5, 1 / 5]  # d = eps is broken at eps
+    assert metrics.robust_accuracy_area(d, correct, 0.5) == pytest.approx((0.1 + 0.3 + 0.5 + 0.25) / 5)
+    assert metrics.robust_accuracy_area(d, correct, 0.2) == pytest.approx((0.1 + 0.2 + 0.2 + 0.2) / 5)
+    eps = torch.linspace(0, 0.5, 50001, dtype=torch.float64)
+    numeric = float(torch.trapezoid(metrics.robust_accuracy_curve(d, correct, eps), eps))
+    assert metrics.robust_accuracy_area(d, correct, 0.5) == pytest.approx(numeric, abs=1e-4)
+    empty = torch.empty(0)
+    assert metrics.robust_accuracy_curve(empty, empty.bool(), T([0.0, 0.1])).tolist() == [0.0, 0.0]
+    assert metrics.robust_accuracy_area(empty, empty.bool(), 0.5) == 0.0
+
+
 # ---------------------------------------------------------------------- every caller uses these functions
 class Moves(Attack):
     """Moves the sample whose code is ``k`` to the code ``table[k]`` (a hand-made attack outcome; it needs no
@@ -90,7 +127,7 @@ class Moves(Attack):
     def __init__(self, table: dict[int, int]) -> None:
         object.__setattr__(self, "table", table)
 
-    def _attack(self, oracle, x, labels, targeted, eps, init, gen, y_true):  # noqa: ANN001, ANN202
+    def _attack(self, oracle, x, goal, eps, init):  # noqa: ANN001, ANN202
         codes = (x[:, 0, 0, 0] * 10).round().long().tolist()
         x_adv = x.clone()
         x_adv[:, 0, 0, 0] = torch.tensor([self.table.get(c, c) for c in codes], dtype=x.dtype) / 10

@@ -45,7 +45,7 @@ def test_reliable_is_at_least_as_strong_as_full_apgd_ce(model, digits, norm: str
     )
     assert reliable.robust_accuracy <= ce.robust_accuracy < reliable.clean_accuracy
     broken = reliable.samples.broken
-    assert reliable.per_attack[1]["broken"] > 0  # the MALT stage breaks digits that APGD-CE left standing
+    assert reliable.per_attack[1]["broken"] > 0  # the MALT stage breaks digits that APGD-CE left unbroken
     with torch.no_grad():
         assert torch.equal(
             model(reliable.x_adv[broken]).argmax(1) != y[broken], torch.ones(int(broken.sum()), dtype=torch.bool)

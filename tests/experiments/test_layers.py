@@ -1,8 +1,9 @@
-"""advlab.experiments.layers (and advlab.hooks): hooks always come off, the measures match hand-computed values, and where PGD acts.
+"""advlab.experiments.layers (and advlab.hooks): hooks always come off, the measures match hand-computed values, and
+where PGD acts.
 
 The real-model tests pin what was measured (PGD on digits-cnn and efficientnet-lite0): the attack's
 relative change grows from the input to the logits, and on EfficientNet it peaks at the head activation
-just before pooling (the "penultimate layer" of seed 003), where the activations' spread also grows.
+just before pooling (the "penultimate layer" of research note 003), where the activations' spread also grows.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from advlab import data, zoo
 from advlab.attacks import PGD
 from advlab.experiments.layers import (
     LayerChange,
+    change_summary,
     changes_table,
     features,
     layer_changes,
@@ -148,7 +150,7 @@ def test_peak_and_relative_changes_match_a_hand_built_network() -> None:
     weights = [eye, eye + (g - 1) * uu, eye + (1 / g - 1) * uu]
     model = nn.Sequential(*[nn.Linear(16, 16, bias=False) for _ in weights]).double().eval()
     with torch.no_grad():
-        for lin, w in zip(model, weights):
+        for lin, w in zip(model, weights, strict=True):
             lin.weight.copy_(w)
     x = torch.randn(n, 15, generator=gen, dtype=torch.float64) @ q[:, 1:].T
     eps = torch.rand(n, generator=gen, dtype=torch.float64) * 0.2 + 0.05
@@ -169,6 +171,11 @@ def test_peak_and_relative_changes_match_a_hand_built_network() -> None:
         assert changes[2].adv_std == pytest.approx(float(model[1](x_adv).std(correction=0)), rel=1e-9)
     assert peak(changes).name == "1" and peak(changes, "rel_linf").name == "1"
     assert peak(changes, exclude_input=False).name == "1"
+    summary = change_summary(changes)
+    assert summary["layers"] == 4
+    assert summary["peak_rel_l2"] == {"layer": "1", "depth": 2, "value": changes[2].rel_l2}
+    assert summary["peak_rel_linf"] == {"layer": "1", "depth": 2, "value": changes[2].rel_linf}
+    assert summary["input_rel_l2"] == changes[0].rel_l2 and summary["output_rel_l2"] == changes[-1].rel_l2
     rows = changes_table(changes)
     assert (
         rows[2]["name"] == "1"

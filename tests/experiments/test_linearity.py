@@ -3,7 +3,7 @@
 Measured (digits:test, 599 images, FGSM on cross-entropy, accuracy at eps 0 / 0.02 / 0.05 / 0.1 / 0.2 / 0.3):
     linear (logistic regression, seeds 0-4)  0.965 / 0.93 / 0.80 / 0.47 / 0.01 / 0.00
     digits-cnn                               0.987 / 0.96 / 0.87 / 0.52 / 0.06 / 0.01
-The linear model is below the CNN at every eps (by 0.03-0.07 up to eps 0.2): very vulnerable, as seed 004
+The linear model is below the CNN at every eps (by 0.03-0.07 up to eps 0.2): very vulnerable, as research note 004
 says, but the ReLU CNN is nearly as vulnerable, which is Goodfellow's point that such networks are "too
 linear". The median L-inf distance of a test digit to the linear model's nearest decision boundary is
 0.068, about one grey level of the 17 (1/16 = 0.0625).
@@ -36,7 +36,7 @@ def linear() -> nn.Module:
 
 
 @pytest.fixture(scope="module")
-def test_set() -> tuple[torch.Tensor, torch.Tensor]:
+def digits_test_split() -> tuple[torch.Tensor, torch.Tensor]:
     return data.load("digits:test")
 
 
@@ -50,9 +50,9 @@ def _correct_interior(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tup
 
 
 def test_linear_model_is_a_good_logistic_regression(
-    linear: nn.Module, test_set: tuple[torch.Tensor, torch.Tensor]
+    linear: nn.Module, digits_test_split: tuple[torch.Tensor, torch.Tensor]
 ) -> None:
-    x, y = test_set
+    x, y = digits_test_split
     assert isinstance(linear[1], nn.Linear) and linear[1].weight.shape == (10, 64) and not linear.training
     assert accuracy(linear, x, y) >= 0.93  # measured 0.963-0.968 over seeds 0-4
     w, b = affine_map(linear, (1, 8, 8))
@@ -62,12 +62,12 @@ def test_linear_model_is_a_good_logistic_regression(
 
 
 def test_fgsm_moves_a_logit_difference_by_eps_times_l1_of_the_weight_difference(
-    linear: nn.Module, test_set: tuple[torch.Tensor, torch.Tensor]
+    linear: nn.Module, digits_test_split: tuple[torch.Tensor, torch.Tensor]
 ) -> None:
     """z = Wx + b; targeted FGSM on the margin z_t - max_{j != t} z_j (= z_t - z_y on a correct sample) steps by
     eps * sign(w_t - w_y), so z_t - z_y grows by exactly eps * ||w_t - w_y||_1 when no pixel is clipped."""
     w, b = affine_map(linear, (1, 8, 8))
-    x, y = _correct_interior(linear, *test_set)
+    x, y = _correct_interior(linear, *digits_test_split)
     with torch.no_grad():
         z0 = linear(x)
     t = z0.scatter(1, y[:, None], float("-inf")).argmax(1)  # the runner-up class
@@ -85,7 +85,7 @@ def test_fgsm_moves_a_logit_difference_by_eps_times_l1_of_the_weight_difference(
     assert float(predicted.min()) > 3.0  # measured: about 7.6 logits from a 0.1 step on 64 pixels
 
     # on the raw digits (many pixels at 0 or 1) the box clips: the gain is (w_t - w_y) . (x_adv - x), below the bound
-    xr, yr = test_set
+    xr, yr = digits_test_split
     with torch.no_grad():
         keep = linear(xr).argmax(1) == yr
         xr, yr = xr[keep], yr[keep]
@@ -104,10 +104,10 @@ def test_fgsm_moves_a_logit_difference_by_eps_times_l1_of_the_weight_difference(
 
 
 def test_flip_eps_is_the_linf_distance_to_the_nearest_boundary(
-    linear: nn.Module, test_set: tuple[torch.Tensor, torch.Tensor]
+    linear: nn.Module, digits_test_split: tuple[torch.Tensor, torch.Tensor]
 ) -> None:
     w, b = affine_map(linear, (1, 8, 8))
-    x, y = _correct_interior(linear, *test_set)
+    x, y = _correct_interior(linear, *digits_test_split)
     flip = linear_flip_eps(w, b, x, y)
     keep = flip < 0.099  # steps of up to 0.099 * 1.01 stay inside [0, 1] from [0.1, 0.9]
     x, y, flip = x[keep], y[keep], flip[keep]
@@ -121,14 +121,14 @@ def test_flip_eps_is_the_linf_distance_to_the_nearest_boundary(
         with torch.no_grad():
             pred = linear(x_adv).argmax(1)
         assert bool(((pred != y) == flipped).all()), scale
-    raw = linear_flip_eps(w, b, *test_set)
+    raw = linear_flip_eps(w, b, *digits_test_split)
     assert 0.04 < float(raw.median()) < 0.1  # measured 0.068: about one of the 16 grey-level steps
 
 
 def test_fgsm_curve_is_a_plain_fgsm_step_per_eps(
-    linear: nn.Module, test_set: tuple[torch.Tensor, torch.Tensor]
+    linear: nn.Module, digits_test_split: tuple[torch.Tensor, torch.Tensor]
 ) -> None:
-    x, y = test_set
+    x, y = digits_test_split
     curve = fgsm_curve(linear, x, y, [0.0, 0.05])
     assert [e for e, _ in curve] == [0.0, 0.05] and curve[0][1] == accuracy(linear, x, y)
     xg = x.clone().requires_grad_(True)
@@ -138,19 +138,21 @@ def test_fgsm_curve_is_a_plain_fgsm_step_per_eps(
     assert curve[1][1] == pytest.approx(by_hand, abs=1.5 / len(y))  # float ties may differ on a sample at most
 
 
-def test_linear_model_falls_faster_than_the_cnn(linear: nn.Module, test_set: tuple[torch.Tensor, torch.Tensor]) -> None:
-    x, y = test_set
+def test_linear_model_falls_faster_than_the_cnn(
+    linear: nn.Module, digits_test_split: tuple[torch.Tensor, torch.Tensor]
+) -> None:
+    x, y = digits_test_split
     lin = dict(fgsm_curve(linear, x, y, EPS))
     cnn = dict(fgsm_curve(zoo.load("digits-cnn"), x, y, EPS))
-    assert all(lin[a] >= lin[b] for a, b in zip(EPS, EPS[1:]))  # monotone for the linear model
+    assert all(lin[a] >= lin[b] for a, b in zip(EPS, EPS[1:], strict=False))  # monotone for the linear model
     assert lin[0.1] < 0.6 and lin[0.2] <= 0.05 and lin[0.3] <= 0.01
     assert cnn[0.0] > 0.97 and cnn[0.2] < 0.2  # the CNN is vulnerable too
     assert all(lin[e] <= cnn[e] for e in EPS)  # but the linear model is below it everywhere
     assert lin[0.05] < cnn[0.05] - 0.03 and lin[0.2] < cnn[0.2]
 
 
-def test_bad_eps_raises(linear: nn.Module, test_set: tuple[torch.Tensor, torch.Tensor]) -> None:
-    x, y = test_set
+def test_bad_eps_raises(linear: nn.Module, digits_test_split: tuple[torch.Tensor, torch.Tensor]) -> None:
+    x, y = digits_test_split
     for eps, message in (
         ([0.1, -0.1], r"eps must be in \[0, 1\].*-0.1"),
         ([1.5], r"got 1.5"),

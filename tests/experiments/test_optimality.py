@@ -28,14 +28,20 @@ def digits_batch(digits_model: torch.nn.Module) -> tuple[torch.Tensor, torch.Ten
     return x[ok][:16], y[ok][:16]
 
 
-def test_area_is_the_integral_of_the_curve() -> None:
+def test_score_of_one_attack_is_its_own_reference() -> None:
+    """Distances 0.1, 0.3, inf, 0 (wrong clean), 0.25: the curve and area of advlab.evaluation.metrics (the
+    integral is checked there), 3 of the 4 correct samples broken, optimality 1 against itself."""
     d = torch.tensor([0.1, 0.3, math.inf, 0.0, 0.25])
     correct = torch.tensor([True, True, True, False, True])
-    eps = torch.linspace(0, 0.5, 50001)
-    numeric = float(torch.trapezoid(O.robust_curve(d, correct, eps), eps))
-    assert O.area(d, correct, 0.5) == pytest.approx(numeric, abs=1e-4)
-    assert O.area(d, correct, 0.5) == pytest.approx((0.1 + 0.3 + 0.5 + 0.25) / 5)
-    assert torch.allclose(O.robust_curve(d, correct, torch.tensor([0.0, 0.2, 1.0])), torch.tensor([0.8, 0.6, 0.2]))
+    cmp = O.score([O.Entry("a", d)], correct, "l2", 100, eps_max=0.5)
+    assert cmp.clean_accuracy == 4 / 5 and cmp.n == 5
+    row = cmp.rows[0]
+    assert row["area"] == pytest.approx((0.1 + 0.3 + 0.5 + 0.25) / 5) and cmp.reference_area == pytest.approx(
+        row["area"]
+    )
+    assert row["success_rate"] == 3 / 4 and row["optimality"] == 1.0 and row["median_distance"] == pytest.approx(0.25)
+    assert len(row["curve"]) == 51 and row["curve"][0] == [0.0, 0.8] and row["curve"][-1] == [0.5, 0.2]
+    assert row["curve"][20] == [0.2, 0.6]  # 0.1 broken at 0.2, 0.25 and 0.3 still unbroken
 
 
 def test_optimality_is_one_for_the_reference_and_zero_for_nothing_broken() -> None:

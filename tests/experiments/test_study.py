@@ -1,4 +1,4 @@
-"""The defense sweep (seed 003): metrics follow their definitions on hand-made cases, the statistics are right,
+"""The defense sweep (research note 003): metrics follow their definitions on hand-made cases, the statistics are right,
 and on digits the table shows what the science implies."""
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ class Table(Attack):
     def __init__(self, codes: list[int]) -> None:
         object.__setattr__(self, "codes", codes)
 
-    def _attack(self, oracle, x, labels, targeted, eps, init, gen, y_true):  # noqa: ANN001, ANN202
+    def _attack(self, oracle, x, goal, eps, init):  # noqa: ANN001, ANN202
         x_adv = x.clone()
         x_adv[:, 0, 0, 0] = torch.tensor(self.codes, dtype=x.dtype) / 10
         return x_adv, oracle.logits(x_adv, None)
@@ -177,19 +177,19 @@ def test_a_resumed_sweep_measures_only_the_missing_rows_and_equals_a_full_run(mo
     resumed = study.sweep(model, x, y, settings, atk, work=Work(done=saved, on_done=saved.__setitem__))
     assert measured == ["prune S=1", "quantize bits=2"]  # rows 0 and 1 were not measured again
     assert sorted(saved) == [0, 1, 2, 3] and _untimed(resumed) == _untimed(whole)
-    assert all(torch.equal(a.robust_correct, b.robust_correct) for a, b in zip(resumed, whole))
+    assert all(torch.equal(a.robust_correct, b.robust_correct) for a, b in zip(resumed, whole, strict=True))
 
 
 def test_shards_of_settings_merge_to_the_whole_sweep() -> None:
     model, x, y, settings, atk = _small_sweep()
     whole = study.sweep(model, x, y, settings, atk)
     odd = study.sweep(
-        model, x, y, settings, atk, work=Work(mine=lambda i: i % 2 == 1)
+        model, x, y, settings, atk, work=Work(in_shard=lambda i: i % 2 == 1)
     )  # a rank without the undefended row
     assert [o.row.label for o in odd] == ["prune E=0.01", "quantize bits=2"] and all(
         o.row.p_robust is None for o in odd
     )
-    even = study.sweep(model, x, y, settings, atk, work=Work(mine=lambda i: i % 2 == 0))
+    even = study.sweep(model, x, y, settings, atk, work=Work(in_shard=lambda i: i % 2 == 0))
     merged = study.sweep(model, x, y, settings, atk, work=Work(done={1: odd[0], 3: odd[1], 0: even[0], 2: even[1]}))
     assert _untimed(merged) == _untimed(whole) and merged[1].row.p_robust is not None  # completed at the merge
 

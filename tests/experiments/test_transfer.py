@@ -1,4 +1,5 @@
-"""advlab.experiments.transfer: Szegedy et al.'s transfer findings reproduced on embedded data, and the matrix's definitions.
+"""advlab.experiments.transfer: Szegedy et al.'s transfer findings reproduced on embedded data, and the matrix's
+definitions.
 
 Two DigitsCNNs trained on disjoint halves of digits:train (even / odd indices, different seeds) stand in for
 Szegedy's "models trained on disjoint training sets"; the shipped digits-cnn (trained on all of digits:train)
@@ -45,16 +46,16 @@ def digits_halves() -> tuple[DigitsCNN, DigitsCNN]:
 
 
 @pytest.fixture(scope="module")
-def test_set() -> tuple[torch.Tensor, torch.Tensor]:
+def digits_test_split() -> tuple[torch.Tensor, torch.Tensor]:
     return data.load("digits:test")
 
 
 @pytest.fixture(scope="module")
-def halves_matrix(test_set: tuple[torch.Tensor, torch.Tensor]) -> TransferMatrix:
+def halves_matrix(digits_test_split: tuple[torch.Tensor, torch.Tensor]) -> TransferMatrix:
     """PGD-10 at L-inf 0.2 on A, B and their ensemble; victims A, B and the shipped digits-cnn."""
     a, b = digits_halves()
     full = zoo.load("digits-cnn")
-    x, y = test_set
+    x, y = digits_test_split
     return transfer_matrix(
         [("A", a), ("B", b)],
         [("A", a), ("B", b), ("full", full)],
@@ -66,9 +67,9 @@ def halves_matrix(test_set: tuple[torch.Tensor, torch.Tensor]) -> TransferMatrix
     )
 
 
-def test_half_models_are_good_classifiers(test_set: tuple[torch.Tensor, torch.Tensor]) -> None:
+def test_half_models_are_good_classifiers(digits_test_split: tuple[torch.Tensor, torch.Tensor]) -> None:
     for m in digits_halves():
-        assert accuracy(m, *test_set) > 0.9
+        assert accuracy(m, *digits_test_split) > 0.9
 
 
 def test_disjoint_training_sets_still_transfer(halves_matrix: TransferMatrix) -> None:
@@ -76,8 +77,9 @@ def test_disjoint_training_sets_still_transfer(halves_matrix: TransferMatrix) ->
     less than for the model itself; and far harder than random noise of the same size."""
     m = halves_matrix
     print("\n" + m.markdown())
-    wb = dict(zip(m.sources, m.white_box))
-    noise = dict(zip(m.targets, m.noise or []))
+    assert m.noise is not None  # PGD has an eps: the matrix has its chance row
+    wb = dict(zip(m.sources, m.white_box, strict=True))
+    noise = dict(zip(m.targets, m.noise, strict=True))
     for src, tgt in (("A", "B"), ("B", "A")):
         rate = m.rate(src, tgt)
         assert rate is not None and wb[tgt] is not None and noise[tgt] is not None
@@ -105,10 +107,10 @@ def test_ensemble_transfers_at_least_as_well_as_the_weaker_surrogate(halves_matr
     assert m.rate(ens, "B") > m.rate("A", "B")  # type: ignore[operator]
 
 
-def test_cells_follow_the_definition(test_set: tuple[torch.Tensor, torch.Tensor]) -> None:
+def test_cells_follow_the_definition(digits_test_split: tuple[torch.Tensor, torch.Tensor]) -> None:
     """fooled[s][t] = |{f_t(x) = y and f_t(x_adv_s) != y}| and the noise row is RandomNoise with the attack's seed."""
     a, b = digits_halves()
-    x, y = test_set[0][:100], test_set[1][:100]
+    x, y = digits_test_split[0][:100], digits_test_split[1][:100]
     atk = PGD(eps=0.1, steps=3, seed=7)
     m = transfer_matrix([("A", a)], [("B", b)], x, y, atk, batch_size=128)
     x_adv = atk(a, x, y).x_adv
@@ -163,9 +165,9 @@ def test_resized_is_differentiable_and_fits_each_model() -> None:
     assert seen == [(12, 12)] and x.grad is not None and x.grad.abs().sum() > 0
 
 
-def test_bad_input_is_an_advlab_error(test_set: tuple[torch.Tensor, torch.Tensor]) -> None:
+def test_bad_input_is_an_advlab_error(digits_test_split: tuple[torch.Tensor, torch.Tensor]) -> None:
     a, _ = digits_halves()
-    x, y = test_set[0][:8], test_set[1][:8]
+    x, y = digits_test_split[0][:8], digits_test_split[1][:8]
     five = nn.Sequential(nn.Flatten(), nn.Linear(64, 5))
     with pytest.raises(AdvlabError, match="has 5 classes but A has 10"):
         transfer_matrix([("A", a)], [("five", five)], x, y, PGD(eps=0.1, steps=1))

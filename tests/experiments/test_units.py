@@ -26,6 +26,7 @@ from advlab.experiments.units import (
     purity_summary,
     random_directions,
     unit_top_images,
+    units_vs_directions,
 )
 
 PENULTIMATE = "net.classifier.3:input"
@@ -152,3 +153,28 @@ def test_bad_arguments_raise_clearly(digits: tuple[nn.Module, torch.Tensor, torc
     with pytest.raises(ValueError, match="can pick 1 to 128 units"):
         most_varying_units(torch.zeros(5, 128), 0)
     assert _no_hooks(model)
+
+
+def test_units_vs_directions_measures_purity_against_the_labels_or_the_predictions(
+    digits: tuple[nn.Module, torch.Tensor, torch.Tensor],
+) -> None:
+    model, x, y = digits
+    x, y = x[:200], y[:200]
+    found = units_vs_directions(model, x, y, units=[0, 1, 2], directions=4, k=8, seed=1)
+    m = found.to_dict()
+    assert found.labelled and torch.equal(found.labels, y) and m["labels"] == "true"
+    assert m["layer"] == PENULTIMATE and m["units_in_layer"] == 128 and (m["k"], m["seed"]) == (8, 1)
+    for p in found.analysis.probes:  # each probe's purity is that of its own top-8 images
+        purity = m["unit_purity" if p.kind == "unit" else "direction_purity"][str(p.index)]
+        assert purity == float(label_purity(p.images, y)[0])
+    assert m["chance_purity"] == chance_purity(y, 8, seed=1)
+    _, phi = activations(model, x)
+    every = purity_summary(probe_activations(phi, range(128), directions=0, k=8), y)
+    assert m["all_units_purity_mean"] == every["unit_purity_mean"]
+    assert m["constant_units_in_layer"] == len(every["constant_units"]) > 0  # digits-cnn has dead ReLU units
+    # without labels the model's own predictions stand in for them
+    unlabelled = units_vs_directions(model, x, torch.full_like(y, -1), units=[0, 1, 2], directions=4, k=8, seed=1)
+    with torch.no_grad():
+        predicted = model(x).argmax(1)
+    assert not unlabelled.labelled and torch.equal(unlabelled.labels, predicted)
+    assert unlabelled.to_dict()["labels"] == "predicted"

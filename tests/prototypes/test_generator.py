@@ -64,7 +64,7 @@ def test_shards_of_batches_merge_to_the_whole_run(digits, recipe: str) -> None:
     whole = prototypes.generate(digits, "digits:test", "all", cfg, limit=3, batch_size=10)
     shards: dict[int, prototypes.Evolution] = {}
     for rank in (1, 0):  # each "rank" evolves its own batches, in any order; jitter is seeded by the batch index
-        work = Work(mine=lambda b, r=rank: b % 2 == r, on_done=lambda b, ev: shards.__setitem__(b, ev))
+        work = Work(in_shard=lambda b, r=rank: b % 2 == r, on_done=lambda b, ev: shards.__setitem__(b, ev))
         part = prototypes.generate(digits, "digits:test", "all", cfg, limit=3, batch_size=10, work=work)
         assert len(part.evolution.target) == 10 * (2 - rank)
     seen: list[list[int]] = []
@@ -163,3 +163,20 @@ def test_svhn_images_start_towards_another_model_s_classes(tmp_path, monkeypatch
     gray = prototypes.parse_start("svhn:test", 1, 8)  # into the 8x8 grey digits model
     run = prototypes.generate(zoo.load("digits-cnn"), gray, "0-9", Config(steps=150))
     assert run.evolution.start.tolist() == [0] * 10 + [1] * 10 and (run.evolution.final_prob >= 0.99).all()
+
+
+def test_generate_each_evolves_the_same_pairs_per_config_as_units_of_one_loop(digits) -> None:
+    """Two configs over 2 batches each: units 0-1 are the first config's, 2-3 the second's; each config's
+    prototypes equal its own generate, and a Work that computes only the second config's units leaves the first
+    None."""
+    first, second = Config(steps=10), Config(steps=10, method="pgdl2")
+    seen: dict[int, prototypes.Evolution] = {}
+    work = Work(on_done=lambda u, ev: seen.__setitem__(u, ev))
+    both = prototypes.generate_each(digits, "blank:gray", "0-3", [first, second], batch_size=2, work=work)
+    assert sorted(seen) == [0, 1, 2, 3]
+    for got, config in zip(both, (first, second), strict=True):
+        alone = prototypes.generate(digits, "blank:gray", "0-3", config, batch_size=2)
+        assert got is not None and got.config == config and torch.equal(got.x, alone.x)
+    shard = Work(in_shard=lambda u: u >= 2)
+    part = prototypes.generate_each(digits, "blank:gray", "0-3", [first, second], batch_size=2, work=shard)
+    assert part[0] is None and part[1] is not None and torch.equal(part[1].x, both[1].x)

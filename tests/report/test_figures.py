@@ -15,7 +15,7 @@ def _labels(fig, axis: str = "x") -> list[str]:  # noqa: ANN001
 
 
 def test_a_log_axis_over_one_decade_labels_every_setting() -> None:
-    xs = [0.00143, 0.0122, 0.0255, 0.0431, 0.0749]  # seed 003's E sweep: matplotlib alone labels only 10^-2
+    xs = [0.00143, 0.0122, 0.0255, 0.0431, 0.0749]  # research note 003's E sweep: matplotlib alone labels only 10^-2
     fig = line_plot({"clean": [1, 1, 1, 0.9, 0.5]}, "prune E", "accuracy", x=xs, logx=True)
     assert _labels(fig) == ["0.00143", "0.0122", "0.0255", "0.0431", "0.0749"]
     plt.close(fig)

@@ -246,7 +246,7 @@ def test_run_helpers_and_nested_out(tmp_path: Path) -> None:
 def test_atomic_write_bytes_and_text(tmp_path: Path) -> None:
     p = tmp_path / "d" / "f.txt"
     atomic_write(p, "héllo")
-    assert p.read_bytes() == "héllo".encode("utf-8")
+    assert p.read_bytes() == "héllo".encode()
     atomic_write(p, b"\x00\x01")
     assert p.read_bytes() == b"\x00\x01"
     assert os.listdir(p.parent) == ["f.txt"]

@@ -69,7 +69,8 @@ def test_round_trip_keeps_weights(tmp_path: Path) -> None:
     net = DigitsCNN()
     torch.save({"model": net.state_dict()}, tmp_path / "w.pth")
     model = zoo.load("digits-cnn", weights=tmp_path / "w.pth")
-    for (k, a), b in zip(net.state_dict().items(), model.net.state_dict().values()):  # type: ignore[union-attr]
+    loaded = model.net.state_dict()  # type: ignore[union-attr]
+    for (k, a), b in zip(net.state_dict().items(), loaded.values(), strict=True):
         assert torch.equal(a, b), k
 
 

@@ -31,21 +31,20 @@ def test_the_zoo_model_stores_and_computes_channels_last(both: tuple[torch.nn.Mo
     model, nchw = both
     convs = [m for m in model.modules() if isinstance(m, torch.nn.Conv2d)]
     assert len(convs) == 3 and all(c.weight.is_contiguous(memory_format=CHANNELS_LAST) for c in convs)
-    assert not any(
-        c.weight.is_contiguous() for c in convs[1:]
-    )  # (the first has one input channel: both layouts at once)
+    # (the first has one input channel: it is both layouts at once)
+    assert not any(c.weight.is_contiguous() for c in convs[1:])
     assert all(m.weight.is_contiguous() for m in nchw.modules() if isinstance(m, torch.nn.Conv2d))
     x, _ = data.load("digits:test", limit=16)
     seen: list[torch.Tensor] = []
-    handle = model.net.features[4].register_forward_hook(lambda _m, _a, out: seen.append(out))  # type: ignore[index, union-attr]
+    pool = model.net.features[4]  # type: ignore[index, union-attr]
+    handle = pool.register_forward_hook(lambda _m, _a, out: seen.append(out))
     try:
         with torch.no_grad():
             model(x)
     finally:
         handle.remove()
-    assert seen[0].shape == (16, 64, 4, 4) and seen[0].is_contiguous(
-        memory_format=CHANNELS_LAST
-    )  # the max-pool ran NHWC
+    # the max-pool ran NHWC
+    assert seen[0].shape == (16, 64, 4, 4) and seen[0].is_contiguous(memory_format=CHANNELS_LAST)
     assert not seen[0].is_contiguous()
 
 

@@ -27,17 +27,20 @@ import torch
 from advlab.attacks.base import (
     Attack,
     Best,
+    Found,
+    Goal,
     Oracle,
     SubOracle,
+    check_counts,
     check_epsilons,
-    eps_list,
-    is_success,
     register,
+    restarts,
 )
+from advlab.attacks.minimal import boundary_distances, wrong_classes
 from advlab.attacks.pgd import start_delta
-from advlab.attacks.step import Ball
-from advlab.losses import Loss, bind, get_loss
-from advlab.threat import Norm, steepest_step
+from advlab.attacks.step import Ball, take_rows
+from advlab.losses import Loss, get_loss
+from advlab.threat import check_norm, steepest_step
 
 #: AutoAttack's heavy-ball coefficient a: the weight of the new projected step against the previous move
 HEAVY_BALL = 0.75
@@ -61,7 +64,7 @@ def checkpoints(steps: int) -> list[int]:
 class APGD(Attack):
     """Auto-PGD: ``steps`` iterations per restart on ``loss`` ("ce", "dlr" or any advlab loss) in the ``norm``
     ball of radius ``eps`` (a float or a list: a robustness curve); ``rho`` the checkpoint threshold;
-    ``restarts`` further runs from new random starts for the samples still standing; ``early_stop`` drops a
+    ``restarts`` further runs from new random starts for the samples still unbroken; ``early_stop`` drops a
     sample at its first success. No step size: it adapts, from 2 eps."""
 
     eps: float | Sequence[float] = 8 / 255
@@ -82,84 +85,55 @@ class APGD(Attack):
 
     def validate(self) -> None:
         check_epsilons(self.eps, self.norm)
-        if self.steps < 1:
-            raise ValueError(f"steps must be >= 1, got {self.steps}")
-        if self.restarts < 1:
-            raise ValueError(f"restarts must be >= 1, got {self.restarts}")
+        check_counts(self, "steps", "restarts")
         if not 0 < self.rho <= 1:
             raise ValueError(f"rho must be in (0, 1], got {self.rho}")
         get_loss(self.loss)
 
-    def _epsilons(self) -> list[float | None]:
-        return list(eps_list(self.eps))
-
     def _attack(
-        self,
-        oracle: Oracle,
-        x: torch.Tensor,
-        labels: torch.Tensor,
-        targeted: bool,
-        eps: float | None,
-        init: torch.Tensor | None,
-        gen: torch.Generator,
-        y_true: torch.Tensor,
-    ) -> tuple[torch.Tensor, torch.Tensor]:
+        self, oracle: Oracle, x: torch.Tensor, goal: Goal, eps: float | None, init: torch.Tensor | None
+    ) -> Found:
         assert eps is not None
-        return self._search(oracle, x, labels, y_true, targeted, eps, init, 0)
+        return self._search(oracle, x, goal, eps, init, 0)
 
     def _search(
         self,
         oracle: Oracle,
         x: torch.Tensor,
-        labels: torch.Tensor,
-        y_true: torch.Tensor,
-        targeted: bool,
-        eps: float,
+        goal: Goal,
+        eps: float | torch.Tensor,
         init: torch.Tensor | None,
         stream: int,
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """``restarts`` APGD runs, each on the samples still standing; random starts from streams ``stream + r``."""
-        norm: Norm = self.norm  # type: ignore[assignment]
+    ) -> Found:
+        """``restarts`` APGD runs, each on the samples still unbroken; random starts from streams ``stream + r``.
+        ``eps``: a float, or per sample (N,) (:func:`advlab.attacks.minimal.bisect`)."""
+        norm = check_norm(self.norm)
         best = Best(x)
-        for restart in range(self.restarts):
-            rows = torch.arange(len(x), device=x.device) if restart == 0 else best.standing()
-            if len(rows) == 0:
-                break
+        for restart, unbroken in restarts(best, self.restarts):
+            rows = torch.arange(len(x), device=x.device) if unbroken is None else unbroken
             x0 = x[rows]
             warm = init[rows] if init is not None and restart == 0 else None
+            e = take_rows(eps, unbroken)
             delta = start_delta(
-                x0, eps, norm, init=warm, random=self.random_start, seed=self.seed, restart=stream + restart
+                x0, e, norm, init=warm, random=self.random_start, seed=self.seed, restart=stream + restart
             )
-            self._climb(oracle, x0, labels[rows], y_true[rows], targeted, eps, (x0 + delta).clamp(0, 1), best, rows)
+            self._climb(oracle, goal.rows(rows), _Run(x0, (x0 + delta).clamp(0, 1), e, rows), best)
         return best.result()
 
-    def _climb(
-        self,
-        oracle: Oracle,
-        x0: torch.Tensor,
-        labels: torch.Tensor,
-        y_true: torch.Tensor,
-        targeted: bool,
-        eps: float,
-        xk: torch.Tensor,
-        best: Best,
-        rows: torch.Tensor,
-    ) -> None:
-        """One APGD run of ``steps`` iterations from ``xk``; every iterate is scored into ``best`` at ``rows``."""
-        norm: Norm = self.norm  # type: ignore[assignment]
-        loss_fn, ball = get_loss(self.loss), Ball(eps, norm)
-        sizes = _StepSizes(xk, eps)
+    def _climb(self, oracle: Oracle, goal: Goal, run: _Run, best: Best) -> None:
+        """One APGD run of ``steps`` iterations from ``run.xk``; every iterate is scored into ``best`` at
+        ``run.rows``."""
+        norm = check_norm(self.norm)
+        loss_fn, ball, x0, xk = get_loss(self.loss), Ball(run.eps, norm), run.x0, run.xk
+        sizes = _StepSizes(xk, run.eps)
         x_prev = xk.clone()
         marks = set(checkpoints(self.steps))
         active = torch.arange(len(x0), device=x0.device)
         for k in range(self.steps + 1):
-            a = active
-            xe = self._prepare(xk[a], x0[a], eps)
-            logits, loss, grad = oracle.evaluate(
-                xe, rows[a], bind(loss_fn, labels[a], targeted, y_true[a]), k < self.steps
-            )
-            succ = is_success(logits, labels[a], targeted)
-            best.update(rows[a], xe, logits, succ, loss)
+            a, where, aim = active, run.rows[active], goal.rows(active)
+            xe = self._prepare(xk[a], x0[a], run.eps)  # eps per row only in bisect, where no row stops early
+            logits, loss, grad = oracle.evaluate(xe, where, aim.objective(loss_fn), k < self.steps)
+            succ = best.record(where, xe, logits, aim, loss)
             if k == self.steps:
                 break
             assert grad is not None
@@ -177,6 +151,17 @@ class APGD(Attack):
             x_prev[a], xk[a] = xk[a], nxt
 
 
+@dataclass(frozen=True)
+class _Run:
+    """One APGD run: the clean points ``x0`` of its rows, the first iterate ``xk`` (updated in place), the radius
+    ``eps`` (a float or per row) and the rows' positions in the batch of the search."""
+
+    x0: torch.Tensor
+    xk: torch.Tensor
+    eps: float | torch.Tensor
+    rows: torch.Tensor
+
+
 def heavy_ball_step(
     x: torch.Tensor, x_prev: torch.Tensor, grad: torch.Tensor, eta: torch.Tensor, x0: torch.Tensor, ball: Ball, a: float
 ) -> torch.Tensor:
@@ -189,7 +174,7 @@ class _StepSizes:
     """APGD's per-sample step size eta (from 2 eps) and what its checkpoint rule needs: per sample the best loss
     of the run with its point and gradient, and how many steps raised the loss since the last checkpoint."""
 
-    def __init__(self, xk: torch.Tensor, eps: float) -> None:
+    def __init__(self, xk: torch.Tensor, eps: float | torch.Tensor) -> None:
         m, dev = len(xk), xk.device
         self.eta = torch.full((m,), 2.0, device=dev) * eps  # eps: a float, or (m,) per sample (minimal.bisect)
         self.best_loss = torch.full((m,), -torch.inf, device=dev)
@@ -226,8 +211,6 @@ TARGET_RULES = ("logits", "malt")
 #: APGD-T's first random-start stream: its targets never restart from the points a plain APGD at the same seed
 #: started from (streams 0 .. restarts - 1), so in the reliable preset APGD-T does not retrace APGD-CE's start
 TARGET_STREAM = 1000
-#: the dual exponent of each norm: ||.||_1 for L-inf, ||.||_2 for L2, ||.||_inf for L1
-DUAL = {"linf": 1.0, "l2": 2.0, "l1": math.inf}
 
 
 def malt_targets(
@@ -243,13 +226,8 @@ def malt_targets(
     ignoring the box). Costs one forward and candidates + 1 backwards per sample (the Jacobian rows of y and of
     each candidate); ties (e.g. zero gradients) keep the logit order. Returns (N, candidates) class indices.
     """
-    k = min(candidates, logits.shape[1] - 1)
-    ranked = logits.argsort(1, descending=True)
-    wrong = ranked[ranked != labels[:, None]].view(len(x), -1)[:, :k]
-    z, jac = oracle.logit_grads(x, None, torch.cat([labels[:, None], wrong], 1))
-    gap = z.gather(1, labels[:, None]) - z.gather(1, wrong)
-    slope = (jac[:, :1] - jac[:, 1:]).flatten(2).norm(p=DUAL[norm], dim=2)
-    order = (gap / slope.clamp_min(1e-12)).argsort(dim=1, stable=True)
+    wrong = wrong_classes(logits, labels)[:, : min(candidates, logits.shape[1] - 1)]
+    order = boundary_distances(oracle, x, labels, wrong, norm).argsort(dim=1, stable=True)
     return wrong.gather(1, order)
 
 
@@ -257,7 +235,7 @@ def malt_targets(
 @dataclass(frozen=True, kw_only=True)
 class APGDT(APGD):
     """Targeted APGD with the targeted DLR loss, run against ``n_targets`` wrong classes in turn, each on the
-    samples still standing: an untargeted goal reached by targeted attacks.
+    samples still unbroken: an untargeted goal reached by targeted attacks.
 
     ``targets="logits"``: the model's most likely wrong classes at the clean point, in order (AutoAttack's APGD-T).
     ``targets="malt"``: the ``candidates`` most likely wrong classes re-ranked by the linear estimate of the
@@ -291,41 +269,51 @@ class APGDT(APGD):
         """The wrong classes to target per sample, best first (N, n): by logit, or by MALT's distance estimate."""
         if self.targets == "malt":
             return malt_targets(oracle, x, labels, clean, self.candidates, self.norm)
-        ranked = clean.argsort(1, descending=True)
-        return ranked[ranked != labels[:, None]].view(len(x), -1)
+        return wrong_classes(clean, labels)
 
     def _attack(
+        self, oracle: Oracle, x: torch.Tensor, goal: Goal, eps: float | None, init: torch.Tensor | None
+    ) -> Found:
+        assert eps is not None
+        if goal.targeted:  # the user named the targets: one plain targeted APGD search
+            return self._search(oracle, x, goal, eps, init, 0)
+        clean = oracle.logits(x, torch.arange(len(x), device=x.device))
+        unbroken = (~goal.reached(clean)).nonzero().flatten()
+        if len(unbroken) == 0:
+            return x.detach().clone(), clean.clone()
+        ranked = self._order(SubOracle(oracle, unbroken), x[unbroken], goal.labels[unbroken], clean[unbroken])
+        order = torch.zeros(len(x), ranked.shape[1], dtype=torch.long, device=x.device)
+        order[unbroken] = ranked
+        # each target its own random starts, none of APGD's
+        return self.in_turn(oracle, x, goal, eps, clean, order, first=TARGET_STREAM, stride=self.restarts)
+
+    def in_turn(
         self,
         oracle: Oracle,
         x: torch.Tensor,
-        labels: torch.Tensor,
-        targeted: bool,
-        eps: float | None,
-        init: torch.Tensor | None,
-        gen: torch.Generator,
-        y_true: torch.Tensor,
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        assert eps is not None
-        if targeted:  # the user named the targets: one plain targeted APGD search
-            return self._search(oracle, x, labels, y_true, True, eps, init, 0)
-        clean = oracle.logits(x, torch.arange(len(x), device=x.device))
+        goal: Goal,
+        eps: float | torch.Tensor,
+        clean: torch.Tensor,
+        order: torch.Tensor,
+        *,
+        first: int,
+        stride: int,
+    ) -> Found:
+        """The untargeted ``goal`` reached by targeted APGD searches: at rank r = 0, 1, ... (at most ``n_targets``),
+        every sample not yet broken is attacked towards the class ``order[:, r]``, with random starts from the
+        streams ``first + r * stride`` on. ``clean``: the model's logits on ``x`` (what unbroken samples get)."""
         best_x, best_logits = x.detach().clone(), clean.clone()
-        done = is_success(clean, labels, False)
-        standing = (~done).nonzero().flatten()
-        if len(standing) == 0:
-            return best_x, best_logits
-        ranked = self._order(SubOracle(oracle, standing), x[standing], labels[standing], clean[standing])
-        order = torch.zeros(len(x), ranked.shape[1], dtype=torch.long, device=x.device)
-        order[standing] = ranked
+        done = goal.reached(clean)
         for rank in range(min(self.n_targets, order.shape[1])):
             todo = (~done).nonzero().flatten()
             if len(todo) == 0:
                 break
-            stream = TARGET_STREAM + rank * self.restarts  # each target its own random starts, none of APGD's
+            sub = goal.rows(todo)
+            aim = Goal(order[todo, rank], True, sub.labels)
             xa, za = self._search(
-                SubOracle(oracle, todo), x[todo], order[todo, rank], labels[todo], True, eps, None, stream
+                SubOracle(oracle, todo), x[todo], aim, take_rows(eps, todo), None, first + rank * stride
             )
-            broke = is_success(za, labels[todo], False)
+            broke = sub.reached(za)
             hit = todo[broke]
             best_x[hit], best_logits[hit], done[hit] = xa[broke], za[broke], True
         return best_x, best_logits

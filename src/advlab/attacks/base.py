@@ -1,10 +1,11 @@
 """The one place for attack bookkeeping: targets, success, counting, box and ball, model flags, eps lists.
 
 An attack is a frozen config; ``attack(model, x, y, target=None)`` runs it. Subclasses implement
-``_attack(oracle, x, labels, targeted, eps, init, gen, y_true)`` and return ``(x_adv, logits)``; everything else
-(resolving targets, restoring the model's flags, buffers and modes, quantizing, norms, counts, robustness curves) lives here.
-Each attack class carries its ``name`` and registers itself with :func:`register`, which is how the catalog
-(and so the CLI) knows what exists.
+``_attack(oracle, x, goal, eps, init)`` and return ``(x_adv, logits)``; everything else (resolving the
+:class:`Goal`, restoring the model's flags, buffers and modes, quantizing, norms, counts, robustness curves)
+lives here, with the bookkeeping every iterative attack shares: :class:`Best` (the most adversarial point seen
+per sample) and :func:`restarts` (further runs on the samples still unbroken). Each attack class carries its
+``name`` and registers itself with :func:`register`, which is how the catalog (and so the CLI) knows what exists.
 """
 
 from __future__ import annotations
@@ -15,15 +16,18 @@ import math
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, ClassVar, TypeVar
+from typing import Any, ClassVar, TypeVar, cast
 
 import torch
 from torch import nn
 
+from advlab.losses import Loss, bind
 from advlab.threat import NORMS, distance
 from advlab.types import AttackResult
 
 Target = int | torch.Tensor | str | None
+#: what ``Attack._attack`` returns: ``(x_adv, the model's logits on x_adv)``
+Found = tuple[torch.Tensor, torch.Tensor]
 AttackType = TypeVar("AttackType", bound="type[Attack]")
 
 #: every registered attack class by its ``name`` (filled by :func:`register`, read by ``catalog.attack_classes``)
@@ -169,7 +173,7 @@ def keeps_model_state(fn: Fn) -> Fn:
         with preserved_state(model):
             return fn(model, *args, **kwargs)
 
-    return wrapper  # type: ignore[return-value]
+    return cast(Fn, wrapper)
 
 
 def is_success(logits: torch.Tensor, labels: torch.Tensor, targeted: bool) -> torch.Tensor:
@@ -177,8 +181,32 @@ def is_success(logits: torch.Tensor, labels: torch.Tensor, targeted: bool) -> to
     return pred == labels if targeted else pred != labels
 
 
-def quantize_8bit(x: torch.Tensor, x0: torch.Tensor, eps: float | None, norm: str) -> torch.Tensor:
-    """Round ``x`` to the 8-bit grid (k/255) while staying in [0, 1] and, for L-inf, in the eps-ball around ``x0``.
+@dataclass(frozen=True, slots=True)
+class Goal:
+    """What an attack aims at, per row of its batch: ``labels`` are the true classes (untargeted: make the
+    argmax differ) or the targets (``targeted``: make the argmax equal); ``y_true`` are always the true classes
+    (-1 where a sample has none), which targeted DLR needs."""
+
+    labels: torch.Tensor
+    targeted: bool
+    y_true: torch.Tensor
+
+    def rows(self, idx: torch.Tensor | None) -> Goal:
+        """The goal of the rows ``idx`` of the batch (None: every row, this goal itself)."""
+        return self if idx is None else Goal(self.labels[idx], self.targeted, self.y_true[idx])
+
+    def reached(self, logits: torch.Tensor) -> torch.Tensor:
+        """(N,) bool: the rows whose ``logits`` meet the goal."""
+        return is_success(logits, self.labels, self.targeted)
+
+    def objective(self, loss: Loss) -> Callable[[torch.Tensor], torch.Tensor]:
+        """The per-sample objective ``logits -> loss(logits, labels, targeted, y_true)`` (to ascend)."""
+        return bind(loss, self.labels, self.targeted, self.y_true)
+
+
+def quantize_8bit(x: torch.Tensor, x0: torch.Tensor, eps: float | torch.Tensor | None, norm: str) -> torch.Tensor:
+    """Round ``x`` to the 8-bit grid (k/255) while staying in [0, 1] and, for L-inf, in the eps-ball around ``x0``
+    (``eps`` a float or per sample (N,)).
 
     For L2/L1 the rounding is towards ``x0`` (truncation of the perturbation in grid units), which never
     increases the norm when ``x0`` itself lies on the grid.
@@ -186,8 +214,9 @@ def quantize_8bit(x: torch.Tensor, x0: torch.Tensor, eps: float | None, norm: st
     if norm == "linf" or eps is None:
         q = (x * 255).round() / 255
         if eps is not None:
-            lo = torch.ceil(((x0 - eps) * 255).clamp(min=0) - 1e-4) / 255
-            hi = torch.floor(((x0 + eps) * 255).clamp(max=255) + 1e-4) / 255
+            e = eps.to(x0).view(-1, *[1] * (x0.ndim - 1)) if isinstance(eps, torch.Tensor) else eps
+            lo = torch.ceil(((x0 - e) * 255).clamp(min=0) - 1e-4) / 255
+            hi = torch.floor(((x0 + e) * 255).clamp(max=255) + 1e-4) / 255
             q = torch.maximum(torch.minimum(q, hi), lo)
         return q.clamp(0, 1)
     x0q = (x0 * 255).round() / 255
@@ -215,6 +244,22 @@ def check_epsilons(eps: float | Sequence[float], norm: str) -> None:
         raise ValueError(f"an L-inf eps above 1 means nothing for [0, 1] images, got {eps}")
 
 
+def check_counts(config: object, *names: str) -> None:
+    """Raise ValueError unless each option ``names`` of ``config`` (steps, restarts, ...) is at least 1."""
+    for name in names:
+        value = getattr(config, name)
+        if value < 1:
+            raise ValueError(f"{name} must be >= 1, got {value}")
+
+
+def check_positive(config: object, *names: str) -> None:
+    """Raise ValueError unless each option ``names`` of ``config`` is positive (None: left to its default)."""
+    for name in names:
+        value = getattr(config, name)
+        if value is not None and not value > 0:
+            raise ValueError(f"{name} must be positive, got {value}")
+
+
 @dataclass(frozen=True, kw_only=True)
 class Attack:
     """Base config shared by all attacks.
@@ -235,12 +280,13 @@ class Attack:
     #: per option the attack lacks, what to use instead (the catalog adds it to the refusal)
     instead: ClassVar[dict[str, str]] = {}
     #: False for attacks that only query outputs (random noise, black-box attacks): ``evaluate`` flags a
-    #: model on which such an attack breaks samples that the white-box attacks left standing
+    #: model on which such an attack breaks samples that the white-box attacks left unbroken
     white_box: ClassVar[bool] = True
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         if "__repr__" not in cls.__dict__:  # set before @dataclass runs, so that it keeps this one (a class's own wins)
+            # mypy forbids assigning to a method; replacing the one @dataclass would write is the point here
             cls.__repr__ = Attack.__repr__  # type: ignore[method-assign]
 
     def __post_init__(self) -> None:
@@ -248,7 +294,8 @@ class Attack:
 
     def __repr__(self) -> str:
         """The dataclass repr with the values actually used: a step size left at None (a default computed from
-        eps and steps) shows its value, e.g. ``alpha=0.025`` for PGD at eps 0.1 with 10 steps (one per eps of a list)."""
+        eps and steps) shows its value, e.g. ``alpha=0.025`` for PGD at eps 0.1 with 10 steps (one per eps of a
+        list)."""
         shown = {**{f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.repr}, **self.resolved()}
         return f"{type(self).__qualname__}({', '.join(f'{k}={v!r}' for k, v in shown.items())})"
 
@@ -296,75 +343,57 @@ class Attack:
     def _run(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, target: Target, body: Callable[..., Any]) -> Any:
         self.validate()
         _check_batch(x, y)
-        gen = torch.Generator().manual_seed(self.seed)
         if not self.white_box:  # query-only attacks see outputs only: any gradient request raises
             from advlab.attacks.blackbox.query_only import QueryOnly
 
             model = QueryOnly(model)
         with frozen_parameters(model), preserved_state(model):
             oracle = Oracle(model, len(x), x.device)
-            labels, targeted = self._labels(oracle, x, y, target, gen)
-            return body(oracle, x, y, labels, targeted, gen)
+            return body(oracle, x, self._goal(oracle, x, y, target))
 
     def validate(self) -> None:
         """Raise ValueError for impossible settings (called at construction and before every run)."""
 
     # ---------------------------------------------------------------- for subclasses
     def _attack(
-        self,
-        oracle: Oracle,
-        x: torch.Tensor,
-        labels: torch.Tensor,
-        targeted: bool,
-        eps: float | None,
-        init: torch.Tensor | None,
-        gen: torch.Generator,
-        y_true: torch.Tensor,
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Return ``(x_adv, logits of the model on x_adv)`` for this (sub)batch; ``labels`` are targets when ``targeted``."""
+        self, oracle: Oracle, x: torch.Tensor, goal: Goal, eps: float | None, init: torch.Tensor | None
+    ) -> Found:
+        """Return ``(x_adv, logits of the model on x_adv)`` for this (sub)batch, aiming at ``goal``; ``eps`` is the
+        radius of the ball (None for unbounded attacks), ``init`` a warm start (a perturbation of ``x``) or None."""
         raise NotImplementedError
 
     def _epsilons(self) -> list[float | None]:
-        return [None]
+        """The radii to attack at, ascending: the attack's ``eps`` (a number or a list), or [None] without one."""
+        eps = getattr(self, "eps", None)
+        return [None] if eps is None else list(eps_list(eps))
 
-    def _prepare(self, x_adv: torch.Tensor, x: torch.Tensor, eps: float | None) -> torch.Tensor:
+    def _prepare(self, x_adv: torch.Tensor, x: torch.Tensor, eps: float | torch.Tensor | None) -> torch.Tensor:
         """What the model is evaluated on: the iterate itself, or its 8-bit rounding with ``quantize``."""
         return quantize_8bit(x_adv, x, eps, self.threat_norm) if self.quantize else x_adv
 
-    def _x_adv_only(
-        self,
-        oracle: Oracle,
-        x: torch.Tensor,
-        y: torch.Tensor,
-        labels: torch.Tensor,
-        targeted: bool,
-        gen: torch.Generator,
-    ) -> torch.Tensor:
-        """What :meth:`perturb` returns; attacks with a cheaper path than the full result override this."""
-        return self._run_with_eps(oracle, x, y, labels, targeted, gen).x_adv
+    def _last_iterate(self, oracle: Oracle, x: torch.Tensor, goal: Goal, eps: float | None) -> torch.Tensor | None:
+        """``x_adv`` by a cheaper path than the full result, for :meth:`perturb` at one eps without ``quantize``;
+        None where the attack has none (the default) or not for its settings."""
+        return None
 
     # ---------------------------------------------------------------- internals
-    def _labels(
-        self, oracle: Oracle, x: torch.Tensor, y: torch.Tensor, target: Target, gen: torch.Generator
-    ) -> tuple[torch.Tensor, bool]:
-        """The labels the attack works with (true labels, or the targets) and whether it is targeted."""
+    def _x_adv_only(self, oracle: Oracle, x: torch.Tensor, goal: Goal) -> torch.Tensor:
+        """What :meth:`perturb` returns: :meth:`_last_iterate` where it has an answer, else the full result's."""
+        epsilons = self._epsilons()
+        if len(epsilons) == 1 and not self.quantize:
+            x_adv = self._last_iterate(oracle, x, goal, epsilons[0])
+            if x_adv is not None:
+                return x_adv
+        return self._run_with_eps(oracle, x, goal).x_adv
+
+    def _goal(self, oracle: Oracle, x: torch.Tensor, y: torch.Tensor, target: Target) -> Goal:
+        """The :class:`Goal` for true labels ``y`` and ``target`` (see :meth:`__call__`)."""
         if target is None:
             if (y < 0).any():
                 raise ValueError("untargeted attacks need a label for every sample (found -1)")
-            return y, False
+            return Goal(y, False, y)
         if isinstance(target, str):
-            if target == "least-likely":
-                t = oracle.logits(x, None).argmin(1)
-            elif target == "random":
-                # per sample: the same target in any batch
-                from advlab.attacks.draws import TARGET_STREAM, SampleDraws
-
-                with torch.no_grad():  # the class count, a property of the model: no sample's query
-                    k = int(oracle.model(x[:1]).shape[1])
-                offset = SampleDraws(x, self.seed, stream=TARGET_STREAM).integers(None, 0, 1, k).to(y.device)
-                t = (y.clamp(min=0) + offset) % k
-            else:
-                raise ValueError(f"target must be a class index, a tensor, 'random' or 'least-likely', not {target!r}")
+            t = self._named_targets(oracle, x, y, target)
         elif isinstance(target, int):
             t = torch.full_like(y, target)
         else:
@@ -373,40 +402,46 @@ class Attack:
                 t = t.expand_as(y).clone()
             if t.shape != y.shape:
                 raise ValueError(f"target has {t.numel()} entries for {len(y)} samples")
-        return t, True
+        return Goal(t, True, y)
 
-    def _run_with_eps(
-        self,
-        oracle: Oracle,
-        x: torch.Tensor,
-        y: torch.Tensor,
-        labels: torch.Tensor,
-        targeted: bool,
-        gen: torch.Generator,
-    ) -> AttackResult:
+    def _named_targets(self, oracle: Oracle, x: torch.Tensor, y: torch.Tensor, target: str) -> torch.Tensor:
+        """The targets ``"least-likely"`` (the clean argmin) or ``"random"`` (per sample a class != y, the same in
+        any batch, from ``seed``)."""
+        if target == "least-likely":
+            return oracle.logits(x, None).argmin(1)
+        if target != "random":
+            raise ValueError(f"target must be a class index, a tensor, 'random' or 'least-likely', not {target!r}")
+        from advlab.attacks.draws import TARGET_STREAM, SampleDraws
+
+        with torch.no_grad():  # the class count, a property of the model: no sample's query
+            k = int(oracle.model(x[:1]).shape[1])
+        offset = SampleDraws(x, self.seed, stream=TARGET_STREAM).integers(None, 0, 1, k).to(y.device)
+        return (y.clamp(min=0) + offset) % k
+
+    def _run_with_eps(self, oracle: Oracle, x: torch.Tensor, goal: Goal) -> AttackResult:
         """Run ``_attack`` for each eps, ascending; a sample broken at a smaller eps stays broken (the balls are
-        nested), so each larger eps attacks only the samples still standing, warm-started from the last iterate."""
+        nested), so each larger eps attacks only the samples still unbroken, warm-started from the last iterate."""
         epsilons = self._epsilons()
         if len(epsilons) == 1:
-            xa, za = self._attack(oracle, x, labels, targeted, epsilons[0], None, gen, y)
-            return result_from(oracle, x, xa.detach().to(x.dtype), y, labels, targeted, za.detach())
+            xa, za = self._attack(oracle, x, goal, epsilons[0], None)
+            return result_from(oracle, x, xa.detach().to(x.dtype), goal, za.detach())
         x_adv = x.detach().clone()
         logits = oracle.logits(x, None)
-        success = is_success(logits, labels, targeted)
+        success = goal.reached(logits)
         min_eps = torch.full((len(x),), math.inf)
         curve: list[dict[str, float]] = []
         for eps in epsilons:
             todo = (~success).nonzero().flatten()
             if len(todo):
-                init = x_adv[todo] - x[todo]
-                xa, za = self._attack(SubOracle(oracle, todo), x[todo], labels[todo], targeted, eps, init, gen, y[todo])
+                sub = goal.rows(todo)
+                xa, za = self._attack(SubOracle(oracle, todo), x[todo], sub, eps, x_adv[todo] - x[todo])
                 x_adv[todo] = xa.detach().to(x.dtype)
                 logits[todo] = za.detach().to(logits.dtype)
-                success[todo] = is_success(za, labels[todo], targeted)
+                success[todo] = sub.reached(za)
             assert eps is not None, "an eps list needs bounded epsilons"
             min_eps[success.cpu() & torch.isinf(min_eps)] = eps
             curve.append({"eps": eps, "success_rate": float(success.float().mean()) if len(x) else 0.0})
-        res = result_from(oracle, x, x_adv, y, labels, targeted, logits)
+        res = result_from(oracle, x, x_adv, goal, logits)
         res.curve, res.min_eps = curve, min_eps
         return res
 
@@ -425,16 +460,25 @@ class SubOracle(Oracle):
 class Best:
     """Per sample, the most adversarial point evaluated so far: a successful one first, then the highest loss.
 
-    Iterative attacks call :meth:`update` after every evaluation (``where`` = rows in the batch); the
-    result is what they return. This is the "maximum confidence" rule that makes full-budget runs at least
-    as strong as their final iterate.
+    Iterative attacks call :meth:`record` (or :meth:`update`) after every evaluation (``where`` = rows in the
+    batch); the result is what they return. This is the "maximum confidence" rule that makes full-budget runs at
+    least as strong as their final iterate. Logits and losses are kept in the dtypes the attack hands in (a
+    float64 model gives float64 logits; a loss may be float64 too).
     """
 
     def __init__(self, x: torch.Tensor) -> None:
         self.x = x.detach().clone()
         self.logits: torch.Tensor | None = None
         self.success = torch.zeros(len(x), dtype=torch.bool, device=x.device)
-        self.loss = torch.full((len(x),), -torch.inf, device=x.device)
+        self.loss: torch.Tensor | None = None
+
+    def record(
+        self, where: torch.Tensor | None, x: torch.Tensor, logits: torch.Tensor, goal: Goal, loss: torch.Tensor
+    ) -> torch.Tensor:
+        """:meth:`update` with the success of ``logits`` against ``goal`` (the goal of these rows); returns it."""
+        success = goal.reached(logits)
+        self.update(where, x, logits, success, loss)
+        return success
 
     def update(
         self,
@@ -445,8 +489,9 @@ class Best:
         loss: torch.Tensor,
     ) -> None:
         """Keep the better of the stored and the new point for rows ``where`` (None: every row, blended in place)."""
-        if self.logits is None:
+        if self.logits is None or self.loss is None:
             self.logits = torch.zeros(len(self.x), logits.shape[1], dtype=logits.dtype, device=logits.device)
+            self.loss = torch.full((len(self.x),), -torch.inf, dtype=loss.dtype, device=self.x.device)
         if where is None:
             better = (success & ~self.success) | ((success == self.success) & (loss > self.loss))
             self.x = torch.where(better.view(-1, *[1] * (x.ndim - 1)), x.detach(), self.x)
@@ -458,13 +503,23 @@ class Best:
         self.x[w], self.logits[w] = x[better].detach(), logits[better]
         self.success[w], self.loss[w] = success[better], loss[better]
 
-    def standing(self) -> torch.Tensor:
+    def unbroken(self) -> torch.Tensor:
         """Rows not yet broken (what a restart attacks again)."""
         return (~self.success).nonzero().flatten()
 
-    def result(self) -> tuple[torch.Tensor, torch.Tensor]:
+    def result(self) -> Found:
         assert self.logits is not None, "no evaluation was recorded"
         return self.x, self.logits
+
+
+def restarts(best: Best, runs: int) -> Iterator[tuple[int, torch.Tensor | None]]:
+    """``(restart, rows)`` for up to ``runs`` runs of an attack: every row first (``rows`` None), then at each
+    restart the rows of ``best`` not yet broken, until none is left."""
+    for restart in range(runs):
+        rows = None if restart == 0 else best.unbroken()
+        if rows is not None and len(rows) == 0:
+            return
+        yield restart, rows
 
 
 def _check_batch(x: torch.Tensor, y: torch.Tensor) -> None:
@@ -479,13 +534,7 @@ def _check_batch(x: torch.Tensor, y: torch.Tensor) -> None:
 
 
 def result_from(
-    oracle: Oracle,
-    x: torch.Tensor,
-    x_adv: torch.Tensor,
-    y: torch.Tensor,
-    labels: torch.Tensor,
-    targeted: bool,
-    logits: torch.Tensor | None = None,
+    oracle: Oracle, x: torch.Tensor, x_adv: torch.Tensor, goal: Goal, logits: torch.Tensor | None = None
 ) -> AttackResult:
     """Norms, success and counts for a finished ``x_adv`` (evaluates the model once if ``logits`` is None)."""
     if logits is None:
@@ -493,10 +542,10 @@ def result_from(
     d = (x_adv - x).detach()
     return AttackResult(
         x_adv=x_adv.detach().to(x.dtype),
-        success=is_success(logits, labels, targeted).cpu(),
+        success=goal.reached(logits).cpu(),
         logits=logits.detach(),
-        y=y,
-        target=labels if targeted else None,
+        y=goal.y_true,
+        target=goal.labels if goal.targeted else None,
         l0=distance(d, "l0").cpu(),
         l2=distance(d, "l2").cpu(),
         linf=distance(d, "linf").cpu(),

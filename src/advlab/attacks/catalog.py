@@ -45,7 +45,8 @@ def make(name: str, **given: Any) -> Attack:
             raise AdvlabError(f"{name} is an L2 attack: it takes no norm option")
         if key == "eps":
             raise AdvlabError(
-                f"{name} is not bounded by an eps-ball: it takes no eps (in advlab eval, --eps bounds which of its successes count)"
+                f"{name} is not bounded by an eps-ball: it takes no eps "
+                "(in advlab eval, --eps bounds which of its successes count)"
             )
         hint = cls.instead.get(key) or f"it takes {', '.join(sorted(allowed - {'seed', 'quantize'}))}"
         raise AdvlabError(f"{name} takes no {key.replace('_', '-')} option; {hint}")

@@ -24,15 +24,16 @@ from eps_0 = ``init_norm`` and delta_0 = 0, ``gamma`` = 0.05 and alpha_k cosine-
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from typing import ClassVar
 
 import torch
-import torch.nn.functional as F
 
-from advlab.attacks.base import Oracle, is_success, register
-from advlab.attacks.minimal import MinimumNorm, Smallest, cosine, nearest_class
-from advlab.threat import distance
+from advlab.attacks.base import Goal, check_counts, register
+from advlab.attacks.minimal import MinimumNorm, Seen, Walk, cosine, gap
+from advlab.losses import cross_entropy
 
 
 @register
@@ -52,59 +53,29 @@ class DDN(MinimumNorm):
     def validate(self) -> None:
         if self.norm != "l2":
             raise ValueError(f"DDN is an L2 attack: norm must be 'l2', got {self.norm!r} (FMN covers l0, l1 and linf)")
-        if self.steps < 1:
-            raise ValueError(f"steps must be >= 1, got {self.steps}")
+        check_counts(self, "steps")
         if not self.init_norm > 0 or not self.alpha > 0:
             raise ValueError(f"init_norm and alpha must be positive, got {self.init_norm}, {self.alpha}")
         if not 0 < self.gamma < 1:
             raise ValueError(f"gamma must be in (0, 1), got {self.gamma}")
         super().validate()
 
-    def _attack(
-        self,
-        oracle: Oracle,
-        x: torch.Tensor,
-        labels: torch.Tensor,
-        targeted: bool,
-        eps: float | None,
-        init: torch.Tensor | None,
-        gen: torch.Generator,
-        y_true: torch.Tensor,
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        n, dev = len(x), x.device
-        x0 = x.detach()
-        delta = torch.zeros_like(x0)
-        radius = torch.full((n,), float(self.init_norm), device=dev)
-        sign = -1.0 if targeted else 1.0
-        goal = nearest_class(oracle, x0, labels, "l2") if self.toward == "nearest" and not targeted else None
-        view = (-1, *[1] * (x.ndim - 1))
-        best: Smallest | None = None
-        active = torch.arange(n, device=dev)
-        for k in range(self.steps):
-            a, last = active, k == self.steps - 1
-            lab = labels[a]
-            xe = self._prepare(x0[a] + delta[a], x0[a], None)
-            if goal is None:
-                loss = lambda z, lab=lab: sign * F.cross_entropy(z.float(), lab, reduction="none")  # noqa: E731
-            else:  # ascend z_t - z_y towards the nearest class t
-                loss = lambda z, lab=lab, t=goal[a]: (
-                    z.float().gather(1, t[:, None]) - z.float().gather(1, lab[:, None])
-                ).squeeze(1)  # noqa: E731
-            logits, _, g = oracle.evaluate(xe, a, loss, not last)
-            if best is None:
-                best = Smallest(x0, logits)
-            adv = is_success(logits, lab, targeted)
-            best.update(a, xe, logits, adv, distance(xe - x0[a], "l2").to(dev))
-            keep = best.norm[a] > 0
-            if last or not bool(keep.any()):
-                break
-            assert g is not None
-            a, g, adv = a[keep], g[keep].to(x0.dtype), adv[keep]
-            alpha = cosine(self.alpha, self.alpha / 100, k, self.steps)
-            moved = delta[a] + alpha * g / g.flatten(1).norm(dim=1).clamp(min=1e-12).view(view)
-            radius[a] = torch.where(adv, radius[a] * (1 - self.gamma), radius[a] * (1 + self.gamma))
-            moved = moved * (radius[a] / moved.flatten(1).norm(dim=1).clamp(min=1e-12)).view(view)
-            delta[a] = (x0[a] + moved).clamp(0, 1) - x0[a]
-            active = a
-        assert best is not None
-        return best.x, best.logits
+    def _objective(self, goal: Goal, toward: torch.Tensor | None) -> Callable[[torch.Tensor], torch.Tensor]:
+        """The cross-entropy J to ascend (untargeted) or descend (targeted), or z_t - z_y towards the nearest
+        class t."""
+        if toward is None:
+            return goal.objective(cross_entropy)
+        return partial(gap, a=toward, b=goal.labels)
+
+    def _first_radius(self, n: int, device: torch.device) -> torch.Tensor:
+        return torch.full((n,), float(self.init_norm), device=device)
+
+    def _move(self, walk: Walk, rows: torch.Tensor, seen: Seen) -> None:
+        """The direction step of alpha_k along g / ||g||_2, then the radius eps (1 -+ gamma) and the box."""
+        x0, delta, radius = walk.x0[rows], walk.delta[rows], walk.radius[rows]
+        g, view = seen.grad.to(x0.dtype), (-1, *[1] * (x0.ndim - 1))
+        alpha = cosine(self.alpha, self.alpha / 100, seen.k, self.steps)
+        moved = delta + alpha * g / g.flatten(1).norm(dim=1).clamp(min=1e-12).view(view)
+        radius = torch.where(seen.adv, radius * (1 - self.gamma), radius * (1 + self.gamma))
+        moved = moved * (radius / moved.flatten(1).norm(dim=1).clamp(min=1e-12)).view(view)
+        walk.radius[rows], walk.delta[rows] = radius, (x0 + moved).clamp(0, 1) - x0

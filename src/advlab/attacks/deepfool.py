@@ -31,7 +31,7 @@ from typing import ClassVar
 import torch
 from torch import nn
 
-from advlab.attacks.base import Attack, Oracle, Target, is_success, register
+from advlab.attacks.base import Attack, Found, Goal, Oracle, Target, check_counts, register
 from advlab.types import AttackResult
 
 _NUDGE = 1e-4  # logits added to |f_l| so that the step crosses the linearized boundary, not just reaches it
@@ -58,8 +58,7 @@ class DeepFool(Attack):
     def validate(self) -> None:
         if self.norm not in ("l2", "linf"):
             raise ValueError(f"norm must be 'l2' or 'linf' for DeepFool, got {self.norm!r}")
-        if self.steps < 1:
-            raise ValueError(f"steps must be >= 1, got {self.steps}")
+        check_counts(self, "steps")
         if not self.overshoot >= 0:
             raise ValueError(f"overshoot must be >= 0, got {self.overshoot}")
         if self.candidates < 2:
@@ -83,18 +82,11 @@ class DeepFool(Attack):
         return r.view(len(f), *grads.shape[2:])
 
     def _attack(
-        self,
-        oracle: Oracle,
-        x: torch.Tensor,
-        labels: torch.Tensor,
-        targeted: bool,
-        eps: float | None,
-        init: torch.Tensor | None,
-        gen: torch.Generator,
-        y_true: torch.Tensor,
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        if targeted:
+        self, oracle: Oracle, x: torch.Tensor, goal: Goal, eps: float | None, init: torch.Tensor | None
+    ) -> Found:
+        if goal.targeted:
             raise ValueError("DeepFool is untargeted")
+        labels = goal.labels
         n, dev = len(x), x.device
         x0 = x.detach().float()
         xe = self._prepare(x0, x0, None)
@@ -108,7 +100,7 @@ class DeepFool(Attack):
         classes = torch.cat([labels[:, None], others], 1)
         r_tot = torch.zeros_like(x0)
         cur = xe.clone()  # the point linearized next
-        active = (~is_success(logits, labels, False)).nonzero().flatten()
+        active = (~goal.reached(logits)).nonzero().flatten()
         for _ in range(self.steps):
             if len(active) == 0:
                 break
@@ -119,7 +111,7 @@ class DeepFool(Attack):
             xe = self._prepare(xa, x0[a], None)
             za = oracle.logits(xe.to(x.dtype), a)
             cur[a] = xe
-            ok = is_success(za, labels[a], False)
+            ok = goal.rows(a).reached(za)
             out_x[a[ok]], out_logits[a[ok]] = xe[ok], za[ok]
             active = a[~ok]
         return out_x.to(x.dtype), out_logits

@@ -41,7 +41,7 @@ import numpy as np
 import torch
 from scipy.optimize import Bounds, minimize
 
-from advlab.attacks.base import Attack, Oracle, is_success, register
+from advlab.attacks.base import Attack, Found, Goal, Oracle, check_counts, check_positive, register
 
 
 def target_ce(logits: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
@@ -72,34 +72,22 @@ class LBFGS(Attack):
     name: ClassVar[str] = "lbfgs"
 
     def validate(self) -> None:
-        if not self.c_init > 0:
-            raise ValueError(f"c_init must be positive, got {self.c_init}")
-        if self.search_steps < 1:
-            raise ValueError(f"search_steps must be >= 1, got {self.search_steps}")
-        if self.steps < 1:
-            raise ValueError(f"steps must be >= 1, got {self.steps}")
+        check_positive(self, "c_init")
+        check_counts(self, "search_steps", "steps")
 
     def _attack(
-        self,
-        oracle: Oracle,
-        x: torch.Tensor,
-        labels: torch.Tensor,
-        targeted: bool,
-        eps: float | None,
-        init: torch.Tensor | None,
-        gen: torch.Generator,
-        y_true: torch.Tensor,
-    ) -> tuple[torch.Tensor, torch.Tensor]:
+        self, oracle: Oracle, x: torch.Tensor, goal: Goal, eps: float | None, init: torch.Tensor | None
+    ) -> Found:
         x = x.detach()
         n, rows = len(x), torch.arange(len(x), device=x.device)
-        loss_f = target_ce if targeted else not_label_ce
+        loss_f = target_ce if goal.targeted else not_label_ce
         best_x = self._prepare(x, x, None).clone()  # never successful: x itself (on the 8-bit grid with quantize)
         best_logits = oracle.logits(best_x, rows)
         best_norm = torch.full((n,), float("inf"), dtype=torch.float64, device=x.device)
 
         def keep(xe: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
             """Keep the successful rows of ``xe`` that are closer to ``x`` than the best so far; return success."""
-            ok = is_success(logits, labels, targeted)
+            ok = goal.reached(logits)
             norm = (xe - x).flatten(1).double().norm(dim=1)
             better = ok & (norm < best_norm)
             best_x[better], best_logits[better], best_norm[better] = (
@@ -113,7 +101,7 @@ class LBFGS(Attack):
         lo = torch.zeros_like(c)  # per sample, the largest c whose minimizer reached the goal (0: none yet)
         hi = torch.full_like(c, float("inf"))  # and the smallest c whose minimizer did not
         for _ in range(self.search_steps):
-            x_end, z_end = _lbfgsb(oracle, x, rows, lambda z: loss_f(z, labels), c, self.steps)
+            x_end, z_end = _lbfgsb(oracle, x, rows, lambda z: loss_f(z, goal.labels), c, self.steps)
             x_end = self._prepare(x_end, x, None)
             if z_end is None or self.quantize:
                 z_end = oracle.logits(x_end, rows)

@@ -35,11 +35,11 @@ from typing import ClassVar
 
 import torch
 
-from advlab.attacks.base import Attack, Best, Oracle, is_success, register
+from advlab.attacks.base import Attack, Best, Found, Goal, Oracle, check_counts, check_positive, register
+from advlab.attacks.step import Adam
 from advlab.losses import onehot_l2
 
 OPTIMIZERS = ("adam", "gd")
-_BETA1, _BETA2, _ADAM_EPS = 0.9, 0.999, 1e-8
 
 
 def softmax_term(logits: torch.Tensor, labels: torch.Tensor, targeted: bool) -> torch.Tensor:
@@ -68,10 +68,8 @@ class OneHot(Attack):
     def validate(self) -> None:
         if not self.lam >= 0:
             raise ValueError(f"lam must be >= 0, got {self.lam}")
-        if self.alpha is not None and not self.alpha > 0:
-            raise ValueError(f"alpha must be positive, got {self.alpha}")
-        if self.steps < 1:
-            raise ValueError(f"steps must be >= 1, got {self.steps}")
+        check_positive(self, "alpha")
+        check_counts(self, "steps")
         if self.optimizer not in OPTIMIZERS:
             raise ValueError(f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}")
 
@@ -81,30 +79,21 @@ class OneHot(Attack):
         return 0.3 if self.optimizer == "adam" else 30.0
 
     def _attack(
-        self,
-        oracle: Oracle,
-        x: torch.Tensor,
-        labels: torch.Tensor,
-        targeted: bool,
-        eps: float | None,
-        init: torch.Tensor | None,
-        gen: torch.Generator,
-        y_true: torch.Tensor,
-    ) -> tuple[torch.Tensor, torch.Tensor]:
+        self, oracle: Oracle, x: torch.Tensor, goal: Goal, eps: float | None, init: torch.Tensor | None
+    ) -> Found:
         x = x.detach()
         alpha = self.step_size()
         best = Best(x)
-        xa = x.detach().clone()
-        adam = self.optimizer == "adam"
-        m1, m2 = (torch.zeros_like(x), torch.zeros_like(x)) if adam else (None, None)
+        xa = x.clone()
+        adam = Adam.like(x) if self.optimizer == "adam" else None
         active = torch.arange(len(x), device=x.device)
         for step in range(self.steps + 1):
-            x0, lab = x[active], labels[active]
+            x0, aim = x[active], goal.rows(active)
             xe = self._prepare(xa[active], x0, None)
-            term = partial(softmax_term, labels=lab, targeted=targeted)
+            term = partial(softmax_term, labels=aim.labels, targeted=aim.targeted)
             logits, value, grad = oracle.evaluate(xe, active, term, step < self.steps)
             sq = (xe - x0).flatten(1).pow(2).sum(1)
-            succ = is_success(logits, lab, targeted)
+            succ = aim.reached(logits)
             # Best keeps success first, then the highest score: -||r||^2 among successes, -L otherwise
             best.update(active, xe, logits, succ, torch.where(succ, -sq, -(value + self.lam * sq)))
             if step == self.steps:
@@ -115,11 +104,8 @@ class OneHot(Attack):
                 if len(active) == 0:
                     break
             g = grad + 2 * self.lam * (xa[active] - x[active])
-            if m1 is not None and m2 is not None:
-                m1[active] = _BETA1 * m1[active] + (1 - _BETA1) * g
-                m2[active] = _BETA2 * m2[active] + (1 - _BETA2) * g * g
-                g = (m1[active] / (1 - _BETA1 ** (step + 1))) / (
-                    (m2[active] / (1 - _BETA2 ** (step + 1))).sqrt() + _ADAM_EPS
-                )
+            if adam is not None:
+                m_hat, root = adam.moments(active, g, step + 1)
+                g = m_hat / root
             xa[active] = (xa[active] - alpha * g).clamp(0, 1)
         return best.result()

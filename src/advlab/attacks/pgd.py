@@ -23,19 +23,29 @@ import torch
 from advlab.attacks.base import (
     Attack,
     Best,
+    Found,
+    Goal,
     Oracle,
+    check_counts,
     check_epsilons,
-    eps_list,
-    is_success,
+    check_positive,
     register,
+    restarts,
 )
 from advlab.attacks.step import Ball, Iterate, StepRule
-from advlab.losses import Loss, bind, get_loss
-from advlab.threat import Norm, project, random_start
+from advlab.losses import Loss, get_loss
+from advlab.threat import Norm, check_norm, project, random_start
 
 
 def start_delta(
-    x: torch.Tensor, eps: float, norm: Norm, *, init: torch.Tensor | None, random: bool, seed: int, restart: int
+    x: torch.Tensor,
+    eps: float | torch.Tensor,
+    norm: Norm,
+    *,
+    init: torch.Tensor | None,
+    random: bool,
+    seed: int,
+    restart: int,
 ) -> torch.Tensor:
     """Where a run starts, as a perturbation of ``x``: the warm start ``init`` projected onto the ball when given,
     else a per-sample random point of the ball (from ``seed``, ``restart`` and each image's pixels), else zero."""
@@ -52,7 +62,7 @@ class FGSM(Attack):
     """Fast gradient sign method: one step x + eps * sign(d L / dx) (for norm="l2": eps * g / ||g||_2), from x.
 
     Per sample the result is the better (successful first, then higher loss) of x and the stepped point. On an
-    ``eps`` list, each larger eps steps from the result at the previous eps of the samples still standing.
+    ``eps`` list, each larger eps steps from the result at the previous eps of the samples still unbroken.
     """
 
     eps: float | Sequence[float] = 8 / 255
@@ -72,54 +82,32 @@ class FGSM(Attack):
         check_epsilons(self.eps, self.norm)
         get_loss(self.loss)
 
-    def _epsilons(self) -> list[float | None]:
-        return list(eps_list(self.eps))
-
     def _attack(
-        self,
-        oracle: Oracle,
-        x: torch.Tensor,
-        labels: torch.Tensor,
-        targeted: bool,
-        eps: float | None,
-        init: torch.Tensor | None,
-        gen: torch.Generator,
-        y_true: torch.Tensor,
-    ) -> tuple[torch.Tensor, torch.Tensor]:
+        self, oracle: Oracle, x: torch.Tensor, goal: Goal, eps: float | None, init: torch.Tensor | None
+    ) -> Found:
         assert eps is not None
-        loss = bind(get_loss(self.loss), labels, targeted, y_true)
+        loss = goal.objective(get_loss(self.loss))
         it = self._iterate(x, eps, init)
         best = Best(x)
         xe = self._prepare(it.point(), x, eps)
         logits, value, grad = oracle.grad(xe, None, loss)
-        best.update(None, xe, logits, is_success(logits, labels, targeted), value)
+        best.record(None, xe, logits, goal, value)
         it.step(grad)
         xe = self._prepare(it.point(), x, eps)
         logits = oracle.logits(xe, None)
-        best.update(None, xe, logits, is_success(logits, labels, targeted), loss(logits))
+        best.record(None, xe, logits, goal, loss(logits))
         return best.result()
 
-    def _x_adv_only(
-        self,
-        oracle: Oracle,
-        x: torch.Tensor,
-        y: torch.Tensor,
-        labels: torch.Tensor,
-        targeted: bool,
-        gen: torch.Generator,
-    ) -> torch.Tensor:
+    def _last_iterate(self, oracle: Oracle, x: torch.Tensor, goal: Goal, eps: float | None) -> torch.Tensor | None:
         """The stepped point itself, after one gradient and nothing else."""
-        eps = self._epsilons()
-        if len(eps) > 1 or self.quantize:
-            return super()._x_adv_only(oracle, x, y, labels, targeted, gen)
-        assert eps[0] is not None
-        it = self._iterate(x, eps[0], None)
-        _, _, grad = oracle.grad(x, None, bind(get_loss(self.loss), labels, targeted, y))
+        assert eps is not None
+        it = self._iterate(x, eps, None)
+        _, _, grad = oracle.grad(x, None, goal.objective(get_loss(self.loss)))
         it.step(grad)
         return it.point()
 
     def _iterate(self, x: torch.Tensor, eps: float, init: torch.Tensor | None) -> Iterate:
-        norm: Norm = self.norm  # type: ignore[assignment]
+        norm = check_norm(self.norm)
         start = None if init is None else x + project(init, eps, norm)
         return Iterate(x, start, ball=Ball(eps, norm), rule=StepRule(norm), alpha=eps)
 
@@ -130,7 +118,7 @@ class PGD(Attack):
     """PGD with random start and restarts; ``eps`` may be a list (a robustness curve in one call).
 
     ``alpha``: the step size, default 2.5 * eps / steps (Madry et al.). ``restarts``: further runs from new
-    random starts for the samples still standing. ``loss``: any :mod:`advlab.losses` name or callable.
+    random starts for the samples still unbroken. ``loss``: any :mod:`advlab.losses` name or callable.
     """
 
     eps: float | Sequence[float] = 8 / 255
@@ -146,16 +134,10 @@ class PGD(Attack):
 
     def validate(self) -> None:
         check_epsilons(self.eps, self.norm)
-        if self.steps < 1:
-            raise ValueError(f"steps must be >= 1, got {self.steps}")
-        if self.alpha is not None and not self.alpha > 0:
-            raise ValueError(f"alpha must be positive, got {self.alpha}")
-        if self.restarts < 1:
-            raise ValueError(f"restarts must be >= 1, got {self.restarts}")
+        check_counts(self, "steps")
+        check_positive(self, "alpha")
+        check_counts(self, "restarts")
         get_loss(self.loss)
-
-    def _epsilons(self) -> list[float | None]:
-        return list(eps_list(self.eps))
 
     def step_size(self, eps: float) -> float:
         """alpha, in [0, 1] pixel units (L-inf: per pixel; L2/L1: per image)."""
@@ -163,84 +145,57 @@ class PGD(Attack):
 
     def rule(self) -> StepRule:
         """The step rule: the steepest direction of ``norm``, no momentum."""
-        return StepRule(self.norm)  # type: ignore[arg-type]
+        return StepRule(check_norm(self.norm))
 
     def _attack(
-        self,
-        oracle: Oracle,
-        x: torch.Tensor,
-        labels: torch.Tensor,
-        targeted: bool,
-        eps: float | None,
-        init: torch.Tensor | None,
-        gen: torch.Generator,
-        y_true: torch.Tensor,
-    ) -> tuple[torch.Tensor, torch.Tensor]:
+        self, oracle: Oracle, x: torch.Tensor, goal: Goal, eps: float | None, init: torch.Tensor | None
+    ) -> Found:
         assert eps is not None
         best = Best(x)
-        for restart in range(self.restarts):
-            rows = None if restart == 0 else best.standing()
-            if rows is not None and len(rows) == 0:
-                break
-            xr, lab, yt = (x, labels, y_true) if rows is None else (x[rows], labels[rows], y_true[rows])
-            delta = self._start(xr, eps, init if restart == 0 else None, restart)
-            self._ascend(oracle, xr, lab, yt, targeted, eps, delta, best, rows)
+        for restart, rows in restarts(best, self.restarts):
+            x0 = x if rows is None else x[rows]
+            delta = self._start(x0, eps, init if restart == 0 else None, restart)
+            self._ascend(oracle, self._iterate(x0, eps, delta), goal.rows(rows), best, rows)
         return best.result()
 
-    def _x_adv_only(
-        self,
-        oracle: Oracle,
-        x: torch.Tensor,
-        y: torch.Tensor,
-        labels: torch.Tensor,
-        targeted: bool,
-        gen: torch.Generator,
-    ) -> torch.Tensor:
+    def _last_iterate(self, oracle: Oracle, x: torch.Tensor, goal: Goal, eps: float | None) -> torch.Tensor | None:
         """One full-budget run needs no scoring: the last iterate after exactly ``steps`` gradients."""
-        eps = self._epsilons()
-        if len(eps) > 1 or self.restarts > 1 or self.early_stop or self.quantize:
-            return super()._x_adv_only(oracle, x, y, labels, targeted, gen)
-        e = eps[0]
-        assert e is not None
-        return self._ascend(oracle, x, labels, y, targeted, e, self._start(x, e, None, 0), None, None).detach()
+        if self.restarts > 1 or self.early_stop:
+            return None
+        assert eps is not None
+        return self._ascend(oracle, self._iterate(x, eps, self._start(x, eps, None, 0)), goal, None, None).detach()
 
     def _start(self, x: torch.Tensor, eps: float, init: torch.Tensor | None, restart: int) -> torch.Tensor:
-        norm: Norm = self.norm  # type: ignore[assignment]
+        norm = check_norm(self.norm)
         return start_delta(x, eps, norm, init=init, random=self.random_start, seed=self.seed, restart=restart)
 
+    def _iterate(self, x0: torch.Tensor, eps: float, delta: torch.Tensor) -> Iterate:
+        """The batch ``x0`` at ``x0 + delta`` (projected), in the ``norm`` ball of radius ``eps``, with :meth:`rule`."""
+        norm = check_norm(self.norm)
+        return Iterate(x0, x0 + delta, ball=Ball(eps, norm), rule=self.rule(), alpha=self.step_size(eps))
+
     def _ascend(
-        self,
-        oracle: Oracle,
-        x0: torch.Tensor,
-        labels: torch.Tensor,
-        y_true: torch.Tensor,
-        targeted: bool,
-        eps: float,
-        delta: torch.Tensor,
-        best: Best | None,
-        rows: torch.Tensor | None,
+        self, oracle: Oracle, it: Iterate, goal: Goal, best: Best | None, rows: torch.Tensor | None
     ) -> torch.Tensor:
-        """``steps`` ascent steps from ``x0 + delta``; returns the last iterate.
+        """``steps`` ascent steps of ``it`` (whose rows have the goal ``goal``); returns the last iterate.
 
         With ``best``, every iterate (the last one included, with a gradient-free forward) is scored into it at
-        ``rows`` (None: x0 is best's whole batch), and ``early_stop`` drops each sample at its first success.
-        Without, nothing is scored and the loop costs exactly ``steps`` forward/backward passes. While every
-        sample is running, :class:`Iterate` works on whole tensors (no gathers or scatters).
+        ``rows`` (None: the iterate is best's whole batch), and ``early_stop`` drops each sample at its first
+        success. Without, nothing is scored and the loop costs exactly ``steps`` forward/backward passes. While
+        every sample is running, :class:`Iterate` works on whole tensors (no gathers or scatters).
         """
         loss_fn = get_loss(self.loss)
-        it = Iterate(x0, x0 + delta, ball=Ball(eps, self.norm), rule=self.rule(), alpha=self.step_size(eps))  # type: ignore[arg-type]
         for step in range(self.steps + 1):
             last = step == self.steps
             if last and best is None:
                 break
             a = it.rows
-            lab, yt = (labels, y_true) if a is None else (labels[a], y_true[a])
+            aim = goal.rows(a)
             where = rows if a is None else (a if rows is None else rows[a])
-            xe = self._prepare(it.point(), it.start(), eps)
-            logits, loss, grad = oracle.evaluate(xe, where, bind(loss_fn, lab, targeted, yt), not last)
+            xe = self._prepare(it.point(), it.start(), it.ball.eps)
+            logits, loss, grad = oracle.evaluate(xe, where, aim.objective(loss_fn), not last)
             if best is not None:
-                succ = is_success(logits, lab, targeted)
-                best.update(where, xe, logits, succ, loss)
+                succ = best.record(where, xe, logits, aim, loss)
                 if self.early_stop and not last and bool(succ.any()):
                     it.keep(~succ)
                     grad = grad[~succ] if grad is not None else None
@@ -274,4 +229,4 @@ class MIFGSM(PGD):
 
     def rule(self) -> StepRule:
         """The steepest direction of ``norm`` applied to the L1-normalized gradient accumulated with mu."""
-        return StepRule(self.norm, self.momentum)  # type: ignore[arg-type]
+        return StepRule(check_norm(self.norm), self.momentum)

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import torch
 
@@ -49,8 +50,9 @@ class Ball:
         return (x0 + project(x - x0, self.eps, self.norm)).clamp(0, 1)
 
 
-def _rows(t: torch.Tensor | float, active: torch.Tensor | None) -> torch.Tensor | float:
-    return t[active] if isinstance(t, torch.Tensor) and active is not None else t
+def take_rows(t: torch.Tensor | float, rows: torch.Tensor | None) -> torch.Tensor | float:
+    """``t[rows]`` for a per-sample tensor ``t``; a float, or any ``t`` when ``rows`` is None, as it is."""
+    return t[rows] if isinstance(t, torch.Tensor) and rows is not None else t
 
 
 def _per_sample(t: torch.Tensor | float, like: torch.Tensor) -> torch.Tensor | float:
@@ -114,7 +116,7 @@ class Iterate:
         x, x0 = self.point(), self.start()
         direction = steepest_step(g, self.rule.norm)
         if isinstance(self.alpha, torch.Tensor):
-            alpha = _per_sample(_rows(self.alpha, a), x)
+            alpha = _per_sample(take_rows(self.alpha, a), x)
             moved = x - alpha * direction if descend else x + alpha * direction
         else:  # one fused x + alpha * s
             moved = torch.add(x, direction, alpha=-self.alpha if descend else self.alpha)
@@ -124,12 +126,42 @@ class Iterate:
         if eps is None and self.transform is None:  # the box alone, on the fresh tensor: in place
             new = moved.clamp_(0, 1)
         else:
-            ball = Ball(_rows(eps, a), self.ball.norm) if isinstance(eps, torch.Tensor) else self.ball
+            ball = Ball(take_rows(eps, a), self.ball.norm) if isinstance(eps, torch.Tensor) else self.ball
             new = ball.project(moved, x0)
         if a is None:
             self.x = new
         else:
             self.x[a] = new
+
+
+#: Adam's betas and epsilon (Kingma & Ba's defaults, used by C&W, SPSA and the one-hot attack)
+BETA1, BETA2, ADAM_EPS = 0.9, 0.999, 1e-8
+
+
+class Adam(NamedTuple):
+    """Kingma & Ba's moment estimates ``m`` and ``v`` per element of a batch (updated in place):
+
+        m <- b1 m + (1 - b1) g,   v <- b2 v + (1 - b2) g^2,   step = lr * m_hat / (sqrt(v_hat) + 1e-8)
+
+    with the bias corrections m_hat = m / (1 - b1^t), v_hat = v / (1 - b2^t) at step t = 1, 2, ... The step is
+    about ``lr`` per element whatever the gradient's scale.
+    """
+
+    m: torch.Tensor
+    v: torch.Tensor
+
+    @classmethod
+    def like(cls, x: torch.Tensor) -> Adam:
+        """Zero moments for a batch shaped like ``x``."""
+        return cls(torch.zeros_like(x), torch.zeros_like(x))
+
+    def moments(self, rows: torch.Tensor, g: torch.Tensor, t: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Fold the gradient ``g`` of the rows ``rows`` into their moments at step ``t``; return m_hat and
+        sqrt(v_hat) + 1e-8 (the step is lr * m_hat / the second; callers keep their own order of operations)."""
+        m = BETA1 * self.m[rows] + (1 - BETA1) * g
+        v = BETA2 * self.v[rows] + (1 - BETA2) * g * g
+        self.m[rows], self.v[rows] = m, v
+        return m / (1 - BETA1**t), (v / (1 - BETA2**t)).sqrt() + ADAM_EPS
 
 
 def gradient(

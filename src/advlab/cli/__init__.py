@@ -59,7 +59,7 @@ examples:
   advlab attack --model digits-cnn --data digits:test --attack pgd --eps 0.1 --steps 10
   advlab eval --model digits-cnn --data digits:test --eps 0.1            # reliable preset
   advlab prototypes --model digits-cnn --start blank:gray                # a prototype of every class
-  advlab study prune --model digits-cnn --data digits:test              # does pruning defend? (seed 003)
+  advlab study prune --model digits-cnn --data digits:test              # does pruning defend? (research note 003)
   advlab analyze layers --model digits-cnn --data digits:test           # where in the network the attack acts
   advlab analyze units --model digits-cnn --data digits:test            # Szegedy: units vs random directions
   advlab transfer --from efficientnet-lite0 --to efficientnet-lite1,efficientnet-lite2 --data samples --eps 8/255
@@ -100,8 +100,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args.quiet = getattr(args, "quiet", False)
     if args.command not in SHARDED and os.environ.get("WORLD_SIZE", "1").strip() not in ("", "1"):
         print(
-            f"advlab {args.command}: error: only {', '.join(sorted(SHARDED))} share their work over torchrun's processes; "
-            "run this command without torchrun",
+            f"advlab {args.command}: error: only {', '.join(sorted(SHARDED))} share their work over torchrun's "
+            "processes; run this command without torchrun",
             file=sys.stderr,
         )
         return 2

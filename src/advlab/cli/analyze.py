@@ -5,7 +5,7 @@ a layer, with their label purity (units.png, units.csv, metrics.json, report.htm
 Goodfellow et al. 2015's FGSM accuracy-vs-eps curves of a linear model and a CNN on one plot
 (linearity.png, curves.csv, metrics.json, report.html).
 
-``layers``: where in the network an attack acts (seed 003's finding, as a measurement).
+``layers``: where in the network an attack acts (research note 003's finding, as a measurement).
 
 For clean vs adversarial inputs, per layer (input first, then every leaf module in forward order): the
 relative L2 and L-inf change of the activations, the share of the change carried by the largest 1% of the
@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -26,8 +27,8 @@ from advlab import runs, zoo
 from advlab.cli.common import (
     MAX_EPS_VALUES,
     SEED_RANGE,
-    Formatter,
     add_attack_args,
+    add_command,
     add_model_args,
     add_run_args,
     batch_int,
@@ -46,21 +47,23 @@ from advlab.cli.common import (
     seed_int,
 )
 from advlab.errors import AdvlabError
+from advlab.experiments.layers import LayerChange, change_summary, changes_table, layer_changes
+from advlab.experiments.units import UnitsVsDirections, probes_table, units_vs_directions
 
 
 def register(sub: argparse._SubParsersAction, flags: argparse.ArgumentParser) -> None:
-    p = sub.add_parser(
+    p = add_command(
+        sub,
+        flags,
         "analyze",
-        parents=[flags],
-        formatter_class=Formatter,
         help="analyses: where an attack acts, what units mean, linearity",
         description="Analyses of a model: advlab analyze layers|units|linearity --help.",
     )
     inner = p.add_subparsers(dest="analysis", metavar="ANALYSIS", required=True, parser_class=type(p))
-    q = inner.add_parser(
+    q = add_command(
+        inner,
+        flags,
         "layers",
-        parents=[flags],
-        formatter_class=Formatter,
         help="per-layer change of the activations under an attack",
         description="Run an attack and compare every layer's activations on clean and adversarial inputs: relative L2\n"
         "and L-inf change, the share of the change in the largest 1% of units, activation mean and sigma.\n\n"
@@ -88,10 +91,8 @@ def register(sub: argparse._SubParsersAction, flags: argparse.ArgumentParser) ->
 
 
 def run(args: argparse.Namespace) -> int:
-    from advlab.experiments.layers import changes_table, layer_changes, peak
-
     model = build_model(args)
-    info: zoo.ModelInfo = model.info  # type: ignore[assignment]
+    info = zoo.info_of(model)
     atk = make_attack(args, info)
     x, y, desc = load_data_for(args.data, info, limit=args.limit)
     if (y < 0).any():
@@ -114,53 +115,59 @@ def run(args: argparse.Namespace) -> int:
         "clamp": args.clamp,
     }
     with runs.start(out, config, force=args.force) as run_dir:
-        try:
-            changes = layer_changes(
-                model, x, _attack(atk, model, x, y, args.batch_size), layers, batch_size=args.batch_size
-            )
-        except ValueError as e:
-            raise AdvlabError(str(e)) from None
+        changes, clamped_rows = _measure_layers(args, model, atk, x, y, layers)
         rows = changes_table(changes)
-        clamped_rows: list[dict[str, Any]] | None = None
-        if args.clamp is not None:
-            from advlab.defenses import clamp_activations
-
-            try:
-                defended = clamp_activations(model, calibration=x, percentile=args.clamp)
-            except ValueError as e:
-                raise AdvlabError(f"--clamp: {e}") from None
-            clamped_rows = changes_table(
-                layer_changes(defended, x, _attack(atk, defended, x, y, args.batch_size), batch_size=args.batch_size)
-            )
-        top = {m: peak(changes, m) for m in ("rel_l2", "rel_linf")}
         metrics = {
             "model": info.name,
             "data": args.data,
             "images": len(x),
             "attack": repr(atk),
-            "layers": len(rows),
-            "peak_rel_l2": {"layer": top["rel_l2"].name, "depth": top["rel_l2"].depth, "value": top["rel_l2"].rel_l2},
-            "peak_rel_linf": {
-                "layer": top["rel_linf"].name,
-                "depth": top["rel_linf"].depth,
-                "value": top["rel_linf"].rel_linf,
-            },
-            "input_rel_l2": rows[0]["rel_l2"],
-            "output_rel_l2": rows[-1]["rel_l2"],
+            **change_summary(changes),
         }
         _write(run_dir, rows, clamped_rows, metrics, info)
+    _say_layers(args, rows, metrics, out)
+    return 0
+
+
+def _measure_layers(
+    args: argparse.Namespace,
+    model: torch.nn.Module,
+    atk: Any,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    layers: list[str] | None,
+) -> tuple[list[LayerChange], list[dict[str, Any]] | None]:
+    """The layer changes under the attack, and with --clamp the rows of the model with clamped feature maps."""
+    try:
+        changes = layer_changes(
+            model, x, _attack(atk, model, x, y, args.batch_size), layers, batch_size=args.batch_size
+        )
+    except ValueError as e:
+        raise AdvlabError(str(e)) from None
+    if args.clamp is None:
+        return changes, None
+    from advlab.defenses import clamp_activations
+
+    try:
+        defended = clamp_activations(model, calibration=x, percentile=args.clamp)
+    except ValueError as e:
+        raise AdvlabError(f"--clamp: {e}") from None
+    x_adv = _attack(atk, defended, x, y, args.batch_size)
+    return changes, changes_table(layer_changes(defended, x, x_adv, batch_size=args.batch_size))
+
+
+def _say_layers(args: argparse.Namespace, rows: list[dict[str, Any]], metrics: dict[str, Any], out: str | Path) -> None:
     if args.json:
         print(json.dumps(rows, indent=2))
-    else:
-        say(
-            args,
-            f"{len(rows)} layers; the relative L2 change peaks at {metrics['peak_rel_l2']['layer']} "
-            f"(depth {metrics['peak_rel_l2']['depth']}, {metrics['peak_rel_l2']['value']:.3g}), L-inf at "
-            f"{metrics['peak_rel_linf']['layer']} ({metrics['peak_rel_linf']['value']:.3g}); input {rows[0]['rel_l2']:.3g}, "
-            f"output {rows[-1]['rel_l2']:.3g}",
-        )
-        say(args, f"wrote {out}")
-    return 0
+        return
+    l2, linf = metrics["peak_rel_l2"], metrics["peak_rel_linf"]
+    say(
+        args,
+        f"{len(rows)} layers; the relative L2 change peaks at {l2['layer']} (depth {l2['depth']}, {l2['value']:.3g}), "
+        f"L-inf at {linf['layer']} ({linf['value']:.3g}); input {rows[0]['rel_l2']:.3g}, "
+        f"output {rows[-1]['rel_l2']:.3g}",
+    )
+    say(args, f"wrote {out}")
 
 
 def _attack(atk: Any, model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int) -> torch.Tensor:
@@ -179,47 +186,15 @@ def _write(
     metrics: dict[str, Any],
     info: zoo.ModelInfo,
 ) -> None:
-    from advlab.report import line_plot, write_report
+    from advlab.report import write_report
+    from advlab.report.results import activation_std_figure, layer_change_figure
 
     run_dir.save_json("metrics.json", metrics)
     run_dir.save_text("layers.csv", csv_text(rows))
-    depth = [r["depth"] for r in rows]
-    run_dir.save_figure(
-        "change_by_layer.png",
-        line_plot(
-            {
-                "relative L2 change": [r["rel_l2"] for r in rows],
-                "relative L-inf change": [r["rel_linf"] for r in rows],
-                "share in top 1% units": [r["top_share"] for r in rows],
-            },
-            "layer",
-            "clean -> adversarial",
-            f"{info.name}: where the attack acts",
-            x=depth,
-            logy=True,
-            markers=len(rows) <= 30,
-            xticklabels=[r["name"] for r in rows],
-        ),
-    )
-    series = {"sigma, clean": [r["clean_std"] for r in rows], "sigma, adversarial": [r["adv_std"] for r in rows]}
+    run_dir.save_figure("change_by_layer.png", layer_change_figure(rows, info.name))
     if clamped is not None:
         run_dir.save_text("layers_clamped.csv", csv_text(clamped))
-        n = min(len(rows), len(clamped))
-        series["sigma, adversarial, clamped model"] = [r["adv_std"] for r in clamped[:n]]
-        series = {k: v[:n] for k, v in series.items()}
-        depth = depth[:n]
-    run_dir.save_figure(
-        "activation_std.png",
-        line_plot(
-            series,
-            "layer",
-            "activation sigma",
-            f"{info.name}: activation spread",
-            x=depth,
-            markers=len(depth) <= 30,
-            xticklabels=[r["name"] for r in rows[: len(depth)]],
-        ),
-    )
+    run_dir.save_figure("activation_std.png", activation_std_figure(rows, clamped, info.name))
     write_report(run_dir.path, f"advlab analyze layers: {info.name}")
 
 
@@ -266,10 +241,10 @@ def _eps_grid(text: str) -> list[float]:
 
 
 def _register_units(inner: argparse._SubParsersAction, flags: argparse.ArgumentParser) -> None:
-    q = inner.add_parser(
+    q = add_command(
+        inner,
+        flags,
         "units",
-        parents=[flags],
-        formatter_class=Formatter,
         help="top images of single units vs random directions (Szegedy et al.)",
         description="Szegedy et al. 2013, section 3: are the images that most activate one unit e_i of a layer more\n"
         "coherent than those that most activate a random direction v of the same layer? For each, the top-k\n"
@@ -309,71 +284,30 @@ def _register_units(inner: argparse._SubParsersAction, flags: argparse.ArgumentP
     q.set_defaults(func=run_units)
 
 
-#: the most activation values (images x units) for which every unit's purity is computed (the "all units"
-#: mean, one sort of the whole (N, D) matrix); larger layers or data sets skip it
-ALL_UNITS_MAX = 2**25
-
-
 def run_units(args: argparse.Namespace) -> int:
     """``advlab analyze units``: top images of units and random directions, their label purity (unlabelled
     data: the model's predictions as labels). Everything is computed before the run directory opens."""
-    from advlab.experiments.units import (
-        activations,
-        chance_purity,
-        probe_activations,
-        probes_table,
-        purities,
-        purity_summary,
-    )
-
     model = build_model(args)
-    info: zoo.ModelInfo = model.info  # type: ignore[assignment]
+    info = zoo.info_of(model)
     x, y, desc = load_data_for(args.data, info, limit=args.limit)
     try:
-        layer, phi = activations(model, x, args.layer, pool=args.pool, batch_size=args.batch_size)
-        analysis = probe_activations(
-            phi,
+        found = units_vs_directions(
+            model,
+            x,
+            y,
+            args.layer,
             args.units,
             directions=args.directions,
             k=args.k,
             seed=args.seed,
             top_units=args.top_units,
-            layer=layer,
             pool=args.pool,
-        )
-        every = (
-            probe_activations(phi, range(phi.shape[1]), directions=0, k=args.k, layer=layer)
-            if phi.numel() <= ALL_UNITS_MAX
-            else None
+            batch_size=args.batch_size,
         )
     except ValueError as e:
         raise AdvlabError(str(e)) from None
-    labelled = bool((y >= 0).all())
-    if not labelled:
-        with torch.no_grad():
-            y = torch.cat([model(x[i : i + args.batch_size]).argmax(1) for i in range(0, len(x), args.batch_size)])
-    pur = purities(analysis, y)
-    summary = purity_summary(analysis, y)
-    all_units = purity_summary(every, y) if every is not None else None
-    metrics = {
-        "model": info.name,
-        "data": args.data,
-        "images": len(x),
-        "layer": layer,
-        "units_in_layer": analysis.dim,
-        "pool": args.pool,
-        "k": args.k,
-        "seed": args.seed,
-        "labels": "true" if labelled else "predicted",
-        "chance_purity": chance_purity(y, args.k, seed=args.seed),
-        "unit_purity_mean": summary["unit_purity_mean"],
-        "direction_purity_mean": summary["direction_purity_mean"],
-        "direction_minus_unit": summary["direction_minus_unit"],
-        "all_units_purity_mean": all_units["unit_purity_mean"] if all_units else None,
-        "constant_units_in_layer": len(all_units["constant_units"]) if all_units else None,
-        "unit_purity": {str(p.index): v for p, v in zip(analysis.units, pur["units"])},
-        "direction_purity": {str(p.index): v for p, v in zip(analysis.random, pur["directions"])},
-    }
+    metrics = {"model": info.name, "data": args.data, "images": len(x), **found.to_dict()}
+    layer = found.analysis.layer
     out = args.out or default_out(runs.run_name(info.name, info.dataset, "units", desc.dataset, layer))
     config = {
         "command": command_line(args.argv),
@@ -381,81 +315,51 @@ def run_units(args: argparse.Namespace) -> int:
         "data": args.data,
         "limit": args.limit,
         "layer": layer,
-        "units": [p.index for p in analysis.units],
+        "units": [p.index for p in found.analysis.units],
         "directions": args.directions,
         "k": args.k,
         "seed": args.seed,
         "pool": args.pool,
     }
     with runs.start(out, config, force=args.force) as run_dir:
-        run_dir.save_json("metrics.json", metrics)
-        run_dir.save_text("units.csv", csv_text(probes_table(analysis, y)))
-        run_dir.save_figure("units.png", _units_figure(analysis, x, y, pur))
-        from advlab.report import write_report
-
-        write_report(
-            run_dir.path,
-            f"advlab analyze units: {info.name}, {layer}",
-            sections=[("Units vs random directions", _units_text(metrics))],
-        )
-    if args.json:
-        print(json.dumps(metrics, indent=2))
-    else:
-        every_text = (
-            f", all {analysis.dim - metrics['constant_units_in_layer']} live units {metrics['all_units_purity_mean']:.2f}"
-            if all_units
-            else ""
-        )
-        say(
-            args,
-            f"{layer} ({analysis.dim} units): label purity of the top-{args.k} images: units {summary['unit_purity_mean']:.2f}"
-            f"{every_text}, random directions {summary['direction_purity_mean']:.2f}, chance {metrics['chance_purity']:.2f}",
-        )
-        say(args, f"wrote {out}")
+        _write_units(run_dir, found, x, metrics, info)
+    _say_units(args, metrics, out)
     return 0
 
 
-def _units_figure(analysis: Any, x: torch.Tensor, y: torch.Tensor, pur: dict[str, list[float]]) -> Any:
-    """One row per probe (units, then random directions): its top-k images, titled with label and projection;
-    the first image of a row also names the probe and its purity. Direction rows are titled in blue."""
-    from advlab.report import image_grid
+def _write_units(
+    run_dir: runs.Run, found: UnitsVsDirections, x: torch.Tensor, metrics: dict[str, Any], info: zoo.ModelInfo
+) -> None:
+    """metrics.json, units.csv, units.png and report.html of ``analyze units``."""
+    from advlab.report import write_report
+    from advlab.report.results import units_figure, units_paragraph
 
-    probes = analysis.probes
-    purity = [*pur["units"], *pur["directions"]]
-    images = torch.cat([x[p.images] for p in probes]).cpu()
-    titles, colors = [], []
-    for p, q in zip(probes, purity):
-        head = (
-            ("unit " if p.kind == "unit" else "random ")
-            + f"{p.index}"
-            + (" (dead)" if p.constant else "")
-            + f" | purity {q:.2f}"
-        )
-        for rank, (i, v) in enumerate(zip(p.images.tolist(), p.values.tolist())):
-            text = f"y={int(y[i])} {v:.3g}"
-            titles.append(f"{head}\n{text}" if rank == 0 else f"\n{text}")
-            colors.append("black" if p.kind == "unit" else "tab:blue")
-    cell = 1.5 if x.shape[-1] <= 32 else 2.0
-    return image_grid(images, titles, ncols=analysis.k, cell=cell, title_colors=colors)
+    run_dir.save_json("metrics.json", metrics)
+    run_dir.save_text("units.csv", csv_text(probes_table(found.analysis, found.labels)))
+    run_dir.save_figure("units.png", units_figure(found.analysis, x, found.labels, found.purities))
+    write_report(
+        run_dir.path,
+        f"advlab analyze units: {info.name}, {metrics['layer']}",
+        sections=[("Units vs random directions", units_paragraph(metrics))],
+    )
 
 
-def _units_text(m: dict[str, Any]) -> str:
-    """The report's paragraph: Szegedy's claim with this run's numbers."""
-    import html
-
+def _say_units(args: argparse.Namespace, m: dict[str, Any], out: str | Path) -> None:
+    if args.json:
+        print(json.dumps(m, indent=2))
+        return
     every = (
-        f" Over all {m['units_in_layer'] - m['constant_units_in_layer']} non-constant units of the layer: "
-        f"{m['all_units_purity_mean']:.3f}."
+        f", all {m['units_in_layer'] - m['constant_units_in_layer']} live units {m['all_units_purity_mean']:.2f}"
         if m["all_units_purity_mean"] is not None
         else ""
     )
-    text = (
-        f"Mean label purity (fraction of the top-{m['k']} images sharing their most common {m['labels']} label): "
-        f"chosen units {m['unit_purity_mean']:.3f}, random directions {m['direction_purity_mean']:.3f}, "
-        f"k random images {m['chance_purity']:.3f}.{every} Szegedy et al. (2013) found units no more "
-        f"interpretable than random directions; here directions minus units = {m['direction_minus_unit']:+.3f}."
+    say(
+        args,
+        f"{m['layer']} ({m['units_in_layer']} units): label purity of the top-{m['k']} images: "
+        f"units {m['unit_purity_mean']:.2f}{every}, random directions {m['direction_purity_mean']:.2f}, "
+        f"chance {m['chance_purity']:.2f}",
     )
-    return f"<p>{html.escape(text)}</p>"
+    say(args, f"wrote {out}")
 
 
 # ------------------------------------------------------------------------------------------------ linearity
@@ -464,10 +368,10 @@ LINEAR = "linear"
 
 
 def _register_linearity(inner: argparse._SubParsersAction, flags: argparse.ArgumentParser) -> None:
-    q = inner.add_parser(
+    q = add_command(
+        inner,
+        flags,
         "linearity",
-        parents=[flags],
-        formatter_class=Formatter,
         help="FGSM accuracy vs eps for a linear model and a CNN (Goodfellow et al.)",
         description="Goodfellow et al. 2015's linearity view: accuracy under one FGSM step of size eps (L-inf, [0, 1]\n"
         "pixels) for each model, on one plot. 'linear' is a multinomial logistic regression z = Wx + b trained on\n"
@@ -517,12 +421,7 @@ def _linear_model(seed: int) -> torch.nn.Module:
 def run_linearity(args: argparse.Namespace) -> int:
     """``advlab analyze linearity``: one FGSM accuracy-vs-eps curve per model; for ``linear`` also its distance
     to the decision boundary. Everything is computed before the run directory opens."""
-    from advlab.experiments.linearity import (
-        affine_map,
-        check_eps_list,
-        fgsm_curve,
-        linear_flip_eps,
-    )
+    from advlab.experiments.linearity import check_eps_list
 
     specs = list(dict.fromkeys(s.strip() for s in args.models.split(",") if s.strip()))
     require(bool(specs), "--models: give at least one model")
@@ -530,39 +429,8 @@ def run_linearity(args: argparse.Namespace) -> int:
         eps = sorted(set(check_eps_list(args.eps)))
     except ValueError as e:
         raise AdvlabError(f"--eps: {e}") from None
-    curves: dict[str, list[tuple[float, float]]] = {}
-    per_model: dict[str, dict[str, Any]] = {}
-    dataset = ""
-    for spec in specs:
-        model = _linear_model(args.seed) if spec == LINEAR else zoo.load(spec)
-        info: zoo.ModelInfo = model.info  # type: ignore[assignment]
-        x, y, desc = load_data_for(args.data, info, limit=args.limit)
-        require(bool((y >= 0).all()), f"data {args.data!r} has unlabelled images: accuracy needs labels")
-        dataset = desc.dataset
-        try:
-            curve = fgsm_curve(model, x, y, eps, loss=args.loss, batch_size=args.batch_size)
-        except ValueError as e:
-            raise AdvlabError(f"{spec!r}: {e}") from None
-        curves[spec] = curve
-        below = [e for e, a in curve if a < 0.5]
-        entry: dict[str, Any] = {
-            "accuracy": {str(e): a for e, a in curve},
-            "eps_below_half": below[0] if below else None,
-        }
-        if spec == LINEAR:
-            w, b = affine_map(model, x.shape[1:])
-            flip = linear_flip_eps(w, b, x, y)
-            pairs = (w[:, None, :] - w[None, :, :]).abs().sum(2)
-            entry.update(
-                {
-                    "median_flip_eps": float(flip[torch.isfinite(flip)].median())
-                    if torch.isfinite(flip).any()
-                    else None,
-                    "mean_pair_l1": float(pairs.sum() / (len(w) * (len(w) - 1))),
-                }
-            )
-        per_model[spec] = entry
-    metrics = {"data": args.data, "images": len(x), "loss": args.loss, "eps": eps, "models": per_model}
+    curves, per_model, images, dataset = _linearity_curves(args, specs, eps)
+    metrics = {"data": args.data, "images": images, "loss": args.loss, "eps": eps, "models": per_model}
     out = args.out or default_out(
         runs.run_name("+".join(specs), "digits" if LINEAR in specs else dataset, "linearity", dataset, "fgsm")
     )
@@ -576,32 +444,55 @@ def run_linearity(args: argparse.Namespace) -> int:
         "seed": args.seed,
     }
     with runs.start(out, config, force=args.force) as run_dir:
-        from advlab.report import line_plot, write_report
+        from advlab.report import write_report
+        from advlab.report.results import linearity_figure
 
         run_dir.save_json("metrics.json", metrics)
         run_dir.save_text(
             "curves.csv", csv_text([{"model": m, "eps": e, "accuracy": a} for m, c in curves.items() for e, a in c])
         )
-        run_dir.save_figure(
-            "linearity.png",
-            line_plot(
-                {m: [a for _, a in c] for m, c in curves.items()},
-                "eps (L-inf, [0, 1] pixels)",
-                "accuracy under FGSM",
-                f"FGSM ({args.loss}) on {args.data}",
-                x=eps,
-            ),
-        )
+        run_dir.save_figure("linearity.png", linearity_figure(curves, eps, args.loss, args.data))
         write_report(run_dir.path, f"advlab analyze linearity: {', '.join(specs)}")
+    _say_linearity(args, curves, metrics, out)
+    return 0
+
+
+def _linearity_curves(
+    args: argparse.Namespace, specs: list[str], eps: list[float]
+) -> tuple[dict[str, list[tuple[float, float]]], dict[str, dict[str, Any]], int, str]:
+    """Per model spec: its FGSM curve, and its metrics (accuracy per eps, the first eps below one half, and for
+    ``linear`` its margins); also the number of images and the data set's name."""
+    from advlab.experiments.linearity import eps_below, fgsm_curve, linear_margins
+
+    curves: dict[str, list[tuple[float, float]]] = {}
+    per_model: dict[str, dict[str, Any]] = {}
+    images, dataset = 0, ""
+    for spec in specs:
+        model = _linear_model(args.seed) if spec == LINEAR else zoo.load(spec)
+        info = zoo.info_of(model)
+        x, y, desc = load_data_for(args.data, info, limit=args.limit)
+        require(bool((y >= 0).all()), f"data {args.data!r} has unlabelled images: accuracy needs labels")
+        images, dataset = len(x), desc.dataset
+        try:
+            curve = fgsm_curve(model, x, y, eps, loss=args.loss, batch_size=args.batch_size)
+        except ValueError as e:
+            raise AdvlabError(f"{spec!r}: {e}") from None
+        curves[spec] = curve
+        per_model[spec] = {"accuracy": {str(e): a for e, a in curve}, "eps_below_half": eps_below(curve)}
+        if spec == LINEAR:
+            per_model[spec].update(linear_margins(model, x, y))
+    return curves, per_model, images, dataset
+
+
+def _say_linearity(
+    args: argparse.Namespace, curves: dict[str, list[tuple[float, float]]], metrics: dict[str, Any], out: str | Path
+) -> None:
     if args.json:
         print(json.dumps(metrics, indent=2))
-    else:
-        for m, c in curves.items():
-            say(args, f"{m}: " + ", ".join(f"eps {e:g}: {a:.3f}" for e, a in c))
-        if LINEAR in per_model and per_model[LINEAR]["median_flip_eps"] is not None:
-            say(
-                args,
-                f"{LINEAR}: median L-inf distance to the nearest decision boundary {per_model[LINEAR]['median_flip_eps']:.3g}",
-            )
-        say(args, f"wrote {out}")
-    return 0
+        return
+    for m, c in curves.items():
+        say(args, f"{m}: " + ", ".join(f"eps {e:g}: {a:.3f}" for e, a in c))
+    flip = metrics["models"].get(LINEAR, {}).get("median_flip_eps")
+    if flip is not None:
+        say(args, f"{LINEAR}: median L-inf distance to the nearest decision boundary {flip:.3g}")
+    say(args, f"wrote {out}")

@@ -21,8 +21,8 @@ from advlab.attacks.base import Target
 from advlab.attacks.catalog import attack_classes
 from advlab.cli.common import (
     MAX_IMAGES,
-    Formatter,
     add_attack_args,
+    add_command,
     add_device_args,
     add_label_args,
     add_model_args,
@@ -30,7 +30,6 @@ from advlab.cli.common import (
     batch_int,
     bounded_int,
     build_model,
-    command_line,
     csv_text,
     default_out,
     file_part,
@@ -40,10 +39,10 @@ from advlab.cli.common import (
     parse_target,
     place_model,
     positive_int,
+    run_config,
     say,
-    short,
 )
-from advlab.cli.runner import Job, Units, run_job, run_settings
+from advlab.cli.runner import Job, UnitSpec, run_job, run_settings
 from advlab.errors import AdvlabError
 from advlab.evaluation import metrics as M
 from advlab.work import Work
@@ -54,17 +53,18 @@ Columns = dict[str, torch.Tensor]
 
 def register(sub: argparse._SubParsersAction, flags: argparse.ArgumentParser) -> None:
     names = ", ".join(attack_classes())
-    p = sub.add_parser(
+    p = add_command(
+        sub,
+        flags,
         "attack",
-        parents=[flags],
-        formatter_class=Formatter,
         help="attack a model on a data set; write adversarial examples",
         description="Run one attack and write a run directory: metrics.json, samples.csv, adversarials.safetensors,\n"
         "adversarials/*.png, grid.png (clean | amplified perturbation | adversarial) and report.html.\n\n"
         f"attacks: {names}\n\n"
         "examples:\n"
         "  advlab attack --model digits-cnn --data digits:test --attack pgd --eps 0.1 --steps 10\n"
-        "  advlab attack --model efficientnet-lite0 --data samples --attack pgd --eps 2/255 --steps 30 --target wombat --quantize\n"
+        "  advlab attack --model efficientnet-lite0 --data samples --attack pgd --eps 2/255 --steps 30 "
+        "--target wombat --quantize\n"
         "  advlab attack --model digits-cnn --data digits:test --attack pgd --eps 0.05,0.1,0.2   # robustness curve\n"
         "  advlab attack --model digits-cnn --data digits:test --attack cw --steps 100 --limit 64",
     )
@@ -98,7 +98,7 @@ def register(sub: argparse._SubParsersAction, flags: argparse.ArgumentParser) ->
 def run(args: argparse.Namespace) -> int:
     dist = distributed.setup(args.device)
     model = place_model(build_model(args), dist.device, args.channels_last)
-    info: zoo.ModelInfo = model.info  # type: ignore[assignment]
+    info = zoo.info_of(model)
     atk = make_attack(args, info)
     target = parse_target(args.target, info)
     x, y, desc = load_data_for(args.data, info, limit=args.limit)
@@ -120,18 +120,14 @@ def run(args: argparse.Namespace) -> int:
         limit=args.limit,
         settings=run_settings(args),
     )
-    config = {
-        "command": command_line(args.argv),
-        "model": args.model,
-        "weights": args.weights,
-        "data": args.data,
-        "limit": args.limit,
-        "attack": repr(atk),
-        "target": args.target,
-        "batch_size": args.batch_size,
+    config = run_config(
+        args,
+        attack=repr(atk),
+        target=args.target,
+        batch_size=args.batch_size,
         **({"labels": "predicted"} if args.labels == "predicted" else {}),
-    }
-    units = Units(
+    )
+    units = UnitSpec(
         math.ceil(len(x) / args.batch_size),
         f"a batch of {args.batch_size} images",
         lambda cols: (cols, {}),
@@ -366,15 +362,19 @@ def _write(
 def _pictures(run_dir: runs.Run, x: torch.Tensor, cols: Columns, rows: list[dict[str, Any]], pngs: int) -> None:
     """The first ``pngs`` adversarial examples as 8-bit PNG files, and grid.png (successes first)."""
     from advlab.data.images import save_image
-    from advlab.report import adversarial_grid
+    from advlab.report.figures import adversarial_grid, prediction_titles
 
     folder = run_dir.path / "adversarials"
     folder.mkdir(exist_ok=True)
     for i in range(min(max(pngs, 0), len(x))):
         save_image(cols["x_adv"][i], folder / f"{i:05d}_{file_part(rows[i]['adv_name'])}.png")
     show = sorted(range(len(x)), key=lambda i: not bool(cols["success"][i]))[:8]
-    clean_t = [f"clean: {short(rows[i]['clean_name'])} {rows[i]['clean_confidence']:.0%}" for i in show]
-    adv_t = [f"adversarial: {short(rows[i]['adv_name'])} {rows[i]['adv_confidence']:.0%}" for i in show]
+    clean_t = prediction_titles(
+        "clean", [rows[i]["clean_name"] for i in show], [rows[i]["clean_confidence"] for i in show]
+    )
+    adv_t = prediction_titles(
+        "adversarial", [rows[i]["adv_name"] for i in show], [rows[i]["adv_confidence"] for i in show]
+    )
     colors = ["red" if rows[i]["success"] else "black" for i in show]
     idx = torch.tensor(show, dtype=torch.long)
     run_dir.save_figure("grid.png", adversarial_grid(x[idx], cols["x_adv"][idx], clean_t, adv_t, colors))

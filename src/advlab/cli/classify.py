@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import argparse
 import json
+from typing import Any
 
 import torch
 
 from advlab import data, zoo
 from advlab.cli.common import (
-    Formatter,
+    add_command,
     add_model_args,
     batch_int,
     build_model,
@@ -21,15 +22,16 @@ from advlab.cli.common import (
 )
 from advlab.data.images import resize_batch
 from advlab.errors import AdvlabError
+from advlab.evaluation.metrics import accuracy, labelled, top_k_accuracy
 
 MAX_PICTURES = 64
 
 
 def register(sub: argparse._SubParsersAction, flags: argparse.ArgumentParser) -> None:
-    p = sub.add_parser(
+    p = add_command(
+        sub,
+        flags,
         "classify",
-        parents=[flags],
-        formatter_class=Formatter,
         help="top-k predictions for images or a data set",
         description="Print the model's top-k classes with probabilities for each image.\n\n"
         "examples:\n"
@@ -70,7 +72,7 @@ def predict(model: torch.nn.Module, x: torch.Tensor, batch_size: int, quiet: boo
 
 def run(args: argparse.Namespace) -> int:
     model = build_model(args)
-    info: zoo.ModelInfo = model.info  # type: ignore[assignment]
+    info = zoo.info_of(model)
     k = min(args.top, info.num_classes)
     xs, ys, names = [], [], []
     for spec in args.inputs:
@@ -85,22 +87,8 @@ def run(args: argparse.Namespace) -> int:
         raise AdvlabError(f"classify --out draws a picture of every image; use --limit to keep {MAX_PICTURES} or fewer")
     probs = predict(model, x, args.batch_size, args.quiet)
     top_p, top_i = probs.topk(k, dim=1)
-    results = []
-    for n, label, ps, idx in zip(names, y.tolist(), top_p.tolist(), top_i.tolist()):
-        results.append(
-            {
-                "image": n,
-                "label": label if label >= 0 else None,
-                "label_name": info.class_names[label] if label >= 0 else None,
-                "top": [{"class": c, "name": info.class_names[c], "probability": round(p, 6)} for p, c in zip(ps, idx)],
-            }
-        )
-    labelled = y >= 0
-    metrics = {"model": info.name, "images": len(y), "labelled": int(labelled.sum())}
-    if labelled.any():
-        pred = top_i[:, 0]
-        metrics["top1_accuracy"] = float((pred[labelled] == y[labelled]).float().mean())
-        metrics[f"top{k}_accuracy"] = float((top_i[labelled] == y[labelled, None]).any(1).float().mean())
+    results = _predictions(names, y, top_p, top_i, info.class_names)
+    metrics = _accuracies(y, top_i, info.name)
     if args.json:
         print(json.dumps({"metrics": metrics, "predictions": results}, indent=2))
     else:
@@ -114,6 +102,35 @@ def run(args: argparse.Namespace) -> int:
     if args.out:
         _write_run(args, x, results, metrics)
     return 0
+
+
+def _predictions(
+    names: list[str], y: torch.Tensor, top_p: torch.Tensor, top_i: torch.Tensor, classes: list[str]
+) -> list[dict[str, Any]]:
+    """One entry per image: its name, label (None when unlabelled) and top classes with their probabilities."""
+    results = []
+    for n, label, ps, idx in zip(names, y.tolist(), top_p.tolist(), top_i.tolist(), strict=True):
+        top = [{"class": c, "name": classes[c], "probability": round(p, 6)} for p, c in zip(ps, idx, strict=True)]
+        results.append(
+            {
+                "image": n,
+                "label": label if label >= 0 else None,
+                "label_name": classes[label] if label >= 0 else None,
+                "top": top,
+            }
+        )
+    return results
+
+
+def _accuracies(y: torch.Tensor, top_i: torch.Tensor, model: str) -> dict[str, Any]:
+    """metrics.json: the counts, and over the labelled images (when any) top-1 and top-k accuracy, k the number of
+    classes shown (:mod:`advlab.evaluation.metrics`)."""
+    n_labelled = int(labelled(y).sum())
+    metrics: dict[str, Any] = {"model": model, "images": len(y), "labelled": n_labelled}
+    if n_labelled:
+        metrics["top1_accuracy"] = accuracy(y, top_i[:, 0])
+        metrics[f"top{top_i.shape[1]}_accuracy"] = top_k_accuracy(y, top_i)
+    return metrics
 
 
 def _write_run(args: argparse.Namespace, x: torch.Tensor, results: list[dict], metrics: dict) -> None:

@@ -1,12 +1,11 @@
 """What several subcommands share: one-line argument errors, model/data/attack arguments, progress bars, run
-directories, and the small renderers of their outputs (CSV text, short labels, Markdown tables as HTML)."""
+directories, and the small renderers of their outputs (CSV text, file-name parts)."""
 
 from __future__ import annotations
 
 import argparse
 import csv
 import difflib
-import html
 import io
 import json
 import math
@@ -31,16 +30,16 @@ class OneLineParser(argparse.ArgumentParser):
     """argparse that reports a bad argument as one line on stderr and exit code 2 (no usage dump), with the
     nearest name on a typo of a command, a choice or an option ("did you mean 'attack'?")."""
 
-    def error(self, message: str) -> Any:  # type: ignore[override]
+    def error(self, message: str) -> Any:
         self.exit(2, one_line(f"{self.prog}: error: {did_you_mean(message)} (see --help)") + "\n")
 
-    def parse_known_args(self, args: Any = None, namespace: Any = None) -> Any:  # type: ignore[override]
+    def parse_known_args(self, args: Any = None, namespace: Any = None) -> Any:
         ns, extras = super().parse_known_args(args, namespace)
         if extras and not hasattr(ns, "_unknown_in"):
             ns._unknown_in = self  # the innermost (sub)command that left them: its options are the ones to suggest
         return ns, extras
 
-    def parse_args(self, args: Any = None, namespace: Any = None) -> Any:  # type: ignore[override]
+    def parse_args(self, args: Any = None, namespace: Any = None) -> Any:
         ns, extras = self.parse_known_args(args, namespace)
         owner = vars(ns).pop("_unknown_in", self)
         if extras:
@@ -202,13 +201,22 @@ seed_int = bounded_int(0, MAX_SEED)
 SEED_RANGE = "0 <= seed < 2**32"
 
 
+def add_command(
+    sub: argparse._SubParsersAction, flags: argparse.ArgumentParser, name: str, **kw: Any
+) -> argparse.ArgumentParser:
+    """A (sub)command's parser: the flags every command shares (``flags``: ``--quiet``, ...) and the help
+    formatter of the CLI; ``kw`` are ``add_parser``'s (``help``, ``description``, ...)."""
+    return sub.add_parser(name, parents=[flags], formatter_class=Formatter, **kw)
+
+
 def add_model_args(p: argparse.ArgumentParser, default: str | None = None) -> None:
     p.add_argument(
         "--model",
         "-m",
         default=default,
         required=default is None,
-        help="model spec: efficientnet-lite0, digits-cnn, resnet18, cifar-resnet18, torchvision:NAME, timm:NAME, file.py:factory",
+        help="model spec: efficientnet-lite0, digits-cnn, resnet18, cifar-resnet18, torchvision:NAME, timm:NAME, "
+        "file.py:factory",
     )
     p.add_argument("--weights", help="checkpoint for the model (.safetensors, or .pt/.pth read with weights_only=True)")
     p.add_argument("--mean", type=floats, help="per-channel mean the network expects, e.g. 0.485,0.456,0.406")
@@ -250,7 +258,8 @@ def add_device_args(p: argparse.ArgumentParser) -> None:
     g.add_argument(
         "--channels-last",
         action="store_true",
-        help="convolution weights in channels_last memory format (faster on GPUs with tensor cores; results may differ in the last bits)",
+        help="convolution weights in channels_last memory format (faster on GPUs with tensor cores; results may "
+        "differ in the last bits)",
     )
 
 
@@ -275,9 +284,11 @@ def device_name(text: str) -> str:
 
 
 def place_model(model: torch.nn.Module, device: torch.device, channels_last: bool = False) -> torch.nn.Module:
-    """``model`` on ``device``, in channels_last memory format if asked (``.info`` is kept: the module is moved in place)."""
+    """``model`` on ``device``, in channels_last memory format if asked (``.info`` is kept: the module is moved in
+    place)."""
     model = model.to(device)
     if channels_last:
+        # the stub of Module.to lacks the memory_format keyword that torch accepts
         model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
     return model
 
@@ -316,23 +327,15 @@ def load_data_for(
 
     Photos are resized/cropped to the model's input size and converted to its channel count; tensor data
     sets are used as they are (resized only when ``size`` is asked) and checked: a wrong channel count or
-    size, or a label the model has no class for, is an :class:`AdvlabError`, not a silent conversion.
+    size, or a label the model has no class for, is an :class:`AdvlabError`, not a silent conversion. Labels
+    are mapped onto the model's classes by name (:func:`advlab.data.labels_for_model`), as the library does.
     """
-    x, y, desc = data.load_for_model(spec, info.input_size, info.channels, size=size, limit=limit)
+    x, y, desc = data.load_for_model(
+        spec, info.input_size, info.channels, size=size, limit=limit, model_classes=info.class_names
+    )
     zoo.check_input(info, x, what=f"data {spec!r}")
-    y = labels_for_model(y, desc.class_names, info.class_names)
     zoo.check_labels(info, y, what=f"data {spec!r}")
     return x, y, desc
-
-
-def labels_for_model(y: torch.Tensor, data_classes: Sequence[str] | None, model_classes: Sequence[str]) -> torch.Tensor:
-    """Labels in the model's class indices: a data set with its own class names (a folder of cats/ and dogs/)
-    is mapped by name, and classes the model does not have become -1 (unlabelled), never another class."""
-    if data_classes is None or list(data_classes) == list(model_classes[: len(data_classes)]):
-        return y
-    lookup = {name: i for i, name in enumerate(model_classes)}
-    remap = torch.tensor([lookup.get(name, -1) for name in data_classes], dtype=torch.long)
-    return torch.where(y >= 0, remap[y.clamp(min=0)], y)
 
 
 LABEL_SOURCES = ("given", "predicted")
@@ -343,8 +346,8 @@ def add_label_args(p: argparse.ArgumentParser) -> None:
         "--labels",
         choices=LABEL_SOURCES,
         default="given",
-        help="given: the data's labels; predicted: the model's clean predictions (for unlabelled images; clean accuracy "
-        "is then 100%% by definition and robust accuracy is the share of predictions an attack cannot change)",
+        help="given: the data's labels; predicted: the model's clean predictions (for unlabelled images; clean "
+        "accuracy is then 100%% by definition and robust accuracy is the share of predictions an attack cannot change)",
     )
 
 
@@ -354,21 +357,13 @@ def labels_to_use(args: argparse.Namespace, model: torch.nn.Module, x: torch.Ten
     if args.labels == "given":
         if len(y) and not bool((y >= 0).any()):
             raise AdvlabError(
-                f"data {args.data!r} has no labels; give --labels predicted to use the model's own predictions as labels"
+                f"data {args.data!r} has no labels; "
+                "give --labels predicted to use the model's own predictions as labels"
             )
         return y
-    from advlab.device import device_of
-    from advlab.evaluation.diagnostics import require_finite
+    from advlab.evaluation.inputs import predicted_labels
 
-    dev, step = device_of(model), args.batch_size if isinstance(args.batch_size, int) else 256
-    out = []
-    with torch.inference_mode():
-        for i in range(0, len(x), step):
-            logits = model(x[i : i + step].to(dev))
-            zoo.check_output(logits, len(x[i : i + step]))
-            require_finite(logits, "clean inputs")
-            out.append(logits.argmax(1).cpu())
-    return torch.cat(out) if out else y
+    return predicted_labels(model, x, args.batch_size if isinstance(args.batch_size, int) else 256) if len(x) else y
 
 
 def progress(items: Iterable[T], quiet: bool, **kw: Any) -> Iterable[T]:
@@ -385,6 +380,13 @@ def progress(items: Iterable[T], quiet: bool, **kw: Any) -> Iterable[T]:
 
 def command_line(argv: Sequence[str] | None) -> str:
     return "advlab " + " ".join(shlex.quote(a) for a in (sys.argv[1:] if argv is None else argv))
+
+
+def run_config(args: argparse.Namespace, **settings: Any) -> dict[str, Any]:
+    """A run's config.json: the command line, the model and its weights, the data and its limit, then ``settings``
+    (what else the command ran with)."""
+    base = {"command": command_line(args.argv), "model": args.model, "weights": args.weights}
+    return {**base, "data": args.data, "limit": args.limit, **settings}
 
 
 def check_resumable(run: runs.Run, config: dict[str, Any]) -> None:
@@ -467,7 +469,7 @@ def add_attack_args(p: argparse.ArgumentParser) -> None:
         "attack options (given ones are checked against the attack: an option it lacks is an error)"
     )
     for flag, dest, typ, help_ in ATTACK_OPTIONS:
-        g.add_argument(flag, dest=dest, type=eps_list if flag == "--eps" else typ, help=help_)
+        g.add_argument(flag, dest=dest, type=eps_option if flag == "--eps" else typ, help=help_)
     g.add_argument(
         "--random-start",
         dest="random_start",
@@ -481,9 +483,9 @@ def add_attack_args(p: argparse.ArgumentParser) -> None:
     )
 
 
-def eps_list(text: str) -> float | list[float]:
-    """One positive eps ("8/255") or a comma list of distinct ones ("0.05,0.1,0.2": a robustness curve), at most
-    :data:`MAX_EPS_VALUES` of them."""
+def eps_option(text: str) -> float | list[float]:
+    """The argparse ``type`` of --eps: one positive eps ("8/255") or a comma list of distinct ones ("0.05,0.1,0.2":
+    a robustness curve), at most :data:`MAX_EPS_VALUES` of them (the list in the given order)."""
     values = [number(t) for t in text.split(",") if t.strip()]
     if not values:
         raise argparse.ArgumentTypeError("empty eps")
@@ -505,15 +507,12 @@ def attack_options(args: argparse.Namespace) -> dict[str, Any]:
     return {k: v for k, v in opts.items() if v is not None}
 
 
-def default_eps(info: zoo.ModelInfo) -> float:
-    """The L-inf eps a command uses when none is given: 0.1 on the 8x8 digits, 8/255 on photos."""
-    return 0.1 if info.dataset == "digits" else 8 / 255
-
-
 def make_attack(args: argparse.Namespace, info: zoo.ModelInfo, name: str | None = None) -> Any:
     """The attack ``name`` (default ``args.attack``) with the options the user gave; an eps-bounded attack
-    without --eps gets :func:`default_eps` of the model (the same ball in every command)."""
+    without --eps gets :func:`advlab.evaluation.presets.default_eps` of the model (0.1 on the 8x8 digits, 8/255 on
+    photos: the same ball in every command, and the one a preset name alone runs at in the library)."""
     from advlab.attacks.catalog import attack_classes, make, options
+    from advlab.evaluation.presets import default_eps
 
     name = (name or args.attack).strip()
     opts = attack_options(args)
@@ -561,7 +560,8 @@ def parse_target(text: str | None, info: zoo.ModelInfo) -> Target:
     if text.lower() in lookup:
         return lookup[text.lower()]
     raise AdvlabError(
-        f"unknown target {text!r}: give a class index 0..{info.num_classes - 1}, a class name of {info.name}, 'random' or 'least-likely'"
+        f"unknown target {text!r}: give a class index 0..{info.num_classes - 1}, a class name of {info.name}, "
+        "'random' or 'least-likely'"
     )
 
 
@@ -592,20 +592,3 @@ def file_part(name: str, n: int = 24) -> str:
     """``name`` (a class name) as part of a file name: its first ``n`` characters, every one but a letter, digit,
     dot, underscore or hyphen as "-" (no path separators, control characters or shell specials in a file name)."""
     return re.sub(r"[^A-Za-z0-9._-]", "-", name[:n]).lstrip(".") or "-"
-
-
-def short(name: str, n: int = 18) -> str:
-    """``name`` cut to ``n`` characters with an ellipsis (class names in picture titles)."""
-    return name if len(name) <= n else name[: n - 1] + "…"
-
-
-def html_table(md: str) -> str:
-    """A Markdown table (header, separator, rows) as an HTML table; the lines that are not table rows (a note
-    under the table) follow it as paragraphs. Every cell is escaped."""
-    lines = md.strip().splitlines()
-    cells = [[c.strip() for c in ln.strip().strip("|").split("|")] for ln in lines if ln.startswith("|")]
-    head, body = cells[0], cells[2:]
-    out = "<table><tr>" + "".join(f"<th>{html.escape(c)}</th>" for c in head) + "</tr>"
-    out += "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in body)
-    notes = [ln for ln in lines if ln.strip() and not ln.startswith("|")]
-    return out + "</table>" + "".join(f"<p>{html.escape(n)}</p>" for n in notes)

@@ -11,40 +11,43 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Sequence
 from typing import Any
 
 import torch
 
 from advlab import runs, zoo
 from advlab.cli.common import (
-    Formatter,
+    add_command,
     add_model_args,
     add_run_args,
     bounded_int,
     build_model,
-    command_line,
     csv_text,
     default_out,
-    html_table,
     load_data_for,
     positive_int,
+    run_config,
     say,
 )
 from advlab.errors import AdvlabError
+from advlab.evaluation.metrics import clean_correct
 from advlab.experiments import optimality
+from advlab.report.html import html_table
 
 #: the most forward + backward passes per image (50 times AttackBench's 2000)
 MAX_BUDGET = 100_000
 
 
 def register(sub: argparse._SubParsersAction, flags: argparse.ArgumentParser) -> None:
-    p = sub.add_parser(
+    p = add_command(
+        sub,
+        flags,
         "compare",
-        parents=[flags],
-        formatter_class=Formatter,
         help="minimum-norm attacks side by side: AttackBench optimality",
-        description="Run several attacks on the same images and budget; each image's reference distance is the smallest any\n"
-        "attack found, and each attack scores 1 - (A - A*) / (clean_acc * eps_max - A*) (A: the area under its robust\n"
+        description="Run several attacks on the same images and budget; each image's reference distance is "
+        "the smallest any\nattack found, and each attack scores 1 - (A - A*) / (clean_acc * eps_max - A*) "
+        "(A: the area under its robust\n"
         "accuracy vs eps curve). advlab's attacks: "
         + ", ".join(optimality.ADVLAB_NORMS)
         + " (apgd / apgd-t by a per-image\n"
@@ -74,27 +77,22 @@ def run(args: argparse.Namespace) -> int:
     if not names:
         raise AdvlabError("--attacks needs at least one attack")
     model = build_model(args).eval()
-    info: zoo.ModelInfo = model.info  # type: ignore[assignment]
+    info = zoo.info_of(model)
     x, y, desc = load_data_for(args.data, info)
-    keep = y >= 0
     with torch.no_grad():
-        keep &= model(x).argmax(1) == y
+        keep = clean_correct(y, model(x).argmax(1))
     if not bool(keep.any()):
         raise AdvlabError(f"data {args.data!r} has no image {info.name} classifies correctly; nothing to compare on")
     x, y = x[keep][: args.limit], y[keep][: args.limit]
     out = args.out or default_out(
         runs.run_name(info.name, info.dataset, "compare", desc.dataset, "-".join(n.replace(":", "_") for n in names))
     )
-    config = {
-        "command": command_line(args.argv),
-        "model": args.model,
-        "weights": args.weights,
-        "data": args.data,
-        "limit": args.limit,
-        "attacks": names,
-        "norm": args.norm,
-        "budget": args.budget,
-    }
+    config = run_config(
+        args,
+        attacks=names,
+        norm=args.norm,
+        budget=args.budget,
+    )
     show = (
         None
         if args.quiet or args.json or not sys.stderr.isatty()
@@ -130,7 +128,7 @@ def _write(
     tensors = {"reference": cmp.reference.float().contiguous()}
     tensors.update({name: d.float().contiguous() for name, d in cmp.distances.items()})
     run_dir.save_tensors("distances.safetensors", tensors, metadata={"norm": cmp.norm, "budget": str(cmp.budget)})
-    series = {r["attack"]: [c[1] for c in r["curve"]] for r in cmp.rows if "curve" in r}
+    series: dict[str, Sequence[float]] = {r["attack"]: [c[1] for c in r["curve"]] for r in cmp.rows if "curve" in r}
     if series:
         eps = [c[0] for c in next(r for r in cmp.rows if "curve" in r)["curve"]]
         series["reference (best per image)"] = [

@@ -1,4 +1,6 @@
-"""``advlab demo``: the embedded end-to-end job (offline, CPU, a few minutes) that leaves a run directory with pictures."""
+"""``advlab demo``: the embedded end-to-end job (offline, CPU, a few minutes) that leaves a run directory with
+pictures. "Research note 000" and "002" are two of the research notes the project was built from (prototypes; the
+wombat attack), not RNG seeds."""
 
 from __future__ import annotations
 
@@ -11,23 +13,24 @@ import torch
 
 from advlab import attacks, data, prototypes, runs, zoo
 from advlab.cli.classify import predict
-from advlab.cli.common import Formatter, add_run_args, bounded_int, command_line, say
+from advlab.cli.common import add_command, add_run_args, bounded_int, command_line, say
 from advlab.evaluation import EvalConfig, evaluate
+from advlab.evaluation.metrics import accuracy, top_k_accuracy
 
 #: the most torch threads --threads asks for: 4 per core (more only fight over the cores)
 MAX_THREADS = 4 * (os.cpu_count() or 1)
 
 
 def register(sub: argparse._SubParsersAction, flags: argparse.ArgumentParser) -> None:
-    p = sub.add_parser(
+    p = add_command(
+        sub,
+        flags,
         "demo",
-        parents=[flags],
-        formatter_class=Formatter,
         help="the embedded end-to-end job (offline, minutes on a CPU)",
         description="Run advlab's embedded job on the data and models that ship with it (no downloads, no GPU):\n"
-        "EfficientNet-Lite0 on scikit-image's photos and the digits CNN on scikit-learn's digits, then seed 002's\n"
-        "attack (every photo becomes a wombat at L-inf 2/255), a robustness evaluation of the digits CNN and\n"
-        "seed 000's prototypes (a grey image evolved into every digit).\n"
+        "EfficientNet-Lite0 on scikit-image's photos and the digits CNN on scikit-learn's digits, then research\n"
+        "note 002's attack (every photo becomes a wombat at L-inf 2/255), a robustness evaluation of the digits CNN\n"
+        "and research note 000's prototypes (a grey image evolved into every digit).\n"
         "Leaves runs/demo/ with metrics.json, pictures and report.html.\n\n"
         "examples:\n  advlab demo\n  advlab demo --out runs/demo2 --force\n  advlab demo --threads 2 --force",
     )
@@ -64,30 +67,34 @@ def run(args: argparse.Namespace) -> int:
             metrics = _steps(run_dir)
     finally:
         torch.set_num_threads(before)
-    say(args, f"digits-cnn accuracy on digits:test: {metrics['digits-cnn digits:test accuracy']:.2%}")
+    say(args, f"digits-cnn accuracy on digits:test: {metrics[_DIGITS_ACCURACY]:.2%}")
+    say(args, f"efficientnet-lite0 on the sample photos: top-3 accuracy {metrics[_TOP3]:.0%}")
     say(
         args,
-        f"efficientnet-lite0 on the sample photos: top-3 accuracy {metrics['efficientnet-lite0 samples top-3 accuracy']:.0%}",
-    )
-    say(
-        args,
-        f"seed 002: {metrics[_WOMBAT_RATE]:.0%} of the photos became wombats at L-inf 2/255 (8-bit PNGs stay adversarial)",
+        f"research note 002: {metrics[_WOMBAT_RATE]:.0%} of the photos became wombats at L-inf 2/255 "
+        "(8-bit PNGs stay adversarial)",
     )
     say(args, f"digits-cnn robust accuracy at L-inf 0.1 (fast preset): {metrics[_ROBUST]:.2%}")
-    say(args, f"seed 000: {metrics[_P99]} of 10 digit prototypes evolved from a grey image reach p >= 0.99")
+    say(
+        args,
+        f"research note 000: {metrics[_P99]} of 10 digit prototypes evolved from a grey image reach p >= 0.99",
+    )
     say(args, f"wrote {out}/report.html ({threads} torch thread{'s' if threads > 1 else ''}; --threads sets them)")
     return 0
 
 
 #: what each of the demo's pictures shows (the report's captions)
 CAPTIONS = {
-    "photos_efficientnet-lite0.png": "EfficientNet-Lite0 on scikit-image's photos: each photo with its two most likely ImageNet classes.",
+    "photos_efficientnet-lite0.png": "EfficientNet-Lite0 on scikit-image's photos: each photo with its two most "
+    "likely ImageNet classes.",
     "digits_digits-cnn.png": "The digits CNN on 24 of the 599 test digits: label -> prediction (red: wrong).",
-    "wombat_efficientnet-lite0.png": "Seed 002: every photo turned into a wombat by targeted PGD at L-inf 2/255 on the 8-bit grid: the "
-    "clean photo, the perturbation (amplified to be visible) and the adversarial photo with its prediction.",
-    "robustness_digits-cnn.png": "Digits the fast preset broke at L-inf 0.1: clean digit, amplified perturbation, adversarial digit.",
-    "prototypes_digits-cnn.png": "Seed 000: a prototype of each digit evolved from a blank grey image until the input gradient vanished, "
-    "with its probability and the step it first became top-1.",
+    "wombat_efficientnet-lite0.png": "Research note 002: every photo turned into a wombat by targeted PGD at L-inf "
+    "2/255 on the 8-bit grid: the clean photo, the perturbation (amplified to be visible) and the adversarial photo "
+    "with its prediction.",
+    "robustness_digits-cnn.png": "Digits the fast preset broke at L-inf 0.1: clean digit, amplified perturbation, "
+    "adversarial digit.",
+    "prototypes_digits-cnn.png": "Research note 000: a prototype of each digit evolved from a blank grey image until "
+    "the input gradient vanished, with its probability and the step it first became top-1.",
 }
 
 
@@ -106,6 +113,8 @@ def _steps(run_dir: runs.Run) -> dict[str, Any]:
     return metrics
 
 
+_DIGITS_ACCURACY = "digits-cnn digits:test accuracy"
+_TOP3 = "efficientnet-lite0 samples top-3 accuracy"
 _WOMBAT_RATE = "efficientnet-lite0 wombat attack success rate (linf 2/255, 8-bit)"
 _ROBUST = "digits-cnn robust accuracy (fast preset, linf 0.1)"
 _P99 = "digits-cnn prototypes from blank:gray reaching p >= 0.99"
@@ -128,21 +137,23 @@ def _photos(run_dir: runs.Run) -> _Part:
     from advlab.report import image_grid
 
     lite = zoo.load("efficientnet-lite0")
-    x, y = data.load("samples", lite.info.input_size)  # type: ignore[union-attr]
+    info = zoo.info_of(lite)
+    x, y = data.load("samples", info.input_size)
     names = data.item_names("samples")
     p_top, i_top = predict(lite, x, 8).topk(3, dim=1)
-    classes = lite.info.class_names  # type: ignore[union-attr]
+    classes = info.class_names
     titles = [
-        f"{n}: " + ", ".join(f"{classes[int(c)]} {float(p):.0%}" for p, c in zip(ps[:2], cs[:2]))
-        for n, ps, cs in zip(names, p_top, i_top)
+        f"{n}: " + ", ".join(f"{classes[int(c)]} {float(p):.0%}" for p, c in zip(ps[:2], cs[:2], strict=True))
+        for n, ps, cs in zip(names, p_top, i_top, strict=True)
     ]
     run_dir.save_figure("photos_efficientnet-lite0.png", image_grid(x, titles, ncols=4, cell=3.0))
     metrics = {
-        "efficientnet-lite0 samples top-1 accuracy": float((i_top[:, 0] == y).float().mean()),
-        "efficientnet-lite0 samples top-3 accuracy": float((i_top == y[:, None]).any(1).float().mean()),
+        "efficientnet-lite0 samples top-1 accuracy": accuracy(y, i_top[:, 0]),
+        _TOP3: top_k_accuracy(y, i_top),
     }
     samples = {
-        n: {"label": classes[int(t)], "top3": [classes[int(c)] for c in cs]} for n, t, cs in zip(names, y, i_top)
+        n: {"label": classes[int(t)], "top3": [classes[int(c)] for c in cs]}
+        for n, t, cs in zip(names, y, i_top, strict=True)
     }
     return _Part(lite, x, y, titles, metrics, samples)
 
@@ -163,16 +174,17 @@ def _digits(run_dir: runs.Run) -> _Part:
         xd,
         yd,
         titles,
-        {"digits-cnn digits:test accuracy": float((pd == yd).float().mean()), "digits:test images": len(yd)},
+        {_DIGITS_ACCURACY: accuracy(yd, pd), "digits:test images": len(yd)},
     )
 
 
 def _wombat(run_dir: runs.Run, photos: _Part) -> dict[str, float]:
-    """Seed 002: targeted PGD at L-inf 2/255 turns every photo into a wombat (ImageNet class 106), kept on the
+    """Research note 002: targeted PGD at L-inf 2/255 turns every photo into a wombat (ImageNet class 106), kept on the
     8-bit grid so that the saved pictures stay adversarial (wombat_efficientnet-lite0.png)."""
     from advlab.report import adversarial_grid
 
-    classes = photos.model.info.class_names  # type: ignore[union-attr]
+    info = zoo.info_of(photos.model)
+    classes = info.class_names
     wombat = classes.index("wombat")
     res = attacks.PGD(eps=2 / 255, steps=30, quantize=True)(photos.model, photos.x, photos.y, target=wombat)
     p_adv = res.logits.float().softmax(1)
@@ -188,7 +200,8 @@ def _wombat(run_dir: runs.Run, photos: _Part) -> dict[str, float]:
 
 
 def _robustness(run_dir: runs.Run, digits: _Part) -> dict[str, float]:
-    """The digits CNN's robust accuracy under the fast preset at L-inf 0.1 (robustness_digits-cnn.png: broken samples)."""
+    """The digits CNN's robust accuracy under the fast preset at L-inf 0.1 (robustness_digits-cnn.png: broken
+    samples)."""
     from advlab.report import adversarial_grid
 
     report = evaluate(
@@ -211,7 +224,8 @@ def _robustness(run_dir: runs.Run, digits: _Part) -> dict[str, float]:
 
 
 def _prototypes(run_dir: runs.Run, digits: _Part) -> dict[str, float]:
-    """Seed 000: a prototype of every digit, evolved from a blank grey image (min mode: until the gradient vanishes)."""
+    """Research note 000: a prototype of every digit, evolved from a blank grey image (min mode: until the gradient
+    vanishes)."""
     from advlab.report import image_grid
 
     pe = prototypes.generate(
@@ -220,7 +234,7 @@ def _prototypes(run_dir: runs.Run, digits: _Part) -> dict[str, float]:
     rp = prototypes.recognition_points(pe)
     titles = [
         f"{int(t)}: p={float(p):.2f}\ntop-1 at step {int(s)}"
-        for t, p, s in zip(pe.target, pe.final_prob, rp["top1_step"])
+        for t, p, s in zip(pe.target, pe.final_prob, rp["top1_step"], strict=True)
     ]
     run_dir.save_figure("prototypes_digits-cnn.png", image_grid(pe.x, titles, ncols=10, cell=1.4))
     return {

@@ -13,7 +13,8 @@ import torch
 from advlab import runs
 from advlab.attacks.minimal import distances
 from advlab.cli.common import csv_text
-from advlab.experiments.optimality import area, curve_points
+from advlab.evaluation.metrics import clean_correct, robust_accuracy_area
+from advlab.experiments.optimality import curve_points
 from advlab.types import AttackResult
 
 
@@ -28,7 +29,7 @@ def columns(res: AttackResult, x: torch.Tensor, atk: Any) -> dict[str, torch.Ten
 
 
 def _correct(cols: dict[str, torch.Tensor], y: torch.Tensor) -> torch.Tensor:
-    return cols["clean_logits"].argmax(1).cpu() == y.cpu()
+    return clean_correct(y.cpu(), cols["clean_logits"].argmax(1).cpu())
 
 
 def summary(cols: dict[str, torch.Tensor], y: torch.Tensor, atk: Any) -> dict[str, Any]:
@@ -40,7 +41,7 @@ def summary(cols: dict[str, torch.Tensor], y: torch.Tensor, atk: Any) -> dict[st
     d, correct = cols["distance"].float(), _correct(cols, y)
     finite = d[correct & torch.isfinite(d)]
     top = float(finite.max()) if len(finite) else 0.0
-    a = area(d, correct, top) if top > 0 else 0.0
+    a = robust_accuracy_area(d, correct, top) if top > 0 else 0.0
     return {
         "distance_norm": atk.threat_norm,
         "distance_median": round(float(finite.median()), 6) if len(finite) else None,

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import html
 import json
 import math
 import os
@@ -22,8 +21,8 @@ import torch
 from advlab import distributed, runs, zoo
 from advlab.attacks.catalog import attack_classes
 from advlab.cli.common import (
-    Formatter,
     add_attack_args,
+    add_command,
     add_device_args,
     add_label_args,
     add_model_args,
@@ -31,7 +30,6 @@ from advlab.cli.common import (
     attack_options,
     batch_int,
     build_model,
-    command_line,
     csv_text,
     default_out,
     labels_to_use,
@@ -39,22 +37,22 @@ from advlab.cli.common import (
     make_attack,
     place_model,
     positive_int,
+    run_config,
     say,
-    short,
 )
-from advlab.cli.runner import Job, Units, batch_size, run_job, run_settings
+from advlab.cli.runner import Job, UnitSpec, batch_size, run_job, run_settings
 from advlab.errors import AdvlabError
 from advlab.evaluation import PRESETS, BatchResult, EvalConfig, EvalReport, evaluate
 
 
 def register(sub: argparse._SubParsersAction, flags: argparse.ArgumentParser) -> None:
-    p = sub.add_parser(
+    p = add_command(
+        sub,
+        flags,
         "eval",
-        parents=[flags],
-        formatter_class=Formatter,
         help="robust accuracy under an attack ensemble (AutoAttack-style cascade)",
-        description="Evaluate robustness: a clean pass, then each attack on the samples still standing; prints clean and\n"
-        "robust accuracy, success rates, norms, gradient evaluations, per-attack breakdown and sanity warnings.\n\n"
+        description="Evaluate robustness: a clean pass, then each attack on the samples still unbroken; prints clean "
+        "and\nrobust accuracy, success rates, norms, gradient evaluations, per-attack breakdown and warnings.\n\n"
         f"presets: reliable (APGD-CE + targeted APGD-DLR; default), fast. attacks: {', '.join(attack_classes())}\n\n"
         "examples:\n"
         "  advlab eval --model digits-cnn --data digits:test --eps 0.1\n"
@@ -64,6 +62,23 @@ def register(sub: argparse._SubParsersAction, flags: argparse.ArgumentParser) ->
     add_model_args(p)
     p.add_argument("--data", "-d", required=True, help="data spec (see advlab data)")
     add_label_args(p)
+    _add_attack_choice(p)
+    p.add_argument("--limit", type=positive_int, help="only the first N images")
+    p.add_argument(
+        "--batch-size",
+        type=_batch_size,
+        default=256,
+        help="samples per batch (a unit of work under torchrun), or 'auto': sized to the free memory of the device "
+        "(half the free GPU memory, a quarter of the RAM), kept on --resume",
+    )
+    _add_output_args(p)
+    _add_attack_model_args(p)
+    add_run_args(p, resume=True)
+    p.set_defaults(func=run)
+
+
+def _add_attack_choice(p: argparse.ArgumentParser) -> None:
+    """Which attacks run and how: --preset or --attack with the attack options, --early-stop, --attack-misclassified."""
     p.add_argument("--preset", choices=PRESETS, help="attack ensemble (default: reliable, unless --attack is given)")
     p.add_argument(
         "--attack", "-a", help="comma list of attacks to cascade instead of a preset (they share the attack options)"
@@ -80,14 +95,10 @@ def register(sub: argparse._SubParsersAction, flags: argparse.ArgumentParser) ->
         action="store_true",
         help="also attack samples the model gets wrong (for the prediction change rate)",
     )
-    p.add_argument("--limit", type=positive_int, help="only the first N images")
-    p.add_argument(
-        "--batch-size",
-        type=_batch_size,
-        default=256,
-        help="samples per batch (a unit of work under torchrun), or 'auto': sized to the free memory of the device "
-        "(half the free GPU memory, a quarter of the RAM), kept on --resume",
-    )
+
+
+def _add_output_args(p: argparse.ArgumentParser) -> None:
+    """What is printed and written besides the run directory: --json, --robustbench."""
     p.add_argument("--json", action="store_true", help="print the metrics as JSON")
     p.add_argument(
         "--robustbench",
@@ -95,22 +106,25 @@ def register(sub: argparse._SubParsersAction, flags: argparse.ArgumentParser) ->
         help="also write a RobustBench-style model_info entry (name, dataset, eps, clean_acc, robust_acc, attacks, "
         "passes per image, trust, diagnostics)",
     )
+
+
+def _add_attack_model_args(p: argparse.ArgumentParser) -> None:
+    """Where and on what the attacks run: --bpda (a differentiable twin), the device options, --amp (bfloat16
+    autocast)."""
     p.add_argument(
         "--bpda",
         metavar="FILE.py:FACTORY",
-        help="a differentiable twin of the model (a model file or zoo name, taking the same [0, 1] images): the attacks "
-        "run on it and every success is confirmed on --model (BPDA for what advlab cannot do by itself)",
+        help="a differentiable twin of the model (a model file or zoo name, taking the same [0, 1] images): the "
+        "attacks run on it and every success is confirmed on --model (BPDA for what advlab cannot do by itself)",
     )
     add_device_args(p)
     p.add_argument(
         "--amp",
         action="store_true",
-        help="run the attacks under bfloat16 autocast (faster on GPUs); every success is re-checked in float32 and only "
-        "confirmed ones count (a claimed one float32 does not confirm is searched again in float32); "
+        help="run the attacks under bfloat16 autocast (faster on GPUs); every success is re-checked in float32 and "
+        "only confirmed ones count (a claimed one float32 does not confirm is searched again in float32); "
         "the effect on attack strength is measured by benchmarks/amp_strength.py",
     )
-    add_run_args(p, resume=True)
-    p.set_defaults(func=run)
 
 
 def _config(args: argparse.Namespace, info: zoo.ModelInfo) -> EvalConfig:
@@ -130,8 +144,9 @@ def _config(args: argparse.Namespace, info: zoo.ModelInfo) -> EvalConfig:
             raise AdvlabError("--eps is required (e.g. --eps 8/255 --norm linf)")
         extra = {k for k in attack_options(args) if k not in ("eps", "norm", "seed")}
         if extra:
+            drop = ", ".join("--" + k.replace("_", "-") for k in sorted(extra))
             raise AdvlabError(
-                f"the {args.preset or 'reliable'} preset fixes its own settings; drop {', '.join('--' + k.replace('_', '-') for k in sorted(extra))} or use --attack"
+                f"the {args.preset or 'reliable'} preset fixes its own settings; drop {drop} or use --attack"
             )
         return EvalConfig(preset=args.preset or "reliable", eps=eps, norm=args.norm or "linf", **common)
     if args.preset:
@@ -149,7 +164,7 @@ def _config(args: argparse.Namespace, info: zoo.ModelInfo) -> EvalConfig:
 def run(args: argparse.Namespace) -> int:
     dist = distributed.setup(args.device)
     model = place_model(build_model(args), dist.device, args.channels_last)
-    info: zoo.ModelInfo = model.info  # type: ignore[assignment]
+    info = zoo.info_of(model)
     config = _config(args, info)
     if args.robustbench:
         _check_robustbench(args.robustbench)
@@ -157,21 +172,7 @@ def run(args: argparse.Namespace) -> int:
         _check_amp(config)
     x, y, desc = load_data_for(args.data, info, limit=args.limit)
     y = labels_to_use(args, model, x, y)
-    method = args.attack.replace(",", "+") if args.attack else config.preset
-    out = args.out or default_out(
-        runs.run_name(
-            info.name,
-            info.dataset,
-            "eval",
-            desc.dataset,
-            method,
-            config.eps,
-            limit=args.limit,
-            norm=config.norm,
-            attack=config.attacks[0] if config.attacks and len(config.attacks) == 1 else None,
-            settings=run_settings(args),
-        )
-    )
+    out = args.out or default_out(_run_name(args, info, desc.dataset, config))
     attack_model = _attack_model(args, model, dist)
     given = None if args.batch_size == "auto" else args.batch_size
     config = dataclasses.replace(
@@ -180,7 +181,7 @@ def run(args: argparse.Namespace) -> int:
     job = Job(
         out,
         _saved_config(args, config),
-        Units(
+        UnitSpec(
             math.ceil(len(x) / config.batch_size),
             f"a batch of {config.batch_size} samples",
             _encode,
@@ -193,19 +194,42 @@ def run(args: argparse.Namespace) -> int:
         inputs={"model": model, "data": (x, y)},
     )
     report = run_job(job, args, dist)
-    if report is not None and args.robustbench:
-        runs.atomic_write(args.robustbench, json.dumps(report.robustbench(args.model, desc.dataset), indent=2) + "\n")
-    if report is not None and args.json:
-        print(json.dumps({"labels": args.labels, **report.to_dict()}, indent=2))
-    elif report is not None:
-        if args.labels == "predicted":
-            say(
-                args,
-                "labels: the model's own clean predictions (--labels predicted), so clean accuracy is 100% by construction",
-            )
-        say(args, report.format())
-        say(args, f"wrote {out}")
+    if report is not None:
+        _show(args, report, desc.dataset, out)
     return 0
+
+
+def _run_name(args: argparse.Namespace, info: zoo.ModelInfo, dataset: str, config: EvalConfig) -> str:
+    """The run directory's name (:func:`advlab.runs.run_name`): the preset or the attacks, the ball, the settings."""
+    method = args.attack.replace(",", "+") if args.attack else config.preset or "reliable"
+    return runs.run_name(
+        info.name,
+        info.dataset,
+        "eval",
+        dataset,
+        method,
+        config.eps,
+        limit=args.limit,
+        norm=config.norm,
+        attack=config.attacks[0] if config.attacks and len(config.attacks) == 1 else None,
+        settings=run_settings(args),
+    )
+
+
+def _show(args: argparse.Namespace, report: EvalReport, dataset: str, out: Any) -> None:
+    """Rank 0, after the run: the --robustbench entry, then the metrics printed (as JSON with --json)."""
+    if args.robustbench:
+        runs.atomic_write(args.robustbench, json.dumps(report.robustbench(args.model, dataset), indent=2) + "\n")
+    if args.json:
+        print(json.dumps({"labels": args.labels, **report.to_dict()}, indent=2))
+        return
+    if args.labels == "predicted":
+        say(
+            args,
+            "labels: the model's own clean predictions (--labels predicted), so clean accuracy is 100% by construction",
+        )
+    say(args, report.format())
+    say(args, f"wrote {out}")
 
 
 def _check_robustbench(path: str) -> None:
@@ -227,7 +251,7 @@ def _attack_model(args: argparse.Namespace, model: torch.nn.Module, dist: distri
     under bfloat16 autocast with --amp; None: the model itself."""
     twin = model
     if args.bpda:
-        info: zoo.ModelInfo = model.info  # type: ignore[assignment]
+        info = zoo.info_of(model)
         twin = place_model(
             zoo.load(args.bpda, input_size=info.input_size, channels=info.channels), dist.device, args.channels_last
         )
@@ -253,24 +277,20 @@ def _auto(model: torch.nn.Module, x: torch.Tensor, dist: distributed.Dist) -> in
 
 def _saved_config(args: argparse.Namespace, config: EvalConfig) -> dict[str, Any]:
     """config.json: what a resumed run must match."""
-    return {
-        "command": command_line(args.argv),
-        "model": args.model,
-        "weights": args.weights,
-        "data": args.data,
-        "limit": args.limit,
-        "preset": config.preset if not config.attacks else None,
-        "attacks": [repr(a) for a in config.attacks or ()],
-        "eps": config.eps,
-        "norm": config.norm,
-        "seed": config.seed,
-        "early_stop": config.early_stop,
-        "attack_misclassified": config.attack_misclassified,
-        "batch_size": config.batch_size,
+    return run_config(
+        args,
+        preset=config.preset if not config.attacks else None,
+        attacks=[repr(a) for a in config.attacks or ()],
+        eps=config.eps,
+        norm=config.norm,
+        seed=config.seed,
+        early_stop=config.early_stop,
+        attack_misclassified=config.attack_misclassified,
+        batch_size=config.batch_size,
         **({"amp": "bfloat16"} if args.amp else {}),
         **({"labels": "predicted"} if args.labels == "predicted" else {}),
         **({"bpda": args.bpda} if args.bpda else {}),
-    }
+    )
 
 
 #: --amp refuses smaller L-inf balls: bfloat16 resolves a normalized input to about 1/255 of the pixel range
@@ -280,6 +300,7 @@ AMP_MIN_EPS = 1 / 255
 def _check_amp(config: EvalConfig) -> None:
     """Refuse --amp where bfloat16 cannot represent the perturbation (measured: efficientnet-lite0 at 0.2/255
     loses 2 of 16 successes; see benchmarks/amp_strength.py)."""
+    balls: list[tuple[Any, str]]  # (an eps, or an attack's eps list or None; the norm)
     if config.eps is not None:
         balls = [(config.eps, config.norm or "linf")]
     else:
@@ -314,7 +335,7 @@ def _write(
     args: argparse.Namespace,
 ) -> EvalReport:
     """metrics.json, samples.csv, adversarials.safetensors and grid.png (broken samples); returns ``report``."""
-    from advlab.report import adversarial_grid
+    from advlab.report.figures import adversarial_grid, prediction_titles
 
     assert report.x_adv is not None
     s = report.samples
@@ -338,8 +359,12 @@ def _write(
     broken = s.broken.nonzero().flatten()[:8]
     if len(broken):
         names = info.class_names
-        clean_t = [f"clean: {short(names[int(s.clean_pred[i])])} {float(s.clean_confidence[i]):.0%}" for i in broken]
-        adv_t = [f"adversarial: {short(names[int(s.adv_pred[i])])} {float(s.adv_confidence[i]):.0%}" for i in broken]
+        clean_t = prediction_titles(
+            "clean", [names[int(p)] for p in s.clean_pred[broken]], s.clean_confidence[broken].tolist()
+        )
+        adv_t = prediction_titles(
+            "adversarial", [names[int(p)] for p in s.adv_pred[broken]], s.adv_confidence[broken].tolist()
+        )
         run_dir.save_figure(
             "grid.png", adversarial_grid(x[broken], report.x_adv[broken], clean_t, adv_t, ["red"] * len(broken))
         )
@@ -347,8 +372,7 @@ def _write(
 
 
 def _report(run_dir: runs.Run, report: EvalReport, info: zoo.ModelInfo, args: argparse.Namespace) -> None:
-    from advlab.report import write_report
+    from advlab.report.html import html_list, write_report
 
-    items = "".join(f"<li>{html.escape(f)}</li>" for f in report.flags)
-    sections = [("Warnings", f"<ul>{items}</ul>")] if report.flags else []
+    sections = [("Warnings", html_list(report.warnings))] if report.warnings else []
     write_report(run_dir.path, f"advlab eval: {info.name} on {args.data}", sections)

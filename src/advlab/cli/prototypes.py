@@ -1,20 +1,25 @@
-"""``advlab prototypes``: evolve a blank image, noise or photos into every class of a model (seed 000).
+"""``advlab prototypes``: evolve a blank image, noise or photos into every class of a model (research note 000).
 
-The run directory (named by the seed's convention, e.g. ``digits-cnn_digits-min-blank_pgd_alpha0.0039_<hash>``) holds
-prototypes.safetensors (prototypes, start images, every trajectory, snapshots), trajectories.csv (one row per
-pair and step), grid.png (the prototypes with class names and confidences), strips.png (snapshots over the
-steps), probability.png, grad_norm.png and recognition.png (plots), metrics.json and report.html. Work is saved
-after every batch; --resume continues an interrupted run, and the same seed gives the same prototypes. Under
-``torchrun -m advlab prototypes`` the batches of pairs are shared out over the processes (:mod:`advlab.distributed`).
+The run directory (named by the research note's convention, e.g.
+``digits-cnn_digits-min-blank_pgd_alpha0.0039_<hash>``) holds prototypes.safetensors (prototypes, start images,
+every trajectory, snapshots), trajectories.csv (one row per pair and step), grid.png (the prototypes with class
+names and confidences), strips.png (snapshots over the steps), probability.png, grad_norm.png and recognition.png
+(plots), metrics.json and report.html. Work is saved after every batch; --resume continues an interrupted run, and
+the same --seed gives the same prototypes. Under ``torchrun -m advlab prototypes`` the batches of pairs are shared
+out over the processes (:mod:`advlab.distributed`).
+``--compare RECIPE`` evolves the same pairs by another recipe as further units of the same job (saved, resumed and
+shared out like the run's own batches); its verdicts go to metrics.json (``compare``), its prototypes to
+compare.png. The command parses, runs the job and writes; the numbers come from :mod:`advlab.prototypes`, the
+pictures and tables from :mod:`advlab.report.prototypes`.
 """
 
 from __future__ import annotations
 
 import argparse
-import html
 import json
 import math
 import shlex
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -24,7 +29,7 @@ from advlab.cli.common import (
     MAX_PIXELS,
     MAX_STEPS,
     SEED_RANGE,
-    Formatter,
+    add_command,
     add_device_args,
     add_model_args,
     add_run_args,
@@ -40,41 +45,60 @@ from advlab.cli.common import (
     positive_int,
     say,
     seed_int,
-    short,
     steps_int,
 )
-from advlab.cli.runner import Job, Units, batch_size, run_job, run_settings
+from advlab.cli.runner import Job, UnitSpec, batch_size, run_job, run_settings
 from advlab.errors import AdvlabError
 from advlab.prototypes import Config, Evolution, Prototypes, Starts, recipes
 from advlab.prototypes.parametrize import PARAMS
-
-#: at most this many prototypes in grid.png and pairs in the probability plot (all are in the files)
-GRID_MAX = 100
-PLOT_MAX = 10
+from advlab.report import write_report
+from advlab.report.prototypes import (
+    CAPTIONS,
+    grid_figures,
+    prototype_figures,
+    recognition_table,
+    recognizability_table,
+)
 
 
 def register(sub: argparse._SubParsersAction, flags: argparse.ArgumentParser) -> None:
-    p = sub.add_parser(
+    p = add_command(
+        sub,
+        flags,
         "prototypes",
-        parents=[flags],
-        formatter_class=Formatter,
         help="evolve a blank image, noise or photos into every class; measure when the model recognizes it",
-        description="Targeted descent from a start image towards each class of a frozen model (seed 000): the attack is\n"
-        "the generator, the classifier its discriminator. Records, per (start, target) pair and step, the target\n"
-        "probability, top-1 class, margin, input-gradient norm and distance from the start; the recognition point\n"
-        "(first top-1, p > 0.5 / 0.9 / 0.99); and how other models (--judge) see the prototypes.\n\n"
-        "modes: min (descend the target's loss until ||grad|| < --tol: a prototype); max (once the input is the\n"
-        "target, ascend the input-gradient norm while it stays the target: double backprop)\n"
-        "starts: blank:gray|black|white|COLOUR|R,G,B, noise:gaussian[:MEAN,STD], noise:uniform[:LOW,HIGH] (@K for K\n"
-        "images), or any data spec (digits:test, samples, svhn, folder:PATH): each image towards each target\n\n"
-        "examples:\n"
-        "  advlab prototypes --model digits-cnn --start blank:gray\n"
-        "  advlab prototypes --model digits-cnn --start digits:test --limit 5 --mode max\n"
-        "  advlab prototypes --model efficientnet-lite0 --start blank:gray --targets 0-9 --steps 100 --judge efficientnet-lite1\n"
-        "  advlab prototypes --model efficientnet-lite0 --start noise:gaussian --targets goldfish,wombat --tv 0.05 --jitter 4\n"
-        "  advlab prototypes --model efficientnet-lite0 --preset natural --targets 0-9 --judge efficientnet-lite1 --compare adversarial\n"
-        "  advlab prototypes quiz RUN; advlab prototypes score RUN answers.json       # a person's accuracy next to the judges'",
+        description=DESCRIPTION,
     )
+    _add_args(p)
+    p.set_defaults(func=run)
+    _add_human_commands(p)
+
+
+DESCRIPTION = (
+    "Targeted descent from a start image towards each class of a frozen model (research note 000): the attack\n"
+    "is the generator, the classifier its discriminator. Records, per (start, target) pair and step, the target\n"
+    "probability, top-1 class, margin, input-gradient norm and distance from the start; the recognition point\n"
+    "(first top-1, p > 0.5 / 0.9 / 0.99); and how other models (--judge) see the prototypes.\n\n"
+    "modes: min (descend the target's loss until ||grad|| < --tol: a prototype); max (once the input is the\n"
+    "target, ascend the input-gradient norm while it stays the target: double backprop)\n"
+    "starts: blank:gray|black|white|COLOUR|R,G,B, noise:gaussian[:MEAN,STD], noise:uniform[:LOW,HIGH] (@K for K\n"
+    "images), or any data spec (digits:test, samples, svhn, folder:PATH): each image towards each target\n\n"
+    "examples:\n"
+    "  advlab prototypes --model digits-cnn --start blank:gray\n"
+    "  advlab prototypes --model digits-cnn --start digits:test --limit 5 --mode max\n"
+    "  advlab prototypes --model efficientnet-lite0 --start blank:gray --targets 0-9 --steps 100 "
+    "--judge efficientnet-lite1\n"
+    "  advlab prototypes --model efficientnet-lite0 --start noise:gaussian --targets goldfish,wombat --tv 0.05 "
+    "--jitter 4\n"
+    "  advlab prototypes --model efficientnet-lite0 --recipe natural --targets 0-9 --judge efficientnet-lite1 "
+    "--compare adversarial\n"
+    "  advlab prototypes quiz RUN; advlab prototypes score RUN answers.json       "
+    "# a person's accuracy next to the judges'"
+)
+
+
+def _add_args(p: argparse.ArgumentParser) -> None:
+    """Every option of a run (the quiz and score subcommands have their own)."""
     add_model_args(p, default="")  # required, except by the quiz and score subcommands (checked in run)
     p.add_argument(
         "--start",
@@ -95,35 +119,36 @@ def register(sub: argparse._SubParsersAction, flags: argparse.ArgumentParser) ->
         action="append",
         default=[],
         metavar="MODEL[=WEIGHTS]",
-        help="another model that scores the prototypes (repeatable), e.g. efficientnet-lite1 or digits-cnn=other.safetensors",
+        help="another model that scores the prototypes (repeatable), e.g. efficientnet-lite1 or "
+        "digits-cnn=other.safetensors",
     )
     o.add_argument(
         "--compare",
         choices=list(recipes.RECIPES),
-        help="also evolve the same pairs with this recipe (e.g. adversarial) and report its recognizability side by side",
+        help="also evolve the same pairs with this recipe (e.g. adversarial) and report its recognizability side "
+        "by side",
     )
     o.add_argument("--batch-size", type=batch_int, help="pairs per batch (default: sized to memory)")
     o.add_argument("--json", action="store_true", help="print metrics as JSON")
     add_device_args(p)
     add_run_args(p, resume=True)
-    p.set_defaults(func=run)
-    _add_human_commands(p)
 
 
 def _add_generator_args(p: argparse.ArgumentParser) -> None:
     """The recipe and its ingredients."""
     g = p.add_argument_group("generator")
     g.add_argument(
-        "--preset",
+        "--recipe",
         choices=list(recipes.RECIPES),
-        help="a named recipe: adversarial (pixel PGD, the default) or natural (Fourier + decorrelated colour, random views: "
-        "prototypes a person can recognize); every option below overrides its ingredient",
+        help="a named recipe: adversarial (pixel PGD, the default) or natural (Fourier + decorrelated colour, random "
+        "views: prototypes a person can recognize); every option below overrides its ingredient",
     )
     g.add_argument(
         "--mode",
         choices=prototypes.MODES,
         default="min",
-        help="min: descend the loss until the input gradient vanishes (--tol); max: once the target holds, grow ||grad||",
+        help="min: descend the loss until the input gradient vanishes (--tol); max: once the target holds, grow "
+        "||grad||",
     )
     g.add_argument("--method", choices=list(prototypes.METHODS), help="pgd, mifgsm (L-inf) or pgdl2 (L2) (default pgd)")
     g.add_argument(
@@ -135,7 +160,7 @@ def _add_generator_args(p: argparse.ArgumentParser) -> None:
     g.add_argument(
         "--steps",
         type=steps_int,
-        help=f"most optimization steps per prototype (default: the preset's, 200 adversarial, 256 natural; "
+        help=f"most optimization steps per prototype (default: the recipe's, 200 adversarial, 256 natural; "
         f"at most {MAX_STEPS})",
     )
     g.add_argument("--tol", type=nonnegative, help="min mode: a pair stops when ||grad||_2 < tol (default 1e-4)")
@@ -228,7 +253,7 @@ def _judges(specs: list[str], info: zoo.ModelInfo) -> list[tuple[str, torch.nn.M
     for spec in specs:
         name, _, weights = spec.partition("=")
         model = zoo.load(name, weights=weights or None)
-        j: zoo.ModelInfo = model.info  # type: ignore[assignment]
+        j = zoo.info_of(model)
         if j.channels != info.channels:
             raise AdvlabError(f"judge {name!r} takes {j.channels}-channel images, {info.name} {info.channels}")
         if j.num_classes != info.num_classes:
@@ -258,14 +283,14 @@ INGREDIENTS = (
 
 
 def _config(
-    args: argparse.Namespace, model: torch.nn.Module | None = None, preset: str | None = None, ingredients: bool = True
+    args: argparse.Namespace, model: torch.nn.Module | None = None, recipe: str | None = None, ingredients: bool = True
 ) -> Config:
-    """The run's Config: the preset (``--preset``, default adversarial), every ingredient option on top
-    (``ingredients=False``: the preset alone, for ``--compare``)."""
+    """The run's Config: the recipe (``--recipe``, default adversarial), every ingredient option on top
+    (``ingredients=False``: the recipe alone, for ``--compare``)."""
     over = {k: getattr(args, k) for k in INGREDIENTS} if ingredients else {}
     try:
         config = recipes.config(
-            preset or args.preset or "adversarial",
+            recipe or args.recipe or "adversarial",
             model,
             mode=args.mode,
             steps=args.steps,
@@ -376,56 +401,20 @@ def run(args: argparse.Namespace) -> int:
         raise AdvlabError("advlab prototypes needs --model (or: advlab prototypes quiz RUN / score RUN ANSWERS.json)")
     dist = distributed.setup(args.device)
     model = place_model(build_model(args), dist.device, args.channels_last)
-    info: zoo.ModelInfo = model.info  # type: ignore[assignment]
-    config = _config(args, model)
+    info = zoo.info_of(model)
+    configs = [_config(args, model)]
+    if args.compare:
+        configs.append(_config(args, model, recipe=args.compare, ingredients=False))
     starts, targets, strips = _pairs(args, info)
     judges = _judges(args.judge, info)
-    out = args.out or default_out(
-        runs.run_name(
-            info.name,
-            info.dataset,
-            config.mode,
-            starts.kind,
-            config.method,
-            config.eps,
-            config.step_size,
-            limit=args.limit,
-            settings=run_settings(args),
-        )
-    )
-    estimate = lambda: prototypes.auto_batch_size(model, starts.x[:1].to(dist.device), config.mode)  # noqa: E731
+    cfg = configs[0]
+    name = (info.name, info.dataset, cfg.mode, starts.kind, cfg.method, cfg.eps, cfg.step_size)
+    out = args.out or default_out(runs.run_name(*name, limit=args.limit, settings=run_settings(args)))
+    estimate = lambda: prototypes.auto_batch_size(model, starts.x[:1].to(dist.device), cfg.mode)  # noqa: E731
     bs = prototypes.pairs_per_batch(batch_size(args.batch_size, out, args.resume, dist, estimate), len(targets))
-    saved_config = {
-        "command": command_line(args.argv),
-        "model": args.model,
-        "weights": args.weights,
-        "start": args.start,
-        "limit": args.limit,
-        "targets": targets,
-        "config": repr(config),
-        "batch_size": bs,
-    }
-
-    def write(run_dir: runs.Run, result: Prototypes, seconds: float) -> tuple[Prototypes, dict[str, Any]]:
-        metrics = _metrics(result, model, info, judges, seconds, args)
-        compared = _compare(args, model, result, judges, bs)
-        if compared is not None:
-            metrics["compare"] = compared[1]
-            _grid(run_dir, compared[0], info.class_names, "compare.png")
-        return result, _write(run_dir, result, info, metrics)
-
-    def interrupted(run_dir: runs.Run, done: dict[int, Evolution], seconds: float) -> None:
-        """Ctrl-C: what is done stays viewable in the partial directory; the unit files stay for --resume."""
-        partial = Prototypes(
-            starts, targets, config, Evolution.cat([done[b] for b in sorted(done)]), list(info.class_names)
-        )
-        metrics = _write(
-            run_dir, partial, info, {"partial": True, **_metrics(partial, model, info, judges, seconds, args)}
-        )
-        _report(run_dir, partial, info, metrics, final=False)
-
-    units = Units(
-        math.ceil(len(starts.x) * len(targets) / bs),
+    outputs = _Outputs(args, model, info, judges, (starts, targets, cfg), math.ceil(len(starts.x) * len(targets) / bs))
+    units = UnitSpec(
+        len(configs) * outputs.batches,
         f"a batch of {bs} (start, target) pairs",
         lambda ev: (ev.tensors(), {}),
         lambda t, _: Evolution.from_tensors(t),
@@ -433,18 +422,84 @@ def run(args: argparse.Namespace) -> int:
     )
     job = Job(
         out,
-        saved_config,
+        _saved_config(args, targets, configs, bs),
         units,
-        lambda work: prototypes.generate(model, starts, targets, config, batch_size=bs, strip_pairs=strips, work=work),
-        write,
-        lambda run_dir, shown: _report(run_dir, shown[0], info, shown[1]),
-        interrupted,
+        lambda work: prototypes.generate_each(
+            model, starts, targets, configs, batch_size=bs, strip_pairs=strips, work=work
+        ),
+        outputs.write,
+        outputs.report,
+        outputs.interrupted,
         inputs={"model": model, "starts": starts.x},
     )
     shown = run_job(job, args, dist)
     if shown is not None:
         _print(args, *shown, out)
     return 0
+
+
+def _saved_config(args: argparse.Namespace, targets: list[int], configs: list[Config], bs: int) -> dict[str, Any]:
+    """config.json: the settings a resumed run must match (``compare``: the --compare recipe's config)."""
+    saved = {
+        "command": command_line(args.argv),
+        "model": args.model,
+        "weights": args.weights,
+        "start": args.start,
+        "limit": args.limit,
+        "targets": targets,
+        "config": repr(configs[0]),
+        "batch_size": bs,
+    }
+    if len(configs) > 1:
+        saved["compare"] = repr(configs[1])
+    return saved
+
+
+@dataclass(frozen=True)
+class _Outputs:
+    """What a prototypes job writes from its units: the run's (the first ``batches`` units) and, with --compare,
+    the compared recipe's (the next ``batches``). ``pairs``: the starts, targets and config of the run."""
+
+    args: argparse.Namespace
+    model: torch.nn.Module
+    info: zoo.ModelInfo
+    judges: list[tuple[str, torch.nn.Module]]
+    pairs: tuple[Starts, list[int], Config]
+    batches: int
+
+    def write(
+        self, run_dir: runs.Run, results: list[Prototypes | None], seconds: float
+    ) -> tuple[Prototypes, dict[str, Any]]:
+        """Every file of the finished run; returns what the command prints."""
+        result, compared = results[0], [r for r in results[1:] if r is not None]
+        assert result is not None, "the merged units hold every batch"
+        metrics = _metrics([result, *compared], self.model, self.info, self.judges, seconds, self.args)
+        for other in compared:
+            ev = other.evolution
+            metrics["compare"] = {
+                "recipe": self.args.compare,
+                "objective": repr(other.config.minimized()),
+                "summary_reached_top1": prototypes.reached_top1(ev),
+                **prototypes.verdicts(ev.x, ev.target, self.model, self.judges),
+            }
+            for file, fig in grid_figures(other, self.info.class_names, compare=True).items():
+                run_dir.save_figure(file, fig)
+        return result, _write(run_dir, result, self.info, metrics)
+
+    def report(self, run_dir: runs.Run, shown: tuple[Prototypes, dict[str, Any]]) -> None:
+        _report(run_dir, shown[0], self.info, shown[1])
+
+    def interrupted(self, run_dir: runs.Run, done: dict[int, Evolution], seconds: float) -> None:
+        """Ctrl-C: what is done of the run stays viewable in the partial directory; the unit files stay for
+        --resume."""
+        mine = [done[b] for b in sorted(done) if b < self.batches]
+        if not mine:
+            return
+        starts, targets, config = self.pairs
+        partial = Prototypes(starts, targets, config, Evolution.cat(mine), list(self.info.class_names))
+        metrics = _metrics([partial], self.model, self.info, self.judges, seconds, self.args)
+        metrics = _write(run_dir, partial, self.info, {"partial": True, **metrics})
+        _report(run_dir, partial, self.info, metrics, final=False)
 
 
 def _print(args: argparse.Namespace, result: Prototypes, metrics: dict[str, Any], out: Any) -> None:
@@ -454,8 +509,8 @@ def _print(args: argparse.Namespace, result: Prototypes, metrics: dict[str, Any]
     s = metrics["summary"]
     say(
         args,
-        f"{s['pairs']} pairs ({len(result.starts.x)} starts x {len(result.targets)} targets), {result.config.mode} mode: "
-        f"{s['reached_p99']} reached p >= 0.99, {s['ever_top1']} became top-1 "
+        f"{s['pairs']} pairs ({len(result.starts.x)} starts x {len(result.targets)} targets), {result.config.mode} "
+        f"mode: {s['reached_p99']} reached p >= 0.99, {s['ever_top1']} became top-1 "
         f"(median L2 {s['recognition_top1']['l2']['median']}), {s['converged']} converged; {metrics['seconds']:.1f} s",
     )
     for jname, j in metrics["judges"].items():
@@ -464,16 +519,19 @@ def _print(args: argparse.Namespace, result: Prototypes, metrics: dict[str, Any]
 
 
 def _metrics(
-    result: Prototypes,
+    results: list[Prototypes],
     model: torch.nn.Module,
     info: zoo.ModelInfo,
     judges: list[tuple[str, torch.nn.Module]],
     seconds: float,
     args: argparse.Namespace,
 ) -> dict[str, Any]:
-    """The run's numbers: the summary, throughput, and the prototypes as the model and each judge see them."""
+    """The run's numbers (``results[0]``): the summary, throughput, and the prototypes as the model and each judge
+    see them. ``seconds`` is the compute time of every result given (with --compare, both recipes), and so are
+    the target steps of the throughput."""
+    result = results[0]
     ev, cfg = result.evolution, result.config
-    target_steps = int((ev.stopped + 1).sum())
+    target_steps = sum(int((r.evolution.stopped + 1).sum()) for r in results)
     m: dict[str, Any] = {
         "model": info.name,
         "start": args.start,
@@ -490,7 +548,7 @@ def _metrics(
         "jitter": cfg.jitter,
         "blur": cfg.blur,
         "seed": cfg.seed,
-        "preset": args.preset or "adversarial",
+        "recipe": args.recipe or "adversarial",
         "param": cfg.param,
         "scale": cfg.scale,
         "rotate": cfg.rotate,
@@ -501,99 +559,8 @@ def _metrics(
         "target_steps": target_steps,
         "target_steps_per_second": round(target_steps / seconds, 2) if seconds > 0 else None,
     }
-    m.update(_verdicts(ev.x, ev.target, model, judges))
+    m.update(prototypes.verdicts(ev.x, ev.target, model, judges))
     return m
-
-
-def _verdicts(
-    x: torch.Tensor, target: torch.Tensor, model: torch.nn.Module, judges: list[tuple[str, torch.nn.Module]]
-) -> dict[str, Any]:
-    """How the model itself, each judge and (with two or more) the judges' ensemble see the prototypes ``x``:
-    top-1 agreement with the targets, mean target probability, Inception-Score-style number."""
-    from advlab.data.images import resize_batch
-
-    m: dict[str, Any] = {"self": prototypes.judge(prototypes.class_probabilities(model, x), target), "judges": {}}
-    probs = []
-    for spec, judge in judges:
-        size = judge.info.input_size  # type: ignore[attr-defined]
-        probs.append(prototypes.class_probabilities(judge, x if x.shape[-1] == size else resize_batch(x, size)))
-        m["judges"][spec] = prototypes.judge(probs[-1], target)
-    if len(probs) > 1:
-        m["judge_ensemble"] = prototypes.judge(prototypes.ensemble(probs), target)
-    return m
-
-
-def _compare(
-    args: argparse.Namespace,
-    model: torch.nn.Module,
-    result: Prototypes,
-    judges: list[tuple[str, torch.nn.Module]],
-    bs: int,
-) -> tuple[Prototypes, dict[str, Any]] | None:
-    """``--compare PRESET``: the same pairs evolved by that recipe (same mode and seed; ``--steps`` when given, else
-    the recipe's own step count), and its verdicts."""
-    if not args.compare:
-        return None
-    cfg = _config(args, model, preset=args.compare, ingredients=False)
-    other = prototypes.generate(model, result.starts, result.targets, cfg, batch_size=bs, strip_pairs=[])
-    ev = other.evolution
-    return other, {
-        "preset": args.compare,
-        "objective": repr(cfg.minimized()),
-        "summary_reached_top1": int((ev.final_top1 == ev.target).sum()),
-        **_verdicts(ev.x, ev.target, model, judges),
-    }
-
-
-def _trajectory_rows(result: Prototypes, names: list[str]) -> list[dict[str, Any]]:
-    ev = result.evolution
-    rows = []
-    cols = {k: getattr(ev, k).tolist() for k in ("prob", "top1", "margin", "grad_norm", "l2", "linf")}
-    for i in range(len(ev.target)):
-        s, t = int(ev.start[i]), int(ev.target[i])
-        for step in range(int(ev.stopped[i]) + 1):
-            rows.append(
-                {
-                    "pair": i,
-                    "start": s,
-                    "start_name": result.starts.names[s],
-                    "target": t,
-                    "target_name": names[t],
-                    "step": step,
-                    "target_probability": round(cols["prob"][i][step], 6),
-                    "top1": cols["top1"][i][step],
-                    "margin": round(cols["margin"][i][step], 5),
-                    "grad_norm": f"{cols['grad_norm'][i][step]:.4g}",
-                    "l2": round(cols["l2"][i][step], 5),
-                    "linf": round(cols["linf"][i][step], 5),
-                }
-            )
-    return rows
-
-
-def _recognition_table(result: Prototypes, names: list[str]) -> str:
-    """An HTML table: per pair (up to GRID_MAX), where the target became top-1 and passed 0.5/0.9/0.99."""
-    rp = prototypes.recognition_points(result.evolution)
-    ev = result.evolution
-    head = "<tr><th>start</th><th>target</th><th>top-1 at step (L2)</th><th>p&gt;0.5</th><th>p&gt;0.9</th><th>p&gt;0.99</th><th>final p</th><th>stopped</th></tr>"
-    body = []
-    for i in range(min(len(ev.target), GRID_MAX)):
-        cells = []
-        for k in ("top1", "p50", "p90", "p99"):
-            step = int(rp[f"{k}_step"][i])
-            cells.append("never" if step < 0 else f"{step} ({float(rp[f'{k}_l2'][i]):.3g})")
-        s = int(ev.start[i])
-        body.append(
-            f"<tr><td>{html.escape(result.starts.names[s])}</td><td>{html.escape(names[int(ev.target[i])])}</td>"
-            + "".join(f"<td>{c}</td>" for c in cells)
-            + f"<td>{float(ev.final_prob[i]):.3f}</td><td>{int(ev.stopped[i])}{' (converged)' if ev.converged[i] else ''}</td></tr>"
-        )
-    note = (
-        f"<p>First {GRID_MAX} of {len(ev.target)} pairs; all are in trajectories.csv.</p>"
-        if len(ev.target) > GRID_MAX
-        else ""
-    )
-    return f"{note}<table>{head}{''.join(body)}</table>"
 
 
 def _write(run_dir: runs.Run, result: Prototypes, info: zoo.ModelInfo, metrics: dict[str, Any]) -> dict[str, Any]:
@@ -607,144 +574,21 @@ def _write(run_dir: runs.Run, result: Prototypes, info: zoo.ModelInfo, metrics: 
         "targets": torch.tensor(result.targets),
     }
     run_dir.save_tensors("prototypes.safetensors", tensors, {"config": repr(result.config), "model": info.name})
-    run_dir.save_text("trajectories.csv", csv_text(_trajectory_rows(result, names)))
-    _grid(run_dir, result, names)
-    _strips(run_dir, result, names)
-    _plots(run_dir, result, info)
+    run_dir.save_text("trajectories.csv", csv_text(prototypes.trajectory_rows(ev, result.starts.names, names)))
+    for file, fig in prototype_figures(result, info.name, names).items():
+        run_dir.save_figure(file, fig)
     return metrics
-
-
-def _grid(run_dir: runs.Run, result: Prototypes, names: list[str], file: str = "grid.png") -> None:
-    """grid.png: the prototypes (up to GRID_MAX), titled with the target and its final probability; for a noise
-    or photo start also difference.png, the change from the start amplified (grey: none)."""
-    from advlab.report import image_grid
-
-    ev, n_t = result.evolution, len(result.targets)
-    shown = list(range(min(len(ev.target), GRID_MAX)))
-    fp, ft = ev.final_prob, ev.final_top1
-    titles = [f"{short(names[int(ev.target[i])])}\np={float(fp[i]):.2f}" for i in shown]
-    colors = ["black" if int(ft[i]) == int(ev.target[i]) else "red" for i in shown]
-    run_dir.save_figure(file, image_grid(ev.x[shown], titles, ncols=min(n_t, 10), cell=1.6, title_colors=colors))
-    if file == "grid.png" and result.starts.kind != "blank":
-        diff = prototypes.amplified_difference(ev.x[shown], result.starts.x[ev.start[shown]])
-        run_dir.save_figure(
-            "difference.png", image_grid(diff, titles, ncols=min(n_t, 10), cell=1.6, title_colors=colors)
-        )
-
-
-def _strips(run_dir: runs.Run, result: Prototypes, names: list[str]) -> None:
-    """strips.png: the snapshots of the strip pairs over the steps (up to where the last of them stopped)."""
-    from advlab.report import image_grid
-
-    ev = result.evolution
-    if len(ev.snapshot_pairs):
-        rows = ev.snapshot_pairs.tolist()
-        stop = max(int(ev.stopped[r]) for r in rows)
-        keep = [k for k, s in enumerate(ev.snapshot_steps) if s <= stop or k == 0 or ev.snapshot_steps[k - 1] < stop]
-        steps = [ev.snapshot_steps[k] for k in keep]
-        imgs = ev.snapshots[:, keep].flatten(0, 1)
-        st = []
-        for r in rows:
-            for s in steps:
-                col = min(s, int(ev.stopped[r]))
-                st.append(f"{short(names[int(ev.target[r])], 12)} @{s}\np={float(ev.prob[r, col]):.2f}")
-        run_dir.save_figure("strips.png", image_grid(imgs, st, ncols=len(steps), cell=1.3))
-
-
-def _plots(run_dir: runs.Run, result: Prototypes, info: zoo.ModelInfo) -> None:
-    """probability.png and grad_norm.png (the first PLOT_MAX pairs and the median), recognition.png."""
-    from advlab.report import histogram, line_plot
-
-    ev, names = result.evolution, info.class_names
-    last = int(ev.stopped.max())  # plots end where the last pair stopped: beyond, nothing changes
-    plotted = list(range(min(len(ev.target), PLOT_MAX)))
-    x_steps = list(range(last + 1))
-    prob, gnorm = ev.prob[:, : last + 1], ev.grad_norm[:, : last + 1].clamp_min(1e-12)
-    labels = [short(names[int(ev.target[i])], 14) for i in plotted]
-    series = {lab: prob[i].tolist() for lab, i in zip(labels, plotted)}
-    gseries = {lab: gnorm[i].tolist() for lab, i in zip(labels, plotted)}
-    if len(ev.target) > PLOT_MAX:
-        series["median over all pairs"] = prob.median(0).values.tolist()
-        gseries["median over all pairs"] = gnorm.median(0).values.tolist()
-    mode = result.config.mode
-    run_dir.save_figure(
-        "probability.png",
-        line_plot(
-            series,
-            "step",
-            "target probability",
-            f"{info.name}: target probability ({mode} mode)",
-            x=x_steps,
-            markers=False,
-        ),
-    )
-    run_dir.save_figure(
-        "grad_norm.png",
-        line_plot(
-            gseries,
-            "step",
-            "||d loss / dx||_2",
-            f"{info.name}: input-gradient norm ({mode} mode)",
-            x=x_steps,
-            logy=True,
-            markers=False,
-        ),
-    )
-    rp = prototypes.recognition_points(ev)
-    hit = rp["top1_step"] >= 0
-    if bool(hit.any()):
-        run_dir.save_figure(
-            "recognition.png",
-            histogram(
-                rp["top1_l2"][hit].tolist(),
-                "L2 distance from the start when the target became top-1",
-                f"recognition distance ({int(hit.sum())} of {len(hit)} pairs)",
-            ),
-        )
 
 
 def _report(
     run_dir: runs.Run, result: Prototypes, info: zoo.ModelInfo, metrics: dict[str, Any], final: bool = True
 ) -> None:
     """report.html; ``final=False``: an interrupted run's (its unit files stay for --resume)."""
-    from advlab.report import write_report
-
-    names = info.class_names
     title = f"advlab prototypes: {info.name}, {metrics['start']}, {result.config.mode} mode"
-    write_report(
-        run_dir.path,
-        title + ("" if final else f" (interrupted: {len(result.evolution.target)} pairs done; --resume continues)"),
-        [
-            ("Recognizability", _recognizability_table(metrics)),
-            ("Recognition points", _recognition_table(result, names)),
-        ],
-        captions=CAPTIONS,
-    )
-
-
-#: captions of the pictures only prototypes runs draw
-CAPTIONS = {
-    "grid.png": "the prototypes, titled with the target and the model's final probability (red: the target is not top-1)",
-    "difference.png": "what the run changed: 0.5 + (prototype - start) / (2 max |prototype - start|) per image, grey = no change",
-    "compare.png": "the same pairs evolved by the --compare recipe",
-}
-
-
-def _recognizability_table(metrics: dict[str, Any]) -> str:
-    """An HTML table: how the model, each judge and their ensemble see this run's (and --compare's) prototypes."""
-    rows = []
-    for recipe, m in (
-        (metrics.get("preset", ""), metrics),
-        (metrics.get("compare", {}).get("preset"), metrics.get("compare")),
-    ):
-        if not m:
-            continue
-        who = [("the model itself", m["self"]), *[(f"judge {k}", v) for k, v in m["judges"].items()]]
-        who += [("judge ensemble", m["judge_ensemble"])] if "judge_ensemble" in m else []
-        for name, j in who:
-            rows.append(
-                f"<tr><td>{html.escape(str(recipe))}</td><td>{html.escape(name)}</td><td>{j['top1_agreement']:.1%}</td>"
-                f"<td>{j['target_probability_mean']:.3f}</td><td>{j['inception_score']:.2f}</td></tr>"
-            )
-    head = "<tr><th>recipe</th><th>seen by</th><th>top-1 = target</th><th>mean target p</th><th>IS</th></tr>"
-    return f"<p>Would another model (a stand-in for a person) name the target? (--judge, --compare)</p><table>{head}{''.join(rows)}</table>"
+    if not final:
+        title += f" (interrupted: {len(result.evolution.target)} pairs done; --resume continues)"
+    sections = [
+        ("Recognizability", recognizability_table(metrics)),
+        ("Recognition points", recognition_table(result, info.class_names)),
+    ]
+    write_report(run_dir.path, title, sections, captions=CAPTIONS)

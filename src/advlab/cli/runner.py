@@ -6,7 +6,7 @@ A command describes its work as a :class:`Job` and :func:`run_job` does the rest
    (:mod:`advlab.cli.shards`);
 2. build an :class:`advlab.work.Work` for this rank: ``done`` = the units saved earlier (a single process
    resumes from them), ``on_done`` = save the unit (``batch_00007.safetensors`` + ``.json``, with the seconds
-   it took), ``mine`` = the units this rank owns and that are not saved, ``progress`` = a tqdm bar on a
+   it took), ``in_shard`` = the units this rank owns and that are not saved, ``progress`` = a tqdm bar on a
    terminal (rank 0, unless ``--quiet``);
 3. call ``job.compute(work)``, the command's library call (``evaluate(..., work=work)``, ``generate``,
    ``sweep``, or a loop of its own over ``work.todo(range(n))``);
@@ -50,10 +50,11 @@ Encoded = tuple[Mapping[str, torch.Tensor], Mapping[str, Any]]
 
 
 @dataclass(frozen=True)
-class Units(Generic[T]):
-    """What the work is cut into: ``count`` units, each described as ``name`` in shards.json ("a batch of 16
-    samples"); ``encode(result)`` gives a unit's (tensors, JSON info) to save, ``decode(tensors, info)`` reads
-    it back. ``bar``: the progress bar's label."""
+class UnitSpec(Generic[T]):
+    """How a command's work is cut into units of work (batches, settings; not the network units of
+    :mod:`advlab.experiments.units`): ``count`` units, each described as ``name`` in shards.json ("a batch of 16
+    samples"); ``encode(result)`` gives a unit's (tensors, JSON info) to save, ``decode(tensors, info)`` reads it
+    back. ``bar``: the progress bar's label."""
 
     count: int
     name: str
@@ -73,7 +74,7 @@ class Job(Generic[T, R, S]):
 
     out: str | Path
     config: dict[str, Any]
-    units: Units[T]
+    units: UnitSpec[T]
     compute: Callable[[Work[T]], R]
     write: Callable[[runs.Run, R, float], S]
     report: Callable[[runs.Run, S], None]
@@ -89,7 +90,7 @@ class Job(Generic[T, R, S]):
 class _Ledger(Generic[T]):
     """Saves each finished unit with the seconds since the previous one, and keeps what is finished."""
 
-    def __init__(self, sh: Shards, units: Units[T], done: dict[int, T], seconds: dict[int, float]) -> None:
+    def __init__(self, sh: Shards, units: UnitSpec[T], done: dict[int, T], seconds: dict[int, float]) -> None:
         self.sh, self.units, self.done, self.seconds = sh, units, done, seconds
         self.clock = time.perf_counter()
 
@@ -102,7 +103,7 @@ class _Ledger(Generic[T]):
         self.done[unit] = result
 
 
-def _load(sh: Shards, units: Units[T], every: bool) -> tuple[dict[int, T], dict[int, float]]:
+def _load(sh: Shards, units: UnitSpec[T], every: bool) -> tuple[dict[int, T], dict[int, float]]:
     """The saved units (``every``: all of them, a missing one is an error) and their seconds, by unit."""
 
     def read(tensors: dict[str, torch.Tensor], info: dict[str, Any]) -> tuple[T, float]:
@@ -114,7 +115,7 @@ def _load(sh: Shards, units: Units[T], every: bool) -> tuple[dict[int, T], dict[
 
 
 def _bar(
-    args: argparse.Namespace, dist: Dist, units: Units[Any], total: int
+    args: argparse.Namespace, dist: Dist, units: UnitSpec[Any], total: int
 ) -> Callable[[Iterable[int]], Iterable[int]]:
     """A progress bar (or progress lines, off a terminal) over the ``total`` units to compute, on rank 0 only,
     unless --quiet."""
@@ -130,7 +131,9 @@ def _compute_shard(
     """This rank's units (resuming from the saved ones in a single process); the result when it is whole."""
     done, seconds = ({}, {}) if dist.distributed else _load(sh, job.units, every=False)
     ledger = _Ledger(sh, job.units, dict(done), seconds)
-    work = Work(done=done, on_done=ledger.save, mine=sh.mine, progress=_bar(args, dist, job.units, len(sh.todo())))
+    work = Work(
+        done=done, on_done=ledger.save, in_shard=sh.computes, progress=_bar(args, dist, job.units, len(sh.todo()))
+    )
     try:
         with sh.working():
             result = job.compute(work) if sh.todo() else None
@@ -155,9 +158,10 @@ def run_job(job: Job[T, R, S], args: argparse.Namespace, dist: Dist) -> S | None
             if dist.is_main():
                 say(args, f"{job.out} is complete already")
             return None
-        result, seconds = _compute_shard(job, sh, args, dist)
+        computed = _compute_shard(job, sh, args, dist)  # not unpacked here: mypy would infer R | None for R
         if not dist.is_main():
             return None
+        result, seconds = computed
         if result is None:  # merge every saved unit exactly as one process would
             done, seconds = _load(sh, job.units, every=True)
             result = job.compute(Work(done=done))

@@ -7,7 +7,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from advlab.cli.common import SEED_RANGE, Formatter, bounded_int, say, seed_int
+from advlab.cli.common import SEED_RANGE, add_command, bounded_int, say, seed_int
 from advlab.errors import AdvlabError
 from advlab.experiments import known
 
@@ -16,12 +16,13 @@ MAX_N = 10_000
 
 
 def register(sub: argparse._SubParsersAction, flags: argparse.ArgumentParser) -> None:
-    p = sub.add_parser(
+    p = add_command(
+        sub,
+        flags,
         "selftest",
-        parents=[flags],
-        formatter_class=Formatter,
         help="known-answer tests of the minimum-norm attacks",
-        description="Run FMN (L0, L1, L2, L-inf), DDN, C&W, L-BFGS and DeepFool on a random linear classifier and a maxout network\n"
+        description="Run FMN (L0, L1, L2, L-inf), DDN, C&W, L-BFGS and DeepFool on a random linear classifier and a "
+        "maxout network\n"
         "(8x8 inputs) whose minimal adversarial distances are computed exactly (box included), and compare.\n"
         "ratio = distance found / true minimum (1 is optimal; inf: not found). An attack fails when fewer samples\n"
         "than it needs are within its tolerance, or when it beats the true minimum (a broken measure).\n\n"
@@ -48,14 +49,15 @@ def run(args: argparse.Namespace) -> int:
     else:
         say(
             args,
-            f"{'attack':9} {'model':7} {'norm':5} {'median':>8} {'worst':>8} {'min':>8} {'within':>7} {'need':>12}  result",
+            f"{'attack':9} {'model':7} {'norm':5} {'median':>8} {'worst':>8} {'min':>8} {'within':>7} "
+            f"{'need':>12}  result",
         )
         for c in checks:
             need = f"{c.expect.need:.0%} <= {1 + c.expect.tol:.2f}"
             say(
                 args,
-                f"{c.attack:9} {c.problem:7} {c.norm:5} {c.median:8.4f} {c.worst:8.3f} {c.below:8.4f} {c.within:7.1%} {need:>12}  "
-                f"{'ok' if c.passed else 'FAIL'}",
+                f"{c.attack:9} {c.problem:7} {c.norm:5} {c.median:8.4f} {c.worst:8.3f} {c.below:8.4f} "
+                f"{c.within:7.1%} {need:>12}  {'ok' if c.passed else 'FAIL'}",
             )
         failed = [c for c in checks if not c.passed]
         say(

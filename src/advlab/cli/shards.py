@@ -56,18 +56,17 @@ class Shards:
     def __post_init__(self) -> None:
         self._reused = set(self.reused)
 
-    def mine(self, unit: int) -> bool:
-        """Whether this rank computes ``unit`` (it owns it and it is not saved): the ``units=`` of the loops."""
+    def computes(self, unit: int) -> bool:
+        """Whether this rank computes ``unit`` (it owns it and it is not saved): the loops' ``Work.in_shard``."""
         return unit not in self._reused and self.dist.owns(unit)
 
     def todo(self) -> list[int]:
-        return [i for i in range(self.units) if self.mine(i)]
+        return [i for i in range(self.units) if self.computes(i)]
 
     def save(self, unit: int, tensors: Mapping[str, torch.Tensor], info: Mapping[str, Any]) -> None:
-        """Save one finished unit (then the test hook of :data:`advlab.distributed.CRASH_ENV` may end the process)."""
+        """Save one finished unit."""
         self.run.save_batch(unit, tensors, info)
         self.saved_here.append(unit)
-        distributed.crash_for_test(self.dist, len(self.saved_here))
 
     def saved(self, decode: Callable[[dict[str, torch.Tensor], dict[str, Any]], T]) -> dict[int, T]:
         """The units saved before this launch, decoded (a single process resumes with them)."""
@@ -79,7 +78,8 @@ class Shards:
         missing = [i for i in range(self.units) if i not in states]
         if missing:
             raise AdvlabError(
-                f"{len(missing)} of {self.units} units are missing from {self.run.path} (first: {missing[0]}); rerun with --resume"
+                f"{len(missing)} of {self.units} units are missing from {self.run.path} (first: {missing[0]}); "
+                "rerun with --resume"
             )
         return {i: decode(t, j) for i, (t, j) in states.items()}
 
@@ -175,8 +175,8 @@ def _check_inputs(run: runs.Run, now: Mapping[str, str] | None) -> None:
     diff = changed(json.loads(saved.read_text()).get(FINGERPRINT), now)
     if diff:
         raise AdvlabError(
-            f"the {' and '.join(diff)} of {run.final} changed since it was started (content hash in config.json differs): "
-            "resuming would mix results of the old and the new; restore them or use --force to start over"
+            f"the {' and '.join(diff)} of {run.final} changed since it was started (content hash in config.json "
+            "differs): resuming would mix results of the old and the new; restore them or use --force to start over"
         )
 
 

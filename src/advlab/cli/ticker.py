@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import sys
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sized
 from typing import TypeVar
 
 T = TypeVar("T")
@@ -34,8 +34,8 @@ def _line(desc: str, done: int, total: int | None, unit: str, elapsed: float) ->
 
 def lines(items: Iterable[T], desc: str = "work", unit: str = "item", total: int | None = None) -> Iterator[T]:
     """``items``, with a progress line on stderr every :data:`EVERY` seconds (see the module docstring)."""
-    if total is None and hasattr(items, "__len__"):
-        total = len(items)  # type: ignore[arg-type]
+    if total is None and isinstance(items, Sized):
+        total = len(items)
     start = last = time.monotonic()
     done, wrote = 0, False
     for item in items:

@@ -1,4 +1,5 @@
-"""``advlab train``: train a zoo model from scratch (standard or adversarial training) and save its weights in a run directory.
+"""``advlab train``: train a zoo model from scratch (standard or adversarial training) and save its weights in a
+run directory.
 
 The run directory holds weights.safetensors, metrics.json (clean and robust accuracy, training seconds),
 history.json and metrics.csv (one row per epoch: training objective, clean eval accuracy and, with adversarial
@@ -22,7 +23,7 @@ from advlab.cli.common import (
     MAX_EPOCHS,
     MAX_STEPS,
     SEED_RANGE,
-    Formatter,
+    add_command,
     add_model_args,
     add_run_args,
     batch_int,
@@ -69,21 +70,24 @@ CHECKPOINT = "checkpoint_epoch"
 
 def register(sub: argparse._SubParsersAction, flags: argparse.ArgumentParser) -> None:
     d = TrainConfig()
-    p = sub.add_parser(
+    p = add_command(
+        sub,
+        flags,
         "train",
-        parents=[flags],
-        formatter_class=Formatter,
         help="train a model from scratch (e.g. digits-cnn), optionally adversarially",
         description="Train a zoo model from random init with Adam + one-cycle LR, deterministically.\n"
-        "Writes weights.safetensors (load with --weights), metrics.json, history.json, metrics.csv, plots and report.html.\n\n"
+        "Writes weights.safetensors (load with --weights), metrics.json, history.json, metrics.csv, plots "
+        "and report.html.\n\n"
         "adversarial training (L-inf, eps in [0, 1] pixel units):\n"
-        "  --adversarial pgd      Madry et al. 2018: min CE(f(x_adv), y), x_adv from PGD (random start, --adv-steps steps)\n"
+        "  --adversarial pgd      Madry et al. 2018: min CE(f(x_adv), y), x_adv from PGD "
+        "(random start, --adv-steps steps)\n"
         "  --adversarial fgsm-rs  Wong et al. 2020: x_adv = one FGSM step of 1.25 eps from a uniform random start\n"
         "  --logit-pairing L      adversarial logit pairing: CE(x) + gamma CE(x_adv) + L * mean ||f(x) - f(x_adv)||^2\n"
         "  objective in general:  c CE(f(x), y) + gamma CE(f(x_adv), y) + L mean ||f(x) - f(x_adv)||_2^2\n"
         "                         (c = --clean-weight: default 0, or 1 with --logit-pairing)\n"
         "x_adv is crafted with the model in eval mode (--attack-mode train: batch statistics, buffers restored).\n"
-        "A checkpoint is saved after every epoch: Ctrl-C keeps it, --resume continues from it (bit-identical on a CPU).\n\n"
+        "A checkpoint is saved after every epoch: Ctrl-C keeps it, --resume continues from it "
+        "(bit-identical on a CPU).\n\n"
         "examples:\n"
         "  advlab train --model digits-cnn --data digits:train          # rebuilds the shipped digits-cnn weights\n"
         "  advlab train --model digits-cnn --data digits:train --seed 1 --out runs/digits-seed1\n"
@@ -93,6 +97,14 @@ def register(sub: argparse._SubParsersAction, flags: argparse.ArgumentParser) ->
         "  advlab train --adversarial pgd --out runs/robust --resume    # continue an interrupted run\n"
         "  advlab classify digits:test --model digits-cnn --weights runs/digits-seed1/weights.safetensors --limit 5",
     )
+    _add_training_args(p, d)
+    _add_adversarial_args(p, d)
+    add_run_args(p, resume=True)
+    p.set_defaults(func=run)
+
+
+def _add_training_args(p: argparse.ArgumentParser, d: TrainConfig) -> None:
+    """The model, the data and the optimizer's settings (defaults from ``d``)."""
     add_model_args(p, default="digits-cnn")
     p.add_argument("--data", "-d", default="digits:train", help="training data spec")
     p.add_argument("--eval-data", help="held-out data spec (default: the matching :test split)")
@@ -108,6 +120,10 @@ def register(sub: argparse._SubParsersAction, flags: argparse.ArgumentParser) ->
         help=f"seed of the initial weights, the data order and the attacks ({SEED_RANGE})",
     )
     p.add_argument("--limit", type=positive_int, help="train on the first N samples only")
+
+
+def _add_adversarial_args(p: argparse.ArgumentParser, d: TrainConfig) -> None:
+    """The inner maximization, the objective's weights and the robust evaluation (defaults from ``d``)."""
     a = p.add_argument_group("adversarial training")
     a.add_argument(
         "--adversarial", choices=ADVERSARIAL, help="inner maximization: pgd (Madry et al.) or fgsm-rs (Wong et al.)"
@@ -145,8 +161,6 @@ def register(sub: argparse._SubParsersAction, flags: argparse.ArgumentParser) ->
         "--adversarial or --eps, else none)",
     )
     a.add_argument("--robust-limit", type=positive_int, help="final robust evaluation on the first N eval images only")
-    add_run_args(p, resume=True)
-    p.set_defaults(func=run)
 
 
 def _config(args: argparse.Namespace, eps: float) -> TrainConfig:
@@ -262,21 +276,19 @@ def _plots(
     eval_spec: str | None,
     config: TrainConfig,
 ) -> None:
-    from advlab.report import line_plot
+    """loss.png and, with eval data, eval_accuracy.png (clean, and the per-epoch robust accuracy)."""
+    from advlab.report.results import training_figures
 
-    what = "training objective" if config.adversarial is not None else "cross-entropy"
-    run_dir.save_figure(
-        "loss.png", line_plot({"train loss": history.loss}, "epoch", what, f"{info.name} on {data_spec}")
-    )
-    series: dict[str, Sequence[float]] = (
+    objective = "training objective" if config.adversarial is not None else "cross-entropy"
+    accuracy: dict[str, Sequence[float]] = (
         {f"{eval_spec or 'eval'} clean": history.eval_accuracy} if history.eval_accuracy else {}
     )
     if ROBUST_COLUMN in history.metrics:
-        series[f"robust (PGD-{EPOCH_ROBUST_STEPS}, eps {config.eps:.4g}, first {EPOCH_ROBUST_IMAGES})"] = (
+        accuracy[f"robust (PGD-{EPOCH_ROBUST_STEPS}, eps {config.eps:.4g}, first {EPOCH_ROBUST_IMAGES})"] = (
             history.metrics[ROBUST_COLUMN]
         )
-    if series:
-        run_dir.save_figure("eval_accuracy.png", line_plot(series, "epoch", "accuracy"))
+    for name, figure in training_figures(history.loss, accuracy, info.name, data_spec, objective).items():
+        run_dir.save_figure(name, figure)
 
 
 @dataclass(frozen=True)
@@ -298,7 +310,7 @@ def _setup(args: argparse.Namespace) -> _Setup:
     _config(args, args.eps if args.eps is not None else 0.1)  # bad arguments fail before anything is loaded
     torch.manual_seed(args.seed)  # the initial weights come from this seed
     model = build_model(args, pretrained=False)
-    info: zoo.ModelInfo = model.info  # type: ignore[assignment]
+    info = zoo.info_of(model)
     x, y, desc = load_data_for(args.data, info, limit=args.limit)
     config = _config(args, args.eps if args.eps is not None else _EPS_FOR.get(desc.dataset, 8 / 255))
     if (y < 0).any():
@@ -308,9 +320,10 @@ def _setup(args: argparse.Namespace) -> _Setup:
     preset = args.robust_eval or ("fast" if config.adversarial is not None or args.eps is not None else "none")
     if preset != "none" and eval_data is None:
         raise AdvlabError(
-            f"a robust evaluation needs held-out data: give --eval-data (no default for {args.data!r}) or --robust-eval none"
+            f"a robust evaluation needs held-out data: give --eval-data (no default for {args.data!r}) "
+            "or --robust-eval none"
         )
-    return _Setup(model, info, x, y, desc.dataset, config, eval_spec, eval_data, preset)  # type: ignore[arg-type]
+    return _Setup(model, info, x, y, desc.dataset, config, eval_spec, eval_data, preset)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -377,7 +390,8 @@ def _checkpoint_to_resume(run_dir: runs.Run, s: _Setup) -> TrainState | None:
 
 
 def _epoch_metrics(s: _Setup) -> Callable[[torch.nn.Module], dict[str, float]] | None:
-    """With adversarial training: PGD-EPOCH_ROBUST_STEPS robust accuracy on the first EPOCH_ROBUST_IMAGES eval images."""
+    """With adversarial training: PGD-EPOCH_ROBUST_STEPS robust accuracy on the first EPOCH_ROBUST_IMAGES eval
+    images."""
     if s.config.adversarial is None or s.eval_data is None:
         return None
     from advlab.attacks import PGD
@@ -511,6 +525,6 @@ def _robust_eval(s: _Setup, args: argparse.Namespace) -> dict[str, Any]:
             "clean_accuracy": rep.clean_accuracy,
             "attacks": rep.attacks,
             "seconds": rep.seconds,
-            "flags": rep.flags,
+            "warnings": rep.warnings,
         },
     }

@@ -17,22 +17,22 @@ import torch
 
 from advlab import runs, zoo
 from advlab.cli.common import (
-    Formatter,
     add_attack_args,
+    add_command,
     add_run_args,
     batch_int,
     bounded_int,
     command_line,
     csv_text,
     default_out,
-    html_table,
-    labels_for_model,
     make_attack,
     positive_int,
     say,
 )
+from advlab.data.specs import DatasetInfo
 from advlab.errors import AdvlabError
 from advlab.experiments import transfer
+from advlab.report.html import html_table
 
 #: the most models a transfer matrix loads (--from and --to together), and the most noise tries per image
 MAX_MODELS = 32
@@ -40,12 +40,13 @@ MAX_TRIES = 10_000
 
 
 def register(sub: argparse._SubParsersAction, flags: argparse.ArgumentParser) -> None:
-    p = sub.add_parser(
+    p = add_command(
+        sub,
+        flags,
         "transfer",
-        parents=[flags],
-        formatter_class=Formatter,
         help="craft adversarial examples on surrogates, score them on victims: a transfer matrix",
-        description="Transfer attacks (Szegedy et al. 2014; ensembles: Liu et al. 2017). The attack runs white box on each\n"
+        description="Transfer attacks (Szegedy et al. 2014; ensembles: Liu et al. 2017). "
+        "The attack runs white box on each\n"
         "--from model (and, with --ensemble, on the average of their logits); each --to model only classifies the\n"
         "results. A cell is the fraction of the images the victim classifies correctly that it misclassifies on the\n"
         "surrogate's adversarial examples; the chance row is random noise at the same eps on the victim.\n\n"
@@ -53,8 +54,10 @@ def register(sub: argparse._SubParsersAction, flags: argparse.ArgumentParser) ->
         "get the images resized (the eps-ball is in the data's space); all must share channels and classes\n\n"
         "examples:\n"
         "  advlab transfer --from digits-cnn,digits-cnn=half_b.safetensors --data digits:test --eps 0.2\n"
-        "  advlab transfer --from efficientnet-lite0 --to efficientnet-lite1,efficientnet-lite2 --data samples --eps 8/255\n"
-        "  advlab transfer --from a.py:net=a.pt,b.py:net=b.pt --to c.py:net=c.pt --data cifar10:test --ensemble --limit 1000",
+        "  advlab transfer --from efficientnet-lite0 --to efficientnet-lite1,efficientnet-lite2 "
+        "--data samples --eps 8/255\n"
+        "  advlab transfer --from a.py:net=a.pt,b.py:net=b.pt --to c.py:net=c.pt --data cifar10:test "
+        "--ensemble --limit 1000",
     )
     p.add_argument(
         "--from",
@@ -114,12 +117,13 @@ def load_models(specs: list[str]) -> dict[str, tuple[str, torch.nn.Module]]:
 def check_models(models: list[tuple[str, torch.nn.Module]]) -> zoo.ModelInfo:
     """All models must share channels and classes; returns the first one's info."""
     first_label, first = models[0]
-    info: zoo.ModelInfo = first.info  # type: ignore[assignment]
+    info = zoo.info_of(first)
     for label, m in models[1:]:
-        i: zoo.ModelInfo = m.info  # type: ignore[assignment]
+        i = zoo.info_of(m)
         if i.num_classes != info.num_classes:
             raise AdvlabError(
-                f"{label} has {i.num_classes} classes but {first_label} has {info.num_classes}: transfer needs the same classes"
+                f"{label} has {i.num_classes} classes but {first_label} has {info.num_classes}: "
+                "transfer needs the same classes"
             )
         if i.channels != info.channels:
             raise AdvlabError(f"{label} takes {i.channels}-channel images but {first_label} takes {info.channels}")
@@ -127,33 +131,14 @@ def check_models(models: list[tuple[str, torch.nn.Module]]) -> zoo.ModelInfo:
 
 
 def run(args: argparse.Namespace) -> int:
-    sources, targets = _specs(args.sources), _specs(args.targets)
-    if not sources:
-        raise AdvlabError("--from needs at least one model")
-    targets = targets or sources
-    if len(set(sources + targets)) > MAX_MODELS:
-        raise AdvlabError(
-            f"--from and --to name {len(set(sources + targets))} models; a transfer matrix takes at most {MAX_MODELS}"
-        )
-    if args.ensemble and len(sources) < 2:
-        raise AdvlabError("--ensemble needs at least two --from models")
+    sources, targets = _model_specs(args)
     models = load_models(list(dict.fromkeys([*sources, *targets])))
     info = check_models(list(models.values()))
     atk = make_attack(args, info)
     eps = getattr(atk, "eps", None)
     if eps is not None and not isinstance(eps, (int, float)):
         raise AdvlabError("--eps: a transfer matrix needs one eps, not a list")
-    from advlab import data
-
-    x, y, desc = data.load_for_model(args.data, info.input_size, info.channels, limit=args.limit)
-    if x.shape[1] != info.channels:
-        raise AdvlabError(f"data {args.data!r} has {x.shape[1]} channel(s) but {info.name} expects {info.channels}")
-    y = labels_for_model(y, desc.class_names, info.class_names)
-    zoo.check_labels(info, y, what=f"data {args.data!r}")
-    keep = y >= 0
-    if not bool(keep.any()):
-        raise AdvlabError(f"data {args.data!r} has no labelled images of {info.name}'s classes; transfer needs labels")
-    x, y = x[keep], y[keep]
+    x, y, desc, dropped = _labelled_data(args, info)
     out = args.out or default_out(
         runs.run_name(
             info.name, info.dataset, "transfer", desc.dataset, atk.name, float(eps) if eps is not None else None
@@ -185,7 +170,7 @@ def run(args: argparse.Namespace) -> int:
             "from": sources,
             "to": targets,
             "data": args.data,
-            "unlabelled_dropped": int((~keep).sum()),
+            "unlabelled_dropped": dropped,
             **m.to_dict(),
         }
         _write(run_dir, m, metrics)
@@ -197,35 +182,48 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def heatmap_values(m: transfer.TransferMatrix) -> tuple[list[list[float | None]], list[str], list[str]]:
-    """The heat map's cells: rows = sources (+ the chance row), columns = targets + "white box"."""
-    rows: list[list[float | None]] = [[*r, wb] for r, wb in zip(m.success, m.white_box)]
-    labels = list(m.sources)
-    if m.noise is not None:
-        rows.append([*m.noise, None])
-        labels.append(f"chance (noise, {m.noise_tries} tries)")
-    return rows, labels, [*m.targets, "white box (source)"]
+def _model_specs(args: argparse.Namespace) -> tuple[list[str], list[str]]:
+    """The --from and --to specs, each once (--to defaults to --from), checked against the limits."""
+    sources, targets = _specs(args.sources), _specs(args.targets)
+    if not sources:
+        raise AdvlabError("--from needs at least one model")
+    targets = targets or sources
+    if len(set(sources + targets)) > MAX_MODELS:
+        raise AdvlabError(
+            f"--from and --to name {len(set(sources + targets))} models; a transfer matrix takes at most {MAX_MODELS}"
+        )
+    if args.ensemble and len(sources) < 2:
+        raise AdvlabError("--ensemble needs at least two --from models")
+    return sources, targets
+
+
+def _labelled_data(
+    args: argparse.Namespace, info: zoo.ModelInfo
+) -> tuple[torch.Tensor, torch.Tensor, DatasetInfo, int]:
+    """The --data images with labels in the models' classes, and how many unlabelled images were dropped."""
+    from advlab import data
+
+    x, y, desc = data.load_for_model(args.data, info.input_size, info.channels, limit=args.limit)
+    if x.shape[1] != info.channels:
+        raise AdvlabError(f"data {args.data!r} has {x.shape[1]} channel(s) but {info.name} expects {info.channels}")
+    y = data.labels_for_model(y, desc.class_names, info.class_names)
+    zoo.check_labels(info, y, what=f"data {args.data!r}")
+    keep = y >= 0
+    if not bool(keep.any()):
+        raise AdvlabError(f"data {args.data!r} has no labelled images of {info.name}'s classes; transfer needs labels")
+    x, y = x[keep], y[keep]
+    return x, y, desc, int((~keep).sum())
 
 
 def _write(run_dir: runs.Run, m: transfer.TransferMatrix, metrics: dict[str, Any]) -> None:
-    from advlab.report import heatmap, write_report
+    from advlab.report import write_report
+    from advlab.report.results import transfer_heatmap
 
     run_dir.save_json("metrics.json", metrics)
     run_dir.save_text("transfer.csv", csv_text(m.rows()))
     md = m.markdown()
     run_dir.save_text("transfer.md", md)
-    values, rows, cols = heatmap_values(m)
-    ball = f", {m.norm} eps {transfer.eps_text(m.eps)}" if m.eps is not None else ""
-    fig = heatmap(
-        values,
-        rows,
-        cols,
-        f"transfer success rate{ball} (n = {m.n})",
-        fmt="{:.0%}",
-        xlabel="victim (target)",
-        ylabel="surrogate (source)",
-    )
-    run_dir.save_figure("heatmap.png", fig)
+    run_dir.save_figure("heatmap.png", transfer_heatmap(m))
     write_report(
         run_dir.path,
         f"advlab transfer: {', '.join(m.sources)} -> {', '.join(m.targets)}",

@@ -20,7 +20,7 @@ official shapes from their headers and never inflated further (``official.py``).
 
 from __future__ import annotations
 
-from advlab.data.classes import imagenet_classes, imagenet_synsets
+from advlab.data.classes import imagenet_classes, imagenet_synsets, labels_for_model
 from advlab.data.specs import (
     Batches,
     DatasetInfo,
@@ -39,6 +39,7 @@ __all__ = [
     "imagenet_classes",
     "imagenet_synsets",
     "item_names",
+    "labels_for_model",
     "load",
     "load_for_model",
     "open",

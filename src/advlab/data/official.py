@@ -44,7 +44,7 @@ import urllib.request
 import zlib
 from contextlib import nullcontext
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, Protocol
 
 import numpy as np
 import torch
@@ -253,11 +253,17 @@ def _cannot_read(path: Path, exc: BaseException) -> AdvlabError:
     return AdvlabError(f"{show(path)}: cannot read ({type(exc).__name__}: {_one_line(exc)})")
 
 
+class _Readable(Protocol):
+    """What the bounded readers need of a byte stream: an open file, or a gzip stream over one."""
+
+    def read(self, size: int = -1, /) -> bytes: ...
+
+
 class _Bounded:
     """A read-only stream over ``raw`` that refuses to deliver more than ``limit`` bytes in all: a decompression
     bomb (or a tar header that declares gigabytes of metadata) stops here, having held at most ``limit`` bytes."""
 
-    def __init__(self, raw: BinaryIO, limit: int, name: str) -> None:
+    def __init__(self, raw: _Readable, limit: int, name: str) -> None:
         self.raw, self.left, self.limit, self.name = raw, limit, limit, name
 
     def read(self, n: int | None = -1) -> bytes:
@@ -333,6 +339,7 @@ def _extract_cifar(tarball: Path, root: Path) -> None:
     limit = _CIFAR_MAX_RECORDS * _CIFAR_RECORD
     with open_regular(tarball, "data file") as fh, gzip.GzipFile(fileobj=fh, mode="rb") as gz:
         stream = _Bounded(gz, _CIFAR_TAR_MAX_BYTES, show(tarball))
+        # the stub asks for a whole file object; stream mode ("r|") only calls read()
         with tarfile.open(fileobj=stream, mode="r|") as tar:  # type: ignore[call-overload]
             for count, member in enumerate(tar, 1):
                 if count > _CIFAR_TAR_MAX_MEMBERS:
@@ -383,8 +390,8 @@ def _ensure_cifar10(split: str, root: Path, is_default: bool, download: bool) ->
     names = ", ".join(f"{_CIFAR_DIR}/{p.name}" for p in missing)
     what = f"{names} (from {_CIFAR_TARBALL}, {CIFAR10_URL}; or that tarball itself)"
     if tarball.is_file():
-        reason = f"{_CIFAR_TARBALL} there lacks {', '.join(p.name for p in missing)}"
-        raise _not_available("cifar10", root, is_default, reason, what)
+        lacks = f"{_CIFAR_TARBALL} there lacks {', '.join(p.name for p in missing)}"
+        raise _not_available("cifar10", root, is_default, lacks, what)
     reason = _no_download_reason(download)
     if reason is not None:
         raise _not_available("cifar10", root, is_default, reason, what)
@@ -455,7 +462,7 @@ def _read_idx(path: Path, magic: int, item_shape: tuple[int, ...]) -> np.ndarray
     return np.frombuffer(payload, dtype=np.uint8).reshape(dims)
 
 
-def _idx_header(fh: BinaryIO, path: Path, magic: int, ndim: int) -> tuple[int, ...]:
+def _idx_header(fh: _Readable, path: Path, magic: int, ndim: int) -> tuple[int, ...]:
     """The dimensions in an IDX header, after its magic number is checked."""
     head = fh.read(4)
     if len(head) < 4:
@@ -496,10 +503,10 @@ def _find_plain_or_gz(root: Path, name: str) -> Path | None:
 
 def _ensure_mnist(split: str, root: Path, is_default: bool, download: bool) -> tuple[Path, Path]:
     names = _mnist_names(split)
-    found = [_find_plain_or_gz(root, n) for n in names]
-    missing = [n for n, f in zip(names, found) if f is None]
-    if not missing:
-        return found[0], found[1]  # type: ignore[return-value]
+    images, labels = (_find_plain_or_gz(root, n) for n in names)
+    if images is not None and labels is not None:
+        return images, labels
+    missing = [n for n, f in zip(names, (images, labels), strict=True) if f is None]
     what = " and ".join(f"{n}.gz" for n in missing) + f" (or the gunzipped files, from {MNIST_BASE_URL})"
     reason = _no_download_reason(download)
     if reason is not None:

@@ -16,7 +16,8 @@ DIGITS_TEST_EVERY = 3
 
 
 def digits(split: str = "all") -> tuple[torch.Tensor, torch.Tensor]:
-    """scikit-learn's 1,797 handwritten digits as (N, 1, 8, 8) float32 in [0, 1] (grey levels 0..16 / 16) and labels 0-9.
+    """scikit-learn's 1,797 handwritten digits as (N, 1, 8, 8) float32 in [0, 1] (grey levels 0..16 / 16) and
+    labels 0-9.
 
     ``split``: ``"train"`` (1,198 images), ``"test"`` (599: indices 0, 3, 6, ...) or ``"all"``.
     """
@@ -70,7 +71,8 @@ SAMPLE_PHOTOS = (
 
 
 def samples(size: int = 224, channels: int = 3) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
-    """The sample photos resized (shorter side to size/0.875, bicubic) and centre-cropped to ``size``; labels are ImageNet indices."""
+    """The sample photos resized (shorter side to size/0.875, bicubic) and centre-cropped to ``size``; labels are
+    ImageNet indices."""
     from PIL import Image
 
     xs = [pil_to_tensor(resize_center_crop(Image.fromarray(p.load()), size), channels) for p in SAMPLE_PHOTOS]

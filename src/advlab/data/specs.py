@@ -7,7 +7,7 @@ import math
 import os
 import stat
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -21,6 +21,7 @@ from advlab.data.classes import (
     SYNSET_RE,
     imagenet_classes,
     imagenet_synset_index,
+    labels_for_model,
 )
 from advlab.data.files import descriptor_path, is_regular, open_regular, require_regular, show, stat_input
 from advlab.data.images import (
@@ -343,15 +344,26 @@ def load(
 
 
 def load_for_model(
-    spec: str, input_size: int, channels: int, *, size: int | None = None, limit: int | None = None
+    spec: str,
+    input_size: int,
+    channels: int,
+    *,
+    size: int | None = None,
+    limit: int | None = None,
+    model_classes: Sequence[str] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, DatasetInfo]:
     """Load a data set for a model, reading it once: photos are fitted to the model (resized/cropped to
     ``input_size``, converted to ``channels``); tensor sets keep their own size and channels (resized only to
-    an explicit ``size``) so that a mismatch can be reported, not silently converted. Returns ``(x, y, info)``."""
+    an explicit ``size``) so that a mismatch can be reported, not silently converted. With ``model_classes``
+    (the model's class names) the labels are mapped onto them by name (:func:`~advlab.data.classes.labels_for_model`:
+    a folder of 3/ and 7/ gives labels 3 and 7, not 0 and 1). Returns ``(x, y, info)``; ``info`` describes the
+    data set as it is (its own class names)."""
     src = _resolve(spec)
     photos = isinstance(src, _Files)
     s, c = (size or input_size, channels) if photos else (size, None)
     x, y = _load(src, s, c, limit)
+    if model_classes is not None:
+        y = labels_for_model(y, src.class_names, model_classes)
     return x, y, _describe(src, spec, s, c)
 
 
@@ -459,14 +471,6 @@ class Batches:
                 yield torch.stack(imgs), torch.tensor(labels[i : i + self.batch_size], dtype=torch.long)
 
 
-def open(
-    spec: str,
-    batch_size: int = 64,
-    size: int | None = None,
-    *,
-    channels: int | None = None,
-    limit: int | None = None,
-    workers: int = 0,
-) -> Batches:  # noqa: A001 - the data API's verb
-    """Stream a data set in batches of ``(x, y)`` (see :class:`Batches`); use this for large folders."""
-    return Batches(spec, batch_size, size, channels=channels, limit=limit, workers=workers)
+#: ``data.open(spec, batch_size=64, size=None, *, channels=None, limit=None, workers=0)``: stream a data set in
+#: batches of ``(x, y)`` (see :class:`Batches`); use this for large folders. The data API's verb for the class.
+open = Batches  # noqa: A001

@@ -1,4 +1,4 @@
-"""Defenses: functions that take a classifier and return a NEW, defended one (seed 003, "adversarial-prune").
+"""Defenses: functions that take a classifier and return a NEW, defended one (research note 003, "adversarial-prune").
 
 Every defense deep-copies the model, edits the copy and returns it in eval mode on the same device, with the
 input's ``.info`` and a ``.defense`` attribute (:class:`DefenseInfo`: name, setting, changed fraction, details).
@@ -61,6 +61,7 @@ from advlab.defenses.training import (
 from advlab.defenses.weights import (
     DefenseInfo,
     clamp_large,
+    defense_info,
     perturb,
     prunable_weights,
     prune_small,
@@ -95,6 +96,7 @@ __all__ = [
     "QuantizedInput",
     "clamp_activations",
     "clamp_large",
+    "defense_info",
     "fake_quantize",
     "perturb",
     "prunable_weights",

@@ -1,4 +1,4 @@
-"""Defenses that act on what flows through the network: seed 003's feature-map clamp, and quantization.
+"""Defenses that act on what flows through the network: research note 003's feature-map clamp, and quantization.
 
 Both return a NEW model (a deep copy in eval mode, on the input's device, keeping ``.info``, carrying
 ``.defense``); the input is never changed. Both insert ordinary modules into the copy, never hooks, so the
@@ -9,7 +9,7 @@ Feature-map clamp (:func:`clamp_activations`), for each chosen layer l with outp
     a_l <- clamp(a_l, lo_l, hi_l),   lo_l = P_{100-p}(a_l),  hi_l = P_p(a_l)   over calibration images,
 
 P_q being the q-th percentile of all the layer's output values (linear interpolation between order
-statistics, as numpy's default), in the layer's own activation units. Seed 003 found this costs some
+statistics, as numpy's default), in the layer's own activation units. Research note 003 found this costs some
 accuracy and that PGD then raises the whole feature distribution instead of single large values.
 
 Quantization (:func:`quantize`) to b bits, simulated in floating point ("fake quantization"):
@@ -23,7 +23,7 @@ Integer kernels are not used: the values are those an integer network would comp
 the accumulation), but the arithmetic stays float so that white-box attacks get gradients. Rounding has zero
 gradient almost everywhere, which would only mask gradients (a broken attack, not a robust model); the
 activation rounding therefore uses the straight-through estimator ``x + (x_q - x).detach()``: forward value
-x_q, backward identity (BPDA, Athalye et al. 2018). Seed 003 found in-network quantization does not stop PGD.
+x_q, backward identity (BPDA, Athalye et al. 2018). Research note 003 found in-network quantization does not stop PGD.
 """
 
 from __future__ import annotations
@@ -43,6 +43,7 @@ from advlab.defenses.weights import (
     number,
     output_axis,
     prunable_modules,
+    prunable_weights,
     quantize_per_channel,
     replace_module,
 )
@@ -79,11 +80,15 @@ CALIBRATION_BATCH = 256
 
 # ---------------------------------------------------------------------------------------------- modules
 class Clamped(nn.Module):
-    """``clamp(inner(...), lo, hi)``: a module whose output is clamped elementwise (what :func:`clamp_activations` inserts).
+    """``clamp(inner(...), lo, hi)``: a module whose output is clamped elementwise (what :func:`clamp_activations`
+    inserts).
 
     ``lo`` and ``hi`` are buffers (saved in the state dict, moved with the model). The gradient is the inner
     module's where ``lo < out < hi`` and zero where the clamp is active, as for any clamp.
     """
+
+    lo: torch.Tensor
+    hi: torch.Tensor
 
     def __init__(self, inner: nn.Module, lo: float, hi: float, device: torch.device | str | None = None) -> None:
         super().__init__()
@@ -115,7 +120,10 @@ def fake_quantize(x: torch.Tensor, scale: torch.Tensor | float, bits: int, signe
 
 
 class QuantizedInput(nn.Module):
-    """``layer(fake_quantize(x, scale, bits, signed), ...)``: a layer whose input is fake-quantized (what :func:`quantize` inserts)."""
+    """``layer(fake_quantize(x, scale, bits, signed), ...)``: a layer whose input is fake-quantized (what
+    :func:`quantize` inserts)."""
+
+    scale: torch.Tensor
 
     def __init__(
         self, layer: nn.Module, scale: float, bits: int, signed: bool, device: torch.device | str | None = None
@@ -183,7 +191,8 @@ def _forward_all(model: nn.Module, x: torch.Tensor) -> None:
 
 
 def percentiles(values: torch.Tensor, qs: Sequence[float]) -> list[float]:
-    """The ``qs``-th percentiles (0..100) of all entries of ``values``, interpolating linearly between order statistics."""
+    """The ``qs``-th percentiles (0..100) of all entries of ``values``, interpolating linearly between order
+    statistics."""
     v = torch.sort(values.detach().flatten().float()).values
     n = v.numel()
     if n == 0:
@@ -219,7 +228,7 @@ def clamp_activations(
     calibration: torch.Tensor | None = None,
     percentile: float = 99.9,
 ) -> nn.Module:
-    """Seed 003's feature-map clamp: a copy whose chosen layers' outputs are clamped to ``[lo, hi]``.
+    """Research note 003's feature-map clamp: a copy whose chosen layers' outputs are clamped to ``[lo, hi]``.
 
     ``layers``: submodule names as in ``model.named_modules()`` (``"net.features.1"``, ``"layer4"``); default: the
     names in ``bounds`` if given, else every activation-function module (:data:`ACTIVATION_TYPES`: nn.ReLU,
@@ -282,7 +291,8 @@ def _clamp_layers(
         names = list(given) if given else [n for n, m in modules.items() if isinstance(m, ACTIVATION_TYPES)]
         if not names:
             raise AdvlabError(
-                "clamp_activations: the model has no activation modules (nn.ReLU, ...); name the layers to clamp with layers=[...]"
+                "clamp_activations: the model has no activation modules (nn.ReLU, ...); "
+                "name the layers to clamp with layers=[...]"
             )
     else:
         names = list(dict.fromkeys([layers] if isinstance(layers, str) else layers))
@@ -372,8 +382,7 @@ def quantize(
         raise AdvlabError("quantize: the model has no Conv/Linear weights to quantize")
     changed = total = 0
     with torch.no_grad():
-        for _, m in layers:
-            w = m.weight
+        for (_, m), (_, w) in zip(layers, prunable_weights(defended), strict=True):  # one list, typed twice
             wq = quantize_per_channel(w.detach(), b, output_axis(m))
             changed += int((wq != w).sum())
             total += w.numel()

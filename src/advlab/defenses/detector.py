@@ -1,7 +1,7 @@
 """A detector of adversarial inputs in the SafetyNet spirit, and the adaptive attack that must fool it too.
 
 SafetyNet (Lu, Issaranon & Forsyth, ICCV 2017) puts a second classifier on the late activations of the
-network: it accepts an input as "clean" or rejects it as "adversarial". The lecture's point (seed 004) is
+network: it accepts an input as "clean" or rejects it as "adversarial". The lecture's point (research note 004) is
 that such a detector is only a defense if an attacker who knows it cannot fool the classifier AND the
 detector at the same time; a detector that only ever saw attacks that ignore it proves nothing.
 
@@ -18,7 +18,7 @@ map; ``"auto"``: flatten up to :data:`MAX_FLAT` values, else mean). Then
 trained on clean images (label 0) and adversarial ones (label 1) by minimizing the class-balanced binary
 cross-entropy (each class weighs half, whatever the counts) plus an L2 penalty on the weights, with Adam.
 Why a small MLP and not logistic regression: adversarial examples move the penultimate layer mostly by
-making a few units abnormally large for the predicted class (seed 003), and which units those are
+making a few units abnormally large for the predicted class (research note 003), and which units those are
 depends on the class; a hidden layer can express "large for a unit that does not fit the rest", while a
 linear score cannot (on digits-cnn's penultimate layer, held-out same-eps PGD: AUC about 0.95 for the MLP,
 0.78 for logistic regression; ``hidden=0`` is there to compare).
@@ -191,7 +191,8 @@ def pool_features(a: torch.Tensor, pool: str) -> torch.Tensor:
 def layer_features(
     model: nn.Module, layer: str, x: torch.Tensor, *, pool: str = "flatten", batch_size: int = 256
 ) -> torch.Tensor:
-    """``pool(a_layer(x))`` (N, d) in the layer's units, float32, on ``x``'s device; no gradients, model in eval mode."""
+    """``pool(a_layer(x))`` (N, d) in the layer's units, float32, on ``x``'s device; no gradients, model in eval
+    mode."""
     out = []
     with torch.no_grad(), _eval_mode(model), _captured(model, layer) as store:
         for i in range(0, len(x), batch_size):
@@ -533,5 +534,6 @@ class GuardedLoss:
 
 
 def guarded_loss(c: float = 1.0, kappa: float = 1.0) -> GuardedLoss:
-    """:class:`GuardedLoss` ``(c, kappa)``: the adaptive objective, for ``PGD(loss=guarded_loss())`` on a :class:`Guarded` model."""
+    """:class:`GuardedLoss` ``(c, kappa)``: the adaptive objective, for ``PGD(loss=guarded_loss())`` on a
+    :class:`Guarded` model."""
     return GuardedLoss(float(c), float(kappa))

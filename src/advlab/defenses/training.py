@@ -1,4 +1,5 @@
-"""Supervised and adversarial training of small classifiers on in-memory [0, 1] images (digits-cnn's weights come from here).
+"""Supervised and adversarial training of small classifiers on in-memory [0, 1] images (digits-cnn's weights come
+from here).
 
 A defense in the sense of :mod:`advlab.defenses`: adversarial training and logit pairing change the weights so that
 the model resists an attack, but unlike the post-hoc defenses in this package ``fit`` trains the model in place.
@@ -53,6 +54,7 @@ from torch import nn
 
 from advlab.attacks.pgd import PGD
 from advlab.errors import AdvlabError
+from advlab.evaluation import metrics
 
 #: the inner maximizations ``TrainConfig.adversarial`` accepts
 ADVERSARIAL = ("pgd", "fgsm-rs")
@@ -118,7 +120,8 @@ class TrainConfig:
             changed = [k for k, v in weights.items() if v != getattr(TrainConfig, k)]
             if changed:
                 raise ValueError(
-                    f"{', '.join(changed)} weigh(s) adversarial terms: set adversarial to one of {', '.join(ADVERSARIAL)}"
+                    f"{', '.join(changed)} weigh(s) adversarial terms: "
+                    f"set adversarial to one of {', '.join(ADVERSARIAL)}"
                 )
             return
         c, g, _ = self.loss_weights()
@@ -136,7 +139,8 @@ class TrainConfig:
         return float(c), float(self.gamma), float(self.logit_pairing)
 
     def attack(self, seed: int = 0) -> PGD | None:
-        """The attack that crafts x_adv (None for standard training): PGD or FGSM-RS as a one-step PGD with random start."""
+        """The attack that crafts x_adv (None for standard training): PGD, or FGSM-RS as a one-step PGD with
+        random start."""
         if self.adversarial is None:
             return None
         if self.adversarial == "fgsm-rs":
@@ -276,15 +280,14 @@ def _snapshot(obj: Any) -> Any:
 
 # ------------------------------------------------------------------------------------------------ training
 def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 512) -> float:
-    """Top-1 accuracy of ``model`` on ``(x, y)`` in eval mode, restoring the model's mode afterwards."""
+    """Top-1 accuracy of ``model`` on ``(x, y)`` in eval mode (:func:`advlab.evaluation.metrics.accuracy`: over the
+    labelled samples, 0.0 for none), restoring the model's mode afterwards."""
     was_training = model.training
     model.eval()
-    correct = 0
     with torch.no_grad():
-        for i in range(0, len(y), batch_size):
-            correct += int((model(x[i : i + batch_size]).argmax(1) == y[i : i + batch_size]).sum())
+        preds = [model(x[i : i + batch_size]).argmax(1).to(y.device) for i in range(0, len(y), batch_size)]
     model.train(was_training)
-    return correct / max(1, len(y))
+    return metrics.accuracy(y, torch.cat(preds)) if preds else 0.0
 
 
 def check_diverged(model: nn.Module, x: torch.Tensor, y: torch.Tensor, history: TrainHistory, lr: float) -> None:

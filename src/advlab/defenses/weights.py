@@ -1,6 +1,6 @@
-"""Defenses that edit a classifier's weights: seed 003's E-prune, S-prune and R-perturbation.
+"""Defenses that edit a classifier's weights: research note 003's E-prune, S-prune and R-perturbation.
 
-Seed 003 asks whether crude weight surgery protects a network against PGD (its answer: probably not). Each
+Research note 003 asks whether crude weight surgery protects a network against PGD (its answer: probably not). Each
 function here returns a NEW model (a deep copy, in eval mode, on the input's device, keeping ``.info``) and
 never touches the one it was given; the copy carries ``.defense``, a :class:`DefenseInfo`.
 
@@ -45,7 +45,8 @@ SCOPES = ("global", "layer")
 class DefenseInfo:
     """What a defense did, attached to the defended model as ``model.defense``.
 
-    ``name``: the defense (``"prune_small"``, ``"clamp_large"``, ``"perturb"``, ``"quantize"``, ``"clamp_activations"``).
+    ``name``: the defense (``"prune_small"``, ``"clamp_large"``, ``"perturb"``, ``"quantize"``,
+    ``"clamp_activations"``).
     ``setting``: its main value (E or ratio, S, R, bits, percentile or ``"bounds"``).
     ``changed_fraction``: in [0, 1], what the defense changed (weights or activations; each function says which).
     ``details``: JSON-friendly extras (per-layer numbers, thresholds, bounds, scales); ``details["previous"]`` holds
@@ -71,10 +72,14 @@ def prunable_weights(model: nn.Module) -> list[tuple[str, nn.Parameter]]:
     """The weights every weight defense edits: ``(parameter name, weight)`` of each Conv*d / ConvTranspose*d / Linear.
 
     Names are as in ``model.named_parameters()`` (``"net.features.0.weight"``). Biases, normalization layers
-    (BatchNorm scale and shift) and buffers are not included: seed 003 prunes the connection weights.
+    (BatchNorm scale and shift) and buffers are not included: research note 003 prunes the connection weights.
     A module registered twice is listed once.
     """
-    return [(f"{name}.weight" if name else "weight", m.weight) for name, m in prunable_modules(model)]
+    return [
+        (f"{name}.weight" if name else "weight", w)
+        for name, m in prunable_modules(model)
+        if isinstance(w := m.weight, nn.Parameter)  # always: prunable_modules checked it
+    ]
 
 
 # ---------------------------------------------------------------------------------------------- shared helpers
@@ -86,15 +91,22 @@ def defended_copy(model: nn.Module) -> nn.Module:
 
 
 def finish(defended: nn.Module, original: nn.Module, info: DefenseInfo) -> nn.Module:
-    """Attach ``info`` (and the input's own ``.defense``, as a dict, in ``details["previous"]``) to the eval-mode copy."""
+    """Attach ``info`` (and the input's own ``.defense``, as a dict, in ``details["previous"]``) to the eval-mode
+    copy."""
     previous = getattr(original, "defense", None)
     if isinstance(previous, DefenseInfo):
         info = DefenseInfo(
             info.name, info.setting, info.changed_fraction, {**info.details, "previous": dataclasses.asdict(previous)}
         )
     defended.eval()
-    defended.defense = info  # a plain attribute (not a module or tensor): nn.Module stores it in __dict__
+    defended.__dict__["defense"] = info  # a plain attribute (not a module or tensor), where nn.Module keeps those
     return defended
+
+
+def defense_info(model: nn.Module) -> DefenseInfo | None:
+    """What the defense that made ``model`` did (its ``.defense``), or None for a model no defense made."""
+    info = getattr(model, "defense", None)
+    return info if isinstance(info, DefenseInfo) else None
 
 
 def replace_module(model: nn.Module, name: str, new: nn.Module) -> None:
@@ -129,7 +141,7 @@ def _total(weights: list[tuple[str, nn.Parameter]]) -> int:
 def prune_small(
     model: nn.Module, E: float | None = None, *, ratio: float | None = None, scope: str = "global"
 ) -> nn.Module:
-    """Seed 003's E-prune: a copy of ``model`` with every small weight set to zero.
+    """Research note 003's E-prune: a copy of ``model`` with every small weight set to zero.
 
     ``E``: zero each prunable weight with ``|w| < E`` (E >= 0, in weight units; E = 0 prunes nothing).
     ``ratio``: instead of E, zero exactly ``round(ratio * n)`` weights of smallest magnitude (ratio in [0, 1]),
@@ -139,8 +151,8 @@ def prune_small(
 
     ``defense.changed_fraction``: the seed's "prune ratio", the fraction of prunable weights the rule selects
     (weights that were already exactly zero count when selected). ``details``: ``mode`` ("E" or "ratio"),
-    ``scope``, ``threshold`` (E, or for ``ratio`` the largest |w| zeroed; per layer with ``scope="layer"``) and ``layers``
-    (fraction zeroed per weight name).
+    ``scope``, ``threshold`` (E, or for ``ratio`` the largest |w| zeroed; per layer with ``scope="layer"``) and
+    ``layers`` (fraction zeroed per weight name).
     """
     if (E is None) == (ratio is None):
         raise AdvlabError(f"prune_small needs exactly one of E and ratio, got E={E!r}, ratio={ratio!r}")
@@ -205,7 +217,7 @@ def _smallest(values: torch.Tensor, k: int) -> torch.Tensor:
 
 # ---------------------------------------------------------------------------------------------- S-prune
 def clamp_large(model: nn.Module, S: float) -> nn.Module:
-    """Seed 003's S-prune: a copy with each layer's weights clamped to ``[mu - S sigma, mu + S sigma]``.
+    """Research note 003's S-prune: a copy with each layer's weights clamped to ``[mu - S sigma, mu + S sigma]``.
 
     ``mu`` and ``sigma`` are the mean and the (population) standard deviation of that layer's weight tensor
     before clamping; ``S > 0`` is in units of sigma. The seed found accuracy collapses at S = 3 on ResNet-18:
@@ -235,7 +247,7 @@ def clamp_large(model: nn.Module, S: float) -> nn.Module:
 
 # ---------------------------------------------------------------------------------------------- R-noise
 def perturb(model: nn.Module, R: float, seed: int = 0) -> nn.Module:
-    """Seed 003's R-perturbation: a copy with ``U[-R, R]`` noise added to every prunable weight.
+    """Research note 003's R-perturbation: a copy with ``U[-R, R]`` noise added to every prunable weight.
 
     The noise is drawn on the CPU from ``torch.Generator().manual_seed(seed)``, layer by layer in
     :func:`prunable_weights` order, then moved to the weight's device: the same seed gives the same model on

@@ -8,13 +8,15 @@ batch by batch and returns an :class:`EvalReport`. The package, top to bottom:
   advlab (evaluate, the study, the transfer matrix, ``advlab attack``, the reports) uses it.
 * :mod:`~advlab.evaluation.cascade`: the robust-flag cascade on one batch (:func:`run_batch`, :class:`BatchResult`).
 * :mod:`~advlab.evaluation.checks`: the sanity checks (probabilities, randomness, zero gradients, noise) and
-  their warnings.
+  their warnings; :mod:`~advlab.evaluation.gradients`: the gradient checks (finite differences, gradient steps
+  against random ones).
+* :mod:`~advlab.evaluation.diagnostics`: the probes before the first batch and the adaptations they call for
+  (gradient-free fallback, straight-through gradients of :mod:`~advlab.evaluation.bpda`, log-probabilities, EOT),
+  and the vocabulary of the diagnostic outputs (checks, warnings, adaptations, trust).
 * :mod:`~advlab.evaluation.presets`: the named attack ensembles.
 * :mod:`~advlab.evaluation.config`: :class:`EvalConfig`; :mod:`~advlab.evaluation.inputs`: the data forms;
-  :mod:`~advlab.evaluation.report`: :class:`EvalReport` and :func:`summarize`; :mod:`~advlab.evaluation.evaluator`:
-  :func:`evaluate`.
-* Room for ``diagnostics`` (the next evaluation issue: adaptive-attack and gradient-masking diagnostics beyond
-  the sanity checks), which will read the per-sample columns of :class:`BatchResult` like ``report`` does.
+  :mod:`~advlab.evaluation.summary`: :class:`EvalReport` and :func:`summarize` (the per-batch results merged into
+  one report); :mod:`~advlab.evaluation.evaluator`: :func:`evaluate`.
 """
 
 from __future__ import annotations
@@ -24,7 +26,8 @@ from advlab.evaluation.cascade import BatchResult, run_batch
 from advlab.evaluation.checks import (
     CHECK_SAMPLES,
     NOISE_TRIES,
-    flags,
+    check_warnings,
+    failed_gradient_checks,
     zero_gradient_fraction,
     zero_gradients,
 )
@@ -32,7 +35,7 @@ from advlab.evaluation.config import EvalConfig
 from advlab.evaluation.evaluator import evaluate
 from advlab.evaluation.inputs import Data, batches
 from advlab.evaluation.presets import PRESETS, default_eps, preset_attacks
-from advlab.evaluation.report import EvalReport, summarize
+from advlab.evaluation.summary import EvalReport, summarize
 
 __all__ = [
     "CHECK_SAMPLES",
@@ -43,9 +46,10 @@ __all__ = [
     "EvalConfig",
     "EvalReport",
     "batches",
+    "check_warnings",
     "default_eps",
     "evaluate",
-    "flags",
+    "failed_gradient_checks",
     "metrics",
     "preset_attacks",
     "run_batch",

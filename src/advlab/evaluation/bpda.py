@@ -34,7 +34,7 @@ The ops that got a straight-through backward on a probe forward are named by :fu
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeGuard
 
 import torch
 from torch import nn
@@ -125,7 +125,7 @@ def _shadow(v: Any) -> torch.Tensor | None:
     return getattr(v, _SHADOW, None) if isinstance(v, torch.Tensor) else None
 
 
-def _live(v: Any) -> bool:
+def _live(v: Any) -> TypeGuard[torch.Tensor]:
     """An input-dependent float tensor (it requires grad)."""
     return isinstance(v, torch.Tensor) and v.is_floating_point() and v.requires_grad
 
@@ -234,8 +234,7 @@ class _Mode(TorchFunctionMode):
         ops = _ops_of((args, kwargs))
         if name in LOGIC:
             res = LOGIC[name](*_swap(args))
-        elif func is torch.where and len(args) == 3 and _shadow(args[0]) is not None and out.is_floating_point():
-            m = _shadow(args[0])
+        elif func is torch.where and len(args) == 3 and (m := _shadow(args[0])) is not None and out.is_floating_point():
             a, b = (torch.as_tensor(v, dtype=out.dtype, device=out.device) for v in args[1:])
             res = out + (a - b).detach() * (m - m.detach())
         else:

@@ -1,9 +1,9 @@
 """The robust-flag cascade (as in AutoAttack), one batch at a time.
 
-Per batch: one clean pass sets a "standing" flag on every sample to attack; then each attack runs only on the
-samples still standing, and a sample falls (its flag goes False, never back) at the first attack that changes
+Per batch: one clean pass sets an "unbroken" flag on every sample to attack; then each attack runs only on the
+samples still unbroken, and a sample is broken (its flag goes False, never back) by the first attack that changes
 its clean prediction with a perturbation inside the threat model (||x_adv - x||_norm <= eps, x_adv in [0, 1]).
-A fallen sample keeps that attack's x_adv: the worst case per sample over the ensemble. By default only
+A broken sample keeps that attack's x_adv: the worst case per sample over the ensemble. By default only
 clean-correct labelled samples are attacked; ``attack_misclassified=True`` also attacks the others, away from
 their (wrong) clean prediction. Unlabelled samples (y = -1) are never attacked.
 
@@ -29,7 +29,8 @@ from advlab.evaluation import diagnostics, gradients, metrics
 from advlab.losses import margin
 from advlab.threat import distance
 
-Bound = tuple[float, str] | None
+#: the ball a success must lie in: (eps in [0, 1] pixel units, norm name)
+Ball = tuple[float, str]
 
 
 @dataclass
@@ -82,7 +83,7 @@ class BatchResult:
         return self.broken_by >= 0
 
 
-def bound(atk: Attack, eps: float | None, norm: str | None) -> Bound:
+def success_ball(atk: Attack, eps: float | None, norm: str | None) -> Ball | None:
     """The ball a success must lie in: the evaluation's, else the attack's own largest eps, else none."""
     if eps is not None:
         return eps, norm or atk.threat_norm
@@ -93,7 +94,7 @@ def bound(atk: Attack, eps: float | None, norm: str | None) -> Bound:
     return e, atk.threat_norm
 
 
-def inside(delta: torch.Tensor, ball: Bound) -> torch.Tensor:
+def inside(delta: torch.Tensor, ball: Ball | None) -> torch.Tensor:
     """Per sample, ``||delta||_norm <= eps`` (with a float tolerance); all True without a ball."""
     if ball is None:
         return torch.ones(len(delta), dtype=torch.bool, device=delta.device)
@@ -114,7 +115,7 @@ class _State:
     clean_logits: torch.Tensor
     clean_pred: torch.Tensor
     attacked: torch.Tensor
-    standing: torch.Tensor
+    unbroken: torch.Tensor
     x_adv: torch.Tensor
     adv_logits: torch.Tensor
     broken_by: torch.Tensor  # CPU
@@ -125,12 +126,16 @@ class _State:
     #: and the margin at the last attack's returned point (device tensors, -inf where not attacked)
     attack_margin: torch.Tensor
     last_margin: torch.Tensor
+    #: the model judging successes, and the one the attacks run on instead when given (see :func:`_search`)
+    model: nn.Module
+    attack_model: nn.Module | None
     #: a randomized model: a sample the attacks did not break keeps, as its worst case (where the expected accuracy
     #: over draws is measured), the attacks' point with the highest margin on the attack model (the EOT logits),
     #: not its clean image; ``kept_margin`` is that point's margin (-inf: none kept yet)
     keep_attempts: bool = False
     kept_margin: torch.Tensor | None = None
-    #: the model outputs probabilities: margins are taken of their logarithm (the logits' margins, as the attacks see them)
+    #: the model outputs probabilities: margins are taken of their logarithm (the logits' margins, as the attacks
+    #: see them)
     probabilities: bool = False
 
     def margin(self, outputs: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -140,9 +145,14 @@ class _State:
 
 
 def _clean_pass(
-    model: nn.Module, x: torch.Tensor, y: torch.Tensor, n_attacks: int, attack_misclassified: bool
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    n_attacks: int,
+    attack_misclassified: bool,
+    attack_model: nn.Module | None,
 ) -> _State:
-    """One forward on the clean batch; the samples to attack start standing."""
+    """One forward on the clean batch; the samples to attack start unbroken."""
     n = len(x)
     with torch.no_grad():
         clean = model(x)
@@ -154,7 +164,7 @@ def _clean_pass(
         clean_logits=clean,
         clean_pred=clean_pred,
         attacked=attacked,
-        standing=attacked.clone(),
+        unbroken=attacked.clone(),
         x_adv=x.detach().clone(),
         adv_logits=clean.detach().clone(),
         broken_by=torch.full((n,), -1, dtype=torch.long),
@@ -163,6 +173,8 @@ def _clean_pass(
         stats=torch.zeros(n_attacks + 2, 5, dtype=torch.float64),
         attack_margin=torch.full((n,), -torch.inf, device=x.device),
         last_margin=torch.full((n,), -torch.inf, device=x.device),
+        model=model,
+        attack_model=attack_model,
     )
 
 
@@ -195,14 +207,14 @@ def _search(
     return found, logits, confirmed, forwards, backwards
 
 
-def _attempt(s: _State, i: int, atk: Attack, ball: Bound, model: nn.Module, attack_model: nn.Module | None) -> int:
-    """Attack ``i`` on the standing samples; the ones it breaks inside ``ball`` fall. Returns how many fell."""
-    idx = s.standing.nonzero().flatten()
+def _attempt(s: _State, i: int, atk: Attack, ball: Ball | None) -> int:
+    """Attack ``i`` on the unbroken samples; the ones it breaks inside ``ball`` are broken. Returns how many."""
+    idx = s.unbroken.nonzero().flatten()
     if len(idx) == 0:
         return 0
     _sync(s.x.device)
     t0 = time.perf_counter()
-    found, logits, success, forwards, backwards = _search(atk, model, attack_model, s.x[idx], s.clean_pred[idx])
+    found, logits, success, forwards, backwards = _search(atk, s.model, s.attack_model, s.x[idx], s.clean_pred[idx])
     _sync(s.x.device)
     ok = success & inside(found - s.x[idx], ball)
     hit = idx[ok]
@@ -217,32 +229,29 @@ def _attempt(s: _State, i: int, atk: Attack, ball: Bound, model: nn.Module, atta
         s.kept_margin[idx[tried]] = s.last_margin[idx[tried]]
     s.x_adv[hit], s.adv_logits[hit] = found[ok].to(s.x_adv.dtype), logits[ok].to(s.adv_logits.dtype)
     s.broken_by[hit.cpu()] = i
-    s.standing[hit] = False
+    s.unbroken[hit] = False
     s.forwards[idx.cpu()] += forwards
     s.backwards[idx.cpu()] += backwards
     s.stats[i] = torch.tensor([len(idx), len(hit), int(forwards.sum()), int(backwards.sum()), time.perf_counter() - t0])
     return len(hit)
 
 
-def _noise_check(
-    s: _State,
-    attacks: Sequence[Attack],
-    eps: float | None,
-    norm: str | None,
-    model: nn.Module,
-    attack_model: nn.Module | None,
-) -> dict[str, float]:
-    """Random noise in the first attack's ball (its seed) on the samples the white-box attacks left standing, and on
+def _first_ball(attacks: Sequence[Attack], eps: float | None, norm: str | None) -> tuple[Ball | None, int]:
+    """The first attack's success ball and seed: where the noise check and the gradient-free stage search."""
+    return (success_ball(attacks[0], eps, norm), getattr(attacks[0], "seed", 0)) if attacks else (None, 0)
+
+
+def _noise_check(s: _State, i: int, ball: Ball | None, seed: int) -> dict[str, float]:
+    """Random noise in the first attack's ball (its seed) on the samples the white-box attacks left unbroken, and on
     the same samples the steps check: whether the white-box attacks' points raised the margin loss clearly more
-    than the best random point (:func:`advlab.evaluation.gradients.weak_steps`)."""
-    ball = bound(attacks[0], eps, norm) if attacks else None
+    than the best random point (:func:`advlab.evaluation.gradients.weak_steps`). It is the cascade's attack ``i``."""
     if ball is None:
         return {}
-    noise = RandomNoise(eps=ball[0], norm=ball[1], tries=sanity_checks.NOISE_TRIES, seed=getattr(attacks[0], "seed", 0))
-    idx = s.standing.nonzero().flatten()
+    noise = RandomNoise(eps=ball[0], norm=ball[1], tries=sanity_checks.NOISE_TRIES, seed=seed)
+    idx = s.unbroken.nonzero().flatten()
     out = {
         "noise_tried": float(len(idx)),
-        "noise_broke": float(_attempt(s, len(attacks), noise, ball, model, attack_model)),
+        "noise_broke": float(_attempt(s, i, noise, ball)),
     }
     if len(idx):
         clean = s.margin(s.clean_logits[idx], s.clean_pred[idx]).to(s.last_margin.dtype)
@@ -251,23 +260,15 @@ def _noise_check(
     return out
 
 
-def _gradient_free_stage(
-    s: _State,
-    attacks: Sequence[Attack],
-    eps: float | None,
-    norm: str | None,
-    model: nn.Module,
-    attack_model: nn.Module | None,
-) -> dict[str, float]:
-    """Square (:data:`advlab.evaluation.gradients.DOUBT_QUERIES` queries per image, the first attack's ball and
-    seed) on the samples still standing; what it broke counts as ``black_box_broke`` too. Nothing without an L-inf
-    or L2 ball."""
-    ball = bound(attacks[0], eps, norm) if attacks else None
-    if ball is None or ball[1] not in ("linf", "l2") or not bool(s.standing.any()):
+def _gradient_free_stage(s: _State, i: int, ball: Ball | None, seed: int) -> dict[str, float]:
+    """Square (:data:`advlab.evaluation.gradients.GRADIENT_FREE_QUERIES` queries per image, the first attack's ball and
+    seed) on the samples still unbroken; what it broke counts as ``black_box_broke`` too. Nothing without an L-inf
+    or L2 ball. It is the cascade's attack ``i``."""
+    if ball is None or ball[1] not in ("linf", "l2") or not bool(s.unbroken.any()):
         return {}
-    square = Square(eps=ball[0], norm=ball[1], max_queries=gradients.DOUBT_QUERIES, seed=getattr(attacks[0], "seed", 0))
-    tried = float(s.standing.sum())
-    broke = float(_attempt(s, len(attacks) + 1, square, ball, model, attack_model))
+    square = Square(eps=ball[0], norm=ball[1], max_queries=gradients.GRADIENT_FREE_QUERIES, seed=seed)
+    tried = float(s.unbroken.sum())
+    broke = float(_attempt(s, i, square, ball))
     return {"gradient_free_tried": tried, "gradient_free_broke": broke}
 
 
@@ -276,7 +277,6 @@ def _over_draws(
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(expected clean correctness, expected robustness, robust in every draw) per sample, over ``draws`` fresh
     forwards of a randomized model on the clean and the worst-case inputs (each counted in ``s.forwards``)."""
-    lab = metrics.labelled(y)
     if draws <= 1:
         robust = metrics.robust(y, s.clean_pred, adv_pred)
         return metrics.clean_correct(y, s.clean_pred).float(), robust.float(), robust
@@ -284,10 +284,9 @@ def _over_draws(
     robust_hits = torch.zeros(len(y), device=y.device)
     with torch.no_grad():
         for _ in range(draws):
-            ok_clean = (model(s.x).argmax(1) == y) & lab
-            ok_adv = model(s.x_adv).argmax(1) == y
-            clean_hits += ok_clean.float()
-            robust_hits += (ok_clean & ok_adv).float()
+            clean_draw = model(s.x).argmax(1)
+            clean_hits += metrics.clean_correct(y, clean_draw).float()
+            robust_hits += metrics.robust(y, clean_draw, model(s.x_adv).argmax(1)).float()
     s.forwards += 2 * draws
     return clean_hits / draws, robust_hits / draws, robust_hits == draws
 
@@ -336,7 +335,7 @@ def run_batch(
     attack_model: nn.Module | None = None,
     draws: int = 1,
     draw_model: nn.Module | None = None,
-    doubt: bool = False,
+    gradient_checks_failed: bool = False,
 ) -> BatchResult:
     """The cascade on one batch (``x`` on the model's device, in [0, 1]; ``y`` labels, -1 = unlabelled).
 
@@ -346,32 +345,38 @@ def run_batch(
     the successes ``model`` confirms count (see :func:`_search`). ``draws`` > 1 (a randomized model, ``model`` its
     EOT version judging the successes): the expected correctness columns come from that many fresh forwards of
     ``draw_model`` (the randomized model itself) on the clean and the worst-case inputs, and a sample the attacks
-    did not break keeps their last point as its worst case. ``doubt``: the first batch's diagnostics already cast
-    doubt on the gradients (:mod:`advlab.evaluation.gradients`). With ``sanity``, when any check casts doubt on the
-    gradients (:func:`advlab.evaluation.checks.doubts`) a gradient-free stage (Square) attacks the samples still
-    standing after every other attack and check (not on a randomized model: EOT already ran, and each query would
-    cost ``draws`` forwards).
+    did not break keeps their last point as its worst case. ``gradient_checks_failed``: a gradient check of the
+    first batch's probe failed already (:mod:`advlab.evaluation.gradients`). With ``sanity``, when it did or when a
+    gradient check of this batch fails (:func:`advlab.evaluation.checks.failed_gradient_checks`) a gradient-free
+    stage (Square) attacks the samples still unbroken after every other attack and check (not on a randomized
+    model: EOT already ran, and each query would cost ``draws`` forwards).
     """
-    s = _clean_pass(model, x, y, len(attacks), attack_misclassified)
+    s = _clean_pass(model, x, y, len(attacks), attack_misclassified, attack_model)
     s.keep_attempts = draws > 1
     s.probabilities = sanity_checks.is_probabilities(s.clean_logits)
     checks = sanity_checks.output_checks(model, x, s.clean_logits, first, s.forwards) if sanity else {}
     white_box_ran = False
     for i, atk in enumerate(attacks):
-        broke = _attempt(s, i, atk, bound(atk, eps, norm), model, attack_model)
+        broke = _attempt(s, i, atk, success_ball(atk, eps, norm))
         if atk.white_box:
             white_box_ran = True
         elif white_box_ran and broke:
             checks["black_box_broke"] = checks.get("black_box_broke", 0.0) + broke
+    ball, seed = _first_ball(attacks, eps, norm)
     if sanity and white_box_ran:
-        checks.update(_noise_check(s, attacks, eps, norm, model, attack_model))
+        checks.update(_noise_check(s, len(attacks), ball, seed))
     if sanity:
         checks.update(
             sanity_checks.zero_gradient_check(
-                model if attack_model is None else attack_model, x, s.clean_pred, s.standing, s.forwards, s.backwards
+                model if attack_model is None else attack_model, x, s.clean_pred, s.unbroken, s.forwards, s.backwards
             )
         )  # the gradients the attacks saw
-    if sanity and white_box_ran and draws <= 1 and (doubt or sanity_checks.doubts(checks)):
-        checks.update(_gradient_free_stage(s, attacks, eps, norm, model, attack_model))
+    if (
+        sanity
+        and white_box_ran
+        and draws <= 1
+        and (gradient_checks_failed or sanity_checks.failed_gradient_checks(checks))
+    ):
+        checks.update(_gradient_free_stage(s, len(attacks) + 1, ball, seed))
         checks["black_box_broke"] = checks.get("black_box_broke", 0.0) + checks.get("gradient_free_broke", 0.0)
     return _result(s, model if draw_model is None else draw_model, y, checks, keep_adversarials, draws)

@@ -1,22 +1,23 @@
-"""Sanity checks in the spirit of AutoAttack's, and the warnings they raise.
+"""Sanity checks in the spirit of AutoAttack's, and the warnings they raise (the words: see
+:mod:`advlab.evaluation.diagnostics`).
 
 Measured per batch by the cascade (:mod:`advlab.evaluation.cascade`), summed over batches, and turned into
-lines of ``EvalReport.flags`` by :func:`flags`:
+lines of ``EvalReport.warnings`` by :func:`check_warnings`:
 
 * outputs that look like probabilities instead of logits (every batch; free);
 * a model in training mode (``training_mode``: the number of its modules in training mode, ``batchnorm_training``
   the BatchNorm layers among them, which normalize with the batch's statistics), or one that answers differently
   twice on the same inputs (first batch, a second forward on :data:`CHECK_SAMPLES` samples; ``randomness`` =
   max |f(x) - f'(x)| / (1 + max |f(x)|));
-* all-zero cross-entropy input gradients on the samples the cascade left standing (saturated softmax);
+* all-zero cross-entropy input gradients on the samples the cascade left unbroken (saturated softmax);
 * random noise (:data:`NOISE_TRIES` points per sample) or a black-box attack breaking samples that the
-  white-box attacks left standing (masked gradients; the noise check itself runs in the cascade);
-* the unreliable-gradient findings of :mod:`advlab.evaluation.gradients` (finite differences on the first batch,
-  ``fd_*``; gradient steps no better than random ones on the survivors, ``steps_*``).
+  white-box attacks left unbroken (masked gradients; the noise check itself runs in the cascade);
+* the gradient checks of :mod:`advlab.evaluation.gradients` (finite differences on the first batch, ``fd_*``;
+  gradient steps no better than random ones on the unbroken samples, ``steps_*``).
 
-:func:`doubts` names the findings that cast doubt on the gradients; on those the cascade runs a gradient-free stage
-(Square, ``gradient_free_*``) on the samples still standing. Every flag that lowers trust says what was measured,
-what was done about it, and that the robust accuracy is then an upper bound.
+:func:`failed_gradient_checks` names the failed checks that cast doubt on the gradients; on those the cascade runs
+a gradient-free stage (Square, ``gradient_free_*``) on the samples still unbroken. Every warning says what was
+measured, what was done about it, and that the robust accuracy is then an upper bound.
 
 :func:`zero_gradients` is the one zero-gradient test in advlab; the defense study uses it too.
 """
@@ -31,10 +32,10 @@ from advlab.attacks.base import frozen_parameters
 from advlab.device import device_of
 from advlab.evaluation import gradients
 
-#: samples the randomness check (first batch) and the zero-gradient check (survivors of each batch) look at:
+#: samples the randomness check (first batch) and the zero-gradient check (unbroken samples of each batch) look at:
 #: a saturated or random model shows on nearly every sample, so a few suffice
 CHECK_SAMPLES = 16
-#: random points per standing sample in the noise check
+#: random points per unbroken sample in the noise check
 NOISE_TRIES = 5
 
 
@@ -92,7 +93,8 @@ def output_checks(
 
 def training_modules(model: nn.Module) -> dict[str, float]:
     """``training_mode``: how many of the model's modules (itself included) are in training mode;
-    ``batchnorm_training``: the BatchNorm layers among them (batch statistics: a sample's output depends on its batch)."""
+    ``batchnorm_training``: the BatchNorm layers among them (batch statistics: a sample's output depends on its
+    batch)."""
     modules = [m for m in model.modules() if m.training]
     bn = [m for m in modules if isinstance(m, nn.modules.batchnorm._BatchNorm)]
     return {"training_mode": float(len(modules)), "batchnorm_training": float(len(bn))}
@@ -102,17 +104,17 @@ def zero_gradient_check(
     model: nn.Module,
     x: torch.Tensor,
     labels: torch.Tensor,
-    standing: torch.Tensor,
+    unbroken: torch.Tensor,
     forwards: torch.Tensor,
     backwards: torch.Tensor,
 ) -> dict[str, float]:
-    """:func:`zero_gradients` at the clean point on up to :data:`CHECK_SAMPLES` samples the cascade left standing.
+    """:func:`zero_gradients` at the clean point on up to :data:`CHECK_SAMPLES` samples the cascade left unbroken.
 
-    Only survivors matter: a sample the attacks broke is broken whatever its gradient, while a survivor with
-    a zero gradient may be standing only because gradient attacks saw nothing (the cost is nil on an
-    undefended model, where nothing survives). Counts one forward and one backward per checked sample.
+    Only unbroken samples matter: a sample the attacks broke is broken whatever its gradient, while an unbroken one
+    with a zero gradient may be unbroken only because gradient attacks saw nothing (the cost is nil on an
+    undefended model, where nothing is left unbroken). Counts one forward and one backward per checked sample.
     """
-    idx = standing.nonzero().flatten()[:CHECK_SAMPLES]
+    idx = unbroken.nonzero().flatten()[:CHECK_SAMPLES]
     if len(idx) == 0:
         return {}
     zero = zero_gradients(model, x[idx], labels[idx])
@@ -135,29 +137,27 @@ def merge(parts: list[dict[str, float]]) -> dict[str, float]:
     return out
 
 
-def doubts(checks: dict[str, float]) -> list[str]:
-    """The findings in ``checks`` (one batch's or merged) that cast doubt on the gradients the attacks followed:
-    zero gradients on survivors, random noise or a gradient-free attack breaking survivors, gradients that disagree
-    with finite differences, gradient attacks' points no better than random ones."""
-    found = [k for k in ("zero_gradient", "noise_broke", "black_box_broke") if checks.get(k, 0) > 0]
-    if gradients.fd_finding(checks.get("fd_unreliable", 0.0)):
-        found.append("fd_unreliable")
-    if gradients.steps_finding(checks.get("steps_weak", 0.0), checks.get("steps_checked", 0.0)):
-        found.append("steps_weak")
-    return found
+def failed_gradient_checks(checks: dict[str, float]) -> list[str]:
+    """The checks in ``checks`` (one batch's or merged) that failed and cast doubt on the gradients the attacks
+    followed: zero gradients on unbroken samples, random noise or a gradient-free attack breaking unbroken samples,
+    gradients that disagree with finite differences, gradient attacks' points no better than random ones."""
+    failed = [k for k in ("zero_gradient", "noise_broke", "black_box_broke") if checks.get(k, 0) > 0]
+    if gradients.fd_failed(checks.get("fd_unreliable", 0.0)):
+        failed.append("fd_unreliable")
+    if gradients.steps_failed(checks.get("steps_weak", 0.0), checks.get("steps_checked", 0.0)):
+        failed.append("steps_weak")
+    return failed
 
 
 def _action(checks: dict[str, float]) -> str:
-    """What the evaluation did about findings that cast doubt on the gradients, and what the number then is."""
+    """What the evaluation did about failed gradient checks, and what the number then is."""
     tried, broke = int(checks.get("gradient_free_tried", 0)), int(checks.get("gradient_free_broke", 0))
     if tried:
         return (
-            f"advlab then ran Square (gradient-free, {gradients.DOUBT_QUERIES} queries per image) "
-            f"on the {tried} samples still standing and it broke {broke}; the robust accuracy is an upper bound"
+            f"advlab then ran Square (gradient-free, {gradients.GRADIENT_FREE_QUERIES} queries per image) "
+            f"on the {tried} samples still unbroken and it broke {broke}; the robust accuracy is an upper bound"
         )
-    if (
-        checks.get("gradient_free_fallback", 0) > 0
-    ):  # the attacks were gradient-free to begin with (see diagnostics.adapt)
+    if checks.get("gradient_free_fallback", 0) > 0:  # the attacks were gradient-free to begin with (diagnostics.adapt)
         return "the attacks were gradient-free (Square) already; the robust accuracy is an upper bound"
     return (
         "no gradient-free stage ran (it runs on the batches whose own checks cast doubt, in an L-inf or L2 ball, on a "
@@ -165,41 +165,42 @@ def _action(checks: dict[str, float]) -> str:
     )
 
 
-def _gradient_flags(checks: dict[str, float]) -> list[str]:
-    """The findings of :func:`doubts`, each with its measured value and :func:`_action`."""
-    out, act = [], _action(checks)
-    if checks.get("zero_gradient", 0) > 0:
+def _gradient_warnings(checks: dict[str, float]) -> list[str]:
+    """One warning per check of :func:`failed_gradient_checks`, each with its measured value and :func:`_action`."""
+    out, act, failed = [], _action(checks), failed_gradient_checks(checks)
+    if "zero_gradient" in failed:
         out.append(
-            f"{int(checks['zero_gradient'])} of {int(checks['gradient_checked'])} checked robust samples have an all-zero "
-            f"cross-entropy input gradient (saturated softmax or masked gradients): {act}"
+            f"{int(checks['zero_gradient'])} of {int(checks['gradient_checked'])} checked robust samples have an "
+            f"all-zero cross-entropy input gradient (saturated softmax or masked gradients): {act}"
         )
-    if gradients.fd_finding(checks.get("fd_unreliable", 0.0)):
+    if "fd_unreliable" in failed:
         out.append(
-            f"unreliable gradients: on {int(checks['fd_unreliable'])} of {int(checks['fd_checked'])} probed samples autograd's "
-            f"directional derivatives disagree with finite differences at every step size (h = 1e-2, 1e-3, 1e-4; median "
-            f"relative disagreement {checks.get('fd_disagreement', 0):.2g} at the best step): {act}"
+            f"unreliable gradients: on {int(checks['fd_unreliable'])} of {int(checks['fd_checked'])} probed samples "
+            "autograd's directional derivatives disagree with finite differences at every step size (h = 1e-2, "
+            f"1e-3, 1e-4; median relative disagreement {checks.get('fd_disagreement', 0):.2g} at the best step): {act}"
         )
-    if "steps_weak" in doubts(checks):
+    if "steps_weak" in failed:
         out.append(
-            f"gradient steps no better than random ones: on {int(checks['steps_weak'])} of {int(checks['steps_checked'])} "
-            f"samples left standing the gradient attacks raised the margin loss less than {gradients.STEP_RATIO:g}x as much "
-            f"as the best of {NOISE_TRIES} random points in the ball: {act}"
+            f"gradient steps no better than random ones: on {int(checks['steps_weak'])} of "
+            f"{int(checks['steps_checked'])} samples left unbroken the gradient attacks raised the margin loss less "
+            f"than {gradients.STEP_RATIO:g}x as much as the best of {NOISE_TRIES} random points in the ball: {act}"
         )
-    if checks.get("noise_broke", 0) > 0:
+    if "noise_broke" in failed:
         out.append(
-            f"random noise broke {int(checks['noise_broke'])} of the {int(checks.get('noise_tried', 0))} samples that the "
-            f"white-box attacks left standing (gradients likely masked or obfuscated): {act}"
+            f"random noise broke {int(checks['noise_broke'])} of the {int(checks.get('noise_tried', 0))} samples "
+            f"that the white-box attacks left unbroken (gradients likely masked or obfuscated): {act}"
         )
-    if checks.get("black_box_broke", 0) > 0:
+    if "black_box_broke" in failed:
         out.append(
-            f"a gradient-free attack broke {int(checks['black_box_broke'])} samples that the gradient attacks left standing: "
-            f"gradients are masked or misleading here, and the gradient attacks alone over-report robustness; {act}"
+            f"a gradient-free attack broke {int(checks['black_box_broke'])} samples that the gradient attacks left "
+            f"unbroken: gradients are masked or misleading here, and the gradient attacks alone over-report "
+            f"robustness; {act}"
         )
     return out
 
 
-def flags(checks: dict[str, float]) -> list[str]:
-    """The warnings the merged check counts call for, one line each (empty: nothing suspicious)."""
+def _model_warnings(checks: dict[str, float]) -> list[str]:
+    """The warnings about the model as given: probability outputs, training mode, randomness."""
     out = []
     if checks.get("probability_batches", 0) > 0 and not checks.get("log_probabilities", 0) > 0:
         out.append(
@@ -209,9 +210,10 @@ def flags(checks: dict[str, float]) -> list[str]:
     if checks.get("training_mode", 0) > 0:
         bn = int(checks.get("batchnorm_training", 0))
         out.append(
-            f"the model is in training mode ({int(checks['training_mode'])} modules in training mode, {bn} of them BatchNorm "
-            "layers normalizing with batch statistics; dropout draws): it was evaluated as given, so its outputs depend on the "
-            "batch or the draw; call model.eval() before evaluating; the robust accuracy is not a bound for the eval-mode model"
+            f"the model is in training mode ({int(checks['training_mode'])} modules in training mode, {bn} of them "
+            "BatchNorm layers normalizing with batch statistics; dropout draws): it was evaluated as given, so its "
+            "outputs depend on the batch or the draw; call model.eval() before evaluating; the robust accuracy is "
+            "not a bound for the eval-mode model"
         )
     if checks.get("randomness", 0) > 1e-5 and checks.get("eot", 0) > 0:
         out.append(
@@ -220,7 +222,13 @@ def flags(checks: dict[str, float]) -> list[str]:
         )
     elif checks.get("randomness", 0) > 1e-5:
         out.append(
-            f"the model is not deterministic: two passes on the same inputs differ by up to {checks['randomness']:.2g} "
-            "(relative); use expectation over transformation (average gradients over several passes) for a meaningful bound"
+            f"the model is not deterministic: two passes on the same inputs differ by up to "
+            f"{checks['randomness']:.2g} (relative); use expectation over transformation (average gradients over "
+            "several passes) for a meaningful bound"
         )
-    return out + _gradient_flags(checks)
+    return out
+
+
+def check_warnings(checks: dict[str, float]) -> list[str]:
+    """The warnings the merged checks call for, one line each (empty: no check failed)."""
+    return _model_warnings(checks) + _gradient_warnings(checks)

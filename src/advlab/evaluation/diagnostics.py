@@ -1,8 +1,29 @@
 """Diagnostics that decide whether a robustness number can be trusted, and what the evaluation does about them.
 
-First part of the adaptive evaluation (the rest: BPDA through non-differentiable ops, EOT for randomized
-models, unreliable-gradient tests, is still to come; see :mod:`advlab.evaluation.checks` for the sanity checks
-that already run during the cascade):
+**The words** (one meaning each, across :mod:`~advlab.evaluation.checks`, :mod:`~advlab.evaluation.gradients`,
+:mod:`~advlab.evaluation.cascade`, :mod:`~advlab.evaluation.summary` and ``advlab eval``):
+
+* a **check** is one named measurement, a number: ``noise_broke`` (samples random noise broke), ``fd_unreliable``
+  (probed samples whose gradients disagree with finite differences), ``eot`` (1: the attacks used EOT), ...
+  ``BatchResult.checks`` holds a batch's, summed over batches (a per-evaluation one: its maximum) and shown as
+  ``EvalReport.diagnostics["checks"]``. ``EvalConfig(sanity=False)`` turns the checks of the cascade off.
+* a check **fails** when its value crosses its threshold (``gradients.fd_failed``: at least
+  :data:`~advlab.evaluation.gradients.FD_MIN` unreliable samples); the failed gradient checks
+  (:func:`advlab.evaluation.checks.failed_gradient_checks`) make the cascade run a gradient-free stage.
+* a **warning** is one line of text for a failed check, saying what was measured, what was done about it and how far
+  the number holds (``EvalReport.warnings``, :func:`advlab.evaluation.checks.check_warnings`,
+  :func:`fallback_warning`; ``advlab eval`` prints each after ``warning:``).
+* an **adaptation** is one line of text for what the evaluation changed about the attacks to fit the model (EOT,
+  log-probabilities, straight-through gradients: ``EvalReport.adaptations``, :func:`adaptations`). It lowers no trust.
+* **trust** is the verdict: ``"high"`` without a warning, else ``"low"`` (:func:`trust`, ``EvalReport.trust``).
+* **unbroken**: a sample the cascade attacks and no attack has broken yet (its per-sample robust *flag*, the only
+  meaning of "flag" here); the noise check, the zero-gradient check and the gradient-free stage look at those.
+* the **probe** looks at a few samples of the first batch before the cascade (:data:`PROBE_SAMPLES`; the
+  finite-difference probe :data:`advlab.evaluation.gradients.SAMPLES`) and records what it found as checks.
+* **diagnostics** is the whole: this module, and ``EvalReport.diagnostics`` (the checks, the failed gradient
+  checks, the warnings and the adaptations, as in metrics.json).
+
+The diagnostics (see :mod:`advlab.evaluation.checks` for the sanity checks that run during the cascade):
 
 * **non-finite outputs**: NaN or Inf logits on clean inputs make every accuracy meaningless, so
   :func:`require_finite` refuses the evaluation with one line (``AdvlabError``: exit code 2 in the CLI);
@@ -10,12 +31,12 @@ that already run during the cascade):
   NumPy, OpenCV or under ``torch.no_grad``) gives gradient attacks nothing to follow. :func:`gradient_path`
   finds out with one forward on a few samples, and :func:`adapt` then replaces the white-box attacks by a
   gradient-free one (Square, :data:`FALLBACK_QUERIES` queries per image) instead of crashing. The number is an
-  upper bound, and the report says so.
+  upper bound, and a warning says so.
 
 * **non-differentiable ops** (round, floor, ceil, trunc, fix, sign, remainder, integer casts, and comparisons cast
-  to float before any mixing layer, on input-dependent tensors, e.g. an input quantizer): the attacks run on :class:`advlab.evaluation.bpda.StraightThrough` of the model (straight-through
-  gradients, the forward unchanged) and every success is confirmed on the model itself; the report lists this
-  in ``EvalReport.adaptations``.
+  to float before any mixing layer, on input-dependent tensors, e.g. an input quantizer): the attacks run on
+  :class:`advlab.evaluation.bpda.StraightThrough` of the model (straight-through gradients, the forward unchanged)
+  and every success is confirmed on the model itself; an adaptation says so.
 
 * **probabilities instead of logits** (a final softmax): the cross-entropy of probabilities has tiny,
   misleading gradients, so the attacks run on :class:`LogProbabilities` of the model (log p: the logits up to a
@@ -28,13 +49,10 @@ that already run during the cascade):
 
 * **unreliable gradients** (:mod:`advlab.evaluation.gradients`): :func:`gradient_probe` compares autograd with
   finite differences on :data:`advlab.evaluation.gradients.SAMPLES` samples of the first batch, and the cascade
-  compares the gradient attacks' points with random ones on the samples left standing. When these, or the sanity
-  checks (zero gradients, random noise or a black-box attack breaking survivors), cast doubt on the gradients, the
-  cascade runs Square (:data:`advlab.evaluation.gradients.DOUBT_QUERIES` queries per image) on the samples still
-  standing after the gradient attacks; on a well-behaved model nothing extra runs.
-
-The verdict: ``EvalReport.trust`` is ``"high"`` when no check or diagnostic cast doubt on the number, else
-``"low"``, with the reasons in ``EvalReport.flags``.
+  compares the gradient attacks' points with random ones on the samples left unbroken. When these, or the sanity
+  checks (zero gradients, random noise or a black-box attack breaking unbroken samples), fail, the cascade runs
+  Square (:data:`advlab.evaluation.gradients.GRADIENT_FREE_QUERIES` queries per image) on the samples still
+  unbroken after the gradient attacks; on a well-behaved model nothing extra runs.
 """
 
 from __future__ import annotations
@@ -55,17 +73,17 @@ from advlab.evaluation.checks import is_probabilities
 PROBE_SAMPLES = 4
 #: queries per image of the gradient-free attack that stands in for gradient attacks on a model without a gradient path
 FALLBACK_QUERIES = 5000
-#: the checks key that records the fallback (see :func:`advlab.evaluation.checks.flags`)
+#: the check that records the fallback (see :func:`fallback_warning`)
 FALLBACK_KEY = "gradient_free_fallback"
 #: draws per forward of the EOT attack model, and draws per sample of the expected accuracy
 EOT_DRAWS, ACCURACY_DRAWS = 16, 16
 #: the fewest steps a white-box attack takes on a randomized model (AutoAttack's APGD budget)
 EOT_STEPS = 100
-#: the checks key that records EOT
+#: the check that records EOT
 EOT_KEY = "eot"
-#: the checks key that records attacks on log-probabilities
+#: the check that records attacks on log-probabilities
 LOGPROB_KEY = "log_probabilities"
-#: the prefix of the checks keys that record straight-through gradients (one key per op, see :func:`straight_through`)
+#: the prefix of the checks that record straight-through gradients (one per op, see :func:`straight_through`)
 BPDA_KEY = "bpda_"
 
 
@@ -242,14 +260,15 @@ def log_probabilities(model: nn.Module, x: torch.Tensor) -> tuple[nn.Module, boo
 
 
 def adaptations(checks: dict[str, float]) -> list[str]:
-    """What the evaluation did about the model, one line each (from the merged per-batch checks)."""
+    """The adaptations: what the evaluation changed about the attacks to fit the model, one line each (from the
+    merged checks)."""
     out = []
     if checks.get(EOT_KEY, 0) > 0:
         out.append(
             f"the model is randomized: the attacks used EOT (the mean of {EOT_DRAWS} draws' probabilities per forward) "
-            f"with their full budget (no early stop, at least {EOT_STEPS} steps; a fixed-step EOT-PGD first), and the expected "
-            f"accuracy over {ACCURACY_DRAWS} fresh draws at each "
-            "sample's worst case is reported beside the single-draw one"
+            f"with their full budget (no early stop, at least {EOT_STEPS} steps; a fixed-step EOT-PGD first), and the "
+            f"expected accuracy over {ACCURACY_DRAWS} fresh draws at each sample's worst case is reported beside the "
+            "single-draw one"
         )
     if checks.get(LOGPROB_KEY, 0) > 0:
         out.append(
@@ -265,8 +284,8 @@ def adaptations(checks: dict[str, float]) -> list[str]:
     return out
 
 
-def fallback_flag(checks: dict[str, float]) -> list[str]:
-    """The report line for :func:`adapt`'s fallback, when the checks recorded it."""
+def fallback_warning(checks: dict[str, float]) -> list[str]:
+    """The warning for :func:`adapt`'s fallback, when the checks recorded it."""
     if checks.get(FALLBACK_KEY, 0) <= 0:
         return []
     return [
@@ -276,6 +295,6 @@ def fallback_flag(checks: dict[str, float]) -> list[str]:
     ]
 
 
-def trust(flags: list[str]) -> str:
-    """``"high"`` when no check cast doubt on the number (no flag), else ``"low"``."""
-    return "low" if flags else "high"
+def trust(warnings: list[str]) -> str:
+    """``"high"`` when no check failed (no warning), else ``"low"``."""
+    return "low" if warnings else "high"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import time
 from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -13,10 +14,10 @@ from advlab.attacks.base import Attack, keeps_model_state
 from advlab.device import device_of
 from advlab.errors import AdvlabError
 from advlab.evaluation import cascade, diagnostics, gradients
-from advlab.evaluation.cascade import BatchResult, bound
+from advlab.evaluation.cascade import BatchResult, success_ball
 from advlab.evaluation.config import EvalConfig
 from advlab.evaluation.inputs import Data, batches, to_device
-from advlab.evaluation.report import EvalReport, summarize
+from advlab.evaluation.summary import EvalReport, summarize
 from advlab.work import Work
 
 
@@ -24,8 +25,8 @@ def _shown_ball(attacks: Sequence[Attack], eps: float | None, norm: str | None) 
     """The ball the report names: the config's, else the attacks' own when they all share one."""
     if eps is not None:
         return eps, norm
-    bounds = {bound(a, None, None) for a in attacks}
-    if len(bounds) == 1 and (b := bounds.pop()) is not None:
+    balls = {success_ball(a, None, None) for a in attacks}
+    if len(balls) == 1 and (b := balls.pop()) is not None:
         return b
     return None, norm
 
@@ -41,7 +42,7 @@ def _wanted(
     for b, xy in enumerate(data):
         if b in done:
             parts[b] = done[b]
-        elif work.mine is None or work.mine(b):
+        elif work.in_shard is None or work.in_shard(b):
             pending[b] = xy
             yield b
 
@@ -51,37 +52,97 @@ def _adapted(
 ) -> tuple[Iterable[tuple[torch.Tensor, torch.Tensor]], list[Attack], nn.Module, dict[str, float]]:
     """The batches, the attacks and the model they run on, adapted by :mod:`advlab.evaluation.diagnostics` on the
     first batch (whether or not this call evaluates it, so that every shard and every resume runs the same
-    attacks), and the checks that record the adaptations: a gradient-free fallback when the outputs have no
-    gradient path, straight-through gradients through non-differentiable ops, log-probabilities for a model that
+    attacks), and the probe's checks, which record the adaptations: a gradient-free fallback when the outputs have
+    no gradient path, straight-through gradients through non-differentiable ops, log-probabilities for a model that
     outputs probabilities; and, for a deterministic model with a gradient path, the finite-difference probe
-    (:func:`advlab.evaluation.diagnostics.gradient_probe`, whose doubt makes every batch end with a gradient-free
+    (:func:`advlab.evaluation.diagnostics.gradient_probe`, whose failure makes every batch end with a gradient-free
     stage; not on a randomized model, nor under straight-through gradients)."""
     it = iter(batches(model, data, cfg.batch_size, cfg.limit))
     first = next(it, None)
     if first is None:
         return [], attacks, attacked, {}
     x = to_device(first[0][: diagnostics.PROBE_SAMPLES], device_of(attacked))
+    _require_pixels(x)
+    attacks, fell_back = diagnostics.adapt(attacked, x, attacks, cfg.eps, norm)
+    if fell_back:
+        return itertools.chain([first], it), attacks, attacked, {diagnostics.FALLBACK_KEY: 1.0}
+    attacked, ops = diagnostics.straight_through(attacked, x)
+    probe_checks = {diagnostics.BPDA_KEY + op: 1.0 for op in ops}
+    attacked, logged = diagnostics.log_probabilities(attacked, x)
+    probe_checks.update({diagnostics.LOGPROB_KEY: 1.0} if logged else {})
+    attacked, random = diagnostics.eot(attacked, x)
+    if random:  # the first expected misclassification is a weak point of a random model: spend the full budget
+        probe_checks[diagnostics.EOT_KEY] = 1.0
+        attacks = diagnostics.eot_attacks(attacks, cfg.eps, norm)
+    elif cfg.sanity and not ops and any(a.white_box for a in attacks):  # do the attacks' gradients describe the model?
+        # not under BPDA: a straight-through gradient is a surrogate by design, finite differences of a quantizer vanish
+        ball = success_ball(attacks[0], cfg.eps, norm)
+        xs = to_device(first[0][: gradients.SAMPLES], device_of(attacked))
+        probe_checks.update(diagnostics.gradient_probe(attacked, xs, *(ball or (None, None))))
+    return itertools.chain([first], it), attacks, attacked, probe_checks
+
+
+def _require_pixels(x: torch.Tensor) -> None:
+    """Refuse images outside [0, 1] (a normalized tensor given where advlab expects pixels)."""
     if x.numel() and (float(x.min()) < 0 or float(x.max()) > 1):
         raise AdvlabError("images must be in [0, 1]; advlab models carry their own normalization")
-    attacks, fell_back = diagnostics.adapt(attacked, x, attacks, cfg.eps, norm)
-    notes = {diagnostics.FALLBACK_KEY: 1.0} if fell_back else {}
-    if not fell_back:
-        attacked, ops = diagnostics.straight_through(attacked, x)
-        notes.update({diagnostics.BPDA_KEY + op: 1.0 for op in ops})
-        attacked, logged = diagnostics.log_probabilities(attacked, x)
-        notes.update({diagnostics.LOGPROB_KEY: 1.0} if logged else {})
-        attacked, random = diagnostics.eot(attacked, x)
-        if random:  # the first expected misclassification is a weak point of a random model: spend the full budget
-            notes[diagnostics.EOT_KEY] = 1.0
-            attacks = diagnostics.eot_attacks(attacks, cfg.eps, norm)
-        elif (
-            cfg.sanity and not ops and any(a.white_box for a in attacks)
-        ):  # do the attacks' gradients describe the model?
-            # (not under BPDA: a straight-through gradient is a surrogate by design, finite differences of a quantizer vanish)
-            ball = bound(attacks[0], cfg.eps, norm)
-            xs = to_device(first[0][: gradients.SAMPLES], device_of(attacked))
-            notes.update(diagnostics.gradient_probe(attacked, xs, *(ball or (None, None))))
-    return itertools.chain([first], it), attacks, attacked, notes
+
+
+@dataclass(frozen=True)
+class _BatchRunner:
+    """How every batch of one evaluation runs: the attacks as adapted, on ``attack_model`` (None: on ``judge``),
+    each success judged by ``judge``; a randomized model is drawn ``draws`` times per sample (``draw_model``).
+    ``probe_checks``: the first batch's probe, recorded in every batch's checks (its cost in the first batch's)."""
+
+    cfg: EvalConfig
+    attacks: list[Attack]
+    norm: str | None
+    judge: nn.Module
+    attack_model: nn.Module | None
+    draws: int
+    draw_model: nn.Module
+    probe_checks: dict[str, float]
+
+    def run(self, b: int, xb: torch.Tensor, yb: torch.Tensor) -> BatchResult:
+        """The cascade on batch ``b`` (moved to the model's device)."""
+        dev = device_of(self.draw_model)
+        xb, yb = to_device(xb, dev), to_device(yb, dev).long()
+        _require_pixels(xb)
+        part = cascade.run_batch(
+            self.judge,
+            xb,
+            yb,
+            self.attacks,
+            eps=self.cfg.eps,
+            norm=self.norm,
+            attack_misclassified=self.cfg.attack_misclassified,
+            sanity=self.cfg.sanity,
+            first=b == 0,
+            keep_adversarials=self.cfg.keep_adversarials,
+            attack_model=self.attack_model,
+            draws=self.draws,
+            draw_model=self.draw_model,
+            gradient_checks_failed=gradients.fd_failed(self.probe_checks.get("fd_unreliable", 0.0)),
+        )
+        part.checks.update(self.probe_checks)
+        if b == 0:
+            diagnostics.charge_probe(part, self.probe_checks)
+        return part
+
+
+def _batch_runner(
+    model: nn.Module,
+    attacked: nn.Module,
+    cfg: EvalConfig,
+    attacks: list[Attack],
+    norm: str | None,
+    probe_checks: dict[str, float],
+) -> _BatchRunner:
+    """The cascade of an evaluation of ``model`` whose attacks run on ``attacked``. A randomized model: its EOT
+    version (``attacked``) judges the successes, and the model itself is drawn for the expected accuracy."""
+    if diagnostics.EOT_KEY in probe_checks:
+        return _BatchRunner(cfg, attacks, norm, attacked, None, diagnostics.ACCURACY_DRAWS, model, probe_checks)
+    return _BatchRunner(cfg, attacks, norm, model, None if attacked is model else attacked, 1, model, probe_checks)
 
 
 @keeps_model_state  # a model left in train mode: its BatchNorm statistics and mode are as found afterwards
@@ -99,7 +160,7 @@ def evaluate(
     or an iterable of such batches (a DataLoader). ``config``: an :class:`EvalConfig`, or a preset name run at
     the model's default eps (None: "reliable"). The batches run on ``advlab.device.device_of(model)``.
     ``work``: one unit per batch: ``work.done`` holds batches evaluated earlier (not evaluated again),
-    ``work.on_done(b, result)`` is called after each new one (save it), ``work.mine(b)`` selects this shard's
+    ``work.on_done(b, result)`` is called after each new one (save it), ``work.in_shard(b)`` selects this shard's
     batches (the report then covers the batches evaluated or given in ``done``), ``work.progress`` wraps the
     batch indices (a progress bar). A batch's result depends only on its samples and the seed.
     ``attack_model``: run the attacks on this model instead (e.g. ``zoo.Autocast(model)``: mixed precision),
@@ -107,50 +168,23 @@ def evaluate(
     Before the first batch :mod:`advlab.evaluation.diagnostics` looks at a few samples and adapts: NaN logits are
     refused, a model without a gradient path is attacked gradient-free, non-differentiable input ops get
     straight-through gradients and probability outputs are attacked as log-probabilities (``report.adaptations``,
-    ``report.flags`` and ``report.trust`` say what was done and how far to trust the number).
+    ``report.warnings`` and ``report.trust`` say what was done and how far to trust the number).
     """
     cfg = EvalConfig.of(config, model)
     attacks = cfg.resolved_attacks()
     norm = cfg.threat_norm(attacks)
     work = work if work is not None else Work()
-    dev = device_of(model)
+    t0 = time.perf_counter()
+    attacked = model if attack_model is None else attack_model
+    data_batches, attacks, attacked, probe_checks = _adapted(model, attacked, data, cfg, attacks, norm)
+    runner = _batch_runner(model, attacked, cfg, attacks, norm, probe_checks)
     parts: dict[int, BatchResult] = {}
     pending: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
-    t0 = time.perf_counter()
-    data_batches, attacks, attacked, notes = _adapted(
-        model, model if attack_model is None else attack_model, data, cfg, attacks, norm
-    )
-    attack_model = None if attacked is model else attacked
-    # a randomized model: its EOT version judges the successes, the model itself is drawn for the expected accuracy
-    random = diagnostics.EOT_KEY in notes
-    judge, draws = (attacked, diagnostics.ACCURACY_DRAWS) if random else (model, 1)
     indices = _wanted(data_batches, work, parts, pending)
     for b in work.progress(indices) if work.progress is not None else indices:
-        xb, yb = pending.pop(b)
-        xb, yb = to_device(xb, dev), to_device(yb, dev).long()
-        if xb.numel() and (float(xb.min()) < 0 or float(xb.max()) > 1):
-            raise AdvlabError("images must be in [0, 1]; advlab models carry their own normalization")
-        parts[b] = cascade.run_batch(
-            judge,
-            xb,
-            yb,
-            attacks,
-            eps=cfg.eps,
-            norm=norm,
-            attack_misclassified=cfg.attack_misclassified,
-            sanity=cfg.sanity,
-            first=b == 0,
-            keep_adversarials=cfg.keep_adversarials,
-            attack_model=None if random else attack_model,
-            draws=draws,
-            draw_model=model,
-            doubt=gradients.fd_finding(notes.get("fd_unreliable", 0.0)),
-        )
-        parts[b].checks.update(notes)
-        if b == 0:
-            diagnostics.charge_probe(parts[b], notes)
+        parts[b] = runner.run(b, *pending.pop(b))
         work.record(b, parts[b])
-    if not parts and work.mine is not None:
-        raise AdvlabError("no batch to evaluate: work.mine selected none and work.done holds none")
+    if not parts and work.in_shard is not None:
+        raise AdvlabError("no batch to evaluate: work.in_shard selected none and work.done holds none")
     shown_eps, shown_norm = _shown_ball(attacks, cfg.eps, norm)
     return summarize([parts[b] for b in sorted(parts)], attacks, shown_eps, shown_norm, time.perf_counter() - t0)

@@ -1,4 +1,4 @@
-"""Whether the input gradients an attack follows describe the model: two measurements, each a named finding.
+"""Whether the input gradients an attack follows describe the model: two gradient checks, each with a threshold.
 
 **Finite differences** (:func:`finite_difference_disagreement`, on :data:`SAMPLES` samples of the first batch,
 before the attacks). At the clean point (pulled :data:`INSET` inside the [0, 1] box so that every probe stays in it)
@@ -12,16 +12,16 @@ logits). Along :data:`DIRECTIONS` random sign directions v (every pixel +-1: a s
 by the relative disagreement ``|g.v - d_h| / (|g.v| + |d_h|)`` (0: equal, 1: unrelated or of opposite signs; 0
 where both vanish). A sample's value is its median over probes at its best step size (the smallest over h); it is
 unreliable above :data:`FD_THRESHOLD`, i.e. when autograd and finite differences disagree at every step size (a
-wrong custom backward, a term that oscillates faster than 1e-4 pixels). The finding ``fd_unreliable`` (the count,
-with ``fd_disagreement`` the median value of those samples) needs :data:`FD_MIN` of the :data:`SAMPLES`.
+wrong custom backward, a term that oscillates faster than 1e-4 pixels). The check ``fd_unreliable`` (the count,
+with ``fd_disagreement`` the median value of those samples) fails at :data:`FD_MIN` of the :data:`SAMPLES`.
 
 **Gradient steps against random ones** (:func:`weak_steps`, in the cascade, on the samples the white-box attacks
-left standing): the margin ``max_{j != y} z_j - z_y`` at the attacks' returned points (their best) against the
-best of the noise check's random points in the ball. A survivor is weak when the attacks raised its margin less
-than :data:`STEP_RATIO` times what the random points did; the finding ``steps_weak`` needs :data:`WEAK_MIN` weak
-survivors and :data:`WEAK_FRACTION` of them. This catches gradients that are right at 1e-4 pixels but useless at
-the attack's scale (a small high-frequency term in the logits: finite differences agree at the smallest step, yet
-the attacks' steps are random ones), at no cost (both margins are already computed).
+left unbroken): the margin ``max_{j != y} z_j - z_y`` at the attacks' returned points (their best) against the
+best of the noise check's random points in the ball. An unbroken sample is weak when the attacks raised its margin
+less than :data:`STEP_RATIO` times what the random points did; the check ``steps_weak`` fails at :data:`WEAK_MIN`
+weak samples and :data:`WEAK_FRACTION` of those checked. This catches gradients that are right at 1e-4 pixels but
+useless at the attack's scale (a small high-frequency term in the logits: finite differences agree at the smallest
+step, yet the attacks' steps are random ones), at no cost (both margins are already computed).
 
 Thresholds, from measurements (eps 0.1 L-inf on digits:test; the trap is :class:`advlab.zoo.traps.HighFrequency` on
 the shipped digits CNN, amplitude 0.5, whose sine term cancels in the margin of about half the samples). Finite
@@ -29,16 +29,16 @@ differences, per-sample value at the best step size:
 
 * digits-cnn (shipped): at most 0.0037 over 24 samples (median 0.0005); a randomly initialised digits CNN (3 seeds):
   at most 0.030 over 72 samples (float32 rounding at h = 1e-4); efficientnet-lite0 on 2 sample photos: 0.020, 0.021;
-* HighFrequency at 1e3 rad per pixel unit: at most 0.0015 (right at h = 1e-4: no finding, the steps check's case);
-  at 1e4: 0.086 on the samples whose margin sees the sine (3-4 of 8), under 0.004 on the others;
+* HighFrequency at 1e3 rad per pixel unit: at most 0.0015 (right at h = 1e-4: the check passes; the steps
+  check's case); at 1e4: 0.086 on the samples whose margin sees the sine (3-4 of 8), under 0.004 on the others;
 
-so :data:`FD_THRESHOLD` = 0.05 (1.7x above the random init's worst, 1.7x below the trap's). Weak survivors at
-:data:`STEP_RATIO` = 1.5 (96 digits): the shipped CNN 0 of 32 under ``reliable``, 0 of 36 under ``fast``, 0 of 39
+so :data:`FD_THRESHOLD` = 0.05 (1.7x above the random init's worst, 1.7x below the trap's). Weak unbroken samples
+at :data:`STEP_RATIO` = 1.5 (96 digits): the shipped CNN 0 of 32 under ``reliable``, 0 of 36 under ``fast``, 0 of 39
 under 10-step PGD, 1 of 48 under FGSM; the 1e3 trap 17 of 59 under ``reliable`` (29%), 15 of 62 under ``fast``,
 49 of 78 under PGD, 72 of 83 under FGSM. A ratio of 2 separated less (FGSM on the shipped CNN: 10 of 48, the trap
-under ``reliable`` 44%), hence :data:`WEAK_FRACTION` = 0.15 with at least :data:`WEAK_MIN` = 3 weak survivors.
-Either finding (or another doubt of :func:`advlab.evaluation.checks.doubts`) makes the cascade run Square with
-:data:`DOUBT_QUERIES` queries per image on the samples still standing.
+under ``reliable`` 44%), hence :data:`WEAK_FRACTION` = 0.15 with at least :data:`WEAK_MIN` = 3 weak samples.
+Either check failing (or another of :func:`advlab.evaluation.checks.failed_gradient_checks`) makes the cascade run
+Square with :data:`GRADIENT_FREE_QUERIES` queries per image on the samples still unbroken.
 """
 
 from __future__ import annotations
@@ -58,13 +58,14 @@ INSET = 0.02
 #: samples, random directions per base point
 SAMPLES, DIRECTIONS = 8, 4
 #: a sample's median relative disagreement at its best step size above which its gradient is unreliable, and the
-#: unreliable samples (of :data:`SAMPLES`) that make the finding
+#: unreliable samples (of :data:`SAMPLES`) at which the check fails
 FD_THRESHOLD, FD_MIN = 0.05, 2
-#: queries per image of the gradient-free stage (Square) that runs on the survivors when gradients are in doubt
-DOUBT_QUERIES = 5000
-#: a survivor is weak when the attacks' margin gain is below STEP_RATIO times the noise check's (:func:`weak_steps`)
+#: queries per image of the gradient-free stage (Square) that runs on the unbroken samples when a gradient check fails
+GRADIENT_FREE_QUERIES = 5000
+#: an unbroken sample is weak when the attacks' margin gain is below STEP_RATIO times the noise check's
+#: (:func:`weak_steps`)
 STEP_RATIO = 1.5
-#: the weak survivors that make the finding: at least WEAK_MIN of them and WEAK_FRACTION of those checked
+#: the weak samples at which the steps check fails: at least WEAK_MIN of them and WEAK_FRACTION of those checked
 WEAK_MIN, WEAK_FRACTION = 3, 0.15
 
 
@@ -110,7 +111,8 @@ class Disagreement:
 
     @property
     def unreliable(self) -> torch.Tensor:
-        """Per sample, whether autograd and finite differences disagree at every step size (above :data:`FD_THRESHOLD`)."""
+        """Per sample, whether autograd and finite differences disagree at every step size (above
+        :data:`FD_THRESHOLD`)."""
         return self.per_sample > FD_THRESHOLD
 
 
@@ -151,18 +153,20 @@ def pixel_radius(eps: float, norm: str, x: torch.Tensor) -> float | None:
 
 
 def weak_steps(clean: torch.Tensor, attack: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
-    """Per sample left standing by the gradient attacks, whether their best point raised the untargeted margin loss
+    """Per sample left unbroken by the gradient attacks, whether their best point raised the untargeted margin loss
     ``max_{j != y} z_j - z_y`` (y the clean prediction) above the clean point's by less than :data:`STEP_RATIO` times
     what the best of the noise check's random points did: ``attack - clean < STEP_RATIO (noise - clean)``. The
     three margins are (N,) tensors on one device."""
     return (attack - clean) < STEP_RATIO * (noise - clean)
 
 
-def fd_finding(unreliable: float) -> bool:
-    """Whether ``unreliable`` probed samples (:attr:`Disagreement.unreliable`) make the finding: at least :data:`FD_MIN`."""
+def fd_failed(unreliable: float) -> bool:
+    """Whether the finite-difference check fails with ``unreliable`` probed samples (:attr:`Disagreement.unreliable`):
+    at least :data:`FD_MIN`."""
     return unreliable >= FD_MIN
 
 
-def steps_finding(weak: float, checked: float) -> bool:
-    """Whether ``weak`` of ``checked`` survivors make the finding: at least :data:`WEAK_MIN` and :data:`WEAK_FRACTION`."""
+def steps_failed(weak: float, checked: float) -> bool:
+    """Whether the steps check fails with ``weak`` of ``checked`` unbroken samples: at least :data:`WEAK_MIN` and
+    :data:`WEAK_FRACTION`."""
     return weak >= WEAK_MIN and weak >= WEAK_FRACTION * checked

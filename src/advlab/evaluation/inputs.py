@@ -31,7 +31,7 @@ def batches(
             yield x[i : i + batch_size], y[i : i + batch_size]
         return
     seen = 0
-    for item in data:  # type: ignore[union-attr]
+    for item in data:
         xb, yb = item[0], item[1]
         if limit is not None:
             xb, yb = xb[: limit - seen], yb[: limit - seen]
@@ -42,16 +42,39 @@ def batches(
 
 
 def _load_spec(model: nn.Module, spec: str, limit: int | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """``spec`` read for a zoo model (fitted to its input, labels mapped onto its classes by name, checked: the
+    same as the CLI's ``load_data_for``), or as it is for any other model."""
     from advlab import data as data_mod
     from advlab import zoo
 
     info = getattr(model, "info", None)
     if isinstance(info, zoo.ModelInfo):
-        x, y, _ = data_mod.load_for_model(spec, info.input_size, info.channels, limit=limit)
+        x, y, _ = data_mod.load_for_model(
+            spec, info.input_size, info.channels, limit=limit, model_classes=info.class_names
+        )
         zoo.check_input(info, x, what=f"data {spec!r}")
         zoo.check_labels(info, y, what=f"data {spec!r}")
         return x, y
     return data_mod.load(spec, limit=limit)
+
+
+def predicted_labels(model: nn.Module, x: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
+    """(N,) int64 on the CPU: ``argmax f(x)``, the model's clean predictions on ``x`` (N, C, H, W) in [0, 1],
+    batch by batch on the model's device, without gradients. As labels (``advlab eval --labels predicted``) they
+    make clean accuracy 1 by definition and robust accuracy the fraction of predictions an attack cannot change.
+    Outputs of the wrong shape or NaN / infinite logits are an :class:`AdvlabError`."""
+    from advlab import zoo
+    from advlab.device import device_of
+    from advlab.evaluation.diagnostics import require_finite
+
+    dev, out = device_of(model), []
+    with torch.inference_mode():
+        for i in range(0, len(x), batch_size):
+            logits = model(x[i : i + batch_size].to(dev))
+            zoo.check_output(logits, len(x[i : i + batch_size]))
+            require_finite(logits, "clean inputs")
+            out.append(logits.argmax(1).cpu())
+    return torch.cat(out) if out else torch.empty(0, dtype=torch.long)
 
 
 def to_device(t: torch.Tensor, dev: torch.device) -> torch.Tensor:

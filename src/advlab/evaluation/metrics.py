@@ -6,11 +6,18 @@ Inputs are per-sample tensors of one length N (any device; they are compared, ne
 and the adversarial input, ``success``/``attacked`` booleans. With L = {i: y_i >= 0} the labelled samples and
 C = {i in L: clean_pred_i = y_i} the clean-correct ones:
 
+    accuracy                   = |{i in L: pred_i = y_i}| / |L|            (on any input: clean, adversarial, noisy)
+    top_k_accuracy             = |{i in L: y_i in top_i}| / |L|            (top_i: the k most likely classes)
     clean_accuracy             = |C| / |L|
-    robust_accuracy            = |{i in C: adv_pred_i = y_i}| / |L|       (seed 003's "remnant accuracy")
+    robust_accuracy            = |{i in C: adv_pred_i = y_i}| / |L|       (research note 003's "remnant accuracy")
     attack_success_rate        = |{i: success_i and attacked_i}| / |{i: attacked_i}|
     strict_attack_success_rate = |{i in C: adv_pred_i != y_i}| / |C|       (correct -> wrong)
     prediction_change_rate     = |{i: adv_pred_i != clean_pred_i}| / N
+    rate                       = |{i: mask_i and over_i}| / |{i: over_i}|  (the count every rate above is)
+
+From per-sample minimal adversarial distances d_i (inf where no adversarial was found) and the clean-correct mask
+(the samples' own, over N samples): robust_accuracy_curve(eps) = |{i: correct_i and d_i > eps}| / N, and its area
+from 0 to eps_max, (1/N) sum_i correct_i min(d_i, eps_max).
 
 A rate whose denominator is empty is 0.0 (nothing was measured, nothing was fooled). ``success`` is the
 attack's own goal: untargeted, the prediction left the label (or the clean prediction); targeted, it hit the
@@ -53,6 +60,33 @@ def fooled(y: torch.Tensor, clean_pred: torch.Tensor, adv_pred: torch.Tensor) ->
     return clean_correct(y, clean_pred) & (adv_pred != y)
 
 
+def rate(mask: torch.Tensor, over: torch.Tensor | None = None) -> float:
+    """|{i: mask_i and over_i}| / |{i: over_i}|: the fraction of the samples counted ``over`` (None: all N) where
+    ``mask`` holds; 0.0 when ``over`` counts nothing. Every rate of this module is one of these."""
+    mask = mask.bool()
+    over = torch.ones_like(mask) if over is None else over.bool()
+    return _ratio(_count(mask & over), _count(over))
+
+
+def accuracy(y: torch.Tensor, pred: torch.Tensor) -> float:
+    """|{i in L: pred_i = y_i}| / |L|: the fraction of the labelled samples whose prediction ``pred`` (on any
+    input: clean, adversarial, noisy) is their label. On the clean predictions it is :func:`clean_accuracy`."""
+    return rate(pred == y, labelled(y))
+
+
+def top_k_accuracy(y: torch.Tensor, top_classes: torch.Tensor) -> float:
+    """|{i in L: y_i in {top_i1, ..., top_ik}}| / |L|: the fraction of the labelled samples whose label is among
+    their k most likely classes ``top_classes`` (N, k), e.g. ``logits.topk(k, dim=1).indices``; k = 1 is
+    :func:`accuracy` of the top class."""
+    return rate((top_classes == y[:, None]).any(1), labelled(y))
+
+
+def hit_target(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Per sample: ``pred_i = target_i``, the success of a targeted attack or prototype (a bool tensor; its sum
+    is the count of targets reached, its mean the targeted success rate)."""
+    return pred == target
+
+
 def clean_accuracy(y: torch.Tensor, clean_pred: torch.Tensor) -> float:
     """|C| / |L|: the fraction of the labelled samples predicted correctly on clean inputs."""
     return _ratio(_count(clean_correct(y, clean_pred)), _count(labelled(y)))
@@ -68,9 +102,7 @@ def attack_success_rate(success: torch.Tensor, attacked: torch.Tensor | None = N
 
     ``success`` is the attack's goal per sample (untargeted: the prediction changed away from the label or
     the clean prediction; targeted: the prediction equals the target)."""
-    success = success.bool()
-    over = torch.ones_like(success) if attacked is None else attacked.bool()
-    return _ratio(_count(success & over), _count(over))
+    return rate(success, attacked)
 
 
 def strict_attack_success_rate(y: torch.Tensor, clean_pred: torch.Tensor, adv_pred: torch.Tensor) -> float:
@@ -81,6 +113,25 @@ def strict_attack_success_rate(y: torch.Tensor, clean_pred: torch.Tensor, adv_pr
 def prediction_change_rate(clean_pred: torch.Tensor, adv_pred: torch.Tensor) -> float:
     """|{i: adv_pred_i != clean_pred_i}| / N: over every sample, labelled or not."""
     return _ratio(_count(adv_pred != clean_pred), len(clean_pred))
+
+
+def robust_accuracy_curve(distances: torch.Tensor, correct: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
+    """RA(eps_j) = |{i: correct_i and d_i > eps_j}| / N for each eps_j of ``eps`` (E,), as an (E,) float64 tensor
+    on the CPU: robust accuracy at every eps at once from per-sample minimal distances ``distances`` (N,) (the
+    norm of each sample's smallest adversarial perturbation, in [0, 1] pixel units; inf where none was found)
+    and the clean-correct mask ``correct`` (N,). A sample at exactly d_i = eps_j is broken at eps_j. All zeros
+    for N = 0."""
+    ok = correct.bool().cpu()[:, None] & (distances.cpu()[:, None] > eps.cpu()[None, :])
+    return ok.sum(0).double() / len(ok) if len(ok) else torch.zeros(len(eps), dtype=torch.float64)
+
+
+def robust_accuracy_area(distances: torch.Tensor, correct: torch.Tensor, eps_max: float) -> float:
+    """A = int_0^eps_max RA(eps) d eps = (1/N) sum_i correct_i min(d_i, eps_max): the area under
+    :func:`robust_accuracy_curve` from 0 to ``eps_max`` (exact for the step curve), in the distances' units;
+    A / eps_max is the mean robust accuracy on [0, eps_max]. 0.0 for N = 0."""
+    d = distances.cpu().double()
+    d = torch.where(correct.bool().cpu(), d.clamp(max=eps_max), torch.zeros_like(d))
+    return float(d.mean()) if len(d) else 0.0
 
 
 def expected_accuracy(values: torch.Tensor, y: torch.Tensor) -> float:
@@ -131,6 +182,7 @@ def rates(
 
 
 __all__ = [
+    "accuracy",
     "attack_success_rate",
     "clean_accuracy",
     "clean_correct",
@@ -141,8 +193,12 @@ __all__ = [
     "mean_or_none",
     "norm_stats",
     "prediction_change_rate",
+    "rate",
     "rates",
     "robust",
     "robust_accuracy",
+    "robust_accuracy_area",
+    "robust_accuracy_curve",
     "strict_attack_success_rate",
+    "top_k_accuracy",
 ]

@@ -21,7 +21,7 @@ RELIABLE_CE_STEPS, RELIABLE_TARGETS, RELIABLE_TARGET_STEPS, RELIABLE_TARGET_REST
 def preset_attacks(name: str, eps: float, norm: str = "linf", seed: int = PRESET_SEED) -> list[Attack]:
     """The attack ensembles behind ``preset=``, in a ball of radius ``eps`` ([0, 1] pixel units) in ``norm``.
 
-    ``reliable``: APGD-CE (30 steps), then on the samples still standing targeted APGD-DLR (30 steps, 2 random
+    ``reliable``: APGD-CE (30 steps), then on the samples still unbroken targeted APGD-DLR (30 steps, 2 random
     starts each) against the 2 wrong classes whose decision boundary is closest by MALT's linear estimate
     (z_y - z_t) / ||grad (z_y - z_t)||_* (Melamed et al. 2024; :func:`advlab.attacks.apgd.malt_targets`), each
     sample stopping at its first success. AutoAttack's two gradient attacks, but 2 well-chosen targets instead of
@@ -54,8 +54,10 @@ def preset_attacks(name: str, eps: float, norm: str = "linf", seed: int = PRESET
 
 
 def default_eps(info: Any) -> float | None:
-    """The L-inf radius a preset name alone runs at for a zoo model (``info``: its :class:`advlab.zoo.ModelInfo`):
-    0.1 on the 8x8 digits, 8/255 on photos (the CLI's default); None for a model without ``info``."""
+    """The L-inf radius, in [0, 1] pixel units, that a zoo model is attacked at when no eps is given (``info``: its
+    :class:`advlab.zoo.ModelInfo`): 0.1 on the 8x8 digits, 8/255 on photos; None for a model without ``info``.
+    The one default: a preset name alone runs at it in the library, and every command's eps-bounded attack
+    without --eps (``advlab.cli.common.make_attack``)."""
     dataset = getattr(info, "dataset", None)
     if dataset is None:
         return None

@@ -3,10 +3,11 @@ holds every minimum-norm attack to it.
 
 Both models take (N, 1, 8, 8) images in [0, 1] (digits-sized) and are piecewise linear:
 
-- :class:`LinearModel`, z = W x + b (times :data:`SCALE`, as both models). Sample x of class y is adversarial at x + delta exactly when some class t
-  beats y, i.e. delta lies in one of the halfspaces (w_t - w_y) . delta >= z_y - z_t. Without the box the
-  distance to halfspace t is (z_y - z_t) / ||w_t - w_y||_q (q the dual norm); :func:`halfspace_distance`
-  computes it exactly with the [0, 1] box as well (per coordinate -x_j <= delta_j <= 1 - x_j).
+- :class:`LinearModel`, z = W x + b (times :data:`SCALE`, as both models). Sample x of class y is adversarial
+  at x + delta exactly when some class t beats y, i.e. delta lies in one of the halfspaces
+  (w_t - w_y) . delta >= z_y - z_t. Without the box the distance to halfspace t is (z_y - z_t) / ||w_t - w_y||_q
+  (q the dual norm); :func:`halfspace_distance` computes it exactly with the [0, 1] box as well (per coordinate
+  -x_j <= delta_j <= 1 - x_j).
 - :class:`MaxoutModel`, z_0 = 0 and z_c = max_p (w_cp . x + b_cp) for c >= 1: its linear regions are the
   pieces p. The samples are of class 0 and adversarial wherever one piece is positive, so their distance is
   the smallest over the pieces of the distance to the halfspace w_cp . delta >= -(w_cp . x + b_cp). Here the
@@ -20,6 +21,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
@@ -204,7 +206,7 @@ SUITE: dict[str, tuple[Callable[[str], Attack], tuple[str, ...], dict[str, Expec
 }
 
 
-def _attack(name: str, **options: object) -> Attack:
+def _attack(name: str, **options: Any) -> Attack:
     from advlab.attacks.catalog import attack_classes
 
     return attack_classes()[name](**options)

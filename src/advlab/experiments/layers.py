@@ -1,8 +1,8 @@
 """Where an attack acts inside a network: how much each layer's output moves between clean and adversarial inputs.
 
 ``features(model, layers)`` (:mod:`advlab.hooks`, re-exported here) captures layer outputs (forward hooks,
-always removed on exit); ``layer_changes(model, x, x_adv)`` measures, for every captured layer ``l`` in forward order and
-every sample ``i`` with clean activation ``a = a_l(x_i)`` and change ``d = a_l(x_adv_i) - a`` (both
+always removed on exit); ``layer_changes(model, x, x_adv)`` measures, for every captured layer ``l`` in forward
+order and every sample ``i`` with clean activation ``a = a_l(x_i)`` and change ``d = a_l(x_adv_i) - a`` (both
 flattened to the layer's ``units`` values per sample),
 
     rel_l2    = ||d||_2   / (||a||_2   + tiny)
@@ -17,10 +17,10 @@ in [0, 1] for the input). The input itself comes first, as the pseudo-layer ``"i
 ``rel_l2`` says how far a layer's representation moves relative to its size; ``rel_linf`` whether some
 unit moves a lot; ``top_share`` whether the change is spread out (``top_share`` near ``top_fraction``: a
 small push on many units, as PGD makes on the input) or concentrated in a few units (near 1: a few
-abnormally large values, as it makes in the penultimate layer). Seed 003 found PGD acting mostly on the
+abnormally large values, as it makes in the penultimate layer). Research note 003 found PGD acting mostly on the
 input and the penultimate layer; ``peak(changes)`` names the layer with the largest change.
 
-Any ``nn.Module`` can be measured, so a defended model can be compared with the plain one: seed 003 also
+Any ``nn.Module`` can be measured, so a defended model can be compared with the plain one: research note 003 also
 found that clamping a feature map makes PGD push all values up instead, so the spread of the normalized
 activations (``adv_std`` versus ``clean_std`` at the layers after BatchNorm) grows. Measure
 ``layer_changes(defended, x, attack(defended, x, y).x_adv)`` and ``layer_changes(model, ...)`` and compare
@@ -50,7 +50,17 @@ from torch import nn
 
 from advlab.hooks import features, first_tensor, hooked, named_layers
 
-__all__ = ["METRICS", "TINY", "LayerChange", "changes_table", "features", "first_tensor", "layer_changes", "peak"]
+__all__ = [
+    "METRICS",
+    "TINY",
+    "LayerChange",
+    "change_summary",
+    "changes_table",
+    "features",
+    "first_tensor",
+    "layer_changes",
+    "peak",
+]
 
 #: added to the norms of the clean activation before dividing, so that an all-zero layer gives a finite ratio
 TINY = 1e-12
@@ -174,6 +184,25 @@ def _per_sample(a: torch.Tensor, b: torch.Tensor, top_fraction: float) -> torch.
     return torch.stack([rel_l2, rel_linf, share.clamp(max=1.0)], 1).double().cpu()
 
 
+def _check_inputs(model: nn.Module, x: torch.Tensor, x_adv: torch.Tensor, top_fraction: float, batch_size: int) -> None:
+    """ValueError for inputs :func:`layer_changes` cannot measure, among them a model in training mode."""
+    if x.shape != x_adv.shape:
+        raise ValueError(f"x has shape {tuple(x.shape)} but x_adv has {tuple(x_adv.shape)}")
+    if x.ndim == 0 or len(x) == 0:
+        raise ValueError("x is empty: nothing to measure")
+    if not 0 < top_fraction <= 1:
+        raise ValueError(f"top_fraction must be in (0, 1], got {top_fraction}")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    training = [n or "(the model)" for n, m in model.named_modules() if m.training]
+    if training:
+        more = ", ..." if len(training) > 3 else ""
+        raise ValueError(
+            f"the model is in training mode ({', '.join(training[:3])}{more}): call model.eval() first, "
+            "or clean and adversarial inputs mix in BatchNorm and dropout adds changes of its own"
+        )
+
+
 def layer_changes(
     model: nn.Module,
     x: torch.Tensor,
@@ -197,21 +226,7 @@ def layer_changes(
     model must be in eval mode: in training mode BatchNorm would mix clean and adversarial statistics and
     dropout would add changes of its own (ValueError).
     """
-    if x.shape != x_adv.shape:
-        raise ValueError(f"x has shape {tuple(x.shape)} but x_adv has {tuple(x_adv.shape)}")
-    if x.ndim == 0 or len(x) == 0:
-        raise ValueError("x is empty: nothing to measure")
-    if not 0 < top_fraction <= 1:
-        raise ValueError(f"top_fraction must be in (0, 1], got {top_fraction}")
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    training = [n or "(the model)" for n, m in model.named_modules() if m.training]
-    if training:
-        more = ", ..." if len(training) > 3 else ""
-        raise ValueError(
-            f"the model is in training mode ({', '.join(training[:3])}{more}): call model.eval() first, "
-            "or clean and adversarial inputs mix in BatchNorm and dropout adds changes of its own"
-        )
+    _check_inputs(model, x, x_adv, top_fraction, batch_size)
     modules = named_layers(model, layers)
 
     layers_seen: dict[str, _Layer] = {"input": _Layer("input", x[0].numel())}
@@ -255,3 +270,16 @@ def peak(changes: Sequence[LayerChange], metric: str = "rel_l2", exclude_input: 
     if not pool:
         raise ValueError("no layers to rank" + (" (only the input, which exclude_input leaves out)" if changes else ""))
     return max(pool, key=lambda c: getattr(c, metric))
+
+
+def change_summary(changes: Sequence[LayerChange]) -> dict[str, Any]:
+    """The headline numbers of a :func:`layer_changes` result: the number of layers, the layers where the
+    relative L2 and the relative L-inf change peak (:func:`peak`: ``{"layer", "depth", "value"}``, the input
+    left out) and the relative L2 change of the input (first) and of the output (last layer)."""
+    top = {m: peak(changes, m) for m in ("rel_l2", "rel_linf")}
+    return {
+        "layers": len(changes),
+        **{f"peak_{m}": {"layer": c.name, "depth": c.depth, "value": getattr(c, m)} for m, c in top.items()},
+        "input_rel_l2": changes[0].rel_l2,
+        "output_rel_l2": changes[-1].rel_l2,
+    }

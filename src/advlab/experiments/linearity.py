@@ -28,6 +28,7 @@ from torch import nn
 
 from advlab.attacks import FGSM
 from advlab.device import device_of
+from advlab.evaluation import metrics
 from advlab.losses import Loss
 
 
@@ -52,30 +53,36 @@ def fgsm_curve(
     loss: str | Loss = "ce",
     batch_size: int = 512,
 ) -> list[tuple[float, float]]:
-    """``[(eps, accuracy), ...]``: top-1 accuracy of ``model`` on ``x_adv = clip_[0,1](x + eps * sign(grad_x L(f(x), y)))``.
+    """``[(eps, accuracy), ...]``: top-1 accuracy of ``model`` on
+    ``x_adv = clip_[0,1](x + eps * sign(grad_x L(f(x), y)))``.
 
     One independent FGSM step per eps (Goodfellow et al. 2015; not warm-started from a smaller eps, so the
     curve is what a single step of that size does and need not be monotone for a non-linear model).
     ``eps = 0`` is the clean accuracy. ``x``: (N, C, H, W) in [0, 1]; ``y``: (N,) labels; ``eps`` in
     [0, 1] pixel units; ``loss``: "ce" (the paper's) or any advlab loss, e.g. "margin", whose gradient
-    does not vanish where float32 softmax saturates. The model should be in eval mode. Accuracy counts a
-    sample as correct when ``argmax f(x_adv) == y``, so a clean mistake stays a mistake.
+    does not vanish where float32 softmax saturates. The model should be in eval mode. Accuracy
+    (:func:`advlab.evaluation.metrics.accuracy`) counts a sample as correct when ``argmax f(x_adv) == y``, so a
+    clean mistake stays a mistake.
     """
     eps = check_eps_list(eps_list)
     if y.shape != (len(x),):
         raise ValueError(f"y must have shape ({len(x)},), got {tuple(y.shape)}")
     if len(x) == 0:
         raise ValueError("x is empty: nothing to attack")
-    out = []
-    for e in eps:
-        correct = 0
-        for i in range(0, len(x), batch_size):
-            xb, yb = x[i : i + batch_size], y[i : i + batch_size]
-            xa = xb if e == 0 else FGSM(eps=e, loss=loss).perturb(model, xb, yb)
-            with torch.no_grad():
-                correct += int((model(xa).argmax(1) == yb).sum())
-        out.append((e, correct / len(x)))
-    return out
+    return [(e, metrics.accuracy(y, _fgsm_predictions(model, x, y, e, loss, batch_size))) for e in eps]
+
+
+def _fgsm_predictions(
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, loss: str | Loss, batch_size: int
+) -> torch.Tensor:
+    """(N,) ``argmax f(x_adv)`` of one FGSM step of size ``eps`` (``x`` itself at eps 0), batch by batch."""
+    preds = []
+    for i in range(0, len(x), batch_size):
+        xb, yb = x[i : i + batch_size], y[i : i + batch_size]
+        xa = xb if eps == 0 else FGSM(eps=eps, loss=loss).perturb(model, xb, yb)
+        with torch.no_grad():
+            preds.append(model(xa).argmax(1).to(y.device))
+    return torch.cat(preds)
 
 
 # ------------------------------------------------------------------------------------------------ the linear model
@@ -127,7 +134,8 @@ def affine_map(model: nn.Module, input_shape: Sequence[int]) -> tuple[torch.Tens
 
 
 def fgsm_margin_shift(w: torch.Tensor, y: torch.Tensor, t: torch.Tensor, eps: float) -> torch.Tensor:
-    """Goodfellow's predicted change of ``z_t - z_y`` under the step ``eta = eps * sign(w_t - w_y)``: ``eps * ||w_t - w_y||_1``.
+    """Goodfellow's predicted change of ``z_t - z_y`` under the step ``eta = eps * sign(w_t - w_y)``:
+    ``eps * ||w_t - w_y||_1``.
 
     ``w``: (K, n) weights; ``y``, ``t``: (N,) class pairs; returns (N,) in logit units. Exact when no
     pixel of ``x + eta`` leaves [0, 1]; otherwise an upper bound.
@@ -148,3 +156,23 @@ def linear_flip_eps(w: torch.Tensor, b: torch.Tensor, x: torch.Tensor, y: torch.
     ratio = (zy - z).clamp_min(0) / norms.clamp_min(torch.finfo(norms.dtype).tiny)
     ratio = ratio.scatter(1, y[:, None], float("inf"))
     return ratio.amin(1)
+
+
+# ------------------------------------------------------------------------------------------------ summaries
+def eps_below(curve: Sequence[tuple[float, float]], level: float = 0.5) -> float | None:
+    """The first eps of a :func:`fgsm_curve` whose accuracy is below ``level`` (None when none is)."""
+    return next((e for e, a in curve if a < level), None)
+
+
+def linear_margins(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> dict[str, float | None]:
+    """For an affine model (:func:`affine_map` at ``x``'s shape): ``median_flip_eps``, the median over the images
+    of :func:`linear_flip_eps` (the finite ones; None when none is), and ``mean_pair_l1``, the mean of
+    ``||w_c - w_t||_1`` over the ordered class pairs c != t (logit units per unit of L-inf perturbation)."""
+    w, b = affine_map(model, x.shape[1:])
+    flip = linear_flip_eps(w, b, x, y)
+    finite = torch.isfinite(flip)
+    pairs = (w[:, None, :] - w[None, :, :]).abs().sum(2)
+    return {
+        "median_flip_eps": float(flip[finite].median()) if finite.any() else None,
+        "mean_pair_l1": float(pairs.sum() / (len(w) * (len(w) - 1))),
+    }

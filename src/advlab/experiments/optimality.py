@@ -4,7 +4,10 @@ their areas, and the comparison of several attacks on the same model, data and q
 From an attack's per-sample distances d_i (the norm of its smallest adversarial perturbation, inf where none;
 0 for a sample the model already gets wrong), robust accuracy at every eps at once is
 
-    RA(eps) = (1/N) #{i : correct_i and d_i > eps},    and its area  A = int_0^eps_max RA = (1/N) sum_i correct_i min(d_i, eps_max).
+    RA(eps) = (1/N) #{i : correct_i and d_i > eps},
+    and its area  A = int_0^eps_max RA = (1/N) sum_i correct_i min(d_i, eps_max)
+
+(:func:`advlab.evaluation.metrics.robust_accuracy_curve` and :func:`~advlab.evaluation.metrics.robust_accuracy_area`).
 
 With the reference d*_i = min over the attacks compared of d_i (the best any of them found) and its area A*,
 an attack's optimality is AttackBench's
@@ -30,10 +33,11 @@ from typing import Any
 import torch
 from torch import nn
 
+from advlab.attacks import APGD, APGDT, CW, DDN, FMN, LBFGS, DeepFool
 from advlab.attacks.base import Attack
-from advlab.attacks.catalog import attack_classes
 from advlab.attacks.minimal import bisect
 from advlab.errors import AdvlabError
+from advlab.evaluation import metrics
 from advlab.threat import distance
 
 #: advlab's attacks a comparison can run, with the norms each has
@@ -49,18 +53,6 @@ ADVLAB_NORMS: dict[str, tuple[str, ...]] = {
 #: the bisection of the eps-bounded attacks: probes and the first (largest) eps per norm, in [0, 1] pixel units
 PROBES = 10
 BISECT_HI = {"linf": 0.5, "l2": 4.0, "l1": 16.0}
-
-
-def robust_curve(dist: torch.Tensor, correct: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
-    """Robust accuracy at each eps of ``eps`` (E,): the fraction of samples correct and at distance > eps."""
-    ok = correct.bool().cpu()[:, None] & (dist.cpu()[:, None] > eps.cpu()[None, :])
-    return ok.float().mean(0)
-
-
-def area(dist: torch.Tensor, correct: torch.Tensor, eps_max: float) -> float:
-    """The area under the robust-accuracy curve from 0 to ``eps_max`` (exact for the step curve)."""
-    d = torch.where(correct.bool().cpu(), dist.cpu().double().clamp(max=eps_max), torch.zeros_like(dist.cpu().double()))
-    return float(d.mean()) if len(d) else 0.0
 
 
 def optimality(a: float, a_ref: float, clean_acc: float, eps_max: float) -> float:
@@ -110,7 +102,10 @@ class Comparison:
         }
 
     def markdown(self) -> str:
-        head = "| attack | optimality | area | success | median distance | forwards | backwards | seconds |\n|---|---|---|---|---|---|---|---|\n"
+        head = (
+            "| attack | optimality | area | success | median distance | forwards | backwards | seconds |\n"
+            "|---|---|---|---|---|---|---|---|\n"
+        )
         lines = []
         for r in self.rows:
             if r.get("note"):
@@ -133,22 +128,22 @@ def score(
     entries: list[Entry], correct: torch.Tensor, norm: str, budget: int, eps_max: float | None = None
 ) -> Comparison:
     """Reference distances (the per-sample best over the entries that ran), areas and optimality of each entry."""
-    ran = [e for e in entries if e.distances is not None]
+    ran = [e.distances for e in entries if e.distances is not None]
     n = len(correct)
     if not ran:
         raise AdvlabError("no attack of the comparison ran")
-    ref = torch.stack([e.distances for e in ran]).amin(0)  # type: ignore[misc]
+    ref = torch.stack(ran).amin(0)
     finite = ref[torch.isfinite(ref) & correct.bool()]
     top = float(eps_max) if eps_max is not None else (float(finite.max()) if len(finite) else 1.0)
-    clean = float(correct.float().mean()) if n else 0.0
-    a_ref = area(ref, correct, top)
+    clean = metrics.rate(correct)
+    a_ref = metrics.robust_accuracy_area(ref, correct, top)
     cmp = Comparison(norm, budget, n, clean, top, a_ref, ref, correct.bool().cpu())
     for e in entries:
         if e.distances is None:
             cmp.rows.append({"attack": e.name, "note": e.note or "did not run"})
             continue
         cmp.distances[e.name] = e.distances
-        a = area(e.distances, correct, top)
+        a = metrics.robust_accuracy_area(e.distances, correct, top)
         broken = correct.bool() & torch.isfinite(e.distances)
         med = e.distances[broken]
         cmp.rows.append(
@@ -156,7 +151,7 @@ def score(
                 "attack": e.name,
                 "optimality": round(optimality(a, a_ref, clean, top), 6),
                 "area": round(a, 6),
-                "success_rate": float(broken.sum()) / max(int(correct.sum()), 1),
+                "success_rate": metrics.attack_success_rate(broken, attacked=correct),
                 "median_distance": round(float(med.median()), 6) if len(med) else None,
                 "forwards": round(e.forwards, 1),
                 "backwards": round(e.backwards, 1),
@@ -170,7 +165,8 @@ def score(
 def curve_points(dist: torch.Tensor, correct: torch.Tensor, eps_max: float, points: int = 51) -> list[list[float]]:
     """[eps, robust accuracy] at ``points`` evenly spaced eps in [0, eps_max] (what plots and JSON hold)."""
     eps = torch.linspace(0, eps_max, points)
-    return [[round(float(e), 6), round(float(r), 6)] for e, r in zip(eps, robust_curve(dist, correct, eps))]
+    curve = metrics.robust_accuracy_curve(dist, correct, eps)
+    return [[round(float(e), 6), round(float(r), 6)] for e, r in zip(eps, curve, strict=True)]
 
 
 def measured(model: nn.Module, x: torch.Tensor, y: torch.Tensor, x_adv: torch.Tensor, norm: str) -> torch.Tensor:
@@ -194,35 +190,40 @@ def advlab_attack(
     (:func:`advlab.attacks.minimal.bisect`), APGD-T over 3 targets. Returns ``run(model, x, y) -> AttackResult``."""
     if name not in ADVLAB_NORMS:
         raise AdvlabError(
-            f"unknown attack {name!r} for a comparison; choose from {', '.join(ADVLAB_NORMS)} or torchattacks:/foolbox:/art: peers"
+            f"unknown attack {name!r} for a comparison; choose from {', '.join(ADVLAB_NORMS)} "
+            "or torchattacks:/foolbox:/art: peers"
         )
     if norm not in ADVLAB_NORMS[name]:
         raise AdvlabError(f"{name} has no {norm} version (it has {', '.join(ADVLAB_NORMS[name])})")
     if budget < 1:
         raise AdvlabError(f"budget must be at least 1 forward+backward pass, got {budget}")
-    cls = attack_classes()[name]
-    steps = max(1, (budget - classes - 2) // 2)
-    atk: Attack
-    if name == "fmn":
-        atk = cls(norm=norm, steps=steps)
-    elif name == "ddn":
-        atk = cls(steps=steps)
-    elif name == "cw":
-        atk = cls(binary_search_steps=5, steps=max(1, budget // 10))
-    elif name == "deepfool":
-        atk = cls(norm=norm, steps=max(1, min(50, (budget - 1) // (2 + classes))), candidates=classes)
-    elif name == "lbfgs":
-        atk = cls(search_steps=8, steps=max(1, budget // 16))
-    else:
-        per = budget // PROBES
-        atk = cls(
-            norm=norm,
-            eps=BISECT_HI[norm],
-            steps=max(1, (per - 2) // 2 if name == "apgd" else (per - 2) // 6),
-            **({"n_targets": 3} if name == "apgd-t" else {}),
-        )
-        return lambda model, x, y: bisect(atk, model, x, y, hi=BISECT_HI[norm], probes=PROBES)
+    if name in ("apgd", "apgd-t"):
+        bounded = _bisected_apgd(name, norm, budget)
+        return lambda model, x, y: bisect(bounded, model, x, y, hi=BISECT_HI[norm], probes=PROBES)
+    atk = _minimal_attack(name, norm, budget, classes)
     return lambda model, x, y: atk(model, x, y)
+
+
+def _minimal_attack(name: str, norm: str, budget: int, classes: int) -> Attack:
+    """The minimum-norm attack ``name`` (fmn, ddn, cw, deepfool, lbfgs) within ``budget`` passes per sample."""
+    steps = max(1, (budget - classes - 2) // 2)
+    if name == "fmn":
+        return FMN(norm=norm, steps=steps)
+    if name == "ddn":
+        return DDN(steps=steps)
+    if name == "cw":
+        return CW(binary_search_steps=5, steps=max(1, budget // 10))
+    if name == "deepfool":
+        return DeepFool(norm=norm, steps=max(1, min(50, (budget - 1) // (2 + classes))), candidates=classes)
+    return LBFGS(search_steps=8, steps=max(1, budget // 16))
+
+
+def _bisected_apgd(name: str, norm: str, budget: int) -> Attack:
+    """APGD (or APGD-T over 3 targets) at the largest eps of the bisection, each probe's share of ``budget``."""
+    per = budget // PROBES
+    if name == "apgd":
+        return APGD(norm=norm, eps=BISECT_HI[norm], steps=max(1, (per - 2) // 2))
+    return APGDT(norm=norm, eps=BISECT_HI[norm], steps=max(1, (per - 2) // 6), n_targets=3)
 
 
 def run_advlab(
@@ -309,7 +310,7 @@ def compare(
         raise AdvlabError(f"budget must be at least 1 forward+backward pass, got {budget}")
     with torch.no_grad():
         logits = model(x)
-    classes, correct = logits.shape[1], (logits.argmax(1) == y).cpu()
+    classes, correct = logits.shape[1], metrics.clean_correct(y, logits.argmax(1)).cpu()
     for name in attacks:  # every name (and norm) checked before anything runs
         if ":" not in name:
             advlab_attack(name, norm, budget, classes)

@@ -1,6 +1,7 @@
 """Thin adapters to other libraries' minimum-norm attacks (torchattacks, Foolbox 3, ART), for
 :func:`advlab.experiments.optimality.compare`. Each returns ``run(model, x, y) -> x_adv`` for images in [0, 1]
-and imports its library when called: a library that is not installed raises ImportError.
+and imports its library when called: a library that is not installed raises ImportError. The libraries are
+optional and untyped, so they are imported by name (:func:`importlib.import_module`): their attributes are ``Any``.
 
 Budgets follow advlab's (forward + backward passes per sample): FMN / DDN ``budget // 2`` steps; C&W 5 binary
 search rounds of ``budget // 10`` steps (torchattacks' C&W has no search: ``budget // 2`` steps at c = 1);
@@ -9,7 +10,9 @@ DeepFool up to 50 steps, overshoot 0.02. Other settings are each library's defau
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import importlib
+from collections.abc import Callable, Mapping
+from typing import Any
 
 import torch
 from torch import nn
@@ -19,21 +22,27 @@ from advlab.errors import AdvlabError
 Run = Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
 
 
-def _missing(lib: str, name: str, norm: str, have: dict[str, tuple[str, ...]]) -> AdvlabError:
+def _missing(lib: str, name: str, norm: str, have: Mapping[str, tuple[str, ...]]) -> AdvlabError:
     if name not in have:
         return AdvlabError(f"{lib} has no {name!r} in advlab's adapters; choose from {', '.join(have)}")
     return AdvlabError(f"{lib}:{name} has no {norm} version (it has {', '.join(have[name])})")
 
 
-TORCHATTACKS = {"cw": ("l2",), "deepfool": ("l2",)}
-FOOLBOX = {"fmn": ("l0", "l1", "l2", "linf"), "ddn": ("l2",), "cw": ("l2",), "deepfool": ("l2", "linf")}
-ART = {"cw": ("l2",), "deepfool": ("l2",)}
+#: the attacks each library's adapter runs, and their norms
+TORCHATTACKS: dict[str, tuple[str, ...]] = {"cw": ("l2",), "deepfool": ("l2",)}
+FOOLBOX: dict[str, tuple[str, ...]] = {
+    "fmn": ("l0", "l1", "l2", "linf"),
+    "ddn": ("l2",),
+    "cw": ("l2",),
+    "deepfool": ("l2", "linf"),
+}
+ART: dict[str, tuple[str, ...]] = {"cw": ("l2",), "deepfool": ("l2",)}
 
 
 def torchattacks_attack(name: str, norm: str, budget: int, classes: int, shape: tuple[int, ...]) -> Run:
     if norm not in TORCHATTACKS.get(name, ()):
         raise _missing("torchattacks", name, norm, TORCHATTACKS)
-    import torchattacks
+    torchattacks = importlib.import_module("torchattacks")
 
     def run(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         if name == "cw":
@@ -49,9 +58,9 @@ def torchattacks_attack(name: str, norm: str, budget: int, classes: int, shape: 
 def foolbox_attack(name: str, norm: str, budget: int, classes: int, shape: tuple[int, ...]) -> Run:
     if norm not in FOOLBOX.get(name, ()):
         raise _missing("foolbox", name, norm, FOOLBOX)
-    import foolbox as fb
+    fb = importlib.import_module("foolbox")
 
-    def build() -> object:
+    def build() -> Any:
         if name == "fmn":
             cls = {
                 "l0": fb.attacks.L0FMNAttack,
@@ -69,7 +78,7 @@ def foolbox_attack(name: str, norm: str, budget: int, classes: int, shape: tuple
 
     def run(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         fmodel = fb.PyTorchModel(model.eval(), bounds=(0, 1))
-        _, clipped, _ = build()(fmodel, x, y, epsilons=None)  # type: ignore[operator]
+        _, clipped, _ = build()(fmodel, x, y, epsilons=None)
         return clipped[0] if isinstance(clipped, list) else clipped
 
     return run
@@ -78,11 +87,11 @@ def foolbox_attack(name: str, norm: str, budget: int, classes: int, shape: tuple
 def art_attack(name: str, norm: str, budget: int, classes: int, shape: tuple[int, ...]) -> Run:
     if norm not in ART.get(name, ()):
         raise _missing("art", name, norm, ART)
-    from art.attacks.evasion import CarliniL2Method, DeepFool
-    from art.estimators.classification import PyTorchClassifier
+    evasion = importlib.import_module("art.attacks.evasion")
+    classification = importlib.import_module("art.estimators.classification")
 
     def run(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        clf = PyTorchClassifier(
+        clf = classification.PyTorchClassifier(
             model=model,
             loss=nn.CrossEntropyLoss(),
             input_shape=shape,
@@ -91,7 +100,7 @@ def art_attack(name: str, norm: str, budget: int, classes: int, shape: tuple[int
             device_type="cpu",
         )
         if name == "cw":
-            atk = CarliniL2Method(
+            atk = evasion.CarliniL2Method(
                 clf,
                 confidence=0.0,
                 learning_rate=0.01,
@@ -102,7 +111,7 @@ def art_attack(name: str, norm: str, budget: int, classes: int, shape: tuple[int
                 verbose=False,
             )
         else:
-            atk = DeepFool(clf, max_iter=50, epsilon=0.02, nb_grads=classes, batch_size=len(x), verbose=False)
+            atk = evasion.DeepFool(clf, max_iter=50, epsilon=0.02, nb_grads=classes, batch_size=len(x), verbose=False)
         out = atk.generate(x=x.detach().cpu().numpy(), y=y.detach().cpu().numpy() if name == "cw" else None)
         return torch.from_numpy(out).to(x)
 

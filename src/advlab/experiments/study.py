@@ -1,4 +1,4 @@
-"""Defense sweeps (seed 003, "does pruning defend?"): one model, a fixed sample set, fixed attack seeds, and a
+"""Defense sweeps (research note 003, "does pruning defend?"): one model, a fixed sample set, fixed attack seeds, and a
 list of defense settings; per setting the seed's table row, with confidence intervals and a paired test.
 
 For every setting the defended model is built afresh from the undefended one (:mod:`advlab.defenses`) and
@@ -7,16 +7,17 @@ measured on the same images ``x`` (in [0, 1]) with labels ``y`` (all labelled), 
 
     clean_accuracy              = |C| / N
     robust_accuracy             = |{i in C: f_d(x_adv_i) = y_i}| / N    x_adv: the attack run on f_d itself (white
-                                                            box); seed 003's "remnant accuracy"
+                                                            box); research note 003's "remnant accuracy"
     prediction_change_rate      = |f_d(x_adv) != f_d(x)| / N
     strict_attack_success_rate  = |{i in C: f_d(x_adv_i) != y_i}| / |C|
     transfer_robust_accuracy    = |{i in C: f_d(x_adv_dense_i) = y_i}| / N   x_adv_dense: the attack on the undefended
-                                                            model (seed 003's "pretrained-qt" transfer row, for every setting)
+                                                            model (research note 003's "pretrained-qt" transfer row, for
+                                                            every setting)
 
 Robust accuracy is the one of ``advlab eval`` and ``advlab attack``: a sample the defended model gets wrong
 clean is never robust (until issue 12 the study counted ``f_d(x_adv) = y`` over all N, which also counted
 a misclassified sample the attack happened to move onto its label). Every sample is attacked (also the ones
-the model gets wrong), so that the prediction change rate is over all N as in the seed. Seed 003's table
+the model gets wrong), so that the prediction change rate is over all N as in the seed. Research note 003's table
 appears to label its last two columns the other way round (its "prediction change rate" equals (clean -
 remnant) / clean); the definitions above are the ones used here. Accuracies carry 95% Wilson intervals;
 ``p_clean``/``p_robust`` are exact two-sided McNemar tests of the per-sample correctness (clean-correct,
@@ -46,6 +47,7 @@ from advlab.work import Work
 
 __all__ = [
     "CHECK_SAMPLES",
+    "TABLE_NOTE",
     "Outcome",
     "Row",
     "Setting",
@@ -176,12 +178,24 @@ class Outcome:
     clean_correct: torch.Tensor
     robust_correct: torch.Tensor
 
+    def to_saved(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+        """(tensors, JSON-ready dict) to save: the per-sample correctness and the row."""
+        return {"clean_correct": self.clean_correct, "robust_correct": self.robust_correct}, self.row.to_dict()
+
+    @classmethod
+    def from_saved(cls, tensors: dict[str, torch.Tensor], row: dict[str, Any]) -> Outcome:
+        """The outcome :meth:`to_saved` saved (JSON turned the intervals into lists: they become tuples again)."""
+        d = dict(row)
+        for k in ("clean_ci", "robust_ci", "transfer_ci"):
+            d[k] = tuple(d[k])
+        return cls(Row(**d), tensors["clean_correct"].bool(), tensors["robust_correct"].bool())
+
 
 def _defended(
     model: nn.Module, setting: Setting, calibration: torch.Tensor | None
 ) -> tuple[nn.Module, float, dict[str, Any]]:
     """The defended model for ``setting``, its changed fraction (the seed's "prune ratio") and the defense's details."""
-    from advlab.defenses import DEFENSES
+    from advlab.defenses import DEFENSES, defense_info
 
     if setting.defense == "none":
         return model, 0.0, {}
@@ -194,7 +208,9 @@ def _defended(
         defended = DEFENSES[setting.defense](model, setting.value, **kw)
     except ValueError as e:
         raise AdvlabError(f"{setting.label}: {e}") from None
-    info = defended.defense  # type: ignore[attr-defined]
+    info = defense_info(defended)
+    if info is None:
+        raise AdvlabError(f"{setting.label}: the defense returned a model without its .defense record")
     return defended, float(info.changed_fraction), dict(info.details)
 
 
@@ -279,7 +295,7 @@ def sweep(
     The first outcome (row 0) is always the undefended model (the paired tests compare against it); row i > 0 is
     the i-th setting that is not "none". ``work``: one unit per row: ``work.done`` holds outcomes finished
     earlier (resume; not measured again), ``work.on_done(i, outcome)`` is called after each new one,
-    ``work.mine(i)`` selects this shard's rows (the result then holds the rows measured or given in ``done``,
+    ``work.in_shard(i)`` selects this shard's rows (the result then holds the rows measured or given in ``done``,
     in order), ``work.progress`` wraps the row indices. A row measured without the undefended row at hand
     gets its McNemar tests when the rows are merged (a later call whose ``done`` holds row 0): the tests
     depend only on the saved per-sample correctness, so the merged table equals a single-process one.
@@ -343,6 +359,13 @@ def table(outcomes: Sequence[Outcome]) -> list[dict[str, Any]]:
     return out
 
 
+#: under the table of :func:`markdown`: how to read the brackets and the p-value
+TABLE_NOTE = (
+    "Accuracies: estimate [95% Wilson interval, in percent] over the n images. McNemar p: exact test of the "
+    "robust-correct flags against the undefended model."
+)
+
+
 def _ci(rate: float, ci: Sequence[float]) -> str:
     """A rate with its 95% Wilson interval: "97.00% [94.1, 98.5]" (the interval in percent)."""
     return f"{rate:.2%} [{100 * ci[0]:.1f}, {100 * ci[1]:.1f}]"
@@ -352,8 +375,9 @@ def markdown(outcomes: Sequence[Outcome], model_name: str = "model") -> str:
     """The seed's table layout, with our definitions (see the module docstring) and the extra columns; the
     accuracies carry their 95% Wilson intervals in brackets (in percent)."""
     head = (
-        "| Model | prune ratio | Clean Accuracy | Remnant Accuracy | Prediction Change Rate | Strict Attack Success Rate "
-        "(from correct to wrong) | Transfer Remnant Accuracy | McNemar p (robust) | Note |"
+        "| Model | prune ratio | Clean Accuracy | Remnant Accuracy | Prediction Change Rate "
+        "| Strict Attack Success Rate (from correct to wrong) | Transfer Remnant Accuracy | McNemar p (robust) "
+        "| Note |"
     )
     lines = [head, "| " + " | ".join([":-:"] * 9) + " |"]
     for o in outcomes:
@@ -366,8 +390,9 @@ def markdown(outcomes: Sequence[Outcome], model_name: str = "model") -> str:
             note.append("robust accuracy differs (p < 0.05)")
         p = "" if r.p_robust is None else f"{r.p_robust:.3g}"
         lines.append(
-            f"| {name} | {r.changed_fraction:.4%} | {_ci(r.clean_accuracy, r.clean_ci)} | {_ci(r.robust_accuracy, r.robust_ci)} "
-            f"| {r.prediction_change_rate:.2%} | {r.strict_attack_success_rate:.2%} | {_ci(r.transfer_robust_accuracy, r.transfer_ci)} "
+            f"| {name} | {r.changed_fraction:.4%} | {_ci(r.clean_accuracy, r.clean_ci)} "
+            f"| {_ci(r.robust_accuracy, r.robust_ci)} | {r.prediction_change_rate:.2%} "
+            f"| {r.strict_attack_success_rate:.2%} | {_ci(r.transfer_robust_accuracy, r.transfer_ci)} "
             f"| {p} | {'; '.join(note)} |"
         )
     return "\n".join(lines) + "\n"

@@ -55,6 +55,9 @@ NOISE_TRIES = 10
 
 __all__ = ["NOISE_TRIES", "Ensemble", "Resized", "TransferMatrix", "eps_text", "transfer_matrix"]
 
+#: models with their names, in order: ``[("digits-cnn", model), ...]``
+NamedModels = Sequence[tuple[str, nn.Module]]
+
 
 class Resized(nn.Module):
     """``model`` behind a differentiable resize: f(x) = model(R(x)), R bilinear to ``size`` x ``size``.
@@ -92,7 +95,7 @@ class Ensemble(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = None
-        for w, m in zip(self.weights, self.members):
+        for w, m in zip(self.weights, self.members, strict=True):
             z = m(x)
             if out is not None and z.shape != out.shape:
                 raise ValueError(
@@ -141,19 +144,19 @@ class TransferMatrix:
     @property
     def success(self) -> list[list[float | None]]:
         """success[s][t] = fooled[s][t] / clean_correct[t] (the transfer matrix)."""
-        return [[_rate(f, k) for f, k in zip(row, self.clean_correct)] for row in self.fooled]
+        return [[_rate(f, k) for f, k in zip(row, self.clean_correct, strict=True)] for row in self.fooled]
 
     @property
     def white_box(self) -> list[float | None]:
         """Per source: its attack's success on the model it was crafted on (over the samples that model gets right)."""
-        return [_rate(f, k) for f, k in zip(self.white_box_fooled, self.source_clean_correct)]
+        return [_rate(f, k) for f, k in zip(self.white_box_fooled, self.source_clean_correct, strict=True)]
 
     @property
     def noise(self) -> list[float | None] | None:
         """Per target: the success of random noise at the same eps (the chance baseline), or None."""
         if self.noise_fooled is None:
             return None
-        return [_rate(f, k) for f, k in zip(self.noise_fooled, self.clean_correct)]
+        return [_rate(f, k) for f, k in zip(self.noise_fooled, self.clean_correct, strict=True)]
 
     @property
     def clean_accuracy(self) -> list[float | None]:
@@ -215,18 +218,19 @@ class TransferMatrix:
             "fooled": self.fooled,
             "clean_correct": self.clean_correct,
             "clean_accuracy": self.clean_accuracy,
-            "white_box": dict(zip(self.sources, self.white_box)),
+            "white_box": dict(zip(self.sources, self.white_box, strict=True)),
             "white_box_fooled": self.white_box_fooled,
             "source_clean_correct": self.source_clean_correct,
-            "noise_baseline": None if self.noise is None else dict(zip(self.targets, self.noise)),
+            "noise_baseline": None if self.noise is None else dict(zip(self.targets, self.noise, strict=True)),
             "noise_fooled": self.noise_fooled,
             "noise_tries": self.noise_tries,
             "members": self.members,
             "true_prob_drop": self.prob_drop,
-            "white_box_true_prob_drop": dict(zip(self.sources, self.white_box_prob_drop)),
+            # not strict: a matrix built without the probability drops has none (an empty list)
+            "white_box_true_prob_drop": dict(zip(self.sources, self.white_box_prob_drop, strict=False)),
             "noise_true_prob_drop": None
             if self.noise_prob_drop is None
-            else dict(zip(self.targets, self.noise_prob_drop)),
+            else dict(zip(self.targets, self.noise_prob_drop, strict=True)),
             "seconds": self.seconds,
         }
 
@@ -239,17 +243,17 @@ class TransferMatrix:
         head = ["source \\ target", *self.targets, "white box (on the source)"]
         lines = ["| " + " | ".join(head) + " |", "| " + " | ".join([":--"] + [":-:"] * (len(head) - 1)) + " |"]
         for i, s in enumerate(self.sources):
-            cells = [cell(f, k) for f, k in zip(self.fooled[i], self.clean_correct)]
+            cells = [cell(f, k) for f, k in zip(self.fooled[i], self.clean_correct, strict=True)]
             lines.append(
                 f"| {s} | " + " | ".join(cells) + f" | {cell(self.white_box_fooled[i], self.source_clean_correct[i])} |"
             )
         if self.noise_fooled is not None:
-            cells = [cell(f, k) for f, k in zip(self.noise_fooled, self.clean_correct)]
+            cells = [cell(f, k) for f, k in zip(self.noise_fooled, self.clean_correct, strict=True)]
             lines.append(f"| chance: random noise ({self.noise_tries} tries) | " + " | ".join(cells) + " |  |")
         ball = f"{self.norm} eps = {eps_text(self.eps)}" if self.eps is not None else "no eps-ball"
         note = (
-            f"\nCells: the fraction of the samples the target classifies correctly that it misclassifies on the source's "
-            f"adversarial examples ({self.attack}, {ball}, untargeted; n = {self.n}).\n"
+            "\nCells: the fraction of the samples the target classifies correctly that it misclassifies on the "
+            f"source's adversarial examples ({self.attack}, {ball}, untargeted; n = {self.n}).\n"
         )
         return "\n".join(lines) + "\n" + note
 
@@ -310,11 +314,7 @@ def _unique(names: Sequence[str], what: str) -> None:
 
 
 def _checked(
-    sources: Sequence[tuple[str, nn.Module]],
-    targets: Sequence[tuple[str, nn.Module]],
-    x: torch.Tensor,
-    y: torch.Tensor,
-    attack: Attack,
+    sources: NamedModels, targets: NamedModels, x: torch.Tensor, y: torch.Tensor, attack: Attack
 ) -> tuple[float | None, str]:
     """Raise AdvlabError for inputs a matrix cannot be built from; the attack's (eps, norm)."""
     if not sources or not targets:
@@ -359,9 +359,66 @@ def _clean_logits(
     return z_clean
 
 
-def transfer_matrix(
+def _fitted(
     sources: Sequence[tuple[str, nn.Module]],
     targets: Sequence[tuple[str, nn.Module]],
+    x: torch.Tensor,
+    ensemble: bool,
+) -> tuple[list[tuple[str, nn.Module]], list[tuple[str, nn.Module]], dict[str, list[str]]]:
+    """Sources and targets as they take ``x`` (:func:`_fit`); with ``ensemble`` a last source "ensemble(a+b+...)",
+    the logit average of all sources; and the members of each ensemble source, by name."""
+    src = [(n, _fit(m, x, n)) for n, m in sources]
+    tgt = [(n, _fit(m, x, n)) for n, m in targets]
+    members: dict[str, list[str]] = {}
+    if ensemble:
+        name = "ensemble(" + "+".join(n for n, _ in sources) + ")"
+        src.append((name, Ensemble([m for _, m in src])))
+        members[name] = [n for n, _ in sources]
+    return src, tgt, members
+
+
+@dataclass
+class _SourceRows:
+    """Per source (row): the fooled counts and true-class probability drops on every target, and on the source
+    itself (the white-box attack)."""
+
+    fooled: list[list[int]] = field(default_factory=list)
+    drops: list[list[float | None]] = field(default_factory=list)
+    white_box: list[int] = field(default_factory=list)
+    white_box_drops: list[float | None] = field(default_factory=list)
+
+
+def _source_rows(
+    src: list[tuple[str, nn.Module]],
+    tgt: list[tuple[str, nn.Module]],
+    z_clean: dict[str, torch.Tensor],
+    x: torch.Tensor,
+    y: torch.Tensor,
+    attack: Attack,
+    batch_size: int,
+    progress: bool,
+) -> _SourceRows:
+    """``attack`` crafted on each source, its adversarials scored on the source and on every target."""
+    it: Any = src
+    if progress:
+        from tqdm import tqdm
+
+        it = tqdm(src, desc="transfer", unit="source", leave=False, dynamic_ncols=True)
+    rows = _SourceRows()
+    for n, m in it:
+        x_adv, z_adv = _run(m, attack, x, y, batch_size)
+        f, d = _counts(y, z_clean[n], z_adv)
+        rows.white_box.append(f)
+        rows.white_box_drops.append(d)
+        cells = [_counts(y, z_clean[tn], z_adv if tn == n else _logits(tm, x_adv, batch_size)) for tn, tm in tgt]
+        rows.fooled.append([f for f, _ in cells])
+        rows.drops.append([d for _, d in cells])
+    return rows
+
+
+def transfer_matrix(
+    sources: NamedModels,
+    targets: NamedModels,
     x: torch.Tensor,
     y: torch.Tensor,
     attack: Attack,
@@ -384,13 +441,7 @@ def transfer_matrix(
     t0 = time.perf_counter()
     eps, norm = _checked(sources, targets, x, y, attack)
     x, y = x.detach().cpu(), y.detach().cpu().long()
-    src = [(n, _fit(m, x, n)) for n, m in sources]
-    tgt = [(n, _fit(m, x, n)) for n, m in targets]
-    members: dict[str, list[str]] = {}
-    if ensemble:
-        name = "ensemble(" + "+".join(n for n, _ in sources) + ")"
-        src.append((name, Ensemble([m for _, m in src])))
-        members[name] = [n for n, _ in sources]
+    src, tgt, members = _fitted(sources, targets, x, ensemble)
     z_clean = _clean_logits(src, tgt, len(sources), x, y, batch_size)
     noise_fooled: list[int] | None = None
     noise_drop: list[float | None] | None = None
@@ -398,20 +449,7 @@ def transfer_matrix(
         noise = RandomNoise(eps=eps, norm=norm, tries=noise_tries, seed=attack.seed, quantize=attack.quantize)
         pairs = [_counts(y, z_clean[n], _run(m, noise, x, y, batch_size)[1]) for n, m in tgt]
         noise_fooled, noise_drop = [f for f, _ in pairs], [d for _, d in pairs]
-    it: Any = src
-    if progress:
-        from tqdm import tqdm
-
-        it = tqdm(src, desc="transfer", unit="source", leave=False, dynamic_ncols=True)
-    fooled, drops, wb, wb_drop = [], [], [], []
-    for n, m in it:
-        x_adv, z_adv = _run(m, attack, x, y, batch_size)
-        f, d = _counts(y, z_clean[n], z_adv)
-        wb.append(f)
-        wb_drop.append(d)
-        cells = [_counts(y, z_clean[tn], z_adv if tn == n else _logits(tm, x_adv, batch_size)) for tn, tm in tgt]
-        fooled.append([f for f, _ in cells])
-        drops.append([d for _, d in cells])
+    rows = _source_rows(src, tgt, z_clean, x, y, attack, batch_size, progress)
     correct = {n: int(metrics.clean_correct(y, z.argmax(1)).sum()) for n, z in z_clean.items()}
     return TransferMatrix(
         sources=[n for n, _ in src],
@@ -421,12 +459,12 @@ def transfer_matrix(
         eps=eps,
         norm=norm,
         clean_correct=[correct[n] for n, _ in tgt],
-        fooled=fooled,
+        fooled=rows.fooled,
         source_clean_correct=[correct[n] for n, _ in src],
-        white_box_fooled=wb,
+        white_box_fooled=rows.white_box,
         noise_fooled=noise_fooled,
-        prob_drop=drops,
-        white_box_prob_drop=wb_drop,
+        prob_drop=rows.drops,
+        white_box_prob_drop=rows.white_box_drops,
         noise_prob_drop=noise_drop,
         noise_tries=noise_tries,
         members=members,

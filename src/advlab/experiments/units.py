@@ -170,7 +170,8 @@ def activations(
 
 # ------------------------------------------------------------------------------------------------ probes
 def random_directions(dim: int, count: int, seed: int) -> torch.Tensor:
-    """(count, dim) float32 rows uniform on the unit sphere: ``v = g / ||g||_2``, ``g ~ N(0, I)`` from ``torch.Generator().manual_seed(seed)``.
+    """(count, dim) float32 rows uniform on the unit sphere: ``v = g / ||g||_2``, ``g ~ N(0, I)``, drawn from
+    ``torch.Generator().manual_seed(seed)``.
 
     Deterministic on every machine (drawn on the CPU); the same seed gives the same directions.
     """
@@ -333,8 +334,8 @@ def purity_summary(analysis: UnitAnalysis, labels: torch.Tensor) -> dict[str, An
     ``direction_minus_unit`` and the ``constant_units`` left out.
     """
     p = purities(analysis, labels)
-    live_u = [q for q, probe in zip(p["units"], analysis.units) if not probe.constant]
-    live_d = [q for q, probe in zip(p["directions"], analysis.random) if not probe.constant]
+    live_u = [q for q, probe in zip(p["units"], analysis.units, strict=True) if not probe.constant]
+    live_d = [q for q, probe in zip(p["directions"], analysis.random, strict=True) if not probe.constant]
     mean = lambda v: sum(v) / len(v) if v else float("nan")  # noqa: E731
     u, d = mean(live_u), mean(live_d)
     return {
@@ -351,7 +352,7 @@ def probes_table(analysis: UnitAnalysis, labels: torch.Tensor | None = None) -> 
     rows = []
     for p in analysis.probes:
         purity = float(label_purity(p.images, labels)[0]) if labels is not None else None
-        for rank, (i, v) in enumerate(zip(p.images.tolist(), p.values.tolist()), 1):
+        for rank, (i, v) in enumerate(zip(p.images.tolist(), p.values.tolist(), strict=True), 1):
             rows.append(
                 {
                     "kind": p.kind,
@@ -365,3 +366,97 @@ def probes_table(analysis: UnitAnalysis, labels: torch.Tensor | None = None) -> 
                 }
             )
     return rows
+
+
+# ------------------------------------------------------------------------------------------------ the comparison
+#: the most activation values (images x units) for which every unit's purity is computed (the "all units"
+#: mean, one sort of the whole (N, D) matrix); larger layers or data sets skip it
+ALL_UNITS_MAX = 2**25
+
+
+@dataclass(frozen=True)
+class UnitsVsDirections:
+    """What :func:`units_vs_directions` measured: the probes and the label purity of their top-k images.
+
+    ``labels``: (N,) the labels the purities are taken against: the data's own when every image has one
+    (``labelled``), else the model's predictions. ``purities``: :func:`purities` of the analysis;
+    ``summary``: :func:`purity_summary` of the chosen units and the random directions; ``all_units``: the same
+    over every unit of the layer (None for layers too large, see :data:`ALL_UNITS_MAX`); ``chance``:
+    :func:`chance_purity` of ``k`` random images.
+    """
+
+    analysis: UnitAnalysis
+    labels: torch.Tensor
+    labelled: bool
+    purities: dict[str, list[float]]
+    summary: dict[str, Any]
+    all_units: dict[str, Any] | None
+    chance: float
+
+    def to_dict(self) -> dict[str, Any]:
+        """The numbers, JSON-ready (``advlab analyze units``' metrics.json after the model and the data)."""
+        a, every = self.analysis, self.all_units
+        return {
+            "layer": a.layer,
+            "units_in_layer": a.dim,
+            "pool": a.pool,
+            "k": a.k,
+            "seed": a.seed,
+            "labels": "true" if self.labelled else "predicted",
+            "chance_purity": self.chance,
+            "unit_purity_mean": self.summary["unit_purity_mean"],
+            "direction_purity_mean": self.summary["direction_purity_mean"],
+            "direction_minus_unit": self.summary["direction_minus_unit"],
+            "all_units_purity_mean": every["unit_purity_mean"] if every else None,
+            "constant_units_in_layer": len(every["constant_units"]) if every else None,
+            "unit_purity": {str(p.index): v for p, v in zip(a.units, self.purities["units"], strict=True)},
+            "direction_purity": {str(p.index): v for p, v in zip(a.random, self.purities["directions"], strict=True)},
+        }
+
+
+def _predictions(model: nn.Module, x: torch.Tensor, batch_size: int) -> torch.Tensor:
+    with torch.no_grad():
+        return torch.cat([model(x[i : i + batch_size]).argmax(1) for i in range(0, len(x), batch_size)])
+
+
+def units_vs_directions(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    layer: str | None = None,
+    units: Sequence[int] | None = None,
+    *,
+    directions: int = 8,
+    k: int = 8,
+    seed: int = 0,
+    top_units: int = 8,
+    pool: bool = False,
+    batch_size: int = 256,
+) -> UnitsVsDirections:
+    """Szegedy et al.'s comparison on ``x`` (N, C, H, W) with labels ``y`` (-1: unlabelled): the top-``k``
+    images of units and of random directions of ``layer`` (:func:`unit_top_images`, same arguments) and the
+    label purity of each, against the labels, or the model's predictions when some image has no label.
+
+    Also the purity over every unit of the layer when it has at most :data:`ALL_UNITS_MAX` activation values.
+    ValueError as for :func:`unit_top_images`.
+    """
+    spec, phi = activations(model, x, layer, pool=pool, batch_size=batch_size)
+    analysis = probe_activations(
+        phi, units, directions=directions, k=k, seed=seed, top_units=top_units, layer=spec, pool=pool
+    )
+    every = (
+        probe_activations(phi, range(phi.shape[1]), directions=0, k=k, layer=spec)
+        if phi.numel() <= ALL_UNITS_MAX
+        else None
+    )
+    labelled = bool((y >= 0).all())
+    labels = y if labelled else _predictions(model, x, batch_size)
+    return UnitsVsDirections(
+        analysis=analysis,
+        labels=labels,
+        labelled=labelled,
+        purities=purities(analysis, labels),
+        summary=purity_summary(analysis, labels),
+        all_units=purity_summary(every, labels) if every is not None else None,
+        chance=chance_purity(labels, k, seed=seed),
+    )

@@ -1,4 +1,4 @@
-"""Class prototypes (seed 000): evolve a blank image, noise or a photo into every class of a frozen model.
+"""Class prototypes (research note 000): evolve a blank image, noise or a photo into every class of a frozen model.
 
     from advlab import prototypes, zoo
     model = zoo.load("digits-cnn")
@@ -33,6 +33,7 @@ from advlab.prototypes.generator import (
     Prototypes,
     auto_batch_size,
     generate,
+    generate_each,
     pairs_per_batch,
     parse_targets,
 )
@@ -42,8 +43,11 @@ from advlab.prototypes.measures import (
     ensemble,
     inception_score,
     judge,
+    reached_top1,
     recognition_points,
     summarize,
+    trajectory_rows,
+    verdicts,
 )
 from advlab.prototypes.objectives import (
     Objective,
@@ -91,6 +95,7 @@ __all__ = [
     "evolve",
     "gaussian_blur",
     "generate",
+    "generate_each",
     "inception_score",
     "judge",
     "l2",
@@ -99,8 +104,11 @@ __all__ = [
     "parse_start",
     "parse_targets",
     "recognition_points",
+    "reached_top1",
     "summarize",
     "target_logit",
     "term",
     "total_variation",
+    "trajectory_rows",
+    "verdicts",
 ]

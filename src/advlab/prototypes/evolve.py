@@ -11,7 +11,7 @@ momentum v <- mu v + u/||u||_1, ``StepRule(momentum=mu)``), then the projection 
 [0, 1]:
 
 * ``min`` mode descends L until the input gradient vanishes: a pair stops (and costs nothing more) at the
-  first step where ||g||_2 < ``tol``: a prototype in seed 000's sense (f(x) = t and df/dx = 0);
+  first step where ||g||_2 < ``tol``: a prototype in research note 000's sense (f(x) = t and df/dx = 0);
 * ``max`` mode descends L while argmax f(x) != t; once the input is classified as t it ascends ||g||_2^2
   (double backprop) instead, so the gradient norm grows while the class holds. The result is the iterate
   classified as t with the largest ||g||_2 (the last iterate if none was).
@@ -50,7 +50,7 @@ from advlab.attacks.step import Ball, Iterate, StepRule, gradient
 from advlab.device import device_of
 from advlab.losses import margin
 from advlab.prototypes.objectives import Objective, cross_entropy, total_variation
-from advlab.prototypes.parametrize import PARAMS, Bound, bind
+from advlab.prototypes.parametrize import PARAMS, Parametrization, bind
 from advlab.prototypes.transforms import Transforms
 from advlab.threat import Norm, distance
 
@@ -95,7 +95,8 @@ class Config:
             raise ValueError(f"steps must be >= 1, got {self.steps}")
         if self.snapshots is not None and (not self.snapshots or any(not 0 <= s <= self.steps for s in self.snapshots)):
             raise ValueError(
-                f"snapshots must be steps in 0..{self.steps} (the last step is {self.steps}), got {list(self.snapshots)}"
+                f"snapshots must be steps in 0..{self.steps} (the last step is {self.steps}), "
+                f"got {list(self.snapshots)}"
             )
         for name in ("tol", "momentum", "tv", "blur"):
             if getattr(self, name) < 0:
@@ -104,7 +105,8 @@ class Config:
             raise ValueError(f"jitter must be >= 0, got {self.jitter}")
         if self.objective is not None and not isinstance(self.objective, Objective):
             raise ValueError(
-                f"objective must be an Objective (see advlab.prototypes.objectives), got {type(self.objective).__name__}"
+                "objective must be an Objective (see advlab.prototypes.objectives), "
+                f"got {type(self.objective).__name__}"
             )
         if self.objective is not None and self.tv:
             raise ValueError(
@@ -114,7 +116,8 @@ class Config:
             raise ValueError(f"param must be one of {', '.join(PARAMS)}, got {self.param!r}")
         if self.param != "pixels" and (self.eps is not None or self.blur):
             raise ValueError(
-                f"eps and blur act on pixels: with param {self.param!r} use a prior term (advlab.prototypes.priors) instead"
+                f"eps and blur act on pixels: with param {self.param!r} use a prior term "
+                "(advlab.prototypes.priors) instead"
             )
         self.transforms.validate()
 
@@ -203,7 +206,7 @@ class Evolution:
                 continue
             vals = [
                 getattr(p, f.name) + o if f.name == "snapshot_pairs" else getattr(p, f.name)
-                for p, o in zip(parts, offsets)
+                for p, o in zip(parts, offsets, strict=True)
             ]
             kw[f.name] = torch.cat(vals)
         return cls(**kw, snapshot_steps=parts[0].snapshot_steps)
@@ -262,7 +265,8 @@ class _Records:
     def write(
         self, t: int, rows: torch.Tensor | None, logits: torch.Tensor, gnorm: torch.Tensor, x: torch.Tensor
     ) -> None:
-        """Step ``t`` of the running ``rows`` (None: all): their logits (n, K), ||g||_2 and points (kept, not copied)."""
+        """Step ``t`` of the running ``rows`` (None: all): their logits (n, K), ||g||_2 and points (kept, not
+        copied)."""
         if not self.limit:
             n, k, d = len(self.targets), logits.shape[1], self.x0[0].numel()
             self.limit = max(1, min(PENDING_STEPS, PENDING_BYTES // (4 * n * (k + d))))
@@ -272,7 +276,7 @@ class _Records:
 
     def _gathered(self, i: int) -> torch.Tensor:
         """The pending steps' i-th item as (m, N, ...), running rows in place, zeros elsewhere."""
-        items = [(p[0], p[1 + i]) for p in self.pending]
+        items = [(p[0], p[1:][i]) for p in self.pending]  # p[1:]: the three tensors
         if all(rows is None for rows, _ in items):
             return torch.stack([v for _, v in items])
         out = torch.zeros(
@@ -317,7 +321,7 @@ class _Records:
         return out
 
 
-class _Free(Ball):
+class _Unconstrained(Ball):
     """No ball and no box: parameters of a map that keeps images in [0, 1] move freely (eps = inf, never clipped)."""
 
     def __init__(self) -> None:
@@ -343,10 +347,12 @@ class _Evolver:
         self.model, self.config, self.targets, self.objective = model, config, targets, config.minimized()
         blur = (lambda x: gaussian_blur(x, config.blur)) if config.blur else None
         rule = StepRule(config.norm, config.momentum if config.method == "mifgsm" else 0.0)
-        self.bound: Bound = bind(config.param, x0, seed=config.seed * 1_000_003 + batch_seed)
-        ball = _Free() if self.bound.free else Ball(config.eps, config.norm)
-        self.it = Iterate(self.bound.p0, ball=ball, rule=rule, alpha=config.step_size, transform=blur)
-        x0 = self.image() if self.bound.free else self.it.x0  # the start as its own transform (clamped into the box)
+        self.parametrization: Parametrization = bind(config.param, x0, seed=config.seed * 1_000_003 + batch_seed)
+        ball = _Unconstrained() if self.parametrization.free else Ball(config.eps, config.norm)
+        self.it = Iterate(self.parametrization.p0, ball=ball, rule=rule, alpha=config.step_size, transform=blur)
+        x0 = (
+            self.image() if self.parametrization.free else self.it.x0
+        )  # the start as its own transform (clamped into the box)
         self.records = _Records(targets, x0, steps)
         self.snap_steps = config.snapshot_steps()
         self.snap_at = {s: i for i, s in enumerate(self.snap_steps)}
@@ -362,10 +368,10 @@ class _Evolver:
     def image(self, rows: torch.Tensor | None = None) -> torch.Tensor:
         """The images x(p) of the batch ``rows`` (None: all) at their current parameters, detached."""
         p = self.it.x if rows is None else self.it.x[rows]
-        if not self.bound.free:
+        if not self.parametrization.free:
             return p
         with torch.no_grad():
-            return self.bound.image(p, rows)
+            return self.parametrization.image(p, rows)
 
     def forward(self) -> Callable[[torch.Tensor], torch.Tensor]:
         """The model, behind this step's random views J of the image (drawn every step, also the last): one roll
@@ -389,7 +395,7 @@ class _Evolver:
         model, seen = self.forward(), {}
 
         def forward(v: torch.Tensor) -> torch.Tensor:
-            seen["x"] = x = self.bound.image(v, rows) if self.bound.free else v
+            seen["x"] = x = self.parametrization.image(v, rows) if self.parametrization.free else v
             return model(x)
 
         def value(v: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
@@ -410,7 +416,8 @@ class _Evolver:
         return logits, g.detach(), gnorm, ascent, seen["x"].detach()
 
     def keep_best(self, t: int, pred: torch.Tensor, gnorm: torch.Tensor, x: torch.Tensor) -> None:
-        """Max mode (every row runs): keep the iterate (image ``x``) classified as the target with the largest ||g||_2."""
+        """Max mode (every row runs): keep the iterate (image ``x``) classified as the target with the largest
+        ||g||_2."""
         better = (pred == self.targets) & (gnorm > self.best_g)
         self.best_x = torch.where(better.view(-1, *[1] * (self.best_x.ndim - 1)), x, self.best_x)
         self.best_g = torch.where(better, gnorm, self.best_g)

@@ -4,7 +4,8 @@ over batches of pairs (all targets of a start together, batches sized to memory)
 
 Resume, sharding and progress come through one :class:`advlab.work.Work` over batch indices: batch ``b`` is
 seeded by ``b`` alone, so the same config (seed) and batch size give the same prototypes however the batches
-are spread over calls and processes.
+are spread over calls and processes. :func:`generate_each` evolves the same pairs under several configs (two
+recipes side by side) as the units of one such loop.
 """
 
 from __future__ import annotations
@@ -187,11 +188,42 @@ def generate(
     rounded down to whole starts when it holds at least one). ``strip_pairs``: pairs whose snapshots are kept
     (default: the first start's first 10 targets). ``limit``: at most this many images of a data-set start.
     ``work`` (units = batch indices): ``done`` batches finished earlier (resume; every call must use the same
-    batch size), ``on_done(b, evolution)`` after each new batch, ``mine(b)`` for one shard of a distributed run,
+    batch size), ``on_done(b, evolution)`` after each new batch, ``in_shard(b)`` for one shard of a distributed run,
     ``progress`` around the batches computed; the result holds the batches evolved or given in ``done``.
     """
-    config, work = _config(config), work or Work()
-    starts = _starts(model, start, config, limit)
+    configs = [config or Config()]
+    result = generate_each(
+        model, start, targets, configs, batch_size=batch_size, strip_pairs=strip_pairs, limit=limit, work=work
+    )[0]
+    if result is None:
+        raise AdvlabError("nothing to evolve")
+    return result
+
+
+def generate_each(
+    model: nn.Module,
+    start: str | torch.Tensor | Starts,
+    targets: str | Sequence[int] | torch.Tensor,
+    configs: Sequence[Config],
+    *,
+    batch_size: int | None = None,
+    strip_pairs: Sequence[int] | None = None,
+    limit: int | None = None,
+    work: Work[Evolution] | None = None,
+) -> list[Prototypes | None]:
+    """The same (start, target) pairs evolved by each of ``configs`` (e.g. a recipe and the one it is compared
+    with), one :class:`Prototypes` per config, as the units of one loop: with ``n`` batches per config, unit
+    ``k * n + b`` is batch ``b`` of ``configs[k]``, seeded by ``b`` alone. So each config's prototypes equal its own
+    :func:`generate` with the same batch size, and a single config numbers its units as :func:`generate` does.
+    The starts (and a noise start's seed) come from ``configs[0]``, and so do the snapshots of ``strip_pairs``;
+    the other configs keep none. ``work``, ``batch_size`` and ``limit``: as in :func:`generate` (the automatic
+    batch size is that of max mode when any config uses it). A config with no batch evolved or given in
+    ``done`` (a shard that computed none of its units) gives None.
+    """
+    configs, work = [_config(c) for c in configs], work or Work()
+    if not configs:
+        raise AdvlabError("no config to evolve")
+    starts = _starts(model, start, configs[0], limit)
     info = getattr(model, "info", None)
     class_names = list(info.class_names) if info is not None else None
     dev = device_of(model)
@@ -199,16 +231,22 @@ def generate(
         num_classes = info.num_classes if info is not None else int(model(starts.x[:1].to(dev)).shape[1])
     target_list = parse_targets(targets, num_classes, class_names)
     n_t, n_pairs = len(target_list), len(starts.x) * len(target_list)
-    bs = pairs_per_batch(batch_size or auto_batch_size(model, starts.x[:1].to(dev), config.mode), n_t)
-    strip = set(strip_pairs) if strip_pairs is not None else set(range(min(10, n_t)))
+    mode = "max" if any(c.mode == "max" for c in configs) else "min"
+    bs = pairs_per_batch(batch_size or auto_batch_size(model, starts.x[:1].to(dev), mode), n_t)
+    n = (n_pairs + bs - 1) // bs
+    strips = [set(strip_pairs) if strip_pairs is not None else set(range(min(10, n_t)))] + [set()] * len(configs)
     parts = work.finished()
-    _check_saved(parts, bs, n_pairs)
-    for b in work.todo(range((n_pairs + bs - 1) // bs)):
-        parts[b] = _batch(model, starts, torch.tensor(target_list), config, b, bs, strip)
-        work.record(b, parts[b])
-    if not parts:
-        raise AdvlabError("nothing to evolve")
-    return Prototypes(starts, target_list, config, Evolution.cat([parts[b] for b in sorted(parts)]), class_names)
+    for k in range(len(configs)):
+        _check_saved({u - k * n: p for u, p in parts.items() if k * n <= u < (k + 1) * n}, bs, n_pairs)
+    for u in work.todo(range(len(configs) * n)):
+        k, b = divmod(u, n)
+        parts[u] = _batch(model, starts, torch.tensor(target_list), configs[k], b, bs, strips[k])
+        work.record(u, parts[u])
+    out: list[Prototypes | None] = []
+    for k, config in enumerate(configs):
+        mine = [parts[u] for u in sorted(parts) if k * n <= u < (k + 1) * n]
+        out.append(Prototypes(starts, target_list, config, Evolution.cat(mine), class_names) if mine else None)
+    return out
 
 
 def pairs_per_batch(batch_size: int, n_targets: int) -> int:

@@ -6,7 +6,10 @@ when never). Proxies for "would a person see the class": other models' verdicts 
 and an Inception-Score-style number IS = exp(E_x KL(p(y|x) || p(y))) over the prototype set (Salimans et al.
 2016), which is high when each prototype is confidently one class and the set covers many classes; its
 maximum is the number of distinct targets. Several judges vote as an :func:`ensemble` (their mean
-probabilities); :func:`amplified_difference` shows what a run changed in a noise or photo start.
+probabilities); :func:`verdicts` gathers how the model itself, each judge and their ensemble see a set of
+prototypes; :func:`amplified_difference` shows what a run changed in a noise or photo start;
+:func:`trajectory_rows` lays every recorded step out as table rows. The top-1 agreement with the targets is
+:func:`advlab.evaluation.metrics.clean_accuracy` with the targets as labels.
 """
 
 from __future__ import annotations
@@ -17,7 +20,9 @@ from typing import Any
 import torch
 from torch import nn
 
+from advlab.data.images import resize_batch
 from advlab.device import device_of
+from advlab.evaluation.metrics import clean_accuracy, hit_target
 from advlab.prototypes.evolve import Evolution
 
 THRESHOLDS = (0.5, 0.9, 0.99)
@@ -36,7 +41,8 @@ def _at(values: torch.Tensor, step: torch.Tensor) -> torch.Tensor:
 
 
 def recognition_points(ev: Evolution) -> dict[str, torch.Tensor]:
-    """Per pair: ``top1_step`` and ``p50_step``/``p90_step``/``p99_step`` (-1: never), with ``*_l2``/``*_linf`` there."""
+    """Per pair: ``top1_step`` and ``p50_step``/``p90_step``/``p99_step`` (-1: never), with ``*_l2``/``*_linf``
+    there."""
     out: dict[str, torch.Tensor] = {}
     marks = {"top1": ev.top1 == ev.target[:, None]}
     marks.update({f"p{round(p * 100)}": ev.prob >= p for p in THRESHOLDS})
@@ -81,10 +87,15 @@ def judge(probs: torch.Tensor, targets: torch.Tensor) -> dict[str, float]:
     target's mean probability, and the Inception-Score-style number of the set."""
     t = targets.long()
     return {
-        "top1_agreement": float((probs.argmax(1) == t).float().mean()),
+        "top1_agreement": clean_accuracy(t, probs.argmax(1)),  # the targets are the labels: top-1 = target
         "target_probability_mean": float(probs.gather(1, t[:, None]).mean()),
         "inception_score": inception_score(probs),
     }
+
+
+def reached_top1(ev: Evolution) -> int:
+    """How many pairs end with their target as the model's top-1 class (``metrics.hit_target`` summed)."""
+    return int(hit_target(ev.final_top1, ev.target).sum())
 
 
 def summarize(ev: Evolution, class_names: Sequence[str] | None = None, resisting: int = 10) -> dict[str, Any]:
@@ -96,7 +107,7 @@ def summarize(ev: Evolution, class_names: Sequence[str] | None = None, resisting
     reached = final_p >= THRESHOLDS[-1]
     out: dict[str, Any] = {
         "pairs": n,
-        "reached_top1": int((ev.final_top1 == ev.target).sum()),
+        "reached_top1": reached_top1(ev),
         "reached_p99": int(reached.sum()),
         "ever_top1": int((rp["top1_step"] >= 0).sum()),
     }
@@ -115,7 +126,7 @@ def summarize(ev: Evolution, class_names: Sequence[str] | None = None, resisting
     out["final_l2"] = _stats(ev.l2.gather(1, ev.final[:, None]).squeeze(1))
     out["final_linf"] = _stats(ev.linf.gather(1, ev.final[:, None]).squeeze(1))
     per_class: dict[int, list[float]] = {}
-    for t, p in zip(ev.target.tolist(), final_p.tolist()):
+    for t, p in zip(ev.target.tolist(), final_p.tolist(), strict=True):
         per_class.setdefault(t, []).append(p)
     worst = sorted(per_class.items(), key=lambda kv: sum(kv[1]) / len(kv[1]))[:resisting]
     out["resisting_classes"] = [
@@ -143,3 +154,49 @@ def amplified_difference(x: torch.Tensor, x0: torch.Tensor) -> torch.Tensor:
     d = (x - x0).float()
     peak = d.flatten(1).abs().amax(1).clamp_min(1e-12).view(-1, *[1] * (d.ndim - 1))
     return (0.5 + d / (2 * peak)).clamp(0, 1)
+
+
+def verdicts(
+    x: torch.Tensor, target: torch.Tensor, model: nn.Module, judges: Sequence[tuple[str, nn.Module]]
+) -> dict[str, Any]:
+    """How the model itself (``self``), each judge (``judges``, by name) and, with two or more, the judges'
+    ensemble (``judge_ensemble``) see the prototypes ``x`` (N, C, H, W) in [0, 1]: each a :func:`judge` verdict
+    (top-1 agreement with ``target``, mean target probability, Inception-Score-style number). A judge with another
+    input size sees ``x`` resized to it."""
+    out: dict[str, Any] = {"self": judge(class_probabilities(model, x), target), "judges": {}}
+    probs = []
+    for name, other in judges:
+        size = int(getattr(getattr(other, "info", None), "input_size", x.shape[-1]))
+        probs.append(class_probabilities(other, x if x.shape[-1] == size else resize_batch(x, size)))
+        out["judges"][name] = judge(probs[-1], target)
+    if len(probs) > 1:
+        out["judge_ensemble"] = judge(ensemble(probs), target)
+    return out
+
+
+def trajectory_rows(ev: Evolution, start_names: Sequence[str], class_names: Sequence[str]) -> list[dict[str, Any]]:
+    """One row per pair and recorded step (up to the step the pair stopped at): the pair, its start and target
+    (index and name), the target probability, the top-1 class, the margin, ||g||_2 and the L2 / L-inf distance from
+    the start, rounded for a CSV file."""
+    rows = []
+    cols = {k: getattr(ev, k).tolist() for k in ("prob", "top1", "margin", "grad_norm", "l2", "linf")}
+    for i in range(len(ev.target)):
+        s, t = int(ev.start[i]), int(ev.target[i])
+        for step in range(int(ev.stopped[i]) + 1):
+            rows.append(
+                {
+                    "pair": i,
+                    "start": s,
+                    "start_name": start_names[s],
+                    "target": t,
+                    "target_name": class_names[t],
+                    "step": step,
+                    "target_probability": round(cols["prob"][i][step], 6),
+                    "top1": cols["top1"][i][step],
+                    "margin": round(cols["margin"][i][step], 5),
+                    "grad_norm": f"{cols['grad_norm'][i][step]:.4g}",
+                    "l2": round(cols["l2"][i][step], 5),
+                    "linf": round(cols["linf"][i][step], 5),
+                }
+            )
+    return rows

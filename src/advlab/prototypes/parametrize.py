@@ -74,10 +74,10 @@ def natural_magnitude(size: int, channels: int) -> torch.Tensor:
 
 
 @dataclass
-class Bound:
-    """A parametrization bound to one batch of starts: ``p0`` the start's parameters (N, ...), ``image(p, rows)``
-    the images of parameters ``p`` of the batch ``rows`` (None: all), and ``free``: True when p is unconstrained
-    (the step does not project it onto [0, 1]; the map keeps images in the box)."""
+class Parametrization:
+    """A parametrization bound to one batch of starts (what :func:`bind` returns): ``p0`` the start's parameters
+    (N, ...), ``image(p, rows)`` the images of parameters ``p`` of the batch ``rows`` (None: all), and ``free``: True
+    when p is unconstrained (the step does not project it onto [0, 1]; the map keeps images in the box)."""
 
     name: str
     p0: torch.Tensor
@@ -103,7 +103,7 @@ class Bound:
         return torch.sigmoid(offset + _mix(field, self._color))
 
 
-def bind(name: str, x0: torch.Tensor, seed: int = 0, magnitude: torch.Tensor | None = None) -> Bound:
+def bind(name: str, x0: torch.Tensor, seed: int = 0, magnitude: torch.Tensor | None = None) -> Parametrization:
     """Bind parametrization ``name`` (one of :data:`PARAMS`) to the starts ``x0`` (N, C, H, W, in [0, 1]).
 
     ``seed`` draws ``phase``'s start phases (a CPU generator, so the same on every device); ``magnitude``
@@ -112,7 +112,7 @@ def bind(name: str, x0: torch.Tensor, seed: int = 0, magnitude: torch.Tensor | N
     if name not in PARAMS:
         raise ValueError(f"param must be one of {', '.join(PARAMS)}, got {name!r}")
     if name == "pixels":
-        return Bound("pixels", x0, free=False)
+        return Parametrization("pixels", x0, free=False)
     n, c, h, w = x0.shape
     dev = x0.device
     color = color_matrix(c, dev)
@@ -120,11 +120,11 @@ def bind(name: str, x0: torch.Tensor, seed: int = 0, magnitude: torch.Tensor | N
     if name == "fourier":
         scale = spectrum_scale(h, w, dev)
         p0 = torch.view_as_real(torch.fft.rfft2(lx, norm="ortho") / scale).contiguous()
-        return Bound("fourier", p0, True, _scale=scale, _color=color, _size=(h, w))
+        return Parametrization("fourier", p0, True, _scale=scale, _color=color, _size=(h, w))
     mag = (magnitude if magnitude is not None else natural_magnitude(h, c)).to(dev, x0.dtype)
     if mag.shape[-2:] != (h, w // 2 + 1):
         raise ValueError(f"the magnitude spectrum is {tuple(mag.shape)}, the images need (..., {h}, {w // 2 + 1})")
     gen = torch.Generator().manual_seed(seed)
     phi0 = ((torch.rand((n, c, h, w // 2 + 1), generator=gen) * 2 - 1) * math.pi).to(dev, x0.dtype)
     field0 = _mix(torch.fft.irfft2(torch.polar(mag.expand_as(phi0), phi0), s=(h, w), norm="ortho"), color)
-    return Bound("phase", phi0, True, _color=color, _offset=logit(x0) - field0, _magnitude=mag, _size=(h, w))
+    return Parametrization("phase", phi0, True, _color=color, _offset=logit(x0) - field0, _magnitude=mag, _size=(h, w))

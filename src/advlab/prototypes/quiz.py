@@ -81,7 +81,7 @@ def _png(x: torch.Tensor) -> str:
     arr = img[0].numpy() if img.shape[0] == 1 else img.permute(1, 2, 0).numpy()
     pil = Image.fromarray(arr)
     k = max(1, 160 // max(pil.size))
-    pil = pil.resize((pil.size[0] * k, pil.size[1] * k), Image.NEAREST)
+    pil = pil.resize((pil.size[0] * k, pil.size[1] * k), Image.Resampling.NEAREST)
     buf = io.BytesIO()
     pil.save(buf, format="PNG")
     return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
@@ -90,9 +90,14 @@ def _png(x: torch.Tensor) -> str:
 _SCRIPT = """
 const QUIZ = document.body.dataset.quiz, answers = {};
 function update() { document.getElementById('answers').textContent = JSON.stringify({quiz: QUIZ, answers: answers}); }
-document.querySelectorAll('input[type=radio]').forEach(r => r.addEventListener('change', () => { answers[r.name.slice(1)] = Number(r.value); update(); }));
+document.querySelectorAll('input[type=radio]').forEach(r => r.addEventListener('change', () => {
+  answers[r.name.slice(1)] = Number(r.value); update();
+}));
 const m = location.hash.match(/answers=([^&]*)/);
-if (m) m[1].split(',').forEach((c, i) => { const r = document.querySelector(`input[name=q${i}][value="${c}"]`); if (r) { r.checked = true; answers[String(i)] = Number(c); } });
+if (m) m[1].split(',').forEach((c, i) => {
+  const r = document.querySelector(`input[name=q${i}][value="${c}"]`);
+  if (r) { r.checked = true; answers[String(i)] = Number(c); }
+});
 document.getElementById('download').addEventListener('click', () => {
   const a = document.createElement('a');
   a.href = URL.createObjectURL(new Blob([document.getElementById('answers').textContent], {type: 'application/json'}));
@@ -111,15 +116,19 @@ def page(items: list[Item], x: torch.Tensor, names: list[str], quiz_id: str, tit
             for c in it.choices
         )
         cards.append(
-            f"<div class='q' id='item{i}'><img src='{_png(x[it.pair])}' alt='prototype {i}'><p>{i + 1}. Which class is this?</p>{opts}</div>"
+            f"<div class='q' id='item{i}'><img src='{_png(x[it.pair])}' alt='prototype {i}'>"
+            f"<p>{i + 1}. Which class is this?</p>{opts}</div>"
         )
     style = (
-        "body{font-family:sans-serif;margin:1em} .q{display:inline-block;vertical-align:top;width:200px;margin:8px;padding:8px;"
+        "body{font-family:sans-serif;margin:1em} "
+        ".q{display:inline-block;vertical-align:top;width:200px;margin:8px;padding:8px;"
         "border:1px solid #ccc} img{width:160px;image-rendering:pixelated}"
     )
+    answers = html.escape(json.dumps({"quiz": quiz_id, "answers": {}}))
     return (
-        f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title><style>{style}</style></head>"
-        f"<body data-quiz='{html.escape(quiz_id)}'><h1>{html.escape(title)}</h1><p>Pick the class each picture shows, then "
-        f"download your answers.</p>{''.join(cards)}<p><button id='download'>Download answers (JSON)</button></p>"
-        f"<pre id='answers'>{html.escape(json.dumps({'quiz': quiz_id, 'answers': {}}))}</pre><script>{_SCRIPT}</script></body></html>"
+        f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
+        f"<style>{style}</style></head>"
+        f"<body data-quiz='{html.escape(quiz_id)}'><h1>{html.escape(title)}</h1><p>Pick the class each picture shows, "
+        f"then download your answers.</p>{''.join(cards)}<p><button id='download'>Download answers (JSON)</button></p>"
+        f"<pre id='answers'>{answers}</pre><script>{_SCRIPT}</script></body></html>"
     )

@@ -1,6 +1,6 @@
 """Named recipes for prototypes: every ingredient (parametrization, step, transforms, priors) in one place.
 
-    adversarial   today's pixel PGD (seed 000): sign steps of 1/255 on the pixels, cross-entropy, nothing else
+    adversarial   today's pixel PGD (research note 000): sign steps of 1/255 on the pixels, cross-entropy, nothing else
     natural       Fourier parametrization with decorrelated colour (Olah et al. 2017), 256 MI-FGSM steps of 0.05
                   on the spectrum (mu = 0.9), one random view per step: shift up to 10% of the side, zoom by
                   +-30%, rotation by +-20 degrees; min mode never converges under random views, so tol = 0.

@@ -1,9 +1,11 @@
-"""Where a prototype run starts: a constant image, random noise, or real pictures (seed 000's three experiments).
+"""Where a prototype run starts: a constant image, random noise, or real pictures (the three experiments of
+research note 000).
 
     blank:gray | blank:black | blank:white | blank:red ...   a constant image (named colours)
     blank:0.25                                               a constant grey level in [0, 1]
     blank:R,G,B                                              a constant colour, in [0, 1] or 0..255 if any value > 1
-    noise:gaussian[:MEAN,STD]                                N(mean, std^2) per pixel, clipped to [0, 1] (default 0.5, 0.25)
+    noise:gaussian[:MEAN,STD]                                N(mean, std^2) per pixel, clipped to [0, 1]
+                                                             (default 0.5, 0.25)
     noise:uniform[:LOW,HIGH]                                 U(low, high) per pixel (default 0, 1)
     noise:...@K                                              K independent noise images (default 1)
     any data spec (digits:test, samples, svhn, folder:PATH)  each image is a start ("alienate from a given picture")

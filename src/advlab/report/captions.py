@@ -7,7 +7,8 @@ import re
 #: (command, file name or pattern) -> caption; "*" matches any command
 CAPTIONS: dict[tuple[str, str], str] = {
     ("attack", "grid.png"): "Attacked images, successes first: the clean image with its prediction, the perturbation "
-    "(amplified to be visible; grey = unchanged) and the adversarial image with its prediction (red: the attack succeeded).",
+    "(amplified to be visible; grey = unchanged) and the adversarial image with its prediction "
+    "(red: the attack succeeded).",
     ("attack", "curve.png"): "Robustness curve: accuracy under the attack at each eps of --eps (pixel units).",
     (
         "eval",
@@ -21,7 +22,8 @@ CAPTIONS: dict[tuple[str, str], str] = {
     (
         "prototypes",
         "strips.png",
-    ): "Prototypes as they evolve: snapshots of a few pairs at the steps named under each image, with the target probability.",
+    ): "Prototypes as they evolve: snapshots of a few pairs at the steps named under each image, with the target "
+    "probability.",
     ("prototypes", "probability.png"): "Target probability per optimization step, one line per (start, target) pair.",
     (
         "prototypes",
@@ -54,7 +56,8 @@ CAPTIONS: dict[tuple[str, str], str] = {
     (
         "detect",
         "roc.png",
-    ): "ROC curves of the detector (true-positive rate on adversarial inputs against false-positive rate on clean ones).",
+    ): "ROC curves of the detector (true-positive rate on adversarial inputs against false-positive rate on clean "
+    "ones).",
     ("train", "loss.png"): "Training loss (the training objective) per epoch.",
     ("train", "eval_accuracy.png"): "Held-out accuracy per epoch (clean, and robust where adversarial evaluation ran).",
     (

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import matplotlib
@@ -13,6 +13,11 @@ import torch  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
 from advlab.data.images import to_uint8_image  # noqa: E402
+
+
+def short(name: str, n: int = 18) -> str:
+    """``name`` cut to ``n`` characters with an ellipsis (class names in picture titles)."""
+    return name if len(name) <= n else name[: n - 1] + "…"
 
 
 def image_grid(
@@ -41,7 +46,7 @@ def image_grid(
 
 
 def line_plot(
-    series: dict[str, Sequence[float]],
+    series: Mapping[str, Sequence[float]],
     xlabel: str,
     ylabel: str,
     title: str = "",
@@ -60,7 +65,7 @@ def line_plot(
     for name, values in series.items():
         xs = list(x) if x is not None else list(range(1, len(values) + 1))
         ax.plot(xs, list(values), label=name, marker="o" if (x is not None if markers is None else markers) else None)
-    for (name, value), color in zip((reference or {}).items(), ("gray", "silver", "dimgray", "black")):
+    for (name, value), color in zip((reference or {}).items(), ("gray", "silver", "dimgray", "black"), strict=False):
         ax.axhline(value, linestyle="--", linewidth=1, color=color, label=name)
     if logy:
         ax.set_yscale("log")
@@ -121,6 +126,11 @@ def perturbation_image(x: torch.Tensor, x_adv: torch.Tensor) -> torch.Tensor:
     d = (x_adv - x).float()
     scale = d.flatten(1).abs().amax(1).clamp_min(1e-12).view(-1, *[1] * (d.ndim - 1))
     return (0.5 + d / (2 * scale)).clamp(0, 1)
+
+
+def prediction_titles(prefix: str, names: Sequence[str], confidences: Sequence[float]) -> list[str]:
+    """Picture titles ``"<prefix>: <class name, cut to 18 characters> <confidence as %>"``, one per image."""
+    return [f"{prefix}: {short(n)} {c:.0%}" for n, c in zip(names, confidences, strict=True)]
 
 
 def adversarial_grid(
@@ -193,5 +203,31 @@ def heatmap(
     if title:
         ax.set_title(title)
     fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
+    fig.tight_layout()
+    return fig
+
+
+def roc_figure(
+    curves: Mapping[str, tuple[torch.Tensor, torch.Tensor, torch.Tensor]],
+    aucs: Mapping[str, float],
+    fpr: float,
+    title: str,
+) -> Figure:
+    """ROC curves (false-positive rate on clean vs true-positive rate on successful adversarial images), one
+    per held-out attack with its AUC in the legend (``curves``: label -> (fpr, tpr, thresholds) as
+    :func:`advlab.defenses.detector.roc_curve` gives them), with the chance diagonal and the target
+    false-positive rate ``fpr`` as a dashed line."""
+    fig, ax = plt.subplots(figsize=(5.2, 4.4))
+    for label, (f, t, _) in curves.items():
+        ax.plot(f.tolist(), t.tolist(), label=f"{label} (AUC {aucs[label]:.3f})")
+    ax.plot([0, 1], [0, 1], linestyle=":", color="gray", linewidth=1, label="chance")
+    ax.axvline(fpr, linestyle="--", color="silver", linewidth=1, label=f"target FPR {fpr:g}")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1.01)
+    ax.set_xlabel("false-positive rate (clean images flagged)")
+    ax.set_ylabel("true-positive rate (successful attacks flagged)")
+    ax.set_title(title)
+    ax.legend(fontsize=7, loc="lower right")
+    ax.grid(alpha=0.3)
     fig.tight_layout()
     return fig

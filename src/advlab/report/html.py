@@ -13,7 +13,7 @@ import json
 import os
 import re
 import stat
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -21,18 +21,21 @@ from advlab.report.captions import caption_for
 
 _STYLE = """body{font-family:system-ui,sans-serif;margin:2em auto;padding:0 1em;max-width:1100px;color:#222}
 table{border-collapse:collapse;margin:1em 0;max-width:100%}td,th{border:1px solid #ccc;padding:4px 8px;text-align:left;
-vertical-align:top;overflow-wrap:break-word}th{background:#f3f3f3}td table{margin:0}td td,td th{padding:2px 5px}img{max-width:100%;height:auto;box-sizing:border-box;
-border:1px solid #ddd;margin:.5em 0}figure{margin:1.5em 0}figcaption{color:#444;font-size:.95em;max-width:80ch}
+vertical-align:top;overflow-wrap:break-word}th{background:#f3f3f3}td table{margin:0}td td,td th{padding:2px 5px}
+img{max-width:100%;height:auto;box-sizing:border-box;border:1px solid #ddd;margin:.5em 0}figure{margin:1.5em 0}
+figcaption{color:#444;font-size:.95em;max-width:80ch}
 code{background:#f5f5f5;padding:1px 4px;overflow-wrap:anywhere}.more{color:#666;font-size:.9em}
 summary{cursor:pointer;color:#036}li{margin:.3em 0}
 @media (max-width:900px){table{font-size:.85rem}td,th{padding:3px 4px}}"""
 
 #: most rows a nested list or table shows; the rest are in metrics.json (the page says how many)
 MAX_ROWS = 60
-#: records with more fields than this are a folded list (click to open), one "field value; ..." line each, not a table
+#: records with more fields than this are a folded list (click to open), one "field value; ..." line each, not a
+#: table
 WIDE = 8
 
-# (rank, pattern on the metric's name, "_" read as " " and without its parentheses), tried in this order: the first that matches places it
+# (rank, pattern on the metric's name, "_" read as " " and without its parentheses), tried in this order: the first
+# that matches places it
 _ORDER = [
     (5, r"confidence|probabilit|\bp\b|margin|loss|purity"),
     (7, r"seconds|\btime\b|duration"),
@@ -50,6 +53,7 @@ _WHAT = {
     "attacks",
     "config",
     "preset",
+    "recipe",
     "norm",
     "target",
     "targeted",
@@ -160,7 +164,8 @@ def _records(records: list[dict[str, Any]], key: str) -> str:
         + "</li>"
         for r in records[:MAX_ROWS]
     )
-    return f"<details><summary>{len(records)} rows of {len(columns)} fields</summary><ol>{items}</ol></details>{_more(len(records) - MAX_ROWS)}"
+    summary = f"<summary>{len(records)} rows of {len(columns)} fields</summary>"
+    return f"<details>{summary}<ol>{items}</ol></details>{_more(len(records) - MAX_ROWS)}"
 
 
 def _inline(v: Any, key: str) -> str:
@@ -180,6 +185,23 @@ def metrics_table(metrics: Mapping[str, Any]) -> str:
     return f"<table>{rows}</table>"
 
 
+def html_list(items: Sequence[str]) -> str:
+    """``items`` as an HTML bullet list, every item escaped (e.g. an evaluation's warnings)."""
+    return "<ul>" + "".join(f"<li>{html.escape(item)}</li>" for item in items) + "</ul>"
+
+
+def html_table(md: str) -> str:
+    """A Markdown table (header, separator, rows) as an HTML table; the lines that are not table rows (a note
+    under the table) follow it as paragraphs. Every cell is escaped."""
+    lines = md.strip().splitlines()
+    cells = [[c.strip() for c in ln.strip().strip("|").split("|")] for ln in lines if ln.startswith("|")]
+    head, body = cells[0], cells[2:]
+    out = "<table><tr>" + "".join(f"<th>{html.escape(c)}</th>" for c in head) + "</tr>"
+    out += "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in body)
+    notes = [ln for ln in lines if ln.strip() and not ln.startswith("|")]
+    return out + "</table>" + "".join(f"<p>{html.escape(n)}</p>" for n in notes)
+
+
 def write_report(
     run_dir: str | Path,
     title: str,
@@ -189,15 +211,16 @@ def write_report(
     """Write ``report.html`` in ``run_dir``: a title, the command, ``metrics.json`` as a table, every PNG.
 
     ``sections`` are extra (heading, HTML) pairs placed before the pictures. ``captions`` maps a PNG's file
-    name to its caption (the pictures it names come first, in its order); a picture without one gets the standard caption of its command and name
-    (:func:`advlab.report.captions.caption_for`). Paths are relative, so the directory can be moved or zipped
-    and still open in a browser.
+    name to its caption (the pictures it names come first, in its order); a picture without one gets the standard
+    caption of its command and name (:func:`advlab.report.captions.caption_for`). Paths are relative, so the
+    directory can be moved or zipped and still open in a browser.
     """
     from advlab.runs import atomic_write
 
     run_dir = Path(run_dir)
     parts = [
-        f"<!doctype html><html><head><meta charset='utf-8'><meta name='viewport' content='width=device-width'><title>{html.escape(title)}</title>",
+        "<!doctype html><html><head><meta charset='utf-8'><meta name='viewport' content='width=device-width'>"
+        f"<title>{html.escape(title)}</title>",
         f"<style>{_STYLE}</style></head><body><h1>{html.escape(title)}</h1>",
     ]
     command = ""

@@ -1,6 +1,7 @@
-"""Run names, in the convention of seed 000 with every setting that tells two runs apart:
+"""Run names, in the convention of research note 000 with every setting that tells two runs apart:
 
-``<model>_<train_dataset>-<mode>-<atk_dataset>_<method>[-<norm>][_eps<eps>][_alpha<alpha>][_steps<n>][_to-<target>][_n<limit>][_<hash>]``
+``<model>_<train_dataset>-<mode>-<atk_dataset>_<method>[-<norm>][_eps<eps>][_alpha<alpha>][_steps<n>]``
+``[_to-<target>][_n<limit>][_<hash>]`` (one name, written here on two lines)
 
 e.g. ``digits-cnn_digits-attack-digits_pgd-linf_eps8_255_steps10_n40_3f2a9c``. Numbers read as people write them
 (:func:`number_text`: 8/255 -> ``8_255``, 0.1 -> ``0.1``); ``<hash>`` is 6 hex digits of every other setting
@@ -64,8 +65,8 @@ def run_name(
     8 / 255, 0.001)`` -> ``resnet18_imagenet-min-svhn_pgd_eps8_255_alpha0.001``.
 
     ``attack``: the attack object; its ``norm``, ``eps``, ``alpha`` and ``steps`` are shown (``eps`` / ``alpha``
-    given here win, as ``norm`` does) and its repr goes into the hash. ``target``, ``limit``: shown when given. ``settings``:
-    everything else that changes the results (hashed, with the attack's repr, target and limit); no hash
+    given here win, as ``norm`` does) and its repr goes into the hash. ``target``, ``limit``: shown when given.
+    ``settings``: everything else that changes the results (hashed, with the attack's repr, target and limit); no hash
     without ``attack`` or ``settings``.
     """
     norm = norm if norm is not None else getattr(attack, "norm", None)

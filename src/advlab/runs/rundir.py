@@ -213,7 +213,7 @@ class Run:
 
     def load_batches(self) -> list[tuple[dict[str, torch.Tensor], dict[str, Any]]]:
         """The saved batches 0, 1, ... up to the first one missing (a batch cut off mid-save is simply redone)."""
-        out = []
+        out: list[tuple[dict[str, torch.Tensor], dict[str, Any]]] = []
         while (state := self.load_state(f"batch_{len(out):05d}")) is not None:
             out.append(state)
         return out

@@ -23,8 +23,20 @@ from advlab.zoo.registry import (
     check_labels,
     check_output,
     info,
+    info_of,
     load,
     names,
 )
 
-__all__ = ["Autocast", "ModelInfo", "available", "check_input", "check_output", "check_labels", "info", "load", "names"]
+__all__ = [
+    "Autocast",
+    "ModelInfo",
+    "available",
+    "check_input",
+    "check_output",
+    "check_labels",
+    "info",
+    "info_of",
+    "load",
+    "names",
+]

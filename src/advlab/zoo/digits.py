@@ -7,7 +7,10 @@ from torch import nn
 
 
 class DigitsCNN(nn.Module):
-    """conv3x3(1->32) - ReLU - conv3x3(32->64) - ReLU - maxpool2 - conv3x3(64->128) - ReLU - maxpool2 - fc(512->128) - ReLU - fc(128->10).
+    """A four-layer CNN for 8x8 digits.
+
+    conv3x3(1->32) - ReLU - conv3x3(32->64) - ReLU - maxpool2 - conv3x3(64->128) - ReLU - maxpool2 -
+    fc(512->128) - ReLU - fc(128->10).
 
     Takes (N, 1, 8, 8) images in [0, 1] (no normalization needed) and returns 10 logits. ~0.2 M parameters.
 

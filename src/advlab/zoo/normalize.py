@@ -1,7 +1,7 @@
 """Mean/std normalization as a module inside the model, so every advlab model takes images in [0, 1].
 
 Attacks perturb pixels in [0, 1]; the model, not the attack, knows how its network wants them scaled
-(seed 002: "perturbation is to be added in the original or unnormalised image").
+(research note 002: "perturbation is to be added in the original or unnormalised image").
 """
 
 from __future__ import annotations
@@ -22,6 +22,10 @@ class Normalize(nn.Module):
     every std positive, or an :class:`~advlab.errors.AdvlabError` (the registry also checks them against the
     model's channel count: :func:`advlab.zoo.registry.normalization`).
     """
+
+    # Registered as non-persistent buffers in __init__, shape (1, C, 1, 1).
+    mean: torch.Tensor
+    std: torch.Tensor
 
     def __init__(self, mean: Sequence[float], std: Sequence[float]) -> None:
         super().__init__()

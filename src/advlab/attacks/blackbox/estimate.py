@@ -23,12 +23,16 @@ from typing import ClassVar
 
 import torch
 
-from advlab.attacks.base import Attack, Best, Oracle, is_success
-from advlab.attacks.draws import ESTIMATE_STREAM, SampleDraws
-from advlab.losses import Loss, bind, get_loss
-from advlab.threat import Norm, project
+from advlab.attacks.base import Attack, Best, Found, Goal, Oracle
+from advlab.attacks.draws import ESTIMATE_STREAM, SampleDraws, Tag
+from advlab.losses import Loss, get_loss
+from advlab.threat import check_norm, project
 
 BLACKBOX_NORMS = ("linf", "l2")
+#: how a direction is drawn: ``SampleDraws.normal`` or ``SampleDraws.signs`` (draws, rows, tag, per-sample shape)
+Direction = Callable[[SampleDraws, torch.Tensor | None, Tag, Sequence[int]], torch.Tensor]
+#: an attack's per-sample optimizer state: tensors like the batch, by name
+State = dict[str, torch.Tensor]
 
 
 def check_ball(eps: object, norm: str) -> None:
@@ -83,6 +87,8 @@ class EstimatedGradientAttack(Attack):
     loss: str | Loss = "margin"
 
     white_box: ClassVar[bool] = False
+    #: the names of the per-sample optimizer state, tensors like ``x`` that start at zero (e.g. Adam's moments)
+    moments: ClassVar[tuple[str, ...]] = ()
 
     def validate(self) -> None:
         check_ball(self.eps, self.norm)
@@ -94,76 +100,44 @@ class EstimatedGradientAttack(Attack):
             )
         get_loss(self.loss)
 
-    def _epsilons(self) -> list[float | None]:
-        return [float(self.eps)]
-
     # ---------------------------------------------------------------- for subclasses
-    def _scale(self) -> float:
-        """The smoothing scale s of the probes x +- s u."""
+    def _probes(self) -> tuple[float, Direction]:
+        """The smoothing scale s of the probes x +- s u, and how each direction u is drawn."""
         raise NotImplementedError
 
-    def _direction(
-        self, draws: SampleDraws, rows: torch.Tensor, tag: tuple[int, int], shape: Sequence[int]
-    ) -> torch.Tensor:
-        """One random direction u per row of ``rows`` (per-sample ``shape``), from ``draws`` at ``tag`` (step, pair)."""
-        raise NotImplementedError
-
-    def _start(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Per-sample optimizer state for the batch ``x`` (e.g. Adam's moments)."""
-        return {}
-
-    def _update(
-        self,
-        delta: torch.Tensor,
-        g: torch.Tensor,
-        state: dict[str, torch.Tensor],
-        rows: torch.Tensor,
-        eps: float,
-        t: int,
-    ) -> torch.Tensor:
-        """The next ``delta`` (before projection) from the estimate ``g`` at step ``t`` (1, 2, ...) for ``rows``."""
+    def _ascent(self, g: torch.Tensor, state: State, rows: torch.Tensor, eps: float, t: int) -> torch.Tensor:
+        """The step added to delta (before projection) from the estimate ``g`` at step ``t`` (1, 2, ...) for
+        ``rows``."""
         raise NotImplementedError
 
     # ---------------------------------------------------------------- the loop
     def _attack(
-        self,
-        oracle: Oracle,
-        x: torch.Tensor,
-        labels: torch.Tensor,
-        targeted: bool,
-        eps: float | None,
-        init: torch.Tensor | None,
-        gen: torch.Generator,
-        y_true: torch.Tensor,
-    ) -> tuple[torch.Tensor, torch.Tensor]:
+        self, oracle: Oracle, x: torch.Tensor, goal: Goal, eps: float | None, init: torch.Tensor | None
+    ) -> Found:
         assert eps is not None
-        norm: Norm = self.norm  # type: ignore[assignment]
-        loss = get_loss(self.loss)
+        norm = check_norm(self.norm)
+        loss, (scale, direction) = get_loss(self.loss), self._probes()
         best = Best(x)
         rows = torch.arange(len(x), device=x.device)
         logits = oracle.logits(self._prepare(x, x, eps), rows)
-        succ = is_success(logits, labels, targeted)
-        best.update(rows, x, logits, succ, loss(logits, labels, targeted, y_true))
+        succ = best.record(rows, x, logits, goal, goal.objective(loss)(logits))
         active, used = rows[~succ], 1
-        delta, state = torch.zeros_like(x), self._start(x)
-        draws = SampleDraws(
-            x, self.seed, stream=ESTIMATE_STREAM
-        )  # each image's probes: from the seed and the image alone
+        delta, state = torch.zeros_like(x), {name: torch.zeros_like(x) for name in self.moments}
+        draws = SampleDraws(x, self.seed, stream=ESTIMATE_STREAM)  # each image's probes: from the seed and the image
         t = 0
         while len(active) and self.max_queries - used >= 3:
             pairs = min(self.samples, (self.max_queries - used - 1) // 2)
-            xa, lab = x[active], labels[active]
-            objective = bind(loss, lab, targeted, y_true[active])
-            u = (self._direction(draws, active, (t, i), xa.shape[1:]).to(xa) for i in range(pairs))
-            g = estimate_gradient(oracle, xa + delta[active], active, objective, u, self._scale())
+            xa, aim = x[active], goal.rows(active)
+            objective = aim.objective(loss)
+            u = (direction(draws, active, (t, i), xa.shape[1:]).to(xa) for i in range(pairs))
+            g = estimate_gradient(oracle, xa + delta[active], active, objective, u, scale)
             t += 1
-            d = project(self._update(delta[active], g, state, active, eps, t), eps, norm)
+            d = project(delta[active] + self._ascent(g, state, active, eps, t), eps, norm)
             d = (xa + d).clamp(0, 1) - xa
             delta[active] = d
             xe = self._prepare(xa + d, xa, eps)
             logits = oracle.logits(xe, active)
-            succ = is_success(logits, lab, targeted)
-            best.update(active, xe, logits, succ, objective(logits))
+            succ = best.record(active, xe, logits, aim, objective(logits))
             used += 2 * pairs + 1
             active = active[~succ]
         return best.result()

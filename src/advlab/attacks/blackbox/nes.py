@@ -19,16 +19,15 @@ digits CNN at L-inf eps 0.1 and 500 queries, mu = 0.9 breaks 39 of the first 100
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import ClassVar
 
 import torch
 
-from advlab.attacks.base import register
-from advlab.attacks.blackbox.estimate import EstimatedGradientAttack
+from advlab.attacks.base import check_positive, register
+from advlab.attacks.blackbox.estimate import Direction, EstimatedGradientAttack, State
 from advlab.attacks.draws import SampleDraws
-from advlab.threat import Norm, steepest_step
+from advlab.threat import check_norm, steepest_step
 
 
 @register
@@ -43,40 +42,26 @@ class NES(EstimatedGradientAttack):
     momentum: float = 0.9
 
     name: ClassVar[str] = "nes"
+    moments: ClassVar[tuple[str, ...]] = ("m",)
 
     def validate(self) -> None:
         super().validate()
         if not self.sigma > 0:
             raise ValueError(f"sigma must be positive (std of the Gaussian probes), got {self.sigma}")
-        if self.alpha is not None and not self.alpha > 0:
-            raise ValueError(f"alpha must be positive, got {self.alpha}")
+        check_positive(self, "alpha")
         if not 0 <= self.momentum < 1:
             raise ValueError(f"momentum must be in [0, 1), got {self.momentum}")
 
     def step_size(self, eps: float) -> float:
         return self.alpha if self.alpha is not None else eps / 4
 
-    def _scale(self) -> float:
-        return self.sigma
+    def _probes(self) -> tuple[float, Direction]:
+        """Gaussian probes of std ``sigma``."""
+        return self.sigma, SampleDraws.normal
 
-    def _direction(
-        self, draws: SampleDraws, rows: torch.Tensor, tag: tuple[int, int], shape: Sequence[int]
-    ) -> torch.Tensor:
-        return draws.normal(rows, tag, shape)
-
-    def _start(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        return {"m": torch.zeros_like(x)}
-
-    def _update(
-        self,
-        delta: torch.Tensor,
-        g: torch.Tensor,
-        state: dict[str, torch.Tensor],
-        rows: torch.Tensor,
-        eps: float,
-        t: int,
-    ) -> torch.Tensor:
-        norm: Norm = self.norm  # type: ignore[assignment]
+    def _ascent(self, g: torch.Tensor, state: State, rows: torch.Tensor, eps: float, t: int) -> torch.Tensor:
+        """alpha * s(m), m the estimates averaged with momentum mu."""
+        norm = check_norm(self.norm)
         m = self.momentum * state["m"][rows] + (1 - self.momentum) * g
         state["m"][rows] = m
-        return delta + self.step_size(eps) * steepest_step(m, norm)
+        return self.step_size(eps) * steepest_step(m, norm)

@@ -20,17 +20,15 @@ against 20% with lr = 0.01). Each step costs 2n + 1 queries (n = ``samples``).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import ClassVar
 
 import torch
 
-from advlab.attacks.base import register
-from advlab.attacks.blackbox.estimate import EstimatedGradientAttack
+from advlab.attacks.base import check_positive, register
+from advlab.attacks.blackbox.estimate import Direction, EstimatedGradientAttack, State
 from advlab.attacks.draws import SampleDraws
-
-BETA1, BETA2, ADAM_EPS = 0.9, 0.999, 1e-8
+from advlab.attacks.step import Adam
 
 
 @register
@@ -43,37 +41,20 @@ class SPSA(EstimatedGradientAttack):
     lr: float | None = None
 
     name: ClassVar[str] = "spsa"
+    moments: ClassVar[tuple[str, ...]] = ("m", "v")
 
     def validate(self) -> None:
         super().validate()
         if not self.delta > 0:
             raise ValueError(f"delta must be positive (size of the Rademacher probes), got {self.delta}")
-        if self.lr is not None and not self.lr > 0:
-            raise ValueError(f"lr must be positive, got {self.lr}")
+        check_positive(self, "lr")
 
-    def _scale(self) -> float:
-        return self.delta
+    def _probes(self) -> tuple[float, Direction]:
+        """Rademacher probes of size ``delta``."""
+        return self.delta, SampleDraws.signs
 
-    def _direction(
-        self, draws: SampleDraws, rows: torch.Tensor, tag: tuple[int, int], shape: Sequence[int]
-    ) -> torch.Tensor:
-        return draws.signs(rows, tag, shape)
-
-    def _start(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        return {"m": torch.zeros_like(x), "s": torch.zeros_like(x)}
-
-    def _update(
-        self,
-        delta: torch.Tensor,
-        g: torch.Tensor,
-        state: dict[str, torch.Tensor],
-        rows: torch.Tensor,
-        eps: float,
-        t: int,
-    ) -> torch.Tensor:
-        m = BETA1 * state["m"][rows] + (1 - BETA1) * g
-        s = BETA2 * state["s"][rows] + (1 - BETA2) * g * g
-        state["m"][rows], state["s"][rows] = m, s
-        m_hat, s_hat = m / (1 - BETA1**t), s / (1 - BETA2**t)
+    def _ascent(self, g: torch.Tensor, state: State, rows: torch.Tensor, eps: float, t: int) -> torch.Tensor:
+        """Adam's step lr * m_hat / (sqrt(v_hat) + 1e-8) on the estimates."""
+        m_hat, root = Adam(state["m"], state["v"]).moments(rows, g, t)
         lr = self.lr if self.lr is not None else eps / 3
-        return delta + lr * m_hat / (s_hat.sqrt() + ADAM_EPS)
+        return lr * m_hat / root

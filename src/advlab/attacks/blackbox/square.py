@@ -22,7 +22,8 @@ pattern below with a random sign per channel, scaled to ||delta||_2 = eps. The s
 perturbation's mass from a second window W2 into the window W1 and adds a new pattern there: per
 channel, with rho = +-1 at random, eta* the unit-norm pattern and nu = x_hat - x,
 
-    nu_W1 <- (rho eta* + nu_W1 / ||nu_W1||) / ||...|| * sqrt(||nu_{W1 u W2}||^2 + (eps^2 - ||nu||^2) / C),  nu_{W2 \\ W1} <- 0
+    nu_W1 <- (rho eta* + nu_W1 / ||nu_W1||) / ||...|| * sqrt(||nu_{W1 u W2}||^2 + (eps^2 - ||nu||^2) / C)
+    nu_{W2 \\ W1} <- 0
 
 so that ||nu||_2 = eps before clipping to [0, 1]. The pattern eta on an h x h window is two halves of
 opposite sign, each a stack of concentric rectangles (1 / (k + 1)^2 on the ring at Chebyshev distance
@@ -42,7 +43,7 @@ from typing import ClassVar
 
 import torch
 
-from advlab.attacks.base import Attack, Oracle, is_success, register
+from advlab.attacks.base import Attack, Best, Found, Goal, Oracle, register
 from advlab.attacks.blackbox.estimate import check_ball
 from advlab.attacks.draws import SQUARE_STREAM, SampleDraws
 from advlab.losses import cross_entropy, margin
@@ -153,54 +154,36 @@ class Square(Attack):
         if not 0 < self.p_init <= 1:
             raise ValueError(f"p_init must be in (0, 1] (a fraction of the image), got {self.p_init}")
 
-    def _epsilons(self) -> list[float | None]:
-        return [float(self.eps)]
-
     @staticmethod
-    def _objective(logits: torch.Tensor, labels: torch.Tensor, targeted: bool) -> torch.Tensor:
-        return cross_entropy(logits, labels, True) if targeted else margin(logits, labels, False)
+    def _objective(logits: torch.Tensor, goal: Goal) -> torch.Tensor:
+        """The loss to raise: the margin untargeted, -CE(z, t) targeted (the paper's choices)."""
+        if goal.targeted:
+            return cross_entropy(logits, goal.labels, True)
+        return margin(logits, goal.labels, False)
 
     def _attack(
-        self,
-        oracle: Oracle,
-        x: torch.Tensor,
-        labels: torch.Tensor,
-        targeted: bool,
-        eps: float | None,
-        init: torch.Tensor | None,
-        gen: torch.Generator,
-        y_true: torch.Tensor,
-    ) -> tuple[torch.Tensor, torch.Tensor]:
+        self, oracle: Oracle, x: torch.Tensor, goal: Goal, eps: float | None, init: torch.Tensor | None
+    ) -> Found:
         assert eps is not None
         if x.ndim != 4:
             raise ValueError(f"the Square attack needs images (N, C, H, W), got shape {tuple(x.shape)}")
-        rows = torch.arange(len(x), device=x.device)
-        draws = SampleDraws(
-            x, self.seed, stream=SQUARE_STREAM
-        )  # each image's squares: from the seed and the image alone
-        x_best = self._prepare(self._init(x, eps, draws), x, eps)
-        logits = oracle.logits(x_best, rows)
-        loss = self._objective(logits, labels, targeted)
-        success = is_success(logits, labels, targeted)
+        rows, best = torch.arange(len(x), device=x.device), Best(x)
+        draws = SampleDraws(x, self.seed, stream=SQUARE_STREAM)  # each image's squares: from the seed and the image
+        start = self._prepare(self._init(x, eps, draws), x, eps)
+        logits = oracle.logits(start, rows)
+        best.record(rows, start, logits, goal, self._objective(logits, goal))
         iterations = self.max_queries - 1
-        for it in range(iterations):
-            active = (~success).nonzero().flatten()
+        step = self._linf_step if self.norm == "linf" else self._l2_step
+        for it in range(iterations):  # a proposal replaces the best point if it succeeds or raises the loss
+            active = best.unbroken()
             if len(active) == 0:
                 break
-            xa, lab = x[active], labels[active]
-            p = square_fraction(self.p_init, it, iterations)
-            if self.norm == "linf":
-                cand = self._linf_step(xa, x_best[active], eps, p, _Draw(draws, active, it + 1, x.shape[1]))
-            else:
-                cand = self._l2_step(xa, x_best[active], eps, p, _Draw(draws, active, it + 1, x.shape[1]))
+            xa, aim, draw = x[active], goal.rows(active), _Draw(draws, active, it + 1, x.shape[1])
+            cand = step(xa, best.x[active], eps, square_fraction(self.p_init, it, iterations), draw)
             cand = self._prepare(cand, xa, eps)
             z = oracle.logits(cand, active)
-            new_loss = self._objective(z, lab, targeted)
-            succ = is_success(z, lab, targeted)
-            keep = succ | (new_loss > loss[active])
-            w = active[keep]
-            x_best[w], logits[w], loss[w], success[w] = cand[keep], z[keep].to(logits.dtype), new_loss[keep], succ[keep]
-        return x_best, logits
+            best.record(active, cand, z, aim, self._objective(z, aim))
+        return best.result()
 
     # ---------------------------------------------------------------- initialization
     def _init(self, x: torch.Tensor, eps: float, draws: SampleDraws) -> torch.Tensor:

@@ -1,17 +1,17 @@
-"""What an evaluation reports: :class:`EvalReport`, merged from the per-batch results by :func:`summarize`.
+"""The summary of an evaluation: :class:`EvalReport`, merged from the per-batch results by :func:`summarize`.
 
 Every rate comes from :mod:`advlab.evaluation.metrics` over the per-sample columns (N samples, L the labelled
 ones, C the clean-correct ones, B the broken ones):
 
     clean_accuracy             = |C| / |L|
-    robust_accuracy            = |C \\ B| / |L|          (seed 003's "remnant accuracy")
+    robust_accuracy            = |C \\ B| / |L|          (research note 003's "remnant accuracy")
     attack_success_rate        = |B| / |attacked|        (the attacks' goal: the clean prediction changed)
     strict_attack_success_rate = |C and adv wrong| / |C| (correct -> wrong)
     prediction_change_rate     = |adv pred != clean pred| / N
 
 On a correct sample "broken" and "adversarial prediction wrong" are the same event, so robust_accuracy is
 :func:`~advlab.evaluation.metrics.robust_accuracy`. With every sample labelled |L| = N. With the default (only
-C attacked) the two success rates coincide. Seed 003's table appears to label its last two columns the other
+C attacked) the two success rates coincide. Research note 003's table appears to label its last two columns the other
 way round: its "prediction change rate" equals (clean - remnant) / clean, i.e. the strict rate here. Norms
 are of the successful perturbations, in [0, 1] pixel units; confidences are softmax probabilities.
 """
@@ -38,8 +38,9 @@ class EvalReport:
     """What ``evaluate`` measured. Rates are fractions in [0, 1]; norms in [0, 1] pixel units.
 
     ``samples`` holds the per-sample columns (see :class:`BatchResult`); ``x_adv`` the worst-case inputs
-    when ``keep_adversarials=True`` (unbroken samples keep their clean image). ``flags``: what casts doubt on
-    the number, one line each; :attr:`trust` is ``"high"`` without any, else ``"low"``.
+    when ``keep_adversarials=True`` (unbroken samples keep their clean image). ``warnings``: what lowers trust in
+    the number, one line each; ``adaptations``: what the evaluation changed about the attacks, one line each;
+    :attr:`trust` is ``"high"`` without a warning, else ``"low"`` (the words: :mod:`advlab.evaluation.diagnostics`).
     """
 
     n: int
@@ -57,7 +58,7 @@ class EvalReport:
     forward_evaluations: int
     seconds: float
     per_attack: list[dict[str, Any]]
-    flags: list[str]
+    warnings: list[str]
     samples: BatchResult
     x_adv: torch.Tensor | None = None
     adaptations: list[str] = dataclasses.field(default_factory=list)
@@ -65,8 +66,8 @@ class EvalReport:
 
     @property
     def trust(self) -> str:
-        """``"high"`` when no check or diagnostic cast doubt on the number, else ``"low"`` (reasons: ``flags``)."""
-        return diagnostics.trust(self.flags)
+        """``"high"`` when no check failed (no warning), else ``"low"`` (reasons: ``warnings``)."""
+        return diagnostics.trust(self.warnings)
 
     @property
     def forwards_per_image(self) -> float:
@@ -92,14 +93,13 @@ class EvalReport:
 
     @property
     def diagnostics(self) -> dict[str, Any]:
-        """The named findings with their measured values (the merged checks of :mod:`advlab.evaluation.checks`, e.g.
-        ``noise_broke``, ``fd_unreliable``, ``steps_weak``, ``gradient_free_broke``), the findings that cast doubt on
-        the gradients, the flags and the adaptations."""
+        """The checks with their measured values (merged over batches, e.g. ``noise_broke``, ``fd_unreliable``,
+        ``steps_weak``, ``gradient_free_broke``), the failed gradient checks, the warnings and the adaptations."""
         checks = {k: round(v, 6) for k, v in sorted(self.samples.checks.items())}
         return {
-            "findings": checks,
-            "doubts": sanity_checks.doubts(self.samples.checks),
-            "flags": self.flags,
+            "checks": checks,
+            "failed_gradient_checks": sanity_checks.failed_gradient_checks(self.samples.checks),
+            "warnings": self.warnings,
             "adaptations": self.adaptations,
         }
 
@@ -108,7 +108,7 @@ class EvalReport:
         ("8/255"), ``clean_acc`` and the robust accuracy as percent strings with two decimals,
         ``number_forward_passes`` (per prediction: 1, advlab models are one forward), plus what RobustBench does
         not have: the threat model, the number of examples, the attacks that ran with their configs, the attack
-        cost in forward and backward passes per image, ``trust``, the flags and the adaptations. The robust
+        cost in forward and backward passes per image, ``trust``, the warnings and the adaptations. The robust
         accuracy is advlab's, not AutoAttack's, so it is ``robust_acc``, never ``autoattack_acc``; for a randomized
         model both accuracies are the expected ones over draws (``expected_accuracy``)."""
         threat = {"linf": "Linf", "l2": "L2", "l1": "L1"}.get(self.norm or "", self.norm)
@@ -125,7 +125,7 @@ class EvalReport:
             "attack_forward_passes_per_image": round(self.forwards_per_image, 3),
             "attack_backward_passes_per_image": round(self.backwards_per_image, 3),
             "trust": self.trust,
-            "diagnostics": {"flags": self.flags, "adaptations": self.adaptations},
+            "diagnostics": {"warnings": self.warnings, "adaptations": self.adaptations},
             "evaluated_with": "advlab",
         }
 
@@ -136,7 +136,7 @@ class EvalReport:
         out = []
         for i in range(self.n):
             b = int(s.broken_by[i])
-            row = {
+            row: dict[str, Any] = {
                 "index": i,
                 "label": int(s.y[i]),
                 "clean_pred": int(s.clean_pred[i]),
@@ -164,13 +164,7 @@ class EvalReport:
             f"{self.n} samples, {threat}, attacks: {', '.join(self.attacks)}",
             f"  clean accuracy              {self.clean_accuracy:8.2%}",
             f"  robust accuracy             {self.robust_accuracy:8.2%}  (trust: {self.trust})",
-            *(
-                [
-                    f"  expected over {e['draws']} draws clean {e['clean']:.2%}, robust {e['robust']:.2%} (worst case {e['robust_worst_case']:.2%})"
-                ]
-                if (e := self.expected_accuracy)
-                else []
-            ),
+            *self._expected_lines(),
             f"  attack success rate         {self.attack_success_rate:8.2%}",
             f"  strict attack success rate  {self.strict_attack_success_rate:8.2%}  (correct -> wrong)",
             f"  prediction change rate      {self.prediction_change_rate:8.2%}",
@@ -180,17 +174,29 @@ class EvalReport:
             if m["median"] is not None:
                 lines.append(f"  {k + ' of successes':<28}median {m['median']:.4g}, mean {m['mean']:.4g}")
         lines.append(
-            f"  gradient evaluations        {self.gradient_evaluations} ({self.forward_evaluations} forwards), {self.seconds:.1f} s; "
-            f"per image {self.backwards_per_image:.1f} backward, {self.forwards_per_image:.1f} forward"
+            f"  gradient evaluations        {self.gradient_evaluations} ({self.forward_evaluations} forwards), "
+            f"{self.seconds:.1f} s; per image {self.backwards_per_image:.1f} backward, "
+            f"{self.forwards_per_image:.1f} forward"
         )
         for a in self.per_attack:
             lines.append(
                 f"    {a['attack']:<14} attacked {a['attacked']:>6}  broke {a['broken']:>6}  "
-                f"robust after {a['robust_accuracy_after']:7.2%}  grads {a['gradient_evaluations']:>8}  {a['seconds']:.1f} s"
+                f"robust after {a['robust_accuracy_after']:7.2%}  grads {a['gradient_evaluations']:>8}  "
+                f"{a['seconds']:.1f} s"
             )
         lines += [f"  adapted: {a}" for a in self.adaptations]
-        lines += [f"  warning: {f}" for f in self.flags]
+        lines += [f"  warning: {w}" for w in self.warnings]
         return "\n".join(lines)
+
+    def _expected_lines(self) -> list[str]:
+        """The expected accuracy over draws (a randomized model), as one line of :meth:`format`; else none."""
+        e = self.expected_accuracy
+        if e is None:
+            return []
+        return [
+            f"  expected over {e['draws']} draws clean {e['clean']:.2%}, robust {e['robust']:.2%} "
+            f"(worst case {e['robust_worst_case']:.2%})"
+        ]
 
 
 def _merge(parts: Sequence[BatchResult]) -> tuple[BatchResult, torch.Tensor | None]:
@@ -204,7 +210,8 @@ def _merge(parts: Sequence[BatchResult]) -> tuple[BatchResult, torch.Tensor | No
 
 def _per_attack(samples: BatchResult, attacks: Sequence[Attack]) -> list[dict[str, Any]]:
     """One dict per attack (and the noise check and the gradient-free stage, when they ran): what it attacked, broke
-    and cost, and the robust accuracy after it (over the labelled samples). ``config`` is the attack exactly as it ran."""
+    and cost, and the robust accuracy after it (over the labelled samples). ``config`` is the attack exactly as it
+    ran."""
     correct = metrics.clean_correct(samples.y, samples.clean_pred)
     n_labelled = int(metrics.labelled(samples.y).sum())
     remaining = int(correct.sum())
@@ -213,8 +220,8 @@ def _per_attack(samples: BatchResult, attacks: Sequence[Attack]) -> list[dict[st
         len(attacks): ("noise-check", f"RandomNoise(tries={sanity_checks.NOISE_TRIES})"),
         len(attacks) + 1: (
             "square-check",
-            f"Square(max_queries={gradients.DOUBT_QUERIES}) on the samples left standing, "
-            "run because gradients were in doubt",
+            f"Square(max_queries={gradients.GRADIENT_FREE_QUERIES}) on the samples left unbroken, "
+            "run because a gradient check failed",
         ),
     }
     for i, row in enumerate(samples.attack_stats.tolist()):
@@ -278,7 +285,7 @@ def summarize(
         forward_evaluations=int(samples.forwards.sum()),
         seconds=round(seconds, 4),
         per_attack=_per_attack(samples, attacks),
-        flags=sanity_checks.flags(samples.checks) + diagnostics.fallback_flag(samples.checks),
+        warnings=sanity_checks.check_warnings(samples.checks) + diagnostics.fallback_warning(samples.checks),
         samples=samples,
         x_adv=x_adv,
         adaptations=diagnostics.adaptations(samples.checks),
