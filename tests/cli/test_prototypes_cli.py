@@ -258,6 +258,7 @@ def test_a_judge_trained_with_another_seed_scores_the_prototypes(tmp_path: Path)
         (["--bn", "0.1"], "BatchNorm"),
         (["--param", "fourier", "--eps", "0.1"], "eps and blur act on pixels"),
         (["--recipe", "natural", "--scale", "1.5"], "scale < 1"),
+        (["--preset", "natural"], "--preset is now --recipe (a prototypes recipe): --recipe natural"),
     ],
 )
 def test_bad_input_is_one_line_and_leaves_nothing(tmp_path: Path, extra: list[str], message: str) -> None:

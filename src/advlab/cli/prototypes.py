@@ -143,6 +143,7 @@ def _add_generator_args(p: argparse.ArgumentParser) -> None:
         help="a named recipe: adversarial (pixel PGD, the default) or natural (Fourier + decorrelated colour, random "
         "views: prototypes a person can recognize); every option below overrides its ingredient",
     )
+    g.add_argument("--preset", dest="renamed_preset", help=argparse.SUPPRESS)  # the old name: refused, see run
     g.add_argument(
         "--mode",
         choices=prototypes.MODES,
@@ -397,6 +398,8 @@ def score_command(args: argparse.Namespace) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.renamed_preset is not None:
+        raise AdvlabError(f"--preset is now --recipe (a prototypes recipe): --recipe {args.renamed_preset}")
     if not args.model:
         raise AdvlabError("advlab prototypes needs --model (or: advlab prototypes quiz RUN / score RUN ANSWERS.json)")
     dist = distributed.setup(args.device)
