@@ -104,8 +104,32 @@ def test_default_run_name_follows_the_seed_convention(tmp_path: Path, monkeypatc
     )
 
 
-def test_resume_after_an_interrupt_gives_the_same_result(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def _fresh_then_interrupted(
+    args: list[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, at_call: int
+) -> tuple[str, dict[str, int]]:
+    """Run ``args`` to ``tmp_path/fresh`` (its JSON output returned), then again to ``tmp_path/r`` with Ctrl-C at the
+    ``at_call``-th batch evolved: exit 130, a hint to --resume, only ``r.partial`` left. ``calls["n"]`` counts the
+    batches evolved from then on (the interrupt fires only at exactly ``at_call``)."""
     from advlab import prototypes
+
+    rc, fresh, err = run_cli([*args, "--out", str(tmp_path / "fresh")])
+    assert rc == 0, err
+    real = prototypes.evolve
+    calls = {"n": 0}
+
+    def interrupted(*a, **k):  # noqa: ANN002, ANN003
+        calls["n"] += 1
+        if calls["n"] == at_call:
+            raise KeyboardInterrupt
+        return real(*a, **k)
+
+    monkeypatch.setattr(prototypes.generator, "evolve", interrupted)  # generate calls evolve from its module
+    rc, _, err = run_cli([*args, "--out", str(tmp_path / "r")])
+    assert rc == 130 and "--resume" in err and not (tmp_path / "r").exists()
+    return fresh, calls
+
+
+def test_resume_after_an_interrupt_gives_the_same_result(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
 
     args = [
         "prototypes",
@@ -123,21 +147,8 @@ def test_resume_after_an_interrupt_gives_the_same_result(tmp_path: Path, monkeyp
         "10",
         "--json",
     ]
-    rc, fresh, err = run_cli([*args, "--out", str(tmp_path / "fresh")])
-    assert rc == 0, err
-    real = prototypes.evolve
-    calls = {"n": 0}
-
-    def interrupted(*a, **k):  # noqa: ANN002, ANN003
-        calls["n"] += 1
-        if calls["n"] == 2:
-            raise KeyboardInterrupt
-        return real(*a, **k)
-
-    monkeypatch.setattr(prototypes.generator, "evolve", interrupted)  # generate calls evolve from its module
+    fresh, calls = _fresh_then_interrupted(args, tmp_path, monkeypatch, at_call=2)
     out = tmp_path / "r"
-    rc, _, err = run_cli([*args, "--out", str(out)])
-    assert rc == 130 and "--resume" in err and not out.exists()
     partial = tmp_path / "r.partial"
     assert [p.name for p in partial.glob("batch_*.safetensors")] == ["batch_00000.safetensors"]
     # the partial run is usable: what is done so far is written, and says so
@@ -160,7 +171,6 @@ def test_compare_units_are_saved_and_an_interrupted_compare_resumes_to_the_same_
 ) -> None:
     """--compare's batches are units of the same job: with 2 batches per recipe, units 0-1 are the run's and 2-3
     the compared recipe's; an interrupt in unit 3 keeps units 0-2, and --resume evolves unit 3 alone."""
-    from advlab import prototypes
 
     args = [
         "prototypes",
@@ -176,21 +186,8 @@ def test_compare_units_are_saved_and_an_interrupted_compare_resumes_to_the_same_
         "natural",
         "--json",
     ]
-    rc, fresh, err = run_cli([*args, "--out", str(tmp_path / "fresh")])
-    assert rc == 0, err
-    real = prototypes.evolve
-    calls = {"n": 0}
-
-    def interrupted(*a, **k):  # noqa: ANN002, ANN003
-        calls["n"] += 1
-        if calls["n"] == 4:
-            raise KeyboardInterrupt
-        return real(*a, **k)
-
-    monkeypatch.setattr(prototypes.generator, "evolve", interrupted)
+    fresh, calls = _fresh_then_interrupted(args, tmp_path, monkeypatch, at_call=4)
     out = tmp_path / "r"
-    rc, _, err = run_cli([*args, "--out", str(out)])
-    assert rc == 130 and "--resume" in err and not out.exists()
     partial = tmp_path / "r.partial"
     saved = sorted(p.name for p in partial.glob("batch_*.safetensors"))
     assert saved == [f"batch_0000{u}.safetensors" for u in range(3)]  # the run's two batches and one compared
