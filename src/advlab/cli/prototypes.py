@@ -143,7 +143,7 @@ def _add_generator_args(p: argparse.ArgumentParser) -> None:
         help="a named recipe: adversarial (pixel PGD, the default) or natural (Fourier + decorrelated colour, random "
         "views: prototypes a person can recognize); every option below overrides its ingredient",
     )
-    g.add_argument("--preset", dest="renamed_preset", help=argparse.SUPPRESS)  # the old name: refused, see run
+    g.add_argument("--preset", dest="renamed_preset", metavar="RECIPE", help="renamed --recipe: refused with that hint")
     g.add_argument(
         "--mode",
         choices=prototypes.MODES,
