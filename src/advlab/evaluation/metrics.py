@@ -88,8 +88,9 @@ def hit_target(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 
 
 def clean_accuracy(y: torch.Tensor, clean_pred: torch.Tensor) -> float:
-    """|C| / |L|: the fraction of the labelled samples predicted correctly on clean inputs."""
-    return _ratio(_count(clean_correct(y, clean_pred)), _count(labelled(y)))
+    """|C| / |L|: the fraction of the labelled samples predicted correctly on clean inputs (:func:`accuracy` of the
+    clean predictions)."""
+    return accuracy(y, clean_pred)
 
 
 def robust_accuracy(y: torch.Tensor, clean_pred: torch.Tensor, adv_pred: torch.Tensor) -> float:
