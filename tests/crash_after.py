@@ -1,7 +1,7 @@
 """``python -m tests.crash_after RANK N ARGV...``: the ``advlab ARGV`` command in which rank RANK ends its process
 right after saving its N-th unit (``os._exit(3)``: no clean-up, like a killed process).
 
-The fault is injected here, by wrapping :meth:`advlab.cli.shards.Shards.save` in this process before the command
+The fault is injected here, by wrapping :meth:`advlab.runs.shards.Shards.save` in this process before the command
 runs; advlab itself has no test hook. ``tests/test_distributed.py`` launches it under torchrun.
 """
 
@@ -14,7 +14,8 @@ from typing import Any
 
 import torch
 
-from advlab.cli import main, shards
+from advlab.cli import main
+from advlab.runs import shards
 
 
 def crash_after(rank: int, units: int) -> None:

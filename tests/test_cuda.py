@@ -77,3 +77,68 @@ def test_prototypes_on_the_gpu_match_the_cpu() -> None:
     assert (gpu.final_prob >= 0.99).all() and gpu.converged.all()
     assert (gpu.final_top1 == cpu.final_top1).all()
     assert (gpu.stopped - cpu.stopped).abs().max() <= 10
+
+
+def test_zoo_layouts_agree_on_the_gpu() -> None:
+    """lite0 loads channels_last (``memory_format="auto"``); on the GPU its logits and input gradients match the
+    NCHW model's and the CPU's (cuDNN may use TF32 for convolutions: tolerances are relative, 1e-2)."""
+    x, _, _ = data.load_for_model("samples", 224, 3)
+    y = torch.zeros(len(x), dtype=torch.long)
+    out = {}
+    for device, fmt in (("cpu", "contiguous"), ("cuda", "auto"), ("cuda", "contiguous")):
+        model = zoo.load("efficientnet-lite0", device=device, memory_format=fmt)
+        xg = x.to(device).requires_grad_(True)
+        logits = model(xg)
+        (grad,) = torch.autograd.grad(torch.nn.functional.cross_entropy(logits, y.to(device)), xg)
+        out[device, fmt] = (logits.detach().cpu(), grad.cpu())
+    ref_logits, ref_grad = out["cpu", "contiguous"]
+    for logits, grad in out.values():
+        assert torch.equal(logits.argmax(1), ref_logits.argmax(1))
+        assert float((logits - ref_logits).abs().max()) <= 1e-2 * float(ref_logits.abs().max())
+        cosine = torch.nn.functional.cosine_similarity(grad.flatten(), ref_grad.flatten(), dim=0)
+        assert float(cosine) >= 0.99
+
+
+def test_bfloat16_autocast_on_the_gpu_keeps_float32_logits_and_the_gradient_direction() -> None:
+    """``zoo.Autocast`` (what ``--amp`` runs the attacks on): float32 logits, the same top-1 on the photos, and an
+    input gradient pointing nearly the way the float32 one does (cosine 0.82 was measured on the CPU)."""
+    model = zoo.load("efficientnet-lite0", device="cuda")
+    x, _, _ = data.load_for_model("samples", 224, 3)
+    x = x.cuda()
+    grads, top1 = [], []
+    for m in (model, zoo.Autocast(model)):
+        xg = x.clone().requires_grad_(True)
+        logits = m(xg)
+        assert logits.dtype == torch.float32
+        (g,) = torch.autograd.grad(torch.nn.functional.cross_entropy(logits, logits.argmax(1).detach()), xg)
+        grads.append(g.flatten())
+        top1.append(logits.argmax(1))
+    assert torch.equal(top1[0], top1[1])
+    assert float(torch.nn.functional.cosine_similarity(grads[0], grads[1], dim=0)) >= 0.5
+
+
+def test_evaluate_streams_an_image_folder_onto_the_gpu(tmp_path) -> None:  # noqa: ANN001 - pytest's tmp_path
+    """A folder of PNGs evaluated by a model on the GPU: the same clean accuracy as on the CPU, robust accuracy
+    within a few images (cuDNN rounding)."""
+    from PIL import Image
+
+    x, _, _ = data.load_for_model("samples", 64, 3)
+    photos = tmp_path / "photos"
+    for i in range(24):  # class k: sample photo k, as is, flipped, dimmed
+        k = i % len(x)
+        img = [x[k], x[k].flip(2), 0.7 * x[k]][(i // len(x)) % 3]
+        (photos / str(k)).mkdir(parents=True, exist_ok=True)
+        Image.fromarray((img.permute(1, 2, 0) * 255).round().byte().numpy()).save(photos / str(k) / f"{i}.png")
+    config = EvalConfig(attacks=(attacks.PGD(eps=2 / 255, steps=3),), eps=2 / 255, batch_size=8, sanity=False)
+    model_file = tmp_path / "net.py"
+    model_file.write_text(
+        "import torch\ndef make():\n    torch.manual_seed(0)\n"
+        "    m = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, 2), torch.nn.ReLU(), torch.nn.AdaptiveAvgPool2d(1),\n"
+        "        torch.nn.Flatten(), torch.nn.Linear(8, 4))\n    m.input_size = 64\n    return m\n"
+    )
+    spec = f"{model_file}:make"
+    cpu = evaluate(zoo.load(spec), f"folder:{photos}", config)
+    gpu = evaluate(zoo.load(spec, device="cuda"), f"folder:{photos}", config)
+    assert gpu.n == cpu.n == 24
+    assert gpu.clean_accuracy == cpu.clean_accuracy
+    assert abs(gpu.robust_accuracy - cpu.robust_accuracy) <= 2 / 24

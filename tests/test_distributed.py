@@ -268,3 +268,22 @@ def test_commands_that_do_not_shard_refuse_torchrun(monkeypatch: pytest.MonkeyPa
     rc, _, err = run_cli(["train", "--model", "digits-cnn", "--data", "digits:train", "--out", str(tmp_path / "t")])
     assert rc == 2 and "run this command without torchrun" in err and len(err.strip().splitlines()) == 1
     assert not list(tmp_path.iterdir())
+
+
+def test_a_library_call_sharded_with_runs_resumable_equals_one_process(tmp_path: Path) -> None:
+    """A script's ``prototypes.generate`` under ``runs.resumable`` on two ranks (tests/runs/sharded_generate.py):
+    each rank evolves its own batches, and rank 0's merge equals one process's prototypes."""
+    from advlab import prototypes, zoo
+    from tests.runs import sharded_generate as script
+
+    out = tmp_path / "lib"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--nnodes=1"]
+    cmd += ["--master_addr=127.0.0.1", f"--master_port={_free_port()}", "-m", "tests.runs.sharded_generate", str(out)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "ADVLAB_DIST_TIMEOUT": "2"}
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=150, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    shards = json.loads((out / "shards.json").read_text())
+    assert shards["computed_by_rank"] == {"0": [0, 2], "1": [1]}
+    one = prototypes.generate(zoo.load("digits-cnn"), config=script.config(), **script.SETTINGS).evolution.tensors()
+    merged = load_file(str(tmp_path / "lib.safetensors"))
+    assert merged.keys() == one.keys() and all(torch.equal(merged[k], one[k]) for k in one)

@@ -43,3 +43,35 @@ def test_a_bad_option_exits_2_with_one_line_and_a_suggestion(tmp_path: Path) -> 
     assert proc.returncode == 2
     assert proc.stdout == ""
     assert proc.stderr == "advlab: error: unrecognized arguments: --versoin; did you mean --version? (see --help)\n"
+
+
+def _without_torch(*argv: str, cwd: Path) -> tuple[subprocess.CompletedProcess[str], list[str]]:
+    """``python -X importtime -m advlab ARGV``: the process, and its stderr without the import-time lines (which
+    name every module the process imported)."""
+    env = {**os.environ, "COLUMNS": COLUMNS}
+    env.pop("WORLD_SIZE", None)
+    proc = subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", "advlab", *argv],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        env=env,
+        timeout=120,
+    )
+    imported = [ln.rsplit("|", 1)[-1].strip() for ln in proc.stderr.splitlines() if ln.startswith("import time:")]
+    assert "advlab.cli" in imported  # the listing is real
+    assert not [m for m in imported if m == "torch" or m.startswith("torch.")], "torch was imported"
+    return proc, [ln for ln in proc.stderr.splitlines() if not ln.startswith("import time:")]
+
+
+@pytest.mark.parametrize("argv", [["--help"], [], ["--version"]])
+def test_help_and_no_command_answer_without_importing_torch(tmp_path: Path, argv: list[str]) -> None:
+    proc, err = _without_torch(*argv, cwd=tmp_path)
+    assert proc.returncode == 0 and err == []
+    assert proc.stdout.startswith("usage: advlab ") or proc.stdout.startswith("advlab ")
+
+
+def test_a_mistyped_command_answers_without_importing_torch(tmp_path: Path) -> None:
+    proc, err = _without_torch("atack", "--model", "digits-cnn", cwd=tmp_path)
+    assert proc.returncode == 2 and proc.stdout == ""
+    assert err == ["advlab: error: argument COMMAND: invalid choice: 'atack'; did you mean 'attack'? (see --help)"]

@@ -11,20 +11,30 @@ whether pruning defends and where an attack acts (research note 003), ``advlab.r
 
 from __future__ import annotations
 
+import importlib
+from typing import TYPE_CHECKING, Any
+
 __version__ = "0.1.0"
 
-from advlab import (
-    attacks,
-    data,
-    defenses,
-    evaluation,
-    experiments,
-    prototypes,
-    runs,
-    zoo,
-)
 from advlab.errors import AdvlabError, NotAvailableError
-from advlab.evaluation import EvalConfig, EvalReport, evaluate
+
+if TYPE_CHECKING:  # what a type checker sees; at run time PEP 562's __getattr__ imports each on first use
+    from advlab import (
+        attacks,
+        data,
+        defenses,
+        evaluation,
+        experiments,
+        prototypes,
+        runs,
+        zoo,
+    )
+    from advlab.evaluation import EvalConfig, EvalReport, evaluate
+
+#: the parts imported on first use (``advlab.zoo``): ``import advlab`` (and ``advlab --help``) loads no torch
+_PARTS = frozenset({"attacks", "data", "defenses", "evaluation", "experiments", "prototypes", "runs", "zoo"})
+#: names re-exported from a part, imported with it on first use
+_FROM = {"EvalConfig": "advlab.evaluation", "EvalReport": "advlab.evaluation", "evaluate": "advlab.evaluation"}
 
 __all__ = [
     "AdvlabError",
@@ -42,3 +52,18 @@ __all__ = [
     "runs",
     "zoo",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    """``advlab.zoo``, ``advlab.evaluate``, ...: imported on first use (PEP 562)."""
+    if name in _PARTS:
+        return importlib.import_module(f"advlab.{name}")
+    if name in _FROM:
+        value = getattr(importlib.import_module(_FROM[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'advlab' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

@@ -17,7 +17,9 @@ command                   unit
 Unit ``i`` belongs to rank ``i % world_size`` (round robin: deterministic, and neighbouring units, which
 tend to cost alike, go to different ranks). A unit's result does not depend on which rank computes it or
 on what ran before it on that rank (attacks are seeded per call; a prototype batch is seeded by its index),
-so rank 0's merge of all units equals a single-process run with the same seed.
+so rank 0's merge of all units equals a single-process run with the same seed. A library loop is sharded the
+same way: ``runs.resumable(out, units, dist=distributed.setup())`` or ``runs.run_job(job, dist=...)``
+(:mod:`advlab.runs`), in a script that ``torchrun`` starts.
 
 The process group only carries small control messages at the start (rank 0 opens the run directory and
 tells the others where it is, or that it could not); it always uses the ``gloo`` backend, also when the

@@ -317,31 +317,13 @@ def test_a_robustness_curve_prints_every_eps(tmp_path: Path) -> None:
     assert rc == 0, err
     curve = json.loads((tmp_path / "c" / "metrics.json").read_text())["curve"]
     lines = [ln.strip() for ln in stdout.splitlines() if ln.strip().startswith("eps ")]
-    assert lines == [
-        f"eps {c['eps']:g}: success {c['success_rate']:.2%}, robust accuracy {c['robust_accuracy']:.2%}" for c in curve
+    assert [ln.split(", median")[0] for ln in lines] == [
+        f"eps {c['eps']:g}: robust accuracy {c['robust_accuracy']:.2%}, success {c['success_rate']:.2%}" for c in curve
     ]
     assert [c["eps"] for c in curve] == [0.05, 0.1, 0.2] and len(set(lines)) == 3
 
 
 # ------------------------------------------------------------------------------------------ demo
-@pytest.mark.parametrize(
-    "load, cpus, default, want", [(12.0, 2, 2, 1), (0.1, 2, 2, 2), (1.2, 4, 4, 3), (0.0, 16, 4, 4), (99.0, 1, 1, 1)]
-)
-def test_demo_threads_leave_a_busy_machine_alone(
-    monkeypatch: pytest.MonkeyPatch, load: float, cpus: int, default: int, want: int
-) -> None:
-    """On a 2-core machine at load 12 the demo took 10:30 at 2 threads and 1:49 at 1: it takes the free cores."""
-    import os
-
-    from advlab.cli import demo
-
-    monkeypatch.setattr(os, "getloadavg", lambda: (load, load, load))
-    monkeypatch.setattr(os, "cpu_count", lambda: cpus)
-    monkeypatch.setattr(torch, "get_num_threads", lambda: default)
-    assert demo.demo_threads(None) == want
-    assert demo.demo_threads(3) == 3  # --threads wins
-
-
 def test_demo(tmp_path: Path) -> None:
     out = tmp_path / "demo"
     threads = torch.get_num_threads()

@@ -85,3 +85,20 @@ def test_an_option_of_another_command_is_not_suggested() -> None:
 def test_a_far_typo_gets_no_suggestion() -> None:
     rc, _, err = run_cli(["zzzzzz"])
     assert rc == 2 and "did you mean" not in err and "invalid choice" in err and err.count("\n") == 1
+
+
+def test_the_static_table_is_what_the_modules_register() -> None:
+    """``advlab --help`` lists the commands from :data:`advlab.cli.COMMANDS` without importing their modules: the
+    names, their order and each one-line help equal what the modules register."""
+    from advlab.cli import COMMANDS as TABLE
+
+    def listed(p: argparse.ArgumentParser) -> list[tuple[str, str | None]]:
+        sub = next(a for a in p._actions if isinstance(a, argparse._SubParsersAction))
+        return [(c.dest, c.help) for c in sub._choices_actions]
+
+    assert listed(parser()) == [(name, help_) for name, _, help_ in TABLE]
+    assert parser(None).format_help() == parser().format_help()
+    for name, module, _ in TABLE:  # parser(name): the real parsers of name's module (their --help), stubs else
+        choices = next(a for a in parser(name)._actions if isinstance(a, argparse._SubParsersAction)).choices
+        real = [n for n, p in choices.items() if "--help" in p._option_string_actions]
+        assert real == [n for n, m, _ in TABLE if m == module] and name in real

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from tests.cli.helpers import run_cli
@@ -313,8 +314,10 @@ def test_classify_default_top_fits_a_small_model(tmp_path: Path, monkeypatch: py
     """--top (default 5) is cut to the classes of a model with fewer; up to the class count it is taken as given."""
     monkeypatch.chdir(tmp_path)
     (tmp_path / "three.py").write_text(THREE_CLASSES)
+    x, y = np.full((2, 1, 8, 8), 0.5, dtype=np.float32), np.array([0, 2])  # labels the 3-class model has
+    np.savez(tmp_path / "three.npz", x=x, y=y)
     rc, out, err = run_cli(
-        ["classify", "digits:test", "--model", f"{tmp_path / 'three.py'}:net", "--limit", "2", "--json"]
+        ["classify", f"tensors:{tmp_path / 'three.npz'}", "--model", f"{tmp_path / 'three.py'}:net", "--json"]
     )
     assert rc == 0, err
     assert len(json.loads(out)["predictions"][0]["top"]) == 3

@@ -401,3 +401,42 @@ def test_quiz_page_in_a_browser_and_the_human_score(tmp_path: Path) -> None:
     assert rc == 2 and "belong to quiz" in err
     rc, _, err = run_cli(["prototypes", "--targets", "0-1"])
     assert rc == 2 and "needs --model" in err
+
+
+DEAD_MODEL = """
+import torch
+from torch import nn
+
+
+class DeadBelow(nn.Module):
+    input_size = 4
+    in_channels = 1
+
+    def __init__(self):
+        super().__init__()
+        self.head = nn.Linear(16, 3, bias=False)
+        with torch.no_grad():
+            self.head.weight.copy_(torch.linspace(-1, 1, 48).view(3, 16))
+
+    def forward(self, x):
+        return self.head(torch.relu(x - 0.6).flatten(1))  # every unit off, gradient exactly 0, on gray
+
+
+def make():
+    return DeadBelow()
+"""
+
+
+def test_a_start_with_zero_gradient_says_so_instead_of_converged(tmp_path: Path) -> None:
+    (tmp_path / "dead.py").write_text(DEAD_MODEL)
+    model = f"{tmp_path / 'dead.py'}:make"
+    base = ["prototypes", "--model", model, "--targets", "1,2", "--steps", "5", "--out"]
+    rc, stdout, err = run_cli([*base, str(tmp_path / "gray"), "--start", "blank:gray"])
+    assert rc == 0, err
+    assert "0 converged, 2 did not move: zero gradient at the start: try noise:gaussian" in stdout
+    s = json.loads((tmp_path / "gray" / "metrics.json").read_text())["summary"]
+    assert (s["converged"], s["zero_gradient_at_start"]) == (0, 2)
+    assert s["advice"] == "zero gradient at the start: try noise:gaussian"
+    rc, stdout, err = run_cli([*base, str(tmp_path / "noise"), "--start", "noise:gaussian"])
+    assert rc == 0, err
+    assert "did not move" not in stdout and "zero gradient" not in stdout

@@ -62,3 +62,27 @@ def test_robustbench_onto_a_link_or_fifo_is_refused_before_any_work(tmp_path: Pa
         assert not list(tmp_path.glob("run*"))
     assert (tmp_path / "link.json").is_symlink() and (tmp_path / "real.json").read_text() == "keep"
     assert stat.S_ISFIFO(os.lstat(tmp_path / "pipe.json").st_mode)
+
+
+def test_robustbench_names_a_model_file_by_its_stem_and_factory_and_makes_every_missing_folder(tmp_path: Path) -> None:
+    """The entry's name is the model's, never the user's folders: ``some/where/net.py:make`` is ``net-make``, the
+    name metrics.json gives the model; the entry's missing folders (two levels) are made."""
+    where = tmp_path / "some" / "where"
+    where.mkdir(parents=True)
+    (where / "net.py").write_text("from advlab import zoo\n\n\ndef make():\n    return zoo.load('digits-cnn')\n")
+    entry_path = tmp_path / "entries" / "digits" / "net.json"
+    argv = [*ARGS, "--out", str(tmp_path / "run"), "--robustbench", str(entry_path)]
+    argv[argv.index("digits-cnn")] = f"{where / 'net.py'}:make"
+    rc, _, err = run_cli(argv)
+    assert rc == 0, err
+    entry = json.loads(entry_path.read_text())
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert entry["name"] == metrics["model"] == "net-make" and str(tmp_path) not in json.dumps(entry)
+    assert entry["n_examples"] == 64
+
+
+def test_robustbench_under_a_file_is_refused_before_any_work(tmp_path: Path) -> None:
+    (tmp_path / "plain").write_text("keep")
+    rc, _, err = run_cli([*ARGS, "--out", str(tmp_path / "run"), "--robustbench", str(tmp_path / "plain" / "e.json")])
+    assert rc == 2 and err.count("\n") == 1 and "a folder on its path is a file" in err, err
+    assert not list(tmp_path.glob("run*")) and (tmp_path / "plain").read_text() == "keep"

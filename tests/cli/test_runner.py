@@ -54,7 +54,12 @@ class Toy:
             run.save_text("report.txt", str(shown.tolist()))
 
         units = UnitSpec(N, "a toy unit", lambda t: ({"t": t}, {"unit": int(-t[1])}), lambda t, j: t["t"], bar="toy")
-        return Job(out, {"command": "toy", "n": N}, units, lambda work: self.compute(work, out), write, report)
+
+        def merge(done: dict[int, torch.Tensor], plan: Any) -> torch.Tensor:
+            return torch.cat([done[i] for i in sorted(done)])
+
+        compute = lambda work: self.compute(work, out)  # noqa: E731
+        return Job(out, {"command": "toy", "n": N}, units, compute, write, report, merge=merge)
 
 
 def _args(**kw: Any) -> argparse.Namespace:

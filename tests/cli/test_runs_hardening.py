@@ -21,8 +21,8 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from advlab import attacks, zoo
-from advlab.cli import shards, ticker
-from advlab.runs import rundir
+from advlab.cli import ticker
+from advlab.runs import rundir, shards
 from advlab.runs.lock import LOCK_FILE
 from tests.cli.helpers import run_cli
 
@@ -161,7 +161,8 @@ def test_the_lock_of_a_dead_process_is_stale_and_resume_takes_over(tmp_path: Pat
 #: a run that stops for a minute after its first unit is saved, holding its run directory
 SLOW_RUN = """
 import sys, time
-from advlab.cli import main, shards
+from advlab.cli import main
+from advlab.runs import shards
 save = shards.Shards.save
 def slow(self, *a, **kw):
     save(self, *a, **kw)

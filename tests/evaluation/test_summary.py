@@ -21,7 +21,7 @@ import pytest
 import torch
 
 from advlab import AdvlabError, attacks
-from advlab.evaluation import BatchResult
+from advlab.evaluation import BatchResult, metrics
 from advlab.evaluation.summary import EvalReport, summarize
 from advlab.threat import eps_text
 
@@ -167,3 +167,118 @@ def test_text_rows_and_robustbench_carry_the_same_numbers(report: EvalReport) ->
 def test_nothing_to_summarize_is_refused() -> None:
     with pytest.raises(AdvlabError, match="nothing to evaluate"):
         summarize([], ATTACKS, 0.1, "linf", 0.0)
+
+
+# ------------------------------------------------------------------------------------------------ the headline
+def _outcomes(y: list[int], clean_pred: list[int], adv_pred: list[int]) -> BatchResult:
+    """One batch of deterministic outcomes: the attack broke exactly the clean-correct samples whose adversarial
+    prediction differs from the label."""
+    n = len(y)
+    broken = [int(c == t and a != t) for t, c, a in zip(y, clean_pred, adv_pred, strict=True)]
+    robust = [int(c == t and a == t) for t, c, a in zip(y, clean_pred, adv_pred, strict=True)]
+    return _batch(
+        {
+            "index": list(range(n)),
+            "y": y,
+            "clean_pred": clean_pred,
+            "adv_pred": adv_pred,
+            "clean_confidence": [0.9] * n,
+            "adv_confidence": [0.6] * n,
+            "attacked": [int(c == t) for t, c in zip(y, clean_pred, strict=True)],
+            "broken_by": [0 if b else -1 for b in broken],
+            "l0": [3 * b for b in broken],
+            "l2": [0.5 * b for b in broken],
+            "linf": [0.1 * b for b in broken],
+            "forwards": [2] * n,
+            "backwards": [1] * n,
+            "expected_clean": [int(c == t) for t, c in zip(y, clean_pred, strict=True)],
+            "expected_robust": robust,
+        },
+        [[sum(broken), sum(broken), n, n, 0.1], [0, 0, 0, 0, 0], [0, 0, 0, 0, 0], [0, 0, 0, 0, 0]],
+        {"batches": 1.0},
+    )
+
+
+#: 10 samples of 3 classes (worked out by hand):
+#:   class 0: 4 samples, all clean-correct, sample 3 broken   -> clean 4/4, robust 3/4
+#:   class 1: 3 samples, sample 6 wrong clean, 4 and 5 broken -> clean 2/3, robust 0/3
+#:   class 2: 3 samples, all clean-correct and robust         -> clean 3/3, robust 3/3
+#: robust accuracy 6/10; its 95% Wilson interval, with p = 0.6, n = 10, z = 1.96:
+#:   centre (0.6 + 0.19208) / 1.38416 = 0.57225, half 1.96 sqrt(0.024 + 0.00096) / 1.38416 = 0.25958
+#:   -> [0.3127, 0.8318] (the textbook value for 6 of 10)
+THREE = _outcomes(
+    y=[0, 0, 0, 0, 1, 1, 1, 2, 2, 2],
+    clean_pred=[0, 0, 0, 0, 1, 1, 2, 2, 2, 2],
+    adv_pred=[0, 0, 0, 1, 0, 2, 2, 2, 2, 2],
+)
+
+
+def test_wilson_interval_matches_the_textbook_values() -> None:
+    assert metrics.wilson_interval(6, 10) == pytest.approx((0.3127, 0.8318), abs=5e-5)
+    assert metrics.wilson_interval(2, 5) == pytest.approx((0.1176, 0.7693), abs=5e-5)
+    assert metrics.wilson_interval(0, 10) == pytest.approx((0.0, 0.2775), abs=5e-5)  # Newcombe 1998, 0 of 10
+    assert metrics.wilson_interval(10, 10) == pytest.approx((0.7225, 1.0), abs=5e-5)
+    assert metrics.wilson_interval(0, 0) == (0.0, 1.0)  # nothing measured: nothing known
+
+
+def test_the_headline_is_robust_accuracy_with_its_interval_over_the_labelled_samples(report: EvalReport) -> None:
+    h = report.headline
+    assert (h.name, h.hits, h.samples) == ("robust accuracy", 2, 5)  # sample 5 is unlabelled: not counted
+    assert h.value == report.robust_accuracy and (h.low, h.high) == pytest.approx((0.1176, 0.7693), abs=5e-5)
+    lines = report.format().splitlines()
+    assert lines[0] == (
+        "robust accuracy 40.00% (95% interval 11.76% to 76.93%; 2 of 5 labelled samples, 6 in all), linf eps 0.1"
+    )
+    # the trust and why: the first warning up to its first ": ", and how many warnings the details hold
+    assert lines[1] == "trust: low, because the model is not deterministic (2 warnings below)"
+    assert report.to_dict()["headline"] == {
+        "name": "robust accuracy",
+        "value": report.robust_accuracy,
+        "low": h.low,
+        "high": h.high,
+        "hits": 2,
+        "samples": 5,
+    }
+
+
+def test_per_class_numbers_are_the_hand_counted_ones() -> None:
+    report = summarize([THREE], ATTACKS[:1], 0.1, "linf", 0.0)
+    assert report.trust == "high" and report.trust_reason == "every check passed"
+    assert report.headline.hits == 6 and report.headline.samples == 10
+    assert (report.headline.low, report.headline.high) == pytest.approx((0.3127, 0.8318), abs=5e-5)
+    rows = report.per_class(["zero", "one", "two"])
+    assert [(r["class"], r["name"], r["samples"]) for r in rows] == [(0, "zero", 4), (1, "one", 3), (2, "two", 3)]
+    assert [r["clean_accuracy"] for r in rows] == pytest.approx([1.0, 2 / 3, 1.0])
+    assert [r["robust_accuracy"] for r in rows] == pytest.approx([0.75, 0.0, 1.0])
+    text = report.format(["zero", "one", "two"]).splitlines()
+    assert text[0].startswith("robust accuracy 60.00% (95% interval 31.27% to 83.18%; 6 of 10 labelled samples), ")
+    assert text[1] == "trust: high (every check passed)"
+    # then per class (few classes: in class order), then the details as before
+    assert text[2:7] == [
+        "",
+        "per class:",
+        "  0 zero  robust  75.00%  clean 100.00%  n 4",
+        "  1 one   robust   0.00%  clean  66.67%  n 3",
+        "  2 two   robust 100.00%  clean 100.00%  n 3",
+    ]
+    assert text[7] == "" and text[8].startswith("10 samples, linf eps=0.1")
+
+
+def test_with_many_classes_the_worst_come_first() -> None:
+    """24 classes of 2 samples: class c is robust on both samples except classes 5 (one broken), 17 (both broken)
+    and 20 (one wrong clean, one broken); the report shows the 10 worst, worst first (robust accuracy, then
+    clean accuracy, then class order)."""
+    y = [c for c in range(24) for _ in range(2)]
+    clean = list(y)
+    clean[40] = 0  # class 20's first sample is wrong on the clean input
+    adv = list(clean)
+    for i in (10, 34, 35, 41):  # class 5 once, class 17 twice, class 20 once
+        adv[i] = (y[i] + 1) % 24
+    report = summarize([_outcomes(y, clean, adv)], ATTACKS[:1], 0.1, "linf", 0.0)
+    shown = report.classes_shown()
+    assert len(shown) == 10 and len(report.per_class()) == 24
+    assert [r["class"] for r in shown[:3]] == [20, 17, 5]  # robust 0 (clean 1/2, then clean 2/2), then 1/2
+    assert [r["class"] for r in shown[3:]] == [0, 1, 2, 3, 4, 6, 7]  # the rest: all robust, in class order
+    lines = report.class_lines()
+    assert lines[0] == "per class, the 10 worst of 24:" and lines[1] == "  20  robust   0.00%  clean  50.00%  n 2"
+    assert lines[2] == "  17  robust   0.00%  clean 100.00%  n 2"

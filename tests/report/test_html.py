@@ -11,6 +11,7 @@ import pytest
 from advlab.report.captions import caption_for
 from advlab.report.html import (
     MAX_ROWS,
+    html_lines,
     metric_rank,
     ordered,
     render_value,
@@ -164,3 +165,23 @@ def test_a_caption_depends_on_the_command() -> None:
     assert caption_for("advlab attack --model m", "grid.png") != caption_for("advlab prototypes --model m", "grid.png")
     assert "prune" not in caption_for("advlab study prune --model m", "accuracy_vs_e.png")
     assert caption_for("advlab study prune --model m", "accuracy_vs_e.png").startswith("Clean and remnant")
+
+
+def test_the_summary_and_its_picture_come_before_the_metrics_and_the_picture_is_not_repeated(tmp_path: Path) -> None:
+    run = _run_dir(tmp_path, {"clean_accuracy": 1.0}, pngs=("grid.png", "curve.png"))
+    summary = [("Summary", html_lines(["robust accuracy 40.00% <b>", "trust: high"])), ("Per class", "<p>k</p>")]
+    write_report(run, "t", [("Warnings", "<p>w</p>")], summary=summary, lead="curve.png")
+    page = (run / "report.html").read_text()
+    order = [page.index(s) for s in ("<h2>Summary", "<h2>Per class", "curve.png", "<h2>Metrics", "<h2>Warnings")]
+    assert order == sorted(order)
+    assert page.count("src='curve.png'") == 1 and page.index("src='grid.png'") > page.index("<h2>Pictures")
+    assert "40.00% &lt;b&gt;<br>trust: high" in page  # the lines escaped, one per line
+    assert _page(run).captions[0].startswith("Robustness curve")  # the lead picture keeps its standard caption
+
+
+def test_a_lead_picture_that_is_not_there_is_left_out(tmp_path: Path) -> None:
+    run = _run_dir(tmp_path, {"clean_accuracy": 1.0})
+    (tmp_path / "elsewhere.png").write_bytes(b"\x89PNG\r\n\x1a\n")
+    (tmp_path / "grid.png").symlink_to(tmp_path / "elsewhere.png")  # a link is not the run's own file
+    write_report(run, "t", lead="grid.png")
+    assert "src='grid.png'" not in (run / "report.html").read_text()

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 from collections.abc import Callable
 from typing import Any
 
@@ -19,6 +18,7 @@ import torch
 from advlab import distributed, runs, zoo
 from advlab.attacks.base import Target
 from advlab.attacks.catalog import attack_classes
+from advlab.cli import adversarials
 from advlab.cli.common import (
     MAX_IMAGES,
     add_attack_args,
@@ -27,24 +27,26 @@ from advlab.cli.common import (
     add_label_args,
     add_model_args,
     add_run_args,
+    add_selection_args,
     batch_int,
     bounded_int,
     build_model,
     csv_text,
     default_out,
     file_part,
-    labels_to_use,
-    load_data_for,
     make_attack,
+    open_data_for,
     parse_target,
     place_model,
     positive_int,
     run_config,
     say,
 )
+from advlab.cli.heartbeat import heartbeat
 from advlab.cli.runner import Job, UnitSpec, run_job, run_settings
 from advlab.errors import AdvlabError
 from advlab.evaluation import metrics as M
+from advlab.evaluation.inputs import Indexed, to_device, with_predicted_labels
 from advlab.work import Work
 
 #: a batch's per-sample columns (x_adv, clean/adv logits, success, target, norms, model evaluations, min_eps)
@@ -80,6 +82,7 @@ def register(sub: argparse._SubParsersAction, flags: argparse.ArgumentParser) ->
     p.add_argument("--target", "-t", help="class index or name, 'random' or 'least-likely' (default: untargeted)")
     add_label_args(p)
     p.add_argument("--limit", type=positive_int, help="only the first N images")
+    add_selection_args(p)
     p.add_argument(
         "--batch-size", type=batch_int, default=128, help="images attacked together (the unit saved for --resume)"
     )
@@ -101,19 +104,18 @@ def run(args: argparse.Namespace) -> int:
     info = zoo.info_of(model)
     atk = make_attack(args, info)
     target = parse_target(args.target, info)
-    x, y, desc = load_data_for(args.data, info, limit=args.limit)
-    if args.labels == "predicted":
-        y = labels_to_use(args, model, x, y)
-    if target is None and (y < 0).any():
+    batches = open_data_for(args, info, batch_size=args.batch_size)
+    if args.labels != "predicted" and target is None and bool((batches.labels() < 0).any()):
         raise AdvlabError(
             f"data {args.data!r} has unlabelled images; an untargeted attack needs labels: give --labels predicted "
             "(the model's own predictions) or --target"
         )
+    data = with_predicted_labels(batches, model) if args.labels == "predicted" else batches
     name = runs.run_name(
         info.name,
         info.dataset,
         "attack",
-        desc.dataset,
+        batches.info.dataset,
         atk.name,
         attack=atk,
         target=args.target,
@@ -125,66 +127,64 @@ def run(args: argparse.Namespace) -> int:
         attack=repr(atk),
         target=args.target,
         batch_size=args.batch_size,
+        label_source=batches.info.label_source,
         **({"labels": "predicted"} if args.labels == "predicted" else {}),
     )
     units = UnitSpec(
-        math.ceil(len(x) / args.batch_size),
-        f"a batch of {args.batch_size} images",
-        lambda cols: (cols, {}),
-        lambda t, _: t,
-        bar=atk.name,
+        len(batches), f"a batch of {args.batch_size} images", lambda cols: (cols, {}), _light, bar=atk.name
     )
     job = Job(
         args.out or default_out(name),
         config,
         units,
-        _attack_batches(model, atk, x, y, target, args.batch_size),
-        lambda run_dir, cols, sec: _write(run_dir, x, y, cols, _metrics(cols, y, atk, info, args, sec), info, args),
+        _attack_batches(model, atk, data, target),
+        lambda run_dir, cols, sec: _write(
+            run_dir, data, batches.names(), cols, _metrics(cols, cols["y"], atk, info, args, sec), info, args
+        ),
         lambda run_dir, m: _report(run_dir, m, info, args),
-        inputs={"model": model, "data": (x, y)},
+        inputs={"model": model, "data": (batches.names(), batches.labels())},
+        merge=lambda done, _plan: runs.cat_columns(done),
     )
-    metrics = run_job(job, args, dist)
+    with heartbeat(model, "attack", args.quiet):
+        metrics = run_job(job, args, dist)
     if metrics is not None:
         _print(args, metrics, job.out)
     return 0
+
+
+def _light(cols: Columns, _info: Any = None) -> Columns:
+    """A batch's columns without its adversarial images (they stay in the batch's file until the run is written)."""
+    return {k: v for k, v in cols.items() if k != "x_adv"}
 
 
 def _print(args: argparse.Namespace, metrics: dict[str, Any], out: Any) -> None:
     if args.json:
         print(json.dumps(metrics, indent=2))
         return
-    goal = "hit the target" if metrics["targeted"] else "changed a correct prediction"
-    say(
-        args,
-        f"{metrics['attack']} on {metrics['images']} images: success {metrics['success_rate']:.2%} ({goal}), "
-        f"clean accuracy {metrics['clean_accuracy']:.2%} -> robust {metrics['robust_accuracy']:.2%}, "
-        f"median L-inf {metrics['linf_median']}, median L2 {metrics['l2_median']}",
-    )
-    if "curve" in metrics:  # the line above is at the largest eps; the curve gives every one
-        from advlab.report.text import curve_lines
+    from advlab.report.text import attack_lines
 
-        say(args, "\n".join(curve_lines(metrics["curve"])))
+    say(args, "\n".join(attack_lines(metrics)))
     say(args, f"wrote {out}")
 
 
 def _attack_batches(
-    model: torch.nn.Module, atk: Any, x: torch.Tensor, y: torch.Tensor, target: Target, batch_size: int
+    model: torch.nn.Module, atk: Any, data: Indexed, target: Target
 ) -> Callable[[Work[Columns]], Columns]:
-    """The command's compute: attack the batches ``work`` asks for, record each one's columns (on the CPU) as
-    it ends, and return every batch's columns (the finished ones and the new) joined in order."""
+    """The command's compute: attack the batches ``work`` asks for (each read from ``data`` when its turn comes),
+    record each one's columns (on the CPU) as it ends, and return every batch's columns but the adversarial images
+    (the finished ones and the new) joined in order."""
     from advlab.device import device_of
 
     device = device_of(model)
 
     def compute(work: Work[Columns]) -> Columns:
         done = work.finished()
-        for b in work.todo(range(math.ceil(len(x) / batch_size))):
-            i = b * batch_size
-            done[b] = _attack_batch(
-                model, atk, x[i : i + batch_size].to(device), y[i : i + batch_size].to(device), target
-            )
-            work.record(b, done[b])
-        return {k: torch.cat([done[b][k] for b in sorted(done)]) for k in done[min(done)]}
+        for b in work.todo(range(len(data))):
+            xb, yb = data.batch(b)
+            cols = _attack_batch(model, atk, to_device(xb, device), to_device(yb, device), target)
+            work.record(b, cols)
+            done[b] = _light(cols)
+        return runs.cat_columns(done)
 
     return compute
 
@@ -212,6 +212,7 @@ def _attack_batch(model: torch.nn.Module, atk: Any, xb: torch.Tensor, yb: torch.
         "linf": res.linf,
         "forwards": res.forwards,
         "backwards": res.backwards,
+        "y": yb,
     }
     if res.min_eps is not None and res.curve:  # an eps list's curve; minimum-norm attacks give distances instead
         part["min_eps"] = res.min_eps
@@ -259,7 +260,7 @@ def _metrics(
     m["gradient_evaluations"], m["forward_evaluations"] = int(cols["backwards"].sum()), int(cols["forwards"].sum())
     m["seconds"] = round(seconds, 3)
     if "min_eps" in cols:
-        m["curve"] = [_curve_point(e, cols["min_eps"], y, clean_pred, over) for e in sorted(atk.eps)]
+        m["curve"] = [_curve_point(e, cols, y, clean_pred, over) for e in sorted(atk.eps)]
     from advlab.cli import distances
 
     m.update(distances.summary(cols, y, atk))
@@ -267,17 +268,21 @@ def _metrics(
 
 
 def _curve_point(
-    eps: float, min_eps: torch.Tensor, y: torch.Tensor, clean_pred: torch.Tensor, over: torch.Tensor
-) -> dict[str, float]:
-    """Success rate and robust accuracy at ``eps`` of a robustness curve: a sample is broken at ``eps`` when
-    the smallest listed eps that broke it (``min_eps``, inf if none) is at most ``eps``; a broken sample's
-    prediction is taken as wrong (-1), an unbroken one's as its clean prediction."""
-    broken = min_eps <= eps
+    eps: float, cols: Columns, y: torch.Tensor, clean_pred: torch.Tensor, over: torch.Tensor
+) -> dict[str, float | None]:
+    """Success rate, robust accuracy and the median L-inf and L2 norms of the successes at ``eps`` of a robustness
+    curve: a sample is broken at ``eps`` when the smallest listed eps that broke it (``min_eps``, inf if none) is
+    at most ``eps``; a broken sample's prediction is taken as wrong (-1), an unbroken one's as its clean
+    prediction. The norms are those of the samples broken at ``eps`` (each perturbation the one found at its
+    smallest breaking eps, so inside this ball), in [0, 1] pixel units; None when nothing broke."""
+    broken = cols["min_eps"] <= eps
     adv_pred = torch.where(broken, torch.full_like(clean_pred, -1), clean_pred)
     return {
         "eps": eps,
         "success_rate": M.attack_success_rate(broken, over),
         "robust_accuracy": M.robust_accuracy(y, clean_pred, adv_pred),
+        "linf_median": _round(M.norm_stats(cols["linf"][broken])["median"]),
+        "l2_median": _round(M.norm_stats(cols["l2"][broken])["median"]),
     }
 
 
@@ -315,35 +320,22 @@ def sample_rows(cols: Columns, y: torch.Tensor, names: list[str], info: zoo.Mode
 
 def _write(
     run_dir: runs.Run,
-    x: torch.Tensor,
-    y: torch.Tensor,
+    data: Indexed,
+    names: list[str],
     cols: Columns,
     metrics: dict[str, Any],
     info: zoo.ModelInfo,
     args: argparse.Namespace,
 ) -> dict[str, Any]:
-    """metrics.json, samples.csv, adversarials.safetensors, the PNGs, grid.png and curve.png; returns ``metrics``."""
-    from advlab import data
-
-    rows = sample_rows(cols, y, data.item_names(args.data, limit=len(y)), info)
+    """metrics.json, samples.csv, adversarials.safetensors and the PNGs (one batch at a time), grid.png and
+    curve.png; returns ``metrics``."""
+    rows = sample_rows(cols, cols["y"], names, info)
     run_dir.save_json("metrics.json", metrics)
     run_dir.save_text("samples.csv", csv_text(rows))
-    run_dir.save_tensors(
-        "adversarials.safetensors",
-        {
-            "x": x,
-            "x_adv": cols["x_adv"],
-            "y": y,
-            "target": cols["target"],
-            "success": cols["success"],
-            "adv_logits": cols["adv_logits"],
-        },
-        metadata={"model": args.model, "data": args.data, "attack": metrics["config"]},
-    )
-    _pictures(run_dir, x, cols, rows, args.pngs)
+    _pictures(run_dir, data, cols, rows, args, metrics["config"])
     from advlab.cli import distances
 
-    distances.write(run_dir, cols, y, metrics, f"{metrics['attack']} on {info.name}")
+    distances.write(run_dir, cols, cols["y"], metrics, f"{metrics['attack']} on {info.name}")
     if "curve" in metrics:
         from advlab.report import line_plot
 
@@ -359,16 +351,28 @@ def _write(
     return metrics
 
 
-def _pictures(run_dir: runs.Run, x: torch.Tensor, cols: Columns, rows: list[dict[str, Any]], pngs: int) -> None:
-    """The first ``pngs`` adversarial examples as 8-bit PNG files, and grid.png (successes first)."""
+#: the images grid.png shows
+GRID = 8
+
+
+def _pictures(
+    run_dir: runs.Run, data: Indexed, cols: Columns, rows: list[dict[str, Any]], args: argparse.Namespace, attack: str
+) -> None:
+    """adversarials.safetensors and the first ``--pngs`` adversarial examples as 8-bit PNG files, written batch by
+    batch, then grid.png (successes first)."""
     from advlab.data.images import save_image
     from advlab.report.figures import adversarial_grid, prediction_titles
 
     folder = run_dir.path / "adversarials"
     folder.mkdir(exist_ok=True)
-    for i in range(min(max(pngs, 0), len(x))):
-        save_image(cols["x_adv"][i], folder / f"{i:05d}_{file_part(rows[i]['adv_name'])}.png")
-    show = sorted(range(len(x)), key=lambda i: not bool(cols["success"][i]))[:8]
+    show = sorted(range(len(rows)), key=lambda i: not bool(cols["success"][i]))[:GRID]
+    picked: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+    columns = {k: cols[k] for k in ("y", "target", "success", "adv_logits")}
+    meta = {"model": args.model, "data": args.data, "attack": attack}
+    for at, x, x_adv in adversarials.write(run_dir, data, columns, meta):
+        for i in range(at, min(at + len(x), max(args.pngs, 0))):
+            save_image(x_adv[i - at], folder / f"{i:05d}_{file_part(rows[i]['adv_name'])}.png")
+        picked.update({i: (x[i - at], x_adv[i - at]) for i in show if at <= i < at + len(x)})
     clean_t = prediction_titles(
         "clean", [rows[i]["clean_name"] for i in show], [rows[i]["clean_confidence"] for i in show]
     )
@@ -376,11 +380,18 @@ def _pictures(run_dir: runs.Run, x: torch.Tensor, cols: Columns, rows: list[dict
         "adversarial", [rows[i]["adv_name"] for i in show], [rows[i]["adv_confidence"] for i in show]
     )
     colors = ["red" if rows[i]["success"] else "black" for i in show]
-    idx = torch.tensor(show, dtype=torch.long)
-    run_dir.save_figure("grid.png", adversarial_grid(x[idx], cols["x_adv"][idx], clean_t, adv_t, colors))
+    xs, advs = (torch.stack([picked[i][k] for i in show]) for k in (0, 1))
+    run_dir.save_figure("grid.png", adversarial_grid(xs, advs, clean_t, adv_t, colors))
 
 
 def _report(run_dir: runs.Run, metrics: dict[str, Any], info: zoo.ModelInfo, args: argparse.Namespace) -> None:
-    from advlab.report import write_report
+    """report.html: the printed summary and the most telling picture first (the robustness curve of an eps list
+    or of a minimum-norm attack, else the grid of attacked images), then the metrics and the other pictures."""
+    from advlab.report.html import html_lines, write_report
+    from advlab.report.text import attack_lines
 
-    write_report(run_dir.path, f"advlab attack: {metrics['attack']} on {info.name}, {args.data}")
+    lead = next((f for f in ("curve.png", "robust_curve.png") if (run_dir.path / f).is_file()), "grid.png")
+    summary = [("Summary", html_lines(attack_lines(metrics)))]
+    write_report(
+        run_dir.path, f"advlab attack: {metrics['attack']} on {info.name}, {args.data}", summary=summary, lead=lead
+    )

@@ -8,14 +8,14 @@ from typing import Any
 
 import torch
 
-from advlab import data, zoo
+from advlab import zoo
 from advlab.cli.common import (
     add_command,
     add_model_args,
     batch_int,
     build_model,
     command_line,
-    load_data_for,
+    open_data_for,
     positive_int,
     progress,
     say,
@@ -56,37 +56,44 @@ def register(sub: argparse._SubParsersAction, flags: argparse.ArgumentParser) ->
 
 
 def predict(model: torch.nn.Module, x: torch.Tensor, batch_size: int, quiet: bool = True) -> torch.Tensor:
-    """Softmax probabilities of ``model`` on ``x``, batch by batch, without gradients; NaN or infinite logits
-    are an :class:`AdvlabError` (a probability computed from them means nothing)."""
+    """(N, classes) softmax probabilities of ``model`` on ``x`` (N, C, H, W) in [0, 1], ``batch_size`` at a time."""
+    steps = progress(range(0, len(x), batch_size), quiet, desc="classify", unit="batch")
+    return torch.cat([probabilities(model, x[i : i + batch_size]) for i in steps])
+
+
+def probabilities(model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """(N, classes) softmax probabilities of one batch; outputs of the wrong shape and NaN or infinite logits are an
+    :class:`AdvlabError` (a probability computed from them means nothing)."""
     from advlab.evaluation.diagnostics import require_finite
 
-    out = []
     with torch.inference_mode():
-        for i in progress(range(0, len(x), batch_size), quiet, desc="classify", unit="batch"):
-            logits = model(x[i : i + batch_size])
-            zoo.check_output(logits, len(x[i : i + batch_size]))
-            require_finite(logits, "inputs")
-            out.append(logits.float().softmax(1))
-    return torch.cat(out)
+        logits = model(x)
+    zoo.check_output(logits, len(x))
+    require_finite(logits, "inputs")
+    return logits.float().softmax(1)
 
 
 def run(args: argparse.Namespace) -> int:
     model = build_model(args)
     info = zoo.info_of(model)
     k = min(args.top, info.num_classes)
-    xs, ys, names = [], [], []
-    for spec in args.inputs:
-        x, y, _ = load_data_for(spec, info, limit=args.limit)
-        xs.append(x)
-        ys.append(y)
-        names += data.item_names(spec, limit=len(y))
-    if len({tuple(t.shape[1:]) for t in xs}) > 1:  # e.g. photos at 224 beside a 32x32 tensors file
-        xs = [resize_batch(t, info.input_size) for t in xs]
-    x, y = torch.cat(xs), torch.cat(ys)
-    if args.out and len(x) > MAX_PICTURES:
+    opened = [open_data_for(args, info, args.batch_size, spec=spec) for spec in args.inputs]
+    if args.out and sum(o.count for o in opened) > MAX_PICTURES:
         raise AdvlabError(f"classify --out draws a picture of every image; use --limit to keep {MAX_PICTURES} or fewer")
-    probs = predict(model, x, args.batch_size, args.quiet)
-    top_p, top_i = probs.topk(k, dim=1)
+    mixed = len({o.info.size for o in opened}) > 1  # e.g. photos at 224 beside a 32x32 tensors file
+    tops, ys, kept = [], [], []
+    steps = progress(
+        (b for o in opened for b in o), args.quiet, desc="classify", unit="batch", total=sum(len(o) for o in opened)
+    )
+    for xb, yb in steps:  # one batch in memory at a time (all of them with --out, at most MAX_PICTURES images)
+        xb = resize_batch(xb, info.input_size) if mixed else xb
+        tops.append(probabilities(model, xb).topk(k, dim=1))
+        ys.append(yb)
+        if args.out:
+            kept.append(xb)
+    y = torch.cat(ys)
+    top_p, top_i = torch.cat([t.values for t in tops]), torch.cat([t.indices for t in tops])
+    names = [n for o in opened for n in o.names()]
     results = _predictions(names, y, top_p, top_i, info.class_names)
     metrics = _accuracies(y, top_i, info.name)
     if args.json:
@@ -100,7 +107,7 @@ def run(args: argparse.Namespace) -> int:
         if "top1_accuracy" in metrics:
             say(args, f"top-1 accuracy {metrics['top1_accuracy']:.2%} on {metrics['labelled']} labelled images")
     if args.out:
-        _write_run(args, x, results, metrics)
+        _write_run(args, torch.cat(kept), results, metrics, [o.info.label_source for o in opened])
     return 0
 
 
@@ -133,7 +140,9 @@ def _accuracies(y: torch.Tensor, top_i: torch.Tensor, model: str) -> dict[str, A
     return metrics
 
 
-def _write_run(args: argparse.Namespace, x: torch.Tensor, results: list[dict], metrics: dict) -> None:
+def _write_run(
+    args: argparse.Namespace, x: torch.Tensor, results: list[dict], metrics: dict, label_sources: list[str | None]
+) -> None:
     from advlab import runs
     from advlab.report import image_grid, write_report
 
@@ -143,6 +152,7 @@ def _write_run(args: argparse.Namespace, x: torch.Tensor, results: list[dict], m
         "inputs": args.inputs,
         "top": args.top,
         "weights": args.weights,
+        "label_source": label_sources,  # per input: names, synsets, indices, folder order or none
     }
     with runs.start(args.out, config, force=args.force) as run:
         run.save_json("metrics.json", metrics)

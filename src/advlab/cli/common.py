@@ -5,100 +5,32 @@ from __future__ import annotations
 
 import argparse
 import csv
-import difflib
 import io
-import json
 import math
 import re
 import shlex
 import sys
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from fractions import Fraction
 from pathlib import Path
 from typing import Any, TypeVar
 
 import torch
 
-from advlab import data, runs, zoo
+from advlab import data, zoo
 from advlab.attacks.base import Target
+from advlab.cli.parsing import (  # noqa: F401 (the parsing pieces, importable from here as before)
+    Formatter,
+    OneLineParser,
+    _shown,
+    bounded_int,
+    did_you_mean,
+    one_line,
+)
 from advlab.errors import AdvlabError
+from advlab.zoo.layout import MEMORY_FORMATS, set_memory_format
 
 T = TypeVar("T")
-
-
-class OneLineParser(argparse.ArgumentParser):
-    """argparse that reports a bad argument as one line on stderr and exit code 2 (no usage dump), with the
-    nearest name on a typo of a command, a choice or an option ("did you mean 'attack'?")."""
-
-    def error(self, message: str) -> Any:
-        self.exit(2, one_line(f"{self.prog}: error: {did_you_mean(message)} (see --help)") + "\n")
-
-    def parse_known_args(self, args: Any = None, namespace: Any = None) -> Any:
-        ns, extras = super().parse_known_args(args, namespace)
-        if extras and not hasattr(ns, "_unknown_in"):
-            ns._unknown_in = self  # the innermost (sub)command that left them: its options are the ones to suggest
-        return ns, extras
-
-    def parse_args(self, args: Any = None, namespace: Any = None) -> Any:
-        ns, extras = self.parse_known_args(args, namespace)
-        owner = vars(ns).pop("_unknown_in", self)
-        if extras:
-            options = [o for a in owner._actions for o in a.option_strings if o.startswith("--")]
-            near = [
-                m
-                for t in extras
-                if t.startswith("--")
-                for m in difflib.get_close_matches(t.split("=")[0], options, n=1)
-            ]
-            hint = f"; did you mean {', '.join(near)}?" if near else ""
-            owner.error(f"unrecognized arguments: {' '.join(extras)}{hint}")
-        return ns
-
-
-#: characters that break a line or steer a terminal: C0 / C1 controls, line and paragraph separators, bidi overrides
-_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\u200e\u200f\u202a-\u202e\u2066-\u2069]")
-#: the longest error message printed whole; a longer one keeps its start and end
-MAX_MESSAGE = 2000
-
-
-def one_line(text: str) -> str:
-    """``text`` as one printable line: every control character escaped ("\\n", "\\x1b"), so a file or class name
-    with a newline cannot split an error message nor move the cursor; an over-long text is cut in its middle."""
-    text = _CONTROL.sub(lambda m: repr(m.group())[1:-1], text)
-    if len(text) > MAX_MESSAGE:
-        half = MAX_MESSAGE // 2
-        text = f"{text[:half]} ... ({len(text) - MAX_MESSAGE} characters left out) ... {text[-half:]}"
-    return text
-
-
-def did_you_mean(message: str) -> str:
-    """argparse's "invalid choice: 'atack' (choose from 'demo', ...)" as "invalid choice: 'atack'; did you mean
-    'attack'?" when one choice is near; other messages unchanged."""
-    m = re.search(r"invalid choice: (.+?) \(choose from (.+)\)$", message)
-    if not m:
-        return message
-    choices = [c.strip().strip("'") for c in m.group(2).split(",")]
-    near = difflib.get_close_matches(m.group(1).strip("'"), choices, n=1)
-    return f"{message[: m.start(2) - len(' (choose from ')]}; did you mean {near[0]!r}?" if near else message
-
-
-class Formatter(argparse.RawDescriptionHelpFormatter):
-    """Keep the examples' line breaks; append "(default: X)" to an option's help only when X tells something:
-    never for None, a flag's False or an empty list, nor when the help already names its default."""
-
-    def _get_help_string(self, action: argparse.Action) -> str:
-        text = action.help or ""
-        d = action.default
-        if (
-            not action.option_strings
-            or d is None
-            or d is False
-            or d == []
-            or d is argparse.SUPPRESS
-            or "default" in text
-        ):
-            return text
-        return f"{text} (default: %(default)s)"
 
 
 #: Upper bounds of the options that size the work: far above any run that makes sense, low enough that a typo
@@ -117,11 +49,6 @@ MAX_CHANNELS = 1024
 MAX_SEED = 2**32 - 1
 #: the largest magnitude a number option may have: the arithmetic is float32 (about 3.4e38 at most)
 MAX_MAGNITUDE = 1e30
-
-
-def _shown(text: str, n: int = 24) -> str:
-    """``text`` quoted for a message, cut to ``n`` characters (a hostile value may be megabytes long)."""
-    return repr(text) if len(text) <= n else repr(text[:n]) + f"... ({len(text)} characters)"
 
 
 def number(text: str) -> float:
@@ -168,25 +95,6 @@ def positive_floats(text: str) -> list[float]:
     return values
 
 
-def bounded_int(lo: int, hi: int) -> Callable[[str], int]:
-    """An argparse ``type``: an integer in ``lo..hi``; a value outside is refused with a message naming the bound."""
-
-    def parse(text: str) -> int:
-        huge = re.fullmatch(r"\s*([+-]?)\d{40,}\s*", text)  # beyond any bound (and Python's int() of over 4300 digits)
-        try:
-            v = (lo - 1 if huge.group(1) == "-" else hi + 1) if huge else int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"not an integer: {_shown(text)}") from None
-        if v < lo:
-            raise argparse.ArgumentTypeError(f"must be >= {lo}, got {_shown(text)}")
-        if v > hi:
-            raise argparse.ArgumentTypeError(f"must be at most {hi}, got {_shown(text)}")
-        return v
-
-    parse.__name__ = f"integer in {lo}..{hi}"
-    return parse
-
-
 def positive_int(text: str) -> int:
     """An integer in 1..:data:`MAX_IMAGES` (a count: images, items, units)."""
     return bounded_int(1, MAX_IMAGES)(text)
@@ -209,12 +117,12 @@ def add_command(
     return sub.add_parser(name, parents=[flags], formatter_class=Formatter, **kw)
 
 
-def add_model_args(p: argparse.ArgumentParser, default: str | None = None) -> None:
+def add_model_args(p: argparse.ArgumentParser, default: str | None = None, *, required: bool | None = None) -> None:
     p.add_argument(
         "--model",
         "-m",
         default=default,
-        required=default is None,
+        required=default is None if required is None else required,
         help="model spec: efficientnet-lite0, digits-cnn, resnet18, cifar-resnet18, torchvision:NAME, timm:NAME, "
         "file.py:factory",
     )
@@ -233,7 +141,13 @@ def add_model_args(p: argparse.ArgumentParser, default: str | None = None) -> No
     p.add_argument(
         "--channels",
         type=bounded_int(1, MAX_CHANNELS),
-        help="your own model file: its input channels (default: its in_channels attribute, else the data's, else 3)",
+        help="your own model file: its input channels (default: its in_channels attribute, else its first "
+        "layer's, else the data's, else 3)",
+    )
+    p.add_argument(
+        "--class-names",
+        metavar="FILE",
+        help="the model's class names, one per line (line k names output k); a model file may also set class_names",
     )
 
 
@@ -245,7 +159,8 @@ def add_run_args(p: argparse.ArgumentParser, resume: bool = False) -> None:
 
 
 def add_device_args(p: argparse.ArgumentParser) -> None:
-    """--device and --channels-last (commands that torchrun can shard: eval, attack, prototypes, study prune)."""
+    """--device and --memory-format (commands that torchrun can shard: eval, attack, prototypes, study prune).
+    The layout goes to ``args.channels_last`` (auto, channels_last or contiguous), the name the old flag had."""
     g = p.add_argument_group(
         "device (under torchrun -m advlab, every process takes the same arguments; see advlab.distributed)"
     )
@@ -256,10 +171,19 @@ def add_device_args(p: argparse.ArgumentParser) -> None:
         help="cpu, cuda or cuda:N; under torchrun, cuda is each process's own GPU (cuda:LOCAL_RANK)",
     )
     g.add_argument(
+        "--memory-format",
+        dest="channels_last",
+        choices=MEMORY_FORMATS,
+        default="auto",
+        help="layout of the convolution weights: auto (default: channels_last for the built-in models, measured "
+        "faster; your own model as built), channels_last, or contiguous (NCHW); logits agree to float rounding",
+    )
+    g.add_argument(
         "--channels-last",
-        action="store_true",
-        help="convolution weights in channels_last memory format (faster on GPUs with tensor cores; results may "
-        "differ in the last bits)",
+        dest="channels_last",
+        action="store_const",
+        const="channels_last",
+        help="the same as --memory-format channels_last",
     )
 
 
@@ -283,14 +207,13 @@ def device_name(text: str) -> str:
     return text.strip()
 
 
-def place_model(model: torch.nn.Module, device: torch.device, channels_last: bool = False) -> torch.nn.Module:
-    """``model`` on ``device``, in channels_last memory format if asked (``.info`` is kept: the module is moved in
-    place)."""
-    model = model.to(device)
-    if channels_last:
-        # the stub of Module.to lacks the memory_format keyword that torch accepts
-        model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
-    return model
+def place_model(model: torch.nn.Module, device: torch.device, memory_format: str | bool = "auto") -> torch.nn.Module:
+    """``model`` on ``device`` in ``memory_format`` (auto: as loaded; channels_last or contiguous: see
+    :func:`advlab.zoo.layout.set_memory_format`; True means channels_last). ``.info`` is kept: the module is
+    moved in place."""
+    if isinstance(memory_format, bool):
+        memory_format = "channels_last" if memory_format else "auto"
+    return set_memory_format(model.to(device), memory_format)
 
 
 def build_model(args: argparse.Namespace, pretrained: bool = True) -> torch.nn.Module:
@@ -305,37 +228,110 @@ def build_model(args: argparse.Namespace, pretrained: bool = True) -> torch.nn.M
         input_size=getattr(args, "input_size", None),
         channels=getattr(args, "channels", None),
         data_shape=_data_shape(args),
+        class_names=data.read_class_names(args.class_names) if getattr(args, "class_names", None) else None,
     )
 
 
 def _data_shape(args: argparse.Namespace) -> tuple[int, int] | None:
-    """(channels, size) of the command's tensor data set for a model file (None for photos, which are fitted to
-    the model, and for built-in models, which know their shape)."""
+    """(channels, size) of the command's data (--data, or classify's first input) for a model file, when all its
+    images share one square size (:func:`advlab.data.native_shape`: image files from their headers); None for
+    built-in models, which know their shape."""
     spec = getattr(args, "data", None) or (getattr(args, "inputs", None) or [None])[0]
-    if ".py:" not in str(args.model) or not isinstance(spec, str):
+    if ".py:" not in str(args.model) or not isinstance(spec, str) or getattr(args, "input_size", None):
         return None
-    desc = data.describe(spec)
-    if desc.photos or desc.size is None or desc.channels is None or desc.size[0] != desc.size[1]:
-        return None
-    return desc.channels, desc.size[0]
+    return data.native_shape(spec)
 
 
 def load_data_for(
-    spec: str, info: zoo.ModelInfo, limit: int | None = None, size: int | None = None
+    spec: str, info: zoo.ModelInfo, limit: int | None = None, size: int | None = None, **select: Any
 ) -> tuple[torch.Tensor, torch.Tensor, data.DatasetInfo]:
-    """Load a data spec the way ``info``'s model needs it.
+    """Load a data spec the way ``info``'s model needs it: :func:`advlab.data.load_for_model`, the library's path.
 
-    Photos are resized/cropped to the model's input size and converted to its channel count; tensor data
-    sets are used as they are (resized only when ``size`` is asked) and checked: a wrong channel count or
-    size, or a label the model has no class for, is an :class:`AdvlabError`, not a silent conversion. Labels
-    are mapped onto the model's classes by name (:func:`advlab.data.labels_for_model`), as the library does.
-    """
+    Photos are resized/cropped to the model's declared input size (a model file that declares none: the images'
+    own, when they share one) and converted to its channel count; tensor data sets are used as they are (resized
+    only when ``size`` is asked) and checked: a wrong channel count or size, or a label the model has no class for,
+    is an :class:`AdvlabError`, not a silent conversion. Labels are mapped onto the model's classes
+    (:func:`advlab.data.map_classes`); ``select``: ``subset``, ``sample``, ``seed``. The data layer's notes go to
+    stderr."""
     x, y, desc = data.load_for_model(
-        spec, info.input_size, info.channels, size=size, limit=limit, model_classes=info.class_names
+        spec, info.data_size, info.channels, size=size, limit=limit, model_classes=info.data_classes, **select
     )
     zoo.check_input(info, x, what=f"data {spec!r}")
     zoo.check_labels(info, y, what=f"data {spec!r}")
+    _say_notes(desc.notes, y)
     return x, y, desc
+
+
+def _say_notes(notes: list[str], y: torch.Tensor) -> None:
+    """The data layer's notes on stderr, one line each; not when no image has a label: then the command's own
+    one-line error (or --labels predicted) says what to do, and the note would make it two lines."""
+    if bool((y >= 0).any()):
+        for note in notes:
+            print(f"advlab: {note}", file=sys.stderr)
+
+
+def add_selection_args(p: argparse.ArgumentParser) -> None:
+    """--subset and --sample: which images of --data a command reads (with --limit: the first N of those)."""
+    p.add_argument(
+        "--subset",
+        metavar="FILE",
+        help="only the images named in FILE, one file name (or path relative to the data folder) per line: e.g. "
+        "the 5,000-image ImageNet list RobustBench evaluates on",
+    )
+    p.add_argument(
+        "--sample",
+        type=positive_int,
+        metavar="N",
+        help="a random N of the images, drawn with --seed (same seed, same images)",
+    )
+
+
+def open_data_for(
+    args: argparse.Namespace,
+    info: zoo.ModelInfo,
+    batch_size: int,
+    spec: str | None = None,
+    notes: bool = True,
+) -> data.Batches:
+    """--data streamed in batches of ``batch_size`` the way ``info``'s model needs it
+    (:func:`advlab.data.open_for_model`: size, channels, labels mapped onto its classes; --subset, --sample,
+    --limit); what the data layer notes (names that did not match the model's classes, an upscale) goes to stderr
+    (``notes``: not for a first look whose notes a second open repeats). ``spec``: another data spec than --data
+    (classify's inputs). A label the model has no class for is an error."""
+    spec = args.data if spec is None else spec
+    opened = data.open_for_model(
+        spec,
+        input_size=info.data_size,
+        channels=info.channels,
+        class_names=info.data_classes,
+        batch_size=batch_size,
+        limit=args.limit,
+        subset=getattr(args, "subset", None),
+        sample=getattr(args, "sample", None),
+        seed=getattr(args, "seed", 0) or 0,
+    )
+    _check_shape(info, opened, f"data {spec!r}")
+    zoo.check_labels(info, opened.labels(), what=f"data {spec!r}")
+    if notes:
+        _say_notes(opened.info.notes, opened.labels())
+    return opened
+
+
+def _check_shape(info: zoo.ModelInfo, opened: data.Batches, what: str) -> None:
+    """Refuse, before any work, data whose channels or size the model does not take (one line, not a shape error
+    deep inside the model): from the data's description, else from its first batch."""
+    c, size = opened.info.channels, opened.info.size
+    probe = torch.empty(0, c, *size) if c is not None and size is not None else opened.batch(0)[0][:0]
+    zoo.check_input(info, probe, what=what)
+
+
+def require_labels(args: argparse.Namespace, y: torch.Tensor) -> None:
+    """Refuse data without a single label unless --labels predicted (every accuracy would be a meaningless 0%)."""
+    if args.labels == "given" and len(y) and not bool((y >= 0).any()):
+        raise AdvlabError(
+            f"data {args.data!r} has no labels (no class folders, or folder names that match none of the model's "
+            "class names: give --class-names FILE); give --labels predicted to use the model's own predictions"
+        )
 
 
 LABEL_SOURCES = ("given", "predicted")
@@ -357,8 +353,9 @@ def labels_to_use(args: argparse.Namespace, model: torch.nn.Module, x: torch.Ten
     if args.labels == "given":
         if len(y) and not bool((y >= 0).any()):
             raise AdvlabError(
-                f"data {args.data!r} has no labels; "
-                "give --labels predicted to use the model's own predictions as labels"
+                f"data {args.data!r} has no labels (no class folders, or folder names that match none of the "
+                "model's class names: give --class-names FILE); give --labels predicted to use the model's own "
+                "predictions as labels"
             )
         return y
     from advlab.evaluation.inputs import predicted_labels
@@ -387,19 +384,6 @@ def run_config(args: argparse.Namespace, **settings: Any) -> dict[str, Any]:
     (what else the command ran with)."""
     base = {"command": command_line(args.argv), "model": args.model, "weights": args.weights}
     return {**base, "data": args.data, "limit": args.limit, **settings}
-
-
-def check_resumable(run: runs.Run, config: dict[str, Any]) -> None:
-    """A resumed run must have been started with the same settings (the command line may differ in --resume)."""
-    saved_path = run.path / "config.json"
-    if not run.resumed or not saved_path.exists():
-        return
-    saved = json.loads(saved_path.read_text())
-    diff = [k for k, v in config.items() if k != "command" and json.loads(json.dumps(v)) != saved.get(k)]
-    if diff:
-        raise AdvlabError(
-            f"{str(run.final)!r} was started with other settings ({', '.join(diff)}); use --force to start over"
-        )
 
 
 def default_out(name: str) -> Path:
@@ -439,7 +423,7 @@ ATTACK_OPTIONS: list[tuple[str, str, Any, str]] = [
         "APGD-T: how many most-likely wrong classes to target (at most the model's classes - 1)",
     ),
     ("--tries", "tries", steps_int, f"noise: random draws per image (1..{MAX_STEPS})"),
-    ("--c", "c", number, "C&W / L-BFGS: initial weight of the loss against the perturbation size"),
+    ("--c", "c", number, "C&W: initial weight of the loss against the perturbation size"),
     ("--kappa", "kappa", number, "C&W: confidence margin"),
     ("--lr", "lr", number, "C&W / SPSA: Adam learning rate"),
     ("--binary-search-steps", "binary_search_steps", bounded_int(1, 100), "C&W: rounds of the search over c (1..100)"),
@@ -463,13 +447,68 @@ ATTACK_OPTIONS: list[tuple[str, str, Any, str]] = [
 ]
 
 
+#: every attack's line in --help: (what it is, the options of :data:`ATTACK_OPTIONS` and --random-start it takes
+#: besides --seed and --quantize). Written out so that --help imports no attack (and no torch); a test checks it
+#: against the attacks' own fields.
+ATTACK_HELP: dict[str, tuple[str, tuple[str, ...]]] = {
+    "fgsm": ("fast gradient sign method, one step", ("eps", "norm", "loss")),
+    "pgd": (
+        "projected gradient descent, random start",
+        ("eps", "norm", "alpha", "steps", "restarts", "loss", "random_start"),
+    ),
+    "mifgsm": (
+        "momentum iterative FGSM",
+        ("eps", "norm", "alpha", "steps", "restarts", "loss", "random_start", "momentum"),
+    ),
+    "apgd": ("Auto-PGD, step size adapted per sample", ("eps", "norm", "steps", "restarts", "loss", "random_start")),
+    "apgd-t": (
+        "targeted Auto-PGD on the DLR loss, against the most likely wrong classes in turn",
+        ("eps", "norm", "steps", "restarts", "loss", "random_start", "n_targets"),
+    ),
+    "nes": (
+        "black-box: PGD on gradients estimated by NES from queries",
+        ("eps", "norm", "alpha", "loss", "momentum", "max_queries", "samples", "sigma"),
+    ),
+    "spsa": (
+        "black-box: SPSA gradient estimates, Adam steps",
+        ("eps", "norm", "lr", "loss", "max_queries", "samples", "delta"),
+    ),
+    "square": ("black-box: Square Attack, random square updates", ("eps", "norm", "max_queries", "p_init")),
+    "cw": ("Carlini-Wagner L2, minimum norm", ("c", "kappa", "steps", "binary_search_steps", "lr")),
+    "ddn": ("decoupled direction and norm, minimum norm", ("alpha", "norm", "steps")),
+    "deepfool": ("DeepFool, minimum norm by linearization", ("norm", "steps", "overshoot")),
+    "fmn": ("fast minimum-norm", ("alpha", "norm", "steps")),
+    "lbfgs": ("Szegedy et al.'s box-constrained L-BFGS, minimum L2 norm", ("steps",)),
+    "noise": ("random points on the eps-sphere, a baseline", ("eps", "norm", "tries")),
+    "onehot": ("the lecture's targeted one-hot L2 + proximity attack", ("lam", "alpha", "steps")),
+}
+
+
+def _flag(dest: str) -> str:
+    return "--" + dest.replace("_", "-")
+
+
 def add_attack_args(p: argparse.ArgumentParser) -> None:
-    """The options of :data:`ATTACK_OPTIONS`, --random-start, --seed and --quantize."""
-    g = p.add_argument_group(
-        "attack options (given ones are checked against the attack: an option it lacks is an error)"
+    """The options of :data:`ATTACK_OPTIONS`, --random-start, --seed and --quantize, grouped for --help: one group
+    of the options several attacks share, then one group per attack (:data:`ATTACK_HELP`) that says what it is,
+    lists the options it takes and holds those only it takes. Call it after the command's own options, so that
+    they come first in --help."""
+    owners: dict[str, list[str]] = {}
+    for name, (_, takes) in ATTACK_HELP.items():
+        for dest in takes:
+            owners.setdefault(dest, []).append(name)
+    shared = p.add_argument_group(
+        "attack options shared by several attacks (each attack's group below lists those it takes, --seed and "
+        "--quantize: all; a given option the attack lacks is an error)"
     )
+    groups = {
+        name: p.add_argument_group(f"{name}: {what}", f"takes {' '.join(_flag(d) for d in takes)}")
+        for name, (what, takes) in ATTACK_HELP.items()
+    }
     for flag, dest, typ, help_ in ATTACK_OPTIONS:
+        g = groups[owners[dest][0]] if len(owners.get(dest, ())) == 1 else shared
         g.add_argument(flag, dest=dest, type=eps_option if flag == "--eps" else typ, help=help_)
+    g = shared
     g.add_argument(
         "--random-start",
         dest="random_start",

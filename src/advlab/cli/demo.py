@@ -5,7 +5,6 @@ wombat attack), not RNG seeds."""
 from __future__ import annotations
 
 import argparse
-import os
 from dataclasses import dataclass
 from typing import Any
 
@@ -13,12 +12,9 @@ import torch
 
 from advlab import attacks, data, prototypes, runs, zoo
 from advlab.cli.classify import predict
-from advlab.cli.common import add_command, add_run_args, bounded_int, command_line, say
+from advlab.cli.common import add_command, add_run_args, command_line, say
 from advlab.evaluation import EvalConfig, evaluate
 from advlab.evaluation.metrics import accuracy, top_k_accuracy
-
-#: the most torch threads --threads asks for: 4 per core (more only fight over the cores)
-MAX_THREADS = 4 * (os.cpu_count() or 1)
 
 
 def register(sub: argparse._SubParsersAction, flags: argparse.ArgumentParser) -> None:
@@ -35,38 +31,15 @@ def register(sub: argparse._SubParsersAction, flags: argparse.ArgumentParser) ->
         "examples:\n  advlab demo\n  advlab demo --out runs/demo2 --force\n  advlab demo --threads 2 --force",
     )
     add_run_args(p)
-    p.add_argument(
-        "--threads",
-        type=bounded_int(1, MAX_THREADS),
-        help="CPU threads for torch (default: the cores the 1-minute load average leaves free, at least 1: on a busy "
-        "machine one thread finishes several times sooner than threads fighting over the cores; "
-        f"at most {MAX_THREADS}, 4 per core)",
-    )
     p.set_defaults(func=run)
 
 
-def demo_threads(requested: int | None) -> int:
-    """The demo's torch threads: ``requested``, else the cores left free by the load average (rounded, at least 1,
-    at most torch's default), so a demo on a busy machine does not oversubscribe its cores."""
-    if requested:
-        return requested
-    try:
-        load = os.getloadavg()[0]
-    except (OSError, AttributeError):  # no load average (Windows): torch's default
-        return torch.get_num_threads()
-    return max(1, min(torch.get_num_threads(), round((os.cpu_count() or 1) - load)))
-
-
 def run(args: argparse.Namespace) -> int:
-    """The demo's five steps (:func:`_steps`) at :func:`demo_threads` torch threads (restored afterwards)."""
+    """The demo's five steps (:func:`_steps`), at the torch threads ``advlab`` chose (:mod:`advlab.cli.threads`)."""
     out = args.out or "runs/demo"
-    before, threads = torch.get_num_threads(), demo_threads(args.threads)
-    torch.set_num_threads(threads)
-    try:
-        with runs.start(out, {"command": command_line(args.argv), "threads": threads}, force=args.force) as run_dir:
-            metrics = _steps(run_dir)
-    finally:
-        torch.set_num_threads(before)
+    threads = torch.get_num_threads()
+    with runs.start(out, {"command": command_line(args.argv), "threads": threads}, force=args.force) as run_dir:
+        metrics = _steps(run_dir)
     say(args, f"digits-cnn accuracy on digits:test: {metrics[_DIGITS_ACCURACY]:.2%}")
     say(args, f"efficientnet-lite0 on the sample photos: top-3 accuracy {metrics[_TOP3]:.0%}")
     say(

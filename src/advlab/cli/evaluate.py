@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import math
 import os
 from pathlib import Path
 from typing import Any
@@ -20,6 +19,7 @@ import torch
 
 from advlab import distributed, runs, zoo
 from advlab.attacks.catalog import attack_classes
+from advlab.cli import adversarials
 from advlab.cli.common import (
     add_attack_args,
     add_command,
@@ -27,22 +27,26 @@ from advlab.cli.common import (
     add_label_args,
     add_model_args,
     add_run_args,
+    add_selection_args,
     attack_options,
     batch_int,
     build_model,
     csv_text,
     default_out,
-    labels_to_use,
-    load_data_for,
     make_attack,
+    open_data_for,
     place_model,
     positive_int,
+    require_labels,
     run_config,
     say,
 )
+from advlab.cli.heartbeat import heartbeat
 from advlab.cli.runner import Job, UnitSpec, batch_size, run_job, run_settings
 from advlab.errors import AdvlabError
 from advlab.evaluation import PRESETS, BatchResult, EvalConfig, EvalReport, evaluate
+from advlab.evaluation.evaluator import Plan, merge, prepare
+from advlab.evaluation.inputs import Indexed, with_predicted_labels
 
 
 def register(sub: argparse._SubParsersAction, flags: argparse.ArgumentParser) -> None:
@@ -50,6 +54,7 @@ def register(sub: argparse._SubParsersAction, flags: argparse.ArgumentParser) ->
         sub,
         flags,
         "eval",
+        usage="advlab eval --model SPEC --data SPEC [--preset NAME | --attack LIST] [--eps EPS] [options]",
         help="robust accuracy under an attack ensemble (AutoAttack-style cascade)",
         description="Evaluate robustness: a clean pass, then each attack on the samples still unbroken; prints clean "
         "and\nrobust accuracy, success rates, norms, gradient evaluations, per-attack breakdown and warnings.\n\n"
@@ -64,6 +69,7 @@ def register(sub: argparse._SubParsersAction, flags: argparse.ArgumentParser) ->
     add_label_args(p)
     _add_attack_choice(p)
     p.add_argument("--limit", type=positive_int, help="only the first N images")
+    add_selection_args(p)
     p.add_argument(
         "--batch-size",
         type=_batch_size,
@@ -74,16 +80,17 @@ def register(sub: argparse._SubParsersAction, flags: argparse.ArgumentParser) ->
     _add_output_args(p)
     _add_attack_model_args(p)
     add_run_args(p, resume=True)
+    add_attack_args(p)  # last: --help shows the command's own options first, then each attack's under its name
     p.set_defaults(func=run)
 
 
 def _add_attack_choice(p: argparse.ArgumentParser) -> None:
-    """Which attacks run and how: --preset or --attack with the attack options, --early-stop, --attack-misclassified."""
+    """Which attacks run and how: --preset or --attack (their options: :func:`add_attack_args`), --early-stop,
+    --attack-misclassified."""
     p.add_argument("--preset", choices=PRESETS, help="attack ensemble (default: reliable, unless --attack is given)")
     p.add_argument(
         "--attack", "-a", help="comma list of attacks to cascade instead of a preset (they share the attack options)"
     )
-    add_attack_args(p)
     p.add_argument(
         "--early-stop",
         action=argparse.BooleanOptionalAction,
@@ -170,33 +177,47 @@ def run(args: argparse.Namespace) -> int:
         _check_robustbench(args.robustbench)
     if args.amp:
         _check_amp(config)
-    x, y, desc = load_data_for(args.data, info, limit=args.limit)
-    y = labels_to_use(args, model, x, y)
-    out = args.out or default_out(_run_name(args, info, desc.dataset, config))
+    # labels and names without decoding an image; one image to size the batches
+    probe = open_data_for(args, info, batch_size=1, notes=False)
+    require_labels(args, probe.labels())
+    out = args.out or default_out(_run_name(args, info, probe.info.dataset, config))
     attack_model = _attack_model(args, model, dist)
     given = None if args.batch_size == "auto" else args.batch_size
-    config = dataclasses.replace(
-        config, batch_size=batch_size(given, out, args.resume, dist, lambda: _auto(model, x, dist))
-    )
+    size = batch_size(given, out, args.resume, dist, lambda: _auto(model, probe.batch(0)[0], dist))
+    config = dataclasses.replace(config, batch_size=size)
+    batches = open_data_for(args, info, batch_size=size)
+    data = with_predicted_labels(batches, model) if args.labels == "predicted" else batches
+    plans: list[Plan] = []
+
+    def plan() -> Plan:  # decided once, on the first batch, when this launch first needs it
+        if not plans:
+            plans.append(prepare(model, data, config, attack_model=attack_model))
+        return plans[0]
+
     job = Job(
         out,
-        _saved_config(args, config),
-        UnitSpec(
-            math.ceil(len(x) / config.batch_size),
-            f"a batch of {config.batch_size} samples",
-            _encode,
-            _decode,
-            bar="evaluate",
+        {**_saved_config(args, config), "label_source": batches.info.label_source},
+        UnitSpec(len(batches), f"a batch of {size} samples", runs.units.EVALUATE.encode, _decode, bar="evaluate"),
+        lambda work: evaluate(model, data, config, work=_light(work), attack_model=attack_model, plan=plan()),
+        lambda run_dir, report, sec: _write(
+            run_dir, data, batches.names(), dataclasses.replace(report, seconds=sec), info, args
         ),
-        lambda work: evaluate(model, (x, y), config, work=work, attack_model=attack_model),
-        lambda run_dir, report, sec: _write(run_dir, x, y, dataclasses.replace(report, seconds=sec), info, args),
         lambda run_dir, report: _report(run_dir, report, info, args),
-        inputs={"model": model, "data": (x, y)},
+        inputs={"model": model, "data": (batches.names(), probe.labels())},
+        merge=lambda done, saved: merge([done[b] for b in sorted(done)], saved or plan().record()),
+        plan=lambda: plan().record(),
     )
-    report = run_job(job, args, dist)
+    with heartbeat(model, "eval", args.quiet):
+        report = run_job(job, args, dist)
     if report is not None:
-        _show(args, report, desc.dataset, out)
+        _show(args, report, probe.info.dataset, out, info.class_names)
     return 0
+
+
+def _light(work: Any) -> Any:
+    """``work`` keeping in memory only the small per-sample columns of each saved batch (its adversarial images
+    are in the batch's file, and :func:`_write` reads them back one batch at a time)."""
+    return dataclasses.replace(work, keep=lambda part: dataclasses.replace(part, x_adv=None))
 
 
 def _run_name(args: argparse.Namespace, info: zoo.ModelInfo, dataset: str, config: EvalConfig) -> str:
@@ -216,10 +237,14 @@ def _run_name(args: argparse.Namespace, info: zoo.ModelInfo, dataset: str, confi
     )
 
 
-def _show(args: argparse.Namespace, report: EvalReport, dataset: str, out: Any) -> None:
-    """Rank 0, after the run: the --robustbench entry, then the metrics printed (as JSON with --json)."""
+def _show(
+    args: argparse.Namespace, report: EvalReport, dataset: str, out: Any, class_names: list[str] | None = None
+) -> None:
+    """Rank 0, after the run: the --robustbench entry (its missing folders made), then the metrics printed (as JSON
+    with --json): the headline, robust accuracy per class (named with ``class_names``), the details."""
     if args.robustbench:
-        runs.atomic_write(args.robustbench, json.dumps(report.robustbench(args.model, dataset), indent=2) + "\n")
+        entry = report.robustbench(robustbench_name(args.model), dataset)
+        runs.atomic_write(args.robustbench, json.dumps(entry, indent=2) + "\n")
     if args.json:
         print(json.dumps({"labels": args.labels, **report.to_dict()}, indent=2))
         return
@@ -228,8 +253,18 @@ def _show(args: argparse.Namespace, report: EvalReport, dataset: str, out: Any) 
             args,
             "labels: the model's own clean predictions (--labels predicted), so clean accuracy is 100% by construction",
         )
-    say(args, report.format())
+    say(args, report.format(class_names))
     say(args, f"wrote {out}")
+
+
+def robustbench_name(spec: str) -> str:
+    """The --robustbench entry's model ``name`` for the --model ``spec``: a model file ``path/to/net.py:make`` is
+    ``net-make`` (its file stem and factory, as advlab names the model in run names and reports: the folders are
+    the user's machine, not the model), any other spec is itself (``digits-cnn``, ``timm:resnet50``)."""
+    if ".py:" not in spec:
+        return spec
+    path, _, factory = spec.rpartition(":")
+    return f"{Path(path).stem}-{factory}"
 
 
 def _check_robustbench(path: str) -> None:
@@ -318,61 +353,72 @@ def _batch_size(text: str) -> int | str:
     return "auto" if text == "auto" else batch_int(text)
 
 
-def _encode(part: BatchResult) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    return part.tensors(), {"checks": part.checks}
-
-
 def _decode(tensors: dict[str, torch.Tensor], info: dict[str, Any]) -> BatchResult:
-    return BatchResult.from_tensors(tensors, info["checks"])
+    """A saved batch's per-sample columns; its adversarial images stay in its file (read by :func:`_write`)."""
+    return runs.units.EVALUATE.decode({k: v for k, v in tensors.items() if k != "x_adv"}, info)
+
+
+#: the broken samples shown in grid.png
+GRID = 8
 
 
 def _write(
     run_dir: runs.Run,
-    x: torch.Tensor,
-    y: torch.Tensor,
+    data: Indexed,
+    names: list[str],
     report: EvalReport,
     info: zoo.ModelInfo,
     args: argparse.Namespace,
 ) -> EvalReport:
-    """metrics.json, samples.csv, adversarials.safetensors and grid.png (broken samples); returns ``report``."""
+    """metrics.json, samples.csv, adversarials.safetensors (written batch by batch: the images read again, the
+    adversarial examples from each batch's saved file) and grid.png (the first broken samples); returns ``report``."""
     from advlab.report.figures import adversarial_grid, prediction_titles
 
-    assert report.x_adv is not None
     s = report.samples
     amp = {"amp": "attacks under bfloat16 autocast; successes confirmed in float32"} if args.amp else {}
     run_dir.save_json(
         "metrics.json", {"model": info.name, "data": args.data, "labels": args.labels, **amp, **report.to_dict()}
     )
-    run_dir.save_text("samples.csv", csv_text(report.rows(info.class_names)))
-    run_dir.save_tensors(
-        "adversarials.safetensors",
-        {
-            "x": x,
-            "x_adv": report.x_adv,
-            "y": y,
-            "broken_by": s.broken_by,
-            "clean_pred": s.clean_pred,
-            "adv_pred": s.adv_pred,
-        },
-        metadata={"model": args.model, "data": args.data},
-    )
-    broken = s.broken.nonzero().flatten()[:8]
-    if len(broken):
+    rows = report.rows(info.class_names)
+    for row, name in zip(rows, names, strict=True):
+        row["name"] = name
+    run_dir.save_text("samples.csv", csv_text(rows))
+    shown = _write_adversarials(run_dir, data, report, args)
+    if shown:
+        x, x_adv, idx = (torch.cat(t) for t in zip(*shown, strict=True))
         names = info.class_names
         clean_t = prediction_titles(
-            "clean", [names[int(p)] for p in s.clean_pred[broken]], s.clean_confidence[broken].tolist()
+            "clean", [names[int(p)] for p in s.clean_pred[idx]], s.clean_confidence[idx].tolist()
         )
         adv_t = prediction_titles(
-            "adversarial", [names[int(p)] for p in s.adv_pred[broken]], s.adv_confidence[broken].tolist()
+            "adversarial", [names[int(p)] for p in s.adv_pred[idx]], s.adv_confidence[idx].tolist()
         )
-        run_dir.save_figure(
-            "grid.png", adversarial_grid(x[broken], report.x_adv[broken], clean_t, adv_t, ["red"] * len(broken))
-        )
+        run_dir.save_figure("grid.png", adversarial_grid(x, x_adv, clean_t, adv_t, ["red"] * len(idx)))
     return report
 
 
-def _report(run_dir: runs.Run, report: EvalReport, info: zoo.ModelInfo, args: argparse.Namespace) -> None:
-    from advlab.report.html import html_list, write_report
+def _write_adversarials(
+    run_dir: runs.Run, data: Indexed, report: EvalReport, args: argparse.Namespace
+) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+    """adversarials.safetensors, one batch at a time; the (x, x_adv, index) of the first :data:`GRID` broken."""
+    s = report.samples
+    columns = {"y": s.y, "broken_by": s.broken_by, "clean_pred": s.clean_pred, "adv_pred": s.adv_pred}
+    shown: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
+    for at, x, x_adv in adversarials.write(run_dir, data, columns, {"model": args.model, "data": args.data}):
+        broken = s.broken[at : at + len(x)].nonzero().flatten()[: GRID - sum(len(t[2]) for t in shown)]
+        if len(broken):
+            shown.append((x[broken], x_adv[broken], broken + at))
+    return shown
 
+
+def _report(run_dir: runs.Run, report: EvalReport, info: zoo.ModelInfo, args: argparse.Namespace) -> None:
+    """report.html in the order of the printed summary: the headline (robust accuracy with its interval, trust and
+    why), robust accuracy per class, then the metrics, the warnings and the pictures."""
+    from advlab.report.html import html_lines, html_list, render_value, write_report
+
+    per_class = report.classes_shown(info.class_names)
+    total = len(report.per_class())
+    heading = "Per class" if len(per_class) == total else f"Per class: the {len(per_class)} worst of {total}"
+    summary = [("Summary", html_lines(report.headline_lines())), (heading, render_value(per_class))]
     sections = [("Warnings", html_list(report.warnings))] if report.warnings else []
-    write_report(run_dir.path, f"advlab eval: {info.name} on {args.data}", sections)
+    write_report(run_dir.path, f"advlab eval: {info.name} on {args.data}", sections, summary=summary)

@@ -6,7 +6,8 @@ import argparse
 import json
 
 from advlab import data, zoo
-from advlab.cli.common import add_command
+from advlab.cli.common import add_command, add_model_args, build_model
+from advlab.errors import AdvlabError
 
 
 def register(sub: argparse._SubParsersAction, flags: argparse.ArgumentParser) -> None:
@@ -25,11 +26,14 @@ def register(sub: argparse._SubParsersAction, flags: argparse.ArgumentParser) ->
         flags,
         "data",
         help="list data specs or describe one",
-        description="Without SPEC: the data specs advlab understands. With SPEC: its size, shape and classes.\n\n"
-        "examples:\n  advlab data\n  advlab data digits:test\n  advlab data folder:/data/imagenet/val --json",
+        description="Without SPEC: the data specs advlab understands. With SPEC: its size, shape and classes; with\n"
+        "--model too: the size and channels the model sees and how the labels map onto its classes.\n\n"
+        "examples:\n  advlab data\n  advlab data digits:test\n  advlab data folder:/data/imagenet/val --json\n"
+        "  advlab data folder:shapes --model my_cnn.py:build --class-names classes.txt",
     )
     p.add_argument("spec", nargs="?", help="a data spec to describe")
     p.add_argument("--json", action="store_true", help="machine-readable output")
+    add_model_args(p, required=False)
     p.set_defaults(func=data_cmd)
 
 
@@ -68,7 +72,16 @@ def data_cmd(args: argparse.Namespace) -> int:
             for s, d in specs:
                 print(f"{s:24s} {d}")
         return 0
-    desc = data.describe(args.spec)
+    desc, model = data.describe(args.spec), None
+    if args.model:
+        args.data = args.spec  # the data a model file without an input size is shaped by
+        info = zoo.info_of(build_model(args))
+        model = info.name
+        desc = data.open_for_model(
+            args.spec, input_size=info.data_size, channels=info.channels, class_names=info.data_classes
+        ).info
+    elif any(getattr(args, k, None) is not None for k in ("weights", "input_size", "channels", "class_names")):
+        raise AdvlabError("--weights, --input-size, --channels and --class-names describe a --model; give one")
     out = {
         "spec": desc.spec,
         "dataset": desc.dataset,
@@ -78,9 +91,12 @@ def data_cmd(args: argparse.Namespace) -> int:
         "num_classes": desc.num_classes,
         "classes": (desc.class_names[:20] if desc.class_names else None),
     }
+    if model is not None:
+        out |= {"model": model, "label_source": desc.label_source, "notes": desc.notes}
     if args.json:
         print(json.dumps(out, indent=2))
     else:
         for k, v in out.items():
-            print(f"{k:12s} {v}")
+            shown = "differs between images" if k == "size" and v is None else v
+            print(f"{k:12s} {shown}")
     return 0

@@ -47,6 +47,7 @@ from advlab.cli.common import (
     seed_int,
     steps_int,
 )
+from advlab.cli.heartbeat import heartbeat
 from advlab.cli.runner import Job, UnitSpec, batch_size, run_job, run_settings
 from advlab.errors import AdvlabError
 from advlab.prototypes import Config, Evolution, Prototypes, Starts, recipes
@@ -423,7 +424,7 @@ def run(args: argparse.Namespace) -> int:
         lambda t, _: Evolution.from_tensors(t),
         bar="prototypes",
     )
-    job = Job(
+    job: Job[Evolution, list[Prototypes | None], tuple[Prototypes, dict[str, Any]]] = Job(
         out,
         _saved_config(args, targets, configs, bs),
         units,
@@ -434,8 +435,19 @@ def run(args: argparse.Namespace) -> int:
         outputs.report,
         outputs.interrupted,
         inputs={"model": model, "starts": starts.x},
+        merge=lambda done, _plan: [  # the saved batches of each config, joined in order (no model call)
+            Prototypes(
+                starts,
+                targets,
+                c,
+                Evolution.cat([done[k * outputs.batches + b] for b in range(outputs.batches)]),
+                list(info.class_names),
+            )
+            for k, c in enumerate(configs)
+        ],
     )
-    shown = run_job(job, args, dist)
+    with heartbeat(model, "prototypes", args.quiet):
+        shown = run_job(job, args, dist)
     if shown is not None:
         _print(args, *shown, out)
     return 0
@@ -510,11 +522,13 @@ def _print(args: argparse.Namespace, result: Prototypes, metrics: dict[str, Any]
         print(json.dumps(metrics, indent=2))
         return
     s = metrics["summary"]
+    stuck = s.get("zero_gradient_at_start", 0)  # not convergence: no step could move them
+    ended = f"{s['converged']} converged" + (f", {stuck} did not move: {s['advice']}" if stuck else "")
     say(
         args,
         f"{s['pairs']} pairs ({len(result.starts.x)} starts x {len(result.targets)} targets), {result.config.mode} "
         f"mode: {s['reached_p99']} reached p >= 0.99, {s['ever_top1']} became top-1 "
-        f"(median L2 {s['recognition_top1']['l2']['median']}), {s['converged']} converged; {metrics['seconds']:.1f} s",
+        f"(median L2 {s['recognition_top1']['l2']['median']}), {ended}; {metrics['seconds']:.1f} s",
     )
     for jname, j in metrics["judges"].items():
         say(args, f"judge {jname}: agrees on {j['top1_agreement']:.0%} of the prototypes")

@@ -36,6 +36,7 @@ from advlab.cli.common import (
     run_config,
     say,
 )
+from advlab.cli.heartbeat import heartbeat
 from advlab.cli.runner import Job, UnitSpec, run_job, run_settings
 from advlab.errors import AdvlabError
 from advlab.experiments import study
@@ -167,7 +168,8 @@ def run(args: argparse.Namespace) -> int:
             settings=run_settings(args),
         )
     )
-    outcomes = run_job(_job(args, s, out), args, dist)
+    with heartbeat(s.model, "study", args.quiet):
+        outcomes = run_job(_job(args, s, out), args, dist)
     if outcomes is not None and args.json:
         print(json.dumps(study.table(outcomes), indent=2))
     elif outcomes is not None:
@@ -221,6 +223,8 @@ def _job(args: argparse.Namespace, s: _Setup, out: str | Path) -> Job[Outcome, l
         write,
         lambda run_dir, outcomes: _report(run_dir, outcomes, s.info),
         inputs={"model": s.model, "data": (s.x, s.y)},
+        # the saved rows with their McNemar tests: with every row done, sweep measures nothing (no model call)
+        merge=lambda done, _plan: study.sweep(s.model, s.x, s.y, s.settings, s.attack, work=Work(done=done)),
     )
 
 

@@ -28,7 +28,6 @@ from advlab.cli.common import (
     add_run_args,
     batch_int,
     build_model,
-    check_resumable,
     command_line,
     csv_text,
     default_out,
@@ -41,6 +40,7 @@ from advlab.cli.common import (
     seed_int,
     steps_int,
 )
+from advlab.cli.heartbeat import heartbeat
 from advlab.defenses.training import (
     ADVERSARIAL,
     ATTACK_MODES,
@@ -52,6 +52,7 @@ from advlab.defenses.training import (
     fit,
 )
 from advlab.errors import AdvlabError
+from advlab.runs.shards import check_settings
 
 _EVAL_FOR = {
     "digits:train": "digits:test",
@@ -343,11 +344,12 @@ def run(args: argparse.Namespace) -> int:
         if run_dir.resumed and run_dir.path == run_dir.final:
             say(args, f"{out} is complete already")
             return 0
-        check_resumable(run_dir, run_config)
+        check_settings(run_dir, run_config)
         state = _checkpoint_to_resume(run_dir, s) if run_dir.resumed else None
         if state is not None:
             say(args, f"resuming {out} after epoch {state.epochs_done} of {s.config.epochs}")
-        history = _train(run_dir, s, state, args)
+        with heartbeat(s.model, "train", args.quiet):
+            history = _train(run_dir, s, state, args)
         metrics = _metrics(s, history, state, args)
         run_dir.save_tensors(
             "weights.safetensors",

@@ -25,6 +25,7 @@ from advlab.cli.common import (
     command_line,
     csv_text,
     default_out,
+    load_data_for,
     make_attack,
     positive_int,
     say,
@@ -200,14 +201,9 @@ def _model_specs(args: argparse.Namespace) -> tuple[list[str], list[str]]:
 def _labelled_data(
     args: argparse.Namespace, info: zoo.ModelInfo
 ) -> tuple[torch.Tensor, torch.Tensor, DatasetInfo, int]:
-    """The --data images with labels in the models' classes, and how many unlabelled images were dropped."""
-    from advlab import data
-
-    x, y, desc = data.load_for_model(args.data, info.input_size, info.channels, limit=args.limit)
-    if x.shape[1] != info.channels:
-        raise AdvlabError(f"data {args.data!r} has {x.shape[1]} channel(s) but {info.name} expects {info.channels}")
-    y = data.labels_for_model(y, desc.class_names, info.class_names)
-    zoo.check_labels(info, y, what=f"data {args.data!r}")
+    """The --data images with labels in the models' classes (the one data path, :func:`load_data_for`), and how
+    many unlabelled images were dropped."""
+    x, y, desc = load_data_for(args.data, info, limit=args.limit)
     keep = y >= 0
     if not bool(keep.any()):
         raise AdvlabError(f"data {args.data!r} has no labelled images of {info.name}'s classes; transfer needs labels")

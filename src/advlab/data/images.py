@@ -6,6 +6,8 @@ import os
 import stat
 import threading
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO
 
@@ -68,6 +70,39 @@ def check_image_size(width: int, height: int, name: str | None = None, size: int
         )
 
 
+#: PIL modes of single-channel images (read with 1 channel when the model does not say how many it takes)
+GREY_MODES = ("1", "L", "LA", "I", "I;16", "I;16L", "I;16B", "I;16N", "F")
+
+
+def image_header(path: str | Path) -> tuple[int, int, int]:
+    """(width, height, channels) of an image file from its header, without decoding the pixels (PIL opens lazily):
+    channels 1 for grey modes (:data:`GREY_MODES`), 3 otherwise. The same refusals as :func:`open_image`."""
+    with open_regular(path, "image") as fh:
+        with _read_errors(path):
+            img = _open_lazily(fh)
+        w, h = img.size
+        check_image_size(w, h, show(path))
+        return w, h, 1 if img.mode in GREY_MODES else 3
+
+
+@contextmanager
+def _read_errors(path: str | Path) -> Iterator[None]:
+    """Every way PIL fails to open or decode ``path`` as one :class:`AdvlabError` (an AdvlabError passes)."""
+    try:
+        yield
+    except UnidentifiedImageError as e:
+        raise AdvlabError(f"{show(path)} is not an image file advlab reads ({', '.join(IMAGE_FORMATS)})") from e
+    except Image.DecompressionBombError as e:
+        raise AdvlabError(
+            f"image {show(path)} is over PIL's limit of {2 * (Image.MAX_IMAGE_PIXELS or 0):,} pixels "
+            "(a decompression bomb?)"
+        ) from e
+    except (OSError, SyntaxError, ValueError, EOFError) as e:
+        if isinstance(e, AdvlabError):
+            raise
+        raise AdvlabError(f"cannot read image {show(path)}: {_first_line(e)} (truncated or corrupt file?)") from e
+
+
 def _resized_side(size: int, crop_fraction: float) -> int:
     """The shorter side before the centre crop; refused when even a square image would exceed the pixel budget."""
     if size < 1 or round(size / crop_fraction) ** 2 > MAX_IMAGE_PIXELS // MAX_ASPECT:
@@ -96,21 +131,10 @@ def open_image(path: str | Path, size: int | None = None) -> Image.Image:
             raise AdvlabError(
                 f"image {show(path)} has {nbytes:,} bytes, over advlab's limit of {MAX_IMAGE_FILE_BYTES:,}"
             )
-        try:
+        with _read_errors(path):
             img = _open_lazily(fh)
             check_image_size(*img.size, show(path), size)
             img.load()
-        except UnidentifiedImageError as e:
-            raise AdvlabError(f"{show(path)} is not an image file advlab reads ({', '.join(IMAGE_FORMATS)})") from e
-        except Image.DecompressionBombError as e:
-            raise AdvlabError(
-                f"image {show(path)} is over PIL's limit of {2 * (Image.MAX_IMAGE_PIXELS or 0):,} pixels "
-                "(a decompression bomb?)"
-            ) from e
-        except (OSError, SyntaxError, ValueError, EOFError) as e:
-            if isinstance(e, AdvlabError):
-                raise
-            raise AdvlabError(f"cannot read image {show(path)}: {_first_line(e)} (truncated or corrupt file?)") from e
     return img
 
 

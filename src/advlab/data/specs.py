@@ -1,4 +1,5 @@
-"""Parsing data specs and producing (x, y) tensors or streamed batches. See :mod:`advlab.data`."""
+"""Parsing data specs into sources (image files, tensors, a factory's Dataset) and the facts about them (count,
+shape, classes, item names). Reading them for a model is :mod:`advlab.data.stream`. See :mod:`advlab.data`."""
 
 from __future__ import annotations
 
@@ -7,10 +8,10 @@ import math
 import os
 import stat
 import zipfile
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 import numpy as np
 import torch
@@ -21,16 +22,16 @@ from advlab.data.classes import (
     SYNSET_RE,
     imagenet_classes,
     imagenet_synset_index,
-    labels_for_model,
 )
 from advlab.data.files import descriptor_path, is_regular, open_regular, require_regular, show, stat_input
 from advlab.data.images import (
     IMAGE_SUFFIXES,
     MAX_IMAGE_PIXELS,
     convert_channels,
-    read_image,
+    image_header,
     resize_batch,
 )
+from advlab.data.pyfile import call_factory, first_line, split_spec
 from advlab.errors import AdvlabError
 
 #: Photo sets are resized and centre-cropped to this side when no size is given.
@@ -51,6 +52,11 @@ class DatasetInfo:
     num_classes: int | None
     class_names: list[str] | None
     photos: bool = False  # image files of any size: resized/cropped and converted to the channels asked for
+    #: how the labels were put onto the model's classes (:data:`~advlab.data.classes.LABEL_SOURCES`): "names",
+    #: "synsets", "indices", "folder order" (torchvision ImageFolder's sorted folder index) or "none"
+    label_source: str | None = None
+    #: one line each for the user: class names that matched none of the model's, images upscaled for the model
+    notes: list[str] = field(default_factory=list)
 
 
 def spec_names() -> list[tuple[str, str]]:
@@ -76,12 +82,17 @@ def spec_names() -> list[tuple[str, str]]:
 # ----------------------------------------------------------------------------------------------- sources
 @dataclass
 class _Files:
-    """Image files with labels, read lazily."""
+    """Image files with labels, read lazily; ``root`` the folder names are relative to (subset lists)."""
 
     paths: list[Path]
     labels: list[int]
     class_names: list[str] | None
     dataset: str
+    root: Path | None = None
+    order: str = "folder order"  # the label source when labels stay in the data's own order
+
+    def names(self) -> list[str]:
+        return [p.name for p in self.paths] if self.dataset != "samples" else [p.name for p in sets.SAMPLE_PHOTOS]
 
 
 @dataclass
@@ -90,12 +101,29 @@ class _Tensors:
     y: torch.Tensor
     class_names: list[str] | None
     dataset: str
+    order: str = "indices"
 
 
-def _resolve(spec: str) -> _Files | _Tensors:
+@dataclass
+class _Dataset:
+    """A map-style torch Dataset from ``--data file.py:factory``: ``dataset[i]`` = (image tensor in [0, 1], label)."""
+
+    dataset: Any
+    count: int
+    class_names: list[str] | None
+    name: str
+    order: str = "indices"
+
+
+Source = _Files | _Tensors | _Dataset
+
+
+def resolve(spec: str) -> Source:
     if not isinstance(spec, str) or not spec:
         raise AdvlabError(f"a data spec must be a non-empty string, got {spec!r}")
     name, _, arg = spec.partition(":")
+    if name not in ("folder", "tensors") and (file_spec := split_spec(spec)) is not None:
+        return _factory_data(*file_spec)
     if name == "digits":
         x, y = sets.digits(arg or "all")
         return _Tensors(x, y, DIGIT_CLASSES, "digits")
@@ -126,17 +154,17 @@ def _folder(root: Path) -> _Files:
         paths = _images_in(root)
         if not paths:
             raise AdvlabError(f"folder {show(root)} holds no images (looked for {', '.join(IMAGE_SUFFIXES)})")
-        return _Files(paths, [-1] * len(paths), None, root.name)
+        return _Files(paths, [-1] * len(paths), None, root.name, root)
     synsets = imagenet_synset_index()
     if all(SYNSET_RE.match(d.name) for d in subdirs):
         unknown = [d.name for d in subdirs if d.name not in synsets]
         if unknown:
             raise AdvlabError(f"folder {show(root)}: {unknown[0]!r} is not an ImageNet-1k synset")
         index = {d.name: synsets[d.name] for d in subdirs}
-        names, dataset = imagenet_classes(), "imagenet"
+        names, dataset, order = imagenet_classes(), "imagenet", "synsets"
     else:
         index = {d.name: i for i, d in enumerate(subdirs)}
-        names, dataset = [d.name for d in subdirs], root.name
+        names, dataset, order = [d.name for d in subdirs], root.name, "folder order"
     paths, labels = [], []
     for d in subdirs:
         found = _images_in(d)
@@ -144,7 +172,7 @@ def _folder(root: Path) -> _Files:
         labels += [index[d.name]] * len(found)
     if not paths:
         raise AdvlabError(f"folder {show(root)} has class folders but no images in them")
-    return _Files(paths, labels, names, dataset)
+    return _Files(paths, labels, names, dataset, root, order)
 
 
 def _entries(d: Path) -> list[Path]:
@@ -204,7 +232,7 @@ def _tensor_file(path: Path) -> _Tensors:
     arrays = _read_arrays(path)
     if "x" not in arrays:
         raise AdvlabError(f"tensors file {show(path)} has no 'x' (found: {', '.join(map(repr, arrays)) or 'nothing'})")
-    x = _images(arrays["x"], path)
+    x = _images(arrays["x"], f"tensors file {show(path)}")
     return _Tensors(x, _labels(arrays.get("y"), len(x), path), None, path.stem)
 
 
@@ -267,38 +295,33 @@ def _check_values(shapes: dict[str, tuple[int, ...]], path: Path) -> None:
         )
 
 
-def _images(x: torch.Tensor, path: Path) -> torch.Tensor:
-    """x as (N, C, H, W), uint8 or float32 in [0, 1], with N, C, H, W >= 1 and at most MAX_IMAGE_PIXELS per image."""
+def _images(x: torch.Tensor, what: str) -> torch.Tensor:
+    """x as (N, C, H, W), uint8 or float32 in [0, 1], with N, C, H, W >= 1 and at most MAX_IMAGE_PIXELS per
+    image; ``what`` names it in messages ("tensors file 't.npz'")."""
     if x.ndim == 3:
         x = x.unsqueeze(1)
     if x.ndim != 4:
-        raise AdvlabError(f"tensors file {show(path)}: x has shape {tuple(x.shape)}, expected (N, C, H, W)")
+        raise AdvlabError(f"{what}: x has shape {tuple(x.shape)}, expected (N, C, H, W)")
     if len(x) == 0:
-        raise AdvlabError(f"tensors file {show(path)} holds no images (x has shape {tuple(x.shape)})")
+        raise AdvlabError(f"{what} holds no images (x has shape {tuple(x.shape)})")
     if x.shape[1] not in (1, 3) and x.shape[3] in (1, 3):
         x = x.permute(0, 3, 1, 2).contiguous()  # NHWC as saved by numpy/PIL code
     if 0 in x.shape:
-        raise AdvlabError(
-            f"tensors file {show(path)}: x has shape {tuple(x.shape)}; every image needs at least one "
-            "channel and one pixel"
-        )
+        raise AdvlabError(f"{what}: x has shape {tuple(x.shape)}; every image needs at least one channel and one pixel")
     if x.shape[2] * x.shape[3] > MAX_IMAGE_PIXELS:
         raise AdvlabError(
-            f"tensors file {show(path)}: x has shape {tuple(x.shape)}, over advlab's limit of "
-            f"{MAX_IMAGE_PIXELS:,} pixels per image"
+            f"{what}: x has shape {tuple(x.shape)}, over advlab's limit of {MAX_IMAGE_PIXELS:,} pixels per image"
         )
     if x.dtype == torch.uint8:
         return x
     if not x.is_floating_point():
-        raise AdvlabError(f"tensors file {show(path)}: x has dtype {x.dtype}; use float in [0, 1] or uint8")
+        raise AdvlabError(f"{what}: x has dtype {x.dtype}; use float in [0, 1] or uint8")
     x = x.float()
     if not torch.isfinite(x).all():
-        raise AdvlabError(f"tensors file {show(path)}: x contains NaN or infinite values")
+        raise AdvlabError(f"{what}: x contains NaN or infinite values")
     lo, hi = float(x.min()), float(x.max())
     if lo < 0 or hi > 1:
-        raise AdvlabError(
-            f"tensors file {show(path)}: x must be in [0, 1] (or uint8), found values in [{lo:.3g}, {hi:.3g}]"
-        )
+        raise AdvlabError(f"{what}: x must be in [0, 1] (or uint8), found values in [{lo:.3g}, {hi:.3g}]")
     return x
 
 
@@ -321,8 +344,70 @@ def _labels(y: torch.Tensor | None, n: int, path: Path) -> torch.Tensor:
     return y.long()
 
 
-# ----------------------------------------------------------------------------------------------- API
-def _finish(x: torch.Tensor, size: int | None, channels: int | None) -> torch.Tensor:
+def _factory_data(path: Path, factory: str) -> _Dataset:
+    """``--data file.py:factory``: the user's file imported as a model file is (:mod:`advlab.data.pyfile`);
+    ``factory()`` must return a map-style torch Dataset (``len`` and ``[i]`` -> (image in [0, 1], label));
+    a ``classes`` attribute (as torchvision's ImageFolder has) names its classes."""
+    ds, _ = call_factory(path, factory, "data file")
+    what = f"{show(path)}:{factory}()"
+    if not (hasattr(ds, "__getitem__") and hasattr(ds, "__len__")):
+        raise AdvlabError(
+            f"{what} returned {type(ds).__name__}, not a map-style torch Dataset (one with __len__ and __getitem__)"
+        )
+    try:
+        n = len(ds)
+    except Exception as e:  # noqa: BLE001 - the user's code may raise anything
+        raise AdvlabError(f"len() of {what} failed: {first_line(e)}") from e
+    if n < 1:
+        raise AdvlabError(f"{what} holds no items")
+    classes = getattr(ds, "classes", None)
+    ok = isinstance(classes, (list, tuple)) and all(isinstance(c, str) for c in classes)
+    return _Dataset(ds, n, list(classes) if ok and classes else None, f"{path.stem}-{factory}")
+
+
+def dataset_items(src: _Dataset, index: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Items ``index`` of a factory's Dataset as (x (B, C, H, W) float32 or uint8, y (B,) int64), checked as a
+    ``tensors:`` file is (shape, finite, in [0, 1]); a failing or malformed item is one AdvlabError line."""
+    imgs: list[torch.Tensor] = []
+    labels: list[int] = []
+    for i in index:
+        try:
+            item = src.dataset[i]
+        except Exception as e:  # noqa: BLE001
+            raise AdvlabError(f"data {src.name}: item {i} failed: {first_line(e)}") from e
+        if not isinstance(item, (tuple, list)) or len(item) < 2 or not isinstance(item[0], torch.Tensor):
+            raise AdvlabError(f"data {src.name}: item {i} is not a pair (image tensor in [0, 1], integer label)")
+        img = item[0] if item[0].ndim != 2 else item[0][None]
+        if imgs and img.shape != imgs[0].shape:
+            raise AdvlabError(
+                f"data {src.name}: item {i} has shape {tuple(img.shape)}, item {index[0]} {tuple(imgs[0].shape)}; "
+                "a batch needs one shape (resize in the Dataset)"
+            )
+        imgs.append(img)
+        labels.append(_item_label(item[1], src.name, i))
+    x = _images(torch.stack(imgs), f"data {src.name}") if imgs else torch.empty(0, 3, 1, 1)
+    return x, torch.tensor(labels, dtype=torch.long)
+
+
+def _item_label(label: object, name: str, i: int) -> int:
+    value = label.item() if isinstance(label, torch.Tensor) and label.numel() == 1 else label
+    if isinstance(value, bool) or not isinstance(value, int) or not -1 <= value <= MAX_LABEL:
+        raise AdvlabError(f"data {name}: item {i} has label {value!r:.40}; labels are class indices (or -1)")
+    return value
+
+
+def dataset_labels(src: _Dataset) -> torch.Tensor:
+    """All labels of a factory's Dataset: its ``targets`` (as torchvision's data sets have) when they are one per
+    item, else read item by item (which decodes the images)."""
+    targets = getattr(src.dataset, "targets", None)
+    if targets is not None and len(targets) == src.count:
+        return torch.tensor([_item_label(t, src.name, i) for i, t in enumerate(targets)], dtype=torch.long)
+    return torch.cat([dataset_items(src, [i])[1] for i in range(src.count)])
+
+
+# ----------------------------------------------------------------------------------------------- facts
+def finish(x: torch.Tensor, size: int | None, channels: int | None) -> torch.Tensor:
+    """A batch of a tensor source as float32 in [0, 1] (uint8 / 255), ``channels`` converted, resized to ``size``."""
     if x.dtype == torch.uint8:
         x = x.float().div_(255.0)
     x = convert_channels(x, channels)
@@ -331,63 +416,19 @@ def _finish(x: torch.Tensor, size: int | None, channels: int | None) -> torch.Te
     return x
 
 
-def load(
-    spec: str, size: int | None = None, *, channels: int | None = None, limit: int | None = None
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """All of a (small) data set as ``x`` (N, C, H, W) float32 in [0, 1] and ``y`` (N,) int64 (-1 = unlabelled).
-
-    ``size``: photos are resized (shorter side to size/0.875) and centre-cropped to ``size`` (default 224);
-    fixed-size sets keep their own size unless ``size`` is given. ``channels``: convert grey <-> RGB.
-    ``limit``: only the first ``limit`` images.
-    """
-    return _load(_resolve(spec), size, channels, limit)
-
-
-def load_for_model(
-    spec: str,
-    input_size: int,
-    channels: int,
-    *,
-    size: int | None = None,
-    limit: int | None = None,
-    model_classes: Sequence[str] | None = None,
-) -> tuple[torch.Tensor, torch.Tensor, DatasetInfo]:
-    """Load a data set for a model, reading it once: photos are fitted to the model (resized/cropped to
-    ``input_size``, converted to ``channels``); tensor sets keep their own size and channels (resized only to
-    an explicit ``size``) so that a mismatch can be reported, not silently converted. With ``model_classes``
-    (the model's class names) the labels are mapped onto them by name (:func:`~advlab.data.classes.labels_for_model`:
-    a folder of 3/ and 7/ gives labels 3 and 7, not 0 and 1). Returns ``(x, y, info)``; ``info`` describes the
-    data set as it is (its own class names)."""
-    src = _resolve(spec)
-    photos = isinstance(src, _Files)
-    s, c = (size or input_size, channels) if photos else (size, None)
-    x, y = _load(src, s, c, limit)
-    if model_classes is not None:
-        y = labels_for_model(y, src.class_names, model_classes)
-    return x, y, _describe(src, spec, s, c)
-
-
-def _load(
-    src: _Files | _Tensors, size: int | None, channels: int | None, limit: int | None
-) -> tuple[torch.Tensor, torch.Tensor]:
-    if isinstance(src, _Tensors):
-        n = len(src.y) if limit is None else min(limit, len(src.y))
-        return _finish(src.x[:n], size, channels), src.y[:n].clone()
-    if src.dataset == "samples":
-        x, y, _ = sets.samples(size or DEFAULT_PHOTO_SIZE, channels or 3)
-        n = len(y) if limit is None else min(limit, len(y))
-        return x[:n], y[:n]
-    paths = src.paths if limit is None else src.paths[:limit]
-    imgs = [read_image(p, size or DEFAULT_PHOTO_SIZE, channels or 3) for p in paths]
-    return torch.stack(imgs), torch.tensor(src.labels[: len(paths)], dtype=torch.long)
-
-
 def describe(spec: str, size: int | None = None, *, channels: int | None = None) -> DatasetInfo:
-    """Facts about a data spec (count, channels, size, classes) without reading every image."""
-    return _describe(_resolve(spec), spec, size, channels)
+    """Facts about a data spec (count, channels, size, classes) without reading every image: image files of one
+    size report it (from their headers), of several sizes None, unless ``size`` is given."""
+    return describe_source(resolve(spec), spec, size, channels)
 
 
-def _describe(src: _Files | _Tensors, spec: str, size: int | None, channels: int | None) -> DatasetInfo:
+def describe_source(src: Source, spec: str, size: int | None, channels: int | None) -> DatasetInfo:
+    if isinstance(src, _Dataset):
+        x, _ = dataset_items(src, [0])
+        hw = (size, size) if size else (int(x.shape[2]), int(x.shape[3]))
+        names = src.class_names
+        num = len(names) if names else None
+        return DatasetInfo(spec, src.name, src.count, channels or int(x.shape[1]), hw, num, names)
     if isinstance(src, _Tensors):
         c = channels or src.x.shape[1]
         hw = (size, size) if size else (int(src.x.shape[2]), int(src.x.shape[3]))
@@ -397,80 +438,54 @@ def _describe(src: _Files | _Tensors, spec: str, size: int | None, channels: int
             else (int(src.y.max()) + 1 if len(src.y) and int(src.y.max()) >= 0 else None)
         )
         return DatasetInfo(spec, src.dataset, len(src.y), c, hw, num, src.class_names, photos=False)
-    side = size or DEFAULT_PHOTO_SIZE
-    count = len(sets.SAMPLE_PHOTOS) if src.dataset == "samples" else len(src.paths)
-    dataset = "imagenet" if src.dataset == "samples" else src.dataset
+    if src.dataset == "samples":
+        side = size or DEFAULT_PHOTO_SIZE
+        count = len(sets.SAMPLE_PHOTOS)
+        return DatasetInfo(spec, "imagenet", count, channels or 3, (side, side), 1000, src.class_names, photos=True)
+    shared = None if size else shared_shape(src.paths)
+    side_hw = (size, size) if size else (shared[1], shared[2]) if shared else None
     names = src.class_names
-    return DatasetInfo(
-        spec, dataset, count, channels or 3, (side, side), len(names) if names else None, names, photos=True
-    )
+    c = channels or (shared[0] if shared else 3)
+    return DatasetInfo(spec, src.dataset, len(src.paths), c, side_hw, len(names) if names else None, names, photos=True)
+
+
+def shared_shape(paths: Sequence[Path]) -> tuple[int, int, int] | None:
+    """(channels, height, width) when every image file has the same size (read from the headers, no pixel
+    decoded): channels 1 when all are grey, else 3; None when the sizes differ."""
+    first: tuple[int, int] | None = None
+    grey = True
+    for p in paths:
+        w, h, c = image_header(p)
+        first = first or (h, w)
+        grey = grey and c == 1
+        if (h, w) != first:
+            return None
+    return (1 if grey else 3, *first) if first else None
+
+
+def native_shape(spec: str) -> tuple[int, int] | None:
+    """(channels, side) of a data set whose images are all ``side`` x ``side`` (a tensors set's own shape; image
+    files' from their headers); None for the sample photos and for sizes that differ or are not square."""
+    src = resolve(spec)
+    if isinstance(src, _Files) and src.dataset == "samples":
+        return None
+    info = describe_source(src, spec, None, None)
+    if info.size is None or info.channels is None or info.size[0] != info.size[1]:
+        return None
+    return info.channels, info.size[0]
 
 
 def item_names(spec: str, limit: int | None = None) -> list[str]:
     """A readable name per item: file names for image files, photo names for samples, ``spec[i]`` otherwise."""
-    src = _resolve(spec)
-    if isinstance(src, _Files) and src.dataset == "samples":
-        names = [p.name for p in sets.SAMPLE_PHOTOS]
-    elif isinstance(src, _Files):
-        names = [p.name for p in src.paths]
-    else:
-        names = [f"{spec}[{i}]" for i in range(len(src.y))]
+    names = source_names(resolve(spec), spec)
     return names if limit is None else names[:limit]
 
 
-class Batches:
-    """Batches ``(x, y)`` of a data spec; a folder is read batch by batch (images decoded in a worker pool).
-
-    ``len(batches)`` is the number of batches; ``batches.info`` describes the set.
-    """
-
-    def __init__(
-        self,
-        spec: str,
-        batch_size: int = 64,
-        size: int | None = None,
-        *,
-        channels: int | None = None,
-        limit: int | None = None,
-        workers: int = 0,
-    ) -> None:
-        if batch_size < 1:
-            raise AdvlabError(f"batch size must be >= 1, got {batch_size}")
-        self.spec, self.batch_size, self.size, self.channels, self.workers = spec, batch_size, size, channels, workers
-        self._src = _resolve(spec)
-        self.info = _describe(self._src, spec, size, channels)
-        self.count = self.info.count if limit is None else min(limit, self.info.count)
-
-    def __len__(self) -> int:
-        return (self.count + self.batch_size - 1) // self.batch_size
-
-    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        src = self._src
-        if isinstance(src, _Files) and src.dataset != "samples":
-            yield from self._read_files(src)
-            return
-        if isinstance(src, _Tensors):
-            x, y = src.x, src.y
-        else:
-            x, y, _ = sets.samples(self.size or DEFAULT_PHOTO_SIZE, self.channels or 3)
-        x, y = x[: self.count], y[: self.count]
-        for i in range(0, self.count, self.batch_size):
-            yield _finish(x[i : i + self.batch_size], self.size, self.channels), y[i : i + self.batch_size]
-
-    def _read_files(self, src: _Files) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        """Decode one batch of files at a time, in a thread pool when ``workers`` > 0."""
-        from concurrent.futures import ThreadPoolExecutor
-        from contextlib import nullcontext
-
-        side, ch = self.size or DEFAULT_PHOTO_SIZE, self.channels or 3
-        paths, labels = src.paths[: self.count], src.labels[: self.count]
-        with ThreadPoolExecutor(self.workers) if self.workers > 0 else nullcontext() as pool:
-            mapper = pool.map if pool is not None else map
-            for i in range(0, self.count, self.batch_size):
-                imgs = list(mapper(lambda p: read_image(p, side, ch), paths[i : i + self.batch_size]))
-                yield torch.stack(imgs), torch.tensor(labels[i : i + self.batch_size], dtype=torch.long)
-
-
-#: ``data.open(spec, batch_size=64, size=None, *, channels=None, limit=None, workers=0)``: stream a data set in
-#: batches of ``(x, y)`` (see :class:`Batches`); use this for large folders. The data API's verb for the class.
-open = Batches  # noqa: A001
+def source_names(src: Source, spec: str) -> list[str]:
+    """A readable name per item of ``src``: file names, the sample photos' names, else ``spec[i]``."""
+    if isinstance(src, _Files):
+        return src.names()
+    if isinstance(src, _Tensors) and src.dataset == "samples":  # the sample photos, decoded already
+        return [p.name for p in sets.SAMPLE_PHOTOS]
+    n = src.count if isinstance(src, _Dataset) else len(src.y)
+    return [f"{spec}[{i}]" for i in range(n)]

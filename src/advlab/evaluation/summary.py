@@ -21,16 +21,41 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 
-from advlab.attacks.base import Attack
 from advlab.errors import AdvlabError
 from advlab.evaluation import checks as sanity_checks
 from advlab.evaluation import diagnostics, gradients, metrics
 from advlab.evaluation.cascade import BatchResult
 from advlab.threat import eps_text
+
+
+class Named(Protocol):
+    """An attack as a report names it: its ``label`` and, as ``repr``, its exact config (an
+    :class:`~advlab.attacks.base.Attack`, or one recorded in a saved plan)."""
+
+    @property
+    def label(self) -> str: ...
+
+
+#: the classes :meth:`EvalReport.format` lists one per line; with more, the worst this many, worst first
+CLASS_LINES = 10
+
+
+@dataclass(frozen=True)
+class Headline:
+    """The number a report shows first: ``name`` ("robust accuracy"), its ``value`` in [0, 1] and its 95% Wilson
+    interval [``low``, ``high``] (:func:`~advlab.evaluation.metrics.wilson_interval`) of ``hits`` out of
+    ``samples``, the samples the rate counts (the labelled ones)."""
+
+    name: str
+    value: float
+    low: float
+    high: float
+    hits: int
+    samples: int
 
 
 @dataclass
@@ -70,6 +95,51 @@ class EvalReport:
         return diagnostics.trust(self.warnings)
 
     @property
+    def headline(self) -> Headline:
+        """Robust accuracy over the labelled samples with its 95% Wilson interval: the number read first. For a
+        randomized model it is the same number (the cascade's draws); the expected accuracy over fresh draws is in
+        the details (:attr:`expected_accuracy`). What the headline is, is decided here and only here."""
+        s = self.samples
+        hits = int(metrics.robust(s.y, s.clean_pred, s.adv_pred).sum())
+        counted = int(metrics.labelled(s.y).sum())
+        low, high = metrics.wilson_interval(hits, counted)
+        return Headline("robust accuracy", self.robust_accuracy, low, high, hits, counted)
+
+    @property
+    def trust_reason(self) -> str:
+        """Why :attr:`trust` is what it is, in a few words: the first warning up to its first ": " (the whole of
+        it, and every other warning, is in :attr:`warnings`); "every check passed" when there is none."""
+        return self.warnings[0].split(": ", 1)[0] if self.warnings else "every check passed"
+
+    def per_class(self, class_names: Sequence[str] | None = None) -> list[dict[str, Any]]:
+        """One record per class among the labelled samples, in class order: ``class`` (its index), ``name`` (with
+        ``class_names``), ``samples`` (labelled with it), ``clean_accuracy`` and ``robust_accuracy`` over them
+        (:func:`~advlab.evaluation.metrics.rate` of the clean-correct and the robust samples, over that class)."""
+        s = self.samples
+        correct, robust = metrics.clean_correct(s.y, s.clean_pred), metrics.robust(s.y, s.clean_pred, s.adv_pred)
+        out = []
+        for c in sorted(set(s.y[metrics.labelled(s.y)].tolist())):
+            of_class = s.y == c
+            out.append(
+                {
+                    "class": c,
+                    **({"name": class_names[c]} if class_names is not None and c < len(class_names) else {}),
+                    "samples": int(of_class.sum()),
+                    "clean_accuracy": metrics.rate(correct, of_class),
+                    "robust_accuracy": metrics.rate(robust, of_class),
+                }
+            )
+        return out
+
+    def classes_shown(self, class_names: Sequence[str] | None = None, most: int = CLASS_LINES) -> list[dict[str, Any]]:
+        """:meth:`per_class` as a report shows it: every class in class order when there are at most ``most``;
+        otherwise the ``most`` worst, worst first (lowest robust accuracy, then lowest clean accuracy)."""
+        rows = self.per_class(class_names)
+        if len(rows) <= most:
+            return rows
+        return sorted(rows, key=lambda r: (r["robust_accuracy"], r["clean_accuracy"], r["class"]))[:most]
+
+    @property
     def forwards_per_image(self) -> float:
         """Model forward passes per image, the clean pass and every check included (a batch of N counts N)."""
         return int(self.samples.forwards.sum()) / max(1, self.n)
@@ -88,6 +158,9 @@ class EvalReport:
             "trust": self.trust,
             "forwards_per_image": round(self.forwards_per_image, 3),
             "backwards_per_image": round(self.backwards_per_image, 3),
+            "headline": dataclasses.asdict(self.headline),
+            "trust_reason": self.trust_reason,
+            "per_class": self.per_class(),
             "diagnostics": self.diagnostics,
         }
 
@@ -157,8 +230,46 @@ class EvalReport:
             out.append(row)
         return out
 
-    def format(self) -> str:
-        """A short human-readable summary (what ``advlab eval`` prints)."""
+    def format(self, class_names: Sequence[str] | None = None) -> str:
+        """What ``advlab eval`` prints, to be read in 10 seconds: :meth:`headline_lines` (robust accuracy with its
+        interval, trust and why), :meth:`class_lines` (robust accuracy per class, named with ``class_names``),
+        then :meth:`detail_lines` (every rate, norm, cost, attack, adaptation and warning)."""
+        return "\n".join([*self.headline_lines(), "", *self.class_lines(class_names), "", *self.detail_lines()])
+
+    def headline_lines(self) -> list[str]:
+        """Two lines: the :attr:`headline` with its interval, the samples it counts and the threat; the trust and
+        its :attr:`trust_reason` (with how many warnings the details hold)."""
+        h = self.headline
+        threat = f"{self.norm} eps {eps_text(self.eps)}" if self.eps is not None else "no eps bound"
+        of = f"{h.hits} of {h.samples} labelled samples" + (f", {self.n} in all" if h.samples != self.n else "")
+        more = len(self.warnings)
+        why = f", because {self.trust_reason}" if more else f" ({self.trust_reason})"
+        listed = f" ({more} warning{'s' if more > 1 else ''} below)" if more else ""
+        return [
+            f"{h.name} {h.value:.2%} (95% interval {h.low:.2%} to {h.high:.2%}; {of}), {threat}",
+            f"trust: {self.trust}{why}{listed}",
+        ]
+
+    def class_lines(self, class_names: Sequence[str] | None = None) -> list[str]:
+        """Robust and clean accuracy per class, one line each (:meth:`classes_shown`: class order, or the worst
+        :data:`CLASS_LINES` first when there are more)."""
+        rows, total = self.classes_shown(class_names), len(self.per_class())
+        head = "per class" if len(rows) == total else f"per class, the {len(rows)} worst of {total}"
+        labels = [
+            f"{r['class']} {r['name']}" if "name" in r and r["name"] != str(r["class"]) else str(r["class"])
+            for r in rows
+        ]
+        width = min(24, max((len(t) for t in labels), default=0))
+        lines = [f"{head}:"]
+        for r, label in zip(rows, labels, strict=True):
+            lines.append(
+                f"  {label[:width]:<{width}}  robust {r['robust_accuracy']:7.2%}  clean {r['clean_accuracy']:7.2%}  "
+                f"n {r['samples']}"
+            )
+        return lines
+
+    def detail_lines(self) -> list[str]:
+        """Every rate, the norms of the successes, the cost per image and per attack, adaptations and warnings."""
         threat = f"{self.norm} eps={self.eps:.6g}" if self.eps is not None else "unbounded"
         lines = [
             f"{self.n} samples, {threat}, attacks: {', '.join(self.attacks)}",
@@ -186,7 +297,7 @@ class EvalReport:
             )
         lines += [f"  adapted: {a}" for a in self.adaptations]
         lines += [f"  warning: {w}" for w in self.warnings]
-        return "\n".join(lines)
+        return lines
 
     def _expected_lines(self) -> list[str]:
         """The expected accuracy over draws (a randomized model), as one line of :meth:`format`; else none."""
@@ -208,7 +319,7 @@ def _merge(parts: Sequence[BatchResult]) -> tuple[BatchResult, torch.Tensor | No
     return BatchResult(**cat, attack_stats=stats, checks=checks), x_adv
 
 
-def _per_attack(samples: BatchResult, attacks: Sequence[Attack]) -> list[dict[str, Any]]:
+def _per_attack(samples: BatchResult, attacks: Sequence[Named]) -> list[dict[str, Any]]:
     """One dict per attack (and the noise check and the gradient-free stage, when they ran): what it attacked, broke
     and cost, and the robust accuracy after it (over the labelled samples). ``config`` is the attack exactly as it
     ran."""
@@ -257,7 +368,7 @@ def _expected(s: BatchResult) -> dict[str, float] | None:
 
 
 def summarize(
-    parts: Sequence[BatchResult], attacks: Sequence[Attack], eps: float | None, norm: str | None, seconds: float
+    parts: Sequence[BatchResult], attacks: Sequence[Named], eps: float | None, norm: str | None, seconds: float
 ) -> EvalReport:
     """Merge per-batch results (in batch order) into one :class:`EvalReport`; rates from :mod:`metrics`."""
     if not parts:

@@ -164,7 +164,8 @@ class Evolution:
     ``x``: the prototypes (N, C, H, W); ``start``/``target``: (N,) the start index and target class of each pair.
     ``prob``/``margin``/``grad_norm``/``l2``/``linf``: (N, T) float, ``top1``: (N, T) long; after a pair stops,
     its last values are repeated. ``stopped``: the step each pair ended at; ``converged``: min mode's
-    ||g|| < tol was reached. ``final``: the step ``x`` was taken at (max mode keeps its best iterate).
+    ||g|| < tol was reached (not at a start where the gradient is exactly zero: that is :attr:`zero_start`).
+    ``final``: the step ``x`` was taken at (max mode keeps its best iterate).
     ``snapshots``: (M, S, C, H, W) images at ``snapshot_steps`` for the M pairs ``snapshot_pairs`` (batch rows).
     """
 
@@ -222,6 +223,14 @@ class Evolution:
     @property
     def final_grad_norm(self) -> torch.Tensor:
         return self.grad_norm.gather(1, self.final[:, None]).squeeze(1)
+
+    @property
+    def zero_start(self) -> torch.Tensor:
+        """Per pair (bool): the input gradient is exactly zero at the start (||g||_2 = 0 at step 0) and the start
+        is not already classified as the target. No step can move such a pair (the start lies in a dead region of
+        the model, e.g. every ReLU off on a blank image), so stopping there is not convergence: start from noise
+        (``noise:gaussian``) instead."""
+        return (self.grad_norm[:, 0] == 0) & (self.top1[:, 0] != self.target)
 
 
 def gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
@@ -475,17 +484,19 @@ class _Evolver:
                 self.snaps[:, i] = x[self.snap_rows]
         if self.config.mode == "max":
             x = torch.where((self.best_g >= 0).view(-1, *[1] * (x.ndim - 1)), self.best_x, x)
+        records = self.records.finish(last, self.stopped)
+        stuck = (records["grad_norm"][:, 0] == 0) & (records["top1"][:, 0] != self.targets)  # Evolution.zero_start
         return Evolution(
             x=x.detach(),
             start=start.to(x.device).long(),
             target=self.targets,
             stopped=self.stopped,
-            converged=self.converged,
+            converged=self.converged & ~stuck,
             final=self.final,
             snapshots=self.snaps,
             snapshot_pairs=self.snap_rows,
             snapshot_steps=self.snap_steps,
-            **self.records.finish(last, self.stopped),
+            **records,
         )
 
 

@@ -26,6 +26,8 @@ from advlab.evaluation.metrics import clean_accuracy, hit_target
 from advlab.prototypes.evolve import Evolution
 
 THRESHOLDS = (0.5, 0.9, 0.99)
+#: what a summary advises when some pairs had an exactly zero input gradient at their start
+ZERO_START_ADVICE = "zero gradient at the start: try noise:gaussian"
 
 
 def _first(mask: torch.Tensor) -> torch.Tensor:
@@ -100,7 +102,9 @@ def reached_top1(ev: Evolution) -> int:
 
 def summarize(ev: Evolution, class_names: Sequence[str] | None = None, resisting: int = 10) -> dict[str, Any]:
     """Summaries over all pairs: how many were reached, recognition distances and steps, convergence, and the
-    classes that resist (lowest final target probability)."""
+    classes that resist (lowest final target probability). Pairs whose input gradient was exactly zero at the
+    start (:attr:`Evolution.zero_start`) are counted as ``zero_gradient_at_start``, never as converged, and the
+    summary then carries ``advice`` (:data:`ZERO_START_ADVICE`)."""
     rp = recognition_points(ev)
     n = len(ev.target)
     final_p = ev.final_prob
@@ -121,6 +125,9 @@ def summarize(ev: Evolution, class_names: Sequence[str] | None = None, resisting
         }
     out["converged"] = int(ev.converged.sum())
     out["convergence_step"] = _stats(ev.stopped[ev.converged].float())
+    out["zero_gradient_at_start"] = int(ev.zero_start.sum())
+    if out["zero_gradient_at_start"]:
+        out["advice"] = ZERO_START_ADVICE
     out["final_probability"] = _stats(final_p)
     out["final_grad_norm"] = _stats(ev.final_grad_norm)
     out["final_l2"] = _stats(ev.l2.gather(1, ev.final[:, None]).squeeze(1))

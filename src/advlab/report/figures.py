@@ -27,22 +27,46 @@ def image_grid(
     cell: float = 2.4,
     title_colors: Sequence[str] | None = None,
 ) -> Figure:
-    """A grid of (N, C, H, W) [0, 1] images with a title under each; nearest-neighbour so 8x8 digits stay sharp."""
+    """A grid of (N, C, H, W) [0, 1] images, each under its title (fontsize 8); nearest-neighbour so 8x8 digits
+    stay sharp. Each image has a cell of ``cell`` x ``cell + 0.5`` inches (the image, aspect kept, 0.92 ``cell`` on
+    its longer side, and 0.5 inch above it for the title), all on one axes at fixed places: no axes per image and
+    no tight_layout (a 10 x 10 grid took 7.0 CPU-s to build and save with them, 1.6 s so)."""
     n = len(images)
     ncols = max(1, min(ncols, n))
     nrows = (n + ncols - 1) // ncols
-    fig, axes = plt.subplots(nrows, ncols, figsize=(cell * ncols, (cell + 0.5) * nrows), squeeze=False)
-    for i, ax in enumerate(axes.flat):
-        ax.axis("off")
-        if i >= n:
-            continue
+    width, height = cell * ncols, (cell + 0.5) * nrows
+    fig = plt.figure(figsize=(width, height))
+    ax = fig.add_axes((0.0, 0.0, 1.0, 1.0))
+    ax.set_axis_off()
+    for i in range(n):
+        row, col = divmod(i, ncols)
         img = to_uint8_image(images[i])
-        ax.imshow(img, cmap="gray" if img.ndim == 2 else None, vmin=0, vmax=255, interpolation="nearest")
+        scale = 0.92 * cell / max(img.shape[0], img.shape[1])
+        w, h = img.shape[1] * scale, img.shape[0] * scale
+        left, top = col * cell + (cell - w) / 2, height - row * (cell + 0.5) - 0.5
+        ax.imshow(
+            img,
+            cmap="gray" if img.ndim == 2 else None,
+            vmin=0,
+            vmax=255,
+            interpolation="nearest",
+            extent=(left, left + w, top - h, top),
+            aspect="auto",
+        )
         if titles is not None:
             color = title_colors[i] if title_colors is not None else "black"
-            ax.set_title(titles[i], fontsize=8, color=color)
-    fig.tight_layout()
+            size = _title_size(titles[i], cell)
+            ax.text(col * cell + cell / 2, top + 0.05, titles[i], ha="center", va="bottom", fontsize=size, color=color)
+    ax.set_xlim(0, width)
+    ax.set_ylim(0, height)
     return fig
+
+
+def _title_size(title: str, width: float) -> float:
+    """The font size (points, 8 at most, 5 at least) at which ``title``'s longest line fits ``width`` inches, a
+    character taken as 0.55 of the size (DejaVu Sans averages about 0.52), so neighbouring titles do not overlap."""
+    chars = max((len(line) for line in title.splitlines()), default=0)
+    return max(5.0, min(8.0, 0.98 * width * 72 / (0.55 * max(chars, 1))))
 
 
 def line_plot(

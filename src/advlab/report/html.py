@@ -185,6 +185,20 @@ def metrics_table(metrics: Mapping[str, Any]) -> str:
     return f"<table>{rows}</table>"
 
 
+def html_lines(lines: Sequence[str]) -> str:
+    """``lines`` as one paragraph, a line break after each, every line escaped (a headline as the terminal shows
+    it)."""
+    return "<p>" + "<br>".join(html.escape(line) for line in lines) + "</p>"
+
+
+def html_figure(name: str, caption: str) -> str:
+    """The picture ``name`` (a file next to the page) with its caption, which also names the file."""
+    return (
+        f"<figure><img src='{html.escape(name)}' alt='{html.escape(caption)}'><figcaption>{html.escape(caption)}"
+        f" <span class='more'>({html.escape(name)})</span></figcaption></figure>"
+    )
+
+
 def html_list(items: Sequence[str]) -> str:
     """``items`` as an HTML bullet list, every item escaped (e.g. an evaluation's warnings)."""
     return "<ul>" + "".join(f"<li>{html.escape(item)}</li>" for item in items) + "</ul>"
@@ -207,12 +221,17 @@ def write_report(
     title: str,
     sections: list[tuple[str, str]] | None = None,
     captions: Mapping[str, str] | None = None,
+    summary: Sequence[tuple[str, str]] = (),
+    lead: str | None = None,
 ) -> Path:
-    """Write ``report.html`` in ``run_dir``: a title, the command, ``metrics.json`` as a table, every PNG.
+    """Write ``report.html`` in ``run_dir``: a title, the command, the summary, ``metrics.json`` as a table, every
+    PNG.
 
-    ``sections`` are extra (heading, HTML) pairs placed before the pictures. ``captions`` maps a PNG's file
-    name to its caption (the pictures it names come first, in its order); a picture without one gets the standard
-    caption of its command and name (:func:`advlab.report.captions.caption_for`). Paths are relative, so the
+    ``summary`` are (heading, HTML) pairs read first, right under the command (what a newcomer reads in 10
+    seconds); ``lead`` names the PNG shown with them (the most telling picture, not repeated among the pictures).
+    ``sections`` are extra (heading, HTML) pairs placed after the metrics, before the pictures. ``captions`` maps a
+    PNG's file name to its caption (the pictures it names come first, in its order); a picture without one gets the
+    standard caption of its command and name (:func:`advlab.report.captions.caption_for`). Paths are relative, so the
     directory can be moved or zipped and still open in a browser.
     """
     from advlab.runs import atomic_write
@@ -230,21 +249,16 @@ def write_report(
         command = str(config.get("command", ""))
         if command:
             parts.append(f"<p><code>{html.escape(command)}</code></p>")
+    for heading, body in summary:
+        parts.append(f"<h2>{html.escape(heading)}</h2>{body}")
+    if lead is not None and _is_own_file(run_dir / lead):
+        parts.append(html_figure(lead, (captions or {}).get(lead) or caption_for(command, lead)))
     metrics_path = run_dir / "metrics.json"
     if metrics_path.exists():
         parts.append(f"<h2>Metrics</h2>{metrics_table(json.loads(metrics_path.read_text()))}")
     for heading, body in sections or []:
         parts.append(f"<h2>{html.escape(heading)}</h2>{body}")
-    order = list(captions or {})
-    pngs = sorted(run_dir.glob("*.png"), key=lambda p: (order.index(p.name) if p.name in order else len(order), p.name))
-    if pngs:
-        parts.append("<h2>Pictures</h2>")
-    for p in pngs:
-        text = (captions or {}).get(p.name) or caption_for(command, p.name)
-        parts.append(
-            f"<figure><img src='{html.escape(p.name)}' alt='{html.escape(text)}'><figcaption>{html.escape(text)}"
-            f" <span class='more'>({html.escape(p.name)})</span></figcaption></figure>"
-        )
+    parts.append(_pictures(run_dir, command, captions or {}, lead))
     skip = ("report.html", "LOCK")
     files = sorted(p.name for p in run_dir.iterdir() if _is_own_file(p) and p.suffix != ".png" and p.name not in skip)
     parts.append(
@@ -256,6 +270,17 @@ def write_report(
     out = run_dir / "report.html"
     atomic_write(out, "\n".join(parts))
     return out
+
+
+def _pictures(run_dir: Path, command: str, captions: Mapping[str, str], lead: str | None) -> str:
+    """Every PNG of ``run_dir`` but ``lead`` under one heading, those ``captions`` names first, in its order."""
+    order = list(captions)
+    pngs = sorted(
+        (p for p in run_dir.glob("*.png") if p.name != lead),
+        key=lambda p: (order.index(p.name) if p.name in order else len(order), p.name),
+    )
+    figures = "".join(html_figure(p.name, captions.get(p.name) or caption_for(command, p.name)) for p in pngs)
+    return f"<h2>Pictures</h2>{figures}" if pngs else ""
 
 
 def _is_own_file(path: Path) -> bool:

