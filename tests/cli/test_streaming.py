@@ -125,8 +125,16 @@ def test_eval_and_attack_read_only_the_subset_or_sample_asked_for(tmp_path: Path
             return [row.get("name") or row["image"] for row in csv.DictReader(f)]
 
     # data order: class folder a (00009), then b (00004, 00007)
-    assert images("eval", "s", "--subset", str(tmp_path / "subset.txt")) == ["00009.png", "00004.png", "00007.png"]
-    assert images("attack", "sa", "--subset", str(tmp_path / "subset.txt")) == ["00009.png", "00004.png", "00007.png"]
+    assert images("eval", "s", "--subset", str(tmp_path / "subset.txt")) == [
+        "a/00009.png",
+        "b/00004.png",
+        "b/00007.png",
+    ]
+    assert images("attack", "sa", "--subset", str(tmp_path / "subset.txt")) == [
+        "a/00009.png",
+        "b/00004.png",
+        "b/00007.png",
+    ]
     first = images("eval", "r1", "--sample", "5", "--seed", "1")
     assert len(set(first)) == 5 and first == images("eval", "r2", "--sample", "5", "--seed", "1")
     assert first != images("eval", "r3", "--sample", "5", "--seed", "2")
@@ -145,3 +153,23 @@ def test_eval_and_attack_read_only_the_subset_or_sample_asked_for(tmp_path: Path
         ]
     )
     assert rc == 2 and len(err.strip().splitlines()) == 1 and "nope.png" in err, err
+
+
+def test_attack_norms_are_those_of_the_successes_the_rate_counts(tmp_path: Path) -> None:
+    """An image the model already gets wrong is no success of the attack: the median norms in metrics.json are
+    over the clean-correct images the attack broke (here a random 3-class net is right on about a third)."""
+    import csv
+
+    data = _photos(tmp_path / "photos", 12, 8)
+    out = tmp_path / "a"
+    argv = ["attack", "--model", _net(tmp_path), "--data", f"folder:{data}", "--attack", "pgd", "--eps", "0.3"]
+    rc, _, err = run_cli([*argv, "--steps", "5", "--out", str(out), "--quiet"])
+    assert rc == 0, err
+    m = json.loads((out / "metrics.json").read_text())
+    with open(out / "samples.csv") as f:
+        rows = list(csv.DictReader(f))
+    counted = sorted(float(r["linf"]) for r in rows if r["success"] == "True" and r["label"] == r["clean_pred"])
+    wrong = [r for r in rows if r["label"] != r["clean_pred"]]
+    assert wrong and m["success_rate"] == pytest.approx(len(counted) / (len(rows) - len(wrong)))
+    expected = round(counted[(len(counted) - 1) // 2], 6) if counted else None
+    assert m["linf_median"] == expected

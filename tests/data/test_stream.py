@@ -55,7 +55,7 @@ def test_subset_by_name_and_relative_path(folder: Path, tmp_path: Path) -> None:
     listing = tmp_path / "subset.txt"
     listing.write_text("# five images\ncow/c2.png\na1.png\n\nb3.png\nbee/b0.png\ncow/c0.png\n")
     b = _open(f"folder:{folder}", subset=listing, batch_size=2)
-    assert b.names() == ["a1.png", "b0.png", "b3.png", "c0.png", "c2.png"]  # in data order
+    assert b.names() == ["ant/a1.png", "bee/b0.png", "bee/b3.png", "cow/c0.png", "cow/c2.png"]  # in data order
     assert b.labels().tolist() == [0, 1, 1, 2, 2]
     assert torch.equal(b.batch(2)[0][0], _pixels(folder / "cow" / "c2.png"))
     listing.write_text("a1.png\nzebra.png\nc9.png\n")
@@ -82,7 +82,7 @@ def test_batch_reads_only_its_files_and_labels_read_none(folder: Path, monkeypat
     x, y = b.batch(1)
     assert read == ["b0.png", "b1.png", "b2.png", "b3.png"] and y.tolist() == [1] * 4
     read.clear()
-    assert b.labels().tolist() == [0] * 4 + [1] * 4 + [2] * 4 and b.names()[4] == "b0.png"
+    assert b.labels().tolist() == [0] * 4 + [1] * 4 + [2] * 4 and b.names()[4] == "bee/b0.png"
     assert read == []
     with pytest.raises(AdvlabError, match="batch 3 out of range"):
         b.batch(3)

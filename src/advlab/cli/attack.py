@@ -248,11 +248,12 @@ def _metrics(
         "success_rate": M.attack_success_rate(success, over),
         **M.rates(y, clean_pred, adv_pred),
     }
+    counted = success & over  # the successes the rate counts (an image the model got wrong already is none)
     for k in ("linf", "l2", "l0"):
-        stats = M.norm_stats(cols[k][success])
+        stats = M.norm_stats(cols[k][counted])
         m[f"{k}_median"], m[f"{k}_mean"] = _round(stats["median"]), _round(stats["mean"])
     m["clean_confidence_mean"] = _round(M.mean_or_none(M.confidence(cols["clean_logits"])))
-    m["adversarial_confidence_mean"] = _round(M.mean_or_none(M.confidence(cols["adv_logits"])[success]))
+    m["adversarial_confidence_mean"] = _round(M.mean_or_none(M.confidence(cols["adv_logits"])[counted]))
     if targeted:
         m["target_probability_mean"] = _round(
             M.mean_or_none(M.confidence(cols["adv_logits"], cols["target"].clamp(min=0)))
@@ -273,16 +274,18 @@ def _curve_point(
     """Success rate, robust accuracy and the median L-inf and L2 norms of the successes at ``eps`` of a robustness
     curve: a sample is broken at ``eps`` when the smallest listed eps that broke it (``min_eps``, inf if none) is
     at most ``eps``; a broken sample's prediction is taken as wrong (-1), an unbroken one's as its clean
-    prediction. The norms are those of the samples broken at ``eps`` (each perturbation the one found at its
-    smallest breaking eps, so inside this ball), in [0, 1] pixel units; None when nothing broke."""
+    prediction. The norms are those of the successes the rate counts at ``eps`` (``over``: the samples the model
+    got right, or all for a targeted attack; each perturbation the one found at its smallest breaking eps, so
+    inside this ball), in [0, 1] pixel units; None when nothing broke."""
     broken = cols["min_eps"] <= eps
     adv_pred = torch.where(broken, torch.full_like(clean_pred, -1), clean_pred)
+    counted = broken & over
     return {
         "eps": eps,
         "success_rate": M.attack_success_rate(broken, over),
         "robust_accuracy": M.robust_accuracy(y, clean_pred, adv_pred),
-        "linf_median": _round(M.norm_stats(cols["linf"][broken])["median"]),
-        "l2_median": _round(M.norm_stats(cols["l2"][broken])["median"]),
+        "linf_median": _round(M.norm_stats(cols["linf"][counted])["median"]),
+        "l2_median": _round(M.norm_stats(cols["l2"][counted])["median"]),
     }
 
 

@@ -92,7 +92,13 @@ class _Files:
     order: str = "folder order"  # the label source when labels stay in the data's own order
 
     def names(self) -> list[str]:
-        return [p.name for p in self.paths] if self.dataset != "samples" else [p.name for p in sets.SAMPLE_PHOTOS]
+        """A name per image: its path relative to the folder (``cat/1.png``: the same file name may be in several
+        class folders), the file name for files named one by one, the photo's name for the samples."""
+        if self.dataset == "samples":
+            return [p.name for p in sets.SAMPLE_PHOTOS]
+        if self.root is None:
+            return [p.name for p in self.paths]
+        return [p.relative_to(self.root).as_posix() for p in self.paths]
 
 
 @dataclass

@@ -202,9 +202,9 @@ def _subset(src: Source, spec: str, path: Path) -> list[int]:
         keys.setdefault(name, set()).add(i)
         if not isinstance(src, _Files):
             keys.setdefault(str(i), set()).add(i)
-    if isinstance(src, _Files) and src.root is not None:
+    if isinstance(src, _Files) and src.dataset != "samples":  # the bare file name too
         for i, p in enumerate(src.paths):
-            keys.setdefault(p.relative_to(src.root).as_posix(), set()).add(i)
+            keys.setdefault(p.name, set()).add(i)
     wanted = read_subset(path)
     missing = [w for w in wanted if w not in keys]
     if missing:
