@@ -258,11 +258,11 @@ def load_data_for(
     )
     zoo.check_input(info, x, what=f"data {spec!r}")
     zoo.check_labels(info, y, what=f"data {spec!r}")
-    _say_notes(desc.notes, y)
+    say_notes(desc.notes, y)
     return x, y, desc
 
 
-def _say_notes(notes: list[str], y: torch.Tensor) -> None:
+def say_notes(notes: list[str], y: torch.Tensor) -> None:
     """The data layer's notes on stderr, one line each; not when no image has a label: then the command's own
     one-line error (or --labels predicted) says what to do, and the note would make it two lines."""
     if bool((y >= 0).any()):
@@ -313,7 +313,7 @@ def open_data_for(
     _check_shape(info, opened, f"data {spec!r}")
     zoo.check_labels(info, opened.labels(), what=f"data {spec!r}")
     if notes:
-        _say_notes(opened.info.notes, opened.labels())
+        say_notes(opened.info.notes, opened.labels())
     return opened
 
 

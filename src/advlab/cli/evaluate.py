@@ -40,6 +40,7 @@ from advlab.cli.common import (
     require_labels,
     run_config,
     say,
+    say_notes,
 )
 from advlab.cli.heartbeat import heartbeat
 from advlab.cli.runner import Job, UnitSpec, batch_size, run_job, run_settings
@@ -179,13 +180,15 @@ def run(args: argparse.Namespace) -> int:
         _check_amp(config)
     # labels and names without decoding an image; one image to size the batches
     probe = open_data_for(args, info, batch_size=1, notes=False)
-    require_labels(args, probe.labels())
+    labels = probe.labels()
+    require_labels(args, labels)
     out = args.out or default_out(_run_name(args, info, probe.info.dataset, config))
     attack_model = _attack_model(args, model, dist)
     given = None if args.batch_size == "auto" else args.batch_size
     size = batch_size(given, out, args.resume, dist, lambda: _auto(model, probe.batch(0)[0], dist))
     config = dataclasses.replace(config, batch_size=size)
-    batches = open_data_for(args, info, batch_size=size)
+    batches = probe.rebatched(size)
+    say_notes(batches.info.notes, labels)
     data = with_predicted_labels(batches, model) if args.labels == "predicted" else batches
     plans: list[Plan] = []
 
@@ -203,7 +206,7 @@ def run(args: argparse.Namespace) -> int:
             run_dir, data, batches.names(), dataclasses.replace(report, seconds=sec), info, args
         ),
         lambda run_dir, report: _report(run_dir, report, info, args),
-        inputs={"model": model, "data": (batches.names(), probe.labels())},
+        inputs={"model": model, "data": (batches.names(), labels)},
         merge=lambda done, saved: merge([done[b] for b in sorted(done)], saved or plan().record()),
         plan=lambda: plan().record(),
     )

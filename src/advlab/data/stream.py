@@ -77,6 +77,19 @@ class Batches:
     def __len__(self) -> int:
         return (self.count + self.batch_size - 1) // self.batch_size
 
+    def rebatched(self, batch_size: int) -> Batches:
+        """The same images, labels and sizes in batches of ``batch_size`` (nothing listed or read again)."""
+        shape = (self._side, self._channels)
+        return Batches(
+            self._src,
+            self._index,
+            self.info,
+            mapping=self._mapping,
+            batch_size=batch_size,
+            shape=shape,
+            workers=self.workers,
+        )
+
     def _rows(self, b: int) -> list[int]:
         if not 0 <= b < len(self):
             raise AdvlabError(f"batch {b} out of range: the data has {len(self)} batches of {self.batch_size}")
