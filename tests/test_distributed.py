@@ -287,3 +287,53 @@ def test_a_library_call_sharded_with_runs_resumable_equals_one_process(tmp_path:
     one = prototypes.generate(zoo.load("digits-cnn"), config=script.config(), **script.SETTINGS).evolution.tensors()
     merged = load_file(str(tmp_path / "lib.safetensors"))
     assert merged.keys() == one.keys() and all(torch.equal(merged[k], one[k]) for k in one)
+
+
+def _node(
+    argv: list[str], node_rank: int, port: int, crash_after: tuple[int, int] | None = None
+) -> subprocess.Popen[str]:
+    """One of two "machines" (``torchrun --nnodes=2 --node_rank=NODE_RANK``, one process each) meeting at
+    127.0.0.1:PORT, the rendezvous options the README gives for M machines."""
+    module = ["advlab"] if crash_after is None else ["tests.crash_after", *map(str, crash_after)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node=1",
+        "--nnodes=2",
+        f"--node_rank={node_rank}",
+        "--master_addr=127.0.0.1",
+        f"--master_port={port}",
+        "-m",
+        *module,
+        *argv,
+    ]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "ADVLAB_DIST_TIMEOUT": "2"}
+    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=ROOT)
+
+
+@pytest.mark.slow
+def test_two_machines_equal_one_and_a_lost_machine_is_resumed_on_one(eval_reference: Path, tmp_path: Path) -> None:
+    """Two launches with ``--nnodes=2`` (each its own node_rank, as on two machines) write what one process writes;
+    when the second machine dies after its first unit, ``--resume`` on the first machine alone (no torchrun)
+    computes only the units that were not saved and writes the same run."""
+    out = tmp_path / "eval"
+    port = _free_port()
+    nodes = [_node([*EVAL, "--out", str(out)], r, port) for r in (0, 1)]
+    results = [n.communicate(timeout=300) for n in nodes]
+    assert [n.returncode for n in nodes] == [0, 0], results
+    assert_same_run(out, eval_reference, EVAL_FILES)
+    assert json.loads((out / "shards.json").read_text())["world_size"] == 2
+
+    lost = tmp_path / "lost"
+    port = _free_port()
+    nodes = [_node([*EVAL, "--out", str(lost)], 0, port), _node([*EVAL, "--out", str(lost)], 1, port, (1, 1))]
+    for n in nodes:
+        n.communicate(timeout=300)
+    assert all(n.returncode != 0 for n in nodes)  # machine 1 died; machine 0 gave up waiting for it
+    saved = runs.attach(lost).batch_indices()
+    assert 1 in saved and 3 not in saved and not lost.exists()
+    rc, _, err = run_cli([*EVAL, "--out", str(lost), "--resume"])
+    assert rc == 0, err
+    assert json.loads((lost / "shards.json").read_text())["reused"] == saved
+    assert_same_run(lost, eval_reference, EVAL_FILES)

@@ -18,6 +18,10 @@ class AttackResult:
     ``curve``: for a list of epsilons, one row per eps: eps, success_rate, and per-sample ``min_eps``
     (the smallest listed eps that broke the sample, inf if none). Minimum-norm attacks (FMN, DDN, ``minimal.bisect``)
     set ``min_eps`` without a curve: each sample's distance (the norm of ``x_adv - x``, inf where none was found).
+    ``seen``: per sample the closest point (in the attack's norm) on its path whose logits met the goal, the clean
+    image where none did (None: none did for any sample, or the run was not watched); ``seen_distance`` its
+    distance (inf where none); ``still_improving``: per sample (CPU bool) whether the attack's best goal margin was
+    still rising over its last evaluations (:meth:`advlab.attacks.base.Witness.still_improving`).
     """
 
     x_adv: torch.Tensor
@@ -32,6 +36,9 @@ class AttackResult:
     backwards: torch.Tensor
     curve: list[dict[str, float]] = field(default_factory=list)
     min_eps: torch.Tensor | None = None
+    seen: torch.Tensor | None = None
+    seen_distance: torch.Tensor | None = None
+    still_improving: torch.Tensor | None = None
 
     @property
     def success_rate(self) -> float:

@@ -20,6 +20,8 @@ CHEAP = {  # a reasonable eps for 8x8 digits, budgets cut to keep the suite fast
     "noise": {"eps": 0.3, "tries": 20},
     "cw": {"steps": 30, "binary_search_steps": 2, "lr": 0.05},
     "deepfool": {},
+    "fab": {"steps": 20},
+    "fab-t": {"eps": 0.2, "steps": 10, "n_targets": 2},
     "lbfgs": {"search_steps": 2, "steps": 10},
     "onehot": {"steps": 60},
     "fmn": {"steps": 30},

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 import torch
 from safetensors.torch import load_file
 
@@ -66,7 +67,9 @@ def test_eval_attack_and_study_report_the_same_robust_accuracy(tmp_path: Path) -
     pgd = next(a for a in ev["per_attack"] if a["attack"] == "pgd")
     assert ev["clean_accuracy"] == atk["clean_accuracy"] == base["clean_accuracy"]
     assert pgd["robust_accuracy_after"] == atk["robust_accuracy"] == base["robust_accuracy"]
-    assert ev["robust_accuracy"] == atk["robust_accuracy"]  # the sanity noise check broke nothing more
+    # what the evaluation's checks and remedies (noise check, longer runs, gradient-free stage) broke beyond PGD
+    extra = sum(a["broken"] for a in ev["per_attack"] if a["attack"] != "pgd")
+    assert ev["robust_accuracy"] == pytest.approx(atk["robust_accuracy"] - extra / 200, abs=1e-12)
     assert 0.1 < atk["robust_accuracy"] < atk["clean_accuracy"] - 0.2  # the attack did something, not everything
     # the number is what the adversarial examples really do to the model
     t = load_file(str(tmp_path / "attack" / "adversarials.safetensors"))

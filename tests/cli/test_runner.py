@@ -126,6 +126,10 @@ def test_a_run_whose_units_are_all_saved_is_merged_without_computing(tmp_path: P
     shown = run_job(toy.job(out), _args(resume=True), Dist())
     assert toy.computed == [] and shown is not None and torch.equal(shown, EXPECTED)
     assert run_job(Toy().job(out), _args(resume=True), Dist()) is None  # complete already: nothing to do
+    other = Toy().job(out)  # ... but not with other settings: the finished run is not the one asked for
+    other = Job(other.out, {**other.config, "n": 7}, other.units, other.compute, other.write, other.report)
+    with pytest.raises(AdvlabError, match=r"other settings \(n\)"):
+        run_job(other, _args(resume=True), Dist())
 
 
 def test_an_error_leaves_no_directory_and_other_settings_are_refused(tmp_path: Path) -> None:

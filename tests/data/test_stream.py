@@ -148,3 +148,29 @@ def test_tensors_keep_their_size_and_sample_by_index() -> None:
     rows = [int(n.rpartition("[")[2][:-1]) for n in b.names()]
     x, y = stream.stack(b)
     assert torch.equal(x, x_all[rows]) and torch.equal(y, y_all[rows]) and b.info.label_source == "indices"
+
+
+def test_reordered_is_the_data_in_that_order_reading_only_its_batch(
+    folder: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    b = _open(f"folder:{folder}", batch_size=5)
+    x, y = stream.stack(b)
+    order = torch.randperm(b.count, generator=torch.Generator().manual_seed(7))  # one shuffled epoch
+    r = b.reordered(order)
+    assert (r.count, len(r), r.batch_size, r.info) == (12, 3, 5, b.info)
+    assert not torch.equal(order, torch.arange(12))
+    xr, yr = stream.stack(r)
+    assert torch.equal(xr, x[order]) and torch.equal(yr, y[order]) and torch.equal(r.labels(), y[order])
+    assert r.names() == [b.names()[i] for i in order.tolist()]
+    assert torch.equal(stream.stack(r.rebatched(4, workers=2))[0], x[order])  # prefetched: the same images
+    read: list[str] = []
+    original = stream.read_image
+    monkeypatch.setattr(stream, "read_image", lambda p, *a: read.append(Path(p).name) or original(p, *a))
+    xb, yb = r.batch(1)
+    assert sorted(read) == sorted(b.names()[i].split("/")[1] for i in order[5:10].tolist())
+    assert torch.equal(xb, x[order[5:10]]) and torch.equal(yb, y[order[5:10]])
+    read.clear()
+    head = r.reordered([2, 0])  # a shorter order selects: positions in r, not in b
+    assert torch.equal(stream.stack(head)[0], x[order[[2, 0]]]) and len(read) == 2
+    with pytest.raises(IndexError, match="position 12 out of range"):
+        b.reordered([0, 12])

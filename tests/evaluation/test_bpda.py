@@ -170,7 +170,7 @@ def test_a_relu_written_with_a_comparison_on_hidden_features_is_left_alone(
     with torch.no_grad():
         assert torch.equal(model(x), twin(x))
     assert non_differentiable_ops(model, x[:4]) == []
-    assert diagnostics.straight_through(model, x)[0] is model  # never wrapped
+    assert diagnostics.diagnose(model, x[:4], EvalConfig(preset="fast", eps=0.1)).attacked is model  # never wrapped
     cfg = EvalConfig(preset="fast", eps=EPS)
     rep, ref = evaluate(model, (x[:64], y[:64]), cfg), evaluate(twin, (x[:64], y[:64]), cfg)
     assert rep.robust_accuracy == ref.robust_accuracy and rep.trust == "high" and rep.adaptations == []

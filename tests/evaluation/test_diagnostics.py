@@ -12,7 +12,7 @@ from torch import nn
 
 from advlab import attacks, data
 from advlab.errors import AdvlabError
-from advlab.evaluation import EvalConfig, diagnostics, evaluate
+from advlab.evaluation import EvalConfig, diagnostics, evaluate, probes
 from advlab.zoo.traps import NaNLogits, NoisyInput, NumpyPreprocessed, RoundQuantized
 from tests.cli.helpers import run_cli
 
@@ -32,8 +32,8 @@ def test_nan_logits_are_refused(twin: nn.Module, digits: tuple[torch.Tensor, tor
     with pytest.raises(AdvlabError, match="NaN or infinite on 1 of 96"):
         evaluate(NaNLogits(twin), (x, y), EvalConfig(preset="fast", eps=EPS))
     with pytest.raises(AdvlabError, match="NaN or infinite"):
-        diagnostics.require_finite(torch.tensor([[0.0, float("inf")]]))
-    diagnostics.require_finite(torch.zeros(3, 4))  # finite: nothing happens
+        probes.require_finite(torch.tensor([[0.0, float("inf")]]))
+    probes.require_finite(torch.zeros(3, 4))  # finite: nothing happens
 
 
 def test_nan_logits_in_the_cli_exit_2_with_one_line_and_no_directory(tmp_path: Path) -> None:
@@ -74,8 +74,8 @@ def test_nan_logits_in_the_cli_exit_2_with_one_line_and_no_directory(tmp_path: P
 
 def test_gradient_path_probe(twin: nn.Module, digits: tuple[torch.Tensor, torch.Tensor]) -> None:
     x, _ = digits
-    assert diagnostics.gradient_path(twin, x)
-    assert not diagnostics.gradient_path(NumpyPreprocessed(twin), x)
+    assert probes.gradient_path(twin, x)
+    assert not probes.gradient_path(NumpyPreprocessed(twin), x)
     assert all(p.requires_grad for p in twin.parameters())  # the probe froze and restored them
 
 
@@ -116,14 +116,15 @@ def test_adapt_keeps_black_box_attacks_and_needs_a_ball(
     x, _ = digits
     trap = NumpyPreprocessed(twin)
     noise, pgd = attacks.RandomNoise(eps=EPS), attacks.PGD(eps=EPS)
-    kept, fell_back = diagnostics.adapt(twin, x, [pgd, noise], None, None)
-    assert kept == [pgd, noise] and not fell_back
-    adapted, fell_back = diagnostics.adapt(trap, x, [noise, pgd, attacks.APGD(eps=EPS)], None, None)
-    assert fell_back and [a.name for a in adapted] == ["noise", "square"]
+    assert not diagnostics.probe(twin, twin, x, [pgd, noise]).no_gradient_path
+    assert diagnostics.probe(trap, trap, x, [pgd, noise]).no_gradient_path
+    assert not diagnostics.probe(trap, trap, x, [noise]).no_gradient_path  # black-box attacks need no gradient
+    adapted = diagnostics.fallback([noise, pgd, attacks.APGD(eps=EPS)], None, None)
+    assert [a.name for a in adapted] == ["noise", "square"]
     square = adapted[1]
     assert isinstance(square, attacks.Square) and square.eps == EPS and square.norm == "linf"
     with pytest.raises(AdvlabError, match="no eps"):
-        diagnostics.adapt(trap, x, [attacks.CW(steps=5)], None, None)
+        diagnostics.fallback([attacks.CW(steps=5)], None, None)
 
 
 def test_well_behaved_model_gets_high_trust_under_the_reliable_preset(
@@ -152,8 +153,9 @@ def _hand_bpda_pgd(trap: RoundQuantized, x: torch.Tensor, y: torch.Tensor, steps
 def test_torch_op_quantizer_gets_bpda_automatically(twin: nn.Module, digits: tuple[torch.Tensor, torch.Tensor]) -> None:
     x, y = digits
     trap = RoundQuantized(twin).eval()
-    assert diagnostics.straight_through(twin, x)[1] == []
-    assert diagnostics.straight_through(trap, x)[1] == ["round"]
+    pgd = [attacks.PGD(eps=EPS)]
+    assert diagnostics.probe(twin, twin, x, pgd).straight_through == ()
+    assert diagnostics.probe(trap, trap, x, pgd).straight_through == ("round",)
     naive = attacks.PGD(eps=EPS, steps=10)(trap, x, y)  # plain gradients: nothing to follow
     reference = float(_hand_bpda_pgd(trap, x, y).float().mean())
     rep = evaluate(trap, (x, y), EvalConfig(preset="fast", eps=EPS))
@@ -183,7 +185,7 @@ def test_straight_through_keeps_the_forward_bit_for_bit(
             return twin(((x * 7).floor() / 7 + (x - 0.5).sign() * 0.01).clamp(0, 1))
 
     trap = Methods()
-    assert diagnostics.straight_through(trap, x)[1] == ["floor", "sign"]
+    assert diagnostics.probe(trap, trap, x, [attacks.PGD(eps=EPS)]).straight_through == ("floor", "sign")
     st = StraightThrough(trap)
     with torch.no_grad():
         assert torch.equal(st(x), trap(x))
@@ -208,8 +210,7 @@ def test_probability_outputs_are_attacked_as_log_probabilities(
     reliable = evaluate(probs, (x[:48], y[:48]), EvalConfig(eps=EPS))
     assert abs(reliable.robust_accuracy - evaluate(twin, (x[:48], y[:48]), EvalConfig(eps=EPS)).robust_accuracy) <= 0.02
     assert any("outputs probabilities" in a for a in on_probs.adaptations) and on_probs.trust == "high"
-    model, adapted = diagnostics.log_probabilities(twin, x)
-    assert model is twin and not adapted
+    assert probes.outputs_probabilities(probs, x) and not probes.outputs_probabilities(twin, x)
 
 
 def _hand_eot_pgd(trap: nn.Module, x: torch.Tensor, y: torch.Tensor, steps: int = 20, k: int = 16) -> float:
@@ -233,7 +234,7 @@ def test_randomized_model_gets_eot_and_an_expected_accuracy(
     x, y = digits[0][:48], digits[1][:48]
     trap = NoisyInput(twin).eval()
     torch.manual_seed(0)
-    assert diagnostics.randomized(trap, x) and not diagnostics.randomized(twin, x)
+    assert probes.randomized(trap, x) and not probes.randomized(twin, x)
     rep = evaluate(trap, (x, y), EvalConfig(eps=EPS))
     e = rep.expected_accuracy
     assert e is not None and e["draws"] == diagnostics.ACCURACY_DRAWS
@@ -243,6 +244,10 @@ def test_randomized_model_gets_eot_and_an_expected_accuracy(
     # is 10 pp (3.7 sd). It still fails an evaluation that attacks nothing: 0.67-0.71 against a reference of 0.30-0.33
     assert e["robust"] <= reference + 0.10
     assert e["robust_worst_case"] <= e["robust"] <= e["clean"] and e["clean"] > 0.7
+    # the headline is the expected accuracy, with its interval; one draw's stays beside it
+    assert (rep.robust_accuracy, rep.clean_accuracy) == (e["robust"], e["clean"]) and rep.single_draw is not None
+    h = rep.headline
+    assert h.value == e["robust"] and h.low <= h.value <= h.high and "expected over 16 draws" in h.name
     assert any("EOT" in a for a in rep.adaptations) and rep.trust == "low"  # one draw's robust_accuracy is no bound
     assert all("early_stop=False" in a["config"] for a in rep.per_attack if a["attack"] != "noise-check")
     entry = rep.robustbench("noisy", "digits")

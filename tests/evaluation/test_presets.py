@@ -21,7 +21,7 @@ def test_presets_are_apgd_ensembles_in_the_given_ball() -> None:
     assert all(a.eps == 0.1 and a.norm == "l2" and a.seed == 0 for a in reliable)
     fast = preset_attacks("fast", 0.1, seed=3)
     assert [a.label for a in fast] == ["apgd-ce", "apgd-dlr"] and all(a.steps == 20 and a.seed == 3 for a in fast)
-    assert set(PRESETS) == {"reliable", "fast"}
+    assert set(PRESETS) == {"reliable", "fast", "autoattack"}
     with pytest.raises(AdvlabError, match="unknown preset"):
         preset_attacks("strong", 0.1)
 
@@ -78,3 +78,45 @@ class _Bare(nn.Module):
 
     def forward(self, x):  # noqa: ANN001, ANN201
         return self.net(x)
+
+
+def test_autoattack_preset_is_autoattacks_standard_version() -> None:
+    """APGD-CE, APGD-T (DLR, 9 most likely wrong classes), FAB-T (9 targets), Square (5,000 queries, p_init 0.8), 100
+    iterations each, one run each, in that order; L1 (AutoAttack's own L1 version) is refused with one line."""
+    for norm in ("linf", "l2"):
+        aa = preset_attacks("autoattack", 0.3, norm, seed=4)
+        assert [type(a) for a in aa] == [attacks.APGD, attacks.APGDT, attacks.FABT, attacks.Square]
+        assert [a.label for a in aa] == ["apgd-ce", "apgd-t", "fab-t", "square"]
+        ce, apgdt, fabt, square = aa
+        assert isinstance(ce, attacks.APGD) and isinstance(apgdt, attacks.APGDT) and isinstance(fabt, attacks.FABT)
+        assert isinstance(square, attacks.Square)
+        assert ce.steps == apgdt.steps == fabt.steps == 100 and ce.restarts == apgdt.restarts == fabt.restarts == 1
+        assert ce.rho == apgdt.rho == 0.75 and apgdt.loss == "dlr" and apgdt.targets == "logits"
+        assert apgdt.n_targets == fabt.n_targets == 9
+        assert (fabt.alpha_max, fabt.eta, fabt.beta) == (0.1, 1.05, 0.9)
+        assert square.max_queries == 5000 and square.p_init == 0.8
+        assert all(a.eps == 0.3 and a.norm == norm and a.seed == 4 for a in aa)  # type: ignore[attr-defined]
+    with pytest.raises(AdvlabError, match="L1 version is not implemented"):
+        preset_attacks("autoattack", 10.0, "l1")
+    with pytest.raises(AdvlabError, match="L1 version is not implemented"):
+        EvalConfig(preset="autoattack", eps=10.0, norm="l1").resolved_attacks()
+
+
+@pytest.mark.slow
+def test_autoattack_preset_breaks_within_the_ball_in_order(model, digits) -> None:
+    """The cascade runs the four attacks in order, each on what the earlier ones left; every broken digit is
+    misclassified inside the ball. At L-inf 0.15 APGD-CE leaves few digits for the costly later stages (still ~35 s
+    of one core: 9 x 100 APGD-T and FAB-T iterations and 5,000 Square queries per survivor)."""
+    x, y = digits[0][:24], digits[1][:24]
+    rep = evaluate(
+        model, (x, y), EvalConfig(preset="autoattack", eps=0.15, norm="linf", sanity=False, keep_adversarials=True)
+    )
+    assert rep.attacks == ["apgd-ce", "apgd-t", "fab-t", "square"]
+    attacked = [a["attacked"] for a in rep.per_attack]
+    broken = [a["broken"] for a in rep.per_attack]
+    assert attacked[0] >= 20 and all(attacked[i + 1] == attacked[i] - broken[i] for i in range(3))
+    assert rep.robust_accuracy < rep.clean_accuracy
+    hit = rep.samples.broken
+    with torch.no_grad():
+        assert (model(rep.x_adv[hit]).argmax(1) != y[hit]).all()
+    assert (distance(rep.x_adv - x, "linf") <= 0.15 * (1 + 1e-5) + 1e-6).all()

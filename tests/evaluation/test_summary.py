@@ -40,6 +40,7 @@ def _batch(cols: dict[str, list[float]], stats: list[list[float]], checks: dict[
         **t,
         attack_stats=torch.tensor(stats, dtype=torch.float64),
         always_robust=t["expected_robust"] > 0,
+        indicators=torch.zeros(len(index), dtype=torch.long),
         checks=checks,
         x_adv=index.view(-1, 1, 1, 1).expand(-1, 1, 2, 2).clone(),
     )

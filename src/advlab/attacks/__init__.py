@@ -16,6 +16,7 @@ from advlab.attacks.blackbox import NES, SPSA, QueryOnly, Square
 from advlab.attacks.cw import CW
 from advlab.attacks.ddn import DDN
 from advlab.attacks.deepfool import DeepFool
+from advlab.attacks.fab import FAB, FABT
 from advlab.attacks.fmn import FMN
 from advlab.attacks.lbfgs import LBFGS
 from advlab.attacks.noise import RandomNoise
@@ -29,6 +30,8 @@ __all__ = [
     "CW",
     "DDN",
     "DeepFool",
+    "FAB",
+    "FABT",
     "FMN",
     "FGSM",
     "LBFGS",

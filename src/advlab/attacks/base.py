@@ -57,6 +57,16 @@ class Oracle:
         self.model = model
         self.forwards = torch.zeros(n, dtype=torch.long, device=device)
         self.backwards = torch.zeros(n, dtype=torch.long, device=device)
+        self.witness: Witness | None = None
+
+    def _rows(self, idx: torch.Tensor | None) -> torch.Tensor | None:
+        """The rows of the whole batch that ``idx`` names (None: every row)."""
+        return idx
+
+    def observe(self, x: torch.Tensor, idx: torch.Tensor | None, logits: torch.Tensor) -> None:
+        """Show the :class:`Witness` (when one watches) the points ``x`` of rows ``idx`` and their logits."""
+        if self.witness is not None:
+            self.witness.observe(x, self._rows(idx), logits)
 
     def count(self, idx: torch.Tensor | None, forwards: int, backwards: int = 0) -> None:
         if idx is None:
@@ -72,6 +82,7 @@ class Oracle:
         with torch.no_grad():
             out = self.model(x)
         self.count(idx, 1)
+        self.observe(x, idx, out)
         return out
 
     def grad(
@@ -88,6 +99,7 @@ class Oracle:
             value = objective(logits)
             (g,) = torch.autograd.grad(value.sum(), x, create_graph=create_graph)
         self.count(idx, 1, 1)
+        self.observe(x.detach(), idx, logits.detach())
         return logits.detach(), value.detach(), g
 
     def logit_grads(
@@ -108,6 +120,7 @@ class Oracle:
                 (g,) = torch.autograd.grad(sel, x, retain_graph=j < k - 1)
                 grads.append(g)
         self.count(idx, 1, k)
+        self.observe(x.detach(), idx, logits.detach())
         return logits.detach(), torch.stack(grads, 1)
 
     def evaluate(
@@ -328,8 +341,10 @@ class Attack:
 
         ``target``: None (untargeted: make argmax != y), an int or (N,) tensor of target classes,
         ``"random"`` (a random class != y, from ``seed``) or ``"least-likely"`` (the clean argmin).
+        Every point the attack evaluates is watched (:class:`Witness`): ``result.seen`` holds, per sample, the
+        closest point on its path that met the goal (a silent success when ``x_adv`` does not).
         """
-        return self._run(model, x, y, target, self._run_with_eps)
+        return self._run(model, x, y, target, self._run_with_eps, watch=True)
 
     def perturb(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, target: Target = None) -> torch.Tensor:
         """Only ``x_adv`` (same arguments as calling the attack), for loops that need nothing else.
@@ -340,7 +355,15 @@ class Attack:
         """
         return self._run(model, x, y, target, self._x_adv_only)
 
-    def _run(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, target: Target, body: Callable[..., Any]) -> Any:
+    def _run(
+        self,
+        model: nn.Module,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        target: Target,
+        body: Callable[..., Any],
+        watch: bool = False,
+    ) -> Any:
         self.validate()
         _check_batch(x, y)
         if not self.white_box:  # query-only attacks see outputs only: any gradient request raises
@@ -349,7 +372,10 @@ class Attack:
             model = QueryOnly(model)
         with frozen_parameters(model), preserved_state(model):
             oracle = Oracle(model, len(x), x.device)
-            return body(oracle, x, self._goal(oracle, x, y, target))
+            goal = self._goal(oracle, x, y, target)
+            if watch:
+                oracle.witness = Witness(goal, x, self.threat_norm)
+            return body(oracle, x, goal)
 
     def validate(self) -> None:
         """Raise ValueError for impossible settings (called at construction and before every run)."""
@@ -452,6 +478,11 @@ class SubOracle(Oracle):
     def __init__(self, parent: Oracle, rows: torch.Tensor) -> None:
         self.model, self.parent, self.rows = parent.model, parent, rows
         self.forwards, self.backwards = parent.forwards, parent.backwards
+        self.witness = parent.witness
+
+    def _rows(self, idx: torch.Tensor | None) -> torch.Tensor | None:
+        rows = self.parent._rows(self.rows)
+        return rows if idx is None or rows is None else rows[idx.to(rows.device)]
 
     def count(self, idx: torch.Tensor | None, forwards: int, backwards: int = 0) -> None:
         self.parent.count(self.rows if idx is None else self.rows[idx.to(self.rows.device)], forwards, backwards)
@@ -522,6 +553,66 @@ def restarts(best: Best, runs: int) -> Iterator[tuple[int, torch.Tensor | None]]
         yield restart, rows
 
 
+class Witness:
+    """Every point an attack evaluates, watched: per sample the closest one (in ``norm``, to the clean ``x0``) at which
+    the oracle's logits met the ``goal``. An attack may see an adversarial point on its path and still return
+    another (a last iterate, a point chosen by a loss that disagrees with the decision): a *silent success*
+    (Pintor et al., NeurIPS 2022). ``points`` (N, ...) and ``distance`` (N,; inf where none was seen) are what
+    it kept; the memory is one more copy of the batch, taken at the first success seen."""
+
+    def __init__(self, goal: Goal, x0: torch.Tensor, norm: str) -> None:
+        self.goal, self.x0, self.norm = goal, x0.detach(), norm
+        self.distance = torch.full((len(x0),), math.inf, device=x0.device)
+        self.points: torch.Tensor | None = None
+        #: every evaluation's rows and their goal margins, in call order (:meth:`still_improving`)
+        self.trace: list[tuple[torch.Tensor, torch.Tensor]] = []
+
+    def observe(self, x: torch.Tensor, rows: torch.Tensor | None, logits: torch.Tensor) -> None:
+        """Keep, per row, ``x`` where its logits meet the goal and it is closer than the point kept; trace the goal
+        margin."""
+        rows = torch.arange(len(self.x0), device=self.x0.device) if rows is None else rows.to(self.x0.device)
+        if len(rows) != len(x):
+            return  # not one point per row (an attack's own batching): nothing to attribute
+        goal = self.goal.rows(rows)
+        z = logits.detach().float()
+        own = z.gather(1, goal.labels.clamp(min=0)[:, None])[:, 0]
+        other = z.scatter(1, goal.labels.clamp(min=0)[:, None], -torch.inf).amax(1)
+        self.trace.append((rows, own - other if goal.targeted else other - own))
+        reached = goal.reached(logits.detach())
+        if not bool(reached.any()):
+            return
+        d = distance((x.detach() - self.x0[rows]).to(self.x0.dtype), self.norm).to(self.distance.device)
+        closer = reached.to(d.device) & (d < self.distance[rows])
+        if not bool(closer.any()):
+            return
+        if self.points is None:
+            self.points = self.x0.clone()
+        keep = rows[closer]
+        self.points[keep] = x.detach()[closer].to(self.points.dtype)
+        self.distance[keep] = d[closer]
+
+    def still_improving(self, tail: float = 0.2, share: float = 0.1) -> torch.Tensor:
+        """Per sample (N,) bool: whether the attack's best goal margin (``max_{j != y} z_j - z_y`` untargeted,
+        ``z_t - max_{j != t} z_j`` targeted) still rose in its last ``tail`` of evaluations by more than ``share`` of
+        its whole rise from the first evaluation (and by 1e-3 at least): the optimization had not converged when the
+        budget ran out (Pintor et al.'s "incomplete optimization")."""
+        n = len(self.x0)
+        out = torch.zeros(n, dtype=torch.bool)
+        if not self.trace:
+            return out
+        rows = torch.cat([r for r, _ in self.trace]).cpu()
+        margins = torch.cat([m for _, m in self.trace]).cpu()
+        for i in rows.unique().tolist():
+            m = margins[rows == i]
+            if len(m) < 5:
+                continue
+            cut = max(1, int(len(m) * (1 - tail)))
+            before, best = float(m[:cut].max()), float(m.max())
+            rise = best - float(m[0])
+            out[i] = best - before > max(share * rise, 1e-3)
+        return out
+
+
 def _check_batch(x: torch.Tensor, y: torch.Tensor) -> None:
     if not isinstance(x, torch.Tensor) or x.ndim < 2:
         raise ValueError("x must be a batch tensor (N, C, H, W)")
@@ -551,4 +642,7 @@ def result_from(
         linf=distance(d, "linf").cpu(),
         forwards=oracle.forwards.cpu().clone(),
         backwards=oracle.backwards.cpu().clone(),
+        seen=None if oracle.witness is None or oracle.witness.points is None else oracle.witness.points,
+        seen_distance=None if oracle.witness is None else oracle.witness.distance.cpu(),
+        still_improving=None if oracle.witness is None else oracle.witness.still_improving(),
     )

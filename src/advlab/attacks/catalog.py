@@ -15,7 +15,8 @@ from advlab.errors import AdvlabError
 
 def attack_classes() -> dict[str, type[Attack]]:
     """Every registered attack by its ``name`` (fgsm, pgd, mifgsm, apgd, apgd-t, noise, cw, deepfool, lbfgs,
-    onehot, nes, spsa, square): exactly the classes decorated with :func:`advlab.attacks.base.register`."""
+    onehot, nes, spsa, square, fab, fab-t, ...): exactly the classes decorated with
+    :func:`advlab.attacks.base.register`."""
     import advlab.attacks  # noqa: F401  (importing the package registers every attack module)
 
     return dict(REGISTRY)

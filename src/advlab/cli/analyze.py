@@ -18,6 +18,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
+from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -38,17 +41,31 @@ from advlab.cli.common import (
     csv_text,
     default_out,
     floats,
-    load_data_for,
     make_attack,
     number,
+    open_data_for,
     positive_int,
     require,
     say,
     seed_int,
 )
+from advlab.data import Batches
+from advlab.device import device_of
 from advlab.errors import AdvlabError
+from advlab.evaluation.inputs import Source
 from advlab.experiments.layers import LayerChange, change_summary, changes_table, layer_changes
-from advlab.experiments.units import UnitsVsDirections, probes_table, units_vs_directions
+from advlab.experiments.units import (
+    Probe,
+    UnitAnalysis,
+    UnitsVsDirections,
+    activations,
+    compare_activations,
+    probes_table,
+)
+
+#: the most images (the first ones) that calibrate --clamp's bounds: the clamp keeps every activation value of
+#: its calibration images in memory (the one step of ``analyze layers`` that holds several batches of images)
+CLAMP_CALIBRATION = 256
 
 
 def register(sub: argparse._SubParsersAction, flags: argparse.ArgumentParser) -> None:
@@ -80,7 +97,8 @@ def register(sub: argparse._SubParsersAction, flags: argparse.ArgumentParser) ->
     q.add_argument(
         "--clamp",
         type=_percentile,
-        help="also measure the model with feature maps clamped to this percentile (50..100, e.g. 99.9)",
+        help="also measure the model with feature maps clamped to this percentile (50..100, e.g. 99.9), "
+        f"calibrated on the first {CLAMP_CALIBRATION} images",
     )
     q.add_argument("--batch-size", type=batch_int, default=64, help="images per batch")
     q.add_argument("--json", action="store_true", help="print the per-layer table as JSON")
@@ -94,15 +112,12 @@ def run(args: argparse.Namespace) -> int:
     model = build_model(args)
     info = zoo.info_of(model)
     atk = make_attack(args, info)
-    x, y, desc = load_data_for(args.data, info, limit=args.limit)
-    if (y < 0).any():
-        with torch.no_grad():
-            y = model(x).argmax(1)  # unlabelled images: attack the model's own predictions
+    batches = open_data_for(args, info, args.batch_size)
     layers = [s.strip() for s in args.layers.split(",")] if args.layers else None
     eps = getattr(atk, "eps", None)
     out = args.out or default_out(
         runs.run_name(
-            info.name, info.dataset, "layers", desc.dataset, atk.name, eps if isinstance(eps, float) else None
+            info.name, info.dataset, "layers", batches.info.dataset, atk.name, eps if isinstance(eps, float) else None
         )
     )
     config = {
@@ -115,12 +130,12 @@ def run(args: argparse.Namespace) -> int:
         "clamp": args.clamp,
     }
     with runs.start(out, config, force=args.force) as run_dir:
-        changes, clamped_rows = _measure_layers(args, model, atk, x, y, layers)
+        changes, clamped_rows = _measure_layers(args, model, atk, batches, layers)
         rows = changes_table(changes)
         metrics = {
             "model": info.name,
             "data": args.data,
-            "images": len(x),
+            "images": batches.count,
             "attack": repr(atk),
             **change_summary(changes),
         }
@@ -129,31 +144,111 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _stream(batches: Batches, model: torch.nn.Module) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """``(x, y)`` of every batch on the model's device, the next batch read in a background thread while this one
+    is in use (at most one batch ahead: :class:`advlab.evaluation.inputs.Source`)."""
+    dev = device_of(model)
+    for _, x, y in Source(batches).select(lambda b: True):
+        yield x.to(dev), y.to(dev)
+
+
+def _first_images(batches: Batches, n: int) -> torch.Tensor:
+    """The first ``n`` images (fewer when the data has fewer), read batch by batch."""
+    parts: list[torch.Tensor] = []
+    for b in range(len(batches)):
+        if sum(len(p) for p in parts) >= n:
+            break
+        parts.append(batches.batch(b)[0])
+    return torch.cat(parts)[:n]
+
+
 def _measure_layers(
     args: argparse.Namespace,
     model: torch.nn.Module,
     atk: Any,
-    x: torch.Tensor,
-    y: torch.Tensor,
+    batches: Batches,
     layers: list[str] | None,
 ) -> tuple[list[LayerChange], list[dict[str, Any]] | None]:
-    """The layer changes under the attack, and with --clamp the rows of the model with clamped feature maps."""
-    try:
-        changes = layer_changes(
-            model, x, _attack(atk, model, x, y, args.batch_size), layers, batch_size=args.batch_size
-        )
-    except ValueError as e:
-        raise AdvlabError(str(e)) from None
-    if args.clamp is None:
-        return changes, None
-    from advlab.defenses import clamp_activations
+    """The layer changes under the attack, and with --clamp the rows of the model with clamped feature maps
+    (calibrated on the first :data:`CLAMP_CALIBRATION` images), batch by batch: per batch the attack and
+    :func:`~advlab.experiments.layers.layer_changes`, whose per-layer statistics are merged over the batches.
+    Unlabelled data: the model's own predictions are attacked."""
+    defended = None
+    if args.clamp is not None:
+        from advlab.defenses import clamp_activations
 
-    try:
-        defended = clamp_activations(model, calibration=x, percentile=args.clamp)
-    except ValueError as e:
-        raise AdvlabError(f"--clamp: {e}") from None
-    x_adv = _attack(atk, defended, x, y, args.batch_size)
-    return changes, changes_table(layer_changes(defended, x, x_adv, batch_size=args.batch_size))
+        calibration = _first_images(batches, CLAMP_CALIBRATION).to(device_of(model))
+        try:
+            defended = clamp_activations(model, calibration=calibration, percentile=args.clamp)
+        except ValueError as e:
+            raise AdvlabError(f"--clamp: {e}") from None
+    predicted = bool((batches.labels() < 0).any())
+    plain, clamped = _Changes(), _Changes()
+    for x, y in _stream(batches, model):
+        if predicted:
+            with torch.no_grad():
+                y = model(x).argmax(1)  # unlabelled images: attack the model's own predictions
+        try:
+            plain.add(
+                layer_changes(model, x, _attack(atk, model, x, y, args.batch_size), layers, batch_size=args.batch_size),
+                len(x),
+            )
+            if defended is not None:
+                x_adv = _attack(atk, defended, x, y, args.batch_size)
+                clamped.add(layer_changes(defended, x, x_adv, batch_size=args.batch_size), len(x))
+        except ValueError as e:
+            raise AdvlabError(str(e)) from None
+    return plain.result(), changes_table(clamped.result()) if defended is not None else None
+
+
+class _Changes:
+    """:func:`~advlab.experiments.layers.layer_changes` merged over batches: per layer the per-sample ratios'
+    mean weighted by the batch sizes, and the activations' mean and (population) sigma pooled over every value
+    (Chan et al.'s parallel update, in float64)."""
+
+    def __init__(self) -> None:
+        self.layers: dict[str, dict[str, Any]] = {}
+
+    def add(self, changes: list[LayerChange], n: int) -> None:
+        for c in changes:
+            acc = self.layers.setdefault(c.name, {"first": c, "n": 0, "ratios": [0.0, 0.0, 0.0], "clean": None})
+            acc["n"] += n
+            for i, v in enumerate((c.rel_l2, c.rel_linf, c.top_share)):
+                acc["ratios"][i] += n * v
+            count = n * c.units
+            for side in ("clean", "adv"):
+                mean, std = getattr(c, f"{side}_mean"), getattr(c, f"{side}_std")
+                acc[side] = _pooled(acc.get(side), (count, mean, std * std * count))
+
+    def result(self) -> list[LayerChange]:
+        out = []
+        for depth, acc in enumerate(self.layers.values()):
+            n, (l2, linf, top) = acc["n"], acc["ratios"]
+            (cn, cm, c2), (an, am, a2) = acc["clean"], acc["adv"]
+            out.append(
+                replace(
+                    acc["first"],
+                    depth=depth,
+                    rel_l2=l2 / n,
+                    rel_linf=linf / n,
+                    top_share=top / n,
+                    clean_mean=cm,
+                    clean_std=math.sqrt(c2 / cn),
+                    adv_mean=am,
+                    adv_std=math.sqrt(a2 / an),
+                )
+            )
+        return out
+
+
+def _pooled(a: tuple[int, float, float] | None, b: tuple[int, float, float]) -> tuple[int, float, float]:
+    """(count, mean, sum of squared deviations) of two sets of values pooled (Chan et al.)."""
+    if a is None:
+        return b
+    (na, ma, sa), (nb, mb, sb) = a, b
+    n = na + nb
+    delta = mb - ma
+    return n, ma + delta * nb / n, sa + sb + delta * delta * na * nb / n
 
 
 def _say_layers(args: argparse.Namespace, rows: list[dict[str, Any]], metrics: dict[str, Any], out: str | Path) -> None:
@@ -289,24 +384,13 @@ def run_units(args: argparse.Namespace) -> int:
     data: the model's predictions as labels). Everything is computed before the run directory opens."""
     model = build_model(args)
     info = zoo.info_of(model)
-    x, y, desc = load_data_for(args.data, info, limit=args.limit)
+    batches = open_data_for(args, info, args.batch_size)
     try:
-        found = units_vs_directions(
-            model,
-            x,
-            y,
-            args.layer,
-            args.units,
-            directions=args.directions,
-            k=args.k,
-            seed=args.seed,
-            top_units=args.top_units,
-            pool=args.pool,
-            batch_size=args.batch_size,
-        )
+        found = _units_streamed(args, model, batches)
     except ValueError as e:
         raise AdvlabError(str(e)) from None
-    metrics = {"model": info.name, "data": args.data, "images": len(x), **found.to_dict()}
+    desc, shown = batches.info, _shown_images(batches, found)
+    metrics = {"model": info.name, "data": args.data, "images": batches.count, **found.to_dict()}
     layer = found.analysis.layer
     out = args.out or default_out(runs.run_name(info.name, info.dataset, "units", desc.dataset, layer))
     config = {
@@ -322,21 +406,70 @@ def run_units(args: argparse.Namespace) -> int:
         "pool": args.pool,
     }
     with runs.start(out, config, force=args.force) as run_dir:
-        _write_units(run_dir, found, x, metrics, info)
+        _write_units(run_dir, found, shown, metrics, info)
     _say_units(args, metrics, out)
     return 0
 
 
+def _units_streamed(args: argparse.Namespace, model: torch.nn.Module, batches: Batches) -> UnitsVsDirections:
+    """:func:`~advlab.experiments.units.units_vs_directions` read batch by batch: per batch the layer's activations
+    (and, for unlabelled data, the model's predictions); only those per-image vectors are kept."""
+    y = batches.labels()
+    labelled = bool((y >= 0).all())
+    spec, phis, preds = None, [], []
+    for x, _ in _stream(batches, model):
+        spec, phi = activations(model, x, args.layer, pool=args.pool, batch_size=args.batch_size)
+        phis.append(phi)
+        if not labelled:
+            with torch.no_grad():
+                preds.append(torch.cat([model(xb).argmax(1) for xb in x.split(args.batch_size)]))
+    if spec is None:
+        raise ValueError("x is empty: nothing to analyse")
+    labels = y if labelled else torch.cat(preds)
+    return compare_activations(
+        torch.cat(phis),
+        labels,
+        labelled,
+        args.units,
+        layer=spec,
+        directions=args.directions,
+        k=args.k,
+        seed=args.seed,
+        top_units=args.top_units,
+        pool=args.pool,
+    )
+
+
+def _shown_images(batches: Batches, found: UnitsVsDirections) -> tuple[UnitAnalysis, torch.Tensor, torch.Tensor]:
+    """What units.png shows, the only images ``analyze units`` holds: the top-k of each probe (at most
+    (units + directions) x k distinct images), each read alone; with the analysis and the labels re-indexed
+    onto them (a probe's ``images`` are rows of the returned images)."""
+    wanted = sorted({int(i) for p in found.analysis.probes for i in p.images.tolist()})
+    row = {i: j for j, i in enumerate(wanted)}
+    one = batches.rebatched(1)
+    x = torch.cat([one.batch(i)[0] for i in wanted])
+
+    def moved(probes: list[Probe]) -> list[Probe]:
+        return [replace(p, images=torch.tensor([row[int(i)] for i in p.images.tolist()])) for p in probes]
+
+    a = found.analysis
+    return replace(a, units=moved(a.units), random=moved(a.random)), x, found.labels.cpu()[wanted]
+
+
 def _write_units(
-    run_dir: runs.Run, found: UnitsVsDirections, x: torch.Tensor, metrics: dict[str, Any], info: zoo.ModelInfo
+    run_dir: runs.Run,
+    found: UnitsVsDirections,
+    shown: tuple[UnitAnalysis, torch.Tensor, torch.Tensor],
+    metrics: dict[str, Any],
+    info: zoo.ModelInfo,
 ) -> None:
-    """metrics.json, units.csv, units.png and report.html of ``analyze units``."""
+    """metrics.json, units.csv, units.png (``shown``: :func:`_shown_images`) and report.html of ``analyze units``."""
     from advlab.report import write_report
     from advlab.report.results import units_figure, units_paragraph
 
     run_dir.save_json("metrics.json", metrics)
     run_dir.save_text("units.csv", csv_text(probes_table(found.analysis, found.labels)))
-    run_dir.save_figure("units.png", units_figure(found.analysis, x, found.labels, found.purities))
+    run_dir.save_figure("units.png", units_figure(*shown, found.purities))
     write_report(
         run_dir.path,
         f"advlab analyze units: {info.name}, {metrics['layer']}",
@@ -462,7 +595,7 @@ def _linearity_curves(
 ) -> tuple[dict[str, list[tuple[float, float]]], dict[str, dict[str, Any]], int, str]:
     """Per model spec: its FGSM curve, and its metrics (accuracy per eps, the first eps below one half, and for
     ``linear`` its margins); also the number of images and the data set's name."""
-    from advlab.experiments.linearity import eps_below, fgsm_curve, linear_margins
+    from advlab.experiments.linearity import eps_below
 
     curves: dict[str, list[tuple[float, float]]] = {}
     per_model: dict[str, dict[str, Any]] = {}
@@ -470,18 +603,50 @@ def _linearity_curves(
     for spec in specs:
         model = _linear_model(args.seed) if spec == LINEAR else zoo.load(spec)
         info = zoo.info_of(model)
-        x, y, desc = load_data_for(args.data, info, limit=args.limit)
-        require(bool((y >= 0).all()), f"data {args.data!r} has unlabelled images: accuracy needs labels")
-        images, dataset = len(x), desc.dataset
+        batches = open_data_for(args, info, args.batch_size)
+        require(bool((batches.labels() >= 0).all()), f"data {args.data!r} has unlabelled images: accuracy needs labels")
+        images, dataset = batches.count, batches.info.dataset
         try:
-            curve = fgsm_curve(model, x, y, eps, loss=args.loss, batch_size=args.batch_size)
+            curve, flips = _curve_streamed(model, batches, eps, args.loss, args.batch_size, spec == LINEAR)
         except ValueError as e:
             raise AdvlabError(f"{spec!r}: {e}") from None
         curves[spec] = curve
         per_model[spec] = {"accuracy": {str(e): a for e, a in curve}, "eps_below_half": eps_below(curve)}
-        if spec == LINEAR:
-            per_model[spec].update(linear_margins(model, x, y))
+        if flips is not None:
+            per_model[spec].update(flips)
     return curves, per_model, images, dataset
+
+
+def _curve_streamed(
+    model: torch.nn.Module, batches: Batches, eps: list[float], loss: str, batch_size: int, linear: bool
+) -> tuple[list[tuple[float, float]], dict[str, float | None] | None]:
+    """:func:`~advlab.experiments.linearity.fgsm_curve` read batch by batch (per eps the count of correct
+    predictions summed over the batches), and for the linear model the margins of
+    :func:`~advlab.experiments.linearity.linear_margins` from its per-image flip distances."""
+    from advlab.experiments.linearity import affine_map, fgsm_curve, linear_flip_eps
+
+    correct, flips, n = [0] * len(eps), [], 0
+    w_b = None
+    for x, y in _stream(batches, model):
+        for j, (_, acc) in enumerate(fgsm_curve(model, x, y, eps, loss=loss, batch_size=batch_size)):
+            correct[j] += round(acc * len(x))
+        n += len(x)
+        if linear:
+            w_b = w_b or affine_map(model, x.shape[1:])
+            flips.append(linear_flip_eps(*w_b, x, y))
+    if n == 0:
+        raise ValueError("x is empty: nothing to attack")
+    curve = [(e, c / n) for e, c in zip(eps, correct, strict=True)]
+    if w_b is None:
+        return curve, None
+    w, flip = w_b[0], torch.cat(flips)
+    finite = torch.isfinite(flip)
+    pairs = (w[:, None, :] - w[None, :, :]).abs().sum(2)
+    margins = {
+        "median_flip_eps": float(flip[finite].median()) if finite.any() else None,
+        "mean_pair_l1": float(pairs.sum() / (len(w) * (len(w) - 1))),
+    }
+    return curve, margins
 
 
 def _say_linearity(

@@ -190,7 +190,7 @@ def _attack_batches(
 
 
 def _attack_batch(model: torch.nn.Module, atk: Any, xb: torch.Tensor, yb: torch.Tensor, target: Target) -> Columns:
-    from advlab.evaluation.diagnostics import require_finite
+    from advlab.evaluation.probes import require_finite
 
     with torch.no_grad():
         clean = model(xb)

@@ -64,7 +64,7 @@ def predict(model: torch.nn.Module, x: torch.Tensor, batch_size: int, quiet: boo
 def probabilities(model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
     """(N, classes) softmax probabilities of one batch; outputs of the wrong shape and NaN or infinite logits are an
     :class:`AdvlabError` (a probability computed from them means nothing)."""
-    from advlab.evaluation.diagnostics import require_finite
+    from advlab.evaluation.probes import require_finite
 
     with torch.inference_mode():
         logits = model(x)

@@ -242,26 +242,6 @@ def _data_shape(args: argparse.Namespace) -> tuple[int, int] | None:
     return data.native_shape(spec)
 
 
-def load_data_for(
-    spec: str, info: zoo.ModelInfo, limit: int | None = None, size: int | None = None, **select: Any
-) -> tuple[torch.Tensor, torch.Tensor, data.DatasetInfo]:
-    """Load a data spec the way ``info``'s model needs it: :func:`advlab.data.load_for_model`, the library's path.
-
-    Photos are resized/cropped to the model's declared input size (a model file that declares none: the images'
-    own, when they share one) and converted to its channel count; tensor data sets are used as they are (resized
-    only when ``size`` is asked) and checked: a wrong channel count or size, or a label the model has no class for,
-    is an :class:`AdvlabError`, not a silent conversion. Labels are mapped onto the model's classes
-    (:func:`advlab.data.map_classes`); ``select``: ``subset``, ``sample``, ``seed``. The data layer's notes go to
-    stderr."""
-    x, y, desc = data.load_for_model(
-        spec, info.data_size, info.channels, size=size, limit=limit, model_classes=info.data_classes, **select
-    )
-    zoo.check_input(info, x, what=f"data {spec!r}")
-    zoo.check_labels(info, y, what=f"data {spec!r}")
-    say_notes(desc.notes, y)
-    return x, y, desc
-
-
 def say_notes(notes: list[str], y: torch.Tensor) -> None:
     """The data layer's notes on stderr, one line each; not when no image has a label: then the command's own
     one-line error (or --labels predicted) says what to do, and the note would make it two lines."""
@@ -299,30 +279,18 @@ def open_data_for(
     (``notes``: not for a first look whose notes a second open repeats). ``spec``: another data spec than --data
     (classify's inputs). A label the model has no class for is an error."""
     spec = args.data if spec is None else spec
-    opened = data.open_for_model(
+    opened = zoo.open_data(
         spec,
-        input_size=info.data_size,
-        channels=info.channels,
-        class_names=info.data_classes,
-        batch_size=batch_size,
+        info,
+        batch_size,
         limit=args.limit,
         subset=getattr(args, "subset", None),
         sample=getattr(args, "sample", None),
         seed=getattr(args, "seed", 0) or 0,
     )
-    _check_shape(info, opened, f"data {spec!r}")
-    zoo.check_labels(info, opened.labels(), what=f"data {spec!r}")
     if notes:
         say_notes(opened.info.notes, opened.labels())
     return opened
-
-
-def _check_shape(info: zoo.ModelInfo, opened: data.Batches, what: str) -> None:
-    """Refuse, before any work, data whose channels or size the model does not take (one line, not a shape error
-    deep inside the model): from the data's description, else from its first batch."""
-    c, size = opened.info.channels, opened.info.size
-    probe = torch.empty(0, c, *size) if c is not None and size is not None else opened.batch(0)[0][:0]
-    zoo.check_input(info, probe, what=what)
 
 
 def require_labels(args: argparse.Namespace, y: torch.Tensor) -> None:
@@ -477,6 +445,14 @@ ATTACK_HELP: dict[str, tuple[str, tuple[str, ...]]] = {
     "cw": ("Carlini-Wagner L2, minimum norm", ("c", "kappa", "steps", "binary_search_steps", "lr")),
     "ddn": ("decoupled direction and norm, minimum norm", ("alpha", "norm", "steps")),
     "deepfool": ("DeepFool, minimum norm by linearization", ("norm", "steps", "overshoot")),
+    "fab": (
+        "fast adaptive boundary, minimum norm (with --eps: only successes within eps)",
+        ("eps", "norm", "steps", "restarts"),
+    ),
+    "fab-t": (
+        "FAB towards the most likely wrong classes in turn (AutoAttack's FAB-T)",
+        ("eps", "norm", "steps", "restarts", "n_targets"),
+    ),
     "fmn": ("fast minimum-norm", ("alpha", "norm", "steps")),
     "lbfgs": ("Szegedy et al.'s box-constrained L-BFGS, minimum L2 norm", ("steps",)),
     "noise": ("random points on the eps-sphere, a baseline", ("eps", "norm", "tries")),

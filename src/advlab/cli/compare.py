@@ -3,7 +3,9 @@ AttackBench's optimality (:mod:`advlab.experiments.optimality`).
 
 The run directory holds optimality.md (the table), optimality.csv, metrics.json (scores, curves, passes,
 seconds), distances.safetensors (each attack's per-image distances and the reference), curves.png (robust
-accuracy against eps, one line per attack and the reference) and report.html.
+accuracy against eps, one line per attack and the reference) and report.html. The data is read batch by batch:
+its clean-correct images are attacked --batch-size at a time (reading stops at --limit of them), and of each
+batch only the per-image distances are kept.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import torch
@@ -21,15 +23,17 @@ from advlab.cli.common import (
     add_command,
     add_model_args,
     add_run_args,
+    batch_int,
     bounded_int,
     build_model,
     csv_text,
     default_out,
-    load_data_for,
+    open_data_for,
     positive_int,
     run_config,
     say,
 )
+from advlab.data import Batches
 from advlab.errors import AdvlabError
 from advlab.evaluation.metrics import clean_correct
 from advlab.experiments import optimality
@@ -67,6 +71,7 @@ def register(sub: argparse._SubParsersAction, flags: argparse.ArgumentParser) ->
         help=f"forward + backward passes per image (AttackBench: 2000; at most {MAX_BUDGET})",
     )
     p.add_argument("--limit", type=positive_int, default=100, help="the first N clean-correct images")
+    p.add_argument("--batch-size", type=batch_int, default=128, help="images read and attacked together (default 128)")
     p.add_argument("--json", action="store_true", help="print the scores as JSON")
     add_run_args(p)
     p.set_defaults(func=run)
@@ -78,29 +83,26 @@ def run(args: argparse.Namespace) -> int:
         raise AdvlabError("--attacks needs at least one attack")
     model = build_model(args).eval()
     info = zoo.info_of(model)
-    x, y, desc = load_data_for(args.data, info)
-    with torch.no_grad():
-        keep = clean_correct(y, model(x).argmax(1))
-    if not bool(keep.any()):
-        raise AdvlabError(f"data {args.data!r} has no image {info.name} classifies correctly; nothing to compare on")
-    x, y = x[keep][: args.limit], y[keep][: args.limit]
+    # --limit counts clean-correct images, not the data's: every image may be read until that many are found
+    batches = open_data_for(argparse.Namespace(**{**vars(args), "limit": None}), info, batch_size=args.batch_size)
+    nothing = AdvlabError(f"data {args.data!r} has no image {info.name} classifies correctly; nothing to compare on")
+    if not bool((batches.labels() >= 0).any()):
+        raise nothing
     out = args.out or default_out(
-        runs.run_name(info.name, info.dataset, "compare", desc.dataset, "-".join(n.replace(":", "_") for n in names))
+        runs.run_name(
+            info.name, info.dataset, "compare", batches.info.dataset, "-".join(n.replace(":", "_") for n in names)
+        )
     )
-    config = run_config(
-        args,
-        attacks=names,
-        norm=args.norm,
-        budget=args.budget,
-    )
+    config = run_config(args, attacks=names, norm=args.norm, budget=args.budget, batch_size=args.batch_size)
     show = (
         None
         if args.quiet or args.json or not sys.stderr.isatty()
         else (lambda n: print(f"running {n} ...", file=sys.stderr))
     )
-    cmp = optimality.compare(
-        model, x, y, names, args.norm, args.budget, progress=show
-    )  # bad names fail here, before a directory exists
+    # bad attack names fail in _compare, before a directory exists
+    cmp = _compare(model, _correct_images(model, batches, args.limit), names, args, show)
+    if cmp is None:
+        raise nothing
     with runs.start(out, config, force=args.force) as run_dir:
         metrics = {"model": args.model, "data": args.data, **cmp.to_dict()}
         _write(run_dir, cmp, metrics, names, info.name)
@@ -110,6 +112,85 @@ def run(args: argparse.Namespace) -> int:
         say(args, cmp.markdown())
         say(args, f"wrote {out}")
     return 0
+
+
+def _correct_images(
+    model: torch.nn.Module, batches: Batches, limit: int
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """The first ``limit`` images of ``batches`` that ``model`` classifies correctly, in data order and in batches
+    of the same size; each batch read in a background thread while the one before is attacked, and nothing read
+    after the last one needed."""
+    from advlab.cli.transfer import regrouped
+    from advlab.evaluation.inputs import Source
+
+    def correct() -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        for _, x, y in Source(batches).select(lambda b: True):
+            with torch.no_grad():
+                keep = clean_correct(y, model(x).argmax(1))
+            yield x[keep], y[keep]
+
+    return regrouped(correct(), batches.batch_size, limit)
+
+
+def _compare(
+    model: torch.nn.Module,
+    images: Iterator[tuple[torch.Tensor, torch.Tensor]],
+    names: list[str],
+    args: argparse.Namespace,
+    show: Callable[[str], None] | None,
+) -> optimality.Comparison | None:
+    """:func:`advlab.experiments.optimality.compare` batch by batch: every attack runs on each batch of ``images``
+    in turn, and of a batch only each attack's per-image distances (and passes and seconds) are kept; the scores are
+    those of the whole set. None when ``images`` is empty."""
+    runs_of: dict[str, list[optimality.Entry]] = {n: [] for n in names}
+    correct, sizes = [], []
+    for b, (x, y) in enumerate(images):
+        with torch.no_grad():
+            logits = model(x)
+        classes = logits.shape[1]
+        correct.append(clean_correct(y, logits.argmax(1)).cpu())
+        sizes.append(len(y))
+        if b == 0:
+            _check_attacks(names, args.norm, args.budget, classes, tuple(x.shape[1:]))
+        for name in names:
+            if show is not None:
+                show(name if b == 0 else f"{name} on images {sum(sizes[:-1]) + 1}-{sum(sizes)}")
+            run = optimality.run_peer if ":" in name else optimality.run_advlab
+            runs_of[name].append(run(name, model, x, y, args.norm, args.budget, classes))
+    if not sizes:
+        return None
+    entries = [_joined(parts, sizes) for parts in runs_of.values()]
+    return optimality.score(entries, torch.cat(correct), args.norm, args.budget)
+
+
+def _check_attacks(names: list[str], norm: str, budget: int, classes: int, shape: tuple[int, ...]) -> None:
+    """Every attack name (and its norm) checked before anything runs: an unknown one is an AdvlabError; a peer whose
+    library does not import is no error (its row says "not installed")."""
+    for name in names:
+        if ":" not in name:
+            optimality.advlab_attack(name, norm, budget, classes)
+            continue
+        try:
+            optimality.peer_attack(name, norm, budget, classes, shape)
+        except ImportError:
+            pass
+
+
+def _joined(parts: list[optimality.Entry], sizes: list[int]) -> optimality.Entry:
+    """One attack's entries on successive batches of ``sizes`` images as one: the distances in order, the passes
+    per image averaged over all images, the seconds summed."""
+    first = parts[0]
+    if len(parts) == 1 or first.distances is None:
+        return first
+    n = sum(sizes)
+    return optimality.Entry(
+        first.name,
+        torch.cat([p.distances for p in parts if p.distances is not None]),
+        sum(p.forwards * k for p, k in zip(parts, sizes, strict=True)) / n,
+        sum(p.backwards * k for p, k in zip(parts, sizes, strict=True)) / n,
+        sum(p.seconds for p in parts),
+        first.note,
+    )
 
 
 def _write(

@@ -10,6 +10,10 @@ non-adaptive success (the training attack, which ignores the detector, counted o
 misclassifies AND is not flagged) and the adaptive success (PGD on the guarded model with
 :func:`advlab.defenses.guarded_loss`: fooling classifier and detector at once, the same eps and budget).
 
+Both data sets are read batch by batch, one pass each: the detector trains on the layer features of the training
+images and of their successful adversarial examples (small per-image vectors, the only things kept), the test pass
+keeps per-image scores and successes.
+
 The run directory holds metrics.json, roc.png, detector.safetensors (the detector's weights, its layer,
 pooling and threshold as metadata) and report.html. The command parses and writes; the experiment is
 :mod:`advlab.defenses.detection`, the pictures and tables :mod:`advlab.report`.
@@ -19,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from collections.abc import Iterator
 from typing import Any
 
 import torch
@@ -39,18 +44,21 @@ from advlab.cli.common import (
     command_line,
     default_out,
     epochs_int,
-    load_data_for,
     make_attack,
     number,
+    open_data_for,
     positive_int,
     say,
     steps_int,
 )
+from advlab.data import Batches
 from advlab.defenses import detection
 from advlab.defenses import detector as D
 from advlab.defenses.detection import DetectorSetup
 from advlab.device import device_of
 from advlab.errors import AdvlabError
+from advlab.evaluation.inputs import Source
+from advlab.evaluation.metrics import attack_success_rate, clean_accuracy
 from advlab.report import write_report
 from advlab.report.detector import detector_sections
 from advlab.report.figures import roc_figure
@@ -217,20 +225,139 @@ def run(args: argparse.Namespace) -> int:
     held = _held_out(args.held_out, atk, eps, args.seed)
     adaptive = _adaptive_attack(args, atk, eps)
     train, test = _data(args, info)
-    fit, cal = _split(len(train[0]), args)
-    setup = DetectorSetup(
-        _layer(args, model, train[0]), args.pool, args.hidden, args.epochs, args.fpr, args.seed, args.batch_size
-    )
-    out = args.out or default_out(runs.run_name(info.name, info.dataset, "detect", test[2], atk.name, eps))
+    fit, _ = _split(train.count, args)
+    layer, pool = _layer(args, model, train)
+    setup = DetectorSetup(layer, pool, args.hidden, args.epochs, args.fpr, args.seed, args.batch_size)
+    out = args.out or default_out(runs.run_name(info.name, info.dataset, "detect", test.info.dataset, atk.name, eps))
     with runs.start(out, _run_config(args, atk, setup, held, adaptive), force=args.force) as run_dir:
-        dev = device_of(model)
-        x1, y1, x2, y2 = train[0].to(dev), train[1].to(dev), test[0].to(dev), test[1].to(dev)
-        det, tau, trained = detection.train_on_attack(model, atk, x1[fit], y1[fit], x1[cal], setup)
-        tested, curves = detection.evaluate_detector(model, det, tau, (held, adaptive), x2, y2, args.batch_size)
+        det, tau, trained = _train(model, atk, train, fit, setup)
+        tested, curves = _evaluate(model, det, tau, (held, adaptive), test, args.batch_size)
         metrics = {"model": info.name, "data_train": args.data_train, "data": args.data, **trained, **tested}
         _write(run_dir, det, metrics, curves, info)
     _print(args, det, metrics, out)
     return 0
+
+
+def _stream(data: Batches, model: torch.nn.Module) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """``(x, y)`` of every batch on the model's device, the next batch read in a background thread while this one
+    is in use (at most one batch ahead: :class:`advlab.evaluation.inputs.Source`)."""
+    dev = device_of(model)
+    for _, x, y in Source(data).select(lambda b: True):
+        yield x.to(dev), y.to(dev)
+
+
+def _train(
+    model: torch.nn.Module, atk: Attack, train: Batches, fit: torch.Tensor, setup: DetectorSetup
+) -> tuple[D.Detector, float, dict[str, Any]]:
+    """:func:`advlab.defenses.detection.train_on_attack` read batch by batch: per batch the training attack on
+    its ``fit`` images and the pooled features of those, of the successful adversarial ones and of the held-out
+    clean ones (the only things kept); then the detector (:func:`advlab.defenses.detector.fit_detector`) and its
+    threshold on the held-out scores."""
+    is_fit = torch.zeros(train.count, dtype=torch.bool)
+    is_fit[fit] = True
+    feats: dict[str, list[torch.Tensor]] = {"clean": [], "adv": [], "cal": []}
+    oks, start = [], 0
+    for x, y in _stream(train, model):
+        rows = is_fit[start : start + len(x)].to(x.device)
+        start += len(x)
+        if bool(rows.any()):
+            xa, ok = detection.run_attack(atk, model, x[rows], y[rows], setup.batch_size)
+            oks.append(ok)
+            feats["clean"].append(D.layer_features(model, setup.layer, x[rows], pool=setup.pool))
+            feats["adv"].append(D.layer_features(model, setup.layer, xa[ok.to(xa.device)], pool=setup.pool))
+        if not bool(rows.all()):
+            feats["cal"].append(D.layer_features(model, setup.layer, x[~rows], pool=setup.pool))
+    ok = torch.cat(oks)
+    if not bool(ok.any()):
+        raise AdvlabError(
+            f"{atk.name} broke none of the {len(ok)} training images: nothing to learn from; raise its eps or steps"
+        )
+    fc, fa, f_cal = (torch.cat(feats[k]) for k in ("clean", "adv", "cal"))
+    det = D.fit_detector(
+        model, setup.layer, fc, fa, pool=setup.pool, epochs=setup.epochs, seed=setup.seed, hidden=setup.hidden
+    )
+    with torch.no_grad():
+        s_cal = torch.sigmoid(torch.cat([det.head_logit(f).double() for f in f_cal.split(setup.batch_size)]))
+    tau = D.threshold_at_fpr(s_cal, setup.fpr)
+    return det, tau, detection.training_metrics(det, atk, ok, s_cal, tau, setup)
+
+
+def _evaluate(
+    model: torch.nn.Module,
+    det: D.Detector,
+    tau: float,
+    attacks: tuple[list[tuple[str, Attack]], Attack],
+    test: Batches,
+    batch_size: int,
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """:func:`advlab.defenses.detection.evaluate_detector` read batch by batch: per batch every held-out attack
+    and the adaptive one run, and only per-image columns are kept (detector scores, successes, predictions)."""
+    held, adaptive = attacks
+    guarded = D.Guarded(model, det, tau)
+    cols: dict[str, list[torch.Tensor]] = {k: [] for k in ("s_clean", "pred", "y", "evaded", "missed", "flagged")}
+    ok_of: dict[str, list[torch.Tensor]] = {label: [] for label, _ in held}
+    s_of: dict[str, list[torch.Tensor]] = {label: [] for label, _ in held}
+    for x, y in _stream(test, model):
+        cols["s_clean"].append(det.score(x, batch_size).cpu())
+        cols["pred"].append(detection.predictions(model, x, batch_size))
+        cols["y"].append(y.cpu())
+        for label, held_atk in held:
+            xa, ok = detection.run_attack(held_atk, model, x, y, batch_size)
+            ok_of[label].append(ok)
+            s_of[label].append(det.score(xa, batch_size).cpu())
+        xa, _ = detection.run_attack(adaptive, guarded, x, y, batch_size)
+        cols["evaded"].append(D.evades(model, det, tau, xa, y, batch_size))
+        cols["missed"].append(detection.predictions(model, xa, batch_size) != y.cpu())
+        cols["flagged"].append(det.score(xa, batch_size).cpu() > tau)
+    c = {k: torch.cat(v) for k, v in cols.items()}
+    s_clean = c["s_clean"]
+    metrics: dict[str, Any] = {
+        "fpr_test": float((s_clean > tau).double().mean()),
+        "test_images": len(s_clean),
+        "clean_accuracy": clean_accuracy(c["y"], c["pred"]),
+    }
+    rows, curves = {}, {}
+    for label, held_atk in held:
+        ok, s_adv = torch.cat(ok_of[label]), torch.cat(s_of[label])
+        rows[label], curve = _held_out_row(held_atk, ok, s_adv, s_clean, tau)
+        if curve is not None:
+            curves[label] = curve
+    first = rows[held[0][0]]
+    metrics["held_out"] = rows
+    metrics["non_adaptive"] = {
+        "attack": repr(held[0][1]),
+        "success_without_detector": first["success_rate"],
+        "success_not_flagged": first["success_not_flagged"],
+    }
+    metrics["adaptive"] = {
+        "attack": repr(adaptive),
+        "success": attack_success_rate(c["evaded"]),
+        "misclassified": attack_success_rate(c["missed"]),
+        "flagged": float(c["flagged"].float().mean()),
+    }
+    return metrics, curves
+
+
+def _held_out_row(
+    held_atk: Attack, ok: torch.Tensor, s_adv: torch.Tensor, s_clean: torch.Tensor, tau: float
+) -> tuple[dict[str, Any], Any]:
+    """A held-out attack's row of :func:`advlab.defenses.detection.held_out_rows` from its per-image success
+    ``ok`` and detector scores ``s_adv``, and its ROC curve (successful vs clean; None when none succeeded)."""
+    flagged = s_adv > tau
+    row: dict[str, Any] = {
+        "attack": repr(held_atk),
+        "success_rate": attack_success_rate(ok),
+        "successful": int(ok.sum()),
+        "auc": None,
+        "auc_all": D.roc_auc(s_clean, s_adv),
+        "detected_at_threshold": None,
+        "success_not_flagged": attack_success_rate(ok & ~flagged),
+    }
+    if not bool(ok.any()):
+        return row, None
+    row["auc"] = D.roc_auc(s_clean, s_adv[ok])
+    row["detected_at_threshold"] = float(flagged[ok].float().mean())
+    return row, D.roc_curve(s_clean, s_adv[ok])
 
 
 def _run_config(
@@ -277,24 +404,27 @@ def _split(n: int, args: argparse.Namespace) -> tuple[torch.Tensor, torch.Tensor
     return detection.calibration_split(n, args.calibration, args.seed)
 
 
-def _data(
-    args: argparse.Namespace, info: zoo.ModelInfo
-) -> tuple[tuple[torch.Tensor, torch.Tensor, str], tuple[torch.Tensor, torch.Tensor, str]]:
-    """(x, y, dataset name) of --data-train and of --data; both must be labelled."""
+def _data(args: argparse.Namespace, info: zoo.ModelInfo) -> tuple[Batches, Batches]:
+    """--data-train (first --limit-train images) and --data (first --limit), opened to be read batch by batch;
+    both must be labelled (checked from the labels alone, no image decoded)."""
     out = []
     for spec, limit in ((args.data_train, args.limit_train), (args.data, args.limit)):
-        x, y, desc = load_data_for(spec, info, limit=limit)
-        if (y < 0).any():
+        opened = open_data_for(argparse.Namespace(**{**vars(args), "limit": limit}), info, args.batch_size, spec=spec)
+        if (opened.labels() < 0).any():
             raise AdvlabError(f"data {spec!r} has unlabelled images; the detector's attacks need labels")
-        out.append((x, y, desc.dataset))
+        out.append(opened)
     return out[0], out[1]
 
 
-def _layer(args: argparse.Namespace, model: torch.nn.Module, x: torch.Tensor) -> str:
-    """--layer or the penultimate layer; an unknown or unused layer fails here, before the run directory exists."""
+def _layer(args: argparse.Namespace, model: torch.nn.Module, train: Batches) -> tuple[str, str]:
+    """--layer or the penultimate layer, and the pooling --pool auto resolves to (flatten up to
+    :data:`advlab.defenses.detector.MAX_FLAT` values, else the spatial mean), from the first two training images;
+    an unknown or unused layer fails here, before the run directory exists."""
+    x = train.rebatched(2).batch(0)[0].to(device_of(model))
     layer = args.layer or D.penultimate_layer(model, x[:2])
-    D.layer_features(model, layer, x[:1])
-    return layer
+    probe = D.layer_features(model, layer, x[:1])
+    pool = args.pool if args.pool != "auto" else "flatten" if probe.shape[1] <= D.MAX_FLAT else "mean"
+    return layer, pool
 
 
 def _print(args: argparse.Namespace, det: D.Detector, metrics: dict[str, Any], out: Any) -> None:

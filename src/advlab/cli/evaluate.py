@@ -45,8 +45,7 @@ from advlab.cli.common import (
 from advlab.cli.heartbeat import heartbeat
 from advlab.cli.runner import Job, UnitSpec, batch_size, run_job, run_settings
 from advlab.errors import AdvlabError
-from advlab.evaluation import PRESETS, BatchResult, EvalConfig, EvalReport, evaluate
-from advlab.evaluation.evaluator import Plan, merge, prepare
+from advlab.evaluation import PRESETS, BatchResult, EvalConfig, EvalReport, Plan, evaluate, merge, prepare
 from advlab.evaluation.inputs import Indexed, with_predicted_labels
 
 
@@ -89,6 +88,22 @@ def _add_attack_choice(p: argparse.ArgumentParser) -> None:
     """Which attacks run and how: --preset or --attack (their options: :func:`add_attack_args`), --early-stop,
     --attack-misclassified."""
     p.add_argument("--preset", choices=PRESETS, help="attack ensemble (default: reliable, unless --attack is given)")
+    p.add_argument(
+        "--draws",
+        type=positive_int,
+        default=16,
+        metavar="K",
+        help="for a randomized model: fresh draws per sample of its expected accuracy (the headline), and of the "
+        "worst case reported beside it (robust in all K draws)",
+    )
+    p.add_argument(
+        "--active-test",
+        type=int,
+        default=EvalConfig.active_test,
+        metavar="N",
+        help="plant a provable adversarial example within eps near each of the first N images (binary tasks built "
+        "from the model, Zimmermann et al. 2022) and check the attacks find them; below 95%% trust is low (0: off)",
+    )
     p.add_argument(
         "--attack", "-a", help="comma list of attacks to cascade instead of a preset (they share the attack options)"
     )
@@ -146,6 +161,8 @@ def _config(args: argparse.Namespace, info: zoo.ModelInfo) -> EvalConfig:
         "attack_misclassified": args.attack_misclassified,
         "keep_adversarials": True,
         "seed": args.seed,
+        "draws": args.draws,
+        "active_test": args.active_test,
     }
     if args.attack is None:
         if eps is None:
@@ -192,7 +209,8 @@ def run(args: argparse.Namespace) -> int:
     data = with_predicted_labels(batches, model) if args.labels == "predicted" else batches
     plans: list[Plan] = []
 
-    def plan() -> Plan:  # decided once, on the first batch, when this launch first needs it
+    def plan() -> Plan:  # decided once, on the first batch, when a new run first needs it (a resumed or sharded
+        # run rebuilds the saved plan.json instead: evaluate() reads it from work.plan, no probe again)
         if not plans:
             plans.append(prepare(model, data, config, attack_model=attack_model))
         return plans[0]
@@ -201,7 +219,9 @@ def run(args: argparse.Namespace) -> int:
         out,
         {**_saved_config(args, config), "label_source": batches.info.label_source},
         UnitSpec(len(batches), f"a batch of {size} samples", runs.units.EVALUATE.encode, _decode, bar="evaluate"),
-        lambda work: evaluate(model, data, config, work=_light(work), attack_model=attack_model, plan=plan()),
+        lambda work: evaluate(
+            model, data, config, work=_light(work), attack_model=attack_model, plan=plans[0] if plans else None
+        ),
         lambda run_dir, report, sec: _write(
             run_dir, data, batches.names(), dataclasses.replace(report, seconds=sec), info, args
         ),
@@ -325,6 +345,8 @@ def _saved_config(args: argparse.Namespace, config: EvalConfig) -> dict[str, Any
         early_stop=config.early_stop,
         attack_misclassified=config.attack_misclassified,
         batch_size=config.batch_size,
+        **({"draws": config.draws} if config.draws != EvalConfig.draws else {}),
+        **({"active_test": config.active_test} if config.active_test != EvalConfig.active_test else {}),
         **({"amp": "bfloat16"} if args.amp else {}),
         **({"labels": "predicted"} if args.labels == "predicted" else {}),
         **({"bpda": args.bpda} if args.bpda else {}),

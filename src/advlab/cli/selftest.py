@@ -21,8 +21,8 @@ def register(sub: argparse._SubParsersAction, flags: argparse.ArgumentParser) ->
         flags,
         "selftest",
         help="known-answer tests of the minimum-norm attacks",
-        description="Run FMN (L0, L1, L2, L-inf), DDN, C&W, L-BFGS and DeepFool on a random linear classifier and a "
-        "maxout network\n"
+        description="Run FMN (L0, L1, L2, L-inf), DDN, C&W, L-BFGS, DeepFool and FAB (L1, L2, L-inf) on a random "
+        "linear classifier and a maxout network\n"
         "(8x8 inputs) whose minimal adversarial distances are computed exactly (box included), and compare.\n"
         "ratio = distance found / true minimum (1 is optimal; inf: not found). An attack fails when fewer samples\n"
         "than it needs are within its tolerance, or when it beats the true minimum (a broken measure).\n\n"

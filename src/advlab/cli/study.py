@@ -2,7 +2,9 @@
 
 The run directory holds study.md (the seed's table layout), study.csv (every number, with 95% intervals and
 McNemar p-values), metrics.json, one accuracy-vs-setting plot per defense and report.html. Each setting is
-saved as it finishes; --resume continues an interrupted sweep. Under ``torchrun -m advlab study prune`` the
+saved as it finishes; --resume continues an interrupted sweep. The data is read batch by batch, one pass per
+setting (the undefended model's adversarial images, which every setting's transfer column needs, wait in a temporary
+folder on disk, one file per batch). Under ``torchrun -m advlab study prune`` the
 settings are shared out over the processes (:mod:`advlab.distributed`); the McNemar tests against the
 undefended row are completed when rank 0 merges the rows.
 """
@@ -11,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,9 +31,9 @@ from advlab.cli.common import (
     build_model,
     csv_text,
     default_out,
-    load_data_for,
     make_attack,
     number,
+    open_data_for,
     place_model,
     positive_int,
     run_config,
@@ -38,6 +41,7 @@ from advlab.cli.common import (
 )
 from advlab.cli.heartbeat import heartbeat
 from advlab.cli.runner import Job, UnitSpec, run_job, run_settings
+from advlab.data import Batches
 from advlab.errors import AdvlabError
 from advlab.experiments import study
 from advlab.experiments.study import Outcome, Setting
@@ -131,13 +135,14 @@ def parse_settings(text: str | None, defenses: list[str], model: torch.nn.Module
 
 @dataclass(frozen=True)
 class _Setup:
-    """What the arguments ask for, loaded and checked before the run directory opens."""
+    """What the arguments ask for, opened and checked before the run directory opens: ``data`` is read batch
+    by batch (each row of the sweep is one pass over it); ``y`` its labels, read without decoding an image."""
 
     model: torch.nn.Module
     info: zoo.ModelInfo
     settings: list[Setting]
     attack: Any
-    x: torch.Tensor
+    data: Batches
     y: torch.Tensor
     dataset: str
 
@@ -147,10 +152,24 @@ def _setup(args: argparse.Namespace, device: torch.device) -> _Setup:
     info = zoo.info_of(model)
     settings = parse_settings(args.settings, [d.strip() for d in args.defense.split(",") if d.strip()], model)
     atk = make_attack(args, info)
-    x, y, desc = load_data_for(args.data, info, limit=args.limit)
+    data = open_data_for(args, info, batch_size=args.batch_size)
+    y = data.labels()
     if (y < 0).any():
         raise AdvlabError(f"data {args.data!r} has unlabelled images; the study needs labels")
-    return _Setup(model, info, settings, atk, x, y, desc.dataset)
+    return _Setup(model, info, settings, atk, data, y, data.info.dataset)
+
+
+def _calibration(data: Batches, settings: list[Setting], n: int) -> torch.Tensor | None:
+    """The first ``n`` images, which calibrate the clamp and quantization defenses (None when no setting needs
+    them): the one place the study holds several batches of images at once, bounded by --calibration."""
+    if not any(s.defense in ("clamp", "quant") for s in settings):
+        return None
+    parts: list[torch.Tensor] = []
+    for b in range(len(data)):
+        if sum(len(p) for p in parts) >= n:
+            break
+        parts.append(data.batch(b)[0])
+    return torch.cat(parts)[:n]
 
 
 def run(args: argparse.Namespace) -> int:
@@ -189,16 +208,18 @@ def _job(args: argparse.Namespace, s: _Setup, out: str | Path) -> Job[Outcome, l
 
     def sweep(work: Work[Outcome]) -> list[Outcome]:
         try:
-            return study.sweep(
-                s.model,
-                s.x,
-                s.y,
-                s.settings,
-                s.attack,
-                calibration=s.x[: args.calibration],
-                batch_size=args.batch_size,
-                work=work,
-            )
+            with tempfile.TemporaryDirectory(prefix="advlab-study-") as spill:
+                return study.sweep(
+                    s.model,
+                    s.data,
+                    s.y,
+                    s.settings,
+                    s.attack,
+                    calibration=_calibration(s.data, s.settings, args.calibration),
+                    batch_size=args.batch_size,
+                    work=work,
+                    spill=Path(spill),
+                )
         except ValueError as e:
             raise AdvlabError(str(e)) from None
 
@@ -222,9 +243,9 @@ def _job(args: argparse.Namespace, s: _Setup, out: str | Path) -> Job[Outcome, l
         sweep,
         write,
         lambda run_dir, outcomes: _report(run_dir, outcomes, s.info),
-        inputs={"model": s.model, "data": (s.x, s.y)},
+        inputs={"model": s.model, "data": (s.data.names(), s.y)},
         # the saved rows with their McNemar tests: with every row done, sweep measures nothing (no model call)
-        merge=lambda done, _plan: study.sweep(s.model, s.x, s.y, s.settings, s.attack, work=Work(done=done)),
+        merge=lambda done, _plan: study.sweep(s.model, s.data, s.y, s.settings, s.attack, work=Work(done=done)),
     )
 
 

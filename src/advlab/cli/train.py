@@ -6,6 +6,11 @@ history.json and metrics.csv (one row per epoch: training objective, clean eval 
 training, PGD-10 robust accuracy on the first 256 eval images), loss.png, accuracy.png and report.html. A
 checkpoint (model, optimizer, scheduler, generators, history as safetensors + JSON) is written after every
 epoch; Ctrl-C keeps ``<out>.partial`` with it, and ``--resume`` continues from it to the same bits.
+
+The data are streamed (:func:`advlab.cli.common.open_data_for`): each epoch reads its shuffled batches as the
+optimizer takes them, at most :data:`advlab.data.stream.PREFETCH` batches ahead in :data:`READERS` background
+thread, so memory does not grow with the number of images (only the labels are held, as one tensor); the weights
+are the bits that training on the stacked tensors gives.
 """
 
 from __future__ import annotations
@@ -18,7 +23,7 @@ from typing import Any
 
 import torch
 
-from advlab import runs, zoo
+from advlab import data, runs, zoo
 from advlab.cli.common import (
     MAX_EPOCHS,
     MAX_STEPS,
@@ -32,8 +37,8 @@ from advlab.cli.common import (
     csv_text,
     default_out,
     epochs_int,
-    load_data_for,
     number,
+    open_data_for,
     positive_int,
     progress,
     say,
@@ -67,6 +72,9 @@ EPOCH_ROBUST_STEPS = 10
 EPOCH_ROBUST_IMAGES = 256
 ROBUST_COLUMN = f"robust_accuracy_pgd{EPOCH_ROBUST_STEPS}"
 CHECKPOINT = "checkpoint_epoch"
+#: threads that read the batches ahead of training (one, as evaluate's: a factory's Dataset is never read from two
+#: threads at once)
+READERS = 1
 
 
 def register(sub: argparse._SubParsersAction, flags: argparse.ArgumentParser) -> None:
@@ -298,12 +306,12 @@ class _Setup:
 
     model: torch.nn.Module
     info: zoo.ModelInfo
-    x: torch.Tensor
+    x: data.Batches
     y: torch.Tensor
     dataset: str
     config: TrainConfig
     eval_spec: str | None
-    eval_data: tuple[torch.Tensor, torch.Tensor] | None
+    eval_data: tuple[data.Batches, torch.Tensor] | None
     preset: str
 
 
@@ -312,19 +320,37 @@ def _setup(args: argparse.Namespace) -> _Setup:
     torch.manual_seed(args.seed)  # the initial weights come from this seed
     model = build_model(args, pretrained=False)
     info = zoo.info_of(model)
-    x, y, desc = load_data_for(args.data, info, limit=args.limit)
-    config = _config(args, args.eps if args.eps is not None else _EPS_FOR.get(desc.dataset, 8 / 255))
+    x = open_data_for(args, info, args.batch_size).rebatched(args.batch_size, workers=READERS)
+    y = x.labels()
+    config = _config(args, args.eps if args.eps is not None else _EPS_FOR.get(x.info.dataset, 8 / 255))
     if (y < 0).any():
         raise AdvlabError(f"data {args.data!r} has unlabelled images; training needs labels")
     eval_spec = args.eval_data or _EVAL_FOR.get(args.data)
-    eval_data = load_data_for(eval_spec, info)[:2] if eval_spec else None
+    eval_data = _open_eval(args, info, eval_spec) if eval_spec else None
     preset = args.robust_eval or ("fast" if config.adversarial is not None or args.eps is not None else "none")
     if preset != "none" and eval_data is None:
         raise AdvlabError(
             f"a robust evaluation needs held-out data: give --eval-data (no default for {args.data!r}) "
             "or --robust-eval none"
         )
-    return _Setup(model, info, x, y, desc.dataset, config, eval_spec, eval_data, preset)
+    return _Setup(model, info, x, y, x.info.dataset, config, eval_spec, eval_data, preset)
+
+
+def _open_eval(args: argparse.Namespace, info: zoo.ModelInfo, spec: str) -> tuple[data.Batches, torch.Tensor]:
+    """The held-out data, streamed as the training data are, and their labels: all of it (--limit is the training
+    data's)."""
+    from advlab.evaluation import EvalConfig
+
+    size = EvalConfig().batch_size
+    every = argparse.Namespace(**{**vars(args), "limit": None})
+    batches = open_data_for(every, info, size, spec=spec).rebatched(size, workers=READERS)
+    return batches, batches.labels()
+
+
+def _first(batches: data.Batches, n: int | None, batch_size: int) -> data.Batches:
+    """The first ``n`` images of ``batches`` (all for None) in batches of ``batch_size``."""
+    head = batches if n is None or n >= batches.count else batches.reordered(range(n))
+    return head.rebatched(batch_size)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -399,17 +425,17 @@ def _epoch_metrics(s: _Setup) -> Callable[[torch.nn.Module], dict[str, float]] |
     from advlab.attacks import PGD
     from advlab.evaluation import EvalConfig, evaluate
 
-    xe, ye = s.eval_data[0][:EPOCH_ROBUST_IMAGES], s.eval_data[1][:EPOCH_ROBUST_IMAGES]
     config = EvalConfig(
         attacks=(PGD(eps=s.config.eps, steps=EPOCH_ROBUST_STEPS),), eps=s.config.eps, norm="linf", sanity=False
     )
-    return lambda m: {ROBUST_COLUMN: evaluate(m, (xe, ye), config).robust_accuracy}
+    first = _first(s.eval_data[0], EPOCH_ROBUST_IMAGES, config.batch_size)
+    return lambda m: {ROBUST_COLUMN: evaluate(m, first, config).robust_accuracy}
 
 
 def _train(run_dir: runs.Run, s: _Setup, state: TrainState | None, args: argparse.Namespace) -> TrainHistory:
     """``fit`` with a progress bar over the steps, a checkpoint and the epoch log after every epoch; on Ctrl-C
     what is done stays viewable in the partial directory and the checkpoint stays for --resume."""
-    steps_per_epoch = (len(s.y) + args.batch_size - 1) // args.batch_size
+    steps_per_epoch = len(s.x)
     done = state.epochs_done if state is not None else 0
     bar = progress(
         range(done * steps_per_epoch, s.config.epochs * steps_per_epoch),
@@ -509,11 +535,10 @@ def _robust_eval(s: _Setup, args: argparse.Namespace) -> dict[str, Any]:
     from advlab.work import Work
 
     assert s.eval_data is not None
-    xe, ye = s.eval_data
     config = EvalConfig(preset=s.preset, eps=s.config.eps, norm="linf", limit=args.robust_limit)
     rep = evaluate(
         s.model,
-        (xe, ye),
+        _first(s.eval_data[0], args.robust_limit, config.batch_size),
         config,
         work=Work(progress=lambda todo: progress(todo, args.quiet, desc="evaluate", unit="batch")),
     )

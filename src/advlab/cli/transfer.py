@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -25,12 +26,12 @@ from advlab.cli.common import (
     command_line,
     csv_text,
     default_out,
-    load_data_for,
     make_attack,
+    open_data_for,
     positive_int,
     say,
 )
-from advlab.data.specs import DatasetInfo
+from advlab.data import Batches
 from advlab.errors import AdvlabError
 from advlab.experiments import transfer
 from advlab.report.html import html_table
@@ -139,10 +140,10 @@ def run(args: argparse.Namespace) -> int:
     eps = getattr(atk, "eps", None)
     if eps is not None and not isinstance(eps, (int, float)):
         raise AdvlabError("--eps: a transfer matrix needs one eps, not a list")
-    x, y, desc, dropped = _labelled_data(args, info)
+    batches, dropped = _labelled_data(args, info)
     out = args.out or default_out(
         runs.run_name(
-            info.name, info.dataset, "transfer", desc.dataset, atk.name, float(eps) if eps is not None else None
+            info.name, info.dataset, "transfer", batches.info.dataset, atk.name, float(eps) if eps is not None else None
         )
     )
     config = {
@@ -156,14 +157,12 @@ def run(args: argparse.Namespace) -> int:
         "noise_tries": args.noise_tries,
     }
     with runs.start(out, config, force=args.force) as run_dir:
-        m = transfer.transfer_matrix(
+        m = transfer.transfer_matrix_batches(
             [models[s] for s in sources],
             [models[t] for t in targets],
-            x,
-            y,
+            batches,
             atk,
             ensemble=args.ensemble,
-            batch_size=args.batch_size,
             noise_tries=args.noise_tries,
             progress=not args.quiet and sys.stderr.isatty(),
         )
@@ -198,17 +197,70 @@ def _model_specs(args: argparse.Namespace) -> tuple[list[str], list[str]]:
     return sources, targets
 
 
-def _labelled_data(
-    args: argparse.Namespace, info: zoo.ModelInfo
-) -> tuple[torch.Tensor, torch.Tensor, DatasetInfo, int]:
-    """The --data images with labels in the models' classes (the one data path, :func:`load_data_for`), and how
-    many unlabelled images were dropped."""
-    x, y, desc = load_data_for(args.data, info, limit=args.limit)
-    keep = y >= 0
-    if not bool(keep.any()):
+def _labelled_data(args: argparse.Namespace, info: zoo.ModelInfo) -> tuple[Labelled, int]:
+    """The --data images with labels in the models' classes, streamed (the one data path, :func:`open_data_for`),
+    and how many unlabelled images are left out (counted from the labels alone, before any image is read)."""
+    opened = open_data_for(args, info, batch_size=args.batch_size)
+    labels = opened.labels()
+    if not bool((labels >= 0).any()):
         raise AdvlabError(f"data {args.data!r} has no labelled images of {info.name}'s classes; transfer needs labels")
-    x, y = x[keep], y[keep]
-    return x, y, desc, int((~keep).sum())
+    return Labelled(opened, int((labels >= 0).sum())), int((labels < 0).sum())
+
+
+class Labelled:
+    """The ``count`` labelled images of ``batches`` in batches of its batch size, in data order, as if the unlabelled
+    ones had never been there: read one batch at a time, the next one in a background thread while this one is
+    attacked."""
+
+    def __init__(self, batches: Batches, count: int) -> None:
+        self.batches, self.info, self.count = batches, batches.info, count
+
+    def __len__(self) -> int:
+        return -(-self.count // self.batches.batch_size)
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        from advlab.evaluation.inputs import Source
+
+        def labelled() -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+            for _, x, y in Source(self.batches).select(lambda b: True):
+                keep = y >= 0
+                yield (x, y) if bool(keep.all()) else (x[keep], y[keep])
+
+        return regrouped(labelled(), self.batches.batch_size)
+
+
+def regrouped(
+    parts: Iterable[tuple[torch.Tensor, torch.Tensor]], batch_size: int, limit: int | None = None
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """The images of ``parts`` (``(x, y)`` batches of any sizes, in order) in batches of ``batch_size``, the last
+    one shorter: at most ``batch_size`` images are held over from one part to the next. ``limit``: only the first
+    ``limit`` images; ``parts`` is closed there, so nothing after them is read."""
+    it = iter(parts)
+    xs: list[torch.Tensor] = []
+    ys: list[torch.Tensor] = []
+    held = given = 0
+    try:
+        for x, y in it:
+            if limit is not None:
+                x, y = x[: limit - given - held], y[: limit - given - held]
+            if len(y):
+                xs.append(x)
+                ys.append(y)
+                held += len(y)
+            while held >= batch_size:
+                x_all = xs[0] if len(xs) == 1 else torch.cat(xs)
+                y_all = ys[0] if len(ys) == 1 else torch.cat(ys)
+                yield x_all[:batch_size], y_all[:batch_size]
+                xs, ys = ([x_all[batch_size:]], [y_all[batch_size:]]) if held > batch_size else ([], [])
+                held, given = held - batch_size, given + batch_size
+            if limit is not None and given + held >= limit:
+                break
+        if held:
+            yield torch.cat(xs), torch.cat(ys)
+    finally:
+        close = getattr(it, "close", None)
+        if close is not None:
+            close()
 
 
 def _write(run_dir: runs.Run, m: transfer.TransferMatrix, metrics: dict[str, Any]) -> None:

@@ -125,22 +125,30 @@ def train_on_attack(
     )
     s_cal = det.score(x_cal, setup.batch_size)
     tau = D.threshold_at_fpr(s_cal, setup.fpr)
-    metrics = {
+    return det, tau, training_metrics(det, atk, ok, s_cal, tau, setup)
+
+
+def training_metrics(
+    det: D.Detector, atk: Attack, ok: torch.Tensor, s_cal: torch.Tensor, tau: float, setup: DetectorSetup
+) -> dict[str, Any]:
+    """What training a detector measured: its layer and size, the training attack and how often it succeeded
+    (``ok``: per clean training image), the calibration scores ``s_cal`` and the threshold ``tau`` at
+    ``setup.fpr``."""
+    return {
         "layer": det.layer,
         "pool": det.pool,
         "features": det.dim,
         "hidden": det.hidden,
         "training_attack": repr(atk),
         "eps": getattr(atk, "eps", None),
-        "train_clean": len(x),
+        "train_clean": len(ok),
         "train_adversarial": int(ok.sum()),
         "train_attack_success_rate": attack_success_rate(ok),
-        "calibration_images": len(x_cal),
+        "calibration_images": len(s_cal),
         "fpr_target": setup.fpr,
         "threshold": tau,
         "fpr_calibration": float((s_cal > tau).double().mean()),
     }
-    return det, tau, metrics
 
 
 def held_out_rows(

@@ -321,6 +321,38 @@ def train_detector(
         pool = "flatten" if probe.shape[1] <= MAX_FLAT else "mean"
     fc = layer_features(model, layer, x_clean, pool=pool)
     fa = layer_features(model, layer, x_adv, pool=pool)
+    return fit_detector(
+        model,
+        layer,
+        fc,
+        fa,
+        pool=pool,
+        epochs=epochs,
+        seed=seed,
+        hidden=hidden,
+        lr=lr,
+        weight_decay=weight_decay,
+        batch_size=batch_size,
+    )
+
+
+def fit_detector(
+    model: nn.Module,
+    layer: str,
+    fc: torch.Tensor,
+    fa: torch.Tensor,
+    *,
+    pool: str,
+    epochs: int = 50,
+    seed: int = 0,
+    hidden: int = 64,
+    lr: float = 3e-3,
+    weight_decay: float = 1e-3,
+    batch_size: int = 128,
+) -> Detector:
+    """:func:`train_detector` from the features it trains on: ``fc``, ``fa`` (N, d) = :func:`layer_features` of
+    the clean and the adversarial images on ``layer`` with ``pool`` ("flatten" or "mean"), on one device; so a
+    caller that reads its images batch by batch keeps only these vectors."""
     feats = torch.cat([fc, fa])
     target = torch.cat([torch.zeros(len(fc)), torch.ones(len(fa))]).to(feats.device)
     weight = torch.where(target > 0, 0.5 / len(fa), 0.5 / len(fc))  # each class weighs 1/2 in the loss

@@ -1,5 +1,5 @@
-"""Supervised and adversarial training of small classifiers on in-memory [0, 1] images (digits-cnn's weights come
-from here).
+"""Supervised and adversarial training of small classifiers on [0, 1] images, in memory or streamed batch by batch
+from :class:`advlab.data.Batches` (digits-cnn's weights come from here).
 
 A defense in the sense of :mod:`advlab.defenses`: adversarial training and logit pairing change the weights so that
 the model resists an attack, but unlike the post-hoc defenses in this package ``fit`` trains the model in place.
@@ -44,9 +44,9 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 import torch
 import torch.nn.functional as F
@@ -55,6 +55,9 @@ from torch import nn
 from advlab.attacks.pgd import PGD
 from advlab.errors import AdvlabError
 from advlab.evaluation import metrics
+
+if TYPE_CHECKING:
+    from advlab.data.stream import Batches
 
 #: the inner maximizations ``TrainConfig.adversarial`` accepts
 ADVERSARIAL = ("pgd", "fgsm-rs")
@@ -279,18 +282,38 @@ def _snapshot(obj: Any) -> Any:
 
 
 # ------------------------------------------------------------------------------------------------ training
-def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 512) -> float:
+#: training or evaluation images: a tensor (N, C, H, W) in [0, 1], or :class:`advlab.data.Batches` (streamed:
+#: read batch by batch, so memory does not grow with N)
+Images: TypeAlias = "torch.Tensor | Batches"
+
+
+def image_batches(x: Images, batch_size: int, order: torch.Tensor | None = None) -> Iterator[torch.Tensor]:
+    """The images ``x[order]`` (default: all, in data order) in consecutive batches of ``batch_size``: sliced from
+    a tensor, or read from :class:`~advlab.data.Batches` (``x.reordered(order)``, at most its ``PREFETCH``
+    batches ahead with its ``workers``); the same values either way."""
+    if isinstance(x, torch.Tensor):
+        n = len(x) if order is None else len(order)
+        for i in range(0, n, batch_size):
+            yield x[i : i + batch_size] if order is None else x[order[i : i + batch_size]]
+        return
+    for xb, _ in (x if order is None else x.reordered(order)).rebatched(batch_size):
+        yield xb
+
+
+def accuracy(model: nn.Module, x: Images, y: torch.Tensor, batch_size: int | None = None) -> float:
     """Top-1 accuracy of ``model`` on ``(x, y)`` in eval mode (:func:`advlab.evaluation.metrics.accuracy`: over the
-    labelled samples, 0.0 for none), restoring the model's mode afterwards."""
+    labelled samples, 0.0 for none), restoring the model's mode afterwards. ``x``: see :data:`Images`;
+    ``batch_size``: images per forward (default 512 from a tensor, a Batches' own batches)."""
     was_training = model.training
     model.eval()
+    size = batch_size or (512 if isinstance(x, torch.Tensor) else x.batch_size)
     with torch.no_grad():
-        preds = [model(x[i : i + batch_size]).argmax(1).to(y.device) for i in range(0, len(y), batch_size)]
+        preds = [model(xb).argmax(1).to(y.device) for xb in image_batches(x, size)]
     model.train(was_training)
     return metrics.accuracy(y, torch.cat(preds)) if preds else 0.0
 
 
-def check_diverged(model: nn.Module, x: torch.Tensor, y: torch.Tensor, history: TrainHistory, lr: float) -> None:
+def check_diverged(model: nn.Module, x: Images, y: torch.Tensor, history: TrainHistory, lr: float) -> None:
     """Raise :class:`TrainingDiverged` after training when the weights are not finite, or when the last epoch's
     mean loss is above ``DIVERGED_LOSS`` ln K and the training accuracy is at chance (the majority-class share
     + ``DIVERGED_MARGIN``). Costs one pass over ``x`` only when the loss is that high."""
@@ -309,7 +332,7 @@ def check_diverged(model: nn.Module, x: torch.Tensor, y: torch.Tensor, history: 
     was = model.training
     model.eval()
     with torch.no_grad():
-        k = int(model(x[:1]).shape[1])
+        k = int(model(next(image_batches(x, 1, torch.arange(1)))).shape[1])
     model.train(was)
     if not history.loss[-1] > DIVERGED_LOSS * math.log(max(k, 2)):
         return
@@ -380,10 +403,10 @@ Perturb = Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
 
 def fit(
     model: nn.Module,
-    x: torch.Tensor,
+    x: Images,
     y: torch.Tensor,
     config: TrainConfig = TrainConfig(),
-    eval_data: tuple[torch.Tensor, torch.Tensor] | None = None,
+    eval_data: tuple[Images, torch.Tensor] | None = None,
     on_step: Callable[[int, int, float], None] | None = None,
     perturb: Perturb | None = None,
     *,
@@ -393,6 +416,9 @@ def fit(
 ) -> TrainHistory:
     """Train ``model`` in place on images ``x`` (N, C, H, W) in [0, 1] and labels ``y`` by minimizing the
     objective of the module docstring (cross-entropy; with ``config.adversarial``, adversarial training).
+    ``x`` (and ``eval_data``'s images) may be :class:`advlab.data.Batches` with ``y = x.labels()``: each epoch then
+    reads its shuffled batches as it goes (``x.reordered(order)``; memory independent of N), and the weights are
+    the same bits as with the stacked tensor.
 
     ``on_step(epoch, step, loss)`` is called after every optimizer step (the CLI hangs a progress bar on it).
     ``perturb(model, xb, yb) -> xb'`` is an external inner maximization: each (augmented) batch is replaced
@@ -498,7 +524,7 @@ class _Run:
 
     def epoch(
         self,
-        x: torch.Tensor,
+        x: Images,
         y: torch.Tensor,
         craft: Perturb | None,
         epoch: int,
@@ -510,9 +536,8 @@ class _Run:
         self.model.train()
         order = torch.randperm(len(y), generator=gen)
         total = 0.0
-        for step, start in enumerate(range(0, len(y), config.batch_size)):
-            idx = order[start : start + config.batch_size]
-            xb, yb = x[idx], y[idx]
+        for step, xb in enumerate(image_batches(x, config.batch_size, order)):
+            yb = y[order[step * config.batch_size : (step + 1) * config.batch_size]]
             if config.shift:
                 dy, dx = torch.randint(-config.shift, config.shift + 1, (2,), generator=gen).tolist()
                 xb = torch.roll(xb, shifts=(dy, dx), dims=(2, 3))
@@ -528,7 +553,7 @@ class _Run:
             loss.backward()
             self.opt.step()
             self.sched.step()
-            total += value * len(idx)
+            total += value * len(yb)
             if on_step is not None:
                 on_step(epoch, step, value)
         return total

@@ -41,7 +41,7 @@ from torch import nn
 from torch.overrides import TorchFunctionMode
 
 from advlab.attacks.base import frozen_parameters
-from advlab.evaluation.diagnostics import AttackView
+from advlab.evaluation.views import AttackView
 
 #: the ops whose gradient :class:`StraightThrough` replaces by the identity's
 STRAIGHT_THROUGH: dict[Any, str] = {

@@ -7,30 +7,31 @@ A broken sample keeps that attack's x_adv: the worst case per sample over the en
 clean-correct labelled samples are attacked; ``attack_misclassified=True`` also attacks the others, away from
 their (wrong) clean prediction. Unlabelled samples (y = -1) are never attacked.
 
-Every attack is run untargeted against the clean prediction, so "success" here means the prediction changed;
-:mod:`advlab.evaluation.metrics` turns the per-sample columns of :class:`BatchResult` into rates.
+Every attack is run untargeted against the clean prediction, so "success" here means the prediction changed:
+the attack's returned point is judged by the plan's ``judge`` called as a user calls it (its own mode, under
+``torch.no_grad``), and counts only when that prediction differs, the point lies in the ball (a float tolerance)
+and in the [0, 1] box; what the attack itself claims is not counted. So the robust accuracy is the accuracy
+recomputed from the kept adversarial examples. :mod:`advlab.evaluation.metrics` turns the per-sample columns of
+:class:`BatchResult` into rates.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import torch
-from torch import nn
 
 from advlab.attacks.base import Attack
 from advlab.attacks.blackbox import Square
 from advlab.attacks.noise import RandomNoise
 from advlab.evaluation import checks as sanity_checks
-from advlab.evaluation import diagnostics, gradients, metrics
+from advlab.evaluation import gradients, indicators, metrics, probes
+from advlab.evaluation.diagnostics import Ball, Plan, success_ball
+from advlab.evaluation.views import AttackView
 from advlab.losses import margin
 from advlab.threat import distance
-
-#: the ball a success must lie in: (eps in [0, 1] pixel units, norm name)
-Ball = tuple[float, str]
 
 
 @dataclass
@@ -41,11 +42,14 @@ class BatchResult:
     = the gradient-free stage), -1 if none.
     ``adv_pred``: the prediction on the sample's worst case (the clean prediction where nothing broke it).
     ``l0``/``l2``/``linf``: norms of x_adv - x in [0, 1] pixel units (0 where unbroken).
-    ``attack_stats``: (A + 2, 5) rows of attacked, broken, forwards, backwards, seconds (the last two rows: the noise
-    check and the gradient-free stage).
+    ``attack_stats``: (A + 3, 5) rows of attacked, broken, forwards, backwards, seconds (the last three rows: the noise
+    check, the gradient-free stage, and the longer runs of the attacks whose loss was still improving, whose breaks
+    are ``broken_by`` = ``len(attacks) + 2``).
     ``expected_clean``/``expected_robust``: for a randomized model, the fraction of ``draws`` fresh forwards in which
     the sample is right on the clean input / right on both the clean input and its worst case (one draw each);
     ``always_robust``: right on both in every draw. For a deterministic model they are the 0/1 outcomes.
+    ``indicators``: per sample, the indicators of attack failure that fired on it (bits of
+    :mod:`advlab.evaluation.indicators`).
     """
 
     y: torch.Tensor
@@ -64,6 +68,7 @@ class BatchResult:
     expected_clean: torch.Tensor
     expected_robust: torch.Tensor
     always_robust: torch.Tensor
+    indicators: torch.Tensor
     checks: dict[str, float] = field(default_factory=dict)
     x_adv: torch.Tensor | None = None
 
@@ -83,23 +88,18 @@ class BatchResult:
         return self.broken_by >= 0
 
 
-def success_ball(atk: Attack, eps: float | None, norm: str | None) -> Ball | None:
-    """The ball a success must lie in: the evaluation's, else the attack's own largest eps, else none."""
-    if eps is not None:
-        return eps, norm or atk.threat_norm
-    own = getattr(atk, "eps", None)
-    if own is None:
-        return None
-    e = float(own) if isinstance(own, (int, float)) else max(float(v) for v in own)
-    return e, atk.threat_norm
-
-
 def inside(delta: torch.Tensor, ball: Ball | None) -> torch.Tensor:
     """Per sample, ``||delta||_norm <= eps`` (with a float tolerance); all True without a ball."""
     if ball is None:
         return torch.ones(len(delta), dtype=torch.bool, device=delta.device)
     eps, norm = ball
     return distance(delta, norm).to(delta.device) <= eps * (1 + 1e-5) + 1e-6
+
+
+def in_box(x: torch.Tensor) -> torch.Tensor:
+    """Per sample, whether every pixel of ``x`` lies in [0, 1]."""
+    flat = x.flatten(1)
+    return (flat >= 0).all(1) & (flat <= 1).all(1)
 
 
 def _sync(device: torch.device) -> None:
@@ -111,6 +111,7 @@ def _sync(device: torch.device) -> None:
 class _State:
     """The cascade's running state on one batch: device tensors, except the CPU counters."""
 
+    plan: Plan
     x: torch.Tensor
     clean_logits: torch.Tensor
     clean_pred: torch.Tensor
@@ -121,19 +122,18 @@ class _State:
     broken_by: torch.Tensor  # CPU
     forwards: torch.Tensor  # CPU
     backwards: torch.Tensor  # CPU
-    stats: torch.Tensor  # CPU, (A + 2, 5)
+    stats: torch.Tensor  # CPU, (A + 3, 5)
+    indicators: torch.Tensor  # CPU, bits of advlab.evaluation.indicators
     #: per sample, the highest untargeted margin (max_{j != y} z_j - z_y) at the white-box attacks' returned points,
     #: and the margin at the last attack's returned point (device tensors, -inf where not attacked)
     attack_margin: torch.Tensor
     last_margin: torch.Tensor
-    #: the model judging successes, and the one the attacks run on instead when given (see :func:`_search`)
-    model: nn.Module
-    attack_model: nn.Module | None
     #: a randomized model: a sample the attacks did not break keeps, as its worst case (where the expected accuracy
-    #: over draws is measured), the attacks' point with the highest margin on the attack model (the EOT logits),
-    #: not its clean image; ``kept_margin`` is that point's margin (-inf: none kept yet)
-    keep_attempts: bool = False
+    #: over draws is measured), the attacks' point with the highest margin on the judge (the EOT logits), not its
+    #: clean image; ``kept_margin`` is that point's margin (-inf: none kept yet)
     kept_margin: torch.Tensor | None = None
+    #: per white-box attack (by index), the samples it left unbroken with its loss still improving (device bool)
+    incomplete: dict[int, torch.Tensor] = field(default_factory=dict)
     #: the model outputs probabilities: margins are taken of their logarithm (the logits' margins, as the attacks
     #: see them)
     probabilities: bool = False
@@ -144,22 +144,16 @@ class _State:
         return margin(z.clamp_min(torch.finfo(z.dtype).tiny).log() if self.probabilities else z, labels)
 
 
-def _clean_pass(
-    model: nn.Module,
-    x: torch.Tensor,
-    y: torch.Tensor,
-    n_attacks: int,
-    attack_misclassified: bool,
-    attack_model: nn.Module | None,
-) -> _State:
-    """One forward on the clean batch; the samples to attack start unbroken."""
+def _clean_pass(plan: Plan, x: torch.Tensor, y: torch.Tensor) -> _State:
+    """One no-grad forward of the judge on the clean batch; the samples to attack start unbroken."""
     n = len(x)
     with torch.no_grad():
-        clean = model(x)
-    diagnostics.require_finite(clean)
+        clean = plan.judge(x)
+    probes.require_finite(clean)
     clean_pred = clean.argmax(1)
-    attacked = ((clean_pred == y) | attack_misclassified) & metrics.labelled(y)
+    attacked = ((clean_pred == y) | plan.config.attack_misclassified) & metrics.labelled(y)
     return _State(
+        plan=plan,
         x=x,
         clean_logits=clean,
         clean_pred=clean_pred,
@@ -170,75 +164,127 @@ def _clean_pass(
         broken_by=torch.full((n,), -1, dtype=torch.long),
         forwards=torch.ones(n, dtype=torch.long),
         backwards=torch.zeros(n, dtype=torch.long),
-        stats=torch.zeros(n_attacks + 2, 5, dtype=torch.float64),
+        stats=torch.zeros(len(plan.attacks) + 3, 5, dtype=torch.float64),
+        indicators=torch.zeros(n, dtype=torch.long),
         attack_margin=torch.full((n,), -torch.inf, device=x.device),
         last_margin=torch.full((n,), -torch.inf, device=x.device),
-        model=model,
-        attack_model=attack_model,
     )
 
 
-def _search(
-    atk: Attack, model: nn.Module, attack_model: nn.Module | None, x: torch.Tensor, labels: torch.Tensor
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """``atk`` away from ``labels`` on ``x``: (x_adv, logits, success, forwards, backwards), counters on the CPU.
+@dataclass
+class _Search:
+    """One attack's answer on the unbroken samples: its returned points, the judge's no-grad outputs there, what it
+    claimed (its own success), the closest goal-meeting point on its path (``seen``, None: none) with its distance,
+    and its cost (CPU counters, the judging forwards counted)."""
 
-    With ``attack_model`` the search runs on it and each success is re-checked on ``model`` (one more forward
-    per sample); a claimed success that ``model`` does not confirm is searched again on ``model`` itself (the
-    reduced-precision search stopped early there), and only the confirmed ones count.
-    """
-    res = atk(model if attack_model is None else attack_model, x, labels)
-    found, logits, success = res.x_adv, res.logits, res.success.to(x.device)
-    forwards, backwards = res.forwards.cpu().clone(), res.backwards.cpu().clone()
-    if attack_model is None:
-        return found, logits, success, forwards, backwards
-    with torch.no_grad():  # the verdict is the model's own, in full precision
-        logits = model(found.to(x.dtype))
-    confirmed = logits.argmax(1) != labels
-    forwards += 1
-    retry = (success & ~confirmed).nonzero().flatten()
+    found: torch.Tensor
+    judged: torch.Tensor
+    claimed: torch.Tensor
+    seen: torch.Tensor | None
+    seen_distance: torch.Tensor | None
+    still_improving: torch.Tensor | None
+    forwards: torch.Tensor
+    backwards: torch.Tensor
+
+
+def _search(atk: Attack, plan: Plan, x: torch.Tensor, labels: torch.Tensor) -> _Search:
+    """``atk`` away from ``labels`` on ``x``, run on ``plan.attacked``, each returned point judged by ``plan.judge``
+    as a user calls it (no grad).
+
+    When the attacks run on a model of the user's (``attack_model``, e.g. :class:`advlab.zoo.Autocast`: not one of
+    the evaluation's own views), a success it claims that the judge does not confirm is searched again on the judge
+    itself (the reduced-precision search stopped early there)."""
+    res = atk(plan.attacked, x, labels)
+    found = res.x_adv.to(x.dtype)
+    forwards, backwards = res.forwards.cpu().clone() + 1, res.backwards.cpu().clone()
+    with torch.no_grad():  # the verdict: the model as a user calls it
+        judged = plan.judge(found)
+    claimed = res.success.to(x.device)
+    out = _Search(found, judged, claimed, res.seen, res.seen_distance, res.still_improving, forwards, backwards)
+    if plan.attacked is plan.judge or isinstance(plan.attacked, AttackView):
+        return out
+    retry = (claimed & (judged.argmax(1) == labels)).nonzero().flatten()
     if len(retry):
-        again = atk(model, x[retry], labels[retry])
-        found, logits = found.clone(), logits.clone()
-        found[retry], logits[retry] = again.x_adv.to(found.dtype), again.logits.to(logits.dtype)
-        confirmed[retry] = again.success.to(x.device)
-        forwards[retry.cpu()] += again.forwards.cpu()
+        again = atk(plan.judge, x[retry], labels[retry])
+        out.found, out.judged = found.clone(), judged.clone()
+        out.found[retry] = again.x_adv.to(found.dtype)
+        with torch.no_grad():
+            out.judged[retry] = plan.judge(out.found[retry]).to(judged.dtype)
+        forwards[retry.cpu()] += again.forwards.cpu() + 1
         backwards[retry.cpu()] += again.backwards.cpu()
-    return found, logits, confirmed, forwards, backwards
+    return out
 
 
-def _attempt(s: _State, i: int, atk: Attack, ball: Ball | None) -> int:
-    """Attack ``i`` on the unbroken samples; the ones it breaks inside ``ball`` are broken. Returns how many."""
-    idx = s.unbroken.nonzero().flatten()
+def _silent_successes(s: _State, r: _Search, idx: torch.Tensor, ok: torch.Tensor, ball: Ball | None) -> None:
+    """Where the returned point is no success but the attack saw a goal-meeting point on its path, judge that point:
+    a success there (inside the ball and the box) is kept (``ok``, ``r.found`` and ``r.judged`` updated) and the
+    sample marked with :data:`~advlab.evaluation.indicators.SILENT_SUCCESS`."""
+    if r.seen is None or r.seen_distance is None:
+        return
+    cand = (~ok & torch.isfinite(r.seen_distance).to(ok.device)).nonzero().flatten()
+    if len(cand) == 0:
+        return
+    pts = r.seen[cand].to(r.found.dtype)
+    with torch.no_grad():
+        z = s.plan.judge(pts)
+    r.forwards[cand.cpu()] += 1
+    good = (z.argmax(1) != s.clean_pred[idx[cand]]) & inside(pts - s.x[idx[cand]], ball) & in_box(pts)
+    keep = cand[good]
+    r.found[keep], r.judged[keep] = pts[good], z[good].to(r.judged.dtype)
+    ok[keep] = True
+    s.indicators[idx[keep].cpu()] |= indicators.SILENT_SUCCESS
+
+
+def _attempt(s: _State, i: int, atk: Attack, ball: Ball | None, only: torch.Tensor | None = None) -> int:
+    """Attack ``i`` on the unbroken samples (``only``: those of them it marks); the ones whose returned point (or a
+    point seen on its path: a silent success) the judge misclassifies inside ``ball`` and the box are broken. A
+    success the attack claimed that the judge does not confirm marks
+    :data:`~advlab.evaluation.indicators.TRANSFER_FAILURE`; a sample left unbroken whose loss was still improving
+    at the end, :data:`~advlab.evaluation.indicators.INCOMPLETE_OPTIMIZATION`. Returns how many broke."""
+    idx = (s.unbroken if only is None else s.unbroken & only).nonzero().flatten()
     if len(idx) == 0:
         return 0
     _sync(s.x.device)
     t0 = time.perf_counter()
-    found, logits, success, forwards, backwards = _search(atk, s.model, s.attack_model, s.x[idx], s.clean_pred[idx])
+    r = _search(atk, s.plan, s.x[idx], s.clean_pred[idx])
     _sync(s.x.device)
-    ok = success & inside(found - s.x[idx], ball)
+    valid = inside(r.found - s.x[idx], ball) & in_box(r.found)
+    ok = (r.judged.argmax(1) != s.clean_pred[idx]) & valid
+    if s.plan.draws <= 1:  # (a randomized judge disagrees with the attack's own draws by chance)
+        s.indicators[idx[r.claimed & valid & ~ok].cpu()] |= indicators.TRANSFER_FAILURE
+    _silent_successes(s, r, idx, ok, ball)
+    if r.still_improving is not None and atk.white_box and only is None:
+        rising = idx[r.still_improving.to(ok.device) & ~ok]
+        s.indicators[rising.cpu()] |= indicators.INCOMPLETE_OPTIMIZATION
+        if len(rising):
+            s.incomplete[i] = torch.zeros_like(s.unbroken).index_fill_(0, rising, True)
+    found, judged, forwards, backwards = r.found, r.judged, r.forwards, r.backwards
     hit = idx[ok]
-    s.last_margin[idx] = s.margin(logits, s.clean_pred[idx]).to(s.last_margin.dtype)
+    s.last_margin[idx] = s.margin(judged, s.clean_pred[idx]).to(s.last_margin.dtype)
     if atk.white_box:
         s.attack_margin[idx] = torch.maximum(s.attack_margin[idx], s.last_margin[idx])
-    if s.keep_attempts and atk.white_box:  # inside the ball, not broken: the most adversarial point in expectation
+    if s.plan.draws > 1 and atk.white_box:  # inside the ball, not broken: the most adversarial point in expectation
         if s.kept_margin is None:
             s.kept_margin = torch.full((len(s.x),), -torch.inf, device=s.x.device)
-        tried = inside(found - s.x[idx], ball) & ~ok & (s.last_margin[idx] > s.kept_margin[idx])
+        tried = valid & ~ok & (s.last_margin[idx] > s.kept_margin[idx])
         s.x_adv[idx[tried]] = found[tried].to(s.x_adv.dtype)
         s.kept_margin[idx[tried]] = s.last_margin[idx[tried]]
-    s.x_adv[hit], s.adv_logits[hit] = found[ok].to(s.x_adv.dtype), logits[ok].to(s.adv_logits.dtype)
+    s.x_adv[hit], s.adv_logits[hit] = found[ok].to(s.x_adv.dtype), judged[ok].to(s.adv_logits.dtype)
     s.broken_by[hit.cpu()] = i
     s.unbroken[hit] = False
     s.forwards[idx.cpu()] += forwards
     s.backwards[idx.cpu()] += backwards
-    s.stats[i] = torch.tensor([len(idx), len(hit), int(forwards.sum()), int(backwards.sum()), time.perf_counter() - t0])
+    cost = torch.tensor([len(idx), len(hit), int(forwards.sum()), int(backwards.sum()), time.perf_counter() - t0])
+    s.stats[i] += cost  # (the longer runs of several attacks share one row)
     return len(hit)
 
 
-def _first_ball(attacks: Sequence[Attack], eps: float | None, norm: str | None) -> tuple[Ball | None, int]:
-    """The first attack's success ball and seed: where the noise check and the gradient-free stage search."""
-    return (success_ball(attacks[0], eps, norm), getattr(attacks[0], "seed", 0)) if attacks else (None, 0)
+def _first_ball(plan: Plan) -> tuple[Ball | None, int]:
+    """The first attack's success ball and seed: where the noise check, the probe and the gradient-free stage search."""
+    if not plan.attacks:
+        return None, 0
+    first = plan.attacks[0]
+    return success_ball(first, plan.config.eps, plan.norm), getattr(first, "seed", 0)
 
 
 def _noise_check(s: _State, i: int, ball: Ball | None, seed: int) -> dict[str, float]:
@@ -260,6 +306,38 @@ def _noise_check(s: _State, i: int, ball: Ball | None, seed: int) -> dict[str, f
     return out
 
 
+def _gradient_probe(s: _State, ball: Ball | None) -> dict[str, float]:
+    """The finite-difference check (:func:`advlab.evaluation.gradients.finite_difference_disagreement`) on the
+    gradients the attacks followed, lazily: only on samples the attacks left standing (a broken sample needs no
+    doubt), :data:`~advlab.evaluation.gradients.PROBE_CHUNK` at a time, stopping as soon as the check fails, and
+    on at most :data:`~advlab.evaluation.gradients.SAMPLES`; its cost counted per probed sample."""
+    idx = s.unbroken.nonzero().flatten()[: gradients.SAMPLES]
+    if len(idx) == 0:
+        return {}
+    radius = gradients.pixel_radius(ball[0], ball[1], s.x) if ball is not None else None
+    values: list[torch.Tensor] = []
+    unreliable = forwards = 0
+    for start in range(0, len(idx), gradients.PROBE_CHUNK):
+        part = idx[start : start + gradients.PROBE_CHUNK]
+        d = gradients.finite_difference_disagreement(s.plan.attacked, s.x[part], s.clean_pred[part], radius)
+        s.forwards[part.cpu()] += d.forwards
+        forwards += d.forwards * len(part)
+        s.backwards[part.cpu()] += d.backwards
+        values.append(d.per_sample)
+        unreliable += int(d.unreliable.sum())
+        if gradients.fd_failed(unreliable):
+            break
+    per_sample = torch.cat(values)
+    bad = per_sample > gradients.FD_THRESHOLD
+    shown = per_sample[bad] if bool(bad.any()) else per_sample
+    return {
+        "fd_checked": float(len(per_sample)),
+        "fd_unreliable": float(unreliable),
+        "fd_disagreement": float(shown.median()),
+        "fd_forwards": float(forwards),
+    }
+
+
 def _gradient_free_stage(s: _State, i: int, ball: Ball | None, seed: int) -> dict[str, float]:
     """Square (:data:`advlab.evaluation.gradients.GRADIENT_FREE_QUERIES` queries per image, the first attack's ball and
     seed) on the samples still unbroken; what it broke counts as ``black_box_broke`` too. Nothing without an L-inf
@@ -272,11 +350,10 @@ def _gradient_free_stage(s: _State, i: int, ball: Ball | None, seed: int) -> dic
     return {"gradient_free_tried": tried, "gradient_free_broke": broke}
 
 
-def _over_draws(
-    model: nn.Module, s: _State, y: torch.Tensor, adv_pred: torch.Tensor, draws: int
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(expected clean correctness, expected robustness, robust in every draw) per sample, over ``draws`` fresh
-    forwards of a randomized model on the clean and the worst-case inputs (each counted in ``s.forwards``)."""
+def _over_draws(s: _State, y: torch.Tensor, adv_pred: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(expected clean correctness, expected robustness, robust in every draw) per sample, over ``plan.draws`` fresh
+    no-grad forwards of a randomized model on the clean and the worst-case inputs (each counted in ``s.forwards``)."""
+    draws, model = s.plan.draws, s.plan.model
     if draws <= 1:
         robust = metrics.robust(y, s.clean_pred, adv_pred)
         return metrics.clean_correct(y, s.clean_pred).float(), robust.float(), robust
@@ -291,12 +368,10 @@ def _over_draws(
     return clean_hits / draws, robust_hits / draws, robust_hits == draws
 
 
-def _result(
-    s: _State, model: nn.Module, y: torch.Tensor, checks: dict[str, float], keep_adversarials: bool, draws: int
-) -> BatchResult:
+def _result(s: _State, y: torch.Tensor, checks: dict[str, float]) -> BatchResult:
     """The per-sample columns of the finished cascade, on the CPU."""
     adv_pred = torch.where(s.broken_by.to(s.x.device) >= 0, s.adv_logits.argmax(1), s.clean_pred)
-    expected_clean, expected_robust, always = _over_draws(model, s, y, adv_pred, draws)
+    expected_clean, expected_robust, always = _over_draws(s, y, adv_pred)
     d = (s.x_adv - s.x).detach()
     return BatchResult(
         y=y.cpu(),
@@ -315,68 +390,114 @@ def _result(
         expected_clean=expected_clean.cpu(),
         expected_robust=expected_robust.cpu(),
         always_robust=always.cpu(),
+        indicators=s.indicators,
         checks=checks,
-        x_adv=s.x_adv.cpu() if keep_adversarials else None,
+        x_adv=s.x_adv.cpu() if s.plan.config.keep_adversarials else None,
     )
 
 
-def run_batch(
-    model: nn.Module,
-    x: torch.Tensor,
-    y: torch.Tensor,
-    attacks: Sequence[Attack],
-    *,
-    eps: float | None = None,
-    norm: str | None = None,
-    attack_misclassified: bool = False,
-    sanity: bool = True,
-    first: bool = True,
-    keep_adversarials: bool = False,
-    attack_model: nn.Module | None = None,
-    draws: int = 1,
-    draw_model: nn.Module | None = None,
-    gradient_checks_failed: bool = False,
-) -> BatchResult:
-    """The cascade on one batch (``x`` on the model's device, in [0, 1]; ``y`` labels, -1 = unlabelled).
+def _zero_gradient_check(s: _State) -> dict[str, float]:
+    """:func:`advlab.evaluation.checks.zero_gradient_check` on the model the attacks ran on; each sample whose gradient
+    is all zero is marked :data:`~advlab.evaluation.indicators.UNAVAILABLE_GRADIENTS`."""
+    checks, zero = sanity_checks.zero_gradient_check(
+        s.plan.attacked, s.x, s.clean_pred, s.unbroken, s.forwards, s.backwards
+    )
+    s.indicators[zero] |= indicators.UNAVAILABLE_GRADIENTS
+    return checks
 
-    ``eps``/``norm``: the ball a success must lie in (None: each attack's own). ``sanity``: run the checks of
-    :mod:`advlab.evaluation.checks` (``first``: this is the first batch, so also the randomness check).
-    ``attack_model``: the attacks run on it instead (e.g. :class:`advlab.zoo.Autocast` of ``model``) and only
-    the successes ``model`` confirms count (see :func:`_search`). ``draws`` > 1 (a randomized model, ``model`` its
-    EOT version judging the successes): the expected correctness columns come from that many fresh forwards of
-    ``draw_model`` (the randomized model itself) on the clean and the worst-case inputs, and a sample the attacks
-    did not break keeps their last point as its worst case. ``gradient_checks_failed``: a gradient check of the
-    first batch's probe failed already (:mod:`advlab.evaluation.gradients`). With ``sanity``, when it did or when a
-    gradient check of this batch fails (:func:`advlab.evaluation.checks.failed_gradient_checks`) a gradient-free
-    stage (Square) attacks the samples still unbroken after every other attack and check (not on a randomized
-    model: EOT already ran, and each query would cost ``draws`` forwards).
+
+def _unconstrained_check(s: _State) -> dict[str, float]:
+    """The first white-box attack with an unbounded ball (:func:`advlab.evaluation.indicators.unbounded`) on up to
+    :data:`~advlab.evaluation.indicators.UNCONSTRAINED_SAMPLES` unbroken samples; each whose prediction it still
+    cannot change (judged as always, at its returned point or at any point on its path) is marked
+    :data:`~advlab.evaluation.indicators.UNCONSTRAINED_FAILURE`."""
+    white = [a for a in s.plan.attacks if a.white_box]
+    idx = s.unbroken.nonzero().flatten()[: indicators.UNCONSTRAINED_SAMPLES]
+    atk = indicators.unbounded(white[0], white[0].threat_norm, s.x[0].numel()) if white and len(idx) else None
+    if atk is None:
+        return {}
+    r = _search(atk, s.plan, s.x[idx], s.clean_pred[idx])
+    s.forwards[idx.cpu()] += r.forwards
+    s.backwards[idx.cpu()] += r.backwards
+    moved = (r.judged.argmax(1) != s.clean_pred[idx]) & in_box(r.found)
+    if r.seen_distance is not None:  # the goal met on its path: its gradients did guide it
+        moved |= torch.isfinite(r.seen_distance).to(moved.device)
+    failed = ~moved
+    s.indicators[idx[failed].cpu()] |= indicators.UNCONSTRAINED_FAILURE
+    return {
+        "unconstrained_tried": float(len(idx)),
+        "unconstrained_failed": float(failed.sum()),
+        "unconstrained_forwards": float(r.forwards.sum()),
+    }
+
+
+def _longer_runs(s: _State) -> dict[str, float]:
+    """The remedy of :data:`~advlab.evaluation.indicators.INCOMPLETE_OPTIMIZATION`: each white-box attack that left
+    samples unbroken with their loss still rising runs again on those still unbroken, with
+    :data:`~advlab.evaluation.indicators.MORE_STEPS` times its steps (an attack without ``steps``: again as it is,
+    with another seed)."""
+    out: dict[str, float] = {}
+    for i, rising in sorted(s.incomplete.items()):
+        atk = indicators.longer(s.plan.attacks[i])
+        if atk is None or not bool((rising & s.unbroken).any()):
+            continue
+        out["longer_tried"] = out.get("longer_tried", 0.0) + float((rising & s.unbroken).sum())
+        ball = success_ball(s.plan.attacks[i], s.plan.config.eps, s.plan.norm)
+        broke = _attempt(s, len(s.plan.attacks) + 2, atk, ball, only=rising)
+        out["longer_broke"] = out.get("longer_broke", 0.0) + broke
+    return out
+
+
+def _gradient_checks(s: _State, ball: Ball | None, seed: int, white_box_ran: bool) -> dict[str, float]:
+    """The checks after the attacks (with ``config.sanity``): the noise and steps checks, the zero-gradient check,
+    the unconstrained attack (a deterministic model), and the finite-difference probe when nothing has cast doubt on
+    the gradients yet and they are the model's own (not straight-through or EOT surrogates, whose finite differences
+    mean nothing)."""
+    plan = s.plan
+    checks: dict[str, float] = {}
+    if white_box_ran:
+        checks.update(_noise_check(s, len(plan.attacks), ball, seed))
+    checks.update(_zero_gradient_check(s))
+    if white_box_ran and plan.draws <= 1:
+        checks.update(_unconstrained_check(s))
+    own_gradients = not plan.findings.straight_through and plan.draws <= 1 and not plan.findings.no_gradient_path
+    if white_box_ran and own_gradients and not sanity_checks.failed_gradient_checks(checks):
+        checks.update(_gradient_probe(s, ball))
+    return checks
+
+
+def run_batch(plan: Plan, x: torch.Tensor, y: torch.Tensor, *, first: bool = True) -> BatchResult:
+    """The cascade of ``plan`` (:func:`advlab.evaluation.diagnostics.diagnose`) on one batch: ``x`` on the models'
+    device, in [0, 1]; ``y`` labels, -1 = unlabelled; ``first``: this is the evaluation's first batch (the
+    randomness check runs on it).
+
+    With ``plan.config.sanity`` the checks of :mod:`advlab.evaluation.checks` run after the attacks; when a gradient
+    check of this batch fails (:func:`advlab.evaluation.checks.failed_gradient_checks`), or the plan found that the
+    model's forward differs with autograd on, a gradient-free stage (Square) attacks the samples still unbroken (not
+    on a randomized model: EOT already ran, and each query would cost ``draws`` forwards).
     """
-    s = _clean_pass(model, x, y, len(attacks), attack_misclassified, attack_model)
-    s.keep_attempts = draws > 1
+    s = _clean_pass(plan, x, y)
     s.probabilities = sanity_checks.is_probabilities(s.clean_logits)
-    checks = sanity_checks.output_checks(model, x, s.clean_logits, first, s.forwards) if sanity else {}
+    sanity = plan.config.sanity
+    checks = sanity_checks.output_checks(plan.judge, x, s.clean_logits, first, s.forwards) if sanity else {}
     white_box_ran = False
-    for i, atk in enumerate(attacks):
-        broke = _attempt(s, i, atk, success_ball(atk, eps, norm))
+    for i, atk in enumerate(plan.attacks):
+        broke = _attempt(s, i, atk, success_ball(atk, plan.config.eps, plan.norm))
         if atk.white_box:
             white_box_ran = True
         elif white_box_ran and broke:
             checks["black_box_broke"] = checks.get("black_box_broke", 0.0) + broke
-    ball, seed = _first_ball(attacks, eps, norm)
-    if sanity and white_box_ran:
-        checks.update(_noise_check(s, len(attacks), ball, seed))
     if sanity:
-        checks.update(
-            sanity_checks.zero_gradient_check(
-                model if attack_model is None else attack_model, x, s.clean_pred, s.unbroken, s.forwards, s.backwards
-            )
-        )  # the gradients the attacks saw
-    if (
-        sanity
-        and white_box_ran
-        and draws <= 1
-        and (gradient_checks_failed or sanity_checks.failed_gradient_checks(checks))
-    ):
-        checks.update(_gradient_free_stage(s, len(attacks) + 1, ball, seed))
+        checks.update(_longer_runs(s))
+    ball, seed = _first_ball(plan)
+    if sanity:
+        checks.update(_gradient_checks(s, ball, seed, white_box_ran))
+    doubt = (
+        plan.findings.grad_mode_differs
+        or bool((s.indicators & indicators.NEED_GRADIENT_FREE).any())
+        or (sanity and bool(sanity_checks.failed_gradient_checks(checks)))
+    )
+    if white_box_ran and plan.draws <= 1 and doubt:
+        checks.update(_gradient_free_stage(s, len(plan.attacks) + 1, ball, seed))
         checks["black_box_broke"] = checks.get("black_box_broke", 0.0) + checks.get("gradient_free_broke", 0.0)
-    return _result(s, model if draw_model is None else draw_model, y, checks, keep_adversarials, draws)
+    return _result(s, y, checks)

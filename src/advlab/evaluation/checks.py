@@ -12,8 +12,8 @@ lines of ``EvalReport.warnings`` by :func:`check_warnings`:
 * all-zero cross-entropy input gradients on the samples the cascade left unbroken (saturated softmax);
 * random noise (:data:`NOISE_TRIES` points per sample) or a black-box attack breaking samples that the
   white-box attacks left unbroken (masked gradients; the noise check itself runs in the cascade);
-* the gradient checks of :mod:`advlab.evaluation.gradients` (finite differences on the first batch, ``fd_*``;
-  gradient steps no better than random ones on the unbroken samples, ``steps_*``).
+* the gradient checks of :mod:`advlab.evaluation.gradients` (finite differences on a few unbroken samples of each
+  batch, ``fd_*``; gradient steps no better than random ones on the unbroken samples, ``steps_*``).
 
 :func:`failed_gradient_checks` names the failed checks that cast doubt on the gradients; on those the cascade runs
 a gradient-free stage (Square, ``gradient_free_*``) on the samples still unbroken. Every warning says what was
@@ -24,6 +24,8 @@ measured, what was done about it, and that the robust accuracy is then an upper 
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -31,6 +33,9 @@ from torch import nn
 from advlab.attacks.base import frozen_parameters
 from advlab.device import device_of
 from advlab.evaluation import gradients
+
+if TYPE_CHECKING:
+    from advlab.evaluation.diagnostics import Findings
 
 #: samples the randomness check (first batch) and the zero-gradient check (unbroken samples of each batch) look at:
 #: a saturated or random model shows on nearly every sample, so a few suffice
@@ -107,8 +112,9 @@ def zero_gradient_check(
     unbroken: torch.Tensor,
     forwards: torch.Tensor,
     backwards: torch.Tensor,
-) -> dict[str, float]:
-    """:func:`zero_gradients` at the clean point on up to :data:`CHECK_SAMPLES` samples the cascade left unbroken.
+) -> tuple[dict[str, float], torch.Tensor]:
+    """:func:`zero_gradients` at the clean point on up to :data:`CHECK_SAMPLES` samples the cascade left unbroken:
+    the checks, and the positions (CPU) of the checked samples whose gradient is all zero.
 
     Only unbroken samples matter: a sample the attacks broke is broken whatever its gradient, while an unbroken one
     with a zero gradient may be unbroken only because gradient attacks saw nothing (the cost is nil on an
@@ -116,16 +122,16 @@ def zero_gradient_check(
     """
     idx = unbroken.nonzero().flatten()[:CHECK_SAMPLES]
     if len(idx) == 0:
-        return {}
+        return {}, torch.zeros(0, dtype=torch.long)
     zero = zero_gradients(model, x[idx], labels[idx])
     forwards[idx.cpu()] += 1
     backwards[idx.cpu()] += 1
-    return {"zero_gradient": float(zero.sum()), "gradient_checked": float(len(idx))}
+    return {"zero_gradient": float(zero.sum()), "gradient_checked": float(len(idx))}, idx.cpu()[zero]
 
 
 def _per_evaluation(key: str) -> bool:
     """Whether a check is measured once per evaluation (its maximum over batches is kept, not the sum)."""
-    return key in ("randomness", "training_mode", "batchnorm_training") or key.startswith("fd_")
+    return key in ("randomness", "training_mode", "batchnorm_training", "fd_disagreement")
 
 
 def merge(parts: list[dict[str, float]]) -> dict[str, float]:
@@ -149,7 +155,7 @@ def failed_gradient_checks(checks: dict[str, float]) -> list[str]:
     return failed
 
 
-def _action(checks: dict[str, float]) -> str:
+def _action(checks: dict[str, float], fell_back: bool) -> str:
     """What the evaluation did about failed gradient checks, and what the number then is."""
     tried, broke = int(checks.get("gradient_free_tried", 0)), int(checks.get("gradient_free_broke", 0))
     if tried:
@@ -157,7 +163,7 @@ def _action(checks: dict[str, float]) -> str:
             f"advlab then ran Square (gradient-free, {gradients.GRADIENT_FREE_QUERIES} queries per image) "
             f"on the {tried} samples still unbroken and it broke {broke}; the robust accuracy is an upper bound"
         )
-    if checks.get("gradient_free_fallback", 0) > 0:  # the attacks were gradient-free to begin with (diagnostics.adapt)
+    if fell_back:  # the attacks were gradient-free to begin with (diagnostics.fallback)
         return "the attacks were gradient-free (Square) already; the robust accuracy is an upper bound"
     return (
         "no gradient-free stage ran (it runs on the batches whose own checks cast doubt, in an L-inf or L2 ball, on a "
@@ -165,9 +171,9 @@ def _action(checks: dict[str, float]) -> str:
     )
 
 
-def _gradient_warnings(checks: dict[str, float]) -> list[str]:
+def _gradient_warnings(checks: dict[str, float], fell_back: bool) -> list[str]:
     """One warning per check of :func:`failed_gradient_checks`, each with its measured value and :func:`_action`."""
-    out, act, failed = [], _action(checks), failed_gradient_checks(checks)
+    out, act, failed = [], _action(checks, fell_back), failed_gradient_checks(checks)
     if "zero_gradient" in failed:
         out.append(
             f"{int(checks['zero_gradient'])} of {int(checks['gradient_checked'])} checked robust samples have an "
@@ -199,10 +205,10 @@ def _gradient_warnings(checks: dict[str, float]) -> list[str]:
     return out
 
 
-def _model_warnings(checks: dict[str, float]) -> list[str]:
+def _model_warnings(checks: dict[str, float], findings: Findings) -> list[str]:
     """The warnings about the model as given: probability outputs, training mode, randomness."""
     out = []
-    if checks.get("probability_batches", 0) > 0 and not checks.get("log_probabilities", 0) > 0:
+    if checks.get("probability_batches", 0) > 0 and not findings.probabilities:
         out.append(
             "the model's outputs look like probabilities (non-negative, rows sum to 1), not logits: remove the "
             "final softmax, or the cross-entropy and its gradients are wrong; the robust accuracy is an upper bound"
@@ -215,10 +221,10 @@ def _model_warnings(checks: dict[str, float]) -> list[str]:
             "outputs depend on the batch or the draw; call model.eval() before evaluating; the robust accuracy is "
             "not a bound for the eval-mode model"
         )
-    if checks.get("randomness", 0) > 1e-5 and checks.get("eot", 0) > 0:
+    if checks.get("randomness", 0) > 1e-5 and findings.randomized:
         out.append(
             f"the model is not deterministic (two passes differ by up to {checks['randomness']:.2g}, relative): the "
-            "attacks used EOT and expected_accuracy holds the accuracy over fresh draws; robust_accuracy is one draw's"
+            "attacks used EOT, and the accuracies are the expected ones over fresh draws (single_draw: one draw's)"
         )
     elif checks.get("randomness", 0) > 1e-5:
         out.append(
@@ -229,6 +235,33 @@ def _model_warnings(checks: dict[str, float]) -> list[str]:
     return out
 
 
-def check_warnings(checks: dict[str, float]) -> list[str]:
-    """The warnings the merged checks call for, one line each (empty: no check failed)."""
-    return _model_warnings(checks) + _gradient_warnings(checks)
+#: the share of the active test's planted adversarial examples the attacks must find (Zimmermann et al. 2022)
+ACTIVE_PASS = 0.95
+
+
+def _active_warnings(checks: dict[str, float]) -> list[str]:
+    """The warning of a failed active test (:mod:`advlab.evaluation.active`): the attacks found fewer than
+    :data:`ACTIVE_PASS` of the adversarial examples planted within eps."""
+    tested, found = int(checks.get("active_tested", 0)), int(checks.get("active_found", 0))
+    if tested == 0 or found >= ACTIVE_PASS * tested:
+        return []
+    return [
+        f"active test failed: on binary tasks built from the model where an adversarial example provably exists "
+        f"within eps, the attacks found {found} of {tested} (at least {ACTIVE_PASS:.0%} needed): they miss "
+        "adversarial examples that exist; the robust accuracy is an upper bound"
+    ]
+
+
+def check_warnings(checks: dict[str, float], findings: Findings | None = None) -> list[str]:
+    """The warnings the merged checks call for, one line each (empty: no check failed); ``findings``: what the
+    probe found (:class:`advlab.evaluation.diagnostics.Findings`; None: nothing), which changes what some checks
+    mean."""
+    if findings is None:
+        from advlab.evaluation.diagnostics import Findings
+
+        findings = Findings()
+    return (
+        _model_warnings(checks, findings)
+        + _active_warnings(checks)
+        + _gradient_warnings(checks, findings.no_gradient_path)
+    )

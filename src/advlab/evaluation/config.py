@@ -28,7 +28,10 @@ class EvalConfig:
     ``attack_misclassified``: also attack the samples the model gets wrong (away from their clean prediction).
     ``sanity``: run the checks of :mod:`advlab.evaluation.checks`. ``keep_adversarials``: return the worst-case
     inputs in ``EvalReport.x_adv``. ``batch_size``: samples per cascade batch (one unit of ``work``).
-    ``limit``: evaluate only the first ``limit`` samples.
+    ``limit``: evaluate only the first ``limit`` samples. ``draws``: for a randomized model, the fresh forwards per
+    sample that its expected accuracy averages over; the worst case (robust in every one of these k draws) is
+    reported beside it. ``active_test``: samples of the first batch the active test runs on
+    (:mod:`advlab.evaluation.active`: planted adversarial examples the attacks must find; 0: none).
     The per-attack ``config`` in the report is each attack as it really ran (after early_stop and seed).
     """
 
@@ -43,6 +46,8 @@ class EvalConfig:
     batch_size: int = 256
     limit: int | None = None
     seed: int | None = None
+    draws: int = 16
+    active_test: int = 8
 
     def __post_init__(self) -> None:
         if self.attacks is not None and not isinstance(self.attacks, tuple):  # a list given: store it immutable
@@ -57,6 +62,10 @@ class EvalConfig:
             raise AdvlabError(f"eps must be positive, got {self.eps}")
         if self.batch_size < 1:
             raise AdvlabError(f"batch_size must be >= 1, got {self.batch_size}")
+        if self.active_test < 0:
+            raise AdvlabError(f"active_test must be >= 0 samples, got {self.active_test}")
+        if self.draws < 1:
+            raise AdvlabError(f"draws must be >= 1, got {self.draws}")
         if self.limit is not None and self.limit < 1:
             raise AdvlabError(f"limit must be >= 1, got {self.limit}")
 

@@ -1,124 +1,238 @@
 """Diagnostics that decide whether a robustness number can be trusted, and what the evaluation does about them.
 
-**The words** (one meaning each, across :mod:`~advlab.evaluation.checks`, :mod:`~advlab.evaluation.gradients`,
-:mod:`~advlab.evaluation.cascade`, :mod:`~advlab.evaluation.summary` and ``advlab eval``):
+**The words** (one meaning each, across :mod:`~advlab.evaluation.probes`, :mod:`~advlab.evaluation.checks`,
+:mod:`~advlab.evaluation.gradients`, :mod:`~advlab.evaluation.cascade`, :mod:`~advlab.evaluation.summary` and
+``advlab eval``):
 
-* a **check** is one named measurement, a number: ``noise_broke`` (samples random noise broke), ``fd_unreliable``
-  (probed samples whose gradients disagree with finite differences), ``eot`` (1: the attacks used EOT), ...
-  ``BatchResult.checks`` holds a batch's, summed over batches (a per-evaluation one: its maximum) and shown as
+* the **probe** measures the model on a few samples of the first batch before the cascade
+  (:mod:`advlab.evaluation.probes`); its typed result is the :class:`Findings`.
+* the **plan** (:class:`Plan`, made by :func:`diagnose` from the findings, here and only here) is what every batch
+  of the evaluation runs: the attacks as adapted, the model they run on, the model that judges each success, the
+  draws of a randomized model and the findings. It is saved in a run (plan.json, :meth:`Plan.record`) and rebuilt
+  from there on resume (:func:`from_record`) without probing again.
+* a **check** is one named measurement of a batch, a number: ``noise_broke`` (samples random noise broke),
+  ``fd_unreliable`` (probed samples whose gradients disagree with finite differences), ... ``BatchResult.checks``
+  holds a batch's, summed over batches (a per-evaluation one: its maximum) and shown as
   ``EvalReport.diagnostics["checks"]``. ``EvalConfig(sanity=False)`` turns the checks of the cascade off.
 * a check **fails** when its value crosses its threshold (``gradients.fd_failed``: at least
   :data:`~advlab.evaluation.gradients.FD_MIN` unreliable samples); the failed gradient checks
   (:func:`advlab.evaluation.checks.failed_gradient_checks`) make the cascade run a gradient-free stage.
-* a **warning** is one line of text for a failed check, saying what was measured, what was done about it and how far
-  the number holds (``EvalReport.warnings``, :func:`advlab.evaluation.checks.check_warnings`,
-  :func:`fallback_warning`; ``advlab eval`` prints each after ``warning:``).
+* a **warning** is one line of text for a failed check or a finding that limits the number, saying what was measured,
+  what was done about it and how far the number holds (``EvalReport.warnings``: :func:`finding_warnings` here and
+  :func:`advlab.evaluation.checks.check_warnings`; ``advlab eval`` prints each after ``warning:``).
 * an **adaptation** is one line of text for what the evaluation changed about the attacks to fit the model (EOT,
   log-probabilities, straight-through gradients: ``EvalReport.adaptations``, :func:`adaptations`). It lowers no trust.
 * **trust** is the verdict: ``"high"`` without a warning, else ``"low"`` (:func:`trust`, ``EvalReport.trust``).
 * **unbroken**: a sample the cascade attacks and no attack has broken yet (its per-sample robust *flag*, the only
-  meaning of "flag" here); the noise check, the zero-gradient check and the gradient-free stage look at those.
-* the **probe** looks at a few samples of the first batch before the cascade (:data:`PROBE_SAMPLES`; the
-  finite-difference probe :data:`advlab.evaluation.gradients.SAMPLES`) and records what it found as checks.
-* **diagnostics** is the whole: this module, and ``EvalReport.diagnostics`` (the checks, the failed gradient
-  checks, the warnings and the adaptations, as in metrics.json).
+  meaning of "flag" here); the noise check, the zero-gradient check, the finite-difference probe and the
+  gradient-free stage look at those.
+* **diagnostics** is the whole: this module, and ``EvalReport.diagnostics`` (the findings, the checks, the failed
+  gradient checks, the warnings and the adaptations, as in metrics.json).
 
-The diagnostics (see :mod:`advlab.evaluation.checks` for the sanity checks that run during the cascade):
+What the findings decide (:func:`plan_for`):
 
-* **non-finite outputs**: NaN or Inf logits on clean inputs make every accuracy meaningless, so
-  :func:`require_finite` refuses the evaluation with one line (``AdvlabError``: exit code 2 in the CLI);
-* **no gradient path**: a model whose outputs do not depend differentiably on its input (preprocessing in
-  NumPy, OpenCV or under ``torch.no_grad``) gives gradient attacks nothing to follow. :func:`gradient_path`
-  finds out with one forward on a few samples, and :func:`adapt` then replaces the white-box attacks by a
-  gradient-free one (Square, :data:`FALLBACK_QUERIES` queries per image) instead of crashing. The number is an
-  upper bound, and a warning says so.
+* **no gradient path** (preprocessing in NumPy, OpenCV or under ``torch.no_grad``): the white-box attacks are
+  replaced by a gradient-free one (Square, :data:`FALLBACK_QUERIES` queries per image); the number is an upper
+  bound, and a warning says so.
+* **non-differentiable ops** (round, floor, sign, integer casts, comparisons cast to float, ...; e.g. an input
+  quantizer): the attacks run on :class:`advlab.evaluation.bpda.StraightThrough` of the model (BPDA).
+* **probabilities instead of logits** (a final softmax): the attacks run on
+  :class:`~advlab.evaluation.views.LogProbabilities` of the model.
+* **randomized** (two forwards differ: random transformations, noise, dropout): the attacks run on
+  :class:`~advlab.evaluation.views.ExpectedProbabilities` (EOT) with their full budget, EOT-PGD first; the EOT model
+  judges which samples are broken, and the accuracies are the expected ones over ``EvalConfig.draws`` fresh draws
+  of the model at each sample's worst case (the headline), with one draw's beside them.
+* **grad-mode gap** (the forward with autograd on differs from the forward under ``torch.no_grad``): the attacks'
+  gradients describe another function than the one a user calls; every batch ends with the gradient-free stage on
+  the samples still unbroken (it queries the model as a user calls it), and a warning names the finding.
 
-* **non-differentiable ops** (round, floor, ceil, trunc, fix, sign, remainder, integer casts, and comparisons cast
-  to float before any mixing layer, on input-dependent tensors, e.g. an input quantizer): the attacks run on
-  :class:`advlab.evaluation.bpda.StraightThrough` of the model (straight-through gradients, the forward unchanged)
-  and every success is confirmed on the model itself; an adaptation says so.
-
-* **probabilities instead of logits** (a final softmax): the cross-entropy of probabilities has tiny,
-  misleading gradients, so the attacks run on :class:`LogProbabilities` of the model (log p: the logits up to a
-  constant per sample, the same argmax) and the successes are confirmed on the model itself.
-
-* **randomized models** (two forwards on the same inputs differ: random transformations, noise, dropout): the
-  attacks run on :class:`ExpectedProbabilities` (EOT, Athalye et al. 2018: log of the mean softmax over
-  :data:`EOT_DRAWS` draws per forward, so every gradient is an expectation), and the report adds the expected
-  clean and robust accuracy over :data:`ACCURACY_DRAWS` fresh draws and the worst case (robust in every draw).
-
-* **unreliable gradients** (:mod:`advlab.evaluation.gradients`): :func:`gradient_probe` compares autograd with
-  finite differences on :data:`advlab.evaluation.gradients.SAMPLES` samples of the first batch, and the cascade
-  compares the gradient attacks' points with random ones on the samples left unbroken. When these, or the sanity
-  checks (zero gradients, random noise or a black-box attack breaking unbroken samples), fail, the cascade runs
-  Square (:data:`advlab.evaluation.gradients.GRADIENT_FREE_QUERIES` queries per image) on the samples still
-  unbroken after the gradient attacks; on a well-behaved model nothing extra runs.
+Every success, whatever the plan, is judged on ``Plan.judge`` called as a user calls it (its own mode,
+``torch.no_grad``) at the returned point, inside the ball and the [0, 1] box (:mod:`advlab.evaluation.cascade`),
+so the robust accuracy is the accuracy recomputed from the kept adversarial examples.
 """
 
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import nn
 
-from advlab.attacks.base import Attack, frozen_parameters
+from advlab.attacks.base import Attack
 from advlab.attacks.blackbox import Square
 from advlab.attacks.pgd import PGD
 from advlab.errors import AdvlabError
-from advlab.evaluation.checks import is_probabilities
+from advlab.evaluation import bpda, probes
+from advlab.evaluation.config import EvalConfig
+from advlab.evaluation.views import EOT_DRAWS, ExpectedProbabilities, LogProbabilities
 
-#: samples the gradient-path probe looks at
-PROBE_SAMPLES = 4
 #: queries per image of the gradient-free attack that stands in for gradient attacks on a model without a gradient path
 FALLBACK_QUERIES = 5000
-#: the check that records the fallback (see :func:`fallback_warning`)
-FALLBACK_KEY = "gradient_free_fallback"
-#: draws per forward of the EOT attack model, and draws per sample of the expected accuracy
-EOT_DRAWS, ACCURACY_DRAWS = 16, 16
+#: draws per sample of the expected accuracy of a randomized model, unless the config says (``EvalConfig.draws``)
+ACCURACY_DRAWS = 16
 #: the fewest steps a white-box attack takes on a randomized model (AutoAttack's APGD budget)
 EOT_STEPS = 100
-#: the check that records EOT
-EOT_KEY = "eot"
-#: the check that records attacks on log-probabilities
-LOGPROB_KEY = "log_probabilities"
-#: the prefix of the checks that record straight-through gradients (one per op, see :func:`straight_through`)
-BPDA_KEY = "bpda_"
+
+#: the ball a success must lie in: (eps in [0, 1] pixel units, norm name)
+Ball = tuple[float, str]
 
 
-def require_finite(logits: torch.Tensor, what: str = "clean inputs") -> None:
-    """Raise ``AdvlabError`` when ``logits`` (N, K) hold NaN or Inf: no accuracy means anything then."""
-    bad = ~torch.isfinite(logits.float()).all(1)
-    if bool(bad.any()):
-        raise AdvlabError(
-            f"the model's outputs are NaN or infinite on {int(bad.sum())} of {len(logits)} {what}: "
-            "no accuracy can be measured; check the model (e.g. a division by zero or log of 0 in it)"
-        )
+@dataclass(frozen=True)
+class Findings:
+    """What the probe (:mod:`advlab.evaluation.probes`) found on the first samples, typed: no gradient path to the
+    input; the non-differentiable ops applied to it (straight-through gradients needed); outputs that are
+    probabilities; a randomized model; a forward that differs with autograd on (``grad_mode_gap``: the relative
+    difference measured, 0 for an honest model)."""
+
+    no_gradient_path: bool = False
+    straight_through: tuple[str, ...] = ()
+    probabilities: bool = False
+    randomized: bool = False
+    grad_mode_gap: float = 0.0
+
+    @property
+    def grad_mode_differs(self) -> bool:
+        """Whether the forward with autograd on differs from the no-grad one (above :data:`probes.DIFFERENT`)."""
+        return self.grad_mode_gap > probes.DIFFERENT
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**dataclasses.asdict(self), "straight_through": list(self.straight_through)}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> Findings:
+        known = {f.name for f in dataclasses.fields(cls)}
+        kept = {k: v for k, v in d.items() if k in known}
+        return cls(**{**kept, "straight_through": tuple(kept.get("straight_through", ()))})
 
 
-def gradient_path(model: nn.Module, x: torch.Tensor) -> bool:
-    """Whether the model's outputs on a few samples of ``x`` (in [0, 1]) depend differentiably on the input:
-    one forward with ``x`` requiring grad, the parameters frozen; False when no output has a ``grad_fn``. Counts
-    the straight-through gradients of :mod:`advlab.evaluation.bpda` (a comparison or integer-cast quantizer has no
-    path without them, and the attacks will get them)."""
-    from advlab.evaluation import bpda
+@dataclass(frozen=True)
+class Plan:
+    """What every batch of an evaluation runs (:func:`diagnose`; the words: this module's docstring).
 
-    xs = x[:PROBE_SAMPLES].detach().clone().requires_grad_(True)
-    with frozen_parameters(model), torch.enable_grad():
-        out = bpda.StraightThrough(model)(xs)
-    return bool(isinstance(out, torch.Tensor) and out.requires_grad)
+    ``attacks``: as adapted, run in order; ``attacked``: the model they run on (a view of ``model``, or the
+    ``attack_model`` given); ``judge``: the model whose no-grad prediction decides each success (``model`` itself,
+    or for a randomized model its EOT view); ``model``: the model as given, drawn ``draws`` times per sample for
+    the expected accuracy (1: deterministic); ``config``: the evaluation's settings (ball, which samples, checks);
+    ``findings``: what the probe found; ``shown_eps``/``shown_norm``: the ball the report names."""
+
+    attacks: tuple[Attack, ...]
+    attacked: nn.Module
+    judge: nn.Module
+    model: nn.Module
+    draws: int
+    config: EvalConfig
+    findings: Findings
+    shown_eps: float | None
+    shown_norm: str | None
+
+    @property
+    def norm(self) -> str | None:
+        """The norm successes are measured in (:meth:`EvalConfig.threat_norm`)."""
+        return self.config.threat_norm(list(self.attacks))
+
+    def record(self) -> dict[str, Any]:
+        """The plan as JSON: what :func:`advlab.evaluation.merge` needs to summarize saved batches without the model,
+        and :func:`from_record` to run more batches under the same plan."""
+        return {
+            "attacks": [{"label": a.label, "config": repr(a)} for a in self.attacks],
+            "eps": self.shown_eps,
+            "norm": self.shown_norm,
+            "findings": self.findings.to_dict(),
+            "draws": self.draws,
+        }
 
 
-def adapt(
-    model: nn.Module, x: torch.Tensor, attacks: list[Attack], eps: float | None, norm: str | None
-) -> tuple[list[Attack], bool]:
-    """``(attacks, fell_back)``: the attacks as given when the model has a gradient path at ``x``; otherwise the
-    white-box ones replaced by one gradient-free Square attack in the same ball (the evaluation's ``eps``/``norm``,
-    else the first white-box attack's own), placed where the first of them stood."""
+def success_ball(atk: Attack, eps: float | None, norm: str | None) -> Ball | None:
+    """The ball a success must lie in: the evaluation's, else the attack's own largest eps, else none."""
+    if eps is not None:
+        return eps, norm or atk.threat_norm
+    own = getattr(atk, "eps", None)
+    if own is None:
+        return None
+    e = float(own) if isinstance(own, (int, float)) else max(float(v) for v in own)
+    return e, atk.threat_norm
+
+
+def shown_ball(attacks: Sequence[Attack], eps: float | None, norm: str | None) -> tuple[float | None, str | None]:
+    """The ball the report names: the config's, else the attacks' own when they all share one."""
+    if eps is not None:
+        return eps, norm
+    balls = {success_ball(a, None, None) for a in attacks}
+    if len(balls) == 1 and (b := balls.pop()) is not None:
+        return b
+    return None, norm
+
+
+def probe(model: nn.Module, attacked: nn.Module, x: torch.Tensor, attacks: Sequence[Attack]) -> Findings:
+    """The :class:`Findings` on a few samples ``x`` (on the models' device): ``attacked`` is the model the attacks
+    will run on, ``model`` the one a user calls. Without white-box attacks only what the judging needs."""
+    x = x[: probes.PROBE_SAMPLES]
+    with torch.no_grad():
+        probes.require_finite(model(x))
+    if any(a.white_box for a in attacks) and not probes.gradient_path(attacked, x):
+        return Findings(no_gradient_path=True)
+    ops = tuple(bpda.non_differentiable_ops(attacked, x))
+    random = probes.randomized(model, x)
+    return Findings(
+        straight_through=ops,
+        probabilities=probes.outputs_probabilities(attacked, x),
+        randomized=random,
+        grad_mode_gap=0.0 if random else probes.grad_mode_gap(model, x),
+    )
+
+
+def diagnose(
+    model: nn.Module, x: torch.Tensor | None, config: EvalConfig, attack_model: nn.Module | None = None
+) -> Plan:
+    """The :class:`Plan` of an evaluation of ``model`` under ``config``, from the :func:`probe` of the first few
+    samples ``x`` (None: no data; nothing is adapted)."""
+    attacks = config.resolved_attacks()
+    attacked = model if attack_model is None else attack_model
+    findings = Findings() if x is None or not len(x) else probe(model, attacked, x, attacks)
+    return plan_for(model, config, findings, attack_model)
+
+
+def plan_for(model: nn.Module, config: EvalConfig, findings: Findings, attack_model: nn.Module | None = None) -> Plan:
+    """The plan the ``findings`` decide (the module docstring's list); deterministic, so that a resumed run rebuilds
+    the plan it saved."""
+    attacks = config.resolved_attacks()
+    norm = config.threat_norm(attacks)
+    attacked = model if attack_model is None else attack_model
+    judge, draws = model, 1
+    if findings.no_gradient_path:
+        attacks = fallback(attacks, config.eps, norm)
+    else:
+        if findings.straight_through:
+            attacked = bpda.StraightThrough(attacked)
+        if findings.probabilities:
+            attacked = LogProbabilities(attacked)
+        if findings.randomized:
+            attacked = ExpectedProbabilities(attacked)
+            judge, draws = attacked, config.draws
+            attacks = eot_attacks(attacks, config.eps, norm)
+    return Plan(tuple(attacks), attacked, judge, model, draws, config, findings, *shown_ball(attacks, config.eps, norm))
+
+
+def from_record(
+    record: Mapping[str, Any], model: nn.Module, config: EvalConfig, attack_model: nn.Module | None = None
+) -> Plan:
+    """The plan a run saved (:meth:`Plan.record`), rebuilt for ``model`` without probing again; an
+    :class:`AdvlabError` when the config's attacks are not the ones the record names (the run's settings changed)."""
+    plan = plan_for(model, config, Findings.from_dict(record.get("findings", {})), attack_model)
+    if [repr(a) for a in plan.attacks] != [a["config"] for a in record.get("attacks", [])]:
+        raise AdvlabError("the saved plan's attacks are not this evaluation's: start over with force")
+    return plan
+
+
+def fallback(attacks: list[Attack], eps: float | None, norm: str | None) -> list[Attack]:
+    """The white-box attacks replaced by one gradient-free Square attack in the same ball (the evaluation's
+    ``eps``/``norm``, else the first white-box attack's own), placed where the first of them stood."""
     white = [a for a in attacks if a.white_box]
-    if not white or gradient_path(model, x):
-        return attacks, False
+    if not white:
+        return attacks
     own = getattr(white[0], "eps", None)
     e = eps if eps is not None else (max(own) if isinstance(own, (list, tuple)) else own)
     if e is None:
@@ -135,88 +249,7 @@ def adapt(
     square = Square(eps=float(e), norm=nm, max_queries=FALLBACK_QUERIES, seed=getattr(white[0], "seed", 0))
     first = attacks.index(white[0])
     rest = [a for a in attacks if not a.white_box]
-    return rest[:first] + [square] + rest[first:], True
-
-
-def gradient_probe(model: nn.Module, x: torch.Tensor, eps: float | None, norm: str | None) -> dict[str, float]:
-    """The finite-difference diagnostic (:func:`advlab.evaluation.gradients.finite_difference_disagreement`) on the
-    first :data:`~advlab.evaluation.gradients.SAMPLES` samples of ``x`` (on the model's device) at their clean
-    predictions, with random points in the ``eps`` ball when one is given, as checks: ``fd_checked`` samples,
-    ``fd_unreliable`` of them disagreeing at every step size, ``fd_disagreement`` the median over those (over all
-    when none), and the probe's cost per probed sample (``fd_forwards``, ``fd_backwards``; one forward for the
-    predictions included)."""
-    from advlab.evaluation import gradients
-
-    xs = x[: gradients.SAMPLES]
-    with torch.no_grad():
-        labels = model(xs).argmax(1)
-    radius = gradients.pixel_radius(eps, norm or "linf", xs) if eps is not None else None
-    d = gradients.finite_difference_disagreement(model, xs, labels, radius)
-    bad = d.unreliable
-    value = d.per_sample[bad] if bool(bad.any()) else d.per_sample
-    return {
-        "fd_checked": float(len(xs)),
-        "fd_unreliable": float(bad.sum()),
-        "fd_disagreement": float(value.median()),
-        "fd_forwards": float(d.forwards + 1),
-        "fd_backwards": float(d.backwards),
-    }
-
-
-def charge_probe(part: Any, checks: dict[str, float]) -> None:
-    """Count :func:`gradient_probe`'s cost in the first batch's per-sample counters (``part``: its BatchResult)."""
-    k = int(checks.get("fd_checked", 0))
-    part.forwards[:k] += int(checks.get("fd_forwards", 0))
-    part.backwards[:k] += int(checks.get("fd_backwards", 0))
-
-
-def straight_through(model: nn.Module, x: torch.Tensor) -> tuple[nn.Module, list[str]]:
-    """``(attack model, op names)``: :class:`~advlab.evaluation.bpda.StraightThrough` of ``model`` when it applies
-    non-differentiable ops to the input at ``x``, else ``model`` itself and no names."""
-    from advlab.evaluation import bpda
-
-    ops = bpda.non_differentiable_ops(model, x[:PROBE_SAMPLES])
-    return (bpda.StraightThrough(model), ops) if ops else (model, [])
-
-
-class AttackView(nn.Module):
-    """A view of ``model`` that attacks run on (an evaluation's ``attack_model``), never the model judged: it keeps
-    the model's ``info`` and train/eval mode; subclasses change what the attacks see."""
-
-    def __init__(self, model: nn.Module) -> None:
-        super().__init__()
-        self.model = model
-        self.info = getattr(model, "info", None)
-        self.training = model.training  # not train(): that would change the wrapped model's modules
-
-
-class LogProbabilities(AttackView):
-    """``log(model(x))`` for a model that outputs probabilities: logits up to a per-sample constant (the same
-    argmax, useful cross-entropy gradients)."""
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        p = self.model(x).float()
-        return p.clamp_min(torch.finfo(p.dtype).tiny).log()
-
-
-class ExpectedProbabilities(AttackView):
-    """EOT for a randomized model: ``log((1/K) sum_k softmax(model(x)))`` over K = ``draws`` fresh forwards (the
-    log of the expected probabilities; K times the cost of a forward)."""
-
-    def __init__(self, model: nn.Module, draws: int = EOT_DRAWS) -> None:
-        super().__init__(model)
-        self.draws = draws
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        p = torch.stack([self.model(x).float().softmax(1) for _ in range(self.draws)]).mean(0)
-        return p.clamp_min(torch.finfo(p.dtype).tiny).log()
-
-
-def randomized(model: nn.Module, x: torch.Tensor) -> bool:
-    """Whether two forwards on a few samples of ``x`` differ (relative to the outputs' scale, above 1e-5)."""
-    with torch.no_grad():
-        a, b = model(x[:PROBE_SAMPLES]).float(), model(x[:PROBE_SAMPLES]).float()
-    return float((a - b).abs().max()) > 1e-5 * (1.0 + float(a.abs().max()))
+    return rest[:first] + [square] + rest[first:]
 
 
 def eot_budget(atk: Attack) -> Attack:
@@ -246,53 +279,46 @@ def eot_attacks(attacks: list[Attack], eps: float | None, norm: str | None) -> l
     return out
 
 
-def eot(model: nn.Module, x: torch.Tensor) -> tuple[nn.Module, bool]:
-    """``(attack model, adapted)``: :class:`ExpectedProbabilities` of ``model`` when it is randomized at ``x``."""
-    return (ExpectedProbabilities(model), True) if randomized(model, x) else (model, False)
-
-
-def log_probabilities(model: nn.Module, x: torch.Tensor) -> tuple[nn.Module, bool]:
-    """``(attack model, adapted)``: :class:`LogProbabilities` of ``model`` when its outputs on a few samples of
-    ``x`` look like probabilities (:func:`advlab.evaluation.checks.is_probabilities`), else ``model``."""
-    with torch.no_grad():
-        out = model(x[:PROBE_SAMPLES])
-    return (LogProbabilities(model), True) if is_probabilities(out) else (model, False)
-
-
-def adaptations(checks: dict[str, float]) -> list[str]:
-    """The adaptations: what the evaluation changed about the attacks to fit the model, one line each (from the
-    merged checks)."""
+def adaptations(findings: Findings) -> list[str]:
+    """The adaptations: what the evaluation changed about the attacks to fit the model, one line each."""
     out = []
-    if checks.get(EOT_KEY, 0) > 0:
+    if findings.randomized:
         out.append(
             f"the model is randomized: the attacks used EOT (the mean of {EOT_DRAWS} draws' probabilities per forward) "
             f"with their full budget (no early stop, at least {EOT_STEPS} steps; a fixed-step EOT-PGD first), and the "
-            f"expected accuracy over {ACCURACY_DRAWS} fresh draws at each sample's worst case is reported beside the "
-            "single-draw one"
+            f"accuracies are the expected ones over fresh draws at each sample's worst case (one "
+            "draw's beside them)"
         )
-    if checks.get(LOGPROB_KEY, 0) > 0:
+    if findings.probabilities:
         out.append(
             "the model outputs probabilities, not logits: the attacks used their logarithm as logits (the same "
             "argmax; every success confirmed on the model)"
         )
-    ops = sorted(k[len(BPDA_KEY) :] for k, v in checks.items() if k.startswith(BPDA_KEY) and v > 0)
-    if ops:
+    if findings.straight_through:
         out.append(
-            f"the model applies {', '.join(ops)} to its input: the attacks used straight-through gradients through "
-            "them (BPDA; forward unchanged, every success confirmed on the model)"
+            f"the model applies {', '.join(sorted(findings.straight_through))} to its input: the attacks used "
+            "straight-through gradients through them (BPDA; forward unchanged, every success confirmed on the model)"
         )
     return out
 
 
-def fallback_warning(checks: dict[str, float]) -> list[str]:
-    """The warning for :func:`adapt`'s fallback, when the checks recorded it."""
-    if checks.get(FALLBACK_KEY, 0) <= 0:
-        return []
-    return [
-        f"the model's outputs have no gradient path to the input (preprocessing outside autograd?): gradient attacks "
-        f"were replaced by Square with {FALLBACK_QUERIES} queries per image, so the robust accuracy is an upper bound; "
-        "give a differentiable twin of the model (attack_model=) for a white-box number"
-    ]
+def finding_warnings(findings: Findings) -> list[str]:
+    """The warnings the findings call for (a number that holds only so far), one line each."""
+    out = []
+    if findings.no_gradient_path:
+        out.append(
+            f"the model's outputs have no gradient path to the input (preprocessing outside autograd?): gradient "
+            f"attacks were replaced by Square with {FALLBACK_QUERIES} queries per image, so the robust accuracy is an "
+            "upper bound; give a differentiable twin of the model (attack_model=) for a white-box number"
+        )
+    if findings.grad_mode_differs:
+        out.append(
+            f"the model computes another function when autograd is on (its outputs differ from the no-grad ones by "
+            f"up to {findings.grad_mode_gap:.2g}, relative): the attacks' gradients describe a function a user never "
+            "calls; every success was judged on the no-grad model, and Square ran on the samples still unbroken; "
+            "the robust accuracy is an upper bound"
+        )
+    return out
 
 
 def trust(warnings: list[str]) -> str:

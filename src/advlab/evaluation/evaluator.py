@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -10,49 +11,17 @@ from typing import Any
 import torch
 from torch import nn
 
-from advlab.attacks.base import Attack, keeps_model_state
+from advlab.attacks.base import keeps_model_state
 from advlab.device import device_of
 from advlab.errors import AdvlabError
-from advlab.evaluation import cascade, diagnostics, gradients
-from advlab.evaluation.cascade import BatchResult, success_ball
+from advlab.evaluation import active, cascade, diagnostics, probes
+from advlab.evaluation.cascade import BatchResult
 from advlab.evaluation.config import EvalConfig
+from advlab.evaluation.diagnostics import Findings, Plan
 from advlab.evaluation.inputs import Data, Source, source, to_device
 from advlab.evaluation.summary import EvalReport, summarize
+from advlab.evaluation.views import AttackView
 from advlab.work import Work
-
-
-def _shown_ball(attacks: Sequence[Attack], eps: float | None, norm: str | None) -> tuple[float | None, str | None]:
-    """The ball the report names: the config's, else the attacks' own when they all share one."""
-    if eps is not None:
-        return eps, norm
-    balls = {success_ball(a, None, None) for a in attacks}
-    if len(balls) == 1 and (b := balls.pop()) is not None:
-        return b
-    return None, norm
-
-
-@dataclass(frozen=True)
-class Plan:
-    """What an evaluation decides before its first batch, from a few samples of it (:func:`prepare`): the
-    ``attacks`` as adapted and the model they run on (``attacked``), the probe's checks (which record the
-    adaptations), the threat ``norm``, and the ball the report names (``shown_eps``, ``shown_norm``). Every batch
-    of the evaluation, in every shard and every resumed call, runs under the same plan."""
-
-    attacks: list[Attack]
-    attacked: nn.Module
-    probe_checks: dict[str, float]
-    norm: str | None
-    shown_eps: float | None
-    shown_norm: str | None
-
-    def record(self) -> dict[str, Any]:
-        """The plan as JSON: what :func:`merge` needs to summarize saved batches without the model."""
-        return {
-            "attacks": [{"label": a.label, "config": repr(a)} for a in self.attacks],
-            "eps": self.shown_eps,
-            "norm": self.shown_norm,
-            "probe_checks": self.probe_checks,
-        }
 
 
 @dataclass(frozen=True)
@@ -73,54 +42,18 @@ def prepare(
     *,
     attack_model: nn.Module | None = None,
 ) -> Plan:
-    """The :class:`Plan` of an evaluation of ``model`` on ``data`` (see :func:`evaluate`), decided on its first
-    batch by :mod:`advlab.evaluation.diagnostics`."""
+    """The :class:`~advlab.evaluation.diagnostics.Plan` of an evaluation of ``model`` on ``data`` (see
+    :func:`evaluate`): :func:`advlab.evaluation.diagnostics.diagnose` on a few samples of its first batch (whether or
+    not a call evaluates that batch, so that every shard and every resume runs the same plan)."""
     cfg = EvalConfig.of(config, model)
     src = data if isinstance(data, Source) else source(model, data, cfg.batch_size, cfg.limit)
-    attacks = cfg.resolved_attacks()
-    norm = cfg.threat_norm(attacks)
-    attacked = model if attack_model is None else attack_model
     first = src.first()
+    x = None
     if first is not None:
-        attacks, attacked, probe_checks = _adapted(attacked, first, cfg, attacks, norm)
-    else:
-        probe_checks = {}
-    return Plan(attacks, attacked, probe_checks, norm, *_shown_ball(attacks, cfg.eps, norm))
-
-
-def _adapted(
-    attacked: nn.Module,
-    first: tuple[torch.Tensor, torch.Tensor],
-    cfg: EvalConfig,
-    attacks: list[Attack],
-    norm: str | None,
-) -> tuple[list[Attack], nn.Module, dict[str, float]]:
-    """The attacks and the model they run on, adapted by :mod:`advlab.evaluation.diagnostics` on the first batch
-    (whether or not this call evaluates it, so that every shard and every resume runs the same attacks), and the
-    probe's checks, which record the adaptations: a gradient-free fallback when the outputs have no gradient path,
-    straight-through gradients through non-differentiable ops, log-probabilities for a model that outputs
-    probabilities; and, for a deterministic model with a gradient path, the finite-difference probe
-    (:func:`advlab.evaluation.diagnostics.gradient_probe`, whose failure makes every batch end with a gradient-free
-    stage; not on a randomized model, nor under straight-through gradients)."""
-    x = to_device(first[0][: diagnostics.PROBE_SAMPLES], device_of(attacked))
-    _require_pixels(x)
-    attacks, fell_back = diagnostics.adapt(attacked, x, attacks, cfg.eps, norm)
-    if fell_back:
-        return attacks, attacked, {diagnostics.FALLBACK_KEY: 1.0}
-    attacked, ops = diagnostics.straight_through(attacked, x)
-    probe_checks = {diagnostics.BPDA_KEY + op: 1.0 for op in ops}
-    attacked, logged = diagnostics.log_probabilities(attacked, x)
-    probe_checks.update({diagnostics.LOGPROB_KEY: 1.0} if logged else {})
-    attacked, random = diagnostics.eot(attacked, x)
-    if random:  # the first expected misclassification is a weak point of a random model: spend the full budget
-        probe_checks[diagnostics.EOT_KEY] = 1.0
-        attacks = diagnostics.eot_attacks(attacks, cfg.eps, norm)
-    elif cfg.sanity and not ops and any(a.white_box for a in attacks):  # do the attacks' gradients describe the model?
-        # not under BPDA: a straight-through gradient is a surrogate by design, finite differences of a quantizer vanish
-        ball = success_ball(attacks[0], cfg.eps, norm)
-        xs = to_device(first[0][: gradients.SAMPLES], device_of(attacked))
-        probe_checks.update(diagnostics.gradient_probe(attacked, xs, *(ball or (None, None))))
-    return attacks, attacked, probe_checks
+        attacked = model if attack_model is None else attack_model
+        x = to_device(first[0][: probes.PROBE_SAMPLES], device_of(attacked))
+        _require_pixels(x)
+    return diagnostics.diagnose(model, x, cfg, attack_model)
 
 
 def _require_pixels(x: torch.Tensor) -> None:
@@ -129,55 +62,59 @@ def _require_pixels(x: torch.Tensor) -> None:
         raise AdvlabError("images must be in [0, 1]; advlab models carry their own normalization")
 
 
-@dataclass(frozen=True)
-class _BatchRunner:
-    """How every batch of one evaluation runs: the attacks as adapted, on ``attack_model`` (None: on ``judge``),
-    each success judged by ``judge``; a randomized model is drawn ``draws`` times per sample (``draw_model``).
-    ``probe_checks``: the first batch's probe, recorded in every batch's checks (its cost in the first batch's)."""
-
-    cfg: EvalConfig
-    attacks: list[Attack]
-    norm: str | None
-    judge: nn.Module
-    attack_model: nn.Module | None
-    draws: int
-    draw_model: nn.Module
-    probe_checks: dict[str, float]
-
-    def run(self, b: int, xb: torch.Tensor, yb: torch.Tensor) -> BatchResult:
-        """The cascade on batch ``b`` (moved to the model's device)."""
-        dev = device_of(self.draw_model)
-        xb, yb = to_device(xb, dev), to_device(yb, dev).long()
-        _require_pixels(xb)
-        part = cascade.run_batch(
-            self.judge,
-            xb,
-            yb,
-            self.attacks,
-            eps=self.cfg.eps,
-            norm=self.norm,
-            attack_misclassified=self.cfg.attack_misclassified,
-            sanity=self.cfg.sanity,
-            first=b == 0,
-            keep_adversarials=self.cfg.keep_adversarials,
-            attack_model=self.attack_model,
-            draws=self.draws,
-            draw_model=self.draw_model,
-            gradient_checks_failed=gradients.fd_failed(self.probe_checks.get("fd_unreliable", 0.0)),
-        )
-        part.checks.update(self.probe_checks)
-        if b == 0:
-            diagnostics.charge_probe(part, self.probe_checks)
-        return part
+def _run(plan: Plan, b: int, xb: torch.Tensor, yb: torch.Tensor) -> BatchResult:
+    """The cascade on batch ``b`` (moved to the model's device); on the first, the active test too."""
+    dev = device_of(plan.model)
+    xb, yb = to_device(xb, dev), to_device(yb, dev).long()
+    _require_pixels(xb)
+    part = cascade.run_batch(plan, xb, yb, first=b == 0)
+    if b == 0:
+        part.checks.update(_active_test(plan, xb, part))
+    return part
 
 
-def _batch_runner(model: nn.Module, cfg: EvalConfig, plan: Plan) -> _BatchRunner:
-    """The cascade of an evaluation of ``model`` whose attacks run on ``plan.attacked``. A randomized model: its EOT
-    version (``attacked``) judges the successes, and the model itself is drawn for the expected accuracy."""
-    attacked, attacks, norm, probe_checks = plan.attacked, plan.attacks, plan.norm, plan.probe_checks
-    if diagnostics.EOT_KEY in probe_checks:
-        return _BatchRunner(cfg, attacks, norm, attacked, None, diagnostics.ACCURACY_DRAWS, model, probe_checks)
-    return _BatchRunner(cfg, attacks, norm, model, None if attacked is model else attacked, 1, model, probe_checks)
+#: inner points per sample of the evaluation's active test: its cost is this many forwards per tested sample, plus the
+#: attacks on the binary task (on efficientnet-lite0 with the 4 sample photos at 255 points the test took 35x the
+#: evaluation without it; at 63, ...)
+ACTIVE_INNER_POINTS = 63
+
+
+def _active_test(plan: Plan, x: torch.Tensor, part: BatchResult) -> dict[str, float]:
+    """The active test (:func:`advlab.evaluation.active.active_test`) of the plan's own attacks on the first
+    ``config.active_test`` samples, as checks (``active_tested``, ``active_found``, ``active_skipped``): the binarized
+    model runs under the plan its findings make (the same views, BPDA, log-probabilities), the cascade's attacks without
+    its checks; its cost is counted in ``part``'s first samples. Not run without an eps ball in L-inf, L2 or L1, on a
+    randomized model (each EOT attack costs its draws), when the attacks fell back to gradient-free search, or when they
+    run on a model of the user's (``attack_model``: a twin or a reduced precision, which the binary task cannot be built
+    on)."""
+    cfg, found = plan.config, plan.findings
+    ball = diagnostics.success_ball(plan.attacks[0], cfg.eps, plan.norm) if plan.attacks else None
+    if not cfg.active_test or ball is None or ball[1] not in ("linf", "l2", "l1"):
+        return {}
+    own_view = plan.attacked is plan.model or isinstance(plan.attacked, AttackView)  # not the user's attack_model
+    if found.randomized or found.no_gradient_path or not own_view or not any(a.white_box for a in plan.attacks):
+        return {}
+    sub = dataclasses.replace(cfg, sanity=False, keep_adversarials=True, active_test=0)
+    cost = torch.zeros(2, dtype=torch.long)
+
+    def run_attacks(binary: nn.Module, xs: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        ran = cascade.run_batch(diagnostics.plan_for(binary, sub, found), xs, labels, first=False)
+        assert ran.x_adv is not None
+        cost[0] += int(ran.forwards.sum())
+        cost[1] += int(ran.backwards.sum())
+        return ran.x_adv.to(xs.device)
+
+    result = active.active_test(
+        plan.model, x, ball[0], ball[1], run_attacks, samples=cfg.active_test, inner_points=ACTIVE_INNER_POINTS
+    )
+    k = min(len(x), cfg.active_test)
+    part.forwards[:k] += (result.forwards + int(cost[0])) // max(1, k)
+    part.backwards[:k] += int(cost[1]) // max(1, k)
+    return {
+        "active_tested": float(result.tested),
+        "active_found": float(result.found),
+        "active_skipped": float(result.skipped),
+    }
 
 
 @keeps_model_state  # a model left in train mode: its BatchNorm statistics and mode are as found afterwards
@@ -200,23 +137,28 @@ def evaluate(
     ``work``: one unit per batch: ``work.done`` holds batches evaluated earlier (not evaluated again),
     ``work.on_done(b, result)`` is called after each new one (save it), ``work.in_shard(b)`` selects this shard's
     batches (the report then covers the batches evaluated or given in ``done``; indexed data reads only those),
-    ``work.progress`` wraps the batch indices (a progress bar). A batch's result depends only on its samples and
-    the seed. ``attack_model``: run the attacks on this model instead (e.g. ``zoo.Autocast(model)``: mixed
-    precision), counting only the successes that ``model`` confirms (see :func:`advlab.evaluation.cascade.run_batch`).
+    ``work.progress`` wraps the batch indices (a progress bar), ``work.plan`` a plan saved earlier
+    (:meth:`Plan.record`: reused without probing again; otherwise the plan made here is handed to
+    ``work.record_plan``). A batch's result depends only on its samples, the plan and the seed.
+    ``attack_model``: run the attacks on this model instead (e.g. ``zoo.Autocast(model)``: mixed precision), every
+    success judged on ``model`` (see :func:`advlab.evaluation.cascade.run_batch`).
     Before the first batch :func:`prepare` (:mod:`advlab.evaluation.diagnostics`) looks at a few samples and adapts:
     NaN logits are refused, a model without a gradient path is attacked gradient-free, non-differentiable input ops
-    get straight-through gradients and probability outputs are attacked as log-probabilities (``report.adaptations``,
-    ``report.warnings`` and ``report.trust`` say what was done and how far to trust the number); ``plan``: a plan
-    made earlier by :func:`prepare` on the same model, data and config, used instead.
+    get straight-through gradients, probability outputs are attacked as log-probabilities, a randomized model with
+    EOT, and a forward that differs with autograd on ends every batch with a gradient-free stage
+    (``report.findings``, ``report.adaptations``, ``report.warnings`` and ``report.trust`` say what was found, what
+    was done and how far to trust the number); ``plan``: a plan made earlier by :func:`prepare` on the same model,
+    data and config, used instead.
     """
     cfg = EvalConfig.of(config, model)
     work = work if work is not None else Work()
     t0 = time.perf_counter()
     src = source(model, data, cfg.batch_size, cfg.limit)
+    if plan is None and work.plan is not None:
+        plan = diagnostics.from_record(work.plan, model, cfg, attack_model)
     plan = plan if plan is not None else prepare(model, src, cfg, attack_model=attack_model)
     if work.plan is None:  # a run saves it (plan.json): a merge of its batches then needs no model
         work.record_plan(plan.record())
-    runner = _batch_runner(model, cfg, plan)
     parts: dict[int, BatchResult] = {}
     done = work.finished()
     pending: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
@@ -227,7 +169,7 @@ def evaluate(
             yield b
 
     for b in work.progress(wanted()) if work.progress is not None else wanted():
-        parts[b] = runner.run(b, *pending.pop(b))
+        parts[b] = _run(plan, b, *pending.pop(b))
         work.record(b, parts[b])
         parts[b] = work.kept(parts[b])
     if not parts and not done and work.in_shard is not None:
@@ -240,6 +182,8 @@ def merge(parts: Sequence[BatchResult], plan: Plan | Mapping[str, Any], seconds:
     """One report from the per-batch results of an evaluation (in batch order) and its plan (a :class:`Plan`, or
     its :meth:`Plan.record` as saved in a run): reads the results, calls no model."""
     if isinstance(plan, Plan):
-        return summarize(parts, plan.attacks, plan.shown_eps, plan.shown_norm, seconds)
+        return summarize(parts, plan.attacks, plan.shown_eps, plan.shown_norm, seconds, plan.findings, plan.draws)
     attacks = [RecordedAttack(a["label"], a["config"]) for a in plan["attacks"]]
-    return summarize(parts, attacks, plan["eps"], plan["norm"], seconds)
+    findings = Findings.from_dict(plan.get("findings", {}))
+    draws = int(plan.get("draws", diagnostics.ACCURACY_DRAWS))
+    return summarize(parts, attacks, plan["eps"], plan["norm"], seconds, findings, draws)

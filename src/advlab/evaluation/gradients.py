@@ -1,9 +1,10 @@
 """Whether the input gradients an attack follows describe the model: two gradient checks, each with a threshold.
 
-**Finite differences** (:func:`finite_difference_disagreement`, on :data:`SAMPLES` samples of the first batch,
-before the attacks). At the clean point (pulled :data:`INSET` inside the [0, 1] box so that every probe stays in it)
-and at one random vertex of the ball around it (clipped to the same box), the attack loss is the margin
-``L(x) = z_r(x) - z_y(x)`` against the base point's runner-up class r (y the clean prediction; smooth in the
+**Finite differences** (:func:`finite_difference_disagreement`; in every batch after the attacks, lazily: only on
+samples they left unbroken, :data:`PROBE_CHUNK` at a time until the check fails, at most :data:`SAMPLES`; see
+:func:`advlab.evaluation.cascade.run_batch`). At the clean point (pulled :data:`INSET` inside the [0, 1] box so that
+every probe stays in it) and at one random vertex of the ball around it (clipped to the same box), the attack loss is
+the margin ``L(x) = z_r(x) - z_y(x)`` against the base point's runner-up class r (y the clean prediction; smooth in the
 logits). Along :data:`DIRECTIONS` random sign directions v (every pixel +-1: a step h moves each pixel by h, in
 [0, 1] pixel units) autograd's directional derivative ``g.v`` is compared with the central difference
 
@@ -55,8 +56,10 @@ from advlab.attacks.base import frozen_parameters
 STEPS = (1e-2, 1e-3, 1e-4)
 #: the probes' base points lie in [INSET, 1 - INSET], so that x +- h v stays in the box for every h in STEPS
 INSET = 0.02
-#: samples, random directions per base point
+#: samples (per batch, at most), random directions per base point
 SAMPLES, DIRECTIONS = 8, 4
+#: samples probed at once: the probe stops after a chunk once :data:`FD_MIN` unreliable samples are found
+PROBE_CHUNK = 4
 #: a sample's median relative disagreement at its best step size above which its gradient is unreliable, and the
 #: unreliable samples (of :data:`SAMPLES`) at which the check fails
 FD_THRESHOLD, FD_MIN = 0.05, 2

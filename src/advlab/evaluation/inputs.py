@@ -169,25 +169,15 @@ def with_predicted_labels(data: Indexed, model: nn.Module) -> Indexed:
 
 
 def open_spec(model: nn.Module, spec: str, batch_size: int, limit: int | None = None) -> Indexed:
-    """``spec`` streamed in batches for ``model``: for a zoo model fitted to its input and with labels mapped onto its
-    classes (:func:`advlab.data.open_for_model`, the same path as the CLI's), checked batch by batch; as it is for
-    any other model."""
+    """``spec`` streamed in batches for ``model``: for a zoo model :func:`advlab.zoo.open_data` (the CLI's path: fitted
+    to its input, labels mapped onto its classes), each batch checked as it is read; as it is for any other model."""
     from advlab import data as data_mod
     from advlab import zoo
 
     info = getattr(model, "info", None)
     if not isinstance(info, zoo.ModelInfo):
         return data_mod.open(spec, batch_size, limit=limit)
-    opened = data_mod.open_for_model(
-        spec,
-        input_size=info.data_size,
-        channels=info.channels,
-        class_names=info.data_classes,
-        batch_size=batch_size,
-        limit=limit,
-    )
-    zoo.check_labels(info, opened.labels(), what=f"data {spec!r}")
-    return _Checked(opened, info, f"data {spec!r}")
+    return _Checked(zoo.open_data(spec, info, batch_size, limit=limit), info, f"data {spec!r}")
 
 
 class _Checked:
@@ -214,7 +204,7 @@ def predicted_labels(model: nn.Module, x: torch.Tensor, batch_size: int = 256) -
     Outputs of the wrong shape or NaN / infinite logits are an :class:`AdvlabError`."""
     from advlab import zoo
     from advlab.device import device_of
-    from advlab.evaluation.diagnostics import require_finite
+    from advlab.evaluation.probes import require_finite
 
     dev, out = device_of(model), []
     with torch.inference_mode():

@@ -6,9 +6,11 @@ from typing import Any
 
 from advlab.attacks.apgd import APGD, APGDT
 from advlab.attacks.base import Attack
+from advlab.attacks.blackbox import Square
+from advlab.attacks.fab import FABT
 from advlab.errors import AdvlabError
 
-PRESETS = ("reliable", "fast")
+PRESETS = ("reliable", "fast", "autoattack")
 #: the seed every preset attack gets unless the config gives one
 PRESET_SEED = 0
 
@@ -16,6 +18,8 @@ PRESET_SEED = 0
 #: the reliable preset's budget: APGD-CE steps, then APGD-T on this many MALT targets, with this many steps and
 #: random restarts each (on samples at the ball's edge a second start finds more than more steps do)
 RELIABLE_CE_STEPS, RELIABLE_TARGETS, RELIABLE_TARGET_STEPS, RELIABLE_TARGET_RESTARTS = 30, 2, 30, 2
+#: AutoAttack's standard version: iterations of APGD-CE, APGD-T and FAB-T, their targets, Square's queries and p_init
+AUTOATTACK_STEPS, AUTOATTACK_TARGETS, AUTOATTACK_QUERIES, AUTOATTACK_P_INIT = 100, 9, 5000, 0.8
 
 
 def preset_attacks(name: str, eps: float, norm: str = "linf", seed: int = PRESET_SEED) -> list[Attack]:
@@ -31,6 +35,16 @@ def preset_attacks(name: str, eps: float, norm: str = "linf", seed: int = PRESET
     DLR is invariant to scaling the logits, so a model whose softmax saturates (and whose cross-entropy gradients
     vanish) does not fool the ensemble.
     ``fast``: APGD-CE and APGD-DLR with 20 steps each: a quick estimate, not a bound to publish.
+    ``autoattack``: AutoAttack's standard version (Croce & Hein 2020) for L-inf and L2, in its order: APGD-CE
+    (100 steps, 1 run from a random start, rho 0.75), APGD-T (targeted DLR, 100 steps, against the 9 most likely wrong
+    classes by clean logits in turn), FAB-T (:class:`advlab.attacks.FABT`: 100 steps, the same 9 targets, alpha_max
+    0.1, eta 1.05, beta 0.9, the first run from the clean point), Square (5,000 queries, p_init 0.8), each on the
+    samples the earlier ones left unbroken. Differences from the ``autoattack`` package, none in the budget: the
+    random starts and Square's draws are advlab's (per image, from the seed), not torch's global generator; APGD's
+    L-inf start is uniform in the cube (AutoAttack scales its uniform draw so that its largest coordinate is eps);
+    every attack stops each sample at its first success within eps where AutoAttack runs its iterations out (the same
+    verdict: a success at any iterate counts in both); FAB-T's restarts (none here) draw advlab's random points.
+    AutoAttack's L1 version (APGD with its own L1 step and sparsity schedule) is not implemented: L1 is refused.
     """
     if name == "reliable":
         return [
@@ -49,6 +63,19 @@ def preset_attacks(name: str, eps: float, norm: str = "linf", seed: int = PRESET
         return [
             APGD(eps=eps, norm=norm, steps=20, loss="ce", seed=seed),
             APGD(eps=eps, norm=norm, steps=20, loss="dlr", seed=seed),
+        ]
+    if name == "autoattack":
+        if norm not in ("linf", "l2"):
+            raise AdvlabError(
+                f"preset 'autoattack' is AutoAttack's standard version for linf and l2, not {norm}; "
+                "its L1 version is not implemented (use another preset, or your own attacks)"
+            )
+        steps, targets = AUTOATTACK_STEPS, AUTOATTACK_TARGETS
+        return [
+            APGD(eps=eps, norm=norm, steps=steps, loss="ce", restarts=1, rho=0.75, seed=seed),
+            APGDT(eps=eps, norm=norm, steps=steps, n_targets=targets, targets="logits", restarts=1, seed=seed),
+            FABT(eps=eps, norm=norm, steps=steps, n_targets=targets, restarts=1, seed=seed),
+            Square(eps=eps, norm=norm, max_queries=AUTOATTACK_QUERIES, p_init=AUTOATTACK_P_INIT, seed=seed),
         ]
     raise AdvlabError(f"unknown preset {name!r}; choose from {', '.join(PRESETS)}")
 

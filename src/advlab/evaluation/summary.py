@@ -10,9 +10,12 @@ ones, C the clean-correct ones, B the broken ones):
     prediction_change_rate     = |adv pred != clean pred| / N
 
 On a correct sample "broken" and "adversarial prediction wrong" are the same event, so robust_accuracy is
-:func:`~advlab.evaluation.metrics.robust_accuracy`. With every sample labelled |L| = N. With the default (only
-C attacked) the two success rates coincide. Research note 003's table appears to label its last two columns the other
-way round: its "prediction change rate" equals (clean - remnant) / clean, i.e. the strict rate here. Norms
+:func:`~advlab.evaluation.metrics.robust_accuracy`. For a randomized model (the plan found it) clean_accuracy and
+robust_accuracy are the expected ones over fresh draws (:func:`~advlab.evaluation.metrics.expected_accuracy` of the
+per-sample fractions), and ``single_draw`` keeps the cascade's one draw. With every sample labelled |L| = N. With the
+default (only C attacked) the two success rates coincide. Research note 003's table appears to label its last two
+columns the other way round: its "prediction change rate" equals (clean - remnant) / clean, i.e. the strict rate here.
+Norms
 are of the successful perturbations, in [0, 1] pixel units; confidences are softmax probabilities.
 """
 
@@ -27,8 +30,9 @@ import torch
 
 from advlab.errors import AdvlabError
 from advlab.evaluation import checks as sanity_checks
-from advlab.evaluation import diagnostics, gradients, metrics
+from advlab.evaluation import diagnostics, gradients, indicators, metrics
 from advlab.evaluation.cascade import BatchResult
+from advlab.evaluation.diagnostics import Findings
 from advlab.threat import eps_text
 
 
@@ -48,13 +52,15 @@ CLASS_LINES = 10
 class Headline:
     """The number a report shows first: ``name`` ("robust accuracy"), its ``value`` in [0, 1] and its 95% Wilson
     interval [``low``, ``high``] (:func:`~advlab.evaluation.metrics.wilson_interval`) of ``hits`` out of
-    ``samples``, the samples the rate counts (the labelled ones)."""
+    ``samples``, the samples the rate counts (the labelled ones). For a randomized model ``hits`` is the expected
+    number over draws (a sum of per-sample fractions; the interval treats it as a count, which is conservative:
+    a fraction varies less than a 0/1 outcome of the same mean)."""
 
     name: str
     value: float
     low: float
     high: float
-    hits: int
+    hits: float
     samples: int
 
 
@@ -63,8 +69,11 @@ class EvalReport:
     """What ``evaluate`` measured. Rates are fractions in [0, 1]; norms in [0, 1] pixel units.
 
     ``samples`` holds the per-sample columns (see :class:`BatchResult`); ``x_adv`` the worst-case inputs
-    when ``keep_adversarials=True`` (unbroken samples keep their clean image). ``warnings``: what lowers trust in
-    the number, one line each; ``adaptations``: what the evaluation changed about the attacks, one line each;
+    when ``keep_adversarials=True`` (unbroken samples keep their clean image; every broken one is misclassified there by
+    the model called as a user calls it, inside the ball and the box). ``findings``: what the probe found before the
+    first batch; a randomized model's ``clean_accuracy`` and ``robust_accuracy`` are expected over draws
+    (``expected_accuracy`` adds the worst case), ``single_draw`` the cascade's one draw. ``warnings``: what lowers trust
+    in the number, one line each; ``adaptations``: what the evaluation changed about the attacks, one line each;
     :attr:`trust` is ``"high"`` without a warning, else ``"low"`` (the words: :mod:`advlab.evaluation.diagnostics`).
     """
 
@@ -88,6 +97,8 @@ class EvalReport:
     x_adv: torch.Tensor | None = None
     adaptations: list[str] = dataclasses.field(default_factory=list)
     expected_accuracy: dict[str, float] | None = None
+    findings: Findings = dataclasses.field(default_factory=Findings)
+    single_draw: dict[str, float] | None = None
 
     @property
     def trust(self) -> str:
@@ -97,13 +108,33 @@ class EvalReport:
     @property
     def headline(self) -> Headline:
         """Robust accuracy over the labelled samples with its 95% Wilson interval: the number read first. For a
-        randomized model it is the same number (the cascade's draws); the expected accuracy over fresh draws is in
-        the details (:attr:`expected_accuracy`). What the headline is, is decided here and only here."""
+        randomized model it is the expected robust accuracy over fresh draws (``single_draw`` holds one draw's).
+        What the headline is, is decided here and only here."""
         s = self.samples
-        hits = int(metrics.robust(s.y, s.clean_pred, s.adv_pred).sum())
         counted = int(metrics.labelled(s.y).sum())
-        low, high = metrics.wilson_interval(hits, counted)
-        return Headline("robust accuracy", self.robust_accuracy, low, high, hits, counted)
+        if self.findings.randomized:
+            hits: float = float(s.expected_robust.double()[metrics.labelled(s.y)].sum())
+            draws = int(self.expected_accuracy["draws"]) if self.expected_accuracy else 0
+            name = f"robust accuracy (expected over {draws} draws)"
+        else:
+            hits, name = int(metrics.robust(s.y, s.clean_pred, s.adv_pred).sum()), "robust accuracy"
+        low, high = metrics.wilson_interval(hits, counted)  # type: ignore[arg-type]
+        return Headline(name, self.robust_accuracy, low, high, hits, counted)
+
+    @property
+    def indicators(self) -> list[dict[str, Any]]:
+        """The indicators of attack failure that fired (:mod:`advlab.evaluation.indicators`): name, on how many
+        samples, and the remedy applied."""
+        return indicators.summary(self.samples.indicators)
+
+    @property
+    def active_test(self) -> dict[str, int] | None:
+        """The active test (:mod:`advlab.evaluation.active`): ``found`` of ``tested`` planted adversarial examples
+        (``skipped``: samples whose task could not be built); None where it did not run."""
+        c = self.samples.checks
+        if "active_tested" not in c:
+            return None
+        return {k: int(c.get(f"active_{k}", 0)) for k in ("found", "tested", "skipped")}
 
     @property
     def trust_reason(self) -> str:
@@ -120,13 +151,18 @@ class EvalReport:
         out = []
         for c in sorted(set(s.y[metrics.labelled(s.y)].tolist())):
             of_class = s.y == c
+            if self.findings.randomized:  # expected over draws, as the headline
+                clean_acc = float(s.expected_clean.double()[of_class].mean())
+                robust_acc = float(s.expected_robust.double()[of_class].mean())
+            else:
+                clean_acc, robust_acc = metrics.rate(correct, of_class), metrics.rate(robust, of_class)
             out.append(
                 {
                     "class": c,
                     **({"name": class_names[c]} if class_names is not None and c < len(class_names) else {}),
                     "samples": int(of_class.sum()),
-                    "clean_accuracy": metrics.rate(correct, of_class),
-                    "robust_accuracy": metrics.rate(robust, of_class),
+                    "clean_accuracy": clean_acc,
+                    "robust_accuracy": robust_acc,
                 }
             )
         return out
@@ -151,7 +187,7 @@ class EvalReport:
 
     def to_dict(self) -> dict[str, Any]:
         """The summary as plain JSON-able values (no per-sample tensors), with ``trust`` and the passes per image."""
-        skip = {"samples", "x_adv"}
+        skip = {"samples", "x_adv", "findings"}
         out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name not in skip}
         return {
             **out,
@@ -159,6 +195,8 @@ class EvalReport:
             "forwards_per_image": round(self.forwards_per_image, 3),
             "backwards_per_image": round(self.backwards_per_image, 3),
             "headline": dataclasses.asdict(self.headline),
+            "indicators": self.indicators,
+            "active_test": self.active_test,
             "trust_reason": self.trust_reason,
             "per_class": self.per_class(),
             "diagnostics": self.diagnostics,
@@ -166,10 +204,13 @@ class EvalReport:
 
     @property
     def diagnostics(self) -> dict[str, Any]:
-        """The checks with their measured values (merged over batches, e.g. ``noise_broke``, ``fd_unreliable``,
-        ``steps_weak``, ``gradient_free_broke``), the failed gradient checks, the warnings and the adaptations."""
+        """The probe's findings, the checks with their measured values (merged over batches, e.g. ``noise_broke``,
+        ``fd_unreliable``, ``steps_weak``, ``gradient_free_broke``), the failed gradient checks, the warnings and the
+        adaptations."""
         checks = {k: round(v, 6) for k, v in sorted(self.samples.checks.items())}
         return {
+            "findings": self.findings.to_dict(),
+            "indicators": self.indicators,
             "checks": checks,
             "failed_gradient_checks": sanity_checks.failed_gradient_checks(self.samples.checks),
             "warnings": self.warnings,
@@ -179,19 +220,19 @@ class EvalReport:
     def robustbench(self, name: str, dataset: str) -> dict[str, Any]:
         """An entry with RobustBench's ``model_info`` fields that apply: ``name``, ``dataset``, ``eps`` as a string
         ("8/255"), ``clean_acc`` and the robust accuracy as percent strings with two decimals,
-        ``number_forward_passes`` (per prediction: 1, advlab models are one forward), plus what RobustBench does
-        not have: the threat model, the number of examples, the attacks that ran with their configs, the attack
-        cost in forward and backward passes per image, ``trust``, the warnings and the adaptations. The robust
-        accuracy is advlab's, not AutoAttack's, so it is ``robust_acc``, never ``autoattack_acc``; for a randomized
-        model both accuracies are the expected ones over draws (``expected_accuracy``)."""
+        ``number_forward_passes`` (per prediction: 1, advlab models are one forward), plus what RobustBench does not
+        have: the threat model, the number of examples, the attacks that ran with their configs, the attack cost in
+        forward and backward passes per image, ``trust``, the warnings and the adaptations. The robust accuracy is
+        advlab's, not AutoAttack's, so it is ``robust_acc``, never ``autoattack_acc``; for a randomized model both
+        accuracies are the expected ones over draws (as :attr:`clean_accuracy` and :attr:`robust_accuracy`)."""
         threat = {"linf": "Linf", "l2": "L2", "l1": "L1"}.get(self.norm or "", self.norm)
         return {
             "name": name,
             "dataset": dataset,
             "threat_model": threat,
             "eps": eps_text(self.eps) if self.eps is not None else None,
-            "clean_acc": f"{100 * (e['clean'] if (e := self.expected_accuracy) else self.clean_accuracy):.2f}",
-            "robust_acc": f"{100 * (e['robust'] if e else self.robust_accuracy):.2f}",
+            "clean_acc": f"{100 * self.clean_accuracy:.2f}",
+            "robust_acc": f"{100 * self.robust_accuracy:.2f}",
             "number_forward_passes": 1,
             "n_examples": self.n,
             "attacks": [a["config"] for a in self.per_attack],
@@ -205,7 +246,7 @@ class EvalReport:
     def rows(self, class_names: Sequence[str] | None = None) -> list[dict[str, Any]]:
         """One dict per sample (for a CSV): index, label, predictions, confidences, norms, broken by."""
         s = self.samples
-        names = [*self.attacks, "noise-check", "square-check"]
+        names = [*self.attacks, "noise-check", "square-check", "longer-runs"]
         out = []
         for i in range(self.n):
             b = int(s.broken_by[i])
@@ -223,6 +264,7 @@ class EvalReport:
                 "linf": round(float(s.linf[i]), 6),
                 "forwards": int(s.forwards[i]),
                 "backwards": int(s.backwards[i]),
+                "indicators": " ".join(n for n, bit in indicators.NAMES.items() if int(s.indicators[i]) & bit),
             }
             if class_names is not None:
                 row["label_name"] = class_names[row["label"]] if row["label"] >= 0 else ""
@@ -241,7 +283,7 @@ class EvalReport:
         its :attr:`trust_reason` (with how many warnings the details hold)."""
         h = self.headline
         threat = f"{self.norm} eps {eps_text(self.eps)}" if self.eps is not None else "no eps bound"
-        of = f"{h.hits} of {h.samples} labelled samples" + (f", {self.n} in all" if h.samples != self.n else "")
+        of = f"{h.hits:.4g} of {h.samples} labelled samples" + (f", {self.n} in all" if h.samples != self.n else "")
         more = len(self.warnings)
         why = f", because {self.trust_reason}" if more else f" ({self.trust_reason})"
         listed = f" ({more} warning{'s' if more > 1 else ''} below)" if more else ""
@@ -295,18 +337,23 @@ class EvalReport:
                 f"robust after {a['robust_accuracy_after']:7.2%}  grads {a['gradient_evaluations']:>8}  "
                 f"{a['seconds']:.1f} s"
             )
+        if (t := self.active_test) is not None:
+            lines.append(
+                f"  active test                 found {t['found']} of {t['tested']} planted adversarial examples"
+            )
         lines += [f"  adapted: {a}" for a in self.adaptations]
+        lines += [f"  indicator: {i['indicator']} on {i['samples']} samples: {i['remedy']}" for i in self.indicators]
         lines += [f"  warning: {w}" for w in self.warnings]
         return lines
 
     def _expected_lines(self) -> list[str]:
         """The expected accuracy over draws (a randomized model), as one line of :meth:`format`; else none."""
-        e = self.expected_accuracy
-        if e is None:
+        e, one = self.expected_accuracy, self.single_draw
+        if e is None or one is None:
             return []
         return [
-            f"  expected over {e['draws']} draws clean {e['clean']:.2%}, robust {e['robust']:.2%} "
-            f"(worst case {e['robust_worst_case']:.2%})"
+            f"  (expected over {e['draws']} draws; worst case {e['robust_worst_case']:.2%}, robust in every draw; one "
+            f"draw: clean {one['clean']:.2%}, robust {one['robust']:.2%})"
         ]
 
 
@@ -334,8 +381,18 @@ def _per_attack(samples: BatchResult, attacks: Sequence[Named]) -> list[dict[str
             f"Square(max_queries={gradients.GRADIENT_FREE_QUERIES}) on the samples left unbroken, "
             "run because a gradient check failed",
         ),
+        len(attacks) + 2: (
+            "longer-runs",
+            f"the attacks again with {indicators.MORE_STEPS}x their steps on the samples whose loss was still "
+            "improving when their budget ran out",
+        ),
     }
-    for i, row in enumerate(samples.attack_stats.tolist()):
+    rows = samples.attack_stats.tolist()
+    order = [*range(len(attacks)), *range(len(attacks) + 2, len(rows)), len(attacks), len(attacks) + 1]  # as they ran
+    for i in order:
+        if i >= len(rows):
+            continue
+        row = rows[i]
         if i >= len(attacks) and row[0] == 0:
             continue
         remaining -= int((correct & (samples.broken_by == i)).sum())
@@ -355,34 +412,45 @@ def _per_attack(samples: BatchResult, attacks: Sequence[Named]) -> list[dict[str
     return out
 
 
-def _expected(s: BatchResult) -> dict[str, float] | None:
+def _expected(s: BatchResult, findings: Findings, draws: int) -> dict[str, float] | None:
     """For a randomized model (EOT applied): expected clean and robust accuracy over the draws, and the worst case."""
-    if s.checks.get(diagnostics.EOT_KEY, 0) <= 0:
+    if not findings.randomized:
         return None
     return {
         "clean": metrics.expected_accuracy(s.expected_clean, s.y),
         "robust": metrics.expected_accuracy(s.expected_robust, s.y),
         "robust_worst_case": metrics.expected_accuracy(s.always_robust.float(), s.y),
-        "draws": diagnostics.ACCURACY_DRAWS,
+        "draws": draws,
     }
 
 
 def summarize(
-    parts: Sequence[BatchResult], attacks: Sequence[Named], eps: float | None, norm: str | None, seconds: float
+    parts: Sequence[BatchResult],
+    attacks: Sequence[Named],
+    eps: float | None,
+    norm: str | None,
+    seconds: float,
+    findings: Findings | None = None,
+    draws: int = diagnostics.ACCURACY_DRAWS,
 ) -> EvalReport:
-    """Merge per-batch results (in batch order) into one :class:`EvalReport`; rates from :mod:`metrics`."""
+    """Merge per-batch results (in batch order) into one :class:`EvalReport`; rates from :mod:`metrics`. ``findings``:
+    what the evaluation's probe found (:class:`~advlab.evaluation.diagnostics.Findings`; None: nothing); ``draws``: a
+    randomized model's draws per sample (``Plan.draws``)."""
     if not parts:
         raise AdvlabError("nothing to evaluate: the data is empty")
+    findings = findings if findings is not None else Findings()
     samples, x_adv = _merge(parts)
     y, cp, ap, broken = samples.y, samples.clean_pred, samples.adv_pred, samples.broken
     correct, robust = metrics.clean_correct(y, cp), metrics.robust(y, cp, ap)
+    expected = _expected(samples, findings, draws)
+    single = {"clean": metrics.clean_accuracy(y, cp), "robust": metrics.robust_accuracy(y, cp, ap)}
     return EvalReport(
         n=len(y),
         eps=eps,
         norm=norm,
         attacks=[a.label for a in attacks],
-        clean_accuracy=metrics.clean_accuracy(y, cp),
-        robust_accuracy=metrics.robust_accuracy(y, cp, ap),
+        clean_accuracy=expected["clean"] if expected else single["clean"],
+        robust_accuracy=expected["robust"] if expected else single["robust"],
         attack_success_rate=metrics.attack_success_rate(broken, samples.attacked),
         strict_attack_success_rate=metrics.strict_attack_success_rate(y, cp, ap),
         prediction_change_rate=metrics.prediction_change_rate(cp, ap),
@@ -396,9 +464,13 @@ def summarize(
         forward_evaluations=int(samples.forwards.sum()),
         seconds=round(seconds, 4),
         per_attack=_per_attack(samples, attacks),
-        warnings=sanity_checks.check_warnings(samples.checks) + diagnostics.fallback_warning(samples.checks),
+        warnings=diagnostics.finding_warnings(findings)
+        + sanity_checks.check_warnings(samples.checks, findings)
+        + indicators.warnings(samples.indicators, samples.checks),
         samples=samples,
         x_adv=x_adv,
-        adaptations=diagnostics.adaptations(samples.checks),
-        expected_accuracy=_expected(samples),
+        adaptations=diagnostics.adaptations(findings),
+        expected_accuracy=expected,
+        findings=findings,
+        single_draw=single if expected else None,
     )

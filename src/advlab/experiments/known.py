@@ -203,6 +203,17 @@ SUITE: dict[str, tuple[Callable[[str], Attack], tuple[str, ...], dict[str, Expec
         ("l2", "linf"),
         {"linear": Expect(0.05, 0.99), "maxout": Expect(0.05, 0.6)},
     ),
+    # FAB oversteps by eta = 1.05, refined by its backward steps to 1.005 on the linear problem (seeds 0-2)
+    "fab": (
+        lambda norm: _attack("fab", norm=norm),
+        ("l2", "linf"),
+        {"linear": Expect(0.01, 0.99), "maxout": Expect(0.01, 0.6)},
+    ),
+    "fab-l1": (
+        lambda norm: _attack("fab", norm=norm),
+        ("l1",),
+        {"linear": Expect(0.03, 0.9), "maxout": Expect(0.05, 0.55)},
+    ),
 }
 
 

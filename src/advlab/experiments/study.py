@@ -31,8 +31,9 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -43,16 +44,19 @@ from advlab.device import device_of
 from advlab.errors import AdvlabError
 from advlab.evaluation import metrics
 from advlab.evaluation.checks import CHECK_SAMPLES, zero_gradient_fraction
+from advlab.evaluation.inputs import Indexed
 from advlab.work import Work
 
 __all__ = [
     "CHECK_SAMPLES",
+    "DenseAdversarials",
     "TABLE_NOTE",
     "Outcome",
     "Row",
     "Setting",
     "adversarials",
     "default_settings",
+    "dense_adversarials",
     "markdown",
     "mcnemar",
     "measure",
@@ -170,6 +174,65 @@ def adversarials(model: nn.Module, attack: Attack, x: torch.Tensor, y: torch.Ten
     )
 
 
+def _attacked(model: nn.Module, attack: Attack, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """One batch's x_adv on the CPU (untargeted, labels ``y``)."""
+    dev = device_of(model)
+    return attack(model, x.to(dev), y.to(dev)).x_adv.cpu()
+
+
+def _stream(data: Indexed) -> Iterator[tuple[int, torch.Tensor, torch.Tensor]]:
+    """``(b, x, y)`` of every batch of ``data`` in order, the next one read in a background thread while this one
+    is in use (:class:`advlab.evaluation.inputs.Source`: at most one batch ahead)."""
+    from advlab.evaluation.inputs import Source
+
+    yield from Source(data).select(lambda b: True)
+
+
+class DenseAdversarials:
+    """The undefended model's adversarial images, batch by batch in the data's batching (``batch(b)``), for the
+    transfer column of every row. Kept in memory for in-memory data; for streamed data (``folder``) written to
+    one file per batch there and read back batch by batch, so that memory holds one batch of them at a time."""
+
+    def __init__(self, folder: Path | None = None) -> None:
+        self.folder, self._count = folder, 0
+        self._kept: list[torch.Tensor] = []
+
+    @classmethod
+    def of(cls, x_adv: torch.Tensor, batch_size: int) -> DenseAdversarials:
+        """``x_adv`` (N, C, H, W) in memory, in batches of ``batch_size``."""
+        dense = cls()
+        for part in x_adv.split(batch_size):
+            dense.add(part)
+        return dense
+
+    def add(self, x_adv: torch.Tensor) -> None:
+        if self.folder is None:
+            self._kept.append(x_adv)
+        else:
+            torch.save(x_adv.contiguous(), self.folder / f"dense_{self._count:06d}.pt")
+        self._count += 1
+
+    def __len__(self) -> int:
+        return self._count
+
+    def batch(self, b: int) -> torch.Tensor:
+        if self.folder is None:
+            return self._kept[b]
+        out = torch.load(self.folder / f"dense_{b:06d}.pt", weights_only=True)
+        assert isinstance(out, torch.Tensor)
+        return out
+
+
+def dense_adversarials(
+    model: nn.Module, attack: Attack, data: Indexed, folder: Path | None = None
+) -> DenseAdversarials:
+    """``attack`` on the undefended ``model``, batch by batch over ``data`` (see :class:`DenseAdversarials`)."""
+    dense = DenseAdversarials(folder)
+    for _, x, y in _stream(data):
+        dense.add(_attacked(model, attack, x, y))
+    return dense
+
+
 @dataclass
 class Outcome:
     """A row and the per-sample correctness behind it (kept for the paired tests and for resuming)."""
@@ -217,23 +280,28 @@ def _defended(
 def measure(
     model: nn.Module,
     setting: Setting,
-    x: torch.Tensor,
+    x: torch.Tensor | Indexed,
     y: torch.Tensor,
     attack: Attack,
-    dense_adv: torch.Tensor,
+    dense_adv: torch.Tensor | DenseAdversarials,
     base: Outcome | None,
     *,
     calibration: torch.Tensor | None = None,
     batch_size: int = 256,
 ) -> Outcome:
     """Build the defended model for ``setting`` and measure one row (see the module docstring); every rate
-    comes from :mod:`advlab.evaluation.metrics`."""
+    comes from :mod:`advlab.evaluation.metrics`. ``x``: the images, or batches of them read one at a time
+    (:class:`advlab.data.Batches`; ``dense_adv`` then in the same batching), with labels ``y`` (N,; the batches'
+    own labels are the ones used); only per-sample predictions are kept, and the first :data:`CHECK_SAMPLES`
+    images for the zero-gradient check."""
+    from advlab.evaluation.inputs import _Pair
+
     t0 = time.perf_counter()
     defended, changed, details = _defended(model, setting, calibration)
-    n = len(y)
-    clean = _predict(defended, x, batch_size)
-    adv = _predict(defended, adversarials(defended, attack, x, y, batch_size), batch_size)
-    transfer = _predict(defended, dense_adv, batch_size)
+    data = _Pair(x, y, batch_size) if isinstance(x, torch.Tensor) else x
+    dense = dense_adv if isinstance(dense_adv, DenseAdversarials) else DenseAdversarials.of(dense_adv, batch_size)
+    fill = setting.defense == "none" and len(dense) == 0  # the undefended row makes the dense adversarials
+    (clean, adv, transfer, y), (check_x, check_y) = _passed(defended, attack, data, dense, batch_size, fill=fill)
     correct, robust, t_robust = (
         metrics.clean_correct(y, clean),
         metrics.robust(y, clean, adv),
@@ -244,23 +312,48 @@ def measure(
         defense=setting.defense,
         value=setting.value,
         changed_fraction=changed,
-        n=n,
+        n=len(y),
         clean_accuracy=metrics.clean_accuracy(y, clean),
-        clean_ci=wilson(int(correct.sum()), n),
+        clean_ci=wilson(int(correct.sum()), len(y)),
         robust_accuracy=metrics.robust_accuracy(y, clean, adv),
-        robust_ci=wilson(int(robust.sum()), n),
+        robust_ci=wilson(int(robust.sum()), len(y)),
         prediction_change_rate=metrics.prediction_change_rate(clean, adv),
         strict_attack_success_rate=metrics.strict_attack_success_rate(y, clean, adv),
         transfer_robust_accuracy=metrics.robust_accuracy(y, clean, transfer),
-        transfer_ci=wilson(int(t_robust.sum()), n),
+        transfer_ci=wilson(int(t_robust.sum()), len(y)),
         transfer_strict_attack_success_rate=metrics.strict_attack_success_rate(y, clean, transfer),
         p_clean=mcnemar(base.clean_correct, correct) if base is not None else None,
         p_robust=mcnemar(base.robust_correct, robust) if base is not None else None,
-        zero_gradient=zero_gradient_fraction(defended, x, y),
+        zero_gradient=zero_gradient_fraction(defended, check_x, check_y),
         seconds=round(time.perf_counter() - t0, 3),
         details=details,
     )
     return Outcome(row, correct, robust)
+
+
+def _passed(
+    defended: nn.Module, attack: Attack, data: Indexed, dense: DenseAdversarials, batch_size: int, *, fill: bool
+) -> tuple[tuple[torch.Tensor, ...], tuple[torch.Tensor, torch.Tensor]]:
+    """One pass over ``data``: per batch the defended model's clean predictions, its predictions on ``attack`` run
+    on it and on the undefended model's adversarials ``dense``, and the labels ((N,) each, on the CPU); and the
+    first :data:`CHECK_SAMPLES` images and labels (the zero-gradient check's). ``fill``: ``defended`` is the
+    undefended model, whose adversarials are the dense ones: they are added to ``dense`` as they are made."""
+    cols: dict[str, list[torch.Tensor]] = {"clean": [], "adv": [], "transfer": [], "y": []}
+    check_x: list[torch.Tensor] = []
+    check_y: list[torch.Tensor] = []
+    for b, xb, yb in _stream(data):
+        x_adv = _attacked(defended, attack, xb, yb)
+        if fill:
+            dense.add(x_adv)
+        cols["clean"].append(_predict(defended, xb, batch_size))
+        cols["adv"].append(_predict(defended, x_adv, batch_size))
+        cols["transfer"].append(cols["adv"][-1] if fill else _predict(defended, dense.batch(b), batch_size))
+        cols["y"].append(yb.cpu())
+        if sum(len(c) for c in check_x) < CHECK_SAMPLES:
+            check_x.append(xb[:CHECK_SAMPLES])
+            check_y.append(yb[:CHECK_SAMPLES])
+    columns = tuple(torch.cat(cols[k]) for k in ("clean", "adv", "transfer", "y"))
+    return columns, (torch.cat(check_x), torch.cat(check_y))
 
 
 def _with_tests(outcomes: dict[int, Outcome]) -> list[Outcome]:
@@ -281,7 +374,7 @@ def _with_tests(outcomes: dict[int, Outcome]) -> list[Outcome]:
 
 def sweep(
     model: nn.Module,
-    x: torch.Tensor,
+    x: torch.Tensor | Indexed,
     y: torch.Tensor,
     settings: Sequence[Setting],
     attack: Attack,
@@ -289,8 +382,16 @@ def sweep(
     calibration: torch.Tensor | None = None,
     batch_size: int = 256,
     work: Work[Outcome] | None = None,
+    spill: Path | None = None,
 ) -> list[Outcome]:
     """Measure the undefended model and then every setting, on the same ``x``, ``y`` and attack seed.
+
+    ``x``: the images (N, C, H, W) in [0, 1], or batches of them read one at a time (:class:`advlab.data.Batches`:
+    each row is then one pass over the data, batch by batch, keeping per-sample predictions only), with labels
+    ``y`` (N,). The undefended model's adversarial images (the transfer column of every row) are those of row 0,
+    made while it is measured (in a pass of their own when row 0 was measured earlier or is in another shard); for
+    streamed data they are written to the folder ``spill`` (None: kept in memory), one file per batch, and read
+    back batch by batch by each later row.
 
     The first outcome (row 0) is always the undefended model (the paired tests compare against it); row i > 0 is
     the i-th setting that is not "none". ``work``: one unit per row: ``work.done`` holds outcomes finished
@@ -300,7 +401,10 @@ def sweep(
     gets its McNemar tests when the rows are merged (a later call whose ``done`` holds row 0): the tests
     depend only on the saved per-sample correctness, so the merged table equals a single-process one.
     """
-    if len(x) != len(y) or len(y) == 0:
+    from advlab.evaluation.inputs import _Pair
+
+    n = len(x) if isinstance(x, torch.Tensor) else getattr(x, "count", len(y))
+    if n != len(y) or len(y) == 0:
         raise AdvlabError("the study needs a non-empty sample set with one label per image")
     rows = [Setting("none"), *[s for s in settings if s.defense != "none"]]
     for s in rows:
@@ -308,11 +412,14 @@ def sweep(
     work = work if work is not None else Work()
     out = work.finished()
     wanted = [i for i in range(len(rows)) if work.wants(i)]
-    dense_adv = adversarials(model, attack, x, y, batch_size) if wanted else None
+    data = _Pair(x, y, batch_size) if isinstance(x, torch.Tensor) else x
+    folder = None if isinstance(x, torch.Tensor) else spill
+    # the undefended row's adversarials are the dense ones: made while it is measured, else in a pass of their own
+    made = 0 in wanted or not wanted
+    dense = DenseAdversarials(folder) if made else dense_adversarials(model, attack, data, folder)
     for i in work.todo(wanted):
-        assert dense_adv is not None
         out[i] = measure(
-            model, rows[i], x, y, attack, dense_adv, out.get(0), calibration=calibration, batch_size=batch_size
+            model, rows[i], data, y, attack, dense, out.get(0), calibration=calibration, batch_size=batch_size
         )
         work.record(i, out[i])
     return _with_tests(out)

@@ -28,13 +28,17 @@ also for models trained on disjoint data. Every rate comes with its counts and a
 ``Ensemble`` (Liu et al. 2017, "Delving into transferable adversarial examples") attacks several surrogates at
 once: it averages their logits, z(x) = sum_i w_i z_i(x) (the logit fusion Dong et al. 2018 found to transfer
 best; Liu et al. fused softmax outputs), so the attack must fool all of them together.
+
+Every count is a sum over samples, so the matrix is built batch by batch (:func:`transfer_matrix_batches`): of a
+batch only its per-sample outcomes are kept (C_t membership, fooled flags, true-class probabilities), never its
+images or adversarial examples.
 """
 
 from __future__ import annotations
 
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -53,7 +57,15 @@ from advlab.threat import eps_text
 #: random points per sample in the noise baseline (the attack's PGD-10 makes 10 gradient steps)
 NOISE_TRIES = 10
 
-__all__ = ["NOISE_TRIES", "Ensemble", "Resized", "TransferMatrix", "eps_text", "transfer_matrix"]
+__all__ = [
+    "NOISE_TRIES",
+    "Ensemble",
+    "Resized",
+    "TransferMatrix",
+    "eps_text",
+    "transfer_matrix",
+    "transfer_matrix_batches",
+]
 
 #: models with their names, in order: ``[("digits-cnn", model), ...]``
 NamedModels = Sequence[tuple[str, nn.Module]]
@@ -272,32 +284,17 @@ def _fit(model: nn.Module, x: torch.Tensor, name: str) -> nn.Module:
     return model if tuple(x.shape[-2:]) == (size, size) else Resized(model, size)
 
 
-def _logits(model: nn.Module, x: torch.Tensor, batch_size: int) -> torch.Tensor:
-    dev = device_of(model)
+def _logits(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """``model``'s logits on the batch ``x`` (CPU, float32), without gradients."""
     with torch.no_grad():
-        return torch.cat([model(x[i : i + batch_size].to(dev)).float().cpu() for i in range(0, len(x), batch_size)])
+        return model(x.to(device_of(model))).float().cpu()
 
 
-def _run(
-    model: nn.Module, attack: Attack, x: torch.Tensor, y: torch.Tensor, batch_size: int
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """``attack`` on ``model`` batch by batch: (x_adv, the model's logits on x_adv), both on the CPU."""
+def _run(model: nn.Module, attack: Attack, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``attack`` on ``model`` on the batch ``x``: (x_adv, the model's logits on x_adv), both on the CPU."""
     dev = device_of(model)
-    xs, zs = [], []
-    for i in range(0, len(x), batch_size):
-        r = attack(model, x[i : i + batch_size].to(dev), y[i : i + batch_size].to(dev))
-        xs.append(r.x_adv.cpu())
-        zs.append(r.logits.float().cpu())
-    return torch.cat(xs), torch.cat(zs)
-
-
-def _counts(y: torch.Tensor, z_clean: torch.Tensor, z_adv: torch.Tensor) -> tuple[int, float | None]:
-    """(fooled among the clean-correct samples, mean true-class probability drop over them), from the logits."""
-    correct = metrics.clean_correct(y, z_clean.argmax(1))
-    fooled = int(metrics.fooled(y, z_clean.argmax(1), z_adv.argmax(1)).sum())
-    if not bool(correct.any()):
-        return fooled, None
-    return fooled, float((metrics.confidence(z_clean, y) - metrics.confidence(z_adv, y))[correct].mean())
+    r = attack(model, x.to(dev), y.to(dev))
+    return r.x_adv.cpu(), r.logits.float().cpu()
 
 
 def _attack_ball(attack: Attack) -> tuple[float | None, str]:
@@ -313,16 +310,10 @@ def _unique(names: Sequence[str], what: str) -> None:
         raise AdvlabError(f"{what} names must be unique; {dup[0]!r} appears twice")
 
 
-def _checked(
-    sources: NamedModels, targets: NamedModels, x: torch.Tensor, y: torch.Tensor, attack: Attack
-) -> tuple[float | None, str]:
-    """Raise AdvlabError for inputs a matrix cannot be built from; the attack's (eps, norm)."""
+def _checked(sources: NamedModels, targets: NamedModels, attack: Attack) -> tuple[float | None, str]:
+    """Raise AdvlabError for models and an attack a matrix cannot be built from; the attack's (eps, norm)."""
     if not sources or not targets:
         raise AdvlabError("a transfer matrix needs at least one source and one target")
-    if x.ndim != 4 or len(x) != len(y) or len(y) == 0:
-        raise AdvlabError("the data must be a non-empty (N, C, H, W) batch with one label per image")
-    if (y < 0).any():
-        raise AdvlabError("transfer needs a label for every image (found -1)")
     _unique([n for n, _ in sources], "source")
     _unique([n for n, _ in targets], "target")
     eps, norm = _attack_ball(attack)
@@ -333,30 +324,12 @@ def _checked(
     return eps, norm
 
 
-def _clean_logits(
-    src: list[tuple[str, nn.Module]],
-    tgt: list[tuple[str, nn.Module]],
-    n_sources: int,
-    x: torch.Tensor,
-    y: torch.Tensor,
-    batch_size: int,
-) -> dict[str, torch.Tensor]:
-    """Every model's logits on the clean ``x`` (CPU, float32), by name; raises for models with other classes."""
-    z_clean: dict[str, torch.Tensor] = {}
-    for n, m in [*src[:n_sources], *tgt]:
-        if n not in z_clean:
-            z_clean[n] = _logits(m, x, batch_size)
-    first, k0 = next((n, z.shape[1]) for n, z in z_clean.items())
-    for n, z in z_clean.items():
-        if z.shape[1] != k0:
-            raise AdvlabError(
-                f"{n} has {z.shape[1]} classes but {first} has {k0}: transfer needs models with the same classes"
-            )
-    if int(y.max()) >= k0:
-        raise AdvlabError(f"label {int(y.max())} is out of range for models with {k0} classes")
-    for n, m in src[n_sources:]:
-        z_clean[n] = _logits(m, x, batch_size)
-    return z_clean
+def _checked_batch(x: torch.Tensor, y: torch.Tensor) -> None:
+    """Raise AdvlabError for a batch a matrix cannot be counted on."""
+    if x.ndim != 4 or len(x) != len(y) or len(y) == 0:
+        raise AdvlabError("the data must be a non-empty (N, C, H, W) batch with one label per image")
+    if (y < 0).any():
+        raise AdvlabError("transfer needs a label for every image (found -1)")
 
 
 def _fitted(
@@ -377,43 +350,82 @@ def _fitted(
     return src, tgt, members
 
 
+#: a column of adversarial outcomes: ("cell", row, column), ("white-box", row) or ("noise", column)
+Key = tuple[Any, ...]
+
+
 @dataclass
-class _SourceRows:
-    """Per source (row): the fooled counts and true-class probability drops on every target, and on the source
-    itself (the white-box attack)."""
+class _Columns:
+    """The per-sample columns a matrix is counted from, one tensor per batch (nothing else is kept of a batch).
 
-    fooled: list[list[int]] = field(default_factory=list)
-    drops: list[list[float | None]] = field(default_factory=list)
-    white_box: list[int] = field(default_factory=list)
-    white_box_drops: list[float | None] = field(default_factory=list)
+    Per model (by name): ``correct`` (f(x_i) = y_i) and ``p_clean`` = p(y_i | x_i); per adversarial outcome
+    (a cell, a row's white-box attack, a target's noise): ``fooled`` (correct and f(x_adv_i) != y_i) and
+    ``p_adv`` = p(y_i | x_adv_i), the model's true-class softmax probability."""
+
+    correct: dict[str, list[torch.Tensor]] = field(default_factory=dict)
+    p_clean: dict[str, list[torch.Tensor]] = field(default_factory=dict)
+    fooled: dict[Key, list[torch.Tensor]] = field(default_factory=dict)
+    p_adv: dict[Key, list[torch.Tensor]] = field(default_factory=dict)
+
+    def clean(self, name: str, y: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        """Record model ``name``'s clean logits ``z`` on a batch; its clean predictions."""
+        pred = z.argmax(1)
+        self.correct.setdefault(name, []).append(metrics.clean_correct(y, pred))
+        self.p_clean.setdefault(name, []).append(metrics.confidence(z, y))
+        return pred
+
+    def adversarial(self, key: Key, y: torch.Tensor, clean_pred: torch.Tensor, z_adv: torch.Tensor) -> None:
+        """Record an outcome's logits ``z_adv`` on a batch, against the model's clean predictions."""
+        self.fooled.setdefault(key, []).append(metrics.fooled(y, clean_pred, z_adv.argmax(1)))
+        self.p_adv.setdefault(key, []).append(metrics.confidence(z_adv, y))
+
+    def n_correct(self, name: str) -> int:
+        return int(torch.cat(self.correct[name]).sum())
+
+    def counts(self, key: Key, name: str) -> tuple[int, float | None]:
+        """(fooled among model ``name``'s clean-correct samples, their mean true-class probability drop)."""
+        correct = torch.cat(self.correct[name])
+        fooled = int(torch.cat(self.fooled[key]).sum())
+        if not bool(correct.any()):
+            return fooled, None
+        return fooled, float((torch.cat(self.p_clean[name]) - torch.cat(self.p_adv[key]))[correct].mean())
 
 
-def _source_rows(
+def _batch_columns(
+    cols: _Columns,
     src: list[tuple[str, nn.Module]],
     tgt: list[tuple[str, nn.Module]],
-    z_clean: dict[str, torch.Tensor],
+    n_sources: int,
     x: torch.Tensor,
     y: torch.Tensor,
     attack: Attack,
-    batch_size: int,
-    progress: bool,
-) -> _SourceRows:
-    """``attack`` crafted on each source, its adversarials scored on the source and on every target."""
-    it: Any = src
-    if progress:
-        from tqdm import tqdm
-
-        it = tqdm(src, desc="transfer", unit="source", leave=False, dynamic_ncols=True)
-    rows = _SourceRows()
-    for n, m in it:
-        x_adv, z_adv = _run(m, attack, x, y, batch_size)
-        f, d = _counts(y, z_clean[n], z_adv)
-        rows.white_box.append(f)
-        rows.white_box_drops.append(d)
-        cells = [_counts(y, z_clean[tn], z_adv if tn == n else _logits(tm, x_adv, batch_size)) for tn, tm in tgt]
-        rows.fooled.append([f for f, _ in cells])
-        rows.drops.append([d for _, d in cells])
-    return rows
+    noise: Attack | None,
+) -> None:
+    """One batch's columns: every model's clean logits (checked for one class count and the labels' range), the
+    noise on every target, and ``attack`` crafted on every source and scored on it and on every target."""
+    z_clean: dict[str, torch.Tensor] = {}
+    for n, m in [*src[:n_sources], *tgt]:
+        if n not in z_clean:
+            z_clean[n] = _logits(m, x)
+    first, k0 = next((n, z.shape[1]) for n, z in z_clean.items())
+    for n, z in z_clean.items():
+        if z.shape[1] != k0:
+            raise AdvlabError(
+                f"{n} has {z.shape[1]} classes but {first} has {k0}: transfer needs models with the same classes"
+            )
+    if int(y.max()) >= k0:
+        raise AdvlabError(f"label {int(y.max())} is out of range for models with {k0} classes")
+    for n, m in src[n_sources:]:
+        z_clean[n] = _logits(m, x)
+    preds = {n: cols.clean(n, y, z) for n, z in z_clean.items()}
+    if noise is not None:
+        for j, (n, m) in enumerate(tgt):
+            cols.adversarial(("noise", j), y, preds[n], _run(m, noise, x, y)[1])
+    for i, (n, m) in enumerate(src):
+        x_adv, z_adv = _run(m, attack, x, y)
+        cols.adversarial(("white-box", i), y, preds[n], z_adv)
+        for j, (tn, tm) in enumerate(tgt):
+            cols.adversarial(("cell", i, j), y, preds[tn], z_adv if tn == n else _logits(tm, x_adv))
 
 
 def transfer_matrix(
@@ -432,40 +444,79 @@ def transfer_matrix(
 
     ``sources``/``targets``: (name, model) pairs; a name in both means the same model (that cell is the
     white-box rate). ``x``: (N, C, H, W) in [0, 1], the one image space of the attack (models of another input
-    size get it resized, see :class:`Resized`); ``y``: (N,) class indices. ``ensemble=True`` adds a row
-    "ensemble(a+b+...)": the attack on the logit average of all sources (:class:`Ensemble`). The chance
-    baseline is :class:`~advlab.attacks.RandomNoise` at the attack's eps and norm with ``noise_tries`` points
-    and the attack's seed; attacks without an eps (C&W, DeepFool, L-BFGS) get none. Definitions and units: see
-    the module docstring. Raises :class:`AdvlabError` for models with other class counts or channels.
+    size get it resized, see :class:`Resized`); ``y``: (N,) class indices; attacked ``batch_size`` at a time
+    (:func:`transfer_matrix_batches`). ``ensemble=True`` adds a row "ensemble(a+b+...)": the attack on the logit
+    average of all sources (:class:`Ensemble`). The chance baseline is :class:`~advlab.attacks.RandomNoise` at the
+    attack's eps and norm with ``noise_tries`` points and the attack's seed; attacks without an eps (C&W,
+    DeepFool, L-BFGS) get none. Definitions and units: see the module docstring. Raises :class:`AdvlabError` for
+    models with other class counts or channels.
     """
-    t0 = time.perf_counter()
-    eps, norm = _checked(sources, targets, x, y, attack)
+    if x.ndim != 4 or len(x) != len(y) or len(y) == 0:
+        raise AdvlabError("the data must be a non-empty (N, C, H, W) batch with one label per image")
+    if (y < 0).any():
+        raise AdvlabError("transfer needs a label for every image (found -1)")
     x, y = x.detach().cpu(), y.detach().cpu().long()
-    src, tgt, members = _fitted(sources, targets, x, ensemble)
-    z_clean = _clean_logits(src, tgt, len(sources), x, y, batch_size)
-    noise_fooled: list[int] | None = None
-    noise_drop: list[float | None] | None = None
+    batches = [(x[i : i + batch_size], y[i : i + batch_size]) for i in range(0, len(x), batch_size)]
+    return transfer_matrix_batches(
+        sources, targets, batches, attack, ensemble=ensemble, noise_tries=noise_tries, progress=progress
+    )
+
+
+def transfer_matrix_batches(
+    sources: NamedModels,
+    targets: NamedModels,
+    batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
+    attack: Attack,
+    *,
+    ensemble: bool = False,
+    noise_tries: int = NOISE_TRIES,
+    progress: bool = False,
+) -> TransferMatrix:
+    """:func:`transfer_matrix` over ``batches`` of ``(x, y)``, each read, attacked and scored in turn: only its
+    per-sample outcomes are kept (whether each model classifies each image correctly and whether each adversarial
+    example fools it, and the true-class probabilities), so memory does not grow with the number of images beyond
+    those columns. Each batch is attacked as it comes (its size is the attack's batch size); the images of every
+    batch must share one size and channel count."""
+    t0 = time.perf_counter()
+    eps, norm = _checked(sources, targets, attack)
+    noise = None
     if eps is not None:
         noise = RandomNoise(eps=eps, norm=norm, tries=noise_tries, seed=attack.seed, quantize=attack.quantize)
-        pairs = [_counts(y, z_clean[n], _run(m, noise, x, y, batch_size)[1]) for n, m in tgt]
-        noise_fooled, noise_drop = [f for f, _ in pairs], [d for _, d in pairs]
-    rows = _source_rows(src, tgt, z_clean, x, y, attack, batch_size, progress)
-    correct = {n: int(metrics.clean_correct(y, z.argmax(1)).sum()) for n, z in z_clean.items()}
+    it: Any = batches
+    if progress:
+        from tqdm import tqdm
+
+        it = tqdm(batches, desc="transfer", unit="batch", leave=False, dynamic_ncols=True)
+    cols, count = _Columns(), 0
+    fitted: tuple[list[tuple[str, nn.Module]], list[tuple[str, nn.Module]], dict[str, list[str]]] | None = None
+    for xb, yb in it:
+        xb, yb = xb.detach().cpu(), yb.detach().cpu().long()
+        _checked_batch(xb, yb)
+        if fitted is None:
+            fitted = _fitted(sources, targets, xb, ensemble)
+        _batch_columns(cols, fitted[0], fitted[1], len(sources), xb, yb, attack, noise)
+        count += len(yb)
+    if fitted is None:
+        raise AdvlabError("the data must be a non-empty (N, C, H, W) batch with one label per image")
+    src, tgt, members = fitted
+    cells = [[cols.counts(("cell", i, j), tn) for j, (tn, _) in enumerate(tgt)] for i in range(len(src))]
+    white = [cols.counts(("white-box", i), sn) for i, (sn, _) in enumerate(src)]
+    noise_pairs = None if noise is None else [cols.counts(("noise", j), tn) for j, (tn, _) in enumerate(tgt)]
     return TransferMatrix(
-        sources=[n for n, _ in src],
-        targets=[n for n, _ in tgt],
-        n=len(y),
+        sources=[sn for sn, _ in src],
+        targets=[tn for tn, _ in tgt],
+        n=count,
         attack=repr(attack),
         eps=eps,
         norm=norm,
-        clean_correct=[correct[n] for n, _ in tgt],
-        fooled=rows.fooled,
-        source_clean_correct=[correct[n] for n, _ in src],
-        white_box_fooled=rows.white_box,
-        noise_fooled=noise_fooled,
-        prob_drop=rows.drops,
-        white_box_prob_drop=rows.white_box_drops,
-        noise_prob_drop=noise_drop,
+        clean_correct=[cols.n_correct(tn) for tn, _ in tgt],
+        fooled=[[f for f, _ in row] for row in cells],
+        source_clean_correct=[cols.n_correct(sn) for sn, _ in src],
+        white_box_fooled=[f for f, _ in white],
+        noise_fooled=None if noise_pairs is None else [f for f, _ in noise_pairs],
+        prob_drop=[[d for _, d in row] for row in cells],
+        white_box_prob_drop=[d for _, d in white],
+        noise_prob_drop=None if noise_pairs is None else [d for _, d in noise_pairs],
         noise_tries=noise_tries,
         members=members,
         seconds=round(time.perf_counter() - t0, 3),

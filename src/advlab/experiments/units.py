@@ -441,16 +441,36 @@ def units_vs_directions(
     ValueError as for :func:`unit_top_images`.
     """
     spec, phi = activations(model, x, layer, pool=pool, batch_size=batch_size)
+    labelled = bool((y >= 0).all())
+    labels = y if labelled else _predictions(model, x, batch_size)
+    probes = {"directions": directions, "k": k, "seed": seed, "top_units": top_units}
+    return compare_activations(phi, labels, labelled, units, layer=spec, pool=pool, **probes)
+
+
+def compare_activations(
+    phi: torch.Tensor,
+    labels: torch.Tensor,
+    labelled: bool,
+    units: Sequence[int] | None = None,
+    *,
+    layer: str,
+    directions: int = 8,
+    k: int = 8,
+    seed: int = 0,
+    top_units: int = 8,
+    pool: bool = False,
+) -> UnitsVsDirections:
+    """:func:`units_vs_directions` on activations already computed (e.g. batch by batch, keeping no image):
+    ``phi`` (N, D) from :func:`activations` of ``layer`` (the resolved spec), ``labels`` (N,) the data's own
+    (``labelled``) or the model's predictions."""
     analysis = probe_activations(
-        phi, units, directions=directions, k=k, seed=seed, top_units=top_units, layer=spec, pool=pool
+        phi, units, directions=directions, k=k, seed=seed, top_units=top_units, layer=layer, pool=pool
     )
     every = (
-        probe_activations(phi, range(phi.shape[1]), directions=0, k=k, layer=spec)
+        probe_activations(phi, range(phi.shape[1]), directions=0, k=k, layer=layer)
         if phi.numel() <= ALL_UNITS_MAX
         else None
     )
-    labelled = bool((y >= 0).all())
-    labels = y if labelled else _predictions(model, x, batch_size)
     return UnitsVsDirections(
         analysis=analysis,
         labels=labels,

@@ -233,11 +233,10 @@ def _follow(dist: Dist, units: int | None, unit_name: str) -> Opened:
 def _prepare(run: Run, config: Mapping[str, Any], units: int | None, dist: Dist) -> tuple[bool, list[int]]:
     """Rank 0, the run just opened: (whether it is complete already, the units saved earlier); checks a resumed
     run's settings and inputs and clears what a killed process left half done."""
-    complete = run.resumed and run.path == run.final
-    if complete:
-        return True, []
-    check_inputs(run, config.get(FINGERPRINT))
+    check_inputs(run, config.get(FINGERPRINT))  # (a complete run too: --resume with other settings is no answer)
     check_settings(run, {k: v for k, v in config.items() if k != FINGERPRINT})
+    if run.resumed and run.path == run.final:
+        return True, []
     reused = [i for i in run.batch_indices() if units is None or i < units]
     if run.resumed:  # writes a killed process left half done (atomic_write's temp files)
         for p in run.path.glob(".*.tmp"):

@@ -28,6 +28,7 @@ from advlab.zoo.registry import (
     info_of,
     load,
     names,
+    open_data,
 )
 
 __all__ = [
@@ -41,4 +42,5 @@ __all__ = [
     "info_of",
     "load",
     "names",
+    "open_data",
 ]

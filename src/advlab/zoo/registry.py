@@ -9,6 +9,7 @@ from dataclasses import dataclass, field, replace
 from functools import cache
 from importlib.resources import files
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
@@ -20,6 +21,9 @@ from advlab.errors import AdvlabError, NotAvailableError
 from advlab.zoo.checkpoint import load_weights
 from advlab.zoo.layout import chosen_format, set_memory_format
 from advlab.zoo.normalize import Normalized
+
+if TYPE_CHECKING:
+    from advlab.data.stream import Batches
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -598,3 +602,40 @@ def check_labels(model_info: ModelInfo, y: torch.Tensor, what: str = "labels") -
         raise AdvlabError(
             f"{what}: class index {bad} out of range for {model_info.name} ({model_info.num_classes} classes)"
         )
+
+
+def open_data(
+    spec: str,
+    model_info: ModelInfo,
+    batch_size: int,
+    *,
+    limit: int | None = None,
+    subset: str | Path | None = None,
+    sample: int | None = None,
+    seed: int = 0,
+) -> Batches:
+    """``spec`` streamed in batches of ``batch_size`` the way ``model_info``'s model needs it: the one data path of
+    the CLI and the library (:func:`advlab.data.open_for_model`: its size, channels, labels mapped onto its classes;
+    ``subset``, ``sample``, ``limit``), refused with one line before any work when its images cannot go into the
+    model (:func:`check_input`, from the data's description, else its first batch) or a label has no class in it
+    (:func:`check_labels`). The data layer's notes are in ``.info.notes``."""
+    from advlab.data.stream import open_for_model
+
+    opened = open_for_model(
+        spec,
+        input_size=model_info.data_size,
+        channels=model_info.channels,
+        class_names=model_info.data_classes,
+        batch_size=batch_size,
+        limit=limit,
+        subset=subset,
+        sample=sample,
+        seed=seed,
+    )
+    what = f"data {spec!r}"
+    c, size = opened.info.channels, opened.info.size
+    check_input(
+        model_info, torch.empty(0, c, *size) if c is not None and size is not None else opened.batch(0)[0][:0], what
+    )
+    check_labels(model_info, opened.labels(), what=what)
+    return opened
