@@ -253,7 +253,8 @@ def _attempt(s: _State, i: int, atk: Attack, ball: Ball | None, only: torch.Tens
     if s.plan.draws <= 1:  # (a randomized judge disagrees with the attack's own draws by chance)
         s.indicators[idx[r.claimed & valid & ~ok].cpu()] |= indicators.TRANSFER_FAILURE
     _silent_successes(s, r, idx, ok, ball)
-    if r.still_improving is not None and atk.white_box and only is None:
+    if r.still_improving is not None and atk.white_box and only is None and s.plan.draws <= 1:  # (an EOT loss is
+        # noisy, and EOT attacks run their full budget already)
         rising = idx[r.still_improving.to(ok.device) & ~ok]
         s.indicators[rising.cpu()] |= indicators.INCOMPLETE_OPTIMIZATION
         if len(rising):

@@ -13,7 +13,8 @@ is a bit of ``BatchResult.indicators``; the cascade (:func:`advlab.evaluation.ca
   (a saturated softmax, masked gradients).
 * :data:`INCOMPLETE_OPTIMIZATION`: the attack's best loss was still rising over its last evaluations (a fifth of
   them) when its budget ran out, and the sample stayed unbroken (:meth:`advlab.attacks.base.Witness.still_improving`).
-  Remedy: the attack runs again on those samples with :data:`MORE_STEPS` times its steps.
+  Remedy: the attack runs again on those samples with :data:`MORE_STEPS` times its steps. Not on a randomized
+  model (an EOT loss is noisy, and EOT attacks run their full budget already).
 * :data:`UNCONSTRAINED_FAILURE`: the first white-box attack, run again with an unbounded ball (the whole [0, 1] box)
   on a few samples it left unbroken, still cannot change their prediction: a working attack always can (Pintor
   et al.'s "unconstrained attack failure"), so its gradients are not guiding it.
