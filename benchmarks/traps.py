@@ -19,8 +19,10 @@ process time (s) of
   - NumPy preprocessing and probability outputs: transfer from the twin (PGD on the twin's logits; gamma 1 and the
     softmax change no decision);
   - noisy input: EOT-PGD (each gradient the mean over 16 draws);
-  - kWTA and the steep staircase: BPDA with the twin's backward (``twin(x) + stop(trap(x) - twin(x))``) and transfer
-    from the twin; for kWTA also PGD on the trap itself (CE, margin: its gradients are honest);
+  - kWTA (on the shipped CNN, and ``kwta-trained``: a digits CNN trained from scratch with kWTA in place, 20
+    epochs on digits:train, as Xiao et al. train theirs) and the steep staircase: BPDA with the twin's backward
+    (``twin(x) + stop(trap(x) - twin(x))``) and transfer from the twin; for kWTA also PGD on the trap itself (CE,
+    margin: its gradients are honest);
   - JPEG purification: BPDA through the twin at the purified image, and transfer;
   - random resize-and-pad: EOT-PGD (16 draws per gradient, in one batch; CE, margin, 1 target) and transfer;
   - grad-mode decoy, the three custom backwards: transfer from the twin, which is the trap's own forward (under
@@ -102,6 +104,18 @@ def make_traps(twin: nn.Module) -> dict[str, nn.Module]:
 RANDOMIZED = ("noisy", "resize-pad")
 #: the traps whose forward is the twin's own, exactly (under torch.no_grad for grad-mode): transfer is exact
 TWIN_FORWARD = ("numpy", "probabilities", "grad-mode", "backward-zero", "backward-negated", "backward-noisy")
+
+
+def kwta_trained(ratio: float = 0.2, epochs: int = 20) -> nn.Module:
+    """A k-winners-take-all digits CNN trained with kWTA in place (seed 0; the kWTA trap's twin is the bare CNN,
+    whose weights learnt to work through the kWTA mask)."""
+    from advlab.defenses.training import TrainConfig, fit
+
+    torch.manual_seed(0)
+    trap = traps.KWinnersTakeAll(zoo.load("digits-cnn", pretrained=False), ratio=ratio)
+    x, y = data.load("digits:train")
+    fit(trap, x, y, TrainConfig(epochs=epochs, seed=0))
+    return trap.eval()
 
 
 def twin_input(trap: nn.Module, x: torch.Tensor) -> torch.Tensor:
@@ -243,9 +257,10 @@ def reference(
     cache = {} if cache is None else cache
     t0 = time.process_time()
     noisy, note = name in RANDOMIZED, ""
-    if "twin" not in cache:  # PGD on the twin, shared by the rows that use transfer
-        cache["twin"] = pgd_runs(trap.twin, x, y, eps)
-    twin_points: list[torch.Tensor] = cache["twin"]
+    key = f"twin-{id(trap.twin)}"
+    if key not in cache:  # PGD on the twin, shared by the rows that use transfer (and the same twin)
+        cache[key] = pgd_runs(trap.twin, x, y, eps)
+    twin_points: list[torch.Tensor] = cache[key]
     if name in ("round", "threshold", "int-cast"):
         points, what = pgd_runs(Bpda(trap, quantizer=True), x, y, eps), "BPDA through the twin"
     elif name == "jpeg":
@@ -253,10 +268,10 @@ def reference(
         what = "BPDA through the twin (purifier the identity) + transfer"
     elif name == "high-frequency":
         points, what = pgd_runs(Bpda(trap, quantizer=False), x, y, eps), "BPDA through the twin"
-    elif name in ("kwta", "staircase"):
+    elif name in ("kwta", "kwta-trained", "staircase"):
         points = pgd_runs(Bpda(trap, quantizer=False), x, y, eps) + twin_points
         what = "BPDA (twin's backward) + transfer"
-        if name == "kwta":
+        if name.startswith("kwta"):
             points += pgd_runs(trap, x, y, eps, ("ce", "margin"))
             what += " + PGD on the trap"
     elif name == "noisy":
@@ -379,7 +394,8 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--limit", type=int, default=200, help="test digits")
     p.add_argument("--eps", type=float, default=0.1, help="L-inf radius, [0, 1] pixel units")
-    p.add_argument("--traps", default=",".join(make_traps(nn.Identity())), help="comma-separated trap names")
+    names = [*make_traps(nn.Identity()), "kwta-trained"]
+    p.add_argument("--traps", default=",".join(names), help="comma-separated trap names")
     p.add_argument("--json", help="write the numbers to this file (after every row)")
     p.add_argument(
         "--methods", default="advlab,autoattack,reference", help="comma-separated columns to run (others left -)"
@@ -390,6 +406,8 @@ def main() -> int:
     x, y = data.load("digits:test")
     x, y = x[: args.limit], y[: args.limit]
     every = make_traps(twin)
+    if "kwta-trained" in args.traps.split(","):
+        every["kwta-trained"] = kwta_trained()
     print(
         f"torch {torch.__version__}, 1 thread; {len(y)} test digits, L-inf eps {args.eps:g}; twin: digits-cnn; "
         f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}"

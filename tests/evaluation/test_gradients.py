@@ -107,7 +107,8 @@ def test_high_frequency_trap_gets_square_closing_the_gap_and_low_trust(
     assert gradient_only > reference + 0.1  # the trap fools the gradient attacks (before the gradient-free stage)
     assert gradient_only - rep.robust_accuracy >= 0.5 * (gradient_only - reference)  # the Square stage closes the gap
     stage = next(a for a in rep.per_attack if a["attack"] == "square-check")
-    assert stage["broken"] > 0 and stage["attacked"] == round((gradient_only) * len(y))
+    first_run = rep.samples.checks["gradient_free_tried"]  # (the row adds the unstable predictions' more runs)
+    assert stage["broken"] > 0 and first_run == round(gradient_only * len(y)) and stage["attacked"] >= first_run
     assert rep.trust == "low"
     assert any(f.startswith("gradient steps no better than random ones") and "upper bound" in f for f in rep.warnings)
     assert any(f"a gradient-free attack broke {stage['broken']} samples" in f for f in rep.warnings)
@@ -141,9 +142,10 @@ def test_well_behaved_models_keep_high_trust_and_run_no_extra_stage(
     )
     assert not gradients.steps_failed(f.get("steps_weak", 0), f.get("steps_checked", 0))
     # the passes per image add up: clean pass, attacks, noise check, the randomness and zero-gradient checks, the
-    # unconstrained attack, the finite-difference probe
+    # unconstrained attack, the finite-difference probe, the stability probe (no unstable sample)
+    assert f["stability_unstable"] == 0 and f["stability_probed"] == f["noise_tried"] - f["noise_broke"]
     attacks_fw = sum(a["forward_evaluations"] for a in rep.per_attack)
-    probe = f["fd_forwards"] + f.get("unconstrained_forwards", 0)
+    probe = f["fd_forwards"] + f.get("unconstrained_forwards", 0) + f["stability_forwards"]
     extra = min(len(x), checks.CHECK_SAMPLES) + f.get("gradient_checked", 0)
     assert int(rep.samples.forwards.sum()) == len(x) + attacks_fw + probe + extra
 

@@ -1,7 +1,7 @@
 """Indicators of attack failure (Pintor et al. 2022) fire on the failures they name, and their remedies repair the
 number: a success seen on the path and not returned is kept, an optimization cut short runs longer, an attack whose
 gradients cannot move the prediction even unbounded hands over to the gradient-free stage. On an honest model under
-the reliable preset none fires."""
+the reliable preset none fires. A discontinuous model's unstable predictions are seen and searched longer."""
 
 from __future__ import annotations
 
@@ -13,7 +13,8 @@ from torch import nn
 
 from advlab import attacks
 from advlab.attacks.base import Goal, Oracle
-from advlab.evaluation import EvalConfig, evaluate, indicators
+from advlab.evaluation import EvalConfig, evaluate, gradients, indicators
+from advlab.zoo import traps
 
 EPS = 0.1
 
@@ -93,3 +94,49 @@ def test_no_indicator_fires_on_an_honest_model(model: nn.Module, digits: tuple[t
     rep = evaluate(model, (x, y), EvalConfig(eps=EPS))
     assert rep.indicators == [] and rep.trust == "high"
     assert int(rep.samples.indicators.sum()) == 0 and indicators.counts(rep.samples.indicators)["silent_success"] == 0
+
+
+def test_the_stability_probe_knows_a_linear_model_a_smooth_one_and_a_staircase(
+    model: nn.Module, twin: nn.Module, digits: tuple[torch.Tensor, torch.Tensor]
+) -> None:
+    """Known answer: on a linear model a step along the gradient gains exactly what the gradient predicts (1). The
+    digits CNN stays near 1 (0.96-1.04 measured on 200 digits, the band is [0.25, 4]); behind a steep staircase most
+    digits leave the band (85% of 200 measured; asserted: half of 64)."""
+    x = digits[0][:64]
+    radius = gradients.pixel_radius(gradients.UNSTABLE_RADIUS * EPS, "linf", x)
+    assert radius is not None
+    torch.manual_seed(0)
+    linear = nn.Sequential(nn.Flatten(), nn.Linear(x[0].numel(), 10)).double()
+    with torch.no_grad():
+        gain = gradients.instability(linear, x.double(), linear(x.double()).argmax(1), radius).per_sample
+    assert torch.allclose(gain, torch.ones_like(gain), atol=1e-3)  # (margins are taken in float32)
+    with torch.no_grad():
+        pred = model(x).argmax(1)
+    smooth = gradients.instability(model, x, pred, radius)
+    assert not bool(smooth.unstable.any()) and float((smooth.per_sample - 1).abs().max()) < 0.2
+    stair = traps.SteepStaircase(twin).eval()
+    with torch.no_grad():
+        pred = stair(x).argmax(1)
+    assert int(gradients.instability(stair, x, pred, radius).unstable.sum()) >= 32
+
+
+def test_unstable_predictions_fire_and_square_searches_longer(
+    twin: nn.Module, digits: tuple[torch.Tensor, torch.Tensor], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Behind a steep staircase the reliable preset's gradients are useless at its steps: the indicator fires on the
+    unbroken digits, trust is low, and after the gradient-free stage more Square runs (fresh seeds) search the
+    samples still unbroken. (Square's queries cut to 300 here for time; the number stays backed by x_adv.)"""
+    monkeypatch.setattr(gradients, "GRADIENT_FREE_QUERIES", 300)
+    x, y = digits[0][:24], digits[1][:24]
+    stair = traps.SteepStaircase(twin).eval()
+    rep = evaluate(stair, (x, y), EvalConfig(eps=EPS, keep_adversarials=True))
+    checks = rep.samples.checks
+    fired = _fired(rep, "unstable_predictions")
+    assert fired >= 2 and fired <= checks["stability_probed"] and checks["more_queries_runs"] >= 1
+    assert rep.trust == "low" and any(w.startswith("unstable predictions") for w in rep.warnings)
+    marked = (rep.samples.indicators & indicators.UNSTABLE_PREDICTIONS) != 0
+    assert bool(rep.samples.attacked[marked].all())  # probed only where the attacks ran
+    assert rep.x_adv is not None
+    with torch.no_grad():
+        recomputed = ((stair(x).argmax(1) == y) & (stair(rep.x_adv).argmax(1) == y)).double().mean()
+    assert rep.robust_accuracy == pytest.approx(float(recomputed), abs=1e-12)

@@ -319,7 +319,7 @@ def _evaluate(
     rows, curves = {}, {}
     for label, held_atk in held:
         ok, s_adv = torch.cat(ok_of[label]), torch.cat(s_of[label])
-        rows[label], curve = _held_out_row(held_atk, ok, s_adv, s_clean, tau)
+        rows[label], curve = detection.held_out_row(held_atk, ok, s_adv, s_clean, tau)
         if curve is not None:
             curves[label] = curve
     first = rows[held[0][0]]
@@ -336,28 +336,6 @@ def _evaluate(
         "flagged": float(c["flagged"].float().mean()),
     }
     return metrics, curves
-
-
-def _held_out_row(
-    held_atk: Attack, ok: torch.Tensor, s_adv: torch.Tensor, s_clean: torch.Tensor, tau: float
-) -> tuple[dict[str, Any], Any]:
-    """A held-out attack's row of :func:`advlab.defenses.detection.held_out_rows` from its per-image success
-    ``ok`` and detector scores ``s_adv``, and its ROC curve (successful vs clean; None when none succeeded)."""
-    flagged = s_adv > tau
-    row: dict[str, Any] = {
-        "attack": repr(held_atk),
-        "success_rate": attack_success_rate(ok),
-        "successful": int(ok.sum()),
-        "auc": None,
-        "auc_all": D.roc_auc(s_clean, s_adv),
-        "detected_at_threshold": None,
-        "success_not_flagged": attack_success_rate(ok & ~flagged),
-    }
-    if not bool(ok.any()):
-        return row, None
-    row["auc"] = D.roc_auc(s_clean, s_adv[ok])
-    row["detected_at_threshold"] = float(flagged[ok].float().mean())
-    return row, D.roc_curve(s_clean, s_adv[ok])
 
 
 def _run_config(

@@ -151,6 +151,29 @@ def training_metrics(
     }
 
 
+def held_out_row(
+    held_atk: Attack, ok: torch.Tensor, s_adv: torch.Tensor, s_clean: torch.Tensor, tau: float
+) -> tuple[dict[str, Any], Any]:
+    """One held-out attack's row of :func:`held_out_rows` from its per-image success ``ok`` and the detector's scores
+    ``s_adv`` of its adversarial images (``s_clean``: of the clean ones), and its ROC curve (successful vs clean;
+    None when none succeeded)."""
+    flagged = s_adv > tau
+    row: dict[str, Any] = {
+        "attack": repr(held_atk),
+        "success_rate": attack_success_rate(ok),
+        "successful": int(ok.sum()),
+        "auc": None,
+        "auc_all": D.roc_auc(s_clean, s_adv),
+        "detected_at_threshold": None,
+        "success_not_flagged": attack_success_rate(ok & ~flagged),
+    }
+    if not bool(ok.any()):
+        return row, None
+    row["auc"] = D.roc_auc(s_clean, s_adv[ok])
+    row["detected_at_threshold"] = float(flagged[ok].float().mean())
+    return row, D.roc_curve(s_clean, s_adv[ok])
+
+
 def held_out_rows(
     held: list[tuple[str, Attack]],
     model: nn.Module,
@@ -168,22 +191,9 @@ def held_out_rows(
     rows, curves = {}, {}
     for label, held_atk in held:
         xa, ok = run_attack(held_atk, model, x, y, batch_size)
-        s_adv = det.score(xa, batch_size).cpu()
-        flagged = s_adv > tau
-        row: dict[str, Any] = {
-            "attack": repr(held_atk),
-            "success_rate": attack_success_rate(ok),
-            "successful": int(ok.sum()),
-            "auc": None,
-            "auc_all": D.roc_auc(s_clean, s_adv),
-            "detected_at_threshold": None,
-            "success_not_flagged": attack_success_rate(ok & ~flagged),
-        }
-        if bool(ok.any()):
-            row["auc"] = D.roc_auc(s_clean, s_adv[ok])
-            row["detected_at_threshold"] = float(flagged[ok].float().mean())
-            curves[label] = D.roc_curve(s_clean, s_adv[ok])
-        rows[label] = row
+        rows[label], curve = held_out_row(held_atk, ok, det.score(xa, batch_size).cpu(), s_clean, tau)
+        if curve is not None:
+            curves[label] = curve
     return rows, curves
 
 

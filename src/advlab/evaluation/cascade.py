@@ -43,8 +43,8 @@ class BatchResult:
     ``adv_pred``: the prediction on the sample's worst case (the clean prediction where nothing broke it).
     ``l0``/``l2``/``linf``: norms of x_adv - x in [0, 1] pixel units (0 where unbroken).
     ``attack_stats``: (A + 3, 5) rows of attacked, broken, forwards, backwards, seconds (the last three rows: the noise
-    check, the gradient-free stage, and the longer runs of the attacks whose loss was still improving, whose breaks
-    are ``broken_by`` = ``len(attacks) + 2``).
+    check, the gradient-free stage with its more runs on unstable predictions, and the longer runs of the attacks
+    whose loss was still improving, whose breaks are ``broken_by`` = ``len(attacks) + 2``).
     ``expected_clean``/``expected_robust``: for a randomized model, the fraction of ``draws`` fresh forwards in which
     the sample is right on the clean input / right on both the clean input and its worst case (one draw each);
     ``always_robust``: right on both in every draw. For a deterministic model they are the 0/1 outcomes.
@@ -339,6 +339,54 @@ def _gradient_probe(s: _State, ball: Ball | None) -> dict[str, float]:
     }
 
 
+def _stability_probe(s: _State, ball: Ball | None, seed: int) -> dict[str, float]:
+    """The stability probe (:func:`advlab.evaluation.gradients.instability`, steps along the gradient of a fortieth
+    of the first attack's ball) on the model the attacks ran on, at every sample left unbroken, a chunk at a time;
+    each unstable one is marked :data:`~advlab.evaluation.indicators.UNSTABLE_PREDICTIONS` (the bits stay only when
+    the batch has enough of them for the remedy: :func:`advlab.evaluation.gradients.unstable_failed`)."""
+    idx = s.unbroken.nonzero().flatten()
+    radius = gradients.pixel_radius(gradients.UNSTABLE_RADIUS * ball[0], ball[1], s.x) if ball is not None else None
+    if len(idx) == 0 or radius is None:
+        return {}
+    unstable = []
+    forwards = 0
+    for start in range(0, len(idx), gradients.STABILITY_CHUNK):
+        part = idx[start : start + gradients.STABILITY_CHUNK]
+        probe = gradients.instability(s.plan.attacked, s.x[part], s.clean_pred[part], radius, seed=seed + start)
+        s.forwards[part.cpu()] += probe.forwards
+        s.backwards[part.cpu()] += probe.backwards
+        forwards += probe.forwards * len(part)
+        unstable.append(probe.unstable)
+    flags = torch.cat(unstable)
+    if gradients.unstable_failed(float(flags.sum()), float(len(idx))):
+        s.indicators[idx.cpu()[flags]] |= indicators.UNSTABLE_PREDICTIONS
+    return {
+        "stability_probed": float(len(idx)),
+        "stability_unstable": float(flags.sum()),
+        "stability_forwards": float(forwards),
+    }
+
+
+def _more_queries(s: _State, i: int, ball: Ball | None, seed: int) -> dict[str, float]:
+    """The remedy of :data:`~advlab.evaluation.indicators.UNSTABLE_PREDICTIONS`: after the gradient-free stage, up to
+    :data:`~advlab.evaluation.indicators.MORE_QUERY_RUNS` more runs of it with fresh seeds on the samples still
+    unbroken, stopping after a run that breaks none. It is the cascade's attack ``i`` (the gradient-free stage's
+    row)."""
+    if ball is None or ball[1] not in ("linf", "l2"):
+        return {}
+    runs = broke = 0
+    for k in range(1, indicators.MORE_QUERY_RUNS + 1):
+        if not bool(s.unbroken.any()):
+            break
+        square = Square(eps=ball[0], norm=ball[1], max_queries=gradients.GRADIENT_FREE_QUERIES, seed=seed + k)
+        runs += 1
+        more = _attempt(s, i, square, ball)
+        broke += more
+        if more == 0:
+            break
+    return {"more_queries_runs": float(runs), "more_queries_broke": float(broke)}
+
+
 def _gradient_free_stage(s: _State, i: int, ball: Ball | None, seed: int) -> dict[str, float]:
     """Square (:data:`advlab.evaluation.gradients.GRADIENT_FREE_QUERIES` queries per image, the first attack's ball and
     seed) on the samples still unbroken; what it broke counts as ``black_box_broke`` too. Nothing without an L-inf
@@ -464,6 +512,8 @@ def _gradient_checks(s: _State, ball: Ball | None, seed: int, white_box_ran: boo
     own_gradients = not plan.findings.straight_through and plan.draws <= 1 and not plan.findings.no_gradient_path
     if white_box_ran and own_gradients and not sanity_checks.failed_gradient_checks(checks):
         checks.update(_gradient_probe(s, ball))
+    if white_box_ran and own_gradients:
+        checks.update(_stability_probe(s, ball, seed))
     return checks
 
 
@@ -500,5 +550,8 @@ def run_batch(plan: Plan, x: torch.Tensor, y: torch.Tensor, *, first: bool = Tru
     )
     if white_box_ran and plan.draws <= 1 and doubt:
         checks.update(_gradient_free_stage(s, len(plan.attacks) + 1, ball, seed))
-        checks["black_box_broke"] = checks.get("black_box_broke", 0.0) + checks.get("gradient_free_broke", 0.0)
+        if bool((s.indicators & indicators.UNSTABLE_PREDICTIONS).any()):
+            checks.update(_more_queries(s, len(plan.attacks) + 1, ball, seed))
+        free = checks.get("gradient_free_broke", 0.0) + checks.get("more_queries_broke", 0.0)
+        checks["black_box_broke"] = checks.get("black_box_broke", 0.0) + free
     return _result(s, y, checks)

@@ -19,7 +19,17 @@ is a bit of ``BatchResult.indicators``; the cascade (:func:`advlab.evaluation.ca
   on a few samples it left unbroken, still cannot change their prediction: a working attack always can (Pintor
   et al.'s "unconstrained attack failure"), so its gradients are not guiding it.
 
-Any of the last three makes the batch end with the gradient-free stage (Square on the samples still unbroken; not on
+* :data:`UNSTABLE_PREDICTIONS`: at a sample left unbroken, small steps along the gradient (a fortieth of eps)
+  change the margin loss far from what the gradient predicts (:func:`advlab.evaluation.gradients.instability`): a
+  discontinuous function (k-winners-take-all, a steep staircase, a term oscillating faster than a step), whose
+  gradients say nothing at the attack's scale. Remedy, when it fires on enough of a batch
+  (:func:`advlab.evaluation.gradients.unstable_failed`): after the gradient-free stage, up to :data:`MORE_QUERY_RUNS`
+  more runs of Square (fresh seeds, as many queries each) on the samples still unbroken, while they break some.
+  (Averaging gradients over Gaussian noise, EOT, did not help here: a discontinuous function's gradients at single
+  points are zero or huge, so their mean over a few draws is mostly noise; on 100 digits behind a steep staircase
+  APGD on that smoothed model left 50% robust where the first Square left 42%.)
+
+Any of the last four makes the batch end with the gradient-free stage (Square on the samples still unbroken; not on
 a randomized model). :func:`summary` gives the report's lines: which fired, on how many samples, what was done.
 """
 
@@ -38,6 +48,7 @@ TRANSFER_FAILURE = 2
 UNAVAILABLE_GRADIENTS = 4
 UNCONSTRAINED_FAILURE = 8
 INCOMPLETE_OPTIMIZATION = 16
+UNSTABLE_PREDICTIONS = 32
 
 #: the indicators by name, in report order
 NAMES = {
@@ -46,13 +57,16 @@ NAMES = {
     "unavailable_gradients": UNAVAILABLE_GRADIENTS,
     "unconstrained_failure": UNCONSTRAINED_FAILURE,
     "incomplete_optimization": INCOMPLETE_OPTIMIZATION,
+    "unstable_predictions": UNSTABLE_PREDICTIONS,
 }
 #: the indicators that make a batch end with the gradient-free stage
-NEED_GRADIENT_FREE = TRANSFER_FAILURE | UNAVAILABLE_GRADIENTS | UNCONSTRAINED_FAILURE
+NEED_GRADIENT_FREE = TRANSFER_FAILURE | UNAVAILABLE_GRADIENTS | UNCONSTRAINED_FAILURE | UNSTABLE_PREDICTIONS
 #: unbroken samples per batch that the unconstrained attack runs on
 UNCONSTRAINED_SAMPLES = 4
 #: how many times its steps an attack runs again on the samples whose loss was still improving
 MORE_STEPS = 2
+#: at most how many more runs of the gradient-free stage (fresh seeds) follow it on a batch with unstable predictions
+MORE_QUERY_RUNS = 3
 
 REMEDIES = {
     "silent_success": "the point seen on the path was judged and kept as the sample's adversarial example",
@@ -60,6 +74,10 @@ REMEDIES = {
     "unavailable_gradients": "the gradient-free stage (Square) ran on the samples still unbroken",
     "unconstrained_failure": "the gradient-free stage (Square) ran on the samples still unbroken",
     "incomplete_optimization": f"the attack ran again on those samples with {MORE_STEPS}x its steps",
+    "unstable_predictions": (
+        f"the gradient-free stage (Square) ran on the samples still unbroken, then up to {MORE_QUERY_RUNS} more runs "
+        "with fresh seeds while they broke some"
+    ),
 }
 
 
@@ -120,5 +138,13 @@ def warnings(bits: torch.Tensor, checks: dict[str, float]) -> list[str]:
             f"unconstrained attack failure: with an unbounded ball the first gradient attack still could not change "
             f"the prediction of {k['unconstrained_failure']} of {int(checks.get('unconstrained_tried', 0))} samples "
             f"it tried (its gradients do not guide it, or nothing in the box moves the model off its class); {then}"
+        )
+    if k["unstable_predictions"]:
+        runs, more = int(checks.get("more_queries_runs", 0)), int(checks.get("more_queries_broke", 0))
+        out.append(
+            f"unstable predictions: on {k['unstable_predictions']} of {int(checks.get('stability_probed', 0))} "
+            "unbroken samples probed, small steps along the gradient (a fortieth of eps) change the loss far from "
+            "what the gradient predicts (a discontinuous model: its gradients say little at the attack's scale); "
+            f"{then}; {runs} more Square runs (fresh seeds) broke {more} more"
         )
     return out
