@@ -180,10 +180,10 @@ def instability(model: nn.Module, x: torch.Tensor, labels: torch.Tensor, radius:
         e = (L(x + delta) - L(x)) / (g . delta)
 
     whose median over steps is the sample's value: about 1 for a smooth model at a small step (0.96-1.04 for the
-    digits CNN at a fortieth of L-inf 0.1, 0.44-0.96 for efficientnet-lite0/lite1 on 10 photos at a fortieth of
+    digits CNN at a fortieth of L-inf 0.1, 0.30-0.96 for efficientnet-lite0/lite1 on 10 photos at a fortieth of
     4/255 to 16/255: a concave loss gains less), far outside :data:`UNSTABLE_BAND` where the function jumps or
     oscillates faster than the step (a steep staircase: 85% of 200 digits; k-winners-take-all: 35-50%; a
-    high-frequency sine term: 25%): there its gradients say little about where an attack's steps go. Samples
+    high-frequency sine term: about 20-25%): there its gradients say little about where an attack's steps go. Samples
     whose ``g . delta`` vanishes (no gradient: another indicator) count as stable. Cost per sample:
     ``1 + UNSTABLE_DRAWS`` forwards and 1 backward."""
     gen = torch.Generator().manual_seed(seed)
