@@ -322,13 +322,8 @@ def _evaluate(
         rows[label], curve = detection.held_out_row(held_atk, ok, s_adv, s_clean, tau)
         if curve is not None:
             curves[label] = curve
-    first = rows[held[0][0]]
     metrics["held_out"] = rows
-    metrics["non_adaptive"] = {
-        "attack": repr(held[0][1]),
-        "success_without_detector": first["success_rate"],
-        "success_not_flagged": first["success_not_flagged"],
-    }
+    metrics["non_adaptive"] = detection.non_adaptive(held, rows)
     metrics["adaptive"] = {
         "attack": repr(adaptive),
         "success": attack_success_rate(c["evaded"]),

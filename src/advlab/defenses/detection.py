@@ -174,6 +174,17 @@ def held_out_row(
     return row, D.roc_curve(s_clean, s_adv[ok])
 
 
+def non_adaptive(held: list[tuple[str, Attack]], rows: dict[str, Any]) -> dict[str, Any]:
+    """The non-adaptive result: the first held-out attack (it does not know the detector), its success rate without
+    the detector and its share of successes the detector does not flag, from its row of :func:`held_out_rows`."""
+    label, atk = held[0]
+    return {
+        "attack": repr(atk),
+        "success_without_detector": rows[label]["success_rate"],
+        "success_not_flagged": rows[label]["success_not_flagged"],
+    }
+
+
 def held_out_rows(
     held: list[tuple[str, Attack]],
     model: nn.Module,
@@ -231,12 +242,7 @@ def evaluate_detector(
         "clean_accuracy": clean_accuracy(y.cpu(), predictions(model, x, batch_size)),
     }
     rows, curves = held_out_rows(held, model, det, tau, x, y, batch_size, s_clean)
-    first = rows[held[0][0]]
     metrics["held_out"] = rows
-    metrics["non_adaptive"] = {
-        "attack": repr(held[0][1]),
-        "success_without_detector": first["success_rate"],
-        "success_not_flagged": first["success_not_flagged"],
-    }
+    metrics["non_adaptive"] = non_adaptive(held, rows)
     metrics["adaptive"] = adaptive_success(adaptive, model, det, tau, x, y, batch_size)
     return metrics, curves
