@@ -27,6 +27,7 @@ from torch import nn
 
 from advlab import data, evaluate, zoo
 from advlab.evaluation import EvalConfig
+from eval_speed import report_numbers  # (run as a script: benchmarks/ is on the path)
 
 SETTINGS = ("linf/0.1", "l2/0.5")
 
@@ -49,25 +50,7 @@ def run_advlab(model: nn.Module, x: torch.Tensor, y: torch.Tensor, norm: str, ep
     """``preset="autoattack"``: robust accuracy, per-image robust flags, process time, its stages."""
     t0 = time.process_time()
     rep = evaluate(model, (x, y), EvalConfig(preset="autoattack", eps=eps, norm=norm, batch_size=len(y), sanity=False))
-    seconds = time.process_time() - t0
-    robust = ~rep.samples.broken & (rep.samples.clean_pred == rep.samples.y)
-    stages = [
-        {
-            "stage": a["attack"],
-            "attacked": a["attacked"],
-            "broken": a["broken"],
-            "backwards": a["gradient_evaluations"],
-            "robust_after": a["robust_accuracy_after"],
-        }
-        for a in rep.per_attack
-    ]
-    return {
-        "robust_accuracy": rep.robust_accuracy,
-        "clean_accuracy": rep.clean_accuracy,
-        "seconds": seconds,
-        "robust": robust.cpu(),
-        "stages": stages,
-    }
+    return report_numbers(rep, time.process_time() - t0)
 
 
 def compare(model: nn.Module, x: torch.Tensor, y: torch.Tensor, norm: str, eps: float) -> dict[str, Any]:

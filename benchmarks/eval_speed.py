@@ -170,8 +170,21 @@ def run_advlab(model: nn.Module, x: torch.Tensor, y: torch.Tensor, norm: str, ep
     counted = Counted(model)
     t0 = time.process_time()
     rep = evaluate(counted, (x, y), EvalConfig(preset="reliable", eps=eps, norm=norm, batch_size=len(y)))
-    seconds = time.process_time() - t0
-    robust = ~rep.samples.broken & (rep.samples.clean_pred == rep.samples.y)
+    return {
+        **report_numbers(rep, time.process_time() - t0),
+        "forwards": counted.forwards,
+        "backwards": counted.backwards,
+        "own_forwards": rep.forward_evaluations,
+        "own_backwards": rep.gradient_evaluations,
+        "warnings": rep.warnings,
+        "trust": getattr(rep, "trust", None),
+    }
+
+
+def report_numbers(rep: Any, seconds: float) -> dict[str, Any]:
+    """An evaluation's numbers for the side-by-side tables (also ``autoattack_preset.py``'s): robust and clean
+    accuracy, ``seconds``, the per-image robust flags, and per stage its attack, config, samples attacked and broken,
+    backward passes and the robust accuracy after it."""
     stages = [
         {
             "stage": a["attack"],
@@ -187,14 +200,8 @@ def run_advlab(model: nn.Module, x: torch.Tensor, y: torch.Tensor, norm: str, ep
         "robust_accuracy": rep.robust_accuracy,
         "clean_accuracy": rep.clean_accuracy,
         "seconds": seconds,
-        "forwards": counted.forwards,
-        "backwards": counted.backwards,
-        "own_forwards": rep.forward_evaluations,
-        "own_backwards": rep.gradient_evaluations,
+        "robust": (~rep.samples.broken & (rep.samples.clean_pred == rep.samples.y)).cpu(),
         "stages": stages,
-        "robust": robust,
-        "warnings": rep.warnings,
-        "trust": getattr(rep, "trust", None),
     }
 
 
