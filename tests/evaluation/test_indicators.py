@@ -140,3 +140,24 @@ def test_unstable_predictions_fire_and_square_searches_longer(
     with torch.no_grad():
         recomputed = ((stair(x).argmax(1) == y) & (stair(rep.x_adv).argmax(1) == y)).double().mean()
     assert rep.robust_accuracy == pytest.approx(float(recomputed), abs=1e-12)
+
+
+def test_unavailable_gradients_get_more_gradient_free_queries(
+    twin: nn.Module, digits: tuple[torch.Tensor, torch.Tensor], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A custom backward that returns zero: every gradient attack sees nothing, the zero-gradient check marks the
+    unbroken digits (unavailable gradients), and after the gradient-free stage more Square runs with fresh seeds
+    search the samples still unbroken (queries cut to 200 for time, so the first run leaves some for the others)."""
+    monkeypatch.setattr(gradients, "GRADIENT_FREE_QUERIES", 200)
+    x, y = digits[0][:24], digits[1][:24]
+    zero = traps.CustomBackward(twin, mode="zero").eval()
+    rep = evaluate(zero, (x, y), EvalConfig(eps=EPS, keep_adversarials=True))
+    checks = rep.samples.checks
+    assert _fired(rep, "unavailable_gradients") >= 2 and checks["more_queries_runs"] >= 1
+    assert checks["more_queries_runs"] <= indicators.MORE_QUERY_RUNS
+    assert checks["more_queries_broke"] >= 1  # the fresh seeds find what the first run missed
+    assert rep.trust == "low" and any("more Square runs" in w for w in rep.warnings)
+    assert rep.x_adv is not None and float((rep.x_adv - x).abs().amax()) <= EPS * (1 + 1e-5) + 1e-6
+    with torch.no_grad():
+        recomputed = ((zero(x).argmax(1) == y) & (zero(rep.x_adv).argmax(1) == y)).double().mean()
+    assert rep.robust_accuracy == pytest.approx(float(recomputed), abs=1e-12)

@@ -367,20 +367,18 @@ def _stability_probe(s: _State, ball: Ball | None, seed: int) -> dict[str, float
     }
 
 
-def _more_queries(s: _State, i: int, ball: Ball | None, seed: int) -> dict[str, float]:
-    """The remedy of :data:`~advlab.evaluation.indicators.UNSTABLE_PREDICTIONS`: after the gradient-free stage, up to
-    :data:`~advlab.evaluation.indicators.MORE_QUERY_RUNS` more runs of it with fresh seeds on the samples still
-    unbroken, stopping after a run that breaks none. It is the cascade's attack ``i`` (the gradient-free stage's
-    row)."""
-    if ball is None or ball[1] not in ("linf", "l2"):
-        return {}
+def _more_queries(s: _State, i: int, square: Square) -> dict[str, float]:
+    """The remedy of :data:`~advlab.evaluation.indicators.MORE_QUERIES` (and of a model with no gradient path): after
+    the gradient-free stage ``square``, up to :data:`~advlab.evaluation.indicators.MORE_QUERY_RUNS` more runs of it
+    (as many queries) with fresh seeds ``square.seed + 1, ...`` on the samples still unbroken, stopping after a run
+    that breaks none. It is the cascade's attack ``i`` (the gradient-free stage's row)."""
+    ball = success_ball(square, s.plan.config.eps, s.plan.norm)
     runs = broke = 0
     for k in range(1, indicators.MORE_QUERY_RUNS + 1):
         if not bool(s.unbroken.any()):
             break
-        square = Square(eps=ball[0], norm=ball[1], max_queries=gradients.GRADIENT_FREE_QUERIES, seed=seed + k)
         runs += 1
-        more = _attempt(s, i, square, ball)
+        more = _attempt(s, i, dataclasses.replace(square, seed=square.seed + k), ball)
         broke += more
         if more == 0:
             break
@@ -389,14 +387,31 @@ def _more_queries(s: _State, i: int, ball: Ball | None, seed: int) -> dict[str, 
 
 def _gradient_free_stage(s: _State, i: int, ball: Ball | None, seed: int) -> dict[str, float]:
     """Square (:data:`advlab.evaluation.gradients.GRADIENT_FREE_QUERIES` queries per image, the first attack's ball and
-    seed) on the samples still unbroken; what it broke counts as ``black_box_broke`` too. Nothing without an L-inf
-    or L2 ball. It is the cascade's attack ``i``."""
+    seed) on the samples still unbroken; what it broke counts as ``black_box_broke`` too, and when one of
+    :data:`~advlab.evaluation.indicators.MORE_QUERIES` fired, :func:`_more_queries` follows. Nothing without an
+    L-inf or L2 ball. It is the cascade's attack ``i``."""
     if ball is None or ball[1] not in ("linf", "l2") or not bool(s.unbroken.any()):
         return {}
     square = Square(eps=ball[0], norm=ball[1], max_queries=gradients.GRADIENT_FREE_QUERIES, seed=seed)
     tried = float(s.unbroken.sum())
-    broke = float(_attempt(s, i, square, ball))
-    return {"gradient_free_tried": tried, "gradient_free_broke": broke}
+    out = {"gradient_free_tried": tried, "gradient_free_broke": float(_attempt(s, i, square, ball))}
+    if bool((s.indicators & indicators.MORE_QUERIES).any()):
+        out.update(_more_queries(s, i, square))
+    return out
+
+
+def _fallback_queries(s: _State) -> dict[str, float]:
+    """A model with no gradient path: every sample's gradients are unavailable
+    (:data:`~advlab.evaluation.indicators.UNAVAILABLE_GRADIENTS`, set on those left unbroken) and the Square that
+    replaced the gradient attacks (:func:`advlab.evaluation.diagnostics.fallback`) is the whole search, so it gets
+    the remedy of more queries (:func:`_more_queries`, on its row)."""
+    i = next((k for k, a in enumerate(s.plan.attacks) if isinstance(a, Square)), None)
+    if i is None:
+        return {}
+    s.indicators[s.unbroken.cpu()] |= indicators.UNAVAILABLE_GRADIENTS
+    square = s.plan.attacks[i]
+    assert isinstance(square, Square)
+    return _more_queries(s, i, square)
 
 
 def _over_draws(s: _State, y: torch.Tensor, adv_pred: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -550,8 +565,8 @@ def run_batch(plan: Plan, x: torch.Tensor, y: torch.Tensor, *, first: bool = Tru
     )
     if white_box_ran and plan.draws <= 1 and doubt:
         checks.update(_gradient_free_stage(s, len(plan.attacks) + 1, ball, seed))
-        if bool((s.indicators & indicators.UNSTABLE_PREDICTIONS).any()):
-            checks.update(_more_queries(s, len(plan.attacks) + 1, ball, seed))
         free = checks.get("gradient_free_broke", 0.0) + checks.get("more_queries_broke", 0.0)
         checks["black_box_broke"] = checks.get("black_box_broke", 0.0) + free
+    elif plan.findings.no_gradient_path and plan.draws <= 1:
+        checks.update(_fallback_queries(s))
     return _result(s, y, checks)

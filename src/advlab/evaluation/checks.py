@@ -158,13 +158,15 @@ def failed_gradient_checks(checks: dict[str, float]) -> list[str]:
 def _action(checks: dict[str, float], fell_back: bool) -> str:
     """What the evaluation did about failed gradient checks, and what the number then is."""
     tried, broke = int(checks.get("gradient_free_tried", 0)), int(checks.get("gradient_free_broke", 0))
+    runs, more = int(checks.get("more_queries_runs", 0)), int(checks.get("more_queries_broke", 0))
+    then = f"; {runs} more Square runs (fresh seeds) broke {more} more" if runs else ""
     if tried:
         return (
             f"advlab then ran Square (gradient-free, {gradients.GRADIENT_FREE_QUERIES} queries per image) "
-            f"on the {tried} samples still unbroken and it broke {broke}; the robust accuracy is an upper bound"
+            f"on the {tried} samples still unbroken and it broke {broke}{then}; the robust accuracy is an upper bound"
         )
     if fell_back:  # the attacks were gradient-free to begin with (diagnostics.fallback)
-        return "the attacks were gradient-free (Square) already; the robust accuracy is an upper bound"
+        return f"the attacks were gradient-free (Square) already{then}; the robust accuracy is an upper bound"
     return (
         "no gradient-free stage ran (it runs on the batches whose own checks cast doubt, in an L-inf or L2 ball, on a "
         "deterministic model); the robust accuracy is an upper bound"

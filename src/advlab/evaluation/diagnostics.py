@@ -65,7 +65,7 @@ from advlab.attacks.base import Attack
 from advlab.attacks.blackbox import Square
 from advlab.attacks.pgd import PGD
 from advlab.errors import AdvlabError
-from advlab.evaluation import bpda, probes
+from advlab.evaluation import bpda, indicators, probes
 from advlab.evaluation.config import EvalConfig
 from advlab.evaluation.views import EOT_DRAWS, ExpectedProbabilities, LogProbabilities
 
@@ -308,8 +308,9 @@ def finding_warnings(findings: Findings) -> list[str]:
     if findings.no_gradient_path:
         out.append(
             f"the model's outputs have no gradient path to the input (preprocessing outside autograd?): gradient "
-            f"attacks were replaced by Square with {FALLBACK_QUERIES} queries per image, so the robust accuracy is an "
-            "upper bound; give a differentiable twin of the model (attack_model=) for a white-box number"
+            f"attacks were replaced by Square with {FALLBACK_QUERIES} queries per image (then up to "
+            f"{indicators.MORE_QUERY_RUNS} more runs with fresh seeds while they break some), so the robust accuracy "
+            "is an upper bound; give a differentiable twin of the model (attack_model=) for a white-box number"
         )
     if findings.grad_mode_differs:
         out.append(

@@ -10,7 +10,10 @@ is a bit of ``BatchResult.indicators``; the cascade (:func:`advlab.evaluation.ca
 * :data:`TRANSFER_FAILURE`: the attack claimed a success (on the model it ran on: a view, a surrogate, the forward
   with autograd on) that the model as a user calls it does not confirm.
 * :data:`UNAVAILABLE_GRADIENTS`: the input gradient of the loss is exactly zero at the sample, left unbroken
-  (a saturated softmax, masked gradients).
+  (a saturated softmax, masked gradients, a model with no gradient path to its input). Remedy: gradient-free search
+  with more queries: after the gradient-free stage (for a model with no gradient path: after the Square that
+  replaced the gradient attacks, :func:`advlab.evaluation.diagnostics.fallback`), up to :data:`MORE_QUERY_RUNS`
+  more runs of Square with fresh seeds on the samples still unbroken, while they break some.
 * :data:`INCOMPLETE_OPTIMIZATION`: the attack's best loss was still rising over its last evaluations (a fifth of
   them) when its budget ran out, and the sample stayed unbroken (:meth:`advlab.attacks.base.Witness.still_improving`).
   Remedy: the attack runs again on those samples with :data:`MORE_STEPS` times its steps. Not on a randomized
@@ -65,13 +68,20 @@ NEED_GRADIENT_FREE = TRANSFER_FAILURE | UNAVAILABLE_GRADIENTS | UNCONSTRAINED_FA
 UNCONSTRAINED_SAMPLES = 4
 #: how many times its steps an attack runs again on the samples whose loss was still improving
 MORE_STEPS = 2
-#: at most how many more runs of the gradient-free stage (fresh seeds) follow it on a batch with unstable predictions
+#: at most how many more runs of the gradient-free stage (fresh seeds) follow it on a batch where one of
+#: :data:`MORE_QUERIES` fired
 MORE_QUERY_RUNS = 3
+#: the indicators whose remedy is gradient-free search with more queries (the gradients say nothing at the attack's
+#: scale, so the one search that works gets a larger budget)
+MORE_QUERIES = UNAVAILABLE_GRADIENTS | UNSTABLE_PREDICTIONS
 
 REMEDIES = {
     "silent_success": "the point seen on the path was judged and kept as the sample's adversarial example",
     "transfer_failure": "every success was judged on the model as called; the gradient-free stage (Square) ran",
-    "unavailable_gradients": "the gradient-free stage (Square) ran on the samples still unbroken",
+    "unavailable_gradients": (
+        f"the gradient-free stage (Square) ran on the samples still unbroken, then up to {MORE_QUERY_RUNS} more runs "
+        "with fresh seeds while they broke some"
+    ),
     "unconstrained_failure": "the gradient-free stage (Square) ran on the samples still unbroken",
     "incomplete_optimization": f"the attack ran again on those samples with {MORE_STEPS}x its steps",
     "unstable_predictions": (

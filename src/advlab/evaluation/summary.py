@@ -338,8 +338,14 @@ class EvalReport:
                 f"{a['seconds']:.1f} s"
             )
         if (t := self.active_test) is not None:
+            skipped = (
+                f" ({t['skipped']} samples skipped: their binary task could not be verified on the model)"
+                if t["skipped"]
+                else ""
+            )
             lines.append(
                 f"  active test                 found {t['found']} of {t['tested']} planted adversarial examples"
+                + skipped
             )
         lines += [f"  adapted: {a}" for a in self.adaptations]
         lines += [f"  indicator: {i['indicator']} on {i['samples']} samples: {i['remedy']}" for i in self.indicators]
