@@ -368,10 +368,11 @@ def _stability_probe(s: _State, ball: Ball | None, seed: int) -> dict[str, float
 
 
 def _more_queries(s: _State, i: int, square: Square) -> dict[str, float]:
-    """The remedy of :data:`~advlab.evaluation.indicators.MORE_QUERIES` (and of a model with no gradient path): after
-    the gradient-free stage ``square``, up to :data:`~advlab.evaluation.indicators.MORE_QUERY_RUNS` more runs of it
-    (as many queries) with fresh seeds ``square.seed + 1, ...`` on the samples still unbroken, stopping after a run
-    that breaks none. It is the cascade's attack ``i`` (the gradient-free stage's row)."""
+    """Gradient-free search with more queries: after ``square`` (the gradient-free stage's first run, or the Square
+    that replaced the attacks of a model with no gradient path), up to
+    :data:`~advlab.evaluation.indicators.MORE_QUERY_RUNS` more runs of it (as many queries) with fresh seeds
+    ``square.seed + 1, ...`` on the samples still unbroken, stopping after a run that breaks none. It is the
+    cascade's attack ``i`` (the row of ``square``)."""
     ball = success_ball(square, s.plan.config.eps, s.plan.norm)
     runs = broke = 0
     for k in range(1, indicators.MORE_QUERY_RUNS + 1):
@@ -387,17 +388,14 @@ def _more_queries(s: _State, i: int, square: Square) -> dict[str, float]:
 
 def _gradient_free_stage(s: _State, i: int, ball: Ball | None, seed: int) -> dict[str, float]:
     """Square (:data:`advlab.evaluation.gradients.GRADIENT_FREE_QUERIES` queries per image, the first attack's ball and
-    seed) on the samples still unbroken; what it broke counts as ``black_box_broke`` too, and when one of
-    :data:`~advlab.evaluation.indicators.MORE_QUERIES` fired, :func:`_more_queries` follows. Nothing without an
-    L-inf or L2 ball. It is the cascade's attack ``i``."""
+    seed) on the samples still unbroken, then :func:`_more_queries`; what they broke counts as ``black_box_broke``
+    too. Nothing without an L-inf or L2 ball. It is the cascade's attack ``i``."""
     if ball is None or ball[1] not in ("linf", "l2") or not bool(s.unbroken.any()):
         return {}
     square = Square(eps=ball[0], norm=ball[1], max_queries=gradients.GRADIENT_FREE_QUERIES, seed=seed)
     tried = float(s.unbroken.sum())
     out = {"gradient_free_tried": tried, "gradient_free_broke": float(_attempt(s, i, square, ball))}
-    if bool((s.indicators & indicators.MORE_QUERIES).any()):
-        out.update(_more_queries(s, i, square))
-    return out
+    return {**out, **_more_queries(s, i, square)}
 
 
 def _fallback_queries(s: _State) -> dict[str, float]:

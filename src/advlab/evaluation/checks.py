@@ -32,7 +32,7 @@ from torch import nn
 
 from advlab.attacks.base import frozen_parameters
 from advlab.device import device_of
-from advlab.evaluation import gradients
+from advlab.evaluation import gradients, indicators
 
 if TYPE_CHECKING:
     from advlab.evaluation.diagnostics import Findings
@@ -157,15 +157,14 @@ def failed_gradient_checks(checks: dict[str, float]) -> list[str]:
 
 def _action(checks: dict[str, float], fell_back: bool) -> str:
     """What the evaluation did about failed gradient checks, and what the number then is."""
-    tried, broke = int(checks.get("gradient_free_tried", 0)), int(checks.get("gradient_free_broke", 0))
-    runs, more = int(checks.get("more_queries_runs", 0)), int(checks.get("more_queries_broke", 0))
-    then = f"; {runs} more Square runs (fresh seeds) broke {more} more" if runs else ""
-    if tried:
+    if checks.get("gradient_free_tried", 0):
         return (
-            f"advlab then ran Square (gradient-free, {gradients.GRADIENT_FREE_QUERIES} queries per image) "
-            f"on the {tried} samples still unbroken and it broke {broke}{then}; the robust accuracy is an upper bound"
+            f"{indicators.gradient_free_done(checks)} ({gradients.GRADIENT_FREE_QUERIES} queries per image and run); "
+            "the robust accuracy is an upper bound"
         )
+    runs, more = int(checks.get("more_queries_runs", 0)), int(checks.get("more_queries_broke", 0))
     if fell_back:  # the attacks were gradient-free to begin with (diagnostics.fallback)
+        then = f"; {runs} more Square runs (fresh seeds) broke {more} more" if runs else ""
         return f"the attacks were gradient-free (Square) already{then}; the robust accuracy is an upper bound"
     return (
         "no gradient-free stage ran (it runs on the batches whose own checks cast doubt, in an L-inf or L2 ball, on a "

@@ -10,10 +10,8 @@ is a bit of ``BatchResult.indicators``; the cascade (:func:`advlab.evaluation.ca
 * :data:`TRANSFER_FAILURE`: the attack claimed a success (on the model it ran on: a view, a surrogate, the forward
   with autograd on) that the model as a user calls it does not confirm.
 * :data:`UNAVAILABLE_GRADIENTS`: the input gradient of the loss is exactly zero at the sample, left unbroken
-  (a saturated softmax, masked gradients, a model with no gradient path to its input). Remedy: gradient-free search
-  with more queries: after the gradient-free stage (for a model with no gradient path: after the Square that
-  replaced the gradient attacks, :func:`advlab.evaluation.diagnostics.fallback`), up to :data:`MORE_QUERY_RUNS`
-  more runs of Square with fresh seeds on the samples still unbroken, while they break some.
+  (a saturated softmax, masked gradients, a model with no gradient path to its input: there the Square that
+  replaced the gradient attacks, :func:`advlab.evaluation.diagnostics.fallback`, gets the more runs below too).
 * :data:`INCOMPLETE_OPTIMIZATION`: the attack's best loss was still rising over its last evaluations (a fifth of
   them) when its budget ran out, and the sample stayed unbroken (:meth:`advlab.attacks.base.Witness.still_improving`).
   Remedy: the attack runs again on those samples with :data:`MORE_STEPS` times its steps. Not on a randomized
@@ -25,15 +23,16 @@ is a bit of ``BatchResult.indicators``; the cascade (:func:`advlab.evaluation.ca
 * :data:`UNSTABLE_PREDICTIONS`: at a sample left unbroken, small steps along the gradient (a fortieth of eps)
   change the margin loss far from what the gradient predicts (:func:`advlab.evaluation.gradients.instability`): a
   discontinuous function (k-winners-take-all, a steep staircase, a term oscillating faster than a step), whose
-  gradients say nothing at the attack's scale. Remedy, when it fires on enough of a batch
-  (:func:`advlab.evaluation.gradients.unstable_failed`): after the gradient-free stage, up to :data:`MORE_QUERY_RUNS`
-  more runs of Square (fresh seeds, as many queries each) on the samples still unbroken, while they break some.
-  (Averaging gradients over Gaussian noise, EOT, did not help here: a discontinuous function's gradients at single
-  points are zero or huge, so their mean over a few draws is mostly noise; on 100 digits behind a steep staircase
-  APGD on that smoothed model left 50% robust where the first Square left 42%.)
+  gradients say nothing at the attack's scale (it fires when enough of a batch is unstable:
+  :func:`advlab.evaluation.gradients.unstable_failed`). (Averaging gradients over Gaussian noise, EOT, did not
+  help here: a discontinuous function's gradients at single points are zero or huge, so their mean over a few draws
+  is mostly noise; on 100 digits behind a steep staircase APGD on that smoothed model left 50% robust where the
+  first Square left 42%.)
 
-Any of the last four makes the batch end with the gradient-free stage (Square on the samples still unbroken; not on
-a randomized model). :func:`summary` gives the report's lines: which fired, on how many samples, what was done.
+Any of the last four makes the batch end with the gradient-free stage: gradient-free search with more queries, as
+the gradients say nothing useful there (Square on the samples still unbroken, then up to :data:`MORE_QUERY_RUNS`
+more runs with fresh seeds, as many queries each, while each run breaks some; not on a randomized model).
+:func:`summary` gives the report's lines: which fired, on how many samples, what was done.
 """
 
 from __future__ import annotations
@@ -68,26 +67,22 @@ NEED_GRADIENT_FREE = TRANSFER_FAILURE | UNAVAILABLE_GRADIENTS | UNCONSTRAINED_FA
 UNCONSTRAINED_SAMPLES = 4
 #: how many times its steps an attack runs again on the samples whose loss was still improving
 MORE_STEPS = 2
-#: at most how many more runs of the gradient-free stage (fresh seeds) follow it on a batch where one of
-#: :data:`MORE_QUERIES` fired
+#: at most how many more runs (fresh seeds) follow the gradient-free stage's first Square, while each breaks some
 MORE_QUERY_RUNS = 3
-#: the indicators whose remedy is gradient-free search with more queries (the gradients say nothing at the attack's
-#: scale, so the one search that works gets a larger budget)
-MORE_QUERIES = UNAVAILABLE_GRADIENTS | UNSTABLE_PREDICTIONS
+
+#: the gradient-free stage, as the remedies name it
+GRADIENT_FREE = (
+    f"the gradient-free stage ran on the samples still unbroken (Square, then up to {MORE_QUERY_RUNS} more runs with "
+    "fresh seeds while they broke some)"
+)
 
 REMEDIES = {
     "silent_success": "the point seen on the path was judged and kept as the sample's adversarial example",
-    "transfer_failure": "every success was judged on the model as called; the gradient-free stage (Square) ran",
-    "unavailable_gradients": (
-        f"the gradient-free stage (Square) ran on the samples still unbroken, then up to {MORE_QUERY_RUNS} more runs "
-        "with fresh seeds while they broke some"
-    ),
-    "unconstrained_failure": "the gradient-free stage (Square) ran on the samples still unbroken",
+    "transfer_failure": f"every success was judged on the model as called; {GRADIENT_FREE}",
+    "unavailable_gradients": GRADIENT_FREE,
+    "unconstrained_failure": GRADIENT_FREE,
     "incomplete_optimization": f"the attack ran again on those samples with {MORE_STEPS}x its steps",
-    "unstable_predictions": (
-        f"the gradient-free stage (Square) ran on the samples still unbroken, then up to {MORE_QUERY_RUNS} more runs "
-        "with fresh seeds while they broke some"
-    ),
+    "unstable_predictions": GRADIENT_FREE,
 }
 
 
@@ -132,11 +127,7 @@ def warnings(bits: torch.Tensor, checks: dict[str, float]) -> list[str]:
     """The warnings of the indicators that cast doubt on the gradients and have no check of their own (an all-zero
     gradient is :mod:`~advlab.evaluation.checks`' zero-gradient warning): one line each, with what was done."""
     k = counts(bits)
-    tried, broke = int(checks.get("gradient_free_tried", 0)), int(checks.get("gradient_free_broke", 0))
-    then = (
-        f"Square (gradient-free) then ran on the {tried} samples still unbroken and broke {broke}; the robust accuracy "
-        "is an upper bound"
-    )
+    then = f"{gradient_free_done(checks)}; the robust accuracy is an upper bound"
     out = []
     if k["transfer_failure"]:
         out.append(
@@ -150,11 +141,19 @@ def warnings(bits: torch.Tensor, checks: dict[str, float]) -> list[str]:
             f"it tried (its gradients do not guide it, or nothing in the box moves the model off its class); {then}"
         )
     if k["unstable_predictions"]:
-        runs, more = int(checks.get("more_queries_runs", 0)), int(checks.get("more_queries_broke", 0))
         out.append(
             f"unstable predictions: on {k['unstable_predictions']} of {int(checks.get('stability_probed', 0))} "
             "unbroken samples probed, small steps along the gradient (a fortieth of eps) change the loss far from "
             "what the gradient predicts (a discontinuous model: its gradients say little at the attack's scale); "
-            f"{then}; {runs} more Square runs (fresh seeds) broke {more} more"
+            + then
         )
     return out
+
+
+def gradient_free_done(checks: dict[str, float]) -> str:
+    """What the gradient-free stage did (its checks ``gradient_free_*``, ``more_queries_*``), as a clause."""
+    tried, broke = int(checks.get("gradient_free_tried", 0)), int(checks.get("gradient_free_broke", 0))
+    runs, more = int(checks.get("more_queries_runs", 0)), int(checks.get("more_queries_broke", 0))
+    return f"Square (gradient-free) then ran on the {tried} samples still unbroken and broke {broke}" + (
+        f"; {runs} more Square runs (fresh seeds) broke {more} more" if runs else ""
+    )
