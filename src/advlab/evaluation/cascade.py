@@ -403,13 +403,11 @@ def _fallback_queries(s: _State) -> dict[str, float]:
     (:data:`~advlab.evaluation.indicators.UNAVAILABLE_GRADIENTS`, set on those left unbroken) and the Square that
     replaced the gradient attacks (:func:`advlab.evaluation.diagnostics.fallback`) is the whole search, so it gets
     the remedy of more queries (:func:`_more_queries`, on its row)."""
-    i = next((k for k, a in enumerate(s.plan.attacks) if isinstance(a, Square)), None)
-    if i is None:
-        return {}
-    s.indicators[s.unbroken.cpu()] |= indicators.UNAVAILABLE_GRADIENTS
-    square = s.plan.attacks[i]
-    assert isinstance(square, Square)
-    return _more_queries(s, i, square)
+    for i, square in enumerate(s.plan.attacks):
+        if isinstance(square, Square):
+            s.indicators[s.unbroken.cpu()] |= indicators.UNAVAILABLE_GRADIENTS
+            return _more_queries(s, i, square)
+    return {}
 
 
 def _over_draws(s: _State, y: torch.Tensor, adv_pred: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

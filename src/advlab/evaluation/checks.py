@@ -162,10 +162,11 @@ def _action(checks: dict[str, float], fell_back: bool) -> str:
             f"{indicators.gradient_free_done(checks)} ({gradients.GRADIENT_FREE_QUERIES} queries per image and run); "
             "the robust accuracy is an upper bound"
         )
-    runs, more = int(checks.get("more_queries_runs", 0)), int(checks.get("more_queries_broke", 0))
     if fell_back:  # the attacks were gradient-free to begin with (diagnostics.fallback)
-        then = f"; {runs} more Square runs (fresh seeds) broke {more} more" if runs else ""
-        return f"the attacks were gradient-free (Square) already{then}; the robust accuracy is an upper bound"
+        return (
+            f"the attacks were gradient-free (Square) already{indicators.more_runs_done(checks)}; the robust accuracy "
+            "is an upper bound"
+        )
     return (
         "no gradient-free stage ran (it runs on the batches whose own checks cast doubt, in an L-inf or L2 ball, on a "
         "deterministic model); the robust accuracy is an upper bound"

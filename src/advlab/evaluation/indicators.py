@@ -153,7 +153,13 @@ def warnings(bits: torch.Tensor, checks: dict[str, float]) -> list[str]:
 def gradient_free_done(checks: dict[str, float]) -> str:
     """What the gradient-free stage did (its checks ``gradient_free_*``, ``more_queries_*``), as a clause."""
     tried, broke = int(checks.get("gradient_free_tried", 0)), int(checks.get("gradient_free_broke", 0))
-    runs, more = int(checks.get("more_queries_runs", 0)), int(checks.get("more_queries_broke", 0))
-    return f"Square (gradient-free) then ran on the {tried} samples still unbroken and broke {broke}" + (
-        f"; {runs} more Square runs (fresh seeds) broke {more} more" if runs else ""
+    return f"Square (gradient-free) then ran on the {tried} samples still unbroken and broke {broke}" + more_runs_done(
+        checks
     )
+
+
+def more_runs_done(checks: dict[str, float]) -> str:
+    """What the more Square runs did (checks ``more_queries_*``), as "; N more Square runs ... broke M more", or ""
+    when none ran."""
+    runs, more = int(checks.get("more_queries_runs", 0)), int(checks.get("more_queries_broke", 0))
+    return f"; {runs} more Square runs (fresh seeds) broke {more} more" if runs else ""
