@@ -28,6 +28,17 @@ class ForgetfulPGD(attacks.PGD):
         return x, oracle.logits(x, None)
 
 
+class DetachedInput(nn.Module):
+    """``twin(stop(x)) + 0 * mean(x)``: the twin's forward, a gradient path whose gradient is exactly zero."""
+
+    def __init__(self, twin: nn.Module) -> None:
+        super().__init__()
+        self.twin = twin
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.twin(x.detach()) + 0 * x.flatten(1).mean(1, keepdim=True)
+
+
 def _fired(rep, name: str) -> int:  # type: ignore[no-untyped-def]
     return next((i["samples"] for i in rep.indicators if i["indicator"] == name), 0)
 
@@ -145,12 +156,14 @@ def test_unstable_predictions_fire_and_square_searches_longer(
 def test_unavailable_gradients_get_more_gradient_free_queries(
     twin: nn.Module, digits: tuple[torch.Tensor, torch.Tensor], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A custom backward that returns zero: every gradient attack sees nothing, the zero-gradient check marks the
-    unbroken digits (unavailable gradients), and after the gradient-free stage more Square runs with fresh seeds
-    search the samples still unbroken (queries cut to 200 for time, so the first run leaves some for the others)."""
+    """A model whose input gradient is zero with no custom Function to differentiate (the input detached, a zero
+    term keeping the graph): every gradient attack sees nothing, the zero-gradient check marks the unbroken digits
+    (unavailable gradients), and after the gradient-free stage more Square runs with fresh seeds search the samples
+    still unbroken (queries cut to 200 for time, so the first run leaves some for the others). A zero custom backward
+    gets its forward differentiated instead (tests/evaluation/test_custom_functions.py)."""
     monkeypatch.setattr(gradients, "GRADIENT_FREE_QUERIES", 200)
     x, y = digits[0][:24], digits[1][:24]
-    zero = traps.CustomBackward(twin, mode="zero").eval()
+    zero = DetachedInput(twin).eval()
     rep = evaluate(zero, (x, y), EvalConfig(eps=EPS, keep_adversarials=True))
     checks = rep.samples.checks
     assert _fired(rep, "unavailable_gradients") >= 2 and checks["more_queries_runs"] >= 1

@@ -29,10 +29,24 @@ comparison is a gate (a ReLU written ``h * (h > 0).float()``, a mask) whose own 
 slope-1 shadow would distort it. An integer or boolean tensor whose shadow would not hold its exact values (an
 index, ``argmax``, integer division, an in-place change) gets none: no gradient through it, as without the mode.
 The ops that got a straight-through backward on a probe forward are named by :func:`non_differentiable_ops`.
+
+**Custom autograd Functions** (``torch.autograd.Function`` subclasses: their backward is the author's, and may be
+zero or lie) are not torch ops, so the mode cannot see them; their nodes in the autograd graph can be. Given the
+names of Function classes (``functions``, :func:`function_name`; which ones is decided by finite differences in
+:func:`advlab.evaluation.diagnostics.probe`), :class:`StraightThrough` hooks every node of those classes in each
+forward's graph so that the gradient it passes to each input of the output's shape is the output's gradient
+(``dL/dx := dL/dy``: the straight-through estimator, f treated as the identity); other inputs keep the Function's
+own. Given ``differentiated`` names instead, it runs those Functions' own ``forward`` outside ``Function.apply``, so
+that autograd differentiates the ops it is written in (with this module's straight-through gradients for its
+non-differentiable ones) and the author's backward is never called: the exact gradient where the forward is torch
+code. That takes effect where the Function is called as ``Cls.apply(...)`` (the class's ``apply`` is looked up at
+the call); a ``f = Cls.apply`` bound before the evaluation keeps the original, so the probe measures whether it
+did. The Function classes in a graph are listed by :func:`custom_functions`.
 """
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from typing import Any, TypeGuard
 
@@ -259,10 +273,116 @@ def non_differentiable_ops(model: nn.Module, x: torch.Tensor) -> list[str]:
     return sorted(mode.found)
 
 
+def function_name(cls: type) -> str:
+    """The name a custom autograd Function class goes by here: ``module.QualifiedName``."""
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
+def _function_nodes(out: Any) -> dict[str, list[Any]]:
+    """The nodes of custom autograd Functions in the graph behind the tensors of ``out``, by :func:`function_name`."""
+    nodes: dict[str, list[Any]] = {}
+    stack: list[Any] = [t.grad_fn for t in _tensors(out) if t.grad_fn is not None]
+    seen: dict[int, Any] = {}  # the nodes kept alive, so that no id is reused during the walk
+    while stack:
+        node = stack.pop()
+        if node is None or id(node) in seen:
+            continue
+        seen[id(node)] = node
+        cls = getattr(node, "_forward_cls", None)
+        if isinstance(node, torch.autograd.function.BackwardCFunction) and isinstance(cls, type):
+            nodes.setdefault(function_name(cls), []).append(node)
+        stack.extend(nxt for nxt, _ in node.next_functions)
+    return nodes
+
+
+def custom_functions(model: nn.Module, x: torch.Tensor) -> list[str]:
+    """The custom autograd Function classes (:func:`function_name`) in the graph of ``model`` run on ``x`` (one
+    forward with ``x`` requiring grad, the parameters frozen), sorted; [] for a model built of torch ops only."""
+    xs = x.detach().clone().requires_grad_(True)
+    with frozen_parameters(model), torch.enable_grad():
+        return sorted(_function_nodes(model(xs)))
+
+
+def _pass_output_gradient(grad_inputs: tuple[Any, ...], grad_outputs: tuple[Any, ...]) -> tuple[Any, ...]:
+    """A node hook: each input gradient of the output's shape becomes the output's gradient (straight-through)."""
+    go = grad_outputs[0] if grad_outputs else None
+    if go is None:
+        return grad_inputs
+    return tuple(go if gi is not None and gi.shape == go.shape else gi for gi in grad_inputs)
+
+
+class _Context:
+    """A stand-in for the ``ctx`` of a custom Function's forward run outside ``Function.apply``: it takes what the
+    forward stores and ignores the bookkeeping calls (autograd differentiates the forward itself)."""
+
+    def __init__(self, args: tuple[Any, ...]) -> None:
+        self.needs_input_grad = tuple(isinstance(a, torch.Tensor) and a.requires_grad for a in args)
+        self.saved_tensors: tuple[Any, ...] = ()
+
+    def save_for_backward(self, *tensors: Any) -> None:
+        self.saved_tensors = tensors
+
+    def save_for_forward(self, *tensors: Any) -> None:
+        pass
+
+    def mark_dirty(self, *tensors: Any) -> None:
+        pass
+
+    def mark_non_differentiable(self, *tensors: Any) -> None:
+        pass
+
+    def set_materialize_grads(self, value: bool) -> None:
+        pass
+
+
+@contextlib.contextmanager
+def _differentiating(names: tuple[str, ...], mode: bool) -> Any:
+    """While open, ``Cls.apply(*args)`` of a Function named in ``names`` runs ``Cls.forward`` as plain autograd code
+    (under a :class:`_Mode` of its own unless ``mode``: one is open already); a forward that fails that way runs
+    as the Function (its backward then used)."""
+    original = torch.autograd.Function.__dict__["apply"]
+
+    def apply(cls: Any, *args: Any, **kwargs: Any) -> Any:
+        if function_name(cls) in names and torch.is_grad_enabled():
+            try:
+                with contextlib.nullcontext() if mode else _Mode():
+                    if cls.setup_context is torch.autograd.Function.setup_context:
+                        return cls.forward(_Context(args), *args, **kwargs)
+                    return cls.forward(*args, **kwargs)
+            except _RECOVERABLE:
+                pass
+        return original.__func__(cls, *args, **kwargs)
+
+    torch.autograd.Function.apply = classmethod(apply)  # type: ignore[assignment,method-assign]
+    try:
+        yield
+    finally:
+        torch.autograd.Function.apply = original  # type: ignore[method-assign]
+
+
 class StraightThrough(AttackView):
-    """``model`` with straight-through gradients for its non-differentiable ops (see the module docstring); the
-    forward values are the model's own."""
+    """``model`` with straight-through gradients (see the module docstring); the forward values are the model's own.
+
+    ``ops``: through the non-differentiable torch ops it applies to its input (the mode); ``functions``: through
+    the custom autograd Functions of these names (:func:`function_name`), wherever they are in the graph;
+    ``differentiated``: the custom Functions of these names differentiated through their own forward."""
+
+    def __init__(
+        self, model: nn.Module, ops: bool = True, functions: tuple[str, ...] = (), differentiated: tuple[str, ...] = ()
+    ) -> None:
+        super().__init__(model)
+        self.ops, self.functions, self.differentiated = ops, functions, differentiated
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        with _Mode():
-            return self.model(x)
+        with contextlib.ExitStack() as stack:
+            if self.ops:
+                stack.enter_context(_Mode())
+            if self.differentiated:
+                stack.enter_context(_differentiating(self.differentiated, self.ops))
+            out = self.model(x)
+        if self.functions and torch.is_grad_enabled():
+            for name, nodes in _function_nodes(out).items():
+                if name in self.functions:
+                    for node in nodes:
+                        node.register_hook(_pass_output_gradient)
+        return out

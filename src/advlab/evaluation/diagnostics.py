@@ -36,6 +36,12 @@ What the findings decide (:func:`plan_for`):
   bound, and a warning says so.
 * **non-differentiable ops** (round, floor, sign, integer casts, comparisons cast to float, ...; e.g. an input
   quantizer): the attacks run on :class:`advlab.evaluation.bpda.StraightThrough` of the model (BPDA).
+* **custom autograd Functions whose backward fails** (on the probed samples the model's input gradients disagree
+  with finite differences, or vanish, and they agree better another way; :func:`failing_functions`): the attacks run
+  on :class:`~advlab.evaluation.bpda.StraightThrough` with autograd differentiating those Functions' own forward
+  (``differentiated_functions``: the exact gradient of a forward written in torch), or, where that cannot take
+  effect, with each taken as the identity in the backward (``straight_through_functions``; BPDA either way). A
+  custom Function whose backward is right keeps it.
 * **probabilities instead of logits** (a final softmax): the attacks run on
   :class:`~advlab.evaluation.views.LogProbabilities` of the model.
 * **randomized** (two forwards differ: random transformations, noise, dropout): the attacks run on
@@ -65,7 +71,7 @@ from advlab.attacks.base import Attack
 from advlab.attacks.blackbox import Square
 from advlab.attacks.pgd import PGD
 from advlab.errors import AdvlabError
-from advlab.evaluation import bpda, indicators, probes
+from advlab.evaluation import bpda, gradients, indicators, probes
 from advlab.evaluation.config import EvalConfig
 from advlab.evaluation.views import EOT_DRAWS, ExpectedProbabilities, LogProbabilities
 
@@ -76,6 +82,10 @@ ACCURACY_DRAWS = 16
 #: the fewest steps a white-box attack takes on a randomized model (AutoAttack's APGD budget)
 EOT_STEPS = 100
 
+#: a way of getting gradients through a custom Function counts as better when its median disagreement with finite
+#: differences is at most this fraction of the model's own (:func:`_better`)
+FUNCTION_GAIN = 0.5
+
 #: the ball a success must lie in: (eps in [0, 1] pixel units, norm name)
 Ball = tuple[float, str]
 
@@ -83,12 +93,15 @@ Ball = tuple[float, str]
 @dataclass(frozen=True)
 class Findings:
     """What the probe (:mod:`advlab.evaluation.probes`) found on the first samples, typed: no gradient path to the
-    input; the non-differentiable ops applied to it (straight-through gradients needed); outputs that are
-    probabilities; a randomized model; a forward that differs with autograd on (``grad_mode_gap``: the relative
-    difference measured, 0 for an honest model)."""
+    input; the non-differentiable ops applied to it (straight-through gradients needed); the custom autograd
+    Functions whose backward fails (:func:`failing_functions`), to differentiate through their forward or to pass
+    the gradient straight through; outputs that are probabilities; a randomized model; a forward that differs with
+    autograd on (``grad_mode_gap``: the relative difference measured, 0 for an honest model)."""
 
     no_gradient_path: bool = False
     straight_through: tuple[str, ...] = ()
+    differentiated_functions: tuple[str, ...] = ()
+    straight_through_functions: tuple[str, ...] = ()
     probabilities: bool = False
     randomized: bool = False
     grad_mode_gap: float = 0.0
@@ -99,13 +112,22 @@ class Findings:
         return self.grad_mode_gap > probes.DIFFERENT
 
     def to_dict(self) -> dict[str, Any]:
-        return {**dataclasses.asdict(self), "straight_through": list(self.straight_through)}
+        return {
+            **dataclasses.asdict(self),
+            "straight_through": list(self.straight_through),
+            "differentiated_functions": list(self.differentiated_functions),
+            "straight_through_functions": list(self.straight_through_functions),
+        }
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> Findings:
         known = {f.name for f in dataclasses.fields(cls)}
         kept = {k: v for k, v in d.items() if k in known}
-        return cls(**{**kept, "straight_through": tuple(kept.get("straight_through", ()))})
+        lists = {
+            k: tuple(kept.get(k, ()))
+            for k in ("straight_through", "differentiated_functions", "straight_through_functions")
+        }
+        return cls(**{**kept, **lists})
 
 
 @dataclass(frozen=True)
@@ -176,12 +198,71 @@ def probe(model: nn.Module, attacked: nn.Module, x: torch.Tensor, attacks: Seque
         return Findings(no_gradient_path=True)
     ops = tuple(bpda.non_differentiable_ops(attacked, x))
     random = probes.randomized(model, x)
+    functions = ((), ()) if random else failing_functions(attacked, x, bool(ops))
     return Findings(
         straight_through=ops,
+        differentiated_functions=functions[0],
+        straight_through_functions=functions[1],
         probabilities=probes.outputs_probabilities(attacked, x),
         randomized=random,
         grad_mode_gap=0.0 if random else probes.grad_mode_gap(model, x),
     )
+
+
+def _agreement(view: nn.Module, x: torch.Tensor) -> gradients.Disagreement | None:
+    """:func:`advlab.evaluation.probes.gradient_agreement` of ``view``, None when its backward raises (a custom
+    Function without one)."""
+    try:
+        return probes.gradient_agreement(view, x)
+    except (RuntimeError, TypeError, ValueError):
+        return None
+
+
+def _better(alt: gradients.Disagreement | None, base: gradients.Disagreement | None) -> bool:
+    """Whether the gradients ``alt`` measured agree with finite differences better than ``base``'s: gradients where
+    all had vanished or the backward raised, fewer unreliable samples, or at most half the median disagreement."""
+    if alt is None:
+        return False
+    if base is None or bool(base.vanished.all()):
+        return not bool(alt.vanished.any())
+    fewer = int(alt.unreliable.sum()) < int(base.unreliable.sum())
+    return fewer or float(alt.per_sample.median()) <= FUNCTION_GAIN * float(base.per_sample.median())
+
+
+def failing_functions(attacked: nn.Module, x: torch.Tensor, ops: bool) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """The custom autograd Functions in ``attacked``'s graph (:func:`advlab.evaluation.bpda.custom_functions`) whose
+    backward the attacks should not follow, by finite differences on a few samples ``x``
+    (:func:`advlab.evaluation.probes.gradient_agreement`; ``ops``: the straight-through ops are in force), as
+    (differentiated through their forward, passed straight through): see
+    :class:`advlab.evaluation.bpda.StraightThrough`.
+
+    Only when the model's gradients fail there, i.e. the finite-difference check fails
+    (:func:`advlab.evaluation.gradients.fd_failed`), every gradient vanishes (a zero backward, or a quantizer's
+    true one) or the backward raises (none written), is each Function tried both ways (the others as they are); the
+    way whose gradients agree best is kept when it agrees better than the model's own (:func:`_better`),
+    differentiating the forward on a tie. A Function whose backward is right (an honest custom activation or
+    identity) never makes the check fail, so it keeps its backward. Costs nothing on a model without custom
+    Functions, else ``1 + 2k`` probes of 26 forwards per sample (k Functions). Not tried on a randomized model (its
+    finite differences are noise)."""
+    names = bpda.custom_functions(attacked, x[: probes.PROBE_SAMPLES])
+    if not names:
+        return (), ()
+    base = _agreement(bpda.StraightThrough(attacked, ops=ops), x)
+    if base is not None and not (gradients.fd_failed(int(base.unreliable.sum())) or bool(base.vanished.all())):
+        return (), ()
+    differentiated: list[str] = []
+    straight: list[str] = []
+    for name in names:
+        ways = {
+            "differentiated": bpda.StraightThrough(attacked, ops=ops, differentiated=(name,)),
+            "straight": bpda.StraightThrough(attacked, ops=ops, functions=(name,)),
+        }
+        agree = {way: _agreement(view, x) for way, view in ways.items()}
+        good = {way: a for way, a in agree.items() if a is not None and _better(a, base)}
+        if good:
+            best = min(good, key=lambda w: (int(good[w].unreliable.sum()), float(good[w].per_sample.median())))
+            (differentiated if best == "differentiated" else straight).append(name)
+    return tuple(differentiated), tuple(straight)
 
 
 def diagnose(
@@ -205,8 +286,13 @@ def plan_for(model: nn.Module, config: EvalConfig, findings: Findings, attack_mo
     if findings.no_gradient_path:
         attacks = fallback(attacks, config.eps, norm)
     else:
-        if findings.straight_through:
-            attacked = bpda.StraightThrough(attacked)
+        if findings.straight_through or findings.differentiated_functions or findings.straight_through_functions:
+            attacked = bpda.StraightThrough(
+                attacked,
+                ops=bool(findings.straight_through),
+                functions=findings.straight_through_functions,
+                differentiated=findings.differentiated_functions,
+            )
         if findings.probabilities:
             attacked = LogProbabilities(attacked)
         if findings.randomized:
@@ -279,6 +365,11 @@ def eot_attacks(attacks: list[Attack], eps: float | None, norm: str | None) -> l
     return out
 
 
+def _short(names: Sequence[str]) -> str:
+    """Function names as a report shows them: the class names (the findings keep module and qualified name)."""
+    return ", ".join(name.rsplit(".", 1)[-1] for name in names)
+
+
 def adaptations(findings: Findings) -> list[str]:
     """The adaptations: what the evaluation changed about the attacks to fit the model, one line each."""
     out = []
@@ -293,6 +384,19 @@ def adaptations(findings: Findings) -> list[str]:
         out.append(
             "the model outputs probabilities, not logits: the attacks used their logarithm as logits (the same "
             "argmax; every success confirmed on the model)"
+        )
+    if findings.differentiated_functions:
+        out.append(
+            f"the model's custom autograd Function(s) {_short(findings.differentiated_functions)} gave input "
+            "gradients that disagree with finite differences (or vanish): the attacks differentiated their forward "
+            "instead of calling their backward (BPDA; forward unchanged, every success confirmed on the model)"
+        )
+    if findings.straight_through_functions:
+        out.append(
+            f"the model's custom autograd Function(s) {_short(findings.straight_through_functions)} gave input "
+            "gradients that disagree with finite differences (or vanish): the attacks passed the gradient straight "
+            "through them (BPDA, the Function taken as the identity in the backward; forward unchanged, every "
+            "success confirmed on the model)"
         )
     if findings.straight_through:
         out.append(

@@ -112,10 +112,12 @@ def _gradient(
 class Disagreement:
     """What :func:`finite_difference_disagreement` measured: ``per_step`` the median relative disagreement over every
     probe at each step size h; ``per_sample`` (S,) each sample's median over its probes at its best step size (the
-    smallest over h); ``forwards``/``backwards`` per probed sample."""
+    smallest over h); ``vanished`` (S,) whether autograd's gradient is exactly zero at each sample's every base point
+    (no direction to follow, whatever finite differences say); ``forwards``/``backwards`` per probed sample."""
 
     per_step: dict[float, float]
     per_sample: torch.Tensor
+    vanished: torch.Tensor
     forwards: int
     backwards: int
 
@@ -152,7 +154,8 @@ def finite_difference_disagreement(
             per_step[h] = float(rel.median())
             per_sample.append(rel.view(DIRECTIONS, n_pts, len(x)).permute(2, 0, 1).flatten(1).median(1).values)
     best = torch.stack(per_sample).amin(0).cpu()
-    return Disagreement(per_step, best, (1 + 2 * len(STEPS) * DIRECTIONS) * n_pts, n_pts)
+    vanished = (g.flatten(1).abs().amax(1) == 0).view(n_pts, len(x)).all(0).cpu()
+    return Disagreement(per_step, best, vanished, (1 + 2 * len(STEPS) * DIRECTIONS) * n_pts, n_pts)
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,9 @@ changes the model (parameters frozen, modes as found):
   :mod:`advlab.evaluation.bpda` counted);
 * :func:`randomized`: whether two forwards on the same inputs differ;
 * :func:`outputs_probabilities`: whether the outputs look like probabilities rather than logits;
+* :func:`gradient_agreement`: how far the input gradients of a view of the model agree with finite differences
+  (from it :func:`advlab.evaluation.diagnostics.failing_functions` decides which custom autograd Functions the
+  attacks get their gradients through another way);
 * :func:`grad_mode_gap`: how far the forward with autograd on (as attacks call it) differs from the forward under
   ``torch.no_grad`` (as a user calls it): a model that computes another function when it is being differentiated
   shows its attacks a decoy.
@@ -21,7 +24,7 @@ from torch import nn
 
 from advlab.attacks.base import frozen_parameters
 from advlab.errors import AdvlabError
-from advlab.evaluation import bpda
+from advlab.evaluation import bpda, gradients
 from advlab.evaluation.checks import is_probabilities
 
 #: samples the probe looks at
@@ -81,3 +84,13 @@ def grad_mode_gap(model: nn.Module, x: torch.Tensor) -> float:
     with frozen_parameters(model), torch.enable_grad():
         graded = model(xs.clone().requires_grad_(True))
     return relative_gap(plain, graded.detach())
+
+
+def gradient_agreement(model: nn.Module, x: torch.Tensor) -> gradients.Disagreement:
+    """Autograd's input gradients of ``model`` against finite differences at a few samples of ``x`` (in [0, 1]):
+    :func:`advlab.evaluation.gradients.finite_difference_disagreement` at the clean points, each sample's runner-up
+    margin against its clean prediction. Cost per sample: 26 forwards and 1 backward."""
+    xs = x[:PROBE_SAMPLES].detach()
+    with torch.no_grad():
+        labels = model(xs).argmax(1)
+    return gradients.finite_difference_disagreement(model, xs, labels)
