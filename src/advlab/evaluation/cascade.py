@@ -23,15 +23,20 @@ from dataclasses import dataclass, field
 
 import torch
 
+from advlab.attacks.apgd import APGD
 from advlab.attacks.base import Attack
 from advlab.attacks.blackbox import Square
 from advlab.attacks.noise import RandomNoise
 from advlab.evaluation import checks as sanity_checks
 from advlab.evaluation import gradients, indicators, metrics, probes
 from advlab.evaluation.diagnostics import Ball, Plan, success_ball
-from advlab.evaluation.views import AttackView
+from advlab.evaluation.views import AttackView, GaussianSmoothed
 from advlab.losses import margin
 from advlab.threat import distance
+
+#: the smoothed stage (:func:`_smoothed_stage`): the Gaussian noise's per-pixel sigma as fractions of the ball's
+#: per-pixel radius (one view each), and APGD's steps per loss and view
+SMOOTHING, SMOOTHED_STEPS = (0.1, 0.2), 50
 
 
 @dataclass
@@ -42,9 +47,10 @@ class BatchResult:
     = the gradient-free stage), -1 if none.
     ``adv_pred``: the prediction on the sample's worst case (the clean prediction where nothing broke it).
     ``l0``/``l2``/``linf``: norms of x_adv - x in [0, 1] pixel units (0 where unbroken).
-    ``attack_stats``: (A + 3, 5) rows of attacked, broken, forwards, backwards, seconds (the last three rows: the noise
-    check, the gradient-free stage with its more runs on unstable predictions, and the longer runs of the attacks
-    whose loss was still improving, whose breaks are ``broken_by`` = ``len(attacks) + 2``).
+    ``attack_stats``: (A + 4, 5) rows of attacked, broken, forwards, backwards, seconds (the last four rows: the noise
+    check, the gradient-free stage with its more runs, the longer runs of the attacks whose loss was still improving,
+    whose breaks are ``broken_by`` = ``len(attacks) + 2``, and the smoothed stage on unstable predictions,
+    ``len(attacks) + 3``; a run saved before the smoothed stage existed has A + 3 rows).
     ``expected_clean``/``expected_robust``: for a randomized model, the fraction of ``draws`` fresh forwards in which
     the sample is right on the clean input / right on both the clean input and its worst case (one draw each);
     ``always_robust``: right on both in every draw. For a deterministic model they are the 0/1 outcomes.
@@ -122,7 +128,7 @@ class _State:
     broken_by: torch.Tensor  # CPU
     forwards: torch.Tensor  # CPU
     backwards: torch.Tensor  # CPU
-    stats: torch.Tensor  # CPU, (A + 3, 5)
+    stats: torch.Tensor  # CPU, (A + 4, 5)
     indicators: torch.Tensor  # CPU, bits of advlab.evaluation.indicators
     #: per sample, the highest untargeted margin (max_{j != y} z_j - z_y) at the white-box attacks' returned points,
     #: and the margin at the last attack's returned point (device tensors, -inf where not attacked)
@@ -164,7 +170,7 @@ def _clean_pass(plan: Plan, x: torch.Tensor, y: torch.Tensor) -> _State:
         broken_by=torch.full((n,), -1, dtype=torch.long),
         forwards=torch.ones(n, dtype=torch.long),
         backwards=torch.zeros(n, dtype=torch.long),
-        stats=torch.zeros(len(plan.attacks) + 3, 5, dtype=torch.float64),
+        stats=torch.zeros(len(plan.attacks) + 4, 5, dtype=torch.float64),
         indicators=torch.zeros(n, dtype=torch.long),
         attack_margin=torch.full((n,), -torch.inf, device=x.device),
         last_margin=torch.full((n,), -torch.inf, device=x.device),
@@ -187,21 +193,21 @@ class _Search:
     backwards: torch.Tensor
 
 
-def _search(atk: Attack, plan: Plan, x: torch.Tensor, labels: torch.Tensor) -> _Search:
-    """``atk`` away from ``labels`` on ``x``, run on ``plan.attacked``, each returned point judged by ``plan.judge``
-    as a user calls it (no grad).
+def _search(atk: Attack, plan: Plan, x: torch.Tensor, labels: torch.Tensor, on: AttackView | None = None) -> _Search:
+    """``atk`` away from ``labels`` on ``x``, run on ``plan.attacked`` (or the view ``on``), each returned point judged
+    by ``plan.judge`` as a user calls it (no grad).
 
     When the attacks run on a model of the user's (``attack_model``, e.g. :class:`advlab.zoo.Autocast`: not one of
     the evaluation's own views), a success it claims that the judge does not confirm is searched again on the judge
     itself (the reduced-precision search stopped early there)."""
-    res = atk(plan.attacked, x, labels)
+    res = atk(plan.attacked if on is None else on, x, labels)
     found = res.x_adv.to(x.dtype)
     forwards, backwards = res.forwards.cpu().clone() + 1, res.backwards.cpu().clone()
     with torch.no_grad():  # the verdict: the model as a user calls it
         judged = plan.judge(found)
     claimed = res.success.to(x.device)
     out = _Search(found, judged, claimed, res.seen, res.seen_distance, res.still_improving, forwards, backwards)
-    if plan.attacked is plan.judge or isinstance(plan.attacked, AttackView):
+    if on is not None or plan.attacked is plan.judge or isinstance(plan.attacked, AttackView):
         return out
     retry = (claimed & (judged.argmax(1) == labels)).nonzero().flatten()
     if len(retry):
@@ -235,8 +241,11 @@ def _silent_successes(s: _State, r: _Search, idx: torch.Tensor, ok: torch.Tensor
     s.indicators[idx[keep].cpu()] |= indicators.SILENT_SUCCESS
 
 
-def _attempt(s: _State, i: int, atk: Attack, ball: Ball | None, only: torch.Tensor | None = None) -> int:
-    """Attack ``i`` on the unbroken samples (``only``: those of them it marks); the ones whose returned point (or a
+def _attempt(
+    s: _State, i: int, atk: Attack, ball: Ball | None, only: torch.Tensor | None = None, on: AttackView | None = None
+) -> int:
+    """Attack ``i`` on the unbroken samples (``only``: those of them it marks; ``on``: run on that view of the model
+    instead of ``plan.attacked``); the ones whose returned point (or a
     point seen on its path: a silent success) the judge misclassifies inside ``ball`` and the box are broken. A
     success the attack claimed that the judge does not confirm marks
     :data:`~advlab.evaluation.indicators.TRANSFER_FAILURE`; a sample left unbroken whose loss was still improving
@@ -246,14 +255,17 @@ def _attempt(s: _State, i: int, atk: Attack, ball: Ball | None, only: torch.Tens
         return 0
     _sync(s.x.device)
     t0 = time.perf_counter()
-    r = _search(atk, s.plan, s.x[idx], s.clean_pred[idx])
+    r = _search(atk, s.plan, s.x[idx], s.clean_pred[idx], on)
     _sync(s.x.device)
     valid = inside(r.found - s.x[idx], ball) & in_box(r.found)
     ok = (r.judged.argmax(1) != s.clean_pred[idx]) & valid
-    if s.plan.draws <= 1:  # (a randomized judge disagrees with the attack's own draws by chance)
+    if s.plan.draws <= 1 and on is None:  # (a randomized judge disagrees with the attack's own draws by chance; a
+        # remedy's smoothed view is a surrogate by design)
         s.indicators[idx[r.claimed & valid & ~ok].cpu()] |= indicators.TRANSFER_FAILURE
     _silent_successes(s, r, idx, ok, ball)
-    if r.still_improving is not None and atk.white_box and only is None and s.plan.draws <= 1:  # (an EOT loss is
+    if (
+        r.still_improving is not None and atk.white_box and only is None and on is None and s.plan.draws <= 1
+    ):  # (an EOT loss is
         # noisy, and EOT attacks run their full budget already)
         rising = idx[r.still_improving.to(ok.device) & ~ok]
         s.indicators[rising.cpu()] |= indicators.INCOMPLETE_OPTIMIZATION
@@ -396,6 +408,26 @@ def _gradient_free_stage(s: _State, i: int, ball: Ball | None, seed: int) -> dic
     tried = float(s.unbroken.sum())
     out = {"gradient_free_tried": tried, "gradient_free_broke": float(_attempt(s, i, square, ball))}
     return {**out, **_more_queries(s, i, square)}
+
+
+def _smoothed_stage(s: _State, ball: Ball | None, seed: int) -> dict[str, float]:
+    """The first remedy of :data:`~advlab.evaluation.indicators.UNSTABLE_PREDICTIONS` (before the gradient-free
+    stage): APGD with the cross-entropy, then with the margin loss, :data:`SMOOTHED_STEPS` steps each, on
+    :class:`~advlab.evaluation.views.GaussianSmoothed` views of the attacked model, per pixel sigma a fraction
+    :data:`SMOOTHING` of the ball's (:func:`advlab.evaluation.gradients.pixel_radius`), on the samples still
+    unbroken; every success judged on the model as called. It is the cascade's attack ``len(attacks) + 3``."""
+    unstable = (s.indicators.to(s.unbroken.device) & indicators.UNSTABLE_PREDICTIONS) != 0
+    if ball is None or ball[1] not in ("linf", "l2") or not bool((unstable & s.unbroken).any()):
+        return {}
+    radius = gradients.pixel_radius(ball[0], ball[1], s.x)
+    assert radius is not None
+    i, tried, broke = len(s.plan.attacks) + 3, float(s.unbroken.sum()), 0
+    for fraction in SMOOTHING:
+        view = GaussianSmoothed(s.plan.attacked, fraction * radius, seed=seed)
+        for loss in ("ce", "margin"):
+            atk = APGD(eps=ball[0], norm=ball[1], steps=SMOOTHED_STEPS, loss=loss, seed=seed)
+            broke += _attempt(s, i, atk, ball, on=view)
+    return {"smoothed_tried": tried, "smoothed_broke": float(broke)}
 
 
 def _fallback_queries(s: _State) -> dict[str, float]:
@@ -560,6 +592,7 @@ def run_batch(plan: Plan, x: torch.Tensor, y: torch.Tensor, *, first: bool = Tru
         or (sanity and bool(sanity_checks.failed_gradient_checks(checks)))
     )
     if white_box_ran and plan.draws <= 1 and doubt:
+        checks.update(_smoothed_stage(s, ball, seed))
         checks.update(_gradient_free_stage(s, len(plan.attacks) + 1, ball, seed))
         free = checks.get("gradient_free_broke", 0.0) + checks.get("more_queries_broke", 0.0)
         checks["black_box_broke"] = checks.get("black_box_broke", 0.0) + free

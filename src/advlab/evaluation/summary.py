@@ -31,7 +31,7 @@ import torch
 from advlab.errors import AdvlabError
 from advlab.evaluation import checks as sanity_checks
 from advlab.evaluation import diagnostics, gradients, indicators, metrics
-from advlab.evaluation.cascade import BatchResult
+from advlab.evaluation.cascade import SMOOTHED_STEPS, SMOOTHING, BatchResult
 from advlab.evaluation.diagnostics import Findings
 from advlab.threat import eps_text
 
@@ -246,7 +246,7 @@ class EvalReport:
     def rows(self, class_names: Sequence[str] | None = None) -> list[dict[str, Any]]:
         """One dict per sample (for a CSV): index, label, predictions, confidences, norms, broken by."""
         s = self.samples
-        names = [*self.attacks, "noise-check", "square-check", "longer-runs"]
+        names = [*self.attacks, "noise-check", "square-check", "longer-runs", "smoothed-apgd"]
         out = []
         for i in range(self.n):
             b = int(s.broken_by[i])
@@ -366,7 +366,10 @@ class EvalReport:
 def _merge(parts: Sequence[BatchResult]) -> tuple[BatchResult, torch.Tensor | None]:
     """The batches' per-sample columns concatenated, their attack totals and checks summed; and the x_adv, if kept."""
     cat = {k: torch.cat([p.tensors()[k] for p in parts]) for k in parts[0].tensors() if k != "attack_stats"}
-    stats = sum((p.attack_stats for p in parts), torch.zeros_like(parts[0].attack_stats))
+    rows = max(len(p.attack_stats) for p in parts)  # (a batch saved before the smoothed stage has one row fewer)
+    stats = torch.zeros(rows, parts[0].attack_stats.shape[1], dtype=parts[0].attack_stats.dtype)
+    for p in parts:
+        stats[: len(p.attack_stats)] += p.attack_stats
     checks = sanity_checks.merge([p.checks for p in parts])
     x_adv = cat.pop("x_adv", None)
     return BatchResult(**cat, attack_stats=stats, checks=checks), x_adv
@@ -392,9 +395,16 @@ def _per_attack(samples: BatchResult, attacks: Sequence[Named]) -> list[dict[str
             f"the attacks again with {indicators.MORE_STEPS}x their steps on the samples whose loss was still "
             "improving when their budget ran out",
         ),
+        len(attacks) + 3: (
+            "smoothed-apgd",
+            f"APGD (cross-entropy, margin; {SMOOTHED_STEPS} steps) on the model smoothed by Gaussian input "
+            f"noise (sigma {' and '.join(f'{f:g}' for f in SMOOTHING)} of the ball per pixel) on the samples "
+            "left unbroken, run because predictions were unstable",
+        ),
     }
     rows = samples.attack_stats.tolist()
-    order = [*range(len(attacks)), *range(len(attacks) + 2, len(rows)), len(attacks), len(attacks) + 1]  # as they ran
+    a = len(attacks)
+    order = [*range(a), a + 2, a, a + 3, a + 1]  # as they ran
     for i in order:
         if i >= len(rows):
             continue
