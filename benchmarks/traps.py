@@ -16,8 +16,8 @@ process time (s) of
     trap's own quantized image, the quantizer the identity in the backward);
   - high-frequency: BPDA through the twin, ``twin(x) + stop(trap(x) - twin(x))`` (the trap's logits, the twin's
     gradient);
-  - NumPy preprocessing and probability outputs: transfer from the twin (PGD on the twin's logits; gamma 1 and the
-    softmax change no decision);
+  - NumPy preprocessing (``numpy``; ``numpy-flat`` hands the images back flattened) and probability outputs:
+    transfer from the twin (PGD on the twin's logits; gamma 1 and the softmax change no decision);
   - noisy input: EOT-PGD (each gradient the mean over 16 draws);
   - kWTA (on the shipped CNN, and ``kwta-trained``: a digits CNN trained from scratch with kWTA in place, 20
     epochs on digits:train, as Xiao et al. train theirs) and the steep staircase: BPDA with the twin's backward
@@ -88,6 +88,7 @@ def make_traps(twin: nn.Module) -> dict[str, nn.Module]:
         "int-cast": traps.IntCastQuantized(twin),
         "high-frequency": traps.HighFrequency(twin),
         "numpy": traps.NumpyPreprocessed(twin),
+        "numpy-flat": traps.NumpyPreprocessed(twin, flat=True),
         "noisy": traps.NoisyInput(twin, sigma=0.25, seed=0),
         "probabilities": traps.ProbabilityOutputs(twin),
         "nan": traps.NaNLogits(twin),
@@ -108,7 +109,15 @@ def make_traps(twin: nn.Module) -> dict[str, nn.Module]:
 #: the randomized traps: every column their expected accuracy over DRAWS fresh draws
 RANDOMIZED = ("noisy", "resize-pad")
 #: the traps whose forward is the twin's own, exactly (under torch.no_grad for grad-mode): transfer is exact
-TWIN_FORWARD = ("numpy", "probabilities", "grad-mode", "backward-zero", "backward-negated", "backward-noisy")
+TWIN_FORWARD = (
+    "numpy",
+    "numpy-flat",
+    "probabilities",
+    "grad-mode",
+    "backward-zero",
+    "backward-negated",
+    "backward-noisy",
+)
 
 
 def kwta_trained(ratio: float = 0.2, epochs: int = 20) -> nn.Module:

@@ -18,8 +18,8 @@ import torch
 from advlab import zoo
 from advlab.zoo.traps import NumpyPreprocessed
 
-def trap():  # the digits CNN behind preprocessing in NumPy: no gradient path to the input
-    return NumpyPreprocessed(zoo.load("digits-cnn")).eval()
+def trap():  # the digits CNN behind preprocessing in NumPy that flattens: no gradient path to the input
+    return NumpyPreprocessed(zoo.load("digits-cnn"), flat=True).eval()
 
 def twin():  # the same function in torch
     return zoo.load("digits-cnn")

@@ -12,7 +12,8 @@ from torch import nn
 
 from advlab import attacks, data
 from advlab.errors import AdvlabError
-from advlab.evaluation import EvalConfig, diagnostics, evaluate, indicators, probes
+from advlab.evaluation import EvalConfig, diagnostics, evaluate, gradients, indicators, probes
+from advlab.evaluation.bpda import Reattached
 from advlab.zoo.traps import NaNLogits, NoisyInput, NumpyPreprocessed, RoundQuantized
 from tests.cli.helpers import run_cli
 
@@ -76,6 +77,8 @@ def test_gradient_path_probe(twin: nn.Module, digits: tuple[torch.Tensor, torch.
     x, _ = digits
     assert probes.gradient_path(twin, x)
     assert not probes.gradient_path(NumpyPreprocessed(twin), x)
+    assert probes.gradient_path(Reattached(NumpyPreprocessed(twin)), x)  # BPDA with the identity across NumPy
+    assert not probes.gradient_path(Reattached(NumpyPreprocessed(twin, flat=True)), x)  # no image comes back
     assert all(p.requires_grad for p in twin.parameters())  # the probe froze and restored them
 
 
@@ -87,7 +90,7 @@ def test_no_gradient_path_is_attacked_gradient_free_with_low_trust(
     for time: up to 4 runs of it on the survivors.)"""
     monkeypatch.setattr(diagnostics, "FALLBACK_QUERIES", 1500)
     x, y = digits[0][:48], digits[1][:48]
-    trap = NumpyPreprocessed(twin)
+    trap = NumpyPreprocessed(twin, flat=True)  # (flat: no image comes back from NumPy for BPDA to take as the input)
     for config in (
         EvalConfig(preset="fast", eps=EPS, keep_adversarials=True),
         EvalConfig(attacks=(attacks.PGD(eps=EPS, steps=5),)),
@@ -123,7 +126,7 @@ def test_adapt_keeps_black_box_attacks_and_needs_a_ball(
     twin: nn.Module, digits: tuple[torch.Tensor, torch.Tensor]
 ) -> None:
     x, _ = digits
-    trap = NumpyPreprocessed(twin)
+    trap = NumpyPreprocessed(twin, flat=True)
     noise, pgd = attacks.RandomNoise(eps=EPS), attacks.PGD(eps=EPS)
     assert not diagnostics.probe(twin, twin, x, [pgd, noise]).no_gradient_path
     assert diagnostics.probe(trap, trap, x, [pgd, noise]).no_gradient_path
@@ -262,3 +265,46 @@ def test_randomized_model_gets_eot_and_an_expected_accuracy(
     entry = rep.robustbench("noisy", "digits")
     assert entry["robust_acc"] == f"{100 * e['robust']:.2f}"
     assert evaluate(twin, (x, y), EvalConfig(preset="fast", eps=EPS)).expected_accuracy is None
+
+
+class NoGradPreprocessed(nn.Module):
+    """``twin(0.9 x + 0.05)`` with the preprocessing under ``torch.no_grad``."""
+
+    def __init__(self, twin: nn.Module) -> None:
+        super().__init__()
+        self.twin = twin
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            pre = 0.9 * x + 0.05
+        return self.twin(pre)
+
+
+@pytest.mark.parametrize("kind", ["numpy", "no_grad"])
+def test_an_input_that_leaves_autograd_gets_bpda_with_the_identity(
+    kind: str, twin: nn.Module, digits: tuple[torch.Tensor, torch.Tensor], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Preprocessing outside autograd that hands back an image of the input's shape: the probe finds it, the attacks
+    are the preset's own white-box ones through BPDA (the twin's gradient at the preprocessed image, exactly), the
+    gradient-free stage still runs after them and the number, backed by x_adv, is called an upper bound. (Square's
+    queries cut to 300 for time.)"""
+    monkeypatch.setattr(gradients, "GRADIENT_FREE_QUERIES", 300)
+    x, y = digits[0][:32], digits[1][:32]
+    model = (NumpyPreprocessed(twin) if kind == "numpy" else NoGradPreprocessed(twin)).eval()
+    findings = diagnostics.probe(model, model, x, [attacks.PGD(eps=EPS)])
+    assert findings.reattached and not findings.no_gradient_path
+    xs = x.clone().requires_grad_(True)
+    (g,) = torch.autograd.grad(nn.functional.cross_entropy(Reattached(model)(xs), y), xs)
+    pre = x.clone() if kind == "numpy" else 0.9 * x + 0.05
+    pre.requires_grad_(True)
+    (g_twin,) = torch.autograd.grad(nn.functional.cross_entropy(twin(pre), y), pre)
+    torch.testing.assert_close(g, g_twin)  # the identity across the outside part, the twin's gradient after it
+    rep = evaluate(model, (x, y), EvalConfig(preset="fast", eps=EPS, keep_adversarials=True))
+    assert rep.attacks == ["apgd-ce", "apgd-dlr"] and rep.samples.checks["gradient_free_tried"] > 0
+    assert rep.trust == "low" and any("leaves autograd" in w for w in rep.warnings)
+    assert rep.x_adv is not None and float((rep.x_adv - x).abs().amax()) <= EPS * (1 + 1e-5) + 1e-6
+    with torch.no_grad():
+        robust = (model(x).argmax(1) == y) & (model(rep.x_adv).argmax(1) == y)
+    assert rep.robust_accuracy == pytest.approx(float(robust.double().mean()), abs=1e-12)
+    if kind == "numpy":  # the twin's own function: the same gradients, so the twin's number or below
+        assert rep.robust_accuracy <= evaluate(twin, (x, y), EvalConfig(preset="fast", eps=EPS)).robust_accuracy

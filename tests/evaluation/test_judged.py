@@ -62,6 +62,7 @@ KINDS = {
     "threshold": traps.ThresholdQuantized,
     "int-cast": traps.IntCastQuantized,
     "numpy": traps.NumpyPreprocessed,
+    "numpy-flat": lambda twin: traps.NumpyPreprocessed(twin, flat=True),
     "probabilities": traps.ProbabilityOutputs,
     "high-frequency": traps.HighFrequency,
     "kwta": traps.KWinnersTakeAll,
@@ -78,7 +79,7 @@ KINDS = {
 
 #: the kinds whose evaluation runs the gradient-free stage whatever the checks (no gradient path; a forward that
 #: changes with autograd): slow, so only with the checks, and each has a test of its own here or in test_diagnostics
-SQUARE_ANYWAY = ("numpy", "grad-mode", "train-time-decoy")
+SQUARE_ANYWAY = ("numpy", "numpy-flat", "grad-mode", "train-time-decoy")
 
 
 @pytest.mark.parametrize(

@@ -273,6 +273,69 @@ def non_differentiable_ops(model: nn.Module, x: torch.Tensor) -> list[str]:
     return sorted(mode.found)
 
 
+class _ReattachMode(TorchFunctionMode):
+    """Reattaches an input that left autograd: the first grad-enabled op (not in place) that takes a float tensor of
+    the input's shape which does not require grad and came from outside autograd (not made by a torch op under this
+    mode, or made under ``torch.no_grad``; not the input itself), and returns a float tensor, runs again with
+    ``t + (x - stop(x))`` in its place: the value ``t``, the gradient of the identity to ``x``."""
+
+    def __init__(self, x: torch.Tensor) -> None:
+        super().__init__()
+        self.x, self.done = x, False
+        self.made: dict[int, torch.Tensor] = {}  # tensors made under the mode with grad on (kept alive: ids unique)
+
+    def _outside(self, t: Any) -> bool:
+        return (
+            isinstance(t, torch.Tensor)
+            and t is not self.x
+            and t.is_floating_point()
+            and not t.requires_grad
+            and t.shape == self.x.shape
+            and id(t) not in self.made
+        )
+
+    def __torch_function__(
+        self, func: Any, types: Any, args: tuple[Any, ...] = (), kwargs: dict[str, Any] | None = None
+    ) -> Any:
+        kwargs = kwargs or {}
+        out = func(*args, **kwargs)
+        name = getattr(func, "__name__", "")
+        if (
+            not self.done
+            and torch.is_grad_enabled()
+            and not (name in INPLACE or name.endswith("_"))  # (run twice, an in-place op would apply twice)
+            and any(t.is_floating_point() for t in _tensors(out))  # (not an attribute read: a float tensor comes out)
+            and any(self._outside(t) for t in _tensors((args, kwargs)))
+        ):
+            self.done = True
+            out = func(*self._reattached(args), **self._reattached(kwargs))
+        if torch.is_grad_enabled():
+            for t in _tensors(out):
+                self.made[id(t)] = t
+        return out
+
+    def _reattached(self, tree: Any) -> Any:
+        if self._outside(tree):
+            return tree + (self.x - self.x.detach())
+        if isinstance(tree, (list, tuple)):
+            return type(tree)(self._reattached(v) for v in tree)
+        if isinstance(tree, dict):
+            return {k: self._reattached(v) for k, v in tree.items()}
+        return tree
+
+
+class Reattached(AttackView):
+    """BPDA with the identity (Athalye, Carlini & Wagner 2018) across a part of ``model`` outside autograd: the
+    input leaves autograd (NumPy, OpenCV, ``torch.no_grad``, ``detach``) and an image of its shape comes back; that
+    image is taken as a function of the input whose gradient is the identity, ``t + (x - stop(x))`` (the forward
+    values the model's own). The approximation is exact for preprocessing that returns its input unchanged and the
+    BPDA choice for one that returns an image close to it (purification, a gamma curve)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        with _ReattachMode(x):
+            return self.model(x)
+
+
 def function_name(cls: type) -> str:
     """The name a custom autograd Function class goes by here: ``module.QualifiedName``."""
     return f"{cls.__module__}.{cls.__qualname__}"

@@ -543,8 +543,8 @@ def _longer_runs(s: _State) -> dict[str, float]:
 def _gradient_checks(s: _State, ball: Ball | None, seed: int, white_box_ran: bool) -> dict[str, float]:
     """The checks after the attacks (with ``config.sanity``): the noise and steps checks, the zero-gradient check,
     the unconstrained attack (a deterministic model), and the finite-difference probe when nothing has cast doubt on
-    the gradients yet and they are the model's own (not straight-through or EOT surrogates, whose finite differences
-    mean nothing)."""
+    the gradients yet and they are the model's own (not straight-through, BPDA or EOT surrogates, whose finite
+    differences mean nothing)."""
     plan = s.plan
     checks: dict[str, float] = {}
     if white_box_ran:
@@ -552,7 +552,8 @@ def _gradient_checks(s: _State, ball: Ball | None, seed: int, white_box_ran: boo
     checks.update(_zero_gradient_check(s))
     if white_box_ran and plan.draws <= 1:
         checks.update(_unconstrained_check(s))
-    own_gradients = not plan.findings.straight_through and plan.draws <= 1 and not plan.findings.no_gradient_path
+    f = plan.findings
+    own_gradients = not (f.straight_through or f.reattached or f.no_gradient_path) and plan.draws <= 1
     if white_box_ran and own_gradients and not sanity_checks.failed_gradient_checks(checks):
         checks.update(_gradient_probe(s, ball))
     if white_box_ran and own_gradients:
@@ -567,8 +568,9 @@ def run_batch(plan: Plan, x: torch.Tensor, y: torch.Tensor, *, first: bool = Tru
 
     With ``plan.config.sanity`` the checks of :mod:`advlab.evaluation.checks` run after the attacks; when a gradient
     check of this batch fails (:func:`advlab.evaluation.checks.failed_gradient_checks`), or the plan found that the
-    model's forward differs with autograd on, a gradient-free stage (Square) attacks the samples still unbroken (not
-    on a randomized model: EOT already ran, and each query would cost ``draws`` forwards).
+    model's forward differs with autograd on or that its input leaves autograd (BPDA across it), a gradient-free
+    stage (Square) attacks the samples still unbroken (not on a randomized model: EOT already ran, and each query
+    would cost ``draws`` forwards).
     """
     s = _clean_pass(plan, x, y)
     s.probabilities = sanity_checks.is_probabilities(s.clean_logits)
@@ -588,6 +590,7 @@ def run_batch(plan: Plan, x: torch.Tensor, y: torch.Tensor, *, first: bool = Tru
         checks.update(_gradient_checks(s, ball, seed, white_box_ran))
     doubt = (
         plan.findings.grad_mode_differs
+        or plan.findings.reattached
         or bool((s.indicators & indicators.NEED_GRADIENT_FREE).any())
         or (sanity and bool(sanity_checks.failed_gradient_checks(checks)))
     )

@@ -31,9 +31,14 @@
 
 What the findings decide (:func:`plan_for`):
 
-* **no gradient path** (preprocessing in NumPy, OpenCV or under ``torch.no_grad``): the white-box attacks are
-  replaced by a gradient-free one (Square, :data:`FALLBACK_QUERIES` queries per image); the number is an upper
-  bound, and a warning says so.
+* **the input leaves autograd and comes back** (``reattached``: preprocessing in NumPy, OpenCV or under
+  ``torch.no_grad`` that returns an image of the input's shape): the attacks run on
+  :class:`advlab.evaluation.bpda.Reattached` of the model (BPDA with the identity across that part), every batch
+  ends with the gradient-free stage on the samples still unbroken, and a warning says the number is an upper bound.
+* **no gradient path** (and none through :class:`~advlab.evaluation.bpda.Reattached`: the outputs computed
+  outside autograd, or an input of another shape coming back): the white-box attacks are replaced by a
+  gradient-free one (Square, :data:`FALLBACK_QUERIES` queries per image); the number is an upper bound, and a
+  warning says so.
 * **non-differentiable ops** (round, floor, sign, integer casts, comparisons cast to float, ...; e.g. an input
   quantizer): the attacks run on :class:`advlab.evaluation.bpda.StraightThrough` of the model (BPDA).
 * **custom autograd Functions whose backward fails** (on the probed samples the model's input gradients disagree
@@ -93,12 +98,14 @@ Ball = tuple[float, str]
 @dataclass(frozen=True)
 class Findings:
     """What the probe (:mod:`advlab.evaluation.probes`) found on the first samples, typed: no gradient path to the
-    input; the non-differentiable ops applied to it (straight-through gradients needed); the custom autograd
+    input; an input that leaves autograd and comes back (``reattached``: BPDA with the identity across that part);
+    the non-differentiable ops applied to it (straight-through gradients needed); the custom autograd
     Functions whose backward fails (:func:`failing_functions`), to differentiate through their forward or to pass
     the gradient straight through; outputs that are probabilities; a randomized model; a forward that differs with
     autograd on (``grad_mode_gap``: the relative difference measured, 0 for an honest model)."""
 
     no_gradient_path: bool = False
+    reattached: bool = False
     straight_through: tuple[str, ...] = ()
     differentiated_functions: tuple[str, ...] = ()
     straight_through_functions: tuple[str, ...] = ()
@@ -194,12 +201,16 @@ def probe(model: nn.Module, attacked: nn.Module, x: torch.Tensor, attacks: Seque
     x = x[: probes.PROBE_SAMPLES]
     with torch.no_grad():
         probes.require_finite(model(x))
+    reattached = False
     if any(a.white_box for a in attacks) and not probes.gradient_path(attacked, x):
-        return Findings(no_gradient_path=True)
+        if not probes.gradient_path(bpda.Reattached(attacked), x):
+            return Findings(no_gradient_path=True)
+        reattached, attacked = True, bpda.Reattached(attacked)
     ops = tuple(bpda.non_differentiable_ops(attacked, x))
     random = probes.randomized(model, x)
     functions = ((), ()) if random else failing_functions(attacked, x, bool(ops))
     return Findings(
+        reattached=reattached,
         straight_through=ops,
         differentiated_functions=functions[0],
         straight_through_functions=functions[1],
@@ -286,6 +297,8 @@ def plan_for(model: nn.Module, config: EvalConfig, findings: Findings, attack_mo
     if findings.no_gradient_path:
         attacks = fallback(attacks, config.eps, norm)
     else:
+        if findings.reattached:
+            attacked = bpda.Reattached(attacked)
         if findings.straight_through or findings.differentiated_functions or findings.straight_through_functions:
             attacked = bpda.StraightThrough(
                 attacked,
@@ -415,6 +428,13 @@ def finding_warnings(findings: Findings) -> list[str]:
             f"attacks were replaced by Square with {FALLBACK_QUERIES} queries per image (then up to "
             f"{indicators.MORE_QUERY_RUNS} more runs with fresh seeds while they break some), so the robust accuracy "
             "is an upper bound; give a differentiable twin of the model (attack_model=) for a white-box number"
+        )
+    if findings.reattached:
+        out.append(
+            "the model's input leaves autograd (preprocessing in NumPy, OpenCV or under torch.no_grad) and an image of "
+            "its shape comes back: the attacks took that part as the identity in the backward (BPDA), every success "
+            "was judged on the model, and Square ran on the samples still unbroken; the robust accuracy is an upper "
+            "bound; give a differentiable twin of the model (attack_model=) for a white-box number"
         )
     if findings.grad_mode_differs:
         out.append(

@@ -101,15 +101,19 @@ class IntCastQuantized(Trap):
 
 class NumpyPreprocessed(Trap):
     """Obfuscates by preprocessing in NumPy (a gamma curve ``x ** gamma``; the default 1.0 maps every image to
-    itself): the twin's decisions, but no gradient path from the outputs to the input."""
+    itself): the twin's decisions, but no gradient path from the outputs to the input. ``flat``: the NumPy part
+    hands back the images flattened to (N, C*H*W) and torch reshapes them (no image of the input's shape comes back
+    from outside autograd, so BPDA with the identity, :class:`advlab.evaluation.bpda.Reattached`, finds no place)."""
 
-    def __init__(self, net: nn.Module, gamma: float = 1.0) -> None:
+    def __init__(self, net: nn.Module, gamma: float = 1.0, flat: bool = False) -> None:
         super().__init__(net)
-        self.gamma = float(gamma)
+        self.gamma, self.flat = float(gamma), bool(flat)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        pre = torch.from_numpy(np.clip(x.detach().cpu().numpy(), 0, 1) ** self.gamma).to(x)
-        return self.twin(pre)
+        pre = np.clip(x.detach().cpu().numpy(), 0, 1) ** self.gamma
+        if self.flat:
+            return self.twin(torch.from_numpy(pre.reshape(len(pre), -1)).to(x).view(x.shape))
+        return self.twin(torch.from_numpy(pre).to(x))
 
 
 class NoisyInput(Trap):
