@@ -79,6 +79,16 @@ def test_gradient_path_probe(twin: nn.Module, digits: tuple[torch.Tensor, torch.
     assert not probes.gradient_path(NumpyPreprocessed(twin), x)
     assert probes.gradient_path(Reattached(NumpyPreprocessed(twin)), x)  # BPDA with the identity across NumPy
     assert not probes.gradient_path(Reattached(NumpyPreprocessed(twin, flat=True)), x)  # no image comes back
+
+    class Indexed(nn.Module):  # the image back from NumPy first meets an operator (``__getitem__``: a channel order)
+        def __init__(self) -> None:
+            super().__init__()
+            self.twin = twin
+
+        def forward(self, v: torch.Tensor) -> torch.Tensor:
+            return self.twin(torch.from_numpy(v.detach().numpy().copy())[:, [0]])
+
+    assert probes.gradient_path(Reattached(Indexed()), x) and not probes.gradient_path(Indexed(), x)
     assert all(p.requires_grad for p in twin.parameters())  # the probe froze and restored them
 
 

@@ -169,6 +169,11 @@ def _ops_of(tree: Any) -> frozenset[str]:
     return frozenset().union(*(getattr(t, _OPS, frozenset()) for t in _tensors(tree)))
 
 
+def _in_place(name: str) -> bool:
+    """Whether the op of this name changes its first argument in place (``add_``, ``__iadd__``, ``copy_``, ...)."""
+    return name in INPLACE or name.endswith("_") and not name.startswith("_")
+
+
 def _track(out: torch.Tensor, shadow: torch.Tensor, ops: frozenset[str]) -> torch.Tensor:
     """Attach ``shadow`` (a float tensor holding ``out``'s exact values) to the integer or bool ``out``."""
     if shadow.shape == out.shape and torch.equal(shadow.detach(), out.to(shadow.dtype)):
@@ -190,9 +195,7 @@ class _Mode(TorchFunctionMode):
         kwargs = kwargs or {}
         out = func(*args, **kwargs)
         name = getattr(func, "__name__", "")
-        if (
-            name in INPLACE or name.endswith("_") and not name.startswith("_")
-        ):  # a tracked tensor changed: its shadow is stale
+        if _in_place(name):  # a tracked tensor changed: its shadow is stale
             for t in _tensors(args[:1]):
                 if _shadow(t) is not None:
                     delattr(t, _SHADOW)
@@ -303,7 +306,7 @@ class _ReattachMode(TorchFunctionMode):
         if (
             not self.done
             and torch.is_grad_enabled()
-            and not (name in INPLACE or name.endswith("_"))  # (run twice, an in-place op would apply twice)
+            and not _in_place(name)  # (run twice, an in-place op would apply twice)
             and any(t.is_floating_point() for t in _tensors(out))  # (not an attribute read: a float tensor comes out)
             and any(self._outside(t) for t in _tensors((args, kwargs)))
         ):
