@@ -42,6 +42,9 @@ non-differentiable ones) and the author's backward is never called: the exact gr
 code. That takes effect where the Function is called as ``Cls.apply(...)`` (the class's ``apply`` is looked up at
 the call); a ``f = Cls.apply`` bound before the evaluation keeps the original, so the probe measures whether it
 did. The Function classes in a graph are listed by :func:`custom_functions`.
+
+**An input that leaves autograd** (NumPy, OpenCV, ``torch.no_grad``) and comes back as an image of its shape is
+taken across by :class:`Reattached`: BPDA with the identity for the part outside autograd.
 """
 
 from __future__ import annotations

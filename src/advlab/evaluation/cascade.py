@@ -44,7 +44,7 @@ class BatchResult:
     """Per-sample outcome of the cascade on one batch (CPU tensors), plus per-attack totals and check counts.
 
     ``broken_by``: index of the attack that broke the sample (``len(attacks)`` = the noise check, ``len(attacks) + 1``
-    = the gradient-free stage), -1 if none.
+    = the gradient-free stage, ``+ 2`` the longer runs, ``+ 3`` the smoothed APGD), -1 if none.
     ``adv_pred``: the prediction on the sample's worst case (the clean prediction where nothing broke it).
     ``l0``/``l2``/``linf``: norms of x_adv - x in [0, 1] pixel units (0 where unbroken).
     ``attack_stats``: (A + 4, 5) rows of attacked, broken, forwards, backwards, seconds (the last four rows: the noise
@@ -245,8 +245,8 @@ def _attempt(
     s: _State, i: int, atk: Attack, ball: Ball | None, only: torch.Tensor | None = None, on: AttackView | None = None
 ) -> int:
     """Attack ``i`` on the unbroken samples (``only``: those of them it marks; ``on``: run on that view of the model
-    instead of ``plan.attacked``); the ones whose returned point (or a
-    point seen on its path: a silent success) the judge misclassifies inside ``ball`` and the box are broken. A
+    instead of ``plan.attacked``); the ones whose returned point (or a point seen on its path: a silent success) the
+    judge misclassifies inside ``ball`` and the box are broken. A
     success the attack claimed that the judge does not confirm marks
     :data:`~advlab.evaluation.indicators.TRANSFER_FAILURE`; a sample left unbroken whose loss was still improving
     at the end, :data:`~advlab.evaluation.indicators.INCOMPLETE_OPTIMIZATION`. Returns how many broke."""
@@ -259,14 +259,13 @@ def _attempt(
     _sync(s.x.device)
     valid = inside(r.found - s.x[idx], ball) & in_box(r.found)
     ok = (r.judged.argmax(1) != s.clean_pred[idx]) & valid
-    if s.plan.draws <= 1 and on is None:  # (a randomized judge disagrees with the attack's own draws by chance; a
-        # remedy's smoothed view is a surrogate by design)
+    # (not on a randomized model: its judge disagrees with the attack's own draws by chance; nor on a remedy's
+    # smoothed view: a surrogate by design)
+    if s.plan.draws <= 1 and on is None:
         s.indicators[idx[r.claimed & valid & ~ok].cpu()] |= indicators.TRANSFER_FAILURE
     _silent_successes(s, r, idx, ok, ball)
-    if (
-        r.still_improving is not None and atk.white_box and only is None and on is None and s.plan.draws <= 1
-    ):  # (an EOT loss is
-        # noisy, and EOT attacks run their full budget already)
+    # (not on a randomized model: an EOT loss is noisy, and EOT attacks run their full budget already)
+    if r.still_improving is not None and atk.white_box and only is None and on is None and s.plan.draws <= 1:
         rising = idx[r.still_improving.to(ok.device) & ~ok]
         s.indicators[rising.cpu()] |= indicators.INCOMPLETE_OPTIMIZATION
         if len(rising):
