@@ -28,7 +28,7 @@ is a bit of ``BatchResult.indicators``; the cascade (:func:`advlab.evaluation.ca
   model smoothed at two small scales (:func:`advlab.evaluation.cascade._smoothed_stage`,
   :class:`advlab.evaluation.views.GaussianSmoothed`; the same noise draws at every forward, so the smoothed loss is
   a deterministic function). On 200 digits behind a steep staircase (L-inf 0.1) it took the reliable preset from
-  34.0% (Square and its more runs alone) to 31.0%, against 30.5% for the union of every attack known there; an
+  34.0% (Square and its more runs alone) to 31.0%, against 30.0% for the union of every attack known there; an
   earlier try with fresh noise at every forward left 50% robust on 100 digits where Square left 42%.
 
 Any of the last four makes the batch end with the gradient-free stage: gradient-free search with more queries, as
