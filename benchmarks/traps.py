@@ -16,7 +16,8 @@ process time (s) of
     trap's own quantized image, the quantizer the identity in the backward);
   - high-frequency: BPDA through the twin, ``twin(x) + stop(trap(x) - twin(x))`` (the trap's logits, the twin's
     gradient);
-  - NumPy preprocessing (``numpy``; ``numpy-flat`` hands the images back flattened) and probability outputs:
+  - NumPy preprocessing (``numpy``; ``numpy-flat`` hands the images back flattened, ``numpy-hwc`` channels last),
+    the whole model outside autograd (``numpy-logits``: its logits through NumPy) and probability outputs:
     transfer from the twin (PGD on the twin's logits; gamma 1 and the softmax change no decision);
   - noisy input: EOT-PGD (each gradient the mean over 16 draws);
   - kWTA (on the shipped CNN, and ``kwta-trained``: a digits CNN trained from scratch with kWTA in place, 20
@@ -88,7 +89,9 @@ def make_traps(twin: nn.Module) -> dict[str, nn.Module]:
         "int-cast": traps.IntCastQuantized(twin),
         "high-frequency": traps.HighFrequency(twin),
         "numpy": traps.NumpyPreprocessed(twin),
-        "numpy-flat": traps.NumpyPreprocessed(twin, flat=True),
+        "numpy-flat": traps.NumpyPreprocessed(twin, layout="flat"),
+        "numpy-hwc": traps.NumpyPreprocessed(twin, layout="channels-last"),
+        "numpy-logits": traps.NumpyLogits(twin),
         "noisy": traps.NoisyInput(twin, sigma=0.25, seed=0),
         "probabilities": traps.ProbabilityOutputs(twin),
         "nan": traps.NaNLogits(twin),
@@ -112,6 +115,8 @@ RANDOMIZED = ("noisy", "resize-pad")
 TWIN_FORWARD = (
     "numpy",
     "numpy-flat",
+    "numpy-hwc",
+    "numpy-logits",
     "probabilities",
     "grad-mode",
     "backward-zero",

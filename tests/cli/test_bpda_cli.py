@@ -16,10 +16,10 @@ from tests.cli.helpers import run_cli
 MODELS = """
 import torch
 from advlab import zoo
-from advlab.zoo.traps import NumpyPreprocessed
+from advlab.zoo.traps import NumpyLogits
 
-def trap():  # the digits CNN behind preprocessing in NumPy that flattens: no gradient path to the input
-    return NumpyPreprocessed(zoo.load("digits-cnn"), flat=True).eval()
+def trap():  # the digits CNN served outside autograd, its logits through NumPy: no gradient path at all
+    return NumpyLogits(zoo.load("digits-cnn")).eval()
 
 def twin():  # the same function in torch
     return zoo.load("digits-cnn")
@@ -37,7 +37,9 @@ def test_a_twin_gives_the_white_box_number_confirmed_on_the_model(tmp_path: Path
     rc, out, err = run_cli([*ARGS, "--model", f"{spec}:trap", "--out", str(tmp_path / "alone")])
     assert rc == 0, err
     alone = json.loads(out)
-    assert alone["attacks"] == ["square"] and alone["trust"] == "low"  # no gradient path: the gradient-free fallback
+    # no gradient path: on an 8x8 digit the gradients are taken by central differences, and the number is a bound
+    assert alone["attacks"] == ["apgd-ce", "apgd-dlr"] and alone["trust"] == "low"
+    assert any("central differences" in w for w in alone["warnings"])
     rc, out, err = run_cli(
         [*ARGS, "--model", f"{spec}:trap", "--bpda", f"{spec}:twin", "--out", str(tmp_path / "twin")]
     )

@@ -14,7 +14,8 @@ from advlab import attacks, data
 from advlab.errors import AdvlabError
 from advlab.evaluation import EvalConfig, diagnostics, evaluate, gradients, indicators, probes
 from advlab.evaluation.bpda import Reattached
-from advlab.zoo.traps import NaNLogits, NoisyInput, NumpyPreprocessed, RoundQuantized
+from advlab.evaluation.views import FiniteDifferences
+from advlab.zoo.traps import NaNLogits, NoisyInput, NumpyLogits, NumpyPreprocessed, RoundQuantized
 from tests.cli.helpers import run_cli
 
 EPS = 0.1
@@ -77,8 +78,32 @@ def test_gradient_path_probe(twin: nn.Module, digits: tuple[torch.Tensor, torch.
     x, _ = digits
     assert probes.gradient_path(twin, x)
     assert not probes.gradient_path(NumpyPreprocessed(twin), x)
-    assert probes.gradient_path(Reattached(NumpyPreprocessed(twin)), x)  # BPDA with the identity across NumPy
-    assert not probes.gradient_path(Reattached(NumpyPreprocessed(twin, flat=True)), x)  # no image comes back
+    for layout in NumpyPreprocessed.LAYOUTS:  # BPDA with the identity across NumPy, the pixels in any layout
+        trap = NumpyPreprocessed(twin, layout=layout)
+        assert not probes.gradient_path(trap, x) and probes.gradient_path(Reattached(trap), x)
+        xs = x[:3].clone().requires_grad_(True)
+        (grad,) = torch.autograd.grad(Reattached(trap)(xs)[:, 1].sum(), xs)
+        xt = x[:3].clone().requires_grad_(True)
+        (exact,) = torch.autograd.grad(twin(xt)[:, 1].sum(), xt)
+        assert torch.allclose(grad, exact, atol=1e-6), layout  # gamma 1: the identity, so the twin's own gradient
+    assert not probes.gradient_path(Reattached(NumpyLogits(twin)), x)  # the outputs left autograd: nothing comes back
+
+    # a buffer that holds these very pixels, one row per digit (the active test's anchors), is the model's own, not the
+    # input coming back: it is read first, and the image back from NumPy after it is the one reattached
+    class Anchored(nn.Module):
+        def __init__(self, anchors: torch.Tensor) -> None:
+            super().__init__()
+            self.trap = NumpyPreprocessed(twin, layout="flat")
+            self.register_buffer("anchors", anchors.flatten(1).clone())
+
+        def forward(self, v: torch.Tensor) -> torch.Tensor:
+            nearest = torch.cdist(v.detach().flatten(1), self.anchors).argmin(1)
+            return self.trap(v) + 0 * nearest[:, None]
+
+    xs, xt = x[:10].clone().requires_grad_(True), x[:10].clone().requires_grad_(True)
+    (grad,) = torch.autograd.grad(Reattached(Anchored(x[:10]))(xs)[:, 1].sum(), xs)
+    (exact,) = torch.autograd.grad(twin(xt)[:, 1].sum(), xt)
+    assert torch.allclose(grad, exact, atol=1e-6)
 
     class Indexed(nn.Module):  # the image back from NumPy first meets an operator (``__getitem__``: a channel order)
         def __init__(self) -> None:
@@ -99,8 +124,9 @@ def test_no_gradient_path_is_attacked_gradient_free_with_low_trust(
     breaks samples inside the ball, and calls its number an upper bound. (Square's queries cut from 5,000 to 1,500
     for time: up to 4 runs of it on the survivors.)"""
     monkeypatch.setattr(diagnostics, "FALLBACK_QUERIES", 1500)
+    monkeypatch.setattr(diagnostics, "FD_MAX_VALUES", 63)  # an input too large for finite differences (8x8 = 64)
     x, y = digits[0][:48], digits[1][:48]
-    trap = NumpyPreprocessed(twin, flat=True)  # (flat: no image comes back from NumPy for BPDA to take as the input)
+    trap = NumpyLogits(twin)  # (the outputs come from NumPy: no image comes back for BPDA to take as the input)
     for config in (
         EvalConfig(preset="fast", eps=EPS, keep_adversarials=True),
         EvalConfig(attacks=(attacks.PGD(eps=EPS, steps=5),)),
@@ -132,11 +158,48 @@ def test_no_gradient_path_is_attacked_gradient_free_with_low_trust(
     assert rep.robust_accuracy >= honest.robust_accuracy - 5 / len(y)
 
 
+def test_finite_differences_give_the_twins_gradient(twin: nn.Module, digits: tuple[torch.Tensor, torch.Tensor]) -> None:
+    """Central differences through a model without a gradient path: the twin's own input gradient (a piecewise linear
+    ReLU net: exact up to float32 rounding and the rare kink within h), also at pixels on the box's edge (0 or 1)."""
+    x, y = digits[0][:6], digits[1][:6]
+    view = FiniteDifferences(NumpyLogits(twin))
+    assert float(x.min()) == 0 and float(x.max()) == 1  # pixels at both edges of the box
+    xs, xt = x.clone().requires_grad_(True), x.clone().requires_grad_(True)
+    (fd,) = torch.autograd.grad(nn.functional.cross_entropy(view(xs), y), xs)
+    (exact,) = torch.autograd.grad(nn.functional.cross_entropy(twin(xt), y), xt)
+    assert view.queries == 2 * 64
+    rel = (fd - exact).flatten(1).norm(dim=1) / exact.flatten(1).norm(dim=1)
+    assert float(rel.max()) < 0.05  # (measured: 0.1-1%, the float32 outputs' rounding over a step of 2e-3)
+
+
+def test_no_gradient_path_on_a_small_input_is_attacked_through_finite_differences(
+    twin: nn.Module, digits: tuple[torch.Tensor, torch.Tensor], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A model served outside autograd on 8x8 digits: the preset's own white-box attacks run through central
+    differences (every query counted), the gradient-free stage after them, and the number, backed by x_adv and
+    called an upper bound, is the twin's within the two searches' disagreement. (Square's queries cut to 300.)"""
+    monkeypatch.setattr(gradients, "GRADIENT_FREE_QUERIES", 300)
+    x, y = digits[0][:32], digits[1][:32]
+    trap = NumpyLogits(twin).eval()
+    findings = diagnostics.probe(trap, trap, x, [attacks.PGD(eps=EPS)])
+    assert findings.no_gradient_path and findings.finite_differences
+    rep = evaluate(trap, (x, y), EvalConfig(preset="fast", eps=EPS, keep_adversarials=True))
+    assert rep.attacks == ["apgd-ce", "apgd-dlr"] and rep.samples.checks["gradient_free_tried"] > 0
+    assert rep.trust == "low" and any("central differences" in w for w in rep.warnings)
+    assert rep.forwards_per_image > 128 * rep.backwards_per_image  # 2 x 64 queries per gradient, counted
+    assert rep.x_adv is not None and float((rep.x_adv - x).abs().amax()) <= EPS * (1 + 1e-5) + 1e-6
+    with torch.no_grad():
+        robust = (trap(x).argmax(1) == y) & (trap(rep.x_adv).argmax(1) == y)
+    assert rep.robust_accuracy == pytest.approx(float(robust.double().mean()), abs=1e-12)
+    honest = evaluate(twin, (x, y), EvalConfig(preset="fast", eps=EPS))
+    assert abs(rep.robust_accuracy - honest.robust_accuracy) <= 2 / len(y)
+
+
 def test_adapt_keeps_black_box_attacks_and_needs_a_ball(
     twin: nn.Module, digits: tuple[torch.Tensor, torch.Tensor]
 ) -> None:
     x, _ = digits
-    trap = NumpyPreprocessed(twin, flat=True)
+    trap = NumpyLogits(twin)
     noise, pgd = attacks.RandomNoise(eps=EPS), attacks.PGD(eps=EPS)
     assert not diagnostics.probe(twin, twin, x, [pgd, noise]).no_gradient_path
     assert diagnostics.probe(trap, trap, x, [pgd, noise]).no_gradient_path
@@ -290,7 +353,7 @@ class NoGradPreprocessed(nn.Module):
         return self.twin(pre)
 
 
-@pytest.mark.parametrize("kind", ["numpy", "no_grad"])
+@pytest.mark.parametrize("kind", ["numpy", "flat", "no_grad"])
 def test_an_input_that_leaves_autograd_gets_bpda_with_the_identity(
     kind: str, twin: nn.Module, digits: tuple[torch.Tensor, torch.Tensor], monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -300,12 +363,16 @@ def test_an_input_that_leaves_autograd_gets_bpda_with_the_identity(
     queries cut to 300 for time.)"""
     monkeypatch.setattr(gradients, "GRADIENT_FREE_QUERIES", 300)
     x, y = digits[0][:32], digits[1][:32]
-    model = (NumpyPreprocessed(twin) if kind == "numpy" else NoGradPreprocessed(twin)).eval()
+    model = (
+        NoGradPreprocessed(twin)
+        if kind == "no_grad"
+        else NumpyPreprocessed(twin, layout={"numpy": "image"}.get(kind, kind))
+    ).eval()
     findings = diagnostics.probe(model, model, x, [attacks.PGD(eps=EPS)])
     assert findings.reattached and not findings.no_gradient_path
     xs = x.clone().requires_grad_(True)
     (g,) = torch.autograd.grad(nn.functional.cross_entropy(Reattached(model)(xs), y), xs)
-    pre = x.clone() if kind == "numpy" else 0.9 * x + 0.05
+    pre = 0.9 * x + 0.05 if kind == "no_grad" else x.clone()
     pre.requires_grad_(True)
     (g_twin,) = torch.autograd.grad(nn.functional.cross_entropy(twin(pre), y), pre)
     torch.testing.assert_close(g, g_twin)  # the identity across the outside part, the twin's gradient after it
@@ -316,5 +383,5 @@ def test_an_input_that_leaves_autograd_gets_bpda_with_the_identity(
     with torch.no_grad():
         robust = (model(x).argmax(1) == y) & (model(rep.x_adv).argmax(1) == y)
     assert rep.robust_accuracy == pytest.approx(float(robust.double().mean()), abs=1e-12)
-    if kind == "numpy":  # the twin's own function: the same gradients, so the twin's number or below
+    if kind != "no_grad":  # the twin's own function: the same gradients, so the twin's number or below
         assert rep.robust_accuracy <= evaluate(twin, (x, y), EvalConfig(preset="fast", eps=EPS)).robust_accuracy

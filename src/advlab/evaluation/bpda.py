@@ -43,8 +43,9 @@ code. That takes effect where the Function is called as ``Cls.apply(...)`` (the 
 the call); a ``f = Cls.apply`` bound before the evaluation keeps the original, so the probe measures whether it
 did. The Function classes in a graph are listed by :func:`custom_functions`.
 
-**An input that leaves autograd** (NumPy, OpenCV, ``torch.no_grad``) and comes back as an image of its shape is
-taken across by :class:`Reattached`: BPDA with the identity for the part outside autograd.
+**An input that leaves autograd** (NumPy, OpenCV, ``torch.no_grad``) and whose pixels come back (an image of its
+shape, channels last, flattened, or one tensor per image) is taken across by :class:`Reattached`: BPDA with the
+identity for the part outside autograd.
 """
 
 from __future__ import annotations
@@ -279,26 +280,58 @@ def non_differentiable_ops(model: nn.Module, x: torch.Tensor) -> list[str]:
     return sorted(mode.found)
 
 
-class _ReattachMode(TorchFunctionMode):
-    """Reattaches an input that left autograd: the first grad-enabled op (not in place) that takes a float tensor of
-    the input's shape which does not require grad and came from outside autograd (not made by a torch op under this
-    mode, or made under ``torch.no_grad``; not the input itself), and returns a float tensor, runs again with
-    ``t + (x - stop(x))`` in its place: the value ``t``, the gradient of the identity to ``x``."""
+def _laid_out(x: torch.Tensor, shape: torch.Size) -> torch.Tensor | None:
+    """The images ``x`` (N, C, H, W) in the layout of a tensor of ``shape`` that holds their pixels as a NumPy or
+    OpenCV round trip hands them back: the same shape; channels last (N, H, W, C); one row per image (N, C*H*W); all
+    in one vector. None for any other shape."""
+    if shape == x.shape:
+        return x
+    if x.ndim == 4 and tuple(shape) == (x.shape[0], *x.shape[2:], x.shape[1]):
+        return x.permute(0, 2, 3, 1)
+    if tuple(shape) in ((x.shape[0], x[0].numel()), (x.numel(),)):
+        return x.reshape(shape)
+    return None
 
-    def __init__(self, x: torch.Tensor) -> None:
+
+class _ReattachMode(TorchFunctionMode):
+    """Reattaches an input that left autograd: the first grad-enabled op (not in place) that takes a float tensor
+    holding the input's pixels which does not require grad and came from outside autograd (not made by a torch op
+    under this mode, or made under ``torch.no_grad``; not the input itself, not one of ``model``'s parameters or
+    buffers), and returns a float tensor, runs again with ``t + (x - stop(x))`` in its place, the difference laid
+    out as ``t`` (:func:`_laid_out`): the value ``t``, the gradient of the identity to ``x``. "Holding the pixels":
+    laid out like the input and correlated with it (:func:`_like`)."""
+
+    def __init__(self, x: torch.Tensor, model: nn.Module) -> None:
         super().__init__()
         self.x, self.done = x, False
         self.made: dict[int, torch.Tensor] = {}  # tensors made under the mode with grad on (kept alive: ids unique)
+        self.own = {id(t) for t in (*model.parameters(), *model.buffers())}
 
     def _outside(self, t: Any) -> bool:
+        """``t`` is a float tensor from outside autograd, not the model's own."""
         return (
             isinstance(t, torch.Tensor)
             and t is not self.x
             and t.is_floating_point()
             and not t.requires_grad
-            and t.shape == self.x.shape
             and id(t) not in self.made
+            and id(t) not in self.own
         )
+
+    def _per_image(self, seq: Any) -> bool:
+        """``seq`` is a list or tuple of one such tensor per image, in order (a loop over the batch, then a stack)."""
+        return (
+            isinstance(seq, (list, tuple))
+            and len(seq) == len(self.x)
+            and all(self._outside(t) and _like(t, _one_image(self.x[i : i + 1], t.shape)) for i, t in enumerate(seq))
+        )
+
+    def _holds(self, tree: Any) -> bool:
+        if isinstance(tree, (list, tuple)):
+            return self._per_image(tree) or any(self._holds(v) for v in tree)
+        if isinstance(tree, dict):
+            return any(self._holds(v) for v in tree.values())
+        return self._outside(tree) and _like(tree, _laid_out(self.x, tree.shape))
 
     def __torch_function__(
         self, func: Any, types: Any, args: tuple[Any, ...] = (), kwargs: dict[str, Any] | None = None
@@ -311,34 +344,61 @@ class _ReattachMode(TorchFunctionMode):
             and torch.is_grad_enabled()
             and not _in_place(name)  # (run twice, an in-place op would apply twice)
             and any(t.is_floating_point() for t in _tensors(out))  # (not an attribute read: a float tensor comes out)
-            and any(self._outside(t) for t in _tensors((args, kwargs)))
+            and self._holds((args, kwargs))
         ):
             self.done = True
-            out = func(*self._reattached(args), **self._reattached(kwargs))
+            change = self.x - self.x.detach()
+            out = func(*self._reattached(args, change), **self._reattached(kwargs, change))
         if torch.is_grad_enabled():
             for t in _tensors(out):
                 self.made[id(t)] = t
         return out
 
-    def _reattached(self, tree: Any) -> Any:
-        if self._outside(tree):
-            return tree + (self.x - self.x.detach())
+    def _reattached(self, tree: Any, change: torch.Tensor) -> Any:
+        if self._per_image(tree):
+            return type(tree)(t + _one_image(change[i : i + 1], t.shape) for i, t in enumerate(tree))
         if isinstance(tree, (list, tuple)):
-            return type(tree)(self._reattached(v) for v in tree)
+            return type(tree)(self._reattached(v, change) for v in tree)
         if isinstance(tree, dict):
-            return {k: self._reattached(v) for k, v in tree.items()}
-        return tree
+            return {k: self._reattached(v, change) for k, v in tree.items()}
+        return tree + _laid_out(change, tree.shape) if self._holds(tree) else tree
+
+
+#: the least correlation of a tensor from outside autograd with the input's pixels for it to count as holding them
+LIKE_CORRELATION = 0.5
+
+
+def _like(t: torch.Tensor, pixels: torch.Tensor | None) -> bool:
+    """``t`` holds ``pixels`` (the input laid out as ``t``; None: no such layout): their Pearson correlation is at
+    least :data:`LIKE_CORRELATION` (a monotone curve, a normalization, a purifier keep it near 1; a weight matrix of
+    the same shape does not), or one of them is constant."""
+    if pixels is None:
+        return False
+    a, b = t.detach().flatten().double(), pixels.detach().flatten().double().to(t.device)
+    a, b = a - a.mean(), b - b.mean()
+    norms = a.norm() * b.norm()
+    return bool(norms <= 1e-12) or bool((a @ b) / norms >= LIKE_CORRELATION)
+
+
+def _one_image(x: torch.Tensor, shape: torch.Size) -> torch.Tensor | None:
+    """One image ``x`` (1, C, H, W) laid out (:func:`_laid_out`) as a tensor of ``shape``, with or without the batch
+    dimension; None for any other shape."""
+    laid = _laid_out(x, shape)
+    if laid is None and (laid := _laid_out(x, torch.Size((1, *shape)))) is None:
+        return None
+    return laid.reshape(shape)
 
 
 class Reattached(AttackView):
     """BPDA with the identity (Athalye, Carlini & Wagner 2018) across a part of ``model`` outside autograd: the
-    input leaves autograd (NumPy, OpenCV, ``torch.no_grad``, ``detach``) and an image of its shape comes back; that
-    image is taken as a function of the input whose gradient is the identity, ``t + (x - stop(x))`` (the forward
-    values the model's own). The approximation is exact for preprocessing that returns its input unchanged and the
-    BPDA choice for one that returns an image close to it (purification, a gamma curve)."""
+    input leaves autograd (NumPy, OpenCV, ``torch.no_grad``, ``detach``) and its pixels come back (an image of its
+    shape, channels last, or flattened per image); that tensor is taken as a function of the input whose gradient
+    is the identity, ``t + (x - stop(x))`` (the forward values the model's own). The approximation is exact for
+    preprocessing that returns its input unchanged and the BPDA choice for one that returns an image close to it
+    (purification, a gamma curve)."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        with _ReattachMode(x):
+        with _ReattachMode(x, self.model):
             return self.model(x)
 
 

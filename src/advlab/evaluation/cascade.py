@@ -30,7 +30,7 @@ from advlab.attacks.noise import RandomNoise
 from advlab.evaluation import checks as sanity_checks
 from advlab.evaluation import gradients, indicators, metrics, probes
 from advlab.evaluation.diagnostics import Ball, Plan, success_ball
-from advlab.evaluation.views import AttackView, GaussianSmoothed
+from advlab.evaluation.views import AttackView, FiniteDifferences, GaussianSmoothed, log_probabilities
 from advlab.losses import margin
 from advlab.threat import distance
 
@@ -147,7 +147,7 @@ class _State:
     def margin(self, outputs: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """The untargeted margin ``max_{j != y} z_j - z_y`` of the outputs (of log p for probabilities), float32."""
         z = outputs.float()
-        return margin(z.clamp_min(torch.finfo(z.dtype).tiny).log() if self.probabilities else z, labels)
+        return margin(log_probabilities(z) if self.probabilities else z, labels)
 
 
 def _clean_pass(plan: Plan, x: torch.Tensor, y: torch.Tensor) -> _State:
@@ -590,6 +590,7 @@ def run_batch(plan: Plan, x: torch.Tensor, y: torch.Tensor, *, first: bool = Tru
     doubt = (
         plan.findings.grad_mode_differs
         or plan.findings.reattached
+        or plan.findings.finite_differences
         or bool((s.indicators & indicators.NEED_GRADIENT_FREE).any())
         or (sanity and bool(sanity_checks.failed_gradient_checks(checks)))
     )
@@ -600,4 +601,6 @@ def run_batch(plan: Plan, x: torch.Tensor, y: torch.Tensor, *, first: bool = Tru
         checks["black_box_broke"] = checks.get("black_box_broke", 0.0) + free
     elif plan.findings.no_gradient_path and plan.draws <= 1:
         checks.update(_fallback_queries(s))
+    if isinstance(plan.attacked, FiniteDifferences):  # each backward through it: queries the attacks did not count
+        s.forwards += s.backwards * plan.attacked.queries
     return _result(s, y, checks)

@@ -265,5 +265,5 @@ def check_warnings(checks: dict[str, float], findings: Findings | None = None) -
     return (
         _model_warnings(checks, findings)
         + _active_warnings(checks)
-        + _gradient_warnings(checks, findings.no_gradient_path)
+        + _gradient_warnings(checks, findings.no_gradient_path and not findings.finite_differences)
     )

@@ -14,6 +14,7 @@ Quantizers (``levels`` + 1 grey levels, the grid k / levels, k = 0..levels, each
   :class:`IntCastQuantized`    (x * levels + 1/2) cast to an int    (the cast has no gradient)
 Others:
   :class:`NumpyPreprocessed`   preprocessing in NumPy               (no gradient path to the input)
+  :class:`NumpyLogits`         the whole model outside autograd     (no gradient path at all)
   :class:`NoisyInput`          fresh Gaussian noise at every call   (randomized: one gradient is one draw's)
   :class:`ProbabilityOutputs`  a final softmax                      (probabilities, not logits: CE saturates)
   :class:`NaNLogits`           NaN logits on some inputs            (every accuracy meaningless)
@@ -101,19 +102,41 @@ class IntCastQuantized(Trap):
 
 class NumpyPreprocessed(Trap):
     """Obfuscates by preprocessing in NumPy (a gamma curve ``x ** gamma``; the default 1.0 maps every image to
-    itself): the twin's decisions, but no gradient path from the outputs to the input. ``flat``: the NumPy part
-    hands back the images flattened to (N, C*H*W) and torch reshapes them (no image of the input's shape comes back
-    from outside autograd, so BPDA with the identity, :class:`advlab.evaluation.bpda.Reattached`, finds no place)."""
+    itself): the twin's decisions, but no gradient path from the outputs to the input. ``layout``: how the NumPy
+    part hands the images back to torch, which puts them in (N, C, H, W) again: "image" as they came, "flat" one row
+    per image (N, C*H*W), "channels-last" (N, H, W, C) as OpenCV and PIL keep them, "per-image" one array per image
+    (a loop over the batch, then ``torch.stack``)."""
 
-    def __init__(self, net: nn.Module, gamma: float = 1.0, flat: bool = False) -> None:
+    LAYOUTS = ("image", "flat", "channels-last", "per-image")
+
+    def __init__(self, net: nn.Module, gamma: float = 1.0, layout: str = "image") -> None:
         super().__init__(net)
-        self.gamma, self.flat = float(gamma), bool(flat)
+        if layout not in self.LAYOUTS:
+            raise ValueError(f"layout must be one of {', '.join(self.LAYOUTS)}, got {layout!r}")
+        self.gamma, self.layout = float(gamma), layout
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         pre = np.clip(x.detach().cpu().numpy(), 0, 1) ** self.gamma
-        if self.flat:
-            return self.twin(torch.from_numpy(pre.reshape(len(pre), -1)).to(x).view(x.shape))
-        return self.twin(torch.from_numpy(pre).to(x))
+        if self.layout == "flat":
+            back = torch.from_numpy(pre.reshape(len(pre), -1)).to(x).view(x.shape)
+        elif self.layout == "channels-last":
+            back = torch.from_numpy(np.ascontiguousarray(pre.transpose(0, 2, 3, 1))).to(x).permute(0, 3, 1, 2)
+        elif self.layout == "per-image":
+            back = torch.stack([torch.from_numpy(np.ascontiguousarray(image)) for image in pre]).to(x)
+        else:
+            back = torch.from_numpy(pre).to(x)
+        return self.twin(back)
+
+
+class NumpyLogits(Trap):
+    """Obfuscates by serving the model outside autograd: the twin runs under ``torch.no_grad`` and its logits come
+    back through NumPy (a scikit-learn, ONNX or remote model behind a torch wrapper). The twin's decisions, and no
+    gradient path at all: only queries (black-box attacks) or a differentiable twin reach it."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            logits = self.twin(x.detach()).cpu().numpy()
+        return torch.from_numpy(logits.copy()).to(x)
 
 
 class NoisyInput(Trap):
