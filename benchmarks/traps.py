@@ -18,7 +18,8 @@ process time (s) of
     gradient);
   - NumPy preprocessing (``numpy``; ``numpy-flat`` hands the images back flattened, ``numpy-hwc`` channels last),
     the whole model outside autograd (``numpy-logits``: its logits through NumPy) and probability outputs:
-    transfer from the twin (PGD on the twin's logits; gamma 1 and the softmax change no decision);
+    transfer from the twin (PGD on the twin's logits; gamma 1 and the softmax change no decision); ``numpy-pil``
+    (one 8-bit image at a time, as PIL hands them over): BPDA with the twin's backward, and transfer;
   - noisy input: EOT-PGD (each gradient the mean over 16 draws);
   - kWTA (on the shipped CNN, and ``kwta-trained``: a digits CNN trained from scratch with kWTA in place, 20
     epochs on digits:train, as Xiao et al. train theirs) and the steep staircase: BPDA with the twin's backward
@@ -91,6 +92,7 @@ def make_traps(twin: nn.Module) -> dict[str, nn.Module]:
         "numpy": traps.NumpyPreprocessed(twin),
         "numpy-flat": traps.NumpyPreprocessed(twin, layout="flat"),
         "numpy-hwc": traps.NumpyPreprocessed(twin, layout="channels-last"),
+        "numpy-pil": traps.NumpyPreprocessed(twin, layout="pil"),
         "numpy-logits": traps.NumpyLogits(twin),
         "noisy": traps.NoisyInput(twin, sigma=0.25, seed=0),
         "probabilities": traps.ProbabilityOutputs(twin),
@@ -287,7 +289,7 @@ def reference(
         what = "BPDA through the twin (purifier the identity) + transfer"
     elif name == "high-frequency":
         points, what = pgd_runs(Bpda(trap, quantizer=False), x, y, eps), "BPDA through the twin"
-    elif name in ("kwta", "kwta-trained", "staircase"):
+    elif name in ("kwta", "kwta-trained", "staircase", "numpy-pil"):
         points = pgd_runs(Bpda(trap, quantizer=False), x, y, eps) + twin_points
         what = "BPDA (twin's backward) + transfer"
         if name.startswith("kwta"):

@@ -75,7 +75,7 @@ def test_nan_logits_in_the_cli_exit_2_with_one_line_and_no_directory(tmp_path: P
 
 
 def test_gradient_path_probe(twin: nn.Module, digits: tuple[torch.Tensor, torch.Tensor]) -> None:
-    x, _ = digits
+    x, y = digits
     assert probes.gradient_path(twin, x)
     assert not probes.gradient_path(NumpyPreprocessed(twin), x)
     for layout in NumpyPreprocessed.LAYOUTS:  # BPDA with the identity across NumPy, the pixels in any layout
@@ -83,9 +83,24 @@ def test_gradient_path_probe(twin: nn.Module, digits: tuple[torch.Tensor, torch.
         assert not probes.gradient_path(trap, x) and probes.gradient_path(Reattached(trap), x)
         xs = x[:3].clone().requires_grad_(True)
         (grad,) = torch.autograd.grad(Reattached(trap)(xs)[:, 1].sum(), xs)
-        xt = x[:3].clone().requires_grad_(True)
-        (exact,) = torch.autograd.grad(twin(xt)[:, 1].sum(), xt)
-        assert torch.allclose(grad, exact, atol=1e-6), layout  # gamma 1: the identity, so the twin's own gradient
+        # gamma 1: the identity (for "pil" the image rounded to 8 bits), so the twin's own gradient there
+        xt = (x[:3] * 255).round().div(255) if layout == "pil" else x[:3].clone()
+        (exact,) = torch.autograd.grad(twin(xt.requires_grad_(True))[:, 1].sum(), xt)
+        assert torch.allclose(grad, exact, atol=1e-6), layout
+
+    class Reversed(nn.Module):  # one image at a time through NumPy, last first: each is matched to its own input
+        def __init__(self) -> None:
+            super().__init__()
+            self.twin = twin
+
+        def forward(self, v: torch.Tensor) -> torch.Tensor:
+            images = [torch.from_numpy(i.detach().numpy() * 0.9) for i in v.unbind(0)[::-1]]
+            return self.twin(torch.stack(images).flip(0))
+
+    xs, xt = x[:5].clone().requires_grad_(True), (0.9 * x[:5]).requires_grad_(True)
+    (grad,) = torch.autograd.grad(Reattached(Reversed())(xs)[torch.arange(5), y[:5]].sum(), xs)
+    (exact,) = torch.autograd.grad(twin(xt)[torch.arange(5), y[:5]].sum(), xt)
+    assert not probes.gradient_path(Reversed(), x) and torch.allclose(grad, exact, atol=1e-6)
     assert not probes.gradient_path(Reattached(NumpyLogits(twin)), x)  # the outputs left autograd: nothing comes back
 
     # a buffer that holds these very pixels, one row per digit (the active test's anchors), is the model's own, not the

@@ -64,6 +64,7 @@ KINDS = {
     "numpy": traps.NumpyPreprocessed,
     "numpy-flat": lambda twin: traps.NumpyPreprocessed(twin, layout="flat"),
     "numpy-logits": traps.NumpyLogits,
+    "numpy-pil": lambda twin: traps.NumpyPreprocessed(twin, layout="pil"),
     "probabilities": traps.ProbabilityOutputs,
     "high-frequency": traps.HighFrequency,
     "kwta": traps.KWinnersTakeAll,
@@ -80,7 +81,7 @@ KINDS = {
 
 #: the kinds whose evaluation runs the gradient-free stage whatever the checks (no gradient path; a forward that
 #: changes with autograd): slow, so only with the checks, and each has a test of its own here or in test_diagnostics
-SQUARE_ANYWAY = ("numpy", "numpy-flat", "numpy-logits", "grad-mode", "train-time-decoy")
+SQUARE_ANYWAY = ("numpy", "numpy-flat", "numpy-logits", "numpy-pil", "grad-mode", "train-time-decoy")
 
 
 @pytest.mark.parametrize(

@@ -51,6 +51,7 @@ identity for the part outside autograd.
 from __future__ import annotations
 
 import contextlib
+import math
 from collections.abc import Callable
 from typing import Any, TypeGuard
 
@@ -299,13 +300,17 @@ class _ReattachMode(TorchFunctionMode):
     under this mode, or made under ``torch.no_grad``; not the input itself, not one of ``model``'s parameters or
     buffers), and returns a float tensor, runs again with ``t + (x - stop(x))`` in its place, the difference laid
     out as ``t`` (:func:`_laid_out`): the value ``t``, the gradient of the identity to ``x``. "Holding the pixels":
-    laid out like the input and correlated with it (:func:`_like`)."""
+    laid out like the input and correlated with it (:func:`_like`). The pixels may come back as the batch, or one
+    image at a time (a loop over the batch, e.g. through PIL, then ``torch.stack``, in any order): each single image
+    is matched to the input image it correlates with most (each input image taken once; the mode ends when every
+    input image is taken)."""
 
     def __init__(self, x: torch.Tensor, model: nn.Module) -> None:
         super().__init__()
         self.x, self.done = x, False
         self.made: dict[int, torch.Tensor] = {}  # tensors made under the mode with grad on (kept alive: ids unique)
         self.own = {id(t) for t in (*model.parameters(), *model.buffers())}
+        self.taken = torch.zeros(len(x), dtype=torch.bool)  # the input images reattached one at a time
 
     def _outside(self, t: Any) -> bool:
         """``t`` is a float tensor from outside autograd, not the model's own."""
@@ -318,20 +323,27 @@ class _ReattachMode(TorchFunctionMode):
             and id(t) not in self.own
         )
 
-    def _per_image(self, seq: Any) -> bool:
-        """``seq`` is a list or tuple of one such tensor per image, in order (a loop over the batch, then a stack)."""
-        return (
-            isinstance(seq, (list, tuple))
-            and len(seq) == len(self.x)
-            and all(self._outside(t) and _like(t, _one_image(self.x[i : i + 1], t.shape)) for i, t in enumerate(seq))
-        )
+    def _image_of(self, t: torch.Tensor) -> int | None:
+        """The input image a single image ``t`` from outside autograd holds: of those not taken yet, the one it
+        correlates with most, if that is at least :data:`LIKE_CORRELATION`; None otherwise."""
+        if not self._outside(t) or _one_image(self.x[:1], t.shape) is None or bool(self.taken.all()):
+            return None
+        a = t.detach().flatten().double()
+        b = torch.stack([_some(_one_image(self.x[i : i + 1], t.shape)).detach().flatten() for i in range(len(self.x))])
+        a, b = a - a.mean(), b.double().to(a.device) - b.double().to(a.device).mean(1, keepdim=True)
+        corr = (b @ a) / (b.norm(dim=1) * a.norm()).clamp_min(1e-12)
+        corr[self.taken.to(corr.device)] = -math.inf
+        i = int(corr.argmax())
+        return i if float(corr[i]) >= LIKE_CORRELATION else None
 
     def _holds(self, tree: Any) -> bool:
         if isinstance(tree, (list, tuple)):
-            return self._per_image(tree) or any(self._holds(v) for v in tree)
+            return any(self._holds(v) for v in tree)
         if isinstance(tree, dict):
             return any(self._holds(v) for v in tree.values())
-        return self._outside(tree) and _like(tree, _laid_out(self.x, tree.shape))
+        if self._outside(tree) and _like(tree, _laid_out(self.x, tree.shape)):
+            return True
+        return isinstance(tree, torch.Tensor) and self._image_of(tree) is not None
 
     def __torch_function__(
         self, func: Any, types: Any, args: tuple[Any, ...] = (), kwargs: dict[str, Any] | None = None
@@ -346,22 +358,32 @@ class _ReattachMode(TorchFunctionMode):
             and any(t.is_floating_point() for t in _tensors(out))  # (not an attribute read: a float tensor comes out)
             and self._holds((args, kwargs))
         ):
-            self.done = True
             change = self.x - self.x.detach()
             out = func(*self._reattached(args, change), **self._reattached(kwargs, change))
+            self.done = self.done or bool(self.taken.all())
         if torch.is_grad_enabled():
             for t in _tensors(out):
                 self.made[id(t)] = t
         return out
 
     def _reattached(self, tree: Any, change: torch.Tensor) -> Any:
-        if self._per_image(tree):
-            return type(tree)(t + _one_image(change[i : i + 1], t.shape) for i, t in enumerate(tree))
         if isinstance(tree, (list, tuple)):
             return type(tree)(self._reattached(v, change) for v in tree)
         if isinstance(tree, dict):
             return {k: self._reattached(v, change) for k, v in tree.items()}
-        return tree + _laid_out(change, tree.shape) if self._holds(tree) else tree
+        if self._outside(tree) and _like(tree, _laid_out(self.x, tree.shape)):
+            self.done = True
+            return tree + _laid_out(change, tree.shape)
+        if isinstance(tree, torch.Tensor) and (i := self._image_of(tree)) is not None:
+            self.taken[i] = True
+            return tree + _some(_one_image(change[i : i + 1], tree.shape))
+        return tree
+
+
+def _some(t: torch.Tensor | None) -> torch.Tensor:
+    """``t``, which a check before has found to exist."""
+    assert t is not None
+    return t
 
 
 #: the least correlation of a tensor from outside autograd with the input's pixels for it to count as holding them

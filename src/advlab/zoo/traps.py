@@ -105,9 +105,10 @@ class NumpyPreprocessed(Trap):
     itself): the twin's decisions, but no gradient path from the outputs to the input. ``layout``: how the NumPy
     part hands the images back to torch, which puts them in (N, C, H, W) again: "image" as they came, "flat" one row
     per image (N, C*H*W), "channels-last" (N, H, W, C) as OpenCV and PIL keep them, "per-image" one array per image
-    (a loop over the batch, then ``torch.stack``)."""
+    (a loop over the batch, then ``torch.stack``), "pil" one image at a time as PIL hands it over (H, W, C, 8-bit:
+    the pixels rounded to 1/255), each put in (C, H, W) by torch before the stack."""
 
-    LAYOUTS = ("image", "flat", "channels-last", "per-image")
+    LAYOUTS = ("image", "flat", "channels-last", "per-image", "pil")
 
     def __init__(self, net: nn.Module, gamma: float = 1.0, layout: str = "image") -> None:
         super().__init__(net)
@@ -123,6 +124,9 @@ class NumpyPreprocessed(Trap):
             back = torch.from_numpy(np.ascontiguousarray(pre.transpose(0, 2, 3, 1))).to(x).permute(0, 3, 1, 2)
         elif self.layout == "per-image":
             back = torch.stack([torch.from_numpy(np.ascontiguousarray(image)) for image in pre]).to(x)
+        elif self.layout == "pil":
+            hwc = [np.round(image.transpose(1, 2, 0) * 255).astype(np.uint8) for image in pre]
+            back = torch.stack([torch.from_numpy(image / 255.0).permute(2, 0, 1) for image in hwc]).to(x)
         else:
             back = torch.from_numpy(pre).to(x)
         return self.twin(back)
