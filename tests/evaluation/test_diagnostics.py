@@ -175,7 +175,7 @@ def test_no_gradient_path_is_attacked_gradient_free_with_low_trust(
 
 def test_finite_differences_give_the_twins_gradient(twin: nn.Module, digits: tuple[torch.Tensor, torch.Tensor]) -> None:
     """Central differences through a model without a gradient path: the twin's own input gradient (a piecewise linear
-    ReLU net: exact up to float32 rounding and the rare kink within h), also at pixels on the box's edge (0 or 1)."""
+    ReLU net: up to the kinks within the step and float32 rounding), also at pixels on the box's edge (0 or 1)."""
     x, y = digits[0][:6], digits[1][:6]
     view = FiniteDifferences(NumpyLogits(twin))
     assert float(x.min()) == 0 and float(x.max()) == 1  # pixels at both edges of the box
@@ -184,7 +184,9 @@ def test_finite_differences_give_the_twins_gradient(twin: nn.Module, digits: tup
     (exact,) = torch.autograd.grad(nn.functional.cross_entropy(twin(xt), y), xt)
     assert view.queries == 2 * 64
     rel = (fd - exact).flatten(1).norm(dim=1) / exact.flatten(1).norm(dim=1)
-    assert float(rel.max()) < 0.05  # (measured: 0.1-1%, the float32 outputs' rounding over a step of 2e-3)
+    # (measured: 1.4-4.8% relative error at the step of 1e-2, where ReLU kinks fall inside the step; 0.1-1% at 1e-3)
+    assert float(rel.max()) < 0.15
+    assert float(nn.functional.cosine_similarity(fd.flatten(1), exact.flatten(1)).min()) > 0.99
 
 
 def test_no_gradient_path_on_a_small_input_is_attacked_through_finite_differences(

@@ -282,14 +282,16 @@ def non_differentiable_ops(model: nn.Module, x: torch.Tensor) -> list[str]:
 
 
 def _laid_out(x: torch.Tensor, shape: torch.Size) -> torch.Tensor | None:
-    """The images ``x`` (N, C, H, W) in the layout of a tensor of ``shape`` that holds their pixels as a NumPy or
-    OpenCV round trip hands them back: the same shape; channels last (N, H, W, C); one row per image (N, C*H*W); all
-    in one vector. None for any other shape."""
+    """The images ``x`` (N, C, H, W) in the layout of a tensor of ``shape`` that holds their pixels as a NumPy, PIL or
+    OpenCV round trip hands them back: the same shape; channels last (N, H, W, C); grey images without their channel
+    (N, H, W); one row per image (N, C*H*W); all in one vector. None for any other shape."""
     if shape == x.shape:
         return x
     if x.ndim == 4 and tuple(shape) == (x.shape[0], *x.shape[2:], x.shape[1]):
         return x.permute(0, 2, 3, 1)
-    if tuple(shape) in ((x.shape[0], x[0].numel()), (x.numel(),)):
+    if tuple(shape) in ((x.shape[0], x[0].numel()), (x.numel(),)) or (
+        x.ndim == 4 and x.shape[1] == 1 and tuple(shape) == (x.shape[0], *x.shape[2:])
+    ):
         return x.reshape(shape)
     return None
 

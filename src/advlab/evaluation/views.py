@@ -24,8 +24,11 @@ from torch import nn
 
 #: fresh forwards per EOT forward
 EOT_DRAWS = 16
-#: the step of :class:`FiniteDifferences`, in [0, 1] pixel units
-FD_STEP = 1e-3
+#: the step of :class:`FiniteDifferences`, in [0, 1] pixel units: 2.55 grey levels, so that a model that rounds its
+#: input to 8 bits (a PIL or uint8 round trip) still has differences to take. On 64 digits, cosine of the central
+#: differences with the exact input gradient (median): the digits CNN 1.0000 at 1e-3, 0.9996 at 1e-2; the same CNN
+#: behind an 8-bit rounding (against the CNN's gradient) 0.54 at 1e-3, 0.995 at 1e-2.
+FD_STEP = 1e-2
 #: images evaluated per forward of :class:`FiniteDifferences`' backward
 FD_CHUNK = 4096
 

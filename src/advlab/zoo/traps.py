@@ -124,9 +124,11 @@ class NumpyPreprocessed(Trap):
             back = torch.from_numpy(np.ascontiguousarray(pre.transpose(0, 2, 3, 1))).to(x).permute(0, 3, 1, 2)
         elif self.layout == "per-image":
             back = torch.stack([torch.from_numpy(np.ascontiguousarray(image)) for image in pre]).to(x)
-        elif self.layout == "pil":
+        elif self.layout == "pil":  # (a grey image comes back (H, W), as PIL's mode "L" hands it over)
             hwc = [np.round(image.transpose(1, 2, 0) * 255).astype(np.uint8) for image in pre]
-            back = torch.stack([torch.from_numpy(image / 255.0).permute(2, 0, 1) for image in hwc]).to(x)
+            pil = [image[..., 0] if image.shape[-1] == 1 else image for image in hwc]
+            chw = [t.permute(2, 0, 1) if t.ndim == 3 else t[None] for t in (torch.from_numpy(i / 255.0) for i in pil)]
+            back = torch.stack(chw).to(x)
         else:
             back = torch.from_numpy(pre).to(x)
         return self.twin(back)
