@@ -43,9 +43,9 @@ code. That takes effect where the Function is called as ``Cls.apply(...)`` (the 
 the call); a ``f = Cls.apply`` bound before the evaluation keeps the original, so the probe measures whether it
 did. The Function classes in a graph are listed by :func:`custom_functions`.
 
-**An input that leaves autograd** (NumPy, OpenCV, ``torch.no_grad``) and whose pixels come back (an image of its
-shape, channels last, flattened, or one tensor per image) is taken across by :class:`Reattached`: BPDA with the
-identity for the part outside autograd.
+**An input that leaves autograd** (NumPy, OpenCV, PIL, ``torch.no_grad``) and whose pixels come back (an image of its
+shape, channels last, flattened, grey without its channel, or one image at a time) is taken across by
+:class:`Reattached`: BPDA with the identity for the part outside autograd.
 """
 
 from __future__ import annotations
@@ -415,11 +415,11 @@ def _one_image(x: torch.Tensor, shape: torch.Size) -> torch.Tensor | None:
 
 class Reattached(AttackView):
     """BPDA with the identity (Athalye, Carlini & Wagner 2018) across a part of ``model`` outside autograd: the
-    input leaves autograd (NumPy, OpenCV, ``torch.no_grad``, ``detach``) and its pixels come back (an image of its
-    shape, channels last, or flattened per image); that tensor is taken as a function of the input whose gradient
-    is the identity, ``t + (x - stop(x))`` (the forward values the model's own). The approximation is exact for
-    preprocessing that returns its input unchanged and the BPDA choice for one that returns an image close to it
-    (purification, a gamma curve)."""
+    input leaves autograd (NumPy, OpenCV, PIL, ``torch.no_grad``, ``detach``) and its pixels come back (in one of
+    the layouts of :func:`_laid_out`, as the batch or one image at a time); that tensor is taken as a function of
+    the input whose gradient is the identity, ``t + (x - stop(x))`` (the forward values the model's own). The
+    approximation is exact for preprocessing that returns its input unchanged and the BPDA choice for one that
+    returns an image close to it (purification, a gamma curve, a blur, an 8-bit round trip)."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         with _ReattachMode(x, self.model):

@@ -32,8 +32,8 @@
 What the findings decide (:func:`plan_for`):
 
 * **the input leaves autograd and comes back** (``reattached``: preprocessing in NumPy, OpenCV or under
-  ``torch.no_grad`` that hands the input's pixels back: an image of its shape, channels last, flattened, or one
-  tensor per image): the attacks run on
+  ``torch.no_grad`` that hands the input's pixels back: an image of its shape, channels last, flattened, grey
+  without its channel, or one image at a time as through PIL): the attacks run on
   :class:`advlab.evaluation.bpda.Reattached` of the model (BPDA with the identity across that part), every batch
   ends with the gradient-free stage on the samples still unbroken, and a warning says the number is an upper bound.
 * **no gradient path** (and none through :class:`~advlab.evaluation.bpda.Reattached`: the outputs computed
@@ -89,8 +89,9 @@ FALLBACK_QUERIES = 5000
 #: the most input values (C*H*W) of a model without a gradient path whose gradients are taken by finite differences
 #: (:class:`advlab.evaluation.views.FiniteDifferences`): a gradient then costs at most 512 queries, so the reliable
 #: preset's at most 150 steps cost at most ~77,000 per unbroken image, a few times the gradient-free stage's 4 x
-#: 5,000; an 8x8 digit (64 values) costs 128 per gradient. On 200 digits behind a model served through NumPy the
-#: reliable preset gave the twin's own white-box robust accuracy (31.5%) this way, Square alone 34.5%.
+#: 5,000; an 8x8 digit (64 values) costs 128 per gradient. On 200 digits behind the digits CNN served through NumPy
+#: (``benchmarks/traps.py``, numpy-logits) the reliable preset gave 31.0% this way, the union of every attack's points
+#: (the twin's own white-box number 31.5%); Square alone 34.5%.
 FD_MAX_VALUES = 256
 #: draws per sample of the expected accuracy of a randomized model, unless the config says (``EvalConfig.draws``)
 ACCURACY_DRAWS = 16
