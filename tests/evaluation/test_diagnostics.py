@@ -357,6 +357,24 @@ def test_randomized_model_gets_eot_and_an_expected_accuracy(
     assert evaluate(twin, (x, y), EvalConfig(preset="fast", eps=EPS)).expected_accuracy is None
 
 
+def test_a_randomized_model_without_a_gradient_path_reports_its_expected_accuracy(
+    twin: nn.Module, digits: tuple[torch.Tensor, torch.Tensor], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Noise inside a model served outside autograd: no finite differences (fresh noise in every query), Square on the
+    expected probabilities, and the headline is the expected accuracy over fresh draws, called an upper bound.
+    (Square's queries cut to 300 for time.)"""
+    monkeypatch.setattr(diagnostics, "FALLBACK_QUERIES", 300)
+    x, y = digits[0][:16], digits[1][:16]
+    trap = NumpyLogits(NoisyInput(twin, sigma=0.1)).eval()
+    findings = diagnostics.probe(trap, trap, x, [attacks.PGD(eps=EPS)])
+    assert findings.no_gradient_path and findings.randomized and not findings.finite_differences
+    rep = evaluate(trap, (x, y), EvalConfig(preset="fast", eps=EPS))
+    e = rep.expected_accuracy
+    assert rep.attacks == ["square"] and e is not None and e["draws"] == diagnostics.ACCURACY_DRAWS
+    assert (rep.robust_accuracy, rep.clean_accuracy) == (e["robust"], e["clean"]) and rep.single_draw is not None
+    assert rep.trust == "low" and any("no gradient path" in w for w in rep.warnings)
+
+
 class NoGradPreprocessed(nn.Module):
     """``twin(0.9 x + 0.05)`` with the preprocessing under ``torch.no_grad``."""
 

@@ -40,9 +40,10 @@ What the findings decide (:func:`plan_for`):
   outside autograd, or an input of another shape coming back): on an input of at most :data:`FD_MAX_VALUES` values
   (and a deterministic model) the attacks run on :class:`advlab.evaluation.views.FiniteDifferences` of the model
   (``finite_differences``: every gradient by central differences, 2 queries per input value) and every batch ends
-  with the gradient-free stage; on a larger input the white-box attacks are replaced by a gradient-free one
-  (Square, :data:`FALLBACK_QUERIES` queries per image). Either way the number is an upper bound, and a warning
-  says so.
+  with the gradient-free stage; on a larger input (or a randomized model: fresh noise in every query) the white-box
+  attacks are replaced by a gradient-free one (Square, :data:`FALLBACK_QUERIES` queries per image; on a randomized
+  model on its expected probabilities, the headline its expected accuracy). Either way the number is an upper
+  bound, and a warning says so.
 * **non-differentiable ops** (round, floor, sign, integer casts, comparisons cast to float, ...; e.g. an input
   quantizer): the attacks run on :class:`advlab.evaluation.bpda.StraightThrough` of the model (BPDA).
 * **custom autograd Functions whose backward fails** (on the probed samples the model's input gradients disagree
@@ -217,8 +218,9 @@ def probe(model: nn.Module, attacked: nn.Module, x: torch.Tensor, attacks: Seque
     reattached = False
     if any(a.white_box for a in attacks) and not probes.gradient_path(attacked, x):
         if not probes.gradient_path(bpda.Reattached(attacked), x):
-            small = x[0].numel() <= FD_MAX_VALUES and not probes.randomized(model, x)
-            return Findings(no_gradient_path=True, finite_differences=small)
+            random = probes.randomized(model, x)
+            small = x[0].numel() <= FD_MAX_VALUES and not random
+            return Findings(no_gradient_path=True, finite_differences=small, randomized=random)
         reattached, attacked = True, bpda.Reattached(attacked)
     ops = tuple(bpda.non_differentiable_ops(attacked, x))
     random = probes.randomized(model, x)
@@ -312,6 +314,9 @@ def plan_for(model: nn.Module, config: EvalConfig, findings: Findings, attack_mo
         attacked = FiniteDifferences(attacked)
     elif findings.no_gradient_path:
         attacks = fallback(attacks, config.eps, norm)
+        if findings.randomized:  # Square on the expected probabilities; the expected accuracy over fresh draws
+            attacked = ExpectedProbabilities(attacked)
+            judge, draws = attacked, config.draws
     else:
         if findings.reattached:
             attacked = bpda.Reattached(attacked)
