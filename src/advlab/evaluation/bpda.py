@@ -330,11 +330,9 @@ class _ReattachMode(TorchFunctionMode):
         correlates with most, if that is at least :data:`LIKE_CORRELATION`; None otherwise."""
         if not self._outside(t) or _one_image(self.x[:1], t.shape) is None or bool(self.taken.all()):
             return None
-        a = t.detach().flatten().double()
-        b = torch.stack([_some(_one_image(self.x[i : i + 1], t.shape)).detach().flatten() for i in range(len(self.x))])
-        a, b = a - a.mean(), b.double().to(a.device) - b.double().to(a.device).mean(1, keepdim=True)
-        corr = (b @ a) / (b.norm(dim=1) * a.norm()).clamp_min(1e-12)
-        corr[self.taken.to(corr.device)] = -math.inf
+        images = torch.stack([_some(_one_image(self.x[i : i + 1], t.shape)).flatten() for i in range(len(self.x))])
+        corr = _correlations(t, images)
+        corr[self.taken.to(corr.device) | corr.isnan()] = -math.inf
         i = int(corr.argmax())
         return i if float(corr[i]) >= LIKE_CORRELATION else None
 
@@ -398,10 +396,18 @@ def _like(t: torch.Tensor, pixels: torch.Tensor | None) -> bool:
     the same shape does not), or one of them is constant."""
     if pixels is None:
         return False
-    a, b = t.detach().flatten().double(), pixels.detach().flatten().double().to(t.device)
-    a, b = a - a.mean(), b - b.mean()
-    norms = a.norm() * b.norm()
-    return bool(norms <= 1e-12) or bool((a @ b) / norms >= LIKE_CORRELATION)
+    corr = _correlations(t, pixels.flatten()[None])[0]
+    return bool(corr.isnan()) or bool(corr >= LIKE_CORRELATION)
+
+
+def _correlations(t: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+    """(M,) float64: the Pearson correlation of ``t``'s values (flattened) with each row of ``rows`` (M, t.numel());
+    NaN where ``t`` or the row is constant."""
+    a = t.detach().flatten().double()
+    b = rows.detach().double().to(a.device)
+    a, b = a - a.mean(), b - b.mean(1, keepdim=True)
+    norms = b.norm(dim=1) * a.norm()
+    return torch.where(norms > 1e-12, (b @ a) / norms.clamp_min(1e-12), torch.full_like(norms, math.nan))
 
 
 def _one_image(x: torch.Tensor, shape: torch.Size) -> torch.Tensor | None:
